@@ -1,0 +1,120 @@
+"""The REST API (FastAPI). Served by Ray Serve in production; tests may serve it with any backend.
+
+The backend is any object with the scheduler's async methods (``submit``, ``get``, ``list``,
+``cancel``, ``logs``, ``health``): the scheduler itself, or ``ActorBackend`` over the actor.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+
+from ..errors import SchedulerUnavailable
+from ..models import WorkloadSpec
+from ..status import Status
+from .auth import KeyRing, Principal
+from .errors import install_error_handlers
+from .limits import BodySizeLimit
+
+
+class SubmitAck(BaseModel):
+    workload_id: str
+    status: str
+    queue_position: Optional[int] = None
+    estimated_start: Optional[str] = None
+    estimated_completion: Optional[str] = None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429, 503)}
+
+
+def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
+              backend_factory: Optional[Callable[[], Any]] = None) -> FastAPI:
+    """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
+    (Serve pickles the app into its replica, so the backend is made there, not here)."""
+    app = FastAPI(title="Orion", version="0.1.0", responses=_ERRORS,
+                  description="Orchestration of AI workloads on Ray.")
+    app.state.backend = backend
+    app.state.backend_factory = backend_factory
+    app.state.keyring = keyring
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    def backend_of(request: Request):
+        b = request.app.state.backend
+        if b is None and request.app.state.backend_factory is not None:
+            b = request.app.state.backend = request.app.state.backend_factory()
+        if b is None:
+            raise SchedulerUnavailable("the scheduler is not connected", retry_after=2)
+        return b
+
+    def principal(request: Request,
+                  authorization: Optional[str] = Header(None, include_in_schema=False)) -> Principal:
+        return request.app.state.keyring.authenticate(authorization)
+
+    def scope(p: Principal) -> Optional[str]:
+        """The tenant a caller is limited to (None for an admin)."""
+        return p.tenant_id
+
+    @app.post("/api/v1/workloads", status_code=202, response_model=SubmitAck, tags=["workloads"])
+    async def submit(spec: WorkloadSpec, request: Request, p: Principal = Depends(principal)):
+        """Submit a workload; answered once it is durably stored."""
+        tenant = p.tenant_id or spec.metadata.tenant_id or "default"
+        return await backend_of(request).submit(spec.model_dump(mode="json"), tenant)
+
+    @app.get("/api/v1/workloads/{workload_id}", tags=["workloads"])
+    async def get_workload(workload_id: str, request: Request, p: Principal = Depends(principal)):
+        """One workload with its status history."""
+        return await backend_of(request).get(workload_id, scope(p))
+
+    @app.get("/api/v1/workloads", tags=["workloads"])
+    async def list_workloads(request: Request, p: Principal = Depends(principal),
+                             status: Optional[Status] = None,
+                             tenant_id: Optional[str] = Query(None, max_length=128),
+                             limit: int = Query(50, ge=1, le=1000),
+                             cursor: Optional[int] = Query(None, ge=0)):
+        """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        tenant = p.tenant_id or tenant_id
+        return await backend_of(request).list(status.value if status else None, tenant, limit,
+                                              cursor)
+
+    @app.delete("/api/v1/workloads/{workload_id}", status_code=202, tags=["workloads"])
+    async def cancel(workload_id: str, request: Request, p: Principal = Depends(principal)):
+        """Cancel (idempotent: a finished workload answers its final status)."""
+        return await backend_of(request).cancel(workload_id, scope(p))
+
+    @app.get("/api/v1/workloads/{workload_id}/logs", response_class=PlainTextResponse,
+             tags=["workloads"])
+    async def logs(workload_id: str, request: Request, p: Principal = Depends(principal)):
+        """stdout/stderr of the workload's latest run."""
+        return PlainTextResponse(await backend_of(request).logs(workload_id, scope(p)))
+
+    @app.get("/health", tags=["operations"])
+    async def health(request: Request):
+        """Liveness of the API, the scheduler and the store (503 when either is down)."""
+        body: dict[str, Any] = {"api": "ok", "scheduler": "down", "store": "unknown"}
+        try:
+            body.update(await backend_of(request).health())
+        except Exception as exc:  # the scheduler is unreachable: say so, do not crash
+            body["scheduler_error"] = str(exc)[:500]
+        ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app

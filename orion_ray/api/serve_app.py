@@ -1,0 +1,67 @@
+"""``orion-api``: the REST app as a Ray Serve application with a FastAPI ingress."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray import serve
+
+from ..errors import SchedulerUnavailable
+from ..scheduler.actor import get_scheduler
+from .app import build_app
+from .auth import KeyRing
+
+APP_NAME = "orion-api"
+
+
+class ActorBackend:
+    """The scheduler actor behind the API: calls it, and turns a dead actor into a 503."""
+
+    def __init__(self, handle=None):
+        self._handle = handle
+
+    def _actor(self):
+        if self._handle is None:
+            try:
+                self._handle = get_scheduler()
+            except ValueError:
+                raise SchedulerUnavailable("the scheduler actor is not running", retry_after=2)
+        return self._handle
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._actor(), method).remote(*args)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise SchedulerUnavailable(f"the scheduler is restarting ({type(exc).__name__})",
+                                       retry_after=1) from None
+
+    async def submit(self, spec, tenant_id):
+        return await self._call("submit", spec, tenant_id)
+
+    async def get(self, workload_id, tenant_id=None):
+        return await self._call("get", workload_id, tenant_id)
+
+    async def list(self, status=None, tenant_id=None, limit=50, cursor=None):
+        return await self._call("list", status, tenant_id, limit, cursor)
+
+    async def cancel(self, workload_id, tenant_id=None):
+        return await self._call("cancel", workload_id, tenant_id)
+
+    async def logs(self, workload_id, tenant_id=None):
+        return await self._call("logs", workload_id, tenant_id)
+
+    async def health(self):
+        return await self._call("health")
+
+
+def build_api_app(admin_key_hashes: list[str], max_body_bytes: int):
+    """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``)."""
+    app = build_app(KeyRing(admin_key_hashes), None, max_body_bytes, backend_factory=ActorBackend)
+
+    @serve.deployment(name="OrionAPI", num_replicas=1, max_ongoing_requests=1000,
+                      ray_actor_options={"num_cpus": 0})
+    @serve.ingress(app)
+    class OrionAPI:
+        """The API replica; routes live on the FastAPI app."""
+
+    return OrionAPI.bind()

@@ -1,0 +1,185 @@
+"""The ``orion`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import OrionError
+
+
+def _print(obj: Any, output: str) -> None:
+    if output == "json":
+        print(json.dumps(obj, indent=2, default=str))
+    elif isinstance(obj, dict):
+        width = max((len(k) for k in obj), default=0)
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v, default=str)
+            print(f"{k:<{width}}  {v}")
+    else:
+        print(obj)
+
+
+def _client():
+    from .client import OrionClient
+    return OrionClient()
+
+
+def cmd_up(a) -> int:
+    from .cluster import up
+    from .config import load_config
+    cfg = load_config(a.config)
+    if a.port is not None:
+        cfg.orion.api.port = a.port
+    resources = json.loads(a.resources) if a.resources else None
+    if resources is not None and not isinstance(resources, dict):
+        raise SystemExit("--resources must be a JSON object, e.g. '{\"accel\": 2}'")
+    info = up(cfg, address=a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus,
+              resources=resources, ray_port=a.ray_port, dashboard_port=a.dashboard_port)
+    if a.output == "json":
+        _print(info, "json")
+    else:
+        print(f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
+              f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
+              f"  Ray:        {info['ray_address']}")
+    return 0
+
+
+def cmd_down(a) -> int:
+    from .cluster import down
+    down()
+    return 0
+
+
+def _load_spec(path: str) -> dict:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    spec = yaml.safe_load(text)
+    if not isinstance(spec, dict):
+        raise SystemExit(f"{path}: expected a mapping (a workload spec)")
+    return spec
+
+
+def cmd_submit(a) -> int:
+    c = _client()
+    handle = c.submit_workload(_load_spec(a.file))
+    if not a.wait:
+        _print(handle.ack, a.output)
+        return 0
+    result = handle.wait_for_completion(timeout=a.timeout)
+    _print(result.record, a.output)
+    return 0 if result.status == "completed" else 1
+
+
+def cmd_status(a) -> int:
+    _print(_client().get_workload(a.id), a.output)
+    return 0
+
+
+def cmd_list(a) -> int:
+    page = _client().list_workloads(status=a.status, tenant_id=a.tenant, limit=a.limit,
+                                    cursor=a.cursor)
+    if a.output == "json":
+        _print(page, "json")
+        return 0
+    print(f"{'ID':<20} {'TYPE':<5} {'STATUS':<10} {'PRIORITY':<11} {'TENANT':<12} SUBMITTED")
+    for w in page["items"]:
+        print(f"{w['workload_id']:<20} {w['workload_type']:<5} {w['status']:<10} "
+              f"{w['priority']:<11} {w['tenant_id']:<12} {w['submitted_at']}")
+    if page.get("next_cursor") is not None:
+        print(f"(more: --cursor {page['next_cursor']})")
+    return 0
+
+
+def cmd_cancel(a) -> int:
+    _print(_client().cancel(a.id), a.output)
+    return 0
+
+
+def cmd_logs(a) -> int:
+    c = _client()
+    printed = 0
+    while True:
+        text = c.logs(a.id)
+        sys.stdout.write(text[printed:])
+        sys.stdout.flush()
+        printed = len(text)
+        if not a.follow or c.get_workload(a.id)["status"] in ("completed", "failed", "cancelled"):
+            if a.follow:  # the final logs are stored at the end: print what was not seen yet
+                text = c.logs(a.id)
+                sys.stdout.write(text[printed:])
+            return 0
+        time.sleep(1.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orion", description="Orion: AI workloads on Ray")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def out(sp):
+        sp.add_argument("--output", "-o", choices=["text", "json"], default="text")
+        return sp
+
+    up = out(sub.add_parser("up", help="start (or attach to) Ray and deploy Orion; idempotent"))
+    up.add_argument("--address", help="attach to an existing Ray cluster (GCS address)")
+    up.add_argument("--config", help="orion.yaml (default: ./orion.yaml if present)")
+    up.add_argument("--port", type=int, help="API port (default 8000)")
+    up.add_argument("--num-cpus", type=float)
+    up.add_argument("--num-gpus", type=float)
+    up.add_argument("--resources", help="JSON of custom resources for the local head")
+    up.add_argument("--ray-port", type=int, default=6379)
+    up.add_argument("--dashboard-port", type=int, default=8265)
+    up.set_defaults(fn=cmd_up)
+
+    sub.add_parser("down", help="stop what `orion up` started").set_defaults(fn=cmd_down)
+
+    s = out(sub.add_parser("submit", help="submit a workload from a YAML/JSON file ('-' = stdin)"))
+    s.add_argument("file")
+    s.add_argument("--wait", action="store_true", help="wait until it finishes")
+    s.add_argument("--timeout", type=float, default=None)
+    s.set_defaults(fn=cmd_submit)
+
+    st = out(sub.add_parser("status", help="one workload"))
+    st.add_argument("id")
+    st.set_defaults(fn=cmd_status)
+
+    ls = out(sub.add_parser("list", help="workloads, newest first"))
+    ls.add_argument("--status")
+    ls.add_argument("--tenant")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--cursor", type=int)
+    ls.set_defaults(fn=cmd_list)
+
+    c = out(sub.add_parser("cancel", help="cancel a workload"))
+    c.add_argument("id")
+    c.set_defaults(fn=cmd_cancel)
+
+    lg = sub.add_parser("logs", help="stdout/stderr of a workload")
+    lg.add_argument("id")
+    lg.add_argument("--follow", "-f", action="store_true")
+    lg.set_defaults(fn=cmd_logs)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except OrionError as exc:
+        details = "; ".join(f"{d.get('field')}: {d.get('problem')}" for d in exc.details or [])
+        print(f"error: {exc.message}" + (f" ({details})" if details else ""), file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

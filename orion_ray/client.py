@@ -1,0 +1,149 @@
+"""The Python SDK: ``OrionClient`` over the REST API, raising errors from Orion's one tree."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import httpx
+
+from . import credentials
+from .errors import ERRORS_BY_CODE, OrionError, SchedulerUnavailable
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class WorkloadResult:
+    """What ``wait_for_completion`` returns."""
+    workload_id: str
+    status: str
+    output: Any
+    error: Optional[str]
+    record: dict
+
+
+class WorkloadHandle:
+    """A submitted workload: its id and a way to follow it."""
+
+    def __init__(self, client: "OrionClient", ack: dict):
+        self._client = client
+        self.ack = ack
+        self.workload_id: str = ack["workload_id"]
+
+    @property
+    def status(self) -> str:
+        return self._client.get_workload(self.workload_id)["status"]
+
+    def refresh(self) -> dict:
+        return self._client.get_workload(self.workload_id)
+
+    def wait_for_completion(self, timeout: Optional[float] = None,
+                            poll_s: float = 0.2) -> WorkloadResult:
+        return self._client.wait_for_completion(self.workload_id, timeout, poll_s)
+
+    def cancel(self) -> dict:
+        return self._client.cancel(self.workload_id)
+
+    def logs(self) -> str:
+        return self._client.logs(self.workload_id)
+
+    def __repr__(self) -> str:
+        return f"WorkloadHandle({self.workload_id!r})"
+
+
+class OrionClient:
+    """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
+    ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``."""
+
+    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
+                 timeout: float = 30.0, max_retries: int = 5):
+        self.url, self.api_key = credentials.resolve(url, api_key)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.max_retries = max_retries
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        for attempt in range(self.max_retries + 1):
+            try:
+                r = self._http.request(method, path, **kw)
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries:
+                    raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+                continue
+            if r.status_code in (429, 503) and attempt < self.max_retries:
+                time.sleep(_retry_after(r, attempt))
+                continue
+            if r.status_code >= 400:
+                raise _error_from(r)
+            return r
+        raise AssertionError("unreachable")
+
+    # -- workloads ------------------------------------------------------------------------------
+    def submit_workload(self, spec: Optional[dict] = None, **fields: Any) -> WorkloadHandle:
+        """Submit ``spec`` (a dict) or keyword fields; returns a handle to follow it."""
+        body = dict(spec or {}, **fields)
+        return WorkloadHandle(self, self._request("POST", "/api/v1/workloads", json=body).json())
+
+    def get_workload(self, workload_id: str) -> dict:
+        return self._request("GET", f"/api/v1/workloads/{workload_id}").json()
+
+    def list_workloads(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
+                       limit: int = 50, cursor: Optional[int] = None) -> dict:
+        params = {k: v for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit,
+                                    "cursor": cursor}.items() if v is not None}
+        return self._request("GET", "/api/v1/workloads", params=params).json()
+
+    def cancel(self, workload_id: str) -> dict:
+        return self._request("DELETE", f"/api/v1/workloads/{workload_id}").json()
+
+    def logs(self, workload_id: str) -> str:
+        return self._request("GET", f"/api/v1/workloads/{workload_id}/logs").text
+
+    def health(self) -> dict:
+        r = self._http.get("/health")
+        return r.json()
+
+    def wait_for_completion(self, workload_id: str, timeout: Optional[float] = None,
+                            poll_s: float = 0.2) -> WorkloadResult:
+        """Poll until the workload is terminal; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            w = self.get_workload(workload_id)
+            if w["status"] in TERMINAL:
+                return WorkloadResult(workload_id, w["status"], w.get("result"), w.get("error"), w)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workload {workload_id} still {w['status']} after {timeout}s")
+            time.sleep(poll_s)
+
+
+def _retry_after(r: httpx.Response, attempt: int) -> float:
+    try:
+        return min(30.0, float(r.headers.get("Retry-After", "")))
+    except ValueError:
+        return min(5.0, 0.2 * 2 ** attempt)
+
+
+def _error_from(r: httpx.Response) -> OrionError:
+    try:
+        err = r.json()["error"]
+        code, message, details = err.get("code", ""), err.get("message", ""), err.get("details")
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "", r.text[:500], None
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == r.status_code),
+                   OrionError)
+    exc = cls(message or f"HTTP {r.status_code}", details)
+    exc.http_status = r.status_code
+    return exc

@@ -1,0 +1,259 @@
+"""``orion up`` / ``orion down``: start or attach to Ray, deploy the scheduler and the API, and stop them.
+
+Token auth (Ray 2.60 turns it on by default) is decided here, explicitly: a local head started by
+Orion runs with ``RAY_AUTH_MODE=disabled`` and listens for its dashboard and API on loopback only,
+so plain Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("auto")`) work with no
+token file. Attaching to a cluster with ``--address`` uses whatever auth that cluster was given
+(set ``RAY_AUTH_MODE``/the token in the environment as Ray documents).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+
+from .api.auth import hash_key, new_key
+from .config import OrionConfig, orion_home
+from .credentials import read_credentials, write_credentials
+
+STATE_FILE = "cluster.json"
+
+
+def _state_path() -> Path:
+    return orion_home() / STATE_FILE
+
+
+def _read_state() -> dict:
+    try:
+        return json.loads(_state_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(state: dict) -> None:
+    _state_path().parent.mkdir(parents=True, exist_ok=True)
+    _state_path().write_text(json.dumps(state))
+
+
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _ray_bin() -> str:
+    exe = Path(sys.executable).parent / "ray"
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def start_local_head(ray_port: int, dashboard_port: int, num_cpus: Optional[float],
+                     num_gpus: Optional[float], resources: Optional[dict]) -> dict:
+    """Start ``ray start --head --block`` in its own process group; return its state."""
+    if _port_open("127.0.0.1", ray_port):
+        raise RuntimeError(f"port {ray_port} is in use: is another Ray cluster running here? "
+                           f"Use `orion up --address 127.0.0.1:{ray_port}` to attach to it.")
+    cmd = [_ray_bin(), "start", "--head", "--block", f"--port={ray_port}",
+           f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1",
+           "--include-dashboard=true", "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus:g}")
+    if resources:
+        cmd.append(f"--resources={json.dumps(resources)}")
+    log_path = orion_home() / "ray-head.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`ray start --head` exited ({proc.returncode}); see {log_path}")
+        if _port_open("127.0.0.1", ray_port) and _port_open("127.0.0.1", dashboard_port):
+            break
+        time.sleep(0.3)
+    else:
+        _kill_group(proc.pid)
+        raise RuntimeError(f"Ray head did not come up within 120 s; see {log_path}")
+    return {"started": True, "pid": proc.pid, "address": f"127.0.0.1:{ray_port}",
+            "dashboard_url": f"http://127.0.0.1:{dashboard_port}"}
+
+
+def _descendants(root: int) -> set[int]:
+    """Every process below ``root`` (Ray's workers start their own sessions, so a process group
+    does not cover them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _kill_group(pid: int, grace_s: float = 20.0) -> None:
+    """Stop the Ray head Orion started: its process group and every process below it, by pid."""
+    tree = _descendants(pid) | {pid}
+    for p in [pid, *tree]:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.3)
+    for p in tree:
+        if _alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[float] = None,
+       num_gpus: Optional[float] = None, resources: Optional[dict] = None, ray_port: int = 6379,
+       dashboard_port: int = 8265, wait_s: float = 180.0, say=print) -> dict[str, Any]:
+    """Start or attach, deploy the scheduler actor and the API; return once ``/health`` is 200."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Resolve paths here: the actor's environment (HOME, ORION_HOME) may differ from ours.
+    config.orion.store.path = config.orion.store.resolved_path()
+    state = _read_state()
+    if address is None:
+        if state.get("started") and _alive(state.get("pid")):
+            if num_cpus is not None or num_gpus is not None or resources:
+                say("note: Orion's Ray head is already running; --num-cpus/--num-gpus/--resources "
+                    "apply only when it starts (run `orion down` first to change them)")
+        else:
+            say("starting a local Ray head …")
+            state = start_local_head(ray_port, dashboard_port, num_cpus, num_gpus, resources)
+            _write_state(state)
+    else:
+        state = {"started": False, "address": address, "dashboard_url": None}
+
+    import ray
+    from ray import serve
+
+    from .api.serve_app import APP_NAME, build_api_app
+    from .scheduler.actor import deploy_scheduler
+
+    ctx = ray.init(address=state["address"], namespace="orion", logging_level=logging.WARNING,
+                   log_to_driver=False)
+    try:
+        dashboard_url = state.get("dashboard_url") or ("http://" + ctx.dashboard_url
+                                                       if ctx.dashboard_url else None)
+        state["dashboard_url"] = dashboard_url
+        _write_state(state)
+        api = config.orion.api
+        url = f"http://{api.host}:{api.port}"
+        creds = read_credentials()
+        api_key = creds.get("api_key") or new_key()
+        cred_path = write_credentials(url, api_key)
+
+        scheduler = deploy_scheduler(config, dashboard_url)
+        ray.get(scheduler.ensure_started.remote(), timeout=wait_s)
+
+        apps = serve.status().applications
+        if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
+            serve.start(http_options={"host": api.host, "port": api.port})
+            serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes), name=APP_NAME,
+                      route_prefix="/", blocking=False)
+        _wait_healthy(url, wait_s)
+    finally:
+        ray.shutdown()
+    info = {"api_url": url, "dashboard_url": dashboard_url, "credentials": str(cred_path),
+            "ray_address": state["address"]}
+    return info
+
+
+def _wait_healthy(url: str, wait_s: float) -> None:
+    deadline = time.time() + wait_s
+    last = ""
+    while time.time() < deadline:
+        try:
+            r = httpx.get(url + "/health", timeout=5)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"Orion did not answer healthy at {url}/health within {wait_s:g}s: {last}")
+
+
+def down(say=print) -> bool:
+    """Stop what ``orion up`` started: the API app, the actors, and a head Orion started."""
+    state = _read_state()
+    if not state:
+        say("Orion is not running (no state in %s)" % _state_path())
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if state.get("started"):
+        if _alive(state.get("pid")):
+            _kill_group(state["pid"])
+        say("stopped Orion and its local Ray head")
+    else:
+        _stop_orion_on(state["address"])
+        say(f"stopped Orion on {state['address']} (the cluster itself keeps running)")
+    _state_path().unlink(missing_ok=True)
+    return True
+
+
+def _stop_orion_on(address: str) -> None:
+    import ray
+    from ray import serve
+
+    from .api.serve_app import APP_NAME
+    from .runtime.executor import EXECUTOR_NAME
+    from .scheduler.actor import SCHEDULER_NAME
+
+    ray.init(address=address, namespace="orion", logging_level=logging.WARNING)
+    try:
+        try:
+            serve.delete(APP_NAME)
+        except Exception:
+            pass
+        for name in (SCHEDULER_NAME, EXECUTOR_NAME):
+            try:
+                ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
+            except ValueError:
+                pass
+    finally:
+        ray.shutdown()

@@ -1,0 +1,105 @@
+"""The one error tree of Orion, shared by the scheduler, the REST API and the SDK.
+
+Each class carries its HTTP status and its stable ``code``; the API maps them once (``api/errors.py``)
+and the SDK raises the same classes from the JSON error body.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrionError(Exception):
+    """Base of every error Orion raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str = "", details: list[dict[str, Any]] | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details = details or []
+        self.retry_after = retry_after
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON error body of the contract."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    def __reduce__(self):  # survive pickling across Ray actor boundaries
+        return (_rebuild, (type(self), self.message, self.details, self.retry_after))
+
+
+def _rebuild(cls, message, details, retry_after):
+    return cls(message, details, retry_after)
+
+
+class ValidationError(OrionError):
+    status_code = 422
+    code = "validation_error"
+
+
+class MalformedRequest(ValidationError):
+    status_code = 400
+    code = "malformed_json"
+
+
+class Unauthorized(OrionError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(OrionError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(OrionError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(OrionError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(OrionError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class QueueFull(OrionError):
+    status_code = 429
+    code = "queue_full"
+
+
+class SchedulerUnavailable(OrionError):
+    status_code = 503
+    code = "scheduler_unavailable"
+
+
+class InvalidTransition(OrionError):
+    """A status change the transition table forbids: a bug in Orion, never user input."""
+    status_code = 500
+    code = "invalid_transition"
+
+
+class ConfigError(OrionError):
+    status_code = 422
+    code = "config_error"
+
+
+class CapacityError(OrionError):
+    """No capacity source could provide the requested nodes (carries each attempt's history)."""
+    status_code = 503
+    code = "capacity_error"
+
+    def __init__(self, message: str = "", details=None, retry_after=None, history=None):
+        super().__init__(message, details, retry_after)
+        self.history = list(history or [])
+
+
+ERRORS_BY_CODE: dict[str, type[OrionError]] = {
+    cls.code: cls for cls in (ValidationError, MalformedRequest, Unauthorized, Forbidden, NotFound, Conflict,
+                              PayloadTooLarge, QueueFull, SchedulerUnavailable, OrionError)
+}

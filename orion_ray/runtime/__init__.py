@@ -1,0 +1,1 @@
+"""Runtime adapters: the only code that talks to Ray."""

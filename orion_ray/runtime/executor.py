@@ -1,0 +1,86 @@
+"""``orion-executor``: the detached actor that owns the Ray tasks of task workloads.
+
+Ray kills a task when its owner dies. Owning the tasks here, not in the scheduler actor, lets a task
+outlive a crash of the scheduler; the restarted scheduler asks this actor what is still running and
+adopts it. Runs are keyed ``<workload_id>:<attempt>`` and ``start`` is idempotent, so an attempt is
+never started twice.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import ray
+from ray.util.placement_group import get_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from .task_runner import run_callable
+
+EXECUTOR_NAME = "orion-executor"
+
+
+def _key(workload_id: str, attempt: int) -> str:
+    return f"{workload_id}:{attempt}"
+
+
+class TaskExecutor:
+    """Starts, waits on and cancels task workloads (wrapped by ``ray.remote`` in ``ray_runtime``)."""
+
+    def __init__(self, namespace: str = "orion"):
+        self.namespace = namespace
+        self._runs: dict[str, ray.ObjectRef] = {}
+
+    def start(self, workload_id: str, attempt: int, function: str, args: list, kwargs: dict,
+              pg_name: str, bundle: dict[str, float], runtime_env: Optional[dict],
+              max_result_bytes: int, max_log_bytes: int) -> str:
+        key = _key(workload_id, attempt)
+        if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
+            return self._runs[key].task_id().hex()
+        pg = get_placement_group(pg_name)
+        custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
+        env = dict(runtime_env or {})
+        env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id,
+                           "ORION_PLACEMENT_GROUP": pg_name, "ORION_NAMESPACE": self.namespace}
+        remote_fn = ray.remote(run_callable).options(
+            name=f"orion-{workload_id}-{attempt}", max_retries=0,
+            num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
+            memory=bundle.get("memory") or None, resources=custom or None,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True),
+            runtime_env=env)
+        ref = remote_fn.remote(function, args, kwargs, max_result_bytes, max_log_bytes)
+        self._runs[key] = ref
+        return ref.task_id().hex()
+
+    async def wait(self, workload_id: str, attempt: int) -> dict[str, Any]:
+        """The run's envelope once it ends; ``{"lost": True}`` if this executor never started it."""
+        ref = self._runs.get(_key(workload_id, attempt))
+        if ref is None:
+            return {"lost": True}
+        try:
+            return await ref
+        except ray.exceptions.TaskCancelledError:
+            return {"ok": False, "cancelled": True, "error": "cancelled"}
+        except Exception as exc:  # worker crash, OOM kill, node loss, placement group removed
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:4000]}
+        finally:
+            await asyncio.sleep(0)
+
+    def cancel(self, workload_id: str, attempt: int) -> bool:
+        ref = self._runs.pop(_key(workload_id, attempt), None)
+        if ref is None:
+            return False
+        ray.cancel(ref, force=True)
+        return True
+
+    def forget(self, workload_id: str, attempt: int) -> None:
+        self._runs.pop(_key(workload_id, attempt), None)
+
+    def has(self, workload_id: str, attempt: int) -> bool:
+        return _key(workload_id, attempt) in self._runs
+
+    def runs(self) -> list[str]:
+        return list(self._runs)
+
+    def ping(self) -> str:
+        return "ok"

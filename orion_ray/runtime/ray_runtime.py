@@ -1,0 +1,245 @@
+"""The Ray adapter: every Ray call the scheduler makes goes through here.
+
+The scheduler receives a runtime object with this interface; tests may pass another one. Ray objects
+are named after the workload so a restarted scheduler can find them again: placement group
+``orion-<workload_id>`` and Ray job submission id ``orion-<workload_id>-<attempt>``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import ray
+from ray.util.placement_group import (PlacementGroup, get_placement_group, placement_group,
+                                      placement_group_table, remove_placement_group)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ..policy.fit import NodeView
+from .executor import EXECUTOR_NAME, TaskExecutor
+
+NAMESPACE = "orion"
+NODE_ID_LABEL = "ray.io/node-id"
+
+
+def pg_name(workload_id: str) -> str:
+    return f"orion-{workload_id}"
+
+
+def job_submission_id(workload_id: str, attempt: int) -> str:
+    return f"orion-{workload_id}-{attempt}"
+
+
+@dataclass
+class JobState:
+    status: str                 # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
+    message: str = ""
+    exit_code: Optional[int] = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def head_node_id() -> str:
+    """The id of the head node (where Orion's control plane is pinned)."""
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    raise RuntimeError("no alive head node in this Ray cluster")
+
+
+def on_head_node() -> NodeAffinitySchedulingStrategy:
+    """Scheduling strategy that pins an actor to the head node (hard affinity)."""
+    return NodeAffinitySchedulingStrategy(head_node_id(), soft=False)
+
+
+class RayRuntime:
+    """Placement groups, task workloads (through ``orion-executor``) and Ray jobs."""
+
+    def __init__(self, namespace: str = NAMESPACE, dashboard_url: Optional[str] = None):
+        self.namespace = namespace
+        self._dashboard_url = dashboard_url
+        self._jobs_client = None
+        self._executor = None
+
+    # -- cluster snapshot ----------------------------------------------------------------------
+    def nodes(self) -> list[NodeView]:
+        """Alive nodes with their total resources and labels (free capacity is Orion's to compute)."""
+        out = []
+        for n in ray.nodes():
+            if not n.get("Alive"):
+                continue
+            total = {k: float(v) for k, v in n.get("Resources", {}).items()
+                     if not k.startswith("node:") and "_group_" not in k
+                     and k != "object_store_memory"}
+            out.append(NodeView(node_id=n["NodeID"], free=dict(total), total=total,
+                                labels=dict(n.get("Labels") or {})))
+        return out
+
+    # -- placement groups ----------------------------------------------------------------------
+    def create_pg(self, workload_id: str, bundles: list[dict[str, float]], strategy: str,
+                  nodes: Optional[list[str]] = None,
+                  gpu_types: Optional[list[Optional[str]]] = None) -> PlacementGroup:
+        """Create the workload's detached, named placement group; bundles pinned to ``nodes``."""
+        selectors = []
+        for i, _ in enumerate(bundles):
+            sel: dict[str, str] = {}
+            if nodes:
+                sel[NODE_ID_LABEL] = nodes[i]
+            if gpu_types and gpu_types[i]:
+                sel["ray.io/accelerator-type"] = gpu_types[i]
+            selectors.append(sel)
+        kwargs: dict[str, Any] = {}
+        if any(selectors):
+            kwargs["bundle_label_selector"] = selectors
+        return placement_group(bundles, strategy=strategy, name=pg_name(workload_id),
+                               lifetime="detached", **kwargs)
+
+    async def wait_pg_ready(self, pg: PlacementGroup, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(pg.ready(), timeout=timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def pg_nodes(self, pg: PlacementGroup) -> list[str]:
+        """Node id of each bundle of a ready group."""
+        table = placement_group_table(pg)
+        mapping = table.get("bundles_to_node_id", {})
+        return [mapping.get(i) for i in range(len(table.get("bundles", {})))]
+
+    def get_pg(self, workload_id: str) -> Optional[PlacementGroup]:
+        try:
+            return get_placement_group(pg_name(workload_id))
+        except ValueError:
+            return None
+
+    def pg_is_ready(self, pg: PlacementGroup) -> bool:
+        return placement_group_table(pg).get("state") == "CREATED"
+
+    def remove_pg(self, workload_id: str) -> bool:
+        pg = self.get_pg(workload_id)
+        if pg is None:
+            return False
+        try:
+            remove_placement_group(pg)
+        except Exception:  # already removed
+            return False
+        return True
+
+    def orion_pg_workloads(self) -> list[str]:
+        """Workload ids of every live Orion placement group (for orphan clean-up)."""
+        out = []
+        for info in placement_group_table().values():
+            name = info.get("name") or ""
+            if name.startswith("orion-") and info.get("state") != "REMOVED":
+                out.append(name[len("orion-"):])
+        return out
+
+    # -- task workloads ------------------------------------------------------------------------
+    def executor(self):
+        if self._executor is None:
+            self._executor = ray.remote(TaskExecutor).options(
+                name=EXECUTOR_NAME, namespace=self.namespace, lifetime="detached",
+                get_if_exists=True, max_restarts=-1, num_cpus=0, max_concurrency=10_000,
+                scheduling_strategy=on_head_node()).remote(self.namespace)
+        return self._executor
+
+    async def start_task(self, workload_id: str, attempt: int, function: str, args: list,
+                         kwargs: dict, bundle: dict[str, float], runtime_env: Optional[dict],
+                         max_result_bytes: int, max_log_bytes: int) -> str:
+        return await self.executor().start.remote(
+            workload_id, attempt, function, args, kwargs, pg_name(workload_id), bundle,
+            runtime_env, max_result_bytes, max_log_bytes)
+
+    async def wait_task(self, workload_id: str, attempt: int) -> dict:
+        try:
+            return await self.executor().wait.remote(workload_id, attempt)
+        except ray.exceptions.RayActorError as exc:
+            return {"lost": True, "error": f"executor died: {exc}"[:2000]}
+
+    async def cancel_task(self, workload_id: str, attempt: int) -> None:
+        await self.executor().cancel.remote(workload_id, attempt)
+
+    async def forget_task(self, workload_id: str, attempt: int) -> None:
+        await self.executor().forget.remote(workload_id, attempt)
+
+    async def task_runs(self) -> set[str]:
+        """``<workload_id>:<attempt>`` of every run the executor still owns."""
+        return set(await self.executor().runs.remote())
+
+    # -- job workloads -------------------------------------------------------------------------
+    def _jobs(self):
+        if self._jobs_client is None:
+            from ray.job_submission import JobSubmissionClient
+            self._jobs_client = JobSubmissionClient(self.dashboard_url())
+        return self._jobs_client
+
+    def dashboard_url(self) -> str:
+        if self._dashboard_url is None:
+            from ray._private import ray_constants
+            from ray.experimental.internal_kv import _internal_kv_get
+            addr = _internal_kv_get(ray_constants.DASHBOARD_ADDRESS,
+                                    namespace=ray_constants.KV_NAMESPACE_DASHBOARD)
+            if not addr:
+                raise RuntimeError("the Ray dashboard is not running (needed by the Jobs API)")
+            self._dashboard_url = "http://" + addr.decode()
+        return self._dashboard_url
+
+    async def submit_job(self, workload_id: str, attempt: int, entrypoint: str,
+                         bundle: dict[str, float], runtime_env: Optional[dict],
+                         metadata: dict[str, str]) -> str:
+        sid = job_submission_id(workload_id, attempt)
+        wrapped = (f"{shlex.quote(sys.executable)} -m orion_ray.runtime.job_runner "
+                   f"--pg {pg_name(workload_id)} --namespace {self.namespace} "
+                   f"--bundle {shlex.quote(json.dumps(bundle))} -- {shlex.quote(entrypoint)}")
+        env = dict(runtime_env or {})
+        env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id}
+
+        def submit():
+            try:
+                return self._jobs().submit_job(entrypoint=wrapped, submission_id=sid,
+                                               runtime_env=env, metadata=metadata)
+            except RuntimeError as exc:
+                if "already exists" in str(exc):  # idempotent: adopt the existing submission
+                    return sid
+                raise
+        return await asyncio.to_thread(submit)
+
+    async def job_state(self, workload_id: str, attempt: int) -> Optional[JobState]:
+        sid = job_submission_id(workload_id, attempt)
+
+        def info():
+            try:
+                return self._jobs().get_job_info(sid)
+            except RuntimeError:  # unknown submission id
+                return None
+        job = await asyncio.to_thread(info)
+        if job is None:
+            return None
+        return JobState(status=str(job.status.value if hasattr(job.status, "value") else job.status),
+                        message=job.message or "", exit_code=job.driver_exit_code)
+
+    async def stop_job(self, workload_id: str, attempt: int) -> None:
+        sid = job_submission_id(workload_id, attempt)
+
+        def stop():
+            try:
+                self._jobs().stop_job(sid)
+            except RuntimeError:
+                pass
+        await asyncio.to_thread(stop)
+
+    async def job_logs(self, workload_id: str, attempt: int) -> Optional[str]:
+        sid = job_submission_id(workload_id, attempt)
+
+        def logs():
+            try:
+                return self._jobs().get_job_logs(sid)
+            except RuntimeError:
+                return None
+        return await asyncio.to_thread(logs)

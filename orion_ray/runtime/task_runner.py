@@ -1,0 +1,70 @@
+"""What runs inside a task workload's reservation: import the callable, call it, capture its output.
+
+Returns an envelope instead of raising so the scheduler always learns the outcome, the captured
+stdout/stderr included, even when the callable fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import sys
+import traceback
+from typing import Any
+
+
+class _Tee(io.TextIOBase):
+    """Write to the worker's real stream (Ray's own logs) and keep a capped copy for Orion."""
+
+    def __init__(self, real, buffer: list[str], cap: int):
+        self.real, self.buffer, self.cap, self.size = real, buffer, cap, 0
+
+    def write(self, s: str) -> int:
+        try:
+            self.real.write(s)
+        except Exception:  # the worker's stream is best effort; Orion's copy is what matters
+            pass
+        if self.size < self.cap:
+            self.buffer.append(s[: self.cap - self.size])
+            self.size += len(s)
+        return len(s)
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self.real.flush()
+
+
+def resolve(function: str):
+    """Import ``package.module:attr.path`` and return the object."""
+    module_name, _, attr_path = function.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{function} is not callable")
+    return obj
+
+
+def run_callable(function: str, args: list, kwargs: dict, max_result_bytes: int,
+                 max_log_bytes: int) -> dict:
+    """Call ``function(*args, **kwargs)``; return ``{"ok", "result"|"error", "logs"}``."""
+    captured: list[str] = []
+    out = _Tee(sys.stdout, captured, max_log_bytes)
+    err = _Tee(sys.stderr, captured, max_log_bytes)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            fn = resolve(function)
+            value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
+        captured.append(traceback.format_exc())
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "logs": "".join(captured)}
+    logs = "".join(captured)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        return {"ok": False, "error": f"result is not JSON-serialisable: {exc}", "logs": logs}
+    if len(text.encode()) > max_result_bytes:
+        return {"ok": False, "logs": logs,
+                "error": f"result is {len(text.encode())} bytes, over the {max_result_bytes}-byte cap"}
+    return {"ok": True, "result": value, "logs": logs}

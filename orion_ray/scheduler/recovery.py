@@ -1,0 +1,87 @@
+"""Start-up reconciliation: rebuild actual state from Ray, never from memory.
+
+Desired state comes from the store. For each unfinished workload: adopt its run if its Ray objects
+are still alive (the executor still owns the task attempt, or the Ray job of this attempt exists),
+otherwise requeue it as a new attempt. Placement groups of workloads that are not active are removed.
+An attempt is only ever launched under its own id (task key / job submission id), and a lost attempt
+is requeued under a new one, so a workload never runs twice at the same time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..status import Status
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+log = logging.getLogger("orion.recovery")
+
+
+async def recover(s: "Scheduler") -> dict[str, int]:
+    """Load unfinished workloads, adopt or requeue each, remove orphaned reservations."""
+    counts = {"queued": 0, "adopted": 0, "relaunched": 0, "requeued": 0, "orphans_removed": 0}
+    workloads = s.store.active()
+    task_runs = await s.runtime.task_runs()
+    live_pgs = set(s.runtime.orion_pg_workloads())
+    jobs = [w for w in workloads if w.spec.workload_type == "job"
+            and w.status in (Status.STARTING, Status.RUNNING)]
+    job_states = dict(zip([w.workload_id for w in jobs], await asyncio.gather(
+        *(s.runtime.job_state(w.workload_id, w.attempt) for w in jobs))))
+
+    for w in workloads:
+        s.active[w.workload_id] = w
+        wid = w.workload_id
+        if w.status in (Status.SUBMITTED, Status.PREEMPTED):
+            s._set(w, Status.QUEUED, "recovered")
+        if w.status == Status.QUEUED:
+            if wid in live_pgs:  # created just before a crash, never recorded as starting
+                s.runtime.remove_pg(wid)
+            counts["queued"] += 1
+            continue
+        if w.spec.workload_type == "task":
+            alive = f"{wid}:{w.attempt}" in task_runs
+        else:
+            state = job_states.get(wid)
+            alive = state is not None
+        pg = s.runtime.get_pg(wid) if wid in live_pgs else None
+        if alive:
+            if w.status == Status.STARTING:
+                nodes = s.runtime.pg_nodes(pg) if pg is not None else []
+                s._set(w, Status.RUNNING, "adopted after restart", started_at=s.clock(),
+                       worker_id=nodes[0] if nodes else None,
+                       placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)])
+            _reserve_from(s, w, pg)
+            s.drivers[wid] = asyncio.create_task(s._drive(w, pg, adopt_running=True))
+            counts["adopted"] += 1
+        elif w.status == Status.STARTING and pg is not None:
+            # reserved but never launched: wait for the same group and launch this attempt
+            _reserve_from(s, w, pg)
+            s.drivers[wid] = asyncio.create_task(s._drive(w, pg))
+            counts["relaunched"] += 1
+        else:
+            if pg is not None:
+                s.runtime.remove_pg(wid)
+            s._requeue(w, "lost on restart: its Ray objects were gone",
+                       new_attempt=(w.status == Status.RUNNING))
+            counts["requeued"] += 1
+
+    for wid in live_pgs - set(s.active):
+        s.runtime.remove_pg(wid)
+        counts["orphans_removed"] += 1
+    for key in task_runs:
+        wid, _, attempt = key.rpartition(":")
+        w = s.active.get(wid)
+        if w is None or w.attempt != int(attempt):
+            await s.runtime.cancel_task(wid, int(attempt))
+    log.info("recovered: %s", counts)
+    return counts
+
+
+def _reserve_from(s: "Scheduler", w, pg) -> None:
+    bundles = [b.ray_bundle() for b in w.spec.gang()]
+    nodes = s.runtime.pg_nodes(pg) if pg is not None else []
+    if nodes and all(nodes):
+        s.reservations[w.workload_id] = list(zip(nodes, bundles))

@@ -1,0 +1,42 @@
+"""The store interface: durable desired state. SQLite is the embedded default; others may follow."""
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+from ..models import Workload
+
+
+class Transition(dict):
+    """One recorded status change: ``{"status", "at", "attempt", "reason"}``."""
+
+
+class WorkloadStore(Protocol):
+    def insert(self, workload: Workload, transitions: list[tuple[str, float, str]]) -> None:
+        """Persist a new workload with its first transitions, atomically."""
+
+    def update(self, workload: Workload, transition: Optional[tuple[str, float, str]]) -> None:
+        """Persist a workload's new state and (if given) the transition that led to it."""
+
+    def update_many(self, changes: list[tuple[Workload, Optional[tuple[str, float, str]]]]) -> None:
+        """Several ``update``s in one durable write."""
+
+    def get(self, workload_id: str) -> Optional[Workload]: ...
+
+    def find_by_request_id(self, tenant_id: str, request_id: str) -> Optional[Workload]: ...
+
+    def list(self, *, status: Optional[str] = None, tenant_id: Optional[str] = None,
+             limit: int = 50, before_seq: Optional[int] = None) -> list[Workload]: ...
+
+    def active(self) -> list[Workload]:
+        """Every workload not in a terminal status (what the scheduler rebuilds from)."""
+
+    def history(self, workload_id: str) -> list[dict]: ...
+
+    def set_logs(self, workload_id: str, logs: str) -> None: ...
+
+    def get_logs(self, workload_id: str) -> Optional[str]: ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer."""
+
+    def close(self) -> None: ...
