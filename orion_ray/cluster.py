@@ -125,7 +125,7 @@ def _descendants(root: int) -> set[int]:
     return out
 
 
-def _kill_group(pid: int, grace_s: float = 20.0) -> None:
+def _kill_group(pid: int, grace_s: float = 5.0) -> None:
     """Stop the Ray head Orion started: its process group and every process below it, by pid."""
     tree = _descendants(pid) | {pid}
     for p in [pid, *tree]:

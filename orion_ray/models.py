@@ -95,6 +95,13 @@ class Resources(BaseModel):
             raise ValueError("gpu must be a fraction below 1 or a whole number")
         return v
 
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_not_bool(cls, v):  # pydantic would otherwise read ``true`` as 1 byte
+        if isinstance(v, bool):
+            raise ValueError("memory must be bytes or a size such as '8Gi'")
+        return v
+
     @field_validator("memory")
     @classmethod
     def _memory(cls, v):

@@ -53,5 +53,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 def check_transition(current: Status, new: Status) -> None:
     """Raise ``InvalidTransition`` unless ``current → new`` is in the table."""
-    if new not in TRANSITIONS[Status(current)]:
+    current, new = Status(current), Status(new)
+    if new not in TRANSITIONS[current]:
         raise InvalidTransition(f"illegal status transition {current.value} → {new.value}")

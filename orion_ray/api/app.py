@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from ..errors import SchedulerUnavailable
+from ..errors import Forbidden, SchedulerUnavailable
 from ..models import WorkloadSpec
 from ..status import Status
 from .auth import KeyRing, Principal
@@ -42,7 +42,7 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
@@ -76,6 +76,8 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     @app.post("/api/v1/workloads", status_code=202, response_model=SubmitAck, tags=["workloads"])
     async def submit(spec: WorkloadSpec, request: Request, p: Principal = Depends(principal)):
         """Submit a workload; answered once it is durably stored."""
+        if p.tenant_id is not None and spec.metadata.tenant_id not in (None, p.tenant_id):
+            raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
         return await backend_of(request).submit(spec.model_dump(mode="json"), tenant)
 

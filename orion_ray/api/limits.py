@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import json
 
-from ..errors import PayloadTooLarge
+from starlette.exceptions import HTTPException
+
+
+class _BodyTooLarge(HTTPException):
+    """An ``HTTPException`` because FastAPI re-raises those from a body read (any other error there
+    becomes a 400); the app's handler answers it with the 413 ``payload_too_large`` body."""
 
 
 class BodySizeLimit:
@@ -27,13 +32,12 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    # handled by the OrionError handler (413) when raised inside a route
-                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+                    raise _BodyTooLarge(413, f"request body over {self.max_bytes} bytes")
             return message
 
         try:
             await self.app(scope, limited_receive, send)
-        except PayloadTooLarge:  # raised before a route ran
+        except _BodyTooLarge:  # raised outside a route
             await self._refuse(send)
 
     async def _refuse(self, send):

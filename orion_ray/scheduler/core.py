@@ -26,6 +26,7 @@ from .recovery import recover
 log = logging.getLogger("orion.scheduler")
 
 PHASES = ("snapshot", "order", "fit", "reserve", "requeue")
+MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
 
 
 class Scheduler:
@@ -183,10 +184,15 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one bad workload never stops the scheduler
-            log.exception("driver of %s failed", wid)
+            log.warning("driver of %s: %s: %s", wid, type(exc).__name__, exc)
             if not w.status.terminal:
                 await self._release(w)
-                self._fail_or_retry(w, f"orion error: {type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                if w.status == Status.STARTING and w.requeues < MAX_LAUNCH_REQUEUES:
+                    # the launch itself failed (e.g. the Jobs agent is still starting): try again
+                    self._requeue(w, f"launch failed, will retry: {error}")
+                else:
+                    self._fail_or_retry(w, f"orion error: {error}")
         finally:
             if self.drivers.get(wid) is asyncio.current_task():
                 self.drivers.pop(wid, None)

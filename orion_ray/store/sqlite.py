@@ -178,5 +178,9 @@ def _state(w: Workload) -> str:
 
 def _row(row: tuple) -> Workload:
     seq, workload_id, tenant_id, _request_id, status, spec, state = row
-    return Workload(workload_id=workload_id, tenant_id=tenant_id, seq=seq, status=Status(status),
-                    spec=WorkloadSpec.model_validate_json(spec, context={"stored": True}), **json.loads(state))
+    # "stored" on the Workload too: validating it re-runs the spec's checks (a passed deadline).
+    stored = {"stored": True}
+    return Workload.model_validate(
+        dict(workload_id=workload_id, tenant_id=tenant_id, seq=seq, status=Status(status),
+             spec=WorkloadSpec.model_validate_json(spec, context=stored), **json.loads(state)),
+        context=stored)
