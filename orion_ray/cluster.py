@@ -64,6 +64,23 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _port_or_free(preferred: int) -> int:
+    if not _port_open("127.0.0.1", preferred) and not _port_open(_node_ip(), preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _node_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no traffic is sent: this only picks the outgoing address
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
 def _ray_bin() -> str:
     exe = Path(sys.executable).parent / "ray"
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
@@ -78,6 +95,10 @@ def start_local_head(ray_port: int, dashboard_port: int, num_cpus: Optional[floa
     cmd = [_ray_bin(), "start", "--head", "--block", f"--port={ray_port}",
            f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1",
            "--include-dashboard=true", "--disable-usage-stats"]
+    # Ray's fixed default ports for the node's agents clash with any other Ray on the machine
+    # (the Jobs API then answers "No available agent"): keep a default only while it is free.
+    cmd.append(f"--dashboard-agent-listen-port={_port_or_free(52365)}")
+    cmd.append(f"--ray-client-server-port={_port_or_free(10001)}")
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus:g}")
     if num_gpus is not None:

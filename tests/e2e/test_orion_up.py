@@ -1,0 +1,164 @@
+"""End to end, as a user: `orion up` in a subprocess, then the CLI, HTTP and plain Ray tools."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("orion-home")
+    e = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
+    e.pop("ORION_URL", None)
+    e.pop("ORION_API_KEY", None)
+    e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(),
+                                 "dashboard": _free_port()})
+    return e
+
+
+def orion(env, *args, check=True, timeout=240) -> subprocess.CompletedProcess:
+    p = subprocess.run([str(BIN / "orion"), *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"orion {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def up(env) -> subprocess.CompletedProcess:
+    ports = json.loads(env["E2E_PORTS"])
+    return orion(env, "up", "--num-cpus", "4", "--num-gpus", "2", "--port", str(ports["api"]),
+                 "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dashboard"]))
+
+
+@pytest.fixture(scope="module")
+def running(env):
+    first = up(env)
+    try:
+        yield first
+    finally:
+        orion(env, "down", check=False)
+
+
+def _creds(env) -> dict:
+    path = Path(env["ORION_HOME"]) / "credentials"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return json.loads(path.read_text())
+
+
+def _write(tmp_path, name, text) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_up_prints_where_things_are(env, running):
+    out = running.stdout
+    creds = _creds(env)
+    assert creds["url"] in out and "/credentials" in out and "dashboard" in out
+    r = httpx.get(creds["url"] + "/health", timeout=10)
+    assert r.status_code == 200 and r.json()["scheduler"] == "ok" and r.json()["store"] == "ok"
+
+
+def test_up_twice_keeps_one_scheduler(env, running):
+    up(env)
+    ports = json.loads(env["E2E_PORTS"])
+    code = ("import ray, json; from ray.util.state import list_actors; "
+            f"ray.init(address='127.0.0.1:{ports['ray']}'); "
+            "a = list_actors(filters=[('class_name', '=', 'SchedulerActor'), ('state', '=', 'ALIVE')]); "
+            "print(json.dumps(len(a)))")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_cli_task_job_status_logs_list(env, running, tmp_path):
+    task = _write(tmp_path, "task.yaml", "workload_type: task\nfunction: math:factorial\nargs: [10]\n")
+    done = json.loads(orion(env, "submit", task, "--wait", "--timeout", "120", "-o", "json").stdout)
+    assert done["status"] == "completed" and done["result"] == 3628800
+    job = _write(tmp_path, "job.yaml", 'workload_type: job\nentrypoint: python -c "print(6*7)"\n'
+                                       "resources: {cpu: 1, gpu: 1}\n")
+    ack = json.loads(orion(env, "submit", job, "-o", "json").stdout)
+    wid = ack["workload_id"]
+    orion(env, "logs", wid, "--follow", timeout=180)
+    status = json.loads(orion(env, "status", wid, "-o", "json").stdout)
+    assert status["status"] == "completed", status
+    assert "42" in orion(env, "logs", wid).stdout
+    listed = json.loads(orion(env, "list", "-o", "json").stdout)
+    assert {done["workload_id"], wid} <= {w["workload_id"] for w in listed["items"]}
+    assert "completed" in orion(env, "list").stdout
+
+
+def test_http_contract_and_cancel(env, running):
+    creds = _creds(env)
+    url, auth = creds["url"], {"Authorization": f"Bearer {creds['api_key']}"}
+    assert httpx.post(url + "/api/v1/workloads", json={"workload_type": "task",
+                      "function": "math:floor", "args": [1.5]}).status_code == 401
+    bad = httpx.post(url + "/api/v1/workloads", headers=auth,
+                     json={"workload_type": "task", "function": "math:floor",
+                           "resources": {"gpu": -1}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "resources.gpu"
+    long = httpx.post(url + "/api/v1/workloads", headers=auth,
+                      json={"workload_type": "job", "entrypoint": "sleep 300"})
+    assert long.status_code == 202
+    wid = long.json()["workload_id"]
+    cancelled = orion(env, "cancel", wid, "-o", "json")
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    assert httpx.get(f"{url}/api/v1/workloads/{wid}", headers=auth).json()["status"] == "cancelled"
+    assert httpx.get(url + "/docs").status_code == 200
+    assert "/api/v1/workloads" in httpx.get(url + "/openapi.json").json()["paths"]
+    missing = orion(env, "status", "wl-does-not-exist", check=False)
+    assert missing.returncode != 0 and "no workload" in missing.stderr
+
+
+def test_plain_ray_tools_work_without_extra_environment(env, running):
+    ports = json.loads(env["E2E_PORTS"])
+    plain = {k: v for k, v in env.items() if not k.startswith("RAY_")}
+    p = subprocess.run([str(BIN / "ray"), "job", "list", "--address",
+                        f"http://127.0.0.1:{ports['dashboard']}"], env=plain, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "orion-wl-" in p.stdout  # Orion's jobs show in Ray's own job list
+    p = subprocess.run([str(BIN / "ray"), "status", "--address", f"127.0.0.1:{ports['ray']}"],
+                       env=plain, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_down_stops_everything_and_up_again_keeps_the_workloads(env, running):
+    before = {w["workload_id"] for w in json.loads(orion(env, "list", "-o", "json").stdout)["items"]}
+    state = json.loads((Path(env["ORION_HOME"]) / "cluster.json").read_text())
+    orion(env, "down")
+    assert not _alive(state["pid"])
+    ports = json.loads(env["E2E_PORTS"])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", ports["api"])) != 0
+    up(env)
+    after = {w["workload_id"] for w in json.loads(orion(env, "list", "-o", "json").stdout)["items"]}
+    assert before and before <= after
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
