@@ -10,6 +10,7 @@ import asyncio
 import json
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -23,6 +24,7 @@ from .executor import EXECUTOR_NAME, TaskExecutor
 
 NAMESPACE = "orion"
 NODE_ID_LABEL = "ray.io/node-id"
+NODES_TTL_S = 1.0
 
 
 def pg_name(workload_id: str) -> str:
@@ -65,10 +67,22 @@ class RayRuntime:
         self._dashboard_url = dashboard_url
         self._jobs_client = None
         self._executor = None
+        self._nodes_cache: Optional[tuple[float, list[NodeView]]] = None
 
     # -- cluster snapshot ----------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
-        """Alive nodes with their total resources and labels (free capacity is Orion's to compute)."""
+        """Alive nodes with their total resources and labels (free capacity is Orion's to compute).
+
+        ``ray.nodes()`` is a GCS round trip; membership changes slowly, so it is cached for
+        ``NODES_TTL_S`` and a submission's cycle does not pay for it every time. Fresh copies are
+        returned: callers may change ``free``.
+        """
+        now = time.monotonic()
+        if self._nodes_cache is None or now - self._nodes_cache[0] > NODES_TTL_S:
+            self._nodes_cache = (now, self._read_nodes())
+        return [NodeView(n.node_id, dict(n.free), n.total, n.labels) for n in self._nodes_cache[1]]
+
+    def _read_nodes(self) -> list[NodeView]:
         out = []
         for n in ray.nodes():
             if not n.get("Alive"):
@@ -159,14 +173,22 @@ class RayRuntime:
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
         try:
             return await self.executor().wait.remote(workload_id, attempt)
-        except ray.exceptions.RayActorError as exc:
+        except ray.exceptions.RayActorError as exc:  # ActorUnavailableError included
+            # the executor died (or is restarting empty): the runs it owned died with it
             return {"lost": True, "error": f"executor died: {exc}"[:2000]}
 
     async def cancel_task(self, workload_id: str, attempt: int) -> None:
-        await self.executor().cancel.remote(workload_id, attempt)
+        """Best effort: if the executor is gone, so is every run it owned."""
+        try:
+            await self.executor().cancel.remote(workload_id, attempt)
+        except ray.exceptions.RayActorError:
+            pass
 
     async def forget_task(self, workload_id: str, attempt: int) -> None:
-        await self.executor().forget.remote(workload_id, attempt)
+        try:
+            await self.executor().forget.remote(workload_id, attempt)
+        except ray.exceptions.RayActorError:
+            pass
 
     async def task_runs(self) -> set[str]:
         """``<workload_id>:<attempt>`` of every run the executor still owns."""

@@ -56,7 +56,20 @@ class Scheduler:
             return
         self._wake = asyncio.Event()
         self._loop_task = asyncio.current_task()  # mark as starting (idempotent start)
-        await recover(self)
+        delay = 0.2
+        while True:
+            try:
+                await recover(self)
+                break
+            except Exception:  # e.g. the executor is itself restarting: never give up
+                log.exception("recovery failed; retrying in %.1fs", delay)
+                for t in self.drivers.values():
+                    t.cancel()
+                self.drivers.clear()
+                self.active.clear()
+                self.reservations.clear()
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
         self.started_at = self.clock()
         self._loop_task = asyncio.create_task(self._loop())
         self.wake()
@@ -115,15 +128,23 @@ class Scheduler:
         phase("order")
         # 3 fit: all-or-nothing per gang; what does not fit is skipped, smaller work goes on
         admitted: list[tuple[Workload, list[str]]] = []
+        # Free capacity only shrinks within a cycle, so a shape that did not fit once will not fit
+        # again this cycle: a deep queue of similar work costs one fit per shape, not per workload.
+        no_fit: dict[tuple, str] = {}
         for item in ordered:
             w = self.active[item.workload_id]
             bundles = [b.ray_bundle() for b in w.spec.gang()]
             types = [b.gpu_type for b in w.spec.gang()]
             strategy = w.spec.placement.ray_strategy
+            shape = (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles))
+            if shape in no_fit:
+                w.reason = no_fit[shape]
+                continue
             chosen = fit_gang(bundles, strategy, nodes, types)
             if chosen is None:
-                w.reason = ("waiting for capacity" if could_ever_fit(bundles, strategy, nodes, types)
-                            else "no node in the cluster is large enough (waiting for new nodes)")
+                w.reason = no_fit[shape] = (
+                    "waiting for capacity" if could_ever_fit(bundles, strategy, nodes, types)
+                    else "no node in the cluster is large enough (waiting for new nodes)")
                 continue
             _take(nodes, chosen, bundles)
             admitted.append((w, chosen))

@@ -34,7 +34,7 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "port": _free_port(), "include_dashboard": True, "dashboard_port": _free_port(),
+        "num_cpus": 2, "redis_port": _free_port(), "include_dashboard": True, "dashboard_port": _free_port(),
         "dashboard_host": "127.0.0.1", **_node_ports()})
     try:
         cluster.add_node(num_cpus=2, num_gpus=4, labels={"ray.io/accelerator-type": "H100"},
