@@ -40,8 +40,10 @@ def cmd_up(a) -> int:
     resources = json.loads(a.resources) if a.resources else None
     if resources is not None and not isinstance(resources, dict):
         raise SystemExit("--resources must be a JSON object, e.g. '{\"accel\": 2}'")
+    path = a.config or ("orion.yaml" if Path("orion.yaml").exists() else None)
     info = up(cfg, address=a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus,
-              resources=resources, ray_port=a.ray_port, dashboard_port=a.dashboard_port)
+              resources=resources, ray_port=a.ray_port, dashboard_port=a.dashboard_port,
+              config_path=path)
     if a.output == "json":
         _print(info, "json")
     else:
@@ -71,9 +73,28 @@ def cmd_submit(a) -> int:
     if not a.wait:
         _print(handle.ack, a.output)
         return 0
-    result = handle.wait_for_completion(timeout=a.timeout)
-    _print(result.record, a.output)
-    return 0 if result.status == "completed" else 1
+    result = _wait_with_progress(c, handle.workload_id, a.timeout)
+    _print(result, a.output)
+    return 0 if result["status"] == "completed" else 1
+
+
+def _wait_with_progress(c, workload_id: str, timeout: Optional[float]) -> dict:
+    """Poll until terminal, printing each status change to stderr (stdout stays parseable)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    start = time.monotonic()
+    while True:
+        w = c.get_workload(workload_id)
+        if w["status"] != last:
+            last = w["status"]
+            print(f"[{time.monotonic() - start:6.1f}s] {workload_id} {last}"
+                  + (f" (attempt {w['attempt']})" if w.get("attempt", 1) > 1 else ""),
+                  file=sys.stderr, flush=True)
+        if last in ("completed", "failed", "cancelled"):
+            return w
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"workload {workload_id} still {last} after {timeout:g}s")
+        time.sleep(0.2)
 
 
 def cmd_status(a) -> int:
@@ -117,12 +138,65 @@ def cmd_logs(a) -> int:
         time.sleep(1.0)
 
 
+def cmd_explain(a) -> int:
+    e = _client().explain(a.id)
+    if a.output == "json":
+        _print(e, "json")
+        return 0
+    pos = e["position"]
+    print(f"{e['workload_id']}  {e['status']}  attempt {e['attempt']}")
+    if pos.get("overall"):
+        print(f"position: {pos['overall']} overall, {pos['tenant']} in its tenant")
+    for r in e["reasons"]:
+        print(f"- {r['code']}: {r['message']}")
+    return 0
+
+
+def cmd_queue(a) -> int:
+    q = _client().queue()
+    if a.output == "json":
+        _print(q, "json")
+        return 0
+    print(f"{'TENANT':<16} {'QUEUED':>6} {'RUNNING':>7}  USAGE / QUOTA")
+    for t in q["tenants"]:
+        usage = ", ".join(f"{k}={v:g}" + (f"/{t['quota'][k]:g}" if k in t["quota"] else "")
+                          for k, v in sorted(t["usage"].items())) or "-"
+        print(f"{t['tenant_id']:<16} {t['queued']:>6} {t['running']:>7}  {usage}")
+    return 0
+
+
+def cmd_tenants(a) -> int:
+    t = _client().tenants()
+    if a.output == "json":
+        _print(t, "json")
+        return 0
+    print(f"{'TENANT':<16} {'WEIGHT':>6} {'KEYS':>4} {'QUEUED':>6} {'RUNNING':>7}  QUOTA")
+    for row in t["items"]:
+        quota = ", ".join(f"{k}={v:g}" for k, v in sorted(row["quota"].items())) or "-"
+        print(f"{row['tenant_id']:<16} {row['weight']:>6g} {row['keys']:>4} {row['queued']:>6} "
+              f"{row['running']:>7}  {quota}")
+    return 0
+
+
+def cmd_reload(a) -> int:
+    """Validate orion.yaml here first; an invalid file changes nothing."""
+    from .cluster import config_path_in_use
+    from .config import load_config, tenant_key_hashes
+    path = a.config or config_path_in_use()
+    cfg = load_config(path)
+    tenants = cfg.orion.tenants
+    result = _client().reload([t.model_dump(mode="json") for t in tenants],
+                              tenant_key_hashes(tenants))
+    _print(result, a.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orion", description="Orion: AI workloads on Ray")
     sub = p.add_subparsers(dest="command", required=True)
 
     def out(sp):
-        sp.add_argument("--output", "-o", choices=["text", "json"], default="text")
+        sp.add_argument("--output", "-o", choices=["table", "text", "json"], default="table")
         return sp
 
     up = out(sub.add_parser("up", help="start (or attach to) Ray and deploy Orion; idempotent"))
@@ -158,6 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = out(sub.add_parser("cancel", help="cancel a workload"))
     c.add_argument("id")
     c.set_defaults(fn=cmd_cancel)
+
+    ex = out(sub.add_parser("explain", help="why a workload is not running yet"))
+    ex.add_argument("id")
+    ex.set_defaults(fn=cmd_explain)
+
+    out(sub.add_parser("queue", help="queue depth and usage per tenant")).set_defaults(fn=cmd_queue)
+    out(sub.add_parser("tenants", help="tenants with usage (admin)")).set_defaults(fn=cmd_tenants)
+
+    rl = out(sub.add_parser("reload", help="apply orion.yaml's tenants without a restart (admin)"))
+    rl.add_argument("--config", help="orion.yaml (default: the one `orion up` used)")
+    rl.set_defaults(fn=cmd_reload)
 
     lg = sub.add_parser("logs", help="stdout/stderr of a workload")
     lg.add_argument("id")

@@ -110,6 +110,26 @@ class OrionClient:
     def logs(self, workload_id: str) -> str:
         return self._request("GET", f"/api/v1/workloads/{workload_id}/logs").text
 
+    def explain(self, workload_id: str) -> dict:
+        """Position in the queue and what the workload waits for."""
+        return self._request("GET", f"/api/v1/workloads/{workload_id}/explain").json()
+
+    def queue(self) -> dict:
+        return self._request("GET", "/api/v1/queue").json()
+
+    def tenants(self) -> dict:
+        """Every tenant with usage (admin key)."""
+        return self._request("GET", "/api/v1/tenants").json()
+
+    def reload(self, tenants: list[dict], keys: dict[str, str]) -> dict:
+        """Replace the tenants and key hashes (``{sha256: tenant_id}``) without a restart (admin)."""
+        return self._request("POST", "/admin/v1/reload",
+                             json={"tenants": tenants, "keys": keys}).json()
+
+    def audit(self, limit: int = 100, cursor: Optional[int] = None) -> dict:
+        params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
+        return self._request("GET", "/admin/v1/audit", params=params).json()
+
     def health(self) -> dict:
         r = self._http.get("/health")
         return r.json()

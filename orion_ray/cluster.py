@@ -23,7 +23,7 @@ from typing import Any, Optional
 import httpx
 
 from .api.auth import hash_key, new_key
-from .config import OrionConfig, orion_home
+from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
 
 STATE_FILE = "cluster.json"
@@ -171,8 +171,10 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
 
 def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[float] = None,
        num_gpus: Optional[float] = None, resources: Optional[dict] = None, ray_port: int = 6379,
-       dashboard_port: int = 8265, wait_s: float = 180.0, say=print) -> dict[str, Any]:
+       dashboard_port: int = 8265, wait_s: float = 180.0, say=print,
+       config_path: Optional[str] = None) -> dict[str, Any]:
     """Start or attach, deploy the scheduler actor and the API; return once ``/health`` is 200."""
+    tenant_key_hashes(config.orion.tenants)  # fail before starting anything if a key is missing
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Resolve paths here: the actor's environment (HOME, ORION_HOME) may differ from ours.
     config.orion.store.path = config.orion.store.resolved_path()
@@ -197,10 +199,12 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
 
     ctx = ray.init(address=state["address"], namespace="orion", logging_level=logging.WARNING,
                    log_to_driver=False)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         dashboard_url = state.get("dashboard_url") or ("http://" + ctx.dashboard_url
                                                        if ctx.dashboard_url else None)
         state["dashboard_url"] = dashboard_url
+        state["config_path"] = str(Path(config_path).resolve()) if config_path else None
         _write_state(state)
         api = config.orion.api
         url = f"http://{api.host}:{api.port}"
@@ -210,6 +214,11 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
 
         scheduler = deploy_scheduler(config, dashboard_url)
         ray.get(scheduler.ensure_started.remote(), timeout=wait_s)
+        # Tenants and key hashes (keys are read from this process's environment, hashed here).
+        tenants = config.orion.tenants
+        ray.get(scheduler.configure_tenants.remote(
+            [t.model_dump(mode="json") for t in tenants], tenant_key_hashes(tenants),
+            [hash_key(api_key)], "orion up"), timeout=60)
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
@@ -222,6 +231,11 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
     info = {"api_url": url, "dashboard_url": dashboard_url, "credentials": str(cred_path),
             "ray_address": state["address"]}
     return info
+
+
+def config_path_in_use() -> Optional[str]:
+    """The orion.yaml the running Orion was started with (None: defaults or ./orion.yaml)."""
+    return _read_state().get("config_path")
 
 
 def _wait_healthy(url: str, wait_s: float) -> None:

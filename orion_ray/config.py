@@ -6,11 +6,13 @@ Only the sections the running code uses are modelled strictly; sections owned by
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
 
@@ -50,20 +52,81 @@ class SchedulerConfig(BaseModel):
     job_poll_interval_s: float = Field(0.5, gt=0)
 
 
+class TenantConfig(BaseModel):
+    """One tenant. Its keys come from environment variables or as SHA-256 hashes, never in clear."""
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
+    weight: float = Field(1.0, gt=0, le=1e6)
+    quota: dict[str, float] = Field(default_factory=dict)
+    borrowing_limit: dict[str, float] = Field(default_factory=dict)
+    lending_limit: dict[str, float] = Field(default_factory=dict)
+    cohort: Optional[str] = None
+    max_queued: Optional[int] = Field(None, ge=1, description="unfinished workloads before 429")
+    api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
+    api_key_sha256: list[str] = Field(default_factory=list,
+                                      description="hex SHA-256 of keys (never the keys)")
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hashes(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not re.fullmatch(r"[0-9a-f]{64}", h):
+                raise ValueError("api_key_sha256 entries must be 64 lowercase hex digits")
+        return v
+
+    @field_validator("quota", "borrowing_limit", "lending_limit")
+    @classmethod
+    def _amounts(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, amount in v.items():
+            if amount < 0:
+                raise ValueError(f"{k} must not be negative")
+        return v
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     # Owned by later capabilities; kept as data until then.
-    tenants: list[dict[str, Any]] = Field(default_factory=list)
+    tenants: list[TenantConfig] = Field(default_factory=list)
     worker_pools: list[dict[str, Any]] = Field(default_factory=list)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
+
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique(cls, v: list[TenantConfig]) -> list[TenantConfig]:
+        ids = [t.id for t in v]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate tenant ids: {sorted(dup)}")
+        return v
 
 
 class OrionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     orion: OrionSection = Field(default_factory=OrionSection)
+
+
+def tenant_key_hashes(tenants: list[TenantConfig], environ=None) -> dict[str, str]:
+    """``{sha256: tenant_id}`` for every tenant key: hashes from the file, and keys read from the
+    environment variables the file names (hashed here; the keys themselves go nowhere)."""
+    import hashlib
+
+    environ = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for t in tenants:
+        for h in t.api_key_sha256:
+            out[h] = t.id
+        if t.api_key_env:
+            key = environ.get(t.api_key_env)
+            if not key:
+                raise ConfigError(f"tenant {t.id!r}: environment variable {t.api_key_env} is not set",
+                                  [{"field": f"orion.tenants.{t.id}.api_key_env",
+                                    "problem": "not set in this environment"}])
+            out[hashlib.sha256(key.encode()).hexdigest()] = t.id
+    return out
 
 
 def load_config(path: Optional[str] = None) -> OrionConfig:

@@ -5,12 +5,14 @@ The backend is any object with the scheduler's async methods (``submit``, ``get`
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import TenantConfig
 from ..errors import Forbidden, SchedulerUnavailable
 from ..models import WorkloadSpec
 from ..status import Status
@@ -25,6 +27,16 @@ class SubmitAck(BaseModel):
     queue_position: Optional[int] = None
     estimated_start: Optional[str] = None
     estimated_completion: Optional[str] = None
+
+
+class ReloadBody(BaseModel):
+    """The tenants section and the key hashes to run with (keys themselves never travel)."""
+    model_config = ConfigDict(extra="forbid")
+    tenants: list[TenantConfig]
+    keys: dict[str, str] = Field(default_factory=dict, description="sha256 hex → tenant id")
+
+
+KEYRING_TTL_S = 2.0
 
 
 class ErrorDetail(BaseModel):
@@ -65,9 +77,39 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
             raise SchedulerUnavailable("the scheduler is not connected", retry_after=2)
         return b
 
-    def principal(request: Request,
-                  authorization: Optional[str] = Header(None, include_in_schema=False)) -> Principal:
-        return request.app.state.keyring.authenticate(authorization)
+    app.state.bootstrap = keyring
+    app.state.keyring_at = 0.0
+
+    async def current_keyring(request: Request) -> KeyRing:
+        """The key ring, refreshed from the scheduler every few seconds (so `orion reload`
+        reaches every replica without a restart); the admin keys given at start always work."""
+        state = request.app.state
+        if time.monotonic() - state.keyring_at > KEYRING_TTL_S:
+            state.keyring_at = time.monotonic()
+            b = state.backend
+            if b is None and state.backend_factory is not None:
+                b = state.backend = state.backend_factory()
+            if b is not None and hasattr(b, "keyring"):
+                try:
+                    ring = await b.keyring()
+                    state.keyring = state.bootstrap.merged(list(ring.get("admins", [])),
+                                                           dict(ring.get("keys", {})))
+                except Exception:  # keep the last ring; the scheduler may be restarting
+                    pass
+        return state.keyring
+
+    async def principal(request: Request,
+                        authorization: Optional[str] = Header(None, include_in_schema=False)
+                        ) -> Principal:
+        return (await current_keyring(request)).authenticate(authorization)
+
+    async def admin(p: Principal = Depends(principal)) -> Principal:
+        if not p.is_admin:
+            raise Forbidden("this route needs an admin key")
+        return p
+
+    def who(p: Principal) -> str:
+        return "admin" if p.is_admin else p.tenant_id
 
     def scope(p: Principal) -> Optional[str]:
         """The tenant a caller is limited to (None for an admin)."""
@@ -79,7 +121,7 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         if p.tenant_id is not None and spec.metadata.tenant_id not in (None, p.tenant_id):
             raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
-        return await backend_of(request).submit(spec.model_dump(mode="json"), tenant)
+        return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
 
     @app.get("/api/v1/workloads/{workload_id}", tags=["workloads"])
     async def get_workload(workload_id: str, request: Request, p: Principal = Depends(principal)):
@@ -100,13 +142,43 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     @app.delete("/api/v1/workloads/{workload_id}", status_code=202, tags=["workloads"])
     async def cancel(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """Cancel (idempotent: a finished workload answers its final status)."""
-        return await backend_of(request).cancel(workload_id, scope(p))
+        return await backend_of(request).cancel(workload_id, scope(p), who(p))
 
     @app.get("/api/v1/workloads/{workload_id}/logs", response_class=PlainTextResponse,
              tags=["workloads"])
     async def logs(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """stdout/stderr of the workload's latest run."""
         return PlainTextResponse(await backend_of(request).logs(workload_id, scope(p)))
+
+    @app.get("/api/v1/workloads/{workload_id}/explain", tags=["workloads"])
+    async def explain(workload_id: str, request: Request, p: Principal = Depends(principal)):
+        """Why it is not running yet: its position, what it waits for (capacity, priority, quota,
+        backoff) and, when known, when it is expected to start."""
+        return await backend_of(request).explain(workload_id, scope(p))
+
+    @app.get("/api/v1/queue", tags=["workloads"])
+    async def queue(request: Request, p: Principal = Depends(principal)):
+        """Queue depth and usage against quota per tenant (a tenant sees its own only)."""
+        return await backend_of(request).queue(scope(p))
+
+    @app.get("/api/v1/tenants", tags=["admin"])
+    async def tenants(request: Request, p: Principal = Depends(admin)):
+        """Every tenant with its weight, quota and current usage (admin)."""
+        return await backend_of(request).tenant_list()
+
+    @app.post("/admin/v1/reload", tags=["admin"])
+    async def reload(body: ReloadBody, request: Request, p: Principal = Depends(admin)):
+        """Replace the tenants and their key hashes; validated first, all or nothing (admin)."""
+        result = await backend_of(request).configure_tenants(
+            [t.model_dump(mode="json") for t in body.tenants], body.keys, None, who(p))
+        request.app.state.keyring_at = 0.0  # pick the new keys up on the next request
+        return result
+
+    @app.get("/admin/v1/audit", tags=["admin"])
+    async def audit(request: Request, p: Principal = Depends(admin),
+                    limit: int = Query(100, ge=1, le=1000), cursor: Optional[int] = Query(None, ge=0)):
+        """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
+        return await backend_of(request).audit_log(limit, cursor)
 
     @app.get("/health", tags=["operations"])
     async def health(request: Request):

@@ -35,8 +35,8 @@ class ActorBackend:
             raise SchedulerUnavailable(f"the scheduler is restarting ({type(exc).__name__})",
                                        retry_after=1) from None
 
-    async def submit(self, spec, tenant_id):
-        return await self._call("submit", spec, tenant_id)
+    async def submit(self, spec, tenant_id, who=None):
+        return await self._call("submit", spec, tenant_id, who)
 
     async def get(self, workload_id, tenant_id=None):
         return await self._call("get", workload_id, tenant_id)
@@ -44,14 +44,32 @@ class ActorBackend:
     async def list(self, status=None, tenant_id=None, limit=50, cursor=None):
         return await self._call("list", status, tenant_id, limit, cursor)
 
-    async def cancel(self, workload_id, tenant_id=None):
-        return await self._call("cancel", workload_id, tenant_id)
+    async def cancel(self, workload_id, tenant_id=None, who=None):
+        return await self._call("cancel", workload_id, tenant_id, who)
 
     async def logs(self, workload_id, tenant_id=None):
         return await self._call("logs", workload_id, tenant_id)
 
     async def health(self):
         return await self._call("health")
+
+    async def explain(self, workload_id, tenant_id=None):
+        return await self._call("explain", workload_id, tenant_id)
+
+    async def queue(self, tenant_id=None):
+        return await self._call("queue", tenant_id)
+
+    async def tenant_list(self):
+        return await self._call("tenant_list")
+
+    async def configure_tenants(self, tenants, keys, admins=None, who="admin"):
+        return await self._call("configure_tenants", tenants, keys, admins, who)
+
+    async def keyring(self):
+        return await self._call("keyring")
+
+    async def audit_log(self, limit=100, cursor=None):
+        return await self._call("audit_log", limit, cursor)
 
 
 def build_api_app(admin_key_hashes: list[str], max_body_bytes: int):

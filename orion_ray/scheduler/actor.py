@@ -43,9 +43,9 @@ class SchedulerActor:
                 await self.scheduler.start()
         return "ok"
 
-    async def submit(self, spec: dict, tenant_id: str = "default") -> dict:
+    async def submit(self, spec: dict, tenant_id: str = "default", who=None) -> dict:
         await self.ensure_started()
-        return await self.scheduler.submit(spec, tenant_id)
+        return await self.scheduler.submit(spec, tenant_id, who)
 
     async def get(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
         await self.ensure_started()
@@ -55,9 +55,30 @@ class SchedulerActor:
         await self.ensure_started()
         return await self.scheduler.list(status, tenant_id, limit, cursor)
 
-    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
+    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None, who=None) -> dict:
         await self.ensure_started()
-        return await self.scheduler.cancel(workload_id, tenant_id)
+        return await self.scheduler.cancel(workload_id, tenant_id, who)
+
+    async def explain(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.explain(workload_id, tenant_id)
+
+    async def queue(self, tenant_id: Optional[str] = None) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.queue(tenant_id)
+
+    async def tenant_list(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.tenant_list()
+
+    async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin") -> dict:
+        return await self.scheduler.configure_tenants(tenants, keys, admins, who)
+
+    async def keyring(self) -> dict:
+        return await self.scheduler.keyring()
+
+    async def audit_log(self, limit: int = 100, cursor=None) -> dict:
+        return await self.scheduler.audit_log(limit, cursor)
 
     async def logs(self, workload_id: str, tenant_id: Optional[str] = None) -> str:
         await self.ensure_started()

@@ -22,6 +22,8 @@ from ..policy import NodeView, PriorityFifoOrder, QueueItem, QueueOrder, fit_gan
 from ..policy.fit import could_ever_fit
 from ..status import Status, check_transition
 from .recovery import recover
+from .tenants import TenantRegistry
+from . import views
 
 log = logging.getLogger("orion.scheduler")
 
@@ -39,6 +41,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.order = order or PriorityFifoOrder()
         self.clock = clock
+        self.tenants = TenantRegistry(store)
         self.active: dict[str, Workload] = {}
         self.drivers: dict[str, asyncio.Task] = {}
         self.reservations: dict[str, list[tuple[str, dict[str, float]]]] = {}
@@ -354,12 +357,16 @@ class Scheduler:
             self._set(w, Status.FAILED, "failed", error=error)
 
     # == the interface the API (and the actor) expose =============================================
-    async def submit(self, spec: dict[str, Any], tenant_id: str = "default") -> dict[str, Any]:
+    async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
+                     who: Optional[str] = None) -> dict[str, Any]:
         """Validate, persist and enqueue; answers only after the store has the workload."""
         try:
             parsed = WorkloadSpec.model_validate(spec)
         except Exception as exc:  # pydantic's error → the contract's error
             raise ValidationError("invalid workload spec", _pydantic_details(exc)) from None
+        if not self.tenants.known(tenant_id):
+            raise ValidationError(f"unknown tenant {tenant_id!r}", [
+                {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])
         rid = parsed.metadata.request_id
         if rid:
             existing = self.store.find_by_request_id(tenant_id, rid)
@@ -371,12 +378,20 @@ class Scheduler:
         if len(self.active) >= self.config.max_queue_size:
             raise QueueFull(f"the queue is full ({self.config.max_queue_size} workloads)",
                             retry_after=5)
+        limit = getattr(self.tenants.get(tenant_id), "max_queued", None)
+        if limit is not None and sum(1 for w in self.active.values()
+                                     if w.tenant_id == tenant_id) >= limit:
+            raise QueueFull(f"tenant {tenant_id!r} has {limit} unfinished workloads (its limit)",
+                            retry_after=5)
         now = self.clock()
         w = Workload(workload_id=f"wl-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, spec=parsed,
                      status=Status.QUEUED, submitted_at=now, updated_at=now)
         self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
                               (Status.QUEUED.value, now, "")])
         self.active[w.workload_id] = w
+        self.store.audit(who or tenant_id, "submit", w.workload_id,
+                         {"tenant_id": tenant_id, "workload_type": parsed.workload_type,
+                          "priority": parsed.priority.value}, now)
         self.wake()
         return self._ack(w)
 
@@ -412,11 +427,14 @@ class Scheduler:
         next_cursor = rows[limit - 1].seq if len(rows) > limit else None
         return {"items": [w.public() for w in items], "next_cursor": next_cursor}
 
-    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None,
+                     who: Optional[str] = None) -> dict[str, Any]:
         """Stop the workload wherever it is; idempotent (a finished one answers its final state)."""
         w = self._lookup(workload_id, tenant_id)
         if w.status.terminal:
             return w.public()
+        self.store.audit(who or tenant_id or "admin", "cancel", workload_id,
+                         {"status": w.status.value}, self.clock())
         driver = self.drivers.pop(workload_id, None)
         if driver is not None:
             driver.cancel()
@@ -440,6 +458,34 @@ class Scheduler:
             if live is not None:
                 return clean_job_logs(live)
         return self.store.get_logs(workload_id) or ""
+
+    async def explain(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """Why the workload is not running yet (position, reasons)."""
+        return views.explain(self, self._lookup(workload_id, tenant_id), self.clock())
+
+    async def queue(self, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        return views.queue_summary(self, tenant_id)
+
+    async def tenant_list(self) -> dict[str, Any]:
+        return views.tenant_list(self)
+
+    async def configure_tenants(self, tenants: list[dict], keys: dict[str, str],
+                                admins: Optional[list[str]] = None,
+                                who: str = "admin") -> dict[str, Any]:
+        """Replace the tenants and their key hashes (validated first; all or nothing)."""
+        summary = self.tenants.configure(tenants, keys, admins)
+        self.store.audit(who, "configure_tenants", None,
+                         {"tenants": summary["tenants"], "keys": summary["keys"],
+                          "version": summary["version"]}, self.clock())
+        return summary
+
+    async def keyring(self) -> dict[str, Any]:
+        return self.tenants.keyring()
+
+    async def audit_log(self, limit: int = 100, cursor: Optional[int] = None) -> dict[str, Any]:
+        rows = self.store.audit_log(limit + 1, cursor)
+        return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit
+                else None}
 
     async def health(self) -> dict[str, Any]:
         store_ok, store_error = True, None

@@ -33,6 +33,18 @@ CREATE TABLE IF NOT EXISTS transitions (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS transitions_workload ON transitions(workload_id);
+CREATE TABLE IF NOT EXISTS settings (
+    name         TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    who          TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target       TEXT,
+    details      TEXT
+);
 CREATE TABLE IF NOT EXISTS logs (
     workload_id  TEXT PRIMARY KEY,
     text         TEXT NOT NULL
@@ -89,6 +101,32 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO logs(workload_id, text) VALUES (?,?)",
                              (workload_id, logs))
+
+    def put_setting(self, name: str, value) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO settings(name, value) VALUES (?,?)",
+                             (name, json.dumps(value)))
+
+    def get_setting(self, name: str, default=None):
+        rows = self._query("SELECT value FROM settings WHERE name=?", (name,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def audit(self, who: str, action: str, target: Optional[str], details: dict, at: float) -> None:
+        """Record who did what, when (submissions, cancellations, configuration changes)."""
+        with self._lock:
+            self._db.execute("INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+                             (at, who, action, target, json.dumps(details, default=str)))
+
+    def audit_log(self, limit: int = 100, before_id: Optional[int] = None) -> list[dict]:
+        sql, params = "SELECT id, at, who, action, target, details FROM audit", []
+        if before_id is not None:
+            sql += " WHERE id<?"
+            params.append(before_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(int(limit))
+        return [{"id": i, "at": iso(at), "who": who, "action": a, "target": t,
+                 "details": json.loads(d or "{}")}
+                for i, at, who, a, t, d in self._query(sql, tuple(params))]
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, workload_id: str) -> Optional[Workload]:

@@ -13,7 +13,7 @@ def test_up_defaults(parse):
     a = parse(["up"])
     assert a.fn is cli.cmd_up
     assert (a.address, a.config, a.port, a.num_cpus, a.num_gpus, a.resources) == (None,) * 6
-    assert (a.ray_port, a.dashboard_port, a.output) == (6379, 8265, "text")
+    assert (a.ray_port, a.dashboard_port, a.output) == (6379, 8265, "table")
 
 
 def test_up_with_every_flag(parse):
@@ -32,7 +32,7 @@ def test_down(parse):
 def test_submit(parse):
     a = parse(["submit", "job.yaml"])
     assert (a.fn, a.file, a.wait, a.timeout, a.output) == (cli.cmd_submit, "job.yaml", False,
-                                                           None, "text")
+                                                           None, "table")
     a = parse(["submit", "-", "--wait", "--timeout", "30", "--output", "json"])
     assert (a.file, a.wait, a.timeout, a.output) == ("-", True, 30.0, "json")
 

@@ -20,7 +20,7 @@ def test_contract_example_loads(tmp_path):
                  "  tenants:\n    - {id: research, weight: 2, quota: {gpu: 16}}\n")
     cfg = load_config(str(f))
     assert (cfg.orion.api.port, cfg.orion.scheduler.max_queue_size) == (9000, 5)
-    assert cfg.orion.tenants[0]["id"] == "research"
+    assert cfg.orion.tenants[0].id == "research" and cfg.orion.tenants[0].weight == 2
 
 
 @pytest.mark.parametrize("text, field", [

@@ -1,0 +1,315 @@
+"""Orion's metrics: Prometheus text for ``/metrics`` and, optionally, Ray's own metrics pipeline.
+
+One ``OrionMetrics`` per process role (the scheduler actor, each API replica). Each instance has its
+own ``CollectorRegistry`` (never the global one), so tests and several instances never share state.
+The API replica serves its own text merged with the scheduler actor's (``merge_exposition``).
+
+With ``ray_mirror=True`` every value is also recorded through ``ray.util.metrics`` when the process
+is a connected Ray worker or driver; Ray exports them on each node's metrics endpoint as
+``ray_orion_…`` (counters may carry a ``_total`` suffix there too). ``ray`` is imported only then,
+so this module imports without Ray.
+
+Every metric is declared once, in ``METRICS``; both back ends are built from that table.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger("orion.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # the Content-Type of ``render()``'s text
+
+# Buckets in seconds. Workload times span 10 ms to a day; cycle phases are sub-millisecond to seconds.
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                    300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)
+PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1.0, 2.5, 5.0, 10.0)
+PLACEMENT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                     300.0, 600.0, 1800.0)
+API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+UNMATCHED_ROUTE = "unmatched"  # route label of requests no route matched (404s, 413s before routing)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric. ``name`` is the family name: counters are exposed as ``name + "_total"``."""
+    kind: str  # "counter" | "gauge" | "histogram"
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("counter", "orion_workload_transitions", "Workload status changes, by the new status.",
+               ("tenant", "priority", "status")),
+    MetricSpec("gauge", "orion_workloads", "Workloads currently in each status.", ("tenant", "status")),
+    MetricSpec("gauge", "orion_queue_depth", "Queued workloads.", ("tenant", "priority")),
+    MetricSpec("histogram", "orion_workload_wait_seconds", "Time from submission to running.",
+               ("tenant",), DURATION_BUCKETS),
+    MetricSpec("histogram", "orion_workload_run_seconds", "Time from running to a final status.",
+               ("tenant", "status"), DURATION_BUCKETS),
+    MetricSpec("histogram", "orion_scheduler_cycle_phase_seconds",
+               "Duration of each phase of a scheduling cycle.", ("phase",), PHASE_BUCKETS),
+    MetricSpec("counter", "orion_scheduler_cycles", "Scheduling cycles run."),
+    MetricSpec("counter", "orion_scheduler_admitted", "Workloads admitted by scheduling cycles."),
+    MetricSpec("gauge", "orion_scheduler_last_cycle_timestamp_seconds",
+               "Unix time at which the last scheduling cycle ended."),
+    MetricSpec("gauge", "orion_scheduler_up", "1 while the scheduler's loop runs, else 0."),
+    MetricSpec("counter", "orion_workload_retries", "Retries after a failed run.", ("tenant",)),
+    MetricSpec("counter", "orion_workload_preemptions", "Running workloads preempted.", ("tenant",)),
+    MetricSpec("histogram", "orion_placement_ready_seconds",
+               "Time from placement group creation to readiness.", (), PLACEMENT_BUCKETS),
+    MetricSpec("counter", "orion_placement_readiness_timeouts",
+               "Placement groups not ready within the configured timeout."),
+    MetricSpec("histogram", "orion_api_request_seconds", "API request latency.",
+               ("route", "method", "status"), API_BUCKETS),
+)
+SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
+
+
+class OrionMetrics:
+    """Orion's metrics, in a registry of their own. All methods are cheap and thread-safe."""
+
+    def __init__(self, ray_mirror: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._prom: dict[str, Any] = {}
+        for s in METRICS:
+            cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[s.kind]
+            extra = {"buckets": s.buckets} if s.kind == "histogram" else {}
+            self._prom[s.name] = cls(s.name, s.help, s.labels, registry=self.registry, **extra)
+        self._mirror: Optional[_RayMirror] = _RayMirror() if ray_mirror else None
+        self._gauge_keys: dict[str, set[tuple[str, ...]]] = {}
+        self._gauge_lock = threading.Lock()
+
+    # == workloads =================================================================================
+    def transition(self, tenant: str, priority: str, status: str) -> None:
+        """A workload moved to ``status`` (call from the scheduler's ``_set``)."""
+        self._inc("orion_workload_transitions", 1, (tenant, priority, status))
+
+    def set_workloads(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Current workloads per ``(tenant, status)``; label sets absent from ``counts`` become 0."""
+        self._set_all("orion_workloads", counts)
+
+    def set_queue_depth(self, depths: Mapping[tuple[str, str], int]) -> None:
+        """Queued workloads per ``(tenant, priority)``; label sets absent from ``depths`` become 0."""
+        self._set_all("orion_queue_depth", depths)
+
+    def wait_time(self, tenant: str, seconds: float) -> None:
+        """Submission → running, observed when a workload starts running."""
+        self._observe("orion_workload_wait_seconds", seconds, (tenant,))
+
+    def run_time(self, tenant: str, status: str, seconds: float) -> None:
+        """Running → ``status`` (completed, failed, cancelled, preempted, queued on retry)."""
+        self._observe("orion_workload_run_seconds", seconds, (tenant, status))
+
+    def retry(self, tenant: str) -> None:
+        """A failed run goes back to the queue for another attempt."""
+        self._inc("orion_workload_retries", 1, (tenant,))
+
+    def preemption(self, tenant: str) -> None:
+        """A running workload of ``tenant`` was preempted."""
+        self._inc("orion_workload_preemptions", 1, (tenant,))
+
+    # == scheduler =================================================================================
+    def cycle(self, phases_ms: Mapping[str, float], admitted: int) -> None:
+        """One scheduling cycle (``Scheduler.last_cycle``'s ``phases_ms`` and ``admitted``).
+
+        Call it for every cycle, empty ones included: the last-cycle timestamp shows a stalled loop.
+        """
+        for phase, ms in phases_ms.items():
+            self._observe("orion_scheduler_cycle_phase_seconds", ms / 1000.0, (phase,))
+        self._inc("orion_scheduler_cycles", 1, ())
+        self._inc("orion_scheduler_admitted", admitted, ())
+        self._set("orion_scheduler_last_cycle_timestamp_seconds", time.time(), ())
+
+    def scheduler_up(self, up: bool) -> None:
+        """Whether the scheduler's loop is running (``orion_scheduler_up`` 1 or 0)."""
+        self._set("orion_scheduler_up", 1.0 if up else 0.0, ())
+
+    def placement_ready(self, seconds: float) -> None:
+        """A placement group became ready ``seconds`` after it was requested."""
+        self._observe("orion_placement_ready_seconds", seconds, ())
+
+    def readiness_timeout(self) -> None:
+        """A placement group was not ready within ``placement_ready_timeout_s``."""
+        self._inc("orion_placement_readiness_timeouts", 1, ())
+
+    # == API =======================================================================================
+    def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One API request. ``route`` is the route template (``/api/v1/workloads/{workload_id}``)
+        or ``UNMATCHED_ROUTE``, never the raw path, so the label set stays bounded."""
+        self._observe("orion_api_request_seconds", seconds, (route, method.upper(), str(status)))
+
+    # == exposition ================================================================================
+    def render(self) -> str:
+        """This instance's metrics in the Prometheus text exposition format."""
+        return generate_latest(self.registry).decode("utf-8")
+
+    # == internals =================================================================================
+    def _inc(self, name: str, value: float, labels: tuple[str, ...]) -> None:
+        if value <= 0:
+            return
+        _child(self._prom[name], labels).inc(value)
+        self._mirrored(name, value, labels)
+
+    def _observe(self, name: str, value: float, labels: tuple[str, ...]) -> None:
+        value = max(0.0, float(value))  # clock skew must not make a negative duration
+        _child(self._prom[name], labels).observe(value)
+        self._mirrored(name, value, labels)
+
+    def _set(self, name: str, value: float, labels: tuple[str, ...]) -> None:
+        _child(self._prom[name], labels).set(value)
+        self._mirrored(name, value, labels)
+
+    def _set_all(self, name: str, values: Mapping[tuple[str, ...], int]) -> None:
+        new = {tuple(str(x) for x in k): v for k, v in values.items()}
+        with self._gauge_lock:
+            for gone in self._gauge_keys.get(name, set()) - set(new):
+                self._set(name, 0.0, gone)
+            for key, v in new.items():
+                self._set(name, float(v), key)
+            self._gauge_keys[name] = self._gauge_keys.get(name, set()) | set(new)
+
+    def _mirrored(self, name: str, value: float, labels: tuple[str, ...]) -> None:
+        if self._mirror is not None:
+            self._mirror.record(SPECS[name], value, labels)
+
+
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    return metric.labels(*[str(v) for v in labels]) if labels else metric
+
+
+class _RayMirror:
+    """Records into ``ray.util.metrics`` while Ray is initialized in this process; never raises.
+
+    Ray metrics live per process, so their objects are shared by all instances of the process.
+    """
+
+    _objects: dict[str, Any] = {}
+
+    def record(self, spec: MetricSpec, value: float, labels: tuple[str, ...]) -> None:
+        ray = sys.modules.get("ray")  # not imported → not initialized: nothing to mirror to
+        if ray is None or not ray.is_initialized():
+            return
+        try:
+            metric = self._objects.get(spec.name)
+            if metric is None:
+                metric = self._make(spec)
+            tags = {k: str(v) for k, v in zip(spec.labels, labels)} or None
+            if spec.kind == "counter":
+                metric.inc(value, tags=tags)
+            elif spec.kind == "gauge":
+                metric.set(value, tags=tags)
+            else:
+                metric.observe(value, tags=tags)
+        except Exception as exc:  # metrics must never break scheduling or a request
+            log.warning("mirroring %s into Ray failed: %s: %s", spec.name, type(exc).__name__, exc)
+
+    def _make(self, spec: MetricSpec) -> Any:
+        from ray.util import metrics as ray_metrics
+
+        if spec.kind == "histogram":
+            obj = ray_metrics.Histogram(spec.name, spec.help, boundaries=list(spec.buckets),
+                                        tag_keys=spec.labels)
+        else:
+            cls = ray_metrics.Counter if spec.kind == "counter" else ray_metrics.Gauge
+            obj = cls(spec.name, spec.help, tag_keys=spec.labels)
+        self._objects[spec.name] = obj
+        return obj
+
+
+def workload_counts(workloads: Iterable[Any]) -> tuple[dict[tuple[str, str], int],
+                                                       dict[tuple[str, str], int]]:
+    """``(by (tenant, status), queued by (tenant, priority))`` of objects with ``tenant_id``,
+    ``status`` and ``priority`` (enums or strings): the arguments of ``set_workloads`` and
+    ``set_queue_depth``."""
+    by_status: dict[tuple[str, str], int] = {}
+    queued: dict[tuple[str, str], int] = {}
+    for w in workloads:
+        status, priority = _str(w.status), _str(w.priority)
+        by_status[(w.tenant_id, status)] = by_status.get((w.tenant_id, status), 0) + 1
+        if status == "queued":
+            queued[(w.tenant_id, priority)] = queued.get((w.tenant_id, priority), 0) + 1
+    return by_status, queued
+
+
+def _str(v: Any) -> str:
+    return str(getattr(v, "value", v))
+
+
+def route_label(scope: Mapping[str, Any]) -> str:
+    """The route template of an ASGI request once routing has run, else ``UNMATCHED_ROUTE``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class ApiMetricsMiddleware:
+    """Pure ASGI middleware recording ``api_request`` for every HTTP request.
+
+    ``app.add_middleware(ApiMetricsMiddleware, metrics=m)`` — added last, it is the outermost
+    user middleware and also sees 413s of the body-size limit and 500s of unhandled errors.
+    """
+
+    def __init__(self, app: Any, metrics: OrionMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.api_request(route_label(scope), scope.get("method", "GET"), status,
+                                     time.perf_counter() - start)
+
+
+def merge_exposition(*texts: str) -> str:
+    """Several Prometheus texts as one: families of the same name are merged, and a sample with
+    the same name and labels in a later text replaces the earlier one. A family whose type
+    conflicts with an earlier one of the same name is dropped."""
+    families: dict[str, Any] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            have = families.get(fam.name)
+            if have is None:
+                families[fam.name] = fam
+            elif have.type == fam.type:
+                samples = {(s.name, tuple(sorted(s.labels.items()))): s for s in have.samples}
+                samples.update({(s.name, tuple(sorted(s.labels.items()))): s for s in fam.samples})
+                have.samples = list(samples.values())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(list(families.values())))
+    return generate_latest(registry).decode("utf-8")
+
+
+class _Static:
+    """A collector that yields fixed, already-parsed families."""
+
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self) -> list:
+        return self._families
