@@ -2,6 +2,7 @@
 
 The public API: the SDK client, the spec types and the error tree.
 """
+from .async_client import AsyncOrionClient, AsyncWorkloadHandle
 from .client import OrionClient, WorkloadHandle, WorkloadResult
 from .errors import (Conflict, Forbidden, NotFound, OrionError, PayloadTooLarge, QueueFull,
                      SchedulerUnavailable, Unauthorized, ValidationError)
@@ -10,6 +11,7 @@ from .status import Status
 
 __version__ = "0.1.0"
 
-__all__ = ["OrionClient", "WorkloadHandle", "WorkloadResult", "OrionError", "ValidationError",
+__all__ = ["OrionClient", "WorkloadHandle", "WorkloadResult", "AsyncOrionClient",
+           "AsyncWorkloadHandle", "OrionError", "ValidationError",
            "NotFound", "QueueFull", "Unauthorized", "Forbidden", "Conflict", "PayloadTooLarge",
            "SchedulerUnavailable", "WorkloadSpec", "Resources", "Priority", "Placement", "Status"]

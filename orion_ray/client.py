@@ -54,13 +54,16 @@ class WorkloadHandle:
 
 class OrionClient:
     """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
-    ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``."""
+    ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``.
+    ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests."""
 
     def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
-                 timeout: float = 30.0, max_retries: int = 5):
+                 timeout: float = 30.0, max_retries: int = 5,
+                 transport: Optional[httpx.BaseTransport] = None):
         self.url, self.api_key = credentials.resolve(url, api_key)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  transport=transport)
         self.max_retries = max_retries
 
     def close(self) -> None:

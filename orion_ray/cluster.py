@@ -167,6 +167,9 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    deadline = time.time() + 10  # return only once they are gone
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        time.sleep(0.1)
 
 
 def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[float] = None,

@@ -171,6 +171,20 @@ class WorkloadSpec(BaseModel):
     preemptible: bool = True
     metadata: Metadata = Field(default_factory=Metadata)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """Refuse unpaired UTF-16 surrogates (JSON ``"\\ud800"``) in free-form fields such as
+        ``args``: they can be parsed but never stored, so they are a 422 here, not a 500 later."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                try:
+                    json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{name!a} holds text that is not valid Unicode "
+                                     "(an unpaired surrogate)") from None
+        return data
+
     @model_validator(mode="after")
     def _kind_fields(self, info: ValidationInfo):
         if self.workload_type == "task":

@@ -37,6 +37,7 @@ class ReloadBody(BaseModel):
 
 
 KEYRING_TTL_S = 2.0
+MAX_CURSOR = 2**63 - 1  # a cursor is a SQLite row id: anything larger is refused (422), not a 500
 
 
 class ErrorDetail(BaseModel):
@@ -55,6 +56,17 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+# Errors stay JSON on a route whose success is text (its response class would make them text/plain).
+_JSON_ERRORS = {code: {"content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ErrorBody"}}}} for code in _ERRORS}
+
+
+class HealthBody(BaseModel):
+    """``/health``: each part ``ok`` or ``down`` (503 when the scheduler or the store is down)."""
+    model_config = ConfigDict(extra="allow")
+    api: str
+    scheduler: str
+    store: str
 
 
 def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
@@ -133,7 +145,7 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
                              status: Optional[Status] = None,
                              tenant_id: Optional[str] = Query(None, max_length=128),
                              limit: int = Query(50, ge=1, le=1000),
-                             cursor: Optional[int] = Query(None, ge=0)):
+                             cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         tenant = p.tenant_id or tenant_id
         return await backend_of(request).list(status.value if status else None, tenant, limit,
@@ -145,7 +157,7 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         return await backend_of(request).cancel(workload_id, scope(p), who(p))
 
     @app.get("/api/v1/workloads/{workload_id}/logs", response_class=PlainTextResponse,
-             tags=["workloads"])
+             responses=_JSON_ERRORS, tags=["workloads"])
     async def logs(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """stdout/stderr of the workload's latest run."""
         return PlainTextResponse(await backend_of(request).logs(workload_id, scope(p)))
@@ -176,11 +188,13 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
 
     @app.get("/admin/v1/audit", tags=["admin"])
     async def audit(request: Request, p: Principal = Depends(admin),
-                    limit: int = Query(100, ge=1, le=1000), cursor: Optional[int] = Query(None, ge=0)):
+                    limit: int = Query(100, ge=1, le=1000),
+                    cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
         return await backend_of(request).audit_log(limit, cursor)
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], responses={
+        200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "a part is down"}})
     async def health(request: Request):
         """Liveness of the API, the scheduler and the store (503 when either is down)."""
         body: dict[str, Any] = {"api": "ok", "scheduler": "down", "store": "unknown"}

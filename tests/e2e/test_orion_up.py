@@ -31,6 +31,10 @@ def env(tmp_path_factory):
     e.pop("ORION_API_KEY", None)
     e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(),
                                  "dashboard": _free_port()})
+    e["ORION_KEY_RESEARCH"] = "research-secret-key"
+    (home / "orion.yaml").write_text(
+        "orion:\n  tenants:\n"
+        "    - {id: research, weight: 2, quota: {cpu: 2}, api_key_env: ORION_KEY_RESEARCH}\n")
     return e
 
 
@@ -44,7 +48,8 @@ def orion(env, *args, check=True, timeout=240) -> subprocess.CompletedProcess:
 
 def up(env) -> subprocess.CompletedProcess:
     ports = json.loads(env["E2E_PORTS"])
-    return orion(env, "up", "--num-cpus", "4", "--num-gpus", "2", "--port", str(ports["api"]),
+    return orion(env, "up", "--config", str(Path(env["ORION_HOME"]) / "orion.yaml"),
+                 "--num-cpus", "4", "--num-gpus", "2", "--port", str(ports["api"]),
                  "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dashboard"]))
 
 
@@ -82,7 +87,8 @@ def test_up_twice_keeps_one_scheduler(env, running):
     ports = json.loads(env["E2E_PORTS"])
     code = ("import ray, json; from ray.util.state import list_actors; "
             f"ray.init(address='127.0.0.1:{ports['ray']}'); "
-            "a = list_actors(filters=[('class_name', '=', 'SchedulerActor'), ('state', '=', 'ALIVE')]); "
+            f"a = list_actors(address='http://127.0.0.1:{ports['dashboard']}', "
+            "filters=[('class_name', '=', 'SchedulerActor'), ('state', '=', 'ALIVE')]); "
             "print(json.dumps(len(a)))")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
@@ -130,6 +136,44 @@ def test_http_contract_and_cancel(env, running):
     assert missing.returncode != 0 and "no workload" in missing.stderr
 
 
+def test_tenant_key_from_the_environment_and_reload(env, running, tmp_path):
+    creds = _creds(env)
+    url = creds["url"]
+    tenant = {"Authorization": "Bearer research-secret-key"}
+    r = httpx.post(url + "/api/v1/workloads", headers=tenant,
+                   json={"workload_type": "task", "function": "math:factorial", "args": [4]})
+    assert r.status_code == 202, r.text
+    assert httpx.get(url + "/api/v1/tenants", headers=tenant).status_code == 403
+    tenants = json.loads(orion(env, "tenants", "-o", "json").stdout)
+    assert "research" in {t["tenant_id"] for t in tenants["items"]}
+    # an invalid file is refused with the reason; the running configuration stays
+    bad = _write(tmp_path, "bad.yaml", "orion:\n  tenants:\n    - {id: research, weight: -2}\n")
+    refused = orion(env, "reload", "--config", bad, check=False)
+    assert refused.returncode != 0 and "weight" in refused.stderr
+    assert httpx.get(url + "/api/v1/queue", headers=tenant).status_code == 200
+    # a valid one is applied without a restart: a new tenant and its key work at once
+    good = _write(tmp_path, "good.yaml", "orion:\n  tenants:\n"
+                  "    - {id: research, api_key_env: ORION_KEY_RESEARCH}\n"
+                  "    - {id: vision, api_key_env: ORION_KEY_VISION}\n")
+    env2 = dict(env, ORION_KEY_VISION="vision-secret-key")
+    orion(env2, "reload", "--config", good)
+    vision = {"Authorization": "Bearer vision-secret-key"}
+    q = httpx.get(url + "/api/v1/queue", headers=vision)
+    assert q.status_code == 200 and [t["tenant_id"] for t in q.json()["tenants"]] == ["vision"]
+
+
+def test_ray_job_submit_can_drive_orion(env, running, tmp_path):
+    """A user who only knows Ray: `ray job submit -- orion submit job.yaml --wait`."""
+    ports = json.loads(env["E2E_PORTS"])
+    spec = _write(tmp_path, "inner.yaml", "workload_type: task\nfunction: math:factorial\nargs: [5]\n")
+    p = subprocess.run([str(BIN / "ray"), "job", "submit", "--address",
+                        f"http://127.0.0.1:{ports['dashboard']}", "--",
+                        str(BIN / "orion"), "submit", spec, "--wait", "-o", "json"],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert '"result": 120' in p.stdout
+
+
 def test_plain_ray_tools_work_without_extra_environment(env, running):
     ports = json.loads(env["E2E_PORTS"])
     plain = {k: v for k, v in env.items() if not k.startswith("RAY_")}
@@ -150,7 +194,8 @@ def test_down_stops_everything_and_up_again_keeps_the_workloads(env, running):
     assert not _alive(state["pid"])
     ports = json.loads(env["E2E_PORTS"])
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", ports["api"])) != 0
+        listening = s.connect_ex(("127.0.0.1", ports["api"])) == 0
+    assert not listening, subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
     up(env)
     after = {w["workload_id"] for w in json.loads(orion(env, "list", "-o", "json").stdout)["items"]}
     assert before and before <= after

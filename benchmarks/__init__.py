@@ -1,0 +1,1 @@
+"""Benchmarks of Orion (see ../shared/BENCHMARKS.md): run as ``python -m benchmarks.<id>``."""

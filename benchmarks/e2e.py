@@ -1,0 +1,198 @@
+"""e2e: trivial 1-CPU task workloads through the SDK to a local `orion up`, against plain Ray.
+
+What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-default ports):
+
+* Orion: N task workloads (``benchmarks._tasks:started_at``, which returns ``time.time()`` when it
+  starts) submitted back to back with ``OrionClient.submit_workload``, run to completion.
+  throughput = N / (last ``finished_at`` - time of the first submission);
+  submit->running latency = task start - the client's clock right after the POST returned (the ack).
+* Baseline, same run, same cluster, one driver (``ray.init(address=...)``): the same function as a
+  plain Ray task, each in its own ``placement_group([{"CPU": 1}])``: group created, ``pg.ready()``,
+  task launched with ``PlacementGroupSchedulingStrategy``, group removed once the task is done.
+  N groups are created back to back; latency = task start - the ``placement_group()`` call.
+* Idle: ``--idle-n`` workloads one at a time (each waited for before the next), Orion and Ray,
+  so the latency has no queueing in it. The headline overhead (``p50_overhead_ms``,
+  ``p99_overhead_ms``) is Orion's idle latency percentile minus plain Ray's idle percentile.
+
+Each of ``--repeats`` repeats runs all four (Orion/Ray order alternating); figures are medians over
+repeats. The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from ._common import add_cluster_args, err, median, orion_up, pct, ts
+
+SPEC = {"workload_type": "task", "function": "benchmarks._tasks:started_at",
+        "resources": {"cpu": 1}}
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _wait(client, wid: str, poll_s: float) -> dict:
+    while True:
+        w = client.get_workload(wid)
+        if w["status"] in TERMINAL:
+            if w["status"] != "completed":
+                raise RuntimeError(f"workload {wid} ended {w['status']}: {w.get('error')}")
+            return w
+        time.sleep(poll_s)
+
+
+def orion_burst(client, n: int) -> tuple[float, list[float]]:
+    t_first = time.time()
+    acks = []
+    for _ in range(n):
+        h = client.submit_workload(SPEC)
+        acks.append((h.workload_id, time.time()))
+    lat, finished = [], []
+    for wid, t_ack in acks:  # they finish roughly in order: poll the oldest unfinished one
+        w = _wait(client, wid, 0.05)
+        lat.append(w["result"] - t_ack)
+        finished.append(ts(w["finished_at"]))
+    return n / (max(finished) - t_first), lat
+
+
+def orion_idle(client, n: int) -> tuple[list[float], list[float]]:
+    """Latencies ack -> task start, and ack -> the 'running' transition Orion recorded."""
+    lat, sched = [], []
+    for _ in range(n):
+        h = client.submit_workload(SPEC)
+        t_ack = time.time()
+        w = _wait(client, h.workload_id, 0.01)
+        lat.append(w["result"] - t_ack)
+        sched.append(next(ts(x["at"]) for x in w["history"] if x["status"] == "running") - t_ack)
+    return lat, sched
+
+
+def _ray_fns():
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from ._tasks import started_at
+    fn = ray.remote(started_at)
+
+    def launch(pg):
+        return fn.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=0)).remote()
+    return ray, placement_group, remove_placement_group, launch
+
+
+def ray_burst(n: int) -> tuple[float, list[float]]:
+    ray, placement_group, remove_placement_group, launch = _ray_fns()
+    t_first = time.time()
+    waiting = {}  # pg.ready() ref -> (pg, t0)
+    for _ in range(n):
+        t0 = time.time()
+        pg = placement_group([{"CPU": 1}])
+        waiting[pg.ready()] = (pg, t0)
+    running, lat = {}, []
+    while waiting or running:
+        done, _ = ray.wait(list(waiting) + list(running), num_returns=1, fetch_local=False)
+        for ref in done:
+            if ref in waiting:  # group ready: launch its task
+                pg, t0 = waiting.pop(ref)
+                running[launch(pg)] = (pg, t0)
+            else:               # task done: record its start, give the group back
+                pg, t0 = running.pop(ref)
+                lat.append(ray.get(ref) - t0)
+                remove_placement_group(pg)
+    return n / (time.time() - t_first), lat
+
+
+def ray_idle(n: int) -> list[float]:
+    ray, placement_group, remove_placement_group, launch = _ray_fns()
+    lat = []
+    for _ in range(n):
+        t0 = time.time()
+        pg = placement_group([{"CPU": 1}])
+        ray.get(pg.ready())
+        lat.append(ray.get(launch(pg)) - t0)
+        remove_placement_group(pg)
+    return lat
+
+
+def ms(x: float) -> float:
+    return round(x * 1000, 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=200, help="workloads per burst (default 200)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--idle-n", type=int, default=30, help="workloads per idle run (default 30)")
+    add_cluster_args(p)
+    args = p.parse_args()
+
+    import ray
+
+    from orion_ray.client import OrionClient
+
+    rows = []
+    with orion_up(args) as info:
+        ray.init(address=info["ray_address"], logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            with OrionClient() as client:
+                err("warm-up ...")  # first run starts the executor actor / the driver's workers
+                orion_idle(client, 2)
+                ray_idle(2)
+                for r in range(args.repeats):
+                    res = {}
+                    order = ("orion", "ray") if r % 2 == 0 else ("ray", "orion")
+                    for who in order:
+                        err(f"repeat {r + 1}/{args.repeats}: {who} burst of {args.n} ...")
+                        res[who] = orion_burst(client, args.n) if who == "orion" else ray_burst(args.n)
+                    for who in order:
+                        err(f"repeat {r + 1}/{args.repeats}: {who} idle x{args.idle_n} ...")
+                        if who == "orion":
+                            res["orion_idle"], res["sched"] = orion_idle(client, args.idle_n)
+                        else:
+                            res["ray_idle"] = ray_idle(args.idle_n)
+                    row = {"orion_per_s": res["orion"][0], "ray_per_s": res["ray"][0]}
+                    for q in (50, 99):
+                        for who in ("orion", "ray"):
+                            row[f"{who}_burst_p{q}"] = pct(res[who][1], q)
+                            row[f"{who}_idle_p{q}"] = pct(res[who + "_idle"], q)
+                        row[f"sched_p{q}"] = pct(res["sched"], q)
+                    row["ratio"] = row["orion_per_s"] / row["ray_per_s"]
+                    for q in (50, 99):
+                        row[f"idle_overhead_p{q}"] = row[f"orion_idle_p{q}"] - row[f"ray_idle_p{q}"]
+                        row[f"burst_overhead_p{q}"] = (row[f"orion_burst_p{q}"]
+                                                       - row[f"ray_burst_p{q}"])
+                    rows.append(row)
+                    err(f"  {json.dumps({k: round(v, 4) for k, v in row.items()})}")
+        finally:
+            ray.shutdown()
+
+    med = {k: median([row[k] for row in rows]) for k in rows[0]}
+    print(f"\ne2e: {args.n} workloads per burst, {args.idle_n} at idle, {args.repeats} repeats, "
+          f"{args.num_cpus:g} CPUs; medians over repeats (per-repeat values in brackets)")
+    print(f"{'':34}{'Orion':>12}{'plain Ray':>12}{'Orion - Ray':>14}")
+
+    def line(label, o, r, d=None, fmt=ms):
+        print(f"{label:34}{fmt(med[o]):>12}{fmt(med[r]):>12}"
+              + (f"{fmt(med[d]):>14}" if d else "")
+              + "   [" + ", ".join(str(fmt(row[d or o])) for row in rows) + "]")
+    line("burst throughput (workloads/s)", "orion_per_s", "ray_per_s", fmt=lambda x: round(x, 2))
+    print(f"{'  ratio Orion / Ray':34}{round(med['ratio'], 3):>12}{'':26}   ["
+          + ", ".join(str(round(row["ratio"], 3)) for row in rows) + "]")
+    line("burst submit->running p50 (ms)", "orion_burst_p50", "ray_burst_p50", "burst_overhead_p50")
+    line("burst submit->running p99 (ms)", "orion_burst_p99", "ray_burst_p99", "burst_overhead_p99")
+    line("idle submit->running p50 (ms) *", "orion_idle_p50", "ray_idle_p50", "idle_overhead_p50")
+    line("idle submit->running p99 (ms) *", "orion_idle_p99", "ray_idle_p99", "idle_overhead_p99")
+    for q in (50, 99):
+        print(f"{f'  idle ack->running recorded p{q}':34}{ms(med[f'sched_p{q}']):>12}{'':26}   ["
+              + ", ".join(str(ms(row[f"sched_p{q}"])) for row in rows) + "]")
+    print("* headline overhead = Orion - Ray at idle (one workload at a time, no queueing); "
+          "Orion: ack of the POST -> task start; Ray: placement_group() -> task start")
+    print(json.dumps({"benchmark": "e2e", "orion_per_s": round(med["orion_per_s"], 3),
+                      "ray_per_s": round(med["ray_per_s"], 3), "ratio": round(med["ratio"], 3),
+                      "p50_overhead_ms": ms(med["idle_overhead_p50"]),
+                      "p99_overhead_ms": ms(med["idle_overhead_p99"])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The SDK against the in-process REST app: ``AsyncOrionClient`` over ``httpx.ASGITransport`` and
+``OrionClient`` over a sync transport into the same app. The scheduler is never started: workloads
+stay queued, and cancelling one makes it terminal. Waits between retries are recorded, not slept."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from orion_ray import (AsyncOrionClient, NotFound, OrionClient, QueueFull, SchedulerUnavailable,
+                       Unauthorized, ValidationError, WorkloadResult)
+from orion_ray import async_client, client as sync_client
+from orion_ray.api.app import build_app
+from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.config import SchedulerConfig
+from orion_ray.errors import Forbidden
+from orion_ray.scheduler import Scheduler
+from orion_ray.store import SQLiteStore
+
+URL = "http://orion.test"
+TASK = {"workload_type": "task", "function": "pkg.mod:fn"}
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """``make_app(max_queue_size)`` → ``(app, scheduler)``."""
+    stores = []
+
+    def make(max_queue_size: int = 10_000):
+        store = SQLiteStore(str(tmp_path / f"orion-{len(stores)}.db"))
+        stores.append(store)
+        sched = Scheduler(store, runtime=None,
+                          config=SchedulerConfig(max_queue_size=max_queue_size))
+        keys = KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"})
+        return build_app(keys, backend=sched), sched
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    """Every wait the clients would sleep, recorded instead of slept."""
+    waited: list[float] = []
+
+    async def fake_async_sleep(s):
+        waited.append(s)
+
+    monkeypatch.setattr(async_client, "_sleep", fake_async_sleep)
+    monkeypatch.setattr(sync_client.time, "sleep", waited.append)
+    return waited
+
+
+def aclient(app, key="admin-key", **kw) -> AsyncOrionClient:
+    return AsyncOrionClient(URL, key, transport=httpx.ASGITransport(app=app), **kw)
+
+
+class Answer429First(httpx.AsyncBaseTransport):
+    """Answers the first ``n`` requests ``status`` (``Retry-After: 3``), then passes through."""
+
+    def __init__(self, app, n=1, status=429):
+        self.inner, self.left, self.status, self.seen = httpx.ASGITransport(app=app), n, status, 0
+
+    async def handle_async_request(self, request):
+        self.seen += 1
+        if self.left:
+            self.left -= 1
+            code = "queue_full" if self.status == 429 else "scheduler_unavailable"
+            body = {"error": {"code": code, "message": "busy", "details": []}}
+            return httpx.Response(self.status, json=body, headers={"Retry-After": "3"})
+        return await self.inner.handle_async_request(request)
+
+
+# -- AsyncOrionClient ----------------------------------------------------------------------------
+def test_async_round_trip(make_app):
+    app, _ = make_app()
+
+    async def scenario():
+        async with aclient(app) as c:
+            h = await c.submit_workload(TASK, priority="high")
+            assert h.workload_id.startswith("wl-") and h.ack["status"] == "queued"
+            got = await c.get_workload(h.workload_id)
+            assert got["status"] == "queued" and got["priority"] == "high"
+            assert await h.status() == "queued"
+            listed = await c.list_workloads(status="queued")
+            assert [w["workload_id"] for w in listed["items"]] == [h.workload_id]
+            why = await c.explain(h.workload_id)
+            assert why["workload_id"] == h.workload_id and why["position"]["overall"] == 1
+            assert (await c.queue())["tenants"]
+            assert (await h.cancel())["status"] == "cancelled"
+            result = await h.wait_for_completion(timeout=5)
+            assert isinstance(result, WorkloadResult)
+            assert result.status == "cancelled" and result.output is None
+            assert await c.logs(h.workload_id) == ""
+            done = await c.reload([{"id": "research", "weight": 2}],
+                                  {hash_key("r-key"): "research"})
+            assert done["tenants"] == ["research"]
+            assert [t["tenant_id"] for t in (await c.tenants())["items"]] == ["research"]
+            actions = [e["action"] for e in (await c.audit())["items"]]
+            assert "submit" in actions and "cancel" in actions
+            assert (await c.health())["api"] == "ok"
+        async with aclient(app, key="r-key") as c:  # the reloaded key works at once
+            assert (await c.list_workloads())["items"] == []
+
+    asyncio.run(scenario())
+
+
+def test_async_typed_errors(make_app):
+    app, _ = make_app(max_queue_size=1)
+
+    async def scenario():
+        async with aclient(app, max_retries=0) as c:
+            with pytest.raises(NotFound):
+                await c.get_workload("wl-nope")
+            with pytest.raises(ValidationError) as bad:
+                await c.submit_workload(workload_type="task")  # no function
+            assert bad.value.http_status == 422 and bad.value.details
+            await c.submit_workload(TASK)
+            with pytest.raises(QueueFull):
+                await c.submit_workload(TASK)
+        async with aclient(app, key="wrong-key") as c:
+            with pytest.raises(Unauthorized):
+                await c.list_workloads()
+        async with aclient(app, key="t-key") as c:
+            with pytest.raises(Forbidden):
+                await c.tenants()
+
+    asyncio.run(scenario())
+
+
+def test_async_wait_times_out_on_a_queued_workload(make_app, sleeps):
+    app, _ = make_app()
+
+    async def scenario():
+        async with aclient(app) as c:
+            h = await c.submit_workload(TASK)
+            with pytest.raises(TimeoutError):
+                await h.wait_for_completion(timeout=0)
+
+    asyncio.run(scenario())
+
+
+def test_async_retries_429_honouring_retry_after(make_app, sleeps):
+    app, _ = make_app()
+    transport = Answer429First(app, n=2)
+
+    async def scenario():
+        async with AsyncOrionClient(URL, "admin-key", transport=transport) as c:
+            h = await c.submit_workload(TASK)
+            assert (await c.get_workload(h.workload_id))["status"] == "queued"
+
+    asyncio.run(scenario())
+    assert sleeps == [3.0, 3.0] and transport.seen == 4  # 2 refused, the 3rd POST, then the GET
+
+
+def test_async_retries_503_and_gives_up_with_a_typed_error(make_app, sleeps):
+    app, _ = make_app()
+    transport = Answer429First(app, n=5, status=503)
+
+    async def scenario():
+        async with AsyncOrionClient(URL, "admin-key", transport=transport, max_retries=2) as c:
+            with pytest.raises(SchedulerUnavailable):  # the last answer, typed
+                await c.queue()
+
+    asyncio.run(scenario())
+    assert sleeps == [3.0, 3.0] and transport.seen == 3
+
+
+def test_async_retry_succeeds_once_the_real_queue_frees_a_slot(make_app, monkeypatch):
+    """A real 429 from a full queue (max 1); during the wait the first workload is cancelled."""
+    app, sched = make_app(max_queue_size=1)
+    waited = []
+
+    async def free_a_slot(s):
+        waited.append(s)
+        for wid in list(sched.active):
+            await sched.cancel(wid)
+
+    monkeypatch.setattr(async_client, "_sleep", free_a_slot)
+
+    async def scenario():
+        async with aclient(app) as c:
+            first = await c.submit_workload(TASK)
+            second = await c.submit_workload(TASK)
+            assert second.workload_id != first.workload_id
+            assert (await c.get_workload(first.workload_id))["status"] == "cancelled"
+
+    asyncio.run(scenario())
+    assert waited == [5.0]  # the scheduler's Retry-After
+
+
+def test_async_credentials_resolve_like_the_sync_client(monkeypatch, tmp_path):
+    monkeypatch.setenv("ORION_HOME", str(tmp_path))
+    monkeypatch.delenv("ORION_URL", raising=False)
+    monkeypatch.delenv("ORION_API_KEY", raising=False)
+    (tmp_path / "credentials").write_text(json.dumps({"url": "http://h:1/", "api_key": "k1"}))
+    c = AsyncOrionClient()
+    assert (c.url, c.api_key) == ("http://h:1", "k1") == (OrionClient().url, OrionClient().api_key)
+    monkeypatch.setenv("ORION_URL", "http://env:2")
+    monkeypatch.setenv("ORION_API_KEY", "k2")
+    c2 = AsyncOrionClient()
+    assert (c2.url, c2.api_key) == ("http://env:2", "k2")
+    assert c2._http.headers["Authorization"] == "Bearer k2"
+    asyncio.run(c.aclose())
+    asyncio.run(c2.aclose())
+
+
+# -- OrionClient over a sync transport into the same app -------------------------------------------
+def sync_transport(app) -> httpx.MockTransport:
+    tc = TestClient(app)
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        r = tc.request(request.method, request.url.raw_path.decode(),
+                       headers=dict(request.headers), content=request.read())
+        return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+    return httpx.MockTransport(forward)
+
+
+def test_sync_client_in_process(make_app, sleeps):
+    app, _ = make_app(max_queue_size=1)
+    with OrionClient(URL, "admin-key", transport=sync_transport(app), max_retries=1) as c:
+        h = c.submit_workload(TASK)
+        assert c.get_workload(h.workload_id)["status"] == "queued"
+        assert c.explain(h.workload_id)["position"]["overall"] == 1
+        with pytest.raises(QueueFull):
+            c.submit_workload(TASK)
+        assert sleeps == [5.0]  # one retry, after the scheduler's Retry-After
+        with pytest.raises(NotFound):
+            c.cancel("wl-nope")
+        assert c.cancel(h.workload_id)["status"] == "cancelled"
+        assert h.wait_for_completion(timeout=5).status == "cancelled"
+        assert [w["status"] for w in c.list_workloads()["items"]] == ["cancelled"]
+    with OrionClient(URL, "nope", transport=sync_transport(app)) as c:
+        with pytest.raises(Unauthorized):
+            c.queue()
