@@ -19,6 +19,7 @@ from ..status import Status
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
+from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 
 
 class SubmitAck(BaseModel):
@@ -80,6 +81,9 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     app.state.keyring = keyring
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    # added last: the outermost middleware, so 413s and unhandled 500s are counted too
+    app.state.metrics = OrionMetrics(ray_mirror=True)
+    app.add_middleware(ApiMetricsMiddleware, metrics=app.state.metrics)
 
     def backend_of(request: Request):
         b = request.app.state.backend
@@ -192,6 +196,20 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
                     cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
         return await backend_of(request).audit_log(limit, cursor)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics(request: Request):
+        """Prometheus text: the API's request metrics and the scheduler's (no key needed)."""
+        texts = [request.app.state.metrics.render()]
+        b = request.app.state.backend
+        if b is None and request.app.state.backend_factory is not None:
+            b = request.app.state.backend = request.app.state.backend_factory()
+        if b is not None and hasattr(b, "metrics_text"):
+            try:
+                texts.append(await b.metrics_text())
+            except Exception:  # scheduler unreachable: orion_scheduler_up stays 0, which alerts
+                pass
+        return PlainTextResponse(merge_exposition(*texts), media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["operations"], responses={
         200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "a part is down"}})

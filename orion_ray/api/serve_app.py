@@ -65,6 +65,9 @@ class ActorBackend:
     async def configure_tenants(self, tenants, keys, admins=None, who="admin"):
         return await self._call("configure_tenants", tenants, keys, admins, who)
 
+    async def metrics_text(self):
+        return await self._call("metrics_text")
+
     async def keyring(self):
         return await self._call("keyring")
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
+from ..metrics import OrionMetrics
 from ..store import SQLiteStore
 from ..runtime.ray_runtime import NAMESPACE, RayRuntime, on_head_node
 from .core import Scheduler
@@ -30,7 +31,8 @@ class SchedulerActor:
         store_cfg = self.config.orion.store
         self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
         self.runtime = RayRuntime(NAMESPACE, dashboard_url)
-        self.scheduler = Scheduler(self.store, self.runtime, self.config.orion.scheduler)
+        self.scheduler = Scheduler(self.store, self.runtime, self.config.orion.scheduler,
+                                   metrics=OrionMetrics(ray_mirror=True))
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.
         ray.get_runtime_context().current_actor.ensure_started.remote()
@@ -73,6 +75,9 @@ class SchedulerActor:
 
     async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin") -> dict:
         return await self.scheduler.configure_tenants(tenants, keys, admins, who)
+
+    async def metrics_text(self) -> str:
+        return await self.scheduler.metrics_text()
 
     async def keyring(self) -> dict:
         return await self.scheduler.keyring()

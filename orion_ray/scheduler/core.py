@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from ..config import SchedulerConfig
+from ..metrics import OrionMetrics, workload_counts
 from ..errors import Conflict, NotFound, QueueFull, ValidationError
 from ..models import Workload, WorkloadSpec
 from ..policy import NodeView, PriorityFifoOrder, QueueItem, QueueOrder, fit_gang, retry_delay
@@ -28,6 +29,8 @@ from . import views
 log = logging.getLogger("orion.scheduler")
 
 PHASES = ("snapshot", "order", "fit", "reserve", "requeue")
+GAUGE_REFRESH_S = 5.0
+FULL_CYCLE_S = 1.0
 MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
 
 
@@ -35,12 +38,14 @@ class Scheduler:
     """Admits, places, runs and tracks workloads. ``store`` and ``runtime`` are passed in."""
 
     def __init__(self, store, runtime, config: Optional[SchedulerConfig] = None,
-                 order: Optional[QueueOrder] = None, clock: Callable[[], float] = time.time):
+                 order: Optional[QueueOrder] = None, clock: Callable[[], float] = time.time,
+                 metrics: Optional[OrionMetrics] = None):
         self.store = store
         self.runtime = runtime
         self.config = config or SchedulerConfig()
         self.order = order or PriorityFifoOrder()
         self.clock = clock
+        self.metrics = metrics or OrionMetrics(ray_mirror=False)
         self.tenants = TenantRegistry(store)
         self.active: dict[str, Workload] = {}
         self.drivers: dict[str, asyncio.Task] = {}
@@ -51,6 +56,10 @@ class Scheduler:
         self._wake: Optional[asyncio.Event] = None
         self._loop_task: Optional[asyncio.Task] = None
         self._stopping = False
+        self._gauges_at = 0.0
+        self._full_cycle_at = 0.0
+        self._next_due = 0.0  # earliest backoff expiry among queued workloads
+        self._shapes: dict[str, tuple] = {}
 
     # == lifecycle ================================================================================
     async def start(self) -> None:
@@ -93,13 +102,23 @@ class Scheduler:
     async def _loop(self) -> None:
         interval = self.config.cycle_interval_ms / 1000
         while not self._stopping:
+            woken = True
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except asyncio.TimeoutError:
-                pass
+                woken = False
             self._wake.clear()
             try:
-                self.run_cycle()
+                # A tick with nothing new (no submission, no release, no backoff expired) cannot
+                # admit more than the last cycle did, except when nodes joined: check each second.
+                now = self.clock()
+                if (woken or now >= self._next_due
+                        or time.monotonic() - self._full_cycle_at > FULL_CYCLE_S):
+                    self._full_cycle_at = time.monotonic()
+                    self.run_cycle()
+                if time.monotonic() - self._gauges_at > GAUGE_REFRESH_S:
+                    self._gauges_at = time.monotonic()
+                    self.refresh_gauges()  # Ray's metrics pipeline sees gauges without a scrape
             except Exception:  # the loop never dies: one bad cycle is logged and the next one runs
                 log.exception("scheduling cycle %d failed", self.cycles)
 
@@ -120,6 +139,7 @@ class Scheduler:
         queued = [w for w in self.active.values() if w.status == Status.QUEUED]
         if not queued:
             self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0, "phases_ms": {}}
+            self.metrics.cycle({}, 0)
             return self.last_cycle
         # 1 snapshot: capacity per node minus what Orion has reserved
         nodes = self._snapshot()
@@ -128,6 +148,8 @@ class Scheduler:
         items = [QueueItem(w.workload_id, w.priority.rank, w.seq, w.tenant_id, w.not_before)
                  for w in queued]
         ordered = self.order.order(items, now)
+        self._next_due = min((w.not_before for w in queued if w.not_before > now),
+                             default=float("inf"))
         phase("order")
         # 3 fit: all-or-nothing per gang; what does not fit is skipped, smaller work goes on
         admitted: list[tuple[Workload, list[str]]] = []
@@ -136,10 +158,7 @@ class Scheduler:
         no_fit: dict[tuple, str] = {}
         for item in ordered:
             w = self.active[item.workload_id]
-            bundles = [b.ray_bundle() for b in w.spec.gang()]
-            types = [b.gpu_type for b in w.spec.gang()]
-            strategy = w.spec.placement.ray_strategy
-            shape = (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles))
+            bundles, types, strategy, shape = self._shape(w)
             if shape in no_fit:
                 w.reason = no_fit[shape]
                 continue
@@ -174,7 +193,21 @@ class Scheduler:
         phase("requeue")
         self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": len(admitted),
                            "considered": len(ordered), "phases_ms": timings}
+        self.metrics.cycle(timings, len(admitted))
         return self.last_cycle
+
+    def _shape(self, w: Workload) -> tuple:
+        """(bundles, gpu types, strategy, hashable shape) of a workload, computed once."""
+        got = self._shapes.get(w.workload_id)
+        if got is None:
+            gang = w.spec.gang()
+            bundles = [b.ray_bundle() for b in gang]
+            types = [b.gpu_type for b in gang]
+            strategy = w.spec.placement.ray_strategy
+            got = self._shapes[w.workload_id] = (
+                bundles, types, strategy,
+                (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles)))
+        return got
 
     def _snapshot(self) -> list[NodeView]:
         nodes = self.runtime.nodes()
@@ -193,10 +226,14 @@ class Scheduler:
         wid = w.workload_id
         try:
             if not adopt_running:
+                asked = self.clock()
                 ready = await self.runtime.wait_pg_ready(pg, self.config.placement_ready_timeout_s)
                 if w.status != Status.STARTING:
                     return
-                if not ready:
+                if ready:
+                    self.metrics.placement_ready(self.clock() - asked)
+                else:
+                    self.metrics.readiness_timeout()
                     self.runtime.remove_pg(wid)
                     self._requeue(w, f"placement group not ready within "
                                      f"{self.config.placement_ready_timeout_s:g}s")
@@ -324,7 +361,13 @@ class Scheduler:
         if status.terminal:
             w.finished_at = now
             self.active.pop(w.workload_id, None)
+            self._shapes.pop(w.workload_id, None)
             self.reservations.pop(w.workload_id, None)
+        self.metrics.transition(w.tenant_id, w.priority.value, status.value)
+        if status == Status.RUNNING and w.started_at is not None:
+            self.metrics.wait_time(w.tenant_id, w.started_at - w.submitted_at)
+        if status.terminal and w.started_at is not None:
+            self.metrics.run_time(w.tenant_id, status.value, now - w.started_at)
         change = (w, (status.value, now, note))
         if batch is not None:
             batch.append(change)
@@ -345,6 +388,7 @@ class Scheduler:
 
     def _fail_or_retry(self, w: Workload, error: str) -> None:
         if w.attempt <= w.spec.max_retries:
+            self.metrics.retry(w.tenant_id)
             w.attempt += 1
             delay = retry_delay(w.attempt - 1, self.config.retry_backoff_base_s,
                                 self.config.retry_backoff_max_s)
@@ -389,6 +433,8 @@ class Scheduler:
         self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
                               (Status.QUEUED.value, now, "")])
         self.active[w.workload_id] = w
+        for status in (Status.SUBMITTED, Status.QUEUED):
+            self.metrics.transition(tenant_id, parsed.priority.value, status.value)
         self.store.audit(who or tenant_id, "submit", w.workload_id,
                          {"tenant_id": tenant_id, "workload_type": parsed.workload_type,
                           "priority": parsed.priority.value}, now)
@@ -478,6 +524,17 @@ class Scheduler:
                          {"tenants": summary["tenants"], "keys": summary["keys"],
                           "version": summary["version"]}, self.clock())
         return summary
+
+    async def metrics_text(self) -> str:
+        """This scheduler's metrics in Prometheus text (gauges refreshed now)."""
+        self.refresh_gauges()
+        return self.metrics.render()
+
+    def refresh_gauges(self) -> None:
+        by_status, queued = workload_counts(self.active.values())
+        self.metrics.set_workloads(by_status)
+        self.metrics.set_queue_depth(queued)
+        self.metrics.scheduler_up(self._loop_task is not None and not self._loop_task.done())
 
     async def keyring(self) -> dict[str, Any]:
         return self.tenants.keyring()

@@ -131,6 +131,9 @@ def test_http_contract_and_cancel(env, running):
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
     assert httpx.get(f"{url}/api/v1/workloads/{wid}", headers=auth).json()["status"] == "cancelled"
     assert httpx.get(url + "/docs").status_code == 200
+    metrics = httpx.get(url + "/metrics").text  # served by Serve, scheduler metrics included
+    assert "orion_scheduler_up 1.0" in metrics
+    assert 'orion_api_request_seconds_count{method="POST",route="/api/v1/workloads"' in metrics
     assert "/api/v1/workloads" in httpx.get(url + "/openapi.json").json()["paths"]
     missing = orion(env, "status", "wl-does-not-exist", check=False)
     assert missing.returncode != 0 and "no workload" in missing.stderr

@@ -345,3 +345,19 @@ def test_unexpected_backend_error_is_a_500_body_without_trace():
         r = c.get("/api/v1/workloads/wl-1", headers=ADMIN)
     assert_error(r, 500, "internal_error")
     assert "secret internals" not in r.text
+
+
+def test_metrics_endpoint_merges_api_and_scheduler(client):
+    from prometheus_client.parser import text_string_to_metric_families
+    wid = submit(client).json()["workload_id"]
+    client.get(f"/api/v1/workloads/{wid}", headers=ADMIN)
+    r = client.get("/metrics")  # no key needed
+    assert r.status_code == 200
+    fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+    routes = {s.labels.get("route") for s in fams["orion_api_request_seconds"].samples}
+    assert "/api/v1/workloads/{workload_id}" in routes
+    queued = [s for s in fams["orion_queue_depth"].samples if s.labels.get("tenant") == "default"]
+    assert queued and queued[0].value == 1
+    transitions = {s.labels["status"]: s.value for s in fams["orion_workload_transitions"].samples
+                   if s.name.endswith("_total")}
+    assert transitions == {"submitted": 1, "queued": 1}

@@ -1,0 +1,139 @@
+"""GPU fragmentation of a node for a mix of typical requests (the FGD paper's measure), vectorised.
+
+For each typical request (frequency ``p``) a node's free GPU capacity is split into what that request
+could use and what it could not. If the request fits the node at all (type, CPU and enough GPUs with
+room), the stranded part is the free capacity of GPUs too small for it; otherwise the whole free GPU
+capacity is stranded for it. CPU-only requests strand all free GPU capacity. The node's fragmentation
+is the frequency-weighted sum, in milli-GPUs. Memory is ignored, as in the paper.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .arrays import MILLI, ClusterArrays, Req
+
+Shape = tuple  # (cpu milli, gpu milli per GPU, num_gpu, types)
+
+
+def _type_str(types: Optional[frozenset]) -> str:
+    return "|".join(sorted(types)) if types else ""
+
+
+@dataclass
+class TypicalPods:
+    """Typical request shapes with their frequencies (summing to 1)."""
+
+    cpu: np.ndarray       # milli-cores
+    milli: np.ndarray     # per GPU, 0 for CPU-only
+    num: np.ndarray
+    types: list           # Optional[frozenset] per shape
+    freq: np.ndarray
+    _typeok: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_counts(cls, counts: dict, coverage: float = 0.95) -> "TypicalPods":
+        """The most frequent shapes (most frequent first; ties by larger shape) until they cover
+        ``coverage`` of the weight, frequencies renormalised over the kept shapes."""
+        total = float(sum(counts.values()))
+        ranked = sorted(counts.items(), reverse=True,
+                        key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], _type_str(kv[0][3])))
+        kept, cum = [], 0.0
+        for shape, c in ranked:
+            if cum >= coverage * total:
+                break
+            kept.append((shape, c))
+            cum += c
+        if not kept:
+            kept = [((0, MILLI, 1, None), 1.0)]  # no history: assume whole single-GPU requests
+            cum = 1.0
+        return cls(np.array([s[0] for s, _ in kept], dtype=np.int64),
+                   np.array([s[1] for s, _ in kept], dtype=np.int64),
+                   np.array([s[2] for s, _ in kept], dtype=np.int64),
+                   [s[3] for s, _ in kept],
+                   np.array([c / cum for _, c in kept], dtype=np.float64))
+
+    @classmethod
+    def from_reqs(cls, reqs: Iterable[Req], coverage: float = 0.95) -> "TypicalPods":
+        """Typical shapes of a request list (memory ignored)."""
+        return cls.from_counts(Counter(shape_of(r) for r in reqs), coverage)
+
+    def __len__(self) -> int:
+        return len(self.freq)
+
+    def typeok(self, arr: ClusterArrays) -> np.ndarray:
+        """[shapes, types+1] may shape k use a GPU of type index t (column 0: no GPU model)."""
+        key = tuple(arr.type_names)
+        if key not in self._typeok:
+            names = [None] + list(arr.type_names)
+            self._typeok[key] = np.array(
+                [[ts is None or (t is not None and t in ts) for t in names] for ts in self.types],
+                dtype=bool).reshape(len(self), len(names))
+        return self._typeok[key]
+
+
+def shape_of(r: Req) -> Shape:
+    """The shape of a request as the fragmentation measure sees it."""
+    return (r.cpu, r.milli, r.num_gpu, r.types)
+
+
+def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.ndarray,
+                gtype: np.ndarray) -> np.ndarray:
+    """Expected stranded milli-GPUs of each state (rows of ``cpu``/``gpu``/``gtype``)."""
+    total = gpu.sum(axis=1)
+    gpu_shapes = tp.milli > 0
+    out = tp.freq[~gpu_shapes].sum() * total.astype(np.float64)
+    if not gpu_shapes.any():
+        return out
+    m, num, c, p = tp.milli[gpu_shapes], tp.num[gpu_shapes], tp.cpu[gpu_shapes], tp.freq[gpu_shapes]
+    # Per distinct per-GPU size: how many GPUs have room, and how much sits on GPUs without room.
+    um, inv = np.unique(m, return_inverse=True)
+    g3 = gpu[:, :, None]
+    fits = g3 >= um[None, None, :]
+    ge = fits.sum(axis=1)[:, inv]
+    lt = np.where(fits, 0, g3).sum(axis=1)[:, inv]
+    usable = typeok[gpu_shapes][:, gtype + 1].T & (ge >= num) & (cpu[:, None] >= c)
+    return out + (np.where(usable, lt, total[:, None]) * p).sum(axis=1)
+
+
+def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The states the nodes ``idx`` would be in after taking ``req``.
+
+    Returns ``cpu`` [n, o], ``gpu`` [n, o, G], ``option_gpu`` [n, o] and ``valid`` [n, o]: one option
+    per GPU for a shared request (which GPU to share), a single option otherwise (whole GPUs are the
+    lowest-index fully free ones; which ones does not change the free-capacity multiset).
+    """
+    g = arr.gpu[idx]
+    n, width = g.shape
+    cpu_after = arr.cpu[idx] - req.cpu
+    if req.shared:
+        valid = g >= req.milli
+        states = np.repeat(g[:, None, :], width, axis=1)
+        diag = np.arange(width)
+        states[:, diag, diag] -= req.milli
+        return (np.repeat(cpu_after[:, None], width, axis=1), states,
+                np.broadcast_to(diag, (n, width)), valid)
+    states = g.copy()
+    if req.num_gpu:
+        full = states >= req.milli
+        take = full & (np.cumsum(full, axis=1) <= req.num_gpu)
+        states[take] -= req.milli
+    return (cpu_after[:, None], states[:, None, :], np.full((n, 1), -1, dtype=np.int64),
+            np.ones((n, 1), dtype=bool))
+
+
+def frag_delta(tp: TypicalPods, arr: ClusterArrays, idx: np.ndarray, req: Req
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Increase of fragmentation [n, o] for each candidate option, its GPU and validity."""
+    typeok = tp.typeok(arr)
+    gt = arr.gtype[idx]
+    before = frag_amount(tp, typeok, arr.cpu[idx], arr.gpu[idx], gt)
+    cpu, states, opt_gpu, valid = candidate_states(arr, idx, req)
+    n, o, width = states.shape
+    after = frag_amount(tp, typeok, cpu.reshape(n * o), states.reshape(n * o, width),
+                        np.repeat(gt, o)).reshape(n, o)
+    return after - before[:, None], opt_gpu, valid

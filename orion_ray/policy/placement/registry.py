@@ -1,0 +1,36 @@
+"""Placement policies by name (the names ``orion.yaml`` and ``orion simulate --policy`` accept)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .baselines import (BestFitPolicy, DotProductPolicy, GpuClusteringPolicy, GpuPackingPolicy,
+                        RandomPolicy)
+from .engine import Policy
+from .fgd import FGDPolicy
+from .orion import OrionPolicy
+
+DEFAULT_POLICY = "orion"
+
+_FACTORIES: dict[str, Callable[..., Policy]] = {
+    "random": RandomPolicy,
+    "best_fit": BestFitPolicy,
+    "gpu_packing": GpuPackingPolicy,
+    "dot_product": DotProductPolicy,
+    "gpu_clustering": GpuClusteringPolicy,
+    "fgd": FGDPolicy,
+    "orion": OrionPolicy,
+}
+POLICY_NAMES = tuple(_FACTORIES)
+
+
+def get_policy(name: str = DEFAULT_POLICY, **opts) -> Policy:
+    """A fresh policy object by name; ``opts`` go to its constructor (all accept ``seed``, the
+    seed of the tie-break node order; ``fgd`` also accepts ``typical``, a request list whose shapes
+    make its fixed typical mix)."""
+    key = name.lower().replace("-", "_")
+    if key not in _FACTORIES:
+        raise ValueError(f"unknown placement policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    factory = _FACTORIES[key]
+    if key != "fgd":
+        opts.pop("typical", None)  # only FGD takes a fixed mix; others learn online or need none
+    return factory(**opts)
