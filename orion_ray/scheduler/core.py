@@ -10,6 +10,7 @@ Phase 4 (preempt) belongs to the multi-tenant policy and is not done here yet.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
 import uuid
@@ -268,7 +269,8 @@ class Scheduler:
                                           spec.kwargs, bundle, spec.runtime_env,
                                           self.config.max_result_bytes, self.config.max_log_bytes)
         else:
-            metadata = {"orion_workload_id": w.workload_id, "orion_tenant_id": w.tenant_id,
+            metadata = {"orion_workload_id": w.workload_id, "orion_tenant": w.tenant_id,
+                        "orion_tenant_id": w.tenant_id,
                         "orion_attempt": str(w.attempt)}
             await self.runtime.submit_job(w.workload_id, w.attempt, spec.entrypoint, bundle,
                                           spec.runtime_env, metadata)
@@ -408,6 +410,7 @@ class Scheduler:
             parsed = WorkloadSpec.model_validate(spec)
         except Exception as exc:  # pydantic's error → the contract's error
             raise ValidationError("invalid workload spec", _pydantic_details(exc)) from None
+        _check_importable(parsed)
         if not self.tenants.known(tenant_id):
             raise ValidationError(f"unknown tenant {tenant_id!r}", [
                 {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])
@@ -554,6 +557,32 @@ class Scheduler:
         return {"scheduler": "ok" if loop_ok else "down", "store": "ok" if store_ok else "down",
                 "store_error": store_error, "active": len(self.active), "cycles": self.cycles,
                 "last_cycle": self.last_cycle}
+
+
+# runtime_env keys that bring code the scheduler's own process cannot see
+_CODE_CARRIERS = ("working_dir", "py_modules", "pip", "conda", "uv", "container", "image_uri")
+
+
+def _check_importable(spec: WorkloadSpec) -> None:
+    """Refuse a task whose module cannot be found, unless its runtime_env brings the code.
+
+    Only the module is located (``find_spec``, which imports parent packages but not the module
+    itself), so no user code runs in the scheduler.
+    """
+    if spec.workload_type != "task" or not spec.function:
+        return
+    env = spec.runtime_env or {}
+    if any(env.get(k) for k in _CODE_CARRIERS) or "PYTHONPATH" in (env.get("env_vars") or {}):
+        return
+    module = spec.function.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValidationError(f"cannot import module {module!r} of {spec.function!r}", [
+            {"field": "function", "problem": "module not importable on the cluster (install it "
+                                             "or ship it with runtime_env working_dir/py_modules)"}])
 
 
 def _take(nodes: list[NodeView], chosen: list[str], bundles: list[dict[str, float]]) -> None:

@@ -14,7 +14,7 @@ from orion_ray.store import SQLiteStore
 ADMIN = {"Authorization": "Bearer admin-key"}
 ACME = {"Authorization": "Bearer acme-key"}
 MAX_BODY = 4096
-TASK = {"workload_type": "task", "function": "pkg.mod:fn"}
+TASK = {"workload_type": "task", "function": "math:factorial"}
 
 
 @pytest.fixture
@@ -361,3 +361,12 @@ def test_metrics_endpoint_merges_api_and_scheduler(client):
     transitions = {s.labels["status"]: s.value for s in fams["orion_workload_transitions"].samples
                    if s.name.endswith("_total")}
     assert transitions == {"submitted": 1, "queued": 1}
+
+
+def test_non_importable_function_is_422_unless_runtime_env_brings_code(client):
+    r = submit(client, function="no_such_pkg_xyz.mod:fn")
+    err = assert_error(r, 422, "validation_error")
+    assert err["details"][0]["field"] == "function"
+    shipped = submit(client, function="no_such_pkg_xyz.mod:fn",
+                     runtime_env={"working_dir": "/tmp/code"})
+    assert shipped.status_code == 202

@@ -21,7 +21,7 @@ from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
 URL = "http://orion.test"
-TASK = {"workload_type": "task", "function": "pkg.mod:fn"}
+TASK = {"workload_type": "task", "function": "math:factorial"}
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ APP = build_app(KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"}),
                 backend=Scheduler(_STORE, runtime=None))
 
 # Real workloads for the per-workload routes (generated ids alone would only ever see a 404).
-SEEDS = [{"workload_type": "task", "function": "pkg.mod:fn", "resources": {"cpu": 0.5}},
+SEEDS = [{"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 0.5}},
          {"workload_type": "job", "entrypoint": "echo hi", "priority": "high"}]
 with TestClient(APP) as _c:
     SEEDED = [_c.post("/api/v1/workloads", json=s, headers=ADMIN).json()["workload_id"]
@@ -93,7 +93,7 @@ def test_every_route_and_method_is_fuzzed():
 # surrogates by hand (Hypothesis does not generate them), so they are kept as fixed cases.
 FOUND = [("GET", "/api/v1/workloads?cursor=9223372036854775808", None),
          ("GET", "/admin/v1/audit?cursor=9223372036854775808", None)] + [
-    ("POST", "/api/v1/workloads", '{"workload_type": "task", "function": "m:f", %s}' % field)
+    ("POST", "/api/v1/workloads", '{"workload_type": "task", "function": "math:floor", %s}' % field)
     for field in ('"args": ["\\ud800"]', '"kwargs": {"\\udfff": 1}',
                   '"runtime_env": {"env_vars": {"A": "\\ud800"}}',
                   '"metadata": {"labels": {"a": "\\ud800"}}')]

@@ -11,7 +11,7 @@ from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
 ADMIN = {"Authorization": "Bearer admin-key"}
-TASK = {"workload_type": "task", "function": "pkg.mod:fn"}
+TASK = {"workload_type": "task", "function": "math:factorial"}
 
 
 def bearer(key: str) -> dict:
