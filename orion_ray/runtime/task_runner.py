@@ -9,9 +9,10 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 
 class _Tee(io.TextIOBase):
@@ -46,14 +47,30 @@ def resolve(function: str):
     return obj
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for one call (workers are reused across workloads)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_callable(function: str, args: list, kwargs: dict, max_result_bytes: int,
-                 max_log_bytes: int) -> dict:
-    """Call ``function(*args, **kwargs)``; return ``{"ok", "result"|"error", "logs"}``."""
+                 max_log_bytes: int, env: Optional[dict[str, str]] = None) -> dict:
+    """Call ``function(*args, **kwargs)`` with ``env`` set; return
+    ``{"ok", "result"|"error", "logs"}``."""
     captured: list[str] = []
     out = _Tee(sys.stdout, captured, max_log_bytes)
     err = _Tee(sys.stderr, captured, max_log_bytes)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with _environ(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             fn = resolve(function)
             value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
