@@ -45,6 +45,36 @@ PUBLISHED = {
 }
 
 
+# Orion's ideas one at a time (--ablation): option sets of the orion policy, all learning online
+# unless said otherwise.
+ABLATION = {
+    "orion (default)": {},
+    "- resource look-ahead": {"resource_lookahead": 0},
+    "- type look-ahead": {"type_lookahead": 0},
+    "tie: fixed order only": {"tie": "order"},
+    "exact float deltas": {"exact": True},
+    "fixed mix (whole list)": {"typical": "trace"},
+    "no look-ahead, order tie": {"resource_lookahead": 0, "type_lookahead": 0, "tie": "order"},
+    "no look-ahead, order, exact": {"resource_lookahead": 0, "type_lookahead": 0, "tie": "order",
+                                    "exact": True},
+    "no look-ahead, order, fixed mix": {"resource_lookahead": 0, "type_lookahead": 0,
+                                        "tie": "order", "typical": "trace"},
+}
+
+
+def run_ablation(nodes: str, traces: str, lists, seeds, jobs: int) -> dict:
+    """Unallocated % at 100/130 for each ABLATION variant of the orion policy."""
+    out: dict = {}
+    for label, opts in ABLATION.items():
+        for lst in lists:
+            pods = os.path.join(traces, f"openb_pod_list_{lst}.csv")
+            s = summarize(run_seeds(nodes, pods, "orion", seeds, 130, jobs, opts), "orion", 130)
+            u = s["unallocated_pct"]
+            out.setdefault(label, {})[lst] = {"100": round(u["100"], 2), "130": round(u["130"], 2)}
+            err(f"{label:>32} {lst:>11}: {u['100']:5.2f} / {u['130']:5.2f}")
+    return out
+
+
 def err(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
 
@@ -57,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--policies", default=",".join(POLICY_NAMES), help="policies to run")
     p.add_argument("--seeds", default="42-51", help="a range A-B or a comma list")
     p.add_argument("--jobs", type=int, default=2, help="seeds replayed in parallel processes")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the orion policy with each of its ideas removed")
     args = p.parse_args(argv)
     lists = [x for x in args.lists.split(",") if x]
     policies = [x for x in args.policies.split(",") if x]
@@ -103,7 +135,16 @@ def main(argv=None) -> int:
     if "orion" in table and "fgd" in table:
         print("(for orion, Δ is against fgd measured in this run)")
     print("decisions/s per core: " + ", ".join(f"{k} {v}" for k, v in rates.items()))
-    print(json.dumps({"benchmark": "packing", "table": table, "decisions_per_s": rates}))
+    headline = {"benchmark": "packing", "table": table, "decisions_per_s": rates}
+    if args.ablation:
+        abl = run_ablation(nodes, args.traces, lists, seeds, args.jobs)
+        print("\nAblation of the orion policy (unallocated GPU % at 100 / 130 arrived):")
+        print(f"{'variant':<34}" + "".join(f"{lst:>15}" for lst in lists))
+        for label, row in abl.items():
+            print(f"{label:<34}" + "".join(f"{row[l]['100']:>8.2f}/{row[l]['130']:<6.2f}"
+                                           for l in lists))
+        headline["ablation"] = abl
+    print(json.dumps(headline))
     return 0
 
 

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--config", help="orion.yaml (default: the one `orion up` used)")
     rl.set_defaults(fn=cmd_reload)
 
+    from .sim.cli import add_simulate_parser  # pure: no Ray is imported for a simulation
+    add_simulate_parser(sub)
+
     lg = sub.add_parser("logs", help="stdout/stderr of a workload")
     lg.add_argument("id")
     lg.add_argument("--follow", "-f", action="store_true")

@@ -81,18 +81,20 @@ def _init_worker(nodes_path: str, pods_path: str) -> None:
 
 
 def _run_one(job: tuple) -> ReplayResult:
-    policy, seed, max_arrived = job
-    return replay(_NODES, _PODS, policy, seed, max_arrived)
+    policy, seed, max_arrived, opts = job
+    return replay(_NODES, _PODS, policy, seed, max_arrived, opts)
 
 
 def run_seeds(nodes_path: str, pods_path: str, policy: str, seeds: Sequence[int],
-              max_arrived: int = 130, jobs: int = 1) -> list[ReplayResult]:
+              max_arrived: int = 130, jobs: int = 1,
+              policy_opts: Optional[dict] = None) -> list[ReplayResult]:
     """Replay every seed (in ``jobs`` processes), results in seed order."""
-    work = [(policy, s, max_arrived) for s in seeds]
+    work = [(policy, s, max_arrived, policy_opts) for s in seeds]
     if jobs <= 1 or len(seeds) == 1:
         _init_worker(nodes_path, pods_path)
         return [_run_one(w) for w in work]
-    ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    # spawn, not fork: the caller may be a threaded process (fork copies locks held by threads).
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(min(jobs, len(seeds)), _init_worker, (nodes_path, pods_path)) as pool:
         return pool.map(_run_one, work, chunksize=1)
 
@@ -131,7 +133,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"  {k:>4}%  {v:6.2f}  (±{summary['unallocated_pct_std'][k]:.2f})")
     print(f"decisions/s (per core): {summary['decisions_per_s']}")
     if args.output == "json":
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(summary))
     return 0
 
 

@@ -78,14 +78,19 @@ def unallocated_at(arrived: np.ndarray, allocated: np.ndarray, points: Sequence[
 
 def replay(nodes: Sequence[NodeRow], pods: Sequence[PodRow], policy: str, seed: int,
            max_arrived: int = 130, policy_opts: Optional[dict] = None) -> ReplayResult:
-    """Replay ``pods`` on an empty cluster of ``nodes`` with ``policy`` for one seed."""
+    """Replay ``pods`` on an empty cluster of ``nodes`` with ``policy`` for one seed.
+
+    ``policy_opts`` go to ``get_policy``; ``typical="trace"`` stands for the whole pod list (FGD
+    gets it by default, as in the paper; Orion learns its mix online unless given it)."""
     arr = cluster_arrays(list(nodes))
     capacity = int(arr.gpu_count.sum()) * 1000
     seq = workload(pods, capacity, seed, max_arrived)
     opts = dict(policy_opts or {})
     opts.setdefault("seed", seed)
     if policy.lower() == "fgd":
-        opts.setdefault("typical", [p.bundle for p in pods])  # the paper's fixed mix: the whole list
+        opts.setdefault("typical", "trace")  # the paper's fixed mix: the whole list
+    if opts.get("typical") == "trace":
+        opts["typical"] = [p.bundle for p in pods]
     pol = get_policy(policy, **opts)
     session = PlacementSession(pol, arr)
     arrived = np.empty(len(seq))

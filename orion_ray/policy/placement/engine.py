@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .arrays import ClusterArrays, Req, node_priority
-from .types import STRATEGIES, BundlePlacement, BundleRequest, ClusterSnapshot
+from .types import STRATEGIES, BundlePlacement, BundleRequest, ClusterSnapshot, NodeState
 
 Choice = tuple[int, tuple[int, ...]]  # (node index, GPU indices)
 
@@ -222,3 +222,50 @@ class PlacementSession:
             c = self.place(reqs[0])
             return None if c is None else [c]
         return place_gang(self.policy, self.arr, reqs, strategy)
+
+    # -- the same with public types: one scheduling cycle over many workloads ------------------
+    @classmethod
+    def from_snapshot(cls, policy: Policy, snapshot: ClusterSnapshot) -> "PlacementSession":
+        """A session on a copy of ``snapshot`` (which is not modified): place and commit many
+        workloads in one cycle without re-reading the snapshot or re-scoring unchanged nodes."""
+        session = cls(policy, ClusterArrays.from_snapshot(snapshot))
+        session._labels = {n.node_id: n.labels for n in snapshot.nodes}
+        return session
+
+    def place_bundles(self, bundles: Sequence[BundleRequest], strategy: str = "PACK"
+                      ) -> Optional[list[BundlePlacement]]:
+        """Like ``Policy.place`` on the session's current state (nothing is committed)."""
+        choices = self.place_gang([Req.from_bundle(b) for b in bundles], strategy)
+        if choices is None:
+            return None
+        return [BundlePlacement(self.arr.node_ids[n], g, b.gpu_fraction if b.num_gpu else 0.0)
+                for (n, g), b in zip(choices, bundles)]
+
+    def commit_bundles(self, placements: Sequence[BundlePlacement],
+                       bundles: Sequence[BundleRequest]) -> None:
+        """Take ``bundles`` from the nodes ``placements`` name; ``ValueError`` (and no change at
+        all) if any of them does not fit."""
+        if len(placements) != len(bundles):
+            raise ValueError("one placement per bundle")
+        work = self.arr.copy()
+        for p, b in zip(placements, bundles):
+            if p.node_id not in work.index:
+                raise ValueError(f"unknown node {p.node_id!r}")
+            node, req = work.index[p.node_id], Req.from_bundle(b)
+            gpus = list(p.gpu_indices)
+            if (len(set(gpus)) != req.num_gpu or work.feasible(req, np.array([node])).size == 0
+                    or any(not 0 <= g < work.gpu_count[node] or work.gpu[node, g] < req.milli
+                           for g in gpus)):
+                raise ValueError(f"bundle does not fit node {p.node_id!r} on GPUs {gpus}")
+            work.commit(node, gpus, req)
+        self.arr = work
+
+    def snapshot(self) -> ClusterSnapshot:
+        """The session's current state as a public snapshot."""
+        a, labels = self.arr, getattr(self, "_labels", {})
+        gtype = [a.type_names[t] if t >= 0 else None for t in a.gtype]
+        return ClusterSnapshot(tuple(
+            NodeState(nid, float(a.cpu[i]) / 1000.0, float(a.mem[i]), gtype[i],
+                      tuple(float(g) / 1000.0 for g in a.gpu[i, :a.gpu_count[i]]),
+                      labels.get(nid, {}))
+            for i, nid in enumerate(a.node_ids)))

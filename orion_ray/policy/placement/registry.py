@@ -25,12 +25,12 @@ POLICY_NAMES = tuple(_FACTORIES)
 
 def get_policy(name: str = DEFAULT_POLICY, **opts) -> Policy:
     """A fresh policy object by name; ``opts`` go to its constructor (all accept ``seed``, the
-    seed of the tie-break node order; ``fgd`` also accepts ``typical``, a request list whose shapes
-    make its fixed typical mix)."""
+    seed of the tie-break node order; ``fgd`` and ``orion`` also accept ``typical``, a request list
+    whose shapes make a fixed typical mix instead of one learnt online)."""
     key = name.lower().replace("-", "_")
     if key not in _FACTORIES:
         raise ValueError(f"unknown placement policy {name!r}; known: {', '.join(POLICY_NAMES)}")
     factory = _FACTORIES[key]
-    if key != "fgd":
-        opts.pop("typical", None)  # only FGD takes a fixed mix; others learn online or need none
+    if key not in ("fgd", "orion"):
+        opts.pop("typical", None)  # only the fragmentation policies use a request mix
     return factory(**opts)
