@@ -51,9 +51,6 @@ class Policy:
         Only here may one node's score depend on the others' (e.g. min-max normalisation)."""
         return scores
 
-    def begin(self, arr: ClusterArrays) -> None:
-        """Called once when a session starts on ``arr`` (policies may precompute per-node data)."""
-
     # -- shared machinery ----------------------------------------------------------------------
     def priority(self, arr: ClusterArrays) -> np.ndarray:
         """The fixed tie-break rank of each node (cached per node set)."""
@@ -97,7 +94,6 @@ class Policy:
         Pure: ``snapshot`` is not mutated. ``strategy`` is a Ray placement strategy.
         """
         arr = ClusterArrays.from_snapshot(snapshot)
-        self.begin(arr)
         reqs = [Req.from_bundle(b) for b in bundles]
         choices = place_gang(self, arr, reqs, strategy)
         if choices is None:
@@ -178,7 +174,6 @@ class PlacementSession:
     def __init__(self, policy: Policy, arr: ClusterArrays) -> None:
         self.policy = policy
         self.arr = arr
-        policy.begin(arr)
         self._cache: dict[tuple, tuple] = {}
         self._model = policy.model_version
 
