@@ -85,10 +85,15 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     app.state.metrics = OrionMetrics(ray_mirror=True)
     app.add_middleware(ApiMetricsMiddleware, metrics=app.state.metrics)
 
+    def backend_or_none(request: Request):
+        """The backend, made from the factory on first use (None when there is neither)."""
+        state = request.app.state
+        if state.backend is None and state.backend_factory is not None:
+            state.backend = state.backend_factory()
+        return state.backend
+
     def backend_of(request: Request):
-        b = request.app.state.backend
-        if b is None and request.app.state.backend_factory is not None:
-            b = request.app.state.backend = request.app.state.backend_factory()
+        b = backend_or_none(request)
         if b is None:
             raise SchedulerUnavailable("the scheduler is not connected", retry_after=2)
         return b
@@ -102,9 +107,7 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         state = request.app.state
         if time.monotonic() - state.keyring_at > KEYRING_TTL_S:
             state.keyring_at = time.monotonic()
-            b = state.backend
-            if b is None and state.backend_factory is not None:
-                b = state.backend = state.backend_factory()
+            b = backend_or_none(request)
             if b is not None and hasattr(b, "keyring"):
                 try:
                     ring = await b.keyring()
@@ -201,9 +204,7 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     async def metrics(request: Request):
         """Prometheus text: the API's request metrics and the scheduler's (no key needed)."""
         texts = [request.app.state.metrics.render()]
-        b = request.app.state.backend
-        if b is None and request.app.state.backend_factory is not None:
-            b = request.app.state.backend = request.app.state.backend_factory()
+        b = backend_or_none(request)
         if b is not None and hasattr(b, "metrics_text"):
             try:
                 texts.append(await b.metrics_text())

@@ -36,6 +36,16 @@ class WorkloadStore(Protocol):
 
     def get_logs(self, workload_id: str) -> Optional[str]: ...
 
+    def put_setting(self, name: str, value) -> None:
+        """Persist a JSON-serialisable setting (e.g. the running tenants configuration)."""
+
+    def get_setting(self, name: str, default=None): ...
+
+    def audit(self, who: str, action: str, target: Optional[str], details: dict, at: float) -> None:
+        """Record who did what, when."""
+
+    def audit_log(self, limit: int = 100, before_id: Optional[int] = None) -> list[dict]: ...
+
     def ping(self) -> None:
         """Raise if the store cannot answer."""
 
