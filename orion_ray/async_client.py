@@ -120,10 +120,12 @@ class AsyncOrionClient:
         """Every tenant with usage (admin key)."""
         return (await self._request("GET", "/api/v1/tenants")).json()
 
-    async def reload(self, tenants: list[dict], keys: dict[str, str]) -> dict:
-        """Replace the tenants and key hashes (``{sha256: tenant_id}``) without a restart (admin)."""
-        return (await self._request("POST", "/admin/v1/reload",
-                                    json={"tenants": tenants, "keys": keys})).json()
+    async def reload(self, tenants: list[dict], keys: dict[str, str],
+                     policy: Optional[dict] = None) -> dict:
+        """Replace the tenants, key hashes (``{sha256: tenant_id}``) and, if given, the policy
+        section without a restart (admin)."""
+        body = {"tenants": tenants, "keys": keys, **({"policy": policy} if policy else {})}
+        return (await self._request("POST", "/admin/v1/reload", json=body)).json()
 
     async def audit(self, limit: int = 100, cursor: Optional[int] = None) -> dict:
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}

@@ -186,7 +186,7 @@ def cmd_reload(a) -> int:
     cfg = load_config(path)
     tenants = cfg.orion.tenants
     result = _client().reload([t.model_dump(mode="json") for t in tenants],
-                              tenant_key_hashes(tenants))
+                              tenant_key_hashes(tenants), cfg.orion.policy.model_dump(mode="json"))
     _print(result, a.output)
     return 0
 

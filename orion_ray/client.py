@@ -124,10 +124,12 @@ class OrionClient:
         """Every tenant with usage (admin key)."""
         return self._request("GET", "/api/v1/tenants").json()
 
-    def reload(self, tenants: list[dict], keys: dict[str, str]) -> dict:
-        """Replace the tenants and key hashes (``{sha256: tenant_id}``) without a restart (admin)."""
-        return self._request("POST", "/admin/v1/reload",
-                             json={"tenants": tenants, "keys": keys}).json()
+    def reload(self, tenants: list[dict], keys: dict[str, str],
+               policy: Optional[dict] = None) -> dict:
+        """Replace the tenants, key hashes (``{sha256: tenant_id}``) and, if given, the policy
+        section without a restart (admin)."""
+        body = {"tenants": tenants, "keys": keys, **({"policy": policy} if policy else {})}
+        return self._request("POST", "/admin/v1/reload", json=body).json()
 
     def audit(self, limit: int = 100, cursor: Optional[int] = None) -> dict:
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}

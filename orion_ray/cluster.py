@@ -221,7 +221,8 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
         tenants = config.orion.tenants
         ray.get(scheduler.configure_tenants.remote(
             [t.model_dump(mode="json") for t in tenants], tenant_key_hashes(tenants),
-            [hash_key(api_key)], "orion up"), timeout=60)
+            [hash_key(api_key)], "orion up", config.orion.policy.model_dump(mode="json")),
+            timeout=60)
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):

@@ -50,6 +50,52 @@ class SchedulerConfig(BaseModel):
     max_result_bytes: int = Field(1_048_576, ge=64)
     max_log_bytes: int = Field(1_048_576, ge=1024)
     job_poll_interval_s: float = Field(0.5, gt=0)
+    placement_policy: str = Field("orion", description="placement engine policy (orion simulate's "
+                                                       "--policy names)")
+
+    @field_validator("placement_policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        from .policy.placement.registry import POLICY_NAMES  # pure, light: no cycle, no Ray
+        key = v.lower().replace("-", "_")
+        if key not in POLICY_NAMES:
+            raise ValueError(f"unknown placement policy {v!r}; known: {', '.join(POLICY_NAMES)}")
+        return key
+
+
+class PreemptionConfig(BaseModel):
+    """When one workload may stop another (see ``policy/admission.py``)."""
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    min_runtime_s: float = Field(0.0, ge=0, le=7 * 86400,
+                                 description="a run younger than this is never preempted")
+    grace_period_s: float = Field(10.0, ge=0, le=3600,
+                                  description="between telling a victim to stop and forcing it")
+    protected_classes: list[str] = Field(default_factory=lambda: ["critical", "high"],
+                                         description="classes whose `preemptible: false` counts")
+
+    @field_validator("protected_classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        known = ("critical", "high", "normal", "low", "best_effort")
+        bad = [c for c in v if c not in known]
+        if bad:
+            raise ValueError(f"unknown priority classes {bad}; known: {', '.join(known)}")
+        return v
+
+
+class PolicyConfig(BaseModel):
+    """The multi-tenant policy's settings; reloadable with the tenants (``orion reload``)."""
+    model_config = ConfigDict(extra="forbid")
+    preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
+    fair_share_half_life_s: float = Field(300.0, ge=0, le=30 * 86400)
+    reserve_after_s: float = Field(300.0, ge=0, le=30 * 86400,
+                                   description="a blocked gang waits this long, then capacity is "
+                                               "held for it (backfill with a reservation)")
+    refuse_infeasible_deadlines: bool = False
+    default_runtime_s: float = Field(3600.0, gt=0, le=30 * 86400,
+                                     description="expected run time when neither timeout_s nor "
+                                                 "history gives one (for estimates)")
 
 
 class TenantConfig(BaseModel):
@@ -90,6 +136,7 @@ class OrionSection(BaseModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     # Owned by later capabilities; kept as data until then.
     tenants: list[TenantConfig] = Field(default_factory=list)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     worker_pools: list[dict[str, Any]] = Field(default_factory=list)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
 

@@ -72,6 +72,14 @@ METRICS: tuple[MetricSpec, ...] = (
                "Time from placement group creation to readiness.", (), PLACEMENT_BUCKETS),
     MetricSpec("counter", "orion_placement_readiness_timeouts",
                "Placement groups not ready within the configured timeout."),
+    MetricSpec("gauge", "orion_gpu_free", "Free GPUs (fractions summed), by GPU type.",
+               ("gpu_type",)),
+    MetricSpec("gauge", "orion_gpu_stranded",
+               "Free GPU capacity the expected request mix could not use (fragmentation), by GPU "
+               "type, in GPUs.", ("gpu_type",)),
+    MetricSpec("counter", "orion_placement_bundles",
+               "Bundles placed, by whether Ray's placement matched the engine's choice at the "
+               "node and at the GPU level.", ("level", "matched")),
     MetricSpec("histogram", "orion_api_request_seconds", "API request latency.",
                ("route", "method", "status"), API_BUCKETS),
 )
@@ -144,6 +152,15 @@ class OrionMetrics:
     def readiness_timeout(self) -> None:
         """A placement group was not ready within ``placement_ready_timeout_s``."""
         self._inc("orion_placement_readiness_timeouts", 1, ())
+
+    def set_fragmentation(self, by_type: Mapping[str, Mapping[str, float]]) -> None:
+        """Free and stranded GPUs per GPU type (``fragmentation_summary()['by_gpu_type']``)."""
+        self._set_all("orion_gpu_free", {(t,): v["free_gpus"] for t, v in by_type.items()})
+        self._set_all("orion_gpu_stranded", {(t,): v["stranded_gpus"] for t, v in by_type.items()})
+
+    def placement_followed(self, level: str, matched: bool, count: int = 1) -> None:
+        """``count`` bundles whose ``level`` ("node" or "gpu") did or did not follow the engine."""
+        self._inc("orion_placement_bundles", count, (level, "true" if matched else "false"))
 
     # == API =======================================================================================
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import TenantConfig
+from ..config import PolicyConfig, TenantConfig
 from ..errors import Forbidden, SchedulerUnavailable
 from ..models import WorkloadSpec
 from ..status import Status
@@ -35,6 +35,7 @@ class ReloadBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tenants: list[TenantConfig]
     keys: dict[str, str] = Field(default_factory=dict, description="sha256 hex → tenant id")
+    policy: Optional[PolicyConfig] = Field(None, description="orion.yaml's policy section")
 
 
 KEYRING_TTL_S = 2.0
@@ -189,9 +190,15 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
     async def reload(body: ReloadBody, request: Request, p: Principal = Depends(admin)):
         """Replace the tenants and their key hashes; validated first, all or nothing (admin)."""
         result = await backend_of(request).configure_tenants(
-            [t.model_dump(mode="json") for t in body.tenants], body.keys, None, who(p))
+            [t.model_dump(mode="json") for t in body.tenants], body.keys, None, who(p),
+            body.policy.model_dump(mode="json") if body.policy else None)
         request.app.state.keyring_at = 0.0  # pick the new keys up on the next request
         return result
+
+    @app.get("/admin/v1/infrastructure/fragmentation", tags=["admin"])
+    async def fragmentation(request: Request, p: Principal = Depends(admin)):
+        """GPU fragmentation now: free and stranded GPUs per node and per GPU type (admin)."""
+        return await backend_of(request).fragmentation()
 
     @app.get("/admin/v1/audit", tags=["admin"])
     async def audit(request: Request, p: Principal = Depends(admin),

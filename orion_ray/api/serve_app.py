@@ -62,8 +62,11 @@ class ActorBackend:
     async def tenant_list(self):
         return await self._call("tenant_list")
 
-    async def configure_tenants(self, tenants, keys, admins=None, who="admin"):
-        return await self._call("configure_tenants", tenants, keys, admins, who)
+    async def fragmentation(self):
+        return await self._call("fragmentation")
+
+    async def configure_tenants(self, tenants, keys, admins=None, who="admin", policy=None):
+        return await self._call("configure_tenants", tenants, keys, admins, who, policy)
 
     async def metrics_text(self):
         return await self._call("metrics_text")

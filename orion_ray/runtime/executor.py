@@ -75,6 +75,19 @@ class TaskExecutor:
         ray.cancel(ref, force=True)
         return True
 
+    async def stop(self, workload_id: str, attempt: int, grace_s: float) -> bool:
+        """Tell the run to stop (``KeyboardInterrupt`` in the task), wait up to ``grace_s`` for it
+        to end, then force it. The run's ``wait`` reports it as cancelled."""
+        ref = self._runs.get(_key(workload_id, attempt))
+        if ref is None:
+            return False
+        ray.cancel(ref, force=False)
+        done, _ = await asyncio.to_thread(ray.wait, [ref], timeout=grace_s)
+        if not done:
+            ray.cancel(ref, force=True)
+        self._runs.pop(_key(workload_id, attempt), None)
+        return True
+
     def forget(self, workload_id: str, attempt: int) -> None:
         self._runs.pop(_key(workload_id, attempt), None)
 

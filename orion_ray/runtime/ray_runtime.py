@@ -17,7 +17,8 @@ from typing import Any, Optional
 import ray
 from ray.util.placement_group import (PlacementGroup, get_placement_group, placement_group,
                                       placement_group_table, remove_placement_group)
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                            PlacementGroupSchedulingStrategy)
 
 from ..policy.fit import NodeView
 from .executor import EXECUTOR_NAME, TaskExecutor
@@ -57,6 +58,11 @@ def head_node_id() -> str:
 def on_head_node() -> NodeAffinitySchedulingStrategy:
     """Scheduling strategy that pins an actor to the head node (hard affinity)."""
     return NodeAffinitySchedulingStrategy(head_node_id(), soft=False)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _gpu_probe() -> list:
+    return list(ray.get_gpu_ids())
 
 
 class RayRuntime:
@@ -126,6 +132,24 @@ class RayRuntime:
         mapping = table.get("bundles_to_node_id", {})
         return [mapping.get(i) for i in range(len(table.get("bundles", {})))]
 
+    async def pg_gpu_ids(self, pg: PlacementGroup, bundle_index: int, gpu: float,
+                         timeout_s: float = 10.0) -> Optional[list[int]]:
+        """The GPU indices Ray assigned to a bundle, read by a probe task inside it.
+
+        Ray picks the device of a fractional-GPU bundle itself when the group is created; there is
+        no API that reports it, but a task in the bundle asking for the same fraction gets exactly
+        those devices. ``None`` if the probe does not answer in time.
+        """
+        ref = _gpu_probe.options(
+            num_cpus=0, num_gpus=gpu,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundle_index)).remote()
+        try:
+            ids = await asyncio.wait_for(ref, timeout=timeout_s)
+        except Exception:  # timeout, or the group vanished (cancelled meanwhile)
+            ray.cancel(ref, force=True)
+            return None
+        return sorted(int(i) for i in ids)
+
     def get_pg(self, workload_id: str) -> Optional[PlacementGroup]:
         try:
             return get_placement_group(pg_name(workload_id))
@@ -181,6 +205,13 @@ class RayRuntime:
         """Best effort: if the executor is gone, so is every run it owned."""
         try:
             await self.executor().cancel.remote(workload_id, attempt)
+        except ray.exceptions.RayActorError:
+            pass
+
+    async def stop_task(self, workload_id: str, attempt: int, grace_s: float) -> None:
+        """Graceful stop: the task is interrupted, and forced after ``grace_s``."""
+        try:
+            await self.executor().stop.remote(workload_id, attempt, grace_s)
         except ray.exceptions.RayActorError:
             pass
 

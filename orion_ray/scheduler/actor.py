@@ -32,7 +32,7 @@ class SchedulerActor:
         self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
         self.runtime = RayRuntime(NAMESPACE, dashboard_url)
         self.scheduler = Scheduler(self.store, self.runtime, self.config.orion.scheduler,
-                                   metrics=OrionMetrics(ray_mirror=True))
+                                   self.config.orion.policy, metrics=OrionMetrics(ray_mirror=True))
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.
         ray.get_runtime_context().current_actor.ensure_started.remote()
@@ -73,8 +73,13 @@ class SchedulerActor:
         await self.ensure_started()
         return await self.scheduler.tenant_list()
 
-    async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin") -> dict:
-        return await self.scheduler.configure_tenants(tenants, keys, admins, who)
+    async def fragmentation(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.fragmentation()
+
+    async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin",
+                                policy=None) -> dict:
+        return await self.scheduler.configure_tenants(tenants, keys, admins, who, policy)
 
     async def metrics_text(self) -> str:
         return await self.scheduler.metrics_text()

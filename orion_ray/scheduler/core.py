@@ -4,8 +4,8 @@ Runs on an asyncio loop (inside the ``orion-scheduler`` actor, or a test's loop)
 through the ``runtime`` adapter and every state change through ``_set``, which checks the transition
 table and writes the store before anything is acknowledged.
 
-Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 5 reserve · 6 launch · 7 requeue.
-Phase 4 (preempt) belongs to the multi-tenant policy and is not done here yet.
+Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve · 6 launch ·
+7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``); this module applies it.
 """
 from __future__ import annotations
 
@@ -16,20 +16,26 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-from ..config import SchedulerConfig
+from ..config import PolicyConfig, SchedulerConfig
 from ..metrics import OrionMetrics, workload_counts
 from ..errors import Conflict, NotFound, QueueFull, ValidationError
 from ..models import Workload, WorkloadSpec
-from ..policy import NodeView, PriorityFifoOrder, QueueItem, QueueOrder, fit_gang, retry_delay
-from ..policy.fit import could_ever_fit
+from ..policy import retry_delay
+from ..models import iso
+from ..policy.admission import plan_cycle
+from ..policy.fairshare import FairShare
+from ..policy.live_placement import Held, LivePlacer, bundle_request, placement_record
+from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import views
+from . import estimates, views
+from . import policy_bridge as bridge
 
 log = logging.getLogger("orion.scheduler")
 
-PHASES = ("snapshot", "order", "fit", "reserve", "requeue")
+PHASES = ("snapshot", "order", "fit", "preempt", "reserve", "requeue")
+ACK_FORECAST_MAX_QUEUED = 300  # deeper queues: the ack's position is by class and arrival only
 GAUGE_REFRESH_S = 5.0
 FULL_CYCLE_S = 1.0
 MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
@@ -39,18 +45,32 @@ class Scheduler:
     """Admits, places, runs and tracks workloads. ``store`` and ``runtime`` are passed in."""
 
     def __init__(self, store, runtime, config: Optional[SchedulerConfig] = None,
-                 order: Optional[QueueOrder] = None, clock: Callable[[], float] = time.time,
+                 policy: Optional[PolicyConfig] = None, clock: Callable[[], float] = time.time,
                  metrics: Optional[OrionMetrics] = None):
         self.store = store
         self.runtime = runtime
         self.config = config or SchedulerConfig()
-        self.order = order or PriorityFifoOrder()
         self.clock = clock
         self.metrics = metrics or OrionMetrics(ray_mirror=False)
         self.tenants = TenantRegistry(store)
         self.active: dict[str, Workload] = {}
         self.drivers: dict[str, asyncio.Task] = {}
-        self.reservations: dict[str, list[tuple[str, dict[str, float]]]] = {}
+        # Every bundle Orion holds, per workload: the live snapshot is the nodes minus these.
+        self.reservations: dict[str, list[Held]] = {}
+        self.placement_policy = get_policy(self.config.placement_policy)
+        saved = store.get_setting("policy", None)
+        self.policy_config = (PolicyConfig.model_validate(saved) if saved is not None
+                              else policy or PolicyConfig())
+        self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
+        self.fair = FairShare(self.policy_config.fair_share_half_life_s)
+        self.runtimes = bridge.RunTimes()
+        self.nominated: dict[str, set[str]] = {}   # preemptor → victims still stopping
+        self.stopping: set[str] = set()             # victims being stopped
+        self.wait_reasons: dict[str, list[dict]] = {}
+        self.reservation: Optional[dict] = None
+        self._cands: dict[str, Any] = {}
+        self._forecast: Optional[tuple[float, int, dict]] = None
+        self._version = 0  # bumped on every status change (forecast cache key)
         self.cycles = 0
         self.last_cycle: dict[str, Any] = {}
         self.started_at: Optional[float] = None
@@ -142,58 +162,55 @@ class Scheduler:
             self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0, "phases_ms": {}}
             self.metrics.cycle({}, 0)
             return self.last_cycle
-        # 1 snapshot: capacity per node minus what Orion has reserved
-        nodes = self._snapshot()
+        # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU
+        placer = self._placer()
+        running = bridge.running_items(self, now)
+        self.fair.advance(now, bridge.allocated(running))
         phase("snapshot")
-        # 2 order
-        items = [QueueItem(w.workload_id, w.priority.rank, w.seq, w.tenant_id, w.not_before)
-                 for w in queued]
-        ordered = self.order.order(items, now)
+        # 2 order (and the candidates' static data, cached per workload)
+        eligible = [bridge.candidate(self, w) for w in queued if w.not_before <= now]
         self._next_due = min((w.not_before for w in queued if w.not_before > now),
                              default=float("inf"))
         phase("order")
-        # 3 fit: all-or-nothing per gang; what does not fit is skipped, smaller work goes on
-        admitted: list[tuple[Workload, list[str]]] = []
-        # Free capacity only shrinks within a cycle, so a shape that did not fit once will not fit
-        # again this cycle: a deep queue of similar work costs one fit per shape, not per workload.
-        no_fit: dict[tuple, str] = {}
-        for item in ordered:
-            w = self.active[item.workload_id]
-            bundles, types, strategy, shape = self._shape(w)
-            if shape in no_fit:
-                w.reason = no_fit[shape]
-                continue
-            chosen = fit_gang(bundles, strategy, nodes, types)
-            if chosen is None:
-                w.reason = no_fit[shape] = (
-                    "waiting for capacity" if could_ever_fit(bundles, strategy, nodes, types)
-                    else "no node in the cluster is large enough (waiting for new nodes)")
-                continue
-            _take(nodes, chosen, bundles)
-            admitted.append((w, chosen))
+        # 3 fit · 4 preempt: one pure pass over the queue (quota, fair share, placement, victims)
+        plan = plan_cycle(placer, eligible, running, self.policy, self.fair,
+                          bridge.capacity(placer.nodes), now, self.nominated)
         phase("fit")
+        for victim, for_wid in plan.preempt:
+            self._preempt(self.active[victim], for_wid)
+        self.reservation = plan.reservation
+        phase("preempt")
+        admitted = [(self.active[c.workload_id], placed) for c, placed in plan.admitted]
         # 5 reserve: record in memory, persist, then create the placement group
         batch: list = []
-        for w, chosen in admitted:
-            bundles = [b.ray_bundle() for b in w.spec.gang()]
-            self.reservations[w.workload_id] = list(zip(chosen, bundles))
+        for w, placed in admitted:
+            self.reservations[w.workload_id] = placed
+            self.nominated.pop(w.workload_id, None)
+            self.wait_reasons.pop(w.workload_id, None)
             self._set(w, Status.STARTING, "placement group requested", batch=batch, reason=None)
         self.store.update_many(batch)
-        for w, chosen in admitted:
+        for w, placed in admitted:
+            bundles, types, strategy, _ = self._shape(w)
             try:
-                pg = self.runtime.create_pg(w.workload_id, [b.ray_bundle() for b in w.spec.gang()],
-                                            w.spec.placement.ray_strategy, chosen,
-                                            [b.gpu_type for b in w.spec.gang()])
+                # Each bundle pinned to the node the engine chose: Ray realises Orion's decision.
+                pg = self.runtime.create_pg(w.workload_id, bundles, strategy,
+                                            [h.node_id for h in placed], types)
             except Exception as exc:  # e.g. Ray refused the group: requeue with backoff
                 self._requeue(w, f"placement group creation failed: {exc}")
                 continue
             # 6 launch happens in the driver once the group is ready
             self.drivers[w.workload_id] = asyncio.create_task(self._drive(w, pg))
         phase("reserve")
-        # 7 requeue: what did not fit keeps its reason (feeds explain)
+        # 7 requeue: what did not fit keeps its reasons (they feed explain)
+        for wid, why in plan.reasons.items():
+            self.wait_reasons[wid] = why
+            w = self.active.get(wid)
+            if w is not None and w.status == Status.QUEUED:
+                w.reason = bridge.explain_reasons(why)
         phase("requeue")
         self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": len(admitted),
-                           "considered": len(ordered), "phases_ms": timings}
+                           "preempted": len(plan.preempt), "considered": len(plan.order),
+                           "phases_ms": timings}
         self.metrics.cycle(timings, len(admitted))
         return self.last_cycle
 
@@ -210,16 +227,26 @@ class Scheduler:
                 (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles)))
         return got
 
-    def _snapshot(self) -> list[NodeView]:
-        nodes = self.runtime.nodes()
+    def _placer(self) -> LivePlacer:
+        """The live cluster as the placement engine sees it: nodes minus every held bundle."""
+        nodes = self.runtime.nodes() if self.runtime is not None else []  # no cluster: no nodes
+        held = [h for hs in self.reservations.values() for h in hs]
         by_id = {n.node_id: n for n in nodes}
-        for reserved in self.reservations.values():
-            for node_id, bundle in reserved:
-                n = by_id.get(node_id)
-                if n is not None:
-                    for k, v in bundle.items():
-                        n.free[k] = n.free.get(k, 0.0) - v
-        return nodes
+        for h in held:
+            n = by_id.get(h.node_id)
+            if n is not None:
+                for k, v in h.bundle.items():
+                    n.free[k] = n.free.get(k, 0.0) - v
+        return LivePlacer(self.placement_policy, nodes, held)
+
+    def observe(self, w: Workload) -> None:
+        """Let the placement policy learn the request mix from a workload's bundles."""
+        for b in w.spec.gang():
+            try:
+                self.placement_policy.observe(bundle_request(b.ray_bundle(), b.gpu_type))
+            except ValueError:  # a shape the engine cannot express (e.g. 1.5 GPUs): nothing to learn
+                pass
+
 
     # == one workload's run =======================================================================
     async def _drive(self, w: Workload, pg, adopt_running: bool = False) -> None:
@@ -262,8 +289,8 @@ class Scheduler:
     async def _launch(self, w: Workload, pg) -> None:
         spec = w.spec
         bundle = spec.gang()[0].ray_bundle()
-        nodes = self.runtime.pg_nodes(pg)
-        self.reservations[w.workload_id] = list(zip(nodes, [b.ray_bundle() for b in spec.gang()]))
+        held = await self._realised(w, pg)
+        nodes = [h.node_id for h in held]
         if spec.workload_type == "task":
             await self.runtime.start_task(w.workload_id, w.attempt, spec.function, spec.args,
                                           spec.kwargs, bundle, spec.runtime_env,
@@ -276,9 +303,38 @@ class Scheduler:
                                           spec.runtime_env, metadata)
         if w.status != Status.STARTING:  # cancelled while launching: cancel() cleans up
             return
-        placement = [{"bundle": i, "node_id": n} for i, n in enumerate(nodes)]
+        placement = placement_record(held)
         self._set(w, Status.RUNNING, "launched", started_at=self.clock(), worker_id=nodes[0],
                   placement=placement)
+
+    async def _realised(self, w: Workload, pg) -> list[Held]:
+        """What Ray actually reserved for ``w``: the node of each bundle, and the GPU index of each
+        shared-GPU bundle (Ray picks it; a probe in the bundle reads it). Orion's held bundles are
+        corrected to it, and how often Ray followed the engine is counted."""
+        planned = self.reservations.get(w.workload_id) or []
+        nodes = self.runtime.pg_nodes(pg)
+        bundles = [b.ray_bundle() for b in w.spec.gang()]
+        held: list[Held] = []
+        for i, (node, bundle) in enumerate(zip(nodes, bundles)):
+            plan = planned[i] if i < len(planned) else None
+            gpus = plan.gpu_indices if plan is not None and plan.node_id == node else ()
+            held.append(Held(node, bundle, gpus))
+        node_match = sum(1 for p, h in zip(planned, held) if p.node_id == h.node_id)
+        self.metrics.placement_followed("node", True, node_match)
+        self.metrics.placement_followed("node", False, len(held) - node_match)
+        shared = [i for i, h in enumerate(held) if h.shared_gpu]
+        if shared:
+            seen = await asyncio.gather(*(self.runtime.pg_gpu_ids(pg, i, held[i].bundle["GPU"])
+                                          for i in shared))
+            for i, ids in zip(shared, seen):
+                if not ids:
+                    continue  # the probe failed: keep the expectation (the tightest-fit rule)
+                matched = tuple(ids) == held[i].gpu_indices
+                self.metrics.placement_followed("gpu", matched)
+                held[i] = Held(held[i].node_id, held[i].bundle, tuple(ids), observed=True)
+        if w.workload_id in self.reservations:
+            self.reservations[w.workload_id] = held
+        return held
 
     async def _watch(self, w: Workload) -> None:
         timeout = w.spec.timeout_s
@@ -350,6 +406,40 @@ class Scheduler:
         self.runtime.remove_pg(w.workload_id)
         self.wake()
 
+    def _preempt(self, w: Workload, for_wid: str) -> None:
+        """Stop ``w`` for ``for_wid``: told first (graceful stop), forced after the grace period,
+        then back to the queue as a new attempt. Its capacity counts as held until it is gone."""
+        driver = self.drivers.pop(w.workload_id, None)
+        if driver is not None:
+            driver.cancel()
+        self.stopping.add(w.workload_id)
+        self.nominated.setdefault(for_wid, set()).add(w.workload_id)
+        self._set(w, Status.PREEMPTED, f"preempted for {for_wid}", reason=f"preempted for {for_wid}")
+        self.metrics.preemption(w.tenant_id)
+        self.store.audit("scheduler", "preempt", w.workload_id, {"for": for_wid}, self.clock())
+        self.drivers[w.workload_id] = asyncio.create_task(self._stop_preempted(w, for_wid))
+
+    async def _stop_preempted(self, w: Workload, for_wid: str) -> None:
+        wid, grace = w.workload_id, self.policy_config.preemption.grace_period_s
+        try:
+            if w.spec.workload_type == "task":
+                await self.runtime.stop_task(wid, w.attempt, grace)
+            else:
+                await self.runtime.stop_job(wid, w.attempt)
+                await self._save_job_logs(w)
+        except Exception as exc:  # stopping is best effort: removing the group stops it anyway
+            log.warning("stopping preempted %s: %s", wid, exc)
+        finally:
+            self.stopping.discard(wid)
+            for victims in self.nominated.values():
+                victims.discard(wid)
+            self.nominated = {k: v for k, v in self.nominated.items() if v}
+            if self.drivers.get(wid) is asyncio.current_task():
+                self.drivers.pop(wid, None)
+        if w.status == Status.PREEMPTED:
+            await self._release(w)
+            self._requeue(w, f"preempted for {for_wid}", new_attempt=True, backoff=False)
+
     # == state changes ============================================================================
     def _set(self, w: Workload, status: Status, note: str = "", batch: Optional[list] = None,
              **fields: Any) -> None:
@@ -360,11 +450,17 @@ class Scheduler:
         w.updated_at = now
         for k, v in fields.items():
             setattr(w, k, v)
+        self._version += 1
+        self._cands.pop(w.workload_id, None)  # queued_since / expected run time may change
+        if status == Status.COMPLETED and w.started_at is not None:
+            self.runtimes.record(w, now - w.started_at)
         if status.terminal:
             w.finished_at = now
             self.active.pop(w.workload_id, None)
             self._shapes.pop(w.workload_id, None)
             self.reservations.pop(w.workload_id, None)
+            self.nominated.pop(w.workload_id, None)
+            self.wait_reasons.pop(w.workload_id, None)
         self.metrics.transition(w.tenant_id, w.priority.value, status.value)
         if status == Status.RUNNING and w.started_at is not None:
             self.metrics.wait_time(w.tenant_id, w.started_at - w.submitted_at)
@@ -376,13 +472,14 @@ class Scheduler:
         else:
             self.store.update(*change)
 
-    def _requeue(self, w: Workload, why: str, new_attempt: bool = False) -> None:
+    def _requeue(self, w: Workload, why: str, new_attempt: bool = False,
+                 backoff: bool = True) -> None:
         """Back to ``queued`` with backoff; a new attempt when a run was lost or is retried."""
         w.requeues += 1
         if new_attempt:
             w.attempt += 1
         delay = retry_delay(w.requeues, self.config.retry_backoff_base_s,
-                            self.config.retry_backoff_max_s)
+                            self.config.retry_backoff_max_s) if backoff else 0.0
         self.reservations.pop(w.workload_id, None)
         self._set(w, Status.QUEUED, why, not_before=self.clock() + delay, reason=why,
                   worker_id=None, placement=None)
@@ -432,10 +529,14 @@ class Scheduler:
                             retry_after=5)
         now = self.clock()
         w = Workload(workload_id=f"wl-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, spec=parsed,
-                     status=Status.QUEUED, submitted_at=now, updated_at=now)
+                     status=Status.QUEUED, submitted_at=now, updated_at=now, seq=2**62)
+        if parsed.deadline is not None and self.policy_config.refuse_infeasible_deadlines:
+            self._refuse_if_deadline_unreachable(w)
+        self._version += 1
         self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
                               (Status.QUEUED.value, now, "")])
         self.active[w.workload_id] = w
+        self.observe(w)
         for status in (Status.SUBMITTED, Status.QUEUED):
             self.metrics.transition(tenant_id, parsed.priority.value, status.value)
         self.store.audit(who or tenant_id, "submit", w.workload_id,
@@ -445,16 +546,36 @@ class Scheduler:
         return self._ack(w)
 
     def _ack(self, w: Workload) -> dict[str, Any]:
-        return {"workload_id": w.workload_id, "status": w.status.value,
-                "queue_position": self._position(w), "estimated_start": None,
-                "estimated_completion": None}
+        out = {"workload_id": w.workload_id, "status": w.status.value,
+               "queue_position": self._position(w), "estimated_start": None,
+               "estimated_completion": None}
+        queued = sum(1 for x in self.active.values() if x.status == Status.QUEUED)
+        if w.status == Status.QUEUED and queued <= ACK_FORECAST_MAX_QUEUED:
+            start, end = estimates.estimates(self).get(w.workload_id, (None, None))
+            out.update(estimated_start=iso(start), estimated_completion=iso(end))
+        return out
 
     def _position(self, w: Workload) -> Optional[int]:
+        """Position in the policy's order (by class and arrival only when the queue is deep)."""
         if w.status != Status.QUEUED:
             return None
-        ahead = [x for x in self.active.values() if x.status == Status.QUEUED
-                 and (x.priority.rank, x.seq) < (w.priority.rank, w.seq)]
-        return len(ahead) + 1
+        queued = [x for x in self.active.values() if x.status == Status.QUEUED]
+        if len(queued) <= ACK_FORECAST_MAX_QUEUED:
+            ids = [c.workload_id for c in estimates.ordered(self)]
+            if w.workload_id in ids:
+                return ids.index(w.workload_id) + 1
+        return 1 + sum(1 for x in queued if (x.priority.rank, x.seq) < (w.priority.rank, w.seq))
+
+    def _refuse_if_deadline_unreachable(self, w: Workload) -> None:
+        """422 when the forecast says ``w`` cannot end before its deadline (policy option)."""
+        start, _ = estimates.estimates(self, extra=w).get(w.workload_id, (None, None))
+        deadline = w.spec.deadline.timestamp()
+        run = w.spec.timeout_s or 0.0
+        if start is None or start + run > deadline:
+            when = "never (no capacity is expected to free)" if start is None else iso(start)
+            raise ValidationError("the deadline cannot be met", [{
+                "field": "deadline", "problem": f"estimated start {when} plus timeout_s "
+                                                f"{run:g}s is after the deadline"}])
 
     def _lookup(self, workload_id: str, tenant_id: Optional[str]) -> Workload:
         w = self.active.get(workload_id) or self.store.get(workload_id)
@@ -489,12 +610,13 @@ class Scheduler:
             driver.cancel()
         was = w.status
         self._set(w, Status.CANCELLED, "cancelled by user")
-        if was in (Status.STARTING, Status.RUNNING):  # a launch may be in flight when starting
+        holding = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)
+        if was in holding:  # a launch may be in flight when starting; a stop when preempted
+            self.stopping.discard(workload_id)
             if w.spec.workload_type == "task":
                 await self.runtime.cancel_task(workload_id, w.attempt)
             else:
                 await self.runtime.stop_job(workload_id, w.attempt)
-        if was in (Status.STARTING, Status.RUNNING):
             await self._release(w)
         if was == Status.RUNNING and w.spec.workload_type == "job":
             await self._save_job_logs(w)
@@ -518,11 +640,30 @@ class Scheduler:
     async def tenant_list(self) -> dict[str, Any]:
         return views.tenant_list(self)
 
+    async def fragmentation(self) -> dict[str, Any]:
+        """Stranded GPU capacity now, per node and per GPU type (and refresh the gauges)."""
+        return views.fragmentation(self)
+
     async def configure_tenants(self, tenants: list[dict], keys: dict[str, str],
-                                admins: Optional[list[str]] = None,
-                                who: str = "admin") -> dict[str, Any]:
-        """Replace the tenants and their key hashes (validated first; all or nothing)."""
+                                admins: Optional[list[str]] = None, who: str = "admin",
+                                policy: Optional[dict] = None) -> dict[str, Any]:
+        """Replace the tenants and their key hashes, and the policy section if given (validated
+        first; all or nothing). Quotas, weights and policy settings apply from the next cycle."""
+        new_policy = self.policy_config
+        if policy is not None:
+            try:
+                new_policy = PolicyConfig.model_validate(policy)
+            except Exception as exc:
+                raise ValidationError("invalid policy configuration", [
+                    {"field": "policy." + d["field"], "problem": d["problem"]}
+                    for d in _pydantic_details(exc)]) from None
         summary = self.tenants.configure(tenants, keys, admins)
+        if policy is not None:
+            self.store.put_setting("policy", new_policy.model_dump(mode="json"))
+            self.policy_config = new_policy
+            self.fair.half_life_s = new_policy.fair_share_half_life_s
+        self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
+        self._version += 1
         self.store.audit(who, "configure_tenants", None,
                          {"tenants": summary["tenants"], "keys": summary["keys"],
                           "version": summary["version"]}, self.clock())
@@ -538,6 +679,10 @@ class Scheduler:
         self.metrics.set_workloads(by_status)
         self.metrics.set_queue_depth(queued)
         self.metrics.scheduler_up(self._loop_task is not None and not self._loop_task.done())
+        try:
+            views.fragmentation(self)  # sets the orion_gpu_free / orion_gpu_stranded gauges
+        except Exception:  # the cluster view may be briefly unavailable; the next refresh retries
+            log.debug("fragmentation gauges not refreshed", exc_info=True)
 
     async def keyring(self) -> dict[str, Any]:
         return self.tenants.keyring()
@@ -583,13 +728,6 @@ def _check_importable(spec: WorkloadSpec) -> None:
         raise ValidationError(f"cannot import module {module!r} of {spec.function!r}", [
             {"field": "function", "problem": "module not importable on the cluster (install it "
                                              "or ship it with runtime_env working_dir/py_modules)"}])
-
-
-def _take(nodes: list[NodeView], chosen: list[str], bundles: list[dict[str, float]]) -> None:
-    by_id = {n.node_id: n for n in nodes}
-    for node_id, bundle in zip(chosen, bundles):
-        for k, v in bundle.items():
-            by_id[node_id].free[k] = by_id[node_id].free.get(k, 0.0) - v
 
 
 _RAY_JOB_NOISE = ("Runtime env is setting up.", "Running entrypoint for job ")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ..policy.live_placement import Held, held_from_record
 from ..status import Status
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ async def recover(s: "Scheduler") -> dict[str, int]:
 
     for w in workloads:
         s.active[w.workload_id] = w
+        s.observe(w)
         wid = w.workload_id
         if w.status in (Status.SUBMITTED, Status.PREEMPTED):
             s._set(w, Status.QUEUED, "recovered")
@@ -84,4 +86,7 @@ def _reserve_from(s: "Scheduler", w, pg) -> None:
     bundles = [b.ray_bundle() for b in w.spec.gang()]
     nodes = s.runtime.pg_nodes(pg) if pg is not None else []
     if nodes and all(nodes):
-        s.reservations[w.workload_id] = list(zip(nodes, bundles))
+        held = held_from_record(w.placement, bundles)
+        if [h.node_id for h in held] != nodes:  # never launched (no record): GPUs by Ray's rule
+            held = [Held(n, b) for n, b in zip(nodes, bundles)]
+        s.reservations[w.workload_id] = held

@@ -9,90 +9,66 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..models import Workload, iso
+from ..policy.live_placement import fragmentation_summary, stranded_gpus
 from ..status import Status
+from . import estimates
+from .policy_bridge import allocated, capacity, running_items
 
 if TYPE_CHECKING:
     from .core import Scheduler
 
-RESOURCE_NAMES = {"CPU": "cpu", "GPU": "gpu", "memory": "memory"}
-
-
 def usage_by_tenant(s: "Scheduler") -> dict[str, dict[str, float]]:
-    """Resources reserved right now (starting and running workloads), per tenant."""
-    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for wid, reserved in s.reservations.items():
-        w = s.active.get(wid)
-        if w is None:
-            continue
-        for _node, bundle in reserved:
-            for k, v in bundle.items():
-                out[w.tenant_id][RESOURCE_NAMES.get(k, k)] += v
-    return {t: dict(u) for t, u in out.items()}
-
-
-def _queued_in_order(s: "Scheduler") -> list[Workload]:
-    queued = [w for w in s.active.values() if w.status == Status.QUEUED]
-    return sorted(queued, key=lambda w: (w.priority.rank, w.seq))
+    """Resources held right now (starting, running and stopping workloads) per tenant, in quota
+    units (``cpu``, ``gpu``, ``memory``, ``gpu:<type>``)."""
+    return {t: {k: round(v, 6) for k, v in u.items()}
+            for t, u in allocated(running_items(s, s.clock())).items()}
 
 
 def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
-    """Where the workload stands and what it waits for."""
+    """Where the workload stands, every reason it is not running, and when it is expected to."""
     reasons: list[dict[str, str]] = []
     position: dict[str, Optional[int]] = {"tenant": None, "overall": None}
+    start = end = None
     if w.status == Status.QUEUED:
-        order = _queued_in_order(s)
-        ids = [x.workload_id for x in order]
-        mine = [x.workload_id for x in order if x.tenant_id == w.tenant_id]
+        order = [c for c in estimates.ordered(s)]
+        ids = [c.workload_id for c in order]
+        mine = [c.workload_id for c in order if c.tenant == w.tenant_id]
         position = {"overall": ids.index(w.workload_id) + 1,
                     "tenant": mine.index(w.workload_id) + 1}
-        ahead = order[: position["overall"] - 1]
-        higher = sum(1 for x in ahead if x.priority.rank < w.priority.rank)
         if w.not_before > now:
             reasons.append({"code": "backoff", "message":
                             f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})"})
-        if w.reason and w.reason.startswith("waiting for capacity"):
-            reasons.append({"code": "capacity", "message":
-                            "no node has the free resources for its bundles right now"})
-        elif w.reason and "large enough" in w.reason:
-            reasons.append({"code": "no_fit", "message":
-                            "no node in the cluster could ever hold a bundle of this shape; "
-                            "it waits for larger or differently labelled nodes"})
+        reasons += [dict(r) for r in s.wait_reasons.get(w.workload_id, [])]
+        ahead = order[: position["overall"] - 1]
+        higher = sum(1 for c in ahead if c.rank < w.priority.rank)
         if higher:
             reasons.append({"code": "priority",
                             "message": f"{higher} workload(s) of a higher priority class are ahead"})
-        quota = _quota_note(s, w)
-        if quota:
-            reasons.append(quota)
+        same = sum(1 for c in ahead if c.rank == w.priority.rank)
+        if same:
+            reasons.append({"code": "order", "message":
+                            f"{same} workload(s) of its class are ahead (deadlines first, then the "
+                            "tenant with the smallest weighted fair share)"})
         if not reasons:
             reasons.append({"code": "next_cycle",
                             "message": "eligible: the next scheduling cycle will consider it"})
+        start, end = estimates.estimates(s).get(w.workload_id, (None, None))
+        if start is None:
+            reasons.append({"code": "no_estimate", "message":
+                            "no estimate: nothing expected to end frees enough for it, or it is "
+                            f"beyond the first {estimates.HORIZON} in the queue"})
     elif w.status == Status.STARTING:
         reasons.append({"code": "placement_pending", "message":
                         "its placement group is requested; waiting for Ray to reserve it"})
+    elif w.status == Status.PREEMPTED:
+        reasons.append({"code": "preempted", "message": w.reason or "preempted; stopping"})
     elif w.status == Status.RUNNING:
         reasons.append({"code": "running", "message": "running"})
     else:
         reasons.append({"code": "finished", "message": f"finished: {w.status.value}"})
     return {"workload_id": w.workload_id, "status": w.status.value, "position": position,
-            "reasons": reasons, "attempt": w.attempt, "estimated_start": None,
-            "estimated_completion": None}
-
-
-def _quota_note(s: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
-    """Informational until the multi-tenant policy enforces quotas: does this push past nominal?"""
-    tenant = s.tenants.get(w.tenant_id)
-    if tenant is None or not tenant.quota:
-        return None
-    used = usage_by_tenant(s).get(w.tenant_id, {})
-    need: dict[str, float] = defaultdict(float)
-    for b in w.spec.gang():
-        for k, v in b.ray_bundle().items():
-            need[RESOURCE_NAMES.get(k, k)] += v
-    over = [k for k, q in tenant.quota.items() if used.get(k, 0.0) + need.get(k, 0.0) > q]
-    if not over:
-        return None
-    return {"code": "quota", "message": f"over the tenant's nominal quota for {', '.join(over)} "
-                                        "(it may still run on idle capacity)"}
+            "reasons": reasons, "attempt": w.attempt, "estimated_start": iso(start),
+            "estimated_completion": iso(end)}
 
 
 def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
@@ -107,6 +83,7 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
         elif w.status in (Status.STARTING, Status.RUNNING):
             running[w.tenant_id] += 1
     usage = usage_by_tenant(s)
+    cap = capacity(s._placer().nodes)
     names = set(depth) | set(running) | set(usage)
     if tenant_id is None:
         names |= set(s.tenants.tenants)
@@ -115,12 +92,27 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
     tenants = []
     for name in sorted(names):
         cfg = s.tenants.get(name)
+        used = usage.get(name, {})
+        quota = cfg.quota if cfg else {}
         tenants.append({"tenant_id": name, "queued": sum(depth[name].values()),
                         "queued_by_priority": dict(depth[name]), "running": running[name],
-                        "usage": usage.get(name, {}), "quota": cfg.quota if cfg else {},
-                        "weight": cfg.weight if cfg else 1.0})
+                        "usage": used, "quota": quota,
+                        "borrowing": {k: round(used.get(k, 0.0) - q, 6) for k, q in quota.items()
+                                      if used.get(k, 0.0) > q},
+                        "weight": cfg.weight if cfg else 1.0,
+                        "fair_share": round(s.fair.share(name, cfg.weight if cfg else 1.0, cap), 6)})
     return {"tenants": tenants, "total_queued": sum(t["queued"] for t in tenants),
-            "total_running": sum(t["running"] for t in tenants)}
+            "total_running": sum(t["running"] for t in tenants),
+            "reservation": s.reservation,
+            "fragmentation": fragmentation(s)["summary"]}
+
+
+def fragmentation(s: "Scheduler") -> dict[str, Any]:
+    """GPU fragmentation now: per node, and totals by GPU type (also set as gauges)."""
+    per_node = stranded_gpus(s._placer().snapshot(), s.placement_policy)
+    summary = fragmentation_summary(per_node)
+    s.metrics.set_fragmentation(summary["by_gpu_type"])
+    return {"policy": s.placement_policy.name, "summary": summary, "nodes": per_node}
 
 
 def tenant_list(s: "Scheduler") -> dict[str, Any]:

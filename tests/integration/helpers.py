@@ -37,3 +37,11 @@ def where_after(seconds: float) -> dict:
     """``where()`` after holding the reservation for ``seconds`` (to overlap with another run)."""
     time.sleep(seconds)
     return where()
+
+
+def where_when(path: str, timeout: float = 120.0) -> dict:
+    """``where()`` once ``path`` exists: holds the reservation until the test says so."""
+    end = time.time() + timeout
+    while not os.path.exists(path) and time.time() < end:
+        time.sleep(0.05)
+    return where()

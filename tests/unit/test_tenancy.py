@@ -133,7 +133,7 @@ def test_explain_reports_position_and_priority(env):
     client, sched, _ = env
     low = submit(client, "research-key", priority="low").json()["workload_id"]
     submit(client, "prod-key", priority="critical")
-    sched.active[low].reason = "waiting for capacity"
+    sched.wait_reasons[low] = [{"code": "capacity", "message": "no node has the free resources"}]
     e = client.get(f"/api/v1/workloads/{low}/explain", headers=bearer("research-key")).json()
     assert e["position"] == {"overall": 2, "tenant": 1}
     codes = [r["code"] for r in e["reasons"]]
@@ -143,6 +143,7 @@ def test_explain_reports_position_and_priority(env):
 def test_explain_notes_quota(env):
     client, sched, _ = env
     wid = submit(client, "research-key", resources={"cpu": 1, "gpu": 8}).json()["workload_id"]
+    sched.run_cycle()  # the cycle checks quota (no cluster here: nothing else is decided)
     e = client.get(f"/api/v1/workloads/{wid}/explain", headers=ADMIN).json()
     assert any(r["code"] == "quota" and "gpu" in r["message"] for r in e["reasons"])
 

@@ -95,6 +95,9 @@ class ClusterArrays:
         self.version = np.zeros(n, dtype=np.int64)
         # Per-node counts of GPU-workload kinds (used only by the gpu_clustering baseline).
         self.affinity: dict[str, np.ndarray] = {}
+        # True when the runtime (Ray) picks the GPU of a shared request itself by the common rule
+        # (``default_gpus``): policies may then choose the node but not the GPU.
+        self.runtime_picks_shared_gpu = False
 
     @classmethod
     def from_snapshot(cls, snap: ClusterSnapshot) -> "ClusterArrays":

@@ -112,6 +112,11 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
     cpu_after = arr.cpu[idx] - req.cpu
     if req.shared:
         valid = g >= req.milli
+        if arr.runtime_picks_shared_gpu:
+            # Ray chooses the GPU of a shared bundle itself (tightest fit, lowest index on ties):
+            # only that option is real, so only that one may be scored.
+            tight = np.where(valid, g, np.iinfo(np.int64).max).argmin(axis=1)
+            valid = valid & (np.arange(width)[None, :] == tight[:, None])
         states = np.repeat(g[:, None, :], width, axis=1)
         diag = np.arange(width)
         states[:, diag, diag] -= req.milli

@@ -1,0 +1,83 @@
+"""The live scheduler places with the engine: bundles pinned to its nodes, shared GPUs as Ray put them.
+
+Fake 4-GPU nodes (H100 and A100). Shared-GPU workloads hold their reservation until the test lets
+them finish, so the snapshot can be compared with what Ray actually assigned while they run.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import pytest
+import ray
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+FRACTIONS = [0.5, 0.3, 0.5, 0.6, 0.2, 0.4]
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_shared_gpus_are_tracked_as_ray_assigned_them(orion, tmp_path):
+    go = tmp_path / "go"
+    ids = [orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where_when",
+                         "args": [str(go)], "resources": {"cpu": 0.1, "gpu": f, "gpu_type": "H100"}})
+           for f in FRACTIONS]
+    try:
+        running = [orion.wait(i, ("running", "failed")) for i in ids]
+        assert all(w["status"] == "running" for w in running), running
+        h100 = [n["NodeID"] for n in ray.nodes()
+                if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+        used = defaultdict(float)
+        for w, f in zip(running, FRACTIONS):
+            (p,) = w["placement"]
+            assert p["node_id"] == h100 and p["gpu_indices_observed"], p
+            used[p["gpu_indices"][0]] += f
+        # Orion's view of the node, GPU by GPU, is what the runs hold
+        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
+        row = next(r for r in frag["nodes"] if r["node_id"] == h100)
+        assert row["gpu_free"] == [round(1 - used[g], 3) for g in range(4)], (row, dict(used))
+        assert frag["summary"]["by_gpu_type"]["H100"]["free_gpus"] == round(4 - sum(FRACTIONS), 3)
+    finally:
+        go.touch()
+    done = [orion.wait(i) for i in ids]
+    assert all(w["status"] == "completed" for w in done), done
+    for w in done:  # the GPU each run saw is the one Orion recorded
+        assert w["result"]["gpu_ids"] == [str(g) for g in w["placement"][0]["gpu_indices"]]
+    text = ray.get(orion.actor.metrics_text.remote(), timeout=30)
+    assert _metric(text, "orion_placement_bundles_total", level="node", matched="false") == 0
+    assert _metric(text, "orion_placement_bundles_total", level="node", matched="true") >= 6
+    gpu_ok = _metric(text, "orion_placement_bundles_total", level="gpu", matched="true")
+    gpu_all = gpu_ok + _metric(text, "orion_placement_bundles_total", level="gpu", matched="false")
+    assert gpu_all >= len(FRACTIONS)
+    print(f"shared-GPU bundles on the GPU the engine expected: {gpu_ok:g}/{gpu_all:g}")
+    assert re.search(r'orion_gpu_free\{gpu_type="H100"\}', text)
+
+
+def test_gang_bundles_land_on_the_engines_nodes(orion, tmp_path):
+    go = tmp_path / "go"
+    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where_when",
+                        "args": [str(go)], "placement": "spread",
+                        "bundles": [{"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 1},
+                                    {"cpu": 0.5, "gpu": 2}]})
+    try:
+        w = orion.wait(wid, ("running", "failed"))
+        assert w["status"] == "running", w
+        pg = next(info for info in ray.util.placement_group_table().values()
+                  if info["name"] == f"orion-{wid}")
+        ray_nodes = [pg["bundles_to_node_id"][i] for i in range(3)]
+        assert [p["node_id"] for p in w["placement"]] == ray_nodes
+        assert len(set(ray_nodes)) == 2  # SPREAD over both GPU nodes
+    finally:
+        go.touch()
+    assert orion.wait(wid)["status"] == "completed"
+    text = ray.get(orion.actor.metrics_text.remote(), timeout=30)
+    assert _metric(text, "orion_placement_bundles_total", level="node", matched="false") == 0
