@@ -33,6 +33,9 @@ from .live_placement import Held, LivePlacer
 from .quota import QuotaBook, TenantQuota
 
 RANKS = ("critical", "high", "normal", "low", "best_effort")
+# Candidates per cycle that may look for victims: the search is the costly part of a cycle, and the
+# best-ordered candidates get it first; the others try again next cycle.
+MAX_PREEMPTION_ATTEMPTS = 8
 
 
 @dataclass
@@ -160,6 +163,7 @@ def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Seq
     masked: Optional[LivePlacer] = None
     until = math.inf
     no_fit: dict[tuple, dict] = {}
+    attempts = MAX_PREEMPTION_ATTEMPTS
     for c in FairOrder(candidates, fair, settings, capacity):
         plan.order.append(c.workload_id)
         why: list[dict] = []
@@ -201,7 +205,8 @@ def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Seq
             plan.reasons[c.workload_id] = why + [reason(
                 "preempting", f"waiting for {len(pending)} preempted workload(s) to stop")]
             continue
-        if allow_preemption and settings.preemption:
+        if allow_preemption and settings.preemption and attempts > 0:
+            attempts -= 1
             victims = choose_victims(placer, c, pool, quota, settings, now)
             if victims:
                 ids = {v.workload_id for v in victims}
@@ -255,29 +260,82 @@ def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], qu
     """The fewest, cheapest running workloads whose removal lets ``c`` fit, or ``None``.
 
     Cheapest first: the lowest class, then borrowers, then the least work lost (run time times
-    size). Then each chosen victim is put back if ``c`` still fits without removing it.
+    size). A one-node candidate looks node by node for the cheapest set on one node; a gang takes
+    victims in cost order until it fits, then puts back each one it does not need.
     """
     eligible = [r for r in pool if may_preempt(c, r, quota, settings, now)]
     if not eligible:
         return None
-    eligible.sort(key=lambda r: (-r.rank, not quota.is_borrowing(r.tenant),
+    borrowing = {t: quota.is_borrowing(t) for t in {r.tenant for r in eligible}}
+    eligible.sort(key=lambda r: (-r.rank, not borrowing[r.tenant],
                                  (now - r.started_at) * _size(r), r.workload_id))
-    trial = placer.copy()
-    chosen: list[Running] = []
-    for r in eligible:
-        trial.release(r.held)
-        chosen.append(r)
-        if trial.place(c.bundles, c.gpu_types, c.strategy) is not None:
-            break
-    else:
+    if len(c.bundles) == 1 or c.strategy == "STRICT_PACK":
+        return _victims_on_one_node(placer, c, eligible)
+    def fits_without(k: int) -> Optional[LivePlacer]:
+        trial = placer.copy()
+        for r in eligible[:k]:
+            trial.release(r.held)
+        return trial if trial.place(c.bundles, c.gpu_types, c.strategy) is not None else None
+
+    # The shortest prefix (in cost order) that makes room: doubling, then bisection.
+    if fits_without(len(eligible)) is None:
         return None
-    for r in list(reversed(chosen[:-1])):
+    lo, hi = 0, 1
+    while hi < len(eligible) and fits_without(hi) is None:
+        lo, hi = hi, min(len(eligible), hi * 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits_without(mid) is not None else (mid, hi)
+    chosen = list(eligible[:hi])
+    trial = fits_without(hi)
+    # Put back any victim the gang does not need after all (most expensive first).
+    for r in list(reversed(chosen[:-1]))[:16]:
         test = trial.copy()
         test.commit(r.held)
         if test.place(c.bundles, c.gpu_types, c.strategy) is not None:
             trial = test
             chosen.remove(r)
     return chosen
+
+
+def _victims_on_one_node(placer: LivePlacer, c: Candidate,
+                         eligible: Sequence[Running]) -> Optional[list[Running]]:
+    """The cheapest prefix of ``eligible`` (already in cost order) on any single node that makes
+    room for ``c``'s bundle(s) there, checked on array rows, then confirmed with the engine."""
+    from .live_placement import bundle_request
+    from .placement.arrays import Req
+
+    req = Req.from_bundle(bundle_request(
+        {k: sum(b.get(k, 0.0) for b in c.bundles) for k in ("CPU", "memory")}
+        | ({"GPU": c.bundles[0]["GPU"] * len(c.bundles)} if c.bundles[0].get("GPU") else {}),
+        c.gpu_types[0]))
+    arr = placer.arr
+    on_node: dict[int, list[Running]] = {}
+    for r in eligible:
+        for i in {arr.index[h.node_id] for h in r.held if h.node_id in arr.index}:
+            on_node.setdefault(i, []).append(r)
+    best: Optional[tuple] = None
+    for i, victims in on_node.items():
+        cpu, mem, gpu = int(arr.cpu[i]), float(arr.mem[i]), arr.gpu[i].copy()
+        for k, r in enumerate(victims):
+            for h in r.held:
+                if arr.index.get(h.node_id) != i:
+                    continue
+                hr = Req.from_bundle(bundle_request(h.bundle))
+                cpu, mem = cpu + hr.cpu, mem + hr.mem
+                for g in (h.gpu_indices or ()):
+                    gpu[g] = min(1000, gpu[g] + hr.milli)
+            if placer.fits_node(i, req, cpu, mem, gpu):
+                cost = (k + 1, max(-v.rank for v in victims[:k + 1]))
+                if best is None or cost < best[0]:
+                    best = (cost, victims[:k + 1])
+                break
+    if best is None:
+        return None
+    trial = placer.copy()
+    for r in best[1]:
+        trial.release(r.held)
+    return list(best[1]) if trial.place(c.bundles, c.gpu_types, c.strategy) is not None else None
 
 
 def _size(r: Running) -> float:

@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
+
 from .fit import ACCELERATOR_LABEL, NodeView, could_ever_fit, fit_gang
-from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req,
-                        place_gang)
+from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState,
+                        PlacementSession, Policy, Req, place_gang)
 from .placement.arrays import MILLI, to_milli
 
 STANDARD = ("CPU", "GPU", "memory")
@@ -50,6 +52,18 @@ def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequ
     return BundleRequest(cpu=float(bundle.get("CPU", 0.0)), mem=float(bundle.get("memory", 0.0)),
                          num_gpu=num, gpu_fraction=frac,
                          gpu_types=frozenset([gpu_type]) if gpu_type and num else None)
+
+
+class _FirstFit(Policy):
+    """Every feasible node scores the same: enough to ask "does it fit at all?"."""
+
+    name = "first_fit"
+
+    def score(self, arr, idx, req):
+        return np.zeros(len(idx)), None
+
+
+_FIRST_FIT = _FirstFit()
 
 
 def gpu_state(gpu_count: int, held: Iterable[Held]) -> list[int]:
@@ -89,7 +103,11 @@ class LivePlacer:
         for h in held:
             by_node.setdefault(h.node_id, []).append(h)
         self.nodes = [n for n in nodes if n.schedulable]
-        self.views = {n.node_id: n for n in self.nodes}
+        # Free custom resources (the engine models CPU, memory and GPUs; the rest is kept here,
+        # only for the nodes that have any, so copies stay cheap).
+        self.custom_free: dict[str, dict[str, float]] = {
+            n.node_id: {k: v for k, v in n.free.items() if k not in STANDARD}
+            for n in self.nodes if any(k not in STANDARD for k in n.total)}
         self.gpu_count = {n.node_id: int(n.total.get("GPU", 0.0) + 1e-9) for n in self.nodes}
         self.arr = ClusterArrays(
             [n.node_id for n in self.nodes],
@@ -99,6 +117,8 @@ class LivePlacer:
              for n in self.nodes],
             [gpu_state(self.gpu_count[n.node_id], by_node.get(n.node_id, ())) for n in self.nodes])
         self.arr.runtime_picks_shared_gpu = True
+        self._session: Optional[PlacementSession] = None
+        self._totals: Optional[ClusterArrays] = None
 
     def snapshot(self) -> ClusterSnapshot:
         """The engine's view of the cluster now (free CPU, memory and per-GPU fractions)."""
@@ -119,7 +139,14 @@ class LivePlacer:
                 return None
             return [Held(n, dict(b), self._whole_gpus(n, b)) for n, b in zip(chosen, bundles)]
         reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
-        choices = place_gang(self.policy, self.arr, reqs, strategy)
+        if len(reqs) == 1:
+            # one bundle: the session re-scores only nodes that changed since the last decision
+            if self._session is None or self._session.arr is not self.arr:
+                self._session = PlacementSession(self.policy, self.arr)
+            c = self._session.place(reqs[0])
+            choices = None if c is None else [c]
+        else:
+            choices = place_gang(self.policy, self.arr, reqs, strategy)
         if choices is None:
             return None
         return [Held(self.arr.node_ids[n], dict(b), tuple(g)) for (n, g), b in zip(choices, bundles)]
@@ -131,9 +158,7 @@ class LivePlacer:
             req = Req.from_bundle(bundle_request(h.bundle))
             gpus = h.gpu_indices or self.arr.default_gpus(i, req)
             self.arr.commit(i, gpus, req)
-            view = self.views[h.node_id]
-            for k, v in h.bundle.items():
-                view.free[k] = view.free.get(k, 0.0) - v
+            self._take_custom(h, -1.0)
 
     def release(self, held: Sequence[Held]) -> None:
         """Give ``held`` back (a what-if: a victim or a finished run frees its bundles)."""
@@ -148,19 +173,37 @@ class LivePlacer:
             for g in gpus:
                 self.arr.gpu[i, g] = min(MILLI, self.arr.gpu[i, g] + req.milli)
             self.arr.version[i] += 1
-            view = self.views[h.node_id]
-            for k, v in h.bundle.items():
-                view.free[k] = view.free.get(k, 0.0) + v
+            self._take_custom(h, 1.0)
 
     def copy(self) -> "LivePlacer":
         """An independent copy for what-if planning (preemption, reservations, forecasts)."""
         new = object.__new__(LivePlacer)
         new.__dict__.update(self.__dict__)
         new.arr = self.arr.copy()
-        new.nodes = [NodeView(n.node_id, dict(n.free), n.total, n.labels, n.schedulable)
-                     for n in self.nodes]
-        new.views = {n.node_id: n for n in new.nodes}
+        new._session = None
+        new.custom_free = {k: dict(v) for k, v in self.custom_free.items()}
         return new
+
+    def _take_custom(self, h: Held, sign: float) -> None:
+        custom = self.custom_free.get(h.node_id)
+        if custom is None:
+            return
+        for k, v in h.bundle.items():
+            if k not in STANDARD:
+                custom[k] = custom.get(k, 0.0) + sign * v
+
+    def fits_node(self, i: int, req: Req, cpu: float, mem: float, gpu) -> bool:
+        """Whether ``req`` fits a node state (``cpu`` milli, ``mem``, per-GPU milli ``gpu``)
+        of node ``i`` (its GPU type included): a cheap check for what-if loops."""
+        if cpu < req.cpu or mem + 1e-9 < req.mem:
+            return False
+        if not req.num_gpu:
+            return True
+        if not self.arr.type_mask(req.types)[i]:
+            return False
+        if req.shared:
+            return bool((gpu >= req.milli).any())
+        return int((gpu >= req.milli).sum()) >= req.num_gpu
 
     def masked(self, node_ids: Iterable[str]) -> "LivePlacer":
         """A copy in which ``node_ids`` take nothing (capacity reserved for someone else)."""
@@ -170,7 +213,6 @@ class LivePlacer:
             if i is not None:
                 new.arr.cpu[i] = -1  # below any request: the node is infeasible for everything
                 new.arr.version[i] += 1
-                new.views[nid].free["CPU"] = -1.0
         return new
 
     def _used_gpus(self, i: int, req: Req) -> tuple[int, ...]:
@@ -184,15 +226,25 @@ class LivePlacer:
     def could_ever_fit(self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]],
                        strategy: str) -> bool:
         """Whether the gang fits the schedulable nodes' total capacity."""
-        return could_ever_fit(bundles, strategy, self.nodes, gpu_types)
+        if any(k not in STANDARD for b in bundles for k in b):
+            return could_ever_fit(bundles, strategy, self.nodes, gpu_types)
+        if self._totals is None:
+            self._totals = ClusterArrays(
+                [n.node_id for n in self.nodes],
+                [to_milli(n.total.get("CPU", 0.0)) for n in self.nodes],
+                [n.total.get("memory", 0.0) for n in self.nodes],
+                [self.arr.type_names[t] if t >= 0 else None for t in self.arr.gtype],
+                [[MILLI] * self.gpu_count[n.node_id] for n in self.nodes])
+        reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
+        return place_gang(_FIRST_FIT, self._totals, reqs, strategy) is not None
 
     def _free_views(self) -> list[NodeView]:
         out = []
         for n in self.nodes:
             i = self.arr.index[n.node_id]
-            free = dict(n.free)
-            free["CPU"] = self.arr.cpu[i] / MILLI
-            free["GPU"] = float(self.arr.gpu[i].sum()) / MILLI
+            free = {"CPU": self.arr.cpu[i] / MILLI, "memory": float(self.arr.mem[i]),
+                    "GPU": float(self.arr.gpu[i].sum()) / MILLI,
+                    **self.custom_free.get(n.node_id, {})}
             out.append(NodeView(n.node_id, free, n.total, n.labels))
         return out
 

@@ -99,14 +99,14 @@ class OrionHandle:
         return ray.get(self.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
 
 
-def start_orion(ray_cluster, store_path: str, **scheduler):
+def start_orion(ray_cluster, store_path: str, policy: dict | None = None, **scheduler):
     from orion_ray.config import OrionConfig
     from orion_ray.scheduler.actor import deploy_scheduler
     import ray
 
     cfg = OrionConfig.model_validate({"orion": {"store": {"path": store_path}, "scheduler": {
         "placement_ready_timeout_s": 5, "retry_backoff_base_s": 0.2, "job_poll_interval_s": 0.2,
-        **scheduler}}})
+        **scheduler}, "policy": policy or {}}})
     actor = deploy_scheduler(cfg, ray_cluster.dashboard_url)
     ray.get(actor.ensure_started.remote(), timeout=60)
     return OrionHandle(actor, store_path)

@@ -32,7 +32,7 @@ def test_cancel_queued(orion):
     w = orion.wait(wid, ("queued",))
     time.sleep(0.3)
     assert orion.get(wid)["status"] == "queued"
-    assert "large enough" in (orion.get(wid)["reason"] or "")
+    assert "could ever hold" in (orion.get(wid)["reason"] or "")
     w = orion.cancel(wid)
     assert w["status"] == "cancelled"
     assert _statuses(orion.get(wid))[-2:] == ["queued", "cancelled"]
