@@ -35,7 +35,7 @@ from . import policy_bridge as bridge
 log = logging.getLogger("orion.scheduler")
 
 PHASES = ("snapshot", "order", "fit", "preempt", "reserve", "requeue")
-ACK_FORECAST_MAX_QUEUED = 300  # deeper queues: the ack's position is by class and arrival only
+ACK_FORECAST_MAX_QUEUED = 100  # deeper queues: the ack's position is by class and arrival only
 GAUGE_REFRESH_S = 5.0
 FULL_CYCLE_S = 1.0
 MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
@@ -508,6 +508,11 @@ class Scheduler:
         except Exception as exc:  # pydantic's error → the contract's error
             raise ValidationError("invalid workload spec", _pydantic_details(exc)) from None
         _check_importable(parsed)
+        protected = self.policy_config.preemption.protected_classes
+        if not parsed.preemptible and parsed.priority.value not in protected:
+            raise ValidationError("this priority class may not opt out of preemption", [
+                {"field": "preemptible", "problem": f"false is only allowed for classes "
+                                                    f"{', '.join(protected) or '(none)'}"}])
         if not self.tenants.known(tenant_id):
             raise ValidationError(f"unknown tenant {tenant_id!r}", [
                 {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])

@@ -36,7 +36,17 @@ async def recover(s: "Scheduler") -> dict[str, int]:
         s.active[w.workload_id] = w
         s.observe(w)
         wid = w.workload_id
-        if w.status in (Status.SUBMITTED, Status.PREEMPTED):
+        if w.status == Status.PREEMPTED:  # its stop was under way: finish it, a new attempt
+            if w.spec.workload_type == "task":
+                await s.runtime.cancel_task(wid, w.attempt)
+            else:
+                await s.runtime.stop_job(wid, w.attempt)
+            if wid in live_pgs:
+                s.runtime.remove_pg(wid)
+            s._requeue(w, "preempted (stopped after a restart)", new_attempt=True, backoff=False)
+            counts["requeued"] += 1
+            continue
+        if w.status == Status.SUBMITTED:
             s._set(w, Status.QUEUED, "recovered")
         if w.status == Status.QUEUED:
             if wid in live_pgs:  # created just before a crash, never recorded as starting

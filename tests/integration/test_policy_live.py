@@ -10,7 +10,7 @@ import time
 import pytest
 import ray
 
-from .conftest import start_orion, stop_orion, wait_for
+from .conftest import start_orion, stop_orion
 
 pytestmark = pytest.mark.integration
 
@@ -56,28 +56,27 @@ def test_preemption_end_to_end(orion_policy, tmp_path):
     assert v["status"] == "completed" and v["attempt"] == 2, v
 
 
+@pytest.mark.timeout(900)
 def test_fair_share_converges_to_weights_under_saturation(orion_policy, tmp_path):
     """gold (weight 2) and silver (weight 1) each keep far more 1-GPU work queued than the 8 GPUs
     can run; over 60 s their GPU-time must be within 10% of 2:1."""
     orion = orion_policy
     spec = {"workload_type": "task", "function": "tests.integration.helpers:sleep_then",
-            "args": [2.0], "resources": {"cpu": 0.1, "gpu": 1}}
+            "args": [3.0], "resources": {"cpu": 0.1, "gpu": 1}}
     ids = {t: [] for t in ("gold", "silver")}
-    for _ in range(110):  # interleaved, so submission order favours no one
+    for _ in range(200):  # interleaved, so submission order favours no one
         for t in ids:
             ids[t].append(orion.submit(spec, t))
     t0 = time.time()
     warm, window = 10.0, 60.0
     time.sleep(warm + window)
     t_end = time.time()
-    for t in ids:
-        for wid in ids[t]:
-            orion.cancel(wid)
+    records = {t: [orion.get(wid) for wid in ids[t]] for t in ids}
+    backlog = {t: sum(1 for w in records[t] if w["status"] == "queued") for t in ids}
     gpu_time = {}
     for t in ids:
         total = 0.0
-        for wid in ids[t]:
-            w = orion.get(wid)
+        for w in records[t]:
             start = _ts(w["started_at"])
             if start is None:
                 continue
@@ -86,10 +85,9 @@ def test_fair_share_converges_to_weights_under_saturation(orion_policy, tmp_path
         gpu_time[t] = total
     ratio = gpu_time["gold"] / max(gpu_time["silver"], 1e-9)
     print(f"GPU-time over {window:.0f}s: {gpu_time} ratio {ratio:.2f}")
-    assert gpu_time["silver"] > 0.1 * window, "the load was not saturating"
+    assert all(backlog.values()), f"a tenant ran out of work: {backlog}"  # saturated throughout
     assert 1.8 <= ratio <= 2.2, gpu_time
-    wait_for(lambda: not ray.get(orion.actor.queue.remote(), timeout=30)["total_running"], 60, 0.5,
-             "cancelled work to stop")
+    # the rest is stopped with the module's Orion (its actors and groups are removed)
 
 
 def _ts(value):
@@ -97,3 +95,30 @@ def _ts(value):
         return None
     from datetime import datetime
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_explain_estimates_start_from_running_work(orion_policy, tmp_path):
+    orion = orion_policy
+    go = tmp_path / "go"
+    hold = {"workload_type": "task", "function": HOLD, "args": [str(go)], "timeout_s": 40,
+            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"}}
+    holder = orion.submit(hold, "gold")
+    try:
+        h = orion.wait(holder, ("running", "failed"))
+        assert h["status"] == "running", h
+        waiting = orion.submit({**hold, "timeout_s": 5}, "silver")
+        e = {}
+        for _ in range(50):  # the first cycle after submission records the reasons
+            e = ray.get(orion.actor.explain.remote(waiting), timeout=30)
+            if any(r["code"] == "capacity" for r in e["reasons"]):
+                break
+            time.sleep(0.1)
+        assert e["status"] == "queued" and e["position"] == {"overall": 1, "tenant": 1}, e
+        assert any(r["code"] == "capacity" for r in e["reasons"]), e
+        start, end = _ts(e["estimated_start"]), _ts(e["estimated_completion"])
+        assert abs(start - (_ts(h["started_at"]) + 40)) < 2, (e, h)  # when the holder times out
+        assert abs(end - start - 5) < 0.01
+    finally:
+        go.touch()
+    assert orion.wait(holder)["status"] == "completed"
+    assert orion.wait(waiting)["status"] == "completed"
