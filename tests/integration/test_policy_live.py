@@ -56,6 +56,33 @@ def test_preemption_end_to_end(orion_policy, tmp_path):
     assert v["status"] == "completed" and v["attempt"] == 2, v
 
 
+def test_explain_estimates_start_from_running_work(orion_policy, tmp_path):
+    orion = orion_policy
+    go = tmp_path / "go"
+    hold = {"workload_type": "task", "function": HOLD, "args": [str(go)], "timeout_s": 40,
+            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"}}
+    holder = orion.submit(hold, "gold")
+    try:
+        h = orion.wait(holder, ("running", "failed"))
+        assert h["status"] == "running", h
+        waiting = orion.submit({**hold, "timeout_s": 5}, "silver")
+        e = {}
+        for _ in range(50):  # the first cycle after submission records the reasons
+            e = ray.get(orion.actor.explain.remote(waiting), timeout=30)
+            if any(r["code"] == "capacity" for r in e["reasons"]):
+                break
+            time.sleep(0.1)
+        assert e["status"] == "queued" and e["position"] == {"overall": 1, "tenant": 1}, e
+        assert any(r["code"] == "capacity" for r in e["reasons"]), e
+        start, end = _ts(e["estimated_start"]), _ts(e["estimated_completion"])
+        assert abs(start - (_ts(h["started_at"]) + 40)) < 2, (e, h)  # when the holder times out
+        assert abs(end - start - 5) < 0.01
+    finally:
+        go.touch()
+    assert orion.wait(holder)["status"] == "completed"
+    assert orion.wait(waiting)["status"] == "completed"
+
+
 @pytest.mark.timeout(900)
 def test_fair_share_converges_to_weights_under_saturation(orion_policy, tmp_path):
     """gold (weight 2) and silver (weight 1) each keep far more 1-GPU work queued than the 8 GPUs
@@ -87,7 +114,8 @@ def test_fair_share_converges_to_weights_under_saturation(orion_policy, tmp_path
     print(f"GPU-time over {window:.0f}s: {gpu_time} ratio {ratio:.2f}")
     assert all(backlog.values()), f"a tenant ran out of work: {backlog}"  # saturated throughout
     assert 1.8 <= ratio <= 2.2, gpu_time
-    # the rest is stopped with the module's Orion (its actors and groups are removed)
+    # the rest is stopped with the module's Orion (its actors and groups are removed): this test
+    # stays the module's last
 
 
 def _ts(value):
@@ -96,29 +124,3 @@ def _ts(value):
     from datetime import datetime
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
-
-def test_explain_estimates_start_from_running_work(orion_policy, tmp_path):
-    orion = orion_policy
-    go = tmp_path / "go"
-    hold = {"workload_type": "task", "function": HOLD, "args": [str(go)], "timeout_s": 40,
-            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"}}
-    holder = orion.submit(hold, "gold")
-    try:
-        h = orion.wait(holder, ("running", "failed"))
-        assert h["status"] == "running", h
-        waiting = orion.submit({**hold, "timeout_s": 5}, "silver")
-        e = {}
-        for _ in range(50):  # the first cycle after submission records the reasons
-            e = ray.get(orion.actor.explain.remote(waiting), timeout=30)
-            if any(r["code"] == "capacity" for r in e["reasons"]):
-                break
-            time.sleep(0.1)
-        assert e["status"] == "queued" and e["position"] == {"overall": 1, "tenant": 1}, e
-        assert any(r["code"] == "capacity" for r in e["reasons"]), e
-        start, end = _ts(e["estimated_start"]), _ts(e["estimated_completion"])
-        assert abs(start - (_ts(h["started_at"]) + 40)) < 2, (e, h)  # when the holder times out
-        assert abs(end - start - 5) < 0.01
-    finally:
-        go.touch()
-    assert orion.wait(holder)["status"] == "completed"
-    assert orion.wait(waiting)["status"] == "completed"
