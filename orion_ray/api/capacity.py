@@ -1,7 +1,8 @@
 """``/admin/v1/capacity/reservations``: capacity reservations for a planned peak (admin).
 
 The backend is any object with ``create(ReservationRequest)``, ``list()`` and ``release(id)`` —
-``ReservationManager`` over a boto3 client in production, the same over a stubbed client in tests.
+``ReservationManager`` over a boto3 client, or ``CapacityService`` which adds ``status()``
+(``GET /admin/v1/capacity/status``) from the EC2 provider.
 Its calls block on the network, so the routes are plain functions (FastAPI runs them in a thread).
 """
 from __future__ import annotations
@@ -31,5 +32,12 @@ def build_capacity_router(backend: Any) -> APIRouter:
     def release_reservation(reservation_id: str = Path(pattern=RESERVATION_ID)):
         """Release (cancel) a reservation; instances running in it keep running (admin)."""
         return backend.release(reservation_id)
+
+    if hasattr(backend, "status"):
+        @router.get("/status")
+        def capacity_status():
+            """Per pool: capacity sources in order, blocklisted zones with the seconds they have
+            left, and the last failed launch with every attempt — why a pool is not growing."""
+            return backend.status()
 
     return router

@@ -6,6 +6,7 @@ blocklist expiry, the pool's budget) is the autoscaler's job: ``launcher.launch_
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -19,7 +20,7 @@ from .identity import (TAG_CLUSTER, TAG_LAUNCH_ID, TAG_POOL, instance_tags, ray_
 from .pools import PoolConfig, parse_pool, parse_pools
 from .reservations import ReservationManager
 from .retry import Blocklist, LaunchBudget, backoff_delay
-from .sources import (ON_DEMAND, RESERVATION, SPOT, Attempt, Reservation, plan_attempts,
+from .sources import (RESERVATION, SPOT, Attempt, Reservation, plan_attempts, source_order,
                       split_blocked)
 from .taxonomy import (ErrorKind, InvalidLaunch, LaunchBudgetExceeded, QuotaExceeded, classify,
                        error_code)
@@ -79,6 +80,9 @@ class EC2Provider:
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.clock, self.sleep, self.rand = clock, sleep, rand
         self._subnet_zone: dict[str, str] = {}
+        # The last failed launch of each pool (cleared by a success): what `status()` reports, so
+        # an operator or the queue's explain can say why a pool is not growing.
+        self.last_failure: dict[str, dict] = {}
 
     # -- pools ----------------------------------------------------------------------------------
     def pool(self, name: str) -> PoolConfig:
@@ -146,11 +150,17 @@ class EC2Provider:
         try:
             result = self._one_pass(pool, count, budget, launch_id, history, extra_tags or {})
             handed_back = True
+            self.last_failure.pop(pool.name, None)
             return result
         except CapacityError as exc:
             self._clean_up(launch_id, history)
             handed_back = True  # cleaned up already
             exc.history = list(history)  # with the clean-up in it
+            self.last_failure[pool.name] = {
+                "code": exc.code, "message": exc.message, "count": count,
+                "launch_id": launch_id, "retry_after": exc.retry_after,
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "history": exc.history[-50:]}
             raise
         finally:
             if not handed_back:
@@ -295,6 +305,23 @@ class EC2Provider:
             f"pool {pool.name!r}: no capacity for {count} x {pool.instance_type} in any source or "
             f"zone ({tried} failed calls)", self._details(history),
             retry_after=self._retry_after(), history=history)
+
+    def status(self) -> dict:
+        """Each pool's sources in order, its blocklisted zones and its last failed launch."""
+        blocked = self.blocklist.snapshot()
+        out = {}
+        for name, pool in sorted(self.pools.items()):
+            mine = []
+            for key, left in blocked.items():
+                if key[0] == RESERVATION and key[1] in pool.capacity_reservations:
+                    mine.append({"source": RESERVATION, "reservation_id": key[1],
+                                 "seconds_left": round(left, 1)})
+                elif key[0] != RESERVATION and key[1] == pool.instance_type:
+                    mine.append({"source": key[0], "zone": key[2], "seconds_left": round(left, 1)})
+            out[name] = {"instance_type": pool.instance_type, "sources": source_order(pool),
+                         "launch_budget_s": pool.launch_budget_s, "blocked": mine,
+                         "last_failure": self.last_failure.get(name)}
+        return {"pools": out}
 
     # -- clean-up and terminate -----------------------------------------------------------------
     def instances(self, pool: Optional[str] = None, launch_id: Optional[str] = None,

@@ -321,3 +321,44 @@ def test_unknown_subnet_is_a_config_error(ec2, subnets):
     with pytest.raises(ConfigError) as e:
         p.launch("gpu", 1)
     assert e.value.details[0]["field"] == "worker_pools.gpu.subnets"
+
+
+# -- what an operator sees -----------------------------------------------------------------------
+def test_status_reports_blocked_zones_and_the_last_failure(ec2, subnets, inject, clock):
+    inject.fail("InsufficientInstanceCapacity", market="spot", times=3)
+    p = provider(ec2, [pool(subnets, market="spot")], clock=clock, blocklist_ttl_s=120)
+    with pytest.raises(CapacityError):
+        p.launch("gpu", 2)
+    st = p.status()["pools"]["gpu"]
+    assert st["sources"] == ["spot"]
+    assert sorted(b["zone"] for b in st["blocked"]) == ["us-east-1a", "us-east-1b", "us-east-1c"]
+    assert all(b["seconds_left"] == 120 for b in st["blocked"])
+    failure = st["last_failure"]
+    assert failure["code"] == "capacity_error" and failure["count"] == 2
+    assert [h["error"] for h in failure["history"]] == ["InsufficientInstanceCapacity"] * 3
+    clock.advance(121)
+    p.launch("gpu", 1)
+    st = p.status()["pools"]["gpu"]
+    assert st["last_failure"] is None and st["blocked"] == []
+
+
+def test_status_route_over_http(ec2, subnets, inject):
+    from fastapi.testclient import TestClient
+
+    from orion_ray.api.app import build_app
+    from orion_ray.api.auth import KeyRing, hash_key
+    from orion_ray.autoscaler.capacity_service import CapacityService
+
+    inject.fail("VcpuLimitExceeded")
+    p = provider(ec2, [pool(subnets)])
+    with pytest.raises(QuotaExceeded):
+        p.launch("gpu", 2)
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=None,
+                    capacity_backend=CapacityService(ReservationManager(ec2, "test"), p))
+    with TestClient(app) as client:
+        assert client.get("/admin/v1/capacity/status").status_code == 401
+        r = client.get("/admin/v1/capacity/status", headers={"Authorization": "Bearer admin-key"})
+    assert r.status_code == 200
+    failure = r.json()["pools"]["gpu"]["last_failure"]
+    assert failure["code"] == "capacity_quota_exceeded"
+    assert failure["history"][0]["error"] == "VcpuLimitExceeded"
