@@ -151,6 +151,11 @@ class EC2Provider:
             result = self._one_pass(pool, count, budget, launch_id, history, extra_tags or {})
             handed_back = True
             self.last_failure.pop(pool.name, None)
+            if any(h.get("kind") == ErrorKind.TRANSIENT.value for h in history):
+                # An unanswered or 5xx call may have launched instances after all: keep only the
+                # gang handed back. (An instance too new for DescribeInstances' eventual
+                # consistency could slip through here; its launch-id tag lets `abandon` find it.)
+                self._clean_up(launch_id, history, keep=set(result.instance_ids))
             return result
         except CapacityError as exc:
             self._clean_up(launch_id, history)
@@ -346,12 +351,14 @@ class EC2Provider:
                 return out
             kw["NextToken"] = page["NextToken"]
 
-    def _clean_up(self, launch_id: str, history: list[dict]) -> None:
+    def _clean_up(self, launch_id: str, history: list[dict], keep: frozenset = frozenset()
+                  ) -> None:
         try:
-            ids = [i["InstanceId"] for i in self.instances(launch_id=launch_id)]
+            ids = [i["InstanceId"] for i in self.instances(launch_id=launch_id)
+                   if i["InstanceId"] not in keep]
             if ids:
-                log.warning("launch %s failed: terminating the %d instances it started",
-                            launch_id, len(ids))
+                log.warning("launch %s: terminating %d instances it started and does not "
+                            "hand back", launch_id, len(ids))
                 self.terminate(ids)
                 history.append({"outcome": "cleaned_up", "terminated": ids})
         except Exception as exc:  # reported, never raised over the launch's own error

@@ -269,6 +269,23 @@ def test_lost_answer_after_launch_is_cleaned_up(ec2, subnets, inject):
     assert live_instances(ec2) == []
 
 
+def test_lost_answer_then_success_keeps_only_the_gang(ec2, subnets, inject):
+    """The first call launched but its answer was lost; a later call succeeded. The instances of
+    the lost call must not outlive the launch, and the gang handed back must stay."""
+    lost = []
+
+    def drop_first_answer(parsed, **kwargs):
+        if not lost:
+            lost.extend(i["InstanceId"] for i in parsed.get("Instances", []))
+            raise EndpointConnectionError(endpoint_url="http://ec2")
+    ec2.meta.events.register("after-call.ec2.RunInstances", drop_first_answer)
+    p = provider(ec2, [pool(subnets)], sleep=lambda s: None)
+    res = p.launch("gpu", 2)
+    assert len(lost) == 2 and not set(lost) & set(res.instance_ids)
+    assert sorted(i["InstanceId"] for i in live_instances(ec2)) == sorted(res.instance_ids)
+    assert [h for h in res.history if h.get("outcome") == "cleaned_up"][0]["terminated"] == lost
+
+
 def test_interrupted_launch_is_cleaned_up(ec2, subnets, inject):
     """A launch abandoned by an exception that is not EC2's (here, an interrupt) still terminates
     what it started."""
