@@ -6,26 +6,18 @@ as ``orion up`` would deploy it. Only key hashes travel in the manifest, never k
 """
 from __future__ import annotations
 
-import re
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class OrionApiArgs(BaseModel):
     """``args:`` of the ``orion-api`` application in a RayService."""
     model_config = ConfigDict(extra="forbid")
-    admin_key_sha256: list[str] = Field(min_length=1, description="hex SHA-256 of admin keys")
+    admin_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        min_length=1, description="hex SHA-256 of admin keys (64 lowercase hex digits)")
     config_path: Optional[str] = Field(None, description="orion.yaml inside the image")
     max_body_bytes: Optional[int] = Field(None, ge=1024)
-
-    @field_validator("admin_key_sha256")
-    @classmethod
-    def _hashes(cls, v: list[str]) -> list[str]:
-        for h in v:
-            if not re.fullmatch(r"[0-9a-f]{64}", h):
-                raise ValueError("admin_key_sha256 entries must be 64 lowercase hex digits")
-        return v
 
 
 def orion_api(args: dict):

@@ -51,24 +51,16 @@ class PoolConfig(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("subnets")
+    @field_validator("subnets", "capacity_reservations")
     @classmethod
-    def _subnets(cls, v: list[str]) -> list[str]:
-        for s in v:
-            if not s.startswith("subnet-"):
-                raise ValueError(f"{s!r} is not a subnet id (subnet-...)")
+    def _ids(cls, v: list[str], info) -> list[str]:
+        prefix, what = {"subnets": ("subnet-", "subnet"),
+                        "capacity_reservations": ("cr-", "capacity reservation")}[info.field_name]
+        for item in v:
+            if not item.startswith(prefix):
+                raise ValueError(f"{item!r} is not a {what} id ({prefix}...)")
         if len(set(v)) != len(v):
-            raise ValueError("a subnet is listed twice")
-        return v
-
-    @field_validator("capacity_reservations")
-    @classmethod
-    def _reservations(cls, v: list[str]) -> list[str]:
-        for r in v:
-            if not r.startswith("cr-"):
-                raise ValueError(f"{r!r} is not a capacity reservation id (cr-...)")
-        if len(set(v)) != len(v):
-            raise ValueError("a capacity reservation is listed twice")
+            raise ValueError(f"a {what} is listed twice")
         return v
 
     @model_validator(mode="after")
