@@ -140,7 +140,7 @@ class EC2Provider:
         with the ``history`` of every attempt. Whatever this call started and did not hand back is
         terminated before it returns or raises."""
         pool = self.pool(pool_name)
-        if not isinstance(count, int) or count < 1 or count > max(pool.max_size, 1):
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= pool.max_size:
             raise ValidationError(f"count must be 1..{pool.max_size} for pool {pool.name!r}",
                                   [{"field": "count", "problem": f"got {count!r}"}])
         budget = budget or LaunchBudget(pool.launch_budget_s, self.clock)

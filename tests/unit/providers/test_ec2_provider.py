@@ -327,7 +327,7 @@ def test_bad_pools_and_counts_are_4xx(ec2, subnets):
     p = provider(ec2, [pool(subnets)])
     with pytest.raises(NotFound):
         p.launch("cpu", 1)
-    for count in (0, 9, "2"):
+    for count in (0, 9, "2", True):
         with pytest.raises(ValidationError) as e:
             p.launch("gpu", count)
         assert e.value.details[0]["field"] == "count"
