@@ -25,7 +25,8 @@ def build_capacity_router(backend: Any) -> APIRouter:
 
     @router.post("/reservations", status_code=201)
     def create_reservation(body: ReservationRequest):
-        """Reserve ``count`` instances of a type in a zone, until ``end_date`` or release (admin)."""
+        """Reserve ``count`` instances of a type in a zone, until ``end_date`` or released
+        (admin)."""
         return backend.create(body).to_dict()
 
     @router.delete("/reservations/{reservation_id}")

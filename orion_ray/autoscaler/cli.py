@@ -45,7 +45,8 @@ def _tag_pair(text: str) -> tuple[str, str]:
 
 
 def _table(items: list[dict]) -> None:
-    print(f"{'RESERVATION':<22} {'TYPE':<16} {'ZONE':<12} {'FREE':>5} {'TOTAL':>5} {'STATE':<10} END")
+    print(f"{'RESERVATION':<22} {'TYPE':<16} {'ZONE':<12} {'FREE':>5} {'TOTAL':>5} "
+          f"{'STATE':<10} END")
     for r in items:
         print(f"{r['reservation_id']:<22} {r['instance_type']:<16} {r['availability_zone']:<12} "
               f"{r['available']:>5} {r['total']:>5} {r['state']:<10} {r.get('end_date') or '-'}")

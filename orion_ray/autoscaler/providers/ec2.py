@@ -56,7 +56,8 @@ class EC2Provider:
     """Orion's EC2 capacity logic over a boto3 EC2 client (passed in, so it can point anywhere).
 
     ``pools`` are ``orion.yaml`` ``worker_pools`` entries (dicts, validated here) or ``PoolConfig``.
-    ``clock``, ``sleep`` and ``rand`` are injectable so backoff and budgets are tested without waiting.
+    ``clock``, ``sleep`` and ``rand`` are injectable so backoff and budgets are tested without
+    waiting.
     """
 
     def __init__(self, ec2_client: Any, pools: Iterable[Union[dict, PoolConfig]] = (),
@@ -93,7 +94,7 @@ class EC2Provider:
             raise NotFound(f"no worker pool {name!r}; known: {sorted(self.pools)}") from None
 
     def add_pool(self, raw: Union[dict, PoolConfig]) -> PoolConfig:
-        """Add or replace one pool (the Ray plugin builds pools from node types as it meets them)."""
+        """Add or replace one pool (the Ray plugin makes pools of node types as it meets them)."""
         pool = raw if isinstance(raw, PoolConfig) else parse_pool(raw)
         self.pools[pool.name] = pool
         return pool

@@ -41,7 +41,8 @@ def instance_tags(cluster: str, pool: PoolConfig, launch_id: str, source: str,
 
 
 def tag_specifications(tags: dict[str, str]) -> list[dict]:
-    """``TagSpecifications`` for ``RunInstances``: tagged at creation, so no instance exists untagged
+    """``TagSpecifications`` for ``RunInstances``: tagged at creation, so no instance is ever
+    untagged
     (an untagged instance is one a clean-up by tag could not find)."""
     pairs = [{"Key": k, "Value": str(v)} for k, v in tags.items()]
     return [{"ResourceType": "instance", "Tags": pairs}, {"ResourceType": "volume", "Tags": pairs}]

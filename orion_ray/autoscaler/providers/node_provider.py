@@ -13,7 +13,8 @@ In a cluster-launcher config::
 
 Each node type's ``node_config`` is an Orion pool (``orion.yaml``'s ``worker_pools`` entry without
 its name: the node type names it). Node ids are EC2 instance ids, which is also the
-``RAY_CLOUD_INSTANCE_ID`` Ray's node updater gives ``ray start`` — the identity autoscaler v2 needs.
+``RAY_CLOUD_INSTANCE_ID`` Ray's node updater gives ``ray start`` — the identity autoscaler v2
+needs.
 One ``create_node`` is one pass over the pool's sources and zones, all or nothing; the Ray
 autoscaler retries failed launches, and the provider's zone blocklist persists between its calls.
 """

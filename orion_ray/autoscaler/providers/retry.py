@@ -15,7 +15,8 @@ Clock = Callable[[], float]
 def backoff_delay(attempt: int, base_s: float = 1.0, cap_s: float = 60.0,
                   rand: Callable[[], float] = random.random) -> float:
     """Seconds before retry number ``attempt`` (1-based): "full jitter" — uniform in
-    ``[0, min(cap, base * 2^(attempt-1))]``, so many nodes throttled together do not retry together."""
+    ``[0, min(cap, base * 2^(attempt-1))]``, so many nodes throttled together do not retry
+    together."""
     attempt = max(1, attempt)
     ceiling = min(cap_s, base_s * (2 ** min(attempt - 1, 32)))
     return ceiling * min(1.0, max(0.0, rand()))
@@ -24,8 +25,8 @@ def backoff_delay(attempt: int, base_s: float = 1.0, cap_s: float = 60.0,
 @dataclass
 class Blocklist:
     """Keys (e.g. ``("spot", "p4d.24xlarge", "us-east-1a")``) that failed for capacity, until they
-    expire: the zone is skipped for a while instead of being hit again at once, and tried again later
-    because capacity comes back."""
+    expire: the zone is skipped for a while instead of being hit again at once, and tried again
+    later because capacity comes back."""
     ttl_s: float = 300.0
     clock: Clock = time.monotonic
     _until: dict[Hashable, float] = field(default_factory=dict)

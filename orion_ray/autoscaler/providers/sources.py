@@ -108,7 +108,8 @@ def plan_attempts(pool: PoolConfig, subnet_zones: dict[str, str],
 def split_blocked(attempts: Sequence[Attempt], instance_type: str,
                   blocked_until: Callable[[Hashable], Optional[float]]
                   ) -> tuple[list[Attempt], list[tuple[Attempt, float]]]:
-    """``(to_try, skipped)``: attempts whose key is on the blocklist are skipped, with its expiry."""
+    """``(to_try, skipped)``: attempts whose key is on the blocklist are skipped, with when it
+    expires."""
     to_try, skipped = [], []
     for a in attempts:
         until = blocked_until(a.blocklist_key(instance_type))

@@ -1,8 +1,8 @@
 """What an EC2 error means for a launch: hop to the next zone, stop the source, retry, or give up.
 
 Ray's AWS provider tries the next subnet on *any* error. That hides quota problems (every zone fails
-the same way, slowly) and burns the launch budget on errors no other zone can fix. Here each code has
-one meaning, decided in one place.
+the same way, slowly) and burns the launch budget on errors no other zone can fix. Here each code
+has one meaning, decided in one place.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class ErrorKind(str, enum.Enum):
     CAPACITY = "capacity"    # this zone/source has no room now: next zone, blocklist it for a while
     QUOTA = "quota"          # an account limit: no other zone helps; stop the source and report it
     TRANSIENT = "transient"  # throttled or a 5xx: retry the same call with backoff and jitter
-    INVALID = "invalid"      # a bad request (AMI, type, permissions): no retry helps; stop the launch
+    INVALID = "invalid"      # a bad request (AMI, type, permissions): no retry helps; stop
 
 
 CAPACITY_CODES = frozenset({
@@ -63,7 +63,8 @@ class QuotaExceeded(CapacityError):
 
 
 class LaunchBudgetExceeded(CapacityError):
-    """The pool's launch budget ran out before the nodes came up (the history says what was tried)."""
+    """The pool's launch budget ran out before the nodes came up (its history says what was
+    tried)."""
     code = "launch_budget_exceeded"
 
 

@@ -82,7 +82,8 @@ class Injector:
     def market_of(body):
         if body.get("InstanceMarketOptions.MarketType") == "spot":
             return "spot"
-        if "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId" in body:
+        target = "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"
+        if target in body:
             return "reservation"
         return "on_demand"
 

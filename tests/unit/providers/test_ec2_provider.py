@@ -179,7 +179,7 @@ def test_reservations_looked_up_only_for_pools_that_list_them(ec2, subnets, inje
     assert res.source == "on_demand"
 
 
-# -- taxonomy: quota, transient, invalid ------------------------------------------------------------
+# -- taxonomy: quota, transient, invalid -----------------------------------------------------
 def test_quota_error_does_not_hop_zones(ec2, subnets, inject):
     inject.fail("VcpuLimitExceeded", zone="us-east-1a")
     p = provider(ec2, [pool(subnets)])

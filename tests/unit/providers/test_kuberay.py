@@ -64,7 +64,8 @@ def test_rayservice_deploys_orions_api_app(manifests):
 
 def test_rayjob_runs_on_the_orion_cluster(manifests):
     spec = manifests["RayJob"]["spec"]
-    assert spec["clusterSelector"] == {"ray.io/cluster": manifests["RayCluster"]["metadata"]["name"]}
+    cluster = manifests["RayCluster"]["metadata"]["name"]
+    assert spec["clusterSelector"] == {"ray.io/cluster": cluster}
     assert spec["entrypoint"].startswith("python ")
 
 
