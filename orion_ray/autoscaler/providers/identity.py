@@ -42,8 +42,7 @@ def instance_tags(cluster: str, pool: PoolConfig, launch_id: str, source: str,
 
 def tag_specifications(tags: dict[str, str]) -> list[dict]:
     """``TagSpecifications`` for ``RunInstances``: tagged at creation, so no instance is ever
-    untagged
-    (an untagged instance is one a clean-up by tag could not find)."""
+    untagged (an untagged instance is one a clean-up by tag could not find)."""
     pairs = [{"Key": k, "Value": str(v)} for k, v in tags.items()]
     return [{"ResourceType": "instance", "Tags": pairs}, {"ResourceType": "volume", "Tags": pairs}]
 
