@@ -167,3 +167,17 @@ def test_budget():
     assert b.elapsed() == 4 and not b.allows_wait(6) and b.allows_wait(5.9)
     clock.advance(7)
     assert b.expired() and b.remaining() == 0
+
+
+def test_provider_package_imports_neither_boto3_nor_ray():
+    """The policy and provider modules load where neither is installed (the plugin module aside):
+    checked in a fresh interpreter, since this one has both loaded already."""
+    import subprocess
+    import sys
+    code = ("import sys, orion_ray.autoscaler.providers, orion_ray.autoscaler.launcher, "
+            "orion_ray.api.capacity, orion_ray.kuberay.client; "
+            "print(sorted(m for m in ('boto3', 'botocore', 'ray', 'kubernetes') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
