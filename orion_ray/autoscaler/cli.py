@@ -1,10 +1,11 @@
-"""``orion capacity reservations list|create|release``: capacity reservations through the admin API.
+"""``orion capacity ...``: capacity reservations and pool status through the admin API.
 
     orion capacity reservations list [-o json]
     orion capacity reservations create --instance-type p4d.24xlarge --zone us-east-1a --count 4
                                        [--end-date 2026-12-01T00:00:00Z] [--match targeted|open]
                                        [--tag team=research ...]
     orion capacity reservations release cr-0123456789abcdef0
+    orion capacity status [-o json]
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class CapacityClient:
 
     def release(self, reservation_id: str) -> dict:
         return self.client._request("DELETE", f"{self.PATH}/{reservation_id}").json()
+
+    def status(self) -> dict:
+        return self.client._request("GET", "/admin/v1/capacity/status").json()
 
 
 def _capacity_client(url: Optional[str] = None, api_key: Optional[str] = None) -> CapacityClient:
@@ -78,10 +82,30 @@ def cmd_reservations(a) -> int:
     return 0
 
 
+def cmd_status(a) -> int:
+    """``orion capacity status``: per pool, its sources, blocked zones and last failed launch."""
+    result = _capacity_client().status()
+    if a.output == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'POOL':<16} {'TYPE':<16} {'SOURCES':<30} {'BLOCKED':<28} LAST FAILURE")
+    for name, p in result.get("pools", {}).items():
+        blocked = ", ".join(f"{b['source']}/{b.get('zone') or b.get('reservation_id')}"
+                            f" {b['seconds_left']:.0f}s" for b in p["blocked"]) or "-"
+        failure = p.get("last_failure")
+        last = f"{failure['at']} {failure['code']}: {failure['message']}" if failure else "-"
+        print(f"{name:<16} {p['instance_type']:<16} {' > '.join(p['sources']):<30} "
+              f"{blocked:<28} {last}")
+    return 0
+
+
 def add_capacity_parser(sub) -> None:
     """Register ``orion capacity ...`` on the CLI's subparsers."""
     cap = sub.add_parser("capacity", help="capacity reservations for planned peaks (admin)")
     cap_sub = cap.add_subparsers(dest="capacity_command", required=True)
+    st = cap_sub.add_parser("status", help="each pool's sources, blocked zones, last failure")
+    st.add_argument("--output", "-o", choices=["table", "text", "json"], default="table")
+    st.set_defaults(fn=cmd_status)
     res = cap_sub.add_parser("reservations", help="list, create or release capacity reservations")
     actions = res.add_subparsers(dest="action", required=True)
 

@@ -1,7 +1,11 @@
 """A real moto EC2 server on loopback (one per test module), and per-zone error injection on the
 client through botocore's ``before-call.ec2.RunInstances`` event."""
+import contextlib
 import logging
 import os
+import socket
+import threading
+import time
 
 import boto3
 import pytest
@@ -138,3 +142,27 @@ class FakeClock:
 @pytest.fixture
 def clock():
     return FakeClock()
+
+
+@contextlib.contextmanager
+def serve_for_cli(app, monkeypatch, tmp_path):
+    """Serve ``app`` with uvicorn on a free loopback port (stopped by its handle on exit); the CLI
+    finds it through ORION_URL/ORION_API_KEY as a user's shell would."""
+    import uvicorn
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    monkeypatch.setenv("ORION_HOME", str(tmp_path))
+    monkeypatch.setenv("ORION_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ORION_API_KEY", "admin-key")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,5 +1,6 @@
 """EC2Provider against a real moto server on loopback, with capacity errors injected per zone."""
 import base64
+import json
 
 import boto3
 import pytest
@@ -379,3 +380,28 @@ def test_status_route_over_http(ec2, subnets, inject):
     failure = r.json()["pools"]["gpu"]["last_failure"]
     assert failure["code"] == "capacity_quota_exceeded"
     assert failure["history"][0]["error"] == "VcpuLimitExceeded"
+
+
+def test_cli_capacity_status(ec2, subnets, inject, monkeypatch, tmp_path, capsys):
+    from orion_ray import cli
+    from orion_ray.api.app import build_app
+    from orion_ray.api.auth import KeyRing, hash_key
+    from orion_ray.autoscaler.capacity_service import CapacityService
+
+    from .conftest import serve_for_cli
+
+    inject.fail("InsufficientInstanceCapacity", zone="us-east-1a")
+    inject.fail("InsufficientInstanceCapacity", zone="us-east-1b")
+    inject.fail("InsufficientInstanceCapacity", zone="us-east-1c")
+    p = provider(ec2, [pool(subnets)])
+    with pytest.raises(CapacityError):
+        p.launch("gpu", 2)
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=None,
+                    capacity_backend=CapacityService(ReservationManager(ec2, "test"), p))
+    with serve_for_cli(app, monkeypatch, tmp_path):
+        assert cli.main(["capacity", "status"]) == 0
+        out = capsys.readouterr().out
+        assert "gpu" in out and "on_demand/us-east-1a" in out and "capacity_error" in out
+        assert cli.main(["capacity", "status", "-o", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert len(body["pools"]["gpu"]["blocked"]) == 3

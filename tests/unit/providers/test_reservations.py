@@ -1,13 +1,9 @@
 """Capacity reservations: the manager over a ``Stubber``'d client (moto has no reservation calls),
 the admin API over that manager, and the CLI over HTTP to the API on 127.0.0.1."""
 import datetime as dt
-import socket
-import threading
-import time
 
 import boto3
 import pytest
-import uvicorn
 from botocore.stub import ANY, Stubber
 from fastapi.testclient import TestClient
 from pydantic import ValidationError as PydanticValidationError
@@ -17,6 +13,8 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.autoscaler.providers.reservations import ReservationManager, ReservationRequest
 from orion_ray.errors import CapacityError, NotFound, ValidationError
+
+from .conftest import serve_for_cli
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 ACME = {"Authorization": "Bearer acme-key"}
@@ -172,25 +170,11 @@ def test_app_without_capacity_backend_has_no_routes():
 # -- the CLI over HTTP ---------------------------------------------------------------------------
 @pytest.fixture
 def served(stubbed, monkeypatch, tmp_path):
-    """The admin API served by uvicorn on a free loopback port; the CLI finds it through
-    ORION_URL/ORION_API_KEY as a user's shell would."""
+    """The admin API over the stubbed manager, served on loopback for the CLI."""
     mgr, stub = stubbed
     app = build_app(KeyRing([hash_key("admin-key")]), backend=None, capacity_backend=mgr)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    monkeypatch.setenv("ORION_HOME", str(tmp_path))
-    monkeypatch.setenv("ORION_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("ORION_API_KEY", "admin-key")
-    yield stub
-    server.should_exit = True
-    thread.join(10)
+    with serve_for_cli(app, monkeypatch, tmp_path):
+        yield stub
 
 
 def test_cli_create_list_release(served, capsys):
