@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sim.cli import add_simulate_parser  # pure: no Ray is imported for a simulation
     add_simulate_parser(sub)
 
+    from .autoscaler.cli import add_capacity_parser  # capacity reservations (admin API)
+    add_capacity_parser(sub)
+
     lg = sub.add_parser("logs", help="stdout/stderr of a workload")
     lg.add_argument("id")
     lg.add_argument("--follow", "-f", action="store_true")

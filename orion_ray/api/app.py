@@ -72,9 +72,11 @@ class HealthBody(BaseModel):
 
 
 def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
-              backend_factory: Optional[Callable[[], Any]] = None) -> FastAPI:
+              backend_factory: Optional[Callable[[], Any]] = None,
+              capacity_backend: Any = None) -> FastAPI:
     """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
-    (Serve pickles the app into its replica, so the backend is made there, not here)."""
+    (Serve pickles the app into its replica, so the backend is made there, not here).
+    ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``."""
     app = FastAPI(title="Orion", version="0.1.0", responses=_ERRORS,
                   description="Orchestration of AI workloads on Ray.")
     app.state.backend = backend
@@ -206,6 +208,10 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
                     cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
         return await backend_of(request).audit_log(limit, cursor)
+
+    if capacity_backend is not None:
+        from .capacity import build_capacity_router
+        app.include_router(build_capacity_router(capacity_backend), dependencies=[Depends(admin)])
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(request: Request):
