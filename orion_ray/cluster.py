@@ -223,6 +223,9 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
             [t.model_dump(mode="json") for t in tenants], tenant_key_hashes(tenants),
             [hash_key(api_key)], "orion up"), timeout=60)
 
+        from .serving.actor import deploy_manager
+        deploy_manager()  # model serving: deployments, releases, the serving GPU account
+
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
             serve.start(http_options={"host": api.host, "port": api.port})
@@ -288,7 +291,11 @@ def _stop_orion_on(address: str) -> None:
             serve.delete(APP_NAME)
         except Exception:
             pass
-        for name in (SCHEDULER_NAME, EXECUTOR_NAME):
+        from .serving.actor import MANAGER_NAME
+        from .serving.manager import APP_PREFIX
+        for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
+            serve.delete(name)  # the model versions Orion deployed
+        for name in (SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
             except ValueError:

@@ -224,4 +224,6 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    from ..serving.routes import install_serving  # /v1 (OpenAI), /internal/deployments, scale
+    install_serving(app, principal, admin)
     return app

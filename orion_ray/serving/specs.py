@@ -11,8 +11,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# one dash at a time: a deployment id is ``<model_id>--<version>`` and must read back one way
-NAME_RE = r"^[a-z0-9](?:[a-z0-9_.]|-(?!-))*$"
+# single separators only: a deployment id is ``<model_id>--<version>`` and must read back one way
+NAME_RE = r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 ENGINES = ("test", "cpu", "vllm")

@@ -1,0 +1,110 @@
+"""``orion-serving``: the deployment manager as a detached actor, with its reconcile loop.
+
+Every call is serialised by one lock (the loop's Serve calls run in a thread meanwhile), so the
+manager's dictionaries are never read half-changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import ray
+
+from ..errors import OrionError, SchedulerUnavailable
+from .deployer import RayKv, ServeDeployer
+from .manager import DeploymentManager
+from .specs import DeploymentSpec, ReleaseSpec, ScaleRequest
+
+MANAGER_NAME = "orion-serving"
+NAMESPACE = "orion"
+log = logging.getLogger("orion.serving")
+
+_PARSERS = {"create": DeploymentSpec, "set_release": ReleaseSpec}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=64)
+class ServingActor:
+    """The manager, its loop, and one entry point (``call``) for the API."""
+
+    def __init__(self, tick_s: float = 0.5, direct_prefix: Optional[str] = None):
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv())
+        self.tick_s = tick_s
+        self._lock = asyncio.Lock()
+        self._task: Optional[asyncio.Task] = None
+
+    async def ensure_started(self) -> bool:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with self._lock:
+                    await asyncio.to_thread(self.manager.tick)
+            except Exception:  # one bad tick (Serve restarting, say) never stops the loop
+                log.exception("serving tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Run one manager method (``OrionError``s travel back to the API as they are)."""
+        if method.startswith("_") or not hasattr(self.manager, method):
+            raise OrionError(f"no manager method {method}")
+        if method == "scale":
+            args = (args[0], ScaleRequest.model_validate(args[1]))
+        elif method in _PARSERS:
+            args = (_PARSERS[method].model_validate(args[0]),)
+        async with self._lock:
+            if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
+                return getattr(self.manager, method)(*args)
+            return await asyncio.to_thread(getattr(self.manager, method), *args)
+
+
+def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
+    """Start (or find) the manager actor and its loop."""
+    actor = ServingActor.options(name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
+                                 get_if_exists=True).remote(tick_s, direct_prefix)
+    ray.get(actor.ensure_started.remote(), timeout=60)
+    return actor
+
+
+class ManagerClient:
+    """The manager actor as the API and routers call it; a missing actor is a 503."""
+
+    def __init__(self, handle=None):
+        self._handle = handle
+
+    def _actor(self):
+        if self._handle is None:
+            try:
+                self._handle = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+            except ValueError:
+                raise SchedulerUnavailable("model serving is not running (no orion-serving actor)",
+                                           retry_after=2) from None
+        return self._handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await self._actor().call.remote(method, *args)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            self._handle = None
+            raise SchedulerUnavailable(f"the serving manager is restarting ({type(exc).__name__})",
+                                       retry_after=1) from None
+
+    def report_nowait(self, samples: list) -> None:
+        """Send router outcomes without waiting (a lost batch only thins the canary's evidence)."""
+        try:
+            self._actor().call.remote("report", samples)
+        except Exception:
+            self._handle = None
+
+
+def serving_gpu_usage(timeout_s: float = 5.0) -> dict:
+    """GPUs held by serving replicas, for the scheduler's account of the cluster:
+    ``{"total", "by_tenant", "by_deployment"}``; all zero when serving is not running."""
+    try:
+        actor = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
+    return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
