@@ -11,16 +11,13 @@ from typing import Any, Optional
 
 import ray
 
-from ..errors import OrionError, SchedulerUnavailable
+from ..errors import SchedulerUnavailable
 from .deployer import RayKv, ServeDeployer
 from .manager import DeploymentManager
-from .specs import DeploymentSpec, ReleaseSpec, ScaleRequest
 
 MANAGER_NAME = "orion-serving"
 NAMESPACE = "orion"
 log = logging.getLogger("orion.serving")
-
-_PARSERS = {"create": DeploymentSpec, "set_release": ReleaseSpec}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=64)
@@ -49,16 +46,10 @@ class ServingActor:
 
     async def call(self, method: str, *args: Any) -> Any:
         """Run one manager method (``OrionError``s travel back to the API as they are)."""
-        if method.startswith("_") or not hasattr(self.manager, method):
-            raise OrionError(f"no manager method {method}")
-        if method == "scale":
-            args = (args[0], ScaleRequest.model_validate(args[1]))
-        elif method in _PARSERS:
-            args = (_PARSERS[method].model_validate(args[0]),)
         async with self._lock:
             if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
-                return getattr(self.manager, method)(*args)
-            return await asyncio.to_thread(getattr(self.manager, method), *args)
+                return self.manager.dispatch(method, *args)
+            return await asyncio.to_thread(self.manager.dispatch, method, *args)
 
 
 def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
@@ -77,6 +68,9 @@ class ManagerClient:
 
     def _actor(self):
         if self._handle is None:
+            if not ray.is_initialized():
+                raise SchedulerUnavailable("model serving is not running (not on a Ray cluster)",
+                                           retry_after=2)
             try:
                 self._handle = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
             except ValueError:

@@ -52,6 +52,26 @@ class MemoryKv:
         self.state = state
 
 
+class MemoryDeployer:
+    """A deployer that records what it was asked and reports the statuses it is given (tests and
+    dry runs): ``statuses_by_app[app] = {"status": "RUNNING", "message": "", "running": 1}``."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.statuses_by_app: dict[str, dict] = {}
+
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
+        self.calls.append(("deploy", app, restart_nonce, spec))
+        self.statuses_by_app.setdefault(app, {"status": "DEPLOYING", "message": "", "running": 0})
+
+    def delete(self, app: str) -> None:
+        self.calls.append(("delete", app))
+        self.statuses_by_app.pop(app, None)
+
+    def statuses(self) -> dict[str, dict]:
+        return dict(self.statuses_by_app)
+
+
 _SERVE_STATUS = {"RUNNING": "healthy", "DEPLOYING": "deploying", "DEPLOY_FAILED": "failed",
                  "UNHEALTHY": "unhealthy", "DELETING": "deleting", "NOT_STARTED": "pending"}
 
@@ -69,6 +89,18 @@ class DeploymentManager:
         self.events: deque = deque(maxlen=MAX_EVENTS)
         self.samples: dict[tuple[str, str], deque] = {}
         self._load()
+
+    def dispatch(self, method: str, *args: Any) -> Any:
+        """Run a public method by name, its JSON arguments parsed (how the API calls it)."""
+        if method.startswith("_") or method not in _METHODS:
+            raise NotFound(f"no manager method {method}")
+        if method == "scale":
+            args = (args[0], ScaleRequest.model_validate(args[1]))
+        elif method == "create":
+            args = (DeploymentSpec.model_validate(args[0]),)
+        elif method == "set_release":
+            args = (ReleaseSpec.model_validate(args[0]),)
+        return getattr(self, method)(*args)
 
     # -- persistence ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -320,3 +352,20 @@ class DeploymentManager:
         return {"total": sum(by_tenant.values()), "by_tenant": by_tenant,
                 "by_deployment": {i: {"tenant_id": t, "replicas": n, "gpus_per_replica": g,
                                       "gpus": n * g} for i, (t, n, g) in by_dep.items()}}
+
+
+_METHODS = {"create", "view", "list", "delete", "restart", "scale", "set_release", "rollback",
+            "release_view", "list_events", "report", "routing_table", "gpu_usage"}
+
+
+class LocalManagerClient:
+    """A manager in this process, with the actor client's interface (tests, no Ray)."""
+
+    def __init__(self, manager: DeploymentManager):
+        self.manager = manager
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return self.manager.dispatch(method, *args)
+
+    def report_nowait(self, samples: list) -> None:
+        self.manager.report(samples)

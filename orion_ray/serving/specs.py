@@ -20,7 +20,7 @@ ENGINES = ("test", "cpu", "vllm")
 
 def parse_duration(value: Union[int, float, str]) -> float:
     """Seconds from ``30s``, ``5m``, ``250ms``, ``1h`` or a plain number of seconds."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError("a duration is seconds or a string such as '30s'")
     if isinstance(value, (int, float)):
         seconds = float(value)

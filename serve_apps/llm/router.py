@@ -122,7 +122,9 @@ class ModelRouter:
             self.breakers[(model_id, version)] = self._breaker(model_id, version).record(
                 ok, self.clock())
         self._pending.append((model_id, version, ok, latency))
-        if self._flusher is None or self._flusher.done():
+        if self.report_every_s <= 0:
+            self.flush()
+        elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
