@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("id")
     lg.add_argument("--follow", "-f", action="store_true")
     lg.set_defaults(fn=cmd_logs)
+    from .serving.cli import add_commands  # deploy, deployments, scale, undeploy, release
+    add_commands(sub, out)
     return p
 
 

@@ -75,3 +75,27 @@ def test_main_reports_orion_errors_in_one_line(monkeypatch, capsys):
     assert cli.main(["status", "wl-x"]) == 2
     err = capsys.readouterr().err
     assert err == "error: no workload 'wl-x' (id: unknown)\n"
+
+
+# -- serving commands ----------------------------------------------------------------------------
+def test_serving_commands_parse(parse):
+    from orion_ray.serving import cli as scli
+    assert parse(["deploy", "m.yaml"]).fn is scli.cmd_deploy
+    a = parse(["deployments", "--model", "m", "--tenant", "t", "-o", "json"])
+    assert (a.fn, a.model, a.tenant, a.output) == (scli.cmd_deployments, "m", "t", "json")
+    a = parse(["scale", "m", "--max", "4", "--min", "0", "--version", "v2"])
+    assert (a.fn, a.model, a.replicas, a.min, a.max, a.version) == (scli.cmd_scale, "m", None, 0,
+                                                                    4, "v2")
+    assert parse(["undeploy", "m--v1"]).id == "m--v1"
+    assert parse(["release", "m", "--rollback"]).rollback is True
+
+
+def test_deploy_file_holds_deployments_and_releases():
+    from orion_ray.serving.cli import documents
+    deps, rels = documents("model_id: a\n---\nmodel_id: a\nstrategy: canary\n---\n"
+                           "deployments: [{model_id: b}, {model_id: b, version: v2}]\n"
+                           "release: {model_id: b, stable: v1}\n")
+    assert [d["model_id"] for d in deps] == ["a", "b", "b"]
+    assert [r["model_id"] for r in rels] == ["a", "b"]
+    with pytest.raises(SystemExit):
+        documents("- a\n- b\n")

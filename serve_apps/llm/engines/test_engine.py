@@ -55,20 +55,23 @@ class TestEngine(Engine):
         if self.error_rate and self._rng.random() < self.error_rate:
             raise InjectedFault("injected engine error")
 
-    async def generate(self, prompt: str, sampling: Sampling) -> Generation:
-        await self._maybe_fail()
+    def _answer(self, prompt: str, sampling: Sampling) -> Generation:
         words = self.words(prompt, sampling.max_tokens)
         text, stopped = apply_stop(" ".join(words), sampling.stop)
-        return Generation(text, len(prompt.split()), len(words),
-                          "stop" if stopped or self.reply is not None else "length")
+        ended = stopped or (self.reply is not None and len(words) < sampling.max_tokens)
+        return Generation(text, len(prompt.split()), len(words), "stop" if ended else "length")
+
+    async def generate(self, prompt: str, sampling: Sampling) -> Generation:
+        await self._maybe_fail()
+        return self._answer(prompt, sampling)
 
     async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Chunk]:
         await self._maybe_fail()
-        words = self.words(prompt, sampling.max_tokens)
-        for i, w in enumerate(words):
+        g = self._answer(prompt, sampling)
+        for i, w in enumerate(g.text.split(" ")):
             yield Chunk(w if i == 0 else " " + w)
-        yield Chunk("", "length", {"prompt_tokens": len(prompt.split()),
-                                   "completion_tokens": len(words)})
+        yield Chunk("", g.finish_reason, {"prompt_tokens": g.prompt_tokens,
+                                          "completion_tokens": g.completion_tokens})
 
     async def check_health(self) -> None:
         if not self.healthy:
