@@ -20,7 +20,8 @@ def serve_options(spec: DeploymentSpec) -> dict:
         opts["autoscaling_config"] = {
             "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
             "initial_replicas": max(a.min_replicas, 1) if a.min_replicas == 0 else a.min_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests}
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "downscale_delay_s": a.downscale_delay}
     else:
         opts["num_replicas"] = spec.replicas if spec.replicas is not None else 1
     if spec.tensor_parallel > 1:

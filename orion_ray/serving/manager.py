@@ -140,12 +140,20 @@ class DeploymentManager:
                                f"{d['spec'].tenant_id or '(shared)'}; versions share one owner")
         rec = {"spec": spec, "since": self.clock(), "restarts": 0, "nonce": 0,
                "status": "pending", "message": "", "running": 0}
-        self.deployer.deploy(spec, app_name(spec.id), 0)
+        self._deploy(spec, 0)
         self.deployments[spec.id] = rec
         self._event(spec.model_id, "deployed", f"{spec.id}: engine {spec.engine}, "
                     f"{self._scale_text(spec)}, {spec.gpus():g} GPU per replica")
         self._save()
         return self.view(spec.id)
+
+    def _deploy(self, spec: DeploymentSpec, nonce: int) -> None:
+        """Hand a spec to Serve; a refusal is the request's fault (422), never a 500."""
+        try:
+            self.deployer.deploy(spec, app_name(spec.id), nonce)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(f"Ray Serve refused deployment {spec.id}", [
+                {"field": "spec", "problem": str(exc)[:500]}]) from None
 
     @staticmethod
     def _scale_text(spec: DeploymentSpec) -> str:
@@ -202,7 +210,7 @@ class DeploymentManager:
         rec["restarts"] += 1
         rec["since"] = self.clock()
         rec["status"] = "deploying"
-        self.deployer.deploy(rec["spec"], app_name(dep_id), rec["nonce"])
+        self._deploy(rec["spec"], rec["nonce"])
         self._event(rec["spec"].model_id, "restarted", f"{dep_id}: {why}")
         self._save()
         return self.view(dep_id)
@@ -216,9 +224,10 @@ class DeploymentManager:
                            + (f" version {req.version}" if req.version else ""))
         out = []
         for rec in recs:
-            rec["spec"] = rec["spec"].model_copy(update={"replicas": req.replicas,
-                                                         "autoscaling": req.autoscaling})
-            self.deployer.deploy(rec["spec"], app_name(rec["spec"].id), rec["nonce"])
+            spec = rec["spec"].model_copy(update={"replicas": req.replicas,
+                                                  "autoscaling": req.autoscaling})
+            self._deploy(spec, rec["nonce"])
+            rec["spec"] = spec
             self._event(model_id, "scaled", f"{rec['spec'].id}: {self._scale_text(rec['spec'])}")
             out.append(self.view(rec["spec"].id))
         self._save()

@@ -45,6 +45,12 @@ class Autoscaling(BaseModel):
     min_replicas: int = Field(1, ge=0, le=1000)
     max_replicas: int = Field(1, ge=1, le=1000)
     target_ongoing_requests: float = Field(2.0, gt=0, le=10_000, allow_inf_nan=False)
+    downscale_delay: float = Field(600.0, description="idle time before a replica is removed")
+
+    @field_validator("downscale_delay", mode="before")
+    @classmethod
+    def _delay(cls, v):
+        return parse_duration(v)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -61,7 +67,8 @@ class DeploymentSpec(BaseModel):
     engine: Literal["test", "cpu", "vllm"] = "test"
     engine_args: dict[str, Any] = Field(default_factory=dict,
                                         description="passed to the engine (e.g. model path)")
-    replicas: Optional[int] = Field(None, ge=0, le=1000, description="fixed replica count")
+    replicas: Optional[int] = Field(None, ge=1, le=1000, description=(
+        "fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"))
     autoscaling: Optional[Autoscaling] = None
     gpus_per_replica: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
     cpus_per_replica: float = Field(0.0, ge=0, le=256, allow_inf_nan=False)
@@ -108,7 +115,8 @@ class ScaleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Optional[str] = Field(None, pattern=NAME_RE, max_length=63,
                                    description="default: every version of the model")
-    replicas: Optional[int] = Field(None, ge=0, le=1000)
+    replicas: Optional[int] = Field(None, ge=1, le=1000, description=(
+        "fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"))
     autoscaling: Optional[Autoscaling] = None
 
     @model_validator(mode="after")
