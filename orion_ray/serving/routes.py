@@ -37,6 +37,14 @@ def _changed(request: Request) -> None:
         router.refresh()
 
 
+async def inference_task(request: Request, spec, tenant_id: str):
+    """An inference workload as the task the scheduler runs, after checking that its model
+    exists for the tenant (404 otherwise, as on ``/v1``)."""
+    from .inference import as_task
+    await _router(request).entry(spec.model_id, tenant_id)
+    return as_task(spec, tenant_id)
+
+
 def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
     """Add the serving routes to Orion's app (``principal``/``admin``: its auth dependencies)."""
     from serve_apps.llm.openai_routes import install_openai_routes

@@ -11,7 +11,7 @@ import os
 import httpx
 import pytest
 
-from .conftest import _free_port, wait_for
+from .conftest import _free_port, start_orion, stop_orion, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +20,16 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def api(ray_cluster):
-    """Serve on a free loopback port, with ``orion-api`` and the ``orion-serving`` manager."""
+def api(ray_cluster, tmp_path_factory):
+    """Serve on a free loopback port, with ``orion-api``, the scheduler (for inference workloads)
+    and the ``orion-serving`` manager."""
     import ray
     from ray import serve
     from orion_ray.api.auth import hash_key
     from orion_ray.api.serve_app import APP_NAME, build_api_app
     from orion_ray.serving.actor import MANAGER_NAME, deploy_manager
 
+    start_orion(ray_cluster, str(tmp_path_factory.mktemp("serving") / "orion.db"))
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     manager = deploy_manager(tick_s=0.3)
@@ -40,6 +42,7 @@ def api(ray_cluster):
     finally:
         ray.kill(manager, no_restart=True)
         serve.shutdown()
+        stop_orion()
         from ray.experimental import internal_kv
         internal_kv._internal_kv_del(b"orion-serving-state", namespace="orion")
         assert MANAGER_NAME
@@ -199,3 +202,19 @@ def test_cli_lists_deployments(api, capsys, monkeypatch):
     assert [d["id"] for d in items] == ["listed--v1"]
     assert cli.main(["undeploy", "listed--v1", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "deleted"
+
+
+def test_inference_workload_runs_against_the_deployment(api):
+    deploy(api, model_id="sentiment-v2", engine_args={"reply": "positive"})
+    healthy(api, "sentiment-v2--v1")
+    r = api.post("/api/v1/workloads", json={
+        "workload_type": "inference", "model_id": "sentiment-v2",
+        "input": {"text": "This product is amazing!"}, "metadata": {"tenant_id": "acme"}})
+    assert r.status_code == 202, r.text
+    wid = r.json()["workload_id"]
+    done = wait_for(lambda: (lambda w: w if w["status"] in ("completed", "failed") else None)(
+        api.get(f"/api/v1/workloads/{wid}").json()), 90, 0.3, "the inference to finish")
+    assert done["status"] == "completed", done
+    assert done["result"]["output"] == "positive" and done["result"]["version"] == "v1"
+    assert done["tenant_id"] == "acme"
+    undeploy(api, "sentiment-v2--v1")
