@@ -95,6 +95,56 @@ def setup(args) -> None:
     serve.run(build_api_app([hash_key(KEY)], 1_048_576), name=APP_NAME, route_prefix="/")
 
 
+def deploy_plain_ingress(model: str) -> None:
+    """A second baseline: a plain Serve FastAPI ingress that forwards to the same version through
+    a handle (the hop count of Orion's path, without its keys, policy, breaker and cache)."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+
+    from orion_ray.serving.manager import app_name
+    from serve_apps.llm.replica import DEPLOYMENT_NAME
+
+    app = FastAPI()
+    target = app_name(f"{model}--v1")
+
+    @serve.deployment(name="PlainIngress", max_ongoing_requests=1000,
+                      ray_actor_options={"num_cpus": 0})
+    @serve.ingress(app)
+    class PlainIngress:
+        def __init__(self):
+            self.handle = serve.get_deployment_handle(DEPLOYMENT_NAME, target)
+
+        @app.post("/v1/completions")
+        async def completions(self, request: Request):
+            return await self.handle.complete.remote("completion", await request.json())
+
+    serve.run(PlainIngress.bind(), name=f"plain-{model}", route_prefix=f"/plain/{model}")
+
+
+def policy_cost_us(n: int = 20_000) -> float:
+    """Microseconds per routing decision of the router's policy (pick + breaker + cache key), in
+    process: the part of Orion's path that is its own logic rather than a Serve hop."""
+    import asyncio
+
+    from orion_ray.serving.cache import request_key
+    from serve_apps.llm.router import ModelRouter
+    spec = {"model_id": "m", "strategy": "canary", "stable": "v1", "candidate": "v2",
+            "steps": [{"weight": 10, "duration": "24h"}]}
+    entry = {"tenant_id": None, "versions": {"v1": "a1", "v2": "a2"},
+             "weights": {"v1": 90.0, "v2": 10.0}, "release": spec}
+    router = ModelRouter(None, lambda app: None)
+    body = {"model": "m", "prompt": "hello world", "max_tokens": 8}
+
+    async def loop():
+        t = time.perf_counter()
+        for _ in range(n):
+            v = router.choose("m", entry, {})
+            request_key("m", v, body)
+            router.breakers[("m", v)] = router._breaker("m", v).record(True, 0.0)
+        return (time.perf_counter() - t) / n * 1e6
+    return asyncio.run(loop())
+
+
 def deploy_model(client, model: str, engine: str, engine_args: dict, wait_s: float) -> None:
     """Two versions of ``model`` and a canary release holding 10 % on the candidate."""
     for version in ("v1", "v2"):
@@ -120,12 +170,14 @@ def deploy_model(client, model: str, engine: str, engine_args: dict, wait_s: flo
 def measure(args, model: str, body: dict, seconds: float, conns: int) -> dict:
     """Alternating phases, direct and through Orion; medians over repeats."""
     paths = {"direct": (f"/direct/{model}--v1/v1/completions", {}),
+             "plain": (f"/plain/{model}/v1/completions", {}),
              "orion": ("/v1/completions", {"Authorization": f"Bearer {KEY}"})}
     for name, (path, headers) in paths.items():  # warm-up, not counted
         load(args.port, path, {**body, "model": model}, headers, 2, conns)
     runs: dict[str, list[dict]] = {k: [] for k in paths}
     for rep in range(args.repeats):
-        for name in (("direct", "orion") if rep % 2 == 0 else ("orion", "direct")):
+        names = list(paths)
+        for name in names[rep % 3:] + names[:rep % 3]:  # rotate which path runs first
             path, headers = paths[name]
             r = load(args.port, path, {**body, "model": model}, headers, seconds, conns)
             runs[name].append(r)
@@ -136,17 +188,22 @@ def measure(args, model: str, body: dict, seconds: float, conns: int) -> dict:
     return {"summary": s, "errors": sum(r["errors"] for rs in runs.values() for r in rs),
             "added_p50_ms": s["orion"]["p50_ms"] - s["direct"]["p50_ms"],
             "added_p99_ms": s["orion"]["p99_ms"] - s["direct"]["p99_ms"],
-            "throughput_ratio": s["orion"]["rps"] / s["direct"]["rps"]}
+            "throughput_ratio": s["orion"]["rps"] / s["direct"]["rps"],
+            "vs_plain_added_p50_ms": s["orion"]["p50_ms"] - s["plain"]["p50_ms"],
+            "vs_plain_throughput_ratio": s["orion"]["rps"] / s["plain"]["rps"]}
 
 
 def report(name: str, res: dict) -> None:
     s = res["summary"]
     err(f"\n{name}: medians of the repeats")
-    for k in ("direct", "orion"):
+    for k in ("direct", "plain", "orion"):
         err(f"  {k:6s} {s[k]['rps']:8.1f} req/s   p50 {s[k]['p50_ms']:7.2f} ms"
             f"   p99 {s[k]['p99_ms']:8.2f} ms")
     err(f"  added p50 {res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms, "
         f"throughput ratio {res['throughput_ratio']:.3f}, non-200 answers {res['errors']}")
+    err(f"  against a plain Serve ingress (same hops): added p50 "
+        f"{res['vs_plain_added_p50_ms']:.2f} ms, throughput ratio "
+        f"{res['vs_plain_throughput_ratio']:.3f}")
 
 
 def main(argv=None) -> None:
@@ -177,26 +234,34 @@ def main(argv=None) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
                           headers={"Authorization": f"Bearer {KEY}"}) as c:
             deploy_model(c, "bench", "test", {}, 120)
+            deploy_plain_ingress("bench")
             test = measure(args, "bench", {"prompt": "hello world", "max_tokens": 8},
                            args.duration, args.concurrency)
             report("test engine", test)
             why = "skipped (--no-cpu-model)" if args.no_cpu_model else cpu_engine_available()
             if why is None:
                 deploy_model(c, "bench-cpu", "cpu", {"n_ctx": 512}, 300)
+                deploy_plain_ingress("bench-cpu")
                 cpu = measure(args, "bench-cpu", {"prompt": "The capital of France is",
                                                   "max_tokens": 8, "temperature": 0.7},
                               args.cpu_duration, args.cpu_concurrency)
                 report("CPU model (SmolLM2-135M)", cpu)
                 out["cpu_model"] = {k: round(cpu[k], 3) for k in
-                                    ("added_p50_ms", "added_p99_ms", "throughput_ratio")}
+                                    ("added_p50_ms", "added_p99_ms", "throughput_ratio",
+                                     "vs_plain_added_p50_ms", "vs_plain_throughput_ratio")}
             else:
                 err(f"CPU model not measured: {why}")
     finally:
         serve.shutdown()
         ray.shutdown()
+    cost = policy_cost_us()
+    err(f"router policy per request, in process: {cost:.1f} µs")
     print(json.dumps({"benchmark": "serving", "added_p50_ms": round(test["added_p50_ms"], 3),
                       "added_p99_ms": round(test["added_p99_ms"], 3),
-                      "throughput_ratio": round(test["throughput_ratio"], 3), **out}))
+                      "throughput_ratio": round(test["throughput_ratio"], 3),
+                      "vs_plain_added_p50_ms": round(test["vs_plain_added_p50_ms"], 3),
+                      "vs_plain_throughput_ratio": round(test["vs_plain_throughput_ratio"], 3),
+                      "policy_us_per_request": round(cost, 1), **out}))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ class ModelRouter:
         self.clock, self.rand = clock, rand
         self._table: Optional[dict] = None
         self._table_at = -1e18
-        self._specs: dict[str, ReleaseSpec] = {}
+        self._specs: dict[int, tuple[dict, ReleaseSpec]] = {}
         self._handles: dict[str, Any] = {}
         self.breakers: dict[tuple[str, str], Breaker] = {}
         self._pending: list[tuple[str, str, bool, float]] = []
@@ -81,15 +81,17 @@ class ModelRouter:
         return e
 
     def _spec(self, entry: dict) -> Optional[ReleaseSpec]:
+        """The entry's release, parsed once per routing table (keyed by the dict's identity,
+        which holds until the table is read again)."""
         raw = entry.get("release")
         if raw is None:
             return None
-        key = json.dumps(raw, sort_keys=True)
-        if key not in self._specs:
-            if len(self._specs) > 256:  # old releases' specs: parsed again if ever seen again
+        hit = self._specs.get(id(raw))
+        if hit is None or hit[0] is not raw:
+            if len(self._specs) > 256:  # releases of old tables
                 self._specs.clear()
-            self._specs[key] = ReleaseSpec.model_validate(raw)
-        return self._specs[key]
+            hit = self._specs[id(raw)] = (raw, ReleaseSpec.model_validate(raw))
+        return hit[1]
 
     # -- choosing a version --------------------------------------------------------------------
     def choose(self, model_id: str, entry: dict, headers: dict[str, str]) -> str:
