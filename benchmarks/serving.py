@@ -14,8 +14,8 @@ p50/p99 (Orion minus direct) and the throughput ratio. First with the determinis
 (the headline), then with the CPU model (SmolLM2-135M) when it is installed, reported beside it.
 The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: FastAPI must see the ingress's real ``Request``
+# annotation after Serve pickles the class into its replica
 import argparse
 import http.client
 import json

@@ -99,3 +99,13 @@ def test_deploy_file_holds_deployments_and_releases():
     assert [r["model_id"] for r in rels] == ["a", "b"]
     with pytest.raises(SystemExit):
         documents("- a\n- b\n")
+
+
+def test_the_readme_example_deploy_file_is_valid():
+    from pathlib import Path
+    from orion_ray.serving.cli import documents
+    from orion_ray.serving.specs import DeploymentSpec, ReleaseSpec
+    path = Path(__file__).resolve().parents[2] / "serve_apps/llm/examples/chat-canary.yaml"
+    deps, rels = documents(path.read_text())
+    assert [DeploymentSpec.model_validate(d).id for d in deps] == ["chat--v1", "chat--v2"]
+    assert ReleaseSpec.model_validate(rels[0]).steps[1].duration == 600
