@@ -293,8 +293,11 @@ def _stop_orion_on(address: str) -> None:
             pass
         from .serving.actor import MANAGER_NAME
         from .serving.manager import APP_PREFIX
-        for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
-            serve.delete(name)  # the model versions Orion deployed
+        try:
+            for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
+                serve.delete(name)  # the model versions Orion deployed
+        except Exception:  # Serve not running: nothing of ours to delete
+            pass
         for name in (SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)

@@ -37,6 +37,26 @@ def documents(text: str) -> tuple[list[dict], list[dict]]:
     return deployments, releases
 
 
+DEMO_MODEL = {"model_id": "smollm2", "version": "v1", "engine": "cpu",
+              "engine_args": {"n_ctx": 2048}, "ready_deadline": "10m"}
+
+
+def deploy_demo(api_url: str) -> None:
+    """``orion up --demo``: serve the CPU model as a shared model (idempotent)."""
+    from ..errors import Conflict
+    from serve_apps.llm.engines.cpu import cpu_engine_available
+    why = cpu_engine_available()
+    if why:
+        raise SystemExit(f"--demo serves SmolLM2 on CPU, which is not installed: {why}")
+    try:
+        _client().deploy(DEMO_MODEL)
+    except Conflict:
+        pass
+    print(f"  demo model: smollm2 (CPU) — curl {api_url}/v1/chat/completions -H "
+          "'Authorization: Bearer <key>' -d '{\"model\": \"smollm2\", \"messages\": "
+          "[{\"role\": \"user\", \"content\": \"Hi\"}]}'")
+
+
 def cmd_deploy(a) -> int:
     text = sys.stdin.read() if a.file == "-" else Path(a.file).read_text()
     deployments, releases = documents(text)

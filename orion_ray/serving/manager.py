@@ -298,6 +298,8 @@ class DeploymentManager:
     # -- the loop ------------------------------------------------------------------------------
     def tick(self) -> None:
         """Reconcile statuses, restart stuck deployments, advance or roll back releases."""
+        if not self.deployments:  # idle Orion: no Serve calls twice a second
+            return
         now = self.clock()
         self.refresh_status()
         health = [DeploymentHealth(i, r["status"] == "healthy", r["since"],

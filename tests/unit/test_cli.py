@@ -88,6 +88,9 @@ def test_serving_commands_parse(parse):
                                                                     4, "v2")
     assert parse(["undeploy", "m--v1"]).id == "m--v1"
     assert parse(["release", "m", "--rollback"]).rollback is True
+    assert parse(["up", "--demo"]).demo is True and parse(["up"]).demo is False
+    from orion_ray.serving.specs import DeploymentSpec
+    assert DeploymentSpec.model_validate(scli.DEMO_MODEL).engine == "cpu"
 
 
 def test_deploy_file_holds_deployments_and_releases():
