@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
+                      model_validator)
 
 # single separators only: a deployment id is ``<model_id>--<version>`` and must read back one way
 NAME_RE = r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
@@ -34,6 +35,9 @@ def parse_duration(value: Union[int, float, str]) -> float:
     return seconds
 
 
+Duration = Annotated[float, BeforeValidator(parse_duration)]  # seconds; accepts "30s", "5m"…
+
+
 def deployment_id(model_id: str, version: str) -> str:
     """The id of one model version's deployment (also its Serve application's suffix)."""
     return f"{model_id}--{version}"
@@ -45,12 +49,8 @@ class Autoscaling(BaseModel):
     min_replicas: int = Field(1, ge=0, le=1000)
     max_replicas: int = Field(1, ge=1, le=1000)
     target_ongoing_requests: float = Field(2.0, gt=0, le=10_000, allow_inf_nan=False)
-    downscale_delay: float = Field(600.0, description="idle time before a replica is removed")
+    downscale_delay: Duration = Field(600.0, description="idle time before a replica is removed")
 
-    @field_validator("downscale_delay", mode="before")
-    @classmethod
-    def _delay(cls, v):
-        return parse_duration(v)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -77,12 +77,9 @@ class DeploymentSpec(BaseModel):
     tenant_id: Optional[str] = Field(None, min_length=1, max_length=128,
                                      description="owner; none = shared by every tenant")
     max_ongoing_requests: int = Field(8, ge=1, le=10_000)
-    ready_deadline: float = Field(300.0, description="not healthy by then = stuck (restarted)")
+    ready_deadline: Duration = Field(300.0,
+                                     description="not healthy by then = stuck (restarted)")
 
-    @field_validator("ready_deadline", mode="before")
-    @classmethod
-    def _deadline(cls, v):
-        return parse_duration(v)
 
     @field_validator("gpus_per_replica")
     @classmethod
@@ -130,26 +127,18 @@ class Step(BaseModel):
     """A canary step: the candidate's share of traffic, held for ``duration``."""
     model_config = ConfigDict(extra="forbid")
     weight: float = Field(..., ge=0, le=100, allow_inf_nan=False)
-    duration: float = 0.0
+    duration: Duration = 0.0
 
-    @field_validator("duration", mode="before")
-    @classmethod
-    def _duration(cls, v):
-        return parse_duration(v)
 
 
 class SuccessCriteria(BaseModel):
     """What a candidate must hold to advance; failing any of them rolls it back."""
     model_config = ConfigDict(extra="forbid")
     error_rate: float = Field(0.05, ge=0, le=1, allow_inf_nan=False, description="a fraction")
-    latency_p95: Optional[float] = Field(None, description="seconds (or '500ms')")
+    latency_p95: Optional[Duration] = Field(None, description="seconds (or '500ms')")
     min_requests: int = Field(5, ge=1, le=1_000_000,
                               description="no verdict on fewer requests than this")
 
-    @field_validator("latency_p95", mode="before")
-    @classmethod
-    def _latency(cls, v):
-        return None if v is None else parse_duration(v)
 
 
 class ABTest(BaseModel):
@@ -177,14 +166,11 @@ class ReleaseSpec(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict, description="weighted: version → share")
     steps: list[Step] = Field(default_factory=list, max_length=100)
     success_criteria: SuccessCriteria = Field(default_factory=SuccessCriteria)
-    testing_period: float = Field(60.0, description="blue-green: how long rollback stays armed")
+    testing_period: Duration = Field(60.0,
+                                     description="blue-green: how long rollback stays armed")
     ab: Optional[ABTest] = None
     shadow: Optional[Shadow] = None
 
-    @field_validator("testing_period", mode="before")
-    @classmethod
-    def _period(cls, v):
-        return parse_duration(v)
 
     @field_validator("weights")
     @classmethod
