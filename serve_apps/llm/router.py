@@ -111,9 +111,12 @@ class ModelRouter:
         if version is None:
             raise SchedulerUnavailable(f"every version of {model_id} is failing (circuit open)",
                                        retry_after=2)
-        key = (model_id, version)
-        self.breakers[key] = self._breaker(model_id, version).admit(now)
         return version
+
+    def _admit(self, model_id: str, version: str) -> None:
+        """A request is about to reach the version (a half-open breaker's probe slot is taken
+        here, and given back by the outcome, so a cache hit never holds one)."""
+        self.breakers[(model_id, version)] = self._breaker(model_id, version).admit(self.clock())
 
     def _breaker(self, model_id: str, version: str) -> Breaker:
         return self.breakers.get((model_id, version), self.breaker_proto)
@@ -162,10 +165,13 @@ class ModelRouter:
 
     async def _call(self, kind: str, body: dict, model_id: str, version: str, app: str,
                     shadow: bool = False) -> dict:
+        if not shadow:
+            self._admit(model_id, version)
         t0 = self.clock()
         try:
             result = await self._handle(app).complete.remote(kind, body)
-        except PromptTooLong as exc:  # the caller's input, not the version's fault
+        except PromptTooLong as exc:  # the caller's input: the version answered as it should
+            self._outcome(model_id, version, True, self.clock() - t0, shadow)
             raise ValidationError("the prompt does not fit the model",
                                   [{"field": "max_tokens", "problem": str(exc)}]) from None
         except Exception as exc:
@@ -198,6 +204,7 @@ class ModelRouter:
         entry = await self.entry(model_id, tenant)
         version = self.choose(model_id, entry, headers)
         app = entry["versions"][version]
+        self._admit(model_id, version)
         gen = self._handle(app).options(stream=True).stream.remote(kind, body)
 
         async def events() -> AsyncIterator[bytes]:

@@ -316,3 +316,17 @@ def test_manager_state_survives_a_restart(env):
     again = DeploymentManager(serving.deployer, serving.manager.kv)
     assert sorted(again.deployments) == ["chat--v1", "chat--v2"]
     assert again.routing_table()["chat"]["weights"] == {"v1": 70, "v2": 30}
+
+
+def test_a_cache_hit_does_not_take_a_half_open_probe(env):
+    client, serving, router, clock = env
+    deploy(client, version="v1")
+    assert complete(client, prompt="cached", temperature=0).status_code == 200
+    serving.handle_of("orion-llm-chat--v1").replica.engine.configure(error_rate=1.0)
+    assert [complete(client, prompt=f"x{i}").status_code for i in range(3)] == [502] * 3
+    assert_error(complete(client, prompt="y"), 503, "scheduler_unavailable")   # circuit open
+    serving.handle_of("orion-llm-chat--v1").replica.engine.configure(error_rate=0.0)
+    clock.t += 61
+    assert complete(client, prompt="cached", temperature=0).status_code == 200  # from the cache
+    assert complete(client, prompt="probe").status_code == 200                  # the probe
+    assert router.breakers[("chat", "v1")].state == "closed"
