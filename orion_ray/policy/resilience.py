@@ -62,8 +62,10 @@ def stuck(deployments: Iterable[DeploymentHealth], now: float) -> list[str]:
 
 
 def gpu_totals(replicas: Mapping[str, tuple[str, int, float]]) -> dict[str, float]:
-    """GPUs held per tenant from ``{deployment_id: (tenant, replicas, gpus_per_replica)}``."""
+    """GPUs held per tenant from ``{deployment_id: (tenant, replicas, gpus_per_replica)}``
+    (tenants holding none are left out)."""
     out: dict[str, float] = {}
     for tenant, n, gpus in replicas.values():
-        out[tenant] = out.get(tenant, 0.0) + n * gpus
+        if n * gpus > 0:
+            out[tenant] = out.get(tenant, 0.0) + n * gpus
     return out

@@ -191,10 +191,15 @@ class DeploymentManager:
         rec = self._get(dep_id)
         spec: DeploymentSpec = rec["spec"]
         rel = self.releases.get(spec.model_id)
-        if rel is not None and (rel["spec"].stable == spec.version
-                                or rel["state"].weights.get(spec.version, 0) > 0):
+        last = not any(d["spec"].model_id == spec.model_id and i != dep_id
+                       for i, d in self.deployments.items())
+        # a version is needed while it takes traffic, or while a release may roll back to it
+        if rel is not None and not last and (
+                rel["state"].weights.get(spec.version, 0) > 0
+                or (rel["spec"].stable == spec.version
+                    and rel["state"].phase in (traffic.RUNNING, traffic.TESTING))):
             raise Conflict(f"{dep_id} takes traffic in model {spec.model_id}'s release; "
-                           "change the release first")
+                           "change the release first (or undeploy the other versions)")
         self.deployer.delete(app_name(dep_id))
         del self.deployments[dep_id]
         if not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()):

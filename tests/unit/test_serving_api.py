@@ -191,6 +191,8 @@ def test_canary_rolls_back_when_injected_errors_fail_it(env):
         "steps": [{"weight": 50, "duration": "1m"}, {"weight": 100, "duration": 0}],
         "success_criteria": {"error_rate": 0.2, "min_requests": 3}})
     assert r.status_code == 200 and r.json()["weights"] == {"v1": 50, "v2": 50}
+    # the stable version is the rollback target while the canary runs
+    assert_error(client.delete("/internal/deployments/chat--v1", headers=ADMIN), 409, "conflict")
     codes = [complete(client, prompt=f"p{i}").status_code for i in range(20)]
     assert set(codes) == {200, 502}                # the canary took traffic and failed it
     serving.manager.tick()
@@ -226,6 +228,9 @@ def test_canary_advances_automatically_while_it_holds(env):
                                            headers=ADMIN).json()["items"]][:3]
     assert kinds == ["promoted", "advanced", "started"]
     assert_error(client.delete("/internal/deployments/chat--v2", headers=ADMIN), 409, "conflict")
+    assert client.delete("/internal/deployments/chat--v1", headers=ADMIN).status_code == 202
+    assert client.delete("/internal/deployments/chat--v2", headers=ADMIN).status_code == 202  # last
+    assert_error(client.get("/internal/models/chat/release", headers=ADMIN), 404, "not_found")
 
 
 def test_blue_green_and_operator_rollback(env):
