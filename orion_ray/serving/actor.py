@@ -102,3 +102,31 @@ def serving_gpu_usage(timeout_s: float = 5.0) -> dict:
     except ValueError:
         return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
     return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
+
+
+def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:
+    """GPUs that live serving replicas hold on each node (node id → GPUs), read from Ray's state
+    API: what the scheduler's snapshot should take off a node's free capacity. A replica with a
+    tensor-parallel bundle set counts every GPU bundle of its placement group, where it stands."""
+    from ray.util.state import list_actors, list_placement_groups
+
+    from .manager import APP_PREFIX
+    out: dict[str, float] = {}
+    groups: Optional[dict] = None
+    for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
+                         timeout=timeout_s):
+        # Serve names a replica's class "ServeReplica:<application>:<deployment>"
+        if not (a.class_name or "").startswith(f"ServeReplica:{APP_PREFIX}"):
+            continue
+        if a.placement_group_id:
+            if groups is None:
+                groups = {g.placement_group_id: g for g in list_placement_groups(
+                    detail=True, limit=10_000, timeout=timeout_s)}
+            group = groups.get(a.placement_group_id)
+            for b in (group.bundles if group else []):
+                gpus = float((b.get("unit_resources") or {}).get("GPU", 0))
+                if gpus and b.get("node_id"):
+                    out[b["node_id"]] = out.get(b["node_id"], 0.0) + gpus
+        elif (a.required_resources or {}).get("GPU"):
+            out[a.node_id] = out.get(a.node_id, 0.0) + float(a.required_resources["GPU"])
+    return out

@@ -140,7 +140,7 @@ def test_canary_rolls_back_on_injected_errors_then_a_healthy_one_is_promoted(api
 
 def test_gpu_replicas_scale_and_are_accounted(api, ray_cluster):
     import ray
-    from orion_ray.serving.actor import serving_gpu_usage
+    from orion_ray.serving.actor import serving_gpu_usage, serving_gpus_by_node
     free_before = ray.available_resources().get("GPU", 0)
     deploy(api, model_id="gpumodel", gpus_per_replica=1, tenant_id="acme")
     healthy(api, "gpumodel--v1")
@@ -151,6 +151,9 @@ def test_gpu_replicas_scale_and_are_accounted(api, ray_cluster):
              "Ray to count 3 serving GPUs")
     usage = serving_gpu_usage()
     assert usage["total"] == 3 and usage["by_tenant"] == {"acme": 3}
+    by_node = serving_gpus_by_node()
+    gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+    assert sum(by_node.values()) == 3 and set(by_node) <= gpu_nodes
     assert api.get("/internal/serving/gpus").json() == usage
     r = api.post("/admin/v1/models/gpumodel/scale", json={"replicas": 0})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "replicas"
