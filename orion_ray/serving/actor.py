@@ -46,6 +46,7 @@ class ServingActor:
 
     async def call(self, method: str, *args: Any) -> Any:
         """Run one manager method (``OrionError``s travel back to the API as they are)."""
+        await self.ensure_started()  # after a restart of this actor, the first call restarts it
         async with self._lock:
             if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
                 return self.manager.dispatch(method, *args)

@@ -222,3 +222,37 @@ def test_inference_workload_runs_against_the_deployment(api):
     assert done["result"]["output"] == "positive" and done["result"]["version"] == "v1"
     assert done["tenant_id"] == "acme"
     undeploy(api, "sentiment-v2--v1")
+
+
+def test_manager_restart_keeps_deployments_and_releases(api):
+    import ray
+    from orion_ray.serving.actor import MANAGER_NAME, NAMESPACE
+    deploy(api, model_id="durable", version="v1")
+    deploy(api, model_id="durable", version="v2")
+    healthy(api, "durable--v1")
+    api.put("/internal/models/durable/release", json={
+        "model_id": "durable", "stable": "v1", "weights": {"v1": 60, "v2": 40}}).raise_for_status()
+    actor = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    ray.kill(actor, no_restart=False)                      # crash it: Ray restarts it
+    back = wait_for(lambda: _alive_pid(MANAGER_NAME, NAMESPACE, pid), 60, 0.3,
+                    "the manager to restart")
+    assert back != pid
+    items = api.get("/internal/deployments",
+                    params={"model_id": "durable"}).json()["items"]
+    assert [d["id"] for d in items] == ["durable--v1", "durable--v2"]
+    assert api.get("/internal/models/durable/release").json()["weights"] == {"v1": 60, "v2": 40}
+    healthy(api, "durable--v2")                            # its loop reconciles statuses again
+    api.put("/internal/models/durable/release",
+            json={"model_id": "durable", "stable": "v1"}).raise_for_status()
+    undeploy(api, "durable--v2", "durable--v1")
+
+
+def _alive_pid(name: str, namespace: str, old_pid: int):
+    import ray
+    try:
+        actor = ray.get_actor(name, namespace=namespace)
+        pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=5)
+    except Exception:  # restarting
+        return None
+    return pid if pid != old_pid else None
