@@ -298,6 +298,11 @@ def _stop_orion_on(address: str) -> None:
                 serve.delete(name)  # the model versions Orion deployed
         except Exception:  # Serve not running: nothing of ours to delete
             pass
+        try:
+            from .serving.deployer import RayKv
+            RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
+        except Exception:  # best effort, like the deletes above
+            pass
         for name in (SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)

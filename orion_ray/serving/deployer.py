@@ -89,3 +89,8 @@ class RayKv:
         from ray.experimental import internal_kv
         internal_kv._internal_kv_put(self.KEY, json.dumps(state, default=str).encode(),
                                      overwrite=True, namespace="orion")
+
+    def clear(self) -> None:
+        """Forget every deployment and release (``orion down``)."""
+        from ray.experimental import internal_kv
+        internal_kv._internal_kv_del(self.KEY, namespace="orion")

@@ -27,7 +27,8 @@ def api(ray_cluster, tmp_path_factory):
     from ray import serve
     from orion_ray.api.auth import hash_key
     from orion_ray.api.serve_app import APP_NAME, build_api_app
-    from orion_ray.serving.actor import MANAGER_NAME, deploy_manager
+    from orion_ray.serving.actor import deploy_manager
+    from orion_ray.serving.deployer import RayKv
 
     start_orion(ray_cluster, str(tmp_path_factory.mktemp("serving") / "orion.db"))
     port = _free_port()
@@ -43,9 +44,7 @@ def api(ray_cluster, tmp_path_factory):
         ray.kill(manager, no_restart=True)
         serve.shutdown()
         stop_orion()
-        from ray.experimental import internal_kv
-        internal_kv._internal_kv_del(b"orion-serving-state", namespace="orion")
-        assert MANAGER_NAME
+        RayKv().clear()
 
 
 def deploy(client, **spec) -> dict:
