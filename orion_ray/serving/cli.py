@@ -53,7 +53,8 @@ def deploy_demo(api_url: str) -> None:
     except Conflict:
         pass
     print(f"  demo model: smollm2 (CPU) — curl {api_url}/v1/chat/completions -H "
-          "'Authorization: Bearer <key>' -d '{\"model\": \"smollm2\", \"messages\": "
+          "'Authorization: Bearer <key>' -H 'Content-Type: application/json' "
+          "-d '{\"model\": \"smollm2\", \"messages\": "
           "[{\"role\": \"user\", \"content\": \"Hi\"}]}'")
 
 
