@@ -46,6 +46,17 @@ def deploy(client, **spec):
     return r.json()
 
 
+def canary(client, candidate_args=None, steps=None, **criteria):
+    """Versions v1 and v2 of ``chat`` (v2's engine built with ``candidate_args``) and a canary."""
+    deploy(client, version="v1")
+    deploy(client, version="v2", engine_args=candidate_args or {})
+    r = client.put("/internal/models/chat/release", headers=ADMIN, json={
+        "model_id": "chat", "strategy": "canary", "stable": "v1", "candidate": "v2",
+        "steps": steps, "success_criteria": criteria})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def complete(client, headers=ADMIN, **body):
     return client.post("/v1/completions", json={"model": "chat", "prompt": "hello",
                                                 "max_tokens": 4, **body}, headers=headers)
@@ -184,13 +195,10 @@ def test_temperature_zero_answers_come_from_the_cache(env):
 # -- releases through the router -----------------------------------------------------------------
 def test_canary_rolls_back_when_injected_errors_fail_it(env):
     client, serving, router, clock = env
-    deploy(client, version="v1")
-    deploy(client, version="v2", engine_args={"error_rate": 1.0})
-    r = client.put("/internal/models/chat/release", headers=ADMIN, json={
-        "model_id": "chat", "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "steps": [{"weight": 50, "duration": "1m"}, {"weight": 100, "duration": 0}],
-        "success_criteria": {"error_rate": 0.2, "min_requests": 3}})
-    assert r.status_code == 200 and r.json()["weights"] == {"v1": 50, "v2": 50}
+    rel = canary(client, {"error_rate": 1.0}, [{"weight": 50, "duration": "1m"},
+                                               {"weight": 100, "duration": 0}],
+                 error_rate=0.2, min_requests=3)
+    assert rel["weights"] == {"v1": 50, "v2": 50}
     # the stable version is the rollback target while the canary runs
     assert_error(client.delete("/internal/deployments/chat--v1", headers=ADMIN), 409, "conflict")
     codes = [complete(client, prompt=f"p{i}").status_code for i in range(20)]
@@ -207,12 +215,8 @@ def test_canary_rolls_back_when_injected_errors_fail_it(env):
 
 def test_canary_advances_automatically_while_it_holds(env):
     client, serving, router, clock = env
-    deploy(client, version="v1")
-    deploy(client, version="v2")
-    client.put("/internal/models/chat/release", headers=ADMIN, json={
-        "model_id": "chat", "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "steps": [{"weight": 50, "duration": "10s"}, {"weight": 100, "duration": 0}],
-        "success_criteria": {"min_requests": 2}})
+    canary(client, None, [{"weight": 50, "duration": "10s"}, {"weight": 100, "duration": 0}],
+           min_requests=2)
     for i in range(10):
         assert complete(client, prompt=f"p{i}").status_code == 200
     serving.manager.tick()
