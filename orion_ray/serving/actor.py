@@ -112,17 +112,20 @@ def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:
     from ray.util.state import list_actors, list_placement_groups
 
     from .manager import APP_PREFIX
+    # this process's own cluster: without an address the state API looks for "the" local Ray
+    # and fails (or picks another) when the machine runs several
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     out: dict[str, float] = {}
     groups: Optional[dict] = None
-    for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
-                         timeout=timeout_s):
+    for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True,
+                         limit=10_000, timeout=timeout_s):
         # Serve names a replica's class "ServeReplica:<application>:<deployment>"
         if not (a.class_name or "").startswith(f"ServeReplica:{APP_PREFIX}"):
             continue
         if a.placement_group_id:
             if groups is None:
                 groups = {g.placement_group_id: g for g in list_placement_groups(
-                    detail=True, limit=10_000, timeout=timeout_s)}
+                    address=address, detail=True, limit=10_000, timeout=timeout_s)}
             group = groups.get(a.placement_group_id)
             for b in (group.bundles if group else []):
                 gpus = float((b.get("unit_resources") or {}).get("GPU", 0))
