@@ -50,6 +50,9 @@ def cmd_up(a) -> int:
         print(f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
               f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
               f"  Ray:        {info['ray_address']}")
+    if a.demo:
+        from .serving.cli import deploy_demo
+        deploy_demo(info["api_url"])
     return 0
 
 
@@ -203,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--address", help="attach to an existing Ray cluster (GCS address)")
     up.add_argument("--config", help="orion.yaml (default: ./orion.yaml if present)")
     up.add_argument("--port", type=int, help="API port (default 8000)")
+    up.add_argument("--demo", action="store_true",
+                    help="also serve SmolLM2-135M on CPU as the shared model 'smollm2' (/v1)")
     up.add_argument("--num-cpus", type=float)
     up.add_argument("--num-gpus", type=float)
     up.add_argument("--resources", help="JSON of custom resources for the local head")
@@ -254,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("id")
     lg.add_argument("--follow", "-f", action="store_true")
     lg.set_defaults(fn=cmd_logs)
+    from .serving.cli import add_commands  # deploy, deployments, scale, undeploy, release
+    add_commands(sub, out)
     return p
 
 

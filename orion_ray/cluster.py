@@ -224,6 +224,9 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
             [hash_key(api_key)], "orion up", config.orion.policy.model_dump(mode="json")),
             timeout=60)
 
+        from .serving.actor import deploy_manager
+        deploy_manager()  # model serving: deployments, releases, the serving GPU account
+
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
             serve.start(http_options={"host": api.host, "port": api.port})
@@ -289,7 +292,19 @@ def _stop_orion_on(address: str) -> None:
             serve.delete(APP_NAME)
         except Exception:
             pass
-        for name in (SCHEDULER_NAME, EXECUTOR_NAME):
+        from .serving.actor import MANAGER_NAME
+        from .serving.manager import APP_PREFIX
+        try:
+            for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
+                serve.delete(name)  # the model versions Orion deployed
+        except Exception:  # Serve not running: nothing of ours to delete
+            pass
+        try:
+            from .serving.deployer import RayKv
+            RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
+        except Exception:  # best effort, like the deletes above
+            pass
+        for name in (SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
             except ValueError:

@@ -145,7 +145,7 @@ class Metadata(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
-WorkloadType = Literal["task", "job"]
+WorkloadType = Literal["task", "job", "inference"]
 
 
 class WorkloadSpec(BaseModel):
@@ -170,6 +170,10 @@ class WorkloadSpec(BaseModel):
     max_retries: int = Field(0, ge=0, le=100)
     preemptible: bool = True
     metadata: Metadata = Field(default_factory=Metadata)
+    model_id: Optional[str] = Field(None, min_length=1, max_length=63,
+                                    pattern=r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$",
+                                    description="inference: the served model to ask")
+    input: Any = Field(None, description="inference: a prompt, {'text'|'prompt'|'messages', …}")
 
     @model_validator(mode="before")
     @classmethod
@@ -197,6 +201,13 @@ class WorkloadSpec(BaseModel):
                 raise ValueError("a job needs 'entrypoint' (a shell command)")
             if self.function is not None or self.args or self.kwargs:
                 raise ValueError("'function', 'args' and 'kwargs' belong to task workloads")
+        elif self.workload_type == "inference":
+            if not self.model_id or self.input is None:
+                raise ValueError("an inference needs 'model_id' and 'input'")
+            if self.function is not None or self.entrypoint is not None:
+                raise ValueError("'function' and 'entrypoint' do not belong to inference")
+        if self.workload_type != "inference" and (self.model_id or self.input is not None):
+            raise ValueError("'model_id' and 'input' belong to inference workloads")
         if self.resources is not None and self.bundles is not None:
             raise ValueError("give either 'resources' (one bundle) or 'bundles' (a gang), not both")
         # A stored spec was valid when accepted; its deadline may have passed since.

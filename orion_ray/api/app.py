@@ -143,6 +143,9 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         if p.tenant_id is not None and spec.metadata.tenant_id not in (None, p.tenant_id):
             raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
+        if spec.workload_type == "inference":  # the model must exist for this tenant (else 404)
+            from ..serving.routes import inference_task
+            spec = await inference_task(request, spec, tenant)
         return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
 
     @app.get("/api/v1/workloads/{workload_id}", tags=["workloads"])
@@ -237,4 +240,6 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    from ..serving.routes import install_serving  # /v1 (OpenAI), /internal/deployments, scale
+    install_serving(app, principal, admin)
     return app

@@ -75,3 +75,40 @@ def test_main_reports_orion_errors_in_one_line(monkeypatch, capsys):
     assert cli.main(["status", "wl-x"]) == 2
     err = capsys.readouterr().err
     assert err == "error: no workload 'wl-x' (id: unknown)\n"
+
+
+# -- serving commands ----------------------------------------------------------------------------
+def test_serving_commands_parse(parse):
+    from orion_ray.serving import cli as scli
+    assert parse(["deploy", "m.yaml"]).fn is scli.cmd_deploy
+    a = parse(["deployments", "--model", "m", "--tenant", "t", "-o", "json"])
+    assert (a.fn, a.model, a.tenant, a.output) == (scli.cmd_deployments, "m", "t", "json")
+    a = parse(["scale", "m", "--max", "4", "--min", "0", "--version", "v2"])
+    assert (a.fn, a.model, a.replicas, a.min, a.max, a.version) == (scli.cmd_scale, "m", None, 0,
+                                                                    4, "v2")
+    assert parse(["undeploy", "m--v1"]).id == "m--v1"
+    assert parse(["release", "m", "--rollback"]).rollback is True
+    assert parse(["up", "--demo"]).demo is True and parse(["up"]).demo is False
+    from orion_ray.serving.specs import DeploymentSpec
+    assert DeploymentSpec.model_validate(scli.DEMO_MODEL).engine == "cpu"
+
+
+def test_deploy_file_holds_deployments_and_releases():
+    from orion_ray.serving.cli import documents
+    deps, rels = documents("model_id: a\n---\nmodel_id: a\nstrategy: canary\n---\n"
+                           "deployments: [{model_id: b}, {model_id: b, version: v2}]\n"
+                           "release: {model_id: b, stable: v1}\n")
+    assert [d["model_id"] for d in deps] == ["a", "b", "b"]
+    assert [r["model_id"] for r in rels] == ["a", "b"]
+    with pytest.raises(SystemExit):
+        documents("- a\n- b\n")
+
+
+def test_the_readme_example_deploy_file_is_valid():
+    from pathlib import Path
+    from orion_ray.serving.cli import documents
+    from orion_ray.serving.specs import DeploymentSpec, ReleaseSpec
+    path = Path(__file__).resolve().parents[2] / "serve_apps/llm/examples/chat-canary.yaml"
+    deps, rels = documents(path.read_text())
+    assert [DeploymentSpec.model_validate(d).id for d in deps] == ["chat--v1", "chat--v2"]
+    assert ReleaseSpec.model_validate(rels[0]).steps[1].duration == 600

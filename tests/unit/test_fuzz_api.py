@@ -23,6 +23,9 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
+from serve_apps.llm.router import ModelRouter
+
+from .serving_fakes import LocalServing
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 MAX_EXAMPLES = 25  # per operation and generation mode
@@ -31,6 +34,10 @@ _DIR = tempfile.mkdtemp(prefix="orion-fuzz-")
 _STORE = SQLiteStore(f"{_DIR}/orion.db")
 APP = build_app(KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"}),
                 backend=Scheduler(_STORE, runtime=None))
+# Serving routes over an in-process manager (no Ray) whose versions run the test engine.
+_SERVING = LocalServing()
+APP.state.serving = _SERVING.client
+APP.state.model_router = ModelRouter(_SERVING.client, _SERVING.handle_of)
 
 # Real workloads for the per-workload routes (generated ids alone would only ever see a 404).
 SEEDS = [{"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 0.5}},

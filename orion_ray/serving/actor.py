@@ -1,0 +1,136 @@
+"""``orion-serving``: the deployment manager as a detached actor, with its reconcile loop.
+
+Every call is serialised by one lock (the loop's Serve calls run in a thread meanwhile), so the
+manager's dictionaries are never read half-changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import ray
+
+from ..errors import SchedulerUnavailable
+from .deployer import RayKv, ServeDeployer
+from .manager import DeploymentManager
+
+MANAGER_NAME = "orion-serving"
+NAMESPACE = "orion"
+log = logging.getLogger("orion.serving")
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=64)
+class ServingActor:
+    """The manager, its loop, and one entry point (``call``) for the API."""
+
+    def __init__(self, tick_s: float = 0.5, direct_prefix: Optional[str] = None):
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv())
+        self.tick_s = tick_s
+        self._lock = asyncio.Lock()
+        self._task: Optional[asyncio.Task] = None
+
+    async def ensure_started(self) -> bool:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with self._lock:
+                    await asyncio.to_thread(self.manager.tick)
+            except Exception:  # one bad tick (Serve restarting, say) never stops the loop
+                log.exception("serving tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Run one manager method (``OrionError``s travel back to the API as they are)."""
+        await self.ensure_started()  # after a restart of this actor, the first call restarts it
+        async with self._lock:
+            if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
+                return self.manager.dispatch(method, *args)
+            return await asyncio.to_thread(self.manager.dispatch, method, *args)
+
+
+def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
+    """Start (or find) the manager actor and its loop."""
+    actor = ServingActor.options(name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
+                                 get_if_exists=True).remote(tick_s, direct_prefix)
+    ray.get(actor.ensure_started.remote(), timeout=60)
+    return actor
+
+
+class ManagerClient:
+    """The manager actor as the API and routers call it; a missing actor is a 503."""
+
+    def __init__(self, handle=None):
+        self._handle = handle
+
+    def _actor(self):
+        if self._handle is None:
+            if not ray.is_initialized():
+                raise SchedulerUnavailable("model serving is not running (not on a Ray cluster)",
+                                           retry_after=2)
+            try:
+                self._handle = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+            except ValueError:
+                raise SchedulerUnavailable("model serving is not running (no orion-serving actor)",
+                                           retry_after=2) from None
+        return self._handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await self._actor().call.remote(method, *args)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            self._handle = None
+            raise SchedulerUnavailable(f"the serving manager is restarting ({type(exc).__name__})",
+                                       retry_after=1) from None
+
+    def report_nowait(self, samples: list) -> None:
+        """Send router outcomes without waiting (a lost batch only thins the canary's evidence)."""
+        try:
+            self._actor().call.remote("report", samples)
+        except Exception:
+            self._handle = None
+
+
+def serving_gpu_usage(timeout_s: float = 5.0) -> dict:
+    """GPUs held by serving replicas, for the scheduler's account of the cluster:
+    ``{"total", "by_tenant", "by_deployment"}``; all zero when serving is not running."""
+    try:
+        actor = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
+    return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
+
+
+def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:
+    """GPUs that live serving replicas hold on each node (node id → GPUs), read from Ray's state
+    API: what the scheduler's snapshot should take off a node's free capacity. A replica with a
+    tensor-parallel bundle set counts every GPU bundle of its placement group, where it stands."""
+    from ray.util.state import list_actors, list_placement_groups
+
+    from .manager import APP_PREFIX
+    # this process's own cluster: without an address the state API looks for "the" local Ray
+    # and fails (or picks another) when the machine runs several
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    out: dict[str, float] = {}
+    groups: Optional[dict] = None
+    for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True,
+                         limit=10_000, timeout=timeout_s):
+        # Serve names a replica's class "ServeReplica:<application>:<deployment>"
+        if not (a.class_name or "").startswith(f"ServeReplica:{APP_PREFIX}"):
+            continue
+        if a.placement_group_id:
+            if groups is None:
+                groups = {g.placement_group_id: g for g in list_placement_groups(
+                    address=address, detail=True, limit=10_000, timeout=timeout_s)}
+            group = groups.get(a.placement_group_id)
+            for b in (group.bundles if group else []):
+                gpus = float((b.get("unit_resources") or {}).get("GPU", 0))
+                if gpus and b.get("node_id"):
+                    out[b["node_id"]] = out.get(b["node_id"], 0.0) + gpus
+        elif (a.required_resources or {}).get("GPU"):
+            out[a.node_id] = out.get(a.node_id, 0.0) + float(a.required_resources["GPU"])
+    return out

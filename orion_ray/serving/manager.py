@@ -1,0 +1,387 @@
+"""The deployment manager's logic: deployments (one Serve application per model version), releases
+(traffic policy per model), events, stuck detection and the GPU account of serving.
+
+No Ray here: Serve sits behind a ``deployer`` and state persistence behind a ``kv`` passed in, and
+the clock is an argument, so tests drive it directly. ``actor.py`` runs it as a detached actor.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any, Callable, Optional, Protocol
+
+from ..errors import Conflict, NotFound, ValidationError
+from ..policy import traffic
+from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
+from .specs import DeploymentSpec, ReleaseSpec, ScaleRequest
+
+APP_PREFIX = "orion-llm-"
+MAX_EVENTS = 2000
+MAX_SAMPLES = 20_000
+
+
+def app_name(dep_id: str) -> str:
+    """The Serve application of a deployment."""
+    return APP_PREFIX + dep_id
+
+
+class Deployer(Protocol):
+    """What the manager needs of Ray Serve."""
+
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None: ...
+    def delete(self, app: str) -> None: ...
+    def statuses(self) -> dict[str, dict]: ...  # app → {"status", "message", "running"}
+
+
+class Kv(Protocol):
+    def load(self) -> Optional[dict]: ...
+    def save(self, state: dict) -> None: ...
+
+
+class MemoryKv:
+    """State kept in memory only (tests)."""
+
+    def __init__(self):
+        self.state: Optional[dict] = None
+
+    def load(self) -> Optional[dict]:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        self.state = state
+
+
+class MemoryDeployer:
+    """A deployer that records what it was asked and reports the statuses it is given (tests and
+    dry runs): ``statuses_by_app[app] = {"status": "RUNNING", "message": "", "running": 1}``."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.statuses_by_app: dict[str, dict] = {}
+
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
+        self.calls.append(("deploy", app, restart_nonce, spec))
+        self.statuses_by_app.setdefault(app, {"status": "DEPLOYING", "message": "", "running": 0})
+
+    def delete(self, app: str) -> None:
+        self.calls.append(("delete", app))
+        self.statuses_by_app.pop(app, None)
+
+    def statuses(self) -> dict[str, dict]:
+        return dict(self.statuses_by_app)
+
+
+_SERVE_STATUS = {"RUNNING": "healthy", "DEPLOYING": "deploying", "DEPLOY_FAILED": "failed",
+                 "UNHEALTHY": "unhealthy", "DELETING": "deleting", "NOT_STARTED": "pending"}
+
+
+class DeploymentManager:
+    """Desired state of every model deployment and release; ``tick`` reconciles and advances."""
+
+    def __init__(self, deployer: Deployer, kv: Optional[Kv] = None,
+                 clock: Callable[[], float] = time.time):
+        self.deployer = deployer
+        self.kv = kv or MemoryKv()
+        self.clock = clock
+        self.deployments: dict[str, dict] = {}   # id → {"spec", "since", "restarts", "nonce", ...}
+        self.releases: dict[str, dict] = {}      # model_id → {"spec": ReleaseSpec, "state"}
+        self.events: deque = deque(maxlen=MAX_EVENTS)
+        self.samples: dict[tuple[str, str], deque] = {}
+        self._load()
+
+    def dispatch(self, method: str, *args: Any) -> Any:
+        """Run a public method by name, its JSON arguments parsed (how the API calls it)."""
+        if method.startswith("_") or method not in _METHODS:
+            raise NotFound(f"no manager method {method}")
+        if method == "scale":
+            args = (args[0], ScaleRequest.model_validate(args[1]))
+        elif method == "create":
+            args = (DeploymentSpec.model_validate(args[0]),)
+        elif method == "set_release":
+            args = (ReleaseSpec.model_validate(args[0]),)
+        return getattr(self, method)(*args)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        saved = self.kv.load()
+        if not saved:
+            return
+        for d in saved.get("deployments", []):
+            d["spec"] = DeploymentSpec.model_validate(d["spec"])
+            self.deployments[d["spec"].id] = d
+        for r in saved.get("releases", []):
+            self.releases[r["spec"]["model_id"]] = {
+                "spec": ReleaseSpec.model_validate(r["spec"]),
+                "state": traffic.ReleaseState(**r["state"])}
+        self.events.extend(saved.get("events", []))
+
+    def _save(self) -> None:
+        self.kv.save({
+            "deployments": [{**d, "spec": d["spec"].model_dump(mode="json")}
+                            for d in self.deployments.values()],
+            "releases": [{"spec": r["spec"].model_dump(mode="json"), "state": asdict(r["state"])}
+                         for r in self.releases.values()],
+            "events": list(self.events)[-200:]})
+
+    def _event(self, model_id: str, kind: str, message: str, at: Optional[float] = None,
+               **extra: Any) -> None:
+        self.events.append({"at": at if at is not None else self.clock(), "model_id": model_id,
+                            "kind": kind, "message": message, **extra})
+
+    # -- deployments ---------------------------------------------------------------------------
+    def create(self, spec: DeploymentSpec) -> dict:
+        """Deploy one model version (409 if it exists, or if the model belongs to another tenant)."""
+        if spec.id in self.deployments:
+            raise Conflict(f"deployment {spec.id} exists (undeploy it, or deploy a new version)")
+        for d in self.deployments.values():
+            if d["spec"].model_id == spec.model_id and d["spec"].tenant_id != spec.tenant_id:
+                raise Conflict(f"model {spec.model_id} belongs to tenant "
+                               f"{d['spec'].tenant_id or '(shared)'}; versions share one owner")
+        rec = {"spec": spec, "since": self.clock(), "restarts": 0, "nonce": 0,
+               "status": "pending", "message": "", "running": 0}
+        self._deploy(spec, 0)
+        self.deployments[spec.id] = rec
+        self._event(spec.model_id, "deployed", f"{spec.id}: engine {spec.engine}, "
+                    f"{self._scale_text(spec)}, {spec.gpus():g} GPU per replica")
+        self._save()
+        return self.view(spec.id)
+
+    def _deploy(self, spec: DeploymentSpec, nonce: int) -> None:
+        """Hand a spec to Serve; a refusal is the request's fault (422), never a 500."""
+        try:
+            self.deployer.deploy(spec, app_name(spec.id), nonce)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(f"Ray Serve refused deployment {spec.id}", [
+                {"field": "spec", "problem": str(exc)[:500]}]) from None
+
+    @staticmethod
+    def _scale_text(spec: DeploymentSpec) -> str:
+        if spec.autoscaling:
+            a = spec.autoscaling
+            return f"autoscaling {a.min_replicas}..{a.max_replicas}"
+        return f"{spec.replicas if spec.replicas is not None else 1} replicas"
+
+    def _get(self, dep_id: str) -> dict:
+        rec = self.deployments.get(dep_id)
+        if rec is None:
+            raise NotFound(f"no deployment {dep_id}")
+        return rec
+
+    def view(self, dep_id: str) -> dict:
+        """A deployment as the API shows it."""
+        rec = self._get(dep_id)
+        spec: DeploymentSpec = rec["spec"]
+        return {"id": dep_id, "model_id": spec.model_id, "version": spec.version,
+                "engine": spec.engine, "tenant_id": spec.tenant_id, "status": rec["status"],
+                "message": rec["message"], "running_replicas": rec["running"],
+                "restarts": rec["restarts"], "app": app_name(dep_id),
+                "gpus_per_replica": spec.gpus(), "since": rec["since"],
+                "spec": spec.model_dump(mode="json")}
+
+    def list(self, model_id: Optional[str] = None, tenant_id: Optional[str] = None,
+             status: Optional[str] = None) -> list[dict]:
+        out = [self.view(i) for i in sorted(self.deployments)]
+        return [d for d in out if (model_id is None or d["model_id"] == model_id)
+                and (tenant_id is None or d["tenant_id"] == tenant_id)
+                and (status is None or d["status"] == status)]
+
+    def delete(self, dep_id: str) -> dict:
+        """Undeploy a version; refused (409) while a release sends it traffic."""
+        rec = self._get(dep_id)
+        spec: DeploymentSpec = rec["spec"]
+        rel = self.releases.get(spec.model_id)
+        last = not any(d["spec"].model_id == spec.model_id and i != dep_id
+                       for i, d in self.deployments.items())
+        # a version is needed while it takes traffic, or while a release may roll back to it
+        if rel is not None and not last and (
+                rel["state"].weights.get(spec.version, 0) > 0
+                or (rel["spec"].stable == spec.version
+                    and rel["state"].phase in (traffic.RUNNING, traffic.TESTING))):
+            raise Conflict(f"{dep_id} takes traffic in model {spec.model_id}'s release; "
+                           "change the release first (or undeploy the other versions)")
+        self.deployer.delete(app_name(dep_id))
+        del self.deployments[dep_id]
+        if not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()):
+            self.releases.pop(spec.model_id, None)
+        self._event(spec.model_id, "undeployed", dep_id)
+        self._save()
+        return {"id": dep_id, "status": "deleted"}
+
+    def restart(self, dep_id: str, why: str = "by request") -> dict:
+        """Replace every replica (a new nonce makes Serve roll them)."""
+        rec = self._get(dep_id)
+        rec["nonce"] += 1
+        rec["restarts"] += 1
+        rec["since"] = self.clock()
+        rec["status"] = "deploying"
+        self._deploy(rec["spec"], rec["nonce"])
+        self._event(rec["spec"].model_id, "restarted", f"{dep_id}: {why}")
+        self._save()
+        return self.view(dep_id)
+
+    def scale(self, model_id: str, req: ScaleRequest) -> list[dict]:
+        """New replica count or autoscaling bounds for a model's versions."""
+        recs = [r for r in self.deployments.values() if r["spec"].model_id == model_id
+                and (req.version is None or r["spec"].version == req.version)]
+        if not recs:
+            raise NotFound(f"no deployment of model {model_id}"
+                           + (f" version {req.version}" if req.version else ""))
+        out = []
+        for rec in recs:
+            spec = rec["spec"].model_copy(update={"replicas": req.replicas,
+                                                  "autoscaling": req.autoscaling})
+            self._deploy(spec, rec["nonce"])
+            rec["spec"] = spec
+            self._event(model_id, "scaled", f"{rec['spec'].id}: {self._scale_text(rec['spec'])}")
+            out.append(self.view(rec["spec"].id))
+        self._save()
+        return out
+
+    # -- releases ------------------------------------------------------------------------------
+    def set_release(self, spec: ReleaseSpec) -> dict:
+        """Apply a release; every version it names must be deployed (422 naming the one missing)."""
+        deployed = {d["spec"].version for d in self.deployments.values()
+                    if d["spec"].model_id == spec.model_id}
+        if not deployed:
+            raise NotFound(f"no deployment of model {spec.model_id}")
+        for v in sorted(spec.versions()):
+            if v not in deployed:
+                raise ValidationError("release names a version that is not deployed", [
+                    {"field": "versions", "problem": f"{spec.model_id} has no version {v!r} "
+                     f"(deployed: {', '.join(sorted(deployed))})"}])
+        now = self.clock()
+        state, events = traffic.start(spec, now)
+        self.releases[spec.model_id] = {"spec": spec, "state": state}
+        for v in spec.versions():
+            self.samples.pop((spec.model_id, v), None)
+        self._record(events)
+        self._save()
+        return self.release_view(spec.model_id)
+
+    def rollback(self, model_id: str) -> dict:
+        rel = self._release(model_id)
+        rel["state"], events = traffic.rollback(rel["spec"], rel["state"], self.clock())
+        self._record(events)
+        self._save()
+        return self.release_view(model_id)
+
+    def _release(self, model_id: str) -> dict:
+        rel = self.releases.get(model_id)
+        if rel is None:
+            raise NotFound(f"model {model_id} has no release")
+        return rel
+
+    def _record(self, events: list[traffic.Event]) -> None:
+        for e in events:
+            self._event(e.model_id, e.kind, e.message, at=e.at, weights=dict(e.weights))
+
+    def release_view(self, model_id: str) -> dict:
+        rel = self._release(model_id)
+        spec, state = rel["spec"], rel["state"]
+        return {"model_id": model_id, "strategy": spec.strategy, "phase": state.phase,
+                "step": state.step, "weights": dict(state.weights),
+                "stats": {v: asdict(self._stats(model_id, v, 0.0)) for v in spec.versions()},
+                "spec": spec.model_dump(mode="json")}
+
+    def list_events(self, model_id: Optional[str] = None, limit: int = 100) -> list[dict]:
+        out = [e for e in self.events if model_id is None or e["model_id"] == model_id]
+        return out[-limit:][::-1]
+
+    # -- outcomes, from the routers ------------------------------------------------------------
+    def report(self, samples: list[tuple[str, str, bool, float]]) -> None:
+        """``(model_id, version, ok, latency_s)`` outcomes seen by a router since its last report."""
+        now = self.clock()
+        for model_id, version, ok, latency in samples:
+            q = self.samples.setdefault((model_id, version), deque(maxlen=MAX_SAMPLES))
+            q.append((now, bool(ok), float(latency)))
+
+    def _stats(self, model_id: str, version: str, since: float) -> traffic.Stats:
+        q = self.samples.get((model_id, version), ())
+        return traffic.Stats.of((ok, lat) for t, ok, lat in q if t >= since)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Reconcile statuses, restart stuck deployments, advance or roll back releases."""
+        if not self.deployments:  # idle Orion: no Serve calls twice a second
+            return
+        now = self.clock()
+        self.refresh_status()
+        health = [DeploymentHealth(i, r["status"] == "healthy", r["since"],
+                                   r["spec"].ready_deadline) for i, r in self.deployments.items()]
+        for dep_id in stuck(health, now):
+            rec = self.deployments[dep_id]
+            self._event(rec["spec"].model_id, "stuck",
+                        f"{dep_id} not healthy {now - rec['since']:.0f}s after deploy "
+                        f"(status {rec['status']}: {rec['message'][:200]})")
+            self.restart(dep_id, "stuck: not healthy within its deadline")
+        changed = False
+        for model_id, rel in self.releases.items():
+            spec, state = rel["spec"], rel["state"]
+            if not spec.candidate:
+                continue
+            stats = self._stats(model_id, spec.candidate, state.since)
+            rel["state"], events = traffic.evaluate(spec, state, stats, now)
+            self._record(events)
+            changed = changed or bool(events)
+        if changed:
+            self._save()
+
+    def refresh_status(self) -> None:
+        statuses = self.deployer.statuses()
+        for dep_id, rec in self.deployments.items():
+            s = statuses.get(app_name(dep_id))
+            if s is None:
+                rec["status"], rec["running"] = "pending", 0
+                continue
+            rec["status"] = _SERVE_STATUS.get(s["status"], s["status"].lower())
+            rec["message"], rec["running"] = s.get("message", ""), s.get("running", 0)
+
+    # -- what routers and the scheduler read ---------------------------------------------------
+    def routing_table(self) -> dict[str, dict]:
+        """Per model: owner, versions → Serve app, live weights, and the release spec."""
+        table: dict[str, dict] = {}
+        for rec in sorted(self.deployments.values(), key=lambda r: r["since"]):
+            spec: DeploymentSpec = rec["spec"]
+            m = table.setdefault(spec.model_id, {"tenant_id": spec.tenant_id, "versions": {},
+                                                 "weights": {spec.version: 100.0},
+                                                 "release": None})
+            m["versions"][spec.version] = app_name(spec.id)
+        for model_id, rel in self.releases.items():
+            if model_id in table:
+                table[model_id]["weights"] = dict(rel["state"].weights)
+                table[model_id]["release"] = rel["spec"].model_dump(mode="json")
+        return table
+
+    def gpu_usage(self) -> dict:
+        """GPUs that serving replicas hold, per deployment and per tenant (shared models count
+        under ``"shared"``). Running replicas count; a deployment not yet running counts what it
+        asks for, so a pending scale-up is not promised to batch work meanwhile."""
+        by_dep = {}
+        for dep_id, rec in self.deployments.items():
+            spec: DeploymentSpec = rec["spec"]
+            desired = (spec.autoscaling.min_replicas if spec.autoscaling
+                       else (spec.replicas if spec.replicas is not None else 1))
+            n = max(rec["running"], desired)
+            by_dep[dep_id] = (spec.tenant_id or "shared", n, spec.gpus())
+        by_tenant = gpu_totals(by_dep)
+        return {"total": sum(by_tenant.values()), "by_tenant": by_tenant,
+                "by_deployment": {i: {"tenant_id": t, "replicas": n, "gpus_per_replica": g,
+                                      "gpus": n * g} for i, (t, n, g) in by_dep.items()}}
+
+
+_METHODS = {"create", "view", "list", "delete", "restart", "scale", "set_release", "rollback",
+            "release_view", "list_events", "report", "routing_table", "gpu_usage"}
+
+
+class LocalManagerClient:
+    """A manager in this process, with the actor client's interface (tests, no Ray)."""
+
+    def __init__(self, manager: DeploymentManager):
+        self.manager = manager
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return self.manager.dispatch(method, *args)
+
+    def report_nowait(self, samples: list) -> None:
+        self.manager.report(samples)

@@ -1,0 +1,1 @@
+"""Ray Serve applications for model serving (see README.md here)."""
