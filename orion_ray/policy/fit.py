@@ -20,6 +20,9 @@ class NodeView:
     total: dict[str, float] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     schedulable: bool = True
+    # What Ray reports free on the node (None: unknown); with Orion's own holds it tells what
+    # others (Serve replicas, plain Ray work) use there.
+    available: Optional[dict[str, float]] = None
 
 
 def _fits(free: Mapping[str, float], bundle: Mapping[str, float]) -> bool:

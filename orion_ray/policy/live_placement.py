@@ -54,6 +54,40 @@ def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequ
                          gpu_types=frozenset([gpu_type]) if gpu_type and num else None)
 
 
+def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held]) -> list[Held]:
+    """What others hold on each node (Serve replicas, plain Ray work): total minus what Ray reports
+    free minus what Orion holds, as held bundles so that one GPU account covers them all.
+
+    A group Orion just asked for and Ray has not reserved yet would make this negative: it is
+    clamped at zero. A group Orion just released may still count for a moment: a conservative error.
+    GPUs are split into whole GPUs and a shared remainder (its device unknown: Ray's rule).
+    """
+    mine: dict[str, dict[str, float]] = {}
+    for h in held:
+        m = mine.setdefault(h.node_id, {})
+        for k, v in h.bundle.items():
+            m[k] = m.get(k, 0.0) + v
+    out: list[Held] = []
+    for n in nodes:
+        if n.available is None:
+            continue
+        m = mine.get(n.node_id, {})
+        used = {k: n.total.get(k, 0.0) - n.available.get(k, 0.0) - m.get(k, 0.0)
+                for k in STANDARD}
+        cpu, mem, gpu = (max(0.0, used[k]) for k in ("CPU", "memory", "GPU"))
+        gpu = round(gpu, 4)
+        if cpu < 1e-6 and mem < 1e-6 and gpu < 1e-6:
+            continue
+        whole, part = int(gpu), round(gpu - int(gpu), 4)
+        first = {"CPU": cpu, "memory": mem}
+        if whole:
+            first["GPU"] = float(whole)
+        out.append(Held(n.node_id, {k: v for k, v in first.items() if v > 1e-6}))
+        if part > 1e-6:
+            out.append(Held(n.node_id, {"GPU": part}))
+    return out
+
+
 class _FirstFit(Policy):
     """Every feasible node scores the same: enough to ask "does it fit at all?"."""
 

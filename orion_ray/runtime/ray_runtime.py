@@ -86,9 +86,15 @@ class RayRuntime:
         now = time.monotonic()
         if self._nodes_cache is None or now - self._nodes_cache[0] > NODES_TTL_S:
             self._nodes_cache = (now, self._read_nodes())
-        return [NodeView(n.node_id, dict(n.free), n.total, n.labels) for n in self._nodes_cache[1]]
+        return [NodeView(n.node_id, dict(n.free), n.total, n.labels, available=n.available)
+                for n in self._nodes_cache[1]]
 
     def _read_nodes(self) -> list[NodeView]:
+        from ray._private.state import available_resources_per_node
+        try:
+            available = available_resources_per_node()
+        except Exception:  # an older or busy GCS: Orion's own accounting still holds
+            available = {}
         out = []
         for n in ray.nodes():
             if not n.get("Alive"):
@@ -96,8 +102,11 @@ class RayRuntime:
             total = {k: float(v) for k, v in n.get("Resources", {}).items()
                      if not k.startswith("node:") and "_group_" not in k
                      and k != "object_store_memory"}
+            avail = available.get(n["NodeID"])
             out.append(NodeView(node_id=n["NodeID"], free=dict(total), total=total,
-                                labels=dict(n.get("Labels") or {})))
+                                labels=dict(n.get("Labels") or {}),
+                                available={k: float(v) for k, v in avail.items()}
+                                if avail is not None else None))
         return out
 
     # -- placement groups ----------------------------------------------------------------------

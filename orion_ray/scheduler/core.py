@@ -24,7 +24,8 @@ from ..policy import retry_delay
 from ..models import iso
 from ..policy.admission import plan_cycle
 from ..policy.fairshare import FairShare
-from ..policy.live_placement import Held, LivePlacer, bundle_request, placement_record
+from ..policy.live_placement import (Held, LivePlacer, bundle_request, outside_orion,
+                                     placement_record)
 from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
@@ -231,6 +232,7 @@ class Scheduler:
         """The live cluster as the placement engine sees it: nodes minus every held bundle."""
         nodes = self.runtime.nodes() if self.runtime is not None else []  # no cluster: no nodes
         held = [h for hs in self.reservations.values() for h in hs]
+        held += outside_orion(nodes, held)
         by_id = {n.node_id: n for n in nodes}
         for h in held:
             n = by_id.get(h.node_id)

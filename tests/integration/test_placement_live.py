@@ -6,6 +6,7 @@ them finish, so the snapshot can be compared with what Ray actually assigned whi
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 
 import pytest
@@ -81,3 +82,28 @@ def test_gang_bundles_land_on_the_engines_nodes(orion, tmp_path):
     assert orion.wait(wid)["status"] == "completed"
     text = ray.get(orion.actor.metrics_text.remote(), timeout=30)
     assert _metric(text, "orion_placement_bundles_total", level="node", matched="false") == 0
+
+
+def test_gpus_held_outside_orion_are_in_the_same_account(orion):
+    """A plain Ray group (as a Serve replica would) holds 3 of the H100 node's GPUs: a 2-GPU H100
+    workload waits for capacity instead of being admitted onto them, and runs once they are freed."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    h100 = [n["NodeID"] for n in ray.nodes()
+            if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+    other = placement_group([{"GPU": 3.0, "CPU": 0.1}],
+                            bundle_label_selector=[{"ray.io/node-id": h100}])
+    ray.get(other.ready(), timeout=60)
+    time.sleep(1.5)  # Orion's node view is at most 1 s old (earlier, its readiness timeout acts)
+    try:
+        wid = orion.submit({"workload_type": "task", "function": "math:factorial", "args": [3],
+                            "resources": {"cpu": 0.1, "gpu": 2, "gpu_type": "H100"}})
+        w = wait_for(lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30,
+                     what="a reason")
+        assert w["status"] == "queued" and "free resources" in w["reason"], w
+        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
+        row = next(r for r in frag["nodes"] if r["node_id"] == h100)
+        assert row["free_gpus"] == 1.0, row
+    finally:
+        remove_placement_group(other)
+    assert orion.wait(wid)["status"] == "completed"
