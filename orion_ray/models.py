@@ -218,6 +218,11 @@ class WorkloadSpec(BaseModel):
                 raise ValueError("deadline is in the past")
         return self
 
+    @property
+    def runs_as_task(self) -> bool:
+        """Task and inference workloads run as a Ray task in bundle 0; jobs through the Jobs API."""
+        return self.workload_type != "job"
+
     def gang(self) -> list[Resources]:
         """The bundles this workload reserves (a single default bundle when none were given)."""
         if self.bundles:

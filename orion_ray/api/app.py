@@ -145,7 +145,10 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
         if spec.workload_type == "inference":  # the model must exist for this tenant (else 404)
             from ..serving.routes import inference_task
-            spec = await inference_task(request, spec, tenant)
+            task = await inference_task(request, spec, tenant)  # checks the model and the input
+            # kept as an inference workload; the scheduler runs it as that task
+            spec = spec.model_copy(update={"resources": task.resources,
+                                           "metadata": task.metadata})
         return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
 
     @app.get("/api/v1/workloads/{workload_id}", tags=["workloads"])

@@ -293,9 +293,13 @@ class Scheduler:
         bundle = spec.gang()[0].ray_bundle()
         held = await self._realised(w, pg)
         nodes = [h.node_id for h in held]
-        if spec.workload_type == "task":
-            await self.runtime.start_task(w.workload_id, w.attempt, spec.function, spec.args,
-                                          spec.kwargs, bundle, spec.runtime_env,
+        if spec.runs_as_task:
+            task = spec
+            if spec.workload_type == "inference":  # the task that asks the served model
+                from ..serving.inference import as_task
+                task = as_task(spec, w.tenant_id)
+            await self.runtime.start_task(w.workload_id, w.attempt, task.function, task.args,
+                                          task.kwargs, bundle, task.runtime_env,
                                           self.config.max_result_bytes, self.config.max_log_bytes)
         else:
             metadata = {"orion_workload_id": w.workload_id, "orion_tenant": w.tenant_id,
@@ -341,7 +345,7 @@ class Scheduler:
     async def _watch(self, w: Workload) -> None:
         timeout = w.spec.timeout_s
         deadline = None if timeout is None else (w.started_at or self.clock()) + timeout
-        if w.spec.workload_type == "task":
+        if w.spec.runs_as_task:
             await self._watch_task(w, deadline)
         else:
             await self._watch_job(w, deadline)
@@ -424,7 +428,7 @@ class Scheduler:
     async def _stop_preempted(self, w: Workload, for_wid: str) -> None:
         wid, grace = w.workload_id, self.policy_config.preemption.grace_period_s
         try:
-            if w.spec.workload_type == "task":
+            if w.spec.runs_as_task:
                 await self.runtime.stop_task(wid, w.attempt, grace)
             else:
                 await self.runtime.stop_job(wid, w.attempt)
@@ -620,7 +624,7 @@ class Scheduler:
         holding = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)
         if was in holding:  # a launch may be in flight when starting; a stop when preempted
             self.stopping.discard(workload_id)
-            if w.spec.workload_type == "task":
+            if w.spec.runs_as_task:
                 await self.runtime.cancel_task(workload_id, w.attempt)
             else:
                 await self.runtime.stop_job(workload_id, w.attempt)

@@ -37,7 +37,7 @@ async def recover(s: "Scheduler") -> dict[str, int]:
         s.observe(w)
         wid = w.workload_id
         if w.status == Status.PREEMPTED:  # its stop was under way: finish it, a new attempt
-            if w.spec.workload_type == "task":
+            if w.spec.runs_as_task:
                 await s.runtime.cancel_task(wid, w.attempt)
             else:
                 await s.runtime.stop_job(wid, w.attempt)
@@ -53,7 +53,7 @@ async def recover(s: "Scheduler") -> dict[str, int]:
                 s.runtime.remove_pg(wid)
             counts["queued"] += 1
             continue
-        if w.spec.workload_type == "task":
+        if w.spec.runs_as_task:
             alive = f"{wid}:{w.attempt}" in task_runs
         else:
             state = job_states.get(wid)

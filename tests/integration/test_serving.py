@@ -219,7 +219,7 @@ def test_inference_workload_runs_against_the_deployment(api):
         api.get(f"/api/v1/workloads/{wid}").json()), 90, 0.3, "the inference to finish")
     assert done["status"] == "completed", done
     assert done["result"]["output"] == "positive" and done["result"]["version"] == "v1"
-    assert done["tenant_id"] == "acme"
+    assert done["tenant_id"] == "acme" and done["workload_type"] == "inference"
     undeploy(api, "sentiment-v2--v1")
 
 

@@ -8,7 +8,7 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.models import WorkloadSpec
 from orion_ray.scheduler import Scheduler
-from orion_ray.serving.inference import RUNNER, request_of
+from orion_ray.serving.inference import RUNNER, as_task, request_of
 from orion_ray.store import SQLiteStore
 from serve_apps.llm.router import ModelRouter
 
@@ -44,8 +44,10 @@ def test_inference_is_queued_as_the_task_that_asks_the_model(client):
     w = client.get(f"/api/v1/workloads/{r.json()['workload_id']}", headers=ACME).json()
     assert w["tenant_id"] == "acme" and w["priority"] == "high" and w["status"] == "queued"
     spec = client.app.state.backend._lookup(w["workload_id"], None).spec
-    assert spec.workload_type == "task" and spec.function == RUNNER
-    assert spec.kwargs == {"kind": "completion", "tenant_id": "acme", "body": {
+    assert spec.workload_type == "inference" and w["workload_type"] == "inference"
+    task = as_task(spec, "acme")  # what the scheduler launches
+    assert task.workload_type == "task" and task.function == RUNNER
+    assert task.kwargs == {"kind": "completion", "tenant_id": "acme", "body": {
         "model": "sentiment-v2", "prompt": "This product is amazing!", "max_tokens": 8}}
     assert spec.metadata.labels["orion_kind"] == "inference" and spec.resources.cpu == 0.1
 
