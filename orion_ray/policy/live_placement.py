@@ -54,13 +54,16 @@ def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequ
                          gpu_types=frozenset([gpu_type]) if gpu_type and num else None)
 
 
-def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held]) -> list[Held]:
+def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
+                  claims: Optional[Mapping[str, Mapping[str, float]]] = None) -> list[Held]:
     """What others hold on each node (Serve replicas, plain Ray work): total minus what Ray reports
     free minus what Orion holds, as held bundles so that one GPU account covers them all.
 
     A group Orion just asked for and Ray has not reserved yet would make this negative: it is
     clamped at zero. A group Orion just released may still count for a moment: a conservative error.
     GPUs are split into whole GPUs and a shared remainder (its device unknown: Ray's rule).
+    ``claims`` (node → resources) is capacity promised to such work that may not show as used yet
+    (a Serve replica Orion made room for): a node holds the larger of the two.
     """
     mine: dict[str, dict[str, float]] = {}
     for h in held:
@@ -69,11 +72,13 @@ def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held]) -> list[Held]
             m[k] = m.get(k, 0.0) + v
     out: list[Held] = []
     for n in nodes:
-        if n.available is None:
+        claim = (claims or {}).get(n.node_id, {})
+        if n.available is None and not claim:
             continue
         m = mine.get(n.node_id, {})
-        used = {k: n.total.get(k, 0.0) - n.available.get(k, 0.0) - m.get(k, 0.0)
-                for k in STANDARD}
+        avail = n.available if n.available is not None else n.total
+        used = {k: max(n.total.get(k, 0.0) - avail.get(k, 0.0) - m.get(k, 0.0),
+                       claim.get(k, 0.0)) for k in STANDARD}
         cpu, mem, gpu = (max(0.0, used[k]) for k in ("CPU", "memory", "GPU"))
         gpu = round(gpu, 4)
         if cpu < 1e-6 and mem < 1e-6 and gpu < 1e-6:

@@ -73,6 +73,11 @@ class SchedulerActor:
         await self.ensure_started()
         return await self.scheduler.tenant_list()
 
+    async def make_room(self, bundles: list, tenant_id=None, priority: str = "high",
+                        who: str = "serving") -> dict:
+        await self.ensure_started()
+        return await self.scheduler.make_room(bundles, tenant_id, priority, who)
+
     async def fragmentation(self) -> dict:
         await self.ensure_started()
         return await self.scheduler.fragmentation()

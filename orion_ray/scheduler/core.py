@@ -72,6 +72,8 @@ class Scheduler:
         self._cands: dict[str, Any] = {}
         self._forecast: Optional[tuple[float, int, dict]] = None
         self._version = 0  # bumped on every status change (forecast cache key)
+        # capacity preempted for work outside Orion (a Serve replica): (expiry, node, resources)
+        self.claims: list[tuple[float, str, dict[str, float]]] = []
         self.cycles = 0
         self.last_cycle: dict[str, Any] = {}
         self.started_at: Optional[float] = None
@@ -232,7 +234,7 @@ class Scheduler:
         """The live cluster as the placement engine sees it: nodes minus every held bundle."""
         nodes = self.runtime.nodes() if self.runtime is not None else []  # no cluster: no nodes
         held = [h for hs in self.reservations.values() for h in hs]
-        held += outside_orion(nodes, held)
+        held += outside_orion(nodes, held, self._live_claims())
         by_id = {n.node_id: n for n in nodes}
         for h in held:
             n = by_id.get(h.node_id)
@@ -240,6 +242,69 @@ class Scheduler:
                 for k, v in h.bundle.items():
                     n.free[k] = n.free.get(k, 0.0) - v
         return LivePlacer(self.placement_policy, nodes, held)
+
+    def _live_claims(self) -> dict[str, dict[str, float]]:
+        now = self.clock()
+        self.claims = [c for c in self.claims if c[0] > now]
+        out: dict[str, dict[str, float]] = {}
+        for _, node, res in self.claims:
+            mine = out.setdefault(node, {})
+            for k, v in res.items():
+                mine[k] = mine.get(k, 0.0) + v
+        return out
+
+    async def make_room(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
+                        priority: str = "high", who: str = "serving",
+                        hold_s: float = 120.0) -> dict[str, Any]:
+        """Make room for work Orion does not launch itself (a Serve replica per bundle): where a
+        bundle does not fit, preempt lower-class batch work exactly as for a queued workload of
+        ``priority``, and keep the freed capacity from batch work for ``hold_s`` (until Ray shows
+        it used). Returns the bundles that already fit, the victims, and what cannot be made."""
+        from ..models import Priority
+        from ..policy.admission import Candidate, choose_victims
+        from ..policy.quota import QuotaBook, demand_of
+        try:
+            rank = Priority(priority).rank
+        except ValueError:
+            raise ValidationError("unknown priority class", [
+                {"field": "priority", "problem": f"{priority!r} is not a priority class"}]) from None
+        now = self.clock()
+        placer = self._placer()
+        running = bridge.running_items(self, now)
+        pool = [r for r in running if not r.stopping]
+        quota = QuotaBook(self.policy.tenants, {})
+        fits = preempted = unplaceable = 0
+        victims_all: list[str] = []
+        for i, bundle in enumerate(bundles):
+            b = {k: float(v) for k, v in bundle.items() if v}
+            placed = placer.place([b], [None], "PACK")
+            if placed is None:
+                c = Candidate(f"room-{i}", tenant_id or "default", rank, 0, [b], [None], "PACK",
+                              demand_of([b], [None]), now)
+                victims = choose_victims(placer, c, pool, quota, self.policy, now)
+                if not victims:
+                    unplaceable += 1
+                    continue
+                for v in victims:
+                    placer.release(v.held)
+                    self._preempt(self.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
+                    victims_all.append(v.workload_id)
+                ids = {v.workload_id for v in victims}
+                pool = [r for r in pool if r.workload_id not in ids]
+                placed = placer.place([b], [None], "PACK")
+                if placed is None:
+                    unplaceable += 1
+                    continue
+                preempted += 1
+                self.claims.append((now + hold_s, placed[0].node_id, dict(b)))
+            else:
+                fits += 1
+            placer.commit(placed)
+        if victims_all:
+            self.store.audit(who, "make_room", None, {"tenant_id": tenant_id,
+                                                      "victims": victims_all}, now)
+        return {"fit": fits, "made_room": preempted, "unplaceable": unplaceable,
+                "preempted": victims_all}
 
     def observe(self, w: Workload) -> None:
         """Let the placement policy learn the request mix from a workload's bundles."""

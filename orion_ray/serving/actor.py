@@ -25,7 +25,8 @@ class ServingActor:
     """The manager, its loop, and one entry point (``call``) for the API."""
 
     def __init__(self, tick_s: float = 0.5, direct_prefix: Optional[str] = None):
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv())
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(),
+                                         room=_room_from_scheduler)
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -103,6 +104,16 @@ def serving_gpu_usage(timeout_s: float = 5.0) -> dict:
     except ValueError:
         return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
     return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
+
+
+def _room_from_scheduler(bundles: list, tenant_id) -> Optional[dict]:
+    """Ask Orion's scheduler to make room for GPU replicas (``None`` when it is not running)."""
+    from ..scheduler.actor import get_scheduler
+    try:
+        scheduler = get_scheduler()
+    except ValueError:
+        return None
+    return ray.get(scheduler.make_room.remote(bundles, tenant_id, "high", "serving"), timeout=30)
 
 
 def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:

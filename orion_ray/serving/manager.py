@@ -76,12 +76,23 @@ _SERVE_STATUS = {"RUNNING": "healthy", "DEPLOYING": "deploying", "DEPLOY_FAILED"
                  "UNHEALTHY": "unhealthy", "DELETING": "deleting", "NOT_STARTED": "pending"}
 
 
+def _replicas(spec: DeploymentSpec) -> int:
+    """Replicas a spec starts with (autoscaling: its minimum)."""
+    if spec.autoscaling is not None:
+        return spec.autoscaling.min_replicas
+    return spec.replicas if spec.replicas is not None else 1
+
+
 class DeploymentManager:
     """Desired state of every model deployment and release; ``tick`` reconciles and advances."""
 
     def __init__(self, deployer: Deployer, kv: Optional[Kv] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 room: Optional[Callable[[list, Optional[str]], Any]] = None):
+        """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
+        (preempting lower-class batch work); ``None``: replicas wait for free GPUs."""
         self.deployer = deployer
+        self.room = room
         self.kv = kv or MemoryKv()
         self.clock = clock
         self.deployments: dict[str, dict] = {}   # id → {"spec", "since", "restarts", "nonce", ...}
@@ -140,6 +151,7 @@ class DeploymentManager:
                                f"{d['spec'].tenant_id or '(shared)'}; versions share one owner")
         rec = {"spec": spec, "since": self.clock(), "restarts": 0, "nonce": 0,
                "status": "pending", "message": "", "running": 0}
+        self._make_room(spec, _replicas(spec))
         self._deploy(spec, 0)
         self.deployments[spec.id] = rec
         self._event(spec.model_id, "deployed", f"{spec.id}: engine {spec.engine}, "
@@ -154,6 +166,22 @@ class DeploymentManager:
         except (ValueError, TypeError) as exc:
             raise ValidationError(f"Ray Serve refused deployment {spec.id}", [
                 {"field": "spec", "problem": str(exc)[:500]}]) from None
+
+    def _make_room(self, spec: DeploymentSpec, replicas: int) -> None:
+        """One GPU account: new GPU replicas get room from lower-class batch work, as a queued
+        workload of class ``high`` would (best effort: Serve still places them when it can)."""
+        if self.room is None or replicas <= 0 or spec.gpus() <= 0:
+            return
+        bundle = {"GPU": spec.gpus(), "CPU": spec.cpus_per_replica}
+        try:
+            got = self.room([bundle] * replicas, spec.tenant_id)
+        except Exception as exc:  # the scheduler is down or restarting: replicas simply wait
+            self._event(spec.model_id, "room_failed", f"{spec.id}: {exc}"[:300])
+            return
+        if got and got.get("preempted"):
+            self._event(spec.model_id, "preempted_batch",
+                        f"{spec.id}: preempted {len(got['preempted'])} batch workload(s) for "
+                        f"{got.get('made_room', 0)} replica(s)")
 
     @staticmethod
     def _scale_text(spec: DeploymentSpec) -> str:
@@ -231,6 +259,7 @@ class DeploymentManager:
         for rec in recs:
             spec = rec["spec"].model_copy(update={"replicas": req.replicas,
                                                   "autoscaling": req.autoscaling})
+            self._make_room(spec, _replicas(spec) - _replicas(rec["spec"]))
             self._deploy(spec, rec["nonce"])
             rec["spec"] = spec
             self._event(model_id, "scaled", f"{rec['spec'].id}: {self._scale_text(rec['spec'])}")

@@ -107,3 +107,35 @@ def test_gpus_held_outside_orion_are_in_the_same_account(orion):
     finally:
         remove_placement_group(other)
     assert orion.wait(wid)["status"] == "completed"
+
+
+def test_make_room_preempts_lower_class_batch_work_for_a_serving_replica(orion, tmp_path):
+    """Low-class batch work holds every GPU of the A100 node; asking room for one 1-GPU replica
+    there (as the serving manager does) preempts one of them, and the freed GPU is kept from the
+    batch queue for the replica."""
+    go = tmp_path / "go"
+    hold = {"workload_type": "task", "function": "tests.integration.helpers:where_when",
+            "args": [str(go)], "priority": "low",
+            "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "A100"}}
+    ids = [orion.submit(hold) for _ in range(4)]
+    try:
+        for wid in ids:
+            assert orion.wait(wid, ("running", "failed"))["status"] == "running"
+        h100 = [n["NodeID"] for n in ray.nodes()
+                if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+        blocker = orion.submit({**hold, "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "H100"}})
+        assert orion.wait(blocker, ("running", "failed"))["status"] == "running"
+        got = ray.get(orion.actor.make_room.remote([{"GPU": 1.0, "CPU": 0.1}], None, "high"),
+                      timeout=60)
+        assert got["made_room"] == 1 and len(got["preempted"]) == 1, got
+        victim = got["preempted"][0]
+        assert victim in ids + [blocker]
+        w = orion.wait(victim, ("queued",), 60)
+        assert "preempted" in [h["status"] for h in w["history"]]
+        # the freed GPU is claimed: the requeued victim does not take it straight back
+        time.sleep(2)
+        assert orion.get(victim)["status"] == "queued"
+    finally:
+        go.touch()
+    for wid in ids + [blocker]:
+        orion.cancel(wid)
