@@ -153,12 +153,15 @@ def static_order(candidates: Sequence[Candidate], fair: FairShare, settings: Pol
 def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Sequence[Running],
                settings: PolicySettings, fair: FairShare, capacity: Mapping[str, float],
                now: float, nominated: Mapping[str, set] | None = None,
-               allow_preemption: bool = True, allow_reservation: bool = True) -> Plan:
+               allow_preemption: bool = True, allow_reservation: bool = True,
+               extra_usage: Mapping[str, Mapping[str, float]] | None = None) -> Plan:
     """Admit, preempt and reserve for one cycle. ``placer`` and ``fair`` are updated with what is
-    admitted; ``nominated`` maps a candidate to victims still stopping for it."""
+    admitted; ``nominated`` maps a candidate to victims still stopping for it; ``extra_usage``
+    (tenant → resources) is what tenants hold outside the batch queue (serving replicas) and
+    counts against their quotas."""
     nominated = dict(nominated or {})
     plan = Plan()
-    quota = QuotaBook(settings.tenants, _usage(running))
+    quota = QuotaBook(settings.tenants, _usage(running, extra_usage))
     pool = [r for r in running if not r.stopping]
     masked: Optional[LivePlacer] = None
     until = math.inf
@@ -230,8 +233,9 @@ def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Seq
     return plan
 
 
-def _usage(running: Iterable[Running]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
+def _usage(running: Iterable[Running],
+           extra: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {t: dict(u) for t, u in (extra or {}).items()}
     for r in running:
         u = out.setdefault(r.tenant, {})
         for k, v in r.demand.items():

@@ -19,12 +19,13 @@ MAX_EVENTS = 5_000
 
 def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence[Running],
              tenants: Mapping[str, TenantQuota], now: float, default_runtime_s: float,
-             horizon: int = 500) -> dict[str, tuple[Optional[float], Optional[float]]]:
+             horizon: int = 500, extra_usage: Optional[Mapping[str, Mapping[str, float]]] = None
+             ) -> dict[str, tuple[Optional[float], Optional[float]]]:
     """``{workload_id: (estimated_start, estimated_completion)}`` for the first ``horizon``
     candidates of ``ordered`` (policy order). ``(None, None)`` when nothing that is expected to end
     frees enough for it (e.g. it needs nodes the cluster does not have)."""
     sim = placer.copy()
-    quota = QuotaBook(tenants, _usage(running))
+    quota = QuotaBook(tenants, _usage(running, extra_usage))
     tie = itertools.count()
     events: list = []
     for r in running:

@@ -187,6 +187,11 @@ class RayRuntime:
                 out.append(name[len("orion-"):])
         return out
 
+    async def serving_gpu_usage(self) -> dict:
+        """GPUs serving replicas hold, by tenant (``{}`` parts when serving is not running)."""
+        from ..serving.actor import serving_gpu_usage
+        return await asyncio.to_thread(serving_gpu_usage)
+
     # -- task workloads ------------------------------------------------------------------------
     def executor(self):
         if self._executor is None:

@@ -38,6 +38,7 @@ log = logging.getLogger("orion.scheduler")
 PHASES = ("snapshot", "order", "fit", "preempt", "reserve", "requeue")
 ACK_FORECAST_MAX_QUEUED = 100  # deeper queues: the ack's position is by class and arrival only
 GAUGE_REFRESH_S = 5.0
+SERVING_REFRESH_S = 5.0
 FULL_CYCLE_S = 1.0
 MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
 
@@ -72,6 +73,9 @@ class Scheduler:
         self._cands: dict[str, Any] = {}
         self._forecast: Optional[tuple[float, int, dict]] = None
         self._version = 0  # bumped on every status change (forecast cache key)
+        # GPUs tenants hold in serving replicas (counted against their quotas), refreshed by the loop
+        self.serving_usage: dict[str, dict[str, float]] = {}
+        self._serving_at = 0.0
         # capacity preempted for work outside Orion (a Serve replica): (expiry, node, resources)
         self.claims: list[tuple[float, str, dict[str, float]]] = []
         self.cycles = 0
@@ -140,6 +144,10 @@ class Scheduler:
                         or time.monotonic() - self._full_cycle_at > FULL_CYCLE_S):
                     self._full_cycle_at = time.monotonic()
                     self.run_cycle()
+                if (self.runtime is not None and time.monotonic() - self._serving_at
+                        > SERVING_REFRESH_S):
+                    self._serving_at = time.monotonic()
+                    asyncio.create_task(self._refresh_serving_usage())
                 if time.monotonic() - self._gauges_at > GAUGE_REFRESH_S:
                     self._gauges_at = time.monotonic()
                     self.refresh_gauges()  # Ray's metrics pipeline sees gauges without a scrape
@@ -177,7 +185,8 @@ class Scheduler:
         phase("order")
         # 3 fit · 4 preempt: one pure pass over the queue (quota, fair share, placement, victims)
         plan = plan_cycle(placer, eligible, running, self.policy, self.fair,
-                          bridge.capacity(placer.nodes), now, self.nominated)
+                          bridge.capacity(placer.nodes), now, self.nominated,
+                          extra_usage=self.serving_usage)
         phase("fit")
         for victim, for_wid in plan.preempt:
             self._preempt(self.active[victim], for_wid)
@@ -242,6 +251,16 @@ class Scheduler:
                 for k, v in h.bundle.items():
                     n.free[k] = n.free.get(k, 0.0) - v
         return LivePlacer(self.placement_policy, nodes, held)
+
+    async def _refresh_serving_usage(self) -> None:
+        """GPUs each tenant's serving replicas hold (from the serving manager), for quotas."""
+        try:
+            got = await self.runtime.serving_gpu_usage()
+        except Exception:  # serving is optional and may be restarting: keep the last answer
+            log.debug("serving usage not refreshed", exc_info=True)
+            return
+        self.serving_usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items()
+                              if t != "shared" and g}
 
     def _live_claims(self) -> dict[str, dict[str, float]]:
         now = self.clock()

@@ -46,7 +46,8 @@ def estimates(s: "Scheduler", extra: Optional[Workload] = None
         + ([bridge.candidate(s, extra)] if extra is not None else []),
         s.fair, s.policy, bridge.capacity(placer.nodes))
     got = forecast(placer, order, running, s.policy.tenants, now,
-                   s.policy_config.default_runtime_s, horizon=HORIZON)
+                   s.policy_config.default_runtime_s, horizon=HORIZON,
+                   extra_usage=s.serving_usage)
     for c in order:
         w = s.active.get(c.workload_id)
         if w is not None and w.not_before > now and c.workload_id in got:  # backing off

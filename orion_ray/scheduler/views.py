@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 def usage_by_tenant(s: "Scheduler") -> dict[str, dict[str, float]]:
     """Resources held right now (starting, running and stopping workloads) per tenant, in quota
     units (``cpu``, ``gpu``, ``memory``, ``gpu:<type>``)."""
-    return {t: {k: round(v, 6) for k, v in u.items()}
-            for t, u in allocated(running_items(s, s.clock())).items()}
+    usage = allocated(running_items(s, s.clock()))
+    for t, u in s.serving_usage.items():  # serving replicas count against the same quotas
+        for k, v in u.items():
+            usage[t][k] += v
+    return {t: {k: round(v, 6) for k, v in u.items()} for t, u in usage.items()}
 
 
 def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:

@@ -210,3 +210,10 @@ def test_quota_book_borrowing_flags():
     book = QuotaBook(st.tenants, {"a": {"gpu": 2}})
     assert book.is_borrowing("a") and not book.is_borrowing("b")
     assert book.within_nominal("b", {"gpu": 3}) and not book.within_nominal("b", {"gpu": 4})
+
+
+def test_serving_gpus_count_against_the_tenants_quota():
+    st = settings(tenant("a", quota={"gpu": 3}))
+    pl = plan(placer(gpu_node("n")), [cand("a0"), cand("a1")], st=st,
+              extra_usage={"a": {"gpu": 2}})  # two GPUs in the tenant's serving replicas
+    assert admitted(pl) == ["a0"] and pl.reasons["a1"][0]["code"] == "quota"
