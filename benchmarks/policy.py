@@ -22,7 +22,7 @@ from pathlib import Path
 from orion_ray.policy import NodeView
 from orion_ray.policy.admission import (Candidate, PolicySettings, Running, plan_cycle)
 from orion_ray.policy.fairshare import FairShare
-from orion_ray.policy.live_placement import Held, LivePlacer
+from orion_ray.policy.live_placement import LivePlacer
 from orion_ray.policy.placement import get_policy
 from orion_ray.policy.quota import TenantQuota, demand_of
 from orion_ray.sim.trace import read_nodes, read_pods

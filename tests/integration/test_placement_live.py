@@ -121,8 +121,6 @@ def test_make_room_preempts_lower_class_batch_work_for_a_serving_replica(orion, 
     try:
         for wid in ids:
             assert orion.wait(wid, ("running", "failed"))["status"] == "running"
-        h100 = [n["NodeID"] for n in ray.nodes()
-                if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
         blocker = orion.submit({**hold, "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "H100"}})
         assert orion.wait(blocker, ("running", "failed"))["status"] == "running"
         got = ray.get(orion.actor.make_room.remote([{"GPU": 1.0, "CPU": 0.1}], None, "high"),
@@ -135,6 +133,9 @@ def test_make_room_preempts_lower_class_batch_work_for_a_serving_replica(orion, 
         # the freed GPU is claimed: the requeued victim does not take it straight back
         time.sleep(2)
         assert orion.get(victim)["status"] == "queued"
+        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
+        freed = 4 if victim == blocker else 1
+        assert frag["summary"]["free_gpus"] == freed - 1, frag  # the claim holds one GPU
     finally:
         go.touch()
     for wid in ids + [blocker]:
