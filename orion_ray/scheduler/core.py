@@ -30,7 +30,7 @@ from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import estimates, views
+from . import estimates, outside, views
 from . import policy_bridge as bridge
 
 log = logging.getLogger("orion.scheduler")
@@ -253,77 +253,16 @@ class Scheduler:
         return LivePlacer(self.placement_policy, nodes, held)
 
     async def _refresh_serving_usage(self) -> None:
-        """GPUs each tenant's serving replicas hold (from the serving manager), for quotas."""
-        try:
-            got = await self.runtime.serving_gpu_usage()
-        except Exception:  # serving is optional and may be restarting: keep the last answer
-            log.debug("serving usage not refreshed", exc_info=True)
-            return
-        self.serving_usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items()
-                              if t != "shared" and g}
+        await outside.refresh_serving_usage(self)
 
     def _live_claims(self) -> dict[str, dict[str, float]]:
-        now = self.clock()
-        self.claims = [c for c in self.claims if c[0] > now]
-        out: dict[str, dict[str, float]] = {}
-        for _, node, res in self.claims:
-            mine = out.setdefault(node, {})
-            for k, v in res.items():
-                mine[k] = mine.get(k, 0.0) + v
-        return out
+        return outside.live_claims(self)
 
     async def make_room(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
                         priority: str = "high", who: str = "serving",
                         hold_s: float = 120.0) -> dict[str, Any]:
-        """Make room for work Orion does not launch itself (a Serve replica per bundle): where a
-        bundle does not fit, preempt lower-class batch work exactly as for a queued workload of
-        ``priority``, and keep the freed capacity from batch work for ``hold_s`` (until Ray shows
-        it used). Returns the bundles that already fit, the victims, and what cannot be made."""
-        from ..models import Priority
-        from ..policy.admission import Candidate, choose_victims
-        from ..policy.quota import QuotaBook, demand_of
-        try:
-            rank = Priority(priority).rank
-        except ValueError:
-            raise ValidationError("unknown priority class", [
-                {"field": "priority", "problem": f"{priority!r} is not a priority class"}]) from None
-        now = self.clock()
-        placer = self._placer()
-        running = bridge.running_items(self, now)
-        pool = [r for r in running if not r.stopping]
-        quota = QuotaBook(self.policy.tenants, {})
-        fits = preempted = unplaceable = 0
-        victims_all: list[str] = []
-        for i, bundle in enumerate(bundles):
-            b = {k: float(v) for k, v in bundle.items() if v}
-            placed = placer.place([b], [None], "PACK")
-            if placed is None:
-                c = Candidate(f"room-{i}", tenant_id or "default", rank, 0, [b], [None], "PACK",
-                              demand_of([b], [None]), now)
-                victims = choose_victims(placer, c, pool, quota, self.policy, now)
-                if not victims:
-                    unplaceable += 1
-                    continue
-                for v in victims:
-                    placer.release(v.held)
-                    self._preempt(self.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
-                    victims_all.append(v.workload_id)
-                ids = {v.workload_id for v in victims}
-                pool = [r for r in pool if r.workload_id not in ids]
-                placed = placer.place([b], [None], "PACK")
-                if placed is None:
-                    unplaceable += 1
-                    continue
-                preempted += 1
-                self.claims.append((now + hold_s, placed[0].node_id, dict(b)))
-            else:
-                fits += 1
-            placer.commit(placed)
-        if victims_all:
-            self.store.audit(who, "make_room", None, {"tenant_id": tenant_id,
-                                                      "victims": victims_all}, now)
-        return {"fit": fits, "made_room": preempted, "unplaceable": unplaceable,
-                "preempted": victims_all}
+        """Make room for work Orion does not launch itself (see ``outside.make_room``)."""
+        return outside.make_room(self, bundles, tenant_id, priority, who, hold_s)
 
     def observe(self, w: Workload) -> None:
         """Let the placement policy learn the request mix from a workload's bundles."""
