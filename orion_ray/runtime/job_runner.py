@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", required=True)
     parser.add_argument("--namespace", default="orion")
     parser.add_argument("--bundle", default="{}")
+    # The cluster to join. "auto" reads /tmp/ray/ray_current_cluster, which names whichever
+    # cluster on the machine started last: with two clusters a job could join the wrong one.
+    parser.add_argument("--address", default="auto")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
     command = " ".join(ns.command[1:] if ns.command[:1] == ["--"] else ns.command)
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.util.placement_group import get_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    ray.init(address="auto", namespace=ns.namespace, log_to_driver=False,
+    ray.init(address=ns.address, namespace=ns.namespace, log_to_driver=False,
              logging_level=logging.WARNING, configure_logging=True)
     pg = get_placement_group(ns.pg)
     custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}

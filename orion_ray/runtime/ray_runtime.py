@@ -263,6 +263,7 @@ class RayRuntime:
         sid = job_submission_id(workload_id, attempt)
         wrapped = (f"{shlex.quote(sys.executable)} -m orion_ray.runtime.job_runner "
                    f"--pg {pg_name(workload_id)} --namespace {self.namespace} "
+                   f"--address {shlex.quote(ray.get_runtime_context().gcs_address)} "
                    f"--bundle {shlex.quote(json.dumps(bundle))} -- {shlex.quote(entrypoint)}")
         env = dict(runtime_env or {})
         env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id}
