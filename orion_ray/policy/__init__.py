@@ -4,6 +4,5 @@ The live scheduler, the simulator and the benchmarks call this same code.
 """
 from .backoff import retry_delay
 from .fit import NodeView, fit_gang
-from .queue_order import QueueItem, PriorityFifoOrder, QueueOrder
 
-__all__ = ["retry_delay", "NodeView", "fit_gang", "QueueItem", "PriorityFifoOrder", "QueueOrder"]
+__all__ = ["retry_delay", "NodeView", "fit_gang"]

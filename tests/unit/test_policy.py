@@ -1,11 +1,11 @@
-"""Pure scheduling policy: queue order, gang fit, backoff."""
+"""Pure scheduling policy: purity, gang fit, backoff (the queue order is in test_policy_admission)."""
 import copy
 import subprocess
 import sys
 
 import pytest
 
-from orion_ray.policy import NodeView, PriorityFifoOrder, QueueItem, fit_gang, retry_delay
+from orion_ray.policy import NodeView, fit_gang, retry_delay
 from orion_ray.policy.fit import ACCELERATOR_LABEL, could_ever_fit
 
 
@@ -17,33 +17,6 @@ def test_policy_imports_no_heavy_dependency():
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-
-
-# -- queue order ---------------------------------------------------------------------------------
-def item(wid, rank, seq, not_before=0.0):
-    return QueueItem(wid, rank, seq, not_before=not_before)
-
-
-def test_priority_then_submission_order():
-    items = [item("low-1", 3, 1), item("norm-2", 2, 2), item("crit-5", 0, 5),
-             item("norm-0", 2, 0), item("crit-3", 0, 3)]
-    ids = [i.workload_id for i in PriorityFifoOrder().order(items, now=10.0)]
-    assert ids == ["crit-3", "crit-5", "norm-0", "norm-2", "low-1"]
-
-
-def test_not_before_filters_items_in_backoff():
-    items = [item("ready", 2, 1, not_before=5.0), item("later", 0, 0, not_before=50.0),
-             item("now", 4, 2, not_before=10.0)]
-    ids = [i.workload_id for i in PriorityFifoOrder().order(items, now=10.0)]
-    assert ids == ["ready", "now"]
-
-
-def test_order_does_not_mutate_input():
-    items = [item("b", 1, 2), item("a", 0, 1)]
-    before = list(items)
-    out = PriorityFifoOrder().order(items, now=0.0)
-    assert items == before
-    assert out is not items
 
 
 # -- gang fit ------------------------------------------------------------------------------------
