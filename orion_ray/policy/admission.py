@@ -191,18 +191,21 @@ def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Seq
             if why:
                 plan.reasons[c.workload_id] = why
             continue
-        if key not in no_fit:
-            no_fit[key] = (reason("capacity", "no node has the free resources for its bundles now")
-                           if placer.could_ever_fit(c.bundles, c.gpu_types, c.strategy) else
-                           reason("no_fit", "no node in the cluster could ever hold its bundles; "
-                                            "it waits for larger or differently labelled nodes"))
+        if key not in no_fit:  # why this shape waits, worked out once per cycle
+            if use is masked and placer.place(c.bundles, c.gpu_types, c.strategy) is not None:
+                no_fit[key] = reason(
+                    "reserved", f"free capacity is held for {plan.reservation['workload_id']} "
+                                "(a gang that waited longest); it would not finish first")
+            elif placer.could_ever_fit(c.bundles, c.gpu_types, c.strategy):
+                no_fit[key] = reason("capacity", "no node has the free resources for its bundles")
+            else:
+                no_fit[key] = reason("no_fit", "no node in the cluster could ever hold its "
+                                               "bundles; it waits for larger or differently "
+                                               "labelled nodes")
         wait = no_fit[key]
-        if wait["code"] == "no_fit":
+        if wait["code"] in ("no_fit", "reserved"):  # nothing to preempt for: it fits, or never
             plan.reasons[c.workload_id] = why + [wait]
             continue
-        if use is masked and placer.place(c.bundles, c.gpu_types, c.strategy) is not None:
-            wait = reason("reserved", f"free capacity is held for {plan.reservation['workload_id']}"
-                                      " (a gang that waited longest); it would not finish first")
         pending = nominated.get(c.workload_id)
         if pending:
             plan.reasons[c.workload_id] = why + [reason(

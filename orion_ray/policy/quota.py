@@ -88,10 +88,10 @@ class QuotaBook:
     def within_nominal(self, tenant: str, demand: Mapping[str, float]) -> bool:
         """Would the tenant stay within its nominal quota with ``demand`` added?"""
         q = self.tenants.get(tenant)
-        if q is None:
+        if q is None or not q.quota:
             return False  # no quota: nothing to reclaim
         return all(self.usage[tenant][r] + demand.get(r, 0.0) <= q.quota[r] + EPS
-                   for r in q.quota if demand.get(r, 0.0) > 0) and bool(q.quota)
+                   for r in q.quota if demand.get(r, 0.0) > 0)
 
     def cohort_of(self, tenant: str) -> str:
         q = self.tenants.get(tenant)

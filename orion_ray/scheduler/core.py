@@ -239,9 +239,15 @@ class Scheduler:
                 (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles)))
         return got
 
+    def _nodes(self) -> list:
+        """The schedulable nodes with their totals, as the runtime reports them (none without a
+        cluster)."""
+        nodes = self.runtime.nodes() if self.runtime is not None else []
+        return [n for n in nodes if n.schedulable]
+
     def _placer(self) -> LivePlacer:
         """The live cluster as the placement engine sees it: nodes minus every held bundle."""
-        nodes = self.runtime.nodes() if self.runtime is not None else []  # no cluster: no nodes
+        nodes = self._nodes()
         held = [h for hs in self.reservations.values() for h in hs]
         held += outside_orion(nodes, held, self._live_claims())
         by_id = {n.node_id: n for n in nodes}

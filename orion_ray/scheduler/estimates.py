@@ -22,13 +22,15 @@ FORECAST_TTL_S = 1.0
 HORIZON = 500  # workloads beyond this position get no estimate (the simulation is O(queue²))
 
 
-def ordered(s: "Scheduler", extra: Optional[Workload] = None) -> list[Candidate]:
-    """Every queued workload (and ``extra``) in the order the policy would consider them."""
+def ordered(s: "Scheduler", extra: Optional[Workload] = None,
+            nodes: Optional[list] = None) -> list[Candidate]:
+    """Every queued workload (and ``extra``) in the order the policy would consider them.
+    Shares need only the cluster's totals: ``nodes`` as the runtime reports them."""
     cands = [bridge.candidate(s, w) for w in s.active.values() if w.status == Status.QUEUED]
     if extra is not None:
         cands.append(bridge.candidate(s, extra))
-    placer_nodes = s._placer().nodes
-    return static_order(cands, s.fair, s.policy, bridge.capacity(placer_nodes))
+    nodes = s._nodes() if nodes is None else nodes
+    return static_order(cands, s.fair, s.policy, bridge.capacity(nodes))
 
 
 def estimates(s: "Scheduler", extra: Optional[Workload] = None
@@ -41,10 +43,7 @@ def estimates(s: "Scheduler", extra: Optional[Workload] = None
     now = s.clock()
     placer = s._placer()
     running = bridge.running_items(s, now)
-    order = static_order(
-        [bridge.candidate(s, w) for w in s.active.values() if w.status == Status.QUEUED]
-        + ([bridge.candidate(s, extra)] if extra is not None else []),
-        s.fair, s.policy, bridge.capacity(placer.nodes))
+    order = ordered(s, extra, placer.nodes)
     got = forecast(placer, order, running, s.policy.tenants, now,
                    s.policy_config.default_runtime_s, horizon=HORIZON,
                    extra_usage=s.serving_usage)

@@ -86,7 +86,7 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
         elif w.status in (Status.STARTING, Status.RUNNING):
             running[w.tenant_id] += 1
     usage = usage_by_tenant(s)
-    cap = capacity(s._placer().nodes)
+    cap = capacity(s._nodes())
     names = set(depth) | set(running) | set(usage)
     if tenant_id is None:
         names |= set(s.tenants.tenants)

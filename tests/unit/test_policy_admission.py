@@ -217,3 +217,14 @@ def test_serving_gpus_count_against_the_tenants_quota():
     pl = plan(placer(gpu_node("n")), [cand("a0"), cand("a1")], st=st,
               extra_usage={"a": {"gpu": 2}})  # two GPUs in the tenant's serving replicas
     assert admitted(pl) == ["a0"] and pl.reasons["a1"][0]["code"] == "quota"
+
+
+def test_work_kept_off_reserved_nodes_does_not_preempt_instead():
+    # 'long' would fit on free GPUs that are held for the gang: it waits, it does not preempt
+    p = placer(gpu_node("n1"), gpu_node("n2"))
+    runs = [running("r", p, gpus=2, rank=2, expected_end=200),
+            running("low", p, gpus=1, rank=3, expected_end=300)]  # 'long' may preempt this
+    cands = [cand("big", gpus=4, n=2, queued_since=0), cand("long", runtime_s=500)]
+    pl = plan(p, cands, runs, st=settings(reserve_after_s=60), now=100)
+    assert pl.reservation["workload_id"] == "big"
+    assert pl.preempt == [] and pl.reasons["long"][-1]["code"] == "reserved"
