@@ -194,6 +194,50 @@ def cmd_reload(a) -> int:
     return 0
 
 
+def cmd_nodes(a) -> int:
+    got = _client().nodes(include_ended=a.all)
+    if a.output == "json":
+        _print(got, "json")
+        return 0
+    rows = [(n["node_id"][:16], n["status"], n.get("pool") or "-", n.get("gpu_type") or "-",
+             f"{n['resources'].get('GPU', 0):g}",
+             f"{(n.get('free') or {}).get('GPU', 0):g}" if n.get("free") is not None else "-",
+             str(len(n["workloads"])), n.get("drain_deadline") or "")
+            for n in got["items"]]
+    head = ("NODE", "STATUS", "POOL", "GPU TYPE", "GPUS", "FREE", "WORK", "DRAIN DEADLINE")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _node_id(c, prefix: str) -> str:
+    """A full node id from a unique prefix (ids are 56 hex digits; `orion nodes` shows 16)."""
+    ids = [n["node_id"] for n in c.nodes(include_ended=False)["items"]
+           if n["node_id"].startswith(prefix)]
+    if len(ids) != 1:
+        raise SystemExit(f"{prefix!r} matches {len(ids)} live nodes; give more of the id")
+    return ids[0]
+
+
+def cmd_cordon(a) -> int:
+    c = _client()
+    _print(c.cordon(_node_id(c, a.node), a.reason), a.output)
+    return 0
+
+
+def cmd_uncordon(a) -> int:
+    c = _client()
+    _print(c.uncordon(_node_id(c, a.node)), a.output)
+    return 0
+
+
+def cmd_drain(a) -> int:
+    c = _client()
+    _print(c.drain(_node_id(c, a.node), a.deadline, a.reason), a.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orion", description="Orion: AI workloads on Ray")
     sub = p.add_subparsers(dest="command", required=True)
@@ -255,6 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     from .autoscaler.cli import add_capacity_parser  # capacity reservations (admin API)
     add_capacity_parser(sub)
 
+    nd = out(sub.add_parser("nodes", help="nodes with their lifecycle state (admin)"))
+    nd.add_argument("--all", action="store_true", help="include terminated and lost nodes")
+    nd.set_defaults(fn=cmd_nodes)
+    co = out(sub.add_parser("cordon", help="no new placements on a node (admin)"))
+    co.add_argument("node", help="node id (or a unique prefix)")
+    co.add_argument("--reason")
+    co.set_defaults(fn=cmd_cordon)
+    uc = out(sub.add_parser("uncordon", help="allow placements on a node again (admin)"))
+    uc.add_argument("node")
+    uc.set_defaults(fn=cmd_uncordon)
+    dr = out(sub.add_parser("drain", help="cordon a node, let its work end, then preempt what "
+                                          "is left back to the queue (admin)"))
+    dr.add_argument("node")
+    dr.add_argument("--deadline", type=float, default=300.0,
+                    help="seconds running work may take to end (default 300)")
+    dr.add_argument("--reason")
+    dr.set_defaults(fn=cmd_drain)
     lg = sub.add_parser("logs", help="stdout/stderr of a workload")
     lg.add_argument("id")
     lg.add_argument("--follow", "-f", action="store_true")

@@ -135,6 +135,42 @@ class OrionClient:
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
         return self._request("GET", "/admin/v1/audit", params=params).json()
 
+    # -- infrastructure (admin key) ---------------------------------------------------------------
+    def nodes(self, include_ended: bool = True) -> dict:
+        """Every node with its lifecycle state, free capacity and workloads."""
+        return self._request("GET", "/admin/v1/infrastructure/nodes",
+                             params={"include_ended": str(include_ended).lower()}).json()
+
+    def cordon(self, node_id: str, reason: Optional[str] = None) -> dict:
+        """No new placements on ``node_id``."""
+        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
+                             json={"reason": reason} if reason else None).json()
+
+    def uncordon(self, node_id: str) -> dict:
+        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/uncordon").json()
+
+    def drain(self, node_id: str, deadline_s: float = 300.0, reason: Optional[str] = None) -> dict:
+        """Cordon, let running work end until ``deadline_s``, then preempt it to the queue."""
+        body = {"deadline_s": deadline_s, **({"reason": reason} if reason else {})}
+        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain",
+                             json=body).json()
+
+    def gpu_utilization(self) -> dict:
+        return self._request("GET", "/admin/v1/infrastructure/gpu-utilization").json()
+
+    def infrastructure_health(self) -> dict:
+        return self._request("GET", "/admin/v1/infrastructure/health").json()
+
+    def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
+                       kind: Optional[str] = None, pool: Optional[str] = None) -> dict:
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor, "kind": kind,
+                                    "pool": pool}.items() if v is not None}
+        return self._request("GET", "/admin/v1/scaling/events", params=params).json()
+
+    def resources_available(self) -> dict:
+        """Free GPUs by type and by node."""
+        return self._request("GET", "/internal/resources/available").json()
+
     def health(self) -> dict:
         r = self._http.get("/health")
         return r.json()

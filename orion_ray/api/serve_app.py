@@ -77,6 +77,30 @@ class ActorBackend:
     async def audit_log(self, limit=100, cursor=None):
         return await self._call("audit_log", limit, cursor)
 
+    async def nodes(self, include_ended=True):
+        return await self._call("nodes", include_ended)
+
+    async def cordon(self, node_id, who="admin", reason=None):
+        return await self._call("cordon", node_id, who, reason)
+
+    async def uncordon(self, node_id, who="admin"):
+        return await self._call("uncordon", node_id, who)
+
+    async def drain(self, node_id, who="admin", deadline_s=None, reason=None):
+        return await self._call("drain", node_id, who, deadline_s, reason)
+
+    async def gpu_utilization(self):
+        return await self._call("gpu_utilization")
+
+    async def infrastructure_health(self):
+        return await self._call("infrastructure_health")
+
+    async def scaling_events(self, limit=100, cursor=None, kind=None, pool=None):
+        return await self._call("scaling_events", limit, cursor, kind, pool)
+
+    async def resources_available(self):
+        return await self._call("resources_available")
+
 
 def build_api_app(admin_key_hashes: list[str], max_body_bytes: int):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``)."""

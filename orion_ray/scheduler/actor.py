@@ -82,6 +82,44 @@ class SchedulerActor:
         await self.ensure_started()
         return await self.scheduler.fragmentation()
 
+    async def nodes(self, include_ended: bool = True) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.nodes(include_ended)
+
+    async def cordon(self, node_id: str, who: str = "admin", reason=None) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.cordon(node_id, who, reason)
+
+    async def uncordon(self, node_id: str, who: str = "admin") -> dict:
+        await self.ensure_started()
+        return await self.scheduler.uncordon(node_id, who)
+
+    async def drain(self, node_id: str, who: str = "admin", deadline_s=None, reason=None) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.drain(node_id, who, deadline_s, reason)
+
+    async def resources_available(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.resources_available()
+
+    async def autoscaler_view(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.autoscaler_view()
+
+    async def autoscaler_report(self, status: dict) -> None:
+        await self.scheduler.autoscaler_report(status)
+
+    async def gpu_utilization(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.gpu_utilization()
+
+    async def infrastructure_health(self) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.infrastructure_health()
+
+    async def scaling_events(self, limit: int = 100, cursor=None, kind=None, pool=None) -> dict:
+        return await self.scheduler.scaling_events(limit, cursor, kind, pool)
+
     async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin",
                                 policy=None) -> dict:
         return await self.scheduler.configure_tenants(tenants, keys, admins, who, policy)

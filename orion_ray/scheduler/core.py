@@ -30,7 +30,7 @@ from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import estimates, outside, views
+from . import estimates, node_ops, outside, views
 from . import policy_bridge as bridge
 
 log = logging.getLogger("orion.scheduler")
@@ -88,6 +88,10 @@ class Scheduler:
         self._full_cycle_at = 0.0
         self._next_due = 0.0  # earliest backoff expiry among queued workloads
         self._shapes: dict[str, tuple] = {}
+        # every node seen, with operator cordons and drains (persisted)
+        self.nodebook = node_ops.load_book(store)
+        self.autoscaler_status: dict[str, Any] = {}
+        self._nodes_at = 0.0
 
     # == lifecycle ================================================================================
     async def start(self) -> None:
@@ -148,6 +152,9 @@ class Scheduler:
                         > SERVING_REFRESH_S):
                     self._serving_at = time.monotonic()
                     asyncio.create_task(self._refresh_serving_usage())
+                if time.monotonic() - self._nodes_at > node_ops.NODE_CHECK_S:
+                    self._nodes_at = time.monotonic()
+                    node_ops.check_nodes(self)  # lost nodes, drains
                 if time.monotonic() - self._gauges_at > GAUGE_REFRESH_S:
                     self._gauges_at = time.monotonic()
                     self.refresh_gauges()  # Ray's metrics pipeline sees gauges without a scrape
@@ -243,7 +250,8 @@ class Scheduler:
         """The schedulable nodes with their totals, as the runtime reports them (none without a
         cluster)."""
         nodes = self.runtime.nodes() if self.runtime is not None else []
-        return [n for n in nodes if n.schedulable]
+        off = self.nodebook.unschedulable()  # cordoned, draining, drained
+        return [n for n in nodes if n.schedulable and n.node_id not in off]
 
     def _placer(self) -> LivePlacer:
         """The live cluster as the placement engine sees it: nodes minus every held bundle."""
@@ -398,6 +406,11 @@ class Scheduler:
             self.store.set_logs(wid, envelope["logs"])
         if envelope.get("lost"):
             self._requeue(w, "run lost with its Ray objects", new_attempt=True)
+        elif not envelope.get("ok") and _infrastructure_failure(envelope.get("error")) \
+                and w.requeues < MAX_LAUNCH_REQUEUES:
+            # its worker or node died under it: not the workload's failure, run it again
+            self._requeue(w, f"lost its worker or node: {envelope.get('error')}"[:2000],
+                          new_attempt=True, backoff=False)
         elif envelope.get("ok"):
             self._set(w, Status.COMPLETED, "completed", result=envelope.get("result"), error=None)
         else:
@@ -684,6 +697,59 @@ class Scheduler:
         """Stranded GPU capacity now, per node and per GPU type (and refresh the gauges)."""
         return views.fragmentation(self)
 
+    # == nodes (see node_ops) ======================================================================
+    async def nodes(self, include_ended: bool = True) -> dict[str, Any]:
+        """Every node with its lifecycle state, free capacity and workloads."""
+        return node_ops.nodes(self, include_ended)
+
+    async def cordon(self, node_id: str, who: str = "admin",
+                     reason: Optional[str] = None) -> dict[str, Any]:
+        """No new placements on the node."""
+        return node_ops.cordon(self, node_id, who, reason)
+
+    async def uncordon(self, node_id: str, who: str = "admin") -> dict[str, Any]:
+        """Placements allowed again (a drain is called off)."""
+        return node_ops.uncordon(self, node_id, who)
+
+    async def drain(self, node_id: str, who: str = "admin", deadline_s: Optional[float] = None,
+                    reason: Optional[str] = None) -> dict[str, Any]:
+        """Cordon; running work may end until the deadline, then it is preempted to the queue."""
+        return node_ops.drain(self, node_id, who, deadline_s, reason)
+
+    async def resources_available(self) -> dict[str, Any]:
+        """Free GPUs by type and by node."""
+        return node_ops.resources_available(self)
+
+    async def autoscaler_view(self) -> dict[str, Any]:
+        """What the autoscaler decides over: node samples, queued gangs, queue depth."""
+        samples = node_ops.node_samples(self)
+        return {"nodes": samples, "pending": node_ops.pending_gangs(self),
+                "queued": sum(1 for w in self.active.values() if w.status == Status.QUEUED),
+                "serving_gpus": sum(u.get("gpu", 0.0) for u in self.serving_usage.values()),
+                "node_counts": self.nodebook.counts(), "at": self.clock()}
+
+    async def autoscaler_report(self, status: dict[str, Any]) -> None:
+        """The autoscaler's latest status (its loop, pools, GPU telemetry), kept for the API."""
+        self.autoscaler_status = dict(status)
+        self.autoscaler_status["received_at"] = self.clock()
+
+    async def gpu_utilization(self) -> dict[str, Any]:
+        """Per GPU node: allocated GPUs in Orion's account, and device telemetry from NVML."""
+        return node_ops.gpu_utilization(self, self.autoscaler_status)
+
+    async def infrastructure_health(self) -> dict[str, Any]:
+        """Nodes by state, recently lost nodes, and whether the control loops are alive."""
+        return node_ops.infrastructure_health(self, self.autoscaler_status,
+                                              await self.health())
+
+    async def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
+                             kind: Optional[str] = None, pool: Optional[str] = None
+                             ) -> dict[str, Any]:
+        """Scaling decisions and node changes, newest first."""
+        rows = self.store.scaling_events(limit + 1, cursor, kind, pool)
+        return {"items": rows[:limit],
+                "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
+
     async def configure_tenants(self, tenants: list[dict], keys: dict[str, str],
                                 admins: Optional[list[str]] = None, who: str = "admin",
                                 policy: Optional[dict] = None) -> dict[str, Any]:
@@ -746,6 +812,15 @@ class Scheduler:
 
 # runtime_env keys that bring code the scheduler's own process cannot see
 _CODE_CARRIERS = ("working_dir", "py_modules", "pip", "conda", "uv", "container", "image_uri")
+
+
+# Ray errors that mean the run's process or node went away, not that the workload failed.
+INFRA_ERRORS = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OwnerDiedError",
+                "ObjectLostError", "ObjectReconstructionFailed")
+
+
+def _infrastructure_failure(error: Optional[str]) -> bool:
+    return bool(error) and error.split(":", 1)[0].strip() in INFRA_ERRORS
 
 
 def _check_importable(spec: WorkloadSpec) -> None:

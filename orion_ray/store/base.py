@@ -46,6 +46,15 @@ class WorkloadStore(Protocol):
 
     def audit_log(self, limit: int = 100, before_id: Optional[int] = None) -> list[dict]: ...
 
+    def add_scaling_event(self, event: dict) -> int:
+        """Record a scaling decision or a node-lifecycle change; returns its id."""
+
+    def update_scaling_event(self, event_id: int, outcome: str, duration_s: Optional[float],
+                             **details) -> None: ...
+
+    def scaling_events(self, limit: int = 100, before_id: Optional[int] = None,
+                       kind: Optional[str] = None, pool: Optional[str] = None) -> list[dict]: ...
+
     def ping(self) -> None:
         """Raise if the store cannot answer."""
 

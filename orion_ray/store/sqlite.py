@@ -45,6 +45,27 @@ CREATE TABLE IF NOT EXISTS audit (
     target       TEXT,
     details      TEXT
 );
+CREATE TABLE IF NOT EXISTS scaling_events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    pool         TEXT,
+    node_id      TEXT,
+    trigger      TEXT,
+    reason       TEXT,
+    before       INTEGER,
+    after        INTEGER,
+    outcome      TEXT,
+    duration_s   REAL,
+    details      TEXT
+);
+CREATE INDEX IF NOT EXISTS scaling_events_kind ON scaling_events(kind, id);
+CREATE TABLE IF NOT EXISTS demand_history (
+    at           REAL NOT NULL,
+    pool         TEXT NOT NULL,
+    nodes_needed REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS demand_history_at ON demand_history(at);
 CREATE TABLE IF NOT EXISTS logs (
     workload_id  TEXT PRIMARY KEY,
     text         TEXT NOT NULL
@@ -127,6 +148,69 @@ class SQLiteStore:
         return [{"id": i, "at": iso(at), "who": who, "action": a, "target": t,
                  "details": json.loads(d or "{}")}
                 for i, at, who, a, t, d in self._query(sql, tuple(params))]
+
+    def add_scaling_event(self, event: dict) -> int:
+        """Record one scaling or node-lifecycle event; returns its id. ``event`` has ``at``,
+        ``kind`` and any of ``pool``, ``node_id``, ``trigger``, ``reason``, ``before``, ``after``,
+        ``outcome``, ``duration_s``; other keys go to ``details``."""
+        cols = ("pool", "node_id", "trigger", "reason", "before", "after", "outcome",
+                "duration_s")
+        details = {k: v for k, v in event.items() if k not in cols + ("at", "kind")}
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO scaling_events(at, kind, pool, node_id, trigger, reason, before, "
+                "after, outcome, duration_s, details) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (float(event["at"]), str(event["kind"]), *(event.get(c) for c in cols),
+                 json.dumps(details, default=str)))
+            return cur.lastrowid
+
+    def update_scaling_event(self, event_id: int, outcome: str, duration_s: Optional[float],
+                             **details) -> None:
+        """Set an event's outcome once it is known (e.g. the nodes came up), merging details."""
+        with self._lock:
+            row = self._db.execute("SELECT details FROM scaling_events WHERE id=?",
+                                   (event_id,)).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0] or "{}"), **details}
+            self._db.execute("UPDATE scaling_events SET outcome=?, duration_s=?, details=? "
+                             "WHERE id=?", (outcome, duration_s, json.dumps(merged, default=str),
+                                            event_id))
+
+    def scaling_events(self, limit: int = 100, before_id: Optional[int] = None,
+                       kind: Optional[str] = None, pool: Optional[str] = None) -> list[dict]:
+        """Scaling and node events, newest first."""
+        where, params = [], []
+        if before_id is not None:
+            where.append("id<?")
+            params.append(before_id)
+        if kind:
+            where.append("kind=?")
+            params.append(kind)
+        if pool:
+            where.append("pool=?")
+            params.append(pool)
+        sql = ("SELECT id, at, kind, pool, node_id, trigger, reason, before, after, outcome, "
+               "duration_s, details FROM scaling_events")
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        params.append(int(limit))
+        return [{"id": i, "at": iso(at), "kind": k, "pool": p, "node_id": n, "trigger": t,
+                 "reason": r, "before": b, "after": a, "outcome": o, "duration_s": d,
+                 "details": json.loads(det or "{}")}
+                for i, at, k, p, n, t, r, b, a, o, d, det in self._query(sql, tuple(params))]
+
+    def add_history(self, points: list[tuple[float, str, float]], keep_after: float) -> None:
+        """Record demand samples ``(at, pool, nodes_needed)`` for prediction; drop samples older
+        than ``keep_after`` in the same write."""
+        with self._lock, self._tx():
+            self._db.executemany("INSERT INTO demand_history(at, pool, nodes_needed) "
+                                 "VALUES (?,?,?)", points)
+            self._db.execute("DELETE FROM demand_history WHERE at<?", (keep_after,))
+
+    def history_since(self, since: float) -> list[tuple[float, str, float]]:
+        """Demand samples at or after ``since``, oldest first."""
+        return [tuple(r) for r in self._query(
+            "SELECT at, pool, nodes_needed FROM demand_history WHERE at>=? ORDER BY at", (since,))]
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, workload_id: str) -> Optional[Workload]:

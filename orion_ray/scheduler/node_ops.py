@@ -1,0 +1,319 @@
+"""Nodes in the scheduler: lifecycle tracking, cordon, drain, lost nodes, and the infrastructure views.
+
+The state machine is pure (``policy/node_lifecycle.py``); this module applies its transitions to the
+running scheduler: a *lost* node's workloads go back to the queue as a new attempt (the run's
+infrastructure failed, not the workload), an *overdue* drain preempts what is left on the node, and
+every change is a ``node`` event in the store's scaling events. Cordons and drains are persisted so
+a restarted scheduler keeps honouring them.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import Conflict, NotFound, ValidationError
+from ..models import iso
+from ..policy.live_placement import LivePlacer, outside_orion, stranded_gpus
+from ..policy.node_lifecycle import NodeBook, NodeRecord, Transition
+from ..status import Status
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+log = logging.getLogger("orion.scheduler")
+
+OPS_SETTING = "node_ops"
+NODE_CHECK_S = 1.0
+DEFAULT_DRAIN_DEADLINE_S = 300.0
+MAX_DRAIN_DEADLINE_S = 7 * 86400.0
+
+
+def load_book(store) -> NodeBook:
+    """The node book with the persisted cordons and drains."""
+    return NodeBook(store.get_setting(OPS_SETTING, None))
+
+
+def work_by_node(s: "Scheduler") -> dict[str, list[str]]:
+    """Orion workloads holding bundles on each node (reserved, starting, running or stopping)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for wid, held in s.reservations.items():
+        for node in {h.node_id for h in held}:
+            out[node].append(wid)
+    return out
+
+
+def check_nodes(s: "Scheduler") -> list[Transition]:
+    """Observe Ray's nodes; requeue the work of lost nodes; finish or enforce drains."""
+    if s.runtime is None:
+        return []
+    now = s.clock()
+    work = work_by_node(s)
+    changes = s.nodebook.observe(s.runtime.nodes(), {n: len(w) for n, w in work.items()}, now)
+    for t in changes:
+        record(s, t)
+        if t.after == "lost":
+            for wid in work.get(t.node_id, []):
+                _requeue_lost(s, wid, t.node_id)
+    for node in s.nodebook.overdue(now):
+        for wid in work.get(node, []):
+            w = s.active.get(wid)
+            if w is not None and w.status in (Status.STARTING, Status.RUNNING):
+                s._preempt(w, f"drain of node {node}")
+    if changes:
+        s.wake()
+    return changes
+
+
+def _requeue_lost(s: "Scheduler", wid: str, node: str) -> None:
+    """The node under ``wid`` is gone: its run cannot finish. Back to the queue as a new attempt,
+    not counted as a failure of the workload (like Kubernetes' disruption condition)."""
+    w = s.active.get(wid)
+    if w is None or w.status.terminal or w.status == Status.QUEUED:
+        return
+    driver = s.drivers.pop(wid, None)
+    if driver is not None:
+        driver.cancel()
+    s.stopping.discard(wid)
+    s.reservations.pop(wid, None)
+    try:
+        s.runtime.remove_pg(wid)  # Ray would otherwise reschedule the group's lost bundles
+    except Exception:  # best effort: the group may already be gone
+        log.debug("removing the group of %s", wid, exc_info=True)
+    if w.status != Status.QUEUED:
+        s._requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
+    s.store.audit("scheduler", "node_lost_requeue", wid, {"node_id": node}, s.clock())
+
+
+def record(s: "Scheduler", t: Transition, who: str = "scheduler") -> None:
+    """A node change as a ``node`` scaling event (and in the log)."""
+    log.info("node %s: %s -> %s (%s)", t.node_id, t.before, t.after, t.reason)
+    try:
+        s.store.add_scaling_event({"at": t.at, "kind": "node", "pool": t.pool,
+                                   "node_id": t.node_id, "trigger": who, "reason": t.reason,
+                                   "outcome": t.after, "from": t.before})
+    except Exception:  # an event is a record, never a reason to stop observing
+        log.warning("could not record node event", exc_info=True)
+
+
+def _persist(s: "Scheduler") -> None:
+    s.store.put_setting(OPS_SETTING, s.nodebook.ops())
+
+
+def _record_of(s: "Scheduler", node_id: str) -> NodeRecord:
+    check_nodes(s)  # a node that joined a moment ago is known
+    rec = s.nodebook.get(node_id)
+    if rec is None:
+        raise NotFound(f"no node {node_id!r}")
+    return rec
+
+
+def _op(s: "Scheduler", node_id: str, fn, *args) -> Transition:
+    _record_of(s, node_id)
+    try:
+        return fn(node_id, s.clock(), *args)
+    except LookupError as exc:  # terminated or lost: nothing to operate on
+        raise Conflict(str(exc).strip("'")) from None
+
+
+def cordon(s: "Scheduler", node_id: str, who: str, reason: Optional[str] = None) -> dict:
+    """No new placements on the node; its running work is left alone."""
+    t = _op(s, node_id, s.nodebook.cordon, reason or f"cordoned by {who}")
+    _persist(s)
+    record(s, t, who)
+    s.store.audit(who, "cordon", node_id, {"reason": reason}, s.clock())
+    s.wake()
+    return node_view(s, s.nodebook.get(node_id))
+
+
+def uncordon(s: "Scheduler", node_id: str, who: str) -> dict:
+    """Placements allowed again (a drain under way is called off)."""
+    t = _op(s, node_id, s.nodebook.uncordon)
+    _persist(s)
+    record(s, t, who)
+    s.store.audit(who, "uncordon", node_id, {}, s.clock())
+    s.wake()
+    return node_view(s, s.nodebook.get(node_id))
+
+
+def drain(s: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = None,
+          reason: Optional[str] = None) -> dict:
+    """Cordon; let running work end until the deadline; then preempt what is left back to the
+    queue; the node is then *drained* and the autoscaler may release it."""
+    deadline_s = DEFAULT_DRAIN_DEADLINE_S if deadline_s is None else float(deadline_s)
+    if not 0 <= deadline_s <= MAX_DRAIN_DEADLINE_S:
+        raise ValidationError("invalid drain deadline", [
+            {"field": "deadline_s", "problem": f"must be between 0 and {MAX_DRAIN_DEADLINE_S:g}"}])
+    busy = len(work_by_node(s).get(node_id, []))
+    t = _op(s, node_id, s.nodebook.drain, deadline_s, busy, reason or f"drain by {who}")
+    _persist(s)
+    record(s, t, who)
+    s.store.audit(who, "drain", node_id, {"deadline_s": deadline_s, "reason": reason}, s.clock())
+    check_nodes(s)  # a zero deadline preempts now
+    return node_view(s, s.nodebook.get(node_id))
+
+
+# == views ========================================================================================
+def _all_nodes(s: "Scheduler") -> list:
+    return s.runtime.nodes() if s.runtime is not None else []
+
+
+def full_placer(s: "Scheduler") -> LivePlacer:
+    """The placer over every alive node, cordoned ones included (for the infrastructure views)."""
+    nodes = _all_nodes(s)
+    held = [h for hs in s.reservations.values() for h in hs]
+    held += outside_orion(nodes, held, s._live_claims())
+    by_id = {n.node_id: n for n in nodes}
+    for h in held:
+        n = by_id.get(h.node_id)
+        if n is not None:
+            for k, v in h.bundle.items():
+                n.free[k] = n.free.get(k, 0.0) - v
+    return LivePlacer(s.placement_policy, nodes, held)
+
+
+def node_view(s: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
+              work: Optional[list[str]] = None) -> dict[str, Any]:
+    if rec is None:
+        return {}
+    if work is None:
+        work = work_by_node(s).get(rec.node_id, [])
+    return {"node_id": rec.node_id, "status": rec.status, "state": rec.state,
+            "schedulable": rec.schedulable, "cordoned": rec.cordoned,
+            "cordon_reason": rec.cordon_reason or None, "pool": rec.pool,
+            "gpu_type": rec.gpu_type, "resources": rec.total,
+            "free": {k: round(v, 6) for k, v in (free or {}).items()} if free is not None else None,
+            "workloads": sorted(work), "registered_at": iso(rec.first_seen),
+            "ready_at": iso(rec.ready_at), "last_seen": iso(rec.last_seen),
+            "idle_since": iso(rec.idle_since), "drain_deadline": iso(rec.drain_deadline),
+            "ended_at": iso(rec.ended_at), "labels": rec.labels,
+            "history": [{"state": st, "at": iso(at), "reason": why}
+                        for st, at, why in rec.history[-20:]]}
+
+
+def nodes(s: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
+    """Every node with its lifecycle state, free capacity (Orion's account) and workloads."""
+    check_nodes(s)
+    placer = full_placer(s)
+    free = {n.node_id: n.free for n in placer.nodes}
+    work = work_by_node(s)
+    items = [node_view(s, r, free.get(r.node_id), work.get(r.node_id, []))
+             for r in sorted(s.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
+             if include_ended or r.state not in ("terminated", "lost")]
+    return {"items": items, "counts": s.nodebook.counts()}
+
+
+def node_samples(s: "Scheduler") -> list[dict[str, Any]]:
+    """What the autoscaler needs per live node: pool, totals, free, work, idleness, state and
+    fragmentation (share of its free GPU capacity the engine counts as stranded)."""
+    check_nodes(s)
+    placer = full_placer(s)
+    stranded = {r["node_id"]: r for r in stranded_gpus(placer.snapshot(), s.placement_policy)}
+    work = work_by_node(s)
+    out = []
+    for n in placer.nodes:
+        rec = s.nodebook.get(n.node_id)
+        if rec is None:
+            continue
+        st = stranded.get(n.node_id, {})
+        free_gpu = float(st.get("free_gpus", 0.0) or 0.0)
+        frag = float(st.get("stranded_gpus", 0.0) or 0.0) / free_gpu if free_gpu else 0.0
+        state = rec.state if rec.state != "ready" else ("cordoned" if rec.cordoned else "ready")
+        out.append({"node_id": n.node_id, "pool": rec.pool, "total": dict(n.total),
+                    "free": {k: max(0.0, v) for k, v in n.free.items()},
+                    "running": len(work.get(n.node_id, [])), "state": state,
+                    "idle_since": rec.idle_since, "fragmentation": round(frag, 6),
+                    "labels": dict(n.labels), "available": n.available})
+    return out
+
+
+def pending_gangs(s: "Scheduler") -> list[dict[str, Any]]:
+    """Queued gangs waiting for capacity (not for quota): the autoscaler's demand from Orion."""
+    out = []
+    for w in s.active.values():
+        if w.status != Status.QUEUED:
+            continue
+        codes = {r.get("code") for r in s.wait_reasons.get(w.workload_id, [])}
+        if "quota" in codes:
+            continue  # more nodes would not let it start
+        bundles, types, strategy, _ = s._shape(w)
+        out.append({"workload_id": w.workload_id, "tenant_id": w.tenant_id,
+                    "priority": w.priority.value, "bundles": bundles, "gpu_types": types,
+                    "strategy": strategy, "queued_since": w.submitted_at,
+                    "pool": w.spec.metadata.labels.get("orion.io/pool")})
+    return out
+
+
+def resources_available(s: "Scheduler") -> dict[str, Any]:
+    """Free GPUs (Orion's account: minus Orion's holds and others' usage) by type and by node;
+    cordoned and draining nodes are listed but not counted as available."""
+    placer = full_placer(s)
+    unsched = s.nodebook.unschedulable()
+    by_type: dict[str, float] = defaultdict(float)
+    per_node = []
+    for n in placer.nodes:
+        gpus = max(0.0, n.free.get("GPU", 0.0))
+        gtype = n.labels.get("ray.io/accelerator-type") or "unknown"
+        ok = n.node_id not in unsched
+        if ok and n.total.get("GPU"):
+            by_type[gtype] += gpus
+        per_node.append({"node_id": n.node_id, "gpu_type": gtype if n.total.get("GPU") else None,
+                         "gpus_total": n.total.get("GPU", 0.0), "gpus_free": round(gpus, 6),
+                         "cpus_free": round(max(0.0, n.free.get("CPU", 0.0)), 6),
+                         "schedulable": ok})
+    return {"gpus_free_by_type": {k: round(v, 6) for k, v in by_type.items()},
+            "gpus_free": round(sum(by_type.values()), 6), "nodes": per_node}
+
+
+AUTOSCALER_STALE_S = 30.0
+
+
+def gpu_utilization(s: "Scheduler", autoscaler: dict) -> dict[str, Any]:
+    """Per GPU node: GPUs allocated (Orion's holds and others' usage) and NVML telemetry as the
+    autoscaler last read it — on a node without an NVIDIA device, that status says so."""
+    placer = full_placer(s)
+    telemetry = autoscaler.get("gpu_telemetry") or {}
+    items, total, used = [], 0.0, 0.0
+    for n in placer.nodes:
+        gpus = n.total.get("GPU", 0.0)
+        if not gpus:
+            continue
+        alloc = gpus - max(0.0, n.free.get("GPU", 0.0))
+        total, used = total + gpus, used + alloc
+        tel = telemetry.get(n.node_id) or {"status": "unknown",
+                                          "reason": "not read yet (the autoscaler reads NVML "
+                                                    "every 15 s)"}
+        items.append({"node_id": n.node_id,
+                      "gpu_type": n.labels.get("ray.io/accelerator-type"),
+                      "gpus": gpus, "allocated": round(alloc, 6),
+                      "allocation_pct": round(100 * alloc / gpus, 2), "device": tel})
+    return {"nodes": items, "gpus": total, "allocated": round(used, 6),
+            "allocation_pct": round(100 * used / total, 2) if total else 0.0}
+
+
+def infrastructure_health(s: "Scheduler", autoscaler: dict, scheduler_health: dict
+                          ) -> dict[str, Any]:
+    """Is the infrastructure side healthy: nodes by state, lost nodes in the last hour, the
+    scheduler's loop, and the autoscaler's loop (from its last report)."""
+    check_nodes(s)
+    now = s.clock()
+    lost = [node_view(s, r, work=[]) for r in s.nodebook.nodes.values()
+            if r.state == "lost" and r.ended_at and now - r.ended_at < 3600]
+    at = autoscaler.get("received_at")
+    if not at:
+        auto = "not_running"
+    elif now - at > AUTOSCALER_STALE_S:
+        auto = "stale"
+    else:
+        auto = autoscaler.get("loop", "ok")
+    counts = s.nodebook.counts()
+    ok = scheduler_health.get("scheduler") == "ok" and auto in ("ok", "not_running") \
+        and not lost
+    return {"status": "ok" if ok else "degraded", "nodes": counts,
+            "lost_last_hour": [{"node_id": r["node_id"], "ended_at": r["ended_at"],
+                                "pool": r["pool"]} for r in lost],
+            "scheduler": scheduler_health.get("scheduler"), "store": scheduler_health.get("store"),
+            "autoscaler": {"status": auto, "last_report": iso(at) if at else None,
+                           "ray_autoscaler": autoscaler.get("ray_autoscaler"),
+                           "last_error": autoscaler.get("last_error"),
+                           "pools": autoscaler.get("pools", [])}}
