@@ -42,7 +42,10 @@ def busy(n: NodeSample) -> bool:
 
 
 def fits(free: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
-    return all(free.get(k, 0.0) + _EPS >= v for k, v in bundle.items())
+    for k, v in bundle.items():  # a plain loop: this is the packing's innermost call
+        if free.get(k, 0.0) + _EPS < v:
+            return False
+    return True
 
 
 def _total(bundles) -> dict[str, float]:

@@ -65,9 +65,9 @@ def _reactive_parts(pool: PoolSpec, obs: PoolObservation) -> dict[str, tuple[int
         gpus = sum(b.get("GPU", 0) for g in obs.pending for b in g.bundles)
         fit_note = f"; {pk.skipped} cannot fit a node" if pk.skipped else ""
         parts["queue"] = (pk.in_use, (
-            f"{len(obs.pending)} pending gang(s) ({gpus:g} GPUs): {pk.on_existing} fit free space "
-            f"on {pk.busy + pk.opened_existing} existing node(s) in use, {pk.new} new node(s) "
-            f"of {_fmt(pool.node_resources)}; {pk.in_use} nodes hold them{fit_note}"))
+            f"{len(obs.pending)} pending gang(s) ({gpus:g} GPUs): {pk.on_existing} fit on "
+            f"existing nodes, the rest need {pk.new} new node(s) of {_fmt(pool.node_resources)}; "
+            f"{pk.in_use} nodes in use with them{fit_note}"))
     if obs.queue_depth > prm.target_queue_depth:
         n = math.ceil(obs.queue_depth / prm.target_queue_depth)
         if n > parts.get("queue", (0, ""))[0]:
@@ -207,7 +207,11 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolSt
     still provisioning, or still being released) is not held, so a held decision never cancels
     nodes in flight. The scale-up cooldown does not hold what queued work needs: a gang must
     never wait a cooldown for its first node request; utilisation, forecast, schedule and
-    serving increases are the ones that overshoot and are held.
+    serving increases are the ones that overshoot and are held. The bounds are not held either:
+    min_size and max_size are configuration, not a reaction to load.
+
+    ``current`` counts every node sample of the pool, drained ones too (they exist until
+    released, and are released first); provisioning nodes have no sample yet.
     """
     prm = pool.params
     nodes = obs.nodes
@@ -217,13 +221,14 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolSt
     if want < pool.min_size:
         target, trigger, reason = pool.min_size, "min_size", f"{reason}; min_size {pool.min_size}"
     elif want > pool.max_size:
-        target, trigger, reason = pool.max_size, "max_size", f"{reason}; capped at max_size {pool.max_size}"
+        target, trigger = pool.max_size, "max_size"
+        reason = f"{reason}; capped at max_size {pool.max_size}"
     prev = ps.target if ps.target is not None else (obs.requested or current)
     held = False
     since_up = now - ps.last_up_at if ps.last_up_at is not None else math.inf
     last_change = max(x for x in (ps.last_up_at, ps.last_down_at, -math.inf) if x is not None)
     if target > max(current, prev) and since_up < prm.scale_up_cooldown_s:
-        allowed = max(current, min(prev, pool.max_size), min(queue_part, target))
+        allowed = max(current, min(prev, pool.max_size), min(queue_part, target), pool.min_size)
         if allowed < target:
             held = True
             if allowed > max(current, prev):  # queued work goes through, the rest waits
@@ -234,7 +239,7 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolSt
                       f"({since_up:.0f}s of {prm.scale_up_cooldown_s:g}s)")
             target = allowed
     if target < min(current, prev) and now - last_change < prm.scale_down_cooldown_s:
-        allowed = min(current, prev)
+        allowed = min(current, prev, pool.max_size)
         held = True
         reason = (f"{reason}; held at {allowed} by scale-down cooldown "
                   f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)")

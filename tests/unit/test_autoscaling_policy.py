@@ -115,6 +115,17 @@ def test_min_size_is_a_floor_without_demand():
     assert (d.target, d.trigger, len(d.release)) == (2, "min_size", 1)
 
 
+def test_bounds_are_not_held_by_cooldowns():
+    state = AutoscaleState({"gpu": PoolState(last_up_at=NOW - 1, last_down_at=NOW - 1)})
+    d, _ = run(pool(lo=3, hi=5), [node("a")], state=state)
+    assert (d.target, d.trigger, d.held_by_cooldown) == (3, "min_size", False)
+    d, _ = run(pool(lo=0, hi=2), [node("a"), node("b"), node("c"), busy_node("d")], state=state)
+    assert (d.target, d.trigger, len(d.release)) == (2, "cooldown", 2)  # max_size 2, not 1 yet
+    d, _ = run(pool(lo=0, hi=1), [busy_node("a"), busy_node("b")])
+    assert (d.target, d.direction, d.release) == (2, "none", ())  # running work stays
+    assert "only 0 of 1 node(s) can go" in d.reason
+
+
 def test_max_size_caps_huge_demand():
     d, _ = run(pool(lo=0, hi=5), pending=[gang(1, {"GPU": 4})] * 100, queue_depth=100_000)
     assert (d.target, d.direction, d.trigger) == (5, "up", "max_size")
@@ -452,9 +463,12 @@ def test_property_bounds_and_safe_release():
         for p, d in zip(ctx.pools, decision.pools):
             nodes = {n.node_id: n for n in ctx.observations[p.name].nodes}
             running = sum(1 for n in nodes.values() if n.running > 0)
-            assert p.min_size <= d.target <= p.max_size or (
-                d.target == d.current and d.direction == "none") or (
-                d.target > p.max_size and d.target <= max(running, d.current)), d
+            releasable = [n for n in nodes.values() if n.running == 0 and (
+                n.state == "drained" or (n.idle_since is not None
+                                         and NOW - n.idle_since >= p.params.idle_s))]
+            assert p.min_size <= d.target <= max(p.max_size, d.current), d
+            if d.target > p.max_size:  # only nodes that cannot go keep a pool above max_size
+                assert d.direction != "up" and len(d.release) == len(releasable), d
             assert all(nodes[r].running == 0 for r in d.release), d
             assert len(set(d.release)) == len(d.release)
             if d.direction == "down":
