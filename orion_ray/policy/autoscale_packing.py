@@ -93,7 +93,8 @@ def pack(shape: Mapping[str, float], nodes: Sequence[NodeSample],
 
     PACK prefers nodes the gang already uses, SPREAD prefers others but never opens a node just to
     spread (best effort), STRICT_SPREAD needs distinct nodes, STRICT_PACK one node. New nodes are
-    not capped at the pool's max_size: the count is demand, the caller clamps. Inputs are not mutated.
+    not capped at the pool's max_size: the count is demand, the caller clamps. Inputs are not
+    mutated.
     """
     out = Packing()
     ready = [n for n in nodes if n.state == "ready"]

@@ -68,7 +68,7 @@ def _reactive_parts(pool: PoolSpec, obs: PoolObservation) -> dict[str, tuple[int
             f"{len(obs.pending)} pending gang(s) ({gpus:g} GPUs): {pk.on_existing} fit on "
             f"existing nodes, the rest need {pk.new} new node(s) of {_fmt(pool.node_resources)}; "
             f"{pk.in_use} nodes in use with them{fit_note}"))
-    if obs.queue_depth > prm.target_queue_depth:
+    if obs.queue_depth > 0:  # queued work keeps at least one node; more above the target depth
         n = math.ceil(obs.queue_depth / prm.target_queue_depth)
         if n > parts.get("queue", (0, ""))[0]:
             parts["queue"] = (n, f"queue depth {obs.queue_depth} at {prm.target_queue_depth} "

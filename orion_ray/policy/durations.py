@@ -1,4 +1,5 @@
-"""Durations as orion.yaml writes them: seconds as a number, or ``"30s"``, ``"10m"``, ``"8h"``, ``"14d"``."""
+"""Durations as orion.yaml writes them: seconds as a number, or ``"30s"``, ``"10m"``, ``"8h"``,
+``"14d"``."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,8 @@ _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
 def parse_duration(field: str, value) -> float:
-    """Seconds; ``ValueError("<field>: '5x' is not a duration")`` for anything else (and negatives)."""
+    """Seconds; ``ValueError("<field>: '5x' is not a duration")`` for anything else, negatives
+    included."""
     if isinstance(value, bool):
         raise ValueError(f"{field}: {value!r} is not a duration")
     if isinstance(value, (int, float)):

@@ -133,6 +133,18 @@ def test_max_size_caps_huge_demand():
 
 
 # -- reactive packing ----------------------------------------------------------------------------
+def test_queue_depth_asks_a_node_per_target_depth():
+    d, _ = run(pool(target_queue_depth=100), queue_depth=250)
+    assert (d.target, d.trigger, "queue depth 250" in d.reason) == (3, "queue", True)
+    d, _ = run(pool(target_queue_depth=100), queue_depth=1)
+    assert (d.target, d.trigger) == (1, "queue")
+
+
+def test_serving_gpus_add_nodes_beyond_those_in_use():
+    d, _ = run(pool(), [busy_node("a")], serving_gpus=6.0)
+    assert (d.target, d.trigger) == (3, "serving")  # 6 GPUs = 2 nodes of 4 GPUs, plus "a"
+
+
 def test_strict_spread_gangs_need_distinct_nodes():
     p = pool()
     gangs = [gang(2, {"GPU": 4}, "STRICT_SPREAD")] * 3
@@ -462,7 +474,6 @@ def test_property_bounds_and_safe_release():
         decision, new_state = decide(ctx, state, NOW)
         for p, d in zip(ctx.pools, decision.pools):
             nodes = {n.node_id: n for n in ctx.observations[p.name].nodes}
-            running = sum(1 for n in nodes.values() if n.running > 0)
             releasable = [n for n in nodes.values() if n.running == 0 and (
                 n.state == "drained" or (n.idle_since is not None
                                          and NOW - n.idle_since >= p.params.idle_s))]
