@@ -168,8 +168,9 @@ def test_gangs_fill_free_space_on_existing_nodes_first():
     assert nodes_for(pool(), nodes, [gang(2, {"GPU": 1})]) == 2
     assert nodes_for(pool(), nodes, [gang(1, {"GPU": 4})]) == 3  # no room: one new node
     # an idle ready node is used before a new one, and busy nodes before idle ones
-    assert nodes_for(pool(), nodes + [node("c")], [gang(1, {"GPU": 4})]) == 3
-    assert nodes_for(pool(), nodes + [node("c")], [gang(1, {"GPU": 2})]) == 2
+    idle = node("0-idle")  # sorts before "a": busy nodes must still come first
+    assert nodes_for(pool(), [idle] + nodes, [gang(1, {"GPU": 4})]) == 3
+    assert nodes_for(pool(), [idle] + nodes, [gang(1, {"GPU": 2})]) == 2
     # cordoned nodes take nothing new but their work still counts
     cordoned = busy_node("z", free=dict(half), state="cordoned")
     assert nodes_for(pool(), [cordoned], [gang(1, {"GPU": 2})]) == 2
@@ -204,7 +205,7 @@ def test_assign_pending_by_shape_labels_and_explicit_pool():
 def test_scale_down_never_releases_running_work_and_prefers_drained_emptiest_fragmented():
     nodes = [busy_node("busy", free=dict(SHAPE)),
              NodeSample("odd", "gpu", dict(SHAPE), dict(SHAPE), 2, "ready", NOW - 999),
-             node("part", free={"CPU": 2.0, "GPU": 2.0}),
+             node("part", free={"CPU": 2.0, "GPU": 2.0}, frag=0.9),  # emptiness before frag
              node("frag", frag=0.5), node("empty"), node("drained", state="drained", idle_for=0)]
     order = []
     for lo in (5, 4, 3, 2):
@@ -303,6 +304,12 @@ def test_cron_steps_lists_ranges_and_sunday_seven():
     assert ScheduleWindow("0 12 * * 7", 60, 1).is_open(sunday)
     assert ScheduleWindow("0 12 * * 0", 60, 1).is_open(sunday)
     assert not ScheduleWindow("0 12 * * 1-6", 60, 1).is_open(sunday)
+    # day-of-month and day-of-week both restricted: either matches (Vixie cron)
+    first_or_monday = ScheduleWindow("0 12 1 * 1", 60, 1)
+    assert first_or_monday.is_open(utc(2026, 12, 1, 12, 0))  # a Tuesday, the 1st
+    assert first_or_monday.is_open(utc(2026, 11, 30, 12, 0))  # a Monday
+    assert not first_or_monday.is_open(utc(2026, 12, 2, 12, 0))
+    assert not ScheduleWindow("0 12 1 * *", 60, 1).is_open(utc(2026, 11, 30, 12, 0))
     # a week-long window opened last Saturday is still open on Friday
     week = ScheduleWindow("0 0 * * 6", 7 * 86400, 1)
     assert week.is_open(utc(2026, 11, 27, 23, 59)) and week.opened_at(
