@@ -177,8 +177,8 @@ def test_gangs_fill_free_space_on_existing_nodes_first():
 
 
 def test_first_fit_decreasing_places_big_gangs_first():
-    gangs = [gang(1, {"GPU": 1}), gang(1, {"GPU": 3}), gang(1, {"GPU": 1}), gang(1, {"GPU": 3})]
-    assert nodes_for(pool(), [], gangs) == 2  # 3+1, 3+1 — not 1+1, 3, 3
+    gangs = [gang(1, {"GPU": 1}), gang(1, {"GPU": 1}), gang(1, {"GPU": 3}), gang(1, {"GPU": 3})]
+    assert nodes_for(pool(), [], gangs) == 2  # 3+1, 3+1 — in arrival order it would be 1+1, 3, 3
 
 
 def test_assign_pending_by_shape_labels_and_explicit_pool():
