@@ -231,19 +231,22 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolSt
         allowed = max(current, min(prev, pool.max_size), min(queue_part, target), pool.min_size)
         if allowed < target:
             held = True
-            if allowed > max(current, prev):  # queued work goes through, the rest waits
+            if allowed <= max(current, prev):
+                trigger = "cooldown"
+            elif allowed == min(queue_part, target):  # queued work goes through, the rest waits
                 trigger = "queue"
             else:
-                trigger = "cooldown"
+                trigger = "min_size"
             reason = (f"{reason}; held at {allowed} by scale-up cooldown "
                       f"({since_up:.0f}s of {prm.scale_up_cooldown_s:g}s)")
             target = allowed
     if target < min(current, prev) and now - last_change < prm.scale_down_cooldown_s:
         allowed = min(current, prev, pool.max_size)
-        held = True
-        reason = (f"{reason}; held at {allowed} by scale-down cooldown "
-                  f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)")
-        trigger, target = "cooldown", allowed
+        if allowed > target:
+            held = True
+            reason = (f"{reason}; held at {allowed} by scale-down cooldown "
+                      f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)")
+            trigger, target = "cooldown", allowed
     release: tuple = ()
     if target < current:
         can_go = sorted((n for n in nodes if _releasable(n, now, prm.idle_s)),

@@ -121,6 +121,12 @@ def test_bounds_are_not_held_by_cooldowns():
     assert (d.target, d.trigger, d.held_by_cooldown) == (3, "min_size", False)
     d, _ = run(pool(lo=0, hi=2), [node("a"), node("b"), node("c"), busy_node("d")], state=state)
     assert (d.target, d.trigger, len(d.release)) == (2, "cooldown", 2)  # max_size 2, not 1 yet
+    # min_size passes a held utilisation increase; the rest of the increase waits
+    d, _ = run(pool(lo=3, hi=9), [busy_node("a")], state=state, cpu_utilization=500.0)
+    assert (d.target, d.trigger, d.held_by_cooldown) == (3, "min_size", True)
+    # down to max_size while in cooldown: nothing held beyond the bound
+    d, _ = run(pool(lo=0, hi=1), [busy_node("a"), node("b")], state=state, cpu_utilization=500.0)
+    assert (d.target, d.trigger, d.held_by_cooldown, d.release) == (1, "max_size", False, ("b",))
     d, _ = run(pool(lo=0, hi=1), [busy_node("a"), busy_node("b")])
     assert (d.target, d.direction, d.release) == (2, "none", ())  # running work stays
     assert "only 0 of 1 node(s) can go" in d.reason
