@@ -224,12 +224,19 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
             [hash_key(api_key)], "orion up", config.orion.policy.model_dump(mode="json")),
             timeout=60)
 
+        from .autoscaler.actor import deploy_autoscaler
+        autoscaler = deploy_autoscaler(config)  # scaling, node release, GPU telemetry
+        ray.get(autoscaler.ensure_started.remote(), timeout=wait_s)
+
         from .serving.actor import deploy_manager
         deploy_manager()  # model serving: deployments, releases, the serving GPU account
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
-            serve.start(http_options={"host": api.host, "port": api.port})
+            # the API's proxy on the head only: a proxy on every worker would keep idle nodes
+            # from being released by the autoscaler
+            serve.start(http_options={"host": api.host, "port": api.port},
+                        proxy_location="HeadOnly")
             serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes), name=APP_NAME,
                       route_prefix="/", blocking=False)
         _wait_healthy(url, wait_s)
@@ -304,10 +311,16 @@ def _stop_orion_on(address: str) -> None:
             RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
         except Exception:  # best effort, like the deletes above
             pass
-        for name in (SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
+        from .autoscaler.actor import AUTOSCALER_NAME
+        for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
             except ValueError:
                 pass
+        try:  # Orion's capacity floor goes with it: the Ray autoscaler may shrink the cluster
+            from ray.autoscaler.sdk import request_resources
+            request_resources(bundles=[])
+        except Exception:
+            pass
     finally:
         ray.shutdown()

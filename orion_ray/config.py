@@ -187,8 +187,14 @@ def load_config(path: Optional[str] = None) -> OrionConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     try:
-        return OrionConfig.model_validate(raw)
+        config = OrionConfig.model_validate(raw)
     except PydanticValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
                    for e in exc.errors()]
         raise ConfigError(f"invalid configuration in {path}", details) from None
+    from .autoscaler.pool_spec import parse_autoscale_pools  # pools as the autoscaler reads them
+    try:
+        parse_autoscale_pools(config.orion.worker_pools, config.orion.autoscaling)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid configuration in {path}: {exc.message}", exc.details) from None
+    return config

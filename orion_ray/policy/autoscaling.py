@@ -80,7 +80,9 @@ def _reactive_parts(pool: PoolSpec, obs: PoolObservation) -> dict[str, tuple[int
                                                f"{extra} node(s) beyond {pk.in_use} in use")
     ready = sum(1 for n in obs.nodes if n.state == "ready")
     busy_not_ready = pk.busy - pk.busy_ready
-    for name, util in (("CPU", obs.cpu_utilization), ("GPU", obs.gpu_utilization)):
+    # CPU only (the setting is target_cpu_utilization): fully allocated GPUs are what a batch
+    # cluster is for, and GPU growth is driven by the gangs that wait, not by headroom.
+    for name, util in (("CPU", obs.cpu_utilization),):
         if util is not None and ready and util > prm.target_cpu_utilization:
             n = busy_not_ready + math.ceil(ready * util / prm.target_cpu_utilization - 1e-9)
             if n > parts.get("utilization", (0, ""))[0]:

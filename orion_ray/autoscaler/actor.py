@@ -1,0 +1,90 @@
+"""``orion-autoscaler``: the detached actor beside the scheduler that runs the autoscaling loop.
+
+A thin shell like the scheduler's: it builds the store, the Ray capacity adapter and a view of the
+scheduler actor, and runs ``AutoscalerLoop`` forever. Ray restarts it after a crash; the decision
+state (cooldowns, targets, released nodes) comes back from the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import ray
+
+from ..config import OrionConfig
+from ..runtime.ray_runtime import NAMESPACE, on_head_node
+from ..store import SQLiteStore
+from .control import AutoscalerLoop
+from .pool_spec import node_type_of, parse_autoscale_pools
+from .ray_capacity import RayCapacity
+
+AUTOSCALER_NAME = "orion-autoscaler"
+
+
+class SchedulerSource:
+    """The scheduler actor as the loop's ``source`` (its view, drains, and the status report)."""
+
+    def __init__(self, handle=None):
+        self._handle = handle
+
+    def _h(self):
+        if self._handle is None:
+            from ..scheduler.actor import get_scheduler
+            self._handle = get_scheduler()
+        return self._handle
+
+    async def autoscaler_view(self) -> dict:
+        return await self._h().autoscaler_view.remote()
+
+    async def drain(self, node_id: str, who: str, deadline_s: float, reason: str) -> dict:
+        return await self._h().drain.remote(node_id, who, deadline_s, reason)
+
+    async def uncordon(self, node_id: str, who: str) -> dict:
+        return await self._h().uncordon.remote(node_id, who)
+
+    async def autoscaler_report(self, status: dict) -> None:
+        await self._h().autoscaler_report.remote(status)
+
+
+class AutoscalerActor:
+    """Wrapped with ``ray.remote`` by ``deploy_autoscaler``."""
+
+    def __init__(self, config: dict[str, Any], interval_s: Optional[float] = None):
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.config = OrionConfig.model_validate(config)
+        section = self.config.orion
+        store_cfg = section.store
+        self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
+        pools = parse_autoscale_pools(section.worker_pools, section.autoscaling)
+        interval = interval_s or float(section.autoscaling.get("interval_s", 1.0))
+        self.loop = AutoscalerLoop(pools, SchedulerSource(), RayCapacity(), self.store,
+                                   interval_s=interval,
+                                   node_types=node_type_of(section.worker_pools))
+        self._task: Optional[asyncio.Task] = None
+        ray.get_runtime_context().current_actor.ensure_started.remote()
+
+    async def ensure_started(self) -> str:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.loop.run())
+        return "ok"
+
+    async def status(self) -> dict:
+        return self.loop.last_status
+
+    async def step(self) -> dict:
+        """One step now (tests and `orion` tooling; the loop keeps its own pace)."""
+        return await self.loop.step()
+
+    async def shutdown(self) -> None:
+        self.loop.stop()
+
+
+def deploy_autoscaler(config: OrionConfig):
+    """Get or create the detached autoscaler actor (never a second one)."""
+    cls = ray.remote(AutoscalerActor)
+    return cls.options(name=AUTOSCALER_NAME, namespace=NAMESPACE, lifetime="detached",
+                       get_if_exists=True, max_restarts=-1, max_task_retries=0, num_cpus=0,
+                       max_concurrency=100, scheduling_strategy=on_head_node()
+                       ).remote(config.model_dump(mode="json"))
