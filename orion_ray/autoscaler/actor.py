@@ -59,9 +59,16 @@ class AutoscalerActor:
         self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
         pools = parse_autoscale_pools(section.worker_pools, section.autoscaling)
         interval = interval_s or float(section.autoscaling.get("interval_s", 1.0))
+        spot = {p.get("name") for p in section.worker_pools
+                if isinstance(p, dict) and p.get("market") == "spot"}
+        watched: set[str] = set()
+        hook = None
+        if spot:  # a spot node's two-minute warning becomes a drain of that node
+            from .spot_watch import ensure_spot_watchers
+            hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched)  # noqa: E731
         self.loop = AutoscalerLoop(pools, SchedulerSource(), RayCapacity(), self.store,
                                    interval_s=interval,
-                                   node_types=node_type_of(section.worker_pools))
+                                   node_types=node_type_of(section.worker_pools), on_nodes=hook)
         self._task: Optional[asyncio.Task] = None
         ray.get_runtime_context().current_actor.ensure_started.remote()
 

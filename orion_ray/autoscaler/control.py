@@ -40,7 +40,8 @@ class AutoscalerLoop:
 
     def __init__(self, pools: list[PoolSpec], source: Any, capacity: Any, store: Any,
                  clock: Callable[[], float] = time.time, interval_s: float = 1.0,
-                 history_every_s: float = 60.0, node_types: Optional[dict[str, str]] = None):
+                 history_every_s: float = 60.0, node_types: Optional[dict[str, str]] = None,
+                 on_nodes: Optional[Callable[[list[dict]], None]] = None):
         self.pools = list(pools)
         self.source = source
         self.capacity = capacity
@@ -65,6 +66,7 @@ class AutoscalerLoop:
         self._telemetry_at = -1e18
         self._failed_seen: set = set()
         self._stopping = False
+        self.on_nodes = on_nodes  # e.g. start spot-notice watchers on new spot nodes
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -88,6 +90,11 @@ class AutoscalerLoop:
         """One observe → decide → actuate → record pass; returns the status report."""
         now = self.clock()
         view = await self.source.autoscaler_view()
+        if self.on_nodes is not None:
+            try:
+                await asyncio.to_thread(self.on_nodes, view.get("nodes", []))
+            except Exception:
+                log.warning("node hook failed", exc_info=True)
         try:
             ray_state = await asyncio.to_thread(self.capacity.status)
         except Exception as exc:  # the Ray autoscaler may be absent (a static cluster)
