@@ -93,6 +93,12 @@ class PolicyConfig(BaseModel):
                                    description="a blocked gang waits this long, then capacity is "
                                                "held for it (backfill with a reservation)")
     refuse_infeasible_deadlines: bool = False
+    reject_when_capacity_unavailable: bool = Field(
+        False, description="answer 429 (capacity_unavailable) to a workload that does not fit now "
+                           "when the pool it needs has had a failed launch recently, instead of "
+                           "queueing it")
+    launch_failure_window_s: float = Field(600.0, gt=0, le=86400,
+                                           description="how long a failed launch counts as recent")
     default_runtime_s: float = Field(3600.0, gt=0, le=30 * 86400,
                                      description="expected run time when neither timeout_s nor "
                                                  "history gives one (for estimates)")

@@ -73,6 +73,13 @@ class QueueFull(OrionError):
     code = "queue_full"
 
 
+class CapacityUnavailable(OrionError):
+    """The pool a workload needs cannot launch nodes now (its launches keep failing) and the
+    policy says to push back rather than queue (``policy.reject_when_capacity_unavailable``)."""
+    status_code = 429
+    code = "capacity_unavailable"
+
+
 class SchedulerUnavailable(OrionError):
     status_code = 503
     code = "scheduler_unavailable"
@@ -101,5 +108,6 @@ class CapacityError(OrionError):
 
 ERRORS_BY_CODE: dict[str, type[OrionError]] = {
     cls.code: cls for cls in (ValidationError, MalformedRequest, Unauthorized, Forbidden, NotFound, Conflict,
-                              PayloadTooLarge, QueueFull, SchedulerUnavailable, OrionError)
+                              PayloadTooLarge, QueueFull, CapacityUnavailable,
+                              SchedulerUnavailable, OrionError)
 }

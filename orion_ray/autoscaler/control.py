@@ -134,6 +134,8 @@ class AutoscalerLoop:
                              gpu_type=next((t for t in g.get("gpu_types") or [] if t), None),
                              source="orion") for g in view.get("pending", [])]
         orion_gangs = list(gangs)
+        ids = {id(g): p["workload_id"] for g, p in zip(gangs, view.get("pending", []))
+               if p.get("workload_id")}
         gangs += [PendingGang(bundles=tuple(dict(b) for b in g["bundles"]),
                               strategy=g.get("strategy") or "PACK", pool=None, gpu_type=None,
                               source="ray") for g in ray_state.get("ray_pending", [])
@@ -150,6 +152,9 @@ class AutoscalerLoop:
                 gpu_utilization=_utilisation(nodes, "GPU"),
                 requested=getattr(self.state.pools.get(p.name), "target", None) or 0)
         self._unplaceable = assigned.get("", [])
+        # which queued workload waits on which pool ("" for none), for explain
+        self._waiting = {ids[id(g)]: pool for pool, gs in assigned.items() for g in gs
+                         if id(g) in ids}
         return AutoscaleContext(pools=tuple(self.pools), observations=observations,
                                 history=tuple(self._load_history(now))), orion_gangs
 
@@ -263,6 +268,14 @@ class AutoscalerLoop:
                 self._telemetry.update(got)
         pools = []
         pending = ray_state.get("pending_launches") or {}
+        failures = {}
+        for f in ray_state.get("failed_launches") or []:
+            pool = next((p for p, t in self.node_types.items() if t == f.get("node_type")), None)
+            at = float(f.get("at") or now)
+            if pool is not None and at >= failures.get(pool, {}).get("at", -1):
+                failures[pool] = {"at": at, "details": (f.get("details") or "")[:1000],
+                                  "count": f.get("count")}
+        specs = {p.name: p for p in self.pools}
         for d in decision.pools:
             obs = ctx.observations[d.pool]
             pools.append({"pool": d.pool, "policy": d.policy, "current": d.current,
@@ -270,7 +283,13 @@ class AutoscalerLoop:
                           "reason": d.reason, "held_by_cooldown": d.held_by_cooldown,
                           "candidates": dict(d.candidates),
                           "provisioning": pending.get(self.node_types.get(d.pool, d.pool), 0),
-                          "pending_gangs": len(obs.pending), "released": sorted(
+                          "pending_gangs": len(obs.pending),
+                          "last_failed_launch": failures.get(d.pool),
+                          "spec": {"node_resources": specs[d.pool].node_resources,
+                                   "labels": specs[d.pool].labels,
+                                   "min_size": specs[d.pool].min_size,
+                                   "max_size": specs[d.pool].max_size},
+                          "released": sorted(
                               n for n in self.released if any(s.node_id == n for s in obs.nodes))})
         self.last_status = {
             "at": now, "loop": "ok" if self.last_error is None else "error",
@@ -281,6 +300,7 @@ class AutoscalerLoop:
                              "gpu_type": g.gpu_type, "source": g.source}
                             for g in getattr(self, "_unplaceable", [])][:50],
             "failed_launches": (ray_state.get("failed_launches") or [])[-20:],
+            "waiting": dict(getattr(self, "_waiting", {})),
             "gpu_telemetry": self._telemetry}
         try:
             await self.source.autoscaler_report(self.last_status)

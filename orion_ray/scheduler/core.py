@@ -30,7 +30,7 @@ from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import estimates, node_ops, outside, views
+from . import capacity_signal, estimates, node_ops, outside, views
 from . import policy_bridge as bridge
 
 log = logging.getLogger("orion.scheduler")
@@ -585,6 +585,7 @@ class Scheduler:
                      status=Status.QUEUED, submitted_at=now, updated_at=now, seq=2**62)
         if parsed.deadline is not None and self.policy_config.refuse_infeasible_deadlines:
             self._refuse_if_deadline_unreachable(w)
+        capacity_signal.check_backpressure(self, w)  # 429 if policy says and its pool can't grow
         self._version += 1
         self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
                               (Status.QUEUED.value, now, "")])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..models import Workload, iso
 from ..policy.live_placement import fragmentation_summary, stranded_gpus
 from ..status import Status
-from . import estimates
+from . import capacity_signal, estimates
 from .policy_bridge import allocated, capacity, running_items
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
             reasons.append({"code": "backoff", "message":
                             f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})"})
         reasons += [dict(r) for r in s.wait_reasons.get(w.workload_id, [])]
+        scaling = capacity_signal.waiting_reason(s, w)  # what the autoscaler does about it
+        if scaling is not None:
+            reasons.append(scaling)
         ahead = order[: position["overall"] - 1]
         higher = sum(1 for c in ahead if c.rank < w.priority.rank)
         if higher:
