@@ -237,7 +237,9 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
             # from being released by the autoscaler
             serve.start(http_options={"host": api.host, "port": api.port},
                         proxy_location="HeadOnly")
-            serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes), name=APP_NAME,
+            serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes,
+                                    config.orion.capacity.model_dump(mode="json"),
+                                    config.orion.worker_pools), name=APP_NAME,
                       route_prefix="/", blocking=False)
         _wait_healthy(url, wait_s)
     finally:

@@ -135,6 +135,17 @@ class TenantConfig(BaseModel):
         return v
 
 
+class CapacityConfig(BaseModel):
+    """Where Orion manages capacity itself (reservations, the EC2 provider's status): ``ec2``
+    mounts ``/admin/v1/capacity/...`` on the API. Credentials come from the usual AWS chain."""
+    model_config = ConfigDict(extra="forbid")
+    provider: str = Field("none", pattern="^(none|ec2)$")
+    region: Optional[str] = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    endpoint_url: Optional[str] = Field(None, description="another EC2 endpoint (e.g. a moto "
+                                                          "server on loopback in tests)")
+    cluster: str = Field("orion", min_length=1, max_length=64)
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -145,6 +156,7 @@ class OrionSection(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     worker_pools: list[dict[str, Any]] = Field(default_factory=list)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
 
 
     @field_validator("tenants")
@@ -203,4 +215,11 @@ def load_config(path: Optional[str] = None) -> OrionConfig:
         parse_autoscale_pools(config.orion.worker_pools, config.orion.autoscaling)
     except ConfigError as exc:
         raise ConfigError(f"invalid configuration in {path}: {exc.message}", exc.details) from None
+    if config.orion.capacity.provider == "ec2":  # the pools must then be launchable on EC2
+        from .autoscaler.providers.pools import parse_pools
+        try:
+            parse_pools(config.orion.worker_pools)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid configuration in {path}: {exc.message}",
+                              exc.details) from None
     return config

@@ -1,7 +1,7 @@
 """``orion-api``: the REST app as a Ray Serve application with a FastAPI ingress."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from ray import serve
@@ -102,9 +102,13 @@ class ActorBackend:
         return await self._call("resources_available")
 
 
-def build_api_app(admin_key_hashes: list[str], max_body_bytes: int):
-    """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``)."""
-    app = build_app(KeyRing(admin_key_hashes), None, max_body_bytes, backend_factory=ActorBackend)
+def build_api_app(admin_key_hashes: list[str], max_body_bytes: int,
+                  capacity: Optional[dict] = None, pools: Optional[list] = None):
+    """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
+    ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes)."""
+    from ..autoscaler.capacity_service import capacity_backend
+    app = build_app(KeyRing(admin_key_hashes), None, max_body_bytes, backend_factory=ActorBackend,
+                    capacity_backend=capacity_backend(capacity or {}, pools or []))
 
     @serve.deployment(name="OrionAPI", num_replicas=1, max_ongoing_requests=1000,
                       ray_actor_options={"num_cpus": 0})

@@ -27,3 +27,47 @@ class CapacityService:
     def status(self) -> dict:
         """Each pool's sources, blocklisted zones and last failed launch (with its history)."""
         return self.provider.status() if self.provider is not None else {"pools": {}}
+
+
+class LazyCapacity:
+    """A ``CapacityService`` built on first use from ``orion.capacity`` and the worker pools.
+
+    The API app is pickled into its Serve replica; a boto3 client is not, so the client is made
+    there, on the first capacity request.
+    """
+
+    def __init__(self, capacity: dict, pools: list[dict]):
+        self.capacity = dict(capacity)
+        self.pools = list(pools)
+        self._svc: Optional[CapacityService] = None
+
+    def _service(self) -> CapacityService:
+        if self._svc is None:
+            import boto3
+            kw = {k: v for k, v in (("region_name", self.capacity.get("region")),
+                                    ("endpoint_url", self.capacity.get("endpoint_url"))) if v}
+            ec2 = boto3.client("ec2", **kw)
+            cluster = self.capacity.get("cluster") or "orion"
+            provider = None
+            ec2_pools = [p for p in self.pools if p.get("image_id") and p.get("subnets")]
+            if ec2_pools:
+                provider = EC2Provider(ec2_client=ec2, pools=ec2_pools, cluster=cluster)
+            self._svc = CapacityService(ReservationManager(ec2, cluster), provider)
+        return self._svc
+
+    def create(self, request: ReservationRequest) -> Reservation:
+        return self._service().create(request)
+
+    def list(self) -> list[Reservation]:
+        return self._service().list()
+
+    def release(self, reservation_id: str) -> dict:
+        return self._service().release(reservation_id)
+
+    def status(self) -> dict:
+        return self._service().status()
+
+
+def capacity_backend(capacity: dict, pools: list[dict]) -> Optional[LazyCapacity]:
+    """The API's capacity backend for ``orion.capacity`` (None when Orion manages none)."""
+    return LazyCapacity(capacity, pools) if capacity.get("provider") == "ec2" else None

@@ -22,6 +22,9 @@ class RayStart(BaseModel):
     head_address: str = Field(min_length=1, description="host:port of the head's GCS")
     resources: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    gpu_type: Optional[str] = None
+    ray_node_type: Optional[str] = None
+    schedule: list[dict[str, Any]] = Field(default_factory=list)
     extra_args: list[str] = Field(default_factory=list)
 
 
@@ -50,6 +53,9 @@ class PoolConfig(BaseModel):
     autoscaling: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    gpu_type: Optional[str] = None
+    ray_node_type: Optional[str] = None
+    schedule: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("subnets", "capacity_reservations")
     @classmethod
