@@ -1,0 +1,474 @@
+"""A fake *autoscaling* multi-node Ray 2.60 cluster on one machine, for tests and benchmarks.
+
+``FakeAutoscalingCluster`` runs ``ray start --head --port 6379 --autoscaling-config <json> --block`` with
+Ray's fake multi-node provider (autoscaler v2), so nodes of the declared types really come up and go away
+as processes on this machine when there is demand (pending placement groups / tasks, or
+``ray.autoscaler.sdk.request_resources``) and when they are idle. No pytest import here: usable from a
+benchmark script as well.
+
+    with FakeAutoscalingCluster({"gpu_a100": {"resources": {"CPU": 2, "GPU": 4},
+                                              "labels": {"orion.io/pool": "gpu-a100"},
+                                              "min_workers": 0, "max_workers": 4}}) as c:
+        subprocess.run([sys.executable, "driver.py"], env=c.env)   # driver: ray.init(address=c.address)
+        c.wait_for(lambda: len(c.worker_nodes()) == 2, timeout=60)
+
+Facts (measured on a 2-core VM, ray 2.60.0; see the report in the branch history for more):
+
+* Start-up (``start()`` until the GCS answers and the head node is ALIVE): ~6–8 s with dashboard.
+* Labels: node types accept ``labels`` (it is in Ray's ``ray-schema.json`` and autoscaler v2's config
+  reads it) and the fake nodes really carry them: ``ray.nodes()[i]["Labels"]`` holds the declared labels
+  plus Ray's own (``ray.io/node-id``, ...). ``bundle_label_selectors`` in ``request_resources`` and
+  ``bundle_label_selector`` in placement groups steer to them.
+* Node ids: Ray's fake provider gives workers ids ``fff...f00001``, ``...00002``, ... (same value as
+  instance id / ``RAY_CLOUD_INSTANCE_ID``); the head is ``FAKE_HEAD_NODE_ID`` (``fff...f00000``).
+* Fake workers are started *inside the autoscaler (monitor) process* by ``ray._private.node.Node``. Ray's
+  provider would give them the machine's outgoing IP; ``tests/fake_autoscaling_provider.py`` (a 60-line
+  subclass) pins them to 127.0.0.1 and writes each node's PIDs to ``<tmp>/pids/<node_id>.json``, which
+  ``kill_node`` uses.
+* The autoscaler expects the GCS at port 6379: only one such cluster per machine at a time. ``start()``
+  refuses to start if 6379 is taken.
+
+The timings for request_resources / placement-group demand / node loss / drain are in the module
+``FACTS`` string below and in the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+GCS_PORT = 6379
+# Ray's FakeMultiNodeProvider.FAKE_HEAD_NODE_ID (kept literal so importing this module needs no ray).
+FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+PROVIDER_MODULE = "fake_autoscaling_provider.LoopbackFakeMultiNodeProvider"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.25,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; return it. Raise TimeoutError otherwise.
+    Exceptions raised by the predicate count as "not yet" (the last one is chained)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Optional[BaseException] = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - "not yet"
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
+        time.sleep(interval)
+
+
+def _pgid(pid: int) -> Optional[int]:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _proc_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _all_procs() -> Dict[int, Dict[str, Any]]:
+    """pid -> {ppid, pgid, cmd} for every live (non-zombie) process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        pid = int(d)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            if rest[0] == "Z":
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            out[pid] = {"ppid": int(rest[1]), "pgid": int(rest[2]), "cmd": cmd}
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _descendants(roots: List[int], procs: Dict[int, Dict[str, Any]]) -> set:
+    children: Dict[int, List[int]] = {}
+    for pid, p in procs.items():
+        children.setdefault(p["ppid"], []).append(pid)
+    seen, stack = set(), list(roots)
+    while stack:
+        pid = stack.pop()
+        for c in children.get(pid, []):
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
+class FakeAutoscalingCluster:
+    """See the module docstring. ``node_types``: autoscaler ``available_node_types`` for workers
+    (``resources``, optional ``labels``, ``min_workers``, ``max_workers``; ``node_config`` is added)."""
+
+    def __init__(self, node_types: Dict[str, Dict[str, Any]], idle_timeout_minutes: float = 0.1,
+                 head_resources: Optional[Dict[str, float]] = None, max_workers: int = 20,
+                 upscaling_speed: float = 1.0, include_dashboard: bool = True,
+                 extra_env: Optional[Dict[str, str]] = None):
+        self.node_types = {k: dict(v) for k, v in node_types.items()}
+        self.idle_timeout_minutes = idle_timeout_minutes
+        self.head_resources = dict(head_resources if head_resources is not None else {"CPU": 2})
+        self.max_workers = max_workers
+        self.upscaling_speed = upscaling_speed
+        self.include_dashboard = include_dashboard
+        self.extra_env = dict(extra_env or {})
+        self.address = f"127.0.0.1:{GCS_PORT}"
+        self.gcs_address = self.address
+        self.dashboard_port: Optional[int] = None
+        self.dashboard_url: Optional[str] = None
+        self.tmp: Optional[Path] = None
+        self.proc: Optional[subprocess.Popen] = None
+        self.pgid: Optional[int] = None
+        self.started_pids: set = set()  # every pid seen belonging to this cluster
+        self.startup_seconds: Optional[float] = None
+        self._shut = False
+        self._gcs_client = None
+
+    # ------------------------------------------------------------------ config / env
+    def autoscaling_config(self) -> Dict[str, Any]:
+        types = {}
+        for name, t in self.node_types.items():
+            t = dict(t)
+            t.setdefault("node_config", {})
+            t.setdefault("min_workers", 0)
+            t.setdefault("max_workers", self.max_workers)
+            types[name] = t
+        types["ray.head.default"] = {"resources": dict(self.head_resources), "node_config": {},
+                                     "max_workers": 0}
+        return {
+            "cluster_name": "fake-autoscaling",
+            "max_workers": self.max_workers,
+            "upscaling_speed": self.upscaling_speed,
+            "idle_timeout_minutes": self.idle_timeout_minutes,
+            "provider": {
+                "type": "external",
+                "module": PROVIDER_MODULE,
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "launch_multiple": True,
+                "head_node_id": FAKE_HEAD_NODE_ID,
+                "gcs_address": self.gcs_address,
+                "node_ip_address": "127.0.0.1",
+                "pid_dir": str(self.tmp / "pids") if self.tmp else None,
+            },
+            "auth": {"ssh_user": "ubuntu"},
+            "docker": {},
+            "head_node_type": "ray.head.default",
+            "available_node_types": types,
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False,
+            "rsync_exclude": [],
+            "rsync_filter": [],
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
+            "worker_start_ray_commands": [],
+        }
+
+    @property
+    def env(self) -> Dict[str, str]:
+        """Environment a subprocess (driver, `orion up --address`, benchmark) needs to talk to the
+        cluster: auth off, and RAY_ADDRESS pointing here (pass the address explicitly anyway)."""
+        e = dict(os.environ)
+        for k in ("RAY_enable_autoscaler_v2", "RAY_CLOUD_INSTANCE_ID",
+                  "RAY_OVERRIDE_NODE_ID_FOR_TESTING", "RAY_FAKE_CLUSTER"):
+            e.pop(k, None)
+        e.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": self.address,
+                  "RAY_USAGE_STATS_ENABLED": "0"})
+        return e
+
+    def _head_env(self) -> Dict[str, str]:
+        e = dict(os.environ)
+        e.pop("RAY_ADDRESS", None)
+        pp = [str(HERE)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else [])
+        e.update({
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_FAKE_CLUSTER": "1",
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "RAY_enable_autoscaler_v2": "1",
+            "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
+            "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+            "PYTHONPATH": os.pathsep.join(pp),
+        })
+        e.update(self.extra_env)
+        return e
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 90) -> "FakeAutoscalingCluster":
+        if self.proc is not None:
+            raise RuntimeError("already started")
+        if port_open(GCS_PORT):
+            raise RuntimeError(f"port {GCS_PORT} is in use: another Ray (or something else) holds it; "
+                               "the fake autoscaler needs the GCS there")
+        t0 = time.monotonic()
+        # short path: Ray puts unix sockets under <temp-dir>/session_*/sockets
+        self.tmp = Path(tempfile.mkdtemp(prefix="ofc-", dir="/tmp"))
+        (self.tmp / "pids").mkdir()
+        cfg_path = self.tmp / "autoscaling.json"
+        cfg_path.write_text(json.dumps(self.autoscaling_config(), indent=1))
+        self.dashboard_port = free_port()
+        head = dict(self.head_resources)
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+               f"--port={GCS_PORT}", "--node-ip-address=127.0.0.1",
+               f"--autoscaling-config={cfg_path}", f"--temp-dir={self.tmp / 'ray'}",
+               f"--num-cpus={head.pop('CPU', 2)}", f"--num-gpus={head.pop('GPU', 0)}",
+               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+               f"--ray-client-server-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+               f"--dashboard-agent-listen-port={free_port()}",
+               f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+               "--min-worker-port=0", "--max-worker-port=0", "--disable-usage-stats"]
+        if "object_store_memory" in head:
+            cmd.append(f"--object-store-memory={int(head.pop('object_store_memory'))}")
+        if head:
+            cmd.append(f"--resources={json.dumps(head)}")
+        if self.include_dashboard:
+            cmd += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={self.dashboard_port}"]
+            self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        else:
+            cmd += ["--include-dashboard=false"]
+        self._log = open(self.tmp / "ray-start.log", "wb")
+        self.proc = subprocess.Popen(cmd, env=self._head_env(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=str(self.tmp))
+        self.pgid = self.proc.pid
+        self.started_pids.add(self.proc.pid)
+        try:
+            def head_up():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"`ray start` exited {self.proc.returncode}:\n{self.log_tail()}")
+                return any(n["is_head"] for n in self.nodes())
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if head_up():
+                        break
+                except RuntimeError:
+                    raise
+                except Exception:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"head not up after {timeout}s:\n{self.log_tail()}")
+                time.sleep(0.3)
+            if self.include_dashboard:
+                wait_for(lambda: port_open(self.dashboard_port), 60, what="dashboard")
+        except BaseException:
+            self.shutdown()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        self._remember_pids()
+        return self
+
+    def __enter__(self):
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return (self.tmp / "ray-start.log").read_text(errors="replace")[-n:]
+        except (OSError, TypeError):
+            return ""
+
+    # ------------------------------------------------------------------ GCS views
+    def gcs_client(self):
+        if self._gcs_client is None:
+            from ray._raylet import GcsClient
+            self._gcs_client = GcsClient(address=self.gcs_address)
+        return self._gcs_client
+
+    def all_nodes(self) -> List[Dict[str, Any]]:
+        """Every node the GCS knows (alive and dead): node_id, alive, is_head, resources, labels, ..."""
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+        out = []
+        for nid, info in self.gcs_client().get_all_node_info(timeout=5).items():
+            out.append({
+                "node_id": nid.hex(),
+                "alive": info.state == GcsNodeInfo.GcsNodeState.ALIVE,
+                "is_head": bool(info.is_head_node),
+                "node_type": info.node_type_name or None,
+                "instance_id": info.instance_id or None,
+                "ip": info.node_manager_address,
+                "resources": dict(info.resources_total),
+                "labels": dict(info.labels),
+            })
+        return out
+
+    def nodes(self) -> List[Dict[str, Any]]:
+        """Alive nodes, head included."""
+        return [n for n in self.all_nodes() if n["alive"]]
+
+    def worker_nodes(self, node_type: Optional[str] = None) -> List[Dict[str, Any]]:
+        return [n for n in self.nodes() if not n["is_head"]
+                and (node_type is None or n["node_type"] == node_type)]
+
+    def cluster_status(self):
+        """``ray.autoscaler.v2.sdk.get_cluster_status(gcs_address)`` (a ``ClusterStatus``)."""
+        from ray.autoscaler.v2.sdk import get_cluster_status
+        return get_cluster_status(self.gcs_address)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25,
+                 what: str = "condition") -> Any:
+        return wait_for(predicate, timeout, interval, what)
+
+    # ------------------------------------------------------------------ processes
+    def node_pid_records(self) -> Dict[str, Dict[str, List[int]]]:
+        """node_id -> {process kind -> [pids]} as written by the provider when it started the node."""
+        out = {}
+        if not self.tmp:
+            return out
+        for p in (self.tmp / "pids").glob("*.json"):
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            out[rec["node_id"]] = rec["pids"]
+        return out
+
+    def worker_pids(self, node_id: Optional[str] = None) -> Dict[str, List[int]]:
+        """node_id -> live pids of that fake worker node (its raylet, agents, log monitor and the
+        raylet's children: core workers). Only nodes still having live processes are listed."""
+        procs = _all_procs()
+        out = {}
+        for nid, kinds in self.node_pid_records().items():
+            if node_id is not None and nid != node_id:
+                continue
+            roots = [pid for pids in kinds.values() for pid in pids if pid in procs]
+            pids = sorted(set(roots) | _descendants(roots, procs))
+            if pids:
+                out[nid] = pids
+        return out
+
+    def kill_node(self, node_id: str) -> List[int]:
+        """SIGKILL every process of one fake worker node (raylet first), as a machine loss would.
+        Returns the pids killed. The autoscaler's provider still lists the node until it reconciles."""
+        pids = self.worker_pids(node_id).get(node_id, [])
+        if not pids:
+            raise KeyError(f"no live processes recorded for node {node_id}")
+        raylets = self.node_pid_records()[node_id].get("raylet", [])
+        order = [p for p in raylets if p in pids] + [p for p in pids if p not in raylets]
+        self.started_pids.update(order)
+        for pid in order:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return order
+
+    def _ours(self) -> set:
+        """Live pids that belong to this cluster: its process group, descendants of `ray start`, the
+        recorded fake-node pids and their descendants, and anything whose command line names our
+        temp dir. Never matches another cluster's processes (different temp dir / pgid)."""
+        procs = _all_procs()
+        me = os.getpid()
+        ours = set()
+        tmp = str(self.tmp) if self.tmp else None
+        for pid, p in procs.items():
+            if pid == me:
+                continue
+            if self.pgid is not None and p["pgid"] == self.pgid:
+                ours.add(pid)
+            elif tmp and tmp in p["cmd"]:
+                ours.add(pid)
+        roots = [pid for pid in self.started_pids if pid in procs]
+        roots += [pid for k in self.node_pid_records().values() for pids in k.values() for pid in pids
+                  if pid in procs]
+        ours |= set(roots) | _descendants(list(ours | set(roots)), procs)
+        ours.discard(me)
+        return ours
+
+    def _remember_pids(self) -> None:
+        self.started_pids |= self._ours()
+
+    def live_pids(self) -> List[int]:
+        """Pids of this cluster that are still alive (empty after shutdown)."""
+        self._remember_pids()
+        return sorted(p for p in self.started_pids if _proc_alive(p))
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop everything this cluster started (head, autoscaler/monitor, every fake worker node and
+        their workers) by PID / process group, check with /proc that nothing is left, remove the temp
+        dir. Idempotent; safe in a ``finally``."""
+        if self._shut:
+            return
+        self._shut = True
+        self._gcs_client = None
+        try:
+            if self.proc is not None:
+                self._remember_pids()
+                # SIGTERM first: `ray start --block` then stops its head processes itself.
+                for pid in sorted(self._ours()):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline and self._ours():
+                    time.sleep(0.2)
+                for _ in range(10):
+                    left = self._ours() | {p for p in self.started_pids if _proc_alive(p)}
+                    if not left:
+                        break
+                    for pid in left:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    time.sleep(0.3)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                left = sorted(self._ours() | {p for p in self.started_pids if _proc_alive(p)})
+                if left:
+                    raise RuntimeError(f"processes left after shutdown: {left}")
+        finally:
+            try:
+                self._log.close()
+            except Exception:
+                pass
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+__all__ = ["FakeAutoscalingCluster", "wait_for", "free_port", "FAKE_HEAD_NODE_ID"]
