@@ -89,12 +89,14 @@ def _pgid(pid: int) -> Optional[int]:
         return None
 
 
-def _proc_alive(pid: int) -> bool:
+def _start_time(pid: int) -> Optional[int]:
+    """Kernel start time of a live, non-zombie process (guards against pid reuse), else None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            rest = f.read().rsplit(")", 1)[1].split()
+        return None if rest[0] == "Z" else int(rest[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _all_procs() -> Dict[int, Dict[str, Any]]:
@@ -111,7 +113,8 @@ def _all_procs() -> Dict[int, Dict[str, Any]]:
                 continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            out[pid] = {"ppid": int(rest[1]), "pgid": int(rest[2]), "cmd": cmd}
+            out[pid] = {"ppid": int(rest[1]), "pgid": int(rest[2]), "start": int(rest[19]),
+                        "cmd": cmd}
         except (OSError, IndexError, ValueError):
             continue
     return out
@@ -138,7 +141,7 @@ class FakeAutoscalingCluster:
     def __init__(self, node_types: Dict[str, Dict[str, Any]], idle_timeout_minutes: float = 0.1,
                  head_resources: Optional[Dict[str, float]] = None, max_workers: int = 20,
                  upscaling_speed: float = 1.0, include_dashboard: bool = True,
-                 extra_env: Optional[Dict[str, str]] = None):
+                 extra_env: Optional[Dict[str, str]] = None, keep_tmp: Optional[bool] = None):
         self.node_types = {k: dict(v) for k, v in node_types.items()}
         self.idle_timeout_minutes = idle_timeout_minutes
         self.head_resources = dict(head_resources if head_resources is not None else {"CPU": 2})
@@ -146,6 +149,8 @@ class FakeAutoscalingCluster:
         self.upscaling_speed = upscaling_speed
         self.include_dashboard = include_dashboard
         self.extra_env = dict(extra_env or {})
+        # keep the temp dir (Ray logs under <tmp>/ray/session_latest/logs) after shutdown
+        self.keep_tmp = (os.environ.get("FAKE_CLUSTER_KEEP_TMP") == "1") if keep_tmp is None else keep_tmp
         self.address = f"127.0.0.1:{GCS_PORT}"
         self.gcs_address = self.address
         self.dashboard_port: Optional[int] = None
@@ -153,7 +158,8 @@ class FakeAutoscalingCluster:
         self.tmp: Optional[Path] = None
         self.proc: Optional[subprocess.Popen] = None
         self.pgid: Optional[int] = None
-        self.started_pids: set = set()  # every pid seen belonging to this cluster
+        # every process seen belonging to this cluster: pid -> kernel start time (pid-reuse guard)
+        self.started_pids: Dict[int, int] = {}
         self.startup_seconds: Optional[float] = None
         self._shut = False
         self._gcs_client = None
@@ -271,7 +277,7 @@ class FakeAutoscalingCluster:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, cwd=str(self.tmp))
         self.pgid = self.proc.pid
-        self.started_pids.add(self.proc.pid)
+        self.started_pids[self.proc.pid] = _start_time(self.proc.pid) or 0
         try:
             def head_up():
                 if self.proc.poll() is not None:
@@ -387,7 +393,7 @@ class FakeAutoscalingCluster:
             raise KeyError(f"no live processes recorded for node {node_id}")
         raylets = self.node_pid_records()[node_id].get("raylet", [])
         order = [p for p in raylets if p in pids] + [p for p in pids if p not in raylets]
-        self.started_pids.update(order)
+        self._remember_pids()
         for pid in order:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -396,39 +402,51 @@ class FakeAutoscalingCluster:
         return order
 
     def _ours(self) -> set:
-        """Live pids that belong to this cluster: its process group, descendants of `ray start`, the
-        recorded fake-node pids and their descendants, and anything whose command line names our
-        temp dir. Never matches another cluster's processes (different temp dir / pgid)."""
+        """Live pids that belong to this cluster: its process group, processes already remembered
+        (same pid *and* start time), the recorded fake-node pids, anything whose command line names
+        our temp dir, and all their descendants. Never matches another cluster's processes (other
+        temp dir, other process group)."""
         procs = _all_procs()
         me = os.getpid()
-        ours = set()
         tmp = str(self.tmp) if self.tmp else None
+        ours = set()
         for pid, p in procs.items():
-            if pid == me:
-                continue
             if self.pgid is not None and p["pgid"] == self.pgid:
                 ours.add(pid)
             elif tmp and tmp in p["cmd"]:
                 ours.add(pid)
-        roots = [pid for pid in self.started_pids if pid in procs]
-        roots += [pid for k in self.node_pid_records().values() for pids in k.values() for pid in pids
-                  if pid in procs]
-        ours |= set(roots) | _descendants(list(ours | set(roots)), procs)
+            elif pid in self.started_pids and self.started_pids[pid] in (p["start"], 0):
+                ours.add(pid)
+        for kinds in self.node_pid_records().values():
+            ours |= {pid for pids in kinds.values() for pid in pids if pid in procs}
+        ours |= _descendants(list(ours), procs)
         ours.discard(me)
         return ours
 
-    def _remember_pids(self) -> None:
-        self.started_pids |= self._ours()
+    def _remember_pids(self) -> set:
+        procs = _all_procs()
+        ours = self._ours()
+        for pid in ours:
+            if pid in procs:
+                self.started_pids.setdefault(pid, procs[pid]["start"])
+        return ours
+
+    def _still_alive(self) -> List[int]:
+        return sorted(pid for pid, st in self.started_pids.items()
+                      if _start_time(pid) is not None and _start_time(pid) == st)
 
     def live_pids(self) -> List[int]:
-        """Pids of this cluster that are still alive (empty after shutdown)."""
-        self._remember_pids()
-        return sorted(p for p in self.started_pids if _proc_alive(p))
+        """Pids this cluster started (ever seen) that are still alive — empty after ``shutdown()``."""
+        if not self._shut:
+            self._remember_pids()
+        return self._still_alive()
 
-    def shutdown(self, grace: float = 5.0) -> None:
+    def shutdown(self, grace: float = 0.0) -> None:
         """Stop everything this cluster started (head, autoscaler/monitor, every fake worker node and
-        their workers) by PID / process group, check with /proc that nothing is left, remove the temp
-        dir. Idempotent; safe in a ``finally``."""
+        their workers) by PID / process group, check in /proc that nothing is left, remove the temp
+        dir. Idempotent; safe in a ``finally``. Default is SIGKILL straight away (~0.5 s): a SIGTERM
+        to all at once left raylets/GCS/runtime-env agents hanging >4 s in their graceful shutdown.
+        ``grace > 0``: SIGTERM to `ray start --block` first and wait up to ``grace`` seconds."""
         if self._shut:
             return
         self._shut = True
@@ -436,17 +454,13 @@ class FakeAutoscalingCluster:
         try:
             if self.proc is not None:
                 self._remember_pids()
-                # SIGTERM first: `ray start --block` then stops its head processes itself.
-                for pid in sorted(self._ours()):
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + grace
-                while time.monotonic() < deadline and self._ours():
-                    time.sleep(0.2)
-                for _ in range(10):
-                    left = self._ours() | {p for p in self.started_pids if _proc_alive(p)}
+                if grace > 0 and self.proc.poll() is None:
+                    self.proc.send_signal(signal.SIGTERM)
+                    deadline = time.monotonic() + grace
+                    while time.monotonic() < deadline and self._remember_pids():
+                        time.sleep(0.2)
+                for _ in range(20):
+                    left = self._remember_pids() | set(self._still_alive())
                     if not left:
                         break
                     for pid in left:
@@ -454,12 +468,12 @@ class FakeAutoscalingCluster:
                             os.kill(pid, signal.SIGKILL)
                         except ProcessLookupError:
                             pass
-                    time.sleep(0.3)
+                    time.sleep(0.2)
                 try:
                     self.proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
-                left = sorted(self._ours() | {p for p in self.started_pids if _proc_alive(p)})
+                left = sorted(self._ours() | set(self._still_alive()))
                 if left:
                     raise RuntimeError(f"processes left after shutdown: {left}")
         finally:
@@ -467,7 +481,7 @@ class FakeAutoscalingCluster:
                 self._log.close()
             except Exception:
                 pass
-            if self.tmp is not None:
+            if self.tmp is not None and not self.keep_tmp:
                 shutil.rmtree(self.tmp, ignore_errors=True)
 
 
