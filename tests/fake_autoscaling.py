@@ -388,9 +388,12 @@ class FakeAutoscalingCluster:
     def kill_node(self, node_id: str) -> List[int]:
         """SIGKILL every process of one fake worker node (raylet first), as a machine loss would.
         Returns the pids killed. The autoscaler's provider still lists the node until it reconciles."""
-        pids = self.worker_pids(node_id).get(node_id, [])
-        if not pids:
-            raise KeyError(f"no live processes recorded for node {node_id}")
+        # the provider writes a node's pids when Ray's Node() returns, ~1 s after the node registers
+        try:
+            pids = wait_for(lambda: self.worker_pids(node_id).get(node_id), 30,
+                            what=f"pid record of {node_id}")
+        except TimeoutError:
+            raise KeyError(f"no live processes recorded for node {node_id}") from None
         raylets = self.node_pid_records()[node_id].get("raylet", [])
         order = [p for p in raylets if p in pids] + [p for p in pids if p not in raylets]
         self._remember_pids()
