@@ -15,8 +15,8 @@ benchmark script as well.
 Facts (measured on this 2-core VM, ray 2.60.0, Nov 2026, another user's pytest sometimes running):
 
 Start / stop
-* ``start()`` until the head is ALIVE and the dashboard answers: 4.2-7.4 s. ``shutdown()`` (SIGKILL of
-  the process group + recorded pids + descendants, then a /proc check): 0.23-0.37 s; nothing left.
+* ``start()`` until the head is ALIVE and the dashboard answers: 3.7-7.4 s. ``shutdown()`` (SIGKILL of
+  the process group + recorded pids + descendants, then a /proc check): 0.23-0.37 s; nothing left (``live_pids() == []``).
   A SIGTERM to all of them at once was tried first: raylets, GCS and runtime-env agents then hung >4 s.
 * ``ray start --node-ip-address=127.0.0.1`` does NOT give the head a loopback node IP: Ray resolves
   127.0.0.1 to the machine's address (``services.resolve_ip_for_localhost``), so the head is e.g.
@@ -39,7 +39,7 @@ Labels
 
 request_resources (``ray.autoscaler.sdk.request_resources``, from a driver connected by address)
 * 2 x {CPU:2, GPU:4} with pool selector -> 2 nodes ALIVE in 2.8-6.1 s (call to GCS ALIVE; 4.5 s typical).
-* ``request_resources(bundles=[])`` clears it -> idle nodes gone in 4.3-7.2 s (idle_timeout 0.1 min).
+* ``request_resources(bundles=[])`` clears it -> idle nodes gone in 4.3-10.3 s (idle_timeout 0.1 min).
 * It is a floor on the cluster's TOTAL shape, not on free capacity: with 2 nodes fully used by a
   placement group (CPU 2/2, GPU 4/4 on both), requesting 2 whole-node bundles added no node in 15 s;
   requesting 3 added exactly one (3.3 s). Shrinking the request back to 2 while the PG still held nodes
@@ -50,7 +50,7 @@ request_resources (``ray.autoscaler.sdk.request_resources``, from a driver conne
   selectors are not shown there).
 
 Ray's own demand (no request_resources)
-* Pending PG 2 x {GPU:4} (or {CPU:2,GPU:4}) STRICT_SPREAD -> ready 4.8-5.2 s after creation.
+* Pending PG 2 x {GPU:4} (or {CPU:2,GPU:4}) STRICT_SPREAD -> ready 4.0-5.2 s after creation.
 * ``get_cluster_status(gcs_address)`` (``ray.autoscaler.v2.sdk``) -> ``ClusterStatus``:
   - ``.resource_demands.placement_group_demand`` -> ``[PlacementGroupResourceDemand(bundles_by_count=
     [ResourceRequestByCount(bundle={'GPU': 4.0}, count=2)], details='<pg_id>:STRICT_SPREAD|PENDING',
@@ -85,7 +85,7 @@ deadline_timestamp_ms)`` -> ``(is_accepted, rejection_message)``; reason from
   stays CREATED; it went away (idle) after the PG was removed.
 
 Orion on top (``orion up --address 127.0.0.1:6379 --port <free>`` with ORION_HOME=<tmp>, env ``.env``):
-up in 7.9-8.0 s, ``/health`` 200, Serve proxy only on the head (no clash with fake nodes sharing the
+up in 7.9-8.5 s, ``/health`` 200, Serve proxy only on the head (no clash with fake nodes sharing the
 machine), idle nodes still removed with Orion attached, ``orion down`` 4.8 s (rc 0; the Serve proxy
 keeps answering 404 afterwards, as Orion leaves Serve itself running on a cluster it did not start).
 
@@ -103,6 +103,7 @@ Gotchas
 * Killing, draining and idle removal are all seen by the autoscaler as a Ray node gone: it terminates the
   instance (``FakeMultiNodeProvider.terminate_node`` -> ``kill_all_processes``) and re-launches only for
   outstanding demand (request floor, pending PG/tasks, ``min_workers``).
+* Reproduce the numbers: ``python -m tests.fake_autoscaling_probe [--orion] [--fast-death]``.
 * Once (1 run out of ~10), in a long script under load, the GCS reported the *head* node dead ("missed
   too many heartbeats") and the driver went with it; not reproduced since (the same script ran clean
   right after). Keep ``FAST_NODE_DEATH`` for short tests only: it makes false deaths likelier on a busy
