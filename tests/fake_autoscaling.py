@@ -96,8 +96,8 @@ Gotchas
 * ``RAY_FAKE_CLUSTER=1`` must be in the head's environment (the provider refuses otherwise); it, the
   ``RAY_enable_autoscaler_v2`` / ``RAY_CLOUD_INSTANCE_ID`` / ``RAY_OVERRIDE_NODE_ID_FOR_TESTING`` head
   settings are NOT in ``.env`` (a driver must not inherit the head's node id override).
-* The provider module is imported inside the monitor process: ``start()`` puts ``tests/`` on the head's
-  PYTHONPATH for that.
+* The provider module is imported inside the monitor process: ``start()`` copies it to
+  ``<tmp>/provider`` and puts that directory on the head's PYTHONPATH.
 * A node registers in the GCS ~0.3-1 s before the provider has written its pid record (Ray's ``Node()``
   returns after registration): ``kill_node`` waits for the record; ``worker_pids()`` may lag.
 * Killing, draining and idle removal are all seen by the autoscaler as a Ray node gone: it terminates the
@@ -310,7 +310,8 @@ class FakeAutoscalingCluster:
     def _head_env(self) -> Dict[str, str]:
         e = dict(os.environ)
         e.pop("RAY_ADDRESS", None)
-        pp = [str(HERE)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else [])
+        # only the provider module is added to the path (a copy in <tmp>/provider), not all of tests/
+        pp = [str(self.tmp / "provider")] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else [])
         e.update({
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
@@ -335,6 +336,8 @@ class FakeAutoscalingCluster:
         # short path: Ray puts unix sockets under <temp-dir>/session_*/sockets
         self.tmp = Path(tempfile.mkdtemp(prefix="ofc-", dir="/tmp"))
         (self.tmp / "pids").mkdir()
+        (self.tmp / "provider").mkdir()
+        shutil.copy(HERE / "fake_autoscaling_provider.py", self.tmp / "provider")
         cfg_path = self.tmp / "autoscaling.json"
         cfg_path.write_text(json.dumps(self.autoscaling_config(), indent=1))
         self.dashboard_port = free_port()
