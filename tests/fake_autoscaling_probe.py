@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def main() -> int:
                                timeout=300, cwd=home)
             out["orion_down"] = [p.returncode, round(time.monotonic() - t, 2)]
             log("e:", out["orion_up"], out["orion_health"], out["orion_down"])
+            shutil.rmtree(home, ignore_errors=True)
 
         request_resources(bundles=[])
         c.wait_for(lambda: not c.worker_nodes(), 120)
