@@ -215,12 +215,12 @@ def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
         return await backend_of(request).audit_log(limit, cursor)
 
-    from .infrastructure import build_infrastructure_router
-    app.include_router(build_infrastructure_router(backend_of), dependencies=[Depends(admin)])
+    from .infrastructure import install_infrastructure
+    install_infrastructure(app, admin, backend_of)
 
     if capacity_backend is not None:
-        from .capacity import build_capacity_router
-        app.include_router(build_capacity_router(capacity_backend), dependencies=[Depends(admin)])
+        from .capacity import install_capacity
+        install_capacity(app, capacity_backend, admin)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics(request: Request):

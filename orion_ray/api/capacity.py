@@ -9,36 +9,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import Depends, FastAPI, Path
 
 from ..autoscaler.providers.reservations import RESERVATION_ID, ReservationRequest
 
 
-def build_capacity_router(backend: Any) -> APIRouter:
-    """The reservation routes over ``backend``; ``build_app`` mounts them behind the admin key."""
-    router = APIRouter(prefix="/admin/v1/capacity", tags=["admin"])
+def install_capacity(app: FastAPI, backend: Any, admin: Any) -> None:
+    """The reservation routes over ``backend``, on ``app`` behind the ``admin`` dependency."""
+    prefix = "/admin/v1/capacity"
 
-    @router.get("/reservations")
-    def list_reservations():
+    @app.get(prefix + "/reservations", tags=["admin"])
+    def list_reservations(p=Depends(admin)):
         """The cluster's capacity reservations with their free slots (admin)."""
         return {"items": [r.to_dict() for r in backend.list()]}
 
-    @router.post("/reservations", status_code=201)
-    def create_reservation(body: ReservationRequest):
+    @app.post(prefix + "/reservations", status_code=201, tags=["admin"])
+    def create_reservation(body: ReservationRequest, p=Depends(admin)):
         """Reserve ``count`` instances of a type in a zone, until ``end_date`` or released
         (admin)."""
         return backend.create(body).to_dict()
 
-    @router.delete("/reservations/{reservation_id}")
-    def release_reservation(reservation_id: str = Path(pattern=RESERVATION_ID)):
+    @app.delete(prefix + "/reservations/{reservation_id}", tags=["admin"])
+    def release_reservation(reservation_id: str = Path(pattern=RESERVATION_ID),
+                            p=Depends(admin)):
         """Release (cancel) a reservation; instances running in it keep running (admin)."""
         return backend.release(reservation_id)
 
     if hasattr(backend, "status"):
-        @router.get("/status")
-        def capacity_status():
+        @app.get(prefix + "/status", tags=["admin"])
+        def capacity_status(p=Depends(admin)):
             """Per pool: capacity sources in order, blocklisted zones with the seconds they have
             left, and the last failed launch with every attempt — why a pool is not growing."""
             return backend.status()
 
-    return router

@@ -182,12 +182,20 @@ class AutoscalerLoop:
             for node in d.release:
                 if node in self.released:
                     continue
-                try:
+                try:  # cordoned first, so nothing lands on it while it goes
                     await self.source.drain(node, "autoscaler", 0.0,
                                             f"scale-down of pool {d.pool}: {d.reason}"[:300])
                     self.released[node] = now
                 except Exception as exc:
                     log.warning("could not release node %s: %s", node, exc)
+                    continue
+                if hasattr(self.capacity, "release"):
+                    try:  # refused if it got busy meanwhile: Ray's idle timeout then decides
+                        ok, why = await asyncio.to_thread(self.capacity.release, node)
+                        if not ok:
+                            log.info("Ray kept node %s: %s", node, why)
+                    except Exception as exc:
+                        log.warning("Ray did not release node %s: %s", node, exc)
             # growing again, or holding steady: nodes given back but not yet gone return to work
             if d.direction != "down":
                 mine = [s for s in view.get("nodes", []) if s["node_id"] in self.released

@@ -67,6 +67,18 @@ class RayCapacity:
         else:
             request_resources(bundles=[])
 
+    def release(self, node_id: str) -> tuple[bool, str]:
+        """Ask Ray to terminate this idle node now (the GCS drain with the idle-termination
+        reason: refused when the node is not idle). Orion picks *which* node goes — the
+        emptiest, most fragmented — instead of waiting for Ray's idle timeout to pick one."""
+        from ray._raylet import GcsClient
+        from ray.core.generated import autoscaler_pb2
+        reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION")
+        accepted, why = GcsClient(address=self._address()).drain_node(
+            node_id, reason, "released by orion-autoscaler (scale-down)",
+            int((time.time() + 60) * 1000))
+        return bool(accepted), str(why or "")
+
     def status(self) -> dict[str, Any]:
         """Pending and failed launches by Ray node type, Ray's pending placement-group demand."""
         from ray.autoscaler.v2.sdk import get_cluster_status

@@ -59,6 +59,10 @@ class FakeCapacity:
         return {"pending_launches": {}, "failed_launches": list(self.failed),
                 "ray_pending": [], "node_types": {}}
 
+    def release(self, node_id):
+        self.released = getattr(self, "released", []) + [node_id]
+        return True, ""
+
     def gpu_telemetry(self, nodes):
         return {n: {"status": "no_device", "reason": "no NVIDIA device"} for n in nodes}
 
@@ -117,6 +121,7 @@ def test_queued_gangs_become_a_request_then_nodes_then_release(loop):
     status = run(loop.step())
     assert cap.requests[-1] == ([], [])
     assert sorted(c for c in sched.calls) == [("drain", "n1"), ("drain", "n2")]
+    assert sorted(cap.released) == ["n1", "n2"]  # and Ray is asked to let exactly these go
     (down,) = store.scaling_events(kind="scale_down")
     assert (down["before"], down["after"], down["details"]["release"]) == (2, 0, ["n1", "n2"])
     # the released nodes leave: the event is fulfilled; the state is checkpointed
