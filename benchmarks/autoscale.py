@@ -154,7 +154,7 @@ def orion_round(cluster, client, gangs: int, size: int, hold_s: float,
     if on_running is not None:
         on_running(running)
     done = [client.wait_for_completion(i, timeout=300) for i in ids]
-    ended = max(_ts(r.workload["finished_at"]) for r in done)
+    ended = max(_ts(r.record["finished_at"]) for r in done)
     _wait(lambda: not _gpu_nodes(cluster), 180, "the GPU nodes to go")
     scale_down_s = time.time() - ended
     return {"request_s": round(request_s, 3), "running_s": round(running_s, 3),

@@ -23,6 +23,7 @@ from .fit import ACCELERATOR_LABEL, NodeView
 POOL_LABEL = "orion.io/pool"
 ENDED = ("terminated", "lost")
 KEEP_ENDED = 200  # ended nodes kept for `orion nodes` and the health view
+UNEXPECTED_DEATH = 2  # Ray's NodeDeathInfo.UNEXPECTED_TERMINATION
 
 
 @dataclass
@@ -82,9 +83,12 @@ class NodeBook:
         self.drains: dict[str, dict] = {k: dict(v) for k, v in (ops.get("draining") or {}).items()}
 
     # -- observation ---------------------------------------------------------------------------
-    def observe(self, alive: Iterable[NodeView], busy: Mapping[str, int], now: float
-                ) -> list[Transition]:
-        """Compare Ray's alive nodes with the last view. ``busy`` is Orion workloads per node."""
+    def observe(self, alive: Iterable[NodeView], busy: Mapping[str, int], now: float,
+                deaths: Optional[Mapping[str, tuple[int, str]]] = None) -> list[Transition]:
+        """Compare Ray's alive nodes with the last view. ``busy`` is Orion workloads per node;
+        ``deaths`` is Ray's reason for each dead node (code 2: it died unexpectedly, e.g. it
+        stopped heartbeating — lost even when Orion's work had already left it)."""
+        deaths = deaths or {}
         out: list[Transition] = []
         seen = set()
         for n in alive:
@@ -117,9 +121,12 @@ class NodeBook:
             if rec.node_id in seen or rec.state in ENDED:
                 continue
             work = busy.get(rec.node_id, 0)
+            code, message = deaths.get(rec.node_id, (0, ""))
             if work:
                 why = f"stopped heartbeating with {work} Orion workload(s) on it"
-                self._move(rec, "lost", now, why, out)
+                self._move(rec, "lost", now, why + (f" ({message})" if message else ""), out)
+            elif code == UNEXPECTED_DEATH:
+                self._move(rec, "lost", now, message or "died unexpectedly", out)
             else:
                 why = "released after drain" if rec.state == "drained" else "left the cluster"
                 self._move(rec, "terminated", now, why, out)

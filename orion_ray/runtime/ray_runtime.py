@@ -74,6 +74,7 @@ class RayRuntime:
         self._jobs_client = None
         self._executor = None
         self._nodes_cache: Optional[tuple[float, list[NodeView]]] = None
+        self._deaths: dict[str, tuple[int, str]] = {}  # dead node → (Ray's reason, message)
 
     # -- cluster snapshot ----------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -89,6 +90,12 @@ class RayRuntime:
         return [NodeView(n.node_id, dict(n.free), n.total, n.labels, available=n.available)
                 for n in self._nodes_cache[1]]
 
+    def node_deaths(self) -> dict[str, tuple[int, str]]:
+        """Why each dead node died, as the GCS says (``DeathReason``: 1 expected termination,
+        2 unexpected — e.g. missed heartbeats —, 3/4 drained by the autoscaler), with its
+        message; read with ``nodes()``."""
+        return dict(self._deaths)
+
     def _read_nodes(self) -> list[NodeView]:
         from ray._private.state import available_resources_per_node
         try:
@@ -98,6 +105,8 @@ class RayRuntime:
         out = []
         for n in ray.nodes():
             if not n.get("Alive"):
+                self._deaths[n["NodeID"]] = (int(n.get("DeathReason") or 0),
+                                             str(n.get("DeathReasonMessage") or ""))
                 continue
             total = {k: float(v) for k, v in n.get("Resources", {}).items()
                      if not k.startswith("node:") and "_group_" not in k

@@ -49,7 +49,9 @@ def check_nodes(s: "Scheduler") -> list[Transition]:
         return []
     now = s.clock()
     work = work_by_node(s)
-    changes = s.nodebook.observe(s.runtime.nodes(), {n: len(w) for n, w in work.items()}, now)
+    alive = s.runtime.nodes()
+    deaths = s.runtime.node_deaths() if hasattr(s.runtime, "node_deaths") else {}
+    changes = s.nodebook.observe(alive, {n: len(w) for n, w in work.items()}, now, deaths)
     for t in changes:
         record(s, t)
         if t.after == "lost":

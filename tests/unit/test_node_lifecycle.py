@@ -37,6 +37,15 @@ def test_nodes_register_become_ready_and_end_as_terminated_or_lost():
     assert book.get("b").history[-1][2].startswith("stopped heartbeating")
 
 
+def test_a_node_that_died_unexpectedly_is_lost_even_when_its_work_had_left():
+    book = NodeBook()
+    book.observe([node("a"), node("b")], {}, 0.0)
+    t = book.observe([], {}, 1.0, {"a": (2, "health check failed due to missing too many "
+                                          "heartbeats"), "b": (4, "idle")})
+    assert {(x.node_id, x.after) for x in t} == {("a", "lost"), ("b", "terminated")}
+    assert "heartbeats" in book.get("a").history[-1][2]
+
+
 def test_cordon_uncordon_and_drain_states():
     book = NodeBook()
     book.observe([node("a"), node("b")], {}, 0.0)
