@@ -208,6 +208,8 @@ def cmd_nodes(a) -> int:
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for p in got.get("provisioning", []):
+        print(f"(provisioning: {p['nodes']} node(s) of pool {p['pool']})")
     return 0
 
 

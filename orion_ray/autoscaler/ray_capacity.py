@@ -100,6 +100,12 @@ class RayCapacity:
                 bundles += [dict(b.bundle)] * int(b.count)
             gangs.append({"bundles": bundles, "strategy": d.strategy or "PACK",
                           "pg_id": d.pg_id})
+        # tasks and actors Ray cannot place (e.g. a Serve replica waiting for a GPU): each a
+        # one-bundle gang, so Orion's floor covers them too rather than fighting Ray's own demand
+        for d in st.resource_demands.ray_task_actor_demand:
+            for b in d.bundles_by_count:
+                gangs += [{"bundles": [dict(b.bundle)], "strategy": "PACK", "pg_id": None}
+                          ] * int(b.count)
         node_types = {}
         for n in list(st.active_nodes) + list(st.idle_nodes):
             if n.node_id:

@@ -202,7 +202,11 @@ def nodes(s: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
     items = [node_view(s, r, free.get(r.node_id), work.get(r.node_id, []))
              for r in sorted(s.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
              if include_ended or r.state not in ("terminated", "lost")]
-    return {"items": items, "counts": s.nodebook.counts()}
+    # nodes asked of the Ray autoscaler and not registered yet have no id: counted per pool
+    provisioning = [{"pool": p["pool"], "nodes": p.get("provisioning", 0)}
+                    for p in (s.autoscaler_status or {}).get("pools", [])
+                    if p.get("provisioning")]
+    return {"items": items, "counts": s.nodebook.counts(), "provisioning": provisioning}
 
 
 def node_samples(s: "Scheduler") -> list[dict[str, Any]]:
