@@ -80,6 +80,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("counter", "orion_placement_bundles",
                "Bundles placed, by whether Ray's placement matched the engine's choice at the "
                "node and at the GPU level.", ("level", "matched")),
+    MetricSpec("gauge", "orion_nodes", "Nodes in each lifecycle state (terminated and lost: "
+               "those still remembered).", ("status",)),
+    MetricSpec("gauge", "orion_pool_nodes", "Nodes of each worker pool: current and the "
+               "autoscaler's target.", ("pool", "kind")),
     MetricSpec("histogram", "orion_api_request_seconds", "API request latency.",
                ("route", "method", "status"), API_BUCKETS),
 )
@@ -157,6 +161,18 @@ class OrionMetrics:
         """Free and stranded GPUs per GPU type (``fragmentation_summary()['by_gpu_type']``)."""
         self._set_all("orion_gpu_free", {(t,): v["free_gpus"] for t, v in by_type.items()})
         self._set_all("orion_gpu_stranded", {(t,): v["stranded_gpus"] for t, v in by_type.items()})
+
+    def set_nodes(self, counts: Mapping[str, int]) -> None:
+        """Nodes per lifecycle status (``NodeBook.counts()``)."""
+        self._set_all("orion_nodes", {(k,): v for k, v in counts.items()})
+
+    def set_pools(self, pools: list) -> None:
+        """Per pool, ``current`` and ``target`` from the autoscaler's last report."""
+        values = {}
+        for p in pools:
+            values[(p["pool"], "current")] = p["current"]
+            values[(p["pool"], "target")] = p["target"]
+        self._set_all("orion_pool_nodes", values)
 
     def placement_followed(self, level: str, matched: bool, count: int = 1) -> None:
         """``count`` bundles whose ``level`` ("node" or "gpu") did or did not follow the engine."""

@@ -733,6 +733,7 @@ class Scheduler:
         """The autoscaler's latest status (its loop, pools, GPU telemetry), kept for the API."""
         self.autoscaler_status = dict(status)
         self.autoscaler_status["received_at"] = self.clock()
+        self.metrics.set_pools(status.get("pools") or [])
 
     async def gpu_utilization(self) -> dict[str, Any]:
         """Per GPU node: allocated GPUs in Orion's account, and device telemetry from NVML."""

@@ -63,6 +63,7 @@ def check_nodes(s: "Scheduler") -> list[Transition]:
             if w is not None and w.status in (Status.STARTING, Status.RUNNING):
                 s._preempt(w, f"drain of node {node}")
     if changes:
+        s.metrics.set_nodes(s.nodebook.counts())
         s.wake()
     return changes
 

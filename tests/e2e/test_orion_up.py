@@ -165,6 +165,37 @@ def test_tenant_key_from_the_environment_and_reload(env, running, tmp_path):
     assert q.status_code == 200 and [t["tenant_id"] for t in q.json()["tenants"]] == ["vision"]
 
 
+def test_infrastructure_routes_and_node_commands_live(env, running):
+    """Served by Serve (the app pickled into its replica), not only in-process: every
+    infrastructure route answers the admin key and refuses a tenant key; the CLI cordons by an id
+    prefix."""
+    creds = _creds(env)
+    url, admin = creds["url"], {"Authorization": f"Bearer {creds['api_key']}"}
+    tenant = {"Authorization": "Bearer research-secret-key"}
+    nodes = httpx.get(url + "/admin/v1/infrastructure/nodes", headers=admin).json()["items"]
+    (head,) = [n for n in nodes if n["status"] == "ready"]
+    routes = [("GET", "/admin/v1/infrastructure/nodes"),
+              ("GET", "/admin/v1/infrastructure/gpu-utilization"),
+              ("GET", "/admin/v1/scaling/events"), ("GET", "/admin/v1/infrastructure/health"),
+              ("GET", "/internal/resources/available"),
+              ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/cordon"),
+              ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/uncordon")]
+    for method, path in routes:
+        assert httpx.request(method, url + path, headers=tenant).status_code == 403, path
+        r = httpx.request(method, url + path, headers=admin)
+        assert r.status_code == 200, (path, r.text)
+    health = httpx.get(url + "/admin/v1/infrastructure/health", headers=admin).json()
+    assert health["autoscaler"]["status"] == "ok" and health["nodes"] == {"ready": 1}
+    gpus = httpx.get(url + "/admin/v1/infrastructure/gpu-utilization", headers=admin).json()
+    assert gpus["gpus"] == 2 and gpus["nodes"][0]["device"]["status"] in ("no_device", "unknown")
+    out = orion(env, "cordon", head["node_id"][:10], "--reason", "e2e", "-o", "json").stdout
+    assert json.loads(out)["status"] == "cordoned"
+    assert "cordoned" in orion(env, "nodes").stdout
+    orion(env, "uncordon", head["node_id"][:10])
+    events = httpx.get(url + "/admin/v1/scaling/events?kind=node", headers=admin).json()["items"]
+    assert [e["outcome"] for e in events[:2]] == ["ready", "cordoned"]
+
+
 def test_ray_job_submit_can_drive_orion(env, running, tmp_path):
     """A user who only knows Ray: `ray job submit -- orion submit job.yaml --wait`."""
     ports = json.loads(env["E2E_PORTS"])

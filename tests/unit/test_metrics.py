@@ -251,6 +251,8 @@ def _every_method(m: OrionMetrics) -> None:
     m.api_request("/health", "GET", 200, 0.01)
     m.set_fragmentation({"H100": {"free_gpus": 1.5, "stranded_gpus": 0.5}})
     m.placement_followed("gpu", True)
+    m.set_nodes({"ready": 2, "lost": 1})
+    m.set_pools([{"pool": "a100", "current": 2, "target": 4}])
 
 
 def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):
