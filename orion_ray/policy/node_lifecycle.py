@@ -81,6 +81,7 @@ class NodeBook:
         # operator intent, kept even for a node not seen yet (after a restart)
         self.cordons: dict[str, str] = dict(ops.get("cordoned") or {})
         self.drains: dict[str, dict] = {k: dict(v) for k, v in (ops.get("draining") or {}).items()}
+        self._observed = False
 
     # -- observation ---------------------------------------------------------------------------
     def observe(self, alive: Iterable[NodeView], busy: Mapping[str, int], now: float,
@@ -117,6 +118,11 @@ class NodeBook:
                 rec.idle_since = now
             if rec.state == "draining" and not work:
                 self._move(rec, "drained", now, "no Orion work left", out)
+        if not self._observed:  # intent kept for nodes that did not survive a restart is moot
+            self._observed = True
+            for gone in (set(self.cordons) | set(self.drains)) - seen:
+                self.cordons.pop(gone, None)
+                self.drains.pop(gone, None)
         for rec in list(self.nodes.values()):
             if rec.node_id in seen or rec.state in ENDED:
                 continue

@@ -78,6 +78,9 @@ def test_operator_intent_survives_a_restart_through_ops():
     assert again.get("a").status == "cordoned" and again.get("a").cordon_reason == "maintenance"
     assert again.get("b").status == "draining" and again.get("b").drain_deadline == 61.0
     assert again.unschedulable() == {"a", "b"}
+    third = NodeBook(again.ops())  # a restart after node b went away meanwhile
+    third.observe([node("a")], {}, 3.0)
+    assert third.unschedulable() == {"a"} and "b" not in third.ops()["draining"]
 
 
 # -- the scheduler applying it ---------------------------------------------------------------------
