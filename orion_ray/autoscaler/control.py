@@ -149,7 +149,9 @@ class AutoscalerLoop:
                 pool=p.name, nodes=tuple(nodes), pending=pending,
                 queue_depth=sum(1 for g in pending if g.source == "orion"),
                 cpu_utilization=_utilisation(nodes, "CPU"),
-                gpu_utilization=_utilisation(nodes, "GPU"),
+                gpu_utilization=_measured_gpu(nodes, self._telemetry)
+                if _measured_gpu(nodes, self._telemetry) is not None
+                else _utilisation(nodes, "GPU"),
                 requested=getattr(self.state.pools.get(p.name), "target", None) or 0)
         self._unplaceable = assigned.get("", [])
         # which queued workload waits on which pool ("" for none), for explain
@@ -324,6 +326,14 @@ def _utilisation(nodes: list[NodeSample], key: str) -> Optional[float]:
         return None
     free = sum(n.free.get(key, 0.0) for n in nodes if n.state == "ready")
     return round(100.0 * (total - free) / total, 3)
+
+
+def _measured_gpu(nodes: list[NodeSample], telemetry: dict) -> Optional[float]:
+    """Mean NVML utilisation over the pool's GPUs where a device reports (None: no device)."""
+    pcts = [g["utilization_pct"] for n in nodes
+            for g in (telemetry.get(n.node_id) or {}).get("gpus", [])
+            if (telemetry.get(n.node_id) or {}).get("status") == "ok"]
+    return round(sum(pcts) / len(pcts), 3) if pcts else None
 
 
 def _sample_state(s: dict, released: dict) -> str:

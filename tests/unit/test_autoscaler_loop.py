@@ -212,3 +212,16 @@ def test_known_instance_types_need_no_shape():
     assert p.node_resources == {"CPU": 96.0, "GPU": 8.0}
     assert p.labels == {"orion.io/pool": "gpu-pool", "ray.io/accelerator-type": "A100"}
     assert p.params.predictive_enabled and p.params.lookback_s == 14 * 86400
+
+
+def test_measured_gpu_utilisation_is_used_where_nvml_reports():
+    from orion_ray.autoscaler.control import _measured_gpu
+    from orion_ray.policy.autoscaling import NodeSample
+    nodes = [NodeSample(node_id="n1", pool="a100", total={"GPU": 4.0}, free={"GPU": 0.0},
+                        running=1, state="ready", idle_since=None),
+             NodeSample(node_id="n2", pool="a100", total={"GPU": 4.0}, free={"GPU": 4.0},
+                        running=0, state="ready", idle_since=0.0)]
+    tel = {"n1": {"status": "ok", "gpus": [{"utilization_pct": 90.0}, {"utilization_pct": 50.0}]},
+           "n2": {"status": "no_device", "reason": "no NVIDIA device"}}
+    assert _measured_gpu(nodes, tel) == 70.0
+    assert _measured_gpu(nodes, {"n2": tel["n2"]}) is None  # allocation is used instead
