@@ -253,9 +253,10 @@ class Scheduler:
         off = self.nodebook.unschedulable()  # cordoned, draining, drained
         return [n for n in nodes if n.schedulable and n.node_id not in off]
 
-    def _placer(self) -> LivePlacer:
-        """The live cluster as the placement engine sees it: nodes minus every held bundle."""
-        nodes = self._nodes()
+    def _placer(self, nodes: Optional[list] = None) -> LivePlacer:
+        """The live cluster as the placement engine sees it: nodes (default: the schedulable
+        ones) minus every held bundle."""
+        nodes = self._nodes() if nodes is None else nodes
         held = [h for hs in self.reservations.values() for h in hs]
         held += outside_orion(nodes, held, self._live_claims())
         by_id = {n.node_id: n for n in nodes}

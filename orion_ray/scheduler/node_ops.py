@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import Conflict, NotFound, ValidationError
 from ..models import iso
-from ..policy.live_placement import LivePlacer, outside_orion, stranded_gpus
+from ..policy.live_placement import LivePlacer, stranded_gpus
 from ..policy.node_lifecycle import NodeBook, NodeRecord, Transition
 from ..status import Status
 
@@ -167,16 +167,7 @@ def _all_nodes(s: "Scheduler") -> list:
 
 def full_placer(s: "Scheduler") -> LivePlacer:
     """The placer over every alive node, cordoned ones included (for the infrastructure views)."""
-    nodes = _all_nodes(s)
-    held = [h for hs in s.reservations.values() for h in hs]
-    held += outside_orion(nodes, held, s._live_claims())
-    by_id = {n.node_id: n for n in nodes}
-    for h in held:
-        n = by_id.get(h.node_id)
-        if n is not None:
-            for k, v in h.bundle.items():
-                n.free[k] = n.free.get(k, 0.0) - v
-    return LivePlacer(s.placement_policy, nodes, held)
+    return s._placer(_all_nodes(s))
 
 
 def node_view(s: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
