@@ -162,6 +162,7 @@ def orion_round(cluster, client, gangs: int, size: int, hold_s: float,
     running = _wait(lambda: (ws := [client.get_workload(i) for i in ids]) and all(
         w["status"] in ("running", "completed") for w in ws) and ws, 180, "every gang running")
     running_s = max(_ts(w["started_at"]) for w in running) - t0
+    ups = new_up()  # the burst may have been seen in two steps (0 → 2 → 4)
     if on_running is not None:
         on_running(running)
     done = [client.wait_for_completion(i, timeout=300) for i in ids]
