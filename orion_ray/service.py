@@ -10,6 +10,7 @@ This module sits in the model layer: it imports neither Ray nor FastAPI, so any 
 """
 from __future__ import annotations
 
+import builtins
 import inspect
 from typing import Any, Optional, Protocol
 
@@ -21,6 +22,8 @@ class SchedulerService(Protocol):
     caller recorded in the audit log. Errors are ``orion_ray.errors`` exceptions (``NotFound``,
     ``ValidationError``, ``QueueFull``…), which the API turns into the contract's error bodies.
     """
+    # Annotations after the ``list`` method say ``builtins.list``: inside the class body, mypy
+    # reads a bare ``list`` as that method.
 
     # -- workloads -------------------------------------------------------------------------------
     async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
@@ -61,7 +64,8 @@ class SchedulerService(Protocol):
         """Every tenant with its weight, quota and current usage."""
         ...
 
-    async def make_room(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
+    async def make_room(self, bundles: builtins.list[dict[str, float]],
+                        tenant_id: Optional[str] = None,
                         priority: str = "high", who: str = "serving",
                         hold_s: float = 120.0) -> dict[str, Any]:
         """Preempt lower-priority work so ``bundles`` fit for work Orion does not launch itself
@@ -119,8 +123,8 @@ class SchedulerService(Protocol):
         ...
 
     # -- administration and operations -----------------------------------------------------------
-    async def configure_tenants(self, tenants: list[dict], keys: dict[str, str],
-                                admins: Optional[list[str]] = None, who: str = "admin",
+    async def configure_tenants(self, tenants: builtins.list[dict], keys: dict[str, str],
+                                admins: Optional[builtins.list[str]] = None, who: str = "admin",
                                 policy: Optional[dict] = None) -> dict[str, Any]:
         """Replace the tenants, their key hashes and (if given) the policy section; validated
         first, all or nothing."""

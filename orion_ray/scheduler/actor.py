@@ -19,9 +19,9 @@ import ray
 
 from ..config import OrionConfig
 from ..metrics import OrionMetrics
-from ..store import SQLiteStore
 from ..runtime.ray_runtime import NAMESPACE, RayRuntime, on_head_node
 from ..service import SERVICE_METHODS, START_FREE, SchedulerService
+from ..store import SQLiteStore
 from .core import Scheduler
 
 SCHEDULER_NAME = "orion-scheduler"

@@ -239,3 +239,39 @@ def test_sync_client_in_process(make_app, sleeps):
     with OrionClient(URL, "nope", transport=sync_transport(app)) as c:
         with pytest.raises(Unauthorized):
             c.queue()
+
+
+# -- the infrastructure calls: the async client answers what the sync one answers -------------------
+def test_async_infrastructure_calls_answer_like_the_sync_client(tmp_path):
+    from .test_node_lifecycle import NodesRuntime, node, running
+
+    store = SQLiteStore(str(tmp_path / "orion.db"))
+    sched = Scheduler(store, NodesRuntime([node("n1"), node("n2")]))
+    app = build_app(KeyRing([hash_key("admin-key")], {}), backend=sched)
+    running(sched, "w1", "n1", gpus=2.0)
+    reads = ("nodes", "resources_available", "fragmentation", "gpu_utilization")
+
+    async def async_side() -> dict:
+        async with aclient(app) as c:
+            out = {"cordon": (await c.cordon("n2", reason="maintenance"))["status"],
+                   "uncordon": (await c.uncordon("n2"))["status"],
+                   "drain": (await c.drain("n2", deadline_s=600))["status"]}
+            out["events"] = [e["kind"] for e in (await c.scaling_events(kind="node"))["items"]]
+            out["health"] = sorted(await c.infrastructure_health())
+            out.update({name: await getattr(c, name)() for name in reads})
+            return out
+
+    got = asyncio.run(async_side())
+    # n2 runs nothing, so its drain ends at once
+    assert (got["cordon"], got["uncordon"], got["drain"]) == ("cordoned", "ready", "drained")
+    assert got["events"] and set(got["events"]) == {"node"}
+    def states(nodes: dict) -> list:  # without the ages, which move between the two reads
+        return [(n["node_id"], n["status"], n["workloads"]) for n in nodes["items"]]
+
+    assert states(got["nodes"]) == [("n1", "ready", ["w1"]), ("n2", "drained", [])]
+    with OrionClient(URL, "admin-key", transport=sync_transport(app)) as c:
+        assert states(c.nodes()) == states(got["nodes"])
+        for name in reads[1:]:  # the same state read through the sync client answers the same
+            assert getattr(c, name)() == got[name], name
+        assert sorted(c.infrastructure_health()) == got["health"]
+    store.close()
