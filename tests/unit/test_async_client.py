@@ -275,3 +275,54 @@ def test_async_infrastructure_calls_answer_like_the_sync_client(tmp_path):
             assert getattr(c, name)() == got[name], name
         assert sorted(c.infrastructure_health()) == got["health"]
     store.close()
+
+
+class FakeReservations:
+    """The capacity backend's surface (``create``/``list``/``release``/``status``) in memory."""
+
+    class Made:
+        def __init__(self, rid: str, body):
+            self.rid, self.body = rid, body
+
+        def to_dict(self) -> dict:
+            return {"reservation_id": self.rid, "instance_type": self.body.instance_type,
+                    "count": self.body.count, "tags": self.body.tags}
+
+    def __init__(self):
+        self.made: dict = {}
+
+    def create(self, body):
+        rid = f"cr-{len(self.made) + 1:017x}"
+        self.made[rid] = self.Made(rid, body)
+        return self.made[rid]
+
+    def list(self):
+        return list(self.made.values())
+
+    def release(self, rid):
+        self.made.pop(rid)
+        return {"reservation_id": rid, "released": True}
+
+    def status(self):
+        return {"pools": {}}
+
+
+def test_capacity_calls_in_both_clients():
+    capacity = FakeReservations()
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=None, capacity_backend=capacity)
+
+    async def async_side() -> tuple:
+        async with aclient(app) as c:
+            made = await c.create_reservation("p4d.24xlarge", "us-east-1a", 2, tags={"team": "a"})
+            listed = await c.capacity_reservations()
+            return made, listed, await c.capacity_status()
+
+    made, listed, status = asyncio.run(async_side())
+    assert made["count"] == 2 and made["tags"] == {"team": "a"}
+    assert listed == {"items": [made]} and status == {"pools": {}}
+    with OrionClient(URL, "admin-key", transport=sync_transport(app)) as c:
+        assert c.capacity_reservations() == listed
+        assert c.release_reservation(made["reservation_id"])["released"] is True
+        assert c.capacity_reservations() == {"items": []}
+        with pytest.raises(ValidationError):  # the route's validation, typed
+            c.create_reservation("p4d.24xlarge", "nowhere", 1)
