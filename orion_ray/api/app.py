@@ -20,6 +20,7 @@ from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
+from ..service import SchedulerService
 
 
 class SubmitAck(BaseModel):
@@ -71,7 +72,8 @@ class HealthBody(BaseModel):
     store: str
 
 
-def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
+def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
+              max_body_bytes: int = 1_048_576,
               backend_factory: Optional[Callable[[], Any]] = None,
               capacity_backend: Any = None) -> FastAPI:
     """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
