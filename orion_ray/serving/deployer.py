@@ -5,7 +5,7 @@ import json
 from typing import Optional
 
 from .manager import APP_PREFIX
-from .specs import DeploymentSpec
+from ..serving_specs import DeploymentSpec
 
 
 def serve_options(spec: DeploymentSpec) -> dict:
