@@ -61,7 +61,7 @@ def run_inference(kind: str, body: dict, tenant_id: Optional[str]) -> dict:
     """Runs inside the workload's Ray task: one request through the router's policy."""
     from ray import serve
     from serve_apps.llm.replica import DEPLOYMENT_NAME
-    from serve_apps.llm.router import ModelRouter
+    from .router import ModelRouter
     from .actor import ManagerClient
 
     async def ask():
