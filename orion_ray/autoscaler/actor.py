@@ -13,13 +13,12 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
-from ..runtime.ray_runtime import NAMESPACE, on_head_node
+from ..names import AUTOSCALER_NAME, NAMESPACE
+from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
 from .control import AutoscalerLoop
 from .pool_spec import node_type_of, parse_autoscale_pools
 from .ray_capacity import RayCapacity
-
-AUTOSCALER_NAME = "orion-autoscaler"
 
 
 class SchedulerSource:

@@ -14,11 +14,10 @@ import ray
 
 from ..config import OrionConfig
 from ..metrics import OrionMetrics
+from ..names import NAMESPACE, SCHEDULER_NAME
+from ..runtime.ray_runtime import RayRuntime, on_head_node
 from ..store import SQLiteStore
-from ..runtime.ray_runtime import NAMESPACE, RayRuntime, on_head_node
 from .core import Scheduler
-
-SCHEDULER_NAME = "orion-scheduler"
 
 
 class SchedulerActor:
