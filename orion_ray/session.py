@@ -1,10 +1,10 @@
 """One HTTP session with Orion's REST API, shared by the SDK clients and the CLI's command groups.
 
-It holds what every caller needs and nothing more: the URL and key (explicit, else ``ORION_URL`` /
-``ORION_API_KEY``, else ``~/.orion/credentials``), retries on 429/503 honouring ``Retry-After`` and on
-connection errors, and Orion's error body mapped to the typed error tree. ``OrionClient`` builds
-the workload API on it; ``ServingClient`` and the capacity CLI build theirs on it too, so none of
-them imports another's module.
+It holds what every caller needs and nothing more: the URL and key (explicit, else
+``ORION_URL``/``ORION_API_KEY``, else ``~/.orion/credentials``), retries on 429/503 honouring
+``Retry-After`` and on connection errors, and Orion's error body mapped to the typed error tree.
+``OrionClient`` builds the workload API on it; ``ServingClient`` and the capacity CLI build theirs
+on it too, so none of them imports another's module.
 """
 from __future__ import annotations
 
