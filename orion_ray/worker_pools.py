@@ -208,8 +208,9 @@ class WorkerPool(BaseModel):
     @field_validator("subnets", "capacity_reservations")
     @classmethod
     def _ids(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        prefix, what = {"subnets": ("subnet-", "subnet"),
-                        "capacity_reservations": ("cr-", "capacity reservation")}[info.field_name]
+        kinds = {"subnets": ("subnet-", "subnet"),
+                 "capacity_reservations": ("cr-", "capacity reservation")}
+        prefix, what = kinds[str(info.field_name)]
         for item in v:
             if not item.startswith(prefix):
                 raise ValueError(f"{item!r} is not a {what} id ({prefix}...)")

@@ -1,11 +1,12 @@
 """The layers, checked from the source: no import cycle between ``orion_ray`` packages, and the
 model and policy layers import nothing above them.
 
-The graph is built with ``ast`` from every module of ``orion_ray`` and ``serve_apps``, function-local
-imports included (a cycle hidden in a function is still a cycle; it only fails later). Imports under
-``if TYPE_CHECKING:`` are left out: they never run. A *package* is a subpackage of ``orion_ray``
-(``orion_ray.scheduler``) or one of its top-level modules (``orion_ray.client``); ``serve_apps`` is
-one more package, so ``orion_ray.serving`` → ``serve_apps`` → ``orion_ray.serving`` counts.
+The graph is built with ``ast`` from every module of ``orion_ray`` and ``serve_apps``,
+function-local imports included (a cycle hidden in a function is still a cycle; it only fails
+later). Imports under ``if TYPE_CHECKING:`` are left out: they never run. A *package* is a
+subpackage of ``orion_ray`` (``orion_ray.scheduler``) or one of its top-level modules
+(``orion_ray.client``); ``serve_apps`` is one more package, so a cycle
+``orion_ray.serving`` → ``serve_apps`` → ``orion_ray.serving`` counts.
 
 Layers (ARCHITECTURE.md): model → policy → adapters → actors → access; each knows only those below.
 """
@@ -260,6 +261,16 @@ def test_policy_imports_only_policy_and_model_modules():
     policy = {m for m in MODULES if m.startswith("orion_ray.policy")}
     bad = _layer_violations(policy, lambda dst: dst in policy or dst in MODEL
                             or dst == "orion_ray")
+    assert not bad, "\n".join(bad)
+
+
+def test_adapters_import_no_actor_or_access_package():
+    # the Ray adapter and the store sit below the actors: they reach an actor by its name
+    # (orion_ray.names), never through its module
+    adapters = {m for m in MODULES if m.startswith(("orion_ray.runtime", "orion_ray.store"))}
+    policy = {m for m in MODULES if m.startswith("orion_ray.policy")}
+    bad = _layer_violations(adapters, lambda dst: dst in adapters or dst in policy
+                            or dst in MODEL or dst == "orion_ray")
     assert not bad, "\n".join(bad)
 
 
