@@ -5,10 +5,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import httpx
-
-from . import credentials
-from .errors import ERRORS_BY_CODE, OrionError, SchedulerUnavailable
+from .session import ApiSession
+from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
+from .session import retry_after as _retry_after  # noqa: F401
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -52,48 +51,12 @@ class WorkloadHandle:
         return f"WorkloadHandle({self.workload_id!r})"
 
 
-class OrionClient:
+class OrionClient(ApiSession):
     """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
     ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``.
     ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests; ``sleep`` is how
-    the client waits between retries and polls (``time.sleep``; a test records the waits)."""
-
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
-                 timeout: float = 30.0, max_retries: int = 5,
-                 transport: Optional[httpx.BaseTransport] = None,
-                 sleep: Callable[[float], Any] = time.sleep):
-        self.url, self.api_key = credentials.resolve(url, api_key)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport)
-        self.max_retries = max_retries
-        self._sleep = sleep
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _request(self, method: str, path: str, **kw) -> httpx.Response:
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self._http.request(method, path, **kw)
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
-                self._sleep(min(5.0, 0.2 * 2 ** attempt))
-                continue
-            if r.status_code in (429, 503) and attempt < self.max_retries:
-                self._sleep(_retry_after(r, attempt))
-                continue
-            if r.status_code >= 400:
-                raise _error_from(r)
-            return r
-        raise AssertionError("unreachable")
+    the client waits between retries and polls (``time.sleep``; a test records the waits). The
+    session, its retries and its error mapping are ``orion_ray.session.ApiSession``."""
 
     # -- workloads ------------------------------------------------------------------------------
     def submit_workload(self, spec: Optional[dict] = None, **fields: Any) -> WorkloadHandle:
@@ -226,25 +189,3 @@ class OrionClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"workload {workload_id} still {w['status']} after {timeout}s")
             self._sleep(poll_s)
-
-
-def _retry_after(r: httpx.Response, attempt: int) -> float:
-    try:
-        return min(30.0, float(r.headers.get("Retry-After", "")))
-    except ValueError:
-        return min(5.0, 0.2 * 2 ** attempt)
-
-
-def _error_from(r: httpx.Response) -> OrionError:
-    try:
-        err = r.json()["error"]
-        code, message, details = err.get("code", ""), err.get("message", ""), err.get("details")
-    except (ValueError, KeyError, TypeError):
-        code, message, details = "", r.text[:500], None
-    cls = ERRORS_BY_CODE.get(code)
-    if cls is None:
-        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == r.status_code),
-                   OrionError)
-    exc = cls(message or f"HTTP {r.status_code}", details)
-    exc.http_status = r.status_code
-    return exc

@@ -19,12 +19,11 @@ import ray
 
 from ..config import OrionConfig
 from ..metrics import OrionMetrics
-from ..runtime.ray_runtime import NAMESPACE, RayRuntime, on_head_node
+from ..names import NAMESPACE, SCHEDULER_NAME
+from ..runtime.ray_runtime import RayRuntime, on_head_node
 from ..service import SERVICE_METHODS, START_FREE, SchedulerService
 from ..store import SQLiteStore
 from .core import Scheduler
-
-SCHEDULER_NAME = "orion-scheduler"
 
 
 class SchedulerActor:

@@ -334,7 +334,7 @@ class Scheduler:
         if spec.runs_as_task:
             task = spec
             if spec.workload_type == "inference":  # the task that asks the served model
-                from ..serving.inference import as_task
+                from ..inference_task import as_task
                 task = as_task(spec, w.tenant_id)
             await self.runtime.start_task(w.workload_id, w.attempt, task.function, task.args,
                                           task.kwargs, bundle, task.runtime_env,
