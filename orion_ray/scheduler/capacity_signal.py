@@ -71,10 +71,10 @@ def check_backpressure(s: "Scheduler", w: Workload) -> None:
     pools = [p for p in st.get("pools", []) if p.get("spec")]
     if not pools:
         return
-    gang = w.spec.gang()  # not s._shape: a refused workload must leave no cache entry
+    gang = w.spec.gang()  # not the book's shape: a refused workload must leave no cache entry
     bundles, types = [b.ray_bundle() for b in gang], [b.gpu_type for b in gang]
     strategy = w.spec.placement.ray_strategy
-    if s._placer().place(bundles, types, strategy) is not None:
+    if s.placer().place(bundles, types, strategy) is not None:
         return  # it fits now: no need for new nodes
     specs = [PoolSpec(name=p["pool"], node_resources=p["spec"]["node_resources"],
                       labels=p["spec"]["labels"], min_size=p["spec"]["min_size"],

@@ -37,7 +37,7 @@ def load_book(store) -> NodeBook:
 def work_by_node(s: "Scheduler") -> dict[str, list[str]]:
     """Orion workloads holding bundles on each node (reserved, starting, running or stopping)."""
     out: dict[str, list[str]] = defaultdict(list)
-    for wid, held in s.reservations.items():
+    for wid, held in s.book.reservations.items():
         for node in {h.node_id for h in held}:
             out[node].append(wid)
     return out
@@ -45,8 +45,6 @@ def work_by_node(s: "Scheduler") -> dict[str, list[str]]:
 
 def check_nodes(s: "Scheduler") -> list[Transition]:
     """Observe Ray's nodes; requeue the work of lost nodes; finish or enforce drains."""
-    if s.runtime is None:
-        return []
     now = s.clock()
     work = work_by_node(s)
     alive = s.runtime.nodes()
@@ -54,7 +52,7 @@ def check_nodes(s: "Scheduler") -> list[Transition]:
         # the scheduler runs on a node, so "no node" is a bad read, not every node lost
         log.warning("Ray reported no alive node; skipping this node check")
         return []
-    deaths = s.runtime.node_deaths() if hasattr(s.runtime, "node_deaths") else {}
+    deaths = s.runtime.node_deaths()
     changes = s.nodebook.observe(alive, {n: len(w) for n, w in work.items()}, now, deaths)
     for t in changes:
         record(s, t)
@@ -63,9 +61,9 @@ def check_nodes(s: "Scheduler") -> list[Transition]:
                 _requeue_lost(s, wid, t.node_id)
     for node in s.nodebook.overdue(now):
         for wid in work.get(node, []):
-            w = s.active.get(wid)
+            w = s.book.active.get(wid)
             if w is not None and w.status in (Status.STARTING, Status.RUNNING):
-                s._preempt(w, f"drain of node {node}")
+                s.driver.preempt(w, f"drain of node {node}")
     if changes:
         s.metrics.set_nodes(s.nodebook.counts())
         s.wake()
@@ -75,20 +73,11 @@ def check_nodes(s: "Scheduler") -> list[Transition]:
 def _requeue_lost(s: "Scheduler", wid: str, node: str) -> None:
     """The node under ``wid`` is gone: its run cannot finish. Back to the queue as a new attempt,
     not counted as a failure of the workload (like Kubernetes' disruption condition)."""
-    w = s.active.get(wid)
+    w = s.book.active.get(wid)
     if w is None or w.status.terminal or w.status == Status.QUEUED:
         return
-    driver = s.drivers.pop(wid, None)
-    if driver is not None:
-        driver.cancel()
-    s.stopping.discard(wid)
-    s.reservations.pop(wid, None)
-    try:
-        s.runtime.remove_pg(wid)  # Ray would otherwise reschedule the group's lost bundles
-    except Exception:  # best effort: the group may already be gone
-        log.debug("removing the group of %s", wid, exc_info=True)
-    if w.status != Status.QUEUED:
-        s._requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
+    s.driver.abandon(w)
+    s.book.requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
     s.store.audit("scheduler", "node_lost_requeue", wid, {"node_id": node}, s.clock())
 
 
@@ -161,13 +150,9 @@ def drain(s: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = 
 
 
 # == views ========================================================================================
-def _all_nodes(s: "Scheduler") -> list:
-    return s.runtime.nodes() if s.runtime is not None else []
-
-
 def full_placer(s: "Scheduler") -> LivePlacer:
     """The placer over every alive node, cordoned ones included (for the infrastructure views)."""
-    return s._placer(_all_nodes(s))
+    return s.placer(s.runtime.nodes())
 
 
 def node_view(s: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
@@ -232,13 +217,11 @@ def node_samples(s: "Scheduler") -> list[dict[str, Any]]:
 def pending_gangs(s: "Scheduler") -> list[dict[str, Any]]:
     """Queued gangs waiting for capacity (not for quota): the autoscaler's demand from Orion."""
     out = []
-    for w in s.active.values():
-        if w.status != Status.QUEUED:
-            continue
-        codes = {r.get("code") for r in s.wait_reasons.get(w.workload_id, [])}
+    for w in s.book.queued():
+        codes = {r.get("code") for r in s.book.wait_reasons.get(w.workload_id, [])}
         if "quota" in codes:
             continue  # more nodes would not let it start
-        bundles, types, strategy, _ = s._shape(w)
+        bundles, types, strategy, _ = s.book.shape(w)
         out.append({"workload_id": w.workload_id, "tenant_id": w.tenant_id,
                     "priority": w.priority.value, "bundles": bundles, "gpu_types": types,
                     "strategy": strategy, "queued_since": w.submitted_at,

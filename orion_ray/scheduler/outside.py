@@ -57,8 +57,8 @@ def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Option
         raise ValidationError("unknown priority class", [
             {"field": "priority", "problem": f"{priority!r} is not a priority class"}]) from None
     now = s.clock()
-    placer = s._placer()
-    running = bridge.running_items(s, now)
+    placer = s.placer()
+    running = bridge.running_items(s.book, now)
     pool = [r for r in running if not r.stopping]
     quota = QuotaBook(s.policy.tenants, {})
     fits = preempted = unplaceable = 0
@@ -75,7 +75,7 @@ def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Option
                 continue
             for v in victims:
                 placer.release(v.held)
-                s._preempt(s.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
+                s.driver.preempt(s.book.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
                 victims_all.append(v.workload_id)
             ids = {v.workload_id for v in victims}
             pool = [r for r in pool if r.workload_id not in ids]

@@ -17,10 +17,11 @@ from .policy_bridge import allocated, capacity, running_items
 if TYPE_CHECKING:
     from .core import Scheduler
 
+
 def usage_by_tenant(s: "Scheduler") -> dict[str, dict[str, float]]:
     """Resources held right now (starting, running and stopping workloads) per tenant, in quota
     units (``cpu``, ``gpu``, ``memory``, ``gpu:<type>``)."""
-    usage = allocated(running_items(s, s.clock()))
+    usage = allocated(running_items(s.book, s.clock()))
     for t, u in s.serving_usage.items():  # serving replicas count against the same quotas
         for k, v in u.items():
             usage[t][k] += v
@@ -41,7 +42,7 @@ def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         if w.not_before > now:
             reasons.append({"code": "backoff", "message":
                             f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})"})
-        reasons += [dict(r) for r in s.wait_reasons.get(w.workload_id, [])]
+        reasons += [dict(r) for r in s.book.wait_reasons.get(w.workload_id, [])]
         scaling = capacity_signal.waiting_reason(s, w)  # what the autoscaler does about it
         if scaling is not None:
             reasons.append(scaling)
@@ -81,7 +82,7 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
     """Queue depth by priority, running count and usage against quota, per tenant."""
     depth: dict[str, Counter] = defaultdict(Counter)
     running: Counter = Counter()
-    for w in s.active.values():
+    for w in s.book.active.values():
         if tenant_id is not None and w.tenant_id != tenant_id:
             continue
         if w.status == Status.QUEUED:
@@ -89,7 +90,7 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
         elif w.status in (Status.STARTING, Status.RUNNING):
             running[w.tenant_id] += 1
     usage = usage_by_tenant(s)
-    cap = capacity(s._nodes())
+    cap = capacity(s.schedulable_nodes())
     names = set(depth) | set(running) | set(usage)
     if tenant_id is None:
         names |= set(s.tenants.tenants)
@@ -115,7 +116,7 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
 
 def fragmentation(s: "Scheduler") -> dict[str, Any]:
     """GPU fragmentation now: per node, and totals by GPU type (also set as gauges)."""
-    per_node = stranded_gpus(s._placer().snapshot(), s.placement_policy)
+    per_node = stranded_gpus(s.placer().snapshot(), s.placement_policy)
     summary = fragmentation_summary(per_node)
     s.metrics.set_fragmentation(summary["by_gpu_type"])
     return {"policy": s.placement_policy.name, "summary": summary, "nodes": per_node}
