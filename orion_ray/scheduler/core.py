@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
 from ..errors import Conflict, NotFound, ValidationError, pydantic_details
@@ -50,7 +50,8 @@ class Scheduler:
 
     def __init__(self, store: Any, runtime: Runtime, config: Optional[SchedulerConfig] = None,
                  policy: Optional[PolicyConfig] = None, clock: Callable[[], float] = time.time,
-                 metrics: Optional[OrionMetrics] = None):
+                 metrics: Optional[OrionMetrics] = None, *,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         self.store = store
         self.runtime = runtime
         self.config = config or SchedulerConfig()
@@ -61,7 +62,8 @@ class Scheduler:
                                  config=self.config, wake=self.wake)
         self.driver = WorkloadDriver(runtime=runtime, store=store, book=self.book, clock=clock,
                                      metrics=self.metrics, config=self.config,
-                                     policy=lambda: self.policy_config, wake=self.wake)
+                                     policy=lambda: self.policy_config, wake=self.wake,
+                                     sleep=sleep)
         self.placement_policy = get_policy(self.config.placement_policy)
         saved = store.get_setting("policy", None)
         self.policy_config = (PolicyConfig.model_validate(saved) if saved is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
 from ..metrics import OrionMetrics
@@ -31,7 +31,8 @@ class WorkloadDriver:
 
     def __init__(self, *, runtime: Runtime, store: Any, book: WorkloadBook,
                  clock: Callable[[], float], metrics: OrionMetrics, config: SchedulerConfig,
-                 policy: Callable[[], PolicyConfig], wake: Callable[[], None]):
+                 policy: Callable[[], PolicyConfig], wake: Callable[[], None],
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         self.runtime = runtime
         self.store = store
         self.book = book
@@ -40,6 +41,7 @@ class WorkloadDriver:
         self.config = config
         self.policy = policy  # the live policy section (the grace period may be reloaded)
         self.wake = wake
+        self.sleep = sleep  # between job polls (tests pass one that only yields)
         self.tasks: dict[str, asyncio.Task] = {}
 
     # -- the drivers ------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class WorkloadDriver:
                 self.book.set(w, Status.FAILED, "timeout",
                               error=f"timed out after {w.spec.timeout_s:g}s")
                 return
-            await asyncio.sleep(self.config.job_poll_interval_s)
+            await self.sleep(self.config.job_poll_interval_s)
         await self.save_job_logs(w)
         await self.release(w)
         if state.status == "SUCCEEDED":
