@@ -48,7 +48,8 @@ class FakeRun:
     attempt: int
     kind: str                    # "task" | "job"
     launch: dict[str, Any]       # the keyword arguments of start_task / submit_job
-    ended: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ended: asyncio.Future = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
     job: JobState = field(default_factory=lambda: JobState("RUNNING"))
     logs: str = ""
 
