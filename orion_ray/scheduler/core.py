@@ -2,14 +2,15 @@
 interface the actor exposes.
 
 Runs on an asyncio loop (inside the ``orion-scheduler`` actor, or a test's loop). Its parts:
-``transitions.WorkloadBook`` (the active workloads, what is held for them, and ``set``, the one place
-a status changes, which persists before anything is acknowledged), ``driver.WorkloadDriver`` (one
-workload's run), ``intake`` (submission checks), ``recovery`` (start-up reconciliation), and the
-views and node operations. Every Ray call goes through the ``runtime`` (``runtime.base.Runtime``).
+``transitions.WorkloadBook`` (the active workloads, what is held for them, and ``set``, the one
+place a status changes, which persists before anything is acknowledged), ``driver.WorkloadDriver``
+(one workload's run), ``intake`` (submission checks), ``recovery`` (start-up reconciliation), and
+``service`` (views, node operations, administration). Every Ray call goes through the ``runtime``
+(``runtime.base.Runtime``).
 
-Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve · 6 launch ·
-7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``), timed as ``plan``; this
-module applies it, and the drivers launch (6).
+Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve ·
+6 launch · 7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``), timed as
+``plan``; this module applies it, and the drivers launch (6).
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class Scheduler(ServiceMixin):
         self.fair = FairShare(self.policy_config.fair_share_half_life_s)
         self.forecasts = estimates.ForecastCache()
         self.reservation: Optional[dict] = None
-        # GPUs tenants hold in serving replicas (counted against their quotas), refreshed by the loop
+        # GPUs tenants hold in serving replicas (counted against their quotas), refreshed by the
+        # loop
         self.serving_usage: dict[str, dict[str, float]] = {}
         # capacity preempted for work outside Orion (a Serve replica): (expiry, node, resources)
         self.claims: list[tuple[float, str, dict[str, float]]] = []
@@ -261,7 +263,7 @@ class Scheduler(ServiceMixin):
         for b in w.spec.gang():
             try:
                 self.placement_policy.observe(bundle_request(b.ray_bundle(), b.gpu_type))
-            except ValueError:  # a shape the engine cannot express (e.g. 1.5 GPUs): nothing to learn
+            except ValueError:  # a shape the engine cannot express (e.g. 1.5 GPUs): no lesson
                 pass
 
     async def make_room(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
@@ -312,7 +314,7 @@ class Scheduler(ServiceMixin):
 
     async def list(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
                    limit: int = 50, cursor: Optional[int] = None) -> dict[str, Any]:
-        """Workloads newest first, a page at a time (``cursor``: the last page's ``next_cursor``)."""
+        """Workloads newest first, a page at a time (``cursor``: a page's ``next_cursor``)."""
         rows = self.store.list(status=status, tenant_id=tenant_id, limit=limit + 1,
                                before_seq=cursor)
         items = [self.book.active.get(w.workload_id, w) for w in rows[:limit]]

@@ -56,8 +56,9 @@ def check_importable(spec: WorkloadSpec) -> None:
         found = False
     if not found:
         raise ValidationError(f"cannot import module {module!r} of {spec.function!r}", [
-            {"field": "function", "problem": "module not importable on the cluster (install it "
-                                             "or ship it with runtime_env working_dir/py_modules)"}])
+            {"field": "function",
+             "problem": "module not importable on the cluster (install it or ship it with "
+                        "runtime_env working_dir/py_modules)"}])
 
 
 def check_room(sched: "Scheduler", tenant_id: str) -> None:
