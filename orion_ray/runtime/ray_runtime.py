@@ -205,8 +205,9 @@ class RayRuntime:
                          max_result_bytes: int, max_log_bytes: int) -> str:
         """Start one attempt of a task in the workload's group (through ``orion-executor``)."""
         return await self.executor().start.remote(
-            workload_id, attempt, function, args, kwargs, pg_name(workload_id), bundle,
-            runtime_env, max_result_bytes, max_log_bytes)
+            workload_id, attempt, function=function, args=args, kwargs=kwargs,
+            pg_name=pg_name(workload_id), bundle=bundle, runtime_env=runtime_env,
+            max_result_bytes=max_result_bytes, max_log_bytes=max_log_bytes)
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
         try:
