@@ -20,7 +20,7 @@ _RAY_JOB_NOISE = ("Runtime env is setting up.", "Running entrypoint for job ")
 
 def infrastructure_failure(error: Optional[str]) -> bool:
     """The run's error names a Ray infrastructure failure (its worker or node died)."""
-    return bool(error) and error.split(":", 1)[0].strip() in INFRA_ERRORS
+    return bool(error) and str(error).split(":", 1)[0].strip() in INFRA_ERRORS
 
 
 def brings_code(runtime_env: Optional[dict]) -> bool:

@@ -6,7 +6,7 @@ it to the view and node modules, so the loop and the cycle stay readable in ``co
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..config import PolicyConfig
 from ..errors import NotFound, ValidationError, pydantic_details
@@ -16,17 +16,18 @@ from . import policy_bridge as bridge
 
 
 class ServiceMixin:
-    """Views, node operations, autoscaler exchange, tenants and audit of a ``Scheduler`` (which
-    provides the attributes below)."""
+    """Views, node operations, autoscaler exchange, tenants and audit of a ``Scheduler``; ``self``
+    is always the scheduler (the view and node functions take it whole), which sets these:"""
 
     store: Any
     book: Any
     tenants: Any
-    clock: Any
+    clock: Callable[[], float]
     metrics: Any
     nodebook: Any
+    fair: Any
+    policy: Any
     policy_config: PolicyConfig
-    serving_usage: dict[str, dict[str, float]]
     autoscaler_status: dict[str, Any]
 
     def _lookup(self, workload_id: str, tenant_id: Optional[str]) -> Workload:
