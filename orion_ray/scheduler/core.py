@@ -74,8 +74,7 @@ class Scheduler(ServiceMixin):
         self.fair = FairShare(self.policy_config.fair_share_half_life_s)
         self.forecasts = estimates.ForecastCache()
         self.reservation: Optional[dict] = None
-        # GPUs tenants hold in serving replicas (counted against their quotas), refreshed by the
-        # loop
+        # GPUs tenants hold in serving replicas (counted against quotas), refreshed by the loop
         self.serving_usage: dict[str, dict[str, float]] = {}
         # capacity preempted for work outside Orion (a Serve replica): (expiry, node, resources)
         self.claims: list[tuple[float, str, dict[str, float]]] = []

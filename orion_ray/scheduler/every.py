@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 class Every:
     """Due once ``period`` seconds of ``clock`` have passed since it was last due (at once at
-    first); ``due(force=True)`` is due now and restarts the period."""
+    first, and whenever the clock went backwards); ``due(force=True)`` is due now and restarts the
+    period."""
 
     def __init__(self, period: float, clock: Callable[[], float]):
         self.period = period
@@ -20,7 +21,8 @@ class Every:
     def due(self, *, force: bool = False) -> bool:
         """Whether the job should run now (if so, the period restarts)."""
         now = self.clock()
-        if force or self._last is None or now - self._last > self.period:
+        # a wall clock stepped back (NTP) must not silence the job until it catches up again
+        if force or self._last is None or not 0 <= now - self._last <= self.period:
             self._last = now
             return True
         return False

@@ -52,3 +52,5 @@ def test_every_is_due_at_once_then_once_per_period_of_its_clock():
     assert every.due(force=True)  # forced: due now, and the period restarts
     now[0] += 5.5
     assert every.due()
+    now[0] -= 3600.0  # the wall clock stepped back: due, not silent for an hour
+    assert every.due() and not every.due()
