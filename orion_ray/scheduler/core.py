@@ -217,7 +217,7 @@ class Scheduler(ServiceMixin):
             try:
                 # Each bundle pinned to the node the engine chose: Ray realises Orion's decision.
                 pg = self.runtime.create_pg(w.workload_id, bundles, strategy,
-                                            [h.node_id for h in placed], types)
+                                            nodes=[h.node_id for h in placed], gpu_types=types)
             except Exception as exc:  # e.g. Ray refused the group: requeue with backoff
                 book.requeue(w, f"placement group creation failed: {exc}")
                 continue
@@ -269,7 +269,8 @@ class Scheduler(ServiceMixin):
                         priority: str = "high", who: str = "serving",
                         hold_s: float = 120.0) -> dict[str, Any]:
         """Make room for work Orion does not launch itself (see ``outside.make_room``)."""
-        return outside.make_room(self, bundles, tenant_id, priority, who, hold_s)
+        return outside.make_room(self, bundles, tenant_id=tenant_id, priority=priority, who=who,
+                                 hold_s=hold_s)
 
     # == the interface the API (and the actor) expose =============================================
     async def submit(self, spec: dict[str, Any], tenant_id: str = "default",

@@ -44,8 +44,8 @@ def live_claims(sched: "Scheduler") -> dict[str, dict[str, float]]:
     return out
 
 
-def make_room(sched: "Scheduler", bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
-              priority: str = "high", who: str = "serving",
+def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
+              tenant_id: Optional[str] = None, priority: str = "high", who: str = "serving",
               hold_s: float = 120.0) -> dict[str, Any]:
     """Make room for work Orion does not launch itself (a Serve replica per bundle): where a
     bundle does not fit, preempt lower-class batch work exactly as for a queued workload of
