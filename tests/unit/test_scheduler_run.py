@@ -137,6 +137,20 @@ async def test_a_job_runs_to_completion_and_keeps_its_own_output(db, clock):
     assert await s.logs(wid) == "loss 0.1\n"  # Ray's own lines dropped
 
 
+@on_loop
+async def test_cancel_stops_the_run_and_gives_the_group_back(db, clock):
+    rt = FakeRuntime([fake_node("n1")])
+    s = make(db, rt, clock)
+    wid = await submit(s, task())
+    s.run_cycle()
+    await running(s, rt, wid)
+    assert (await s.cancel(wid, who="alice"))["status"] == "cancelled"
+    assert ("cancel_task", wid, 1) in rt.calls and wid not in rt.pgs and rt.live_runs() == []
+    await settle(lambda: not s.driver.tasks, "the driver to stop")
+    assert (await s.cancel(wid))["status"] == "cancelled"  # idempotent
+    assert history(s, wid)[-1] == "cancelled"
+
+
 # -- failure and retry with backoff ---------------------------------------------------------------
 @on_loop
 async def test_a_failed_run_is_retried_after_its_backoff_then_fails_for_good(db, clock):
