@@ -219,6 +219,8 @@ class FakeRuntime:
         self.calls.append(("submit_job", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
         if key not in self.runs:  # idempotent, like Ray's submission ids
+            if any(r.workload_id == workload_id for r in self._live()):
+                raise AssertionError(f"{workload_id} would run twice (attempt {attempt})")
             self.runs[key] = FakeRun(workload_id, attempt, "job",
                                      {"entrypoint": entrypoint, "bundle": bundle,
                                       "runtime_env": runtime_env, "metadata": metadata})
