@@ -111,3 +111,13 @@ ERRORS_BY_CODE: dict[str, type[OrionError]] = {
                               PayloadTooLarge, QueueFull, CapacityUnavailable,
                               SchedulerUnavailable, OrionError)
 }
+
+
+def pydantic_details(exc: Exception) -> list[dict[str, str]]:
+    """A pydantic ``ValidationError`` as the contract's details: ``[{"field", "problem"}]``
+    (any other exception as one detail without a field)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return [{"field": "", "problem": str(exc)}]
+    return [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in errors()]

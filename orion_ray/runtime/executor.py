@@ -31,9 +31,10 @@ class TaskExecutor:
         self.namespace = namespace
         self._runs: dict[str, ray.ObjectRef] = {}
 
-    def start(self, workload_id: str, attempt: int, function: str, args: list, kwargs: dict,
+    def start(self, workload_id: str, attempt: int, *, function: str, args: list, kwargs: dict,
               pg_name: str, bundle: dict[str, float], runtime_env: Optional[dict],
               max_result_bytes: int, max_log_bytes: int) -> str:
+        """Start one attempt in the workload's group ``pg_name``; idempotent per attempt."""
         key = _key(workload_id, attempt)
         if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
             return self._runs[key].task_id().hex()

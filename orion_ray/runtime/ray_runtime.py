@@ -1,6 +1,7 @@
 """The Ray adapter: every Ray call the scheduler makes goes through here.
 
-The scheduler receives a runtime object with this interface; tests may pass another one. Ray objects
+The scheduler receives a runtime object with the ``runtime.base.Runtime`` interface; unit tests pass
+``runtime.fake.FakeRuntime``. Ray objects
 are named after the workload so a restarted scheduler can find them again: placement group
 ``orion-<workload_id>`` and Ray job submission id ``orion-<workload_id>-<attempt>``.
 """
@@ -11,7 +12,6 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
 
 from ..names import EXECUTOR_NAME, NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
+from .base import JobState
 from .executor import TaskExecutor
 
 NODE_ID_LABEL = "ray.io/node-id"
@@ -34,17 +35,6 @@ def pg_name(workload_id: str) -> str:
 
 def job_submission_id(workload_id: str, attempt: int) -> str:
     return f"orion-{workload_id}-{attempt}"
-
-
-@dataclass
-class JobState:
-    status: str                 # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
-    message: str = ""
-    exit_code: Optional[int] = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def head_node_id() -> str:
@@ -222,12 +212,14 @@ class RayRuntime:
                 scheduling_strategy=on_head_node()).remote(self.namespace)
         return self._executor
 
-    async def start_task(self, workload_id: str, attempt: int, function: str, args: list,
+    async def start_task(self, workload_id: str, attempt: int, *, function: str, args: list,
                          kwargs: dict, bundle: dict[str, float], runtime_env: Optional[dict],
                          max_result_bytes: int, max_log_bytes: int) -> str:
+        """Start one attempt of a task in the workload's group (through ``orion-executor``)."""
         return await self.executor().start.remote(
-            workload_id, attempt, function, args, kwargs, pg_name(workload_id), bundle,
-            runtime_env, max_result_bytes, max_log_bytes)
+            workload_id, attempt, function=function, args=args, kwargs=kwargs,
+            pg_name=pg_name(workload_id), bundle=bundle, runtime_env=runtime_env,
+            max_result_bytes=max_result_bytes, max_log_bytes=max_log_bytes)
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
         try:
@@ -278,9 +270,10 @@ class RayRuntime:
             self._dashboard_url = "http://" + addr.decode()
         return self._dashboard_url
 
-    async def submit_job(self, workload_id: str, attempt: int, entrypoint: str,
+    async def submit_job(self, workload_id: str, attempt: int, *, entrypoint: str,
                          bundle: dict[str, float], runtime_env: Optional[dict],
                          metadata: dict[str, str]) -> str:
+        """Submit one attempt as a Ray job whose work the runner places in the workload's group."""
         sid = job_submission_id(workload_id, attempt)
         wrapped = (f"{shlex.quote(sys.executable)} -m orion_ray.runtime.job_runner "
                    f"--pg {pg_name(workload_id)} --namespace {self.namespace} "

@@ -20,22 +20,22 @@ if TYPE_CHECKING:
 REPORT_FRESH_S = 30.0
 
 
-def _report(s: "Scheduler") -> dict[str, Any]:
-    st = s.autoscaler_status or {}
+def _report(sched: "Scheduler") -> dict[str, Any]:
+    st = sched.autoscaler_status or {}
     at = st.get("received_at")
-    return st if at is not None and s.clock() - at <= REPORT_FRESH_S else {}
+    return st if at is not None and sched.clock() - at <= REPORT_FRESH_S else {}
 
 
-def _recent_failure(s: "Scheduler", pool: dict) -> Optional[dict]:
+def _recent_failure(sched: "Scheduler", pool: dict) -> Optional[dict]:
     f = pool.get("last_failed_launch")
-    if f and s.clock() - float(f.get("at") or 0) <= s.policy_config.launch_failure_window_s:
+    if f and sched.clock() - float(f.get("at") or 0) <= sched.policy_config.launch_failure_window_s:
         return f
     return None
 
 
-def waiting_reason(s: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
+def waiting_reason(sched: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
     """An explain reason for a queued workload the autoscaler is (or cannot be) growing for."""
-    st = _report(s)
+    st = _report(sched)
     waiting = st.get("waiting") or {}
     if w.workload_id not in waiting:
         return None
@@ -46,7 +46,7 @@ def waiting_reason(s: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
     pool = next((p for p in st.get("pools", []) if p["pool"] == name), None)
     if pool is None:
         return None
-    failed = _recent_failure(s, pool)
+    failed = _recent_failure(sched, pool)
     if failed:
         return {"code": "capacity_launch_failed", "message":
                 f"pool {name}: the last launch failed at {iso(float(failed['at']))}: "
@@ -62,19 +62,19 @@ def waiting_reason(s: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
     return None
 
 
-def check_backpressure(s: "Scheduler", w: Workload) -> None:
+def check_backpressure(sched: "Scheduler", w: Workload) -> None:
     """Raise 429 ``capacity_unavailable`` when policy asks for it, the gang does not fit the
     cluster now, and the pool it needs has failed to launch recently."""
-    if not s.policy_config.reject_when_capacity_unavailable:
+    if not sched.policy_config.reject_when_capacity_unavailable:
         return
-    st = _report(s)
+    st = _report(sched)
     pools = [p for p in st.get("pools", []) if p.get("spec")]
     if not pools:
         return
-    gang = w.spec.gang()  # not s._shape: a refused workload must leave no cache entry
+    gang = w.spec.gang()  # not the book's shape: a refused workload must leave no cache entry
     bundles, types = [b.ray_bundle() for b in gang], [b.gpu_type for b in gang]
     strategy = w.spec.placement.ray_strategy
-    if s._placer().place(bundles, types, strategy) is not None:
+    if sched.placer().place(bundles, types, strategy) is not None:
         return  # it fits now: no need for new nodes
     specs = [PoolSpec(name=p["pool"], node_resources=p["spec"]["node_resources"],
                       labels=p["spec"]["labels"], min_size=p["spec"]["min_size"],
@@ -84,7 +84,7 @@ def check_backpressure(s: "Scheduler", w: Workload) -> None:
                        gpu_type=next((t for t in types if t), None), source="orion")
     home = next((name for name, gs in assign_pending(specs, [gang]).items() if gs), "")
     pool = next((p for p in pools if p["pool"] == home), None)
-    failed = _recent_failure(s, pool) if pool else None
+    failed = _recent_failure(sched, pool) if pool else None
     if failed:
         raise CapacityUnavailable(
             f"pool {home} cannot launch nodes now ({failed['details'] or 'launch failed'}); "

@@ -34,116 +34,105 @@ def load_book(store) -> NodeBook:
     return NodeBook(store.get_setting(OPS_SETTING, None))
 
 
-def work_by_node(s: "Scheduler") -> dict[str, list[str]]:
+def work_by_node(sched: "Scheduler") -> dict[str, list[str]]:
     """Orion workloads holding bundles on each node (reserved, starting, running or stopping)."""
     out: dict[str, list[str]] = defaultdict(list)
-    for wid, held in s.reservations.items():
+    for wid, held in sched.book.reservations.items():
         for node in {h.node_id for h in held}:
             out[node].append(wid)
     return out
 
 
-def check_nodes(s: "Scheduler") -> list[Transition]:
+def check_nodes(sched: "Scheduler") -> list[Transition]:
     """Observe Ray's nodes; requeue the work of lost nodes; finish or enforce drains."""
-    if s.runtime is None:
-        return []
-    now = s.clock()
-    work = work_by_node(s)
-    alive = s.runtime.nodes()
-    if not alive and s.nodebook.nodes:
+    now = sched.clock()
+    work = work_by_node(sched)
+    alive = sched.runtime.nodes()
+    if not alive and sched.nodebook.nodes:
         # the scheduler runs on a node, so "no node" is a bad read, not every node lost
         log.warning("Ray reported no alive node; skipping this node check")
         return []
-    deaths = s.runtime.node_deaths() if hasattr(s.runtime, "node_deaths") else {}
-    changes = s.nodebook.observe(alive, {n: len(w) for n, w in work.items()}, now, deaths)
+    deaths = sched.runtime.node_deaths()
+    changes = sched.nodebook.observe(alive, {n: len(w) for n, w in work.items()}, now, deaths)
     for t in changes:
-        record(s, t)
+        record(sched, t)
         if t.after == "lost":
             for wid in work.get(t.node_id, []):
-                _requeue_lost(s, wid, t.node_id)
-    for node in s.nodebook.overdue(now):
+                _requeue_lost(sched, wid, t.node_id)
+    for node in sched.nodebook.overdue(now):
         for wid in work.get(node, []):
-            w = s.active.get(wid)
+            w = sched.book.active.get(wid)
             if w is not None and w.status in (Status.STARTING, Status.RUNNING):
-                s._preempt(w, f"drain of node {node}")
+                sched.driver.preempt(w, f"drain of node {node}")
     if changes:
-        s.metrics.set_nodes(s.nodebook.counts())
-        s.wake()
+        sched.metrics.set_nodes(sched.nodebook.counts())
+        sched.wake()
     return changes
 
 
-def _requeue_lost(s: "Scheduler", wid: str, node: str) -> None:
+def _requeue_lost(sched: "Scheduler", wid: str, node: str) -> None:
     """The node under ``wid`` is gone: its run cannot finish. Back to the queue as a new attempt,
     not counted as a failure of the workload (like Kubernetes' disruption condition)."""
-    w = s.active.get(wid)
+    w = sched.book.active.get(wid)
     if w is None or w.status.terminal or w.status == Status.QUEUED:
         return
-    driver = s.drivers.pop(wid, None)
-    if driver is not None:
-        driver.cancel()
-    s.stopping.discard(wid)
-    s.reservations.pop(wid, None)
-    try:
-        s.runtime.remove_pg(wid)  # Ray would otherwise reschedule the group's lost bundles
-    except Exception:  # best effort: the group may already be gone
-        log.debug("removing the group of %s", wid, exc_info=True)
-    if w.status != Status.QUEUED:
-        s._requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
-    s.store.audit("scheduler", "node_lost_requeue", wid, {"node_id": node}, s.clock())
+    sched.driver.abandon(w)
+    sched.book.requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
+    sched.store.audit("scheduler", "node_lost_requeue", wid, {"node_id": node}, sched.clock())
 
 
-def record(s: "Scheduler", t: Transition, who: str = "scheduler") -> None:
+def record(sched: "Scheduler", t: Transition, who: str = "scheduler") -> None:
     """A node change as a ``node`` scaling event (and in the log)."""
     log.info("node %s: %s -> %s (%s)", t.node_id, t.before, t.after, t.reason)
     try:
-        s.store.add_scaling_event({"at": t.at, "kind": "node", "pool": t.pool,
+        sched.store.add_scaling_event({"at": t.at, "kind": "node", "pool": t.pool,
                                    "node_id": t.node_id, "trigger": who, "reason": t.reason,
                                    "outcome": t.after, "from": t.before})
     except Exception:  # an event is a record, never a reason to stop observing
         log.warning("could not record node event", exc_info=True)
 
 
-def _persist(s: "Scheduler") -> None:
-    s.store.put_setting(OPS_SETTING, s.nodebook.ops())
+def _persist(sched: "Scheduler") -> None:
+    sched.store.put_setting(OPS_SETTING, sched.nodebook.ops())
 
 
-def _record_of(s: "Scheduler", node_id: str) -> NodeRecord:
-    check_nodes(s)  # a node that joined a moment ago is known
-    rec = s.nodebook.get(node_id)
+def _record_of(sched: "Scheduler", node_id: str) -> NodeRecord:
+    check_nodes(sched)  # a node that joined a moment ago is known
+    rec = sched.nodebook.get(node_id)
     if rec is None:
         raise NotFound(f"no node {node_id!r}")
     return rec
 
 
-def _op(s: "Scheduler", node_id: str, fn, *args) -> Transition:
-    _record_of(s, node_id)
+def _op(sched: "Scheduler", node_id: str, fn, *args) -> Transition:
+    _record_of(sched, node_id)
     try:
-        return fn(node_id, s.clock(), *args)
+        return fn(node_id, sched.clock(), *args)
     except LookupError as exc:  # terminated or lost: nothing to operate on
         raise Conflict(str(exc).strip("'")) from None
 
 
-def cordon(s: "Scheduler", node_id: str, who: str, reason: Optional[str] = None) -> dict:
+def cordon(sched: "Scheduler", node_id: str, who: str, reason: Optional[str] = None) -> dict:
     """No new placements on the node; its running work is left alone."""
-    t = _op(s, node_id, s.nodebook.cordon, reason or f"cordoned by {who}")
-    _persist(s)
-    record(s, t, who)
-    s.store.audit(who, "cordon", node_id, {"reason": reason}, s.clock())
-    s.wake()
-    return node_view(s, s.nodebook.get(node_id))
+    t = _op(sched, node_id, sched.nodebook.cordon, reason or f"cordoned by {who}")
+    _persist(sched)
+    record(sched, t, who)
+    sched.store.audit(who, "cordon", node_id, {"reason": reason}, sched.clock())
+    sched.wake()
+    return node_view(sched, sched.nodebook.get(node_id))
 
 
-def uncordon(s: "Scheduler", node_id: str, who: str) -> dict:
+def uncordon(sched: "Scheduler", node_id: str, who: str) -> dict:
     """Placements allowed again (a drain under way is called off)."""
-    t = _op(s, node_id, s.nodebook.uncordon)
-    _persist(s)
-    record(s, t, who)
-    s.store.audit(who, "uncordon", node_id, {}, s.clock())
-    s.wake()
-    return node_view(s, s.nodebook.get(node_id))
+    t = _op(sched, node_id, sched.nodebook.uncordon)
+    _persist(sched)
+    record(sched, t, who)
+    sched.store.audit(who, "uncordon", node_id, {}, sched.clock())
+    sched.wake()
+    return node_view(sched, sched.nodebook.get(node_id))
 
 
-def drain(s: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = None,
+def drain(sched: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = None,
           reason: Optional[str] = None) -> dict:
     """Cordon; let running work end until the deadline; then preempt what is left back to the
     queue; the node is then *drained* and the autoscaler may release it."""
@@ -151,31 +140,28 @@ def drain(s: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = 
     if not 0 <= deadline_s <= MAX_DRAIN_DEADLINE_S:
         raise ValidationError("invalid drain deadline", [
             {"field": "deadline_s", "problem": f"must be between 0 and {MAX_DRAIN_DEADLINE_S:g}"}])
-    busy = len(work_by_node(s).get(node_id, []))
-    t = _op(s, node_id, s.nodebook.drain, deadline_s, busy, reason or f"drain by {who}")
-    _persist(s)
-    record(s, t, who)
-    s.store.audit(who, "drain", node_id, {"deadline_s": deadline_s, "reason": reason}, s.clock())
-    check_nodes(s)  # a zero deadline preempts now
-    return node_view(s, s.nodebook.get(node_id))
+    busy = len(work_by_node(sched).get(node_id, []))
+    t = _op(sched, node_id, sched.nodebook.drain, deadline_s, busy, reason or f"drain by {who}")
+    _persist(sched)
+    record(sched, t, who)
+    sched.store.audit(who, "drain", node_id, {"deadline_s": deadline_s, "reason": reason},
+                      sched.clock())
+    check_nodes(sched)  # a zero deadline preempts now
+    return node_view(sched, sched.nodebook.get(node_id))
 
 
 # == views ========================================================================================
-def _all_nodes(s: "Scheduler") -> list:
-    return s.runtime.nodes() if s.runtime is not None else []
-
-
-def full_placer(s: "Scheduler") -> LivePlacer:
+def full_placer(sched: "Scheduler") -> LivePlacer:
     """The placer over every alive node, cordoned ones included (for the infrastructure views)."""
-    return s._placer(_all_nodes(s))
+    return sched.placer(sched.runtime.nodes())
 
 
-def node_view(s: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
+def node_view(sched: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
               work: Optional[list[str]] = None) -> dict[str, Any]:
     if rec is None:
         return {}
     if work is None:
-        work = work_by_node(s).get(rec.node_id, [])
+        work = work_by_node(sched).get(rec.node_id, [])
     return {"node_id": rec.node_id, "status": rec.status, "state": rec.state,
             "schedulable": rec.schedulable, "cordoned": rec.cordoned,
             "cordon_reason": rec.cordon_reason or None, "pool": rec.pool,
@@ -189,32 +175,32 @@ def node_view(s: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = 
                         for st, at, why in rec.history[-20:]]}
 
 
-def nodes(s: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
+def nodes(sched: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
     """Every node with its lifecycle state, free capacity (Orion's account) and workloads."""
-    check_nodes(s)
-    placer = full_placer(s)
+    check_nodes(sched)
+    placer = full_placer(sched)
     free = {n.node_id: n.free for n in placer.nodes}
-    work = work_by_node(s)
-    items = [node_view(s, r, free.get(r.node_id), work.get(r.node_id, []))
-             for r in sorted(s.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
+    work = work_by_node(sched)
+    items = [node_view(sched, r, free.get(r.node_id), work.get(r.node_id, []))
+             for r in sorted(sched.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
              if include_ended or r.state not in ("terminated", "lost")]
     # nodes asked of the Ray autoscaler and not registered yet have no id: counted per pool
     provisioning = [{"pool": p["pool"], "nodes": p.get("provisioning", 0)}
-                    for p in (s.autoscaler_status or {}).get("pools", [])
+                    for p in (sched.autoscaler_status or {}).get("pools", [])
                     if p.get("provisioning")]
-    return {"items": items, "counts": s.nodebook.counts(), "provisioning": provisioning}
+    return {"items": items, "counts": sched.nodebook.counts(), "provisioning": provisioning}
 
 
-def node_samples(s: "Scheduler") -> list[dict[str, Any]]:
+def node_samples(sched: "Scheduler") -> list[dict[str, Any]]:
     """What the autoscaler needs per live node: pool, totals, free, work, idleness, state and
     fragmentation (share of its free GPU capacity the engine counts as stranded)."""
-    check_nodes(s)
-    placer = full_placer(s)
-    stranded = {r["node_id"]: r for r in stranded_gpus(placer.snapshot(), s.placement_policy)}
-    work = work_by_node(s)
+    check_nodes(sched)
+    placer = full_placer(sched)
+    stranded = {r["node_id"]: r for r in stranded_gpus(placer.snapshot(), sched.placement_policy)}
+    work = work_by_node(sched)
     out = []
     for n in placer.nodes:
-        rec = s.nodebook.get(n.node_id)
+        rec = sched.nodebook.get(n.node_id)
         if rec is None:
             continue
         st = stranded.get(n.node_id, {})
@@ -229,16 +215,14 @@ def node_samples(s: "Scheduler") -> list[dict[str, Any]]:
     return out
 
 
-def pending_gangs(s: "Scheduler") -> list[dict[str, Any]]:
+def pending_gangs(sched: "Scheduler") -> list[dict[str, Any]]:
     """Queued gangs waiting for capacity (not for quota): the autoscaler's demand from Orion."""
     out = []
-    for w in s.active.values():
-        if w.status != Status.QUEUED:
-            continue
-        codes = {r.get("code") for r in s.wait_reasons.get(w.workload_id, [])}
+    for w in sched.book.queued():
+        codes = {r.get("code") for r in sched.book.wait_reasons.get(w.workload_id, [])}
         if "quota" in codes:
             continue  # more nodes would not let it start
-        bundles, types, strategy, _ = s._shape(w)
+        bundles, types, strategy, _ = sched.book.shape(w)
         out.append({"workload_id": w.workload_id, "tenant_id": w.tenant_id,
                     "priority": w.priority.value, "bundles": bundles, "gpu_types": types,
                     "strategy": strategy, "queued_since": w.submitted_at,
@@ -246,11 +230,11 @@ def pending_gangs(s: "Scheduler") -> list[dict[str, Any]]:
     return out
 
 
-def resources_available(s: "Scheduler") -> dict[str, Any]:
+def resources_available(sched: "Scheduler") -> dict[str, Any]:
     """Free GPUs (Orion's account: minus Orion's holds and others' usage) by type and by node;
     cordoned and draining nodes are listed but not counted as available."""
-    placer = full_placer(s)
-    unsched = s.nodebook.unschedulable()
+    placer = full_placer(sched)
+    unsched = sched.nodebook.unschedulable()
     by_type: dict[str, float] = defaultdict(float)
     per_node = []
     for n in placer.nodes:
@@ -270,10 +254,10 @@ def resources_available(s: "Scheduler") -> dict[str, Any]:
 AUTOSCALER_STALE_S = 30.0
 
 
-def gpu_utilization(s: "Scheduler", autoscaler: dict) -> dict[str, Any]:
+def gpu_utilization(sched: "Scheduler", autoscaler: dict) -> dict[str, Any]:
     """Per GPU node: GPUs allocated (Orion's holds and others' usage) and NVML telemetry as the
     autoscaler last read it — on a node without an NVIDIA device, that status says so."""
-    placer = full_placer(s)
+    placer = full_placer(sched)
     telemetry = autoscaler.get("gpu_telemetry") or {}
     items, total, used = [], 0.0, 0.0
     for n in placer.nodes:
@@ -293,13 +277,13 @@ def gpu_utilization(s: "Scheduler", autoscaler: dict) -> dict[str, Any]:
             "allocation_pct": round(100 * used / total, 2) if total else 0.0}
 
 
-def infrastructure_health(s: "Scheduler", autoscaler: dict, scheduler_health: dict
+def infrastructure_health(sched: "Scheduler", autoscaler: dict, scheduler_health: dict
                           ) -> dict[str, Any]:
     """Is the infrastructure side healthy: nodes by state, lost nodes in the last hour, the
     scheduler's loop, and the autoscaler's loop (from its last report)."""
-    check_nodes(s)
-    now = s.clock()
-    lost = [node_view(s, r, work=[]) for r in s.nodebook.nodes.values()
+    check_nodes(sched)
+    now = sched.clock()
+    lost = [node_view(sched, r, work=[]) for r in sched.nodebook.nodes.values()
             if r.state == "lost" and r.ended_at and now - r.ended_at < 3600]
     at = autoscaler.get("received_at")
     if not at:
@@ -308,7 +292,7 @@ def infrastructure_health(s: "Scheduler", autoscaler: dict, scheduler_health: di
         auto = "stale"
     else:
         auto = autoscaler.get("loop", "ok")
-    counts = s.nodebook.counts()
+    counts = sched.nodebook.counts()
     ok = scheduler_health.get("scheduler") == "ok" and auto in ("ok", "not_running") \
         and not lost
     return {"status": "ok" if ok else "degraded", "nodes": counts,

@@ -21,31 +21,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("orion.scheduler")
 
 
-async def refresh_serving_usage(s: "Scheduler") -> None:
+async def refresh_serving_usage(sched: "Scheduler") -> None:
     """GPUs each tenant's serving replicas hold (from the serving manager), for quotas."""
     try:
-        got = await s.runtime.serving_gpu_usage()
+        got = await sched.runtime.serving_gpu_usage()
     except Exception:  # serving is optional and may be restarting: keep the last answer
         log.debug("serving usage not refreshed", exc_info=True)
         return
-    s.serving_usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items()
+    sched.serving_usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items()
                       if t != "shared" and g}
 
 
-def live_claims(s: "Scheduler") -> dict[str, dict[str, float]]:
+def live_claims(sched: "Scheduler") -> dict[str, dict[str, float]]:
     """Unexpired claims, summed per node (expired ones are dropped)."""
-    now = s.clock()
-    s.claims = [c for c in s.claims if c[0] > now]
+    now = sched.clock()
+    sched.claims = [c for c in sched.claims if c[0] > now]
     out: dict[str, dict[str, float]] = {}
-    for _, node, res in s.claims:
+    for _, node, res in sched.claims:
         mine = out.setdefault(node, {})
         for k, v in res.items():
             mine[k] = mine.get(k, 0.0) + v
     return out
 
 
-def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
-              priority: str = "high", who: str = "serving",
+def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
+              tenant_id: Optional[str] = None, priority: str = "high", who: str = "serving",
               hold_s: float = 120.0) -> dict[str, Any]:
     """Make room for work Orion does not launch itself (a Serve replica per bundle): where a
     bundle does not fit, preempt lower-class batch work exactly as for a queued workload of
@@ -56,11 +56,11 @@ def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Option
     except ValueError:
         raise ValidationError("unknown priority class", [
             {"field": "priority", "problem": f"{priority!r} is not a priority class"}]) from None
-    now = s.clock()
-    placer = s._placer()
-    running = bridge.running_items(s, now)
+    now = sched.clock()
+    placer = sched.placer()
+    running = bridge.running_items(sched.book, now)
     pool = [r for r in running if not r.stopping]
-    quota = QuotaBook(s.policy.tenants, {})
+    quota = QuotaBook(sched.policy.tenants, {})
     fits = preempted = unplaceable = 0
     victims_all: list[str] = []
     for i, bundle in enumerate(bundles):
@@ -69,13 +69,14 @@ def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Option
         if placed is None:
             c = Candidate(f"room-{i}", tenant_id or "default", rank, 0, [b], [None], "PACK",
                           demand_of([b], [None]), now)
-            victims = choose_victims(placer, c, pool, quota, s.policy, now)
+            victims = choose_victims(placer, c, pool, quota, sched.policy, now)
             if not victims:
                 unplaceable += 1
                 continue
             for v in victims:
                 placer.release(v.held)
-                s._preempt(s.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
+                sched.driver.preempt(sched.book.active[v.workload_id],
+                                     f"{who} ({tenant_id or 'shared'})")
                 victims_all.append(v.workload_id)
             ids = {v.workload_id for v in victims}
             pool = [r for r in pool if r.workload_id not in ids]
@@ -84,12 +85,12 @@ def make_room(s: "Scheduler", bundles: list[dict[str, float]], tenant_id: Option
                 unplaceable += 1
                 continue
             preempted += 1
-            s.claims.append((now + hold_s, placed[0].node_id, dict(b)))
+            sched.claims.append((now + hold_s, placed[0].node_id, dict(b)))
         else:
             fits += 1
         placer.commit(placed)
     if victims_all:
-        s.store.audit(who, "make_room", None, {"tenant_id": tenant_id, "victims": victims_all},
+        sched.store.audit(who, "make_room", None, {"tenant_id": tenant_id, "victims": victims_all},
                       now)
     return {"fit": fits, "made_room": preempted, "unplaceable": unplaceable,
             "preempted": victims_all}

@@ -19,7 +19,7 @@ from ..policy.quota import TenantQuota, demand_of
 from ..status import Status
 
 if TYPE_CHECKING:
-    from .core import Scheduler
+    from .transitions import WorkloadBook
 
 HISTORY = 20  # recent run times kept per function / entrypoint
 
@@ -63,37 +63,37 @@ class RunTimes:
         return statistics.median(runs) if runs else None
 
 
-def candidate(s: "Scheduler", w: Workload) -> Candidate:
-    """The policy's view of a queued workload (the static part is cached per workload)."""
-    c = s._cands.get(w.workload_id)
+def candidate(book: "WorkloadBook", w: Workload) -> Candidate:
+    """The policy's view of a queued workload (the static part is cached in the book)."""
+    c = book.candidates.get(w.workload_id)
     if c is None:
-        bundles, types, strategy, _ = s._shape(w)
+        bundles, types, strategy, _ = book.shape(w)
         deadline = w.spec.deadline
         if deadline is not None:
             deadline = (deadline if deadline.tzinfo else deadline.replace(tzinfo=timezone.utc)
                         ).timestamp()
-        c = s._cands[w.workload_id] = Candidate(
+        c = book.candidates[w.workload_id] = Candidate(
             w.workload_id, w.tenant_id, w.priority.rank, w.seq, bundles, types, strategy,
             demand_of(bundles, types), queued_since=w.updated_at or w.submitted_at,
-            deadline=deadline, runtime_s=s.runtimes.expected(w))
+            deadline=deadline, runtime_s=book.runtimes.expected(w))
     return c
 
 
-def running_items(s: "Scheduler", now: float) -> list[Running]:
+def running_items(book: "WorkloadBook", now: float) -> list[Running]:
     """Every workload that holds capacity, with its expected end."""
     out = []
-    for wid, held in s.reservations.items():
-        w = s.active.get(wid)
+    for wid, held in book.reservations.items():
+        w = book.active.get(wid)
         if w is None:
             continue
-        bundles, types, _, _ = s._shape(w)
+        bundles, types, _, _ = book.shape(w)
         started = w.started_at or now
-        runtime = s.runtimes.expected(w)
+        runtime = book.runtimes.expected(w)
         out.append(Running(
             wid, w.tenant_id, w.priority.rank, demand_of(bundles, types), held, started,
             expected_end=(started + runtime) if runtime is not None else None,
             preemptible=w.spec.preemptible and w.status == Status.RUNNING,
-            stopping=w.status == Status.PREEMPTED or wid in s.stopping))
+            stopping=w.status == Status.PREEMPTED or wid in book.stopping))
     return out
 
 

@@ -10,47 +10,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
+from ..models import Workload
 from ..policy.live_placement import Held, held_from_record
+from ..runtime.base import Runtime
 from ..status import Status
-
-if TYPE_CHECKING:
-    from .core import Scheduler
+from .driver import WorkloadDriver
+from .transitions import WorkloadBook
 
 log = logging.getLogger("orion.recovery")
 
 
-async def recover(s: "Scheduler") -> dict[str, int]:
-    """Load unfinished workloads, adopt or requeue each, remove orphaned reservations."""
+async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: WorkloadDriver,
+                  observe: Callable[[Workload], None], clock: Callable[[], float]
+                  ) -> dict[str, int]:
+    """Load unfinished workloads, adopt or requeue each, remove orphaned reservations.
+
+    ``observe`` lets the placement policy learn each workload's request mix again."""
     counts = {"queued": 0, "adopted": 0, "relaunched": 0, "requeued": 0, "orphans_removed": 0}
-    workloads = s.store.active()
-    task_runs = await s.runtime.task_runs()
-    live_pgs = set(s.runtime.orion_pg_workloads())
+    workloads = store.active()
+    task_runs = await runtime.task_runs()
+    live_pgs = set(runtime.orion_pg_workloads())
     jobs = [w for w in workloads if w.spec.workload_type == "job"
             and w.status in (Status.STARTING, Status.RUNNING)]
     job_states = dict(zip([w.workload_id for w in jobs], await asyncio.gather(
-        *(s.runtime.job_state(w.workload_id, w.attempt) for w in jobs))))
+        *(runtime.job_state(w.workload_id, w.attempt) for w in jobs))))
 
     for w in workloads:
-        s.active[w.workload_id] = w
-        s.observe(w)
+        book.active[w.workload_id] = w
+        observe(w)
         wid = w.workload_id
         if w.status == Status.PREEMPTED:  # its stop was under way: finish it, a new attempt
             if w.spec.runs_as_task:
-                await s.runtime.cancel_task(wid, w.attempt)
+                await runtime.cancel_task(wid, w.attempt)
             else:
-                await s.runtime.stop_job(wid, w.attempt)
+                await runtime.stop_job(wid, w.attempt)
             if wid in live_pgs:
-                s.runtime.remove_pg(wid)
-            s._requeue(w, "preempted (stopped after a restart)", new_attempt=True, backoff=False)
+                runtime.remove_pg(wid)
+            book.requeue(w, "preempted (stopped after a restart)", new_attempt=True,
+                         backoff=False)
             counts["requeued"] += 1
             continue
         if w.status == Status.SUBMITTED:
-            s._set(w, Status.QUEUED, "recovered")
+            book.set(w, Status.QUEUED, "recovered")
         if w.status == Status.QUEUED:
             if wid in live_pgs:  # created just before a crash, never recorded as starting
-                s.runtime.remove_pg(wid)
+                runtime.remove_pg(wid)
             counts["queued"] += 1
             continue
         if w.spec.runs_as_task:
@@ -58,45 +64,45 @@ async def recover(s: "Scheduler") -> dict[str, int]:
         else:
             state = job_states.get(wid)
             alive = state is not None
-        pg = s.runtime.get_pg(wid) if wid in live_pgs else None
+        pg = runtime.get_pg(wid) if wid in live_pgs else None
         if alive:
             if w.status == Status.STARTING:
-                nodes = s.runtime.pg_nodes(pg) if pg is not None else []
-                s._set(w, Status.RUNNING, "adopted after restart", started_at=s.clock(),
-                       worker_id=nodes[0] if nodes else None,
-                       placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)])
-            _reserve_from(s, w, pg)
-            s.drivers[wid] = asyncio.create_task(s._drive(w, pg, adopt_running=True))
+                nodes = runtime.pg_nodes(pg) if pg is not None else []
+                book.set(w, Status.RUNNING, "adopted after restart", started_at=clock(),
+                         worker_id=nodes[0] if nodes else None,
+                         placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)])
+            _reserve_from(book, runtime, w, pg)
+            driver.start(w, pg, adopt_running=True)
             counts["adopted"] += 1
         elif w.status == Status.STARTING and pg is not None:
             # reserved but never launched: wait for the same group and launch this attempt
-            _reserve_from(s, w, pg)
-            s.drivers[wid] = asyncio.create_task(s._drive(w, pg))
+            _reserve_from(book, runtime, w, pg)
+            driver.start(w, pg)
             counts["relaunched"] += 1
         else:
             if pg is not None:
-                s.runtime.remove_pg(wid)
-            s._requeue(w, "lost on restart: its Ray objects were gone",
-                       new_attempt=(w.status == Status.RUNNING))
+                runtime.remove_pg(wid)
+            book.requeue(w, "lost on restart: its Ray objects were gone",
+                         new_attempt=(w.status == Status.RUNNING))
             counts["requeued"] += 1
 
-    for wid in live_pgs - set(s.active):
-        s.runtime.remove_pg(wid)
+    for wid in live_pgs - set(book.active):
+        runtime.remove_pg(wid)
         counts["orphans_removed"] += 1
     for key in task_runs:
         wid, _, attempt = key.rpartition(":")
-        w = s.active.get(wid)
+        w = book.active.get(wid)
         if w is None or w.attempt != int(attempt):
-            await s.runtime.cancel_task(wid, int(attempt))
+            await runtime.cancel_task(wid, int(attempt))
     log.info("recovered: %s", counts)
     return counts
 
 
-def _reserve_from(s: "Scheduler", w, pg) -> None:
+def _reserve_from(book: WorkloadBook, runtime: Runtime, w: Workload, pg: Any) -> None:
     bundles = [b.ray_bundle() for b in w.spec.gang()]
-    nodes = s.runtime.pg_nodes(pg) if pg is not None else []
+    nodes = runtime.pg_nodes(pg) if pg is not None else []
     if nodes and all(nodes):
         held = held_from_record(w.placement, bundles)
         if [h.node_id for h in held] != nodes:  # never launched (no record): GPUs by Ray's rule
             held = [Held(n, b) for n, b in zip(nodes, bundles)]
-        s.reservations[w.workload_id] = held
+        book.reservations[w.workload_id] = held

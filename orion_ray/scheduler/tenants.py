@@ -10,7 +10,7 @@ from typing import Any, Optional
 from pydantic import TypeAdapter, ValidationError as PydanticValidationError
 
 from ..config import TenantConfig
-from ..errors import ValidationError
+from ..errors import ValidationError, pydantic_details
 
 DEFAULT_TENANT = "default"
 _TENANTS = TypeAdapter(list[TenantConfig])
@@ -33,8 +33,8 @@ class TenantRegistry:
             parsed = _TENANTS.validate_python(tenants)
         except PydanticValidationError as exc:
             raise ValidationError("invalid tenants configuration", [
-                {"field": "tenants." + ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
-                for e in exc.errors()]) from None
+                {"field": "tenants." + d["field"], "problem": d["problem"]}
+                for d in pydantic_details(exc)]) from None
         ids = [t.id for t in parsed]
         if len(set(ids)) != len(ids):
             raise ValidationError("duplicate tenant ids", [{"field": "tenants", "problem": "duplicate id"}])

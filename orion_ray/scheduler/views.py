@@ -17,23 +17,24 @@ from .policy_bridge import allocated, capacity, running_items
 if TYPE_CHECKING:
     from .core import Scheduler
 
-def usage_by_tenant(s: "Scheduler") -> dict[str, dict[str, float]]:
+
+def usage_by_tenant(sched: "Scheduler") -> dict[str, dict[str, float]]:
     """Resources held right now (starting, running and stopping workloads) per tenant, in quota
     units (``cpu``, ``gpu``, ``memory``, ``gpu:<type>``)."""
-    usage = allocated(running_items(s, s.clock()))
-    for t, u in s.serving_usage.items():  # serving replicas count against the same quotas
+    usage = allocated(running_items(sched.book, sched.clock()))
+    for t, u in sched.serving_usage.items():  # serving replicas count against the same quotas
         for k, v in u.items():
             usage[t][k] += v
     return {t: {k: round(v, 6) for k, v in u.items()} for t, u in usage.items()}
 
 
-def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
+def explain(sched: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
     """Where the workload stands, every reason it is not running, and when it is expected to."""
     reasons: list[dict[str, str]] = []
     position: dict[str, Optional[int]] = {"tenant": None, "overall": None}
     start = end = None
     if w.status == Status.QUEUED:
-        order = [c for c in estimates.ordered(s)]
+        order = [c for c in estimates.ordered(sched)]
         ids = [c.workload_id for c in order]
         mine = [c.workload_id for c in order if c.tenant == w.tenant_id]
         position = {"overall": ids.index(w.workload_id) + 1,
@@ -41,15 +42,16 @@ def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         if w.not_before > now:
             reasons.append({"code": "backoff", "message":
                             f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})"})
-        reasons += [dict(r) for r in s.wait_reasons.get(w.workload_id, [])]
-        scaling = capacity_signal.waiting_reason(s, w)  # what the autoscaler does about it
+        reasons += [dict(r) for r in sched.book.wait_reasons.get(w.workload_id, [])]
+        scaling = capacity_signal.waiting_reason(sched, w)  # what the autoscaler does about it
         if scaling is not None:
             reasons.append(scaling)
         ahead = order[: position["overall"] - 1]
         higher = sum(1 for c in ahead if c.rank < w.priority.rank)
         if higher:
             reasons.append({"code": "priority",
-                            "message": f"{higher} workload(s) of a higher priority class are ahead"})
+                            "message": f"{higher} workload(s) of a higher priority class are "
+                                       "ahead"})
         same = sum(1 for c in ahead if c.rank == w.priority.rank)
         if same:
             reasons.append({"code": "order", "message":
@@ -58,7 +60,7 @@ def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         if not reasons:
             reasons.append({"code": "next_cycle",
                             "message": "eligible: the next scheduling cycle will consider it"})
-        start, end = estimates.estimates(s).get(w.workload_id, (None, None))
+        start, end = estimates.estimates(sched).get(w.workload_id, (None, None))
         if start is None:
             reasons.append({"code": "no_estimate", "message":
                             "no estimate: nothing expected to end frees enough for it, or it is "
@@ -77,27 +79,27 @@ def explain(s: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
             "estimated_completion": iso(end)}
 
 
-def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
+def queue_summary(sched: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
     """Queue depth by priority, running count and usage against quota, per tenant."""
     depth: dict[str, Counter] = defaultdict(Counter)
     running: Counter = Counter()
-    for w in s.active.values():
+    for w in sched.book.active.values():
         if tenant_id is not None and w.tenant_id != tenant_id:
             continue
         if w.status == Status.QUEUED:
             depth[w.tenant_id][w.priority.value] += 1
         elif w.status in (Status.STARTING, Status.RUNNING):
             running[w.tenant_id] += 1
-    usage = usage_by_tenant(s)
-    cap = capacity(s._nodes())
+    usage = usage_by_tenant(sched)
+    cap = capacity(sched.schedulable_nodes())
     names = set(depth) | set(running) | set(usage)
     if tenant_id is None:
-        names |= set(s.tenants.tenants)
+        names |= set(sched.tenants.tenants)
     else:
         names = {tenant_id}
     tenants = []
     for name in sorted(names):
-        cfg = s.tenants.get(name)
+        cfg = sched.tenants.get(name)
         used = usage.get(name, {})
         quota = cfg.quota if cfg else {}
         tenants.append({"tenant_id": name, "queued": sum(depth[name].values()),
@@ -106,31 +108,32 @@ def queue_summary(s: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
                         "borrowing": {k: round(used.get(k, 0.0) - q, 6) for k, q in quota.items()
                                       if used.get(k, 0.0) > q},
                         "weight": cfg.weight if cfg else 1.0,
-                        "fair_share": round(s.fair.share(name, cfg.weight if cfg else 1.0, cap), 6)})
+                        "fair_share": round(sched.fair.share(name, cfg.weight if cfg else 1.0,
+                                                             cap), 6)})
     return {"tenants": tenants, "total_queued": sum(t["queued"] for t in tenants),
             "total_running": sum(t["running"] for t in tenants),
-            "reservation": s.reservation,
-            "fragmentation": fragmentation(s)["summary"]}
+            "reservation": sched.reservation,
+            "fragmentation": fragmentation(sched)["summary"]}
 
 
-def fragmentation(s: "Scheduler") -> dict[str, Any]:
+def fragmentation(sched: "Scheduler") -> dict[str, Any]:
     """GPU fragmentation now: per node, and totals by GPU type (also set as gauges)."""
-    per_node = stranded_gpus(s._placer().snapshot(), s.placement_policy)
+    per_node = stranded_gpus(sched.placer().snapshot(), sched.placement_policy)
     summary = fragmentation_summary(per_node)
-    s.metrics.set_fragmentation(summary["by_gpu_type"])
-    return {"policy": s.placement_policy.name, "summary": summary, "nodes": per_node}
+    sched.metrics.set_fragmentation(summary["by_gpu_type"])
+    return {"policy": sched.placement_policy.name, "summary": summary, "nodes": per_node}
 
 
-def tenant_list(s: "Scheduler") -> dict[str, Any]:
+def tenant_list(sched: "Scheduler") -> dict[str, Any]:
     """Every configured tenant (and any tenant with work) with its usage (admin view)."""
-    summary = {t["tenant_id"]: t for t in queue_summary(s, None)["tenants"]}
+    summary = {t["tenant_id"]: t for t in queue_summary(sched, None)["tenants"]}
     items = []
-    for name in sorted(set(summary) | set(s.tenants.tenants)):
-        cfg = s.tenants.get(name)
+    for name in sorted(set(summary) | set(sched.tenants.tenants)):
+        cfg = sched.tenants.get(name)
         row = summary.get(name, {"queued": 0, "running": 0, "usage": {}})
         items.append({"tenant_id": name, "configured": cfg is not None,
                       "weight": cfg.weight if cfg else 1.0, "quota": cfg.quota if cfg else {},
                       "borrowing_limit": cfg.borrowing_limit if cfg else {},
-                      "keys": sum(1 for t in s.tenants.keys.values() if t == name),
+                      "keys": sum(1 for t in sched.tenants.keys.values() if t == name),
                       "queued": row["queued"], "running": row["running"], "usage": row["usage"]})
-    return {"items": items, "version": s.tenants.version}
+    return {"items": items, "version": sched.tenants.version}

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.config import SchedulerConfig
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
@@ -23,7 +24,8 @@ def make_client(tmp_path):
 
     def make(max_queue_size=10_000):
         store = SQLiteStore(str(tmp_path / f"orion-{len(made)}.db"))
-        sched = Scheduler(store, runtime=None, config=SchedulerConfig(max_queue_size=max_queue_size))
+        sched = Scheduler(store, runtime=FakeRuntime(),
+                          config=SchedulerConfig(max_queue_size=max_queue_size))
         keys = KeyRing([hash_key("admin-key")], {hash_key("acme-key"): "acme"})
         client = TestClient(build_app(keys, backend=sched, max_body_bytes=MAX_BODY))
         made.append((client, store))

@@ -16,6 +16,7 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.config import SchedulerConfig
 from orion_ray.errors import Forbidden
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
@@ -31,7 +32,7 @@ def make_app(tmp_path):
     def make(max_queue_size: int = 10_000):
         store = SQLiteStore(str(tmp_path / f"orion-{len(stores)}.db"))
         stores.append(store)
-        sched = Scheduler(store, runtime=None,
+        sched = Scheduler(store, runtime=FakeRuntime(),
                           config=SchedulerConfig(max_queue_size=max_queue_size))
         keys = KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"})
         return build_app(keys, backend=sched), sched

@@ -76,4 +76,4 @@ def test_429_only_when_the_gang_needs_a_pool_whose_launch_failed_recently(app):
     assert client.post("/api/v1/workloads", json=small, headers=ADMIN).status_code == 202  # fits
     report(sched, failed_at=NOW - 3600)  # an old failure no longer counts
     assert client.post("/api/v1/workloads", json=GANG, headers=ADMIN).status_code == 202
-    assert len(sched.active) == 2 and not sched._shapes.keys() - set(sched.active)
+    assert len(sched.active) == 2 and not sched.book.shapes.keys() - set(sched.active)

@@ -21,6 +21,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error,
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 from orion_ray.serving.router import ModelRouter
@@ -33,7 +34,7 @@ MAX_EXAMPLES = 25  # per operation and generation mode
 _DIR = tempfile.mkdtemp(prefix="orion-fuzz-")
 _STORE = SQLiteStore(f"{_DIR}/orion.db")
 APP = build_app(KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"}),
-                backend=Scheduler(_STORE, runtime=None))
+                backend=Scheduler(_STORE, runtime=FakeRuntime()))
 # Serving routes over an in-process manager (no Ray) whose versions run the test engine.
 _SERVING = LocalServing()
 APP.state.serving = _SERVING.client

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.models import WorkloadSpec
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.serving.inference import RUNNER, as_task, request_of
 from orion_ray.store import SQLiteStore
@@ -25,7 +26,7 @@ def client(tmp_path):
     store = SQLiteStore(str(tmp_path / "orion.db"))
     app = build_app(KeyRing([hash_key("admin-key")], {hash_key("acme-key"): "acme",
                                                        hash_key("other-key"): "other"}),
-                    backend=Scheduler(store, runtime=None))
+                    backend=Scheduler(store, runtime=FakeRuntime()))
     serving = LocalServing()
     app.state.serving = serving.client
     app.state.model_router = ModelRouter(serving.client, serving.handle_of, table_ttl_s=0)

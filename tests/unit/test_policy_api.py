@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
@@ -19,7 +20,7 @@ TENANTS = [{"id": "a", "weight": 2, "quota": {"gpu": 4}}]
 @pytest.fixture
 def env(tmp_path):
     store = SQLiteStore(str(tmp_path / "orion.db"))
-    sched = Scheduler(store, runtime=None)
+    sched = Scheduler(store, runtime=FakeRuntime())
     app = build_app(KeyRing([hash_key("admin-key")]), backend=sched)
     with TestClient(app) as client:
         yield client, sched, store
@@ -44,7 +45,7 @@ def test_policy_is_validated_applied_and_kept_across_restarts(env, tmp_path):
     assert ok.status_code == 200, ok.text
     assert sched.policy.reserve_after_s == 5 and sched.policy.min_runtime_s == 30
     assert sched.policy.tenants["a"].weight == 2
-    again = Scheduler(store, runtime=None)  # a restarted scheduler keeps the reloaded policy
+    again = Scheduler(store, runtime=FakeRuntime())  # a restart keeps the reloaded policy
     assert again.policy_config.reserve_after_s == 5
 
 

@@ -44,7 +44,7 @@ def test_a_fed_spot_notice_drains_the_ray_node_with_the_time_left(tmp_path):
         assert rec.drain_deadline == T0.timestamp() + 120 - STOP_MARGIN_S
         assert "spot interruption notice for i-0abc" in rec.cordon_reason
         assert w.status == Status.RUNNING  # it may still finish in the time left
-        assert [n.node_id for n in sched._nodes()] == ["n2"]  # nothing new lands there
+        assert [n.node_id for n in sched.schedulable_nodes()] == ["n2"]  # nothing new lands there
         sched.clock = lambda: T0.timestamp() + 101
 
         async def past_deadline():

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
 
@@ -21,7 +22,7 @@ def bearer(key: str) -> dict:
 @pytest.fixture
 def env(tmp_path):
     store = SQLiteStore(str(tmp_path / "orion.db"))
-    sched = Scheduler(store, runtime=None)
+    sched = Scheduler(store, runtime=FakeRuntime())
     app = build_app(KeyRing([hash_key("admin-key")]), backend=sched)
     with TestClient(app) as client:
         r = client.post("/admin/v1/reload", headers=ADMIN, json={
@@ -133,7 +134,7 @@ def test_explain_reports_position_and_priority(env):
     client, sched, _ = env
     low = submit(client, "research-key", priority="low").json()["workload_id"]
     submit(client, "prod-key", priority="critical")
-    sched.wait_reasons[low] = [{"code": "capacity", "message": "no node has the free resources"}]
+    sched.book.wait_reasons[low] = [{"code": "capacity", "message": "no node has the free resources"}]
     e = client.get(f"/api/v1/workloads/{low}/explain", headers=bearer("research-key")).json()
     assert e["position"] == {"overall": 2, "tenant": 1}
     codes = [r["code"] for r in e["reasons"]]

@@ -1,0 +1,294 @@
+"""One workload's run: wait for its reservation, launch, watch to the end, release; and the stop of
+a preempted run.
+
+A ``WorkloadDriver`` keeps one asyncio task per workload that holds capacity. Every Ray call goes
+through the ``runtime`` and every status change through the ``WorkloadBook``; a driver never raises
+(one bad workload never stops the scheduler) and never launches an attempt twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Optional
+
+from ..config import PolicyConfig, SchedulerConfig
+from ..inference_task import as_task
+from ..metrics import OrionMetrics
+from ..models import Workload
+from ..policy.live_placement import Held, placement_record
+from ..runtime.base import Runtime
+from ..runtime.conventions import clean_job_logs, infrastructure_failure
+from ..status import Status
+from .transitions import WorkloadBook
+
+log = logging.getLogger("orion.scheduler")
+
+MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
+HOLDING = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)  # states that hold a group
+
+
+class WorkloadDriver:
+    """The drivers of the workloads that hold capacity, keyed by workload id (``tasks``)."""
+
+    def __init__(self, *, runtime: Runtime, store: Any, book: WorkloadBook,
+                 clock: Callable[[], float], metrics: OrionMetrics, config: SchedulerConfig,
+                 policy: Callable[[], PolicyConfig], wake: Callable[[], None],
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+        self.runtime = runtime
+        self.store = store
+        self.book = book
+        self.clock = clock
+        self.metrics = metrics
+        self.config = config
+        self.policy = policy  # the live policy section (the grace period may be reloaded)
+        self.wake = wake
+        self.sleep = sleep  # between job polls (tests pass one that only yields)
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    # -- the drivers ------------------------------------------------------------------------------
+    def start(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> asyncio.Task:
+        """Drive ``w`` in its group ``pg`` (``adopt_running``: its run is already under way)."""
+        task = self.tasks[w.workload_id] = asyncio.create_task(
+            self.drive(w, pg, adopt_running=adopt_running))
+        return task
+
+    def stop(self, workload_id: str) -> None:
+        """Stop driving (the run itself is left to the caller)."""
+        task = self.tasks.pop(workload_id, None)
+        if task is not None:
+            task.cancel()
+
+    def stop_all(self) -> None:
+        """Stop every driver (the scheduler stops, or recovery starts over)."""
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
+
+    def _done(self, workload_id: str) -> None:
+        if self.tasks.get(workload_id) is asyncio.current_task():
+            self.tasks.pop(workload_id, None)
+
+    # -- one run ---------------------------------------------------------------------------------
+    async def drive(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> None:
+        """Wait for the reservation, launch, watch to the end, release. Never raises."""
+        wid = w.workload_id
+        try:
+            if not adopt_running:
+                asked = self.clock()
+                timeout = self.config.placement_ready_timeout_s
+                ready = await self.runtime.wait_pg_ready(pg, timeout)
+                if w.status != Status.STARTING:
+                    return
+                if ready:
+                    self.metrics.placement_ready(self.clock() - asked)
+                else:
+                    self.metrics.readiness_timeout()
+                    self.runtime.remove_pg(wid)
+                    self.book.requeue(w, f"placement group not ready within {timeout:g}s")
+                    return
+                await self._launch(w, pg)
+                if w.status != Status.RUNNING:
+                    return
+            await self._watch(w)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one bad workload never stops the scheduler
+            log.warning("driver of %s: %s: %s", wid, type(exc).__name__, exc)
+            if not w.status.terminal:
+                await self.release(w)
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                if w.status == Status.STARTING and w.requeues < MAX_LAUNCH_REQUEUES:
+                    # the launch itself failed (e.g. the Jobs agent is still starting): try again
+                    self.book.requeue(w, f"launch failed, will retry: {error}")
+                else:
+                    self.book.fail_or_retry(w, f"orion error: {error}")
+        finally:
+            self._done(wid)
+
+    async def _launch(self, w: Workload, pg: Any) -> None:
+        spec = w.spec
+        bundle = spec.gang()[0].ray_bundle()
+        held = await self._realised(w, pg)
+        if spec.runs_as_task:
+            task = spec
+            if spec.workload_type == "inference":  # the task that asks the served model
+                task = as_task(spec, w.tenant_id)
+            await self.runtime.start_task(
+                w.workload_id, w.attempt, function=task.function, args=task.args,
+                kwargs=task.kwargs, bundle=bundle, runtime_env=task.runtime_env,
+                max_result_bytes=self.config.max_result_bytes,
+                max_log_bytes=self.config.max_log_bytes)
+        else:
+            metadata = {"orion_workload_id": w.workload_id, "orion_tenant": w.tenant_id,
+                        "orion_tenant_id": w.tenant_id, "orion_attempt": str(w.attempt)}
+            await self.runtime.submit_job(
+                w.workload_id, w.attempt, entrypoint=spec.entrypoint, bundle=bundle,
+                runtime_env=spec.runtime_env, metadata=metadata)
+        if w.status != Status.STARTING:  # cancelled while launching: cancel() cleans up
+            return
+        self.book.set(w, Status.RUNNING, "launched", started_at=self.clock(),
+                      worker_id=held[0].node_id, placement=placement_record(held))
+
+    async def _realised(self, w: Workload, pg: Any) -> list[Held]:
+        """What Ray actually reserved for ``w``: the node of each bundle, and the GPU index of each
+        shared-GPU bundle (Ray picks it; a probe in the bundle reads it). Orion's held bundles are
+        corrected to it, and how often Ray followed the engine is counted."""
+        reservations = self.book.reservations
+        planned = reservations.get(w.workload_id) or []
+        nodes = self.runtime.pg_nodes(pg)
+        bundles = [b.ray_bundle() for b in w.spec.gang()]
+        held: list[Held] = []
+        for i, (node, bundle) in enumerate(zip(nodes, bundles)):
+            plan = planned[i] if i < len(planned) else None
+            gpus = plan.gpu_indices if plan is not None and plan.node_id == node else ()
+            held.append(Held(node, bundle, gpus))
+        node_match = sum(1 for p, h in zip(planned, held) if p.node_id == h.node_id)
+        self.metrics.placement_followed("node", True, node_match)
+        self.metrics.placement_followed("node", False, len(held) - node_match)
+        shared = [i for i, h in enumerate(held) if h.shared_gpu]
+        if shared:
+            seen = await asyncio.gather(*(self.runtime.pg_gpu_ids(pg, i, held[i].bundle["GPU"])
+                                          for i in shared))
+            for i, ids in zip(shared, seen):
+                if not ids:
+                    continue  # the probe failed: keep the expectation (the tightest-fit rule)
+                matched = tuple(ids) == held[i].gpu_indices
+                self.metrics.placement_followed("gpu", matched)
+                held[i] = Held(held[i].node_id, held[i].bundle, tuple(ids), observed=True)
+        if w.workload_id in reservations:
+            reservations[w.workload_id] = held
+        return held
+
+    async def _watch(self, w: Workload) -> None:
+        timeout = w.spec.timeout_s
+        deadline = None if timeout is None else (w.started_at or self.clock()) + timeout
+        if w.spec.runs_as_task:
+            await self._watch_task(w, deadline)
+        else:
+            await self._watch_job(w, deadline)
+
+    async def _watch_task(self, w: Workload, deadline: Optional[float]) -> None:
+        wid, attempt = w.workload_id, w.attempt
+        wait = self.runtime.wait_task(wid, attempt)
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - self.clock())
+            envelope = await asyncio.wait_for(wait, timeout=remaining)
+        except asyncio.TimeoutError:
+            await self.runtime.cancel_task(wid, attempt)
+            await self.release(w)
+            self.book.set(w, Status.FAILED, "timeout",
+                          error=f"timed out after {w.spec.timeout_s:g}s")
+            return
+        if w.status != Status.RUNNING:
+            return
+        await self.runtime.forget_task(wid, attempt)
+        await self.release(w)
+        if envelope.get("logs"):
+            self.store.set_logs(wid, envelope["logs"])
+        if envelope.get("lost"):
+            self.book.requeue(w, "run lost with its Ray objects", new_attempt=True)
+        elif not envelope.get("ok") and infrastructure_failure(envelope.get("error")) \
+                and w.requeues < MAX_LAUNCH_REQUEUES:
+            # its worker or node died under it: not the workload's failure, run it again
+            self.book.requeue(w, f"lost its worker or node: {envelope.get('error')}"[:2000],
+                              new_attempt=True, backoff=False)
+        elif envelope.get("ok"):
+            self.book.set(w, Status.COMPLETED, "completed", result=envelope.get("result"),
+                          error=None)
+        else:
+            self.book.fail_or_retry(w, envelope.get("error") or "failed")
+
+    async def _watch_job(self, w: Workload, deadline: Optional[float]) -> None:
+        wid, attempt = w.workload_id, w.attempt
+        while True:
+            state = await self.runtime.job_state(wid, attempt)
+            if w.status != Status.RUNNING:
+                return
+            if state is None:
+                await self.release(w)
+                self.book.requeue(w, "Ray job lost", new_attempt=True)
+                return
+            if state.terminal:
+                break
+            if deadline is not None and self.clock() >= deadline:
+                await self.runtime.stop_job(wid, attempt)
+                await self.save_job_logs(w)
+                await self.release(w)
+                self.book.set(w, Status.FAILED, "timeout",
+                              error=f"timed out after {w.spec.timeout_s:g}s")
+                return
+            await self.sleep(self.config.job_poll_interval_s)
+        await self.save_job_logs(w)
+        await self.release(w)
+        if state.status == "SUCCEEDED":
+            self.book.set(w, Status.COMPLETED, "completed", result=None, error=None)
+        else:
+            code = f" (exit code {state.exit_code})" if state.exit_code is not None else ""
+            self.book.fail_or_retry(
+                w, f"job {state.status.lower()}{code}: {state.message}"[:4000])
+
+    async def save_job_logs(self, w: Workload) -> None:
+        """Keep the job attempt's own output (the tail) in the store."""
+        logs = await self.runtime.job_logs(w.workload_id, w.attempt)
+        if logs is not None:
+            self.store.set_logs(w.workload_id, clean_job_logs(logs)[-self.config.max_log_bytes:])
+
+    async def release(self, w: Workload) -> None:
+        """Give the reservation back (removing the group also stops anything left inside it)."""
+        self.book.reservations.pop(w.workload_id, None)
+        self.runtime.remove_pg(w.workload_id)
+        self.wake()
+
+    async def cancel_run(self, w: Workload, was: Status) -> None:
+        """``w`` was cancelled from state ``was``: stop its run and give back what it held."""
+        self.stop(w.workload_id)
+        if was in HOLDING:  # a launch may be in flight when starting; a stop when preempted
+            self.book.stopping.discard(w.workload_id)
+            if w.spec.runs_as_task:
+                await self.runtime.cancel_task(w.workload_id, w.attempt)
+            else:
+                await self.runtime.stop_job(w.workload_id, w.attempt)
+            await self.release(w)
+        if was == Status.RUNNING and w.spec.workload_type == "job":
+            await self.save_job_logs(w)
+
+    def abandon(self, w: Workload) -> None:
+        """The node under ``w`` is gone: stop driving it and drop its group (Ray would otherwise
+        reschedule the group's lost bundles). Its status is the caller's to change."""
+        wid = w.workload_id
+        self.stop(wid)
+        self.book.stopping.discard(wid)
+        self.book.reservations.pop(wid, None)
+        try:
+            self.runtime.remove_pg(wid)
+        except Exception:  # best effort: the group may already be gone
+            log.debug("removing the group of %s", wid, exc_info=True)
+
+    # -- preemption ------------------------------------------------------------------------------
+    def preempt(self, w: Workload, for_wid: str) -> None:
+        """Stop ``w`` for ``for_wid``: told first (graceful stop), forced after the grace period,
+        then back to the queue as a new attempt. Its capacity counts as held until it is gone."""
+        self.stop(w.workload_id)
+        self.book.nominate(w.workload_id, for_wid)
+        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}",
+                      reason=f"preempted for {for_wid}")
+        self.metrics.preemption(w.tenant_id)
+        self.store.audit("scheduler", "preempt", w.workload_id, {"for": for_wid}, self.clock())
+        self.tasks[w.workload_id] = asyncio.create_task(self._stop_preempted(w, for_wid))
+
+    async def _stop_preempted(self, w: Workload, for_wid: str) -> None:
+        wid, grace = w.workload_id, self.policy().preemption.grace_period_s
+        try:
+            if w.spec.runs_as_task:
+                await self.runtime.stop_task(wid, w.attempt, grace)
+            else:
+                await self.runtime.stop_job(wid, w.attempt)
+                await self.save_job_logs(w)
+        except Exception as exc:  # stopping is best effort: removing the group stops it anyway
+            log.warning("stopping preempted %s: %s", wid, exc)
+        finally:
+            self.book.stopped(wid)
+            self._done(wid)
+        if w.status == Status.PREEMPTED:
+            await self.release(w)
+            self.book.requeue(w, f"preempted for {for_wid}", new_attempt=True, backoff=False)
