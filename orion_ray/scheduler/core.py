@@ -13,12 +13,11 @@ import asyncio
 import importlib.util
 import logging
 import time
-import uuid
 from typing import Any, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
 from ..metrics import OrionMetrics, workload_counts
-from ..errors import Conflict, NotFound, QueueFull, ValidationError
+from ..errors import NotFound, ValidationError
 from ..models import Workload, WorkloadSpec
 from ..policy import retry_delay
 from ..models import iso
@@ -30,7 +29,8 @@ from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import capacity_signal, estimates, node_ops, outside, views
+from . import capacity_signal, estimates, ingest, node_ops, outside, views
+from .liveness import Liveness
 from . import policy_bridge as bridge
 
 log = logging.getLogger("orion.scheduler")
@@ -92,6 +92,8 @@ class Scheduler:
         self.nodebook = node_ops.load_book(store)
         self.autoscaler_status: dict[str, Any] = {}
         self._nodes_at = 0.0
+        self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
+        self.liveness = Liveness()          # recovery state and cycle age, for /health
 
     # == lifecycle ================================================================================
     async def start(self) -> None:
@@ -101,11 +103,13 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._loop_task = asyncio.current_task()  # mark as starting (idempotent start)
         delay = 0.2
+        self.liveness.recovering()
         while True:
             try:
                 await recover(self)
                 break
-            except Exception:  # e.g. the executor is itself restarting: never give up
+            except Exception as exc:  # e.g. the executor is itself restarting: never give up
+                self.liveness.failed(exc)
                 log.exception("recovery failed; retrying in %.1fs", delay)
                 for t in self.drivers.values():
                     t.cancel()
@@ -115,6 +119,7 @@ class Scheduler:
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
         self.started_at = self.clock()
+        self.liveness.recovered()
         self._loop_task = asyncio.create_task(self._loop())
         self.wake()
 
@@ -143,11 +148,13 @@ class Scheduler:
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
+                woken = self.ingest.pull() > 0 or woken  # rows written by API replicas
                 now = self.clock()
                 if (woken or now >= self._next_due
                         or time.monotonic() - self._full_cycle_at > FULL_CYCLE_S):
                     self._full_cycle_at = time.monotonic()
                     self.run_cycle()
+                    self.ingest.after_cycle()  # wait reasons and order, for the store's readers
                 if (self.runtime is not None and time.monotonic() - self._serving_at
                         > SERVING_REFRESH_S):
                     self._serving_at = time.monotonic()
@@ -552,53 +559,15 @@ class Scheduler:
     async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
                      who: Optional[str] = None) -> dict[str, Any]:
         """Validate, persist and enqueue; answers only after the store has the workload."""
-        try:
-            parsed = WorkloadSpec.model_validate(spec)
-        except Exception as exc:  # pydantic's error → the contract's error
-            raise ValidationError("invalid workload spec", _pydantic_details(exc)) from None
-        _check_importable(parsed)
-        protected = self.policy_config.preemption.protected_classes
-        if not parsed.preemptible and parsed.priority.value not in protected:
-            raise ValidationError("this priority class may not opt out of preemption", [
-                {"field": "preemptible", "problem": f"false is only allowed for classes "
-                                                    f"{', '.join(protected) or '(none)'}"}])
-        if not self.tenants.known(tenant_id):
-            raise ValidationError(f"unknown tenant {tenant_id!r}", [
-                {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])
-        rid = parsed.metadata.request_id
-        if rid:
-            existing = self.store.find_by_request_id(tenant_id, rid)
-            if existing is not None:
-                if existing.spec.fingerprint() != parsed.fingerprint():
-                    raise Conflict(f"request_id {rid!r} was already used with a different spec",
-                                   [{"field": "metadata.request_id", "problem": "reused"}])
-                return self._ack(self.active.get(existing.workload_id, existing))
-        if len(self.active) >= self.config.max_queue_size:
-            raise QueueFull(f"the queue is full ({self.config.max_queue_size} workloads)",
-                            retry_after=5)
-        limit = getattr(self.tenants.get(tenant_id), "max_queued", None)
-        if limit is not None and sum(1 for w in self.active.values()
-                                     if w.tenant_id == tenant_id) >= limit:
-            raise QueueFull(f"tenant {tenant_id!r} has {limit} unfinished workloads (its limit)",
-                            retry_after=5)
-        now = self.clock()
-        w = Workload(workload_id=f"wl-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, spec=parsed,
-                     status=Status.QUEUED, submitted_at=now, updated_at=now, seq=2**62)
-        if parsed.deadline is not None and self.policy_config.refuse_infeasible_deadlines:
-            self._refuse_if_deadline_unreachable(w)
-        capacity_signal.check_backpressure(self, w)  # 429 if policy says and its pool can't grow
-        self._version += 1
-        self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
-                              (Status.QUEUED.value, now, "")])
-        self.active[w.workload_id] = w
-        self.observe(w)
-        for status in (Status.SUBMITTED, Status.QUEUED):
-            self.metrics.transition(tenant_id, parsed.priority.value, status.value)
-        self.store.audit(who or tenant_id, "submit", w.workload_id,
-                         {"tenant_id": tenant_id, "workload_type": parsed.workload_type,
-                          "priority": parsed.priority.value}, now)
-        self.wake()
-        return self._ack(w)
+        return ingest.submit(self, spec, tenant_id, who)
+
+    async def notify(self) -> int:
+        """New rows were written (by an API replica): take them in now, not at the next tick."""
+        return self.ingest.pull()
+
+    async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The acknowledgement of a workload an API replica wrote (see ``ingest.ack``)."""
+        return ingest.ack(self, workload_id, tenant_id)
 
     def _ack(self, w: Workload) -> dict[str, Any]:
         out = {"workload_id": w.workload_id, "status": w.status.value,
@@ -808,9 +777,14 @@ class Scheduler:
         except Exception as exc:
             store_ok, store_error = False, str(exc)
         loop_ok = self._loop_task is not None and not self._loop_task.done()
-        return {"scheduler": "ok" if loop_ok else "down", "store": "ok" if store_ok else "down",
+        live = self.liveness.report(self.ingest.cycle_done_at,
+                                    stall_after_s=self.config.stall_after_s,
+                                    stuck_after_s=self.config.recovery_stuck_after_s)
+        verdict = live.pop("verdict")
+        state = ("down" if not loop_ok else "ok" if verdict in ("ok", "recovering") else verdict)
+        return {"scheduler": state, "store": "ok" if store_ok else "down",
                 "store_error": store_error, "active": len(self.active), "cycles": self.cycles,
-                "last_cycle": self.last_cycle}
+                "last_cycle": self.last_cycle, **live}
 
 
 # runtime_env keys that bring code the scheduler's own process cannot see
