@@ -49,6 +49,17 @@ class SchedulerActor:
         await self.ensure_started()
         return await self.scheduler.submit(spec, tenant_id, who)
 
+    async def notify(self) -> int:
+        """New rows in the store (an API replica wrote them); before recovery ends, recovery
+        itself loads them."""
+        if self.scheduler.started_at is None:
+            return 0
+        return await self.scheduler.notify()
+
+    async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
+        await self.ensure_started()
+        return await self.scheduler.ack(workload_id, tenant_id)
+
     async def get(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
         await self.ensure_started()
         return await self.scheduler.get(workload_id, tenant_id)
