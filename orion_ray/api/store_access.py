@@ -124,7 +124,9 @@ class StoreAccess:
         if w.status != Status.QUEUED:
             return None, None
         if self.shallow():
-            order = self._order.get(self.reader)
+            order = self._order.get(self.reader)  # as of the last cycle: drop who has left
+            still = self.reader.queued_among([wid for wid, _ in order])
+            order = [(wid, t) for wid, t in order if wid in still]
             ids = [wid for wid, _ in order]
             if w.workload_id in ids:
                 mine = [wid for wid, t in order if t == w.tenant_id]

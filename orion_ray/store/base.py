@@ -37,6 +37,8 @@ class WorkloadStore(Protocol):
                      tenant_id: Optional[str] = None) -> tuple[int, int]:
         """Queued ahead by class then arrival: ``(higher class, same class)``."""
 
+    def queued_among(self, workload_ids: list[str]) -> set[str]: ...
+
     def after_seq(self, seq: int, limit: int = 1000) -> list[Workload]:
         """Unfinished workloads with ``seq`` above ``seq``, in order (the scheduler's intake)."""
 

@@ -372,6 +372,15 @@ class SQLiteStore:
             (*params, rank, *params, rank, seq))[0]
         return higher, same
 
+    def queued_among(self, workload_ids: list[str]) -> set[str]:
+        """Which of these (a short list) are still queued."""
+        if not workload_ids:
+            return set()
+        marks = ",".join("?" * len(workload_ids))
+        return {r[0] for r in self._query(
+            f"SELECT workload_id FROM workloads WHERE status=? AND workload_id IN ({marks})",
+            (Status.QUEUED.value, *workload_ids))}
+
     def after_seq(self, seq: int, limit: int = 1000) -> list[Workload]:
         """Unfinished workloads written after ``seq``, in order of ``seq`` (the intake tail)."""
         terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
