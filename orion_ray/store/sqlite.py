@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS logs (
 # ``wait`` is the scheduler's last reasons for not admitting a queued workload (explain).
 # ``active_counts`` (unfinished workloads per tenant) is kept by triggers in the same transaction
 # as every write, so the queue limits are O(1) whoever writes (the scheduler or an API replica).
+# ``queue_buckets`` counts queued workloads per (class, block of 256 seqs), kept the same way: a
+# queue position is then a sum over a few bucket rows plus a count within one block, not a walk
+# over every queued workload ahead.
 _SCHEMA_2 = """
 CREATE INDEX IF NOT EXISTS workloads_queue ON workloads(status, rank, seq);
 CREATE INDEX IF NOT EXISTS workloads_tenant_queue ON workloads(tenant_id, status, rank, seq);
@@ -102,8 +105,29 @@ BEGIN
                                     THEN -1 ELSE 1 END)
         ON CONFLICT(tenant_id) DO UPDATE SET n = n + excluded.n;
 END;
+CREATE TABLE IF NOT EXISTS queue_buckets (
+    rank         INTEGER NOT NULL,
+    bucket       INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (rank, bucket)
+);
+CREATE TRIGGER IF NOT EXISTS workloads_queue_insert AFTER INSERT ON workloads
+WHEN NEW.status = 'queued'
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n) VALUES (NEW.rank, NEW.seq / 256, 1)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS workloads_queue_update AFTER UPDATE OF status ON workloads
+WHEN (OLD.status = 'queued') != (NEW.status = 'queued')
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n)
+        VALUES (NEW.rank, NEW.seq / 256, CASE WHEN NEW.status = 'queued' THEN 1 ELSE -1 END)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + excluded.n;
+    DELETE FROM queue_buckets WHERE rank = NEW.rank AND bucket = NEW.seq / 256 AND n = 0;
+END;
 """
 SCHEMA_VERSION = 2
+BUCKET = 256  # seqs per queue_buckets row (the triggers' ``NEW.seq / 256``)
 _COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
 _RANK_SQL = ("CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
              "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END")
@@ -160,6 +184,9 @@ class SQLiteStore:
             self._db.execute("INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
                              "FROM workloads WHERE status NOT IN ('completed', 'failed', "
                              "'cancelled') GROUP BY tenant_id")
+            self._db.execute("DELETE FROM queue_buckets")
+            self._db.execute("INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
+                             "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writes ------------------------------------------------------------------------------
@@ -361,16 +388,23 @@ class SQLiteStore:
     def queued_ahead(self, rank: int, seq: int,
                      tenant_id: Optional[str] = None) -> tuple[int, int]:
         """Queued workloads ahead of (``rank``, ``seq``) by class then arrival, as
-        ``(of a higher class, of the same class)``: two range counts over the
-        ``(tenant_id,) status, rank, seq`` index, never a scan of the queue."""
-        where, params = "status=?", [Status.QUEUED.value]
+        ``(of a higher class, of the same class)``. Overall: sums over the per-(class, block)
+        counts plus one count within the block; for a tenant: range counts over its index.
+        Never a scan of the queue."""
+        queued = Status.QUEUED.value
         if tenant_id is not None:
-            where, params = "tenant_id=? AND status=?", [tenant_id, Status.QUEUED.value]
-        higher, same = self._query(
-            f"SELECT (SELECT COUNT(*) FROM workloads WHERE {where} AND rank<?), "
-            f"(SELECT COUNT(*) FROM workloads WHERE {where} AND rank=? AND seq<?)",
-            (*params, rank, *params, rank, seq))[0]
-        return higher, same
+            where = "tenant_id=? AND status=?"
+            return self._query(
+                f"SELECT (SELECT COUNT(*) FROM workloads WHERE {where} AND rank<?), "
+                f"(SELECT COUNT(*) FROM workloads WHERE {where} AND rank=? AND seq<?)",
+                (tenant_id, queued, rank, tenant_id, queued, rank, seq))[0]
+        block = seq // BUCKET
+        higher, same_blocks, same_in = self._query(
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank<?), "
+            "(SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank=? AND bucket<?), "
+            "(SELECT COUNT(*) FROM workloads WHERE status=? AND rank=? AND seq>=? AND seq<?)",
+            (rank, rank, block, queued, rank, block * BUCKET, seq))[0]
+        return higher, same_blocks + same_in
 
     def queued_among(self, workload_ids: list[str]) -> set[str]:
         """Which of these (a short list) are still queued."""
