@@ -34,7 +34,7 @@ class ActorBackend:
     again by name on the next call (a restarted or redeployed scheduler is found)."""
 
     def __init__(self, handle=None, *, timeout_s: float = 10.0,
-                 resolve: Callable[[], Any] = None):
+                 resolve: Optional[Callable[[], Any]] = None):
         self._handle = handle
         self.timeout_s = timeout_s
         self._resolve = resolve or get_scheduler

@@ -102,7 +102,7 @@ def test_wait_reasons_are_stored_when_they_change_and_explain_reads_them(world):
 
 
 def test_another_tenant_s_workload_is_404_from_the_store(world):
-    store, sched, access = world
+    store, _sched, access = world
     fill(store, 1, tenants=("acme",))
     wid = store.list(limit=1)[0].workload_id
     from orion_ray.errors import NotFound
@@ -126,7 +126,7 @@ class Tripwire:
 
 
 def test_reads_and_deep_queue_submissions_never_call_the_scheduler(world):
-    store, sched, access = world
+    store, _sched, access = world
     fill(store, 120)  # deep: the ack needs no forecast
     backend = Tripwire()
     app = build_app(KeyRing([hash_key("admin-key")]), backend=backend, access=access)
@@ -147,7 +147,7 @@ def test_reads_and_deep_queue_submissions_never_call_the_scheduler(world):
 
 def test_explain_falls_back_to_the_stored_parts_when_the_scheduler_cannot_answer(world):
     from orion_ray.errors import SchedulerUnavailable
-    store, sched, access = world
+    store, _sched, access = world
     fill(store, 2)
 
     class Silent:
