@@ -164,3 +164,24 @@ def test_explain_falls_back_to_the_stored_parts_when_the_scheduler_cannot_answer
     assert set(body) == {"workload_id", "status", "position", "reasons", "attempt",
                          "estimated_start", "estimated_completion"}
     assert body["position"]["overall"] >= 1 and body["reasons"][-1]["code"] == "no_estimate"
+
+
+def test_a_busy_store_is_a_503_with_retry_after_not_a_500(world):
+    import sqlite3
+
+    class Busy:
+        def writes_here(self, spec):
+            return True
+
+        async def submit(self, spec, tenant_id, who):
+            raise sqlite3.OperationalError("database is locked")
+
+        def get(self, workload_id, tenant_id):
+            raise sqlite3.OperationalError("unable to open database file")
+
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=Tripwire(), access=Busy())
+    with TestClient(app) as c:
+        for r in (c.post("/api/v1/workloads", json=TASK, headers=ADMIN),
+                  c.get("/api/v1/workloads/wl-1", headers=ADMIN)):
+            assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+            assert r.headers["Retry-After"] == "1"
