@@ -5,6 +5,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -338,7 +339,7 @@ class SQLiteStore:
         ``check`` may raise too (called inside the transaction, before the insert). Whoever
         writes it, the scheduler takes the row in by its ``seq`` (``after_seq``)."""
         tenant, rid = workload.tenant_id, workload.spec.metadata.request_id
-        now = workload.updated_at
+        now = workload.updated_at if workload.updated_at is not None else time.time()
         with self._lock, self._tx():
             if rid:
                 row = self._db.execute(f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND "
