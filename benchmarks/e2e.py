@@ -10,12 +10,18 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
   plain Ray task, each in its own ``placement_group([{"CPU": 1}])``: group created, ``pg.ready()``,
   task launched with ``PlacementGroupSchedulingStrategy``, group removed once the task is done.
   N groups are created back to back; latency = task start - the ``placement_group()`` call.
+* Second baseline: the same N as plain Ray tasks with ``num_cpus=1`` and no group at all, launched
+  back to back from the driver (what a Ray user gets without any reservation).
 * Idle: ``--idle-n`` workloads one at a time (each waited for before the next), Orion and Ray,
-  so the latency has no queueing in it. The headline overhead (``p50_overhead_ms``,
-  ``p99_overhead_ms``) is Orion's idle latency percentile minus plain Ray's idle percentile.
+  so the latency has no queueing in it. Both sides wait the same way: the next one starts once the
+  previous one is seen finished, and the latency is measured by the task's own clock. The headline
+  overhead (``p50_overhead_ms``, ``p99_overhead_ms``) is Orion's idle latency percentile minus plain
+  Ray's, over the samples of every repeat pooled (``samples`` per side; ≥ 200 by default, so the p99
+  is not simply the maximum). Orion's own segments come from its recorded transitions: ack →
+  ``starting`` (admitted and reserved) and ack → ``running`` (launched).
 
-Each of ``--repeats`` repeats runs all four (Orion/Ray order alternating); figures are medians over
-repeats. The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
+Each of ``--repeats`` repeats runs all of them (Orion/Ray order alternating); throughputs are medians
+over repeats. The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -55,16 +61,19 @@ def orion_burst(client, n: int) -> tuple[float, list[float]]:
     return n / (max(finished) - t_first), lat
 
 
-def orion_idle(client, n: int) -> tuple[list[float], list[float]]:
-    """Latencies ack -> task start, and ack -> the 'running' transition Orion recorded."""
-    lat, sched = [], []
+def orion_idle(client, n: int) -> tuple[list[float], list[float], list[float]]:
+    """Latencies ack -> task start, and ack -> the 'starting' and 'running' transitions Orion
+    recorded (its own segments)."""
+    lat, admit, sched = [], [], []
     for _ in range(n):
         h = client.submit_workload(SPEC)
         t_ack = time.time()
         w = _wait(client, h.workload_id, 0.01)
         lat.append(w["result"] - t_ack)
-        sched.append(next(ts(x["at"]) for x in w["history"] if x["status"] == "running") - t_ack)
-    return lat, sched
+        at = {x["status"]: ts(x["at"]) for x in w["history"]}
+        admit.append(at["starting"] - t_ack)
+        sched.append(at["running"] - t_ack)
+    return lat, admit, sched
 
 
 def _ray_fns():
@@ -103,6 +112,17 @@ def ray_burst(n: int) -> tuple[float, list[float]]:
     return n / (time.time() - t_first), lat
 
 
+def ray_plain_burst(n: int) -> float:
+    """N plain Ray tasks, no group: throughput (the second baseline)."""
+    import ray
+
+    from ._tasks import started_at
+    fn = ray.remote(started_at).options(num_cpus=1)
+    t_first = time.time()
+    ray.get([fn.remote() for _ in range(n)])
+    return n / (time.time() - t_first)
+
+
 def ray_idle(n: int) -> list[float]:
     ray, placement_group, remove_placement_group, launch = _ray_fns()
     lat = []
@@ -123,7 +143,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200, help="workloads per burst (default 200)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--idle-n", type=int, default=30, help="workloads per idle run (default 30)")
+    p.add_argument("--idle-n", type=int, default=70,
+                   help="workloads per idle run (default 70: 210 pooled samples over 3 repeats)")
     add_cluster_args(p)
     args = p.parse_args()
 
@@ -132,6 +153,7 @@ def main() -> None:
     from orion_ray.client import OrionClient
 
     rows = []
+    pooled: dict[str, list[float]] = {"orion_idle": [], "ray_idle": [], "admit": [], "sched": []}
     with orion_up(args) as info:
         ray.init(address=info["ray_address"], logging_level=logging.WARNING, log_to_driver=False)
         try:
@@ -145,18 +167,25 @@ def main() -> None:
                     for who in order:
                         err(f"repeat {r + 1}/{args.repeats}: {who} burst of {args.n} ...")
                         res[who] = orion_burst(client, args.n) if who == "orion" else ray_burst(args.n)
+                    err(f"repeat {r + 1}/{args.repeats}: plain Ray tasks (no group) x{args.n} ...")
+                    res["ray_plain_per_s"] = ray_plain_burst(args.n)
                     for who in order:
                         err(f"repeat {r + 1}/{args.repeats}: {who} idle x{args.idle_n} ...")
                         if who == "orion":
-                            res["orion_idle"], res["sched"] = orion_idle(client, args.idle_n)
+                            res["orion_idle"], res["admit"], res["sched"] = orion_idle(
+                                client, args.idle_n)
                         else:
                             res["ray_idle"] = ray_idle(args.idle_n)
-                    row = {"orion_per_s": res["orion"][0], "ray_per_s": res["ray"][0]}
+                    for k in pooled:
+                        pooled[k] += res[k]
+                    row = {"orion_per_s": res["orion"][0], "ray_per_s": res["ray"][0],
+                           "ray_plain_per_s": res["ray_plain_per_s"]}
                     for q in (50, 99):
                         for who in ("orion", "ray"):
                             row[f"{who}_burst_p{q}"] = pct(res[who][1], q)
                             row[f"{who}_idle_p{q}"] = pct(res[who + "_idle"], q)
                         row[f"sched_p{q}"] = pct(res["sched"], q)
+                        row[f"admit_p{q}"] = pct(res["admit"], q)
                     row["ratio"] = row["orion_per_s"] / row["ray_per_s"]
                     for q in (50, 99):
                         row[f"idle_overhead_p{q}"] = row[f"orion_idle_p{q}"] - row[f"ray_idle_p{q}"]
@@ -168,6 +197,9 @@ def main() -> None:
             ray.shutdown()
 
     med = {k: median([row[k] for row in rows]) for k in rows[0]}
+    # idle latencies: percentiles over every repeat's samples pooled (the headline)
+    pooled_pct = {f"{k}_p{q}": pct(v, q) for k, v in pooled.items() for q in (50, 99)}
+    samples = len(pooled["orion_idle"])
     print(f"\ne2e: {args.n} workloads per burst, {args.idle_n} at idle, {args.repeats} repeats, "
           f"{args.num_cpus:g} CPUs; medians over repeats (per-repeat values in brackets)")
     print(f"{'':34}{'Orion':>12}{'plain Ray':>12}{'Orion - Ray':>14}")
@@ -181,17 +213,27 @@ def main() -> None:
           + ", ".join(str(round(row["ratio"], 3)) for row in rows) + "]")
     line("burst submit->running p50 (ms)", "orion_burst_p50", "ray_burst_p50", "burst_overhead_p50")
     line("burst submit->running p99 (ms)", "orion_burst_p99", "ray_burst_p99", "burst_overhead_p99")
-    line("idle submit->running p50 (ms) *", "orion_idle_p50", "ray_idle_p50", "idle_overhead_p50")
-    line("idle submit->running p99 (ms) *", "orion_idle_p99", "ray_idle_p99", "idle_overhead_p99")
+    print(f"{'plain Ray tasks, no group (per s)':34}{'':12}{round(med['ray_plain_per_s'], 2):>12}")
     for q in (50, 99):
-        print(f"{f'  idle ack->running recorded p{q}':34}{ms(med[f'sched_p{q}']):>12}{'':26}   ["
-              + ", ".join(str(ms(row[f"sched_p{q}"])) for row in rows) + "]")
+        o, r = pooled_pct[f"orion_idle_p{q}"], pooled_pct[f"ray_idle_p{q}"]
+        print(f"{f'idle submit->running p{q} (ms) *':34}{ms(o):>12}{ms(r):>12}{ms(o - r):>14}"
+              f"   ({samples} samples each, pooled)")
+    for seg, label in (("admit", "starting"), ("sched", "running")):
+        for q in (50, 99):
+            print(f"{f'  idle ack->{label} recorded p{q}':34}{ms(pooled_pct[f'{seg}_p{q}']):>12}")
     print("* headline overhead = Orion - Ray at idle (one workload at a time, no queueing); "
           "Orion: ack of the POST -> task start; Ray: placement_group() -> task start")
     print(json.dumps({"benchmark": "e2e", "orion_per_s": round(med["orion_per_s"], 3),
-                      "ray_per_s": round(med["ray_per_s"], 3), "ratio": round(med["ratio"], 3),
-                      "p50_overhead_ms": ms(med["idle_overhead_p50"]),
-                      "p99_overhead_ms": ms(med["idle_overhead_p99"])}))
+                      "ray_per_s": round(med["ray_per_s"], 3),
+                      "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
+                      "ratio": round(med["ratio"], 3),
+                      "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
+                      "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
+                      "samples": samples,
+                      "ack_to_starting_p50_ms": ms(pooled_pct["admit_p50"]),
+                      "ack_to_starting_p99_ms": ms(pooled_pct["admit_p99"]),
+                      "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
+                      "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"])}))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def policy_cost_us(n: int = 20_000) -> float:
     import asyncio
 
     from orion_ray.serving.cache import request_key
-    from serve_apps.llm.router import ModelRouter
+    from orion_ray.serving.router import ModelRouter
     spec = {"model_id": "m", "strategy": "canary", "stable": "v1", "candidate": "v2",
             "steps": [{"weight": 10, "duration": "24h"}]}
     entry = {"tenant_id": None, "versions": {"v1": "a1", "v2": "a2"},

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import httpx
 
 from . import credentials
 from .client import TERMINAL, WorkloadResult, _error_from, _retry_after
 from .errors import SchedulerUnavailable
-
-_sleep = asyncio.sleep  # one place to wait between retries and polls (tests replace it)
 
 
 class AsyncWorkloadHandle:
@@ -49,16 +47,20 @@ class AsyncWorkloadHandle:
 
 class AsyncOrionClient:
     """``AsyncOrionClient(url, api_key)``; use ``async with`` or ``await client.aclose()``.
-    ``transport`` (an ``httpx.AsyncBaseTransport``) serves an in-process app in tests."""
+    ``transport`` (an ``httpx.AsyncBaseTransport``) serves an in-process app in tests; ``sleep``
+    is how the client waits between retries and polls (``asyncio.sleep``; a test records the
+    waits instead). It has the same methods as ``OrionClient``, awaited."""
 
     def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
                  timeout: float = 30.0, max_retries: int = 5,
-                 transport: Optional[httpx.AsyncBaseTransport] = None):
+                 transport: Optional[httpx.AsyncBaseTransport] = None,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
         self.url, self.api_key = credentials.resolve(url, api_key)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout,
                                        transport=transport)
         self.max_retries = max_retries
+        self._sleep = sleep
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -76,10 +78,10 @@ class AsyncOrionClient:
             except httpx.TransportError as exc:
                 if attempt >= self.max_retries:
                     raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
-                await _sleep(min(5.0, 0.2 * 2 ** attempt))
+                await self._sleep(min(5.0, 0.2 * 2 ** attempt))
                 continue
             if r.status_code in (429, 503) and attempt < self.max_retries:
-                await _sleep(_retry_after(r, attempt))
+                await self._sleep(_retry_after(r, attempt))
                 continue
             if r.status_code >= 400:
                 raise _error_from(r)
@@ -95,18 +97,22 @@ class AsyncOrionClient:
         return AsyncWorkloadHandle(self, r.json())
 
     async def get_workload(self, workload_id: str) -> dict:
+        """One workload with its status history."""
         return (await self._request("GET", f"/api/v1/workloads/{workload_id}")).json()
 
     async def list_workloads(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
                              limit: int = 50, cursor: Optional[int] = None) -> dict:
+        """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         params = {k: v for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit,
                                     "cursor": cursor}.items() if v is not None}
         return (await self._request("GET", "/api/v1/workloads", params=params)).json()
 
     async def cancel(self, workload_id: str) -> dict:
+        """Cancel (idempotent: a finished workload answers its final status)."""
         return (await self._request("DELETE", f"/api/v1/workloads/{workload_id}")).json()
 
     async def logs(self, workload_id: str) -> str:
+        """stdout/stderr of the workload's latest run."""
         return (await self._request("GET", f"/api/v1/workloads/{workload_id}/logs")).text
 
     async def explain(self, workload_id: str) -> dict:
@@ -114,6 +120,7 @@ class AsyncOrionClient:
         return (await self._request("GET", f"/api/v1/workloads/{workload_id}/explain")).json()
 
     async def queue(self) -> dict:
+        """Queue depth and usage against quota per tenant (a tenant key sees its own only)."""
         return (await self._request("GET", "/api/v1/queue")).json()
 
     async def tenants(self) -> dict:
@@ -128,8 +135,78 @@ class AsyncOrionClient:
         return (await self._request("POST", "/admin/v1/reload", json=body)).json()
 
     async def audit(self, limit: int = 100, cursor: Optional[int] = None) -> dict:
+        """Who submitted, cancelled or reconfigured what, newest first (admin)."""
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
         return (await self._request("GET", "/admin/v1/audit", params=params)).json()
+
+    # -- infrastructure (admin key) ---------------------------------------------------------------
+    async def nodes(self, include_ended: bool = True) -> dict:
+        """Every node with its lifecycle state, free capacity and workloads."""
+        return (await self._request("GET", "/admin/v1/infrastructure/nodes",
+                                    params={"include_ended": str(include_ended).lower()})).json()
+
+    async def cordon(self, node_id: str, reason: Optional[str] = None) -> dict:
+        """No new placements on ``node_id``."""
+        return (await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
+                                    json={"reason": reason} if reason else None)).json()
+
+    async def uncordon(self, node_id: str) -> dict:
+        """Placements allowed again on ``node_id``; a drain under way is called off."""
+        return (await self._request(
+            "POST", f"/admin/v1/infrastructure/nodes/{node_id}/uncordon")).json()
+
+    async def drain(self, node_id: str, deadline_s: float = 300.0,
+                    reason: Optional[str] = None) -> dict:
+        """Cordon, let running work end until ``deadline_s``, then preempt it to the queue."""
+        body = {"deadline_s": deadline_s, **({"reason": reason} if reason else {})}
+        return (await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain",
+                                    json=body)).json()
+
+    async def gpu_utilization(self) -> dict:
+        """Per GPU node: allocated GPUs, and NVML telemetry where a device exists."""
+        return (await self._request("GET", "/admin/v1/infrastructure/gpu-utilization")).json()
+
+    async def infrastructure_health(self) -> dict:
+        """Nodes by state, nodes lost in the last hour, and the control loops' health."""
+        return (await self._request("GET", "/admin/v1/infrastructure/health")).json()
+
+    async def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
+                             kind: Optional[str] = None, pool: Optional[str] = None) -> dict:
+        """Scaling decisions, failed launches and node changes, newest first."""
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor, "kind": kind,
+                                    "pool": pool}.items() if v is not None}
+        return (await self._request("GET", "/admin/v1/scaling/events", params=params)).json()
+
+    async def resources_available(self) -> dict:
+        """Free GPUs by type and by node."""
+        return (await self._request("GET", "/internal/resources/available")).json()
+
+    async def fragmentation(self) -> dict:
+        """GPU fragmentation now: free and stranded GPUs per node and per GPU type."""
+        return (await self._request("GET", "/admin/v1/infrastructure/fragmentation")).json()
+
+    # -- capacity reservations (admin key; the routes exist when ``orion.capacity`` is set) -------
+    async def capacity_reservations(self) -> dict:
+        """The cluster's capacity reservations with their free slots: ``{"items": [...]}``."""
+        return (await self._request("GET", "/admin/v1/capacity/reservations")).json()
+
+    async def create_reservation(self, instance_type: str, availability_zone: str, count: int,
+                                 **fields: Any) -> dict:
+        """Reserve ``count`` instances of a type in a zone; ``end_date`` (an ISO 8601 string),
+        ``tags`` and the other request fields as keywords."""
+        body = {"instance_type": instance_type, "availability_zone": availability_zone,
+                "count": count, **fields}
+        return (await self._request("POST", "/admin/v1/capacity/reservations",
+                                    json=body)).json()
+
+    async def release_reservation(self, reservation_id: str) -> dict:
+        """Release (cancel) a reservation; instances running in it keep running."""
+        return (await self._request(
+            "DELETE", f"/admin/v1/capacity/reservations/{reservation_id}")).json()
+
+    async def capacity_status(self) -> dict:
+        """Per pool: capacity sources in order, blocklisted zones, the last failed launch."""
+        return (await self._request("GET", "/admin/v1/capacity/status")).json()
 
     async def health(self) -> dict:
         """The ``/health`` body, answered 200 or 503 (no retry: the answer is the point)."""
@@ -145,4 +222,4 @@ class AsyncOrionClient:
                 return WorkloadResult(workload_id, w["status"], w.get("result"), w.get("error"), w)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"workload {workload_id} still {w['status']} after {timeout}s")
-            await _sleep(poll_s)
+            await self._sleep(poll_s)

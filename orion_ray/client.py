@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-import httpx
-
-from . import credentials
-from .errors import ERRORS_BY_CODE, OrionError, SchedulerUnavailable
+from .session import ApiSession
+from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
+from .session import retry_after as _retry_after  # noqa: F401
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -52,45 +51,12 @@ class WorkloadHandle:
         return f"WorkloadHandle({self.workload_id!r})"
 
 
-class OrionClient:
+class OrionClient(ApiSession):
     """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
     ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``.
-    ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests."""
-
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
-                 timeout: float = 30.0, max_retries: int = 5,
-                 transport: Optional[httpx.BaseTransport] = None):
-        self.url, self.api_key = credentials.resolve(url, api_key)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport)
-        self.max_retries = max_retries
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _request(self, method: str, path: str, **kw) -> httpx.Response:
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self._http.request(method, path, **kw)
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
-                continue
-            if r.status_code in (429, 503) and attempt < self.max_retries:
-                time.sleep(_retry_after(r, attempt))
-                continue
-            if r.status_code >= 400:
-                raise _error_from(r)
-            return r
-        raise AssertionError("unreachable")
+    ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests; ``sleep`` is how
+    the client waits between retries and polls (``time.sleep``; a test records the waits). The
+    session, its retries and its error mapping are ``orion_ray.session.ApiSession``."""
 
     # -- workloads ------------------------------------------------------------------------------
     def submit_workload(self, spec: Optional[dict] = None, **fields: Any) -> WorkloadHandle:
@@ -99,18 +65,22 @@ class OrionClient:
         return WorkloadHandle(self, self._request("POST", "/api/v1/workloads", json=body).json())
 
     def get_workload(self, workload_id: str) -> dict:
+        """One workload with its status history."""
         return self._request("GET", f"/api/v1/workloads/{workload_id}").json()
 
     def list_workloads(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
                        limit: int = 50, cursor: Optional[int] = None) -> dict:
+        """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         params = {k: v for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit,
                                     "cursor": cursor}.items() if v is not None}
         return self._request("GET", "/api/v1/workloads", params=params).json()
 
     def cancel(self, workload_id: str) -> dict:
+        """Cancel (idempotent: a finished workload answers its final status)."""
         return self._request("DELETE", f"/api/v1/workloads/{workload_id}").json()
 
     def logs(self, workload_id: str) -> str:
+        """stdout/stderr of the workload's latest run."""
         return self._request("GET", f"/api/v1/workloads/{workload_id}/logs").text
 
     def explain(self, workload_id: str) -> dict:
@@ -118,6 +88,7 @@ class OrionClient:
         return self._request("GET", f"/api/v1/workloads/{workload_id}/explain").json()
 
     def queue(self) -> dict:
+        """Queue depth and usage against quota per tenant (a tenant key sees its own only)."""
         return self._request("GET", "/api/v1/queue").json()
 
     def tenants(self) -> dict:
@@ -132,6 +103,7 @@ class OrionClient:
         return self._request("POST", "/admin/v1/reload", json=body).json()
 
     def audit(self, limit: int = 100, cursor: Optional[int] = None) -> dict:
+        """Who submitted, cancelled or reconfigured what, newest first (admin)."""
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
         return self._request("GET", "/admin/v1/audit", params=params).json()
 
@@ -147,6 +119,7 @@ class OrionClient:
                              json={"reason": reason} if reason else None).json()
 
     def uncordon(self, node_id: str) -> dict:
+        """Placements allowed again on ``node_id``; a drain under way is called off."""
         return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/uncordon").json()
 
     def drain(self, node_id: str, deadline_s: float = 300.0, reason: Optional[str] = None) -> dict:
@@ -156,13 +129,16 @@ class OrionClient:
                              json=body).json()
 
     def gpu_utilization(self) -> dict:
+        """Per GPU node: allocated GPUs, and NVML telemetry where a device exists."""
         return self._request("GET", "/admin/v1/infrastructure/gpu-utilization").json()
 
     def infrastructure_health(self) -> dict:
+        """Nodes by state, nodes lost in the last hour, and the control loops' health."""
         return self._request("GET", "/admin/v1/infrastructure/health").json()
 
     def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
                        kind: Optional[str] = None, pool: Optional[str] = None) -> dict:
+        """Scaling decisions, failed launches and node changes, newest first."""
         params = {k: v for k, v in {"limit": limit, "cursor": cursor, "kind": kind,
                                     "pool": pool}.items() if v is not None}
         return self._request("GET", "/admin/v1/scaling/events", params=params).json()
@@ -171,7 +147,34 @@ class OrionClient:
         """Free GPUs by type and by node."""
         return self._request("GET", "/internal/resources/available").json()
 
+    def fragmentation(self) -> dict:
+        """GPU fragmentation now: free and stranded GPUs per node and per GPU type."""
+        return self._request("GET", "/admin/v1/infrastructure/fragmentation").json()
+
+    # -- capacity reservations (admin key; the routes exist when ``orion.capacity`` is set) -------
+    def capacity_reservations(self) -> dict:
+        """The cluster's capacity reservations with their free slots: ``{"items": [...]}``."""
+        return self._request("GET", "/admin/v1/capacity/reservations").json()
+
+    def create_reservation(self, instance_type: str, availability_zone: str, count: int,
+                           **fields: Any) -> dict:
+        """Reserve ``count`` instances of a type in a zone; ``end_date`` (an ISO 8601 string),
+        ``tags`` and the other request fields as keywords."""
+        body = {"instance_type": instance_type, "availability_zone": availability_zone,
+                "count": count, **fields}
+        return self._request("POST", "/admin/v1/capacity/reservations", json=body).json()
+
+    def release_reservation(self, reservation_id: str) -> dict:
+        """Release (cancel) a reservation; instances running in it keep running."""
+        return self._request("DELETE",
+                             f"/admin/v1/capacity/reservations/{reservation_id}").json()
+
+    def capacity_status(self) -> dict:
+        """Per pool: capacity sources in order, blocklisted zones, the last failed launch."""
+        return self._request("GET", "/admin/v1/capacity/status").json()
+
     def health(self) -> dict:
+        """The ``/health`` body, answered 200 or 503 (no retry: the answer is the point)."""
         r = self._http.get("/health")
         return r.json()
 
@@ -185,26 +188,4 @@ class OrionClient:
                 return WorkloadResult(workload_id, w["status"], w.get("result"), w.get("error"), w)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"workload {workload_id} still {w['status']} after {timeout}s")
-            time.sleep(poll_s)
-
-
-def _retry_after(r: httpx.Response, attempt: int) -> float:
-    try:
-        return min(30.0, float(r.headers.get("Retry-After", "")))
-    except ValueError:
-        return min(5.0, 0.2 * 2 ** attempt)
-
-
-def _error_from(r: httpx.Response) -> OrionError:
-    try:
-        err = r.json()["error"]
-        code, message, details = err.get("code", ""), err.get("message", ""), err.get("details")
-    except (ValueError, KeyError, TypeError):
-        code, message, details = "", r.text[:500], None
-    cls = ERRORS_BY_CODE.get(code)
-    if cls is None:
-        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == r.status_code),
-                   OrionError)
-    exc = cls(message or f"HTTP {r.status_code}", details)
-    exc.http_status = r.status_code
-    return exc
+            self._sleep(poll_s)

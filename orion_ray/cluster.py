@@ -25,6 +25,7 @@ import httpx
 from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
+from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
 
 STATE_FILE = "cluster.json"
 
@@ -200,7 +201,7 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
     from .api.serve_app import APP_NAME, build_api_app
     from .scheduler.actor import deploy_scheduler
 
-    ctx = ray.init(address=state["address"], namespace="orion", logging_level=logging.WARNING,
+    ctx = ray.init(address=state["address"], namespace=NAMESPACE, logging_level=logging.WARNING,
                    log_to_driver=False)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
@@ -301,16 +302,13 @@ def _stop_orion_on(address: str) -> None:
     from ray import serve
 
     from .api.serve_app import APP_NAME
-    from .runtime.executor import EXECUTOR_NAME
-    from .scheduler.actor import SCHEDULER_NAME
 
-    ray.init(address=address, namespace="orion", logging_level=logging.WARNING)
+    ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
     try:
         try:
             serve.delete(APP_NAME)
         except Exception:
             pass
-        from .serving.actor import MANAGER_NAME
         from .serving.manager import APP_PREFIX
         try:
             for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
@@ -322,10 +320,9 @@ def _stop_orion_on(address: str) -> None:
             RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
         except Exception:  # best effort, like the deletes above
             pass
-        from .autoscaler.actor import AUTOSCALER_NAME
-        for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, MANAGER_NAME):
+        for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, SERVING_NAME):
             try:
-                ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
             except ValueError:
                 pass
         try:  # Orion's capacity floor goes with it: the Ray autoscaler may shrink the cluster

@@ -1,7 +1,8 @@
 """``orion.yaml``: loaded and validated once at start; every section has a sensible default.
 
-Only the sections the running code uses are modelled strictly; sections owned by later capabilities
-(tenants, worker pools, autoscaling) are accepted as data so one file serves every part.
+A model-layer module: it imports only other model modules (the worker pools are typed in
+``worker_pools.py``; the placement-policy names it accepts are listed here, and the policy registry
+is checked against them by a test), so every layer can read the config.
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
+from .worker_pools import WorkerPool, check_scaling, parse_pools
 
+# The placement policies ``scheduler.placement_policy`` accepts (``policy/placement/registry.py``
+# implements them; tests/unit/test_config.py keeps the two lists equal).
+PLACEMENT_POLICIES = ("random", "best_fit", "gpu_packing", "dot_product", "gpu_clustering", "fgd",
+                      "orion")
 
 
 def orion_home() -> Path:
@@ -62,10 +68,10 @@ class SchedulerConfig(BaseModel):
     @field_validator("placement_policy")
     @classmethod
     def _known_policy(cls, v: str) -> str:
-        from .policy.placement.registry import POLICY_NAMES  # pure, light: no cycle, no Ray
         key = v.lower().replace("-", "_")
-        if key not in POLICY_NAMES:
-            raise ValueError(f"unknown placement policy {v!r}; known: {', '.join(POLICY_NAMES)}")
+        if key not in PLACEMENT_POLICIES:
+            raise ValueError(f"unknown placement policy {v!r}; "
+                             f"known: {', '.join(PLACEMENT_POLICIES)}")
         return key
 
 
@@ -157,13 +163,34 @@ class OrionSection(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    # Owned by later capabilities; kept as data until then.
     tenants: list[TenantConfig] = Field(default_factory=list)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    worker_pools: list[dict[str, Any]] = Field(default_factory=list)
+    worker_pools: list[WorkerPool] = Field(default_factory=list)
+    # the pools' scaling defaults (keys of ``worker_pools.ScalingParams``, plus ``interval_s``)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
 
+    _scaling = field_validator("autoscaling")(check_scaling)
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _interval(cls, v: dict[str, Any]) -> dict[str, Any]:
+        every = v.get("interval_s")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float))
+                                  or not 0 < every <= 3600):
+            raise ValueError(f"interval_s: {every!r} is not a number of seconds in (0, 3600]")
+        return v
+
+    @field_validator("worker_pools")
+    @classmethod
+    def _unique_pools(cls, v: list[WorkerPool]) -> list[WorkerPool]:
+        first: dict[str, int] = {}
+        for i, p in enumerate(v):
+            if p.name in first:
+                raise ValueError(f"pool {p.name!r} is listed twice (entries {first[p.name]} "
+                                 f"and {i})")
+            first[p.name] = i
+        return v
 
     @field_validator("tenants")
     @classmethod
@@ -216,13 +243,7 @@ def load_config(path: Optional[str] = None) -> OrionConfig:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
                    for e in exc.errors()]
         raise ConfigError(f"invalid configuration in {path}", details) from None
-    from .autoscaler.pool_spec import parse_autoscale_pools  # pools as the autoscaler reads them
-    try:
-        parse_autoscale_pools(config.orion.worker_pools, config.orion.autoscaling)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid configuration in {path}: {exc.message}", exc.details) from None
     if config.orion.capacity.provider == "ec2":  # the pools must then be launchable on EC2
-        from .autoscaler.providers.pools import parse_pools
         try:
             parse_pools(config.orion.worker_pools)
         except ConfigError as exc:

@@ -24,6 +24,7 @@ from .errors import install_error_handlers
 from .store_access import StoreAccess
 from .limits import BodySizeLimit
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
+from ..service import SchedulerService
 
 
 class SubmitAck(BaseModel):
@@ -77,7 +78,8 @@ class HealthBody(BaseModel):
     store: str
 
 
-def build_app(keyring: KeyRing, backend: Any = None, max_body_bytes: int = 1_048_576,
+def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
+              max_body_bytes: int = 1_048_576,
               backend_factory: Optional[Callable[[], Any]] = None,
               capacity_backend: Any = None, access: Optional[StoreAccess] = None,
               access_factory: Optional[Callable[[], StoreAccess]] = None) -> FastAPI:

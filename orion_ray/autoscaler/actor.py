@@ -13,13 +13,12 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
-from ..runtime.ray_runtime import NAMESPACE, on_head_node
+from ..names import AUTOSCALER_NAME, NAMESPACE
+from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
 from .control import AutoscalerLoop
 from .pool_spec import node_type_of, parse_autoscale_pools
 from .ray_capacity import RayCapacity
-
-AUTOSCALER_NAME = "orion-autoscaler"
 
 
 class SchedulerSource:
@@ -59,8 +58,7 @@ class AutoscalerActor:
         self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
         pools = parse_autoscale_pools(section.worker_pools, section.autoscaling)
         interval = interval_s or float(section.autoscaling.get("interval_s", 1.0))
-        spot = {p.get("name") for p in section.worker_pools
-                if isinstance(p, dict) and p.get("market") == "spot"}
+        spot = {p.name for p in section.worker_pools if p.market == "spot"}
         watched: set[str] = set()
         hook = None
         if spot:  # a spot node's two-minute warning becomes a drain of that node

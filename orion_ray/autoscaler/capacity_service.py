@@ -1,8 +1,9 @@
 """The capacity backend of the admin API: reservations, and the EC2 provider's view of its pools."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional, Union
 
+from ..worker_pools import WorkerPool
 from .providers.ec2 import EC2Provider
 from .providers.reservations import ReservationManager, ReservationRequest
 from .providers.sources import Reservation
@@ -36,9 +37,10 @@ class LazyCapacity:
     there, on the first capacity request.
     """
 
-    def __init__(self, capacity: dict, pools: list[dict]):
+    def __init__(self, capacity: dict, pools: Iterable[Union[WorkerPool, dict]]):
         self.capacity = dict(capacity)
-        self.pools = list(pools)
+        # typed pools (orion.yaml's, validated at load); raw dicts are validated on first use
+        self.pools = [p if isinstance(p, WorkerPool) else dict(p) for p in pools]
         self._svc: Optional[CapacityService] = None
 
     def _service(self) -> CapacityService:
@@ -49,7 +51,7 @@ class LazyCapacity:
             ec2 = boto3.client("ec2", **kw)
             cluster = self.capacity.get("cluster") or "orion"
             provider = None
-            ec2_pools = [p for p in self.pools if p.get("image_id") and p.get("subnets")]
+            ec2_pools = [p for p in self.pools if _field(p, "image_id") and _field(p, "subnets")]
             if ec2_pools:
                 provider = EC2Provider(ec2_client=ec2, pools=ec2_pools, cluster=cluster)
             self._svc = CapacityService(ReservationManager(ec2, cluster), provider)
@@ -68,6 +70,11 @@ class LazyCapacity:
         return self._service().status()
 
 
-def capacity_backend(capacity: dict, pools: list[dict]) -> Optional[LazyCapacity]:
+def _field(pool: Union[WorkerPool, dict], name: str):
+    return getattr(pool, name) if isinstance(pool, WorkerPool) else pool.get(name)
+
+
+def capacity_backend(capacity: dict, pools: Iterable[Union[WorkerPool, dict]]
+                     ) -> Optional[LazyCapacity]:
     """The API's capacity backend for ``orion.capacity`` (None when Orion manages none)."""
     return LazyCapacity(capacity, pools) if capacity.get("provider") == "ec2" else None

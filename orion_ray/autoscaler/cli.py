@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 
 class CapacityClient:
-    """The capacity admin routes over an ``OrionClient`` (its auth, retries and error mapping)."""
+    """The capacity admin routes over an API session (``orion_ray.session.ApiSession``: auth,
+    retries and error mapping)."""
 
     PATH = "/admin/v1/capacity/reservations"
 
@@ -36,8 +37,8 @@ class CapacityClient:
 
 
 def _capacity_client(url: Optional[str] = None, api_key: Optional[str] = None) -> CapacityClient:
-    from ..client import OrionClient
-    return CapacityClient(OrionClient(url=url, api_key=api_key))
+    from ..session import ApiSession
+    return CapacityClient(ApiSession(url=url, api_key=api_key))
 
 
 def _tag_pair(text: str) -> tuple[str, str]:

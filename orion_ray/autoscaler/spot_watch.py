@@ -76,7 +76,7 @@ def ensure_spot_watchers(nodes: list[dict], spot_pools: set[str], started: set[s
     """Start a watcher on each alive node of a spot pool that has none (idempotent by name)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    from ..runtime.ray_runtime import NAMESPACE
+    from ..names import NAMESPACE
     cls = ray.remote(SpotWatchActor)
     for n in nodes:
         if n.get("pool") not in spot_pools or n["node_id"] in started:

@@ -1,64 +1,16 @@
-"""The autoscaler's data: parameters (and their orion.yaml form), pools, observations, the
-checkpointed state and the decision. Pure stdlib."""
+"""The autoscaler's data: pools, observations, the checkpointed state and the decision (the
+parameters and their orion.yaml form come from the model layer). Dataclasses, no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from .durations import parse_duration
+from ..worker_pools import POLICIES, ScalingParams, params_from_config
 
-POLICIES = ("reactive", "predictive", "schedule", "hybrid")
-
-
-@dataclass(frozen=True)
-class ScalingParams:
-    target_cpu_utilization: float = 70.0  # percent
-    target_queue_depth: int = 100  # queued workloads per node above which reactive adds nodes
-    scale_up_cooldown_s: float = 60.0
-    scale_down_cooldown_s: float = 300.0
-    predictive_enabled: bool = False
-    lookback_s: float = 14 * 86400
-    predictive_lead_s: float = 600.0  # the forecast is for now + this
-    idle_s: float = 60.0  # a node must be idle this long before scale-down may release it
-
-
-_DURATIONS = {"scale_up_cooldown": "scale_up_cooldown_s",
-              "scale_down_cooldown": "scale_down_cooldown_s",
-              "idle_time": "idle_s", "predictive_lead": "predictive_lead_s"}
-
-
-def params_from_config(defaults: Mapping, override: Mapping) -> ScalingParams:
-    """:class:`ScalingParams` from orion.yaml's autoscaling defaults and a pool's override.
-
-    The override wins key by key (also inside ``predictive_scaling``); a missing or ``None`` key
-    keeps the built-in default. Unknown keys are ignored because the same section also carries
-    pool settings (policy, sizes). ``ValueError`` names the bad field.
-    """
-    merged = {**(defaults or {}), **(override or {})}
-    pred = {**((defaults or {}).get("predictive_scaling") or {}),
-            **((override or {}).get("predictive_scaling") or {})}
-    kw: dict = {}
-    util = merged.get("target_cpu_utilization")
-    if util is not None:
-        if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 100:
-            raise ValueError(f"target_cpu_utilization: {util!r} is not a percentage in (0, 100]")
-        kw["target_cpu_utilization"] = float(util)
-    depth = merged.get("target_queue_depth")
-    if depth is not None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"target_queue_depth: {depth!r} is not a positive integer")
-        kw["target_queue_depth"] = depth
-    for key, attr in _DURATIONS.items():
-        if merged.get(key) is not None:
-            kw[attr] = parse_duration(key, merged[key])
-    if pred.get("enabled") is not None:
-        if not isinstance(pred["enabled"], bool):
-            raise ValueError(f"predictive_scaling.enabled: {pred['enabled']!r} is not a boolean")
-        kw["predictive_enabled"] = pred["enabled"]
-    if pred.get("lookback_period") is not None:
-        kw["lookback_s"] = parse_duration("predictive_scaling.lookback_period",
-                                          pred["lookback_period"])
-    return ScalingParams(**kw)
+# ScalingParams and its orion.yaml form are model types (``orion_ray.worker_pools``): the config
+# validates them at load. Re-exported here, where the rest of the autoscaler's data lives.
+__all__ = ["POLICIES", "ScalingParams", "params_from_config", "PoolSpec", "PoolObservation",
+           "AutoscaleContext", "PoolState", "AutoscaleState", "PoolDecision", "Decision"]
 
 
 @dataclass(frozen=True)

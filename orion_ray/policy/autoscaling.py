@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from ..schedules import ScheduleWindow, parse_window
 from .autoscale_forecast import HistoryPoint, seasonal_forecast
 from .autoscale_model import (POLICIES, AutoscaleContext, AutoscaleState, Decision, PoolDecision,
                               PoolObservation, PoolSpec, PoolState, ScalingParams,
                               params_from_config)
 from .autoscale_packing import NodeSample, PendingGang, can_hold, pack
-from .cron import ScheduleWindow, parse_window
 
 __all__ = [
     "ScalingParams", "params_from_config", "ScheduleWindow", "parse_window", "PoolSpec",

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional, Sequence
 
-from ..serving.specs import ReleaseSpec
+from ..serving_specs import ReleaseSpec
 
 RUNNING = "running"            # a canary / rolling release advancing step by step
 TESTING = "testing"            # blue-green: all traffic on the candidate, rollback still armed

@@ -14,9 +14,10 @@ import ray
 from ray.util.placement_group import get_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from ..names import EXECUTOR_NAME, NAMESPACE
 from .task_runner import run_callable
 
-EXECUTOR_NAME = "orion-executor"
+__all__ = ["EXECUTOR_NAME", "TaskExecutor"]
 
 
 def _key(workload_id: str, attempt: int) -> str:
@@ -26,7 +27,7 @@ def _key(workload_id: str, attempt: int) -> str:
 class TaskExecutor:
     """Starts, waits on and cancels task workloads (wrapped by ``ray.remote`` in ``ray_runtime``)."""
 
-    def __init__(self, namespace: str = "orion"):
+    def __init__(self, namespace: str = NAMESPACE):
         self.namespace = namespace
         self._runs: dict[str, ray.ObjectRef] = {}
 

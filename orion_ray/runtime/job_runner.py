@@ -31,6 +31,7 @@ def _run_in_bundle(command: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orion-job-runner")
     parser.add_argument("--pg", required=True)
+    # names.NAMESPACE; the literal keeps this worker-side script on the standard library alone
     parser.add_argument("--namespace", default="orion")
     parser.add_argument("--bundle", default="{}")
     # The cluster to join. "auto" reads /tmp/ray/ray_current_cluster, which names whichever

@@ -20,10 +20,10 @@ from ray.util.placement_group import (PlacementGroup, get_placement_group, place
 from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
                                             PlacementGroupSchedulingStrategy)
 
+from ..names import EXECUTOR_NAME, NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
-from .executor import EXECUTOR_NAME, TaskExecutor
+from .executor import TaskExecutor
 
-NAMESPACE = "orion"
 NODE_ID_LABEL = "ray.io/node-id"
 NODES_TTL_S = 1.0
 
@@ -53,6 +53,19 @@ def head_node_id() -> str:
         if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
             return node["NodeID"]
     raise RuntimeError("no alive head node in this Ray cluster")
+
+
+def serving_gpu_usage(namespace: str = NAMESPACE, timeout_s: float = 5.0) -> dict:
+    """GPUs held by serving replicas, for the scheduler's account of the cluster:
+    ``{"total", "by_tenant", "by_deployment"}``; all zero when serving is not running.
+
+    The serving manager is reached by its actor name (``names.SERVING_NAME``), so this adapter
+    needs no import of the serving package."""
+    try:
+        actor = ray.get_actor(SERVING_NAME, namespace=namespace)
+    except ValueError:
+        return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
+    return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
 
 
 def on_head_node() -> NodeAffinitySchedulingStrategy:
@@ -198,8 +211,7 @@ class RayRuntime:
 
     async def serving_gpu_usage(self) -> dict:
         """GPUs serving replicas hold, by tenant (``{}`` parts when serving is not running)."""
-        from ..serving.actor import serving_gpu_usage
-        return await asyncio.to_thread(serving_gpu_usage)
+        return await asyncio.to_thread(serving_gpu_usage, self.namespace)
 
     # -- task workloads ------------------------------------------------------------------------
     def executor(self):

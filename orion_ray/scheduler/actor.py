@@ -3,26 +3,34 @@
 A thin shell: it builds the store and the Ray runtime, starts the scheduler (recovering state first)
 and exposes the scheduler's methods. After a crash Ray restarts it and the constructor kicks off
 recovery itself, so scheduling resumes without waiting for a request.
+
+The exposed methods are not written here: one forwarder per method of ``SchedulerService``
+(``orion_ray/service.py``) is generated onto the class, with the protocol's signature and docstring.
+Each waits for ``ensure_started`` first, except those ``START_FREE`` lists with the reason.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 
 from ..config import OrionConfig
 from ..metrics import OrionMetrics
+from ..names import NAMESPACE, SCHEDULER_NAME
+from ..runtime.ray_runtime import RayRuntime, on_head_node
+from ..service import SERVICE_METHODS, START_FREE, SchedulerService
 from ..store import SQLiteStore
-from ..runtime.ray_runtime import NAMESPACE, RayRuntime, on_head_node
 from .core import Scheduler
-
-SCHEDULER_NAME = "orion-scheduler"
 
 
 class SchedulerActor:
-    """Wrapped with ``ray.remote`` by ``deploy_scheduler``; every public method is async."""
+    """Wrapped with ``ray.remote`` by ``deploy_scheduler``; every public method is async.
+
+    Besides the ``SchedulerService`` methods (generated below the class) it has its own three:
+    ``ensure_started``, ``config_dict`` and ``shutdown``."""
 
     def __init__(self, config: dict[str, Any], dashboard_url: Optional[str] = None):
         logging.basicConfig(level=logging.INFO,
@@ -38,6 +46,7 @@ class SchedulerActor:
         ray.get_runtime_context().current_actor.ensure_started.remote()
 
     async def ensure_started(self) -> str:
+        """Start the scheduler (recovery first) once; concurrent callers wait for that one start."""
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
@@ -45,117 +54,38 @@ class SchedulerActor:
                 await self.scheduler.start()
         return "ok"
 
-    async def submit(self, spec: dict, tenant_id: str = "default", who=None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.submit(spec, tenant_id, who)
-
-    async def notify(self) -> int:
-        """New rows in the store (an API replica wrote them); before recovery ends, recovery
-        itself loads them."""
-        if self.scheduler.started_at is None:
-            return 0
-        return await self.scheduler.notify()
-
-    async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.ack(workload_id, tenant_id)
-
-    async def get(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.get(workload_id, tenant_id)
-
-    async def list(self, status=None, tenant_id=None, limit: int = 50, cursor=None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.list(status, tenant_id, limit, cursor)
-
-    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None, who=None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.cancel(workload_id, tenant_id, who)
-
-    async def explain(self, workload_id: str, tenant_id: Optional[str] = None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.explain(workload_id, tenant_id)
-
-    async def queue(self, tenant_id: Optional[str] = None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.queue(tenant_id)
-
-    async def tenant_list(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.tenant_list()
-
-    async def make_room(self, bundles: list, tenant_id=None, priority: str = "high",
-                        who: str = "serving") -> dict:
-        await self.ensure_started()
-        return await self.scheduler.make_room(bundles, tenant_id, priority, who)
-
-    async def fragmentation(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.fragmentation()
-
-    async def nodes(self, include_ended: bool = True) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.nodes(include_ended)
-
-    async def cordon(self, node_id: str, who: str = "admin", reason=None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.cordon(node_id, who, reason)
-
-    async def uncordon(self, node_id: str, who: str = "admin") -> dict:
-        await self.ensure_started()
-        return await self.scheduler.uncordon(node_id, who)
-
-    async def drain(self, node_id: str, who: str = "admin", deadline_s=None, reason=None) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.drain(node_id, who, deadline_s, reason)
-
-    async def resources_available(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.resources_available()
-
-    async def autoscaler_view(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.autoscaler_view()
-
-    async def autoscaler_report(self, status: dict) -> None:
-        await self.scheduler.autoscaler_report(status)
-
-    async def gpu_utilization(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.gpu_utilization()
-
-    async def infrastructure_health(self) -> dict:
-        await self.ensure_started()
-        return await self.scheduler.infrastructure_health()
-
-    async def scaling_events(self, limit: int = 100, cursor=None, kind=None, pool=None) -> dict:
-        return await self.scheduler.scaling_events(limit, cursor, kind, pool)
-
-    async def configure_tenants(self, tenants: list, keys: dict, admins=None, who="admin",
-                                policy=None) -> dict:
-        return await self.scheduler.configure_tenants(tenants, keys, admins, who, policy)
-
-    async def metrics_text(self) -> str:
-        return await self.scheduler.metrics_text()
-
-    async def keyring(self) -> dict:
-        return await self.scheduler.keyring()
-
-    async def audit_log(self, limit: int = 100, cursor=None) -> dict:
-        return await self.scheduler.audit_log(limit, cursor)
-
-    async def logs(self, workload_id: str, tenant_id: Optional[str] = None) -> str:
-        await self.ensure_started()
-        return await self.scheduler.logs(workload_id, tenant_id)
-
-    async def health(self) -> dict:
-        return await self.scheduler.health()
-
     async def config_dict(self) -> dict:
+        """The configuration this actor was started with, as JSON."""
         return self.config.model_dump(mode="json")
 
     async def shutdown(self) -> None:
+        """Stop the loop and the drivers (no start first: stopping must not recover)."""
         await self.scheduler.stop()
+
+
+def _forwarder(name: str, waits_for_start: bool) -> Callable[..., Any]:
+    """``SchedulerActor.<name>``: awaits ``self.scheduler.<name>`` with the same arguments.
+
+    It carries the protocol's signature (``__signature__``), so Ray checks a caller's arguments
+    against it before the call leaves the caller, and the protocol's docstring."""
+    declared = getattr(SchedulerService, name)
+    if waits_for_start:
+        async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
+            await self.ensure_started()
+            return await getattr(self.scheduler, name)(*args, **kwargs)
+    else:
+        async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
+            return await getattr(self.scheduler, name)(*args, **kwargs)
+    forward.__name__ = name
+    forward.__qualname__ = f"SchedulerActor.{name}"
+    forward.__doc__ = declared.__doc__
+    # annotations evaluated here (eval_str): the protocol's names are not this module's globals
+    forward.__signature__ = inspect.signature(declared, eval_str=True)  # type: ignore[attr-defined]
+    return forward
+
+
+for _name in SERVICE_METHODS:
+    setattr(SchedulerActor, _name, _forwarder(_name, _name not in START_FREE))
 
 
 def deploy_scheduler(config: OrionConfig, dashboard_url: Optional[str] = None):

@@ -341,7 +341,7 @@ class Scheduler:
         if spec.runs_as_task:
             task = spec
             if spec.workload_type == "inference":  # the task that asks the served model
-                from ..serving.inference import as_task
+                from ..inference_task import as_task
                 task = as_task(spec, w.tenant_id)
             await self.runtime.start_task(w.workload_id, w.attempt, task.function, task.args,
                                           task.kwargs, bundle, task.runtime_env,
@@ -563,6 +563,8 @@ class Scheduler:
 
     async def notify(self) -> int:
         """New rows were written (by an API replica): take them in now, not at the next tick."""
+        if self.started_at is None:  # recovery loads every row; the tail dedupes after it
+            return 0
         return self.ingest.pull()
 
     async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:

@@ -12,11 +12,14 @@ from typing import Any, Optional
 import ray
 
 from ..errors import SchedulerUnavailable
+from ..names import NAMESPACE, SCHEDULER_NAME
+from ..names import SERVING_NAME as MANAGER_NAME
+from ..runtime.ray_runtime import serving_gpu_usage
 from .deployer import RayKv, ServeDeployer
 from .manager import DeploymentManager
 
-MANAGER_NAME = "orion-serving"
-NAMESPACE = "orion"
+__all__ = ["MANAGER_NAME", "NAMESPACE", "ServingActor", "deploy_manager", "ManagerClient",
+           "serving_gpu_usage", "serving_gpus_by_node"]
 log = logging.getLogger("orion.serving")
 
 
@@ -96,21 +99,13 @@ class ManagerClient:
             self._handle = None
 
 
-def serving_gpu_usage(timeout_s: float = 5.0) -> dict:
-    """GPUs held by serving replicas, for the scheduler's account of the cluster:
-    ``{"total", "by_tenant", "by_deployment"}``; all zero when serving is not running."""
-    try:
-        actor = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
-    return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
-
-
 def _room_from_scheduler(bundles: list, tenant_id) -> Optional[dict]:
-    """Ask Orion's scheduler to make room for GPU replicas (``None`` when it is not running)."""
-    from ..scheduler.actor import get_scheduler
+    """Ask Orion's scheduler to make room for GPU replicas (``None`` when it is not running).
+
+    The scheduler is found by its actor name: serving and the scheduler import nothing of each
+    other (the scheduler's own account of serving GPUs goes the other way, by name too)."""
     try:
-        scheduler = get_scheduler()
+        scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
     except ValueError:
         return None
     return ray.get(scheduler.make_room.remote(bundles, tenant_id, "high", "serving"), timeout=30)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..client import OrionClient
+from ..session import ApiSession
 
 
-class ServingClient(OrionClient):
-    """``OrionClient`` with the serving routes (admin key)."""
+class ServingClient(ApiSession):
+    """The serving routes (admin key) over an API session (auth, retries, typed errors)."""
 
     def deploy(self, spec: dict) -> dict:
         """Deploy one model version."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from ..names import NAMESPACE
+from ..serving_specs import DeploymentSpec
 from .manager import APP_PREFIX
-from .specs import DeploymentSpec
 
 
 def serve_options(spec: DeploymentSpec) -> dict:
@@ -82,15 +83,15 @@ class RayKv:
 
     def load(self) -> Optional[dict]:
         from ray.experimental import internal_kv
-        raw = internal_kv._internal_kv_get(self.KEY, namespace="orion")
+        raw = internal_kv._internal_kv_get(self.KEY, namespace=NAMESPACE)
         return json.loads(raw) if raw else None
 
     def save(self, state: dict) -> None:
         from ray.experimental import internal_kv
         internal_kv._internal_kv_put(self.KEY, json.dumps(state, default=str).encode(),
-                                     overwrite=True, namespace="orion")
+                                     overwrite=True, namespace=NAMESPACE)
 
     def clear(self) -> None:
         """Forget every deployment and release (``orion down``)."""
         from ray.experimental import internal_kv
-        internal_kv._internal_kv_del(self.KEY, namespace="orion")
+        internal_kv._internal_kv_del(self.KEY, namespace=NAMESPACE)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Protocol
 from ..errors import Conflict, NotFound, ValidationError
 from ..policy import traffic
 from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
-from .specs import DeploymentSpec, ReleaseSpec, ScaleRequest
+from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest
 
 APP_PREFIX = "orion-llm-"
 MAX_EVENTS = 2000

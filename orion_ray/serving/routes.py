@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 from fastapi import Depends, FastAPI, Query, Request
 
 from ..errors import ValidationError
-from .specs import NAME_RE, DeploymentSpec, ReleaseSpec, ScaleRequest
+from ..serving_specs import NAME_RE, DeploymentSpec, ReleaseSpec, ScaleRequest
 
 
 def _manager(request: Request) -> Any:
@@ -24,7 +24,7 @@ def _router(request: Request) -> Any:
     if getattr(state, "model_router", None) is None:
         from ray import serve
         from serve_apps.llm.replica import DEPLOYMENT_NAME
-        from serve_apps.llm.router import ModelRouter
+        from .router import ModelRouter
         state.model_router = ModelRouter(
             _manager(request), lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app))
     return state.model_router
@@ -47,7 +47,7 @@ async def inference_task(request: Request, spec, tenant_id: str):
 
 def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
     """Add the serving routes to Orion's app (``principal``/``admin``: its auth dependencies)."""
-    from serve_apps.llm.openai_routes import install_openai_routes
+    from .openai_routes import install_openai_routes
     install_openai_routes(app, principal, _router)
 
     @app.post("/internal/deployments/create", status_code=201, tags=["serving"])

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 
 from orion_ray import (AsyncOrionClient, NotFound, OrionClient, QueueFull, SchedulerUnavailable,
                        Unauthorized, ValidationError, WorkloadResult)
-from orion_ray import async_client, client as sync_client
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.config import SchedulerConfig
@@ -42,20 +41,21 @@ def make_app(tmp_path):
         s.close()
 
 
+class Waits(list):
+    """Every wait a client would sleep, recorded instead of slept: pass ``sleep=waits.sleep``
+    (async client) or ``sleep=waits.append`` (sync client)."""
+
+    async def sleep(self, s: float) -> None:
+        self.append(s)
+
+
 @pytest.fixture
-def sleeps(monkeypatch):
-    """Every wait the clients would sleep, recorded instead of slept."""
-    waited: list[float] = []
-
-    async def fake_async_sleep(s):
-        waited.append(s)
-
-    monkeypatch.setattr(async_client, "_sleep", fake_async_sleep)
-    monkeypatch.setattr(sync_client.time, "sleep", waited.append)
-    return waited
+def sleeps() -> Waits:
+    return Waits()
 
 
 def aclient(app, key="admin-key", **kw) -> AsyncOrionClient:
+    kw.setdefault("sleep", Waits().sleep)  # never really sleep in a unit test
     return AsyncOrionClient(URL, key, transport=httpx.ASGITransport(app=app), **kw)
 
 
@@ -136,7 +136,7 @@ def test_async_wait_times_out_on_a_queued_workload(make_app, sleeps):
     app, _ = make_app()
 
     async def scenario():
-        async with aclient(app) as c:
+        async with aclient(app, sleep=sleeps.sleep) as c:
             h = await c.submit_workload(TASK)
             with pytest.raises(TimeoutError):
                 await h.wait_for_completion(timeout=0)
@@ -149,7 +149,8 @@ def test_async_retries_429_honouring_retry_after(make_app, sleeps):
     transport = Answer429First(app, n=2)
 
     async def scenario():
-        async with AsyncOrionClient(URL, "admin-key", transport=transport) as c:
+        async with AsyncOrionClient(URL, "admin-key", transport=transport,
+                                    sleep=sleeps.sleep) as c:
             h = await c.submit_workload(TASK)
             assert (await c.get_workload(h.workload_id))["status"] == "queued"
 
@@ -162,7 +163,8 @@ def test_async_retries_503_and_gives_up_with_a_typed_error(make_app, sleeps):
     transport = Answer429First(app, n=5, status=503)
 
     async def scenario():
-        async with AsyncOrionClient(URL, "admin-key", transport=transport, max_retries=2) as c:
+        async with AsyncOrionClient(URL, "admin-key", transport=transport, max_retries=2,
+                                    sleep=sleeps.sleep) as c:
             with pytest.raises(SchedulerUnavailable):  # the last answer, typed
                 await c.queue()
 
@@ -170,7 +172,7 @@ def test_async_retries_503_and_gives_up_with_a_typed_error(make_app, sleeps):
     assert sleeps == [3.0, 3.0] and transport.seen == 3
 
 
-def test_async_retry_succeeds_once_the_real_queue_frees_a_slot(make_app, monkeypatch):
+def test_async_retry_succeeds_once_the_real_queue_frees_a_slot(make_app):
     """A real 429 from a full queue (max 1); during the wait the first workload is cancelled."""
     app, sched = make_app(max_queue_size=1)
     waited = []
@@ -180,10 +182,8 @@ def test_async_retry_succeeds_once_the_real_queue_frees_a_slot(make_app, monkeyp
         for wid in list(sched.active):
             await sched.cancel(wid)
 
-    monkeypatch.setattr(async_client, "_sleep", free_a_slot)
-
     async def scenario():
-        async with aclient(app) as c:
+        async with aclient(app, sleep=free_a_slot) as c:
             first = await c.submit_workload(TASK)
             second = await c.submit_workload(TASK)
             assert second.workload_id != first.workload_id
@@ -223,7 +223,8 @@ def sync_transport(app) -> httpx.MockTransport:
 
 def test_sync_client_in_process(make_app, sleeps):
     app, _ = make_app(max_queue_size=1)
-    with OrionClient(URL, "admin-key", transport=sync_transport(app), max_retries=1) as c:
+    with OrionClient(URL, "admin-key", transport=sync_transport(app), max_retries=1,
+                     sleep=sleeps.append) as c:
         h = c.submit_workload(TASK)
         assert c.get_workload(h.workload_id)["status"] == "queued"
         assert c.explain(h.workload_id)["position"]["overall"] == 1
@@ -238,3 +239,90 @@ def test_sync_client_in_process(make_app, sleeps):
     with OrionClient(URL, "nope", transport=sync_transport(app)) as c:
         with pytest.raises(Unauthorized):
             c.queue()
+
+
+# -- the infrastructure calls: the async client answers what the sync one answers -------------------
+def test_async_infrastructure_calls_answer_like_the_sync_client(tmp_path):
+    from .test_node_lifecycle import NodesRuntime, node, running
+
+    store = SQLiteStore(str(tmp_path / "orion.db"))
+    sched = Scheduler(store, NodesRuntime([node("n1"), node("n2")]))
+    app = build_app(KeyRing([hash_key("admin-key")], {}), backend=sched)
+    running(sched, "w1", "n1", gpus=2.0)
+    reads = ("nodes", "resources_available", "fragmentation", "gpu_utilization")
+
+    async def async_side() -> dict:
+        async with aclient(app) as c:
+            out = {"cordon": (await c.cordon("n2", reason="maintenance"))["status"],
+                   "uncordon": (await c.uncordon("n2"))["status"],
+                   "drain": (await c.drain("n2", deadline_s=600))["status"]}
+            out["events"] = [e["kind"] for e in (await c.scaling_events(kind="node"))["items"]]
+            out["health"] = sorted(await c.infrastructure_health())
+            out.update({name: await getattr(c, name)() for name in reads})
+            return out
+
+    got = asyncio.run(async_side())
+    # n2 runs nothing, so its drain ends at once
+    assert (got["cordon"], got["uncordon"], got["drain"]) == ("cordoned", "ready", "drained")
+    assert got["events"] and set(got["events"]) == {"node"}
+    def states(nodes: dict) -> list:  # without the ages, which move between the two reads
+        return [(n["node_id"], n["status"], n["workloads"]) for n in nodes["items"]]
+
+    assert states(got["nodes"]) == [("n1", "ready", ["w1"]), ("n2", "drained", [])]
+    with OrionClient(URL, "admin-key", transport=sync_transport(app)) as c:
+        assert states(c.nodes()) == states(got["nodes"])
+        for name in reads[1:]:  # the same state read through the sync client answers the same
+            assert getattr(c, name)() == got[name], name
+        assert sorted(c.infrastructure_health()) == got["health"]
+    store.close()
+
+
+class FakeReservations:
+    """The capacity backend's surface (``create``/``list``/``release``/``status``) in memory."""
+
+    class Made:
+        def __init__(self, rid: str, body):
+            self.rid, self.body = rid, body
+
+        def to_dict(self) -> dict:
+            return {"reservation_id": self.rid, "instance_type": self.body.instance_type,
+                    "count": self.body.count, "tags": self.body.tags}
+
+    def __init__(self):
+        self.made: dict = {}
+
+    def create(self, body):
+        rid = f"cr-{len(self.made) + 1:017x}"
+        self.made[rid] = self.Made(rid, body)
+        return self.made[rid]
+
+    def list(self):
+        return list(self.made.values())
+
+    def release(self, rid):
+        self.made.pop(rid)
+        return {"reservation_id": rid, "released": True}
+
+    def status(self):
+        return {"pools": {}}
+
+
+def test_capacity_calls_in_both_clients():
+    capacity = FakeReservations()
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=None, capacity_backend=capacity)
+
+    async def async_side() -> tuple:
+        async with aclient(app) as c:
+            made = await c.create_reservation("p4d.24xlarge", "us-east-1a", 2, tags={"team": "a"})
+            listed = await c.capacity_reservations()
+            return made, listed, await c.capacity_status()
+
+    made, listed, status = asyncio.run(async_side())
+    assert made["count"] == 2 and made["tags"] == {"team": "a"}
+    assert listed == {"items": [made]} and status == {"pools": {}}
+    with OrionClient(URL, "admin-key", transport=sync_transport(app)) as c:
+        assert c.capacity_reservations() == listed
+        assert c.release_reservation(made["reservation_id"])["released"] is True
+        assert c.capacity_reservations() == {"items": []}
+        with pytest.raises(ValidationError):  # the route's validation, typed
+            c.create_reservation("p4d.24xlarge", "nowhere", 1)

@@ -51,3 +51,75 @@ def test_orion_home_and_store_path_follow_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ORION_HOME", str(tmp_path))
     assert orion_home() == tmp_path
     assert OrionConfig().orion.store.resolved_path() == str(tmp_path / "orion.db")
+
+
+# -- worker pools: typed in the model layer, validated at load ------------------------------------
+def _load(tmp_path, text):
+    f = tmp_path / "orion.yaml"
+    f.write_text(text)
+    return load_config(str(f))
+
+
+@pytest.mark.parametrize("pools, field", [
+    ("[{name: p, resources: {GPU: -1}}]", "orion.worker_pools.0.resources"),
+    ("[{name: p, instance_type: x9.huge}]", "orion.worker_pools.0.resources"),
+    ("[{name: p, resources: {CPU: 1}, min_size: 3, max_size: 1}]", "orion.worker_pools.0.max_size"),
+    ("[{name: p, resources: {CPU: 1}, autoscaling: {idle_time: 5x}}]",
+     "orion.worker_pools.0.autoscaling"),
+    ("[{name: p, resources: {CPU: 1}, schedule: [{cron: '61 * * * *', duration: 1h, size: 1}]}]",
+     "orion.worker_pools.0.schedule.0"),
+    ("[{name: p, resources: {CPU: 1}, scaling_policy: schedule}]", "orion.worker_pools.0.schedule"),
+    ("[{name: p, resources: {CPU: 1}, max_szie: 3}]", "orion.worker_pools.0.max_szie"),
+    ("[{name: p, resources: {CPU: 1}}, {name: p, resources: {CPU: 2}}]", "orion.worker_pools"),
+])
+def test_bad_worker_pools_are_refused_at_load_naming_the_field(tmp_path, pools, field):
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, f"orion:\n  worker_pools: {pools}\n")
+    assert e.value.status_code == 422
+    assert field in [d["field"] for d in e.value.details], e.value.details
+
+
+def test_bad_autoscaling_defaults_are_refused_at_load(tmp_path):
+    for text in ("orion:\n  autoscaling: {target_cpu_utilization: 120}\n",
+                 "orion:\n  autoscaling: {interval_s: 0}\n"):
+        with pytest.raises(ConfigError) as e:
+            _load(tmp_path, text)
+        assert e.value.details[0]["field"] == "orion.autoscaling", e.value.details
+
+
+def test_worker_pools_are_typed_and_survive_the_trip_to_an_actor(tmp_path):
+    from orion_ray.autoscaler.pool_spec import node_type_of, parse_autoscale_pools
+    from orion_ray.worker_pools import WorkerPool
+
+    cfg = _load(tmp_path, "orion:\n  worker_pools:\n"
+                "    - {name: a100, instance_type: p4d.24xlarge, scaling_policy: hybrid,\n"
+                "       ray_node_type: gpu_a100, labels: {tier: 1},\n"
+                "       schedule: [{cron: '0 9 * * 1-5', duration: 8h, size: 4}]}\n"
+                "  autoscaling: {scale_up_cooldown: 30s, interval_s: 0.5}\n")
+    (pool,) = cfg.orion.worker_pools
+    assert isinstance(pool, WorkerPool) and pool.node_type == "gpu_a100"
+    assert pool.node_shape() == ({"CPU": 96.0, "GPU": 8.0}, "A100")
+    assert pool.labels == {"tier": "1"}  # YAML's number, as label text
+    # actors get the config as JSON and validate it again: the same pools come back
+    again = OrionConfig.model_validate(cfg.model_dump(mode="json"))
+    assert again == cfg
+    (spec,) = parse_autoscale_pools(again.orion.worker_pools, again.orion.autoscaling)
+    assert spec.labels == {"tier": "1", "orion.io/pool": "a100", "ray.io/accelerator-type": "A100"}
+    assert spec.params.scale_up_cooldown_s == 30.0 and spec.schedule[0].size == 4
+    assert node_type_of(again.orion.worker_pools) == {"a100": "gpu_a100"}
+
+
+@pytest.mark.parametrize("path", ["cluster_configs/orion.yaml", "cluster_configs/aws/orion.yaml"])
+def test_shipped_configs_load_with_typed_pools(path):
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(str(root / path))
+    for pool in cfg.orion.worker_pools:
+        assert pool.node_shape()[0], pool.name
+
+
+def test_placement_policy_names_match_the_registry():
+    # config.py lists the names so the model layer needs no import of the policy registry
+    from orion_ray.config import PLACEMENT_POLICIES
+    from orion_ray.policy.placement import POLICY_NAMES
+    assert sorted(PLACEMENT_POLICIES) == sorted(POLICY_NAMES)

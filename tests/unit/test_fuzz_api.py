@@ -23,7 +23,7 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.scheduler import Scheduler
 from orion_ray.store import SQLiteStore
-from serve_apps.llm.router import ModelRouter
+from orion_ray.serving.router import ModelRouter
 
 from .serving_fakes import LocalServing
 

@@ -10,7 +10,7 @@ from orion_ray.models import WorkloadSpec
 from orion_ray.scheduler import Scheduler
 from orion_ray.serving.inference import RUNNER, as_task, request_of
 from orion_ray.store import SQLiteStore
-from serve_apps.llm.router import ModelRouter
+from orion_ray.serving.router import ModelRouter
 
 from .serving_fakes import LocalServing
 from .test_api import assert_error

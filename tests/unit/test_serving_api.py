@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
-from serve_apps.llm.router import ModelRouter
+from orion_ray.serving.router import ModelRouter
 from orion_ray.policy.resilience import Breaker
 
 from .serving_fakes import LocalServing

@@ -55,7 +55,8 @@ def _is_cloud_error(exc: BaseException) -> bool:
 class EC2Provider:
     """Orion's EC2 capacity logic over a boto3 EC2 client (passed in, so it can point anywhere).
 
-    ``pools`` are ``orion.yaml`` ``worker_pools`` entries (dicts, validated here) or ``PoolConfig``.
+    ``pools`` are ``orion.yaml`` ``worker_pools`` entries: dicts or ``WorkerPool``s (validated
+    here as EC2 pools), or ``PoolConfig`` (``Ec2Pool``).
     ``clock``, ``sleep`` and ``rand`` are injectable so backoff and budgets are tested without
     waiting.
     """
@@ -72,9 +73,8 @@ class EC2Provider:
         raw = list(pools)
         if all(isinstance(p, PoolConfig) for p in raw):
             self.pools = {p.name: p for p in raw}
-        else:
-            self.pools = parse_pools([p.model_dump() if isinstance(p, PoolConfig) else p
-                                      for p in raw])
+        else:  # parse_pools takes a WorkerPool too, and checks its launch fields
+            self.pools = parse_pools(raw)
         self.reservations = reservations or ReservationManager(ec2_client, cluster)
         self.blocklist = Blocklist(blocklist_ttl_s, clock)
         self.transient_retries = transient_retries

@@ -1,18 +1,40 @@
-"""Five-field cron expressions and the schedule windows of the autoscaler.
+"""Durations and schedule windows as ``orion.yaml`` writes them (a model-layer parser, standard
+library only): the config validates them at load, and the autoscaling policy evaluates the windows.
 
-Pure stdlib. Times are UTC. Fields: minute hour day-of-month month day-of-week, each ``*``, a
-number, a list ``1,3``, a range ``1-5`` or a step ``*/15`` / ``0-30/10``; day-of-week 0-6 with
-0 = Sunday (7 is also Sunday). As in Vixie cron, when both day-of-month and day-of-week are
+Durations: seconds as a number, or ``"30s"``, ``"10m"``, ``"8h"``, ``"14d"``.
+
+Cron: five-field expressions, times in UTC. Fields: minute hour day-of-month month day-of-week, each
+``*``, a number, a list ``1,3``, a range ``1-5`` or a step ``*/15`` / ``0-30/10``; day-of-week 0-6
+with 0 = Sunday (7 is also Sunday). As in Vixie cron, when both day-of-month and day-of-week are
 restricted a day matches if either does; otherwise both must match.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import re
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Optional
 
-from .durations import parse_duration
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(field: str, value) -> float:
+    """Seconds; ``ValueError("<field>: '5x' is not a duration")`` for anything else, negatives
+    included."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value or value == float("inf"):
+            raise ValueError(f"{field}: {value!r} is not a duration")
+        return float(value)
+    if isinstance(value, str):
+        m = _RE.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"{field}: {value!r} is not a duration")
+
 
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
            ("day-of-week", 0, 7))

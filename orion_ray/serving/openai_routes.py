@@ -9,7 +9,7 @@ from typing import Any, Callable
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .protocol import ChatRequest, CompletionRequest
+from serve_apps.llm.protocol import ChatRequest, CompletionRequest
 
 VERSION_HEADER = "x-orion-model-version"
 

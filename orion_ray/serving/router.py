@@ -12,13 +12,13 @@ import random
 import time
 from typing import Any, AsyncIterator, Callable, Optional
 
-from orion_ray.errors import NotFound, OrionError, SchedulerUnavailable, ValidationError
-from orion_ray.policy import traffic
-from orion_ray.policy.resilience import Breaker
-from orion_ray.serving.cache import ResponseCache, request_key
-from orion_ray.serving.specs import ReleaseSpec
+from serve_apps.llm.engines.base import PromptTooLong
 
-from .engines.base import PromptTooLong
+from ..errors import NotFound, OrionError, SchedulerUnavailable, ValidationError
+from ..policy import traffic
+from ..policy.resilience import Breaker
+from ..serving_specs import ReleaseSpec
+from .cache import ResponseCache, request_key
 
 
 class ModelError(OrionError):
