@@ -44,7 +44,8 @@ class ActorBackend:
             try:
                 self._handle = self._resolve()
             except ValueError:
-                raise SchedulerUnavailable("the scheduler actor is not running", retry_after=2)
+                raise SchedulerUnavailable("the scheduler actor is not running",
+                                           retry_after=2) from None
         return self._handle
 
     async def _call(self, method: str, *args: Any) -> Any:

@@ -29,7 +29,7 @@ from ..policy.placement import get_policy
 from ..status import Status, check_transition
 from .recovery import recover
 from .tenants import TenantRegistry
-from . import capacity_signal, estimates, ingest, node_ops, outside, views
+from . import estimates, ingest, node_ops, outside, views
 from .liveness import Liveness
 from . import policy_bridge as bridge
 

@@ -11,9 +11,8 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.api.store_access import StoreAccess
 from orion_ray.models import WorkloadSpec
-from orion_ray.scheduler import Scheduler
+from orion_ray.scheduler import Scheduler, views
 from orion_ray.scheduler.ingest import new_workload
-from orion_ray.scheduler import views
 from orion_ray.store import SQLiteStore
 
 ADMIN = {"Authorization": "Bearer admin-key"}
