@@ -240,7 +240,8 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
                         proxy_location="HeadOnly")
             serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes,
                                     config.orion.capacity.model_dump(mode="json"),
-                                    config.orion.worker_pools), name=APP_NAME,
+                                    config.orion.worker_pools,
+                                    **api_store_options(config)), name=APP_NAME,
                       route_prefix="/", blocking=False)
         _wait_healthy(url, wait_s)
     finally:
@@ -248,6 +249,14 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
     info = {"api_url": url, "dashboard_url": dashboard_url, "credentials": str(cred_path),
             "ray_address": state["address"]}
     return info
+
+
+def api_store_options(config: OrionConfig) -> dict[str, Any]:
+    """What the API replica needs to read and write the store itself (the path resolved)."""
+    return {"store": config.orion.store.model_dump(mode="json"),
+            "max_queue_size": config.orion.scheduler.max_queue_size,
+            "policy": config.orion.policy.model_dump(mode="json"),
+            "actor_timeout_s": config.orion.api.actor_timeout_s}
 
 
 def config_path_in_use() -> Optional[str]:

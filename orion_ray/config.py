@@ -34,6 +34,8 @@ class ApiConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # every call from the API to an actor gives up after this long: 503 with Retry-After
+    actor_timeout_s: float = Field(10.0, gt=0)
 
 
 class StoreConfig(BaseModel):
@@ -58,6 +60,10 @@ class SchedulerConfig(BaseModel):
     job_poll_interval_s: float = Field(0.5, gt=0)
     placement_policy: str = Field("orion", description="placement engine policy (orion simulate's "
                                                        "--policy names)")
+    # /health is 503 when no cycle completed for this long (the loop stalled), or when recovery
+    # has not finished after this long (it retries forever; an operator should look)
+    stall_after_s: float = Field(30.0, gt=0)
+    recovery_stuck_after_s: float = Field(120.0, gt=0)
 
     @field_validator("placement_policy")
     @classmethod

@@ -177,10 +177,12 @@ class WorkloadSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
+    def _valid_unicode(cls, data: Any, info: ValidationInfo) -> Any:
         """Refuse unpaired UTF-16 surrogates (JSON ``"\\ud800"``) in free-form fields such as
-        ``args``: they can be parsed but never stored, so they are a 422 here, not a 500 later."""
-        if isinstance(data, dict):
+        ``args``: they can be parsed but never stored, so they are a 422 here, not a 500 later.
+        A spec read back from the store was stored, so it cannot hold one: not checked again
+        (this was most of the cost of every stored read)."""
+        if isinstance(data, dict) and not (info.context or {}).get("stored"):
             for name, value in data.items():
                 try:
                     json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")

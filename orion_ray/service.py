@@ -32,6 +32,16 @@ class SchedulerService(Protocol):
         estimates) is answered only after the store has the workload."""
         ...
 
+    async def notify(self) -> int:
+        """New rows are in the store (an API replica wrote them): take them in now rather than at
+        the next tick; how many were new. The API sends it without waiting for the answer."""
+        ...
+
+    async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The acknowledgement of a workload an API replica wrote (position and, for a short
+        queue, the forecast), once the scheduler has taken it in."""
+        ...
+
     async def get(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
         """One workload with its status history and queue position (``NotFound`` outside the
         caller's tenant)."""
@@ -159,6 +169,8 @@ SERVICE_METHODS: tuple[str, ...] = service_methods()
 # Methods the actor answers without waiting for recovery (``ensure_started``), each with why.
 # Every other method waits: it reads or changes state that recovery rebuilds.
 START_FREE: dict[str, str] = {
+    "notify": "fire and forget from the API; before recovery ends it takes nothing (recovery "
+              "loads every row), so it must not queue up behind recovery",
     "health": "says whether the loop runs; during a stuck recovery it must answer 'down', "
               "not hang",
     "metrics_text": "a scrape during recovery must show orion_scheduler_up 0 rather than time out",

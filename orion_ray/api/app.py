@@ -1,10 +1,13 @@
 """The REST API (FastAPI). Served by Ray Serve in production; tests may serve it with any backend.
 
 The backend is any object with the scheduler's async methods (``submit``, ``get``, ``list``,
-``cancel``, ``logs``, ``health``): the scheduler itself, or ``ActorBackend`` over the actor.
+``cancel``, ``logs``, ``health``, ``notify``, ``ack``): the scheduler itself, or ``ActorBackend``
+over the actor. With a ``StoreAccess`` (``access``), reads are answered from the store and a
+submission is written there, the scheduler only told (see ``store_access.py``).
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Optional
 
@@ -18,6 +21,7 @@ from ..models import WorkloadSpec
 from ..status import Status
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
+from .store_access import StoreAccess
 from .limits import BodySizeLimit
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 from ..service import SchedulerService
@@ -38,6 +42,8 @@ class ReloadBody(BaseModel):
     keys: dict[str, str] = Field(default_factory=dict, description="sha256 hex → tenant id")
     policy: Optional[PolicyConfig] = Field(None, description="orion.yaml's policy section")
 
+
+log = logging.getLogger("orion.api")
 
 KEYRING_TTL_S = 2.0
 MAX_CURSOR = 2**63 - 1  # a cursor is a SQLite row id: anything larger is refused (422), not a 500
@@ -75,14 +81,19 @@ class HealthBody(BaseModel):
 def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
               max_body_bytes: int = 1_048_576,
               backend_factory: Optional[Callable[[], Any]] = None,
-              capacity_backend: Any = None) -> FastAPI:
+              capacity_backend: Any = None, access: Optional[StoreAccess] = None,
+              access_factory: Optional[Callable[[], StoreAccess]] = None) -> FastAPI:
     """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
     (Serve pickles the app into its replica, so the backend is made there, not here).
-    ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``."""
+    ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``.
+    ``access`` (or ``access_factory()``, made on first use) serves reads from the store and
+    writes submissions there; without it every route goes to the backend."""
     app = FastAPI(title="Orion", version="0.1.0", responses=_ERRORS,
                   description="Orchestration of AI workloads on Ray.")
     app.state.backend = backend
     app.state.backend_factory = backend_factory
+    app.state.access = access
+    app.state.access_factory = access_factory
     app.state.keyring = keyring
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
@@ -103,6 +114,26 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
             raise SchedulerUnavailable("the scheduler is not connected", retry_after=2)
         return b
 
+    def access_of(request: Request) -> Optional[StoreAccess]:
+        """The store access, made on first use; None (the backend answers) until it opens."""
+        state = request.app.state
+        if state.access is None and state.access_factory is not None:
+            try:
+                state.access = state.access_factory()
+            except Exception as exc:  # e.g. the store is not created yet: ask the scheduler
+                log.warning("store not readable from this replica yet: %s", exc)
+        return state.access
+
+    async def notify(request: Request) -> None:
+        """Tell the scheduler new rows are in the store; never fails the request (the
+        scheduler tails the store anyway)."""
+        b = backend_or_none(request)
+        if b is not None and hasattr(b, "notify"):
+            try:
+                await b.notify()
+            except Exception:
+                log.debug("notify failed; the scheduler's next tick takes the row", exc_info=True)
+
     app.state.bootstrap = keyring
     app.state.keyring_at = 0.0
 
@@ -112,10 +143,10 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         state = request.app.state
         if time.monotonic() - state.keyring_at > KEYRING_TTL_S:
             state.keyring_at = time.monotonic()
-            b = backend_or_none(request)
-            if b is not None and hasattr(b, "keyring"):
+            a, b = access_of(request), backend_or_none(request)
+            if a is not None or (b is not None and hasattr(b, "keyring")):
                 try:
-                    ring = await b.keyring()
+                    ring = a.keyring() if a is not None else await b.keyring()
                     state.keyring = state.bootstrap.merged(list(ring.get("admins", [])),
                                                            dict(ring.get("keys", {})))
                 except Exception:  # keep the last ring; the scheduler may be restarting
@@ -151,11 +182,25 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
             # kept as an inference workload; the scheduler runs it as that task
             spec = spec.model_copy(update={"resources": task.resources,
                                            "metadata": task.metadata})
-        return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
+        a = access_of(request)
+        if a is None or not a.writes_here(spec):
+            return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
+        w = await a.submit(spec, tenant, who(p))  # durable from here on: never a 5xx below
+        await notify(request)
+        b = backend_or_none(request)
+        if b is not None and hasattr(b, "ack") and a.shallow():
+            try:  # a short queue: the scheduler's own ack (policy order and forecast)
+                return await b.ack(w.workload_id, tenant)
+            except Exception:
+                log.debug("no ack from the scheduler; answered from the store", exc_info=True)
+        return a.ack(w)
 
     @app.get("/api/v1/workloads/{workload_id}", tags=["workloads"])
     async def get_workload(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """One workload with its status history."""
+        a = access_of(request)
+        if a is not None:
+            return a.get(workload_id, scope(p))
         return await backend_of(request).get(workload_id, scope(p))
 
     @app.get("/api/v1/workloads", tags=["workloads"])
@@ -166,6 +211,9 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
                              cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         tenant = p.tenant_id or tenant_id
+        a = access_of(request)
+        if a is not None:
+            return a.list(status.value if status else None, tenant, limit, cursor)
         return await backend_of(request).list(status.value if status else None, tenant, limit,
                                               cursor)
 
@@ -178,13 +226,23 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
              responses=_JSON_ERRORS, tags=["workloads"])
     async def logs(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """stdout/stderr of the workload's latest run."""
-        return PlainTextResponse(await backend_of(request).logs(workload_id, scope(p)))
+        a = access_of(request)
+        text = a.stored_logs(a.workload(workload_id, scope(p))) if a is not None else None
+        if text is None:  # a running job's logs are live: the scheduler reads them from Ray
+            text = await backend_of(request).logs(workload_id, scope(p))
+        return PlainTextResponse(text)
 
     @app.get("/api/v1/workloads/{workload_id}/explain", tags=["workloads"])
     async def explain(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """Why it is not running yet: its position, what it waits for (capacity, priority, quota,
         backoff) and, when known, when it is expected to start."""
-        return await backend_of(request).explain(workload_id, scope(p))
+        a = access_of(request)
+        try:  # the forecast and the autoscaler's view are the scheduler's, live
+            return await backend_of(request).explain(workload_id, scope(p))
+        except SchedulerUnavailable:
+            if a is None:
+                raise
+            return a.explain(workload_id, scope(p))  # its stored parts
 
     @app.get("/api/v1/queue", tags=["workloads"])
     async def queue(request: Request, p: Principal = Depends(principal)):
@@ -215,6 +273,9 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
                     limit: int = Query(100, ge=1, le=1000),
                     cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
+        a = access_of(request)
+        if a is not None:
+            return a.audit_log(limit, cursor)
         return await backend_of(request).audit_log(limit, cursor)
 
     from .infrastructure import install_infrastructure
@@ -239,7 +300,8 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
     @app.get("/health", tags=["operations"], responses={
         200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "a part is down"}})
     async def health(request: Request):
-        """Liveness of the API, the scheduler and the store (503 when either is down)."""
+        """Liveness of the API, the scheduler and the store (503 when either is down, when the
+        scheduler's loop has not completed a cycle for too long, or its recovery is stuck)."""
         body: dict[str, Any] = {"api": "ok", "scheduler": "down", "store": "unknown"}
         try:
             body.update(await backend_of(request).health())

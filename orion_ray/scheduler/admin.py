@@ -30,7 +30,7 @@ class AdminMixin:
     policy_config: PolicyConfig
     autoscaler_status: dict[str, Any]
 
-    def _lookup(self, workload_id: str, tenant_id: Optional[str]) -> Workload:
+    def lookup(self, workload_id: str, tenant_id: Optional[str]) -> Workload:
         w = self.book.active.get(workload_id) or self.store.get(workload_id)
         if w is None or (tenant_id is not None and w.tenant_id != tenant_id):
             raise NotFound(f"no workload {workload_id!r}")
@@ -38,7 +38,7 @@ class AdminMixin:
 
     async def explain(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
         """Why the workload is not running yet (position, reasons)."""
-        return views.explain(self, self._lookup(workload_id, tenant_id), self.clock())
+        return views.explain(self, self.lookup(workload_id, tenant_id), self.clock())
 
     async def queue(self, tenant_id: Optional[str] = None) -> dict[str, Any]:
         """Queue depth, running work and usage against quota, per tenant."""

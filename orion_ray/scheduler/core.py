@@ -4,8 +4,9 @@ interface the actor exposes.
 Runs on an asyncio loop (inside the ``orion-scheduler`` actor, or a test's loop). Its parts:
 ``transitions.WorkloadBook`` (the active workloads, what is held for them, and ``set``, the one
 place a status changes, which persists before anything is acknowledged), ``driver.WorkloadDriver``
-(one workload's run), ``intake`` (submission checks), ``recovery`` (start-up reconciliation), and
-``service`` (views, node operations, administration). Every Ray call goes through the ``runtime``
+(one workload's run), ``intake`` (submission checks), ``ingest`` (new rows from the store, by
+``seq``, and what readers need written back), ``recovery`` (start-up reconciliation), ``liveness``
+(what ``/health`` reports) and ``admin`` (views, node operations, administration). Every Ray call goes through the ``runtime``
 (``runtime.base.Runtime``).
 
 Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve ·
@@ -17,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
-from ..errors import Conflict
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.admission import plan_cycle
@@ -31,10 +30,11 @@ from ..policy.placement import get_policy
 from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
 from ..status import Status
-from . import capacity_signal, estimates, intake, node_ops, outside, views
+from . import estimates, ingest, intake, node_ops, outside, views
 from . import policy_bridge as bridge
 from .driver import WorkloadDriver
 from .every import Every
+from .liveness import Liveness
 from .recovery import recover
 from .admin import AdminMixin
 from .tenants import TenantRegistry
@@ -88,6 +88,8 @@ class Scheduler(AdminMixin):
         # every node seen, with operator cordons and drains (persisted)
         self.nodebook = node_ops.load_book(store)
         self.autoscaler_status: dict[str, Any] = {}
+        self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
+        self.liveness = Liveness()          # recovery state and cycle age, for /health
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -107,18 +109,21 @@ class Scheduler(AdminMixin):
         self._wake = asyncio.Event()
         self._loop_task = asyncio.current_task()  # mark as starting (idempotent start)
         delay = 0.2
+        self.liveness.recovering()
         while True:
             try:
                 await recover(store=self.store, runtime=self.runtime, book=self.book,
                               driver=self.driver, observe=self.observe, clock=self.clock)
                 break
-            except Exception:  # e.g. the executor is itself restarting: never give up
+            except Exception as exc:  # e.g. the executor is itself restarting: never give up
+                self.liveness.failed(exc)
                 log.exception("recovery failed; retrying in %.1fs", delay)
                 self.driver.stop_all()
                 self.book.clear()
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
         self.started_at = self.clock()
+        self.liveness.recovered()
         self._loop_task = asyncio.create_task(self._loop())
         self.wake()
 
@@ -152,8 +157,10 @@ class Scheduler(AdminMixin):
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
+                woken = self.ingest.pull() > 0 or woken  # rows written by API replicas
                 if full_cycle.due(force=woken or self.clock() >= self._next_due):
                     self.run_cycle()
+                    self.ingest.after_cycle()  # wait reasons and order, for the store's readers
                 if serving.due():
                     asyncio.create_task(outside.refresh_serving_usage(self))
                 if node_check.due():
@@ -275,39 +282,23 @@ class Scheduler(AdminMixin):
     # == the interface the API (and the actor) expose =============================================
     async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
                      who: Optional[str] = None) -> dict[str, Any]:
-        """Validate, persist and enqueue; answers only after the store has the workload."""
-        parsed = intake.parse(spec, tenant_id=tenant_id, sched=self)
-        rid = parsed.metadata.request_id
-        if rid:
-            existing = self.store.find_by_request_id(tenant_id, rid)
-            if existing is not None:
-                if existing.spec.fingerprint() != parsed.fingerprint():
-                    raise Conflict(f"request_id {rid!r} was already used with a different spec",
-                                   [{"field": "metadata.request_id", "problem": "reused"}])
-                return intake.ack(self, self.book.active.get(existing.workload_id, existing))
-        intake.check_room(self, tenant_id)
-        now = self.clock()
-        w = Workload(workload_id=f"wl-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, spec=parsed,
-                     status=Status.QUEUED, submitted_at=now, updated_at=now, seq=2**62)
-        if parsed.deadline is not None and self.policy_config.refuse_infeasible_deadlines:
-            intake.refuse_if_deadline_unreachable(self, w)
-        capacity_signal.check_backpressure(self, w)  # 429 if policy says and its pool can't grow
-        self.book.version += 1
-        self.store.insert(w, [(Status.SUBMITTED.value, now, "accepted"),
-                              (Status.QUEUED.value, now, "")])
-        self.book.active[w.workload_id] = w
-        self.observe(w)
-        for status in (Status.SUBMITTED, Status.QUEUED):
-            self.metrics.transition(tenant_id, parsed.priority.value, status.value)
-        self.store.audit(who or tenant_id, "submit", w.workload_id,
-                         {"tenant_id": tenant_id, "workload_type": parsed.workload_type,
-                          "priority": parsed.priority.value}, now)
-        self.wake()
-        return intake.ack(self, w)
+        """Validate, persist and enqueue in one store transaction; answers only after the store
+        has the workload (see ``ingest.submit``)."""
+        return ingest.submit(self, spec, tenant_id, who)
+
+    async def notify(self) -> int:
+        """New rows were written (by an API replica): take them in now, not at the next tick."""
+        if self.started_at is None:  # recovery loads every row; the tail dedupes after it
+            return 0
+        return self.ingest.pull()
+
+    async def ack(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The acknowledgement of a workload an API replica wrote (see ``ingest.ack``)."""
+        return ingest.ack(self, workload_id, tenant_id)
 
     async def get(self, workload_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
         """One workload with its history and queue position."""
-        w = self._lookup(workload_id, tenant_id)
+        w = self.lookup(workload_id, tenant_id)
         out = w.public(history=self.store.history(workload_id))
         out["queue_position"] = intake.position(self, w)
         return out
@@ -324,7 +315,7 @@ class Scheduler(AdminMixin):
     async def cancel(self, workload_id: str, tenant_id: Optional[str] = None,
                      who: Optional[str] = None) -> dict[str, Any]:
         """Stop the workload wherever it is; idempotent (a finished one answers its final state)."""
-        w = self._lookup(workload_id, tenant_id)
+        w = self.lookup(workload_id, tenant_id)
         if w.status.terminal:
             return w.public()
         self.store.audit(who or tenant_id or "admin", "cancel", workload_id,
@@ -337,7 +328,7 @@ class Scheduler(AdminMixin):
 
     async def logs(self, workload_id: str, tenant_id: Optional[str] = None) -> str:
         """The run's output: live for a running job, else what the store kept."""
-        w = self._lookup(workload_id, tenant_id)
+        w = self.lookup(workload_id, tenant_id)
         if w.spec.workload_type == "job" and w.status == Status.RUNNING:
             live = await self.runtime.job_logs(workload_id, w.attempt)
             if live is not None:
@@ -368,6 +359,11 @@ class Scheduler(AdminMixin):
         except Exception as exc:
             store_ok, store_error = False, str(exc)
         loop_ok = self._loop_task is not None and not self._loop_task.done()
-        return {"scheduler": "ok" if loop_ok else "down", "store": "ok" if store_ok else "down",
+        live = self.liveness.report(self.ingest.cycle_done_at,
+                                    stall_after_s=self.config.stall_after_s,
+                                    stuck_after_s=self.config.recovery_stuck_after_s)
+        verdict = live.pop("verdict")
+        state = ("down" if not loop_ok else "ok" if verdict in ("ok", "recovering") else verdict)
+        return {"scheduler": state, "store": "ok" if store_ok else "down",
                 "store_error": store_error, "active": len(self.book.active), "cycles": self.cycles,
-                "last_cycle": self.last_cycle}
+                "last_cycle": self.last_cycle, **live}

@@ -30,15 +30,22 @@ def parse(spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler") -> Worklo
     except Exception as exc:  # pydantic's error → the contract's error
         raise ValidationError("invalid workload spec", pydantic_details(exc)) from None
     check_importable(parsed)
-    protected = sched.policy_config.preemption.protected_classes
-    if not parsed.preemptible and parsed.priority.value not in protected:
+    check_spec(parsed, tenant_id, protected=sched.policy_config.preemption.protected_classes,
+               known=sched.tenants.known(tenant_id))
+    return parsed
+
+
+def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str],
+               known: bool) -> None:
+    """The checks every submission passes before its transaction, wherever it arrives (the
+    scheduler, or an API replica writing to the store)."""
+    if not spec.preemptible and spec.priority.value not in protected:
         raise ValidationError("this priority class may not opt out of preemption", [
             {"field": "preemptible", "problem": f"false is only allowed for classes "
                                                 f"{', '.join(protected) or '(none)'}"}])
-    if not sched.tenants.known(tenant_id):
+    if not known:
         raise ValidationError(f"unknown tenant {tenant_id!r}", [
             {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])
-    return parsed
 
 
 def check_importable(spec: WorkloadSpec) -> None:

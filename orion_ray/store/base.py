@@ -1,7 +1,7 @@
 """The store interface: durable desired state. SQLite is the embedded default; others may follow."""
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from ..models import Workload
 
@@ -19,6 +19,34 @@ class WorkloadStore(Protocol):
 
     def update_many(self, changes: list[tuple[Workload, Optional[tuple[str, float, str]]]]) -> None:
         """Several ``update``s in one durable write."""
+
+    def submit(self, workload: Workload, *, who: str, max_queue_size: int,
+               tenant_limit: Optional[int] = None,
+               check: Optional[Callable[[Workload], None]] = None) -> tuple[Workload, bool]:
+        """A new workload in one transaction: idempotency by ``request_id``, queue limits, row,
+        first transitions, audit. ``(workload, created)``; the first one for a repeated id."""
+
+    def set_waits(self, changes: list[tuple[Workload, Optional[list[dict]]]]) -> None:
+        """Persist queued workloads' ``reason`` and detailed wait reasons (for readers)."""
+
+    def count_active(self, tenant_id: Optional[str] = None) -> int: ...
+
+    def count_queued(self, cap: int) -> int: ...
+
+    def queued_ahead(self, rank: int, seq: int,
+                     tenant_id: Optional[str] = None) -> tuple[int, int]:
+        """Queued ahead by class then arrival: ``(higher class, same class)``."""
+
+    def queued_among(self, workload_ids: list[str]) -> set[str]: ...
+
+    def after_seq(self, seq: int, limit: int = 1000) -> list[Workload]:
+        """Unfinished workloads with ``seq`` above ``seq``, in order (the scheduler's intake)."""
+
+    def max_seq(self) -> int: ...
+
+    def wait_of(self, workload_id: str) -> Optional[list[dict]]: ...
+
+    def raw_setting(self, name: str) -> Optional[str]: ...
 
     def get(self, workload_id: str) -> Optional[Workload]: ...
 

@@ -5,9 +5,11 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from ..errors import Conflict, QueueFull
 from ..models import Workload, WorkloadSpec, iso
 from ..status import Status
 
@@ -19,7 +21,9 @@ CREATE TABLE IF NOT EXISTS workloads (
     request_id   TEXT,
     status       TEXT NOT NULL,
     spec         TEXT NOT NULL,
-    state        TEXT NOT NULL
+    state        TEXT NOT NULL,
+    rank         INTEGER,
+    wait         TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS workloads_request ON workloads(tenant_id, request_id)
     WHERE request_id IS NOT NULL;
@@ -72,38 +76,136 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 """
 
+# Added after the first schema: old files get these columns, indexes and triggers on open.
+# ``rank`` (the priority class, 0 highest) makes a queue position an index range count;
+# ``wait`` is the scheduler's last reasons for not admitting a queued workload (explain).
+# ``active_counts`` (unfinished workloads per tenant) is kept by triggers in the same transaction
+# as every write, so the queue limits are O(1) whoever writes (the scheduler or an API replica).
+# ``queue_buckets`` counts queued workloads per (class, block of 256 seqs), kept the same way: a
+# queue position is then a sum over a few bucket rows plus a count within one block, not a walk
+# over every queued workload ahead.
+_SCHEMA_2 = """
+CREATE INDEX IF NOT EXISTS workloads_queue ON workloads(status, rank, seq);
+CREATE INDEX IF NOT EXISTS workloads_tenant_queue ON workloads(tenant_id, status, rank, seq);
+CREATE TABLE IF NOT EXISTS active_counts (
+    tenant_id    TEXT PRIMARY KEY,
+    n            INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS workloads_count_insert AFTER INSERT ON workloads
+WHEN NEW.status NOT IN ('completed', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO active_counts(tenant_id, n) VALUES (NEW.tenant_id, 1)
+        ON CONFLICT(tenant_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS workloads_count_update AFTER UPDATE OF status ON workloads
+WHEN (OLD.status IN ('completed', 'failed', 'cancelled'))
+     != (NEW.status IN ('completed', 'failed', 'cancelled'))
+BEGIN
+    INSERT INTO active_counts(tenant_id, n)
+        VALUES (NEW.tenant_id, CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled')
+                                    THEN -1 ELSE 1 END)
+        ON CONFLICT(tenant_id) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TABLE IF NOT EXISTS queue_buckets (
+    rank         INTEGER NOT NULL,
+    bucket       INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (rank, bucket)
+);
+CREATE TRIGGER IF NOT EXISTS workloads_queue_insert AFTER INSERT ON workloads
+WHEN NEW.status = 'queued'
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n) VALUES (NEW.rank, NEW.seq / 256, 1)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS workloads_queue_update AFTER UPDATE OF status ON workloads
+WHEN (OLD.status = 'queued') != (NEW.status = 'queued')
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n)
+        VALUES (NEW.rank, NEW.seq / 256, CASE WHEN NEW.status = 'queued' THEN 1 ELSE -1 END)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + excluded.n;
+    DELETE FROM queue_buckets WHERE rank = NEW.rank AND bucket = NEW.seq / 256 AND n = 0;
+END;
+"""
+SCHEMA_VERSION = 2
+BUCKET = 256  # seqs per queue_buckets row (the triggers' ``NEW.seq / 256``)
+_COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
+_RANK_SQL = ("CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
+             "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END")
+
 # Lifecycle fields live in one JSON column so adding a field needs no migration.
 _STATE_FIELDS = ("attempt", "submitted_at", "started_at", "finished_at", "updated_at", "not_before",
                  "requeues", "worker_id", "placement", "result", "error", "reason")
 
 
 class SQLiteStore:
-    """The embedded default store. Thread-safe: one connection behind a lock."""
+    """The embedded default store. Thread-safe: one connection behind a lock.
 
-    def __init__(self, path: str, synchronous: str = "normal"):
+    ``read_only`` opens the file as a WAL reader (``mode=ro``, ``query_only``): it never blocks
+    the writer and sees each commit at once; the schema is then the writer's to create.
+    """
+
+    def __init__(self, path: str, synchronous: str = "normal", read_only: bool = False):
+        self.path = path
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        if read_only:
+            uri = "file:" + str(Path(path).expanduser()) + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA query_only=1")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         if path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         if path != ":memory:":
             os.chmod(path, 0o600)
+
+    def _migrate(self) -> None:
+        """Bring a file written by an older Orion to ``SCHEMA_VERSION`` (idempotent, atomic)."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._lock, self._tx():
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # another process migrated it while we waited for the write lock
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(workloads)")}
+            for col, kind in (("rank", "INTEGER"), ("wait", "TEXT")):
+                if col not in cols:
+                    self._db.execute(f"ALTER TABLE workloads ADD COLUMN {col} {kind}")
+            self._db.execute(f"UPDATE workloads SET rank = {_RANK_SQL} WHERE rank IS NULL")
+            for stmt in _split(_SCHEMA_2):
+                self._db.execute(stmt)
+            self._db.execute("DELETE FROM active_counts")
+            self._db.execute("INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
+                             "FROM workloads WHERE status NOT IN ('completed', 'failed', "
+                             "'cancelled') GROUP BY tenant_id")
+            self._db.execute("DELETE FROM queue_buckets")
+            self._db.execute("INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
+                             "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writes ------------------------------------------------------------------------------
     def insert(self, workload: Workload, transitions: list[tuple[str, float, str]]) -> None:
         with self._lock, self._tx():
-            cur = self._db.execute(
-                "INSERT INTO workloads(workload_id, tenant_id, request_id, status, spec, state) "
-                "VALUES (?,?,?,?,?,?)",
-                (workload.workload_id, workload.tenant_id, workload.spec.metadata.request_id,
-                 workload.status.value, workload.spec.model_dump_json(), _state(workload)))
-            workload.seq = cur.lastrowid
-            for status, at, reason in transitions:
-                self._add_transition(workload, status, at, reason)
+            self._insert(workload, transitions)
+
+    def _insert(self, workload: Workload, transitions: list[tuple[str, float, str]]) -> None:
+        """The insert itself, inside the caller's transaction (see ``submission.submit``)."""
+        cur = self._db.execute(
+            "INSERT INTO workloads(workload_id, tenant_id, request_id, status, spec, state, rank) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (workload.workload_id, workload.tenant_id, workload.spec.metadata.request_id,
+             workload.status.value, workload.spec.model_dump_json(), _state(workload),
+             workload.priority.rank))
+        workload.seq = cur.lastrowid
+        for status, at, reason in transitions:
+            self._add_transition(workload, status, at, reason)
 
     def update(self, workload: Workload, transition: Optional[tuple[str, float, str]]) -> None:
         self.update_many([(workload, transition)])
@@ -117,6 +219,20 @@ class SQLiteStore:
                                  (workload.status.value, _state(workload), workload.workload_id))
                 if transition is not None:
                     self._add_transition(workload, *transition)
+
+    def set_waits(self, changes: list[tuple[Workload, Optional[list[dict]]]],
+                  chunk: int = 500) -> None:
+        """Persist queued workloads' wait reasons (``reason`` and the detailed ``wait`` list) as
+        the cycle leaves them, in transactions of at most ``chunk`` rows so that a submission
+        never waits behind one long write."""
+        for i in range(0, len(changes), chunk):
+            with self._lock, self._tx():
+                # json_set: only the reason changes (no re-encoding of the whole state)
+                self._db.executemany(
+                    "UPDATE workloads SET state=json_set(state, '$.reason', ?), wait=? "
+                    "WHERE workload_id=? AND status=?",
+                    [(w.reason, None if wait is None else json.dumps(wait), w.workload_id,
+                      Status.QUEUED.value) for w, wait in changes[i:i + chunk]])
 
     def set_logs(self, workload_id: str, logs: str) -> None:
         with self._lock:
@@ -212,13 +328,122 @@ class SQLiteStore:
         return [tuple(r) for r in self._query(
             "SELECT at, pool, nodes_needed FROM demand_history WHERE at>=? ORDER BY at", (since,))]
 
+    # -- a submission: one transaction -------------------------------------------------------
+    def submit(self, workload: Workload, *, who: str, max_queue_size: int,
+               tenant_limit: Optional[int] = None,
+               check: Optional[Callable[[Workload], None]] = None) -> tuple[Workload, bool]:
+        """Admit ``workload`` to the store: idempotency by ``request_id``, the queue limits, the
+        row, its first two transitions and the audit record, all in ONE transaction (one
+        commit). Returns ``(workload, True)``, or ``(the first workload, False)`` for a repeated
+        ``request_id``. Raises ``Conflict`` (the id reused with another spec) or ``QueueFull``;
+        ``check`` may raise too (called inside the transaction, before the insert). Whoever
+        writes it, the scheduler takes the row in by its ``seq`` (``after_seq``)."""
+        tenant, rid = workload.tenant_id, workload.spec.metadata.request_id
+        now = workload.updated_at if workload.updated_at is not None else time.time()
+        with self._lock, self._tx():
+            if rid:
+                row = self._db.execute(f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND "
+                                       "request_id=?", (tenant, rid)).fetchone()
+                if row is not None:
+                    first = _row(row)
+                    if first.spec.fingerprint() != workload.spec.fingerprint():
+                        raise Conflict(f"request_id {rid!r} was already used with a different "
+                                       "spec", [{"field": "metadata.request_id",
+                                                 "problem": "reused"}])
+                    return first, False
+            total = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM active_counts").fetchone()[0]
+            if total >= max_queue_size:
+                raise QueueFull(f"the queue is full ({max_queue_size} workloads)", retry_after=5)
+            if tenant_limit is not None and self._active_of(tenant) >= tenant_limit:
+                raise QueueFull(f"tenant {tenant!r} has {tenant_limit} unfinished workloads "
+                                "(its limit)", retry_after=5)
+            if check is not None:
+                check(workload)
+            self._insert(workload, [(Status.SUBMITTED.value, now, "accepted"),
+                                    (Status.QUEUED.value, now, "")])
+            self._db.execute("INSERT INTO audit(at, who, action, target, details) "
+                             "VALUES (?,?,?,?,?)",
+                             (now, who, "submit", workload.workload_id, json.dumps({
+                                 "tenant_id": tenant, "workload_type": workload.spec.workload_type,
+                                 "priority": workload.priority.value})))
+        return workload, True
+
+    def _active_of(self, tenant_id: str) -> int:
+        row = self._db.execute("SELECT n FROM active_counts WHERE tenant_id=?",
+                               (tenant_id,)).fetchone()
+        return row[0] if row else 0
+
+    # -- the queue as readers see it -----------------------------------------------------------
+    def count_active(self, tenant_id: Optional[str] = None) -> int:
+        """Unfinished workloads (all, or one tenant's): what the queue limits count."""
+        if tenant_id is not None:
+            return self._query("SELECT COALESCE(SUM(n), 0) FROM active_counts WHERE tenant_id=?",
+                               (tenant_id,))[0][0]
+        return self._query("SELECT COALESCE(SUM(n), 0) FROM active_counts", ())[0][0]
+
+    def count_queued(self, cap: int) -> int:
+        """How many are queued, counting no further than ``cap`` (an index range, bounded)."""
+        return self._query("SELECT COUNT(*) FROM (SELECT 1 FROM workloads WHERE status=? "
+                           "LIMIT ?)", (Status.QUEUED.value, int(cap)))[0][0]
+
+    def queued_ahead(self, rank: int, seq: int,
+                     tenant_id: Optional[str] = None) -> tuple[int, int]:
+        """Queued workloads ahead of (``rank``, ``seq``) by class then arrival, as
+        ``(of a higher class, of the same class)``. Overall: sums over the per-(class, block)
+        counts plus one count within the block; for a tenant: range counts over its index.
+        Never a scan of the queue."""
+        queued = Status.QUEUED.value
+        if tenant_id is not None:
+            where = "tenant_id=? AND status=?"
+            return self._query(
+                f"SELECT (SELECT COUNT(*) FROM workloads WHERE {where} AND rank<?), "
+                f"(SELECT COUNT(*) FROM workloads WHERE {where} AND rank=? AND seq<?)",
+                (tenant_id, queued, rank, tenant_id, queued, rank, seq))[0]
+        block = seq // BUCKET
+        higher, same_blocks, same_in = self._query(
+            "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank<?), "
+            "(SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank=? AND bucket<?), "
+            "(SELECT COUNT(*) FROM workloads WHERE status=? AND rank=? AND seq>=? AND seq<?)",
+            (rank, rank, block, queued, rank, block * BUCKET, seq))[0]
+        return higher, same_blocks + same_in
+
+    def queued_among(self, workload_ids: list[str]) -> set[str]:
+        """Which of these (a short list) are still queued."""
+        if not workload_ids:
+            return set()
+        marks = ",".join("?" * len(workload_ids))
+        return {r[0] for r in self._query(
+            f"SELECT workload_id FROM workloads WHERE status=? AND workload_id IN ({marks})",
+            (Status.QUEUED.value, *workload_ids))}
+
+    def after_seq(self, seq: int, limit: int = 1000) -> list[Workload]:
+        """Unfinished workloads written after ``seq``, in order of ``seq`` (the intake tail)."""
+        terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
+        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE seq>? AND status NOT IN "
+                           "(?,?,?) ORDER BY seq LIMIT ?", (int(seq), *terminal, int(limit)))
+        return [_row(r) for r in rows]
+
+    def max_seq(self) -> int:
+        """The highest ``seq`` written so far (0 for an empty store)."""
+        return self._query("SELECT COALESCE(MAX(seq), 0) FROM workloads", ())[0][0]
+
+    def wait_of(self, workload_id: str) -> Optional[list[dict]]:
+        """The reasons the last cycle gave for not admitting a queued workload (or None)."""
+        rows = self._query("SELECT wait FROM workloads WHERE workload_id=?", (workload_id,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    def raw_setting(self, name: str) -> Optional[str]:
+        """A setting's stored JSON text (cheap to compare: readers re-parse only on change)."""
+        rows = self._query("SELECT value FROM settings WHERE name=?", (name,))
+        return rows[0][0] if rows else None
+
     # -- reads -------------------------------------------------------------------------------
     def get(self, workload_id: str) -> Optional[Workload]:
-        rows = self._query("SELECT * FROM workloads WHERE workload_id=?", (workload_id,))
+        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE workload_id=?", (workload_id,))
         return _row(rows[0]) if rows else None
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> Optional[Workload]:
-        rows = self._query("SELECT * FROM workloads WHERE tenant_id=? AND request_id=?",
+        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?",
                            (tenant_id, request_id))
         return _row(rows[0]) if rows else None
 
@@ -233,15 +458,15 @@ class SQLiteStore:
         if before_seq is not None:
             where.append("seq<?")
             params.append(before_seq)
-        sql = "SELECT * FROM workloads" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT {_COLS} FROM workloads" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(int(limit))
         return [_row(r) for r in self._query(sql, tuple(params))]
 
     def active(self) -> list[Workload]:
         terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
-        rows = self._query("SELECT * FROM workloads WHERE status NOT IN (?,?,?) ORDER BY seq",
-                           terminal)
+        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) "
+                           "ORDER BY seq", terminal)
         return [_row(r) for r in rows]
 
     def history(self, workload_id: str) -> list[dict]:
@@ -292,6 +517,18 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         return False
+
+
+def _split(script: str) -> list[str]:
+    """Statements of a DDL script (triggers keep their inner ``;``)."""
+    out, cur = [], []
+    for line in script.strip().splitlines():
+        cur.append(line)
+        text = "\n".join(cur).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            out.append(text)
+            cur = []
+    return out
 
 
 def _state(w: Workload) -> str:

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.api.store_access import StoreAccess
 from orion_ray.config import SchedulerConfig
 from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
@@ -18,22 +19,30 @@ MAX_BODY = 4096
 TASK = {"workload_type": "task", "function": "math:factorial"}
 
 
-@pytest.fixture
-def make_client(tmp_path):
+@pytest.fixture(params=["scheduler", "store"])
+def make_client(tmp_path, request):
+    """Every test runs twice: every route through the scheduler (the in-process backend), and
+    as a Serve replica runs it, reads and submissions straight on the store (``StoreAccess``)."""
     made = []
 
     def make(max_queue_size=10_000):
-        store = SQLiteStore(str(tmp_path / f"orion-{len(made)}.db"))
+        path = str(tmp_path / f"orion-{len(made)}.db")
+        store = SQLiteStore(path)
         sched = Scheduler(store, runtime=FakeRuntime(),
                           config=SchedulerConfig(max_queue_size=max_queue_size))
         keys = KeyRing([hash_key("admin-key")], {hash_key("acme-key"): "acme"})
-        client = TestClient(build_app(keys, backend=sched, max_body_bytes=MAX_BODY))
-        made.append((client, store))
+        access = (StoreAccess(path, max_queue_size=max_queue_size)
+                  if request.param == "store" else None)
+        client = TestClient(build_app(keys, backend=sched, max_body_bytes=MAX_BODY,
+                                      access=access))
+        made.append((client, store, access))
         return client
 
     yield make
-    for client, store in made:
+    for client, store, access in made:
         client.close()
+        if access is not None:
+            access.close()
         store.close()
 
 

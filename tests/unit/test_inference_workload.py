@@ -44,7 +44,7 @@ def test_inference_is_queued_as_the_task_that_asks_the_model(client):
     assert r.status_code == 202, r.text
     w = client.get(f"/api/v1/workloads/{r.json()['workload_id']}", headers=ACME).json()
     assert w["tenant_id"] == "acme" and w["priority"] == "high" and w["status"] == "queued"
-    spec = client.app.state.backend._lookup(w["workload_id"], None).spec
+    spec = client.app.state.backend.lookup(w["workload_id"], None).spec
     assert spec.workload_type == "inference" and w["workload_type"] == "inference"
     task = as_task(spec, "acme")  # what the scheduler launches
     assert task.workload_type == "task" and task.function == RUNNER
