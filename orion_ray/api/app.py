@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._version import __version__
 from ..config import PolicyConfig, TenantConfig
 from ..errors import Forbidden, SchedulerUnavailable
 from ..models import WorkloadSpec
@@ -88,7 +89,7 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
     ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``.
     ``access`` (or ``access_factory()``, made on first use) serves reads from the store and
     writes submissions there; without it every route goes to the backend."""
-    app = FastAPI(title="Orion", version="0.1.0", responses=_ERRORS,
+    app = FastAPI(title="Orion", version=__version__, responses=_ERRORS,
                   description="Orchestration of AI workloads on Ray.")
     app.state.backend = backend
     app.state.backend_factory = backend_factory
