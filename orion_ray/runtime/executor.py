@@ -30,6 +30,9 @@ class TaskExecutor:
     def __init__(self, namespace: str = NAMESPACE):
         self.namespace = namespace
         self._runs: dict[str, ray.ObjectRef] = {}
+        # One remote function for every run: a new one per task would be exported to the GCS
+        # again and fetched by the worker each time (``options`` per run costs neither).
+        self._run_callable = ray.remote(run_callable)
 
     def start(self, workload_id: str, attempt: int, *, function: str, args: list, kwargs: dict,
               pg_name: str, bundle: dict[str, float], runtime_env: Optional[dict],
@@ -45,7 +48,7 @@ class TaskExecutor:
         orion_env = {"ORION_WORKLOAD_ID": workload_id, "ORION_PLACEMENT_GROUP": pg_name,
                      "ORION_NAMESPACE": self.namespace}
         options = {"runtime_env": runtime_env} if runtime_env else {}
-        remote_fn = ray.remote(run_callable).options(
+        remote_fn = self._run_callable.options(
             name=f"orion-{workload_id}-{attempt}", max_retries=0,
             num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
             memory=bundle.get("memory") or None, resources=custom or None,

@@ -12,6 +12,7 @@ import json
 import shlex
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 import ray
@@ -63,6 +64,20 @@ def on_head_node() -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(head_node_id(), soft=False)
 
 
+class PendingPG:
+    """A placement group being created on the runtime's GCS thread: what ``create_pg`` returns at
+    once, so the scheduler's event loop never waits for the creation RPC. ``nodes`` are the nodes
+    its bundles were pinned to (then Ray can place them nowhere else)."""
+
+    def __init__(self, future: "Future[PlacementGroup]", nodes: Optional[list[str]]):
+        self.future = future
+        self.nodes = list(nodes) if nodes else None
+
+    def result(self) -> PlacementGroup:
+        """The created group (blocks only while its creation RPC is in flight)."""
+        return self.future.result()
+
+
 @ray.remote(num_cpus=0, max_retries=0)
 def _gpu_probe() -> list:
     return list(ray.get_gpu_ids())
@@ -78,18 +93,29 @@ class RayRuntime:
         self._executor = None
         self._nodes_cache: Optional[tuple[float, list[NodeView]]] = None
         self._deaths: dict[str, tuple[int, str]] = {}  # dead node → (Ray's reason, message)
+        # GCS round trips leave the caller's event loop. Writes (create, remove) go through one
+        # thread, in order: a group removed and a group then created on its capacity (or under
+        # the same name) reach the GCS in that order. Reads of the node table use another.
+        self._gcs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-gcs")
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-gcs-read")
+        self._refreshing = False
+        self._pgs: dict[str, PlacementGroup] = {}  # created here, by workload (no name lookup)
 
     # -- cluster snapshot ----------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
         """Alive nodes with their total resources and labels (free capacity is Orion's to compute).
 
-        ``ray.nodes()`` is a GCS round trip; membership changes slowly, so it is cached for
-        ``NODES_TTL_S`` and a submission's cycle does not pay for it every time. Fresh copies are
-        returned: callers may change ``free``.
+        ``ray.nodes()`` is a GCS round trip; membership changes slowly, so the answer is cached,
+        and once it is older than ``NODES_TTL_S`` it is refreshed on a background thread while the
+        caller gets the last one (only the very first read waits). Fresh copies are returned:
+        callers may change ``free``.
         """
         now = time.monotonic()
-        if self._nodes_cache is None or now - self._nodes_cache[0] > NODES_TTL_S:
+        if self._nodes_cache is None:
             self._nodes_cache = (now, self._read_nodes())
+        elif now - self._nodes_cache[0] > NODES_TTL_S and not self._refreshing:
+            self._refreshing = True
+            self._reads.submit(self._refresh_nodes)
         return [NodeView(n.node_id, dict(n.free), n.total, n.labels, available=n.available)
                 for n in self._nodes_cache[1]]
 
@@ -98,6 +124,14 @@ class RayRuntime:
         2 unexpected — e.g. missed heartbeats —, 3/4 drained by the autoscaler), with its
         message; read with ``nodes()``."""
         return dict(self._deaths)
+
+    def _refresh_nodes(self) -> None:
+        try:
+            self._nodes_cache = (time.monotonic(), self._read_nodes())
+        except Exception:  # a busy GCS: keep the last answer, the next call tries again
+            pass
+        finally:
+            self._refreshing = False
 
     def _read_nodes(self) -> list[NodeView]:
         from ray._private.state import available_resources_per_node
@@ -124,8 +158,9 @@ class RayRuntime:
     # -- placement groups ----------------------------------------------------------------------
     def create_pg(self, workload_id: str, bundles: list[dict[str, float]], strategy: str,
                   nodes: Optional[list[str]] = None,
-                  gpu_types: Optional[list[Optional[str]]] = None) -> PlacementGroup:
-        """Create the workload's detached, named placement group; bundles pinned to ``nodes``."""
+                  gpu_types: Optional[list[Optional[str]]] = None) -> PendingPG:
+        """Create the workload's detached, named placement group, bundles pinned to ``nodes``,
+        on the GCS thread; returns at once (``wait_pg_ready`` waits for the creation too)."""
         selectors = []
         for i, _ in enumerate(bundles):
             sel: dict[str, str] = {}
@@ -137,18 +172,32 @@ class RayRuntime:
         kwargs: dict[str, Any] = {}
         if any(selectors):
             kwargs["bundle_label_selector"] = selectors
-        return placement_group(bundles, strategy=strategy, name=pg_name(workload_id),
-                               lifetime="detached", **kwargs)
 
-    async def wait_pg_ready(self, pg: PlacementGroup, timeout_s: float) -> bool:
+        def create() -> PlacementGroup:
+            pg = placement_group(bundles, strategy=strategy, name=pg_name(workload_id),
+                                 lifetime="detached", **kwargs)
+            self._pgs[workload_id] = pg
+            return pg
+        pinned = nodes if nodes and all(nodes) and len(nodes) == len(bundles) else None
+        return PendingPG(self._gcs.submit(create), pinned)
+
+    async def wait_pg_ready(self, pg: Any, timeout_s: float) -> bool:
+        """Whether the group is reserved within ``timeout_s``; a refused creation raises."""
+        async def ready() -> None:
+            group = await asyncio.wrap_future(pg.future) if isinstance(pg, PendingPG) else pg
+            await group.ready()
         try:
-            await asyncio.wait_for(pg.ready(), timeout=timeout_s)
+            await asyncio.wait_for(ready(), timeout=timeout_s)
             return True
         except asyncio.TimeoutError:
             return False
 
-    def pg_nodes(self, pg: PlacementGroup) -> list[str]:
-        """Node id of each bundle of a ready group."""
+    def pg_nodes(self, pg: Any) -> list[str]:
+        """Node id of each bundle of a ready group (the pinned nodes need no GCS read)."""
+        if isinstance(pg, PendingPG):
+            if pg.nodes is not None:
+                return list(pg.nodes)
+            pg = pg.result()
         table = placement_group_table(pg)
         mapping = table.get("bundles_to_node_id", {})
         return [mapping.get(i) for i in range(len(table.get("bundles", {})))]
@@ -161,6 +210,8 @@ class RayRuntime:
         no API that reports it, but a task in the bundle asking for the same fraction gets exactly
         those devices. ``None`` if the probe does not answer in time.
         """
+        if isinstance(pg, PendingPG):
+            pg = pg.result()
         ref = _gpu_probe.options(
             num_cpus=0, num_gpus=gpu,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundle_index)).remote()
@@ -181,13 +232,17 @@ class RayRuntime:
         return placement_group_table(pg).get("state") == "CREATED"
 
     def remove_pg(self, workload_id: str) -> bool:
-        pg = self.get_pg(workload_id)
-        if pg is None:
-            return False
-        try:
-            remove_placement_group(pg)
-        except Exception:  # already removed
-            return False
+        """Remove the workload's group, on the GCS thread (after any creation asked before it);
+        returns at once."""
+        def remove() -> None:
+            pg = self._pgs.pop(workload_id, None) or self.get_pg(workload_id)
+            if pg is None:
+                return
+            try:
+                remove_placement_group(pg)
+            except Exception:  # already removed
+                pass
+        self._gcs.submit(remove)
         return True
 
     def orion_pg_workloads(self) -> list[str]:
