@@ -18,8 +18,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from .fit import ACCELERATOR_LABEL, NodeView, could_ever_fit, fit_gang
-from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState,
-                        PlacementSession, Policy, Req, place_gang)
+from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req,
+                        place_gang)
+from .placement.engine import ScoreCache, choose
 from .placement.arrays import MILLI, to_milli
 
 STANDARD = ("CPU", "GPU", "memory")
@@ -156,7 +157,8 @@ class LivePlacer:
              for n in self.nodes],
             [gpu_state(self.gpu_count[n.node_id], by_node.get(n.node_id, ())) for n in self.nodes])
         self.arr.runtime_picks_shared_gpu = True
-        self._session: Optional[PlacementSession] = None
+        # Shared by every copy (what-ifs, the next cycle's state): node stamps keep it right.
+        self.cache = ScoreCache()
         self._totals: Optional[ClusterArrays] = None
 
     def snapshot(self) -> ClusterSnapshot:
@@ -178,14 +180,9 @@ class LivePlacer:
                 return None
             return [Held(n, dict(b), self._whole_gpus(n, b)) for n, b in zip(chosen, bundles)]
         reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
-        if len(reqs) == 1:
-            # one bundle: the session re-scores only nodes that changed since the last decision
-            if self._session is None or self._session.arr is not self.arr:
-                self._session = PlacementSession(self.policy, self.arr)
-            c = self._session.place(reqs[0])
-            choices = None if c is None else [c]
-        else:
-            choices = place_gang(self.policy, self.arr, reqs, strategy)
+        # Every bundle, gangs included, is scored from the cache: only the nodes that changed since
+        # a shape was last placed are scored again.
+        choices = place_gang(self.policy, self.arr, reqs, strategy, self.cache)
         if choices is None:
             return None
         return [Held(self.arr.node_ids[n], dict(b), tuple(g)) for (n, g), b in zip(choices, bundles)]
@@ -211,7 +208,7 @@ class LivePlacer:
             self.arr.mem[i] += req.mem
             for g in gpus:
                 self.arr.gpu[i, g] = min(MILLI, self.arr.gpu[i, g] + req.milli)
-            self.arr.version[i] += 1
+            self.arr.touch(i)
             self._take_custom(h, 1.0)
 
     def copy(self) -> "LivePlacer":
@@ -219,7 +216,6 @@ class LivePlacer:
         new = object.__new__(LivePlacer)
         new.__dict__.update(self.__dict__)
         new.arr = self.arr.copy()
-        new._session = None
         new.custom_free = {k: dict(v) for k, v in self.custom_free.items()}
         return new
 
@@ -251,7 +247,7 @@ class LivePlacer:
             i = new.arr.index.get(nid)
             if i is not None:
                 new.arr.cpu[i] = -1  # below any request: the node is infeasible for everything
-                new.arr.version[i] += 1
+                new.arr.touch(i)
         return new
 
     def _used_gpus(self, i: int, req: Req) -> tuple[int, ...]:

@@ -7,15 +7,26 @@ used GPUs in every check, so no mask is needed.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from .types import BundleRequest, ClusterSnapshot
 
 MILLI = 1000
+
+# Node versions are stamps drawn from one process-wide counter, not per-array counts: a stamp then
+# names one node state everywhere, so a score cache may serve every copy of an array (a gang's
+# scratch copy, a what-if, the next cycle's state) and stays right whichever copy changed.
+_STAMPS = itertools.count(1)
+
+
+def fresh_stamps(n: int) -> np.ndarray:
+    """``n`` version stamps never handed out before."""
+    return np.fromiter(itertools.islice(_STAMPS, n), dtype=np.int64, count=n)
 
 
 def to_milli(x: float) -> int:
@@ -31,10 +42,10 @@ class Req:
     mem: float
     num_gpu: int
     milli: int               # per GPU; 0 when num_gpu == 0
-    types: Optional[frozenset]
+    types: Optional[frozenset[str]]
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return (self.cpu, self.mem, self.num_gpu, self.milli, self.types)
 
     @property
@@ -91,8 +102,8 @@ class ClusterArrays:
         tindex = {t: i for i, t in enumerate(self.type_names)}
         # Type index -1 means "no GPU model"; type masks are indexed with it shifted by one.
         self.gtype = np.array([tindex[t] if t is not None else -1 for t in gpu_type], dtype=np.int64)
-        # Bumped on every change of a node: score caches compare against it.
-        self.version = np.zeros(n, dtype=np.int64)
+        # A fresh stamp on every change of a node: score caches compare against it.
+        self.version = fresh_stamps(n)
         # Per-node counts of GPU-workload kinds (used only by the gpu_clustering baseline).
         self.affinity: dict[str, np.ndarray] = {}
         # True when the runtime (Ray) picks the GPU of a shared request itself by the common rule
@@ -158,11 +169,32 @@ class ClusterArrays:
         self.mem[node] -= req.mem
         for g in gpus:
             self.gpu[node, g] -= req.milli
-        self.version[node] += 1
+        self.touch(node)
         if req.num_gpu:
             tag = "share" if req.shared else f"{req.num_gpu}-gpu"
             counts = self.affinity.setdefault(tag, np.zeros(len(self), dtype=np.int64))
             counts[node] += 1
+
+    def touch(self, node: int) -> None:
+        """Mark ``node`` changed (a fresh version stamp): cached scores of it are stale."""
+        self.version[node] = next(_STAMPS)
+
+    def adopt_versions(self, old: "ClusterArrays") -> bool:
+        """Take ``old``'s version stamps for the nodes whose state is the same here (free capacity,
+        GPU model and count, affinity), so scores cached for ``old`` stay valid for them. Only
+        for the same nodes in the same order; returns whether the stamps could be compared."""
+        if (self.node_ids != old.node_ids or self.type_names != old.type_names
+                or self.gpu.shape != old.gpu.shape):
+            return False
+        same = ((self.cpu == old.cpu) & (self.mem == old.mem) & (self.gtype == old.gtype)
+                & (self.gpu_count == old.gpu_count) & (self.gpu == old.gpu).all(axis=1))
+        zeros = np.zeros(len(self), dtype=np.int64)
+        for tag in set(self.affinity) | set(old.affinity):
+            same &= self.affinity.get(tag, zeros) == old.affinity.get(tag, zeros)
+        self.version[same] = old.version[same]
+        # Share the node list itself: caches recognise "the same nodes" by its identity.
+        self.node_ids, self.index = old.node_ids, old.index
+        return True
 
     def gpu_free_total(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """Free milli-GPUs per node."""

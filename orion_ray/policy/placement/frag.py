@@ -104,19 +104,25 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
     """The states the nodes ``idx`` would be in after taking ``req``.
 
     Returns ``cpu`` [n, o], ``gpu`` [n, o, G], ``option_gpu`` [n, o] and ``valid`` [n, o]: one option
-    per GPU for a shared request (which GPU to share), a single option otherwise (whole GPUs are the
+    per GPU for a shared request (which GPU to share) unless the runtime picks that GPU itself
+    (``runtime_picks_shared_gpu``: only its pick), a single option otherwise (whole GPUs are the
     lowest-index fully free ones; which ones does not change the free-capacity multiset).
     """
     g = arr.gpu[idx]
     n, width = g.shape
     cpu_after = arr.cpu[idx] - req.cpu
+    if req.shared and arr.runtime_picks_shared_gpu:
+        # Ray chooses the GPU of a shared bundle itself (tightest fit, lowest index on ties): only
+        # that option is real, so only that one is built and scored (one option, not one per GPU).
+        fits = g >= req.milli
+        tight = np.where(fits, g, np.iinfo(np.int64).max).argmin(axis=1)
+        rows = np.arange(n)
+        states = g.copy()
+        states[rows, tight] -= req.milli
+        return (cpu_after[:, None], states[:, None, :], tight[:, None],
+                fits[rows, tight][:, None])
     if req.shared:
         valid = g >= req.milli
-        if arr.runtime_picks_shared_gpu:
-            # Ray chooses the GPU of a shared bundle itself (tightest fit, lowest index on ties):
-            # only that option is real, so only that one may be scored.
-            tight = np.where(valid, g, np.iinfo(np.int64).max).argmin(axis=1)
-            valid = valid & (np.arange(width)[None, :] == tight[:, None])
         states = np.repeat(g[:, None, :], width, axis=1)
         diag = np.arange(width)
         states[:, diag, diag] -= req.milli

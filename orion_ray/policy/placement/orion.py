@@ -147,7 +147,7 @@ class OrionPolicy(Policy):
         primary = -delta if self.exact else sigmoid_score(delta)
         primary = np.where(valid, primary, -np.inf)
         rows = np.arange(len(idx))
-        if req.shared:
+        if req.shared and primary.shape[1] > 1:
             # Among equally good GPUs the tightest fit (then the lowest index, argmax's first).
             g = arr.gpu[idx]
             best_score = primary.max(axis=1, keepdims=True)
@@ -159,4 +159,5 @@ class OrionPolicy(Policy):
             # Lexicographic (score, least free GPU left): free milli-GPUs are < 1e6 per node.
             left = arr.gpu_free_total(idx) - req.gpu_milli_total
             score = score * 1e6 - left if not self.exact else score - left * 1e-9
+        # (one option per node when the runtime picks the shared GPU: ``best`` is 0, its pick)
         return score, (opt_gpu[rows, best] if req.shared else None)
