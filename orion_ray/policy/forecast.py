@@ -10,7 +10,7 @@ import heapq
 import itertools
 from typing import Mapping, Optional, Sequence
 
-from .admission import Candidate, Running, _usage
+from .admission import Candidate, Running, usage_of
 from .live_placement import LivePlacer
 from .quota import QuotaBook, TenantQuota
 
@@ -25,7 +25,7 @@ def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence
     candidates of ``ordered`` (policy order). ``(None, None)`` when nothing that is expected to end
     frees enough for it (e.g. it needs nodes the cluster does not have)."""
     sim = placer.copy()
-    quota = QuotaBook(tenants, _usage(running, extra_usage))
+    quota = QuotaBook(tenants, usage_of(running, extra_usage))
     tie = itertools.count()
     events: list = []
     for r in running:

@@ -194,6 +194,7 @@ class Scheduler:
         plan = plan_cycle(placer, eligible, running, self.policy, self.fair,
                           bridge.capacity(placer.nodes), now, self.nominated,
                           extra_usage=self.serving_usage)
+        plan.apply_fair_share(self.fair)  # planning no longer charges the long-lived fair share
         phase("fit")
         for victim, for_wid in plan.preempt:
             self._preempt(self.active[victim], for_wid)
