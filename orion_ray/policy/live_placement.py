@@ -159,7 +159,8 @@ class LivePlacer:
         self.arr.runtime_picks_shared_gpu = True
         # Shared by every copy (what-ifs, the next cycle's state): node stamps keep it right.
         self.cache = ScoreCache()
-        self._totals: Optional[ClusterArrays] = None
+        # The nodes' total capacity as arrays, built on first use and shared by every copy
+        self._totals: list[Optional[ClusterArrays]] = [None]
 
     def snapshot(self) -> ClusterSnapshot:
         """The engine's view of the cluster now (free CPU, memory and per-GPU fractions)."""
@@ -263,15 +264,16 @@ class LivePlacer:
         """Whether the gang fits the schedulable nodes' total capacity."""
         if any(k not in STANDARD for b in bundles for k in b):
             return could_ever_fit(bundles, strategy, self.nodes, gpu_types)
-        if self._totals is None:
-            self._totals = ClusterArrays(
+        totals = self._totals[0]
+        if totals is None:
+            totals = self._totals[0] = ClusterArrays(
                 [n.node_id for n in self.nodes],
                 [to_milli(n.total.get("CPU", 0.0)) for n in self.nodes],
                 [n.total.get("memory", 0.0) for n in self.nodes],
                 [self.arr.type_names[t] if t >= 0 else None for t in self.arr.gtype],
                 [[MILLI] * self.gpu_count[n.node_id] for n in self.nodes])
         reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
-        return place_gang(_FIRST_FIT, self._totals, reqs, strategy) is not None
+        return place_gang(_FIRST_FIT, totals, reqs, strategy) is not None
 
     def _free_views(self) -> list[NodeView]:
         out = []

@@ -23,6 +23,7 @@ from ..models import Workload, WorkloadSpec
 from ..policy import retry_delay
 from ..models import iso
 from ..policy.admission import plan_cycle
+from ..policy.cycle import CyclePlanner
 from ..policy.fairshare import FairShare
 from ..policy.live_placement import (Held, LivePlacer, bundle_request, outside_orion,
                                      placement_record)
@@ -65,6 +66,8 @@ class Scheduler:
                               else policy or PolicyConfig())
         self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
         self.fair = FairShare(self.policy_config.fair_share_half_life_s)
+        # keeps the engine's score caches warm from cycle to cycle (see policy/cycle.py)
+        self.planner = CyclePlanner(clock=time.perf_counter)
         self.runtimes = bridge.RunTimes()
         self.nominated: dict[str, set[str]] = {}   # preemptor → victims still stopping
         self.stopping: set[str] = set()             # victims being stopped
@@ -181,7 +184,7 @@ class Scheduler:
             self.metrics.cycle({}, 0)
             return self.last_cycle
         # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU
-        placer = self._placer()
+        placer = self.planner.adopt(self._placer())
         running = bridge.running_items(self, now)
         self.fair.advance(now, bridge.allocated(running))
         phase("snapshot")

@@ -179,22 +179,22 @@ class ClusterArrays:
         """Mark ``node`` changed (a fresh version stamp): cached scores of it are stale."""
         self.version[node] = next(_STAMPS)
 
-    def adopt_versions(self, old: "ClusterArrays") -> bool:
+    def adopt_versions(self, old: "ClusterArrays") -> int:
         """Take ``old``'s version stamps for the nodes whose state is the same here (free capacity,
-        GPU model and count, affinity), so scores cached for ``old`` stay valid for them. Only
-        for the same nodes in the same order; returns whether the stamps could be compared."""
+        GPU model and count), so scores cached for ``old`` stay valid for them, and its per-node
+        placement history (``affinity``: a rebuilt view has none). Only for the same nodes in
+        the same order: returns how many nodes differ, or -1 if the node lists differ (nothing
+        adopted)."""
         if (self.node_ids != old.node_ids or self.type_names != old.type_names
                 or self.gpu.shape != old.gpu.shape):
-            return False
+            return -1
         same = ((self.cpu == old.cpu) & (self.mem == old.mem) & (self.gtype == old.gtype)
                 & (self.gpu_count == old.gpu_count) & (self.gpu == old.gpu).all(axis=1))
-        zeros = np.zeros(len(self), dtype=np.int64)
-        for tag in set(self.affinity) | set(old.affinity):
-            same &= self.affinity.get(tag, zeros) == old.affinity.get(tag, zeros)
         self.version[same] = old.version[same]
+        self.affinity = {k: v.copy() for k, v in old.affinity.items()}
         # Share the node list itself: caches recognise "the same nodes" by its identity.
         self.node_ids, self.index = old.node_ids, old.index
-        return True
+        return int(len(self) - same.sum())
 
     def gpu_free_total(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """Free milli-GPUs per node."""
