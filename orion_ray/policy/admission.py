@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 from .fairshare import FairShare
 from .live_placement import Held, LivePlacer
-from .preemption import (_size, _victims_on_one_node, choose_victims, may_preempt,  # noqa: F401
-                         reserve_for)
+from .preemption import (VictimIndex, _size, _victims_on_one_node,  # noqa: F401
+                         choose_victims, may_preempt, reserve_for)
 from .quota import QuotaBook, TenantQuota
 
 RANKS = ("critical", "high", "normal", "low", "best_effort")
@@ -224,6 +224,7 @@ class CyclePass:
         self.allow_preemption, self.allow_reservation = allow_preemption, allow_reservation
         self.quota = QuotaBook(settings.tenants, usage_of(running, extra_usage))
         self.pool = [r for r in running if not r.stopping]
+        self._victims: Optional[VictimIndex] = None  # built at the first preemption search
         self.masked: Optional[LivePlacer] = None
         self.until = math.inf
         self.reservation = reservation
@@ -294,10 +295,12 @@ class CyclePass:
             return
         if self.allow_preemption and settings.preemption and self.attempts > 0:
             self.attempts -= 1
-            victims = choose_victims(placer, c, self.pool, self.quota, settings, now)
+            if self._victims is None:
+                self._victims = VictimIndex(self.pool, settings, now)
+            victims = choose_victims(placer, c, self.pool, self.quota, settings, now,
+                                     self._victims)
             if victims:
-                ids = {v.workload_id for v in victims}
-                self.pool = [r for r in self.pool if r.workload_id not in ids]
+                self._victims.take({v.workload_id for v in victims})
                 plan.preempt += [(v.workload_id, c.workload_id) for v in victims]
                 plan.reasons[c.workload_id] = why + [reason(
                     "preempting", f"preempting {len(victims)} workload(s) to make room")]

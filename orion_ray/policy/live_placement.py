@@ -13,6 +13,7 @@ the free-capacity multiset, so whole-GPU bundles are counted against fully free 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -38,7 +39,13 @@ class Held:
 
     @property
     def shared_gpu(self) -> bool:
+        """Whether the bundle takes a fraction of one GPU."""
         return 0 < self.bundle.get("GPU", 0.0) < 1
+
+    @cached_property
+    def req(self) -> Req:
+        """The bundle in the engine's units (computed once: what-ifs release bundles often)."""
+        return Req.from_bundle(bundle_request(self.bundle))
 
 
 def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequest:
@@ -192,7 +199,7 @@ class LivePlacer:
         """Take ``placed`` from the free capacity (and from the custom-resource view)."""
         for h in placed:
             i = self.arr.index[h.node_id]
-            req = Req.from_bundle(bundle_request(h.bundle))
+            req = h.req
             gpus = h.gpu_indices or self.arr.default_gpus(i, req)
             self.arr.commit(i, gpus, req)
             self._take_custom(h, -1.0)
@@ -203,7 +210,7 @@ class LivePlacer:
             i = self.arr.index.get(h.node_id)
             if i is None:
                 continue  # the node is gone (or cordoned): nothing to give back here
-            req = Req.from_bundle(bundle_request(h.bundle))
+            req = h.req
             gpus = h.gpu_indices or self._used_gpus(i, req)
             self.arr.cpu[i] += req.cpu
             self.arr.mem[i] += req.mem

@@ -32,20 +32,66 @@ def may_preempt(c: Candidate, r: Running, quota: QuotaBook, settings: PolicySett
             and quota.is_borrowing(r.tenant) and quota.within_nominal(c.tenant, c.demand))
 
 
+class VictimIndex:
+    """The running work a pass may preempt, sorted once per pass: by class, and within a class by
+    the work a preemption loses (run time times size). ``eligible`` then gives a candidate's
+    victims in ``choose_victims``' order without filtering and sorting everything each time."""
+
+    def __init__(self, pool: Sequence[Running], settings: PolicySettings, now: float) -> None:
+        self.by_rank: dict[int, list[Running]] = {}
+        for r in pool:
+            if r.stopping or now - r.started_at < settings.min_runtime_s:
+                continue
+            if not r.preemptible and r.rank in settings.protected_ranks:
+                continue
+            self.by_rank.setdefault(r.rank, []).append(r)
+        for rs in self.by_rank.values():
+            rs.sort(key=lambda r: ((now - r.started_at) * _size(r), r.workload_id))
+        self.taken: set[str] = set()
+
+    def take(self, ids: set[str]) -> None:
+        """These are preempted already: not victims again in this pass."""
+        self.taken |= ids
+
+    def eligible(self, c: Candidate, quota: QuotaBook) -> list[Running]:
+        """What ``c`` may displace (``may_preempt``), cheapest first: the lowest class, then
+        borrowers, then the least work lost."""
+        borrowing: dict[str, bool] = {}
+
+        def borrows(t: str) -> bool:
+            b = borrowing.get(t)
+            if b is None:
+                b = borrowing[t] = quota.is_borrowing(t)
+            return b
+
+        out: list[Running] = []
+        for rank in sorted(self.by_rank, reverse=True):
+            if rank < c.rank:
+                break
+            rs = [r for r in self.by_rank[rank] if r.workload_id not in self.taken]
+            if rank == c.rank:  # the same class only to reclaim nominal quota from a borrower
+                if not quota.within_nominal(c.tenant, c.demand):
+                    break
+                cohort = quota.cohort_of(c.tenant)
+                rs = [r for r in rs if r.tenant != c.tenant and quota.cohort_of(r.tenant) == cohort
+                      and borrows(r.tenant)]
+            out += [r for r in rs if borrows(r.tenant)] + [r for r in rs if not borrows(r.tenant)]
+        return out
+
+
 def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], quota: QuotaBook,
-                   settings: PolicySettings, now: float) -> Optional[list[Running]]:
+                   settings: PolicySettings, now: float,
+                   index: Optional[VictimIndex] = None) -> Optional[list[Running]]:
     """The fewest, cheapest running workloads whose removal lets ``c`` fit, or ``None``.
 
     Cheapest first: the lowest class, then borrowers, then the least work lost (run time times
     size). A one-node candidate looks node by node for the cheapest set on one node; a gang takes
-    victims in cost order until it fits, then puts back each one it does not need.
+    victims in cost order until it fits, then puts back each one it does not need. ``index``
+    (built from ``pool`` once per pass) saves sorting ``pool`` again.
     """
-    eligible = [r for r in pool if may_preempt(c, r, quota, settings, now)]
+    eligible = (index or VictimIndex(pool, settings, now)).eligible(c, quota)
     if not eligible:
         return None
-    borrowing = {t: quota.is_borrowing(t) for t in {r.tenant for r in eligible}}
-    eligible.sort(key=lambda r: (-r.rank, not borrowing[r.tenant],
-                                 (now - r.started_at) * _size(r), r.workload_id))
     if len(c.bundles) == 1 or c.strategy == "STRICT_PACK":
         return _victims_on_one_node(placer, c, eligible)
     def fits_without(k: int) -> Optional[LivePlacer]:
@@ -88,21 +134,29 @@ def _victims_on_one_node(placer: LivePlacer, c: Candidate,
     for r in eligible:
         for i in {arr.index[h.node_id] for h in r.held if h.node_id in arr.index}:
             on_node.setdefault(i, []).append(r)
-    best: Optional[tuple] = None
+    type_ok = arr.type_mask(req.types) if req.num_gpu else None
+    need_gpu = req.num_gpu * req.milli
+    best: Optional[tuple[tuple[int, int], list[Running]]] = None
     for i, victims in on_node.items():
+        if type_ok is not None and not type_ok[i]:
+            continue  # no victim makes a node of another GPU model fit
         cpu, mem, gpu = int(arr.cpu[i]), float(arr.mem[i]), arr.gpu[i].copy()
+        gpu_total = int(gpu.sum())  # an upper bound as victims are added (a cheap first check)
         for k, r in enumerate(victims):
             for h in r.held:
                 if arr.index.get(h.node_id) != i:
                     continue
-                hr = Req.from_bundle(bundle_request(h.bundle))
+                hr = h.req
                 cpu, mem = cpu + hr.cpu, mem + hr.mem
                 for g in (h.gpu_indices or ()):
                     gpu[g] = min(1000, gpu[g] + hr.milli)
+                    gpu_total += hr.milli
+            if cpu < req.cpu or mem + 1e-9 < req.mem or gpu_total < need_gpu:
+                continue  # fits_node would say no
             if placer.fits_node(i, req, cpu, mem, gpu):
                 cost = (k + 1, max(-v.rank for v in victims[:k + 1]))
                 if best is None or cost < best[0]:
-                    best = (cost, victims[:k + 1])
+                    best = (cost, list(victims[:k + 1]))
                 break
     if best is None:
         return None

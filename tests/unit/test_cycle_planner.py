@@ -220,3 +220,28 @@ def test_plan_slice_needs_a_pass_and_a_state():
         planner.plan_slice()
     with pytest.raises(RuntimeError):
         planner.full([], [], settings(), fair(), {}, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_victim_index_orders_victims_as_may_preempt_and_the_cost_sort_do(seed):
+    """The per-pass index gives each candidate exactly the victims ``may_preempt`` allows, in the
+    order cheapest first (class, borrowers, least lost work, id)."""
+    from orion_ray.policy.admission import usage_of
+    from orion_ray.policy.preemption import VictimIndex, _size, may_preempt
+    from orion_ray.policy.quota import QuotaBook
+
+    rng = random.Random(seed)
+    sc = scenario(rng)
+    st_, now = sc["settings"], 100.0
+    st_.min_runtime_s = rng.choice([0.0, 20.0])
+    runs = sc["running"]
+    for r in runs:
+        r.preemptible = rng.random() < 0.7
+        r.stopping = rng.random() < 0.1
+    quota = QuotaBook(st_.tenants, usage_of(runs))
+    index = VictimIndex([r for r in runs if not r.stopping], st_, now)
+    for c in sc["queue"]:
+        want = [r for r in runs if not r.stopping and may_preempt(c, r, quota, st_, now)]
+        want.sort(key=lambda r: (-r.rank, not quota.is_borrowing(r.tenant),
+                                 (now - r.started_at) * _size(r), r.workload_id))
+        assert [r.workload_id for r in index.eligible(c, quota)] == [r.workload_id for r in want]
