@@ -56,26 +56,24 @@ class VictimIndex:
     def eligible(self, c: Candidate, quota: QuotaBook) -> list[Running]:
         """What ``c`` may displace (``may_preempt``), cheapest first: the lowest class, then
         borrowers, then the least work lost."""
-        borrowing: dict[str, bool] = {}
-
-        def borrows(t: str) -> bool:
-            b = borrowing.get(t)
-            if b is None:
-                b = borrowing[t] = quota.is_borrowing(t)
-            return b
-
         out: list[Running] = []
+        borrowing: dict[str, bool] = {}
         for rank in sorted(self.by_rank, reverse=True):
             if rank < c.rank:
                 break
-            rs = [r for r in self.by_rank[rank] if r.workload_id not in self.taken]
+            rs = self.by_rank[rank]
+            if self.taken:
+                rs = [r for r in rs if r.workload_id not in self.taken]
+            for t in {r.tenant for r in rs}.difference(borrowing):
+                borrowing[t] = quota.is_borrowing(t)
             if rank == c.rank:  # the same class only to reclaim nominal quota from a borrower
                 if not quota.within_nominal(c.tenant, c.demand):
                     break
                 cohort = quota.cohort_of(c.tenant)
-                rs = [r for r in rs if r.tenant != c.tenant and quota.cohort_of(r.tenant) == cohort
-                      and borrows(r.tenant)]
-            out += [r for r in rs if borrows(r.tenant)] + [r for r in rs if not borrows(r.tenant)]
+                rs = [r for r in rs if r.tenant != c.tenant and borrowing[r.tenant]
+                      and quota.cohort_of(r.tenant) == cohort]
+            out += [r for r in rs if borrowing[r.tenant]]
+            out += [r for r in rs if not borrowing[r.tenant]]
         return out
 
 
@@ -132,6 +130,11 @@ def _victims_on_one_node(placer: LivePlacer, c: Candidate,
     arr = placer.arr
     on_node: dict[int, list[Running]] = {}
     for r in eligible:
+        if len(r.held) == 1:  # most work holds one bundle
+            i = arr.index.get(r.held[0].node_id)
+            if i is not None:
+                on_node.setdefault(i, []).append(r)
+            continue
         for i in {arr.index[h.node_id] for h in r.held if h.node_id in arr.index}:
             on_node.setdefault(i, []).append(r)
     type_ok = arr.type_mask(req.types) if req.num_gpu else None
@@ -142,7 +145,8 @@ def _victims_on_one_node(placer: LivePlacer, c: Candidate,
             continue  # no victim makes a node of another GPU model fit
         cpu, mem, gpu = int(arr.cpu[i]), float(arr.mem[i]), arr.gpu[i].copy()
         gpu_total = int(gpu.sum())  # an upper bound as victims are added (a cheap first check)
-        for k, r in enumerate(victims):
+        # A prefix longer than the best found so far could only cost more: stop there.
+        for k, r in enumerate(victims if best is None else victims[:best[0][0]]):
             for h in r.held:
                 if arr.index.get(h.node_id) != i:
                     continue
