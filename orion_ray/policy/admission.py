@@ -34,8 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 from .fairshare import FairShare
 from .live_placement import Held, LivePlacer
-from .preemption import (VictimIndex, _size, _victims_on_one_node,  # noqa: F401
-                         choose_victims, may_preempt, reserve_for)
+from .preemption import VictimIndex, _size, _victims_on_one_node, choose_victims, may_preempt, reserve_for  # noqa: F401
 from .quota import QuotaBook, TenantQuota
 
 RANKS = ("critical", "high", "normal", "low", "best_effort")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .durations import parse_duration
 
@@ -21,9 +21,9 @@ _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month"
 class Cron(NamedTuple):
     minutes: tuple[int, ...]  # ascending
     hours: tuple[int, ...]
-    days: frozenset
-    months: frozenset
-    weekdays: frozenset  # 0 = Sunday
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
     day_any: bool  # day-of-month field was "*"
     weekday_any: bool
 
@@ -142,7 +142,7 @@ class ScheduleWindow:
         return self.opened_at(now) is not None
 
 
-def parse_window(d: Mapping) -> ScheduleWindow:
+def parse_window(d: Mapping[str, Any]) -> ScheduleWindow:
     """A window from its orion.yaml shape ``{cron: "0 9 * * 1-5", duration: "8h", size: 4}``.
 
     ``ValueError`` names the bad field."""

@@ -8,7 +8,7 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
-def parse_duration(field: str, value) -> float:
+def parse_duration(field: str, value: object) -> float:
     """Seconds; ``ValueError("<field>: '5x' is not a duration")`` for anything else, negatives
     included."""
     if isinstance(value, bool):

@@ -19,10 +19,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from .fit import ACCELERATOR_LABEL, NodeView, could_ever_fit, fit_gang
-from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req,
-                        place_gang)
-from .placement.engine import ScoreCache, choose
+from .placement import BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req, place_gang
 from .placement.arrays import MILLI, to_milli
+from .placement.engine import ScoreCache
 
 STANDARD = ("CPU", "GPU", "memory")
 Bundle = Mapping[str, float]
@@ -106,7 +105,8 @@ class _FirstFit(Policy):
 
     name = "first_fit"
 
-    def score(self, arr, idx, req):
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
+              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         return np.zeros(len(idx)), None
 
 
@@ -133,9 +133,9 @@ def gpu_state(gpu_count: int, held: Iterable[Held]) -> list[int]:
         else:
             whole += int(round(gpu))
     for _ in range(whole):
-        i = max(range(gpu_count), key=lambda i: (free[i], -i)) if gpu_count else None
-        if i is None:
+        if not gpu_count:
             break
+        i = max(range(gpu_count), key=lambda i: (free[i], -i))
         free[i] = max(0, free[i] - MILLI)
     return [max(0, f) for f in free]
 
@@ -235,7 +235,7 @@ class LivePlacer:
             if k not in STANDARD:
                 custom[k] = custom.get(k, 0.0) + sign * v
 
-    def fits_node(self, i: int, req: Req, cpu: float, mem: float, gpu) -> bool:
+    def fits_node(self, i: int, req: Req, cpu: float, mem: float, gpu: np.ndarray) -> bool:
         """Whether ``req`` fits a node state (``cpu`` milli, ``mem``, per-GPU milli ``gpu``)
         of node ``i`` (its GPU type included): a cheap check for what-if loops."""
         if cpu < req.cpu or mem + 1e-9 < req.mem:
@@ -303,7 +303,7 @@ def placement_record(held: list[Held]) -> list[dict[str, Any]]:
              "gpu_indices_observed": h.observed} for i, h in enumerate(held)]
 
 
-def held_from_record(placement: Optional[list], bundles: list[dict[str, float]]) -> list[Held]:
+def held_from_record(placement: Optional[list[Any]], bundles: list[dict[str, float]]) -> list[Held]:
     """Rebuild the held bundles of a recovered workload from its stored ``placement``."""
     out = []
     for rec, bundle in zip(placement or [], bundles):
@@ -312,7 +312,7 @@ def held_from_record(placement: Optional[list], bundles: list[dict[str, float]])
     return out
 
 
-def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict]:
+def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict[str, Any]]:
     """Fragmentation now, per node: free GPU capacity, and the part of it the policy's expected
     request mix could not use (the FGD measure), in GPUs. Nodes without GPUs are left out."""
     from .placement.frag import TypicalPods, frag_amount
@@ -332,9 +332,9 @@ def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict]:
     return out
 
 
-def fragmentation_summary(per_node: list[dict]) -> dict:
+def fragmentation_summary(per_node: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals by GPU type of ``stranded_gpus`` rows (what the queue view and the metric show)."""
-    by_type: dict[str, dict] = {}
+    by_type: dict[str, dict[str, Any]] = {}
     for r in per_node:
         t = by_type.setdefault(r["gpu_type"] or "unknown",
                                {"gpus": 0, "free_gpus": 0.0, "stranded_gpus": 0.0})

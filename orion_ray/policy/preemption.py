@@ -6,7 +6,7 @@ is given.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .live_placement import LivePlacer, bundle_request
 from .placement.arrays import Req
@@ -109,6 +109,7 @@ def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], qu
         lo, hi = (lo, mid) if fits_without(mid) is not None else (mid, hi)
     chosen = list(eligible[:hi])
     trial = fits_without(hi)
+    assert trial is not None  # ``hi`` is the shortest prefix that fits
     # Put back any victim the gang does not need after all (most expensive first).
     for r in list(reversed(chosen[:-1]))[:16]:
         test = trial.copy()
@@ -176,12 +177,12 @@ def _size(r: Running) -> float:
 
 # == 5 reserve =====================================================================================
 def reserve_for(placer: LivePlacer, c: Candidate, running: Sequence[Running],
-                now: float) -> Optional[tuple[set, float]]:
+                now: float) -> Optional[tuple[set[Any], float]]:
     """The nodes ``c`` would get as running work ends (soonest first), and when; ``None`` if the
     expected ends are unknown or never free enough."""
     trial = placer.copy()
-    ends = sorted((now if r.stopping else r.expected_end, r.workload_id, r) for r in running
-                  if r.stopping or r.expected_end is not None)
+    ends = sorted((now if r.stopping or r.expected_end is None else r.expected_end,
+                   r.workload_id, r) for r in running if r.stopping or r.expected_end is not None)
     until = now
     for end, _, r in ends:
         trial.release(r.held)

@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from orion_ray.policy.admission import CyclePass, Plan, Running, plan_cycle
 from orion_ray.policy.cycle import CyclePlanner
 from orion_ray.policy.placement import get_policy
 
-from .policy_builders import (cand, capacity, fair, gpu_node, placer, running, settings,
-                              tenant)
+from .policy_builders import cand, capacity, fair, gpu_node, placer, running, settings, tenant
 
 
 class Ticks:

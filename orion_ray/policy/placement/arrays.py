@@ -98,7 +98,9 @@ class ClusterArrays:
         self.gpu_count = np.array([len(g) for g in gpu], dtype=np.int64)
         self.gpu_cap = (np.asarray(gpu_cap, dtype=np.int64) if gpu_cap is not None
                         else self.gpu_count * MILLI)
-        self.type_names: list[Optional[str]] = sorted({t for t in gpu_type if t is not None})
+        # (no None in it; Optional because lookups index it with a node's possibly absent model)
+        self.type_names: list[Optional[str]] = [
+            t for t in sorted({t for t in gpu_type if t is not None})]
         tindex = {t: i for i, t in enumerate(self.type_names)}
         # Type index -1 means "no GPU model"; type masks are indexed with it shifted by one.
         self.gtype = np.array([tindex[t] if t is not None else -1 for t in gpu_type], dtype=np.int64)
@@ -130,7 +132,7 @@ class ClusterArrays:
         new.affinity = {k: v.copy() for k, v in self.affinity.items()}
         return new
 
-    def type_mask(self, types: Optional[frozenset]) -> np.ndarray:
+    def type_mask(self, types: Optional[frozenset[str]]) -> np.ndarray:
         """Boolean per node: may a request restricted to ``types`` use this node's GPUs."""
         if types is None:
             return np.ones(len(self), dtype=bool)
@@ -199,4 +201,5 @@ class ClusterArrays:
     def gpu_free_total(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """Free milli-GPUs per node."""
         g = self.gpu if idx is None else self.gpu[idx]
-        return g.sum(axis=1)
+        out: np.ndarray = g.sum(axis=1)
+        return out

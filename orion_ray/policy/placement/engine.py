@@ -34,7 +34,7 @@ class Policy:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.model_version = 0
-        self._prio_cache: Optional[tuple[list, np.ndarray]] = None
+        self._prio_cache: Optional[tuple[list[Any], np.ndarray]] = None
 
     # -- to implement --------------------------------------------------------------------------
     def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
@@ -249,6 +249,7 @@ class PlacementSession:
         self.policy = policy
         self.arr = arr
         self.cache = cache if cache is not None else ScoreCache()
+        self._labels: dict[str, dict[str, str]] = {}  # node labels (from_snapshot), for snapshot
 
     def place(self, req: Req) -> Optional[Choice]:
         """Where ``req`` would go now (nothing is committed)."""

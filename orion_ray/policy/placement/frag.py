@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from .arrays import MILLI, ClusterArrays, Req
 
-Shape = tuple  # (cpu milli, gpu milli per GPU, num_gpu, types)
+Shape = tuple[Any, ...]  # (cpu milli, gpu milli per GPU, num_gpu, types)
 
 
-def _type_str(types: Optional[frozenset]) -> str:
+def _type_str(types: Optional[frozenset[str]]) -> str:
     return "|".join(sorted(types)) if types else ""
 
 
@@ -30,12 +30,12 @@ class TypicalPods:
     cpu: np.ndarray       # milli-cores
     milli: np.ndarray     # per GPU, 0 for CPU-only
     num: np.ndarray
-    types: list           # Optional[frozenset] per shape
+    types: list[Any]           # Optional[frozenset] per shape
     freq: np.ndarray
-    _typeok: dict = field(default_factory=dict, repr=False)
+    _typeok: dict[tuple[Optional[str], ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_counts(cls, counts: dict, coverage: float = 0.95) -> "TypicalPods":
+    def from_counts(cls, counts: dict[Shape, Any], coverage: float = 0.95) -> "TypicalPods":
         """The most frequent shapes (most frequent first; ties by larger shape) until they cover
         ``coverage`` of the weight, frequencies renormalised over the kept shapes."""
         total = float(sum(counts.values()))
@@ -85,7 +85,7 @@ def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.nd
     """Expected stranded milli-GPUs of each state (rows of ``cpu``/``gpu``/``gtype``)."""
     total = gpu.sum(axis=1)
     gpu_shapes = tp.milli > 0
-    out = tp.freq[~gpu_shapes].sum() * total.astype(np.float64)
+    out: np.ndarray = tp.freq[~gpu_shapes].sum() * total.astype(np.float64)
     if not gpu_shapes.any():
         return out
     m, num, c, p = tp.milli[gpu_shapes], tp.num[gpu_shapes], tp.cpu[gpu_shapes], tp.freq[gpu_shapes]
@@ -96,7 +96,8 @@ def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.nd
     ge = fits.sum(axis=1)[:, inv]
     lt = np.where(fits, 0, g3).sum(axis=1)[:, inv]
     usable = typeok[gpu_shapes][:, gtype + 1].T & (ge >= num) & (cpu[:, None] >= c)
-    return out + (np.where(usable, lt, total[:, None]) * p).sum(axis=1)
+    stranded: np.ndarray = out + (np.where(usable, lt, total[:, None]) * p).sum(axis=1)
+    return stranded
 
 
 def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
