@@ -235,6 +235,8 @@ class CyclePass:
         self.plan = Plan(reservation=reservation)  # everything decided so far
         self.done = False
         self._order = iter(FairOrder(candidates, self.fair, settings, capacity))
+        self._paused: Optional[Candidate] = None
+        self._late: Optional[Callable[[], bool]] = None
 
     def advance(self, clock: Optional[Callable[[], float]] = None,
                 budget_s: float = math.inf) -> Plan:
@@ -243,19 +245,39 @@ class CyclePass:
         the pass runs to its end."""
         part = Plan(reservation=self.plan.reservation, complete=False)
         start = clock() if clock is not None else 0.0
-        for c in self._order:
-            self._consider(c, part)
-            if clock is not None and clock() - start >= budget_s:
+        # Past half the budget a slice does not start a search for victims or a reservation (the
+        # costly steps): it ends before that candidate, which the next slice takes first. The
+        # decisions are the same; the slice stays near its budget.
+        # (never the slice's first candidate: every slice makes progress)
+        self._late = None
+        while True:
+            c = self._next()
+            if c is None:
+                self.done = True
                 break
-        else:
-            self.done = True
+            if not self._consider(c, part):
+                self._paused = c
+                break
+            if clock is not None:
+                if clock() - start >= budget_s:
+                    break
+                self._late = lambda: clock() - start >= budget_s / 2
         part.complete = self.done
         self.plan.merge(part)
         return part
 
-    def _consider(self, c: Candidate, plan: Plan) -> None:
+    def _next(self) -> Optional[Candidate]:
+        """The candidate a slice paused on (if any), else the next in policy order (``None``: the
+        queue is done). The order's generator is never closed between slices."""
+        if self._paused is not None:
+            c, self._paused = self._paused, None
+            return c
+        return next(self._order, None)
+
+    def _consider(self, c: Candidate, plan: Plan) -> bool:
         """Admit ``c``, or find why it waits (and preempt or reserve for it); the rules of the
-        module docstring, in order."""
+        module docstring, in order. ``False``: paused before a costly search, nothing recorded
+        (the slice is late); consider ``c`` again first in the next slice."""
         settings, now, placer, masked = self.settings, self.now, self.placer, self.masked
         plan.order.append(c.workload_id)
         why: list[Reason] = []
@@ -265,7 +287,7 @@ class CyclePass:
         blocked = self.quota.check(c.tenant, c.demand)
         if blocked:
             plan.reasons[c.workload_id] = why + [reason("quota", blocked["message"])]
-            return
+            return True
         backfill_ok = c.runtime_s is not None and now + c.runtime_s <= self.until
         use = masked if masked is not None and not backfill_ok else placer
         key = (c.shape, use is masked)
@@ -280,18 +302,25 @@ class CyclePass:
             plan.admitted.append((c, placed))
             if why:
                 plan.reasons[c.workload_id] = why
-            return
+            return True
         if key not in self.no_fit:  # why this shape waits, worked out once per pass
             self.no_fit[key] = self._why_not(c, use is masked)
         wait = self.no_fit[key]
         if wait["code"] in ("no_fit", "reserved"):  # nothing to preempt for: it fits, or never
             plan.reasons[c.workload_id] = why + [wait]
-            return
+            return True
         pending = self.nominated.get(c.workload_id)
         if pending:
             plan.reasons[c.workload_id] = why + [reason(
                 "preempting", f"waiting for {len(pending)} preempted workload(s) to stop")]
-            return
+            return True
+        if self._late is not None and self._late() and (
+                (self.allow_preemption and settings.preemption and self.attempts > 0)
+                or (self.allow_reservation and self.reservation is None
+                    and wait["code"] == "capacity"
+                    and now - c.queued_since >= settings.reserve_after_s)):
+            plan.order.pop()  # as if not reached: the next slice starts with it
+            return False
         if self.allow_preemption and settings.preemption and self.attempts > 0:
             self.attempts -= 1
             if self._victims is None:
@@ -303,7 +332,7 @@ class CyclePass:
                 plan.preempt += [(v.workload_id, c.workload_id) for v in victims]
                 plan.reasons[c.workload_id] = why + [reason(
                     "preempting", f"preempting {len(victims)} workload(s) to make room")]
-                return
+                return True
         plan.reasons[c.workload_id] = why + [wait]
         if (self.allow_reservation and self.reservation is None and wait["code"] == "capacity"
                 and now - c.queued_since >= settings.reserve_after_s):
@@ -317,6 +346,7 @@ class CyclePass:
                 plan.reasons[c.workload_id].append(reason(
                     "reservation", f"capacity on {len(nodes)} node(s) is held for it as running "
                                    "work ends; smaller work may use it only if it ends first"))
+        return True
 
     def _why_not(self, c: Candidate, on_masked: bool) -> Reason:
         """Why a shape does not fit now: held for the reservation, no free capacity, or never."""

@@ -33,6 +33,9 @@ class TypicalPods:
     types: list[Any]           # Optional[frozenset] per shape
     freq: np.ndarray
     _typeok: dict[tuple[Optional[str], ...], np.ndarray] = field(default_factory=dict, repr=False)
+    # Fragmentation of each node as it is now, by node index: (version stamp seen, value). It does
+    # not depend on the request, so a score computes it once per node state, not once per shape.
+    _before: Optional[tuple[np.ndarray, np.ndarray]] = field(default=None, repr=False)
 
     @classmethod
     def from_counts(cls, counts: dict[Shape, Any], coverage: float = 0.95) -> "TypicalPods":
@@ -138,12 +141,28 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
             np.ones((n, 1), dtype=bool))
 
 
+def _frag_now(tp: TypicalPods, typeok: np.ndarray, arr: ClusterArrays, idx: np.ndarray
+              ) -> np.ndarray:
+    """``frag_amount`` of the nodes ``idx`` as they are, cached per node version stamp (stamps are
+    unique process-wide, so an index whose stamp matches holds the value of that very state)."""
+    n = len(arr)
+    if tp._before is None or len(tp._before[0]) != n:
+        tp._before = (np.full(n, -1, dtype=np.int64), np.zeros(n))
+    seen, val = tp._before
+    stale = idx[seen[idx] != arr.version[idx]]
+    if stale.size:
+        val[stale] = frag_amount(tp, typeok, arr.cpu[stale], arr.gpu[stale], arr.gtype[stale])
+        seen[stale] = arr.version[stale]
+    out: np.ndarray = val[idx]
+    return out
+
+
 def frag_delta(tp: TypicalPods, arr: ClusterArrays, idx: np.ndarray, req: Req
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Increase of fragmentation [n, o] for each candidate option, its GPU and validity."""
     typeok = tp.typeok(arr)
     gt = arr.gtype[idx]
-    before = frag_amount(tp, typeok, arr.cpu[idx], arr.gpu[idx], gt)
+    before = _frag_now(tp, typeok, arr, idx)
     cpu, states, opt_gpu, valid = candidate_states(arr, idx, req)
     n, o, width = states.shape
     after = frag_amount(tp, typeok, cpu.reshape(n * o), states.reshape(n * o, width),
