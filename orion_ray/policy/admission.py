@@ -221,8 +221,10 @@ class CyclePass:
         self.settings, self.now, self.running = settings, now, list(running)
         self.nominated = dict(nominated or {})
         self.allow_preemption, self.allow_reservation = allow_preemption, allow_reservation
-        self.quota = QuotaBook(settings.tenants, usage_of(running, extra_usage))
-        self.pool = [r for r in running if not r.stopping]
+        # Built in the first slice, not here: setting a pass up over a deep queue and much running
+        # work is itself tens of milliseconds, and it belongs inside a slice's budget.
+        self._quota: Optional[QuotaBook] = None
+        self._extra_usage = extra_usage
         self._victims: Optional[VictimIndex] = None  # built at the first preemption search
         self.masked: Optional[LivePlacer] = None
         self.until = math.inf
@@ -234,9 +236,22 @@ class CyclePass:
         self.attempts = MAX_PREEMPTION_ATTEMPTS
         self.plan = Plan(reservation=reservation)  # everything decided so far
         self.done = False
-        self._order = iter(FairOrder(candidates, self.fair, settings, capacity))
+        self._order = self._ordered(candidates, capacity)
         self._paused: Optional[Candidate] = None
         self._late: Optional[Callable[[], bool]] = None
+
+    @property
+    def quota(self) -> QuotaBook:
+        """Quota use of running work (plus ``extra_usage``) and of this pass's admissions."""
+        if self._quota is None:
+            self._quota = QuotaBook(self.settings.tenants,
+                                    usage_of(self.running, self._extra_usage))
+        return self._quota
+
+    def _ordered(self, candidates: Sequence[Candidate], capacity: Mapping[str, float]
+                 ) -> Iterator[Candidate]:
+        # a generator: the order is set up at the first pull, inside the first slice
+        yield from FairOrder(candidates, self.fair, self.settings, capacity)
 
     def advance(self, clock: Optional[Callable[[], float]] = None,
                 budget_s: float = math.inf) -> Plan:
@@ -324,9 +339,9 @@ class CyclePass:
         if self.allow_preemption and settings.preemption and self.attempts > 0:
             self.attempts -= 1
             if self._victims is None:
-                self._victims = VictimIndex(self.pool, settings, now)
-            victims = choose_victims(placer, c, self.pool, self.quota, settings, now,
-                                     self._victims)
+                self._victims = VictimIndex([r for r in self.running if not r.stopping],
+                                            settings, now)
+            victims = choose_victims(placer, c, (), self.quota, settings, now, self._victims)
             if victims:
                 self._victims.take({v.workload_id for v in victims})
                 plan.preempt += [(v.workload_id, c.workload_id) for v in victims]
