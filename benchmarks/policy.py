@@ -22,11 +22,13 @@ and a wall clock there mostly measures the neighbours (``--clock wall`` for an i
 scheduler slices by wall time). Every figure is the median of ``--repeats`` runs.
 
     python -m benchmarks.policy [--nodes 1000] [--queue 10000] [--tenants 100] [--cycles 30]
-                                [--repeats 3] [--slice-ms 80] [--clock cpu|wall] [--traces DIR]
+                                [--repeats 3] [--slice-ms 80] [--clock cpu|wall] [--gc on|off]
+                                [--traces DIR]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -208,8 +210,8 @@ def run_planner(args: argparse.Namespace, mode: str, traces: Path) -> dict[str, 
     for _ in range(DELTA_CYCLES):
         sim.now += 1.0
         arrivals, runs = sim.arrive(DELTA_ARRIVALS), list(sim.running.values())
-        one_pass("delta", lambda: planner.delta(arrivals, runs, sim.st, sim.fair, sim.cap,
-                                                sim.now))
+        one_pass("delta", lambda a=arrivals, r=runs: planner.delta(a, r, sim.st, sim.fair,
+                                                                    sim.cap, sim.now))
     return _figures(slices, passes, decisions, first_admission)
 
 
@@ -297,6 +299,9 @@ def main() -> None:
     p.add_argument("--slice-ms", type=float, default=80.0, help="work per slice")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                    help="what a slice's and a pass's work is measured with")
+    p.add_argument("--gc", choices=["on", "off"], default="on",
+                   help="off: no cyclic garbage collector (its gen-2 collections over the queue's "
+                        "objects are what makes a slice overrun its budget)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--traces", type=Path, default=TRACES, help="folder with the openb CSV files")
     args = p.parse_args()
@@ -304,6 +309,8 @@ def main() -> None:
         raise SystemExit(f"traces not found at {args.traces} (--traces)")
     global clock
     clock = CLOCKS[args.clock]
+    if args.gc == "off":
+        gc.disable()
     runs: dict[str, list[dict[str, float]]] = {"orion": [], "baseline": [], "legacy": []}
     for _ in range(args.repeats):  # interleaved, so a noisy minute hits every mode alike
         runs["orion"].append(run_planner(args, "orion", args.traces))
@@ -325,7 +332,7 @@ def main() -> None:
         "ratio_decisions_per_s_vs_legacy": orion["decisions_per_s"] / legacy["decisions_per_s"],
         "ratio_cycle_p99_vs_legacy": orion["cycle_p99_ms"] / legacy["cycle_p99_ms"],
         "ratio_fill_s_vs_legacy": orion["fill_s"] / legacy["fill_s"],
-        "repeats": args.repeats, "slice_ms": args.slice_ms, "clock": args.clock,
+        "repeats": args.repeats, "slice_ms": args.slice_ms, "clock": args.clock, "gc": args.gc,
         "cpu_count": os.cpu_count()}))
 
 
