@@ -15,9 +15,10 @@ a pass together decide exactly what one uninterrupted pass over the same inputs 
 Which pass to run:
 
 - ``full``: every queued workload. Needed when waiting work may fit now or its order changed:
-  capacity freed (``released``), nodes or outside usage changed (``sync``), configuration, quota or
-  tenants changed (``invalidate``), and at least every ``full_every_s`` (a gang's reservation comes
-  with waiting time; deadlines approach). ``needs_full(now)`` says so.
+  capacity freed (``released``), nodes or outside usage changed (``sync``), configuration, quota,
+  tenants or the serving usage counted against quotas changed (``invalidate``), and at least every
+  ``full_every_s`` (a gang's reservation comes with waiting time; deadlines approach).
+  ``needs_full(now)`` says so.
 - ``delta``: only newly arrived workloads, against the current free capacity. Enough when nothing
   but arrivals happened since the last pass: the work already waiting met at least as much free
   capacity and as much quota then as now, so a full pass would leave it waiting again and admit

@@ -1,8 +1,9 @@
 """The placement engine applied to a live cluster: Ray's node view plus Orion's own reservations.
 
-Pure. The scheduler builds one ``LivePlacer`` per cycle from the nodes the runtime reports (totals and
-labels) and every bundle Orion holds (``Held``), asks it where each gang would go, and commits what it
-admits, so later gangs in the same cycle see the capacity the earlier ones took.
+Pure. A ``LivePlacer`` is built from the nodes the runtime reports (totals and labels) and every bundle
+Orion holds (``Held``); it says where each gang would go, and commits what is admitted, so later gangs
+see the capacity the earlier ones took. The scheduler keeps one across cycles (``cycle.CyclePlanner``):
+its copies share one score cache, so unchanged nodes are not scored again.
 
 Per-GPU state is Orion's model of what Ray did. Ray picks the GPU of a shared (fractional) bundle
 itself — the tightest GPU that fits — so the placer scores only that option (the engine's
