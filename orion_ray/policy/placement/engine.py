@@ -111,7 +111,7 @@ class ScoreCache:
     dropped when the policy's model, the node list or the runtime's shared-GPU rule changes.
     """
 
-    MAX_SHAPES = 4096  # a long-lived cache forgets everything past this many request shapes
+    MAX_SHAPES = 1024  # a long-lived cache forgets everything past this many shapes (~3 arrays each)
 
     def __init__(self) -> None:
         self._entries: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
