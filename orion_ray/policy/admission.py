@@ -33,7 +33,8 @@ from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 from .fairshare import FairShare
-from .live_placement import Held, LivePlacer
+from .live_placement import Held, LivePlacer, requests
+from .placement.arrays import Req
 from .preemption import VictimIndex, _size, _victims_on_one_node, choose_victims, may_preempt, reserve_for  # noqa: F401
 from .quota import QuotaBook, TenantQuota
 
@@ -233,6 +234,7 @@ class CyclePass:
             self.masked = self.placer.masked(reservation["nodes"])
             self.until = float(reservation["expected_at"])
         self.no_fit: dict[tuple[Any, ...], Reason] = {}
+        self._reqs: dict[tuple[Any, ...], Optional[list[Req]]] = {}
         self.attempts = MAX_PREEMPTION_ATTEMPTS
         self.plan = Plan(reservation=reservation)  # everything decided so far
         self.done = False
@@ -306,7 +308,11 @@ class CyclePass:
         backfill_ok = c.runtime_s is not None and now + c.runtime_s <= self.until
         use = masked if masked is not None and not backfill_ok else placer
         key = (c.shape, use is masked)
-        placed = None if key in self.no_fit else use.place(c.bundles, c.gpu_types, c.strategy)
+        placed = None
+        if key not in self.no_fit:
+            if c.shape not in self._reqs:  # the engine's requests, once per shape and pass
+                self._reqs[c.shape] = requests(c.bundles, c.gpu_types)
+            placed = use.place(c.bundles, c.gpu_types, c.strategy, self._reqs[c.shape])
         if placed is not None:
             placer.commit(placed)
             if masked is not None:

@@ -101,6 +101,15 @@ def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
     return out
 
 
+def requests(bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]]
+             ) -> Optional[list[Req]]:
+    """The engine's requests for a gang's bundles, or ``None`` when a bundle asks for a custom
+    resource the engine does not model (``LivePlacer.place`` then uses the simple fit)."""
+    if any(k not in STANDARD for b in bundles for k in b):
+        return None
+    return [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
+
+
 class _FirstFit(Policy):
     """Every feasible node scores the same: enough to ask "does it fit at all?"."""
 
@@ -180,21 +189,30 @@ class LivePlacer:
             for i, nid in enumerate(a.node_ids)))
 
     def place(self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]],
-              strategy: str) -> Optional[list[Held]]:
+              strategy: str, reqs: Optional[Sequence[Req]] = None) -> Optional[list[Held]]:
         """Where each bundle would go now (nothing is committed), or ``None`` if the gang does not
-        fit. Bundles with custom resources, which the engine does not model, use the simple fit."""
-        if any(k not in STANDARD for b in bundles for k in b):
+        fit. Bundles with custom resources, which the engine does not model, use the simple fit.
+        ``reqs`` (``requests(bundles, gpu_types)``, which a caller placing the same shape often
+        may keep) saves converting the bundles again."""
+        if reqs is None:
+            reqs = requests(bundles, gpu_types)
+        if reqs is None:
             chosen = fit_gang(bundles, strategy, self._free_views(), gpu_types)
             if chosen is None:
                 return None
             return [Held(n, dict(b), self._whole_gpus(n, b)) for n, b in zip(chosen, bundles)]
-        reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
         # Every bundle, gangs included, is scored from the cache: only the nodes that changed since
         # a shape was last placed are scored again.
         choices = place_gang(self.policy, self.arr, reqs, strategy, self.cache)
         if choices is None:
             return None
-        return [Held(self.arr.node_ids[n], dict(b), tuple(g)) for (n, g), b in zip(choices, bundles)]
+        out = []
+        for (n, g), b, r in zip(choices, bundles, reqs):
+            h = Held(self.arr.node_ids[n], dict(b), tuple(g))
+            # what ``Held.req`` would compute (the request without its GPU-type constraint)
+            h.__dict__["req"] = Req(r.cpu, r.mem, r.num_gpu, r.milli, None)
+            out.append(h)
+        return out
 
     def commit(self, placed: Sequence[Held]) -> None:
         """Take ``placed`` from the free capacity (and from the custom-resource view)."""
