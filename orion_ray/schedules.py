@@ -14,7 +14,7 @@ import datetime as _dt
 import functools
 import re
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -43,9 +43,9 @@ _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month"
 class Cron(NamedTuple):
     minutes: tuple[int, ...]  # ascending
     hours: tuple[int, ...]
-    days: frozenset
-    months: frozenset
-    weekdays: frozenset  # 0 = Sunday
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
     day_any: bool  # day-of-month field was "*"
     weekday_any: bool
 
@@ -164,7 +164,7 @@ class ScheduleWindow:
         return self.opened_at(now) is not None
 
 
-def parse_window(d: Mapping) -> ScheduleWindow:
+def parse_window(d: Mapping[str, Any]) -> ScheduleWindow:
     """A window from its orion.yaml shape ``{cron: "0 9 * * 1-5", duration: "8h", size: 4}``.
 
     ``ValueError`` names the bad field."""

@@ -7,9 +7,12 @@ shape, respecting Ray's strategies. Pure and deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from .fit import ACCELERATOR_LABEL
+
+if TYPE_CHECKING:
+    from .autoscale_model import PoolSpec
 
 _EPS = 1e-9
 
@@ -18,8 +21,8 @@ _EPS = 1e-9
 class NodeSample:
     node_id: str
     pool: Optional[str]
-    total: dict
-    free: dict  # unused now
+    total: dict[str, Any]
+    free: dict[str, Any]  # unused now
     running: int  # Orion workloads with bundles on it
     state: str  # "ready", "cordoned", "draining", "drained"
     idle_since: Optional[float]  # when it last became fully unused; None if in use
@@ -28,7 +31,7 @@ class NodeSample:
 
 @dataclass(frozen=True)
 class PendingGang:
-    bundles: tuple  # dict, ...
+    bundles: tuple[Any, ...]  # dict, ...
     strategy: str = "PACK"  # PACK / SPREAD / STRICT_PACK / STRICT_SPREAD
     pool: Optional[str] = None  # None: any pool whose shape and labels can hold it
     gpu_type: Optional[str] = None  # must match the pool's ray.io/accelerator-type label
@@ -48,7 +51,7 @@ def fits(free: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
     return True
 
 
-def _total(bundles) -> dict[str, float]:
+def _total(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
     total: dict[str, float] = {}
     for b in bundles:
         for k, v in b.items():
@@ -56,7 +59,7 @@ def _total(bundles) -> dict[str, float]:
     return total
 
 
-def can_hold(pool, gang: PendingGang) -> bool:
+def can_hold(pool: PoolSpec, gang: PendingGang) -> bool:
     """Whether ``pool`` could ever hold ``gang`` (enough empty nodes of its shape, right type)."""
     if gang.gpu_type is not None and pool.labels.get(ACCELERATOR_LABEL) != gang.gpu_type:
         return False
@@ -99,16 +102,16 @@ def pack(shape: Mapping[str, float], nodes: Sequence[NodeSample],
     out = Packing()
     ready = [n for n in nodes if n.state == "ready"]
     ready.sort(key=lambda n: (not busy(n), n.node_id))
-    free: list[dict] = [dict(n.free) for n in ready]
+    free: list[dict[str, Any]] = [dict(n.free) for n in ready]
     used: list[bool] = [busy(n) for n in ready]
     out.busy = sum(1 for n in nodes if busy(n))
     out.busy_ready = sum(used)
     n_existing = len(free)
     # start[key]: bins before it are known not to fit that bundle shape. Free space only shrinks,
     # so a bin that did not fit never will: each bundle scans few bins even with 1,000s of gangs.
-    start: dict[tuple, int] = {}
+    start: dict[tuple[Any, ...], int] = {}
 
-    def first_fit(bundle: Mapping[str, float], exclude: set) -> int:
+    def first_fit(bundle: Mapping[str, float], exclude: set[Any]) -> int:
         key = tuple(sorted(bundle.items()))
         i = start.get(key, 0)
         prefix = True

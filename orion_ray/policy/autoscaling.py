@@ -11,7 +11,7 @@ Sizes are whole nodes of the pool's shape. The actor turns a decision into Ray's
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..schedules import ScheduleWindow, parse_window
 from .autoscale_forecast import HistoryPoint, seasonal_forecast
@@ -52,7 +52,7 @@ def nodes_for(pool: PoolSpec, nodes: Sequence[NodeSample], gangs: Sequence[Pendi
 
 
 # -- policies -------------------------------------------------------------------------------------
-def _fmt(shape: Mapping) -> str:
+def _fmt(shape: Mapping[str, Any]) -> str:
     return "{" + ",".join(f"{k}:{v:g}" for k, v in shape.items()) + "}"
 
 
@@ -100,7 +100,8 @@ def _best(parts: Mapping[str, tuple[int, str]]) -> tuple[int, str, str]:
     return parts[name][0], name, parts[name][1]
 
 
-def reactive(pool, obs, history, state, now) -> tuple[int, str, str]:
+def reactive(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
+             state: Optional[PoolState], now: float) -> tuple[int, str, str]:
     """Nodes the current demand needs: max of packing the pending gangs, utilisation above
     target, queue depth, serving's extra GPUs, and the nodes running work. With nothing pending
     it may be below the pool's size (trigger ``idle``): idle nodes may then go."""
@@ -115,7 +116,8 @@ def _reactive_of(parts: Mapping[str, tuple[int, str]], obs: PoolObservation
     return n, trigger, reason
 
 
-def predictive(pool, obs, history, state, now) -> tuple[int, str, str]:
+def predictive(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
+               state: Optional[PoolState], now: float) -> tuple[int, str, str]:
     """Seasonal forecast for ``now + predictive_lead_s`` from this pool's history."""
     prm = pool.params
     points = (p for p in history if p.pool == pool.name)
@@ -123,7 +125,8 @@ def predictive(pool, obs, history, state, now) -> tuple[int, str, str]:
     return (n or 0), "forecast", f"forecast in {prm.predictive_lead_s / 60:g}m: {why}"
 
 
-def schedule(pool, obs, history, state, now) -> tuple[int, str, str]:
+def schedule(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
+             state: Optional[PoolState], now: float) -> tuple[int, str, str]:
     """The largest ``size`` of the schedule windows open at ``now``; 0 if none is open."""
     best, why = 0, "no schedule window open"
     for w in pool.schedule:
@@ -132,7 +135,8 @@ def schedule(pool, obs, history, state, now) -> tuple[int, str, str]:
     return best, "schedule", why
 
 
-def hybrid(pool, obs, history, state, now) -> tuple[int, str, str]:
+def hybrid(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
+           state: Optional[PoolState], now: float) -> tuple[int, str, str]:
     """Max of reactive, predictive (only if ``predictive_enabled``) and schedule."""
     parts = [reactive(pool, obs, history, state, now)]
     if pool.params.predictive_enabled:
@@ -159,7 +163,7 @@ def decide(ctx: AutoscaleContext, state: AutoscaleState, now: float
     return Decision(tuple(out), now), new_state
 
 
-def _wanted(pool: PoolSpec, obs: PoolObservation, history: list, now: float
+def _wanted(pool: PoolSpec, obs: PoolObservation, history: list[Any], now: float
             ) -> tuple[int, str, str, dict[str, int], int]:
     """The policy's size before bounds: ``(n, trigger, reason, candidates, queue_part)``.
 
@@ -199,7 +203,7 @@ def _free_share(n: NodeSample) -> float:
     return sum(shares) / len(shares) if shares else 1.0
 
 
-def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolState,
+def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list[Any], ps: PoolState,
                  now: float) -> PoolDecision:
     """Wanted size -> floor at nodes running work -> clamp to [min, max] -> cooldowns ->
     which nodes can really go. ``ps`` is this decision's own copy and is updated in place.
@@ -249,7 +253,7 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list, ps: PoolSt
             reason = (f"{reason}; held at {allowed} by scale-down cooldown "
                       f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)")
             trigger, target = "cooldown", allowed
-    release: tuple = ()
+    release: tuple[Any, ...] = ()
     if target < current:
         can_go = sorted((n for n in nodes if _releasable(n, now, prm.idle_s)),
                         key=lambda n: (n.state != "drained", -_free_share(n), -n.fragmentation,

@@ -22,6 +22,15 @@ class FairShare:
         self.usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.at: float | None = None
 
+    def copy(self) -> "FairShare":
+        """An independent copy (a pass plans on one; the scheduler's own changes only when it
+        applies a plan)."""
+        new = FairShare(self.half_life_s)
+        for t, u in self.usage.items():
+            new.usage[t].update(u)
+        new.at = self.at
+        return new
+
     def advance(self, now: float, allocated: Mapping[str, Mapping[str, float]]) -> None:
         """Decay towards what each tenant holds now (``allocated``), over the time since the last
         call. With a half-life of 0 usage is simply the current allocation."""

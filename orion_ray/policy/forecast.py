@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from .admission import Candidate, Running, _usage
+from .admission import Candidate, Running, usage_of
 from .live_placement import LivePlacer
 from .quota import QuotaBook, TenantQuota
 
@@ -25,9 +25,9 @@ def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence
     candidates of ``ordered`` (policy order). ``(None, None)`` when nothing that is expected to end
     frees enough for it (e.g. it needs nodes the cluster does not have)."""
     sim = placer.copy()
-    quota = QuotaBook(tenants, _usage(running, extra_usage))
+    quota = QuotaBook(tenants, usage_of(running, extra_usage))
     tie = itertools.count()
-    events: list = []
+    events: list[Any] = []
     for r in running:
         end = now if r.stopping else max(now, r.expected_end if r.expected_end is not None
                                          else now + default_runtime_s)
@@ -37,7 +37,7 @@ def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence
     t = now
     for _ in range(MAX_EVENTS):
         still: list[Candidate] = []
-        no_fit: set = set()
+        no_fit: set[Any] = set()
         for c in pending:
             if c.shape in no_fit or quota.check(c.tenant, c.demand):
                 still.append(c)

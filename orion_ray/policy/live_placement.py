@@ -1,8 +1,9 @@
 """The placement engine applied to a live cluster: Ray's node view plus Orion's own reservations.
 
-Pure. The scheduler builds one ``LivePlacer`` per cycle from the nodes the runtime reports (totals and
-labels) and every bundle Orion holds (``Held``), asks it where each gang would go, and commits what it
-admits, so later gangs in the same cycle see the capacity the earlier ones took.
+Pure. A ``LivePlacer`` is built from the nodes the runtime reports (totals and labels) and every bundle
+Orion holds (``Held``); it says where each gang would go, and commits what is admitted, so later gangs
+see the capacity the earlier ones took. The scheduler keeps one across cycles (``cycle.CyclePlanner``):
+its copies share one score cache, so unchanged nodes are not scored again.
 
 Per-GPU state is Orion's model of what Ray did. Ray picks the GPU of a shared (fractional) bundle
 itself — the tightest GPU that fits — so the placer scores only that option (the engine's
@@ -13,14 +14,15 @@ the free-capacity multiset, so whole-GPU bundles are counted against fully free 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .fit import ACCELERATOR_LABEL, NodeView, could_ever_fit, fit_gang
-from .placement import (BundleRequest, ClusterArrays, ClusterSnapshot, NodeState,
-                        PlacementSession, Policy, Req, place_gang)
+from .placement import BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req, place_gang
 from .placement.arrays import MILLI, to_milli
+from .placement.engine import ScoreCache
 
 STANDARD = ("CPU", "GPU", "memory")
 Bundle = Mapping[str, float]
@@ -37,7 +39,13 @@ class Held:
 
     @property
     def shared_gpu(self) -> bool:
+        """Whether the bundle takes a fraction of one GPU."""
         return 0 < self.bundle.get("GPU", 0.0) < 1
+
+    @cached_property
+    def req(self) -> Req:
+        """The bundle in the engine's units (computed once: what-ifs release bundles often)."""
+        return Req.from_bundle(bundle_request(self.bundle))
 
 
 def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequest:
@@ -93,12 +101,22 @@ def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
     return out
 
 
+def requests(bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]]
+             ) -> Optional[list[Req]]:
+    """The engine's requests for a gang's bundles, or ``None`` when a bundle asks for a custom
+    resource the engine does not model (``LivePlacer.place`` then uses the simple fit)."""
+    if any(k not in STANDARD for b in bundles for k in b):
+        return None
+    return [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
+
+
 class _FirstFit(Policy):
     """Every feasible node scores the same: enough to ask "does it fit at all?"."""
 
     name = "first_fit"
 
-    def score(self, arr, idx, req):
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
+              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         return np.zeros(len(idx)), None
 
 
@@ -125,9 +143,9 @@ def gpu_state(gpu_count: int, held: Iterable[Held]) -> list[int]:
         else:
             whole += int(round(gpu))
     for _ in range(whole):
-        i = max(range(gpu_count), key=lambda i: (free[i], -i)) if gpu_count else None
-        if i is None:
+        if not gpu_count:
             break
+        i = max(range(gpu_count), key=lambda i: (free[i], -i))
         free[i] = max(0, free[i] - MILLI)
     return [max(0, f) for f in free]
 
@@ -156,8 +174,10 @@ class LivePlacer:
              for n in self.nodes],
             [gpu_state(self.gpu_count[n.node_id], by_node.get(n.node_id, ())) for n in self.nodes])
         self.arr.runtime_picks_shared_gpu = True
-        self._session: Optional[PlacementSession] = None
-        self._totals: Optional[ClusterArrays] = None
+        # Shared by every copy (what-ifs, the next cycle's state): node stamps keep it right.
+        self.cache = ScoreCache()
+        # The nodes' total capacity as arrays, built on first use and shared by every copy
+        self._totals: list[Optional[ClusterArrays]] = [None]
 
     def snapshot(self) -> ClusterSnapshot:
         """The engine's view of the cluster now (free CPU, memory and per-GPU fractions)."""
@@ -169,32 +189,36 @@ class LivePlacer:
             for i, nid in enumerate(a.node_ids)))
 
     def place(self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]],
-              strategy: str) -> Optional[list[Held]]:
+              strategy: str, reqs: Optional[Sequence[Req]] = None) -> Optional[list[Held]]:
         """Where each bundle would go now (nothing is committed), or ``None`` if the gang does not
-        fit. Bundles with custom resources, which the engine does not model, use the simple fit."""
-        if any(k not in STANDARD for b in bundles for k in b):
+        fit. Bundles with custom resources, which the engine does not model, use the simple fit.
+        ``reqs`` (``requests(bundles, gpu_types)``, which a caller placing the same shape often
+        may keep) saves converting the bundles again."""
+        if reqs is None:
+            reqs = requests(bundles, gpu_types)
+        if reqs is None:
             chosen = fit_gang(bundles, strategy, self._free_views(), gpu_types)
             if chosen is None:
                 return None
             return [Held(n, dict(b), self._whole_gpus(n, b)) for n, b in zip(chosen, bundles)]
-        reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
-        if len(reqs) == 1:
-            # one bundle: the session re-scores only nodes that changed since the last decision
-            if self._session is None or self._session.arr is not self.arr:
-                self._session = PlacementSession(self.policy, self.arr)
-            c = self._session.place(reqs[0])
-            choices = None if c is None else [c]
-        else:
-            choices = place_gang(self.policy, self.arr, reqs, strategy)
+        # Every bundle, gangs included, is scored from the cache: only the nodes that changed since
+        # a shape was last placed are scored again.
+        choices = place_gang(self.policy, self.arr, reqs, strategy, self.cache)
         if choices is None:
             return None
-        return [Held(self.arr.node_ids[n], dict(b), tuple(g)) for (n, g), b in zip(choices, bundles)]
+        out = []
+        for (n, g), b, r in zip(choices, bundles, reqs):
+            h = Held(self.arr.node_ids[n], dict(b), tuple(g))
+            # what ``Held.req`` would compute (the request without its GPU-type constraint)
+            h.__dict__["req"] = Req(r.cpu, r.mem, r.num_gpu, r.milli, None)
+            out.append(h)
+        return out
 
     def commit(self, placed: Sequence[Held]) -> None:
         """Take ``placed`` from the free capacity (and from the custom-resource view)."""
         for h in placed:
             i = self.arr.index[h.node_id]
-            req = Req.from_bundle(bundle_request(h.bundle))
+            req = h.req
             gpus = h.gpu_indices or self.arr.default_gpus(i, req)
             self.arr.commit(i, gpus, req)
             self._take_custom(h, -1.0)
@@ -205,13 +229,13 @@ class LivePlacer:
             i = self.arr.index.get(h.node_id)
             if i is None:
                 continue  # the node is gone (or cordoned): nothing to give back here
-            req = Req.from_bundle(bundle_request(h.bundle))
+            req = h.req
             gpus = h.gpu_indices or self._used_gpus(i, req)
             self.arr.cpu[i] += req.cpu
             self.arr.mem[i] += req.mem
             for g in gpus:
                 self.arr.gpu[i, g] = min(MILLI, self.arr.gpu[i, g] + req.milli)
-            self.arr.version[i] += 1
+            self.arr.touch(i)
             self._take_custom(h, 1.0)
 
     def copy(self) -> "LivePlacer":
@@ -219,7 +243,6 @@ class LivePlacer:
         new = object.__new__(LivePlacer)
         new.__dict__.update(self.__dict__)
         new.arr = self.arr.copy()
-        new._session = None
         new.custom_free = {k: dict(v) for k, v in self.custom_free.items()}
         return new
 
@@ -231,7 +254,7 @@ class LivePlacer:
             if k not in STANDARD:
                 custom[k] = custom.get(k, 0.0) + sign * v
 
-    def fits_node(self, i: int, req: Req, cpu: float, mem: float, gpu) -> bool:
+    def fits_node(self, i: int, req: Req, cpu: float, mem: float, gpu: np.ndarray) -> bool:
         """Whether ``req`` fits a node state (``cpu`` milli, ``mem``, per-GPU milli ``gpu``)
         of node ``i`` (its GPU type included): a cheap check for what-if loops."""
         if cpu < req.cpu or mem + 1e-9 < req.mem:
@@ -251,7 +274,7 @@ class LivePlacer:
             i = new.arr.index.get(nid)
             if i is not None:
                 new.arr.cpu[i] = -1  # below any request: the node is infeasible for everything
-                new.arr.version[i] += 1
+                new.arr.touch(i)
         return new
 
     def _used_gpus(self, i: int, req: Req) -> tuple[int, ...]:
@@ -267,15 +290,16 @@ class LivePlacer:
         """Whether the gang fits the schedulable nodes' total capacity."""
         if any(k not in STANDARD for b in bundles for k in b):
             return could_ever_fit(bundles, strategy, self.nodes, gpu_types)
-        if self._totals is None:
-            self._totals = ClusterArrays(
+        totals = self._totals[0]
+        if totals is None:
+            totals = self._totals[0] = ClusterArrays(
                 [n.node_id for n in self.nodes],
                 [to_milli(n.total.get("CPU", 0.0)) for n in self.nodes],
                 [n.total.get("memory", 0.0) for n in self.nodes],
                 [self.arr.type_names[t] if t >= 0 else None for t in self.arr.gtype],
                 [[MILLI] * self.gpu_count[n.node_id] for n in self.nodes])
         reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
-        return place_gang(_FIRST_FIT, self._totals, reqs, strategy) is not None
+        return place_gang(_FIRST_FIT, totals, reqs, strategy) is not None
 
     def _free_views(self) -> list[NodeView]:
         out = []
@@ -298,7 +322,7 @@ def placement_record(held: list[Held]) -> list[dict[str, Any]]:
              "gpu_indices_observed": h.observed} for i, h in enumerate(held)]
 
 
-def held_from_record(placement: Optional[list], bundles: list[dict[str, float]]) -> list[Held]:
+def held_from_record(placement: Optional[list[Any]], bundles: list[dict[str, float]]) -> list[Held]:
     """Rebuild the held bundles of a recovered workload from its stored ``placement``."""
     out = []
     for rec, bundle in zip(placement or [], bundles):
@@ -307,7 +331,7 @@ def held_from_record(placement: Optional[list], bundles: list[dict[str, float]])
     return out
 
 
-def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict]:
+def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict[str, Any]]:
     """Fragmentation now, per node: free GPU capacity, and the part of it the policy's expected
     request mix could not use (the FGD measure), in GPUs. Nodes without GPUs are left out."""
     from .placement.frag import TypicalPods, frag_amount
@@ -327,9 +351,9 @@ def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict]:
     return out
 
 
-def fragmentation_summary(per_node: list[dict]) -> dict:
+def fragmentation_summary(per_node: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals by GPU type of ``stranded_gpus`` rows (what the queue view and the metric show)."""
-    by_type: dict[str, dict] = {}
+    by_type: dict[str, dict[str, Any]] = {}
     for r in per_node:
         t = by_type.setdefault(r["gpu_type"] or "unknown",
                                {"gpus": 0, "free_gpus": 0.0, "stranded_gpus": 0.0})

@@ -16,7 +16,7 @@ persists, so cordons and drains survive a scheduler restart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from .fit import ACCELERATOR_LABEL, NodeView
 
@@ -43,8 +43,8 @@ class NodeRecord:
     state: str
     first_seen: float
     last_seen: float
-    labels: dict = field(default_factory=dict)
-    total: dict = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+    total: dict[str, Any] = field(default_factory=dict)
     ready_at: Optional[float] = None
     cordoned: bool = False
     cordon_reason: str = ""
@@ -52,7 +52,7 @@ class NodeRecord:
     drain_deadline: Optional[float] = None
     idle_since: Optional[float] = None
     ended_at: Optional[float] = None
-    history: list = field(default_factory=list)  # [(state, at, reason)]
+    history: list[Any] = field(default_factory=list)  # [(state, at, reason)]
 
     @property
     def pool(self) -> Optional[str]:
@@ -75,12 +75,12 @@ class NodeRecord:
 class NodeBook:
     """Every node Orion has seen, with operator cordons and drains (``ops`` is what to persist)."""
 
-    def __init__(self, ops: Optional[Mapping] = None):
+    def __init__(self, ops: Optional[Mapping[str, Any]] = None):
         self.nodes: dict[str, NodeRecord] = {}
         ops = dict(ops or {})
         # operator intent, kept even for a node not seen yet (after a restart)
         self.cordons: dict[str, str] = dict(ops.get("cordoned") or {})
-        self.drains: dict[str, dict] = {k: dict(v) for k, v in (ops.get("draining") or {}).items()}
+        self.drains: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (ops.get("draining") or {}).items()}
         self._observed = False
 
     # -- observation ---------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class NodeBook:
         return {r.node_id for r in self.nodes.values()
                 if r.state not in ENDED and not r.schedulable} | set(self.cordons)
 
-    def ops(self) -> dict:
+    def ops(self) -> dict[str, Any]:
         """Operator intent to persist: cordons and drains."""
         return {"cordoned": dict(self.cordons), "draining": {k: dict(v)
                                                              for k, v in self.drains.items()}}
@@ -233,7 +233,7 @@ class NodeBook:
         return rec
 
     @staticmethod
-    def _move(rec: NodeRecord, state: str, now: float, reason: str, out: list,
+    def _move(rec: NodeRecord, state: str, now: float, reason: str, out: list[Any],
               before: Optional[str] = None) -> None:
         prev = rec.status if before is None else before
         rec.state = state

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 CLUSTER_COHORT = ""
 EPS = 1e-9
@@ -35,7 +35,8 @@ class TenantQuota:
     cohort: Optional[str] = None
 
 
-def demand_of(bundles, gpu_types) -> dict[str, float]:
+def demand_of(bundles: Sequence[Mapping[str, float]],
+              gpu_types: Sequence[Optional[str]]) -> dict[str, float]:
     """Quota units of a gang: ``{"cpu", "gpu", "memory", "gpu:<type>"}`` summed over bundles."""
     out: dict[str, float] = defaultdict(float)
     for b, t in zip(bundles, gpu_types):
@@ -59,8 +60,8 @@ class QuotaBook:
             for k, v in u.items():
                 self.usage[t][k] += v
         self.members: dict[str, list[str]] = defaultdict(list)
-        for t in self.tenants.values():
-            self.members[t.cohort or CLUSTER_COHORT].append(t.tenant_id)
+        for q in self.tenants.values():
+            self.members[q.cohort or CLUSTER_COHORT].append(q.tenant_id)
 
     def copy(self) -> "QuotaBook":
         return QuotaBook(self.tenants, self.usage)
@@ -97,7 +98,7 @@ class QuotaBook:
         q = self.tenants.get(tenant)
         return (q.cohort or CLUSTER_COHORT) if q else CLUSTER_COHORT
 
-    def check(self, tenant: str, demand: Mapping[str, float]) -> Optional[dict]:
+    def check(self, tenant: str, demand: Mapping[str, float]) -> Optional[dict[str, Any]]:
         """``None`` if ``demand`` may be admitted by quota, else the first blocking resource as
         ``{"resource", "message"}``."""
         q = self.tenants.get(tenant)

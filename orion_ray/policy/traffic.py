@@ -70,16 +70,25 @@ def start(spec: ReleaseSpec, now: float) -> tuple[ReleaseState, list[Event]]:
                              f"{s}: step 1/{len(spec.steps)}, {spec.candidate} at "
                              f"{spec.steps[0].weight:g}%", w)]
     if s == "blue-green":
-        w = {spec.candidate: 100.0, spec.stable: 0.0}
+        stable, cand = _versions(spec)
+        w = {cand: 100.0, stable: 0.0}
         return ReleaseState(TESTING, w, 0, now), [Event(
             now, spec.model_id, "switched", f"blue-green: all traffic to {spec.candidate}; "
             f"rollback armed for {spec.testing_period:g}s", w)]
-    w = dict(spec.ab.variants) if s == "ab" else dict(spec.weights)
+    w = dict(spec.ab.variants) if s == "ab" and spec.ab is not None else dict(spec.weights)
     return ReleaseState(STEADY, w, 0, now), [Event(now, spec.model_id, "applied", f"{s}: {w}", w)]
 
 
 def _split(spec: ReleaseSpec, candidate_weight: float) -> dict[str, float]:
-    return {spec.stable: 100.0 - candidate_weight, spec.candidate: candidate_weight}
+    stable, cand = _versions(spec)
+    return {stable: 100.0 - candidate_weight, cand: candidate_weight}
+
+
+def _versions(spec: ReleaseSpec) -> tuple[str, str]:
+    """(stable, candidate) of a canary, rolling or blue-green release (the spec requires both)."""
+    if spec.stable is None or spec.candidate is None:
+        raise ValueError(f"{spec.strategy} release of {spec.model_id} needs stable and candidate")
+    return spec.stable, spec.candidate
 
 
 def verdict(spec: ReleaseSpec, stats: Stats) -> Optional[str]:
@@ -101,15 +110,16 @@ def evaluate(spec: ReleaseSpec, state: ReleaseState, candidate: Stats,
     enough evidence, promote after the last step (or the blue-green testing period)."""
     if state.phase not in (RUNNING, TESTING):
         return state, []
+    stable, cand = _versions(spec)
     why = verdict(spec, candidate)
     if why is not None:
-        w = {spec.stable: 100.0, spec.candidate: 0.0}
+        w = {stable: 100.0, cand: 0.0}
         return (ReleaseState(ROLLED_BACK, w, state.step, now),
                 [Event(now, spec.model_id, "rolled_back", f"{spec.candidate}: {why}", w)])
     if state.phase == TESTING:
         if now - state.since < spec.testing_period:
             return state, []
-        w = {spec.candidate: 100.0, spec.stable: 0.0}
+        w = {cand: 100.0, stable: 0.0}
         return (ReleaseState(PROMOTED, w, state.step, now),
                 [Event(now, spec.model_id, "promoted",
                        f"{spec.candidate} held through the testing period", w)])
@@ -121,7 +131,7 @@ def evaluate(spec: ReleaseSpec, state: ReleaseState, candidate: Stats,
         return state, []
     nxt = state.step + 1
     if nxt >= len(spec.steps) or step.weight >= 100:
-        w = {spec.candidate: 100.0, spec.stable: 0.0}
+        w = {cand: 100.0, stable: 0.0}
         return (ReleaseState(PROMOTED, w, state.step, now),
                 [Event(now, spec.model_id, "promoted", f"{spec.candidate} passed every step", w)])
     w = _split(spec, spec.steps[nxt].weight)

@@ -24,6 +24,7 @@ from ..config import PolicyConfig, SchedulerConfig
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.admission import plan_cycle
+from ..policy.cycle import CyclePlanner
 from ..policy.fairshare import FairShare
 from ..policy.live_placement import LivePlacer, bundle_request, outside_orion
 from ..policy.placement import get_policy
@@ -73,6 +74,8 @@ class Scheduler(AdminMixin):
         self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
         self.fair = FairShare(self.policy_config.fair_share_half_life_s)
         self.forecasts = estimates.ForecastCache()
+        # keeps the engine's score caches warm from cycle to cycle (see policy/cycle.py)
+        self.planner = CyclePlanner(clock=time.perf_counter)
         self.reservation: Optional[dict] = None
         # GPUs tenants hold in serving replicas (counted against quotas), refreshed by the loop
         self.serving_usage: dict[str, dict[str, float]] = {}
@@ -191,7 +194,7 @@ class Scheduler(AdminMixin):
             self.metrics.cycle({}, 0)
             return self.last_cycle
         # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU
-        placer = self.placer()
+        placer = self.planner.adopt(self.placer())
         running = bridge.running_items(book, now)
         self.fair.advance(now, bridge.allocated(running))
         phase("snapshot")
@@ -205,6 +208,7 @@ class Scheduler(AdminMixin):
         plan = plan_cycle(placer, eligible, running, self.policy, self.fair,
                           bridge.capacity(placer.nodes), now, book.nominated,
                           extra_usage=self.serving_usage)
+        plan.apply_fair_share(self.fair)  # planning no longer charges the long-lived fair share
         phase("plan")
         for victim, for_wid in plan.preempt:
             self.driver.preempt(book.active[victim], for_wid)

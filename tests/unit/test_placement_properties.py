@@ -148,3 +148,28 @@ def test_session_commit_rejects_a_stale_plan():
     with pytest.raises(ValueError):
         session.commit_bundles(plan, b)  # 0.4 left: the same plan no longer fits
     assert session.snapshot().nodes[0].gpu_free[0] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("live", [False, True])
+def test_gangs_through_the_score_cache_decide_like_uncached_gangs(seed, live):
+    """Gangs, every strategy, through one cache shared by the cluster and its copies (what the live
+    placer keeps across cycles), with commits and copies in between: the same choices as scoring
+    every bundle from scratch."""
+    from orion_ray.policy.placement.engine import ScoreCache, place_gang
+
+    rng = random.Random(seed)
+    for name in ("orion", "fgd", "best_fit"):
+        policy = get_policy(name, seed=seed)
+        arr = ClusterArrays.from_snapshot(random_cluster(rng, rng.randint(3, 30)))
+        arr.runtime_picks_shared_gpu = live
+        cache = ScoreCache()
+        for _ in range(40):
+            reqs = [Req.from_bundle(random_bundle(rng))] * rng.choice([1, 2, 3, 4])
+            strategy = rng.choice(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])
+            target = arr if rng.random() < 0.7 else arr.copy()  # a what-if copy now and then
+            want = place_gang(policy, target, reqs, strategy)
+            assert place_gang(policy, target, reqs, strategy, cache) == want, (name, strategy)
+            if want is not None and target is arr:
+                for (node, gpus), r in zip(want, reqs):
+                    arr.commit(node, gpus, r)

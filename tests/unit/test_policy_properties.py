@@ -50,6 +50,7 @@ def test_quota_class_and_no_preemption_loops(seed):
         waiting = [c for c in queue if c.workload_id not in runs]
         before = QuotaBook(st.tenants, _usage(runs.values()))
         pl = plan_cycle(p, waiting, list(runs.values()), st, fs, capacity(p), now)
+        pl.apply_fair_share(fs)  # planning leaves the fair share alone; applying charges it
         # quota: what is admitted plus what ran stays within nominal + borrowing limit
         book = before.copy()
         for c, _ in pl.admitted:

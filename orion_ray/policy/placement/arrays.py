@@ -7,15 +7,26 @@ used GPUs in every check, so no mask is needed.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from .types import BundleRequest, ClusterSnapshot
 
 MILLI = 1000
+
+# Node versions are stamps drawn from one process-wide counter, not per-array counts: a stamp then
+# names one node state everywhere, so a score cache may serve every copy of an array (a gang's
+# scratch copy, a what-if, the next cycle's state) and stays right whichever copy changed.
+_STAMPS = itertools.count(1)
+
+
+def fresh_stamps(n: int) -> np.ndarray:
+    """``n`` version stamps never handed out before."""
+    return np.fromiter(itertools.islice(_STAMPS, n), dtype=np.int64, count=n)
 
 
 def to_milli(x: float) -> int:
@@ -31,10 +42,10 @@ class Req:
     mem: float
     num_gpu: int
     milli: int               # per GPU; 0 when num_gpu == 0
-    types: Optional[frozenset]
+    types: Optional[frozenset[str]]
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return (self.cpu, self.mem, self.num_gpu, self.milli, self.types)
 
     @property
@@ -87,12 +98,14 @@ class ClusterArrays:
         self.gpu_count = np.array([len(g) for g in gpu], dtype=np.int64)
         self.gpu_cap = (np.asarray(gpu_cap, dtype=np.int64) if gpu_cap is not None
                         else self.gpu_count * MILLI)
-        self.type_names: list[Optional[str]] = sorted({t for t in gpu_type if t is not None})
+        # (no None in it; Optional because lookups index it with a node's possibly absent model)
+        self.type_names: list[Optional[str]] = [
+            t for t in sorted({t for t in gpu_type if t is not None})]
         tindex = {t: i for i, t in enumerate(self.type_names)}
         # Type index -1 means "no GPU model"; type masks are indexed with it shifted by one.
         self.gtype = np.array([tindex[t] if t is not None else -1 for t in gpu_type], dtype=np.int64)
-        # Bumped on every change of a node: score caches compare against it.
-        self.version = np.zeros(n, dtype=np.int64)
+        # A fresh stamp on every change of a node: score caches compare against it.
+        self.version = fresh_stamps(n)
         # Per-node counts of GPU-workload kinds (used only by the gpu_clustering baseline).
         self.affinity: dict[str, np.ndarray] = {}
         # True when the runtime (Ray) picks the GPU of a shared request itself by the common rule
@@ -119,7 +132,7 @@ class ClusterArrays:
         new.affinity = {k: v.copy() for k, v in self.affinity.items()}
         return new
 
-    def type_mask(self, types: Optional[frozenset]) -> np.ndarray:
+    def type_mask(self, types: Optional[frozenset[str]]) -> np.ndarray:
         """Boolean per node: may a request restricted to ``types`` use this node's GPUs."""
         if types is None:
             return np.ones(len(self), dtype=bool)
@@ -158,13 +171,35 @@ class ClusterArrays:
         self.mem[node] -= req.mem
         for g in gpus:
             self.gpu[node, g] -= req.milli
-        self.version[node] += 1
+        self.touch(node)
         if req.num_gpu:
             tag = "share" if req.shared else f"{req.num_gpu}-gpu"
             counts = self.affinity.setdefault(tag, np.zeros(len(self), dtype=np.int64))
             counts[node] += 1
 
+    def touch(self, node: int) -> None:
+        """Mark ``node`` changed (a fresh version stamp): cached scores of it are stale."""
+        self.version[node] = next(_STAMPS)
+
+    def adopt_versions(self, old: "ClusterArrays") -> int:
+        """Take ``old``'s version stamps for the nodes whose state is the same here (free capacity,
+        GPU model and count), so scores cached for ``old`` stay valid for them, and its per-node
+        placement history (``affinity``: a rebuilt view has none). Only for the same nodes in
+        the same order: returns how many nodes differ, or -1 if the node lists differ (nothing
+        adopted)."""
+        if (self.node_ids != old.node_ids or self.type_names != old.type_names
+                or self.gpu.shape != old.gpu.shape):
+            return -1
+        same = ((self.cpu == old.cpu) & (self.mem == old.mem) & (self.gtype == old.gtype)
+                & (self.gpu_count == old.gpu_count) & (self.gpu == old.gpu).all(axis=1))
+        self.version[same] = old.version[same]
+        self.affinity = {k: v.copy() for k, v in old.affinity.items()}
+        # Share the node list itself: caches recognise "the same nodes" by its identity.
+        self.node_ids, self.index = old.node_ids, old.index
+        return int(len(self) - same.sum())
+
     def gpu_free_total(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """Free milli-GPUs per node."""
         g = self.gpu if idx is None else self.gpu[idx]
-        return g.sum(axis=1)
+        out: np.ndarray = g.sum(axis=1)
+        return out

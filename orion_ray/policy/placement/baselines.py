@@ -55,7 +55,8 @@ class BestFitPolicy(Policy):
         hi, lo = scores.max(), scores.min()
         if hi == lo:
             return np.zeros_like(scores)
-        return np.floor((scores - lo) * 100.0 / (hi - lo))
+        out: np.ndarray = np.floor((scores - lo) * 100.0 / (hi - lo))
+        return out
 
 
 class GpuPackingPolicy(Policy):

@@ -10,7 +10,7 @@ caches per-shape node scores, recomputing only the nodes that changed since).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Policy:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.model_version = 0
-        self._prio_cache: Optional[tuple[list, np.ndarray]] = None
+        self._prio_cache: Optional[tuple[list[Any], np.ndarray]] = None
 
     # -- to implement --------------------------------------------------------------------------
     def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
@@ -102,13 +102,86 @@ class Policy:
                 for (n, g), b in zip(choices, bundles)]
 
 
+class ScoreCache:
+    """Scores of a cacheable policy per request shape and node, kept while the node keeps its
+    version stamp (``ClusterArrays.touch``).
+
+    Stamps name node states process-wide, so one cache serves an array and all its copies: the
+    next cycle's state, a gang's scratch copy, a what-if with victims released. Everything is
+    dropped when the policy's model, the node list or the runtime's shared-GPU rule changes.
+    """
+
+    MAX_SHAPES = 1024  # a long-lived cache forgets everything past this many shapes (~3 arrays each)
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # What the entries hold for, by identity (the objects are kept so an id is never reused)
+        self._policy: Optional[Policy] = None
+        self._nodes: Optional[list[str]] = None
+        self._model: tuple[int, bool] = (-1, False)
+
+    def clear(self) -> None:
+        """Forget every cached score."""
+        self._entries.clear()
+        self._policy = self._nodes = None
+
+    def scores(self, policy: "Policy", arr: ClusterArrays, req: Req
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Score of ``req`` on every node of ``arr`` (``-inf`` where it does not fit) and the GPU
+        the policy picked for a shared request (``-1``: the common rule). Only nodes whose stamp
+        changed since they were last scored for this shape are scored again. The arrays are the
+        cache's own: read them, do not keep or change them."""
+        model = (policy.model_version, arr.runtime_picks_shared_gpu)
+        if (policy is not self._policy or arr.node_ids is not self._nodes or model != self._model
+                or len(self._entries) > self.MAX_SHAPES):
+            self._entries.clear()
+            self._policy, self._nodes, self._model = policy, arr.node_ids, model
+        n = len(arr)
+        ent = self._entries.get(req.key)
+        if ent is None:
+            ent = (np.full(n, -np.inf), np.full(n, -1, dtype=np.int64),
+                   np.full(n, -1, dtype=np.int64))
+            self._entries[req.key] = ent
+            stale = np.arange(n)
+        else:
+            stale = np.flatnonzero(ent[2] != arr.version)
+        scores, gpus, seen = ent
+        if stale.size:
+            seen[stale] = arr.version[stale]
+            scores[stale] = -np.inf
+            cand = arr.feasible(req, stale)
+            if cand.size:
+                s, g = policy.score(arr, cand, req)
+                scores[cand] = s
+                gpus[cand] = g if g is not None else -1
+        return scores, gpus
+
+
+def choose(policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays, req: Req,
+           idx: Optional[np.ndarray] = None, prefer: Optional[np.ndarray] = None
+           ) -> Optional[Choice]:
+    """``policy.choose`` through ``cache`` (when given and the policy is cacheable): the same
+    choice, from cached scores of the unchanged nodes."""
+    if cache is None or not policy.cacheable:
+        return policy.choose(arr, req, idx, prefer)
+    scores, gpus = cache.scores(policy, arr, req)
+    # In ``idx``'s order, as ``ClusterArrays.feasible`` keeps it: the pick sees the same list.
+    ok = np.flatnonzero(scores > -np.inf) if idx is None else idx[scores[idx] > -np.inf]
+    if ok.size == 0:
+        return None
+    return policy._pick(arr, req, ok, scores[ok], gpus[ok], prefer)
+
+
 def place_gang(policy: Policy, arr: ClusterArrays, reqs: Sequence[Req],
-               strategy: str = "PACK") -> Optional[list[Choice]]:
+               strategy: str = "PACK", cache: Optional[ScoreCache] = None
+               ) -> Optional[list[Choice]]:
     """All-or-nothing placement of ``reqs`` on a copy of ``arr`` (``arr`` itself is unchanged).
 
     PACK prefers nodes the gang already uses, SPREAD prefers unused ones, STRICT_SPREAD allows only
     unused ones and STRICT_PACK puts every bundle on one node. Bundles are placed biggest first (the
-    hardest to fit decide where the gang can go) and returned in the caller's order.
+    hardest to fit decide where the gang can go) and returned in the caller's order. With a
+    ``cache`` every bundle is scored from it: on the gang's scratch copy only the nodes the gang
+    took so far are scored again.
     """
     strategy = strategy.upper()
     if strategy not in STRATEGIES:
@@ -116,49 +189,49 @@ def place_gang(policy: Policy, arr: ClusterArrays, reqs: Sequence[Req],
     if not reqs:
         return []
     if len(reqs) == 1:
-        c = policy.choose(arr, reqs[0])
+        c = choose(policy, cache, arr, reqs[0])
         return None if c is None else [c]
     order = sorted(range(len(reqs)), key=lambda i: (-reqs[i].gpu_milli_total, -reqs[i].cpu, i))
     if strategy == "STRICT_PACK":
-        return _strict_pack(policy, arr, reqs, order)
+        return _strict_pack(policy, cache, arr, reqs, order)
     work = arr.copy()
     used = np.zeros(len(arr), dtype=bool)
-    out: list[Optional[Choice]] = [None] * len(reqs)
+    at: dict[int, Choice] = {}
     for i in order:
         if strategy == "STRICT_SPREAD":
-            c = policy.choose(work, reqs[i], idx=np.flatnonzero(~used))
+            c = choose(policy, cache, work, reqs[i], idx=np.flatnonzero(~used))
         elif strategy == "SPREAD":
-            c = policy.choose(work, reqs[i], prefer=~used)
+            c = choose(policy, cache, work, reqs[i], prefer=~used)
         else:
-            c = policy.choose(work, reqs[i], prefer=used)
+            c = choose(policy, cache, work, reqs[i], prefer=used)
         if c is None:
             return None
         work.commit(c[0], c[1], reqs[i])
         used[c[0]] = True
-        out[i] = c
-    return out  # type: ignore[return-value]
+        at[i] = c
+    return [at[i] for i in range(len(reqs))]
 
 
-def _strict_pack(policy: Policy, arr: ClusterArrays, reqs: Sequence[Req],
-                 order: list[int]) -> Optional[list[Choice]]:
+def _strict_pack(policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays,
+                 reqs: Sequence[Req], order: list[int]) -> Optional[list[Choice]]:
     # Candidate nodes: those where the largest bundle fits; then check the whole gang node by node,
     # in the order the policy would pick them for the largest bundle.
     cand = arr.feasible(reqs[order[0]])
     while cand.size:
-        c = policy.choose(arr, reqs[order[0]], idx=cand)
+        c = choose(policy, cache, arr, reqs[order[0]], idx=cand)
         if c is None:
             return None
         node = c[0]
         work = arr.copy()
-        out: list[Optional[Choice]] = [None] * len(reqs)
+        at: dict[int, Choice] = {}
         for i in order:
-            ci = policy.choose(work, reqs[i], idx=np.array([node]))
+            ci = choose(policy, cache, work, reqs[i], idx=np.array([node]))
             if ci is None:
                 break
             work.commit(ci[0], ci[1], reqs[i])
-            out[i] = ci
+            at[i] = ci
         else:
-            return out  # type: ignore[return-value]
+            return [at[i] for i in range(len(reqs))]
         cand = cand[cand != node]
     return None
 
@@ -171,41 +244,16 @@ class PlacementSession:
     decisions as scoring from scratch, much faster.
     """
 
-    def __init__(self, policy: Policy, arr: ClusterArrays) -> None:
+    def __init__(self, policy: Policy, arr: ClusterArrays,
+                 cache: Optional[ScoreCache] = None) -> None:
         self.policy = policy
         self.arr = arr
-        self._cache: dict[tuple, tuple] = {}
-        self._model = policy.model_version
+        self.cache = cache if cache is not None else ScoreCache()
+        self._labels: dict[str, dict[str, str]] = {}  # node labels (from_snapshot), for snapshot
 
     def place(self, req: Req) -> Optional[Choice]:
         """Where ``req`` would go now (nothing is committed)."""
-        p, arr = self.policy, self.arr
-        if not p.cacheable:
-            return p.choose(arr, req)
-        if p.model_version != self._model:
-            self._cache.clear()
-            self._model = p.model_version
-        ent = self._cache.get(req.key)
-        n = len(arr)
-        if ent is None:
-            ent = (np.full(n, -np.inf), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
-            self._cache[req.key] = ent
-            stale = np.arange(n)
-        else:
-            stale = np.flatnonzero(ent[2] != arr.version)
-        scores, gpus, seen = ent
-        if stale.size:
-            seen[stale] = arr.version[stale]
-            scores[stale] = -np.inf
-            cand = arr.feasible(req, stale)
-            if cand.size:
-                s, g = p.score(arr, cand, req)
-                scores[cand] = s
-                gpus[cand] = g if g is not None else -1
-        ok = np.flatnonzero(scores > -np.inf)
-        if ok.size == 0:
-            return None
-        return p._pick(arr, req, ok, scores[ok], gpus[ok], None)
+        return choose(self.policy, self.cache, self.arr, req)
 
     def commit(self, choice: Choice, req: Req) -> None:
         """Take ``req`` from the chosen node."""
@@ -216,7 +264,7 @@ class PlacementSession:
         if len(reqs) == 1:
             c = self.place(reqs[0])
             return None if c is None else [c]
-        return place_gang(self.policy, self.arr, reqs, strategy)
+        return place_gang(self.policy, self.arr, reqs, strategy, self.cache)
 
     # -- the same with public types: one scheduling cycle over many workloads ------------------
     @classmethod

@@ -11,7 +11,7 @@ trace); without one it is learnt from the requests observed so far.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class FGDPolicy(Policy):
                  coverage: float = 0.95) -> None:
         super().__init__(seed)
         self.coverage = coverage
-        self._counts: Counter = Counter()
+        self._counts: Counter[Any] = Counter()
         self._fixed = typical is not None
         if typical is not None:
             self._counts.update(shape_of(Req.from_bundle(b)) for b in typical)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from .arrays import MILLI, ClusterArrays, Req
 
-Shape = tuple  # (cpu milli, gpu milli per GPU, num_gpu, types)
+Shape = tuple[Any, ...]  # (cpu milli, gpu milli per GPU, num_gpu, types)
 
 
-def _type_str(types: Optional[frozenset]) -> str:
+def _type_str(types: Optional[frozenset[str]]) -> str:
     return "|".join(sorted(types)) if types else ""
 
 
@@ -30,12 +30,15 @@ class TypicalPods:
     cpu: np.ndarray       # milli-cores
     milli: np.ndarray     # per GPU, 0 for CPU-only
     num: np.ndarray
-    types: list           # Optional[frozenset] per shape
+    types: list[Any]           # Optional[frozenset] per shape
     freq: np.ndarray
-    _typeok: dict = field(default_factory=dict, repr=False)
+    _typeok: dict[tuple[Optional[str], ...], np.ndarray] = field(default_factory=dict, repr=False)
+    # Fragmentation of each node as it is now, by node index: (version stamp seen, value). It does
+    # not depend on the request, so a score computes it once per node state, not once per shape.
+    _before: Optional[tuple[np.ndarray, np.ndarray]] = field(default=None, repr=False)
 
     @classmethod
-    def from_counts(cls, counts: dict, coverage: float = 0.95) -> "TypicalPods":
+    def from_counts(cls, counts: dict[Shape, Any], coverage: float = 0.95) -> "TypicalPods":
         """The most frequent shapes (most frequent first; ties by larger shape) until they cover
         ``coverage`` of the weight, frequencies renormalised over the kept shapes."""
         total = float(sum(counts.values()))
@@ -85,7 +88,7 @@ def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.nd
     """Expected stranded milli-GPUs of each state (rows of ``cpu``/``gpu``/``gtype``)."""
     total = gpu.sum(axis=1)
     gpu_shapes = tp.milli > 0
-    out = tp.freq[~gpu_shapes].sum() * total.astype(np.float64)
+    out: np.ndarray = tp.freq[~gpu_shapes].sum() * total.astype(np.float64)
     if not gpu_shapes.any():
         return out
     m, num, c, p = tp.milli[gpu_shapes], tp.num[gpu_shapes], tp.cpu[gpu_shapes], tp.freq[gpu_shapes]
@@ -96,7 +99,8 @@ def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.nd
     ge = fits.sum(axis=1)[:, inv]
     lt = np.where(fits, 0, g3).sum(axis=1)[:, inv]
     usable = typeok[gpu_shapes][:, gtype + 1].T & (ge >= num) & (cpu[:, None] >= c)
-    return out + (np.where(usable, lt, total[:, None]) * p).sum(axis=1)
+    stranded: np.ndarray = out + (np.where(usable, lt, total[:, None]) * p).sum(axis=1)
+    return stranded
 
 
 def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
@@ -104,19 +108,25 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
     """The states the nodes ``idx`` would be in after taking ``req``.
 
     Returns ``cpu`` [n, o], ``gpu`` [n, o, G], ``option_gpu`` [n, o] and ``valid`` [n, o]: one option
-    per GPU for a shared request (which GPU to share), a single option otherwise (whole GPUs are the
+    per GPU for a shared request (which GPU to share) unless the runtime picks that GPU itself
+    (``runtime_picks_shared_gpu``: only its pick), a single option otherwise (whole GPUs are the
     lowest-index fully free ones; which ones does not change the free-capacity multiset).
     """
     g = arr.gpu[idx]
     n, width = g.shape
     cpu_after = arr.cpu[idx] - req.cpu
+    if req.shared and arr.runtime_picks_shared_gpu:
+        # Ray chooses the GPU of a shared bundle itself (tightest fit, lowest index on ties): only
+        # that option is real, so only that one is built and scored (one option, not one per GPU).
+        fits = g >= req.milli
+        tight = np.where(fits, g, np.iinfo(np.int64).max).argmin(axis=1)
+        rows = np.arange(n)
+        states = g.copy()
+        states[rows, tight] -= req.milli
+        return (cpu_after[:, None], states[:, None, :], tight[:, None],
+                fits[rows, tight][:, None])
     if req.shared:
         valid = g >= req.milli
-        if arr.runtime_picks_shared_gpu:
-            # Ray chooses the GPU of a shared bundle itself (tightest fit, lowest index on ties):
-            # only that option is real, so only that one may be scored.
-            tight = np.where(valid, g, np.iinfo(np.int64).max).argmin(axis=1)
-            valid = valid & (np.arange(width)[None, :] == tight[:, None])
         states = np.repeat(g[:, None, :], width, axis=1)
         diag = np.arange(width)
         states[:, diag, diag] -= req.milli
@@ -131,12 +141,28 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
             np.ones((n, 1), dtype=bool))
 
 
+def _frag_now(tp: TypicalPods, typeok: np.ndarray, arr: ClusterArrays, idx: np.ndarray
+              ) -> np.ndarray:
+    """``frag_amount`` of the nodes ``idx`` as they are, cached per node version stamp (stamps are
+    unique process-wide, so an index whose stamp matches holds the value of that very state)."""
+    n = len(arr)
+    if tp._before is None or len(tp._before[0]) != n:
+        tp._before = (np.full(n, -1, dtype=np.int64), np.zeros(n))
+    seen, val = tp._before
+    stale = idx[seen[idx] != arr.version[idx]]
+    if stale.size:
+        val[stale] = frag_amount(tp, typeok, arr.cpu[stale], arr.gpu[stale], arr.gtype[stale])
+        seen[stale] = arr.version[stale]
+    out: np.ndarray = val[idx]
+    return out
+
+
 def frag_delta(tp: TypicalPods, arr: ClusterArrays, idx: np.ndarray, req: Req
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Increase of fragmentation [n, o] for each candidate option, its GPU and validity."""
     typeok = tp.typeok(arr)
     gt = arr.gtype[idx]
-    before = frag_amount(tp, typeok, arr.cpu[idx], arr.gpu[idx], gt)
+    before = _frag_now(tp, typeok, arr, idx)
     cpu, states, opt_gpu, valid = candidate_states(arr, idx, req)
     n, o, width = states.shape
     after = frag_amount(tp, typeok, cpu.reshape(n * o), states.reshape(n * o, width),

@@ -29,7 +29,7 @@ with ``typical=`` instead.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class OrionPolicy(Policy):
         self.resource_lookahead = resource_lookahead
         self.type_lookahead = type_lookahead
         self.tie, self.exact = tie, exact
-        self._counts: Counter = Counter()
+        self._counts: Counter[Any] = Counter()
         self._gpu_cpu = self._gpu_mem = self._gpu_milli = 0.0
         self._fixed = typical is not None
         for b in typical or ():
@@ -85,7 +85,7 @@ class OrionPolicy(Policy):
             self._mem_ratio = self._gpu_mem / self._gpu_milli
         else:
             self._cpu_ratio, self._mem_ratio = PRIOR_CPU_PER_GPU, 0.0
-        self._need_cache: dict = {}
+        self._need_cache: dict[tuple[Any, ...], np.ndarray] = {}
         self.model_version += 1
 
     def observe(self, bundle: BundleRequest) -> None:
@@ -106,7 +106,7 @@ class OrionPolicy(Policy):
             feedable = np.minimum(feedable, mem / self._mem_ratio)
         return np.maximum(0.0, gpu_free - feedable)
 
-    def type_need(self, arr: ClusterArrays, allowed: Optional[frozenset] = None) -> np.ndarray:
+    def type_need(self, arr: ClusterArrays, allowed: Optional[frozenset[str]] = None) -> np.ndarray:
         """Per GPU model (index + 1; 0: none), for a request allowed on ``allowed`` (None: any):
         the share of GPU demand from requests with strictly fewer options that only models
         including this one can serve, divided by those models' share of the cluster's GPUs."""
@@ -147,7 +147,7 @@ class OrionPolicy(Policy):
         primary = -delta if self.exact else sigmoid_score(delta)
         primary = np.where(valid, primary, -np.inf)
         rows = np.arange(len(idx))
-        if req.shared:
+        if req.shared and primary.shape[1] > 1:
             # Among equally good GPUs the tightest fit (then the lowest index, argmax's first).
             g = arr.gpu[idx]
             best_score = primary.max(axis=1, keepdims=True)
@@ -159,4 +159,5 @@ class OrionPolicy(Policy):
             # Lexicographic (score, least free GPU left): free milli-GPUs are < 1e6 per node.
             left = arr.gpu_free_total(idx) - req.gpu_milli_total
             score = score * 1e6 - left if not self.exact else score - left * 1e-9
+        # (one option per node when the runtime picks the shared GPU: ``best`` is 0, its pick)
         return score, (opt_gpu[rows, best] if req.shared else None)

@@ -1,7 +1,7 @@
 """Placement policies by name (the names ``orion.yaml`` and ``orion simulate --policy`` accept)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .baselines import (BestFitPolicy, DotProductPolicy, GpuClusteringPolicy, GpuPackingPolicy,
                         RandomPolicy)
@@ -23,7 +23,7 @@ _FACTORIES: dict[str, Callable[..., Policy]] = {
 POLICY_NAMES = tuple(_FACTORIES)
 
 
-def get_policy(name: str = DEFAULT_POLICY, **opts) -> Policy:
+def get_policy(name: str = DEFAULT_POLICY, **opts: Any) -> Policy:
     """A fresh policy object by name; ``opts`` go to its constructor (all accept ``seed``, the
     seed of the tie-break node order; ``fgd`` and ``orion`` also accept ``typical``, a request list
     whose shapes make a fixed typical mix instead of one learnt online)."""

@@ -7,7 +7,7 @@ new snapshot that shares the untouched nodes with the old one (copy-on-write).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 # Tolerance for float capacities: a free fraction of 0.29999999999 must still host a 0.3 request.
 EPS = 1e-6
@@ -23,7 +23,7 @@ class NodeState:
     mem_free: float
     gpu_type: Optional[str] = None
     gpu_free: tuple[float, ...] = ()
-    labels: dict = field(default_factory=dict, hash=False, compare=False)
+    labels: dict[str, Any] = field(default_factory=dict[str, Any], hash=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept lists for convenience but store a tuple so a snapshot can be shared safely.
@@ -61,7 +61,7 @@ class BundleRequest:
     mem: float = 0.0
     num_gpu: int = 0
     gpu_fraction: float = 1.0
-    gpu_types: Optional[frozenset] = None
+    gpu_types: Optional[frozenset[str]] = None
 
     def __post_init__(self) -> None:
         if self.cpu < 0 or self.mem < 0 or self.num_gpu < 0:
