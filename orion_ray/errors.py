@@ -5,7 +5,7 @@ and the SDK raises the same classes from the JSON error body.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 
 class OrionError(Exception):
@@ -25,11 +25,12 @@ class OrionError(Exception):
         """The JSON error body of the contract."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
-    def __reduce__(self):  # survive pickling across Ray actor boundaries
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling across Ray actor boundaries
         return (_rebuild, (type(self), self.message, self.details, self.retry_after))
 
 
-def _rebuild(cls, message, details, retry_after):
+def _rebuild(cls: type[OrionError], message: str, details: Optional[list[dict[str, Any]]],
+             retry_after: Optional[float]) -> OrionError:
     return cls(message, details, retry_after)
 
 
@@ -101,7 +102,8 @@ class CapacityError(OrionError):
     status_code = 503
     code = "capacity_error"
 
-    def __init__(self, message: str = "", details=None, retry_after=None, history=None):
+    def __init__(self, message: str = "", details: Optional[list[dict[str, Any]]] = None,
+                 retry_after: Optional[float] = None, history: Optional[list[Any]] = None):
         super().__init__(message, details, retry_after)
         self.history = list(history or [])
 

@@ -97,14 +97,14 @@ class Resources(BaseModel):
 
     @field_validator("memory", mode="before")
     @classmethod
-    def _memory_not_bool(cls, v):  # pydantic would otherwise read ``true`` as 1 byte
+    def _memory_not_bool(cls, v: Any) -> Any:  # pydantic would otherwise read ``true`` as 1 byte
         if isinstance(v, bool):
             raise ValueError("memory must be bytes or a size such as '8Gi'")
         return v
 
     @field_validator("memory")
     @classmethod
-    def _memory(cls, v):
+    def _memory(cls, v: Any) -> Optional[int]:
         return None if v is None else parse_memory(v)
 
     @field_validator("custom")
@@ -118,7 +118,7 @@ class Resources(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _not_empty(self):
+    def _not_empty(self) -> Resources:
         if not self.ray_bundle():
             raise ValueError("a bundle must ask for some resource (cpu, gpu, memory or custom)")
         return self
@@ -192,7 +192,7 @@ class WorkloadSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _kind_fields(self, info: ValidationInfo):
+    def _kind_fields(self, info: ValidationInfo) -> WorkloadSpec:
         if self.workload_type == "task":
             if not self.function:
                 raise ValueError("a task needs 'function' ('package.module:function')")
@@ -261,7 +261,7 @@ class Workload(BaseModel):
     def priority(self) -> Priority:
         return self.spec.priority
 
-    def public(self, history: Optional[list[dict]] = None) -> dict[str, Any]:
+    def public(self, history: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
         """The REST/SDK view of a workload (see ../shared/API.md)."""
         execution_ms = None
         if self.started_at is not None:

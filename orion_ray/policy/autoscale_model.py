@@ -3,7 +3,7 @@ parameters and their orion.yaml form come from the model layer). Dataclasses, no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from ..worker_pools import POLICIES, ScalingParams, params_from_config
 
@@ -16,13 +16,13 @@ __all__ = ["POLICIES", "ScalingParams", "params_from_config", "PoolSpec", "PoolO
 @dataclass(frozen=True)
 class PoolSpec:
     name: str
-    node_resources: dict  # one node's shape, e.g. {"CPU": 2, "GPU": 4}
-    labels: dict  # node labels; bundles are requested with these as label selector
+    node_resources: dict[str, Any]  # one node's shape, e.g. {"CPU": 2, "GPU": 4}
+    labels: dict[str, Any]  # node labels; bundles are requested with these as label selector
     min_size: int
     max_size: int
     policy: str = "reactive"
     params: ScalingParams = ScalingParams()
-    schedule: tuple = ()  # ScheduleWindow, ...
+    schedule: tuple[Any, ...] = ()  # ScheduleWindow, ...
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -35,8 +35,8 @@ class PoolSpec:
 @dataclass(frozen=True)
 class PoolObservation:
     pool: str
-    nodes: tuple = ()  # NodeSample, ...
-    pending: tuple = ()  # PendingGang, ... (already assigned to this pool)
+    nodes: tuple[Any, ...] = ()  # NodeSample, ...
+    pending: tuple[Any, ...] = ()  # PendingGang, ... (already assigned to this pool)
     queue_depth: int = 0
     cpu_utilization: Optional[float] = None  # percent over the pool's ready nodes
     gpu_utilization: Optional[float] = None
@@ -46,9 +46,9 @@ class PoolObservation:
 
 @dataclass(frozen=True)
 class AutoscaleContext:
-    pools: tuple  # PoolSpec, ...
-    observations: dict  # pool name -> PoolObservation
-    history: tuple = ()  # HistoryPoint, ...
+    pools: tuple[Any, ...]  # PoolSpec, ...
+    observations: dict[str, Any]  # pool name -> PoolObservation
+    history: tuple[Any, ...] = ()  # HistoryPoint, ...
 
 
 @dataclass
@@ -61,14 +61,14 @@ class PoolState:
 @dataclass
 class AutoscaleState:
     """What the actor checkpoints between decisions; JSON-safe through to_dict/from_dict."""
-    pools: dict = field(default_factory=dict)  # pool name -> PoolState
+    pools: dict[str, Any] = field(default_factory=dict)  # pool name -> PoolState
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"pools": {name: {"last_up_at": s.last_up_at, "last_down_at": s.last_down_at,
                                  "target": s.target} for name, s in self.pools.items()}}
 
     @classmethod
-    def from_dict(cls, d: Optional[Mapping]) -> "AutoscaleState":
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "AutoscaleState":
         pools = {}
         for name, s in ((d or {}).get("pools") or {}).items():
             pools[name] = PoolState(s.get("last_up_at"), s.get("last_down_at"), s.get("target"))
@@ -84,24 +84,24 @@ class PoolDecision:
     direction: str  # "up" | "down" | "none"
     trigger: str
     reason: str
-    release: tuple = ()  # node ids to release on scale-down
-    candidates: dict = field(default_factory=dict)  # what each sub-policy wanted
+    release: tuple[Any, ...] = ()  # node ids to release on scale-down
+    candidates: dict[str, Any] = field(default_factory=dict)  # what each sub-policy wanted
     held_by_cooldown: bool = False
-    node_resources: dict = field(default_factory=dict)  # the pool's shape, for request_bundles
-    labels: dict = field(default_factory=dict)
+    node_resources: dict[str, Any] = field(default_factory=dict)  # the pool's shape, for request_bundles
+    labels: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Decision:
-    pools: tuple  # PoolDecision, ...
+    pools: tuple[Any, ...]  # PoolDecision, ...
     at: float
 
-    def request_bundles(self) -> tuple[list[dict], list[dict]]:
+    def request_bundles(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``(bundles, bundle_label_selectors)`` for Ray's ``request_resources``: ``target``
         whole-node bundles per pool, each with the pool's labels as selector. It is a floor:
         Ray keeps capacity for these, and idle nodes beyond them may go."""
-        bundles: list[dict] = []
-        selectors: list[dict] = []
+        bundles: list[dict[str, Any]] = []
+        selectors: list[dict[str, Any]] = []
         for p in self.pools:
             for _ in range(p.target):
                 bundles.append(dict(p.node_resources))
