@@ -16,6 +16,7 @@ Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
@@ -23,7 +24,6 @@ from typing import Any, Awaitable, Callable, Optional
 from ..config import PolicyConfig, SchedulerConfig
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
-from ..policy.admission import plan_cycle
 from ..policy.cycle import CyclePlanner
 from ..policy.fairshare import FairShare
 from ..policy.live_placement import LivePlacer, bundle_request, outside_orion
@@ -127,6 +127,9 @@ class Scheduler(AdminMixin):
                 delay = min(5.0, delay * 2)
         self.started_at = self.clock()
         self.liveness.recovered()
+        # What recovery loaded lives as long as the scheduler: out of the collector's way, so a
+        # full collection does not walk every queued workload in the middle of a slice.
+        gc.freeze()
         self._loop_task = asyncio.create_task(self._loop())
         self.wake()
 
@@ -152,18 +155,23 @@ class Scheduler(AdminMixin):
         gauges = Every(GAUGE_REFRESH_S, self.clock)
         while not self._stopping:
             woken = True
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except asyncio.TimeoutError:
-                woken = False
-            self._wake.clear()
+            if self.planner.busy:
+                await asyncio.sleep(0)  # a pass in progress: calls are answered between slices
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                except asyncio.TimeoutError:
+                    woken = False
+                self._wake.clear()
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
                 woken = self.ingest.pull() > 0 or woken  # rows written by API replicas
-                if full_cycle.due(force=woken or self.clock() >= self._next_due):
-                    self.run_cycle()
-                    self.ingest.after_cycle()  # wait reasons and order, for the store's readers
+                if self.planner.busy or full_cycle.due(
+                        force=woken or self.clock() >= self._next_due):
+                    self.run_slice()
+                    if not self.planner.busy:
+                        self.ingest.after_cycle()  # wait reasons and order, for the readers
                 if serving.due():
                     asyncio.create_task(outside.refresh_serving_usage(self))
                 if node_check.due():
@@ -175,8 +183,17 @@ class Scheduler(AdminMixin):
 
     # == the scheduling cycle =====================================================================
     def run_cycle(self) -> dict[str, Any]:
-        """One pass over the queue; admits as many workloads as fit, not one per cycle."""
-        self.cycles += 1
+        """One whole pass over the queue (every slice of it, applied one after the other); admits
+        as many workloads as fit, not one per cycle."""
+        out = self.run_slice()
+        while self.planner.busy:
+            out = self.run_slice()
+        return out
+
+    def run_slice(self) -> dict[str, Any]:
+        """The next slice of the pass in progress, or the first slice of a new pass: about
+        ``policy.cycle.SLICE_S`` of planning, then what it admitted is applied (reserved,
+        persisted, placement groups asked for) before the loop answers anyone else."""
         timings: dict[str, float] = {}
         t = time.perf_counter()  # a stopwatch for the phase metrics, not a scheduling clock
         now = self.clock()
@@ -188,33 +205,49 @@ class Scheduler(AdminMixin):
             t = t2
 
         book = self.book
-        queued = book.queued()
-        if not queued:
-            self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0, "phases_ms": {}}
-            self.metrics.cycle({}, 0)
-            return self.last_cycle
-        # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU
-        placer = self.planner.adopt(self.placer())
-        running = bridge.running_items(book, now)
-        self.fair.advance(now, bridge.allocated(running))
-        phase("snapshot")
-        # the candidates' static data (cached per workload) for those past their backoff
-        eligible = [bridge.candidate(book, w) for w in queued if w.not_before <= now]
-        self._next_due = min((w.not_before for w in queued if w.not_before > now),
-                             default=float("inf"))
-        phase("candidates")
-        # 2 order · 3 fit · 4 preempt: one pure pass over the queue (quota, fair share, placement,
-        # victims)
-        plan = plan_cycle(placer, eligible, running, self.policy, self.fair,
-                          bridge.capacity(placer.nodes), now, book.nominated,
-                          extra_usage=self.serving_usage)
-        plan.apply_fair_share(self.fair)  # planning no longer charges the long-lived fair share
+        if not self.planner.busy:  # a new pass
+            self.cycles += 1
+            queued = book.queued()
+            if not queued:
+                self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0,
+                                   "phases_ms": {}}
+                self.metrics.cycle({}, 0)
+                return self.last_cycle
+            # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU (the planner
+            # keeps the score caches of the nodes that did not change)
+            placer = self.planner.adopt(self.placer())
+            running = bridge.running_items(book, now)
+            self.fair.advance(now, bridge.allocated(running))
+            phase("snapshot")
+            # the candidates' static data (cached per workload) for those past their backoff
+            eligible = [bridge.candidate(book, w) for w in queued if w.not_before <= now]
+            self._next_due = min((w.not_before for w in queued if w.not_before > now),
+                                 default=float("inf"))
+            phase("candidates")
+            self.planner.full(eligible, running, self.policy, self.fair,
+                              bridge.capacity(placer.nodes), now, nominated=book.nominated,
+                              extra_usage=self.serving_usage)
+        # 2 order · 3 fit · 4 preempt: a time-budgeted slice of one pure pass over the queue
+        # (quota, fair share, placement, victims); the slices of a pass decide what one
+        # uninterrupted pass would. Its admissions take their capacity in the planner's state
+        # and their fair-share entry penalties now.
+        plan = self.planner.plan_slice()
+        self.planner.apply(plan, self.fair)
         phase("plan")
         for victim, for_wid in plan.preempt:
-            self.driver.preempt(book.active[victim], for_wid)
-        self.reservation = plan.reservation
+            v = book.active.get(victim)
+            if v is not None and v.status == Status.RUNNING:  # it may have ended between slices
+                self.driver.preempt(v, for_wid)
+        if plan.complete:
+            self.reservation = self.planner.reservation
         phase("preempt")
-        admitted = [(book.active[c.workload_id], placed) for c, placed in plan.admitted]
+        admitted = []
+        for c, placed in plan.admitted:
+            w = book.active.get(c.workload_id)
+            if w is None or w.status != Status.QUEUED:  # cancelled between slices
+                self.planner.released(placed)
+                continue
+            admitted.append((w, placed))
         # 5 reserve: record in memory, persist, then create the placement group
         batch: list = []
         for w, placed in admitted:
@@ -244,7 +277,7 @@ class Scheduler(AdminMixin):
         phase("requeue")
         self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": len(admitted),
                            "preempted": len(plan.preempt), "considered": len(plan.order),
-                           "phases_ms": timings}
+                           "complete": plan.complete, "phases_ms": timings}
         self.metrics.cycle(timings, len(admitted))
         return self.last_cycle
 

@@ -284,3 +284,41 @@ async def test_a_restarted_scheduler_adopts_live_runs_requeues_lost_ones_removes
     second.run_cycle()
     await running(second, rt, lost)
     assert rt.run_of(lost).attempt == 2 and rt.live_runs() == [f"{lost}:2"]
+
+
+class StepClock:
+    """A work clock that moves one unit per reading: a slice budget of N units ends a slice after
+    about N readings, whatever the machine's speed."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@on_loop
+async def test_a_pass_runs_in_slices_each_applied_before_the_next(db, clock):
+    rt = FakeRuntime([fake_node(f"n{i}", gpus=1, cpus=4) for i in range(10)])
+    s = make(db, rt, clock)
+    s.planner.clock, s.planner.slice_s = StepClock(), 3.0
+    ids = [(await s.submit(task(gpus=1)))["workload_id"] for _ in range(10)]
+    first = s.run_slice()
+    assert not first["complete"] and s.planner.busy, first
+    starting = [w for w in ids if s.active[w].status == Status.STARTING]
+    # the first slice's admissions are applied now: reserved, persisted, groups asked for
+    assert 0 < len(starting) < len(ids)
+    assert all(w in rt.pgs and s.store.get(w).status == Status.STARTING for w in starting)
+    # between slices a queued one is cancelled: the pass must not start it
+    later = next(w for w in ids if s.active[w].status == Status.QUEUED)
+    await s.cancel(later)
+    while s.planner.busy:
+        s.run_slice()
+    assert s.store.get(later).status == Status.CANCELLED and later not in rt.pgs
+    others = [w for w in ids if w != later]
+    assert all(s.active[w].status in (Status.STARTING, Status.RUNNING) for w in others)
+    # the cancelled one's capacity went back: the next pass admits a new arrival onto it
+    extra = (await s.submit(task(gpus=1)))["workload_id"]
+    s.run_cycle()
+    assert s.active[extra].status in (Status.STARTING, Status.RUNNING)
