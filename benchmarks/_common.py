@@ -1,4 +1,5 @@
 """Shared by the benchmarks: start/stop a private `orion up`, percentiles, timestamps."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def orion_up(args: argparse.Namespace) -> Iterator[dict]:
     cfg.orion.api.port = args.port
     try:
         err(f"orion up (ORION_HOME={home}, API :{args.port}, Ray :{args.ray_port}) ...")
-        info = up(cfg, num_cpus=args.num_cpus, ray_port=args.ray_port,
-                  dashboard_port=args.dashboard_port, say=err)
+        info = up(
+            cfg, num_cpus=args.num_cpus, ray_port=args.ray_port, dashboard_port=args.dashboard_port, say=err
+        )
         yield dict(info, home=home)
     finally:
         down(say=err)

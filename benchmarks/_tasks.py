@@ -1,4 +1,5 @@
 """Task functions the benchmarks run on Ray workers (importable there as ``benchmarks._tasks``)."""
+
 import os
 import time
 

@@ -26,6 +26,7 @@ Figures are medians over repeats: requests/s, p50/p99 latency, ratio to the no-o
 method (the worse of the depths in the last line), 5xx count.
 The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,11 @@ from fastapi import Request  # at module level: FastAPI resolves route annotatio
 from ._common import err, median, pct
 
 APP_NAME = "orion-api"
-SPEC = {"workload_type": "task", "function": "benchmarks._tasks:started_at",
-        "resources": {"cpu": 0.1, "custom": {"bench-never": 1}}}
+SPEC = {
+    "workload_type": "task",
+    "function": "benchmarks._tasks:started_at",
+    "resources": {"cpu": 0.1, "custom": {"bench-never": 1}},
+}
 KINDS = ("noop", "get", "noop_post", "post")
 BASELINE = {"get": "noop", "post": "noop_post"}
 
@@ -77,9 +81,17 @@ def deploy_with_noop(ray_address: str, api_key: str, cfg) -> None:
 
     ray.init(address=ray_address, namespace="orion", log_to_driver=False)
     try:
-        serve.run(build_api_app([hash_key(api_key)], cfg.orion.api.max_body_bytes,
-                                **api_store_options(cfg), extra_routes=noop_routes),
-                  name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(
+            build_api_app(
+                [hash_key(api_key)],
+                cfg.orion.api.max_body_bytes,
+                **api_store_options(cfg),
+                extra_routes=noop_routes,
+            ),
+            name=APP_NAME,
+            route_prefix="/",
+            blocking=False,
+        )
     finally:
         ray.shutdown()
 
@@ -119,24 +131,39 @@ end
 """
 
 
-def run_wrk(port: int, key: str, mode: str, ids_path: str, seconds: float, conns: int,
-            workdir: str) -> dict:
+def run_wrk(port: int, key: str, mode: str, ids_path: str, seconds: float, conns: int, workdir: str) -> dict:
     script = os.path.join(workdir, f"{mode}.lua")
     with open(script, "w") as f:
         f.write(WRK_LUA % {"mode": mode, "ids": ids_path, "key": key, "body": json.dumps(SPEC)})
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(seconds))}s",
-                          "-s", script, f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=seconds + 60)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{conns}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {out.stdout[-500:]} {out.stderr[-500:]}")
-    r = json.loads(line[len("WRKJSON "):])
-    return {"rps": r["requests"] / r["seconds"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-            "e5": r["e5"], "e4": r["e4"] + r["socket_errors"], "requests": r["requests"]}
+    r = json.loads(line[len("WRKJSON ") :])
+    return {
+        "rps": r["requests"] / r["seconds"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "e5": r["e5"],
+        "e4": r["e4"] + r["socket_errors"],
+        "requests": r["requests"],
+    }
 
 
-def python_worker(port: int, key: str, mode: str, ids_path: str, seconds: float,
-                  conns: int) -> dict:
+def python_worker(port: int, key: str, mode: str, ids_path: str, seconds: float, conns: int) -> dict:
     """Keep-alive ``http.client`` connections in threads (the fallback when there is no wrk)."""
     ids = open(ids_path).read().split() if mode == "get" else []
     auth = {"Authorization": f"Bearer {key}"}
@@ -153,8 +180,7 @@ def python_worker(port: int, key: str, mode: str, ids_path: str, seconds: float,
             n += conns
             t = time.perf_counter()
             if mode == "post":
-                conn.request("POST", "/api/v1/workloads", body,
-                             {**auth, "Content-Type": "application/json"})
+                conn.request("POST", "/api/v1/workloads", body, {**auth, "Content-Type": "application/json"})
             elif mode == "noop_post":
                 conn.request("POST", "/bench/noop", body, {"Content-Type": "application/json"})
             elif mode == "get":
@@ -178,18 +204,29 @@ def python_worker(port: int, key: str, mode: str, ids_path: str, seconds: float,
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return {"rps": len(lat) / elapsed, "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
-            "e5": sum(k for c, k in codes.items() if c >= 500),
-            "e4": sum(k for c, k in codes.items() if 400 <= c < 500), "requests": len(lat)}
+    return {
+        "rps": len(lat) / elapsed,
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "e5": sum(k for c, k in codes.items() if c >= 500),
+        "e4": sum(k for c, k in codes.items() if 400 <= c < 500),
+        "requests": len(lat),
+    }
 
 
-def load(tool: str, port: int, key: str, mode: str, ids_path: str, seconds: float, conns: int,
-         workdir: str) -> dict:
+def load(
+    tool: str, port: int, key: str, mode: str, ids_path: str, seconds: float, conns: int, workdir: str
+) -> dict:
     """One measured phase, always from another process."""
     if tool == "wrk":
         return run_wrk(port, key, mode, ids_path, seconds, conns, workdir)
-    cmd = [sys.executable, "-m", "benchmarks.api", "--worker",
-           json.dumps([port, key, mode, ids_path, seconds, conns])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.api",
+        "--worker",
+        json.dumps([port, key, mode, ids_path, seconds, conns]),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     if out.returncode != 0:
         raise RuntimeError(f"load worker failed: {out.stderr[-1000:]}")
@@ -199,6 +236,7 @@ def load(tool: str, port: int, key: str, mode: str, ids_path: str, seconds: floa
 # -- the run ------------------------------------------------------------------------------------------
 def wait_ok(port: int, path: str, wait_s: float = 120) -> None:
     import httpx
+
     deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
@@ -216,17 +254,23 @@ def prefill(path: str, n: int) -> list[str]:
     from orion_ray.models import WorkloadSpec
     from orion_ray.scheduler.ingest import new_workload
     from orion_ray.store import SQLiteStore
+
     store = SQLiteStore(path)
     spec = WorkloadSpec.model_validate(SPEC)
     try:
-        return [store.submit(new_workload(spec, "default", time.time()), who="bench",
-                             max_queue_size=10**9)[0].workload_id for _ in range(n)]
+        return [
+            store.submit(new_workload(spec, "default", time.time()), who="bench", max_queue_size=10**9)[
+                0
+            ].workload_id
+            for _ in range(n)
+        ]
     finally:
         store.close()
 
 
 def queued(path: str) -> int:
     from orion_ray.store import SQLiteStore
+
     store = SQLiteStore(path, read_only=True)
     try:
         return store.count_queued(10**9)
@@ -237,6 +281,7 @@ def queued(path: str) -> int:
 def wait_taken(port: int, n: int, wait_s: float = 300) -> dict:
     """Until the scheduler holds ``n`` workloads (it tails the store); its /health."""
     import httpx
+
     deadline = time.time() + wait_s
     while True:
         h = httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()
@@ -245,8 +290,7 @@ def wait_taken(port: int, n: int, wait_s: float = 300) -> dict:
         time.sleep(0.5)
 
 
-def measure_depth(args, key: str, workdir: str, tool: str, db: str, depth: int,
-                  ids: list[str]) -> dict:
+def measure_depth(args, key: str, workdir: str, tool: str, db: str, depth: int, ids: list[str]) -> dict:
     """Every kind at one queue depth (GETs over workloads spread through the queue)."""
     have = queued(db)
     if have < depth:
@@ -256,24 +300,30 @@ def measure_depth(args, key: str, workdir: str, tool: str, db: str, depth: int,
     step = max(1, len(ids) // args.get_pool)
     ids_path = os.path.join(workdir, f"ids-{depth}.txt")
     with open(ids_path, "w") as f:
-        f.write("\n".join(ids[::step][:args.get_pool]) + "\n")
+        f.write("\n".join(ids[::step][: args.get_pool]) + "\n")
     for kind in KINDS:  # warm-up, not counted
         load(tool, args.port, key, kind, ids_path, 2, args.concurrency, workdir)
     runs: dict[str, list[dict]] = {k: [] for k in KINDS}
     for rep in range(args.repeats):
-        order = KINDS[rep % len(KINDS):] + KINDS[:rep % len(KINDS)]
+        order = KINDS[rep % len(KINDS) :] + KINDS[: rep % len(KINDS)]
         for kind in order:
-            r = load(tool, args.port, key, kind, ids_path, args.duration, args.concurrency,
-                     workdir)
+            r = load(tool, args.port, key, kind, ids_path, args.duration, args.concurrency, workdir)
             runs[kind].append(r)
-            err(f"  {depth} repeat {rep + 1} {kind:9s}: {r['rps']:8.1f} req/s  p50 "
-                f"{r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms  4xx {r['e4']}  5xx {r['e5']}")
-    summary = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50_ms", "p99_ms")}
-               for k, rs in runs.items()}
-    return {"depth": depth, "queued_after": queued(db), "summary": summary,
-            "ratios": {k: summary[k]["rps"] / summary[b]["rps"] for k, b in BASELINE.items()},
-            "e5": sum(r["e5"] for rs in runs.values() for r in rs),
-            "e4": sum(r["e4"] for rs in runs.values() for r in rs)}
+            err(
+                f"  {depth} repeat {rep + 1} {kind:9s}: {r['rps']:8.1f} req/s  p50 "
+                f"{r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms  4xx {r['e4']}  5xx {r['e5']}"
+            )
+    summary = {
+        k: {m: median([r[m] for r in rs]) for m in ("rps", "p50_ms", "p99_ms")} for k, rs in runs.items()
+    }
+    return {
+        "depth": depth,
+        "queued_after": queued(db),
+        "summary": summary,
+        "ratios": {k: summary[k]["rps"] / summary[b]["rps"] for k, b in BASELINE.items()},
+        "e5": sum(r["e5"] for rs in runs.values() for r in rs),
+        "e4": sum(r["e4"] for rs in runs.values() for r in rs),
+    }
 
 
 def measure_fill(args, key: str, workdir: str, tool: str, db: str) -> dict:
@@ -282,12 +332,13 @@ def measure_fill(args, key: str, workdir: str, tool: str, db: str) -> dict:
     ids_path = os.path.join(workdir, "ids-fill.txt")
     with open(ids_path, "w") as f:
         f.write("\n".join(ids[:: max(1, len(ids) // args.get_pool)]) + "\n")
-    r = load(tool, args.port, key, "get", ids_path, args.fill_duration, args.concurrency,
-             workdir)
+    r = load(tool, args.port, key, "get", ids_path, args.fill_duration, args.concurrency, workdir)
     h = wait_taken(args.port, queued(db), wait_s=5)
-    err(f"fill of {args.fill}: GET {r['rps']:.1f} req/s p50 {r['p50_ms']:.2f} ms p99 "
+    err(
+        f"fill of {args.fill}: GET {r['rps']:.1f} req/s p50 {r['p50_ms']:.2f} ms p99 "
         f"{r['p99_ms']:.2f} ms 5xx {r['e5']}; scheduler then held {h.get('active')}, "
-        f"{h.get('cycles')} cycles, last {json.dumps(h.get('last_cycle'))[:300]}")
+        f"{h.get('cycles')} cycles, last {json.dumps(h.get('last_cycle'))[:300]}"
+    )
     return {"get": r, "e5": r["e5"], "e4": r["e4"]}
 
 
@@ -298,9 +349,13 @@ def measure(args, key: str, workdir: str) -> dict:
     ids: list[str] = []
     depths = [measure_depth(args, key, workdir, tool, db, d, ids) for d in args.depths]
     fill = measure_fill(args, key, workdir, tool, db) if args.fill else None
-    return {"tool": tool, "depths": depths, "fill": fill,
-            "errors_5xx": sum(d["e5"] for d in depths) + (fill["e5"] if fill else 0),
-            "errors_4xx": sum(d["e4"] for d in depths) + (fill["e4"] if fill else 0)}
+    return {
+        "tool": tool,
+        "depths": depths,
+        "fill": fill,
+        "errors_5xx": sum(d["e5"] for d in depths) + (fill["e5"] if fill else 0),
+        "errors_4xx": sum(d["e4"] for d in depths) + (fill["e4"] if fill else 0),
+    }
 
 
 def main(argv=None) -> None:
@@ -312,8 +367,12 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--duration", type=float, default=6.0, help="seconds per measured phase")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--depths", type=lambda v: [int(x) for x in v.split(",")],
-                   default=[2000, 10000], help="queue depths to measure at (comma-separated)")
+    p.add_argument(
+        "--depths",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[2000, 10000],
+        help="queue depths to measure at (comma-separated)",
+    )
     p.add_argument("--fill", type=int, default=10000, help="arrivals in the fill burst (0: skip)")
     p.add_argument("--fill-duration", type=float, default=10.0)
     p.add_argument("--get-pool", type=int, default=200, help="workloads the GET phase reads")
@@ -337,8 +396,9 @@ def main(argv=None) -> None:
     cfg.orion.scheduler.max_queue_size = 1_000_000
     try:
         err(f"orion up (ORION_HOME={home}, API :{args.port}, Ray :{args.ray_port}) ...")
-        info = up(cfg, num_cpus=args.num_cpus, ray_port=args.ray_port,
-                  dashboard_port=args.dashboard_port, say=err)
+        info = up(
+            cfg, num_cpus=args.num_cpus, ray_port=args.ray_port, dashboard_port=args.dashboard_port, say=err
+        )
         key = read_credentials()["api_key"]
         deploy_with_noop(info["ray_address"], key, cfg)
         wait_ok(args.port, "/bench/noop")
@@ -351,28 +411,46 @@ def main(argv=None) -> None:
     err(f"\napi ({res['tool']}, medians of {args.repeats}):")
     for d in res["depths"]:
         s = d["summary"]
-        err(f"  depth {d['depth']} (queued after: {d['queued_after']}): post ratio "
-            f"{d['ratios']['post']:.3f}, get ratio {d['ratios']['get']:.3f}")
+        err(
+            f"  depth {d['depth']} (queued after: {d['queued_after']}): post ratio "
+            f"{d['ratios']['post']:.3f}, get ratio {d['ratios']['get']:.3f}"
+        )
         for k in KINDS:
-            err(f"    {k:9s} {s[k]['rps']:8.1f} req/s   p50 {s[k]['p50_ms']:6.2f} ms"
-                f"   p99 {s[k]['p99_ms']:7.2f} ms")
+            err(
+                f"    {k:9s} {s[k]['rps']:8.1f} req/s   p50 {s[k]['p50_ms']:6.2f} ms"
+                f"   p99 {s[k]['p99_ms']:7.2f} ms"
+            )
     err(f"  4xx {res['errors_4xx']}  5xx {res['errors_5xx']}")
     worst = {k: min(res["depths"], key=lambda d: d["ratios"][k]) for k in BASELINE}
     fill_p99 = round(res["fill"]["get"]["p99_ms"], 2) if res["fill"] else None
-    print(json.dumps({
-        "benchmark": "api",
-        "post_rps": round(worst["post"]["summary"]["post"]["rps"], 1),
-        "get_rps": round(worst["get"]["summary"]["get"]["rps"], 1),
-        "noop_rps": round(worst["get"]["summary"]["noop"]["rps"], 1),
-        "post_ratio": round(worst["post"]["ratios"]["post"], 3),
-        "get_ratio": round(worst["get"]["ratios"]["get"], 3),
-        "errors_5xx": res["errors_5xx"], "get_p99_during_fill_ms": fill_p99,
-        "noop_post_rps": round(worst["post"]["summary"]["noop_post"]["rps"], 1),
-        "depths": {str(d["depth"]): {
-            "post_ratio": round(d["ratios"]["post"], 3), "get_ratio": round(d["ratios"]["get"], 3),
-            **{f"{k}_{m}": round(d["summary"][k][m], 2) for k in KINDS
-               for m in ("rps", "p50_ms", "p99_ms")}} for d in res["depths"]},
-        "load_tool": res["tool"]}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "api",
+                "post_rps": round(worst["post"]["summary"]["post"]["rps"], 1),
+                "get_rps": round(worst["get"]["summary"]["get"]["rps"], 1),
+                "noop_rps": round(worst["get"]["summary"]["noop"]["rps"], 1),
+                "post_ratio": round(worst["post"]["ratios"]["post"], 3),
+                "get_ratio": round(worst["get"]["ratios"]["get"], 3),
+                "errors_5xx": res["errors_5xx"],
+                "get_p99_during_fill_ms": fill_p99,
+                "noop_post_rps": round(worst["post"]["summary"]["noop_post"]["rps"], 1),
+                "depths": {
+                    str(d["depth"]): {
+                        "post_ratio": round(d["ratios"]["post"], 3),
+                        "get_ratio": round(d["ratios"]["get"], 3),
+                        **{
+                            f"{k}_{m}": round(d["summary"][k][m], 2)
+                            for k in KINDS
+                            for m in ("rps", "p50_ms", "p99_ms")
+                        },
+                    }
+                    for d in res["depths"]
+                },
+                "load_tool": res["tool"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from the groups' removal to the nodes gone.
 The last line is ``{"benchmark": "autoscale", "request_s", "running_s", "scale_down_s", ...}``
 (medians over the repeats).
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -40,8 +40,9 @@ if str(ROOT) not in sys.path:
 from tests.fake_autoscaling import FakeAutoscalingCluster  # noqa: E402
 
 POOL_LABELS = {"ray.io/accelerator-type": "A100", "orion.io/pool": "a100"}
-NODE_TYPES = {"gpu_a100": {"resources": {"CPU": 2, "GPU": 4}, "labels": POOL_LABELS,
-                           "min_workers": 0, "max_workers": 6}}
+NODE_TYPES = {
+    "gpu_a100": {"resources": {"CPU": 2, "GPU": 4}, "labels": POOL_LABELS, "min_workers": 0, "max_workers": 6}
+}
 ORION_YAML = """\
 orion:
   api: {{port: {port}}}
@@ -115,6 +116,7 @@ def orion_on(cluster: FakeAutoscalingCluster):
     """``orion up --address`` on the fake cluster with a fresh ORION_HOME; always ``orion down``.
     Yields ``(client, env)``."""
     from orion_ray.client import OrionClient
+
     home = tempfile.mkdtemp(prefix="orion-autoscale-")
     port = _free_port()
     Path(home, "orion.yaml").write_text(ORION_YAML.format(port=port, home=home))
@@ -123,9 +125,23 @@ def orion_on(cluster: FakeAutoscalingCluster):
     env.pop("ORION_API_KEY", None)
     orion = str(Path(sys.executable).parent / "orion")
     try:
-        p = subprocess.run([orion, "up", "--address", cluster.address, "--config",
-                            str(Path(home, "orion.yaml")), "--port", str(port)], env=env,
-                           capture_output=True, text=True, timeout=240, cwd=str(ROOT))
+        p = subprocess.run(
+            [
+                orion,
+                "up",
+                "--address",
+                cluster.address,
+                "--config",
+                str(Path(home, "orion.yaml")),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=str(ROOT),
+        )
         if p.returncode != 0:
             raise RuntimeError(f"orion up failed:\n{p.stdout}\n{p.stderr[-4000:]}")
         creds = json.loads(Path(home, "credentials").read_text())
@@ -141,26 +157,38 @@ def orion_on(cluster: FakeAutoscalingCluster):
 
 def burst(client, gangs: int, size: int, hold_s: float) -> list[str]:
     """Submit ``gangs`` STRICT_SPREAD gangs of ``size`` whole 4-GPU bundles at once."""
-    spec = {"workload_type": "task", "function": "time:sleep", "args": [hold_s],
-            "placement": "strict_spread", "bundles": [{"cpu": 1, "gpu": 4,
-                                                       "gpu_type": "A100"}] * size}
+    spec = {
+        "workload_type": "task",
+        "function": "time:sleep",
+        "args": [hold_s],
+        "placement": "strict_spread",
+        "bundles": [{"cpu": 1, "gpu": 4, "gpu_type": "A100"}] * size,
+    }
     return [client.submit_workload(spec).workload_id for _ in range(gangs)]
 
 
-def orion_round(cluster, client, gangs: int, size: int, hold_s: float,
-                on_running: Optional[Callable[[list], None]] = None) -> dict[str, Any]:
+def orion_round(
+    cluster, client, gangs: int, size: int, hold_s: float, on_running: Optional[Callable[[list], None]] = None
+) -> dict[str, Any]:
     """One burst through Orion; returns the timings and what was seen."""
     before = {e["id"] for e in client.scaling_events(kind="scale_up")["items"]}
     t0 = time.time()
     ids = burst(client, gangs, size, hold_s)
 
     def new_up():
-        return [e for e in client.scaling_events(kind="scale_up")["items"]
-                if e["id"] not in before]
+        return [e for e in client.scaling_events(kind="scale_up")["items"] if e["id"] not in before]
+
     ups = _wait(new_up, 60, "a scale-up event")
     request_s = min(_ts(e["at"]) for e in ups) - t0
-    running = _wait(lambda: (ws := [client.get_workload(i) for i in ids]) and all(
-        w["status"] in ("running", "completed") for w in ws) and ws, 180, "every gang running")
+    running = _wait(
+        lambda: (
+            (ws := [client.get_workload(i) for i in ids])
+            and all(w["status"] in ("running", "completed") for w in ws)
+            and ws
+        ),
+        180,
+        "every gang running",
+    )
     running_s = max(_ts(w["started_at"]) for w in running) - t0
     ups = new_up()  # the burst may have been seen in two steps (0 → 2 → 4)
     if on_running is not None:
@@ -169,22 +197,33 @@ def orion_round(cluster, client, gangs: int, size: int, hold_s: float,
     ended = max(_ts(r.record["finished_at"]) for r in done)
     _wait(lambda: not _gpu_nodes(cluster), 180, "the GPU nodes to go")
     scale_down_s = time.time() - ended
-    return {"request_s": round(request_s, 3), "running_s": round(running_s, 3),
-            "scale_down_s": round(scale_down_s, 3), "workloads": done,
-            "nodes_requested": max(e["after"] for e in ups)}
+    return {
+        "request_s": round(request_s, 3),
+        "running_s": round(running_s, 3),
+        "scale_down_s": round(scale_down_s, 3),
+        "workloads": done,
+        "nodes_requested": max(e["after"] for e in ups),
+    }
 
 
 def baseline_round(cluster, gangs: int, size: int, hold_s: float) -> dict[str, float]:
     """The same gangs as plain placement groups: Ray's autoscaler alone."""
-    p = subprocess.run([sys.executable, "-c", BASELINE_DRIVER, cluster.address, str(gangs),
-                        str(size), str(hold_s)], env=cluster.env, capture_output=True,
-                       text=True, timeout=400)
+    p = subprocess.run(
+        [sys.executable, "-c", BASELINE_DRIVER, cluster.address, str(gangs), str(size), str(hold_s)],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     if p.returncode != 0:
         raise RuntimeError(f"baseline driver failed:\n{p.stderr[-3000:]}")
     got = json.loads(p.stdout.strip().splitlines()[-1])
     _wait(lambda: not _gpu_nodes(cluster), 180, "the GPU nodes to go (baseline)")
-    return {"running_s": round(got["running_s"], 3), "ready_s": round(got["ready_s"], 3),
-            "scale_down_s": round(time.time() - got["removed_at"], 3)}
+    return {
+        "running_s": round(got["running_s"], 3),
+        "ready_s": round(got["ready_s"], 3),
+        "scale_down_s": round(time.time() - got["removed_at"], 3),
+    }
 
 
 def main() -> None:
@@ -194,8 +233,7 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=8.0, help="seconds each gang runs")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    cluster = FakeAutoscalingCluster(NODE_TYPES, idle_timeout_minutes=0.1,
-                                     head_resources={"CPU": 2})
+    cluster = FakeAutoscalingCluster(NODE_TYPES, idle_timeout_minutes=0.1, head_resources={"CPU": 2})
     orion_rounds, base_rounds = [], []
     try:
         cluster.start()
@@ -215,18 +253,21 @@ def main() -> None:
     def med(rows, key):
         return round(statistics.median(r[key] for r in rows), 3)
 
-    out = {"benchmark": "autoscale", "gangs": a.gangs, "gang_size": a.gang_size,
-           "repeats": a.repeat,
-           "request_s": med(orion_rounds, "request_s"),
-           "running_s": med(orion_rounds, "running_s"),
-           "scale_down_s": med(orion_rounds, "scale_down_s"),
-           "baseline_running_s": med(base_rounds, "running_s"),
-           "baseline_scale_down_s": med(base_rounds, "scale_down_s"),
-           "baseline_group_ready_s": med(base_rounds, "ready_s")}
+    out = {
+        "benchmark": "autoscale",
+        "gangs": a.gangs,
+        "gang_size": a.gang_size,
+        "repeats": a.repeat,
+        "request_s": med(orion_rounds, "request_s"),
+        "running_s": med(orion_rounds, "running_s"),
+        "scale_down_s": med(orion_rounds, "scale_down_s"),
+        "baseline_running_s": med(base_rounds, "running_s"),
+        "baseline_scale_down_s": med(base_rounds, "scale_down_s"),
+        "baseline_group_ready_s": med(base_rounds, "ready_s"),
+    }
     out["running_ratio"] = round(out["running_s"] / out["baseline_running_s"], 3)
     out["scale_down_ratio"] = round(out["scale_down_s"] / out["baseline_scale_down_s"], 3)
-    out["targets_met"] = {"request_le_5s": out["request_s"] <= 5,
-                          "running_le_30s": out["running_s"] <= 30}
+    out["targets_met"] = {"request_le_5s": out["request_s"] <= 5, "running_le_30s": out["running_s"] <= 30}
     print(json.dumps(out))
 
 

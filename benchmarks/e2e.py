@@ -23,6 +23,7 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
 Each of ``--repeats`` repeats runs all of them (Orion/Ray order alternating); throughputs are medians
 over repeats. The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ import time
 
 from ._common import add_cluster_args, err, median, orion_up, pct, ts
 
-SPEC = {"workload_type": "task", "function": "benchmarks._tasks:started_at",
-        "resources": {"cpu": 1}}
+SPEC = {"workload_type": "task", "function": "benchmarks._tasks:started_at", "resources": {"cpu": 1}}
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -82,11 +82,15 @@ def _ray_fns():
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from ._tasks import started_at
+
     fn = ray.remote(started_at)
 
     def launch(pg):
-        return fn.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=0)).remote()
+        return fn.options(
+            num_cpus=1,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+        ).remote()
+
     return ray, placement_group, remove_placement_group, launch
 
 
@@ -105,7 +109,7 @@ def ray_burst(n: int) -> tuple[float, list[float]]:
             if ref in waiting:  # group ready: launch its task
                 pg, t0 = waiting.pop(ref)
                 running[launch(pg)] = (pg, t0)
-            else:               # task done: record its start, give the group back
+            else:  # task done: record its start, give the group back
                 pg, t0 = running.pop(ref)
                 lat.append(ray.get(ref) - t0)
                 remove_placement_group(pg)
@@ -117,6 +121,7 @@ def ray_plain_burst(n: int) -> float:
     import ray
 
     from ._tasks import started_at
+
     fn = ray.remote(started_at).options(num_cpus=1)
     t_first = time.time()
     ray.get([fn.remote() for _ in range(n)])
@@ -143,8 +148,12 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200, help="workloads per burst (default 200)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--idle-n", type=int, default=70,
-                   help="workloads per idle run (default 70: 210 pooled samples over 3 repeats)")
+    p.add_argument(
+        "--idle-n",
+        type=int,
+        default=70,
+        help="workloads per idle run (default 70: 210 pooled samples over 3 repeats)",
+    )
     add_cluster_args(p)
     args = p.parse_args()
 
@@ -172,14 +181,16 @@ def main() -> None:
                     for who in order:
                         err(f"repeat {r + 1}/{args.repeats}: {who} idle x{args.idle_n} ...")
                         if who == "orion":
-                            res["orion_idle"], res["admit"], res["sched"] = orion_idle(
-                                client, args.idle_n)
+                            res["orion_idle"], res["admit"], res["sched"] = orion_idle(client, args.idle_n)
                         else:
                             res["ray_idle"] = ray_idle(args.idle_n)
                     for k in pooled:
                         pooled[k] += res[k]
-                    row = {"orion_per_s": res["orion"][0], "ray_per_s": res["ray"][0],
-                           "ray_plain_per_s": res["ray_plain_per_s"]}
+                    row = {
+                        "orion_per_s": res["orion"][0],
+                        "ray_per_s": res["ray"][0],
+                        "ray_plain_per_s": res["ray_plain_per_s"],
+                    }
                     for q in (50, 99):
                         for who in ("orion", "ray"):
                             row[f"{who}_burst_p{q}"] = pct(res[who][1], q)
@@ -189,8 +200,7 @@ def main() -> None:
                     row["ratio"] = row["orion_per_s"] / row["ray_per_s"]
                     for q in (50, 99):
                         row[f"idle_overhead_p{q}"] = row[f"orion_idle_p{q}"] - row[f"ray_idle_p{q}"]
-                        row[f"burst_overhead_p{q}"] = (row[f"orion_burst_p{q}"]
-                                                       - row[f"ray_burst_p{q}"])
+                        row[f"burst_overhead_p{q}"] = row[f"orion_burst_p{q}"] - row[f"ray_burst_p{q}"]
                     rows.append(row)
                     err(f"  {json.dumps({k: round(v, 4) for k, v in row.items()})}")
         finally:
@@ -200,40 +210,61 @@ def main() -> None:
     # idle latencies: percentiles over every repeat's samples pooled (the headline)
     pooled_pct = {f"{k}_p{q}": pct(v, q) for k, v in pooled.items() for q in (50, 99)}
     samples = len(pooled["orion_idle"])
-    print(f"\ne2e: {args.n} workloads per burst, {args.idle_n} at idle, {args.repeats} repeats, "
-          f"{args.num_cpus:g} CPUs; medians over repeats (per-repeat values in brackets)")
+    print(
+        f"\ne2e: {args.n} workloads per burst, {args.idle_n} at idle, {args.repeats} repeats, "
+        f"{args.num_cpus:g} CPUs; medians over repeats (per-repeat values in brackets)"
+    )
     print(f"{'':34}{'Orion':>12}{'plain Ray':>12}{'Orion - Ray':>14}")
 
     def line(label, o, r, d=None, fmt=ms):
-        print(f"{label:34}{fmt(med[o]):>12}{fmt(med[r]):>12}"
-              + (f"{fmt(med[d]):>14}" if d else "")
-              + "   [" + ", ".join(str(fmt(row[d or o])) for row in rows) + "]")
+        print(
+            f"{label:34}{fmt(med[o]):>12}{fmt(med[r]):>12}"
+            + (f"{fmt(med[d]):>14}" if d else "")
+            + "   ["
+            + ", ".join(str(fmt(row[d or o])) for row in rows)
+            + "]"
+        )
+
     line("burst throughput (workloads/s)", "orion_per_s", "ray_per_s", fmt=lambda x: round(x, 2))
-    print(f"{'  ratio Orion / Ray':34}{round(med['ratio'], 3):>12}{'':26}   ["
-          + ", ".join(str(round(row["ratio"], 3)) for row in rows) + "]")
+    print(
+        f"{'  ratio Orion / Ray':34}{round(med['ratio'], 3):>12}{'':26}   ["
+        + ", ".join(str(round(row["ratio"], 3)) for row in rows)
+        + "]"
+    )
     line("burst submit->running p50 (ms)", "orion_burst_p50", "ray_burst_p50", "burst_overhead_p50")
     line("burst submit->running p99 (ms)", "orion_burst_p99", "ray_burst_p99", "burst_overhead_p99")
     print(f"{'plain Ray tasks, no group (per s)':34}{'':12}{round(med['ray_plain_per_s'], 2):>12}")
     for q in (50, 99):
         o, r = pooled_pct[f"orion_idle_p{q}"], pooled_pct[f"ray_idle_p{q}"]
-        print(f"{f'idle submit->running p{q} (ms) *':34}{ms(o):>12}{ms(r):>12}{ms(o - r):>14}"
-              f"   ({samples} samples each, pooled)")
+        print(
+            f"{f'idle submit->running p{q} (ms) *':34}{ms(o):>12}{ms(r):>12}{ms(o - r):>14}"
+            f"   ({samples} samples each, pooled)"
+        )
     for seg, label in (("admit", "starting"), ("sched", "running")):
         for q in (50, 99):
             print(f"{f'  idle ack->{label} recorded p{q}':34}{ms(pooled_pct[f'{seg}_p{q}']):>12}")
-    print("* headline overhead = Orion - Ray at idle (one workload at a time, no queueing); "
-          "Orion: ack of the POST -> task start; Ray: placement_group() -> task start")
-    print(json.dumps({"benchmark": "e2e", "orion_per_s": round(med["orion_per_s"], 3),
-                      "ray_per_s": round(med["ray_per_s"], 3),
-                      "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
-                      "ratio": round(med["ratio"], 3),
-                      "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
-                      "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
-                      "samples": samples,
-                      "ack_to_starting_p50_ms": ms(pooled_pct["admit_p50"]),
-                      "ack_to_starting_p99_ms": ms(pooled_pct["admit_p99"]),
-                      "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
-                      "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"])}))
+    print(
+        "* headline overhead = Orion - Ray at idle (one workload at a time, no queueing); "
+        "Orion: ack of the POST -> task start; Ray: placement_group() -> task start"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "e2e",
+                "orion_per_s": round(med["orion_per_s"], 3),
+                "ray_per_s": round(med["ray_per_s"], 3),
+                "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
+                "ratio": round(med["ratio"], 3),
+                "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
+                "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
+                "samples": samples,
+                "ack_to_starting_p50_ms": ms(pooled_pct["admit_p50"]),
+                "ack_to_starting_p99_ms": ms(pooled_pct["admit_p99"]),
+                "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
+                "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"]),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

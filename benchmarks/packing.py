@@ -9,6 +9,7 @@ published column is the reference read from the traces README (the simulator rep
 every other number is measured in this run. Last line: ``{"benchmark": "packing", "table": {policy:
 {pod_list: {"100": pct, "130": pct}}}, "decisions_per_s": {policy: n}}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +28,48 @@ NODES_FILE = "openb_node_list_gpu_node.csv"
 
 # Reference only (traces README, "Published results"): unallocated GPU % at (100 %, 130 %) arrived.
 PUBLISHED = {
-    "random": {"default": (13.70, 12.53), "multigpu20": (13.08, 11.31),
-               "gpushare40": (15.14, 14.00), "cpu050": (10.98, 8.76), "gpuspec10": (13.74, 12.57)},
-    "dot_product": {"default": (9.38, 9.15), "multigpu20": (8.15, 7.94),
-                    "gpushare40": (10.70, 10.44), "cpu050": (6.97, 6.73),
-                    "gpuspec10": (9.83, 9.61)},
-    "gpu_clustering": {"default": (8.35, 8.12), "multigpu20": (6.66, 6.44),
-                       "gpushare40": (10.24, 9.98), "cpu050": (6.48, 6.21),
-                       "gpuspec10": (8.04, 7.82)},
-    "gpu_packing": {"default": (8.22, 8.00), "multigpu20": (6.50, 6.29),
-                    "gpushare40": (10.23, 9.97), "cpu050": (6.54, 6.28),
-                    "gpuspec10": (7.76, 7.54)},
-    "best_fit": {"default": (7.14, 6.92), "multigpu20": (6.27, 6.07),
-                 "gpushare40": (8.56, 8.31), "cpu050": (6.44, 6.21), "gpuspec10": (6.90, 6.70)},
-    "fgd": {"default": (4.77, 4.61), "multigpu20": (4.47, 4.35), "gpushare40": (6.04, 5.85),
-            "cpu050": (5.00, 4.79), "gpuspec10": (5.34, 5.05)},
+    "random": {
+        "default": (13.70, 12.53),
+        "multigpu20": (13.08, 11.31),
+        "gpushare40": (15.14, 14.00),
+        "cpu050": (10.98, 8.76),
+        "gpuspec10": (13.74, 12.57),
+    },
+    "dot_product": {
+        "default": (9.38, 9.15),
+        "multigpu20": (8.15, 7.94),
+        "gpushare40": (10.70, 10.44),
+        "cpu050": (6.97, 6.73),
+        "gpuspec10": (9.83, 9.61),
+    },
+    "gpu_clustering": {
+        "default": (8.35, 8.12),
+        "multigpu20": (6.66, 6.44),
+        "gpushare40": (10.24, 9.98),
+        "cpu050": (6.48, 6.21),
+        "gpuspec10": (8.04, 7.82),
+    },
+    "gpu_packing": {
+        "default": (8.22, 8.00),
+        "multigpu20": (6.50, 6.29),
+        "gpushare40": (10.23, 9.97),
+        "cpu050": (6.54, 6.28),
+        "gpuspec10": (7.76, 7.54),
+    },
+    "best_fit": {
+        "default": (7.14, 6.92),
+        "multigpu20": (6.27, 6.07),
+        "gpushare40": (8.56, 8.31),
+        "cpu050": (6.44, 6.21),
+        "gpuspec10": (6.90, 6.70),
+    },
+    "fgd": {
+        "default": (4.77, 4.61),
+        "multigpu20": (4.47, 4.35),
+        "gpushare40": (6.04, 5.85),
+        "cpu050": (5.00, 4.79),
+        "gpuspec10": (5.34, 5.05),
+    },
 }
 
 
@@ -55,10 +83,18 @@ ABLATION = {
     "exact float deltas": {"exact": True},
     "fixed mix (whole list)": {"typical": "trace"},
     "no look-ahead, order tie": {"resource_lookahead": 0, "type_lookahead": 0, "tie": "order"},
-    "no look-ahead, order, exact": {"resource_lookahead": 0, "type_lookahead": 0, "tie": "order",
-                                    "exact": True},
-    "no look-ahead, order, fixed mix": {"resource_lookahead": 0, "type_lookahead": 0,
-                                        "tie": "order", "typical": "trace"},
+    "no look-ahead, order, exact": {
+        "resource_lookahead": 0,
+        "type_lookahead": 0,
+        "tie": "order",
+        "exact": True,
+    },
+    "no look-ahead, order, fixed mix": {
+        "resource_lookahead": 0,
+        "type_lookahead": 0,
+        "tie": "order",
+        "typical": "trace",
+    },
 }
 
 
@@ -87,8 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--policies", default=",".join(POLICY_NAMES), help="policies to run")
     p.add_argument("--seeds", default="42-51", help="a range A-B or a comma list")
     p.add_argument("--jobs", type=int, default=2, help="seeds replayed in parallel processes")
-    p.add_argument("--ablation", action="store_true",
-                   help="also run the orion policy with each of its ideas removed")
+    p.add_argument(
+        "--ablation", action="store_true", help="also run the orion policy with each of its ideas removed"
+    )
     args = p.parse_args(argv)
     lists = [x for x in args.lists.split(",") if x]
     policies = [x for x in args.policies.split(",") if x]
@@ -108,14 +145,20 @@ def main(argv=None) -> int:
             decisions += sum(r.placed + r.failed for r in results)
             u = s["unallocated_pct"]
             table.setdefault(pol, {})[lst] = {"100": round(u["100"], 2), "130": round(u["130"], 2)}
-            err(f"{pol:>14} {lst:>11}: {u['100']:5.2f} / {u['130']:5.2f}  "
-                f"(±{s['unallocated_pct_std']['100']:.2f}; {time.time() - t0:.0f}s wall)")
+            err(
+                f"{pol:>14} {lst:>11}: {u['100']:5.2f} / {u['130']:5.2f}  "
+                f"(±{s['unallocated_pct_std']['100']:.2f}; {time.time() - t0:.0f}s wall)"
+            )
         rates[pol] = round(decisions / secs, 1) if secs else None
 
-    print(f"Unallocated GPU % at 100% / 130% arrived, mean of {len(seeds)} seed(s) "
-          f"({seeds[0]}..{seeds[-1]}); published = traces README; Δ = ours − published")
-    head = f"{'policy':<15}{'pod list':<12}{'ours 100':>9}{'pub 100':>9}{'Δ':>7}" \
-           f"{'ours 130':>10}{'pub 130':>9}{'Δ':>7}"
+    print(
+        f"Unallocated GPU % at 100% / 130% arrived, mean of {len(seeds)} seed(s) "
+        f"({seeds[0]}..{seeds[-1]}); published = traces README; Δ = ours − published"
+    )
+    head = (
+        f"{'policy':<15}{'pod list':<12}{'ours 100':>9}{'pub 100':>9}{'Δ':>7}"
+        f"{'ours 130':>10}{'pub 130':>9}{'Δ':>7}"
+    )
     print(head)
     print("-" * len(head))
     for pol in policies:
@@ -124,12 +167,14 @@ def main(argv=None) -> int:
             pub = PUBLISHED.get(pol, {}).get(lst)
             cells = [f"{pol:<15}{lst:<12}{o['100']:>9.2f}"]
             if pub:
-                cells.append(f"{pub[0]:>9.2f}{o['100'] - pub[0]:>+7.2f}{o['130']:>10.2f}"
-                             f"{pub[1]:>9.2f}{o['130'] - pub[1]:>+7.2f}")
+                cells.append(
+                    f"{pub[0]:>9.2f}{o['100'] - pub[0]:>+7.2f}{o['130']:>10.2f}"
+                    f"{pub[1]:>9.2f}{o['130'] - pub[1]:>+7.2f}"
+                )
             else:
                 fgd = table.get("fgd", {}).get(lst)
-                vs = (f"{o['100'] - fgd['100']:>+7.2f}" if fgd else f"{'':>7}")
-                vs130 = (f"{o['130'] - fgd['130']:>+7.2f}" if fgd else f"{'':>7}")
+                vs = f"{o['100'] - fgd['100']:>+7.2f}" if fgd else f"{'':>7}"
+                vs130 = f"{o['130'] - fgd['130']:>+7.2f}" if fgd else f"{'':>7}"
                 cells.append(f"{'—':>9}{vs}{o['130']:>10.2f}{'—':>9}{vs130}")
             print("".join(cells))
     if "orion" in table and "fgd" in table:
@@ -141,8 +186,10 @@ def main(argv=None) -> int:
         print("\nAblation of the orion policy (unallocated GPU % at 100 / 130 arrived):")
         print(f"{'variant':<34}" + "".join(f"{lst:>15}" for lst in lists))
         for label, row in abl.items():
-            print(f"{label:<34}" + "".join(f"{row[l]['100']:>8.2f}/{row[l]['130']:<6.2f}"
-                                           for l in lists))
+            print(
+                f"{label:<34}"
+                + "".join(f"{row[name]['100']:>8.2f}/{row[name]['130']:<6.2f}" for name in lists)
+            )
         headline["ablation"] = abl
     print(json.dumps(headline))
     return 0

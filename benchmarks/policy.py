@@ -25,6 +25,7 @@ scheduler slices by wall time). Every figure is the median of ``--repeats`` runs
                                 [--repeats 3] [--slice-ms 80] [--clock cpu|wall] [--gc on|off]
                                 [--traces DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,10 +81,18 @@ class Workloads:
         gpu_type = next(iter(b.gpu_types)) if b.gpu_types and len(b.gpu_types) == 1 else None
         n = rng.choice([2, 3, 4]) if rng.random() < 0.1 else 1
         bundles, types = [bundle] * n, [gpu_type] * n
-        return Candidate(f"w{self.seq}", f"t{rng.randrange(self.tenants)}",
-                         rng.choices(range(5), weights=[1, 2, 5, 2, 1])[0], self.seq, bundles,
-                         types, "PACK" if n == 1 else rng.choice(["PACK", "SPREAD"]),
-                         demand_of(bundles, types), now, runtime_s=rng.choice([None, 600, 3600]))
+        return Candidate(
+            f"w{self.seq}",
+            f"t{rng.randrange(self.tenants)}",
+            rng.choices(range(5), weights=[1, 2, 5, 2, 1])[0],
+            self.seq,
+            bundles,
+            types,
+            "PACK" if n == 1 else rng.choice(["PACK", "SPREAD"]),
+            demand_of(bundles, types),
+            now,
+            runtime_s=rng.choice([None, 600, 3600]),
+        )
 
 
 def settings(rng: random.Random, tenants: int, nodes: list[NodeView]) -> PolicySettings:
@@ -92,9 +101,14 @@ def settings(rng: random.Random, tenants: int, nodes: list[NodeView]) -> PolicyS
     quotas = {}
     for i in range(tenants):
         share = rng.uniform(0.5, 1.5) / tenants
-        quotas[f"t{i}"] = TenantQuota(f"t{i}", rng.choice([1, 1, 2, 4]),
-                                      {"gpu": round(gpus * share, 1), "cpu": round(cpus * share)},
-                                      {"gpu": round(gpus * share, 1)}, {}, f"org{i % 10}")
+        quotas[f"t{i}"] = TenantQuota(
+            f"t{i}",
+            rng.choice([1, 1, 2, 4]),
+            {"gpu": round(gpus * share, 1), "cpu": round(cpus * share)},
+            {"gpu": round(gpus * share, 1)},
+            {},
+            f"org{i % 10}",
+        )
     return PolicySettings(tenants=quotas, reserve_after_s=600)
 
 
@@ -106,15 +120,20 @@ class Sim:
         self.rng = random.Random(args.seed)
         self.nodes = cluster(traces, args.nodes)
         self.gen = Workloads(self.rng, args.tenants, traces)
-        self.st = (settings(self.rng, args.tenants, self.nodes) if mode != "baseline"
-                   else PolicySettings(preemption=False))
+        self.st = (
+            settings(self.rng, args.tenants, self.nodes)
+            if mode != "baseline"
+            else PolicySettings(preemption=False)
+        )
         self.policy = get_policy("orion")
         self.fair = FairShare(300)
         self.now = 0.0
         self.queue: dict[str, Candidate] = {}
         self.running: dict[str, Running] = {}
-        self.cap = {"gpu": sum(n.total.get("GPU", 0) for n in self.nodes),
-                    "cpu": sum(n.total["CPU"] for n in self.nodes)}
+        self.cap = {
+            "gpu": sum(n.total.get("GPU", 0) for n in self.nodes),
+            "cpu": sum(n.total["CPU"] for n in self.nodes),
+        }
         self._plain: dict[str, Candidate] = {}
         self.arrive(args.queue)
 
@@ -132,8 +151,16 @@ class Sim:
         got = self._plain.get(c.workload_id)
         if got is None:
             got = self._plain[c.workload_id] = Candidate(
-                c.workload_id, "t0", c.rank, c.seq, c.bundles, c.gpu_types, c.strategy,
-                c.demand, c.queued_since)
+                c.workload_id,
+                "t0",
+                c.rank,
+                c.seq,
+                c.bundles,
+                c.gpu_types,
+                c.strategy,
+                c.demand,
+                c.queued_since,
+            )
         return got
 
     def candidates(self) -> list[Candidate]:
@@ -144,8 +171,14 @@ class Sim:
         for c, placed in plan.admitted:
             orig = self.queue.pop(c.workload_id)
             self.running[c.workload_id] = Running(
-                c.workload_id, orig.tenant, orig.rank, orig.demand, placed, self.now,
-                self.now + (orig.runtime_s or 3600))
+                c.workload_id,
+                orig.tenant,
+                orig.rank,
+                orig.demand,
+                placed,
+                self.now,
+                self.now + (orig.runtime_s or 3600),
+            )
         return [r for r in (self.running.pop(v, None) for v, _ in plan.preempt) if r is not None]
 
     def end_some(self) -> list[Running]:
@@ -170,8 +203,7 @@ def run_planner(args: argparse.Namespace, mode: str, traces: Path) -> dict[str, 
     """``orion`` or ``baseline``: a persistent planner, passes in slices."""
     sim = Sim(args, mode, traces)
     planner = CyclePlanner(clock=clock, slice_s=args.slice_ms / 1000)
-    planner.sync(sim.policy, [NodeView(n.node_id, dict(n.free), n.total, n.labels)
-                              for n in sim.nodes], [])
+    planner.sync(sim.policy, [NodeView(n.node_id, dict(n.free), n.total, n.labels) for n in sim.nodes], [])
     slices: dict[str, list[float]] = {"fill": [], "steady": [], "delta": []}
     passes: dict[str, list[float]] = {"fill": [], "steady": [], "delta": []}
     decisions = {"fill": 0, "steady": 0, "delta": 0}
@@ -210,8 +242,7 @@ def run_planner(args: argparse.Namespace, mode: str, traces: Path) -> dict[str, 
     for _ in range(DELTA_CYCLES):
         sim.now += 1.0
         arrivals, runs = sim.arrive(DELTA_ARRIVALS), list(sim.running.values())
-        one_pass("delta", lambda a=arrivals, r=runs: planner.delta(a, r, sim.st, sim.fair,
-                                                                    sim.cap, sim.now))
+        one_pass("delta", lambda a=arrivals, r=runs: planner.delta(a, r, sim.st, sim.fair, sim.cap, sim.now))
     return _figures(slices, passes, decisions, first_admission)
 
 
@@ -249,26 +280,36 @@ def run_legacy(args: argparse.Namespace, traces: Path) -> dict[str, float]:
                 by[h.node_id].free[k] -= v
         placer = LivePlacer(sim.policy, views, held)
         sim.fair.advance(sim.now, _allocated(sim.running.values()))
-        plan = plan_cycle(placer, sim.candidates(), list(sim.running.values()), sim.st, sim.fair,
-                          sim.cap, sim.now)
+        plan = plan_cycle(
+            placer, sim.candidates(), list(sim.running.values()), sim.st, sim.fair, sim.cap, sim.now
+        )
         plan.apply_fair_share(sim.fair)
         times.append(clock() - t)
         decisions += len(plan.order)
         sim.carry_out(plan)
-    return {"decisions_per_s": decisions / sum(times), "fill_s": times[0],
-            "cycle_p50_ms": median(times) * 1000, "cycle_p99_ms": pct(times, 99) * 1000,
-            "steady_pass_p50_ms": median(times[1:]) * 1000,
-            "steady_pass_p99_ms": pct(times[1:], 99) * 1000}
+    return {
+        "decisions_per_s": decisions / sum(times),
+        "fill_s": times[0],
+        "cycle_p50_ms": median(times) * 1000,
+        "cycle_p99_ms": pct(times, 99) * 1000,
+        "steady_pass_p50_ms": median(times[1:]) * 1000,
+        "steady_pass_p99_ms": pct(times[1:], 99) * 1000,
+    }
 
 
-def _figures(slices: dict[str, list[float]], passes: dict[str, list[float]],
-             decisions: dict[str, int], first_admission: float) -> dict[str, float]:
+def _figures(
+    slices: dict[str, list[float]],
+    passes: dict[str, list[float]],
+    decisions: dict[str, int],
+    first_admission: float,
+) -> dict[str, float]:
     every = slices["fill"] + slices["steady"] + slices["delta"]
     full = slices["fill"] + slices["steady"]
     return {
         # full passes, as before (and as legacy): a delta pass is reported on its own
         "decisions_per_s": (decisions["fill"] + decisions["steady"]) / sum(full),
-        "cycle_p50_ms": median(every) * 1000, "cycle_p99_ms": pct(every, 99) * 1000,
+        "cycle_p50_ms": median(every) * 1000,
+        "cycle_p99_ms": pct(every, 99) * 1000,
         "fill_s": sum(slices["fill"]),
         "fill_slice_p99_ms": pct(slices["fill"], 99) * 1000,
         "fill_slice_max_ms": max(slices["fill"]) * 1000,
@@ -297,11 +338,19 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=30, help="steady cycles after the fill")
     p.add_argument("--repeats", type=int, default=3, help="runs per mode (figures are medians)")
     p.add_argument("--slice-ms", type=float, default=80.0, help="work per slice")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
-                   help="what a slice's and a pass's work is measured with")
-    p.add_argument("--gc", choices=["on", "off"], default="on",
-                   help="off: no cyclic garbage collector (its gen-2 collections over the queue's "
-                        "objects are what makes a slice overrun its budget)")
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="what a slice's and a pass's work is measured with",
+    )
+    p.add_argument(
+        "--gc",
+        choices=["on", "off"],
+        default="on",
+        help="off: no cyclic garbage collector (its gen-2 collections over the queue's "
+        "objects are what makes a slice overrun its budget)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--traces", type=Path, default=TRACES, help="folder with the openb CSV files")
     args = p.parse_args()
@@ -317,23 +366,35 @@ def main() -> None:
         runs["baseline"].append(run_planner(args, "baseline", args.traces))
         runs["legacy"].append(run_legacy(args, args.traces))
     orion, base, legacy = (medians(runs[k]) for k in ("orion", "baseline", "legacy"))
-    print(f"medians of {args.repeats} run(s); cycle = one slice of <= {args.slice_ms:g} ms of "
-          f"work (legacy: one whole pass); work = {args.clock} time")
+    print(
+        f"medians of {args.repeats} run(s); cycle = one slice of <= {args.slice_ms:g} ms of "
+        f"work (legacy: one whole pass); work = {args.clock} time"
+    )
     print(f"{'':24}{'orion':>12}{'baseline':>12}{'legacy':>12}")
     for k in orion:
         row = [orion[k], base.get(k, float("nan")), legacy.get(k, float("nan"))]
         print(f"{k:24}" + "".join(f"{v:>12.1f}" for v in row))
-    headline = {k: orion[k] for k in ("decisions_per_s", "cycle_p50_ms", "cycle_p99_ms",
-                                      "fill_s")}
-    print(json.dumps({
-        "benchmark": "policy", **headline,
-        "orion": orion, "baseline": base, "legacy": legacy,
-        "ratio_decisions_per_s_vs_baseline": orion["decisions_per_s"] / base["decisions_per_s"],
-        "ratio_decisions_per_s_vs_legacy": orion["decisions_per_s"] / legacy["decisions_per_s"],
-        "ratio_cycle_p99_vs_legacy": orion["cycle_p99_ms"] / legacy["cycle_p99_ms"],
-        "ratio_fill_s_vs_legacy": orion["fill_s"] / legacy["fill_s"],
-        "repeats": args.repeats, "slice_ms": args.slice_ms, "clock": args.clock, "gc": args.gc,
-        "cpu_count": os.cpu_count()}))
+    headline = {k: orion[k] for k in ("decisions_per_s", "cycle_p50_ms", "cycle_p99_ms", "fill_s")}
+    print(
+        json.dumps(
+            {
+                "benchmark": "policy",
+                **headline,
+                "orion": orion,
+                "baseline": base,
+                "legacy": legacy,
+                "ratio_decisions_per_s_vs_baseline": orion["decisions_per_s"] / base["decisions_per_s"],
+                "ratio_decisions_per_s_vs_legacy": orion["decisions_per_s"] / legacy["decisions_per_s"],
+                "ratio_cycle_p99_vs_legacy": orion["cycle_p99_ms"] / legacy["cycle_p99_ms"],
+                "ratio_fill_s_vs_legacy": orion["fill_s"] / legacy["fill_s"],
+                "repeats": args.repeats,
+                "slice_ms": args.slice_ms,
+                "clock": args.clock,
+                "gc": args.gc,
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Measured (no baseline: absolute figures against the targets in ../shared/BENCHMA
   Also shown: workloads whose marker file says they executed more than once.
 Last stdout line: ``{"benchmark": "recovery", "resume_s", "lost", "doubled"}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def counts(con) -> dict[str, int]:
 
 def scheduler_pid(dashboard_url: str) -> int:
     from ray.util.state import list_actors
-    alive = list_actors(address=dashboard_url, filters=[("class_name", "=", "SchedulerActor"),
-                                                         ("state", "=", "ALIVE")])
+
+    alive = list_actors(
+        address=dashboard_url, filters=[("class_name", "=", "SchedulerActor"), ("state", "=", "ALIVE")]
+    )
     if len(alive) != 1:
         raise RuntimeError(f"expected one alive SchedulerActor, found {len(alive)}")
     return int(alive[0].pid)
@@ -71,11 +74,14 @@ def doubled_runs(con) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.recovery",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, default=200,
-                   help="workloads submitted before the kill (default 200: Orion runs ~1 "
-                        "trivial task/s on 2 cores, so --n 1000 takes ~18 min)")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.recovery", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--n",
+        type=int,
+        default=200,
+        help="workloads submitted before the kill (default 200: Orion runs ~1 "
+        "trivial task/s on 2 cores, so --n 1000 takes ~18 min)",
+    )
     p.add_argument("--sleep", type=float, default=0.05, help="seconds each task sleeps")
     p.add_argument("--timeout", type=float, default=1800, help="give up waiting after this (s)")
     add_cluster_args(p)
@@ -87,8 +93,12 @@ def main() -> None:
         home, api = info["home"], info["api_url"]
         markers = os.path.join(home, "markers")
         os.makedirs(markers)
-        spec = {"workload_type": "task", "function": "benchmarks._tasks:sleep_and_mark",
-                "args": [args.sleep, markers], "resources": {"cpu": 1}}
+        spec = {
+            "workload_type": "task",
+            "function": "benchmarks._tasks:sleep_and_mark",
+            "args": [args.sleep, markers],
+            "resources": {"cpu": 1},
+        }
         con = db(home)
         with OrionClient() as client:
             err(f"submitting {args.n} workloads ...")
@@ -114,16 +124,19 @@ def main() -> None:
                 except httpx.HTTPError:
                     pass
             if resume_s is None:
-                (at,) = con.execute("SELECT MIN(at) FROM transitions WHERE status='starting' "
-                                    "AND at > ?", (t_kill,)).fetchone()
+                (at,) = con.execute(
+                    "SELECT MIN(at) FROM transitions WHERE status='starting' AND at > ?", (t_kill,)
+                ).fetchone()
                 resume_s = None if at is None else at - t_kill
             time.sleep(0.02)
         try:
             new_pid = scheduler_pid(info["dashboard_url"])
         except Exception as exc:  # still restarting (or gone): report it, keep measuring
             new_pid = f"? ({exc})"
-        err(f"scheduling again after {resume_s}s (health 200 after {health_s}s); "
-            f"new pid {new_pid}; waiting for all {args.n} to finish ...")
+        err(
+            f"scheduling again after {resume_s}s (health 200 after {health_s}s); "
+            f"new pid {new_pid}; waiting for all {args.n} to finish ..."
+        )
 
         deadline, last = time.time() + args.timeout, 0.0
         while True:
@@ -139,11 +152,14 @@ def main() -> None:
         status = dict(con.execute("SELECT workload_id, status FROM workloads").fetchall())
         lost = [w for w in accepted if status.get(w) != "completed"]
         doubled = doubled_runs(con)
-        restarts = dict(con.execute(
-            "SELECT workload_id, COUNT(*) FROM transitions WHERE status='running' "
-            "GROUP BY workload_id").fetchall())
-        requeued = con.execute("SELECT COUNT(*) FROM transitions "
-                               "WHERE reason LIKE 'lost on restart%'").fetchone()[0]
+        restarts = dict(
+            con.execute(
+                "SELECT workload_id, COUNT(*) FROM transitions WHERE status='running' GROUP BY workload_id"
+            ).fetchall()
+        )
+        requeued = con.execute(
+            "SELECT COUNT(*) FROM transitions WHERE reason LIKE 'lost on restart%'"
+        ).fetchone()[0]
         con.close()
         runs = {}
         for name in os.listdir(markers):
@@ -152,8 +168,10 @@ def main() -> None:
         executed_twice = sorted(w for w, k in runs.items() if k > 1)
         never_ran = [w for w in accepted if status.get(w) == "completed" and w not in runs]
 
-    print(f"\nrecovery: {args.n} workloads (1 CPU, sleep {args.sleep:g}s) on {args.num_cpus:g} CPUs; "
-          f"scheduler actor SIGKILLed (pid {pid} -> {new_pid})")
+    print(
+        f"\nrecovery: {args.n} workloads (1 CPU, sleep {args.sleep:g}s) on {args.num_cpus:g} CPUs; "
+        f"scheduler actor SIGKILLed (pid {pid} -> {new_pid})"
+    )
     table = [
         ("submitted (all accepted) in", f"{submit_s:.1f} s"),
         ("status at the kill", json.dumps(before)),
@@ -172,9 +190,16 @@ def main() -> None:
     for label, ids in (("lost", lost), ("doubled", doubled), ("executed twice", executed_twice)):
         if ids:
             print(f"  {label}: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
-    print(json.dumps({"benchmark": "recovery",
-                      "resume_s": None if resume_s is None else round(resume_s, 3),
-                      "lost": len(lost), "doubled": len(doubled)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "recovery",
+                "resume_s": None if resume_s is None else round(resume_s, 3),
+                "lost": len(lost),
+                "doubled": len(doubled),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ p50/p99 (Orion minus direct) and the throughput ratio. First with the determinis
 (the headline), then with the CPU model (SmolLM2-135M) when it is installed, reported beside it.
 The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
+
 # no ``from __future__ import annotations``: FastAPI must see the ingress's real ``Request``
 # annotation after Serve pickles the class into its replica
 import argparse
@@ -62,13 +63,23 @@ def worker(port: int, path: str, body: dict, headers: dict, seconds: float, conn
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return {"rps": len(lat) / elapsed, "p50_ms": pct(lat, 50) * 1e3,
-            "p99_ms": pct(lat, 99) * 1e3, "errors": bad[0], "requests": len(lat)}
+    return {
+        "rps": len(lat) / elapsed,
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "errors": bad[0],
+        "requests": len(lat),
+    }
 
 
 def load(port: int, path: str, body: dict, headers: dict, seconds: float, conns: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.serving", "--worker",
-           json.dumps([port, path, body, headers, seconds, conns])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.serving",
+        "--worker",
+        json.dumps([port, path, body, headers, seconds, conns]),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     if out.returncode != 0:
         raise RuntimeError(f"load worker failed: {out.stderr[-1000:]}")
@@ -87,9 +98,14 @@ def setup(args) -> None:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # "local": always a private Ray of this run, never someone else's running cluster
-    ray.init(address="local", num_cpus=args.num_cpus, namespace="orion",
-             include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        namespace="orion",
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     deploy_manager(tick_s=0.5, direct_prefix="/direct")
     serve.run(build_api_app([hash_key(KEY)], 1_048_576), name=APP_NAME, route_prefix="/")
@@ -107,8 +123,7 @@ def deploy_plain_ingress(model: str) -> None:
     app = FastAPI()
     target = app_name(f"{model}--v1")
 
-    @serve.deployment(name="PlainIngress", max_ongoing_requests=1000,
-                      ray_actor_options={"num_cpus": 0})
+    @serve.deployment(name="PlainIngress", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
     @serve.ingress(app)
     class PlainIngress:
         def __init__(self):
@@ -128,10 +143,20 @@ def policy_cost_us(n: int = 20_000) -> float:
 
     from orion_ray.serving.cache import request_key
     from orion_ray.serving.router import ModelRouter
-    spec = {"model_id": "m", "strategy": "canary", "stable": "v1", "candidate": "v2",
-            "steps": [{"weight": 10, "duration": "24h"}]}
-    entry = {"tenant_id": None, "versions": {"v1": "a1", "v2": "a2"},
-             "weights": {"v1": 90.0, "v2": 10.0}, "release": spec}
+
+    spec = {
+        "model_id": "m",
+        "strategy": "canary",
+        "stable": "v1",
+        "candidate": "v2",
+        "steps": [{"weight": 10, "duration": "24h"}],
+    }
+    entry = {
+        "tenant_id": None,
+        "versions": {"v1": "a1", "v2": "a2"},
+        "weights": {"v1": 90.0, "v2": 10.0},
+        "release": spec,
+    }
     router = ModelRouter(None, lambda app: None)
     body = {"model": "m", "prompt": "hello world", "max_tokens": 8}
 
@@ -142,68 +167,95 @@ def policy_cost_us(n: int = 20_000) -> float:
             request_key("m", v, body)
             router.breakers[("m", v)] = router._breaker("m", v).record(True, 0.0)
         return (time.perf_counter() - t) / n * 1e6
+
     return asyncio.run(loop())
 
 
 def deploy_model(client, model: str, engine: str, engine_args: dict, wait_s: float) -> None:
     """Two versions of ``model`` and a canary release holding 10 % on the candidate."""
     for version in ("v1", "v2"):
-        r = client.post("/internal/deployments/create", json={
-            "model_id": model, "version": version, "engine": engine, "engine_args": engine_args,
-            "max_ongoing_requests": 64})
+        r = client.post(
+            "/internal/deployments/create",
+            json={
+                "model_id": model,
+                "version": version,
+                "engine": engine,
+                "engine_args": engine_args,
+                "max_ongoing_requests": 64,
+            },
+        )
         r.raise_for_status()
     deadline = time.time() + wait_s
     while time.time() < deadline:
-        states = [client.get(f"/internal/deployments/{model}--{v}/status").json()["status"]
-                  for v in ("v1", "v2")]
+        states = [
+            client.get(f"/internal/deployments/{model}--{v}/status").json()["status"] for v in ("v1", "v2")
+        ]
         if states == ["healthy", "healthy"]:
             break
         time.sleep(0.5)
     else:
         raise RuntimeError(f"{model} not healthy within {wait_s:g}s")
-    client.put(f"/internal/models/{model}/release", json={
-        "model_id": model, "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "steps": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": 0}],
-        "success_criteria": {"error_rate": 1.0, "min_requests": 1}}).raise_for_status()
+    client.put(
+        f"/internal/models/{model}/release",
+        json={
+            "model_id": model,
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "steps": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": 0}],
+            "success_criteria": {"error_rate": 1.0, "min_requests": 1},
+        },
+    ).raise_for_status()
 
 
 def measure(args, model: str, body: dict, seconds: float, conns: int) -> dict:
     """Alternating phases, direct and through Orion; medians over repeats."""
-    paths = {"direct": (f"/direct/{model}--v1/v1/completions", {}),
-             "plain": (f"/plain/{model}/v1/completions", {}),
-             "orion": ("/v1/completions", {"Authorization": f"Bearer {KEY}"})}
-    for name, (path, headers) in paths.items():  # warm-up, not counted
+    paths = {
+        "direct": (f"/direct/{model}--v1/v1/completions", {}),
+        "plain": (f"/plain/{model}/v1/completions", {}),
+        "orion": ("/v1/completions", {"Authorization": f"Bearer {KEY}"}),
+    }
+    for path, headers in paths.values():  # warm-up, not counted
         load(args.port, path, {**body, "model": model}, headers, 2, conns)
     runs: dict[str, list[dict]] = {k: [] for k in paths}
     for rep in range(args.repeats):
         names = list(paths)
-        for name in names[rep % 3:] + names[:rep % 3]:  # rotate which path runs first
+        for name in names[rep % 3 :] + names[: rep % 3]:  # rotate which path runs first
             path, headers = paths[name]
             r = load(args.port, path, {**body, "model": model}, headers, seconds, conns)
             runs[name].append(r)
-            err(f"  {model} repeat {rep + 1} {name:6s}: {r['rps']:8.1f} req/s  "
-                f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  errors {r['errors']}")
-    s = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50_ms", "p99_ms")}
-         for k, rs in runs.items()}
-    return {"summary": s, "errors": sum(r["errors"] for rs in runs.values() for r in rs),
-            "added_p50_ms": s["orion"]["p50_ms"] - s["direct"]["p50_ms"],
-            "added_p99_ms": s["orion"]["p99_ms"] - s["direct"]["p99_ms"],
-            "throughput_ratio": s["orion"]["rps"] / s["direct"]["rps"],
-            "vs_plain_added_p50_ms": s["orion"]["p50_ms"] - s["plain"]["p50_ms"],
-            "vs_plain_throughput_ratio": s["orion"]["rps"] / s["plain"]["rps"]}
+            err(
+                f"  {model} repeat {rep + 1} {name:6s}: {r['rps']:8.1f} req/s  "
+                f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  errors {r['errors']}"
+            )
+    s = {k: {m: median([r[m] for r in rs]) for m in ("rps", "p50_ms", "p99_ms")} for k, rs in runs.items()}
+    return {
+        "summary": s,
+        "errors": sum(r["errors"] for rs in runs.values() for r in rs),
+        "added_p50_ms": s["orion"]["p50_ms"] - s["direct"]["p50_ms"],
+        "added_p99_ms": s["orion"]["p99_ms"] - s["direct"]["p99_ms"],
+        "throughput_ratio": s["orion"]["rps"] / s["direct"]["rps"],
+        "vs_plain_added_p50_ms": s["orion"]["p50_ms"] - s["plain"]["p50_ms"],
+        "vs_plain_throughput_ratio": s["orion"]["rps"] / s["plain"]["rps"],
+    }
 
 
 def report(name: str, res: dict) -> None:
     s = res["summary"]
     err(f"\n{name}: medians of the repeats")
     for k in ("direct", "plain", "orion"):
-        err(f"  {k:6s} {s[k]['rps']:8.1f} req/s   p50 {s[k]['p50_ms']:7.2f} ms"
-            f"   p99 {s[k]['p99_ms']:8.2f} ms")
-    err(f"  added p50 {res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms, "
-        f"throughput ratio {res['throughput_ratio']:.3f}, non-200 answers {res['errors']}")
-    err(f"  against a plain Serve ingress (same hops): added p50 "
+        err(
+            f"  {k:6s} {s[k]['rps']:8.1f} req/s   p50 {s[k]['p50_ms']:7.2f} ms   p99 {s[k]['p99_ms']:8.2f} ms"
+        )
+    err(
+        f"  added p50 {res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms, "
+        f"throughput ratio {res['throughput_ratio']:.3f}, non-200 answers {res['errors']}"
+    )
+    err(
+        f"  against a plain Serve ingress (same hops): added p50 "
         f"{res['vs_plain_added_p50_ms']:.2f} ms, throughput ratio "
-        f"{res['vs_plain_throughput_ratio']:.3f}")
+        f"{res['vs_plain_throughput_ratio']:.3f}"
+    )
 
 
 def main(argv=None) -> None:
@@ -231,24 +283,37 @@ def main(argv=None) -> None:
     setup(args)
     out: dict = {}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120,
-                          headers={"Authorization": f"Bearer {KEY}"}) as c:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{args.port}", timeout=120, headers={"Authorization": f"Bearer {KEY}"}
+        ) as c:
             deploy_model(c, "bench", "test", {}, 120)
             deploy_plain_ingress("bench")
-            test = measure(args, "bench", {"prompt": "hello world", "max_tokens": 8},
-                           args.duration, args.concurrency)
+            test = measure(
+                args, "bench", {"prompt": "hello world", "max_tokens": 8}, args.duration, args.concurrency
+            )
             report("test engine", test)
             why = "skipped (--no-cpu-model)" if args.no_cpu_model else cpu_engine_available()
             if why is None:
                 deploy_model(c, "bench-cpu", "cpu", {"n_ctx": 512}, 300)
                 deploy_plain_ingress("bench-cpu")
-                cpu = measure(args, "bench-cpu", {"prompt": "The capital of France is",
-                                                  "max_tokens": 8, "temperature": 0.7},
-                              args.cpu_duration, args.cpu_concurrency)
+                cpu = measure(
+                    args,
+                    "bench-cpu",
+                    {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.7},
+                    args.cpu_duration,
+                    args.cpu_concurrency,
+                )
                 report("CPU model (SmolLM2-135M)", cpu)
-                out["cpu_model"] = {k: round(cpu[k], 3) for k in
-                                    ("added_p50_ms", "added_p99_ms", "throughput_ratio",
-                                     "vs_plain_added_p50_ms", "vs_plain_throughput_ratio")}
+                out["cpu_model"] = {
+                    k: round(cpu[k], 3)
+                    for k in (
+                        "added_p50_ms",
+                        "added_p99_ms",
+                        "throughput_ratio",
+                        "vs_plain_added_p50_ms",
+                        "vs_plain_throughput_ratio",
+                    )
+                }
             else:
                 err(f"CPU model not measured: {why}")
     finally:
@@ -256,12 +321,20 @@ def main(argv=None) -> None:
         ray.shutdown()
     cost = policy_cost_us()
     err(f"router policy per request, in process: {cost:.1f} µs")
-    print(json.dumps({"benchmark": "serving", "added_p50_ms": round(test["added_p50_ms"], 3),
-                      "added_p99_ms": round(test["added_p99_ms"], 3),
-                      "throughput_ratio": round(test["throughput_ratio"], 3),
-                      "vs_plain_added_p50_ms": round(test["vs_plain_added_p50_ms"], 3),
-                      "vs_plain_throughput_ratio": round(test["vs_plain_throughput_ratio"], 3),
-                      "policy_us_per_request": round(cost, 1), **out}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "serving",
+                "added_p50_ms": round(test["added_p50_ms"], 3),
+                "added_p99_ms": round(test["added_p99_ms"], 3),
+                "throughput_ratio": round(test["throughput_ratio"], 3),
+                "vs_plain_added_p50_ms": round(test["vs_plain_added_p50_ms"], 3),
+                "vs_plain_throughput_ratio": round(test["vs_plain_throughput_ratio"], 3),
+                "policy_us_per_request": round(cost, 1),
+                **out,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Same credential resolution (arguments, then ``ORION_URL``/``ORION_API_KEY``, the
 ``~/.orion/credentials``), the same typed errors (``_error_from``) and the same retries on 429/503
 honouring ``Retry-After`` (``_retry_after``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,9 @@ class AsyncWorkloadHandle:
     async def refresh(self) -> dict:
         return await self._client.get_workload(self.workload_id)
 
-    async def wait_for_completion(self, timeout: Optional[float] = None,
-                                  poll_s: float = 0.2) -> WorkloadResult:
+    async def wait_for_completion(
+        self, timeout: Optional[float] = None, poll_s: float = 0.2
+    ) -> WorkloadResult:
         return await self._client.wait_for_completion(self.workload_id, timeout, poll_s)
 
     async def cancel(self) -> dict:
@@ -51,14 +53,20 @@ class AsyncOrionClient:
     is how the client waits between retries and polls (``asyncio.sleep``; a test records the
     waits instead). It has the same methods as ``OrionClient``, awaited."""
 
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
-                 timeout: float = 30.0, max_retries: int = 5,
-                 transport: Optional[httpx.AsyncBaseTransport] = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ):
         self.url, self.api_key = credentials.resolve(url, api_key)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout,
-                                       transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
         self.max_retries = max_retries
         self._sleep = sleep
 
@@ -78,7 +86,7 @@ class AsyncOrionClient:
             except httpx.TransportError as exc:
                 if attempt >= self.max_retries:
                     raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
-                await self._sleep(min(5.0, 0.2 * 2 ** attempt))
+                await self._sleep(min(5.0, 0.2 * 2**attempt))
                 continue
             if r.status_code in (429, 503) and attempt < self.max_retries:
                 await self._sleep(_retry_after(r, attempt))
@@ -89,8 +97,7 @@ class AsyncOrionClient:
         raise AssertionError("unreachable")
 
     # -- workloads ------------------------------------------------------------------------------
-    async def submit_workload(self, spec: Optional[dict] = None,
-                              **fields: Any) -> AsyncWorkloadHandle:
+    async def submit_workload(self, spec: Optional[dict] = None, **fields: Any) -> AsyncWorkloadHandle:
         """Submit ``spec`` (a dict) or keyword fields; returns a handle to follow it."""
         body = dict(spec or {}, **fields)
         r = await self._request("POST", "/api/v1/workloads", json=body)
@@ -100,11 +107,19 @@ class AsyncOrionClient:
         """One workload with its status history."""
         return (await self._request("GET", f"/api/v1/workloads/{workload_id}")).json()
 
-    async def list_workloads(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
-                             limit: int = 50, cursor: Optional[int] = None) -> dict:
+    async def list_workloads(
+        self,
+        status: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[int] = None,
+    ) -> dict:
         """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-        params = {k: v for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit,
-                                    "cursor": cursor}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit, "cursor": cursor}.items()
+            if v is not None
+        }
         return (await self._request("GET", "/api/v1/workloads", params=params)).json()
 
     async def cancel(self, workload_id: str) -> dict:
@@ -127,8 +142,7 @@ class AsyncOrionClient:
         """Every tenant with usage (admin key)."""
         return (await self._request("GET", "/api/v1/tenants")).json()
 
-    async def reload(self, tenants: list[dict], keys: dict[str, str],
-                     policy: Optional[dict] = None) -> dict:
+    async def reload(self, tenants: list[dict], keys: dict[str, str], policy: Optional[dict] = None) -> dict:
         """Replace the tenants, key hashes (``{sha256: tenant_id}``) and, if given, the policy
         section without a restart (admin)."""
         body = {"tenants": tenants, "keys": keys, **({"policy": policy} if policy else {})}
@@ -142,25 +156,32 @@ class AsyncOrionClient:
     # -- infrastructure (admin key) ---------------------------------------------------------------
     async def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""
-        return (await self._request("GET", "/admin/v1/infrastructure/nodes",
-                                    params={"include_ended": str(include_ended).lower()})).json()
+        return (
+            await self._request(
+                "GET", "/admin/v1/infrastructure/nodes", params={"include_ended": str(include_ended).lower()}
+            )
+        ).json()
 
     async def cordon(self, node_id: str, reason: Optional[str] = None) -> dict:
         """No new placements on ``node_id``."""
-        return (await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
-                                    json={"reason": reason} if reason else None)).json()
+        return (
+            await self._request(
+                "POST",
+                f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
+                json={"reason": reason} if reason else None,
+            )
+        ).json()
 
     async def uncordon(self, node_id: str) -> dict:
         """Placements allowed again on ``node_id``; a drain under way is called off."""
-        return (await self._request(
-            "POST", f"/admin/v1/infrastructure/nodes/{node_id}/uncordon")).json()
+        return (await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/uncordon")).json()
 
-    async def drain(self, node_id: str, deadline_s: float = 300.0,
-                    reason: Optional[str] = None) -> dict:
+    async def drain(self, node_id: str, deadline_s: float = 300.0, reason: Optional[str] = None) -> dict:
         """Cordon, let running work end until ``deadline_s``, then preempt it to the queue."""
         body = {"deadline_s": deadline_s, **({"reason": reason} if reason else {})}
-        return (await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain",
-                                    json=body)).json()
+        return (
+            await self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain", json=body)
+        ).json()
 
     async def gpu_utilization(self) -> dict:
         """Per GPU node: allocated GPUs, and NVML telemetry where a device exists."""
@@ -170,11 +191,19 @@ class AsyncOrionClient:
         """Nodes by state, nodes lost in the last hour, and the control loops' health."""
         return (await self._request("GET", "/admin/v1/infrastructure/health")).json()
 
-    async def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
-                             kind: Optional[str] = None, pool: Optional[str] = None) -> dict:
+    async def scaling_events(
+        self,
+        limit: int = 100,
+        cursor: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> dict:
         """Scaling decisions, failed launches and node changes, newest first."""
-        params = {k: v for k, v in {"limit": limit, "cursor": cursor, "kind": kind,
-                                    "pool": pool}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {"limit": limit, "cursor": cursor, "kind": kind, "pool": pool}.items()
+            if v is not None
+        }
         return (await self._request("GET", "/admin/v1/scaling/events", params=params)).json()
 
     async def resources_available(self) -> dict:
@@ -190,19 +219,22 @@ class AsyncOrionClient:
         """The cluster's capacity reservations with their free slots: ``{"items": [...]}``."""
         return (await self._request("GET", "/admin/v1/capacity/reservations")).json()
 
-    async def create_reservation(self, instance_type: str, availability_zone: str, count: int,
-                                 **fields: Any) -> dict:
+    async def create_reservation(
+        self, instance_type: str, availability_zone: str, count: int, **fields: Any
+    ) -> dict:
         """Reserve ``count`` instances of a type in a zone; ``end_date`` (an ISO 8601 string),
         ``tags`` and the other request fields as keywords."""
-        body = {"instance_type": instance_type, "availability_zone": availability_zone,
-                "count": count, **fields}
-        return (await self._request("POST", "/admin/v1/capacity/reservations",
-                                    json=body)).json()
+        body = {
+            "instance_type": instance_type,
+            "availability_zone": availability_zone,
+            "count": count,
+            **fields,
+        }
+        return (await self._request("POST", "/admin/v1/capacity/reservations", json=body)).json()
 
     async def release_reservation(self, reservation_id: str) -> dict:
         """Release (cancel) a reservation; instances running in it keep running."""
-        return (await self._request(
-            "DELETE", f"/admin/v1/capacity/reservations/{reservation_id}")).json()
+        return (await self._request("DELETE", f"/admin/v1/capacity/reservations/{reservation_id}")).json()
 
     async def capacity_status(self) -> dict:
         """Per pool: capacity sources in order, blocklisted zones, the last failed launch."""
@@ -212,8 +244,9 @@ class AsyncOrionClient:
         """The ``/health`` body, answered 200 or 503 (no retry: the answer is the point)."""
         return (await self._http.get("/health")).json()
 
-    async def wait_for_completion(self, workload_id: str, timeout: Optional[float] = None,
-                                  poll_s: float = 0.2) -> WorkloadResult:
+    async def wait_for_completion(
+        self, workload_id: str, timeout: Optional[float] = None, poll_s: float = 0.2
+    ) -> WorkloadResult:
         """Poll until the workload is terminal; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

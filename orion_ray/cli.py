@@ -1,4 +1,5 @@
 """The ``orion`` command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,14 @@ def _print(obj: Any, output: str) -> None:
 
 def _client():
     from .client import OrionClient
+
     return OrionClient()
 
 
 def cmd_up(a) -> int:
     from .cluster import up
     from .config import load_config
+
     cfg = load_config(a.config)
     if a.port is not None:
         cfg.orion.api.port = a.port
@@ -41,23 +44,34 @@ def cmd_up(a) -> int:
     if resources is not None and not isinstance(resources, dict):
         raise SystemExit("--resources must be a JSON object, e.g. '{\"accel\": 2}'")
     path = a.config or ("orion.yaml" if Path("orion.yaml").exists() else None)
-    info = up(cfg, address=a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus,
-              resources=resources, ray_port=a.ray_port, dashboard_port=a.dashboard_port,
-              config_path=path)
+    info = up(
+        cfg,
+        address=a.address,
+        num_cpus=a.num_cpus,
+        num_gpus=a.num_gpus,
+        resources=resources,
+        ray_port=a.ray_port,
+        dashboard_port=a.dashboard_port,
+        config_path=path,
+    )
     if a.output == "json":
         _print(info, "json")
     else:
-        print(f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
-              f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
-              f"  Ray:        {info['ray_address']}")
+        print(
+            f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
+            f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
+            f"  Ray:        {info['ray_address']}"
+        )
     if a.demo:
         from .serving.cli import deploy_demo
+
         deploy_demo(info["api_url"])
     return 0
 
 
 def cmd_down(a) -> int:
     from .cluster import down
+
     down()
     return 0
 
@@ -90,9 +104,12 @@ def _wait_with_progress(c, workload_id: str, timeout: Optional[float]) -> dict:
         w = c.get_workload(workload_id)
         if w["status"] != last:
             last = w["status"]
-            print(f"[{time.monotonic() - start:6.1f}s] {workload_id} {last}"
-                  + (f" (attempt {w['attempt']})" if w.get("attempt", 1) > 1 else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{time.monotonic() - start:6.1f}s] {workload_id} {last}"
+                + (f" (attempt {w['attempt']})" if w.get("attempt", 1) > 1 else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         if last in ("completed", "failed", "cancelled"):
             return w
         if deadline is not None and time.monotonic() >= deadline:
@@ -106,15 +123,16 @@ def cmd_status(a) -> int:
 
 
 def cmd_list(a) -> int:
-    page = _client().list_workloads(status=a.status, tenant_id=a.tenant, limit=a.limit,
-                                    cursor=a.cursor)
+    page = _client().list_workloads(status=a.status, tenant_id=a.tenant, limit=a.limit, cursor=a.cursor)
     if a.output == "json":
         _print(page, "json")
         return 0
     print(f"{'ID':<20} {'TYPE':<5} {'STATUS':<10} {'PRIORITY':<11} {'TENANT':<12} SUBMITTED")
     for w in page["items"]:
-        print(f"{w['workload_id']:<20} {w['workload_type']:<5} {w['status']:<10} "
-              f"{w['priority']:<11} {w['tenant_id']:<12} {w['submitted_at']}")
+        print(
+            f"{w['workload_id']:<20} {w['workload_type']:<5} {w['status']:<10} "
+            f"{w['priority']:<11} {w['tenant_id']:<12} {w['submitted_at']}"
+        )
     if page.get("next_cursor") is not None:
         print(f"(more: --cursor {page['next_cursor']})")
     return 0
@@ -162,8 +180,13 @@ def cmd_queue(a) -> int:
         return 0
     print(f"{'TENANT':<16} {'QUEUED':>6} {'RUNNING':>7}  USAGE / QUOTA")
     for t in q["tenants"]:
-        usage = ", ".join(f"{k}={v:g}" + (f"/{t['quota'][k]:g}" if k in t["quota"] else "")
-                          for k, v in sorted(t["usage"].items())) or "-"
+        usage = (
+            ", ".join(
+                f"{k}={v:g}" + (f"/{t['quota'][k]:g}" if k in t["quota"] else "")
+                for k, v in sorted(t["usage"].items())
+            )
+            or "-"
+        )
         print(f"{t['tenant_id']:<16} {t['queued']:>6} {t['running']:>7}  {usage}")
     return 0
 
@@ -176,8 +199,10 @@ def cmd_tenants(a) -> int:
     print(f"{'TENANT':<16} {'WEIGHT':>6} {'KEYS':>4} {'QUEUED':>6} {'RUNNING':>7}  QUOTA")
     for row in t["items"]:
         quota = ", ".join(f"{k}={v:g}" for k, v in sorted(row["quota"].items())) or "-"
-        print(f"{row['tenant_id']:<16} {row['weight']:>6g} {row['keys']:>4} {row['queued']:>6} "
-              f"{row['running']:>7}  {quota}")
+        print(
+            f"{row['tenant_id']:<16} {row['weight']:>6g} {row['keys']:>4} {row['queued']:>6} "
+            f"{row['running']:>7}  {quota}"
+        )
     return 0
 
 
@@ -185,11 +210,15 @@ def cmd_reload(a) -> int:
     """Validate orion.yaml here first; an invalid file changes nothing."""
     from .cluster import config_path_in_use
     from .config import load_config, tenant_key_hashes
+
     path = a.config or config_path_in_use()
     cfg = load_config(path)
     tenants = cfg.orion.tenants
-    result = _client().reload([t.model_dump(mode="json") for t in tenants],
-                              tenant_key_hashes(tenants), cfg.orion.policy.model_dump(mode="json"))
+    result = _client().reload(
+        [t.model_dump(mode="json") for t in tenants],
+        tenant_key_hashes(tenants),
+        cfg.orion.policy.model_dump(mode="json"),
+    )
     _print(result, a.output)
     return 0
 
@@ -199,11 +228,19 @@ def cmd_nodes(a) -> int:
     if a.output == "json":
         _print(got, "json")
         return 0
-    rows = [(n["node_id"][:16], n["status"], n.get("pool") or "-", n.get("gpu_type") or "-",
-             f"{n['resources'].get('GPU', 0):g}",
-             f"{(n.get('free') or {}).get('GPU', 0):g}" if n.get("free") is not None else "-",
-             str(len(n["workloads"])), n.get("drain_deadline") or "")
-            for n in got["items"]]
+    rows = [
+        (
+            n["node_id"][:16],
+            n["status"],
+            n.get("pool") or "-",
+            n.get("gpu_type") or "-",
+            f"{n['resources'].get('GPU', 0):g}",
+            f"{(n.get('free') or {}).get('GPU', 0):g}" if n.get("free") is not None else "-",
+            str(len(n["workloads"])),
+            n.get("drain_deadline") or "",
+        )
+        for n in got["items"]
+    ]
     head = ("NODE", "STATUS", "POOL", "GPU TYPE", "GPUS", "FREE", "WORK", "DRAIN DEADLINE")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
@@ -215,8 +252,7 @@ def cmd_nodes(a) -> int:
 
 def _node_id(c, prefix: str) -> str:
     """A full node id from a unique prefix (ids are 56 hex digits; `orion nodes` shows 16)."""
-    ids = [n["node_id"] for n in c.nodes(include_ended=False)["items"]
-           if n["node_id"].startswith(prefix)]
+    ids = [n["node_id"] for n in c.nodes(include_ended=False)["items"] if n["node_id"].startswith(prefix)]
     if len(ids) != 1:
         raise SystemExit(f"{prefix!r} matches {len(ids)} live nodes; give more of the id")
     return ids[0]
@@ -252,8 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--address", help="attach to an existing Ray cluster (GCS address)")
     up.add_argument("--config", help="orion.yaml (default: ./orion.yaml if present)")
     up.add_argument("--port", type=int, help="API port (default 8000)")
-    up.add_argument("--demo", action="store_true",
-                    help="also serve SmolLM2-135M on CPU as the shared model 'smollm2' (/v1)")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also serve SmolLM2-135M on CPU as the shared model 'smollm2' (/v1)",
+    )
     up.add_argument("--num-cpus", type=float)
     up.add_argument("--num-gpus", type=float)
     up.add_argument("--resources", help="JSON of custom resources for the local head")
@@ -296,9 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl.set_defaults(fn=cmd_reload)
 
     from .sim.cli import add_simulate_parser  # pure: no Ray is imported for a simulation
+
     add_simulate_parser(sub)
 
     from .autoscaler.cli import add_capacity_parser  # capacity reservations (admin API)
+
     add_capacity_parser(sub)
 
     nd = out(sub.add_parser("nodes", help="nodes with their lifecycle state (admin)"))
@@ -311,11 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     uc = out(sub.add_parser("uncordon", help="allow placements on a node again (admin)"))
     uc.add_argument("node")
     uc.set_defaults(fn=cmd_uncordon)
-    dr = out(sub.add_parser("drain", help="cordon a node, let its work end, then preempt what "
-                                          "is left back to the queue (admin)"))
+    dr = out(
+        sub.add_parser(
+            "drain",
+            help="cordon a node, let its work end, then preempt what is left back to the queue (admin)",
+        )
+    )
     dr.add_argument("node")
-    dr.add_argument("--deadline", type=float, default=300.0,
-                    help="seconds running work may take to end (default 300)")
+    dr.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds running work may take to end (default 300)"
+    )
     dr.add_argument("--reason")
     dr.set_defaults(fn=cmd_drain)
     lg = sub.add_parser("logs", help="stdout/stderr of a workload")
@@ -323,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--follow", "-f", action="store_true")
     lg.set_defaults(fn=cmd_logs)
     from .serving.cli import add_commands  # deploy, deployments, scale, undeploy, release
+
     add_commands(sub, out)
     return p
 

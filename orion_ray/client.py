@@ -1,9 +1,10 @@
 """The Python SDK: ``OrionClient`` over the REST API, raising errors from Orion's one tree."""
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .session import ApiSession
 from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
@@ -15,6 +16,7 @@ TERMINAL = ("completed", "failed", "cancelled")
 @dataclass
 class WorkloadResult:
     """What ``wait_for_completion`` returns."""
+
     workload_id: str
     status: str
     output: Any
@@ -37,8 +39,7 @@ class WorkloadHandle:
     def refresh(self) -> dict:
         return self._client.get_workload(self.workload_id)
 
-    def wait_for_completion(self, timeout: Optional[float] = None,
-                            poll_s: float = 0.2) -> WorkloadResult:
+    def wait_for_completion(self, timeout: Optional[float] = None, poll_s: float = 0.2) -> WorkloadResult:
         return self._client.wait_for_completion(self.workload_id, timeout, poll_s)
 
     def cancel(self) -> dict:
@@ -68,11 +69,19 @@ class OrionClient(ApiSession):
         """One workload with its status history."""
         return self._request("GET", f"/api/v1/workloads/{workload_id}").json()
 
-    def list_workloads(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
-                       limit: int = 50, cursor: Optional[int] = None) -> dict:
+    def list_workloads(
+        self,
+        status: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[int] = None,
+    ) -> dict:
         """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-        params = {k: v for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit,
-                                    "cursor": cursor}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {"status": status, "tenant_id": tenant_id, "limit": limit, "cursor": cursor}.items()
+            if v is not None
+        }
         return self._request("GET", "/api/v1/workloads", params=params).json()
 
     def cancel(self, workload_id: str) -> dict:
@@ -95,8 +104,7 @@ class OrionClient(ApiSession):
         """Every tenant with usage (admin key)."""
         return self._request("GET", "/api/v1/tenants").json()
 
-    def reload(self, tenants: list[dict], keys: dict[str, str],
-               policy: Optional[dict] = None) -> dict:
+    def reload(self, tenants: list[dict], keys: dict[str, str], policy: Optional[dict] = None) -> dict:
         """Replace the tenants, key hashes (``{sha256: tenant_id}``) and, if given, the policy
         section without a restart (admin)."""
         body = {"tenants": tenants, "keys": keys, **({"policy": policy} if policy else {})}
@@ -110,13 +118,17 @@ class OrionClient(ApiSession):
     # -- infrastructure (admin key) ---------------------------------------------------------------
     def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""
-        return self._request("GET", "/admin/v1/infrastructure/nodes",
-                             params={"include_ended": str(include_ended).lower()}).json()
+        return self._request(
+            "GET", "/admin/v1/infrastructure/nodes", params={"include_ended": str(include_ended).lower()}
+        ).json()
 
     def cordon(self, node_id: str, reason: Optional[str] = None) -> dict:
         """No new placements on ``node_id``."""
-        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
-                             json={"reason": reason} if reason else None).json()
+        return self._request(
+            "POST",
+            f"/admin/v1/infrastructure/nodes/{node_id}/cordon",
+            json={"reason": reason} if reason else None,
+        ).json()
 
     def uncordon(self, node_id: str) -> dict:
         """Placements allowed again on ``node_id``; a drain under way is called off."""
@@ -125,8 +137,7 @@ class OrionClient(ApiSession):
     def drain(self, node_id: str, deadline_s: float = 300.0, reason: Optional[str] = None) -> dict:
         """Cordon, let running work end until ``deadline_s``, then preempt it to the queue."""
         body = {"deadline_s": deadline_s, **({"reason": reason} if reason else {})}
-        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain",
-                             json=body).json()
+        return self._request("POST", f"/admin/v1/infrastructure/nodes/{node_id}/drain", json=body).json()
 
     def gpu_utilization(self) -> dict:
         """Per GPU node: allocated GPUs, and NVML telemetry where a device exists."""
@@ -136,11 +147,19 @@ class OrionClient(ApiSession):
         """Nodes by state, nodes lost in the last hour, and the control loops' health."""
         return self._request("GET", "/admin/v1/infrastructure/health").json()
 
-    def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
-                       kind: Optional[str] = None, pool: Optional[str] = None) -> dict:
+    def scaling_events(
+        self,
+        limit: int = 100,
+        cursor: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> dict:
         """Scaling decisions, failed launches and node changes, newest first."""
-        params = {k: v for k, v in {"limit": limit, "cursor": cursor, "kind": kind,
-                                    "pool": pool}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {"limit": limit, "cursor": cursor, "kind": kind, "pool": pool}.items()
+            if v is not None
+        }
         return self._request("GET", "/admin/v1/scaling/events", params=params).json()
 
     def resources_available(self) -> dict:
@@ -156,18 +175,22 @@ class OrionClient(ApiSession):
         """The cluster's capacity reservations with their free slots: ``{"items": [...]}``."""
         return self._request("GET", "/admin/v1/capacity/reservations").json()
 
-    def create_reservation(self, instance_type: str, availability_zone: str, count: int,
-                           **fields: Any) -> dict:
+    def create_reservation(
+        self, instance_type: str, availability_zone: str, count: int, **fields: Any
+    ) -> dict:
         """Reserve ``count`` instances of a type in a zone; ``end_date`` (an ISO 8601 string),
         ``tags`` and the other request fields as keywords."""
-        body = {"instance_type": instance_type, "availability_zone": availability_zone,
-                "count": count, **fields}
+        body = {
+            "instance_type": instance_type,
+            "availability_zone": availability_zone,
+            "count": count,
+            **fields,
+        }
         return self._request("POST", "/admin/v1/capacity/reservations", json=body).json()
 
     def release_reservation(self, reservation_id: str) -> dict:
         """Release (cancel) a reservation; instances running in it keep running."""
-        return self._request("DELETE",
-                             f"/admin/v1/capacity/reservations/{reservation_id}").json()
+        return self._request("DELETE", f"/admin/v1/capacity/reservations/{reservation_id}").json()
 
     def capacity_status(self) -> dict:
         """Per pool: capacity sources in order, blocklisted zones, the last failed launch."""
@@ -178,8 +201,9 @@ class OrionClient(ApiSession):
         r = self._http.get("/health")
         return r.json()
 
-    def wait_for_completion(self, workload_id: str, timeout: Optional[float] = None,
-                            poll_s: float = 0.2) -> WorkloadResult:
+    def wait_for_completion(
+        self, workload_id: str, timeout: Optional[float] = None, poll_s: float = 0.2
+    ) -> WorkloadResult:
         """Poll until the workload is terminal; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

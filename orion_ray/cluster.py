@@ -6,6 +6,7 @@ so plain Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("au
 token file. Attaching to a cluster with ``--address`` uses whatever auth that cluster was given
 (set ``RAY_AUTH_MODE``/the token in the environment as Ray documents).
 """
+
 from __future__ import annotations
 
 import json
@@ -87,15 +88,30 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def start_local_head(ray_port: int, dashboard_port: int, num_cpus: Optional[float],
-                     num_gpus: Optional[float], resources: Optional[dict]) -> dict:
+def start_local_head(
+    ray_port: int,
+    dashboard_port: int,
+    num_cpus: Optional[float],
+    num_gpus: Optional[float],
+    resources: Optional[dict],
+) -> dict:
     """Start ``ray start --head --block`` in its own process group; return its state."""
     if _port_open("127.0.0.1", ray_port):
-        raise RuntimeError(f"port {ray_port} is in use: is another Ray cluster running here? "
-                           f"Use `orion up --address 127.0.0.1:{ray_port}` to attach to it.")
-    cmd = [_ray_bin(), "start", "--head", "--block", f"--port={ray_port}",
-           f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1",
-           "--include-dashboard=true", "--disable-usage-stats"]
+        raise RuntimeError(
+            f"port {ray_port} is in use: is another Ray cluster running here? "
+            f"Use `orion up --address 127.0.0.1:{ray_port}` to attach to it."
+        )
+    cmd = [
+        _ray_bin(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={ray_port}",
+        f"--dashboard-port={dashboard_port}",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+    ]
     # Ray's fixed default ports for the node's agents clash with any other Ray on the machine
     # (the Jobs API then answers "No available agent"): keep a default only while it is free.
     cmd.append(f"--dashboard-agent-listen-port={_port_or_free(52365)}")
@@ -110,8 +126,14 @@ def start_local_head(ray_port: int, dashboard_port: int, num_cpus: Optional[floa
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -122,8 +144,12 @@ def start_local_head(ray_port: int, dashboard_port: int, num_cpus: Optional[floa
     else:
         _kill_group(proc.pid)
         raise RuntimeError(f"Ray head did not come up within 120 s; see {log_path}")
-    return {"started": True, "pid": proc.pid, "address": f"127.0.0.1:{ray_port}",
-            "dashboard_url": f"http://127.0.0.1:{dashboard_port}"}
+    return {
+        "started": True,
+        "pid": proc.pid,
+        "address": f"127.0.0.1:{ray_port}",
+        "dashboard_url": f"http://127.0.0.1:{dashboard_port}",
+    }
 
 
 def _descendants(root: int) -> set[int]:
@@ -173,10 +199,18 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[float] = None,
-       num_gpus: Optional[float] = None, resources: Optional[dict] = None, ray_port: int = 6379,
-       dashboard_port: int = 8265, wait_s: float = 180.0, say=print,
-       config_path: Optional[str] = None) -> dict[str, Any]:
+def up(
+    config: OrionConfig,
+    address: Optional[str] = None,
+    num_cpus: Optional[float] = None,
+    num_gpus: Optional[float] = None,
+    resources: Optional[dict] = None,
+    ray_port: int = 6379,
+    dashboard_port: int = 8265,
+    wait_s: float = 180.0,
+    say=print,
+    config_path: Optional[str] = None,
+) -> dict[str, Any]:
     """Start or attach, deploy the scheduler actor and the API; return once ``/health`` is 200."""
     tenant_key_hashes(config.orion.tenants)  # fail before starting anything if a key is missing
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -186,8 +220,10 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
     if address is None:
         if state.get("started") and _alive(state.get("pid")):
             if num_cpus is not None or num_gpus is not None or resources:
-                say("note: Orion's Ray head is already running; --num-cpus/--num-gpus/--resources "
-                    "apply only when it starts (run `orion down` first to change them)")
+                say(
+                    "note: Orion's Ray head is already running; --num-cpus/--num-gpus/--resources "
+                    "apply only when it starts (run `orion down` first to change them)"
+                )
         else:
             say("starting a local Ray head …")
             state = start_local_head(ray_port, dashboard_port, num_cpus, num_gpus, resources)
@@ -201,12 +237,14 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
     from .api.serve_app import APP_NAME, build_api_app
     from .scheduler.actor import deploy_scheduler
 
-    ctx = ray.init(address=state["address"], namespace=NAMESPACE, logging_level=logging.WARNING,
-                   log_to_driver=False)
+    ctx = ray.init(
+        address=state["address"], namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False
+    )
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
-        dashboard_url = state.get("dashboard_url") or ("http://" + ctx.dashboard_url
-                                                       if ctx.dashboard_url else None)
+        dashboard_url = state.get("dashboard_url") or (
+            "http://" + ctx.dashboard_url if ctx.dashboard_url else None
+        )
         state["dashboard_url"] = dashboard_url
         state["config_path"] = str(Path(config_path).resolve()) if config_path else None
         _write_state(state)
@@ -220,43 +258,63 @@ def up(config: OrionConfig, address: Optional[str] = None, num_cpus: Optional[fl
         ray.get(scheduler.ensure_started.remote(), timeout=wait_s)
         # Tenants and key hashes (keys are read from this process's environment, hashed here).
         tenants = config.orion.tenants
-        ray.get(scheduler.configure_tenants.remote(
-            [t.model_dump(mode="json") for t in tenants], tenant_key_hashes(tenants),
-            [hash_key(api_key)], "orion up", config.orion.policy.model_dump(mode="json")),
-            timeout=60)
+        ray.get(
+            scheduler.configure_tenants.remote(
+                [t.model_dump(mode="json") for t in tenants],
+                tenant_key_hashes(tenants),
+                [hash_key(api_key)],
+                "orion up",
+                config.orion.policy.model_dump(mode="json"),
+            ),
+            timeout=60,
+        )
 
         from .autoscaler.actor import deploy_autoscaler
+
         autoscaler = deploy_autoscaler(config)  # scaling, node release, GPU telemetry
         ray.get(autoscaler.ensure_started.remote(), timeout=wait_s)
 
         from .serving.actor import deploy_manager
+
         deploy_manager()  # model serving: deployments, releases, the serving GPU account
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
             # the API's proxy on the head only: a proxy on every worker would keep idle nodes
             # from being released by the autoscaler
-            serve.start(http_options={"host": api.host, "port": api.port},
-                        proxy_location="HeadOnly")
-            serve.run(build_api_app([hash_key(api_key)], api.max_body_bytes,
-                                    config.orion.capacity.model_dump(mode="json"),
-                                    config.orion.worker_pools,
-                                    **api_store_options(config)), name=APP_NAME,
-                      route_prefix="/", blocking=False)
+            serve.start(http_options={"host": api.host, "port": api.port}, proxy_location="HeadOnly")
+            serve.run(
+                build_api_app(
+                    [hash_key(api_key)],
+                    api.max_body_bytes,
+                    config.orion.capacity.model_dump(mode="json"),
+                    config.orion.worker_pools,
+                    **api_store_options(config),
+                ),
+                name=APP_NAME,
+                route_prefix="/",
+                blocking=False,
+            )
         _wait_healthy(url, wait_s)
     finally:
         ray.shutdown()
-    info = {"api_url": url, "dashboard_url": dashboard_url, "credentials": str(cred_path),
-            "ray_address": state["address"]}
+    info = {
+        "api_url": url,
+        "dashboard_url": dashboard_url,
+        "credentials": str(cred_path),
+        "ray_address": state["address"],
+    }
     return info
 
 
 def api_store_options(config: OrionConfig) -> dict[str, Any]:
     """What the API replica needs to read and write the store itself (the path resolved)."""
-    return {"store": config.orion.store.model_dump(mode="json"),
-            "max_queue_size": config.orion.scheduler.max_queue_size,
-            "policy": config.orion.policy.model_dump(mode="json"),
-            "actor_timeout_s": config.orion.api.actor_timeout_s}
+    return {
+        "store": config.orion.store.model_dump(mode="json"),
+        "max_queue_size": config.orion.scheduler.max_queue_size,
+        "policy": config.orion.policy.model_dump(mode="json"),
+        "actor_timeout_s": config.orion.api.actor_timeout_s,
+    }
 
 
 def config_path_in_use() -> Optional[str]:
@@ -310,6 +368,7 @@ def _stop_orion_on(address: str) -> None:
         except Exception:
             pass
         from .serving.manager import APP_PREFIX
+
         try:
             for name in [a for a in serve.status().applications if a.startswith(APP_PREFIX)]:
                 serve.delete(name)  # the model versions Orion deployed
@@ -317,6 +376,7 @@ def _stop_orion_on(address: str) -> None:
             pass
         try:
             from .serving.deployer import RayKv
+
             RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
         except Exception:  # best effort, like the deletes above
             pass
@@ -327,6 +387,7 @@ def _stop_orion_on(address: str) -> None:
                 pass
         try:  # Orion's capacity floor goes with it: the Ray autoscaler may shrink the cluster
             from ray.autoscaler.sdk import request_resources
+
             request_resources(bundles=[])
         except Exception:
             pass

@@ -4,6 +4,7 @@ A model-layer module: it imports only other model modules (the worker pools are 
 ``worker_pools.py``; the placement-policy names it accepts are listed here, and the policy registry
 is checked against them by a test), so every layer can read the config.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,7 @@ from .worker_pools import WorkerPool, check_scaling, parse_pools
 
 # The placement policies ``scheduler.placement_policy`` accepts (``policy/placement/registry.py``
 # implements them; tests/unit/test_config.py keeps the two lists equal).
-PLACEMENT_POLICIES = ("random", "best_fit", "gpu_packing", "dot_product", "gpu_clustering", "fgd",
-                      "orion")
+PLACEMENT_POLICIES = ("random", "best_fit", "gpu_packing", "dot_product", "gpu_clustering", "fgd", "orion")
 
 
 def orion_home() -> Path:
@@ -58,8 +58,9 @@ class SchedulerConfig(BaseModel):
     max_result_bytes: int = Field(1_048_576, ge=64)
     max_log_bytes: int = Field(1_048_576, ge=1024)
     job_poll_interval_s: float = Field(0.5, gt=0)
-    placement_policy: str = Field("orion", description="placement engine policy (orion simulate's "
-                                                       "--policy names)")
+    placement_policy: str = Field(
+        "orion", description="placement engine policy (orion simulate's --policy names)"
+    )
     # /health is 503 when no cycle completed for this long (the loop stalled), or when recovery
     # has not finished after this long (it retries forever; an operator should look)
     stall_after_s: float = Field(30.0, gt=0)
@@ -70,21 +71,24 @@ class SchedulerConfig(BaseModel):
     def _known_policy(cls, v: str) -> str:
         key = v.lower().replace("-", "_")
         if key not in PLACEMENT_POLICIES:
-            raise ValueError(f"unknown placement policy {v!r}; "
-                             f"known: {', '.join(PLACEMENT_POLICIES)}")
+            raise ValueError(f"unknown placement policy {v!r}; known: {', '.join(PLACEMENT_POLICIES)}")
         return key
 
 
 class PreemptionConfig(BaseModel):
     """When one workload may stop another (see ``policy/admission.py``)."""
+
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    min_runtime_s: float = Field(0.0, ge=0, le=7 * 86400,
-                                 description="a run younger than this is never preempted")
-    grace_period_s: float = Field(10.0, ge=0, le=3600,
-                                  description="between telling a victim to stop and forcing it")
-    protected_classes: list[str] = Field(default_factory=lambda: ["critical", "high"],
-                                         description="classes whose `preemptible: false` counts")
+    min_runtime_s: float = Field(
+        0.0, ge=0, le=7 * 86400, description="a run younger than this is never preempted"
+    )
+    grace_period_s: float = Field(
+        10.0, ge=0, le=3600, description="between telling a victim to stop and forcing it"
+    )
+    protected_classes: list[str] = Field(
+        default_factory=lambda: ["critical", "high"], description="classes whose `preemptible: false` counts"
+    )
 
     @field_validator("protected_classes")
     @classmethod
@@ -98,26 +102,38 @@ class PreemptionConfig(BaseModel):
 
 class PolicyConfig(BaseModel):
     """The multi-tenant policy's settings; reloadable with the tenants (``orion reload``)."""
+
     model_config = ConfigDict(extra="forbid")
     preemption: PreemptionConfig = Field(default_factory=PreemptionConfig)
     fair_share_half_life_s: float = Field(300.0, ge=0, le=30 * 86400)
-    reserve_after_s: float = Field(300.0, ge=0, le=30 * 86400,
-                                   description="a blocked gang waits this long, then capacity is "
-                                               "held for it (backfill with a reservation)")
+    reserve_after_s: float = Field(
+        300.0,
+        ge=0,
+        le=30 * 86400,
+        description="a blocked gang waits this long, then capacity is "
+        "held for it (backfill with a reservation)",
+    )
     refuse_infeasible_deadlines: bool = False
     reject_when_capacity_unavailable: bool = Field(
-        False, description="answer 429 (capacity_unavailable) to a workload that does not fit now "
-                           "when the pool it needs has had a failed launch recently, instead of "
-                           "queueing it")
-    launch_failure_window_s: float = Field(600.0, gt=0, le=86400,
-                                           description="how long a failed launch counts as recent")
-    default_runtime_s: float = Field(3600.0, gt=0, le=30 * 86400,
-                                     description="expected run time when neither timeout_s nor "
-                                                 "history gives one (for estimates)")
+        False,
+        description="answer 429 (capacity_unavailable) to a workload that does not fit now "
+        "when the pool it needs has had a failed launch recently, instead of "
+        "queueing it",
+    )
+    launch_failure_window_s: float = Field(
+        600.0, gt=0, le=86400, description="how long a failed launch counts as recent"
+    )
+    default_runtime_s: float = Field(
+        3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="expected run time when neither timeout_s nor history gives one (for estimates)",
+    )
 
 
 class TenantConfig(BaseModel):
     """One tenant. Its keys come from environment variables or as SHA-256 hashes, never in clear."""
+
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     weight: float = Field(1.0, gt=0, le=1e6)
@@ -127,8 +143,9 @@ class TenantConfig(BaseModel):
     cohort: Optional[str] = None
     max_queued: Optional[int] = Field(None, ge=1, description="unfinished workloads before 429")
     api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
-    api_key_sha256: list[str] = Field(default_factory=list,
-                                      description="hex SHA-256 of keys (never the keys)")
+    api_key_sha256: list[str] = Field(
+        default_factory=list, description="hex SHA-256 of keys (never the keys)"
+    )
 
     @field_validator("api_key_sha256")
     @classmethod
@@ -150,11 +167,13 @@ class TenantConfig(BaseModel):
 class CapacityConfig(BaseModel):
     """Where Orion manages capacity itself (reservations, the EC2 provider's status): ``ec2``
     mounts ``/admin/v1/capacity/...`` on the API. Credentials come from the usual AWS chain."""
+
     model_config = ConfigDict(extra="forbid")
     provider: str = Field("none", pattern="^(none|ec2)$")
     region: Optional[str] = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    endpoint_url: Optional[str] = Field(None, description="another EC2 endpoint (e.g. a moto "
-                                                          "server on loopback in tests)")
+    endpoint_url: Optional[str] = Field(
+        None, description="another EC2 endpoint (e.g. a moto server on loopback in tests)"
+    )
     cluster: str = Field("orion", min_length=1, max_length=64)
 
 
@@ -176,8 +195,9 @@ class OrionSection(BaseModel):
     @classmethod
     def _interval(cls, v: dict[str, Any]) -> dict[str, Any]:
         every = v.get("interval_s")
-        if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float))
-                                  or not 0 < every <= 3600):
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 3600
+        ):
             raise ValueError(f"interval_s: {every!r} is not a number of seconds in (0, 3600]")
         return v
 
@@ -187,8 +207,7 @@ class OrionSection(BaseModel):
         first: dict[str, int] = {}
         for i, p in enumerate(v):
             if p.name in first:
-                raise ValueError(f"pool {p.name!r} is listed twice (entries {first[p.name]} "
-                                 f"and {i})")
+                raise ValueError(f"pool {p.name!r} is listed twice (entries {first[p.name]} and {i})")
             first[p.name] = i
         return v
 
@@ -220,9 +239,15 @@ def tenant_key_hashes(tenants: list[TenantConfig], environ=None) -> dict[str, st
         if t.api_key_env:
             key = environ.get(t.api_key_env)
             if not key:
-                raise ConfigError(f"tenant {t.id!r}: environment variable {t.api_key_env} is not set",
-                                  [{"field": f"orion.tenants.{t.id}.api_key_env",
-                                    "problem": "not set in this environment"}])
+                raise ConfigError(
+                    f"tenant {t.id!r}: environment variable {t.api_key_env} is not set",
+                    [
+                        {
+                            "field": f"orion.tenants.{t.id}.api_key_env",
+                            "problem": "not set in this environment",
+                        }
+                    ],
+                )
             out[hashlib.sha256(key.encode()).hexdigest()] = t.id
     return out
 
@@ -240,13 +265,11 @@ def load_config(path: Optional[str] = None) -> OrionConfig:
     try:
         config = OrionConfig.model_validate(raw)
     except PydanticValidationError as exc:
-        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
-                   for e in exc.errors()]
+        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         raise ConfigError(f"invalid configuration in {path}", details) from None
     if config.orion.capacity.provider == "ec2":  # the pools must then be launchable on EC2
         try:
             parse_pools(config.orion.worker_pools)
         except ConfigError as exc:
-            raise ConfigError(f"invalid configuration in {path}: {exc.message}",
-                              exc.details) from None
+            raise ConfigError(f"invalid configuration in {path}: {exc.message}", exc.details) from None
     return config

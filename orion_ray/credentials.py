@@ -1,4 +1,5 @@
 """``~/.orion/credentials``: the local API URL and admin key (JSON, mode 0600)."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Each class carries its HTTP status and its stable ``code``; the API maps them once (``api/errors.py``)
 and the SDK raises the same classes from the JSON error body.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -14,8 +15,9 @@ class OrionError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str = "", details: list[dict[str, Any]] | None = None,
-                 retry_after: float | None = None):
+    def __init__(
+        self, message: str = "", details: list[dict[str, Any]] | None = None, retry_after: float | None = None
+    ):
         super().__init__(message or self.code)
         self.message = message or self.code
         self.details = details or []
@@ -29,8 +31,9 @@ class OrionError(Exception):
         return (_rebuild, (type(self), self.message, self.details, self.retry_after))
 
 
-def _rebuild(cls: type[OrionError], message: str, details: Optional[list[dict[str, Any]]],
-             retry_after: Optional[float]) -> OrionError:
+def _rebuild(
+    cls: type[OrionError], message: str, details: Optional[list[dict[str, Any]]], retry_after: Optional[float]
+) -> OrionError:
     return cls(message, details, retry_after)
 
 
@@ -77,6 +80,7 @@ class QueueFull(OrionError):
 class CapacityUnavailable(OrionError):
     """The pool a workload needs cannot launch nodes now (its launches keep failing) and the
     policy says to push back rather than queue (``policy.reject_when_capacity_unavailable``)."""
+
     status_code = 429
     code = "capacity_unavailable"
 
@@ -88,6 +92,7 @@ class SchedulerUnavailable(OrionError):
 
 class InvalidTransition(OrionError):
     """A status change the transition table forbids: a bug in Orion, never user input."""
+
     status_code = 500
     code = "invalid_transition"
 
@@ -99,19 +104,36 @@ class ConfigError(OrionError):
 
 class CapacityError(OrionError):
     """No capacity source could provide the requested nodes (carries each attempt's history)."""
+
     status_code = 503
     code = "capacity_error"
 
-    def __init__(self, message: str = "", details: Optional[list[dict[str, Any]]] = None,
-                 retry_after: Optional[float] = None, history: Optional[list[Any]] = None):
+    def __init__(
+        self,
+        message: str = "",
+        details: Optional[list[dict[str, Any]]] = None,
+        retry_after: Optional[float] = None,
+        history: Optional[list[Any]] = None,
+    ):
         super().__init__(message, details, retry_after)
         self.history = list(history or [])
 
 
 ERRORS_BY_CODE: dict[str, type[OrionError]] = {
-    cls.code: cls for cls in (ValidationError, MalformedRequest, Unauthorized, Forbidden, NotFound, Conflict,
-                              PayloadTooLarge, QueueFull, CapacityUnavailable,
-                              SchedulerUnavailable, OrionError)
+    cls.code: cls
+    for cls in (
+        ValidationError,
+        MalformedRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        QueueFull,
+        CapacityUnavailable,
+        SchedulerUnavailable,
+        OrionError,
+    )
 }
 
 
@@ -121,5 +143,6 @@ def pydantic_details(exc: Exception) -> list[dict[str, str]]:
     errors = getattr(exc, "errors", None)
     if not callable(errors):
         return [{"field": "", "problem": str(exc)}]
-    return [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-            for e in errors()]
+    return [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")} for e in errors()
+    ]

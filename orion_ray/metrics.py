@@ -11,6 +11,7 @@ so this module imports without Ray.
 
 Every metric is declared once, in ``METRICS``; both back ends are built from that table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,12 +30,65 @@ log = logging.getLogger("orion.metrics")
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the Content-Type of ``render()``'s text
 
 # Buckets in seconds. Workload times span 10 ms to a day; cycle phases are sub-millisecond to seconds.
-DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                    300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)
-PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                 0.5, 1.0, 2.5, 5.0, 10.0)
-PLACEMENT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                     300.0, 600.0, 1800.0)
+DURATION_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+)
+PHASE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+PLACEMENT_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 UNMATCHED_ROUTE = "unmatched"  # route label of requests no route matched (404s, 413s before routing)
@@ -43,6 +97,7 @@ UNMATCHED_ROUTE = "unmatched"  # route label of requests no route matched (404s,
 @dataclass(frozen=True)
 class MetricSpec:
     """One metric. ``name`` is the family name: counters are exposed as ``name + "_total"``."""
+
     kind: str  # "counter" | "gauge" | "histogram"
     name: str
     help: str
@@ -51,41 +106,90 @@ class MetricSpec:
 
 
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("counter", "orion_workload_transitions", "Workload status changes, by the new status.",
-               ("tenant", "priority", "status")),
+    MetricSpec(
+        "counter",
+        "orion_workload_transitions",
+        "Workload status changes, by the new status.",
+        ("tenant", "priority", "status"),
+    ),
     MetricSpec("gauge", "orion_workloads", "Workloads currently in each status.", ("tenant", "status")),
     MetricSpec("gauge", "orion_queue_depth", "Queued workloads.", ("tenant", "priority")),
-    MetricSpec("histogram", "orion_workload_wait_seconds", "Time from submission to running.",
-               ("tenant",), DURATION_BUCKETS),
-    MetricSpec("histogram", "orion_workload_run_seconds", "Time from running to a final status.",
-               ("tenant", "status"), DURATION_BUCKETS),
-    MetricSpec("histogram", "orion_scheduler_cycle_phase_seconds",
-               "Duration of each phase of a scheduling cycle.", ("phase",), PHASE_BUCKETS),
+    MetricSpec(
+        "histogram",
+        "orion_workload_wait_seconds",
+        "Time from submission to running.",
+        ("tenant",),
+        DURATION_BUCKETS,
+    ),
+    MetricSpec(
+        "histogram",
+        "orion_workload_run_seconds",
+        "Time from running to a final status.",
+        ("tenant", "status"),
+        DURATION_BUCKETS,
+    ),
+    MetricSpec(
+        "histogram",
+        "orion_scheduler_cycle_phase_seconds",
+        "Duration of each phase of a scheduling cycle.",
+        ("phase",),
+        PHASE_BUCKETS,
+    ),
     MetricSpec("counter", "orion_scheduler_cycles", "Scheduling cycles run."),
     MetricSpec("counter", "orion_scheduler_admitted", "Workloads admitted by scheduling cycles."),
-    MetricSpec("gauge", "orion_scheduler_last_cycle_timestamp_seconds",
-               "Unix time at which the last scheduling cycle ended."),
+    MetricSpec(
+        "gauge",
+        "orion_scheduler_last_cycle_timestamp_seconds",
+        "Unix time at which the last scheduling cycle ended.",
+    ),
     MetricSpec("gauge", "orion_scheduler_up", "1 while the scheduler's loop runs, else 0."),
     MetricSpec("counter", "orion_workload_retries", "Retries after a failed run.", ("tenant",)),
     MetricSpec("counter", "orion_workload_preemptions", "Running workloads preempted.", ("tenant",)),
-    MetricSpec("histogram", "orion_placement_ready_seconds",
-               "Time from placement group creation to readiness.", (), PLACEMENT_BUCKETS),
-    MetricSpec("counter", "orion_placement_readiness_timeouts",
-               "Placement groups not ready within the configured timeout."),
-    MetricSpec("gauge", "orion_gpu_free", "Free GPUs (fractions summed), by GPU type.",
-               ("gpu_type",)),
-    MetricSpec("gauge", "orion_gpu_stranded",
-               "Free GPU capacity the expected request mix could not use (fragmentation), by GPU "
-               "type, in GPUs.", ("gpu_type",)),
-    MetricSpec("counter", "orion_placement_bundles",
-               "Bundles placed, by whether Ray's placement matched the engine's choice at the "
-               "node and at the GPU level.", ("level", "matched")),
-    MetricSpec("gauge", "orion_nodes", "Nodes in each lifecycle state (terminated and lost: "
-               "those still remembered).", ("status",)),
-    MetricSpec("gauge", "orion_pool_nodes", "Nodes of each worker pool: current and the "
-               "autoscaler's target.", ("pool", "kind")),
-    MetricSpec("histogram", "orion_api_request_seconds", "API request latency.",
-               ("route", "method", "status"), API_BUCKETS),
+    MetricSpec(
+        "histogram",
+        "orion_placement_ready_seconds",
+        "Time from placement group creation to readiness.",
+        (),
+        PLACEMENT_BUCKETS,
+    ),
+    MetricSpec(
+        "counter",
+        "orion_placement_readiness_timeouts",
+        "Placement groups not ready within the configured timeout.",
+    ),
+    MetricSpec("gauge", "orion_gpu_free", "Free GPUs (fractions summed), by GPU type.", ("gpu_type",)),
+    MetricSpec(
+        "gauge",
+        "orion_gpu_stranded",
+        "Free GPU capacity the expected request mix could not use (fragmentation), by GPU type, in GPUs.",
+        ("gpu_type",),
+    ),
+    MetricSpec(
+        "counter",
+        "orion_placement_bundles",
+        "Bundles placed, by whether Ray's placement matched the engine's choice at the "
+        "node and at the GPU level.",
+        ("level", "matched"),
+    ),
+    MetricSpec(
+        "gauge",
+        "orion_nodes",
+        "Nodes in each lifecycle state (terminated and lost: those still remembered).",
+        ("status",),
+    ),
+    MetricSpec(
+        "gauge",
+        "orion_pool_nodes",
+        "Nodes of each worker pool: current and the autoscaler's target.",
+        ("pool", "kind"),
+    ),
+    MetricSpec(
+        "histogram",
+        "orion_api_request_seconds",
+        "API request latency.",
+        ("route", "method", "status"),
+        API_BUCKETS,
+    ),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
@@ -253,8 +357,9 @@ class _RayMirror:
         from ray.util import metrics as ray_metrics
 
         if spec.kind == "histogram":
-            obj = ray_metrics.Histogram(spec.name, spec.help, boundaries=list(spec.buckets),
-                                        tag_keys=spec.labels)
+            obj = ray_metrics.Histogram(
+                spec.name, spec.help, boundaries=list(spec.buckets), tag_keys=spec.labels
+            )
         else:
             cls = ray_metrics.Counter if spec.kind == "counter" else ray_metrics.Gauge
             obj = cls(spec.name, spec.help, tag_keys=spec.labels)
@@ -262,8 +367,9 @@ class _RayMirror:
         return obj
 
 
-def workload_counts(workloads: Iterable[Any]) -> tuple[dict[tuple[str, str], int],
-                                                       dict[tuple[str, str], int]]:
+def workload_counts(
+    workloads: Iterable[Any],
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
     """``(by (tenant, status), queued by (tenant, priority))`` of objects with ``tenant_id``,
     ``status`` and ``priority`` (enums or strings): the arguments of ``set_workloads`` and
     ``set_queue_depth``."""
@@ -315,8 +421,9 @@ class ApiMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.api_request(route_label(scope), scope.get("method", "GET"), status,
-                                     time.perf_counter() - start)
+            self.metrics.api_request(
+                route_label(scope), scope.get("method", "GET"), status, time.perf_counter() - start
+            )
 
 
 def merge_exposition(*texts: str) -> str:

@@ -3,6 +3,7 @@
 REST bodies, stored rows and SDK objects are these same types. Unknown fields are refused, not
 ignored, so a typo never silently changes what runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .status import Status
 
@@ -36,8 +36,7 @@ class Priority(str, Enum):
         return _PRIORITY_ORDER.index(self)
 
 
-_PRIORITY_ORDER = [Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW,
-                   Priority.BEST_EFFORT]
+_PRIORITY_ORDER = [Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW, Priority.BEST_EFFORT]
 
 
 class Placement(str, Enum):
@@ -51,9 +50,26 @@ class Placement(str, Enum):
         return self.value.upper()
 
 
-_MEM_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-              "gb": 10**9, "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20,
-              "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+_MEM_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "ki": 2**10,
+    "kib": 2**10,
+    "mi": 2**20,
+    "mib": 2**20,
+    "gi": 2**30,
+    "gib": 2**30,
+    "ti": 2**40,
+    "tib": 2**40,
+}
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -82,8 +98,13 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpu: float = Field(1.0, ge=0, le=MAX_CPU_PER_BUNDLE, allow_inf_nan=False)
-    gpu: float = Field(0.0, ge=0, le=MAX_GPU_PER_BUNDLE, allow_inf_nan=False,
-                       description="a fraction below 1 (a shared GPU) or a whole number")
+    gpu: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_GPU_PER_BUNDLE,
+        allow_inf_nan=False,
+        description="a fraction below 1 (a shared GPU) or a whole number",
+    )
     memory: Optional[Union[int, str]] = Field(None, description="bytes, or a size such as '8Gi'")
     gpu_type: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     custom: dict[str, float] = Field(default_factory=dict)
@@ -139,8 +160,7 @@ class Resources(BaseModel):
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: Optional[str] = Field(None, min_length=1, max_length=128,
-                                     pattern=r"^[A-Za-z0-9_.\-]+$")
+    tenant_id: Optional[str] = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     request_id: Optional[str] = Field(None, min_length=1, max_length=256)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -155,8 +175,11 @@ class WorkloadSpec(BaseModel):
 
     workload_type: WorkloadType
     function: Optional[str] = Field(
-        None, max_length=512, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
-        description="an importable callable, 'package.module:function'")
+        None,
+        max_length=512,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="an importable callable, 'package.module:function'",
+    )
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     entrypoint: Optional[str] = Field(None, min_length=1, max_length=65536)
@@ -170,9 +193,13 @@ class WorkloadSpec(BaseModel):
     max_retries: int = Field(0, ge=0, le=100)
     preemptible: bool = True
     metadata: Metadata = Field(default_factory=Metadata)
-    model_id: Optional[str] = Field(None, min_length=1, max_length=63,
-                                    pattern=r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$",
-                                    description="inference: the served model to ask")
+    model_id: Optional[str] = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$",
+        description="inference: the served model to ask",
+    )
     input: Any = Field(None, description="inference: a prompt, {'text'|'prompt'|'messages', …}")
 
     @model_validator(mode="before")
@@ -187,8 +214,9 @@ class WorkloadSpec(BaseModel):
                 try:
                     json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
                 except UnicodeEncodeError:
-                    raise ValueError(f"{name!a} holds text that is not valid Unicode "
-                                     "(an unpaired surrogate)") from None
+                    raise ValueError(
+                        f"{name!a} holds text that is not valid Unicode (an unpaired surrogate)"
+                    ) from None
         return data
 
     @model_validator(mode="after")
@@ -214,8 +242,7 @@ class WorkloadSpec(BaseModel):
             raise ValueError("give either 'resources' (one bundle) or 'bundles' (a gang), not both")
         # A stored spec was valid when accepted; its deadline may have passed since.
         if self.deadline is not None and not (info.context or {}).get("stored"):
-            deadline = self.deadline if self.deadline.tzinfo else self.deadline.replace(
-                tzinfo=timezone.utc)
+            deadline = self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=timezone.utc)
             if deadline <= datetime.now(timezone.utc):
                 raise ValueError("deadline is in the past")
         return self

@@ -8,6 +8,7 @@ Cron: five-field expressions, times in UTC. Fields: minute hour day-of-month mon
 with 0 = Sunday (7 is also Sunday). As in Vixie cron, when both day-of-month and day-of-week are
 restricted a day matches if either does; otherwise both must match.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -36,8 +37,13 @@ def parse_duration(field: str, value) -> float:
     raise ValueError(f"{field}: {value!r} is not a duration")
 
 
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
-           ("day-of-week", 0, 7))
+_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+)
 
 
 class Cron(NamedTuple):
@@ -104,12 +110,20 @@ def parse_cron(expr: str) -> Cron:
 def _parse_cron(expr: str) -> Cron:
     parts = expr.split()
     if len(parts) != 5:
-        raise ValueError(f"cron: {expr!r} has {len(parts)} fields, expected 5 "
-                         "(minute hour day-of-month month day-of-week)")
+        raise ValueError(
+            f"cron: {expr!r} has {len(parts)} fields, expected 5 (minute hour day-of-month month day-of-week)"
+        )
     sets = [_parse_field(p, name, lo, hi, expr) for p, (name, lo, hi) in zip(parts, _FIELDS)]
     weekdays = frozenset(d % 7 for d in sets[4])  # 7 is Sunday too
-    return Cron(tuple(sorted(sets[0])), tuple(sorted(sets[1])), frozenset(sets[2]),
-                frozenset(sets[3]), weekdays, parts[2].startswith("*"), parts[4].startswith("*"))
+    return Cron(
+        tuple(sorted(sets[0])),
+        tuple(sorted(sets[1])),
+        frozenset(sets[2]),
+        frozenset(sets[3]),
+        weekdays,
+        parts[2].startswith("*"),
+        parts[4].startswith("*"),
+    )
 
 
 def last_match(cron: Cron, now: float, not_before: float) -> Optional[float]:
@@ -147,6 +161,7 @@ def _latest_time(cron: Cron, limit: tuple[int, int]) -> Optional[tuple[int, int]
 @dataclass(frozen=True)
 class ScheduleWindow:
     """From each cron match on, for ``duration_s``, the pool keeps at least ``size`` nodes."""
+
     cron: str
     duration_s: float
     size: int

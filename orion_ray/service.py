@@ -8,6 +8,7 @@ fails when any of them, or the two SDK clients, drift from it.
 
 This module sits in the model layer: it imports neither Ray nor FastAPI, so any layer may use it.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -22,12 +23,14 @@ class SchedulerService(Protocol):
     caller recorded in the audit log. Errors are ``orion_ray.errors`` exceptions (``NotFound``,
     ``ValidationError``, ``QueueFull``…), which the API turns into the contract's error bodies.
     """
+
     # Annotations after the ``list`` method say ``builtins.list``: inside the class body, mypy
     # reads a bare ``list`` as that method.
 
     # -- workloads -------------------------------------------------------------------------------
-    async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
-                     who: Optional[str] = None) -> dict[str, Any]:
+    async def submit(
+        self, spec: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None
+    ) -> dict[str, Any]:
         """Validate, persist and enqueue ``spec``; the acknowledgement (id, status, position,
         estimates) is answered only after the store has the workload."""
         ...
@@ -47,13 +50,19 @@ class SchedulerService(Protocol):
         caller's tenant)."""
         ...
 
-    async def list(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
-                   limit: int = 50, cursor: Optional[int] = None) -> dict[str, Any]:
+    async def list(
+        self,
+        status: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[int] = None,
+    ) -> dict[str, Any]:
         """Workloads newest first: ``{"items", "next_cursor"}``."""
         ...
 
-    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None,
-                     who: Optional[str] = None) -> dict[str, Any]:
+    async def cancel(
+        self, workload_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
         """Stop the workload wherever it is; idempotent (a finished one answers its final
         state)."""
         ...
@@ -74,10 +83,14 @@ class SchedulerService(Protocol):
         """Every tenant with its weight, quota and current usage."""
         ...
 
-    async def make_room(self, bundles: builtins.list[dict[str, float]],
-                        tenant_id: Optional[str] = None,
-                        priority: str = "high", who: str = "serving",
-                        hold_s: float = 120.0) -> dict[str, Any]:
+    async def make_room(
+        self,
+        bundles: builtins.list[dict[str, float]],
+        tenant_id: Optional[str] = None,
+        priority: str = "high",
+        who: str = "serving",
+        hold_s: float = 120.0,
+    ) -> dict[str, Any]:
         """Preempt lower-priority work so ``bundles`` fit for work Orion does not launch itself
         (a Serve replica); the freed capacity is held for ``hold_s`` seconds."""
         ...
@@ -91,8 +104,7 @@ class SchedulerService(Protocol):
         """Every node with its lifecycle state, free capacity and workloads."""
         ...
 
-    async def cordon(self, node_id: str, who: str = "admin",
-                     reason: Optional[str] = None) -> dict[str, Any]:
+    async def cordon(self, node_id: str, who: str = "admin", reason: Optional[str] = None) -> dict[str, Any]:
         """No new placements on the node; running work continues."""
         ...
 
@@ -100,8 +112,13 @@ class SchedulerService(Protocol):
         """Placements allowed again (a drain under way is called off)."""
         ...
 
-    async def drain(self, node_id: str, who: str = "admin", deadline_s: Optional[float] = None,
-                    reason: Optional[str] = None) -> dict[str, Any]:
+    async def drain(
+        self,
+        node_id: str,
+        who: str = "admin",
+        deadline_s: Optional[float] = None,
+        reason: Optional[str] = None,
+    ) -> dict[str, Any]:
         """Cordon; running work may end until the deadline, then it is preempted to the queue."""
         ...
 
@@ -117,9 +134,13 @@ class SchedulerService(Protocol):
         """Nodes by state, recently lost nodes, and whether the control loops are alive."""
         ...
 
-    async def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
-                             kind: Optional[str] = None, pool: Optional[str] = None
-                             ) -> dict[str, Any]:
+    async def scaling_events(
+        self,
+        limit: int = 100,
+        cursor: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> dict[str, Any]:
         """Scaling decisions and node changes, newest first: ``{"items", "next_cursor"}``."""
         ...
 
@@ -133,9 +154,14 @@ class SchedulerService(Protocol):
         ...
 
     # -- administration and operations -----------------------------------------------------------
-    async def configure_tenants(self, tenants: builtins.list[dict], keys: dict[str, str],
-                                admins: Optional[builtins.list[str]] = None, who: str = "admin",
-                                policy: Optional[dict] = None) -> dict[str, Any]:
+    async def configure_tenants(
+        self,
+        tenants: builtins.list[dict],
+        keys: dict[str, str],
+        admins: Optional[builtins.list[str]] = None,
+        who: str = "admin",
+        policy: Optional[dict] = None,
+    ) -> dict[str, Any]:
         """Replace the tenants, their key hashes and (if given) the policy section; validated
         first, all or nothing."""
         ...
@@ -160,8 +186,11 @@ class SchedulerService(Protocol):
 def service_methods(protocol: type = SchedulerService) -> tuple[str, ...]:
     """The names ``protocol`` declares, in declaration order (the one list the actor forwards and
     the drift test checks)."""
-    return tuple(name for name, value in vars(protocol).items()
-                 if not name.startswith("_") and inspect.isfunction(value))
+    return tuple(
+        name
+        for name, value in vars(protocol).items()
+        if not name.startswith("_") and inspect.isfunction(value)
+    )
 
 
 SERVICE_METHODS: tuple[str, ...] = service_methods()
@@ -170,16 +199,15 @@ SERVICE_METHODS: tuple[str, ...] = service_methods()
 # Every other method waits: it reads or changes state that recovery rebuilds.
 START_FREE: dict[str, str] = {
     "notify": "fire and forget from the API; before recovery ends it takes nothing (recovery "
-              "loads every row), so it must not queue up behind recovery",
-    "health": "says whether the loop runs; during a stuck recovery it must answer 'down', "
-              "not hang",
+    "loads every row), so it must not queue up behind recovery",
+    "health": "says whether the loop runs; during a stuck recovery it must answer 'down', not hang",
     "metrics_text": "a scrape during recovery must show orion_scheduler_up 0 rather than time out",
     "keyring": "the API authenticates with it; the tenant registry is read from the store at "
-               "construction, not by recovery",
+    "construction, not by recovery",
     "configure_tenants": "an operator may need to fix keys or quotas while recovery retries; "
-                         "it writes the registry and the store, which recovery does not rebuild",
+    "it writes the registry and the store, which recovery does not rebuild",
     "audit_log": "a store read; recovery does not change it",
     "scaling_events": "a store read; recovery does not change it",
     "autoscaler_report": "keeps the autoscaler's status dict only; the autoscaler's loop must not "
-                         "stall behind recovery",
+    "stall behind recovery",
 }

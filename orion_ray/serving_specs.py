@@ -4,14 +4,14 @@ so they live in the model layer (``orion_ray.serving.specs`` re-exports them).
 
 Unknown fields are refused, as in the workload spec, so a typo never silently changes a release.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
-                      model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # single separators only: a deployment id is ``<model_id>--<version>`` and must read back one way
 NAME_RE = r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
@@ -46,12 +46,12 @@ def deployment_id(model_id: str, version: str) -> str:
 
 class Autoscaling(BaseModel):
     """Replica bounds for Serve's autoscaler; ``min_replicas: 0`` scales to zero when idle."""
+
     model_config = ConfigDict(extra="forbid")
     min_replicas: int = Field(1, ge=0, le=1000)
     max_replicas: int = Field(1, ge=1, le=1000)
     target_ongoing_requests: float = Field(2.0, gt=0, le=10_000, allow_inf_nan=False)
     downscale_delay: Duration = Field(600.0, description="idle time before a replica is removed")
-
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -62,25 +62,29 @@ class Autoscaling(BaseModel):
 
 class DeploymentSpec(BaseModel):
     """One version of one model, served by a Ray Serve application."""
+
     model_config = ConfigDict(extra="forbid")
     model_id: str = Field(..., min_length=1, max_length=63, pattern=NAME_RE)
     version: str = Field("v1", min_length=1, max_length=63, pattern=NAME_RE)
     engine: Literal["test", "cpu", "vllm"] = "test"
-    engine_args: dict[str, Any] = Field(default_factory=dict,
-                                        description="passed to the engine (e.g. model path)")
-    replicas: Optional[int] = Field(None, ge=1, le=1000, description=(
-        "fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"))
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="passed to the engine (e.g. model path)"
+    )
+    replicas: Optional[int] = Field(
+        None,
+        ge=1,
+        le=1000,
+        description=("fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"),
+    )
     autoscaling: Optional[Autoscaling] = None
     gpus_per_replica: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
     cpus_per_replica: float = Field(0.0, ge=0, le=256, allow_inf_nan=False)
-    tensor_parallel: int = Field(1, ge=1, le=64,
-                                 description="GPUs per replica in one STRICT_PACK bundle set")
-    tenant_id: Optional[str] = Field(None, min_length=1, max_length=128,
-                                     description="owner; none = shared by every tenant")
+    tensor_parallel: int = Field(1, ge=1, le=64, description="GPUs per replica in one STRICT_PACK bundle set")
+    tenant_id: Optional[str] = Field(
+        None, min_length=1, max_length=128, description="owner; none = shared by every tenant"
+    )
     max_ongoing_requests: int = Field(8, ge=1, le=10_000)
-    ready_deadline: Duration = Field(300.0,
-                                     description="not healthy by then = stuck (restarted)")
-
+    ready_deadline: Duration = Field(300.0, description="not healthy by then = stuck (restarted)")
 
     @field_validator("gpus_per_replica")
     @classmethod
@@ -110,11 +114,17 @@ class DeploymentSpec(BaseModel):
 
 class ScaleRequest(BaseModel):
     """``POST /admin/v1/models/{model_id}/scale``: a fixed count or new autoscaling bounds."""
+
     model_config = ConfigDict(extra="forbid")
-    version: Optional[str] = Field(None, pattern=NAME_RE, max_length=63,
-                                   description="default: every version of the model")
-    replicas: Optional[int] = Field(None, ge=1, le=1000, description=(
-        "fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"))
+    version: Optional[str] = Field(
+        None, pattern=NAME_RE, max_length=63, description="default: every version of the model"
+    )
+    replicas: Optional[int] = Field(
+        None,
+        ge=1,
+        le=1000,
+        description=("fixed replica count (to scale to zero, use autoscaling with min_replicas 0)"),
+    )
     autoscaling: Optional[Autoscaling] = None
 
     @model_validator(mode="after")
@@ -126,24 +136,24 @@ class ScaleRequest(BaseModel):
 
 class Step(BaseModel):
     """A canary step: the candidate's share of traffic, held for ``duration``."""
+
     model_config = ConfigDict(extra="forbid")
     weight: float = Field(..., ge=0, le=100, allow_inf_nan=False)
     duration: Duration = 0.0
 
 
-
 class SuccessCriteria(BaseModel):
     """What a candidate must hold to advance; failing any of them rolls it back."""
+
     model_config = ConfigDict(extra="forbid")
     error_rate: float = Field(0.05, ge=0, le=1, allow_inf_nan=False, description="a fraction")
     latency_p95: Optional[Duration] = Field(None, description="seconds (or '500ms')")
-    min_requests: int = Field(5, ge=1, le=1_000_000,
-                              description="no verdict on fewer requests than this")
-
+    min_requests: int = Field(5, ge=1, le=1_000_000, description="no verdict on fewer requests than this")
 
 
 class ABTest(BaseModel):
     """A/B: each user (or session) stays on one variant; the key is read from ``header``."""
+
     model_config = ConfigDict(extra="forbid")
     header: str = Field("x-user-id", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
     variants: dict[str, float]
@@ -151,6 +161,7 @@ class ABTest(BaseModel):
 
 class Shadow(BaseModel):
     """Mirror ``percent`` of requests to ``version``; its answers are discarded, its metrics kept."""
+
     model_config = ConfigDict(extra="forbid")
     version: str = Field(..., pattern=NAME_RE, max_length=63)
     percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
@@ -158,20 +169,20 @@ class Shadow(BaseModel):
 
 class ReleaseSpec(BaseModel):
     """How a model's traffic is split over its versions (the original YAML's ``strategy`` block)."""
+
     model_config = ConfigDict(extra="forbid")
     model_id: str = Field(..., min_length=1, max_length=63, pattern=NAME_RE)
     strategy: Literal["weighted", "canary", "rolling", "blue-green", "ab"] = "weighted"
-    stable: str = Field(..., pattern=NAME_RE, max_length=63,
-                        description="the version that takes traffic back on rollback")
+    stable: str = Field(
+        ..., pattern=NAME_RE, max_length=63, description="the version that takes traffic back on rollback"
+    )
     candidate: Optional[str] = Field(None, pattern=NAME_RE, max_length=63)
     weights: dict[str, float] = Field(default_factory=dict, description="weighted: version → share")
     steps: list[Step] = Field(default_factory=list, max_length=100)
     success_criteria: SuccessCriteria = Field(default_factory=SuccessCriteria)
-    testing_period: Duration = Field(60.0,
-                                     description="blue-green: how long rollback stays armed")
+    testing_period: Duration = Field(60.0, description="blue-green: how long rollback stays armed")
     ab: Optional[ABTest] = None
     shadow: Optional[Shadow] = None
-
 
     @field_validator("weights")
     @classmethod

@@ -6,6 +6,7 @@ It holds what every caller needs and nothing more: the URL and key (explicit, el
 ``OrionClient`` builds the workload API on it; ``ServingClient`` and the capacity CLI build theirs
 on it too, so none of them imports another's module.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,14 +23,18 @@ class ApiSession:
     ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests; ``sleep`` is how
     it waits between retries (``time.sleep``; a test records the waits)."""
 
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None,
-                 timeout: float = 30.0, max_retries: int = 5,
-                 transport: Optional[httpx.BaseTransport] = None,
-                 sleep: Callable[[float], Any] = time.sleep):
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        transport: Optional[httpx.BaseTransport] = None,
+        sleep: Callable[[float], Any] = time.sleep,
+    ):
         self.url, self.api_key = credentials.resolve(url, api_key)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self.max_retries = max_retries
         self._sleep = sleep
 
@@ -50,7 +55,7 @@ class ApiSession:
             except httpx.TransportError as exc:
                 if attempt >= self.max_retries:
                     raise SchedulerUnavailable(f"cannot reach Orion at {self.url}: {exc}") from None
-                self._sleep(min(5.0, 0.2 * 2 ** attempt))
+                self._sleep(min(5.0, 0.2 * 2**attempt))
                 continue
             if r.status_code in (429, 503) and attempt < self.max_retries:
                 self._sleep(retry_after(r, attempt))
@@ -66,7 +71,7 @@ def retry_after(r: httpx.Response, attempt: int) -> float:
     try:
         return min(30.0, float(r.headers.get("Retry-After", "")))
     except ValueError:
-        return min(5.0, 0.2 * 2 ** attempt)
+        return min(5.0, 0.2 * 2**attempt)
 
 
 def error_from(r: httpx.Response) -> OrionError:
@@ -78,8 +83,7 @@ def error_from(r: httpx.Response) -> OrionError:
         code, message, details = "", r.text[:500], None
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == r.status_code),
-                   OrionError)
+        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == r.status_code), OrionError)
     exc = cls(message or f"HTTP {r.status_code}", details)
     exc.http_status = r.status_code
     return exc

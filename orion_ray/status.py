@@ -10,6 +10,7 @@ The lifecycle (see ../shared/API.md)::
 Retries and readiness timeouts go back to ``queued`` directly (``running → queued``,
 ``starting → queued``); ``check_transition`` is the only place that decides what is legal.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -39,11 +40,11 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.SUBMITTED: frozenset({Status.QUEUED, Status.CANCELLED, Status.FAILED}),
     Status.QUEUED: frozenset({Status.STARTING, Status.CANCELLED, Status.FAILED}),
     # starting → queued: the reservation was not ready in time, or the launch was lost.
-    Status.STARTING: frozenset(
-        {Status.RUNNING, Status.QUEUED, Status.FAILED, Status.CANCELLED}),
+    Status.STARTING: frozenset({Status.RUNNING, Status.QUEUED, Status.FAILED, Status.CANCELLED}),
     # running → queued: a retry after a failure, or a run lost with its Ray objects.
-    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED,
-                               Status.PREEMPTED, Status.QUEUED}),
+    Status.RUNNING: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.PREEMPTED, Status.QUEUED}
+    ),
     Status.PREEMPTED: frozenset({Status.QUEUED, Status.CANCELLED, Status.FAILED}),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),

@@ -10,6 +10,7 @@ Checks that need the whole pool are field validators that read the fields declar
 (``info.data``), so an error names the field to fix (``orion.worker_pools.0.max_size``), never just
 the pool.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,9 +60,12 @@ class ScalingParams:
     idle_s: float = 60.0  # a node must be idle this long before scale-down may release it
 
 
-_DURATIONS = {"scale_up_cooldown": "scale_up_cooldown_s",
-              "scale_down_cooldown": "scale_down_cooldown_s",
-              "idle_time": "idle_s", "predictive_lead": "predictive_lead_s"}
+_DURATIONS = {
+    "scale_up_cooldown": "scale_up_cooldown_s",
+    "scale_down_cooldown": "scale_down_cooldown_s",
+    "idle_time": "idle_s",
+    "predictive_lead": "predictive_lead_s",
+}
 
 
 def params_from_config(defaults: Mapping, override: Mapping) -> ScalingParams:
@@ -78,8 +82,10 @@ def params_from_config(defaults: Mapping, override: Mapping) -> ScalingParams:
         if pred_raw is not None and not isinstance(pred_raw, Mapping):
             raise ValueError(f"predictive_scaling: {pred_raw!r} is not a mapping")
     merged = {**(defaults or {}), **(override or {})}
-    pred = {**((defaults or {}).get("predictive_scaling") or {}),
-            **((override or {}).get("predictive_scaling") or {})}
+    pred = {
+        **((defaults or {}).get("predictive_scaling") or {}),
+        **((override or {}).get("predictive_scaling") or {}),
+    }
     kw: dict = {}
     util = merged.get("target_cpu_utilization")
     if util is not None:
@@ -99,8 +105,7 @@ def params_from_config(defaults: Mapping, override: Mapping) -> ScalingParams:
             raise ValueError(f"predictive_scaling.enabled: {pred['enabled']!r} is not a boolean")
         kw["predictive_enabled"] = pred["enabled"]
     if pred.get("lookback_period") is not None:
-        kw["lookback_s"] = parse_duration("predictive_scaling.lookback_period",
-                                          pred["lookback_period"])
+        kw["lookback_s"] = parse_duration("predictive_scaling.lookback_period", pred["lookback_period"])
     return ScalingParams(**kw)
 
 
@@ -124,6 +129,7 @@ ScheduleEntry = Annotated[dict[str, Any], AfterValidator(_check_window)]
 # -- pools ---------------------------------------------------------------------------------------
 class RayStart(BaseModel):
     """How a launched node joins the cluster by itself (user data), when no node updater does it."""
+
     model_config = ConfigDict(extra="forbid")
     head_address: str = Field(min_length=1, description="host:port of the head's GCS")
     resources: dict[str, float] = Field(default_factory=dict)
@@ -137,8 +143,10 @@ class RayStart(BaseModel):
 def _labels(v: Any) -> Any:
     # YAML reads `tier: 1` as a number; a label value is its text
     if isinstance(v, Mapping):
-        return {str(k): str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
-                for k, x in v.items()}
+        return {
+            str(k): str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+            for k, x in v.items()
+        }
     return v
 
 
@@ -146,6 +154,7 @@ class WorkerPool(BaseModel):
     """One pool of worker nodes: its shape and labels, its size bounds and scaling policy, and (for
     Orion's EC2 provider) what to launch, where, from which capacity sources, within what budget.
     Fields are declared in the order their validators read each other."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
@@ -154,14 +163,16 @@ class WorkerPool(BaseModel):
     max_size: int = Field(10, ge=0)
     instance_type: Optional[str] = Field(None, pattern=r"^[a-z][a-z0-9\-]*\.[a-z0-9]+$")
     gpu_type: Optional[str] = None
-    resources: dict[str, float] = Field(default_factory=dict, validate_default=True,
-                                        description="one node's shape, e.g. {CPU: 96, GPU: 8}; "
-                                                    "known instance types need none")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="one node's shape, e.g. {CPU: 96, GPU: 8}; known instance types need none",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
-    ray_node_type: Optional[str] = Field(None, description="the Ray autoscaler's node type "
-                                                           "(default: the pool's name)")
-    autoscaling: dict[str, Any] = Field(default_factory=dict,
-                                        description="overrides of orion.autoscaling")
+    ray_node_type: Optional[str] = Field(
+        None, description="the Ray autoscaler's node type (default: the pool's name)"
+    )
+    autoscaling: dict[str, Any] = Field(default_factory=dict, description="overrides of orion.autoscaling")
     schedule: list[ScheduleEntry] = Field(default_factory=list, validate_default=True)
     # -- what Orion's EC2 provider launches (required in ``Ec2Pool``) --
     image_id: Optional[str] = Field(None, pattern=r"^ami-[0-9a-f]{8,17}$")
@@ -194,8 +205,10 @@ class WorkerPool(BaseModel):
         if any(x < 0 for x in v.values()):
             raise ValueError("resources must be non-negative numbers")
         if not v and info.data.get("instance_type") not in INSTANCE_SHAPES:
-            raise ValueError("the node shape is needed to size the pool, e.g. {CPU: 96, GPU: 8} "
-                             "(non-negative numbers), unless instance_type is one Orion knows")
+            raise ValueError(
+                "the node shape is needed to size the pool, e.g. {CPU: 96, GPU: 8} "
+                "(non-negative numbers), unless instance_type is one Orion knows"
+            )
         return v
 
     @field_validator("schedule")
@@ -208,8 +221,7 @@ class WorkerPool(BaseModel):
     @field_validator("subnets", "capacity_reservations")
     @classmethod
     def _ids(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        kinds = {"subnets": ("subnet-", "subnet"),
-                 "capacity_reservations": ("cr-", "capacity reservation")}
+        kinds = {"subnets": ("subnet-", "subnet"), "capacity_reservations": ("cr-", "capacity reservation")}
         prefix, what = kinds[str(info.field_name)]
         for item in v:
             if not item.startswith(prefix):
@@ -272,8 +284,9 @@ def parse_pool(raw: Any, where: str = "worker_pool") -> Ec2Pool:
     if isinstance(raw, WorkerPool):
         raw = raw.model_dump(exclude_unset=True)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping",
-                          [{"field": where, "problem": f"got {type(raw).__name__}"}])
+        raise ConfigError(
+            f"{where} must be a mapping", [{"field": where, "problem": f"got {type(raw).__name__}"}]
+        )
     try:
         return Ec2Pool.model_validate(raw)
     except PydanticValidationError as exc:
@@ -283,8 +296,9 @@ def parse_pool(raw: Any, where: str = "worker_pool") -> Ec2Pool:
 def parse_pools(raw: Any, where: str = "orion.worker_pools") -> dict[str, Ec2Pool]:
     """Every EC2 pool by name; all problems of all pools are reported at once."""
     if not isinstance(raw, list):
-        raise ConfigError(f"{where} must be a list",
-                          [{"field": where, "problem": f"got {type(raw).__name__}"}])
+        raise ConfigError(
+            f"{where} must be a list", [{"field": where, "problem": f"got {type(raw).__name__}"}]
+        )
     pools: dict[str, Ec2Pool] = {}
     details: list[dict[str, str]] = []
     for i, item in enumerate(raw):
@@ -294,16 +308,16 @@ def parse_pools(raw: Any, where: str = "orion.worker_pools") -> dict[str, Ec2Poo
             details.extend(exc.details)
             continue
         if pool.name in pools:
-            details.append({"field": f"{where}[{i}].name",
-                            "problem": f"duplicate pool name {pool.name!r}"})
+            details.append({"field": f"{where}[{i}].name", "problem": f"duplicate pool name {pool.name!r}"})
         pools[pool.name] = pool
     if details:
         raise ConfigError(f"invalid {where}", details)
     return pools
 
 
-def parse_worker_pools(raw: Iterable[Union[WorkerPool, dict]], where: str = "orion.worker_pools"
-                       ) -> list[WorkerPool]:
+def parse_worker_pools(
+    raw: Iterable[Union[WorkerPool, dict]], where: str = "orion.worker_pools"
+) -> list[WorkerPool]:
     """Every pool as a ``WorkerPool`` (a given one is kept); ``ConfigError`` naming each bad field
     of every pool (``orion.worker_pools.0.resources``), duplicate names included."""
     pools: dict[int, WorkerPool] = {}  # by position in ``raw``, so paths name the right entry
@@ -325,15 +339,15 @@ def parse_worker_pools(raw: Iterable[Union[WorkerPool, dict]], where: str = "ori
     return list(pools.values())
 
 
-def duplicate_names(pools: Union[Mapping[int, WorkerPool], list[WorkerPool]],
-                    where: str = "orion.worker_pools") -> list[dict[str, str]]:
+def duplicate_names(
+    pools: Union[Mapping[int, WorkerPool], list[WorkerPool]], where: str = "orion.worker_pools"
+) -> list[dict[str, str]]:
     """A problem for each pool whose name an earlier pool has (``pools`` by position, or a list)."""
     items = pools.items() if isinstance(pools, Mapping) else enumerate(pools)
     seen: set[str] = set()
     out = []
     for i, p in items:
         if p.name in seen:
-            out.append({"field": f"{where}.{i}.name",
-                        "problem": f"pool {p.name!r} is listed twice"})
+            out.append({"field": f"{where}.{i}.name", "problem": f"pool {p.name!r} is listed twice"})
         seen.add(p.name)
     return out

@@ -1,4 +1,5 @@
 """Shared test settings: Ray's token auth is decided explicitly (off) for every test process."""
+
 import os
 
 # Ray 2.60 turns token auth on by default and then needs ~/.ray/auth_token; tests must not depend

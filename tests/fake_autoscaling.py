@@ -16,7 +16,8 @@ Facts (measured on this 2-core VM, ray 2.60.0, Nov 2026, another user's pytest s
 
 Start / stop
 * ``start()`` until the head is ALIVE and the dashboard answers: 3.7-7.4 s. ``shutdown()`` (SIGKILL of
-  the process group + recorded pids + descendants, then a /proc check): 0.23-0.37 s; nothing left (``live_pids() == []``).
+  the process group + recorded pids + descendants, then a /proc check): 0.23-0.37 s; nothing left
+  (``live_pids() == []``).
   A SIGTERM to all of them at once was tried first: raylets, GCS and runtime-env agents then hung >4 s.
 * ``ray start --node-ip-address=127.0.0.1`` does NOT give the head a loopback node IP: Ray resolves
   127.0.0.1 to the machine's address (``services.resolve_ip_for_localhost``), so the head is e.g.
@@ -111,6 +112,7 @@ Gotchas
 * ``FAKE_CLUSTER_KEEP_TMP=1`` (or ``keep_tmp=True``) keeps ``<tmp>/ray/session_latest/logs`` (monitor.log
   shows the instance-manager transitions) after ``shutdown()``.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,8 +133,12 @@ GCS_PORT = 6379
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
 PROVIDER_MODULE = "fake_autoscaling_provider.LoopbackFakeMultiNodeProvider"
 # GCS health-check settings that make a SIGKILLed node show dead in ~3-4 s instead of ~15-17 s.
-FAST_NODE_DEATH = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000,
-                   "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+FAST_NODE_DEATH = {
+    "health_check_initial_delay_ms": 1000,
+    "health_check_period_ms": 1000,
+    "health_check_timeout_ms": 1000,
+    "health_check_failure_threshold": 3,
+}
 
 
 def free_port() -> int:
@@ -147,8 +153,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.25,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; return it. Raise TimeoutError otherwise.
     Exceptions raised by the predicate count as "not yet" (the last one is chained)."""
     deadline = time.monotonic() + timeout
@@ -196,8 +203,7 @@ def _all_procs() -> Dict[int, Dict[str, Any]]:
                 continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            out[pid] = {"ppid": int(rest[1]), "pgid": int(rest[2]), "start": int(rest[19]),
-                        "cmd": cmd}
+            out[pid] = {"ppid": int(rest[1]), "pgid": int(rest[2]), "start": int(rest[19]), "cmd": cmd}
         except (OSError, IndexError, ValueError):
             continue
     return out
@@ -221,11 +227,18 @@ class FakeAutoscalingCluster:
     """See the module docstring. ``node_types``: autoscaler ``available_node_types`` for workers
     (``resources``, optional ``labels``, ``min_workers``, ``max_workers``; ``node_config`` is added)."""
 
-    def __init__(self, node_types: Dict[str, Dict[str, Any]], idle_timeout_minutes: float = 0.1,
-                 head_resources: Optional[Dict[str, float]] = None, max_workers: int = 20,
-                 upscaling_speed: float = 1.0, include_dashboard: bool = True,
-                 extra_env: Optional[Dict[str, str]] = None, keep_tmp: Optional[bool] = None,
-                 system_config: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        node_types: Dict[str, Dict[str, Any]],
+        idle_timeout_minutes: float = 0.1,
+        head_resources: Optional[Dict[str, float]] = None,
+        max_workers: int = 20,
+        upscaling_speed: float = 1.0,
+        include_dashboard: bool = True,
+        extra_env: Optional[Dict[str, str]] = None,
+        keep_tmp: Optional[bool] = None,
+        system_config: Optional[Dict[str, Any]] = None,
+    ):
         self.node_types = {k: dict(v) for k, v in node_types.items()}
         self.idle_timeout_minutes = idle_timeout_minutes
         self.head_resources = dict(head_resources if head_resources is not None else {"CPU": 2})
@@ -259,8 +272,11 @@ class FakeAutoscalingCluster:
             t.setdefault("min_workers", 0)
             t.setdefault("max_workers", self.max_workers)
             types[name] = t
-        types["ray.head.default"] = {"resources": dict(self.head_resources), "node_config": {},
-                                     "max_workers": 0}
+        types["ray.head.default"] = {
+            "resources": dict(self.head_resources),
+            "node_config": {},
+            "max_workers": 0,
+        }
         return {
             "cluster_name": "fake-autoscaling",
             "max_workers": self.max_workers,
@@ -300,11 +316,14 @@ class FakeAutoscalingCluster:
         """Environment a subprocess (driver, `orion up --address`, benchmark) needs to talk to the
         cluster: auth off, and RAY_ADDRESS pointing here (pass the address explicitly anyway)."""
         e = dict(os.environ)
-        for k in ("RAY_enable_autoscaler_v2", "RAY_CLOUD_INSTANCE_ID",
-                  "RAY_OVERRIDE_NODE_ID_FOR_TESTING", "RAY_FAKE_CLUSTER"):
+        for k in (
+            "RAY_enable_autoscaler_v2",
+            "RAY_CLOUD_INSTANCE_ID",
+            "RAY_OVERRIDE_NODE_ID_FOR_TESTING",
+            "RAY_FAKE_CLUSTER",
+        ):
             e.pop(k, None)
-        e.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": self.address,
-                  "RAY_USAGE_STATS_ENABLED": "0"})
+        e.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0"})
         return e
 
     def _head_env(self) -> Dict[str, str]:
@@ -312,16 +331,18 @@ class FakeAutoscalingCluster:
         e.pop("RAY_ADDRESS", None)
         # only the provider module is added to the path (a copy in <tmp>/provider), not all of tests/
         pp = [str(self.tmp / "provider")] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else [])
-        e.update({
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_FAKE_CLUSTER": "1",
-            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-            "RAY_enable_autoscaler_v2": "1",
-            "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
-            "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
-            "PYTHONPATH": os.pathsep.join(pp),
-        })
+        e.update(
+            {
+                "RAY_AUTH_MODE": "disabled",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_FAKE_CLUSTER": "1",
+                "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                "RAY_enable_autoscaler_v2": "1",
+                "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
+                "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+                "PYTHONPATH": os.pathsep.join(pp),
+            }
+        )
         e.update(self.extra_env)
         return e
 
@@ -330,8 +351,10 @@ class FakeAutoscalingCluster:
         if self.proc is not None:
             raise RuntimeError("already started")
         if port_open(GCS_PORT):
-            raise RuntimeError(f"port {GCS_PORT} is in use: another Ray (or something else) holds it; "
-                               "the fake autoscaler needs the GCS there")
+            raise RuntimeError(
+                f"port {GCS_PORT} is in use: another Ray (or something else) holds it; "
+                "the fake autoscaler needs the GCS there"
+            )
         t0 = time.monotonic()
         # short path: Ray puts unix sockets under <temp-dir>/session_*/sockets
         self.tmp = Path(tempfile.mkdtemp(prefix="ofc-", dir="/tmp"))
@@ -342,15 +365,28 @@ class FakeAutoscalingCluster:
         cfg_path.write_text(json.dumps(self.autoscaling_config(), indent=1))
         self.dashboard_port = free_port()
         head = dict(self.head_resources)
-        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-               f"--port={GCS_PORT}", "--node-ip-address=127.0.0.1",
-               f"--autoscaling-config={cfg_path}", f"--temp-dir={self.tmp / 'ray'}",
-               f"--num-cpus={head.pop('CPU', 2)}", f"--num-gpus={head.pop('GPU', 0)}",
-               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-               f"--ray-client-server-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-               "--min-worker-port=0", "--max-worker-port=0", "--disable-usage-stats"]
+        cmd = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={GCS_PORT}",
+            "--node-ip-address=127.0.0.1",
+            f"--autoscaling-config={cfg_path}",
+            f"--temp-dir={self.tmp / 'ray'}",
+            f"--num-cpus={head.pop('CPU', 2)}",
+            f"--num-gpus={head.pop('GPU', 0)}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            "--min-worker-port=0",
+            "--max-worker-port=0",
+            "--disable-usage-stats",
+        ]
         if self.system_config:
             cmd.append(f"--system-config={json.dumps(self.system_config, separators=(',', ':'))}")
         if "object_store_memory" in head:
@@ -358,22 +394,33 @@ class FakeAutoscalingCluster:
         if head:
             cmd.append(f"--resources={json.dumps(head)}")
         if self.include_dashboard:
-            cmd += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={self.dashboard_port}"]
+            cmd += [
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+            ]
             self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         else:
             cmd += ["--include-dashboard=false"]
         self._log = open(self.tmp / "ray-start.log", "wb")
-        self.proc = subprocess.Popen(cmd, env=self._head_env(), stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(self.tmp))
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self._head_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(self.tmp),
+        )
         self.pgid = self.proc.pid
         self.started_pids[self.proc.pid] = _start_time(self.proc.pid) or 0
         try:
+
             def head_up():
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"`ray start` exited {self.proc.returncode}:\n{self.log_tail()}")
                 return any(n["is_head"] for n in self.nodes())
+
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -411,24 +458,28 @@ class FakeAutoscalingCluster:
     def gcs_client(self):
         if self._gcs_client is None:
             from ray._raylet import GcsClient
+
             self._gcs_client = GcsClient(address=self.gcs_address)
         return self._gcs_client
 
     def all_nodes(self) -> List[Dict[str, Any]]:
         """Every node the GCS knows (alive and dead): node_id, alive, is_head, resources, labels, ..."""
         from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
         out = []
         for nid, info in self.gcs_client().get_all_node_info(timeout=5).items():
-            out.append({
-                "node_id": nid.hex(),
-                "alive": info.state == GcsNodeInfo.GcsNodeState.ALIVE,
-                "is_head": bool(info.is_head_node),
-                "node_type": info.node_type_name or None,
-                "instance_id": info.instance_id or None,
-                "ip": info.node_manager_address,
-                "resources": dict(info.resources_total),
-                "labels": dict(info.labels),
-            })
+            out.append(
+                {
+                    "node_id": nid.hex(),
+                    "alive": info.state == GcsNodeInfo.GcsNodeState.ALIVE,
+                    "is_head": bool(info.is_head_node),
+                    "node_type": info.node_type_name or None,
+                    "instance_id": info.instance_id or None,
+                    "ip": info.node_manager_address,
+                    "resources": dict(info.resources_total),
+                    "labels": dict(info.labels),
+                }
+            )
         return out
 
     def nodes(self) -> List[Dict[str, Any]]:
@@ -436,16 +487,23 @@ class FakeAutoscalingCluster:
         return [n for n in self.all_nodes() if n["alive"]]
 
     def worker_nodes(self, node_type: Optional[str] = None) -> List[Dict[str, Any]]:
-        return [n for n in self.nodes() if not n["is_head"]
-                and (node_type is None or n["node_type"] == node_type)]
+        return [
+            n for n in self.nodes() if not n["is_head"] and (node_type is None or n["node_type"] == node_type)
+        ]
 
     def cluster_status(self):
         """``ray.autoscaler.v2.sdk.get_cluster_status(gcs_address)`` (a ``ClusterStatus``)."""
         from ray.autoscaler.v2.sdk import get_cluster_status
+
         return get_cluster_status(self.gcs_address)
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25,
-                 what: str = "condition") -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 60,
+        interval: float = 0.25,
+        what: str = "condition",
+    ) -> Any:
         return wait_for(predicate, timeout, interval, what)
 
     # ------------------------------------------------------------------ processes
@@ -481,8 +539,9 @@ class FakeAutoscalingCluster:
         Returns the pids killed. The autoscaler's provider still lists the node until it reconciles."""
         # the provider writes a node's pids when Ray's Node() returns, ~1 s after the node registers
         try:
-            pids = wait_for(lambda: self.worker_pids(node_id).get(node_id), 30,
-                            what=f"pid record of {node_id}")
+            pids = wait_for(
+                lambda: self.worker_pids(node_id).get(node_id), 30, what=f"pid record of {node_id}"
+            )
         except TimeoutError:
             raise KeyError(f"no live processes recorded for node {node_id}") from None
         raylets = self.node_pid_records()[node_id].get("raylet", [])
@@ -526,8 +585,11 @@ class FakeAutoscalingCluster:
         return ours
 
     def _still_alive(self) -> List[int]:
-        return sorted(pid for pid, st in self.started_pids.items()
-                      if _start_time(pid) is not None and _start_time(pid) == st)
+        return sorted(
+            pid
+            for pid, st in self.started_pids.items()
+            if _start_time(pid) is not None and _start_time(pid) == st
+        )
 
     def live_pids(self) -> List[int]:
         """Pids this cluster started (ever seen) that are still alive — empty after ``shutdown()``."""
@@ -579,5 +641,12 @@ class FakeAutoscalingCluster:
                 shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-__all__ = ["FakeAutoscalingCluster", "wait_for", "free_port", "port_open", "FAKE_HEAD_NODE_ID",
-           "FAST_NODE_DEATH", "GCS_PORT"]
+__all__ = [
+    "FakeAutoscalingCluster",
+    "wait_for",
+    "free_port",
+    "port_open",
+    "FAKE_HEAD_NODE_ID",
+    "FAST_NODE_DEATH",
+    "GCS_PORT",
+]

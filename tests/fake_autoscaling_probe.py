@@ -2,6 +2,7 @@
 [--orion] [--fast-death]`` from the repository root (RAY_AUTH_MODE=disabled is set for you). Prints one
 line per step and a JSON summary of the timings at the end. Needs port 6379 free. ~2 min (+~15 s --orion).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,18 @@ import sys
 import tempfile
 import time
 
-from tests.fake_autoscaling import (FAKE_HEAD_NODE_ID, FAST_NODE_DEATH, FakeAutoscalingCluster,
-                                    free_port)
+from tests.fake_autoscaling import FAKE_HEAD_NODE_ID, FAST_NODE_DEATH, FakeAutoscalingCluster, free_port
 
 POOL = {"orion.io/pool": "gpu-a100"}
 WHOLE = {"CPU": 2, "GPU": 4}
-NODE_TYPES = {"gpu_a100": {"resources": dict(WHOLE),
-                           "labels": {"ray.io/accelerator-type": "A100", **POOL},
-                           "min_workers": 0, "max_workers": 4}}
+NODE_TYPES = {
+    "gpu_a100": {
+        "resources": dict(WHOLE),
+        "labels": {"ray.io/accelerator-type": "A100", **POOL},
+        "min_workers": 0,
+        "max_workers": 4,
+    }
+}
 
 
 def main() -> int:
@@ -51,8 +56,8 @@ def main() -> int:
         from ray._raylet import GcsClient
         from ray.autoscaler.sdk import request_resources
         from ray.core.generated import autoscaler_pb2
-        from ray.util.placement_group import (placement_group, placement_group_table,
-                                              remove_placement_group)
+        from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
         ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
         gcs = GcsClient(address=c.gcs_address)
 
@@ -75,8 +80,10 @@ def main() -> int:
         ray.get(pg.ready(), timeout=120)
         out["pg_ready_s"] = round(time.monotonic() - t, 2)
         st = c.cluster_status()
-        log("b: nodes", [(n.node_id[-5:], n.ray_node_type_name, n.node_status)
-                         for n in st.active_nodes + st.idle_nodes])
+        log(
+            "b: nodes",
+            [(n.node_id[-5:], n.ray_node_type_name, n.node_status) for n in st.active_nodes + st.idle_nodes],
+        )
 
         # a'. request counts against total: PG fills both nodes, request 2 whole nodes
         request_resources(bundles=[WHOLE] * 2, bundle_label_selectors=[POOL] * 2)
@@ -87,27 +94,52 @@ def main() -> int:
 
         # d. drain a busy node
         busy = list(placement_group_table(pg)["bundles_to_node_id"].values())[0]
-        out["drain_idle_reason_on_busy"] = list(gcs.drain_node(
-            busy, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION"), "probe", 0))
-        out["drain_preempt_on_busy"] = list(gcs.drain_node(
-            busy, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"), "probe",
-            int(time.time() * 1000) + 10000))
+        out["drain_idle_reason_on_busy"] = list(
+            gcs.drain_node(
+                busy, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION"), "probe", 0
+            )
+        )
+        out["drain_preempt_on_busy"] = list(
+            gcs.drain_node(
+                busy,
+                autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                "probe",
+                int(time.time() * 1000) + 10000,
+            )
+        )
         time.sleep(15)
         st = c.cluster_status()
-        out["busy_drained_status_after_15s"] = [n.node_status for n in st.active_nodes + st.idle_nodes
-                                                if n.node_id == busy]
-        log("d: busy node drain", out["drain_idle_reason_on_busy"], out["drain_preempt_on_busy"],
-            out["busy_drained_status_after_15s"], "alive", alive(busy))
+        out["busy_drained_status_after_15s"] = [
+            n.node_status for n in st.active_nodes + st.idle_nodes if n.node_id == busy
+        ]
+        log(
+            "d: busy node drain",
+            out["drain_idle_reason_on_busy"],
+            out["drain_preempt_on_busy"],
+            out["busy_drained_status_after_15s"],
+            "alive",
+            alive(busy),
+        )
         remove_placement_group(pg)
 
         # d. drain an idle node (the request floor of 2 keeps 2 nodes)
-        c.wait_for(lambda: len(c.worker_nodes()) == 2 and not any(
-            n.node_status == "DRAINING" for n in c.cluster_status().idle_nodes), 120)
+        c.wait_for(
+            lambda: (
+                len(c.worker_nodes()) == 2
+                and not any(n.node_status == "DRAINING" for n in c.cluster_status().idle_nodes)
+            ),
+            120,
+        )
         idle = workers()[0]
         t = time.monotonic()
-        out["drain_preempt_on_idle"] = list(gcs.drain_node(
-            idle, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"), "probe",
-            int(time.time() * 1000) + 30000))
+        out["drain_preempt_on_idle"] = list(
+            gcs.drain_node(
+                idle,
+                autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                "probe",
+                int(time.time() * 1000) + 30000,
+            )
+        )
         c.wait_for(lambda: not alive(idle), 60, interval=0.05)
         out["idle_drained_dead_s"] = round(time.monotonic() - t, 2)
         c.wait_for(lambda: len(c.worker_nodes()) == 2, 60)
@@ -133,14 +165,22 @@ def main() -> int:
             env.pop("ORION_URL", None)
             env.pop("ORION_API_KEY", None)
             t = time.monotonic()
-            p = subprocess.run([f"{bin_}/orion", "up", "--address", c.address, "--port", str(port)],
-                               env=env, capture_output=True, text=True, timeout=300, cwd=home)
+            p = subprocess.run(
+                [f"{bin_}/orion", "up", "--address", c.address, "--port", str(port)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=home,
+            )
             out["orion_up"] = [p.returncode, round(time.monotonic() - t, 2)]
             import httpx
+
             out["orion_health"] = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code
             t = time.monotonic()
-            p = subprocess.run([f"{bin_}/orion", "down"], env=env, capture_output=True, text=True,
-                               timeout=300, cwd=home)
+            p = subprocess.run(
+                [f"{bin_}/orion", "down"], env=env, capture_output=True, text=True, timeout=300, cwd=home
+            )
             out["orion_down"] = [p.returncode, round(time.monotonic() - t, 2)]
             log("e:", out["orion_up"], out["orion_health"], out["orion_down"])
             shutil.rmtree(home, ignore_errors=True)

@@ -8,6 +8,7 @@ can SIGKILL one node abruptly.
 
 Everything else (ids ``fff...00001``, ``RAY_OVERRIDE_NODE_ID_FOR_TESTING``, labels, terminate) is Ray's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,8 +60,7 @@ class LoopbackFakeMultiNodeProvider(FakeMultiNodeProvider):
                     ray_constants.LABELS_ENVIRONMENT_VARIABLE: json.dumps(labels),
                 },
             )
-            node = ray._private.node.Node(ray_params, head=False, shutdown_at_exit=False,
-                                          spawn_reaper=False)
+            node = ray._private.node.Node(ray_params, head=False, shutdown_at_exit=False, spawn_reaper=False)
             all_tags = {
                 TAG_RAY_NODE_KIND: NODE_KIND_WORKER,
                 TAG_RAY_USER_NODE_TYPE: node_type,

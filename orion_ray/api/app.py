@@ -5,6 +5,7 @@ The backend is any object with the scheduler's async methods (``submit``, ``get`
 over the actor. With a ``StoreAccess`` (``access``), reads are answered from the store and a
 submission is written there, the scheduler only told (see ``store_access.py``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,14 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._version import __version__
 from ..config import PolicyConfig, TenantConfig
 from ..errors import Forbidden, SchedulerUnavailable
+from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 from ..models import WorkloadSpec
+from ..service import SchedulerService
 from ..status import Status
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
-from .store_access import StoreAccess
 from .limits import BodySizeLimit
-from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
-from ..service import SchedulerService
+from .store_access import StoreAccess
 
 
 class SubmitAck(BaseModel):
@@ -38,6 +39,7 @@ class SubmitAck(BaseModel):
 
 class ReloadBody(BaseModel):
     """The tenants section and the key hashes to run with (keys themselves never travel)."""
+
     model_config = ConfigDict(extra="forbid")
     tenants: list[TenantConfig]
     keys: dict[str, str] = Field(default_factory=dict, description="sha256 hex → tenant id")
@@ -67,30 +69,41 @@ class ErrorBody(BaseModel):
 
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 # Errors stay JSON on a route whose success is text (its response class would make them text/plain).
-_JSON_ERRORS = {code: {"content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/ErrorBody"}}}} for code in _ERRORS}
+_JSON_ERRORS = {
+    code: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for code in _ERRORS
+}
 
 
 class HealthBody(BaseModel):
     """``/health``: each part ``ok`` or ``down`` (503 when the scheduler or the store is down)."""
+
     model_config = ConfigDict(extra="allow")
     api: str
     scheduler: str
     store: str
 
 
-def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
-              max_body_bytes: int = 1_048_576,
-              backend_factory: Optional[Callable[[], Any]] = None,
-              capacity_backend: Any = None, access: Optional[StoreAccess] = None,
-              access_factory: Optional[Callable[[], StoreAccess]] = None) -> FastAPI:
+def build_app(
+    keyring: KeyRing,
+    backend: SchedulerService | None = None,
+    max_body_bytes: int = 1_048_576,
+    backend_factory: Optional[Callable[[], Any]] = None,
+    capacity_backend: Any = None,
+    access: Optional[StoreAccess] = None,
+    access_factory: Optional[Callable[[], StoreAccess]] = None,
+) -> FastAPI:
     """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
     (Serve pickles the app into its replica, so the backend is made there, not here).
     ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``.
     ``access`` (or ``access_factory()``, made on first use) serves reads from the store and
     writes submissions there; without it every route goes to the backend."""
-    app = FastAPI(title="Orion", version=__version__, responses=_ERRORS,
-                  description="Orchestration of AI workloads on Ray.")
+    app = FastAPI(
+        title="Orion",
+        version=__version__,
+        responses=_ERRORS,
+        description="Orchestration of AI workloads on Ray.",
+    )
     app.state.backend = backend
     app.state.backend_factory = backend_factory
     app.state.access = access
@@ -148,15 +161,16 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
             if a is not None or (b is not None and hasattr(b, "keyring")):
                 try:
                     ring = a.keyring() if a is not None else await b.keyring()
-                    state.keyring = state.bootstrap.merged(list(ring.get("admins", [])),
-                                                           dict(ring.get("keys", {})))
+                    state.keyring = state.bootstrap.merged(
+                        list(ring.get("admins", [])), dict(ring.get("keys", {}))
+                    )
                 except Exception:  # keep the last ring; the scheduler may be restarting
                     pass
         return state.keyring
 
-    async def principal(request: Request,
-                        authorization: Optional[str] = Header(None, include_in_schema=False)
-                        ) -> Principal:
+    async def principal(
+        request: Request, authorization: Optional[str] = Header(None, include_in_schema=False)
+    ) -> Principal:
         return (await current_keyring(request)).authenticate(authorization)
 
     async def admin(p: Principal = Depends(principal)) -> Principal:
@@ -179,10 +193,10 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
         if spec.workload_type == "inference":  # the model must exist for this tenant (else 404)
             from ..serving.routes import inference_task
+
             task = await inference_task(request, spec, tenant)  # checks the model and the input
             # kept as an inference workload; the scheduler runs it as that task
-            spec = spec.model_copy(update={"resources": task.resources,
-                                           "metadata": task.metadata})
+            spec = spec.model_copy(update={"resources": task.resources, "metadata": task.metadata})
         a = access_of(request)
         if a is None or not a.writes_here(spec):
             return await backend_of(request).submit(spec.model_dump(mode="json"), tenant, who(p))
@@ -205,26 +219,32 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         return await backend_of(request).get(workload_id, scope(p))
 
     @app.get("/api/v1/workloads", tags=["workloads"])
-    async def list_workloads(request: Request, p: Principal = Depends(principal),
-                             status: Optional[Status] = None,
-                             tenant_id: Optional[str] = Query(None, max_length=128),
-                             limit: int = Query(50, ge=1, le=1000),
-                             cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
+    async def list_workloads(
+        request: Request,
+        p: Principal = Depends(principal),
+        status: Optional[Status] = None,
+        tenant_id: Optional[str] = Query(None, max_length=128),
+        limit: int = Query(50, ge=1, le=1000),
+        cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR),
+    ):
         """Workloads, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
         tenant = p.tenant_id or tenant_id
         a = access_of(request)
         if a is not None:
             return a.list(status.value if status else None, tenant, limit, cursor)
-        return await backend_of(request).list(status.value if status else None, tenant, limit,
-                                              cursor)
+        return await backend_of(request).list(status.value if status else None, tenant, limit, cursor)
 
     @app.delete("/api/v1/workloads/{workload_id}", status_code=202, tags=["workloads"])
     async def cancel(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """Cancel (idempotent: a finished workload answers its final status)."""
         return await backend_of(request).cancel(workload_id, scope(p), who(p))
 
-    @app.get("/api/v1/workloads/{workload_id}/logs", response_class=PlainTextResponse,
-             responses=_JSON_ERRORS, tags=["workloads"])
+    @app.get(
+        "/api/v1/workloads/{workload_id}/logs",
+        response_class=PlainTextResponse,
+        responses=_JSON_ERRORS,
+        tags=["workloads"],
+    )
     async def logs(workload_id: str, request: Request, p: Principal = Depends(principal)):
         """stdout/stderr of the workload's latest run."""
         a = access_of(request)
@@ -259,8 +279,12 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
     async def reload(body: ReloadBody, request: Request, p: Principal = Depends(admin)):
         """Replace the tenants and their key hashes; validated first, all or nothing (admin)."""
         result = await backend_of(request).configure_tenants(
-            [t.model_dump(mode="json") for t in body.tenants], body.keys, None, who(p),
-            body.policy.model_dump(mode="json") if body.policy else None)
+            [t.model_dump(mode="json") for t in body.tenants],
+            body.keys,
+            None,
+            who(p),
+            body.policy.model_dump(mode="json") if body.policy else None,
+        )
         request.app.state.keyring_at = 0.0  # pick the new keys up on the next request
         return result
 
@@ -270,9 +294,12 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         return await backend_of(request).fragmentation()
 
     @app.get("/admin/v1/audit", tags=["admin"])
-    async def audit(request: Request, p: Principal = Depends(admin),
-                    limit: int = Query(100, ge=1, le=1000),
-                    cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR)):
+    async def audit(
+        request: Request,
+        p: Principal = Depends(admin),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: Optional[int] = Query(None, ge=0, le=MAX_CURSOR),
+    ):
         """Who submitted, cancelled or reconfigured what, and when; newest first (admin)."""
         a = access_of(request)
         if a is not None:
@@ -280,10 +307,12 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         return await backend_of(request).audit_log(limit, cursor)
 
     from .infrastructure import install_infrastructure
+
     install_infrastructure(app, admin, backend_of)
 
     if capacity_backend is not None:
         from .capacity import install_capacity
+
         install_capacity(app, capacity_backend, admin)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
@@ -298,8 +327,11 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
                 pass
         return PlainTextResponse(merge_exposition(*texts), media_type=CONTENT_TYPE)
 
-    @app.get("/health", tags=["operations"], responses={
-        200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "a part is down"}})
+    @app.get(
+        "/health",
+        tags=["operations"],
+        responses={200: {"model": HealthBody}, 503: {"model": HealthBody, "description": "a part is down"}},
+    )
     async def health(request: Request):
         """Liveness of the API, the scheduler and the store (503 when either is down, when the
         scheduler's loop has not completed a cycle for too long, or its recovery is stuck)."""
@@ -312,5 +344,6 @@ def build_app(keyring: KeyRing, backend: SchedulerService | None = None,
         return JSONResponse(body, status_code=200 if ok else 503)
 
     from ..serving.routes import install_serving  # /v1 (OpenAI), /internal/deployments, scale
+
     install_serving(app, principal, admin)
     return app

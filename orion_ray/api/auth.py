@@ -1,4 +1,5 @@
 """API keys: only their SHA-256 hashes reach the cluster; a key is an admin key or a tenant's key."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,6 +21,7 @@ def new_key(prefix: str = "orion") -> str:
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: an admin (``tenant_id`` None) or one tenant."""
+
     tenant_id: Optional[str]
 
     @property
@@ -43,8 +45,7 @@ class KeyRing:
 
     def merged(self, admin_hashes: list[str], tenant_hashes: dict[str, str]) -> "KeyRing":
         """This ring plus more keys (the scheduler's current ones win for a tenant key)."""
-        return KeyRing(self.admin_hashes() + list(admin_hashes),
-                       {**self.tenant_hashes(), **tenant_hashes})
+        return KeyRing(self.admin_hashes() + list(admin_hashes), {**self.tenant_hashes(), **tenant_hashes})
 
     def authenticate(self, authorization: Optional[str]) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):

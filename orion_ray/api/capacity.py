@@ -5,6 +5,7 @@ The backend is any object with ``create(ReservationRequest)``, ``list()`` and ``
 (``GET /admin/v1/capacity/status``) from the EC2 provider.
 Its calls block on the network, so the routes are plain functions (FastAPI runs them in a thread).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,15 +31,14 @@ def install_capacity(app: FastAPI, backend: Any, admin: Any) -> None:
         return backend.create(body).to_dict()
 
     @app.delete(prefix + "/reservations/{reservation_id}", tags=["admin"])
-    def release_reservation(reservation_id: str = Path(pattern=RESERVATION_ID),
-                            p=Depends(admin)):
+    def release_reservation(reservation_id: str = Path(pattern=RESERVATION_ID), p=Depends(admin)):
         """Release (cancel) a reservation; instances running in it keep running (admin)."""
         return backend.release(reservation_id)
 
     if hasattr(backend, "status"):
+
         @app.get(prefix + "/status", tags=["admin"])
         def capacity_status(p=Depends(admin)):
             """Per pool: capacity sources in order, blocklisted zones with the seconds they have
             left, and the last failed launch with every attempt — why a pool is not growing."""
             return backend.status()
-

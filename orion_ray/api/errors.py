@@ -1,4 +1,5 @@
 """The one mapping from errors to HTTP answers: every error is the contract's JSON body, never a trace."""
+
 from __future__ import annotations
 
 import logging
@@ -13,14 +14,26 @@ from ..errors import OrionError
 
 log = logging.getLogger("orion.api")
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-               415: "unsupported_media_type", 422: "validation_error", 429: "queue_full"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "queue_full",
+}
 
 
 def error_response(status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details or []}},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or []}},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def field_path(loc) -> str:
@@ -45,10 +58,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "malformed_json", "the request body is not valid JSON",
-                                  [{"field": "body", "problem": e.get("msg", "")} for e in errors])
-        details = [{"field": field_path(e.get("loc", ())), "problem": e.get("msg", "")}
-                   for e in errors]
+            return error_response(
+                400,
+                "malformed_json",
+                "the request body is not valid JSON",
+                [{"field": "body", "problem": e.get("msg", "")} for e in errors],
+            )
+        details = [{"field": field_path(e.get("loc", ())), "problem": e.get("msg", "")} for e in errors]
         return error_response(422, "validation_error", "invalid request", details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -61,8 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
         # the replica's own store access: locked past its busy timeout, or not readable yet;
         # nothing was committed, so the client may simply retry
         log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "store_unavailable", f"the store is busy or unavailable "
-                              f"({exc}); retry", headers={"Retry-After": "1"})
+        return error_response(
+            503,
+            "store_unavailable",
+            f"the store is busy or unavailable ({exc}); retry",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -4,6 +4,7 @@ Every route needs the admin key (``build_app`` installs the routes behind it), e
 ``/internal/resources/available``, which is also admin-only: free capacity per node says a lot
 about other tenants.
 """
+
 from typing import Any, Callable, Optional
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
@@ -14,6 +15,7 @@ NODE_ID = r"^[A-Za-z0-9_.\-]{1,128}$"
 
 class DrainBody(BaseModel):
     """How long running work may take to end before it is preempted back to the queue."""
+
     model_config = ConfigDict(extra="forbid")
     deadline_s: float = Field(300.0, ge=0, le=7 * 86400)
     reason: Optional[str] = Field(None, max_length=500)
@@ -24,8 +26,7 @@ class CordonBody(BaseModel):
     reason: Optional[str] = Field(None, max_length=500)
 
 
-def install_infrastructure(app: FastAPI, admin: Callable, backend_of: Callable[[Request], Any]
-                           ) -> None:
+def install_infrastructure(app: FastAPI, admin: Callable, backend_of: Callable[[Request], Any]) -> None:
     """The routes, on ``app`` itself behind the ``admin`` dependency (like the serving routes:
     an included router's dependencies did not survive Serve pickling the app)."""
 
@@ -42,32 +43,41 @@ def install_infrastructure(app: FastAPI, admin: Callable, backend_of: Callable[[
         return await backend_of(request).gpu_utilization()
 
     @app.post("/admin/v1/infrastructure/nodes/{node_id}/cordon", tags=["admin"])
-    async def cordon(request: Request, p=Depends(admin), node_id: str = Path(pattern=NODE_ID),
-                     body: Optional[CordonBody] = Body(None)):
+    async def cordon(
+        request: Request,
+        p=Depends(admin),
+        node_id: str = Path(pattern=NODE_ID),
+        body: Optional[CordonBody] = Body(None),
+    ):
         """No new placements on the node; running work continues (admin)."""
         return await backend_of(request).cordon(node_id, "admin", body.reason if body else None)
 
     @app.post("/admin/v1/infrastructure/nodes/{node_id}/uncordon", tags=["admin"])
-    async def uncordon(request: Request, p=Depends(admin),
-                       node_id: str = Path(pattern=NODE_ID)):
+    async def uncordon(request: Request, p=Depends(admin), node_id: str = Path(pattern=NODE_ID)):
         """Placements allowed again; a drain under way is called off (admin)."""
         return await backend_of(request).uncordon(node_id, "admin")
 
-    @app.post("/admin/v1/infrastructure/nodes/{node_id}/drain", status_code=202,
-                 tags=["admin"])
-    async def drain(request: Request, p=Depends(admin), node_id: str = Path(pattern=NODE_ID),
-                    body: Optional[DrainBody] = Body(None)):
+    @app.post("/admin/v1/infrastructure/nodes/{node_id}/drain", status_code=202, tags=["admin"])
+    async def drain(
+        request: Request,
+        p=Depends(admin),
+        node_id: str = Path(pattern=NODE_ID),
+        body: Optional[DrainBody] = Body(None),
+    ):
         """Cordon, let running work end until ``deadline_s``, then preempt what is left back to
         the queue; the node is then drained and may be released (admin)."""
         body = body or DrainBody()
         return await backend_of(request).drain(node_id, "admin", body.deadline_s, body.reason)
 
     @app.get("/admin/v1/scaling/events", tags=["admin"])
-    async def scaling_events(request: Request, p=Depends(admin),
-                             limit: int = Query(100, ge=1, le=1000),
-                             cursor: Optional[int] = Query(None, ge=0, le=2**63 - 1),
-                             kind: Optional[str] = Query(None, pattern=r"^[a-z_]{1,32}$"),
-                             pool: Optional[str] = Query(None, max_length=64)):
+    async def scaling_events(
+        request: Request,
+        p=Depends(admin),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: Optional[int] = Query(None, ge=0, le=2**63 - 1),
+        kind: Optional[str] = Query(None, pattern=r"^[a-z_]{1,32}$"),
+        pool: Optional[str] = Query(None, max_length=64),
+    ):
         """Scaling decisions (trigger, reason, before → after, outcome, duration), failed
         launches and node changes, newest first (admin)."""
         return await backend_of(request).scaling_events(limit, cursor, kind, pool)
@@ -82,4 +92,3 @@ def install_infrastructure(app: FastAPI, admin: Callable, backend_of: Callable[[
     async def resources_available(request: Request, p=Depends(admin)):
         """Free GPUs by type and by node, in Orion's account (admin)."""
         return await backend_of(request).resources_available()
-

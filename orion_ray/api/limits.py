@@ -1,4 +1,5 @@
 """Request body size limit (413), enforced on the declared length and on the bytes actually read."""
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,23 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send):
-        body = json.dumps({"error": {"code": "payload_too_large", "details": [],
-                                     "message": f"request body over {self.max_bytes} bytes"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "payload_too_large",
+                    "details": [],
+                    "message": f"request body over {self.max_bytes} bytes",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
 """``orion-api``: the REST app as a Ray Serve application with a FastAPI ingress."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,7 @@ class ActorBackend:
     silent actor becomes a 503 with ``Retry-After``, and a handle whose actor died is resolved
     again by name on the next call (a restarted or redeployed scheduler is found)."""
 
-    def __init__(self, handle=None, *, timeout_s: float = 10.0,
-                 resolve: Optional[Callable[[], Any]] = None):
+    def __init__(self, handle=None, *, timeout_s: float = 10.0, resolve: Optional[Callable[[], Any]] = None):
         self._handle = handle
         self.timeout_s = timeout_s
         self._resolve = resolve or get_scheduler
@@ -44,25 +44,26 @@ class ActorBackend:
             try:
                 self._handle = self._resolve()
             except ValueError:
-                raise SchedulerUnavailable("the scheduler actor is not running",
-                                           retry_after=2) from None
+                raise SchedulerUnavailable("the scheduler actor is not running", retry_after=2) from None
         return self._handle
 
     async def _call(self, method: str, *args: Any) -> Any:
         timeout = min(self.timeout_s, SHORT_TIMEOUTS_S.get(method, self.timeout_s))
         try:
-            return await asyncio.wait_for(_awaitable(getattr(self._actor(), method).remote(*args)),
-                                          timeout)
+            return await asyncio.wait_for(_awaitable(getattr(self._actor(), method).remote(*args)), timeout)
         except asyncio.TimeoutError:
-            raise SchedulerUnavailable(f"the scheduler did not answer {method} within "
-                                       f"{timeout:g}s", retry_after=2) from None
+            raise SchedulerUnavailable(
+                f"the scheduler did not answer {method} within {timeout:g}s", retry_after=2
+            ) from None
         except ray.exceptions.ActorUnavailableError as exc:  # restarting: the handle stays good
-            raise SchedulerUnavailable(f"the scheduler is restarting ({type(exc).__name__})",
-                                       retry_after=1) from None
+            raise SchedulerUnavailable(
+                f"the scheduler is restarting ({type(exc).__name__})", retry_after=1
+            ) from None
         except ray.exceptions.RayActorError as exc:  # died: find it again by name next time
             self._handle = None
-            raise SchedulerUnavailable(f"the scheduler is restarting ({type(exc).__name__})",
-                                       retry_after=1) from None
+            raise SchedulerUnavailable(
+                f"the scheduler is restarting ({type(exc).__name__})", retry_after=1
+            ) from None
 
     async def notify(self) -> None:
         """Fire and forget: new rows are in the store (the scheduler tails it anyway)."""
@@ -141,43 +142,62 @@ class ActorBackend:
         return await self._call("resources_available")
 
 
-def store_access_factory(path: str, synchronous: str, max_queue_size: int,
-                         policy: Optional[dict]) -> Callable[[], StoreAccess]:
+def store_access_factory(
+    path: str, synchronous: str, max_queue_size: int, policy: Optional[dict]
+) -> Callable[[], StoreAccess]:
     """What the replica calls (on first use) to open the store: reads read-only, writes of
     submissions in one transaction. The replica runs on the head, where the file is."""
+
     def make() -> StoreAccess:
-        return StoreAccess(path, synchronous=synchronous, max_queue_size=max_queue_size,
-                           policy=PolicyConfig.model_validate(policy) if policy else None)
+        return StoreAccess(
+            path,
+            synchronous=synchronous,
+            max_queue_size=max_queue_size,
+            policy=PolicyConfig.model_validate(policy) if policy else None,
+        )
+
     return make
 
 
-def build_api_app(admin_key_hashes: list[str], max_body_bytes: int,
-                  capacity: Optional[dict] = None, pools: Optional[list] = None, *,
-                  store: Optional[dict] = None, max_queue_size: int = 10_000,
-                  policy: Optional[dict] = None, actor_timeout_s: float = 10.0,
-                  extra_routes: Optional[Callable[[Any], None]] = None):
+def build_api_app(
+    admin_key_hashes: list[str],
+    max_body_bytes: int,
+    capacity: Optional[dict] = None,
+    pools: Optional[list] = None,
+    *,
+    store: Optional[dict] = None,
+    max_queue_size: int = 10_000,
+    policy: Optional[dict] = None,
+    actor_timeout_s: float = 10.0,
+    extra_routes: Optional[Callable[[Any], None]] = None,
+):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
     ``store`` is ``orion.store`` with its path resolved: the replica then reads and writes
     submissions there (pinned to the head node, which holds the file); without it every route
     asks the scheduler. ``extra_routes(app)`` adds routes (the benchmark's no-op ones)."""
     from ..autoscaler.capacity_service import capacity_backend
+
     factory = None
     if store and store.get("path"):
-        factory = store_access_factory(store["path"], store.get("synchronous", "normal"),
-                                       max_queue_size, policy)
-    app = build_app(KeyRing(admin_key_hashes), None, max_body_bytes,
-                    backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s),
-                    capacity_backend=capacity_backend(capacity or {}, pools or []),
-                    access_factory=factory)
+        factory = store_access_factory(
+            store["path"], store.get("synchronous", "normal"), max_queue_size, policy
+        )
+    app = build_app(
+        KeyRing(admin_key_hashes),
+        None,
+        max_body_bytes,
+        backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s),
+        capacity_backend=capacity_backend(capacity or {}, pools or []),
+        access_factory=factory,
+    )
     if extra_routes is not None:
         extra_routes(app)
     options: dict[str, Any] = {"num_cpus": 0}
     if factory is not None:  # next to the SQLite file (the head node's resource)
         options["resources"] = {HEAD_RESOURCE: 0.001}
 
-    @serve.deployment(name="OrionAPI", num_replicas=1, max_ongoing_requests=1000,
-                      ray_actor_options=options)
+    @serve.deployment(name="OrionAPI", num_replicas=1, max_ongoing_requests=1000, ray_actor_options=options)
     @serve.ingress(app)
     class OrionAPI:
         """The API replica; routes live on the FastAPI app."""

@@ -10,6 +10,7 @@ tails the store by ``seq`` (``scheduler/ingest.py``), so a lost notification cos
 Positions are the scheduler's: by the policy's order when the queue is shallow (the order the
 scheduler stores after each cycle), else by class then arrival, counted over an index.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,9 +46,15 @@ class _Cached:
 class StoreAccess:
     """Reads and submissions straight on the store, for one API replica."""
 
-    def __init__(self, path: str, *, max_queue_size: int, synchronous: str = "normal",
-                 policy: Optional[PolicyConfig] = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_queue_size: int,
+        synchronous: str = "normal",
+        policy: Optional[PolicyConfig] = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.path = path
         self.max_queue_size = max_queue_size
         self.synchronous = synchronous
@@ -56,8 +63,9 @@ class StoreAccess:
         self._writer: Optional[SQLiteStore] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="orion-store-write")
         default = policy or PolicyConfig()
-        self._policy = _Cached("policy", lambda raw: PolicyConfig.model_validate_json(raw)
-                               if raw else default)
+        self._policy = _Cached(
+            "policy", lambda raw: PolicyConfig.model_validate_json(raw) if raw else default
+        )
         self._tenants = _Cached("tenants", lambda raw: TenantRegistry(self.reader))
         self._order = _Cached(ORDER_SETTING, lambda raw: json.loads(raw) if raw else [])
 
@@ -92,26 +100,34 @@ class StoreAccess:
         """Check, then write in one transaction (in the writer thread); returns the stored
         workload (the first one for a repeated ``request_id``)."""
         from ..scheduler.intake import check_importable  # the same environment: the head node
+
         check_importable(spec)
         tenants = self.tenants()
-        check_spec(spec, tenant_id, protected=self.policy().preemption.protected_classes,
-                   known=tenants.known(tenant_id))
+        check_spec(
+            spec,
+            tenant_id,
+            protected=self.policy().preemption.protected_classes,
+            known=tenants.known(tenant_id),
+        )
         w = new_workload(spec, tenant_id, self.clock())
         limit = getattr(tenants.get(tenant_id), "max_queued", None)
 
         def write() -> Workload:
             if self._writer is None:
                 self._writer = SQLiteStore(self.path, self.synchronous)
-            return self._writer.submit(w, who=who, max_queue_size=self.max_queue_size,
-                                       tenant_limit=limit)[0]
+            return self._writer.submit(w, who=who, max_queue_size=self.max_queue_size, tenant_limit=limit)[0]
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, write)
 
     def ack(self, w: Workload) -> dict[str, Any]:
         """The acknowledgement from the store alone (no forecast: that is the scheduler's)."""
-        return {"workload_id": w.workload_id, "status": w.status.value,
-                "queue_position": self.position(w), "estimated_start": None,
-                "estimated_completion": None}
+        return {
+            "workload_id": w.workload_id,
+            "status": w.status.value,
+            "queue_position": self.position(w),
+            "estimated_start": None,
+            "estimated_completion": None,
+        }
 
     def shallow(self) -> bool:
         """Whether the queue is short enough for the scheduler to forecast its starts."""
@@ -157,11 +173,11 @@ class StoreAccess:
         out["queue_position"] = self.position(w)
         return out
 
-    def list(self, status: Optional[str], tenant_id: Optional[str], limit: int,
-             cursor: Optional[int]) -> dict[str, Any]:
+    def list(
+        self, status: Optional[str], tenant_id: Optional[str], limit: int, cursor: Optional[int]
+    ) -> dict[str, Any]:
         """Newest first, paged by ``seq`` (the scheduler's ``list``, read here)."""
-        rows = self.reader.list(status=status, tenant_id=tenant_id, limit=limit + 1,
-                                before_seq=cursor)
+        rows = self.reader.list(status=status, tenant_id=tenant_id, limit=limit + 1, before_seq=cursor)
         next_cursor = rows[limit - 1].seq if len(rows) > limit else None
         return {"items": [w.public() for w in rows[:limit]], "next_cursor": next_cursor}
 
@@ -173,8 +189,7 @@ class StoreAccess:
 
     def audit_log(self, limit: int, cursor: Optional[int]) -> dict[str, Any]:
         rows = self.reader.audit_log(limit + 1, cursor)
-        return {"items": rows[:limit],
-                "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
+        return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
 
     def explain(self, workload_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
         """Explain's stored parts (position, backoff, the last cycle's reasons, what is ahead),
@@ -188,31 +203,59 @@ class StoreAccess:
             overall, mine = self.positions(w)
             position = {"overall": overall, "tenant": mine}
             if w.not_before > now:
-                reasons.append({"code": "backoff", "message": f"backing off until "
-                                f"{iso(w.not_before)} ({w.reason or 'requeued'})"})
+                reasons.append(
+                    {
+                        "code": "backoff",
+                        "message": f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})",
+                    }
+                )
             reasons += [dict(r) for r in self.reader.wait_of(workload_id) or []]
             higher, same = self.reader.queued_ahead(w.priority.rank, w.seq)
             if higher:
-                reasons.append({"code": "priority", "message":
-                                f"{higher} workload(s) of a higher priority class are ahead"})
+                reasons.append(
+                    {
+                        "code": "priority",
+                        "message": f"{higher} workload(s) of a higher priority class are ahead",
+                    }
+                )
             if same:
-                reasons.append({"code": "order", "message":
-                                f"{same} workload(s) of its class are ahead (deadlines first, "
-                                "then the tenant with the smallest weighted fair share)"})
+                reasons.append(
+                    {
+                        "code": "order",
+                        "message": f"{same} workload(s) of its class are ahead (deadlines first, "
+                        "then the tenant with the smallest weighted fair share)",
+                    }
+                )
             if not reasons:
-                reasons.append({"code": "next_cycle", "message":
-                                "eligible: the next scheduling cycle will consider it"})
-            reasons.append({"code": "no_estimate", "message": "no estimate: the scheduler did "
-                            "not answer in time (these reasons are its last stored ones)"})
+                reasons.append(
+                    {"code": "next_cycle", "message": "eligible: the next scheduling cycle will consider it"}
+                )
+            reasons.append(
+                {
+                    "code": "no_estimate",
+                    "message": "no estimate: the scheduler did "
+                    "not answer in time (these reasons are its last stored ones)",
+                }
+            )
         elif w.status == Status.STARTING:
-            reasons.append({"code": "placement_pending", "message":
-                            "its placement group is requested; waiting for Ray to reserve it"})
+            reasons.append(
+                {
+                    "code": "placement_pending",
+                    "message": "its placement group is requested; waiting for Ray to reserve it",
+                }
+            )
         elif w.status == Status.PREEMPTED:
             reasons.append({"code": "preempted", "message": w.reason or "preempted; stopping"})
         elif w.status == Status.RUNNING:
             reasons.append({"code": "running", "message": "running"})
         else:
             reasons.append({"code": "finished", "message": f"finished: {w.status.value}"})
-        return {"workload_id": w.workload_id, "status": w.status.value, "position": position,
-                "reasons": reasons, "attempt": w.attempt, "estimated_start": None,
-                "estimated_completion": None}
+        return {
+            "workload_id": w.workload_id,
+            "status": w.status.value,
+            "position": position,
+            "reasons": reasons,
+            "attempt": w.attempt,
+            "estimated_start": None,
+            "estimated_completion": None,
+        }

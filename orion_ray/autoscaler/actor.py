@@ -4,6 +4,7 @@ A thin shell like the scheduler's: it builds the store, the Ray capacity adapter
 scheduler actor, and runs ``AutoscalerLoop`` forever. Ray restarts it after a crash; the decision
 state (cooldowns, targets, released nodes) comes back from the store.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,6 +31,7 @@ class SchedulerSource:
     def _h(self):
         if self._handle is None:
             from ..scheduler.actor import get_scheduler
+
             self._handle = get_scheduler()
         return self._handle
 
@@ -50,8 +52,7 @@ class AutoscalerActor:
     """Wrapped with ``ray.remote`` by ``deploy_autoscaler``."""
 
     def __init__(self, config: dict[str, Any], interval_s: Optional[float] = None):
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         section = self.config.orion
         store_cfg = section.store
@@ -63,10 +64,17 @@ class AutoscalerActor:
         hook = None
         if spot:  # a spot node's two-minute warning becomes a drain of that node
             from .spot_watch import ensure_spot_watchers
+
             hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched)  # noqa: E731
-        self.loop = AutoscalerLoop(pools, SchedulerSource(), RayCapacity(), self.store,
-                                   interval_s=interval,
-                                   node_types=node_type_of(section.worker_pools), on_nodes=hook)
+        self.loop = AutoscalerLoop(
+            pools,
+            SchedulerSource(),
+            RayCapacity(),
+            self.store,
+            interval_s=interval,
+            node_types=node_type_of(section.worker_pools),
+            on_nodes=hook,
+        )
         self._task: Optional[asyncio.Task] = None
         ray.get_runtime_context().current_actor.ensure_started.remote()
 
@@ -89,7 +97,14 @@ class AutoscalerActor:
 def deploy_autoscaler(config: OrionConfig):
     """Get or create the detached autoscaler actor (never a second one)."""
     cls = ray.remote(AutoscalerActor)
-    return cls.options(name=AUTOSCALER_NAME, namespace=NAMESPACE, lifetime="detached",
-                       get_if_exists=True, max_restarts=-1, max_task_retries=0, num_cpus=0,
-                       max_concurrency=100, scheduling_strategy=on_head_node()
-                       ).remote(config.model_dump(mode="json"))
+    return cls.options(
+        name=AUTOSCALER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=100,
+        scheduling_strategy=on_head_node(),
+    ).remote(config.model_dump(mode="json"))

@@ -1,4 +1,5 @@
 """The capacity backend of the admin API: reservations, and the EC2 provider's view of its pools."""
+
 from __future__ import annotations
 
 from typing import Iterable, Optional, Union
@@ -46,8 +47,15 @@ class LazyCapacity:
     def _service(self) -> CapacityService:
         if self._svc is None:
             import boto3
-            kw = {k: v for k, v in (("region_name", self.capacity.get("region")),
-                                    ("endpoint_url", self.capacity.get("endpoint_url"))) if v}
+
+            kw = {
+                k: v
+                for k, v in (
+                    ("region_name", self.capacity.get("region")),
+                    ("endpoint_url", self.capacity.get("endpoint_url")),
+                )
+                if v
+            }
             ec2 = boto3.client("ec2", **kw)
             cluster = self.capacity.get("cluster") or "orion"
             provider = None
@@ -74,7 +82,6 @@ def _field(pool: Union[WorkerPool, dict], name: str):
     return getattr(pool, name) if isinstance(pool, WorkerPool) else pool.get(name)
 
 
-def capacity_backend(capacity: dict, pools: Iterable[Union[WorkerPool, dict]]
-                     ) -> Optional[LazyCapacity]:
+def capacity_backend(capacity: dict, pools: Iterable[Union[WorkerPool, dict]]) -> Optional[LazyCapacity]:
     """The API's capacity backend for ``orion.capacity`` (None when Orion manages none)."""
     return LazyCapacity(capacity, pools) if capacity.get("provider") == "ec2" else None

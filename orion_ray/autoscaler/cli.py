@@ -1,12 +1,13 @@
 """``orion capacity ...``: capacity reservations and pool status through the admin API.
 
-    orion capacity reservations list [-o json]
-    orion capacity reservations create --instance-type p4d.24xlarge --zone us-east-1a --count 4
-                                       [--end-date 2026-12-01T00:00:00Z] [--match targeted|open]
-                                       [--tag team=research ...]
-    orion capacity reservations release cr-0123456789abcdef0
-    orion capacity status [-o json]
+orion capacity reservations list [-o json]
+orion capacity reservations create --instance-type p4d.24xlarge --zone us-east-1a --count 4
+                                   [--end-date 2026-12-01T00:00:00Z] [--match targeted|open]
+                                   [--tag team=research ...]
+orion capacity reservations release cr-0123456789abcdef0
+orion capacity status [-o json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ class CapacityClient:
 
 def _capacity_client(url: Optional[str] = None, api_key: Optional[str] = None) -> CapacityClient:
     from ..session import ApiSession
+
     return CapacityClient(ApiSession(url=url, api_key=api_key))
 
 
@@ -50,11 +52,12 @@ def _tag_pair(text: str) -> tuple[str, str]:
 
 
 def _table(items: list[dict]) -> None:
-    print(f"{'RESERVATION':<22} {'TYPE':<16} {'ZONE':<12} {'FREE':>5} {'TOTAL':>5} "
-          f"{'STATE':<10} END")
+    print(f"{'RESERVATION':<22} {'TYPE':<16} {'ZONE':<12} {'FREE':>5} {'TOTAL':>5} {'STATE':<10} END")
     for r in items:
-        print(f"{r['reservation_id']:<22} {r['instance_type']:<16} {r['availability_zone']:<12} "
-              f"{r['available']:>5} {r['total']:>5} {r['state']:<10} {r.get('end_date') or '-'}")
+        print(
+            f"{r['reservation_id']:<22} {r['instance_type']:<16} {r['availability_zone']:<12} "
+            f"{r['available']:>5} {r['total']:>5} {r['state']:<10} {r.get('end_date') or '-'}"
+        )
 
 
 def cmd_reservations(a) -> int:
@@ -68,8 +71,13 @@ def cmd_reservations(a) -> int:
             _table(result["items"])
         return 0
     if a.action == "create":
-        body = {"instance_type": a.instance_type, "availability_zone": a.zone, "count": a.count,
-                "instance_match_criteria": a.match, "tags": dict(a.tag)}
+        body = {
+            "instance_type": a.instance_type,
+            "availability_zone": a.zone,
+            "count": a.count,
+            "instance_match_criteria": a.match,
+            "tags": dict(a.tag),
+        }
         if a.end_date:
             body["end_date"] = a.end_date
         result = c.create(body)
@@ -91,12 +99,16 @@ def cmd_status(a) -> int:
         return 0
     print(f"{'POOL':<16} {'TYPE':<16} {'SOURCES':<30} {'BLOCKED':<28} LAST FAILURE")
     for name, p in result.get("pools", {}).items():
-        blocked = ", ".join(f"{b['source']}/{b.get('zone') or b.get('reservation_id')}"
-                            f" {b['seconds_left']:.0f}s" for b in p["blocked"]) or "-"
+        blocked = (
+            ", ".join(
+                f"{b['source']}/{b.get('zone') or b.get('reservation_id')} {b['seconds_left']:.0f}s"
+                for b in p["blocked"]
+            )
+            or "-"
+        )
         failure = p.get("last_failure")
         last = f"{failure['at']} {failure['code']}: {failure['message']}" if failure else "-"
-        print(f"{name:<16} {p['instance_type']:<16} {' > '.join(p['sources']):<30} "
-              f"{blocked:<28} {last}")
+        print(f"{name:<16} {p['instance_type']:<16} {' > '.join(p['sources']):<30} {blocked:<28} {last}")
     return 0
 
 
@@ -121,8 +133,12 @@ def add_capacity_parser(sub) -> None:
     cr.add_argument("--zone", required=True, help="availability zone, e.g. us-east-1a")
     cr.add_argument("--count", type=int, required=True)
     cr.add_argument("--end-date", help="ISO 8601 UTC; default: until released")
-    cr.add_argument("--match", choices=["targeted", "open"], default="targeted",
-                    help="targeted: only launches naming it use it (Orion's pools do)")
+    cr.add_argument(
+        "--match",
+        choices=["targeted", "open"],
+        default="targeted",
+        help="targeted: only launches naming it use it (Orion's pools do)",
+    )
     cr.add_argument("--tag", action="append", default=[], type=_tag_pair, metavar="KEY=VALUE")
     rl = out(actions.add_parser("release", help="cancel a reservation"))
     rl.add_argument("reservation_id")

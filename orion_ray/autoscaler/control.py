@@ -17,6 +17,7 @@ Each step:
 Everything external is passed in: ``source`` (the scheduler), ``capacity`` (``RayCapacity``),
 ``store`` and ``clock``, so tests drive a step with fakes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +25,18 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from ..policy.autoscaling import (AutoscaleContext, AutoscaleState, HistoryPoint, NodeSample,
-                                  PendingGang, PoolObservation, PoolSpec, assign_pending, decide,
-                                  record_point)
+from ..policy.autoscaling import (
+    AutoscaleContext,
+    AutoscaleState,
+    HistoryPoint,
+    NodeSample,
+    PendingGang,
+    PoolObservation,
+    PoolSpec,
+    assign_pending,
+    decide,
+    record_point,
+)
 
 log = logging.getLogger("orion.autoscaler")
 
@@ -38,10 +48,18 @@ TELEMETRY_EVERY_S = 15.0
 class AutoscalerLoop:
     """One autoscaler: ``await step()`` once, or ``await run()`` forever."""
 
-    def __init__(self, pools: list[PoolSpec], source: Any, capacity: Any, store: Any,
-                 clock: Callable[[], float] = time.time, interval_s: float = 1.0,
-                 history_every_s: float = 60.0, node_types: Optional[dict[str, str]] = None,
-                 on_nodes: Optional[Callable[[list[dict]], None]] = None):
+    def __init__(
+        self,
+        pools: list[PoolSpec],
+        source: Any,
+        capacity: Any,
+        store: Any,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = 1.0,
+        history_every_s: float = 60.0,
+        node_types: Optional[dict[str, str]] = None,
+        on_nodes: Optional[Callable[[list[dict]], None]] = None,
+    ):
         self.pools = list(pools)
         self.source = source
         self.capacity = capacity
@@ -125,40 +143,65 @@ class AutoscalerLoop:
             pool = self._pool_of(s, node_types)
             if pool not in by_pool:
                 continue
-            by_pool[pool].append(NodeSample(
-                node_id=s["node_id"], pool=pool, total=dict(s["total"]), free=dict(s["free"]),
-                running=int(s["running"]), state=_sample_state(s, self.released),
-                idle_since=s.get("idle_since"), fragmentation=float(s.get("fragmentation", 0.0))))
-        gangs = [PendingGang(bundles=tuple(dict(b) for b in g["bundles"]),
-                             strategy=g.get("strategy") or "PACK", pool=g.get("pool"),
-                             gpu_type=next((t for t in g.get("gpu_types") or [] if t), None),
-                             source="orion") for g in view.get("pending", [])]
+            by_pool[pool].append(
+                NodeSample(
+                    node_id=s["node_id"],
+                    pool=pool,
+                    total=dict(s["total"]),
+                    free=dict(s["free"]),
+                    running=int(s["running"]),
+                    state=_sample_state(s, self.released),
+                    idle_since=s.get("idle_since"),
+                    fragmentation=float(s.get("fragmentation", 0.0)),
+                )
+            )
+        gangs = [
+            PendingGang(
+                bundles=tuple(dict(b) for b in g["bundles"]),
+                strategy=g.get("strategy") or "PACK",
+                pool=g.get("pool"),
+                gpu_type=next((t for t in g.get("gpu_types") or [] if t), None),
+                source="orion",
+            )
+            for g in view.get("pending", [])
+        ]
         orion_gangs = list(gangs)
-        ids = {id(g): p["workload_id"] for g, p in zip(gangs, view.get("pending", []))
-               if p.get("workload_id")}
-        gangs += [PendingGang(bundles=tuple(dict(b) for b in g["bundles"]),
-                              strategy=g.get("strategy") or "PACK", pool=None, gpu_type=None,
-                              source="ray") for g in ray_state.get("ray_pending", [])
-                  if g.get("bundles")]
+        ids = {
+            id(g): p["workload_id"] for g, p in zip(gangs, view.get("pending", [])) if p.get("workload_id")
+        }
+        gangs += [
+            PendingGang(
+                bundles=tuple(dict(b) for b in g["bundles"]),
+                strategy=g.get("strategy") or "PACK",
+                pool=None,
+                gpu_type=None,
+                source="ray",
+            )
+            for g in ray_state.get("ray_pending", [])
+            if g.get("bundles")
+        ]
         assigned = assign_pending(self.pools, gangs)
         observations = {}
         for p in self.pools:
             nodes = by_pool[p.name]
             pending = tuple(assigned.get(p.name, []))
             observations[p.name] = PoolObservation(
-                pool=p.name, nodes=tuple(nodes), pending=pending,
+                pool=p.name,
+                nodes=tuple(nodes),
+                pending=pending,
                 queue_depth=sum(1 for g in pending if g.source == "orion"),
                 cpu_utilization=_utilisation(nodes, "CPU"),
                 gpu_utilization=_measured_gpu(nodes, self._telemetry)
                 if _measured_gpu(nodes, self._telemetry) is not None
                 else _utilisation(nodes, "GPU"),
-                requested=getattr(self.state.pools.get(p.name), "target", None) or 0)
+                requested=getattr(self.state.pools.get(p.name), "target", None) or 0,
+            )
         self._unplaceable = assigned.get("", [])
         # which queued workload waits on which pool ("" for none), for explain
-        self._waiting = {ids[id(g)]: pool for pool, gs in assigned.items() for g in gs
-                         if id(g) in ids}
-        return AutoscaleContext(pools=tuple(self.pools), observations=observations,
-                                history=tuple(self._load_history(now))), orion_gangs
+        self._waiting = {ids[id(g)]: pool for pool, gs in assigned.items() for g in gs if id(g) in ids}
+        return AutoscaleContext(
+            pools=tuple(self.pools), observations=observations, history=tuple(self._load_history(now))
+        ), orion_gangs
 
     def _load_history(self, now: float) -> list[HistoryPoint]:
         if now - self._history_loaded > self.history_every_s:
@@ -185,8 +228,9 @@ class AutoscalerLoop:
                 if node in self.released:
                     continue
                 try:  # cordoned first, so nothing lands on it while it goes
-                    await self.source.drain(node, "autoscaler", 0.0,
-                                            f"scale-down of pool {d.pool}: {d.reason}"[:300])
+                    await self.source.drain(
+                        node, "autoscaler", 0.0, f"scale-down of pool {d.pool}: {d.reason}"[:300]
+                    )
                     self.released[node] = now
                 except Exception as exc:
                     log.warning("could not release node %s: %s", node, exc)
@@ -200,8 +244,11 @@ class AutoscalerLoop:
                         log.warning("Ray did not release node %s: %s", node, exc)
             # growing again, or holding steady: nodes given back but not yet gone return to work
             if d.direction != "down":
-                mine = [s for s in view.get("nodes", []) if s["node_id"] in self.released
-                        and (s.get("pool") == d.pool)]
+                mine = [
+                    s
+                    for s in view.get("nodes", [])
+                    if s["node_id"] in self.released and (s.get("pool") == d.pool)
+                ]
                 keep = max(0, d.current - d.target) if d.direction == "none" else 0
                 for s in mine[keep:]:
                     try:
@@ -214,8 +261,7 @@ class AutoscalerLoop:
     def _record(self, decision, ctx, ray_state: dict, now: float) -> None:
         for d in decision.pools:
             obs = ctx.observations[d.pool]
-            ready = sum(1 for n in obs.nodes if n.state in ("ready", "cordoned", "draining",
-                                                            "drained"))
+            ready = sum(1 for n in obs.nodes if n.state in ("ready", "cordoned", "draining", "drained"))
             ev = self.open_events.get(d.pool)
             if ev is not None:
                 done = (ready >= ev["after"]) if ev["direction"] == "up" else (ready <= ev["after"])
@@ -226,31 +272,45 @@ class AutoscalerLoop:
             if d.direction in ("up", "down"):
                 if d.pool in self.open_events:
                     self._close(d.pool, "superseded", now, nodes=ready)
-                event = {"at": now, "kind": f"scale_{d.direction}", "pool": d.pool,
-                         "trigger": d.trigger, "reason": d.reason, "before": d.current,
-                         "after": d.target, "outcome": "requested", "policy": d.policy,
-                         "candidates": dict(d.candidates), "release": list(d.release)}
+                event = {
+                    "at": now,
+                    "kind": f"scale_{d.direction}",
+                    "pool": d.pool,
+                    "trigger": d.trigger,
+                    "reason": d.reason,
+                    "before": d.current,
+                    "after": d.target,
+                    "outcome": "requested",
+                    "policy": d.policy,
+                    "candidates": dict(d.candidates),
+                    "release": list(d.release),
+                }
                 eid = self.store.add_scaling_event(event)
-                self.open_events[d.pool] = {"id": eid, "at": now, "after": d.target,
-                                            "direction": d.direction}
+                self.open_events[d.pool] = {"id": eid, "at": now, "after": d.target, "direction": d.direction}
         for f in ray_state.get("failed_launches") or []:
             key = (f.get("node_type"), f.get("at"), f.get("details"))
             if key in self._failed_seen:
                 continue
             self._failed_seen.add(key)
             pool = next((p for p, t in self.node_types.items() if t == f.get("node_type")), None)
-            self.store.add_scaling_event({"at": now, "kind": "launch_failed", "pool": pool,
-                                          "trigger": "ray_autoscaler", "outcome": "failed",
-                                          "reason": (f.get("details") or "launch failed")[:2000],
-                                          "node_type": f.get("node_type"),
-                                          "count": f.get("count")})
+            self.store.add_scaling_event(
+                {
+                    "at": now,
+                    "kind": "launch_failed",
+                    "pool": pool,
+                    "trigger": "ray_autoscaler",
+                    "outcome": "failed",
+                    "reason": (f.get("details") or "launch failed")[:2000],
+                    "node_type": f.get("node_type"),
+                    "count": f.get("count"),
+                }
+            )
         if now - self._history_at >= self.history_every_s:
             self._history_at = now
             points = record_point(ctx, decision, now)
             if points:
                 lookback = max((p.params.lookback_s for p in self.pools), default=0.0)
-                self.store.add_history([(p.at, p.pool, p.nodes_needed) for p in points],
-                                       now - lookback)
+                self.store.add_history([(p.at, p.pool, p.nodes_needed) for p in points], now - lookback)
         saved = self.state.to_dict()
         saved["_released"] = dict(self.released)
         self.store.put_setting(STATE_SETTING, saved)
@@ -260,16 +320,18 @@ class AutoscalerLoop:
         self.store.update_scaling_event(ev["id"], outcome, round(now - ev["at"], 3), **details)
 
     async def _report(self, decision, ctx, view, ray_state, orion_gangs, now) -> dict[str, Any]:
-        if now - self._telemetry_at > TELEMETRY_EVERY_S and hasattr(self.capacity,
-                                                                    "gpu_telemetry"):
+        if now - self._telemetry_at > TELEMETRY_EVERY_S and hasattr(self.capacity, "gpu_telemetry"):
             self._telemetry_at = now
             # A node is probed when first seen; after that only if it has a device and work
             # (a probe task on an idle node must not keep the Ray autoscaler from releasing it,
             # and a node without an NVIDIA device does not grow one).
             alive = {s["node_id"]: s for s in view.get("nodes", []) if s["total"].get("GPU")}
             self._telemetry = {n: t for n, t in self._telemetry.items() if n in alive}
-            probe = [n for n, s in alive.items() if n not in self._telemetry
-                     or (self._telemetry[n].get("status") == "ok" and s.get("running"))]
+            probe = [
+                n
+                for n, s in alive.items()
+                if n not in self._telemetry or (self._telemetry[n].get("status") == "ok" and s.get("running"))
+            ]
             if probe:
                 try:
                     got = await asyncio.to_thread(self.capacity.gpu_telemetry, probe)
@@ -283,35 +345,59 @@ class AutoscalerLoop:
             pool = next((p for p, t in self.node_types.items() if t == f.get("node_type")), None)
             at = float(f.get("at") or now)
             if pool is not None and at >= failures.get(pool, {}).get("at", -1):
-                failures[pool] = {"at": at, "details": (f.get("details") or "")[:1000],
-                                  "count": f.get("count")}
+                failures[pool] = {
+                    "at": at,
+                    "details": (f.get("details") or "")[:1000],
+                    "count": f.get("count"),
+                }
         specs = {p.name: p for p in self.pools}
         for d in decision.pools:
             obs = ctx.observations[d.pool]
-            pools.append({"pool": d.pool, "policy": d.policy, "current": d.current,
-                          "target": d.target, "direction": d.direction, "trigger": d.trigger,
-                          "reason": d.reason, "held_by_cooldown": d.held_by_cooldown,
-                          "candidates": dict(d.candidates),
-                          "provisioning": pending.get(self.node_types.get(d.pool, d.pool), 0),
-                          "pending_gangs": len(obs.pending),
-                          "last_failed_launch": failures.get(d.pool),
-                          "spec": {"node_resources": specs[d.pool].node_resources,
-                                   "labels": specs[d.pool].labels,
-                                   "min_size": specs[d.pool].min_size,
-                                   "max_size": specs[d.pool].max_size},
-                          "released": sorted(
-                              n for n in self.released if any(s.node_id == n for s in obs.nodes))})
+            pools.append(
+                {
+                    "pool": d.pool,
+                    "policy": d.policy,
+                    "current": d.current,
+                    "target": d.target,
+                    "direction": d.direction,
+                    "trigger": d.trigger,
+                    "reason": d.reason,
+                    "held_by_cooldown": d.held_by_cooldown,
+                    "candidates": dict(d.candidates),
+                    "provisioning": pending.get(self.node_types.get(d.pool, d.pool), 0),
+                    "pending_gangs": len(obs.pending),
+                    "last_failed_launch": failures.get(d.pool),
+                    "spec": {
+                        "node_resources": specs[d.pool].node_resources,
+                        "labels": specs[d.pool].labels,
+                        "min_size": specs[d.pool].min_size,
+                        "max_size": specs[d.pool].max_size,
+                    },
+                    "released": sorted(n for n in self.released if any(s.node_id == n for s in obs.nodes)),
+                }
+            )
         self.last_status = {
-            "at": now, "loop": "ok" if self.last_error is None else "error",
-            "last_error": self.last_error, "steps": self.steps, "interval_s": self.interval_s,
-            "pools": pools, "ray_autoscaler": "ok" if "error" not in ray_state else "unavailable",
+            "at": now,
+            "loop": "ok" if self.last_error is None else "error",
+            "last_error": self.last_error,
+            "steps": self.steps,
+            "interval_s": self.interval_s,
+            "pools": pools,
+            "ray_autoscaler": "ok" if "error" not in ray_state else "unavailable",
             "ray_autoscaler_error": ray_state.get("error"),
-            "unplaceable": [{"bundles": list(g.bundles), "strategy": g.strategy,
-                             "gpu_type": g.gpu_type, "source": g.source}
-                            for g in getattr(self, "_unplaceable", [])][:50],
+            "unplaceable": [
+                {
+                    "bundles": list(g.bundles),
+                    "strategy": g.strategy,
+                    "gpu_type": g.gpu_type,
+                    "source": g.source,
+                }
+                for g in getattr(self, "_unplaceable", [])
+            ][:50],
             "failed_launches": (ray_state.get("failed_launches") or [])[-20:],
             "waiting": dict(getattr(self, "_waiting", {})),
-            "gpu_telemetry": self._telemetry}
+            "gpu_telemetry": self._telemetry,
+        }
         try:
             await self.source.autoscaler_report(self.last_status)
         except Exception:
@@ -330,9 +416,12 @@ def _utilisation(nodes: list[NodeSample], key: str) -> Optional[float]:
 
 def _measured_gpu(nodes: list[NodeSample], telemetry: dict) -> Optional[float]:
     """Mean NVML utilisation over the pool's GPUs where a device reports (None: no device)."""
-    pcts = [g["utilization_pct"] for n in nodes
-            for g in (telemetry.get(n.node_id) or {}).get("gpus", [])
-            if (telemetry.get(n.node_id) or {}).get("status") == "ok"]
+    pcts = [
+        g["utilization_pct"]
+        for n in nodes
+        for g in (telemetry.get(n.node_id) or {}).get("gpus", [])
+        if (telemetry.get(n.node_id) or {}).get("status") == "ok"
+    ]
     return round(sum(pcts) / len(pcts), 3) if pcts else None
 
 

@@ -7,6 +7,7 @@ a known ``instance_type``'s), the labels its nodes carry (``orion.io/pool: <name
 land on that pool's node type, its bounds, its scaling parameters over the defaults, and its
 schedule windows. The EC2 fields belong to the EC2 provider and are not read here.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Optional, Union
@@ -26,15 +27,21 @@ def pool_spec(pool: WorkerPool, params_defaults: Optional[dict] = None) -> PoolS
     labels.setdefault(POOL_LABEL, pool.name)
     if gpu_type:
         labels.setdefault("ray.io/accelerator-type", str(gpu_type))
-    return PoolSpec(name=pool.name, node_resources=resources, labels=labels,
-                    min_size=pool.min_size, max_size=pool.max_size,
-                    policy=pool.scaling_policy or "reactive",
-                    params=params_from_config(params_defaults or {}, pool.autoscaling),
-                    schedule=tuple(parse_window(w) for w in pool.schedule))
+    return PoolSpec(
+        name=pool.name,
+        node_resources=resources,
+        labels=labels,
+        min_size=pool.min_size,
+        max_size=pool.max_size,
+        policy=pool.scaling_policy or "reactive",
+        params=params_from_config(params_defaults or {}, pool.autoscaling),
+        schedule=tuple(parse_window(w) for w in pool.schedule),
+    )
 
 
-def parse_autoscale_pools(pools: Iterable[Union[WorkerPool, dict]],
-                          defaults: Optional[dict] = None) -> list[PoolSpec]:
+def parse_autoscale_pools(
+    pools: Iterable[Union[WorkerPool, dict]], defaults: Optional[dict] = None
+) -> list[PoolSpec]:
     """Every pool of ``orion.yaml`` (typed, or raw dicts validated here) as a ``PoolSpec``;
     ``ConfigError`` naming each bad field (``orion.worker_pools.0.resources``,
     ``orion.autoscaling``)."""

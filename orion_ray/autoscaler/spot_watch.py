@@ -7,6 +7,7 @@ instance back: the running work gets the time left to finish, then is preempted 
 nothing is lost. The notice names the EC2 instance; the actor knows which Ray node it sits on, so no
 instance-to-node mapping is needed. Inside the cluster, no API key is involved.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,19 +23,31 @@ log = logging.getLogger("orion.autoscaler.spot")
 STOP_MARGIN_S = 20.0
 
 
-def orion_drain(scheduler: Any, ray_node_id: str,
-                now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
-                ) -> Callable[[str, dt.datetime], object]:
+def orion_drain(
+    scheduler: Any,
+    ray_node_id: str,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+) -> Callable[[str, dt.datetime], object]:
     """The watcher's ``drain(notice_node, deadline)``: drain ``ray_node_id`` through the scheduler
     (``scheduler.drain(node_id, who, deadline_s, reason)``, blocking) with the deadline minus a
     margin."""
+
     def drain(instance: str, deadline: dt.datetime) -> object:
         left = max(0.0, (deadline - now()).total_seconds() - STOP_MARGIN_S)
-        log.warning("spot interruption of %s (node %s) at %s: draining with %.0f s", instance,
-                    ray_node_id, deadline.isoformat(), left)
-        return scheduler.drain(ray_node_id, "spot-interruption", left,
-                               f"spot interruption notice for {instance}: reclaimed at "
-                               f"{deadline.isoformat()}")
+        log.warning(
+            "spot interruption of %s (node %s) at %s: draining with %.0f s",
+            instance,
+            ray_node_id,
+            deadline.isoformat(),
+            left,
+        )
+        return scheduler.drain(
+            ray_node_id,
+            "spot-interruption",
+            left,
+            f"spot interruption notice for {instance}: reclaimed at {deadline.isoformat()}",
+        )
+
     return drain
 
 
@@ -43,12 +56,13 @@ class SpotWatchActor:
 
     def __init__(self, interval_s: float = 5.0, source: Optional[NoticeSource] = None):
         import ray
+
         from .providers.spot import IMDSNoticeSource
+
         self.node_id = ray.get_runtime_context().get_node_id()
         self.interval_s = interval_s
         self.source = source or IMDSNoticeSource()
-        self.watcher = SpotInterruptionWatcher(self.source, orion_drain(_BlockingScheduler(),
-                                                                        self.node_id))
+        self.watcher = SpotInterruptionWatcher(self.source, orion_drain(_BlockingScheduler(), self.node_id))
         self._task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -68,7 +82,9 @@ class _BlockingScheduler:
 
     def drain(self, node_id: str, who: str, deadline_s: float, reason: str) -> object:
         import ray
+
         from ..scheduler.actor import get_scheduler
+
         return ray.get(get_scheduler().drain.remote(node_id, who, deadline_s, reason), timeout=30)
 
 
@@ -76,13 +92,20 @@ def ensure_spot_watchers(nodes: list[dict], spot_pools: set[str], started: set[s
     """Start a watcher on each alive node of a spot pool that has none (idempotent by name)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from ..names import NAMESPACE
+
     cls = ray.remote(SpotWatchActor)
     for n in nodes:
         if n.get("pool") not in spot_pools or n["node_id"] in started:
             continue
-        cls.options(name=f"orion-spot-{n['node_id'][:16]}", namespace=NAMESPACE,
-                    get_if_exists=True, lifetime="detached", num_cpus=0, max_restarts=-1,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False)
-                    ).remote()
+        cls.options(
+            name=f"orion-spot-{n['node_id'][:16]}",
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False),
+        ).remote()
         started.add(n["node_id"])

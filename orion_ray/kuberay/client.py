@@ -9,6 +9,7 @@ index, so a list reordered since it was read fails (409) instead of scaling the 
 kubernetes client sends ``application/merge-patch+json`` for custom objects unless told otherwise
 (checked with kubernetes 37), so the content type is passed explicitly.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -21,6 +22,7 @@ JSON_PATCH = "application/json-patch+json"
 
 class KubernetesError(OrionError):
     """The Kubernetes API failed in a way the caller cannot fix (reported as 502)."""
+
     status_code = 502
     code = "kubernetes_error"
 
@@ -59,9 +61,9 @@ class KubeRayClient:
         try:
             return PLURALS[kind]
         except KeyError:
-            raise ValidationError(f"unknown KubeRay kind {kind!r}",
-                                  [{"field": "kind", "problem": f"one of {sorted(PLURALS)}"}]
-                                  ) from None
+            raise ValidationError(
+                f"unknown KubeRay kind {kind!r}", [{"field": "kind", "problem": f"one of {sorted(PLURALS)}"}]
+            ) from None
 
     def create(self, manifest: dict) -> dict:
         """Create the object a manifest describes (checked against the CRD schema first)."""
@@ -73,24 +75,50 @@ class KubeRayClient:
                 raise ValidationError(f"invalid {kind} manifest", problems)
         ns = (manifest.get("metadata") or {}).get("namespace") or self.namespace
         name = manifest["metadata"]["name"]
-        return self._call(f"{kind} {ns}/{name}", self.api.create_namespaced_custom_object,
-                          GROUP, VERSION, ns, plural, manifest)
+        return self._call(
+            f"{kind} {ns}/{name}",
+            self.api.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            plural,
+            manifest,
+        )
 
     def get(self, kind: str, name: str) -> dict:
-        return self._call(f"{kind} {self.namespace}/{name}",
-                          self.api.get_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                          self._plural(kind), name)
+        return self._call(
+            f"{kind} {self.namespace}/{name}",
+            self.api.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            self._plural(kind),
+            name,
+        )
 
     def list(self, kind: str, label_selector: Optional[str] = None) -> list[dict]:
         kw = {"label_selector": label_selector} if label_selector else {}
-        result = self._call(f"{kind} list", self.api.list_namespaced_custom_object, GROUP,
-                            VERSION, self.namespace, self._plural(kind), **kw)
+        result = self._call(
+            f"{kind} list",
+            self.api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            self._plural(kind),
+            **kw,
+        )
         return list(result.get("items", []))
 
     def delete(self, kind: str, name: str) -> dict:
-        return self._call(f"{kind} {self.namespace}/{name}",
-                          self.api.delete_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, self._plural(kind), name)
+        return self._call(
+            f"{kind} {self.namespace}/{name}",
+            self.api.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            self._plural(kind),
+            name,
+        )
 
     def scale_worker_group(self, cluster: str, group: str, replicas: int) -> dict:
         """Set one worker group's ``replicas`` (within its min/max) with a JSON patch.
@@ -101,18 +129,30 @@ class KubeRayClient:
         groups = (obj.get("spec") or {}).get("workerGroupSpecs") or []
         index = next((i for i, g in enumerate(groups) if g.get("groupName") == group), None)
         if index is None:
-            raise NotFound(f"RayCluster {cluster} has no worker group {group!r}; "
-                           f"groups: {[g.get('groupName') for g in groups]}")
+            raise NotFound(
+                f"RayCluster {cluster} has no worker group {group!r}; "
+                f"groups: {[g.get('groupName') for g in groups]}"
+            )
         g = groups[index]
         lo, hi = int(g.get("minReplicas", 0)), g.get("maxReplicas")
         if not isinstance(replicas, int) or replicas < lo or (hi is not None and replicas > hi):
-            raise ValidationError(f"replicas must be within {lo}..{hi} for group {group!r}",
-                                  [{"field": "replicas", "problem": f"got {replicas!r}"}])
+            raise ValidationError(
+                f"replicas must be within {lo}..{hi} for group {group!r}",
+                [{"field": "replicas", "problem": f"got {replicas!r}"}],
+            )
         base = f"/spec/workerGroupSpecs/{index}"
-        patch = [{"op": "test", "path": f"{base}/groupName", "value": group},
-                 {"op": "replace" if "replicas" in g else "add", "path": f"{base}/replicas",
-                  "value": replicas}]
-        return self._call(f"RayCluster {self.namespace}/{cluster}",
-                          self.api.patch_namespaced_custom_object, GROUP, VERSION,
-                          self.namespace, "rayclusters", cluster, patch,
-                          _content_type=JSON_PATCH)
+        patch = [
+            {"op": "test", "path": f"{base}/groupName", "value": group},
+            {"op": "replace" if "replicas" in g else "add", "path": f"{base}/replicas", "value": replicas},
+        ]
+        return self._call(
+            f"RayCluster {self.namespace}/{cluster}",
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "rayclusters",
+            cluster,
+            patch,
+            _content_type=JSON_PATCH,
+        )

@@ -5,6 +5,7 @@ would vanish without an error. So the check here is strict: unknown fields are e
 ``kubectl apply --validate=strict`` would say), except where the schema says it keeps them.
 The string fields that hold YAML (``serveConfigV2``, ``runtimeEnvYAML``) are parsed and checked too.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,8 +38,11 @@ def strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: strict(v) for k, v in schema.items()}
-    if ("properties" in out and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -71,9 +75,13 @@ def _serve_config_problems(text: str) -> list[dict]:
     except yaml.YAMLError as exc:
         return [{"field": "spec.serveConfigV2", "problem": f"not YAML: {exc}"}]
     from ray.serve.schema import ServeDeploySchema
+
     try:
-        schema = ServeDeploySchema.model_validate(data) if hasattr(
-            ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(data)
+        schema = (
+            ServeDeploySchema.model_validate(data)
+            if hasattr(ServeDeploySchema, "model_validate")
+            else ServeDeploySchema.parse_obj(data)
+        )
     except Exception as exc:  # pydantic v1 or v2 error, whichever Ray uses
         return [{"field": "spec.serveConfigV2", "problem": str(exc)[:500]}]
     problems = []
@@ -81,12 +89,14 @@ def _serve_config_problems(text: str) -> list[dict]:
         module, _, attr = app.import_path.replace(":", ".").rpartition(".")
         try:
             import importlib
+
             if not hasattr(importlib.import_module(module), attr):
                 raise ImportError(f"{module} has no {attr}")
         except ImportError as exc:
             if app.import_path.startswith("orion_ray."):  # Orion's own must exist here too
-                problems.append({"field": f"spec.serveConfigV2.applications.{i}.import_path",
-                                 "problem": str(exc)})
+                problems.append(
+                    {"field": f"spec.serveConfigV2.applications.{i}.import_path", "problem": str(exc)}
+                )
     return problems
 
 
@@ -104,6 +114,7 @@ def validate_manifest(manifest: Any, crd_dir: Optional[Path] = None) -> list[dic
         problems.append({"field": "apiVersion", "problem": f"expected {API_VERSION}"})
     name = (manifest.get("metadata") or {}).get("name")
     import re
+
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name):
         problems.append({"field": "metadata.name", "problem": "a DNS-1123 label is required"})
     validator = jsonschema.Draft7Validator(crd_schema(kind, crd_dir))

@@ -4,6 +4,7 @@ Serve calls ``orion_api(args)`` with the application's ``args`` from the manifes
 scheduler actor exists (get-or-create: never a second one) and returns Orion's REST API application,
 as ``orion up`` would deploy it. Only key hashes travel in the manifest, never keys.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -13,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class OrionApiArgs(BaseModel):
     """``args:`` of the ``orion-api`` application in a RayService."""
+
     model_config = ConfigDict(extra="forbid")
     admin_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
-        min_length=1, description="hex SHA-256 of admin keys (64 lowercase hex digits)")
+        min_length=1, description="hex SHA-256 of admin keys (64 lowercase hex digits)"
+    )
     config_path: Optional[str] = Field(None, description="orion.yaml inside the image")
     max_body_bytes: Optional[int] = Field(None, ge=1024)
 

@@ -2,6 +2,7 @@
 
 The live scheduler, the simulator and the benchmarks call this same code.
 """
+
 from .backoff import retry_delay
 from .fit import NodeView, fit_gang
 

@@ -24,6 +24,7 @@ Rules, in the order they apply to each candidate:
    get when running work ends are held for it: later workloads may use them only if they are
    expected to finish before then (backfill with a reservation, as Slurm does).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -53,12 +54,12 @@ class Candidate:
 
     workload_id: str
     tenant: str
-    rank: int                         # 0 = critical … 4 = best_effort
+    rank: int  # 0 = critical … 4 = best_effort
     seq: int
     bundles: Sequence[Mapping[str, float]]
     gpu_types: Sequence[Optional[str]]
     strategy: str
-    demand: Mapping[str, float]       # quota units (quota.demand_of)
+    demand: Mapping[str, float]  # quota units (quota.demand_of)
     queued_since: float
     deadline: Optional[float] = None
     runtime_s: Optional[float] = None  # expected run time (timeout_s or history); None: unknown
@@ -66,8 +67,7 @@ class Candidate:
     @cached_property
     def shape(self) -> tuple[Any, ...]:
         """What placement depends on (equal shapes fit or fail alike); computed once."""
-        return (self.strategy, tuple(self.gpu_types),
-                tuple(tuple(sorted(b.items())) for b in self.bundles))
+        return (self.strategy, tuple(self.gpu_types), tuple(tuple(sorted(b.items())) for b in self.bundles))
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Running:
     started_at: float
     expected_end: Optional[float] = None
     preemptible: bool = True
-    stopping: bool = False            # preempted or cancelled: its capacity frees soon
+    stopping: bool = False  # preempted or cancelled: its capacity frees soon
 
 
 @dataclass
@@ -144,8 +144,7 @@ def _add(into: dict[str, float], demand: Mapping[str, float]) -> None:
         into[k] = into.get(k, 0.0) + v
 
 
-def usage_of(running: Iterable[Running],
-             extra: Mapping[str, Mapping[str, float]] | None = None) -> Usage:
+def usage_of(running: Iterable[Running], extra: Mapping[str, Mapping[str, float]] | None = None) -> Usage:
     """What each tenant holds, in quota units: running work plus ``extra`` (e.g. serving)."""
     out: Usage = {t: dict(u) for t, u in (extra or {}).items()}
     for r in running:
@@ -160,8 +159,13 @@ _usage = usage_of  # the old private name
 class FairOrder:
     """Candidates best first, re-ranking tenants by share as admissions happen (``admitted``)."""
 
-    def __init__(self, candidates: Iterable[Candidate], fair: FairShare,
-                 settings: PolicySettings, capacity: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        candidates: Iterable[Candidate],
+        fair: FairShare,
+        settings: PolicySettings,
+        capacity: Mapping[str, float],
+    ) -> None:
         self.fair, self.settings, self.capacity = fair, settings, capacity
         self.classes: dict[int, tuple[list[Candidate], dict[str, list[Candidate]]]] = {}
         for c in candidates:
@@ -192,8 +196,9 @@ class FairOrder:
                     heapq.heappush(self._heap, (self._share(t), queues[t][pos[t]].seq, t))
 
 
-def static_order(candidates: Sequence[Candidate], fair: FairShare, settings: PolicySettings,
-                 capacity: Mapping[str, float]) -> list[Candidate]:
+def static_order(
+    candidates: Sequence[Candidate], fair: FairShare, settings: PolicySettings, capacity: Mapping[str, float]
+) -> list[Candidate]:
     """The order with no admissions in between (for positions and the forecast)."""
     return list(FairOrder(candidates, fair, settings, capacity))
 
@@ -210,13 +215,22 @@ class CyclePass:
     arrivals honours the one the last full pass made).
     """
 
-    def __init__(self, placer: LivePlacer, candidates: Sequence[Candidate],
-                 running: Sequence[Running], settings: PolicySettings, fair: FairShare,
-                 capacity: Mapping[str, float], now: float, *,
-                 nominated: Mapping[str, set[str]] | None = None, allow_preemption: bool = True,
-                 allow_reservation: bool = True,
-                 extra_usage: Mapping[str, Mapping[str, float]] | None = None,
-                 reservation: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        placer: LivePlacer,
+        candidates: Sequence[Candidate],
+        running: Sequence[Running],
+        settings: PolicySettings,
+        fair: FairShare,
+        capacity: Mapping[str, float],
+        now: float,
+        *,
+        nominated: Mapping[str, set[str]] | None = None,
+        allow_preemption: bool = True,
+        allow_reservation: bool = True,
+        extra_usage: Mapping[str, Mapping[str, float]] | None = None,
+        reservation: Optional[dict[str, Any]] = None,
+    ) -> None:
         self.placer = placer.copy()
         self.fair = fair.copy()
         self.settings, self.now, self.running = settings, now, list(running)
@@ -246,17 +260,14 @@ class CyclePass:
     def quota(self) -> QuotaBook:
         """Quota use of running work (plus ``extra_usage``) and of this pass's admissions."""
         if self._quota is None:
-            self._quota = QuotaBook(self.settings.tenants,
-                                    usage_of(self.running, self._extra_usage))
+            self._quota = QuotaBook(self.settings.tenants, usage_of(self.running, self._extra_usage))
         return self._quota
 
-    def _ordered(self, candidates: Sequence[Candidate], capacity: Mapping[str, float]
-                 ) -> Iterator[Candidate]:
+    def _ordered(self, candidates: Sequence[Candidate], capacity: Mapping[str, float]) -> Iterator[Candidate]:
         # a generator: the order is set up at the first pull, inside the first slice
         yield from FairOrder(candidates, self.fair, self.settings, capacity)
 
-    def advance(self, clock: Optional[Callable[[], float]] = None,
-                budget_s: float = math.inf) -> Plan:
+    def advance(self, clock: Optional[Callable[[], float]] = None, budget_s: float = math.inf) -> Plan:
         """Consider candidates until the pass ends or ``clock()`` has moved ``budget_s`` past its
         value at the call (at least one candidate per call); the slice decided. Without a clock
         the pass runs to its end."""
@@ -299,8 +310,13 @@ class CyclePass:
         plan.order.append(c.workload_id)
         why: list[Reason] = []
         if c.deadline is not None and now + (c.runtime_s or 0.0) > c.deadline:
-            why.append(reason("deadline_at_risk", "it can no longer finish before its deadline"
-                              + (" (expected run time %.0fs)" % c.runtime_s if c.runtime_s else "")))
+            why.append(
+                reason(
+                    "deadline_at_risk",
+                    "it can no longer finish before its deadline"
+                    + (" (expected run time %.0fs)" % c.runtime_s if c.runtime_s else ""),
+                )
+            )
         blocked = self.quota.check(c.tenant, c.demand)
         if blocked:
             plan.reasons[c.workload_id] = why + [reason("quota", blocked["message"])]
@@ -332,67 +348,113 @@ class CyclePass:
             return True
         pending = self.nominated.get(c.workload_id)
         if pending:
-            plan.reasons[c.workload_id] = why + [reason(
-                "preempting", f"waiting for {len(pending)} preempted workload(s) to stop")]
+            plan.reasons[c.workload_id] = why + [
+                reason("preempting", f"waiting for {len(pending)} preempted workload(s) to stop")
+            ]
             return True
-        if self._late is not None and self._late() and (
+        if (
+            self._late is not None
+            and self._late()
+            and (
                 (self.allow_preemption and settings.preemption and self.attempts > 0)
-                or (self.allow_reservation and self.reservation is None
+                or (
+                    self.allow_reservation
+                    and self.reservation is None
                     and wait["code"] == "capacity"
-                    and now - c.queued_since >= settings.reserve_after_s)):
+                    and now - c.queued_since >= settings.reserve_after_s
+                )
+            )
+        ):
             plan.order.pop()  # as if not reached: the next slice starts with it
             return False
         if self.allow_preemption and settings.preemption and self.attempts > 0:
             self.attempts -= 1
             if self._victims is None:
-                self._victims = VictimIndex([r for r in self.running if not r.stopping],
-                                            settings, now)
+                self._victims = VictimIndex([r for r in self.running if not r.stopping], settings, now)
             victims = choose_victims(placer, c, (), self.quota, settings, now, self._victims)
             if victims:
                 self._victims.take({v.workload_id for v in victims})
                 plan.preempt += [(v.workload_id, c.workload_id) for v in victims]
-                plan.reasons[c.workload_id] = why + [reason(
-                    "preempting", f"preempting {len(victims)} workload(s) to make room")]
+                plan.reasons[c.workload_id] = why + [
+                    reason("preempting", f"preempting {len(victims)} workload(s) to make room")
+                ]
                 return True
         plan.reasons[c.workload_id] = why + [wait]
-        if (self.allow_reservation and self.reservation is None and wait["code"] == "capacity"
-                and now - c.queued_since >= settings.reserve_after_s):
+        if (
+            self.allow_reservation
+            and self.reservation is None
+            and wait["code"] == "capacity"
+            and now - c.queued_since >= settings.reserve_after_s
+        ):
             got = reserve_for(placer, c, self.running, now)
             if got is not None:
                 nodes, self.until = got
                 self.reservation = plan.reservation = {
-                    "workload_id": c.workload_id, "nodes": sorted(nodes),
-                    "expected_at": self.until}
+                    "workload_id": c.workload_id,
+                    "nodes": sorted(nodes),
+                    "expected_at": self.until,
+                }
                 self.masked = placer.masked(nodes)
-                plan.reasons[c.workload_id].append(reason(
-                    "reservation", f"capacity on {len(nodes)} node(s) is held for it as running "
-                                   "work ends; smaller work may use it only if it ends first"))
+                plan.reasons[c.workload_id].append(
+                    reason(
+                        "reservation",
+                        f"capacity on {len(nodes)} node(s) is held for it as running "
+                        "work ends; smaller work may use it only if it ends first",
+                    )
+                )
         return True
 
     def _why_not(self, c: Candidate, on_masked: bool) -> Reason:
         """Why a shape does not fit now: held for the reservation, no free capacity, or never."""
-        if (on_masked and self.reservation is not None
-                and self.placer.place(c.bundles, c.gpu_types, c.strategy) is not None):
-            return reason("reserved", f"free capacity is held for "
-                                      f"{self.reservation['workload_id']} (a gang that waited "
-                                      "longest); it would not finish first")
+        if (
+            on_masked
+            and self.reservation is not None
+            and self.placer.place(c.bundles, c.gpu_types, c.strategy) is not None
+        ):
+            return reason(
+                "reserved",
+                f"free capacity is held for "
+                f"{self.reservation['workload_id']} (a gang that waited "
+                "longest); it would not finish first",
+            )
         if self.placer.could_ever_fit(c.bundles, c.gpu_types, c.strategy):
             return reason("capacity", "no node has the free resources for its bundles")
-        return reason("no_fit", "no node in the cluster could ever hold its bundles; it waits "
-                                "for larger or differently labelled nodes")
+        return reason(
+            "no_fit",
+            "no node in the cluster could ever hold its bundles; it waits "
+            "for larger or differently labelled nodes",
+        )
 
 
-def plan_cycle(placer: LivePlacer, candidates: Sequence[Candidate], running: Sequence[Running],
-               settings: PolicySettings, fair: FairShare, capacity: Mapping[str, float],
-               now: float, nominated: Mapping[str, set[str]] | None = None,
-               allow_preemption: bool = True, allow_reservation: bool = True,
-               extra_usage: Mapping[str, Mapping[str, float]] | None = None) -> Plan:
+def plan_cycle(
+    placer: LivePlacer,
+    candidates: Sequence[Candidate],
+    running: Sequence[Running],
+    settings: PolicySettings,
+    fair: FairShare,
+    capacity: Mapping[str, float],
+    now: float,
+    nominated: Mapping[str, set[str]] | None = None,
+    allow_preemption: bool = True,
+    allow_reservation: bool = True,
+    extra_usage: Mapping[str, Mapping[str, float]] | None = None,
+) -> Plan:
     """Admit, preempt and reserve for one cycle, in one uninterrupted pass. ``nominated`` maps a
     candidate to victims still stopping for it; ``extra_usage`` (tenant → resources) is what
     tenants hold outside the batch queue (serving replicas) and counts against their quotas.
 
     ``placer`` and ``fair`` are not changed: apply ``plan.admitted`` to the cluster and
     ``plan.apply_fair_share(fair)`` to the fair share when the plan is carried out."""
-    return CyclePass(placer, candidates, running, settings, fair, capacity, now,
-                     nominated=nominated, allow_preemption=allow_preemption,
-                     allow_reservation=allow_reservation, extra_usage=extra_usage).advance()
+    return CyclePass(
+        placer,
+        candidates,
+        running,
+        settings,
+        fair,
+        capacity,
+        now,
+        nominated=nominated,
+        allow_preemption=allow_preemption,
+        allow_reservation=allow_reservation,
+        extra_usage=extra_usage,
+    ).advance()

@@ -3,6 +3,7 @@
 Demand is strongly weekly (office hours, nightly batches): the best guess for Monday 09:05 is
 what past Mondays between 09:00 and 10:00 needed. Pure stdlib; times are UTC.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ QUANTILE = 0.9  # high, so the forecast covers a busy week, but robust to a one-
 @dataclass(frozen=True)
 class HistoryPoint:
     """What the reactive rule saw for ``pool`` at ``at``: ``nodes_needed`` nodes of demand."""
+
     at: float
     pool: str
     nodes_needed: float
@@ -32,8 +34,9 @@ def quantile(values: list[float], q: float = QUANTILE) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def seasonal_forecast(points: Iterable[HistoryPoint], at: float, now: float, lookback_s: float,
-                      q: float = QUANTILE) -> tuple[Optional[int], str]:
+def seasonal_forecast(
+    points: Iterable[HistoryPoint], at: float, now: float, lookback_s: float, q: float = QUANTILE
+) -> tuple[Optional[int], str]:
     """Nodes needed at ``at`` (rounded up), from points in ``[now - lookback_s, now]``.
 
     Uses the points in the same weekday and hour as ``at``; with none, the same hour on any day.
@@ -63,5 +66,7 @@ def seasonal_forecast(points: Iterable[HistoryPoint], at: float, now: float, loo
     else:
         return None, f"no history for {hour:02d}:00 UTC in {seen} points"
     value = math.ceil(quantile(values, q) - 1e-9)
-    return value, (f"p{round(q * 100)} of {len(values)} points at {where} "
-                   f"within {lookback_s / 86400:g}d is {value} nodes")
+    return value, (
+        f"p{round(q * 100)} of {len(values)} points at {where} "
+        f"within {lookback_s / 86400:g}d is {value} nodes"
+    )

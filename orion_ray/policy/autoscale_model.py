@@ -1,5 +1,6 @@
 """The autoscaler's data: pools, observations, the checkpointed state and the decision (the
 parameters and their orion.yaml form come from the model layer). Dataclasses, no I/O."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +10,18 @@ from ..worker_pools import POLICIES, ScalingParams, params_from_config
 
 # ScalingParams and its orion.yaml form are model types (``orion_ray.worker_pools``): the config
 # validates them at load. Re-exported here, where the rest of the autoscaler's data lives.
-__all__ = ["POLICIES", "ScalingParams", "params_from_config", "PoolSpec", "PoolObservation",
-           "AutoscaleContext", "PoolState", "AutoscaleState", "PoolDecision", "Decision"]
+__all__ = [
+    "POLICIES",
+    "ScalingParams",
+    "params_from_config",
+    "PoolSpec",
+    "PoolObservation",
+    "AutoscaleContext",
+    "PoolState",
+    "AutoscaleState",
+    "PoolDecision",
+    "Decision",
+]
 
 
 @dataclass(frozen=True)
@@ -28,8 +39,9 @@ class PoolSpec:
         if self.policy not in POLICIES:
             raise ValueError(f"policy: {self.policy!r} is not one of {', '.join(POLICIES)}")
         if not 0 <= self.min_size <= self.max_size:
-            raise ValueError(f"min_size: {self.min_size} and max_size: {self.max_size} "
-                             "need 0 <= min_size <= max_size")
+            raise ValueError(
+                f"min_size: {self.min_size} and max_size: {self.max_size} need 0 <= min_size <= max_size"
+            )
 
 
 @dataclass(frozen=True)
@@ -61,11 +73,16 @@ class PoolState:
 @dataclass
 class AutoscaleState:
     """What the actor checkpoints between decisions; JSON-safe through to_dict/from_dict."""
+
     pools: dict[str, Any] = field(default_factory=dict)  # pool name -> PoolState
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pools": {name: {"last_up_at": s.last_up_at, "last_down_at": s.last_down_at,
-                                 "target": s.target} for name, s in self.pools.items()}}
+        return {
+            "pools": {
+                name: {"last_up_at": s.last_up_at, "last_down_at": s.last_down_at, "target": s.target}
+                for name, s in self.pools.items()
+            }
+        }
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "AutoscaleState":

@@ -4,6 +4,7 @@ First-fit-decreasing of gang bundles onto the free capacity of the pool's ready 
 first, so idle nodes stay empty and can be released), then onto new empty nodes of the pool's
 shape, respecting Ray's strategies. Pure and deterministic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -86,12 +87,12 @@ class Packing:
 
 def _share(bundle: Mapping[str, float], shape: Mapping[str, float]) -> float:
     """Dominant share of a node: the decreasing order of first-fit-decreasing."""
-    return max((v / shape[k] if shape.get(k) else float("inf")
-                for k, v in bundle.items() if v > 0), default=0.0)
+    return max(
+        (v / shape[k] if shape.get(k) else float("inf") for k, v in bundle.items() if v > 0), default=0.0
+    )
 
 
-def pack(shape: Mapping[str, float], nodes: Sequence[NodeSample],
-         gangs: Sequence[PendingGang]) -> Packing:
+def pack(shape: Mapping[str, float], nodes: Sequence[NodeSample], gangs: Sequence[PendingGang]) -> Packing:
     """Pack ``gangs`` onto ``nodes`` (the pool's samples) and new nodes of ``shape``.
 
     PACK prefers nodes the gang already uses, SPREAD prefers others but never opens a node just to
@@ -136,13 +137,15 @@ def pack(shape: Mapping[str, float], nodes: Sequence[NodeSample],
         used[i] = True
         return i
 
-    order = sorted(range(len(gangs)), key=lambda j: (
-        -_share(_total(gangs[j].bundles), shape), -len(gangs[j].bundles), j))
+    order = sorted(
+        range(len(gangs)), key=lambda j: (-_share(_total(gangs[j].bundles), shape), -len(gangs[j].bundles), j)
+    )
     for j in order:
         g = gangs[j]
         before = len(free)
         if not all(fits(shape, b) for b in g.bundles) or (
-                g.strategy == "STRICT_PACK" and not fits(shape, _total(g.bundles))):
+            g.strategy == "STRICT_PACK" and not fits(shape, _total(g.bundles))
+        ):
             out.skipped += 1
             continue
         if g.strategy == "STRICT_PACK":

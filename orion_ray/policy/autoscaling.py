@@ -8,6 +8,7 @@ Sizes are whole nodes of the pool's shape. The actor turns a decision into Ray's
 ``request_resources(bundles=..., bundle_label_selectors=...)`` (see
 :meth:`Decision.request_bundles`) and releases the nodes a scale-down names.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,21 +16,49 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..schedules import ScheduleWindow, parse_window
 from .autoscale_forecast import HistoryPoint, seasonal_forecast
-from .autoscale_model import (POLICIES, AutoscaleContext, AutoscaleState, Decision, PoolDecision,
-                              PoolObservation, PoolSpec, PoolState, ScalingParams,
-                              params_from_config)
+from .autoscale_model import (
+    POLICIES,
+    AutoscaleContext,
+    AutoscaleState,
+    Decision,
+    PoolDecision,
+    PoolObservation,
+    PoolSpec,
+    PoolState,
+    ScalingParams,
+    params_from_config,
+)
 from .autoscale_packing import NodeSample, PendingGang, can_hold, pack
 
 __all__ = [
-    "ScalingParams", "params_from_config", "ScheduleWindow", "parse_window", "PoolSpec",
-    "NodeSample", "PendingGang", "PoolObservation", "HistoryPoint", "AutoscaleContext",
-    "AutoscaleState", "PoolState", "PoolDecision", "Decision", "assign_pending", "nodes_for",
-    "reactive", "predictive", "schedule", "hybrid", "decide", "record_point", "POLICIES",
+    "ScalingParams",
+    "params_from_config",
+    "ScheduleWindow",
+    "parse_window",
+    "PoolSpec",
+    "NodeSample",
+    "PendingGang",
+    "PoolObservation",
+    "HistoryPoint",
+    "AutoscaleContext",
+    "AutoscaleState",
+    "PoolState",
+    "PoolDecision",
+    "Decision",
+    "assign_pending",
+    "nodes_for",
+    "reactive",
+    "predictive",
+    "schedule",
+    "hybrid",
+    "decide",
+    "record_point",
+    "POLICIES",
 ]
 
+
 # -- assignment and packing -----------------------------------------------------------------------
-def assign_pending(pools: Sequence[PoolSpec], gangs: Sequence[PendingGang]
-                   ) -> dict[str, list[PendingGang]]:
+def assign_pending(pools: Sequence[PoolSpec], gangs: Sequence[PendingGang]) -> dict[str, list[PendingGang]]:
     """Each gang to the first pool (config order) that can ever hold it; an explicit ``pool``
     wins. Key ``""`` (always present) lists the gangs no pool can hold: the actor reports them."""
     out: dict[str, list[PendingGang]] = {p.name: [] for p in pools}
@@ -64,20 +93,28 @@ def _reactive_parts(pool: PoolSpec, obs: PoolObservation) -> dict[str, tuple[int
     if obs.pending:
         gpus = sum(b.get("GPU", 0) for g in obs.pending for b in g.bundles)
         fit_note = f"; {pk.skipped} cannot fit a node" if pk.skipped else ""
-        parts["queue"] = (pk.in_use, (
-            f"{len(obs.pending)} pending gang(s) ({gpus:g} GPUs): {pk.on_existing} fit on "
-            f"existing nodes, the rest need {pk.new} new node(s) of {_fmt(pool.node_resources)}; "
-            f"{pk.in_use} nodes in use with them{fit_note}"))
+        parts["queue"] = (
+            pk.in_use,
+            (
+                f"{len(obs.pending)} pending gang(s) ({gpus:g} GPUs): {pk.on_existing} fit on "
+                f"existing nodes, the rest need {pk.new} new node(s) of {_fmt(pool.node_resources)}; "
+                f"{pk.in_use} nodes in use with them{fit_note}"
+            ),
+        )
     if obs.queue_depth > 0:  # queued work keeps at least one node; more above the target depth
         n = math.ceil(obs.queue_depth / prm.target_queue_depth)
         if n > parts.get("queue", (0, ""))[0]:
-            parts["queue"] = (n, f"queue depth {obs.queue_depth} at {prm.target_queue_depth} "
-                                 f"per node needs {n} nodes")
+            parts["queue"] = (
+                n,
+                f"queue depth {obs.queue_depth} at {prm.target_queue_depth} per node needs {n} nodes",
+            )
     gpn = pool.node_resources.get("GPU", 0)
     if obs.serving_gpus > 0 and gpn > 0:
         extra = math.ceil(obs.serving_gpus / gpn - 1e-9)
-        parts["serving"] = (pk.in_use + extra, f"serving wants {obs.serving_gpus:g} more GPUs: "
-                                               f"{extra} node(s) beyond {pk.in_use} in use")
+        parts["serving"] = (
+            pk.in_use + extra,
+            f"serving wants {obs.serving_gpus:g} more GPUs: {extra} node(s) beyond {pk.in_use} in use",
+        )
     ready = sum(1 for n in obs.nodes if n.state == "ready")
     busy_not_ready = pk.busy - pk.busy_ready
     # CPU only (the setting is target_cpu_utilization): fully allocated GPUs are what a batch
@@ -86,9 +123,12 @@ def _reactive_parts(pool: PoolSpec, obs: PoolObservation) -> dict[str, tuple[int
         if util is not None and ready and util > prm.target_cpu_utilization:
             n = busy_not_ready + math.ceil(ready * util / prm.target_cpu_utilization - 1e-9)
             if n > parts.get("utilization", (0, ""))[0]:
-                parts["utilization"] = (n, f"{name} utilisation {util:g}% > target "
-                                           f"{prm.target_cpu_utilization:g}% on {ready} "
-                                           f"ready node(s): {n} nodes")
+                parts["utilization"] = (
+                    n,
+                    f"{name} utilisation {util:g}% > target "
+                    f"{prm.target_cpu_utilization:g}% on {ready} "
+                    f"ready node(s): {n} nodes",
+                )
     return parts
 
 
@@ -100,24 +140,33 @@ def _best(parts: Mapping[str, tuple[int, str]]) -> tuple[int, str, str]:
     return parts[name][0], name, parts[name][1]
 
 
-def reactive(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
-             state: Optional[PoolState], now: float) -> tuple[int, str, str]:
+def reactive(
+    pool: PoolSpec,
+    obs: PoolObservation,
+    history: Sequence[HistoryPoint],
+    state: Optional[PoolState],
+    now: float,
+) -> tuple[int, str, str]:
     """Nodes the current demand needs: max of packing the pending gangs, utilisation above
     target, queue depth, serving's extra GPUs, and the nodes running work. With nothing pending
     it may be below the pool's size (trigger ``idle``): idle nodes may then go."""
     return _reactive_of(_reactive_parts(pool, obs), obs)
 
 
-def _reactive_of(parts: Mapping[str, tuple[int, str]], obs: PoolObservation
-                 ) -> tuple[int, str, str]:
+def _reactive_of(parts: Mapping[str, tuple[int, str]], obs: PoolObservation) -> tuple[int, str, str]:
     n, trigger, reason = _best(parts)
     if trigger == "in_use" and n < len(obs.nodes):
         return n, "idle", f"nothing pending; {reason} of {len(obs.nodes)}"
     return n, trigger, reason
 
 
-def predictive(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
-               state: Optional[PoolState], now: float) -> tuple[int, str, str]:
+def predictive(
+    pool: PoolSpec,
+    obs: PoolObservation,
+    history: Sequence[HistoryPoint],
+    state: Optional[PoolState],
+    now: float,
+) -> tuple[int, str, str]:
     """Seasonal forecast for ``now + predictive_lead_s`` from this pool's history."""
     prm = pool.params
     points = (p for p in history if p.pool == pool.name)
@@ -125,8 +174,13 @@ def predictive(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPo
     return (n or 0), "forecast", f"forecast in {prm.predictive_lead_s / 60:g}m: {why}"
 
 
-def schedule(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
-             state: Optional[PoolState], now: float) -> tuple[int, str, str]:
+def schedule(
+    pool: PoolSpec,
+    obs: PoolObservation,
+    history: Sequence[HistoryPoint],
+    state: Optional[PoolState],
+    now: float,
+) -> tuple[int, str, str]:
     """The largest ``size`` of the schedule windows open at ``now``; 0 if none is open."""
     best, why = 0, "no schedule window open"
     for w in pool.schedule:
@@ -135,8 +189,13 @@ def schedule(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoin
     return best, "schedule", why
 
 
-def hybrid(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint],
-           state: Optional[PoolState], now: float) -> tuple[int, str, str]:
+def hybrid(
+    pool: PoolSpec,
+    obs: PoolObservation,
+    history: Sequence[HistoryPoint],
+    state: Optional[PoolState],
+    now: float,
+) -> tuple[int, str, str]:
     """Max of reactive, predictive (only if ``predictive_enabled``) and schedule."""
     parts = [reactive(pool, obs, history, state, now)]
     if pool.params.predictive_enabled:
@@ -146,15 +205,15 @@ def hybrid(pool: PoolSpec, obs: PoolObservation, history: Sequence[HistoryPoint]
 
 
 # -- decide ---------------------------------------------------------------------------------------
-def decide(ctx: AutoscaleContext, state: AutoscaleState, now: float
-           ) -> tuple[Decision, AutoscaleState]:
+def decide(ctx: AutoscaleContext, state: AutoscaleState, now: float) -> tuple[Decision, AutoscaleState]:
     """One decision for every pool of ``ctx`` at ``now``; a new state (the inputs are not
     mutated). See :func:`_decide_pool` for the rules."""
     by_pool: dict[str, list[HistoryPoint]] = {}
     for p in ctx.history:  # one pass, not one per pool
         by_pool.setdefault(p.pool, []).append(p)
-    new_state = AutoscaleState({k: PoolState(v.last_up_at, v.last_down_at, v.target)
-                                for k, v in state.pools.items()})
+    new_state = AutoscaleState(
+        {k: PoolState(v.last_up_at, v.last_down_at, v.target) for k, v in state.pools.items()}
+    )
     out = []
     for pool in ctx.pools:
         obs = ctx.observations.get(pool.name) or PoolObservation(pool.name)
@@ -163,8 +222,9 @@ def decide(ctx: AutoscaleContext, state: AutoscaleState, now: float
     return Decision(tuple(out), now), new_state
 
 
-def _wanted(pool: PoolSpec, obs: PoolObservation, history: list[Any], now: float
-            ) -> tuple[int, str, str, dict[str, int], int]:
+def _wanted(
+    pool: PoolSpec, obs: PoolObservation, history: list[Any], now: float
+) -> tuple[int, str, str, dict[str, int], int]:
     """The policy's size before bounds: ``(n, trigger, reason, candidates, queue_part)``.
 
     ``queue_part`` is what queued work alone needs (exempt from the scale-up cooldown); only
@@ -185,8 +245,7 @@ def _wanted(pool: PoolSpec, obs: PoolObservation, history: list[Any], now: float
     in_use = parts["in_use"][0]
     if n < in_use:  # predictive/schedule alone: never below the nodes running work
         n, trigger, reason = in_use, "in_use", parts["in_use"][1]
-    queue_part = parts["queue"][0] if "queue" in parts and pool.policy in ("reactive", "hybrid") \
-        else 0
+    queue_part = parts["queue"][0] if "queue" in parts and pool.policy in ("reactive", "hybrid") else 0
     return n, trigger, reason, cands, queue_part
 
 
@@ -203,8 +262,9 @@ def _free_share(n: NodeSample) -> float:
     return sum(shares) / len(shares) if shares else 1.0
 
 
-def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list[Any], ps: PoolState,
-                 now: float) -> PoolDecision:
+def _decide_pool(
+    pool: PoolSpec, obs: PoolObservation, history: list[Any], ps: PoolState, now: float
+) -> PoolDecision:
     """Wanted size -> floor at nodes running work -> clamp to [min, max] -> cooldowns ->
     which nodes can really go. ``ps`` is this decision's own copy and is updated in place.
 
@@ -243,25 +303,32 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list[Any], ps: P
                 trigger = "queue"
             else:
                 trigger = "min_size"
-            reason = (f"{reason}; held at {allowed} by scale-up cooldown "
-                      f"({since_up:.0f}s of {prm.scale_up_cooldown_s:g}s)")
+            reason = (
+                f"{reason}; held at {allowed} by scale-up cooldown "
+                f"({since_up:.0f}s of {prm.scale_up_cooldown_s:g}s)"
+            )
             target = allowed
     if target < min(current, prev) and now - last_change < prm.scale_down_cooldown_s:
         allowed = min(current, prev, pool.max_size)
         if allowed > target:
             held = True
-            reason = (f"{reason}; held at {allowed} by scale-down cooldown "
-                      f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)")
+            reason = (
+                f"{reason}; held at {allowed} by scale-down cooldown "
+                f"({now - last_change:.0f}s of {prm.scale_down_cooldown_s:g}s)"
+            )
             trigger, target = "cooldown", allowed
     release: tuple[Any, ...] = ()
     if target < current:
-        can_go = sorted((n for n in nodes if _releasable(n, now, prm.idle_s)),
-                        key=lambda n: (n.state != "drained", -_free_share(n), -n.fragmentation,
-                                       n.node_id))
-        go = can_go[:current - target]
+        can_go = sorted(
+            (n for n in nodes if _releasable(n, now, prm.idle_s)),
+            key=lambda n: (n.state != "drained", -_free_share(n), -n.fragmentation, n.node_id),
+        )
+        go = can_go[: current - target]
         if len(go) < current - target:
-            reason = (f"{reason}; only {len(go)} of {current - target} node(s) can go "
-                      f"(the others run work or are idle < {prm.idle_s:g}s)")
+            reason = (
+                f"{reason}; only {len(go)} of {current - target} node(s) can go "
+                f"(the others run work or are idle < {prm.idle_s:g}s)"
+            )
             target = current - len(go)
         release = tuple(n.node_id for n in go)
     direction = "up" if target > current else "down" if target < current else "none"
@@ -272,8 +339,20 @@ def _decide_pool(pool: PoolSpec, obs: PoolObservation, history: list[Any], ps: P
     # Recorded every decision, not only on up/down: the actor actuates each one, and the next
     # cooldown check compares against what is really requested.
     ps.target = target
-    return PoolDecision(pool.name, pool.policy, current, target, direction, trigger, reason,
-                        release, cands, held, dict(pool.node_resources), dict(pool.labels))
+    return PoolDecision(
+        pool.name,
+        pool.policy,
+        current,
+        target,
+        direction,
+        trigger,
+        reason,
+        release,
+        cands,
+        held,
+        dict(pool.node_resources),
+        dict(pool.labels),
+    )
 
 
 def record_point(ctx: AutoscaleContext, decision: Decision, now: float) -> list[HistoryPoint]:

@@ -1,4 +1,5 @@
 """Exponential backoff for retries and requeues."""
+
 from __future__ import annotations
 
 

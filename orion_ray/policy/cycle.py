@@ -39,6 +39,7 @@ The scheduler's loop, one step per turn of its event loop::
 
 Pure: the clock that measures a slice is passed in, like ``now``.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,15 +51,16 @@ from .fit import NodeView
 from .live_placement import Held, LivePlacer
 from .placement import Policy
 
-SLICE_S = 0.08        # work per slice: well under the 100 ms an API call may wait behind it
-FULL_EVERY_S = 10.0   # the longest a queue goes without a full pass while only arrivals happen
+SLICE_S = 0.08  # work per slice: well under the 100 ms an API call may wait behind it
+FULL_EVERY_S = 10.0  # the longest a queue goes without a full pass while only arrivals happen
 
 
 class CyclePlanner:
     """Admission planning that the scheduler keeps between cycles (see the module docstring)."""
 
-    def __init__(self, *, clock: Callable[[], float], slice_s: float = SLICE_S,
-                 full_every_s: float = FULL_EVERY_S) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float], slice_s: float = SLICE_S, full_every_s: float = FULL_EVERY_S
+    ) -> None:
         """``clock`` measures work (e.g. ``time.perf_counter``; a fake one in tests): a slice
         ends once it has moved ``slice_s``."""
         self.clock, self.slice_s, self.full_every_s = clock, slice_s, full_every_s
@@ -121,33 +123,68 @@ class CyclePlanner:
         """Whether the next pass must be a full one (see the module docstring)."""
         return self._full_due or now - self._last_full >= self.full_every_s
 
-    def full(self, candidates: Sequence[Candidate], running: Sequence[Running],
-             settings: PolicySettings, fair: FairShare, capacity: Mapping[str, float],
-             now: float, *, nominated: Mapping[str, set[str]] | None = None,
-             extra_usage: Mapping[str, Mapping[str, float]] | None = None,
-             allow_preemption: bool = True, allow_reservation: bool = True) -> CyclePass:
+    def full(
+        self,
+        candidates: Sequence[Candidate],
+        running: Sequence[Running],
+        settings: PolicySettings,
+        fair: FairShare,
+        capacity: Mapping[str, float],
+        now: float,
+        *,
+        nominated: Mapping[str, set[str]] | None = None,
+        extra_usage: Mapping[str, Mapping[str, float]] | None = None,
+        allow_preemption: bool = True,
+        allow_reservation: bool = True,
+    ) -> CyclePass:
         """Start a pass over every queued candidate (it replaces a pass in progress). Its
         reservation, if it makes one, replaces the one in effect."""
         self.current = CyclePass(
-            self._require_state(), candidates, running, settings, fair, capacity, now,
-            nominated=nominated, allow_preemption=allow_preemption,
-            allow_reservation=allow_reservation, extra_usage=extra_usage)
+            self._require_state(),
+            candidates,
+            running,
+            settings,
+            fair,
+            capacity,
+            now,
+            nominated=nominated,
+            allow_preemption=allow_preemption,
+            allow_reservation=allow_reservation,
+            extra_usage=extra_usage,
+        )
         self.reservation = None
         self._full_due = False
         self._last_full = now
         return self.current
 
-    def delta(self, arrivals: Sequence[Candidate], running: Sequence[Running],
-              settings: PolicySettings, fair: FairShare, capacity: Mapping[str, float],
-              now: float, *, extra_usage: Mapping[str, Mapping[str, float]] | None = None,
-              allow_preemption: bool = True) -> CyclePass:
+    def delta(
+        self,
+        arrivals: Sequence[Candidate],
+        running: Sequence[Running],
+        settings: PolicySettings,
+        fair: FairShare,
+        capacity: Mapping[str, float],
+        now: float,
+        *,
+        extra_usage: Mapping[str, Mapping[str, float]] | None = None,
+        allow_preemption: bool = True,
+    ) -> CyclePass:
         """Start a pass over newly arrived candidates only, against the current free capacity
         and the reservation in effect (it replaces a pass in progress). Valid when only
         arrivals happened since the last pass (``needs_full`` is false)."""
         self.current = CyclePass(
-            self._require_state(), arrivals, running, settings, fair, capacity, now,
-            allow_preemption=allow_preemption, allow_reservation=True, extra_usage=extra_usage,
-            reservation=self.reservation)
+            self._require_state(),
+            arrivals,
+            running,
+            settings,
+            fair,
+            capacity,
+            now,
+            allow_preemption=allow_preemption,
+            allow_reservation=True,
+            extra_usage=extra_usage,
+            reservation=self.reservation,
+        )
         return self.current
 
     def plan_slice(self) -> Plan:

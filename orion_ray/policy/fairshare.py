@@ -8,6 +8,7 @@ so a tenant with a burst of submissions cannot take a whole cycle's capacity bef
 their turn. Under saturation each tenant's share of the contended resource converges to its weight's
 share. Pure; the state is a plain object the scheduler keeps.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -4,6 +4,7 @@ All-or-nothing: either every bundle gets a node or the gang does not fit. Placem
 Ray's strategies (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD). The GPU packing issue replaces the simple
 first-fit choice here with its fragmentation-aware engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,8 +34,12 @@ def _type_ok(node: NodeView, gpu_type: Optional[str]) -> bool:
     return gpu_type is None or node.labels.get(ACCELERATOR_LABEL) == gpu_type
 
 
-def fit_gang(bundles: Sequence[Mapping[str, float]], strategy: str, nodes: Sequence[NodeView],
-             gpu_types: Optional[Sequence[Optional[str]]] = None) -> Optional[list[str]]:
+def fit_gang(
+    bundles: Sequence[Mapping[str, float]],
+    strategy: str,
+    nodes: Sequence[NodeView],
+    gpu_types: Optional[Sequence[Optional[str]]] = None,
+) -> Optional[list[str]]:
     """Node id for each bundle, or ``None`` if the gang cannot be placed now.
 
     ``nodes`` is not mutated. ``strategy`` is a Ray strategy name.
@@ -61,8 +66,7 @@ def fit_gang(bundles: Sequence[Mapping[str, float]], strategy: str, nodes: Seque
     chosen: list[str] = []
     used: set[str] = set()
     for bundle, gpu_type in zip(bundles, gpu_types):
-        candidates = [nid for nid in order
-                      if _type_ok(by_id[nid], gpu_type) and _fits(free[nid], bundle)]
+        candidates = [nid for nid in order if _type_ok(by_id[nid], gpu_type) and _fits(free[nid], bundle)]
         if strategy == "STRICT_SPREAD":
             candidates = [nid for nid in candidates if nid not in used]
         elif strategy == "SPREAD":
@@ -78,9 +82,12 @@ def fit_gang(bundles: Sequence[Mapping[str, float]], strategy: str, nodes: Seque
     return chosen
 
 
-def could_ever_fit(bundles: Sequence[Mapping[str, float]], strategy: str,
-                   nodes: Sequence[NodeView],
-                   gpu_types: Optional[Sequence[Optional[str]]] = None) -> bool:
+def could_ever_fit(
+    bundles: Sequence[Mapping[str, float]],
+    strategy: str,
+    nodes: Sequence[NodeView],
+    gpu_types: Optional[Sequence[Optional[str]]] = None,
+) -> bool:
     """Whether the gang fits the cluster's *total* capacity (else it waits for new nodes)."""
     empty = [NodeView(n.node_id, dict(n.total), n.total, n.labels) for n in nodes]
     return fit_gang(bundles, strategy, empty, gpu_types) is not None

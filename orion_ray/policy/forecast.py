@@ -4,6 +4,7 @@ Running workloads end at their expected time (``timeout_s`` or history); at each
 capacity is offered to the queue in policy order (quota and placement exactly as the cycle checks
 them; no preemption, no reservation). Pure; it works on copies and mutates nothing it is given.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -17,10 +18,16 @@ from .quota import QuotaBook, TenantQuota
 MAX_EVENTS = 5_000
 
 
-def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence[Running],
-             tenants: Mapping[str, TenantQuota], now: float, default_runtime_s: float,
-             horizon: int = 500, extra_usage: Optional[Mapping[str, Mapping[str, float]]] = None
-             ) -> dict[str, tuple[Optional[float], Optional[float]]]:
+def forecast(
+    placer: LivePlacer,
+    ordered: Sequence[Candidate],
+    running: Sequence[Running],
+    tenants: Mapping[str, TenantQuota],
+    now: float,
+    default_runtime_s: float,
+    horizon: int = 500,
+    extra_usage: Optional[Mapping[str, Mapping[str, float]]] = None,
+) -> dict[str, tuple[Optional[float], Optional[float]]]:
     """``{workload_id: (estimated_start, estimated_completion)}`` for the first ``horizon``
     candidates of ``ordered`` (policy order). ``(None, None)`` when nothing that is expected to end
     frees enough for it (e.g. it needs nodes the cluster does not have)."""
@@ -29,8 +36,11 @@ def forecast(placer: LivePlacer, ordered: Sequence[Candidate], running: Sequence
     tie = itertools.count()
     events: list[Any] = []
     for r in running:
-        end = now if r.stopping else max(now, r.expected_end if r.expected_end is not None
-                                         else now + default_runtime_s)
+        end = (
+            now
+            if r.stopping
+            else max(now, r.expected_end if r.expected_end is not None else now + default_runtime_s)
+        )
         heapq.heappush(events, (end, next(tie), r.held, r.tenant, r.demand))
     pending = list(ordered[:horizon])
     out: dict[str, tuple[Optional[float], Optional[float]]] = {}

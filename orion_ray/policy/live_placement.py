@@ -11,6 +11,7 @@ itself — the tightest GPU that fits — so the placer scores only that option 
 reports once the group exists (``Held.observed``). Which *whole* GPUs a bundle got does not change
 the free-capacity multiset, so whole-GPU bundles are counted against fully free GPUs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,13 +58,20 @@ def bundle_request(bundle: Bundle, gpu_type: Optional[str] = None) -> BundleRequ
         num, frac = 1, gpu
     else:
         num, frac = int(round(gpu)), 1.0
-    return BundleRequest(cpu=float(bundle.get("CPU", 0.0)), mem=float(bundle.get("memory", 0.0)),
-                         num_gpu=num, gpu_fraction=frac,
-                         gpu_types=frozenset([gpu_type]) if gpu_type and num else None)
+    return BundleRequest(
+        cpu=float(bundle.get("CPU", 0.0)),
+        mem=float(bundle.get("memory", 0.0)),
+        num_gpu=num,
+        gpu_fraction=frac,
+        gpu_types=frozenset([gpu_type]) if gpu_type and num else None,
+    )
 
 
-def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
-                  claims: Optional[Mapping[str, Mapping[str, float]]] = None) -> list[Held]:
+def outside_orion(
+    nodes: Sequence[NodeView],
+    held: Iterable[Held],
+    claims: Optional[Mapping[str, Mapping[str, float]]] = None,
+) -> list[Held]:
     """What others hold on each node (Serve replicas, plain Ray work): total minus what Ray reports
     free minus what Orion holds, as held bundles so that one GPU account covers them all.
 
@@ -85,8 +93,10 @@ def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
             continue
         m = mine.get(n.node_id, {})
         avail = n.available if n.available is not None else n.total
-        used = {k: max(n.total.get(k, 0.0) - avail.get(k, 0.0) - m.get(k, 0.0),
-                       claim.get(k, 0.0)) for k in STANDARD}
+        used = {
+            k: max(n.total.get(k, 0.0) - avail.get(k, 0.0) - m.get(k, 0.0), claim.get(k, 0.0))
+            for k in STANDARD
+        }
         cpu, mem, gpu = (max(0.0, used[k]) for k in ("CPU", "memory", "GPU"))
         gpu = round(gpu, 4)
         if cpu < 1e-6 and mem < 1e-6 and gpu < 1e-6:
@@ -101,8 +111,7 @@ def outside_orion(nodes: Sequence[NodeView], held: Iterable[Held],
     return out
 
 
-def requests(bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]]
-             ) -> Optional[list[Req]]:
+def requests(bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]]) -> Optional[list[Req]]:
     """The engine's requests for a gang's bundles, or ``None`` when a bundle asks for a custom
     resource the engine does not model (``LivePlacer.place`` then uses the simple fit)."""
     if any(k not in STANDARD for b in bundles for k in b):
@@ -115,8 +124,7 @@ class _FirstFit(Policy):
 
     name = "first_fit"
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         return np.zeros(len(idx)), None
 
 
@@ -153,8 +161,7 @@ def gpu_state(gpu_count: int, held: Iterable[Held]) -> list[int]:
 class LivePlacer:
     """Where gangs go on the live cluster this cycle (one per cycle; ``commit`` what is admitted)."""
 
-    def __init__(self, policy: Policy, nodes: Sequence[NodeView],
-                 held: Iterable[Held] = ()) -> None:
+    def __init__(self, policy: Policy, nodes: Sequence[NodeView], held: Iterable[Held] = ()) -> None:
         self.policy = policy
         by_node: dict[str, list[Held]] = {}
         for h in held:
@@ -164,15 +171,17 @@ class LivePlacer:
         # only for the nodes that have any, so copies stay cheap).
         self.custom_free: dict[str, dict[str, float]] = {
             n.node_id: {k: v for k, v in n.free.items() if k not in STANDARD}
-            for n in self.nodes if any(k not in STANDARD for k in n.total)}
+            for n in self.nodes
+            if any(k not in STANDARD for k in n.total)
+        }
         self.gpu_count = {n.node_id: int(n.total.get("GPU", 0.0) + 1e-9) for n in self.nodes}
         self.arr = ClusterArrays(
             [n.node_id for n in self.nodes],
             [to_milli(max(0.0, n.free.get("CPU", 0.0))) for n in self.nodes],
             [max(0.0, n.free.get("memory", 0.0)) for n in self.nodes],
-            [n.labels.get(ACCELERATOR_LABEL) if self.gpu_count[n.node_id] else None
-             for n in self.nodes],
-            [gpu_state(self.gpu_count[n.node_id], by_node.get(n.node_id, ())) for n in self.nodes])
+            [n.labels.get(ACCELERATOR_LABEL) if self.gpu_count[n.node_id] else None for n in self.nodes],
+            [gpu_state(self.gpu_count[n.node_id], by_node.get(n.node_id, ())) for n in self.nodes],
+        )
         self.arr.runtime_picks_shared_gpu = True
         # Shared by every copy (what-ifs, the next cycle's state): node stamps keep it right.
         self.cache = ScoreCache()
@@ -182,14 +191,26 @@ class LivePlacer:
     def snapshot(self) -> ClusterSnapshot:
         """The engine's view of the cluster now (free CPU, memory and per-GPU fractions)."""
         a = self.arr
-        return ClusterSnapshot(tuple(
-            NodeState(nid, a.cpu[i] / MILLI, float(a.mem[i]), a.type_names[a.gtype[i]]
-                      if a.gtype[i] >= 0 else None,
-                      tuple(float(g) / MILLI for g in a.gpu[i, :a.gpu_count[i]]))
-            for i, nid in enumerate(a.node_ids)))
+        return ClusterSnapshot(
+            tuple(
+                NodeState(
+                    nid,
+                    a.cpu[i] / MILLI,
+                    float(a.mem[i]),
+                    a.type_names[a.gtype[i]] if a.gtype[i] >= 0 else None,
+                    tuple(float(g) / MILLI for g in a.gpu[i, : a.gpu_count[i]]),
+                )
+                for i, nid in enumerate(a.node_ids)
+            )
+        )
 
-    def place(self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]],
-              strategy: str, reqs: Optional[Sequence[Req]] = None) -> Optional[list[Held]]:
+    def place(
+        self,
+        bundles: Sequence[Bundle],
+        gpu_types: Sequence[Optional[str]],
+        strategy: str,
+        reqs: Optional[Sequence[Req]] = None,
+    ) -> Optional[list[Held]]:
         """Where each bundle would go now (nothing is committed), or ``None`` if the gang does not
         fit. Bundles with custom resources, which the engine does not model, use the simple fit.
         ``reqs`` (``requests(bundles, gpu_types)``, which a caller placing the same shape often
@@ -278,15 +299,16 @@ class LivePlacer:
         return new
 
     def _used_gpus(self, i: int, req: Req) -> tuple[int, ...]:
-        g = self.arr.gpu[i, :self.arr.gpu_count[i]]
+        g = self.arr.gpu[i, : self.arr.gpu_count[i]]
         if not req.num_gpu:
             return ()
         room = [j for j in range(len(g)) if g[j] + req.milli <= MILLI]
         room.sort(key=lambda j: (g[j], j))  # the most used first: that is where it was taken
-        return tuple(room[:req.num_gpu])
+        return tuple(room[: req.num_gpu])
 
-    def could_ever_fit(self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]],
-                       strategy: str) -> bool:
+    def could_ever_fit(
+        self, bundles: Sequence[Bundle], gpu_types: Sequence[Optional[str]], strategy: str
+    ) -> bool:
         """Whether the gang fits the schedulable nodes' total capacity."""
         if any(k not in STANDARD for b in bundles for k in b):
             return could_ever_fit(bundles, strategy, self.nodes, gpu_types)
@@ -297,7 +319,8 @@ class LivePlacer:
                 [to_milli(n.total.get("CPU", 0.0)) for n in self.nodes],
                 [n.total.get("memory", 0.0) for n in self.nodes],
                 [self.arr.type_names[t] if t >= 0 else None for t in self.arr.gtype],
-                [[MILLI] * self.gpu_count[n.node_id] for n in self.nodes])
+                [[MILLI] * self.gpu_count[n.node_id] for n in self.nodes],
+            )
         reqs = [Req.from_bundle(bundle_request(b, t)) for b, t in zip(bundles, gpu_types)]
         return place_gang(_FIRST_FIT, totals, reqs, strategy) is not None
 
@@ -305,9 +328,12 @@ class LivePlacer:
         out = []
         for n in self.nodes:
             i = self.arr.index[n.node_id]
-            free = {"CPU": self.arr.cpu[i] / MILLI, "memory": float(self.arr.mem[i]),
-                    "GPU": float(self.arr.gpu[i].sum()) / MILLI,
-                    **self.custom_free.get(n.node_id, {})}
+            free = {
+                "CPU": self.arr.cpu[i] / MILLI,
+                "memory": float(self.arr.mem[i]),
+                "GPU": float(self.arr.gpu[i].sum()) / MILLI,
+                **self.custom_free.get(n.node_id, {}),
+            }
             out.append(NodeView(n.node_id, free, n.total, n.labels))
         return out
 
@@ -318,16 +344,29 @@ class LivePlacer:
 
 def placement_record(held: list[Held]) -> list[dict[str, Any]]:
     """The ``placement`` field of a running workload: node and GPU indices of each bundle."""
-    return [{"bundle": i, "node_id": h.node_id, "gpu_indices": list(h.gpu_indices),
-             "gpu_indices_observed": h.observed} for i, h in enumerate(held)]
+    return [
+        {
+            "bundle": i,
+            "node_id": h.node_id,
+            "gpu_indices": list(h.gpu_indices),
+            "gpu_indices_observed": h.observed,
+        }
+        for i, h in enumerate(held)
+    ]
 
 
 def held_from_record(placement: Optional[list[Any]], bundles: list[dict[str, float]]) -> list[Held]:
     """Rebuild the held bundles of a recovered workload from its stored ``placement``."""
     out = []
     for rec, bundle in zip(placement or [], bundles):
-        out.append(Held(rec["node_id"], bundle, tuple(rec.get("gpu_indices") or ()),
-                        bool(rec.get("gpu_indices_observed"))))
+        out.append(
+            Held(
+                rec["node_id"],
+                bundle,
+                tuple(rec.get("gpu_indices") or ()),
+                bool(rec.get("gpu_indices_observed")),
+            )
+        )
     return out
 
 
@@ -343,11 +382,17 @@ def stranded_gpus(snapshot: ClusterSnapshot, policy: Policy) -> list[dict[str, A
     for i, n in enumerate(snapshot.nodes):
         if not n.gpu_free:
             continue
-        out.append({"node_id": n.node_id, "gpu_type": n.gpu_type,
-                    "gpus": len(n.gpu_free), "gpu_free": [round(g, 3) for g in n.gpu_free],
-                    "free_gpus": round(sum(n.gpu_free), 3),
-                    "stranded_gpus": round(float(stranded[i]) / MILLI, 3),
-                    "partly_used_gpus": sum(1 for g in n.gpu_free if 0 < g < 1)})
+        out.append(
+            {
+                "node_id": n.node_id,
+                "gpu_type": n.gpu_type,
+                "gpus": len(n.gpu_free),
+                "gpu_free": [round(g, 3) for g in n.gpu_free],
+                "free_gpus": round(sum(n.gpu_free), 3),
+                "stranded_gpus": round(float(stranded[i]) / MILLI, 3),
+                "partly_used_gpus": sum(1 for g in n.gpu_free if 0 < g < 1),
+            }
+        )
     return out
 
 
@@ -355,14 +400,17 @@ def fragmentation_summary(per_node: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals by GPU type of ``stranded_gpus`` rows (what the queue view and the metric show)."""
     by_type: dict[str, dict[str, Any]] = {}
     for r in per_node:
-        t = by_type.setdefault(r["gpu_type"] or "unknown",
-                               {"gpus": 0, "free_gpus": 0.0, "stranded_gpus": 0.0})
+        t = by_type.setdefault(
+            r["gpu_type"] or "unknown", {"gpus": 0, "free_gpus": 0.0, "stranded_gpus": 0.0}
+        )
         t["gpus"] += r["gpus"]
         t["free_gpus"] = round(t["free_gpus"] + r["free_gpus"], 3)
         t["stranded_gpus"] = round(t["stranded_gpus"] + r["stranded_gpus"], 3)
     total_free = sum(t["free_gpus"] for t in by_type.values())
     total_stranded = sum(t["stranded_gpus"] for t in by_type.values())
-    return {"by_gpu_type": by_type, "free_gpus": round(total_free, 3),
-            "stranded_gpus": round(total_stranded, 3),
-            "stranded_pct_of_free": round(100 * total_stranded / total_free, 2) if total_free else 0.0}
-
+    return {
+        "by_gpu_type": by_type,
+        "free_gpus": round(total_free, 3),
+        "stranded_gpus": round(total_stranded, 3),
+        "stranded_pct_of_free": round(100 * total_stranded / total_free, 2) if total_free else 0.0,
+    }

@@ -13,6 +13,7 @@ Provisioning (requested from the autoscaler, not yet registered) is the autoscal
 node has no id before it registers. The book is plain data plus an ``ops`` dict that the scheduler
 persists, so cordons and drains survive a scheduler restart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ UNEXPECTED_DEATH = 2  # Ray's NodeDeathInfo.UNEXPECTED_TERMINATION
 @dataclass
 class Transition:
     """One change of a node's state (or its cordon flag)."""
+
     node_id: str
     before: str
     after: str
@@ -84,8 +86,13 @@ class NodeBook:
         self._observed = False
 
     # -- observation ---------------------------------------------------------------------------
-    def observe(self, alive: Iterable[NodeView], busy: Mapping[str, int], now: float,
-                deaths: Optional[Mapping[str, tuple[int, str]]] = None) -> list[Transition]:
+    def observe(
+        self,
+        alive: Iterable[NodeView],
+        busy: Mapping[str, int],
+        now: float,
+        deaths: Optional[Mapping[str, tuple[int, str]]] = None,
+    ) -> list[Transition]:
         """Compare Ray's alive nodes with the last view. ``busy`` is Orion workloads per node;
         ``deaths`` is Ray's reason for each dead node (code 2: it died unexpectedly, e.g. it
         stopped heartbeating — lost even when Orion's work had already left it)."""
@@ -163,8 +170,9 @@ class NodeBook:
             rec.history.append(("ready", now, "uncordoned"))
         return Transition(node_id, before, rec.status, now, "uncordoned", rec.pool)
 
-    def drain(self, node_id: str, now: float, deadline_s: float, busy: int,
-              reason: str = "drain") -> Transition:
+    def drain(
+        self, node_id: str, now: float, deadline_s: float, busy: int, reason: str = "drain"
+    ) -> Transition:
         """Cordon, then let the work there end until ``now + deadline_s``; after that the scheduler
         preempts what is left (``overdue``). A drain already under way keeps its earlier deadline
         unless the new one is sooner."""
@@ -189,9 +197,11 @@ class NodeBook:
 
     def overdue(self, now: float) -> list[str]:
         """Draining nodes past their deadline (their remaining work is to be preempted)."""
-        return [r.node_id for r in self.nodes.values()
-                if r.state == "draining" and r.drain_deadline is not None
-                and now >= r.drain_deadline]
+        return [
+            r.node_id
+            for r in self.nodes.values()
+            if r.state == "draining" and r.drain_deadline is not None and now >= r.drain_deadline
+        ]
 
     def drained_done(self, node_id: str, now: float) -> Optional[Transition]:
         """Mark a draining node drained once its work is gone (called as work leaves)."""
@@ -206,13 +216,13 @@ class NodeBook:
     # -- views ----------------------------------------------------------------------------------
     def unschedulable(self) -> set[str]:
         """Nodes that take no new placements (cordoned, draining, drained)."""
-        return {r.node_id for r in self.nodes.values()
-                if r.state not in ENDED and not r.schedulable} | set(self.cordons)
+        return {r.node_id for r in self.nodes.values() if r.state not in ENDED and not r.schedulable} | set(
+            self.cordons
+        )
 
     def ops(self) -> dict[str, Any]:
         """Operator intent to persist: cordons and drains."""
-        return {"cordoned": dict(self.cordons), "draining": {k: dict(v)
-                                                             for k, v in self.drains.items()}}
+        return {"cordoned": dict(self.cordons), "draining": {k: dict(v) for k, v in self.drains.items()}}
 
     def get(self, node_id: str) -> Optional[NodeRecord]:
         return self.nodes.get(node_id)
@@ -233,15 +243,15 @@ class NodeBook:
         return rec
 
     @staticmethod
-    def _move(rec: NodeRecord, state: str, now: float, reason: str, out: list[Any],
-              before: Optional[str] = None) -> None:
+    def _move(
+        rec: NodeRecord, state: str, now: float, reason: str, out: list[Any], before: Optional[str] = None
+    ) -> None:
         prev = rec.status if before is None else before
         rec.state = state
         rec.history.append((state, now, reason))
         out.append(Transition(rec.node_id, prev, rec.status, now, reason, rec.pool))
 
     def _prune(self) -> None:
-        ended = sorted((r for r in self.nodes.values() if r.state in ENDED),
-                       key=lambda r: r.ended_at or 0.0)
-        for r in ended[:max(0, len(ended) - KEEP_ENDED)]:
+        ended = sorted((r for r in self.nodes.values() if r.state in ENDED), key=lambda r: r.ended_at or 0.0)
+        for r in ended[: max(0, len(ended) - KEEP_ENDED)]:
             del self.nodes[r.node_id]

@@ -4,6 +4,7 @@ displace, the cheapest set that makes room, and the nodes a long-waiting gang ge
 Pure; the pass (``admission``) calls these on copies of its placer, so nothing here changes what it
 is given.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
 
 
 # == 4 preempt =====================================================================================
-def may_preempt(c: Candidate, r: Running, quota: QuotaBook, settings: PolicySettings,
-                now: float) -> bool:
+def may_preempt(c: Candidate, r: Running, quota: QuotaBook, settings: PolicySettings, now: float) -> bool:
     """May ``c`` displace ``r``? Never a higher class; a lower class always; the same class only
     to reclaim nominal quota from a borrower of its cohort."""
     if r.stopping or now - r.started_at < settings.min_runtime_s:
@@ -27,9 +27,13 @@ def may_preempt(c: Candidate, r: Running, quota: QuotaBook, settings: PolicySett
         return False
     if r.rank > c.rank:
         return True
-    return (r.rank >= c.rank and r.tenant != c.tenant
-            and quota.cohort_of(r.tenant) == quota.cohort_of(c.tenant)
-            and quota.is_borrowing(r.tenant) and quota.within_nominal(c.tenant, c.demand))
+    return (
+        r.rank >= c.rank
+        and r.tenant != c.tenant
+        and quota.cohort_of(r.tenant) == quota.cohort_of(c.tenant)
+        and quota.is_borrowing(r.tenant)
+        and quota.within_nominal(c.tenant, c.demand)
+    )
 
 
 class VictimIndex:
@@ -70,16 +74,25 @@ class VictimIndex:
                 if not quota.within_nominal(c.tenant, c.demand):
                     break
                 cohort = quota.cohort_of(c.tenant)
-                rs = [r for r in rs if r.tenant != c.tenant and borrowing[r.tenant]
-                      and quota.cohort_of(r.tenant) == cohort]
+                rs = [
+                    r
+                    for r in rs
+                    if r.tenant != c.tenant and borrowing[r.tenant] and quota.cohort_of(r.tenant) == cohort
+                ]
             out += [r for r in rs if borrowing[r.tenant]]
             out += [r for r in rs if not borrowing[r.tenant]]
         return out
 
 
-def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], quota: QuotaBook,
-                   settings: PolicySettings, now: float,
-                   index: Optional[VictimIndex] = None) -> Optional[list[Running]]:
+def choose_victims(
+    placer: LivePlacer,
+    c: Candidate,
+    pool: Sequence[Running],
+    quota: QuotaBook,
+    settings: PolicySettings,
+    now: float,
+    index: Optional[VictimIndex] = None,
+) -> Optional[list[Running]]:
     """The fewest, cheapest running workloads whose removal lets ``c`` fit, or ``None``.
 
     Cheapest first: the lowest class, then borrowers, then the least work lost (run time times
@@ -92,6 +105,7 @@ def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], qu
         return None
     if len(c.bundles) == 1 or c.strategy == "STRICT_PACK":
         return _victims_on_one_node(placer, c, eligible)
+
     def fits_without(k: int) -> Optional[LivePlacer]:
         trial = placer.copy()
         for r in eligible[:k]:
@@ -120,14 +134,18 @@ def choose_victims(placer: LivePlacer, c: Candidate, pool: Sequence[Running], qu
     return chosen
 
 
-def _victims_on_one_node(placer: LivePlacer, c: Candidate,
-                         eligible: Sequence[Running]) -> Optional[list[Running]]:
+def _victims_on_one_node(
+    placer: LivePlacer, c: Candidate, eligible: Sequence[Running]
+) -> Optional[list[Running]]:
     """The cheapest prefix of ``eligible`` (already in cost order) on any single node that makes
     room for ``c``'s bundle(s) there, checked on array rows, then confirmed with the engine."""
-    req = Req.from_bundle(bundle_request(
-        {k: sum(b.get(k, 0.0) for b in c.bundles) for k in ("CPU", "memory")}
-        | ({"GPU": c.bundles[0]["GPU"] * len(c.bundles)} if c.bundles[0].get("GPU") else {}),
-        c.gpu_types[0]))
+    req = Req.from_bundle(
+        bundle_request(
+            {k: sum(b.get(k, 0.0) for b in c.bundles) for k in ("CPU", "memory")}
+            | ({"GPU": c.bundles[0]["GPU"] * len(c.bundles)} if c.bundles[0].get("GPU") else {}),
+            c.gpu_types[0],
+        )
+    )
     arr = placer.arr
     on_node: dict[int, list[Running]] = {}
     for r in eligible:
@@ -147,21 +165,21 @@ def _victims_on_one_node(placer: LivePlacer, c: Candidate,
         cpu, mem, gpu = int(arr.cpu[i]), float(arr.mem[i]), arr.gpu[i].copy()
         gpu_total = int(gpu.sum())  # an upper bound as victims are added (a cheap first check)
         # A prefix longer than the best found so far could only cost more: stop there.
-        for k, r in enumerate(victims if best is None else victims[:best[0][0]]):
+        for k, r in enumerate(victims if best is None else victims[: best[0][0]]):
             for h in r.held:
                 if arr.index.get(h.node_id) != i:
                     continue
                 hr = h.req
                 cpu, mem = cpu + hr.cpu, mem + hr.mem
-                for g in (h.gpu_indices or ()):
+                for g in h.gpu_indices or ():
                     gpu[g] = min(1000, gpu[g] + hr.milli)
                     gpu_total += hr.milli
             if cpu < req.cpu or mem + 1e-9 < req.mem or gpu_total < need_gpu:
                 continue  # fits_node would say no
             if placer.fits_node(i, req, cpu, mem, gpu):
-                cost = (k + 1, max(-v.rank for v in victims[:k + 1]))
+                cost = (k + 1, max(-v.rank for v in victims[: k + 1]))
                 if best is None or cost < best[0]:
-                    best = (cost, list(victims[:k + 1]))
+                    best = (cost, list(victims[: k + 1]))
                 break
     if best is None:
         return None
@@ -176,13 +194,17 @@ def _size(r: Running) -> float:
 
 
 # == 5 reserve =====================================================================================
-def reserve_for(placer: LivePlacer, c: Candidate, running: Sequence[Running],
-                now: float) -> Optional[tuple[set[Any], float]]:
+def reserve_for(
+    placer: LivePlacer, c: Candidate, running: Sequence[Running], now: float
+) -> Optional[tuple[set[Any], float]]:
     """The nodes ``c`` would get as running work ends (soonest first), and when; ``None`` if the
     expected ends are unknown or never free enough."""
     trial = placer.copy()
-    ends = sorted((now if r.stopping or r.expected_end is None else r.expected_end,
-                   r.workload_id, r) for r in running if r.stopping or r.expected_end is not None)
+    ends = sorted(
+        (now if r.stopping or r.expected_end is None else r.expected_end, r.workload_id, r)
+        for r in running
+        if r.stopping or r.expected_end is not None
+    )
     until = now
     for end, _, r in ends:
         trial.release(r.held)

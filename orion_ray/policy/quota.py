@@ -13,6 +13,7 @@ resource a tenant lists in ``quota`` (its nominal quota):
 A resource a tenant has no quota for is bounded only by fair share. Tenants without a cohort share
 the cluster-wide cohort. Pure; the numbers are the caller's.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -35,8 +36,7 @@ class TenantQuota:
     cohort: Optional[str] = None
 
 
-def demand_of(bundles: Sequence[Mapping[str, float]],
-              gpu_types: Sequence[Optional[str]]) -> dict[str, float]:
+def demand_of(bundles: Sequence[Mapping[str, float]], gpu_types: Sequence[Optional[str]]) -> dict[str, float]:
     """Quota units of a gang: ``{"cpu", "gpu", "memory", "gpu:<type>"}`` summed over bundles."""
     out: dict[str, float] = defaultdict(float)
     for b, t in zip(bundles, gpu_types):
@@ -52,8 +52,9 @@ def demand_of(bundles: Sequence[Mapping[str, float]],
 class QuotaBook:
     """Usage per tenant against quotas; ``check`` a demand, ``add``/``remove`` usage."""
 
-    def __init__(self, tenants: Mapping[str, TenantQuota],
-                 usage: Optional[Mapping[str, Mapping[str, float]]] = None) -> None:
+    def __init__(
+        self, tenants: Mapping[str, TenantQuota], usage: Optional[Mapping[str, Mapping[str, float]]] = None
+    ) -> None:
         self.tenants = dict(tenants)
         self.usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for t, u in (usage or {}).items():
@@ -91,8 +92,11 @@ class QuotaBook:
         q = self.tenants.get(tenant)
         if q is None or not q.quota:
             return False  # no quota: nothing to reclaim
-        return all(self.usage[tenant][r] + demand.get(r, 0.0) <= q.quota[r] + EPS
-                   for r in q.quota if demand.get(r, 0.0) > 0)
+        return all(
+            self.usage[tenant][r] + demand.get(r, 0.0) <= q.quota[r] + EPS
+            for r in q.quota
+            if demand.get(r, 0.0) > 0
+        )
 
     def cohort_of(self, tenant: str) -> str:
         q = self.tenants.get(tenant)
@@ -114,15 +118,23 @@ class QuotaBook:
                 continue
             limit = q.borrowing_limit.get(r)
             if limit is not None and over > limit + EPS:
-                return {"resource": r, "message": (
-                    f"quota: {r} would reach {after:g}, above nominal {nominal:g} plus borrowing "
-                    f"limit {limit:g}")}
+                return {
+                    "resource": r,
+                    "message": (
+                        f"quota: {r} would reach {after:g}, above nominal {nominal:g} plus borrowing "
+                        f"limit {limit:g}"
+                    ),
+                }
             pool, lent = self._cohort_pool(tenant, r)
             extra = over - self.borrowed(tenant, r)
             if lent + extra > pool + EPS:
-                return {"resource": r, "message": (
-                    f"quota: {r} would reach {after:g}, above nominal {nominal:g}, and the cohort "
-                    f"has {max(0.0, pool - lent):g} idle quota to lend")}
+                return {
+                    "resource": r,
+                    "message": (
+                        f"quota: {r} would reach {after:g}, above nominal {nominal:g}, and the cohort "
+                        f"has {max(0.0, pool - lent):g} idle quota to lend"
+                    ),
+                }
         return None
 
     def _cohort_pool(self, tenant: str, r: str) -> tuple[float, float]:

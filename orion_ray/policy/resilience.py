@@ -1,4 +1,5 @@
 """Resilience policy: a circuit breaker per version and stuck-deployment detection. Pure."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -11,6 +12,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 class Breaker:
     """Opens after ``threshold`` consecutive failures; after ``cooldown_s`` lets ``probes``
     requests through (half-open): a success closes it, a failure opens it again."""
+
     threshold: int = 5
     cooldown_s: float = 5.0
     probes: int = 1
@@ -49,16 +51,16 @@ class Breaker:
 @dataclass(frozen=True)
 class DeploymentHealth:
     """What stuck detection needs to know of one deployment."""
+
     deployment_id: str
     healthy: bool
-    since: float             # when it was (re)deployed
+    since: float  # when it was (re)deployed
     deadline_s: float
 
 
 def stuck(deployments: Iterable[DeploymentHealth], now: float) -> list[str]:
     """Deployments that are not healthy past their deadline (to be restarted and reported)."""
-    return sorted(d.deployment_id for d in deployments
-                  if not d.healthy and now - d.since > d.deadline_s)
+    return sorted(d.deployment_id for d in deployments if not d.healthy and now - d.since > d.deadline_s)
 
 
 def gpu_totals(replicas: Mapping[str, tuple[str, int, float]]) -> dict[str, float]:

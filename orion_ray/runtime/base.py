@@ -5,6 +5,7 @@ Only what the scheduler (cycle, drivers, recovery, node operations, serving usag
 ``RayRuntime``'s other public helpers (the executor handle, the dashboard URL) are its own business.
 This module imports nothing from Ray, so policy-side code and tests may use its types.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from ..policy.fit import NodeView
 class JobState:
     """A Ray job's state as the Jobs API reports it."""
 
-    status: str                 # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
+    status: str  # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
     message: str = ""
     exit_code: Optional[int] = None
 
@@ -45,9 +46,14 @@ class Runtime(Protocol):
         ...
 
     # -- placement groups -----------------------------------------------------------------------
-    def create_pg(self, workload_id: str, bundles: list[dict[str, float]], strategy: str,
-                  nodes: Optional[list[str]] = None,
-                  gpu_types: Optional[list[Optional[str]]] = None) -> Any:
+    def create_pg(
+        self,
+        workload_id: str,
+        bundles: list[dict[str, float]],
+        strategy: str,
+        nodes: Optional[list[str]] = None,
+        gpu_types: Optional[list[Optional[str]]] = None,
+    ) -> Any:
         """Create the workload's group, each bundle pinned to ``nodes[i]`` when given."""
         ...
 
@@ -80,9 +86,19 @@ class Runtime(Protocol):
         ...
 
     # -- task runs ------------------------------------------------------------------------------
-    async def start_task(self, workload_id: str, attempt: int, *, function: str, args: list,
-                         kwargs: dict, bundle: dict[str, float], runtime_env: Optional[dict],
-                         max_result_bytes: int, max_log_bytes: int) -> str:
+    async def start_task(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        function: str,
+        args: list,
+        kwargs: dict,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        max_result_bytes: int,
+        max_log_bytes: int,
+    ) -> str:
         """Start one attempt of a task inside the workload's group."""
         ...
 
@@ -107,9 +123,16 @@ class Runtime(Protocol):
         ...
 
     # -- job runs -------------------------------------------------------------------------------
-    async def submit_job(self, workload_id: str, attempt: int, *, entrypoint: str,
-                         bundle: dict[str, float], runtime_env: Optional[dict],
-                         metadata: dict[str, str]) -> str:
+    async def submit_job(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        entrypoint: str,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        metadata: dict[str, str],
+    ) -> str:
         """Submit one attempt of a Ray job whose work runs in the workload's group."""
         ...
 

@@ -4,13 +4,20 @@ log lines Ray's job manager adds, and which ``runtime_env`` keys bring code with
 
 Pure string knowledge: nothing here imports Ray.
 """
+
 from __future__ import annotations
 
 from typing import Optional
 
 # Ray errors that mean the run's process or node went away, not that the workload failed.
-INFRA_ERRORS = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OwnerDiedError",
-                "ObjectLostError", "ObjectReconstructionFailed")
+INFRA_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "OwnerDiedError",
+    "ObjectLostError",
+    "ObjectReconstructionFailed",
+)
 
 # runtime_env keys that bring code the scheduler's own process cannot see
 CODE_CARRIERS = ("working_dir", "py_modules", "pip", "conda", "uv", "container", "image_uri")

@@ -5,6 +5,7 @@ outlive a crash of the scheduler; the restarted scheduler asks this actor what i
 adopts it. Runs are keyed ``<workload_id>:<attempt>`` and ``start`` is idempotent, so an attempt is
 never started twice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,9 +35,20 @@ class TaskExecutor:
         # again and fetched by the worker each time (``options`` per run costs neither).
         self._run_callable = ray.remote(run_callable)
 
-    def start(self, workload_id: str, attempt: int, *, function: str, args: list, kwargs: dict,
-              pg_name: str, bundle: dict[str, float], runtime_env: Optional[dict],
-              max_result_bytes: int, max_log_bytes: int) -> str:
+    def start(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        function: str,
+        args: list,
+        kwargs: dict,
+        pg_name: str,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        max_result_bytes: int,
+        max_log_bytes: int,
+    ) -> str:
         """Start one attempt in the workload's group ``pg_name``; idempotent per attempt."""
         key = _key(workload_id, attempt)
         if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
@@ -45,16 +57,24 @@ class TaskExecutor:
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
         # Orion's variables travel as an argument, not in runtime_env: a runtime_env that differs
         # per task makes Ray start a fresh worker process for every run (~1 s each).
-        orion_env = {"ORION_WORKLOAD_ID": workload_id, "ORION_PLACEMENT_GROUP": pg_name,
-                     "ORION_NAMESPACE": self.namespace}
+        orion_env = {
+            "ORION_WORKLOAD_ID": workload_id,
+            "ORION_PLACEMENT_GROUP": pg_name,
+            "ORION_NAMESPACE": self.namespace,
+        }
         options = {"runtime_env": runtime_env} if runtime_env else {}
         remote_fn = self._run_callable.options(
-            name=f"orion-{workload_id}-{attempt}", max_retries=0,
-            num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
-            memory=bundle.get("memory") or None, resources=custom or None,
+            name=f"orion-{workload_id}-{attempt}",
+            max_retries=0,
+            num_cpus=bundle.get("CPU", 0),
+            num_gpus=bundle.get("GPU", 0),
+            memory=bundle.get("memory") or None,
+            resources=custom or None,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
-                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True),
-            **options)
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            ),
+            **options,
+        )
         ref = remote_fn.remote(function, args, kwargs, max_result_bytes, max_log_bytes, orion_env)
         self._runs[key] = ref
         return ref.task_id().hex()

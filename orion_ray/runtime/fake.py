@@ -6,6 +6,7 @@ and a run ends only when the test calls ``complete``, ``fail`` or ``lose`` (a jo
 Every wait is an ``asyncio`` future, so a test drives the scheduler step by step on its own loop,
 with no sleeps and no threads.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,9 @@ from .base import JobState
 NODE_DIED_UNEXPECTEDLY = 2  # Ray's DeathReason for a node that stopped heartbeating
 
 
-def fake_node(node_id: str, *, gpus: float = 4.0, cpus: float = 8.0,
-              gpu_type: Optional[str] = "A100", pool: str = "gpu") -> NodeView:
+def fake_node(
+    node_id: str, *, gpus: float = 4.0, cpus: float = 8.0, gpu_type: Optional[str] = "A100", pool: str = "gpu"
+) -> NodeView:
     """A node as ``Runtime.nodes()`` reports it."""
     total = {"CPU": float(cpus), "memory": 64e9}
     if gpus:
@@ -46,10 +48,9 @@ class FakeRun:
 
     workload_id: str
     attempt: int
-    kind: str                    # "task" | "job"
-    launch: dict[str, Any]       # the keyword arguments of start_task / submit_job
-    ended: asyncio.Future = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    kind: str  # "task" | "job"
+    launch: dict[str, Any]  # the keyword arguments of start_task / submit_job
+    ended: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     job: JobState = field(default_factory=lambda: JobState("RUNNING"))
     logs: str = ""
 
@@ -61,7 +62,7 @@ class FakeRuntime:
         self.alive: dict[str, NodeView] = {n.node_id: n for n in nodes or []}
         self.deaths: dict[str, tuple[int, str]] = {}
         self.pgs: dict[str, FakePG] = {}
-        self.runs: dict[str, FakeRun] = {}       # "<workload_id>:<attempt>" → run
+        self.runs: dict[str, FakeRun] = {}  # "<workload_id>:<attempt>" → run
         self.auto_ready = auto_ready
         self.serving: dict[str, float] = {}
         self.calls: list[tuple[str, str, Optional[int]]] = []
@@ -101,8 +102,15 @@ class FakeRuntime:
         """The latest task run's Ray objects are gone (e.g. the executor died)."""
         self._end(self.run_of(workload_id), {"ok": False, "lost": True, "error": "lost"})
 
-    def finish_job(self, workload_id: str, status: str = "SUCCEEDED", *, exit_code: int = 0,
-                   message: str = "", logs: str = "") -> None:
+    def finish_job(
+        self,
+        workload_id: str,
+        status: str = "SUCCEEDED",
+        *,
+        exit_code: int = 0,
+        message: str = "",
+        logs: str = "",
+    ) -> None:
         """The latest job run reaches ``status`` (``SUCCEEDED``, ``FAILED`` or ``STOPPED``)."""
         run = self.run_of(workload_id)
         run.job = JobState(status, message, exit_code)
@@ -124,17 +132,29 @@ class FakeRuntime:
 
     # -- the cluster ----------------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
-        return [NodeView(n.node_id, dict(n.total), dict(n.total), dict(n.labels),
-                         available=dict(n.available) if n.available is not None else None)
-                for n in self.alive.values()]
+        return [
+            NodeView(
+                n.node_id,
+                dict(n.total),
+                dict(n.total),
+                dict(n.labels),
+                available=dict(n.available) if n.available is not None else None,
+            )
+            for n in self.alive.values()
+        ]
 
     def node_deaths(self) -> dict[str, tuple[int, str]]:
         return dict(self.deaths)
 
     # -- placement groups -----------------------------------------------------------------------
-    def create_pg(self, workload_id: str, bundles: list[dict[str, float]], strategy: str,
-                  nodes: Optional[list[str]] = None,
-                  gpu_types: Optional[list[Optional[str]]] = None) -> FakePG:
+    def create_pg(
+        self,
+        workload_id: str,
+        bundles: list[dict[str, float]],
+        strategy: str,
+        nodes: Optional[list[str]] = None,
+        gpu_types: Optional[list[Optional[str]]] = None,
+    ) -> FakePG:
         self.calls.append(("create_pg", workload_id, None))
         first = next(iter(self.alive), None)
         pg = FakePG(workload_id, list(bundles), list(nodes) if nodes else [first] * len(bundles))
@@ -176,16 +196,35 @@ class FakeRuntime:
         return {"by_tenant": dict(self.serving)}
 
     # -- task runs ------------------------------------------------------------------------------
-    async def start_task(self, workload_id: str, attempt: int, *, function: str, args: list,
-                         kwargs: dict, bundle: dict[str, float], runtime_env: Optional[dict],
-                         max_result_bytes: int, max_log_bytes: int) -> str:
+    async def start_task(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        function: str,
+        args: list,
+        kwargs: dict,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        max_result_bytes: int,
+        max_log_bytes: int,
+    ) -> str:
         self.calls.append(("start_task", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
         if key in self.runs or any(r.workload_id == workload_id for r in self._live()):
             raise AssertionError(f"{workload_id} would run twice (attempt {attempt})")
-        self.runs[key] = FakeRun(workload_id, attempt, "task",
-                                 {"function": function, "args": args, "kwargs": kwargs,
-                                  "bundle": bundle, "runtime_env": runtime_env})
+        self.runs[key] = FakeRun(
+            workload_id,
+            attempt,
+            "task",
+            {
+                "function": function,
+                "args": args,
+                "kwargs": kwargs,
+                "bundle": bundle,
+                "runtime_env": runtime_env,
+            },
+        )
         return key
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
@@ -213,17 +252,32 @@ class FakeRuntime:
         return {k for k, r in self.runs.items() if r.kind == "task" and not r.ended.done()}
 
     # -- job runs -------------------------------------------------------------------------------
-    async def submit_job(self, workload_id: str, attempt: int, *, entrypoint: str,
-                         bundle: dict[str, float], runtime_env: Optional[dict],
-                         metadata: dict[str, str]) -> str:
+    async def submit_job(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        entrypoint: str,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        metadata: dict[str, str],
+    ) -> str:
         self.calls.append(("submit_job", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
         if key not in self.runs:  # idempotent, like Ray's submission ids
             if any(r.workload_id == workload_id for r in self._live()):
                 raise AssertionError(f"{workload_id} would run twice (attempt {attempt})")
-            self.runs[key] = FakeRun(workload_id, attempt, "job",
-                                     {"entrypoint": entrypoint, "bundle": bundle,
-                                      "runtime_env": runtime_env, "metadata": metadata})
+            self.runs[key] = FakeRun(
+                workload_id,
+                attempt,
+                "job",
+                {
+                    "entrypoint": entrypoint,
+                    "bundle": bundle,
+                    "runtime_env": runtime_env,
+                    "metadata": metadata,
+                },
+            )
         return f"orion-{workload_id}-{attempt}"
 
     async def job_state(self, workload_id: str, attempt: int) -> Optional[JobState]:

@@ -8,6 +8,7 @@ into the job's log. Its exit status is the entrypoint's.
 
     python -m orion_ray.runtime.job_runner --pg orion-<id> --namespace orion --bundle '{"CPU": 1}' -- CMD
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ import sys
 
 def _run_in_bundle(command: str):
     """Generator task: yield output chunks, then the exit code."""
-    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=dict(os.environ))
+    proc = subprocess.Popen(
+        command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
+    )
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, b""):
         yield line
@@ -46,16 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     from ray.util.placement_group import get_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    ray.init(address=ns.address, namespace=ns.namespace, log_to_driver=False,
-             logging_level=logging.WARNING, configure_logging=True)
+    ray.init(
+        address=ns.address,
+        namespace=ns.namespace,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
     pg = get_placement_group(ns.pg)
     custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
     task = ray.remote(num_returns="streaming", max_retries=0)(_run_in_bundle).options(
         name=f"{ns.pg}-entrypoint",
-        num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
-        memory=bundle.get("memory") or None, resources=custom or None,
+        num_cpus=bundle.get("CPU", 0),
+        num_gpus=bundle.get("GPU", 0),
+        memory=bundle.get("memory") or None,
+        resources=custom or None,
         scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True),
+            pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+        ),
         runtime_env={"env_vars": {"ORION_PLACEMENT_GROUP": ns.pg, "ORION_NAMESPACE": ns.namespace}},
     )
     code = 1

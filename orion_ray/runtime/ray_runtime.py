@@ -5,6 +5,7 @@ The scheduler receives a runtime object with the ``runtime.base.Runtime`` interf
 are named after the workload so a restarted scheduler can find them again: placement group
 ``orion-<workload_id>`` and Ray job submission id ``orion-<workload_id>-<attempt>``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,10 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 import ray
-from ray.util.placement_group import (PlacementGroup, get_placement_group, placement_group,
-                                      placement_group_table, remove_placement_group)
-from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
-                                            PlacementGroupSchedulingStrategy)
+from ray.util.placement_group import (
+    PlacementGroup,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from ..names import EXECUTOR_NAME, NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
@@ -116,8 +121,10 @@ class RayRuntime:
         elif now - self._nodes_cache[0] > NODES_TTL_S and not self._refreshing:
             self._refreshing = True
             self._reads.submit(self._refresh_nodes)
-        return [NodeView(n.node_id, dict(n.free), n.total, n.labels, available=n.available)
-                for n in self._nodes_cache[1]]
+        return [
+            NodeView(n.node_id, dict(n.free), n.total, n.labels, available=n.available)
+            for n in self._nodes_cache[1]
+        ]
 
     def node_deaths(self) -> dict[str, tuple[int, str]]:
         """Why each dead node died, as the GCS says (``DeathReason``: 1 expected termination,
@@ -135,6 +142,7 @@ class RayRuntime:
 
     def _read_nodes(self) -> list[NodeView]:
         from ray._private.state import available_resources_per_node
+
         try:
             available = available_resources_per_node()
         except Exception:  # an older or busy GCS: Orion's own accounting still holds
@@ -142,23 +150,37 @@ class RayRuntime:
         out = []
         for n in ray.nodes():
             if not n.get("Alive"):
-                self._deaths[n["NodeID"]] = (int(n.get("DeathReason") or 0),
-                                             str(n.get("DeathReasonMessage") or ""))
+                self._deaths[n["NodeID"]] = (
+                    int(n.get("DeathReason") or 0),
+                    str(n.get("DeathReasonMessage") or ""),
+                )
                 continue
-            total = {k: float(v) for k, v in n.get("Resources", {}).items()
-                     if not k.startswith("node:") and "_group_" not in k
-                     and k != "object_store_memory"}
+            total = {
+                k: float(v)
+                for k, v in n.get("Resources", {}).items()
+                if not k.startswith("node:") and "_group_" not in k and k != "object_store_memory"
+            }
             avail = available.get(n["NodeID"])
-            out.append(NodeView(node_id=n["NodeID"], free=dict(total), total=total,
-                                labels=dict(n.get("Labels") or {}),
-                                available={k: float(v) for k, v in avail.items()}
-                                if avail is not None else None))
+            out.append(
+                NodeView(
+                    node_id=n["NodeID"],
+                    free=dict(total),
+                    total=total,
+                    labels=dict(n.get("Labels") or {}),
+                    available={k: float(v) for k, v in avail.items()} if avail is not None else None,
+                )
+            )
         return out
 
     # -- placement groups ----------------------------------------------------------------------
-    def create_pg(self, workload_id: str, bundles: list[dict[str, float]], strategy: str,
-                  nodes: Optional[list[str]] = None,
-                  gpu_types: Optional[list[Optional[str]]] = None) -> PendingPG:
+    def create_pg(
+        self,
+        workload_id: str,
+        bundles: list[dict[str, float]],
+        strategy: str,
+        nodes: Optional[list[str]] = None,
+        gpu_types: Optional[list[Optional[str]]] = None,
+    ) -> PendingPG:
         """Create the workload's detached, named placement group, bundles pinned to ``nodes``,
         on the GCS thread; returns at once (``wait_pg_ready`` waits for the creation too)."""
         selectors = []
@@ -174,18 +196,22 @@ class RayRuntime:
             kwargs["bundle_label_selector"] = selectors
 
         def create() -> PlacementGroup:
-            pg = placement_group(bundles, strategy=strategy, name=pg_name(workload_id),
-                                 lifetime="detached", **kwargs)
+            pg = placement_group(
+                bundles, strategy=strategy, name=pg_name(workload_id), lifetime="detached", **kwargs
+            )
             self._pgs[workload_id] = pg
             return pg
+
         pinned = nodes if nodes and all(nodes) and len(nodes) == len(bundles) else None
         return PendingPG(self._gcs.submit(create), pinned)
 
     async def wait_pg_ready(self, pg: Any, timeout_s: float) -> bool:
         """Whether the group is reserved within ``timeout_s``; a refused creation raises."""
+
         async def ready() -> None:
             group = await asyncio.wrap_future(pg.future) if isinstance(pg, PendingPG) else pg
             await group.ready()
+
         try:
             await asyncio.wait_for(ready(), timeout=timeout_s)
             return True
@@ -202,8 +228,9 @@ class RayRuntime:
         mapping = table.get("bundles_to_node_id", {})
         return [mapping.get(i) for i in range(len(table.get("bundles", {})))]
 
-    async def pg_gpu_ids(self, pg: PlacementGroup, bundle_index: int, gpu: float,
-                         timeout_s: float = 10.0) -> Optional[list[int]]:
+    async def pg_gpu_ids(
+        self, pg: PlacementGroup, bundle_index: int, gpu: float, timeout_s: float = 10.0
+    ) -> Optional[list[int]]:
         """The GPU indices Ray assigned to a bundle, read by a probe task inside it.
 
         Ray picks the device of a fractional-GPU bundle itself when the group is created; there is
@@ -213,8 +240,8 @@ class RayRuntime:
         if isinstance(pg, PendingPG):
             pg = pg.result()
         ref = _gpu_probe.options(
-            num_cpus=0, num_gpus=gpu,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundle_index)).remote()
+            num_cpus=0, num_gpus=gpu, scheduling_strategy=PlacementGroupSchedulingStrategy(pg, bundle_index)
+        ).remote()
         try:
             ids = await asyncio.wait_for(ref, timeout=timeout_s)
         except Exception:  # timeout, or the group vanished (cancelled meanwhile)
@@ -234,6 +261,7 @@ class RayRuntime:
     def remove_pg(self, workload_id: str) -> bool:
         """Remove the workload's group, on the GCS thread (after any creation asked before it);
         returns at once."""
+
         def remove() -> None:
             pg = self._pgs.pop(workload_id, None) or self.get_pg(workload_id)
             if pg is None:
@@ -242,6 +270,7 @@ class RayRuntime:
                 remove_placement_group(pg)
             except Exception:  # already removed
                 pass
+
         self._gcs.submit(remove)
         return True
 
@@ -251,7 +280,7 @@ class RayRuntime:
         for info in placement_group_table().values():
             name = info.get("name") or ""
             if name.startswith("orion-") and info.get("state") != "REMOVED":
-                out.append(name[len("orion-"):])
+                out.append(name[len("orion-") :])
         return out
 
     async def serving_gpu_usage(self) -> dict:
@@ -261,20 +290,48 @@ class RayRuntime:
     # -- task workloads ------------------------------------------------------------------------
     def executor(self):
         if self._executor is None:
-            self._executor = ray.remote(TaskExecutor).options(
-                name=EXECUTOR_NAME, namespace=self.namespace, lifetime="detached",
-                get_if_exists=True, max_restarts=-1, num_cpus=0, max_concurrency=10_000,
-                scheduling_strategy=on_head_node()).remote(self.namespace)
+            self._executor = (
+                ray.remote(TaskExecutor)
+                .options(
+                    name=EXECUTOR_NAME,
+                    namespace=self.namespace,
+                    lifetime="detached",
+                    get_if_exists=True,
+                    max_restarts=-1,
+                    num_cpus=0,
+                    max_concurrency=10_000,
+                    scheduling_strategy=on_head_node(),
+                )
+                .remote(self.namespace)
+            )
         return self._executor
 
-    async def start_task(self, workload_id: str, attempt: int, *, function: str, args: list,
-                         kwargs: dict, bundle: dict[str, float], runtime_env: Optional[dict],
-                         max_result_bytes: int, max_log_bytes: int) -> str:
+    async def start_task(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        function: str,
+        args: list,
+        kwargs: dict,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        max_result_bytes: int,
+        max_log_bytes: int,
+    ) -> str:
         """Start one attempt of a task in the workload's group (through ``orion-executor``)."""
         return await self.executor().start.remote(
-            workload_id, attempt, function=function, args=args, kwargs=kwargs,
-            pg_name=pg_name(workload_id), bundle=bundle, runtime_env=runtime_env,
-            max_result_bytes=max_result_bytes, max_log_bytes=max_log_bytes)
+            workload_id,
+            attempt,
+            function=function,
+            args=args,
+            kwargs=kwargs,
+            pg_name=pg_name(workload_id),
+            bundle=bundle,
+            runtime_env=runtime_env,
+            max_result_bytes=max_result_bytes,
+            max_log_bytes=max_log_bytes,
+        )
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
         try:
@@ -311,6 +368,7 @@ class RayRuntime:
     def _jobs(self):
         if self._jobs_client is None:
             from ray.job_submission import JobSubmissionClient
+
             self._jobs_client = JobSubmissionClient(self.dashboard_url())
         return self._jobs_client
 
@@ -318,33 +376,46 @@ class RayRuntime:
         if self._dashboard_url is None:
             from ray._private import ray_constants
             from ray.experimental.internal_kv import _internal_kv_get
-            addr = _internal_kv_get(ray_constants.DASHBOARD_ADDRESS,
-                                    namespace=ray_constants.KV_NAMESPACE_DASHBOARD)
+
+            addr = _internal_kv_get(
+                ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD
+            )
             if not addr:
                 raise RuntimeError("the Ray dashboard is not running (needed by the Jobs API)")
             self._dashboard_url = "http://" + addr.decode()
         return self._dashboard_url
 
-    async def submit_job(self, workload_id: str, attempt: int, *, entrypoint: str,
-                         bundle: dict[str, float], runtime_env: Optional[dict],
-                         metadata: dict[str, str]) -> str:
+    async def submit_job(
+        self,
+        workload_id: str,
+        attempt: int,
+        *,
+        entrypoint: str,
+        bundle: dict[str, float],
+        runtime_env: Optional[dict],
+        metadata: dict[str, str],
+    ) -> str:
         """Submit one attempt as a Ray job whose work the runner places in the workload's group."""
         sid = job_submission_id(workload_id, attempt)
-        wrapped = (f"{shlex.quote(sys.executable)} -m orion_ray.runtime.job_runner "
-                   f"--pg {pg_name(workload_id)} --namespace {self.namespace} "
-                   f"--address {shlex.quote(ray.get_runtime_context().gcs_address)} "
-                   f"--bundle {shlex.quote(json.dumps(bundle))} -- {shlex.quote(entrypoint)}")
+        wrapped = (
+            f"{shlex.quote(sys.executable)} -m orion_ray.runtime.job_runner "
+            f"--pg {pg_name(workload_id)} --namespace {self.namespace} "
+            f"--address {shlex.quote(ray.get_runtime_context().gcs_address)} "
+            f"--bundle {shlex.quote(json.dumps(bundle))} -- {shlex.quote(entrypoint)}"
+        )
         env = dict(runtime_env or {})
         env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id}
 
         def submit():
             try:
-                return self._jobs().submit_job(entrypoint=wrapped, submission_id=sid,
-                                               runtime_env=env, metadata=metadata)
+                return self._jobs().submit_job(
+                    entrypoint=wrapped, submission_id=sid, runtime_env=env, metadata=metadata
+                )
             except RuntimeError as exc:
                 if "already exists" in str(exc):  # idempotent: adopt the existing submission
                     return sid
                 raise
+
         return await asyncio.to_thread(submit)
 
     async def job_state(self, workload_id: str, attempt: int) -> Optional[JobState]:
@@ -355,11 +426,15 @@ class RayRuntime:
                 return self._jobs().get_job_info(sid)
             except RuntimeError:  # unknown submission id
                 return None
+
         job = await asyncio.to_thread(info)
         if job is None:
             return None
-        return JobState(status=str(job.status.value if hasattr(job.status, "value") else job.status),
-                        message=job.message or "", exit_code=job.driver_exit_code)
+        return JobState(
+            status=str(job.status.value if hasattr(job.status, "value") else job.status),
+            message=job.message or "",
+            exit_code=job.driver_exit_code,
+        )
 
     async def stop_job(self, workload_id: str, attempt: int) -> None:
         sid = job_submission_id(workload_id, attempt)
@@ -369,6 +444,7 @@ class RayRuntime:
                 self._jobs().stop_job(sid)
             except RuntimeError:
                 pass
+
         await asyncio.to_thread(stop)
 
     async def job_logs(self, workload_id: str, attempt: int) -> Optional[str]:
@@ -379,4 +455,5 @@ class RayRuntime:
                 return self._jobs().get_job_logs(sid)
             except RuntimeError:
                 return None
+
         return await asyncio.to_thread(logs)

@@ -3,6 +3,7 @@
 Returns an envelope instead of raising so the scheduler always learns the outcome, the captured
 stdout/stderr included, even when the callable fails.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,14 @@ def _environ(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def run_callable(function: str, args: list, kwargs: dict, max_result_bytes: int,
-                 max_log_bytes: int, env: Optional[dict[str, str]] = None) -> dict:
+def run_callable(
+    function: str,
+    args: list,
+    kwargs: dict,
+    max_result_bytes: int,
+    max_log_bytes: int,
+    env: Optional[dict[str, str]] = None,
+) -> dict:
     """Call ``function(*args, **kwargs)`` with ``env`` set; return
     ``{"ok", "result"|"error", "logs"}``."""
     captured: list[str] = []
@@ -82,6 +89,9 @@ def run_callable(function: str, args: list, kwargs: dict, max_result_bytes: int,
     except (TypeError, ValueError) as exc:
         return {"ok": False, "error": f"result is not JSON-serialisable: {exc}", "logs": logs}
     if len(text.encode()) > max_result_bytes:
-        return {"ok": False, "logs": logs,
-                "error": f"result is {len(text.encode())} bytes, over the {max_result_bytes}-byte cap"}
+        return {
+            "ok": False,
+            "logs": logs,
+            "error": f"result is {len(text.encode())} bytes, over the {max_result_bytes}-byte cap",
+        }
     return {"ok": True, "result": value, "logs": logs}

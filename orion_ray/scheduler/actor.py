@@ -8,6 +8,7 @@ The exposed methods are not written here: one forwarder per method of ``Schedule
 (``orion_ray/service.py``) is generated onto the class, with the protocol's signature and docstring.
 Each waits for ``ensure_started`` first, except those ``START_FREE`` lists with the reason.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,14 +34,18 @@ class SchedulerActor:
     ``ensure_started``, ``config_dict`` and ``shutdown``."""
 
     def __init__(self, config: dict[str, Any], dashboard_url: Optional[str] = None):
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         store_cfg = self.config.orion.store
         self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
         self.runtime = RayRuntime(NAMESPACE, dashboard_url)
-        self.scheduler = Scheduler(self.store, self.runtime, self.config.orion.scheduler,
-                                   self.config.orion.policy, metrics=OrionMetrics(ray_mirror=True))
+        self.scheduler = Scheduler(
+            self.store,
+            self.runtime,
+            self.config.orion.scheduler,
+            self.config.orion.policy,
+            metrics=OrionMetrics(ray_mirror=True),
+        )
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.
         ray.get_runtime_context().current_actor.ensure_started.remote()
@@ -70,12 +75,15 @@ def _forwarder(name: str, waits_for_start: bool) -> Callable[..., Any]:
     against it before the call leaves the caller, and the protocol's docstring."""
     declared = getattr(SchedulerService, name)
     if waits_for_start:
+
         async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
             await self.ensure_started()
             return await getattr(self.scheduler, name)(*args, **kwargs)
     else:
+
         async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
             return await getattr(self.scheduler, name)(*args, **kwargs)
+
     forward.__name__ = name
     forward.__qualname__ = f"SchedulerActor.{name}"
     forward.__doc__ = declared.__doc__
@@ -91,10 +99,17 @@ for _name in SERVICE_METHODS:
 def deploy_scheduler(config: OrionConfig, dashboard_url: Optional[str] = None):
     """Get or create the detached scheduler actor (idempotent: never a second scheduler)."""
     cls = ray.remote(SchedulerActor)
-    return cls.options(name=SCHEDULER_NAME, namespace=NAMESPACE, lifetime="detached",
-                       get_if_exists=True, max_restarts=-1, max_task_retries=0, num_cpus=0,
-                       max_concurrency=1000, scheduling_strategy=on_head_node()
-                       ).remote(config.model_dump(mode="json"), dashboard_url)
+    return cls.options(
+        name=SCHEDULER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=1000,
+        scheduling_strategy=on_head_node(),
+    ).remote(config.model_dump(mode="json"), dashboard_url)
 
 
 def get_scheduler():

@@ -4,6 +4,7 @@
 scheduler's state through its public parts (the book, the store, the tenants, the node book) or hand
 it to the view and node modules, so the loop and the cycle stay readable in ``core.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -57,8 +58,7 @@ class AdminMixin:
         """Every node with its lifecycle state, free capacity and workloads."""
         return node_ops.nodes(self, include_ended)
 
-    async def cordon(self, node_id: str, who: str = "admin",
-                     reason: Optional[str] = None) -> dict[str, Any]:
+    async def cordon(self, node_id: str, who: str = "admin", reason: Optional[str] = None) -> dict[str, Any]:
         """No new placements on the node."""
         return node_ops.cordon(self, node_id, who, reason)
 
@@ -66,8 +66,13 @@ class AdminMixin:
         """Placements allowed again (a drain is called off)."""
         return node_ops.uncordon(self, node_id, who)
 
-    async def drain(self, node_id: str, who: str = "admin", deadline_s: Optional[float] = None,
-                    reason: Optional[str] = None) -> dict[str, Any]:
+    async def drain(
+        self,
+        node_id: str,
+        who: str = "admin",
+        deadline_s: Optional[float] = None,
+        reason: Optional[str] = None,
+    ) -> dict[str, Any]:
         """Cordon; running work may end until the deadline, then it is preempted to the queue."""
         return node_ops.drain(self, node_id, who, deadline_s, reason)
 
@@ -78,10 +83,14 @@ class AdminMixin:
     async def autoscaler_view(self) -> dict[str, Any]:
         """What the autoscaler decides over: node samples, queued gangs, queue depth."""
         samples = node_ops.node_samples(self)
-        return {"nodes": samples, "pending": node_ops.pending_gangs(self),
-                "queued": len(self.book.queued()),
-                "serving_gpus": sum(u.get("gpu", 0.0) for u in self.serving_usage.values()),
-                "node_counts": self.nodebook.counts(), "at": self.clock()}
+        return {
+            "nodes": samples,
+            "pending": node_ops.pending_gangs(self),
+            "queued": len(self.book.queued()),
+            "serving_gpus": sum(u.get("gpu", 0.0) for u in self.serving_usage.values()),
+            "node_counts": self.nodebook.counts(),
+            "at": self.clock(),
+        }
 
     async def autoscaler_report(self, status: dict[str, Any]) -> None:
         """The autoscaler's latest status (its loop, pools, GPU telemetry), kept for the API."""
@@ -95,20 +104,27 @@ class AdminMixin:
 
     async def infrastructure_health(self) -> dict[str, Any]:
         """Nodes by state, recently lost nodes, and whether the control loops are alive."""
-        return node_ops.infrastructure_health(self, self.autoscaler_status,
-                                              await self.health())
+        return node_ops.infrastructure_health(self, self.autoscaler_status, await self.health())
 
-    async def scaling_events(self, limit: int = 100, cursor: Optional[int] = None,
-                             kind: Optional[str] = None, pool: Optional[str] = None
-                             ) -> dict[str, Any]:
+    async def scaling_events(
+        self,
+        limit: int = 100,
+        cursor: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> dict[str, Any]:
         """Scaling decisions and node changes, newest first."""
         rows = self.store.scaling_events(limit + 1, cursor, kind, pool)
-        return {"items": rows[:limit],
-                "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
+        return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}
 
-    async def configure_tenants(self, tenants: list[dict], keys: dict[str, str],
-                                admins: Optional[list[str]] = None, who: str = "admin",
-                                policy: Optional[dict] = None) -> dict[str, Any]:
+    async def configure_tenants(
+        self,
+        tenants: list[dict],
+        keys: dict[str, str],
+        admins: Optional[list[str]] = None,
+        who: str = "admin",
+        policy: Optional[dict] = None,
+    ) -> dict[str, Any]:
         """Replace the tenants and their key hashes, and the policy section if given (validated
         first; all or nothing). Quotas, weights and policy settings apply from the next cycle."""
         new_policy = self.policy_config
@@ -116,9 +132,13 @@ class AdminMixin:
             try:
                 new_policy = PolicyConfig.model_validate(policy)
             except Exception as exc:
-                raise ValidationError("invalid policy configuration", [
-                    {"field": "policy." + d["field"], "problem": d["problem"]}
-                    for d in pydantic_details(exc)]) from None
+                raise ValidationError(
+                    "invalid policy configuration",
+                    [
+                        {"field": "policy." + d["field"], "problem": d["problem"]}
+                        for d in pydantic_details(exc)
+                    ],
+                ) from None
         summary = self.tenants.configure(tenants, keys, admins)
         if policy is not None:
             self.store.put_setting("policy", new_policy.model_dump(mode="json"))
@@ -126,9 +146,13 @@ class AdminMixin:
             self.fair.half_life_s = new_policy.fair_share_half_life_s
         self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
         self.book.version += 1
-        self.store.audit(who, "configure_tenants", None,
-                         {"tenants": summary["tenants"], "keys": summary["keys"],
-                          "version": summary["version"]}, self.clock())
+        self.store.audit(
+            who,
+            "configure_tenants",
+            None,
+            {"tenants": summary["tenants"], "keys": summary["keys"], "version": summary["version"]},
+            self.clock(),
+        )
         return summary
 
     async def keyring(self) -> dict[str, Any]:
@@ -138,5 +162,4 @@ class AdminMixin:
     async def audit_log(self, limit: int = 100, cursor: Optional[int] = None) -> dict[str, Any]:
         """Who did what, newest first, a page at a time."""
         rows = self.store.audit_log(limit + 1, cursor)
-        return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit
-                else None}
+        return {"items": rows[:limit], "next_cursor": rows[limit - 1]["id"] if len(rows) > limit else None}

@@ -6,6 +6,7 @@ provisioning and the last failed launch (from the Ray autoscaler, whose node pro
 plugin in production — records why: ``InsufficientInstanceCapacity`` in every zone, a budget
 spent…), and which queued workload waits on which pool.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
@@ -41,24 +42,30 @@ def waiting_reason(sched: "Scheduler", w: Workload) -> Optional[dict[str, str]]:
         return None
     name = waiting[w.workload_id]
     if name == "":
-        return {"code": "no_pool", "message": "no worker pool's node shape can hold this gang: "
-                                             "the autoscaler cannot add capacity for it"}
+        return {
+            "code": "no_pool",
+            "message": "no worker pool's node shape can hold this gang: "
+            "the autoscaler cannot add capacity for it",
+        }
     pool = next((p for p in st.get("pools", []) if p["pool"] == name), None)
     if pool is None:
         return None
     failed = _recent_failure(sched, pool)
     if failed:
-        return {"code": "capacity_launch_failed", "message":
-                f"pool {name}: the last launch failed at {iso(float(failed['at']))}: "
-                f"{failed['details'] or 'no details'} (the autoscaler keeps asking; nodes "
-                f"{pool['current']} → {pool['target']})"}
+        return {
+            "code": "capacity_launch_failed",
+            "message": f"pool {name}: the last launch failed at {iso(float(failed['at']))}: "
+            f"{failed['details'] or 'no details'} (the autoscaler keeps asking; nodes "
+            f"{pool['current']} → {pool['target']})",
+        }
     if pool["target"] > pool["current"] or pool.get("provisioning"):
-        return {"code": "scaling_up", "message":
-                f"pool {name}: scaling up {pool['current']} → {pool['target']} node(s), "
-                f"{pool.get('provisioning', 0)} provisioning"}
+        return {
+            "code": "scaling_up",
+            "message": f"pool {name}: scaling up {pool['current']} → {pool['target']} node(s), "
+            f"{pool.get('provisioning', 0)} provisioning",
+        }
     if pool["held_by_cooldown"] or pool["target"] >= pool["spec"]["max_size"]:
-        return {"code": "pool_at_limit", "message":
-                f"pool {name}: {pool['reason']}"}
+        return {"code": "pool_at_limit", "message": f"pool {name}: {pool['reason']}"}
     return None
 
 
@@ -76,18 +83,35 @@ def check_backpressure(sched: "Scheduler", w: Workload) -> None:
     strategy = w.spec.placement.ray_strategy
     if sched.placer().place(bundles, types, strategy) is not None:
         return  # it fits now: no need for new nodes
-    specs = [PoolSpec(name=p["pool"], node_resources=p["spec"]["node_resources"],
-                      labels=p["spec"]["labels"], min_size=p["spec"]["min_size"],
-                      max_size=p["spec"]["max_size"]) for p in pools]
-    gang = PendingGang(bundles=tuple(bundles), strategy=strategy,
-                       pool=w.spec.metadata.labels.get("orion.io/pool"),
-                       gpu_type=next((t for t in types if t), None), source="orion")
+    specs = [
+        PoolSpec(
+            name=p["pool"],
+            node_resources=p["spec"]["node_resources"],
+            labels=p["spec"]["labels"],
+            min_size=p["spec"]["min_size"],
+            max_size=p["spec"]["max_size"],
+        )
+        for p in pools
+    ]
+    gang = PendingGang(
+        bundles=tuple(bundles),
+        strategy=strategy,
+        pool=w.spec.metadata.labels.get("orion.io/pool"),
+        gpu_type=next((t for t in types if t), None),
+        source="orion",
+    )
     home = next((name for name, gs in assign_pending(specs, [gang]).items() if gs), "")
     pool = next((p for p in pools if p["pool"] == home), None)
     failed = _recent_failure(sched, pool) if pool else None
     if failed:
         raise CapacityUnavailable(
-            f"pool {home} cannot launch nodes now ({failed['details'] or 'launch failed'}); "
-            "retry later", [{"field": "resources", "problem":
-                             f"needs new nodes of pool {home}, whose last launch failed at "
-                             f"{iso(float(failed['at']))}"}], retry_after=60)
+            f"pool {home} cannot launch nodes now ({failed['details'] or 'launch failed'}); retry later",
+            [
+                {
+                    "field": "resources",
+                    "problem": f"needs new nodes of pool {home}, whose last launch failed at "
+                    f"{iso(float(failed['at']))}",
+                }
+            ],
+            retry_after=60,
+        )

@@ -6,13 +6,14 @@ Runs on an asyncio loop (inside the ``orion-scheduler`` actor, or a test's loop)
 place a status changes, which persists before anything is acknowledged), ``driver.WorkloadDriver``
 (one workload's run), ``intake`` (submission checks), ``ingest`` (new rows from the store, by
 ``seq``, and what readers need written back), ``recovery`` (start-up reconciliation), ``liveness``
-(what ``/health`` reports) and ``admin`` (views, node operations, administration). Every Ray call goes through the ``runtime``
-(``runtime.base.Runtime``).
+(what ``/health`` reports) and ``admin`` (views, node operations, administration). Every Ray
+call goes through the ``runtime`` (``runtime.base.Runtime``).
 
 Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve ·
 6 launch · 7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``), timed as
 ``plan``; this module applies it, and the drivers launch (6).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,11 +34,11 @@ from ..runtime.conventions import clean_job_logs
 from ..status import Status
 from . import estimates, ingest, intake, node_ops, outside, views
 from . import policy_bridge as bridge
+from .admin import AdminMixin
 from .driver import WorkloadDriver
 from .every import Every
 from .liveness import Liveness
 from .recovery import recover
-from .admin import AdminMixin
 from .tenants import TenantRegistry
 from .transitions import WorkloadBook
 
@@ -51,26 +52,42 @@ FULL_CYCLE_S = 1.0
 class Scheduler(AdminMixin):
     """Admits, places, runs and tracks workloads. ``store`` and ``runtime`` are passed in."""
 
-    def __init__(self, store: Any, runtime: Runtime, config: Optional[SchedulerConfig] = None,
-                 policy: Optional[PolicyConfig] = None, clock: Callable[[], float] = time.time,
-                 metrics: Optional[OrionMetrics] = None, *,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+    def __init__(
+        self,
+        store: Any,
+        runtime: Runtime,
+        config: Optional[SchedulerConfig] = None,
+        policy: Optional[PolicyConfig] = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Optional[OrionMetrics] = None,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ):
         self.store = store
         self.runtime = runtime
         self.config = config or SchedulerConfig()
         self.clock = clock
         self.metrics = metrics or OrionMetrics(ray_mirror=False)
         self.tenants = TenantRegistry(store)
-        self.book = WorkloadBook(store=store, clock=clock, metrics=self.metrics,
-                                 config=self.config, wake=self.wake)
-        self.driver = WorkloadDriver(runtime=runtime, store=store, book=self.book, clock=clock,
-                                     metrics=self.metrics, config=self.config,
-                                     policy=lambda: self.policy_config, wake=self.wake,
-                                     sleep=sleep)
+        self.book = WorkloadBook(
+            store=store, clock=clock, metrics=self.metrics, config=self.config, wake=self.wake
+        )
+        self.driver = WorkloadDriver(
+            runtime=runtime,
+            store=store,
+            book=self.book,
+            clock=clock,
+            metrics=self.metrics,
+            config=self.config,
+            policy=lambda: self.policy_config,
+            wake=self.wake,
+            sleep=sleep,
+        )
         self.placement_policy = get_policy(self.config.placement_policy)
         saved = store.get_setting("policy", None)
-        self.policy_config = (PolicyConfig.model_validate(saved) if saved is not None
-                              else policy or PolicyConfig())
+        self.policy_config = (
+            PolicyConfig.model_validate(saved) if saved is not None else policy or PolicyConfig()
+        )
         self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
         self.fair = FairShare(self.policy_config.fair_share_half_life_s)
         self.forecasts = estimates.ForecastCache()
@@ -92,7 +109,7 @@ class Scheduler(AdminMixin):
         self.nodebook = node_ops.load_book(store)
         self.autoscaler_status: dict[str, Any] = {}
         self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
-        self.liveness = Liveness()          # recovery state and cycle age, for /health
+        self.liveness = Liveness()  # recovery state and cycle age, for /health
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -115,8 +132,14 @@ class Scheduler(AdminMixin):
         self.liveness.recovering()
         while True:
             try:
-                await recover(store=self.store, runtime=self.runtime, book=self.book,
-                              driver=self.driver, observe=self.observe, clock=self.clock)
+                await recover(
+                    store=self.store,
+                    runtime=self.runtime,
+                    book=self.book,
+                    driver=self.driver,
+                    observe=self.observe,
+                    clock=self.clock,
+                )
                 break
             except Exception as exc:  # e.g. the executor is itself restarting: never give up
                 self.liveness.failed(exc)
@@ -167,8 +190,7 @@ class Scheduler(AdminMixin):
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
                 woken = self.ingest.pull() > 0 or woken  # rows written by API replicas
-                if self.planner.busy or full_cycle.due(
-                        force=woken or self.clock() >= self._next_due):
+                if self.planner.busy or full_cycle.due(force=woken or self.clock() >= self._next_due):
                     self.run_slice()
                     if not self.planner.busy:
                         self.ingest.after_cycle()  # wait reasons and order, for the readers
@@ -209,8 +231,7 @@ class Scheduler(AdminMixin):
             self.cycles += 1
             queued = book.queued()
             if not queued:
-                self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0,
-                                   "phases_ms": {}}
+                self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0, "phases_ms": {}}
                 self.metrics.cycle({}, 0)
                 return self.last_cycle
             # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU (the planner
@@ -221,12 +242,18 @@ class Scheduler(AdminMixin):
             phase("snapshot")
             # the candidates' static data (cached per workload) for those past their backoff
             eligible = [bridge.candidate(book, w) for w in queued if w.not_before <= now]
-            self._next_due = min((w.not_before for w in queued if w.not_before > now),
-                                 default=float("inf"))
+            self._next_due = min((w.not_before for w in queued if w.not_before > now), default=float("inf"))
             phase("candidates")
-            self.planner.full(eligible, running, self.policy, self.fair,
-                              bridge.capacity(placer.nodes), now, nominated=book.nominated,
-                              extra_usage=self.serving_usage)
+            self.planner.full(
+                eligible,
+                running,
+                self.policy,
+                self.fair,
+                bridge.capacity(placer.nodes),
+                now,
+                nominated=book.nominated,
+                extra_usage=self.serving_usage,
+            )
         # 2 order · 3 fit · 4 preempt: a time-budgeted slice of one pure pass over the queue
         # (quota, fair share, placement, victims); the slices of a pass decide what one
         # uninterrupted pass would. Its admissions take their capacity in the planner's state
@@ -260,8 +287,9 @@ class Scheduler(AdminMixin):
             bundles, types, strategy, _ = book.shape(w)
             try:
                 # Each bundle pinned to the node the engine chose: Ray realises Orion's decision.
-                pg = self.runtime.create_pg(w.workload_id, bundles, strategy,
-                                            nodes=[h.node_id for h in placed], gpu_types=types)
+                pg = self.runtime.create_pg(
+                    w.workload_id, bundles, strategy, nodes=[h.node_id for h in placed], gpu_types=types
+                )
             except Exception as exc:  # e.g. Ray refused the group: requeue with backoff
                 book.requeue(w, f"placement group creation failed: {exc}")
                 continue
@@ -275,9 +303,15 @@ class Scheduler(AdminMixin):
             if w is not None and w.status == Status.QUEUED:
                 w.reason = bridge.explain_reasons(why)
         phase("requeue")
-        self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": len(admitted),
-                           "preempted": len(plan.preempt), "considered": len(plan.order),
-                           "complete": plan.complete, "phases_ms": timings}
+        self.last_cycle = {
+            "cycle": self.cycles,
+            "at": now,
+            "admitted": len(admitted),
+            "preempted": len(plan.preempt),
+            "considered": len(plan.order),
+            "complete": plan.complete,
+            "phases_ms": timings,
+        }
         self.metrics.cycle(timings, len(admitted))
         return self.last_cycle
 
@@ -309,16 +343,23 @@ class Scheduler(AdminMixin):
             except ValueError:  # a shape the engine cannot express (e.g. 1.5 GPUs): no lesson
                 pass
 
-    async def make_room(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
-                        priority: str = "high", who: str = "serving",
-                        hold_s: float = 120.0) -> dict[str, Any]:
+    async def make_room(
+        self,
+        bundles: list[dict[str, float]],
+        tenant_id: Optional[str] = None,
+        priority: str = "high",
+        who: str = "serving",
+        hold_s: float = 120.0,
+    ) -> dict[str, Any]:
         """Make room for work Orion does not launch itself (see ``outside.make_room``)."""
-        return outside.make_room(self, bundles, tenant_id=tenant_id, priority=priority, who=who,
-                                 hold_s=hold_s)
+        return outside.make_room(
+            self, bundles, tenant_id=tenant_id, priority=priority, who=who, hold_s=hold_s
+        )
 
     # == the interface the API (and the actor) expose =============================================
-    async def submit(self, spec: dict[str, Any], tenant_id: str = "default",
-                     who: Optional[str] = None) -> dict[str, Any]:
+    async def submit(
+        self, spec: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None
+    ) -> dict[str, Any]:
         """Validate, persist and enqueue in one store transaction; answers only after the store
         has the workload (see ``ingest.submit``)."""
         return ingest.submit(self, spec, tenant_id, who)
@@ -340,23 +381,29 @@ class Scheduler(AdminMixin):
         out["queue_position"] = intake.position(self, w)
         return out
 
-    async def list(self, status: Optional[str] = None, tenant_id: Optional[str] = None,
-                   limit: int = 50, cursor: Optional[int] = None) -> dict[str, Any]:
+    async def list(
+        self,
+        status: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[int] = None,
+    ) -> dict[str, Any]:
         """Workloads newest first, a page at a time (``cursor``: a page's ``next_cursor``)."""
-        rows = self.store.list(status=status, tenant_id=tenant_id, limit=limit + 1,
-                               before_seq=cursor)
+        rows = self.store.list(status=status, tenant_id=tenant_id, limit=limit + 1, before_seq=cursor)
         items = [self.book.active.get(w.workload_id, w) for w in rows[:limit]]
         next_cursor = rows[limit - 1].seq if len(rows) > limit else None
         return {"items": [w.public() for w in items], "next_cursor": next_cursor}
 
-    async def cancel(self, workload_id: str, tenant_id: Optional[str] = None,
-                     who: Optional[str] = None) -> dict[str, Any]:
+    async def cancel(
+        self, workload_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
         """Stop the workload wherever it is; idempotent (a finished one answers its final state)."""
         w = self.lookup(workload_id, tenant_id)
         if w.status.terminal:
             return w.public()
-        self.store.audit(who or tenant_id or "admin", "cancel", workload_id,
-                         {"status": w.status.value}, self.clock())
+        self.store.audit(
+            who or tenant_id or "admin", "cancel", workload_id, {"status": w.status.value}, self.clock()
+        )
         self.driver.stop(workload_id)
         was = w.status
         self.book.set(w, Status.CANCELLED, "cancelled by user")
@@ -396,11 +443,19 @@ class Scheduler(AdminMixin):
         except Exception as exc:
             store_ok, store_error = False, str(exc)
         loop_ok = self._loop_task is not None and not self._loop_task.done()
-        live = self.liveness.report(self.ingest.cycle_done_at,
-                                    stall_after_s=self.config.stall_after_s,
-                                    stuck_after_s=self.config.recovery_stuck_after_s)
+        live = self.liveness.report(
+            self.ingest.cycle_done_at,
+            stall_after_s=self.config.stall_after_s,
+            stuck_after_s=self.config.recovery_stuck_after_s,
+        )
         verdict = live.pop("verdict")
-        state = ("down" if not loop_ok else "ok" if verdict in ("ok", "recovering") else verdict)
-        return {"scheduler": state, "store": "ok" if store_ok else "down",
-                "store_error": store_error, "active": len(self.book.active), "cycles": self.cycles,
-                "last_cycle": self.last_cycle, **live}
+        state = "down" if not loop_ok else "ok" if verdict in ("ok", "recovering") else verdict
+        return {
+            "scheduler": state,
+            "store": "ok" if store_ok else "down",
+            "store_error": store_error,
+            "active": len(self.book.active),
+            "cycles": self.cycles,
+            "last_cycle": self.last_cycle,
+            **live,
+        }

@@ -5,6 +5,7 @@ A ``WorkloadDriver`` keeps one asyncio task per workload that holds capacity. Ev
 through the ``runtime`` and every status change through the ``WorkloadBook``; a driver never raises
 (one bad workload never stops the scheduler) and never launches an attempt twice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,10 +31,19 @@ HOLDING = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)  # states that hol
 class WorkloadDriver:
     """The drivers of the workloads that hold capacity, keyed by workload id (``tasks``)."""
 
-    def __init__(self, *, runtime: Runtime, store: Any, book: WorkloadBook,
-                 clock: Callable[[], float], metrics: OrionMetrics, config: SchedulerConfig,
-                 policy: Callable[[], PolicyConfig], wake: Callable[[], None],
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        store: Any,
+        book: WorkloadBook,
+        clock: Callable[[], float],
+        metrics: OrionMetrics,
+        config: SchedulerConfig,
+        policy: Callable[[], PolicyConfig],
+        wake: Callable[[], None],
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ):
         self.runtime = runtime
         self.store = store
         self.book = book
@@ -48,8 +58,7 @@ class WorkloadDriver:
     # -- the drivers ------------------------------------------------------------------------------
     def start(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> asyncio.Task:
         """Drive ``w`` in its group ``pg`` (``adopt_running``: its run is already under way)."""
-        task = self.tasks[w.workload_id] = asyncio.create_task(
-            self.drive(w, pg, adopt_running=adopt_running))
+        task = self.tasks[w.workload_id] = asyncio.create_task(self.drive(w, pg, adopt_running=adopt_running))
         return task
 
     def stop(self, workload_id: str) -> None:
@@ -114,20 +123,41 @@ class WorkloadDriver:
             if spec.workload_type == "inference":  # the task that asks the served model
                 task = as_task(spec, w.tenant_id)
             await self.runtime.start_task(
-                w.workload_id, w.attempt, function=task.function, args=task.args,
-                kwargs=task.kwargs, bundle=bundle, runtime_env=task.runtime_env,
+                w.workload_id,
+                w.attempt,
+                function=task.function,
+                args=task.args,
+                kwargs=task.kwargs,
+                bundle=bundle,
+                runtime_env=task.runtime_env,
                 max_result_bytes=self.config.max_result_bytes,
-                max_log_bytes=self.config.max_log_bytes)
+                max_log_bytes=self.config.max_log_bytes,
+            )
         else:
-            metadata = {"orion_workload_id": w.workload_id, "orion_tenant": w.tenant_id,
-                        "orion_tenant_id": w.tenant_id, "orion_attempt": str(w.attempt)}
+            metadata = {
+                "orion_workload_id": w.workload_id,
+                "orion_tenant": w.tenant_id,
+                "orion_tenant_id": w.tenant_id,
+                "orion_attempt": str(w.attempt),
+            }
             await self.runtime.submit_job(
-                w.workload_id, w.attempt, entrypoint=spec.entrypoint, bundle=bundle,
-                runtime_env=spec.runtime_env, metadata=metadata)
+                w.workload_id,
+                w.attempt,
+                entrypoint=spec.entrypoint,
+                bundle=bundle,
+                runtime_env=spec.runtime_env,
+                metadata=metadata,
+            )
         if w.status != Status.STARTING:  # cancelled while launching: cancel() cleans up
             return
-        self.book.set(w, Status.RUNNING, "launched", started_at=self.clock(),
-                      worker_id=held[0].node_id, placement=placement_record(held))
+        self.book.set(
+            w,
+            Status.RUNNING,
+            "launched",
+            started_at=self.clock(),
+            worker_id=held[0].node_id,
+            placement=placement_record(held),
+        )
 
     async def _realised(self, w: Workload, pg: Any) -> list[Held]:
         """What Ray actually reserved for ``w``: the node of each bundle, and the GPU index of each
@@ -147,8 +177,9 @@ class WorkloadDriver:
         self.metrics.placement_followed("node", False, len(held) - node_match)
         shared = [i for i, h in enumerate(held) if h.shared_gpu]
         if shared:
-            seen = await asyncio.gather(*(self.runtime.pg_gpu_ids(pg, i, held[i].bundle["GPU"])
-                                          for i in shared))
+            seen = await asyncio.gather(
+                *(self.runtime.pg_gpu_ids(pg, i, held[i].bundle["GPU"]) for i in shared)
+            )
             for i, ids in zip(shared, seen):
                 if not ids:
                     continue  # the probe failed: keep the expectation (the tightest-fit rule)
@@ -176,8 +207,7 @@ class WorkloadDriver:
         except asyncio.TimeoutError:
             await self.runtime.cancel_task(wid, attempt)
             await self.release(w)
-            self.book.set(w, Status.FAILED, "timeout",
-                          error=f"timed out after {w.spec.timeout_s:g}s")
+            self.book.set(w, Status.FAILED, "timeout", error=f"timed out after {w.spec.timeout_s:g}s")
             return
         if w.status != Status.RUNNING:
             return
@@ -187,14 +217,17 @@ class WorkloadDriver:
             self.store.set_logs(wid, envelope["logs"])
         if envelope.get("lost"):
             self.book.requeue(w, "run lost with its Ray objects", new_attempt=True)
-        elif not envelope.get("ok") and infrastructure_failure(envelope.get("error")) \
-                and w.requeues < MAX_LAUNCH_REQUEUES:
+        elif (
+            not envelope.get("ok")
+            and infrastructure_failure(envelope.get("error"))
+            and w.requeues < MAX_LAUNCH_REQUEUES
+        ):
             # its worker or node died under it: not the workload's failure, run it again
-            self.book.requeue(w, f"lost its worker or node: {envelope.get('error')}"[:2000],
-                              new_attempt=True, backoff=False)
+            self.book.requeue(
+                w, f"lost its worker or node: {envelope.get('error')}"[:2000], new_attempt=True, backoff=False
+            )
         elif envelope.get("ok"):
-            self.book.set(w, Status.COMPLETED, "completed", result=envelope.get("result"),
-                          error=None)
+            self.book.set(w, Status.COMPLETED, "completed", result=envelope.get("result"), error=None)
         else:
             self.book.fail_or_retry(w, envelope.get("error") or "failed")
 
@@ -214,8 +247,7 @@ class WorkloadDriver:
                 await self.runtime.stop_job(wid, attempt)
                 await self.save_job_logs(w)
                 await self.release(w)
-                self.book.set(w, Status.FAILED, "timeout",
-                              error=f"timed out after {w.spec.timeout_s:g}s")
+                self.book.set(w, Status.FAILED, "timeout", error=f"timed out after {w.spec.timeout_s:g}s")
                 return
             await self.sleep(self.config.job_poll_interval_s)
         await self.save_job_logs(w)
@@ -224,14 +256,13 @@ class WorkloadDriver:
             self.book.set(w, Status.COMPLETED, "completed", result=None, error=None)
         else:
             code = f" (exit code {state.exit_code})" if state.exit_code is not None else ""
-            self.book.fail_or_retry(
-                w, f"job {state.status.lower()}{code}: {state.message}"[:4000])
+            self.book.fail_or_retry(w, f"job {state.status.lower()}{code}: {state.message}"[:4000])
 
     async def save_job_logs(self, w: Workload) -> None:
         """Keep the job attempt's own output (the tail) in the store."""
         logs = await self.runtime.job_logs(w.workload_id, w.attempt)
         if logs is not None:
-            self.store.set_logs(w.workload_id, clean_job_logs(logs)[-self.config.max_log_bytes:])
+            self.store.set_logs(w.workload_id, clean_job_logs(logs)[-self.config.max_log_bytes :])
 
     async def release(self, w: Workload) -> None:
         """Give the reservation back (removing the group also stops anything left inside it)."""
@@ -270,8 +301,7 @@ class WorkloadDriver:
         then back to the queue as a new attempt. Its capacity counts as held until it is gone."""
         self.stop(w.workload_id)
         self.book.nominate(w.workload_id, for_wid)
-        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}",
-                      reason=f"preempted for {for_wid}")
+        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}", reason=f"preempted for {for_wid}")
         self.metrics.preemption(w.tenant_id)
         self.store.audit("scheduler", "preempt", w.workload_id, {"for": for_wid}, self.clock())
         self.tasks[w.workload_id] = asyncio.create_task(self._stop_preempted(w, for_wid))

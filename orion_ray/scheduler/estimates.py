@@ -4,6 +4,7 @@ The order is the policy's (class, deadline, fair share, submission); the estimat
 simulation (``policy.forecast``) over the live placer, cached for ``FORECAST_TTL_S`` and for as long
 as no workload changed status.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,9 @@ class ForecastCache:
         self._entry = (time.monotonic(), version, got)
 
 
-def ordered(sched: "Scheduler", extra: Optional[Workload] = None,
-            nodes: Optional[list] = None) -> list[Candidate]:
+def ordered(
+    sched: "Scheduler", extra: Optional[Workload] = None, nodes: Optional[list] = None
+) -> list[Candidate]:
     """Every queued workload (and ``extra``) in the order the policy would consider them.
     Shares need only the cluster's totals: ``nodes`` as the runtime reports them."""
     book = sched.book
@@ -51,8 +53,9 @@ def ordered(sched: "Scheduler", extra: Optional[Workload] = None,
     return static_order(cands, sched.fair, sched.policy, bridge.capacity(nodes))
 
 
-def estimates(sched: "Scheduler", extra: Optional[Workload] = None
-              ) -> dict[str, tuple[Optional[float], Optional[float]]]:
+def estimates(
+    sched: "Scheduler", extra: Optional[Workload] = None
+) -> dict[str, tuple[Optional[float], Optional[float]]]:
     """``{workload_id: (estimated_start, estimated_completion)}`` (unix seconds or ``None``)."""
     book = sched.book
     if extra is None:
@@ -63,9 +66,16 @@ def estimates(sched: "Scheduler", extra: Optional[Workload] = None
     placer = sched.placer()
     running = bridge.running_items(book, now)
     order = ordered(sched, extra, placer.nodes)
-    got = forecast(placer, order, running, sched.policy.tenants, now,
-                   sched.policy_config.default_runtime_s, horizon=HORIZON,
-                   extra_usage=sched.serving_usage)
+    got = forecast(
+        placer,
+        order,
+        running,
+        sched.policy.tenants,
+        now,
+        sched.policy_config.default_runtime_s,
+        horizon=HORIZON,
+        extra_usage=sched.serving_usage,
+    )
     for c in order:
         w = book.active.get(c.workload_id)
         if w is not None and w.not_before > now and c.workload_id in got:  # backing off

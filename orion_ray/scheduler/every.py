@@ -3,6 +3,7 @@
 The loop refreshes serving usage, checks nodes and sets gauges on their own periods; reading the
 scheduler's clock (not ``time.monotonic``) lets a test advance time instead of waiting for it.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional

@@ -11,6 +11,7 @@ After each cycle the scheduler stores what readers need and only it knows (``aft
 queued workload's wait reasons when they change, and, for a shallow queue, the policy's order
 (the position the scheduler's own ``get`` reports), so the API reads them without a round trip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ValidationError
 from ..models import Workload, WorkloadSpec
 from ..status import Status
 from . import capacity_signal, estimates, intake
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orion.ingest")
 
-BATCH = 1000              # rows taken per query (a tick takes every batch there is)
+BATCH = 1000  # rows taken per query (a tick takes every batch there is)
 ORDER_SETTING = "queue_order"
-SHALLOW_QUEUE = 100       # as ``core.ACK_FORECAST_MAX_QUEUED``: positions by the policy's order
+SHALLOW_QUEUE = 100  # as ``core.ACK_FORECAST_MAX_QUEUED``: positions by the policy's order
 
 
 class Ingest:
@@ -43,7 +43,7 @@ class Ingest:
         # later is pulled, and a row both recovered and pulled is taken once.
         self.last_seq = s.store.max_seq()
         self.taken = 0
-        self.cycle_done_at: Optional[float] = None   # monotonic, for /health
+        self.cycle_done_at: Optional[float] = None  # monotonic, for /health
         self._reasons: dict[str, Optional[str]] = {}  # what the store has, per queued workload
         self._order: Optional[list] = None
 
@@ -79,8 +79,11 @@ class Ingest:
         s = self.s
         self.cycle_done_at = time.monotonic()
         queued = [w for w in s.active.values() if w.status == Status.QUEUED]
-        changed = [(w, s.book.wait_reasons.get(w.workload_id)) for w in queued
-                   if self._reasons.get(w.workload_id, "\0") != w.reason]
+        changed = [
+            (w, s.book.wait_reasons.get(w.workload_id))
+            for w in queued
+            if self._reasons.get(w.workload_id, "\0") != w.reason
+        ]
         if changed:
             s.store.set_waits(changed)
         self._reasons = {w.workload_id: w.reason for w in queued}
@@ -94,12 +97,18 @@ class Ingest:
 
 def new_workload(spec: WorkloadSpec, tenant_id: str, now: float) -> Workload:
     """A queued workload with a fresh id (its ``seq`` comes from the store's insert)."""
-    return Workload(workload_id=f"wl-{uuid.uuid4().hex[:16]}", tenant_id=tenant_id, spec=spec,
-                    status=Status.QUEUED, submitted_at=now, updated_at=now, seq=2**62)
+    return Workload(
+        workload_id=f"wl-{uuid.uuid4().hex[:16]}",
+        tenant_id=tenant_id,
+        spec=spec,
+        status=Status.QUEUED,
+        submitted_at=now,
+        updated_at=now,
+        seq=2**62,
+    )
 
 
-def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str,
-           who: Optional[str]) -> dict[str, Any]:
+def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
     """``Scheduler.submit``: validate, then the same one-transaction write an API replica does,
     with the checks only the scheduler can make (deadline forecast, capacity back-pressure)
     inside it; then take the row in and answer the acknowledgement."""
@@ -112,9 +121,12 @@ def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str,
         capacity_signal.check_backpressure(s, w)  # 429 if policy says and its pool can't grow
 
     got, _created = s.store.submit(
-        w, who=who or tenant_id, max_queue_size=s.config.max_queue_size,
+        w,
+        who=who or tenant_id,
+        max_queue_size=s.config.max_queue_size,
         tenant_limit=getattr(s.tenants.get(tenant_id), "max_queued", None),
-        check=scheduler_checks)
+        check=scheduler_checks,
+    )
     s.ingest.pull()
     return intake.ack(s, s.active.get(got.workload_id, got))
 

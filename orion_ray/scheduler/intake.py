@@ -6,6 +6,7 @@ preemption, the tenant must exist), the queue limits are checked, and, when the 
 deadline the forecast says cannot be met is refused. The acknowledgement carries the position in
 the policy's order and the estimated start and completion.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,22 +31,33 @@ def parse(spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler") -> Worklo
     except Exception as exc:  # pydantic's error → the contract's error
         raise ValidationError("invalid workload spec", pydantic_details(exc)) from None
     check_importable(parsed)
-    check_spec(parsed, tenant_id, protected=sched.policy_config.preemption.protected_classes,
-               known=sched.tenants.known(tenant_id))
+    check_spec(
+        parsed,
+        tenant_id,
+        protected=sched.policy_config.preemption.protected_classes,
+        known=sched.tenants.known(tenant_id),
+    )
     return parsed
 
 
-def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str],
-               known: bool) -> None:
+def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str], known: bool) -> None:
     """The checks every submission passes before its transaction, wherever it arrives (the
     scheduler, or an API replica writing to the store)."""
     if not spec.preemptible and spec.priority.value not in protected:
-        raise ValidationError("this priority class may not opt out of preemption", [
-            {"field": "preemptible", "problem": f"false is only allowed for classes "
-                                                f"{', '.join(protected) or '(none)'}"}])
+        raise ValidationError(
+            "this priority class may not opt out of preemption",
+            [
+                {
+                    "field": "preemptible",
+                    "problem": f"false is only allowed for classes {', '.join(protected) or '(none)'}",
+                }
+            ],
+        )
     if not known:
-        raise ValidationError(f"unknown tenant {tenant_id!r}", [
-            {"field": "metadata.tenant_id", "problem": "no such tenant is configured"}])
+        raise ValidationError(
+            f"unknown tenant {tenant_id!r}",
+            [{"field": "metadata.tenant_id", "problem": "no such tenant is configured"}],
+        )
 
 
 def check_importable(spec: WorkloadSpec) -> None:
@@ -62,10 +74,16 @@ def check_importable(spec: WorkloadSpec) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise ValidationError(f"cannot import module {module!r} of {spec.function!r}", [
-            {"field": "function",
-             "problem": "module not importable on the cluster (install it or ship it with "
-                        "runtime_env working_dir/py_modules)"}])
+        raise ValidationError(
+            f"cannot import module {module!r} of {spec.function!r}",
+            [
+                {
+                    "field": "function",
+                    "problem": "module not importable on the cluster (install it or ship it with "
+                    "runtime_env working_dir/py_modules)",
+                }
+            ],
+        )
 
 
 def check_room(sched: "Scheduler", tenant_id: str) -> None:
@@ -76,8 +94,7 @@ def check_room(sched: "Scheduler", tenant_id: str) -> None:
         raise QueueFull(f"the queue is full ({size} workloads)", retry_after=5)
     limit = getattr(sched.tenants.get(tenant_id), "max_queued", None)
     if limit is not None and sum(1 for w in active.values() if w.tenant_id == tenant_id) >= limit:
-        raise QueueFull(f"tenant {tenant_id!r} has {limit} unfinished workloads (its limit)",
-                        retry_after=5)
+        raise QueueFull(f"tenant {tenant_id!r} has {limit} unfinished workloads (its limit)", retry_after=5)
 
 
 def refuse_if_deadline_unreachable(sched: "Scheduler", w: Workload) -> None:
@@ -87,9 +104,15 @@ def refuse_if_deadline_unreachable(sched: "Scheduler", w: Workload) -> None:
     run = w.spec.timeout_s or 0.0
     if start is None or start + run > deadline:
         when = "never (no capacity is expected to free)" if start is None else iso(start)
-        raise ValidationError("the deadline cannot be met", [{
-            "field": "deadline", "problem": f"estimated start {when} plus timeout_s "
-                                            f"{run:g}s is after the deadline"}])
+        raise ValidationError(
+            "the deadline cannot be met",
+            [
+                {
+                    "field": "deadline",
+                    "problem": f"estimated start {when} plus timeout_s {run:g}s is after the deadline",
+                }
+            ],
+        )
 
 
 def position(sched: "Scheduler", w: Workload) -> Optional[int]:
@@ -106,9 +129,13 @@ def position(sched: "Scheduler", w: Workload) -> Optional[int]:
 
 def ack(sched: "Scheduler", w: Workload) -> dict[str, Any]:
     """The answer to a submission: id, status, queue position and estimates."""
-    out = {"workload_id": w.workload_id, "status": w.status.value,
-           "queue_position": position(sched, w), "estimated_start": None,
-           "estimated_completion": None}
+    out = {
+        "workload_id": w.workload_id,
+        "status": w.status.value,
+        "queue_position": position(sched, w),
+        "estimated_start": None,
+        "estimated_completion": None,
+    }
     if w.status == Status.QUEUED and len(sched.book.queued()) <= ACK_FORECAST_MAX_QUEUED:
         start, end = estimates.estimates(sched).get(w.workload_id, (None, None))
         out.update(estimated_start=iso(start), estimated_completion=iso(end))

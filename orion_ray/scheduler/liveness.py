@@ -6,6 +6,7 @@ configured threshold makes the scheduler report itself unhealthy, so ``/health``
 recovery is stuck or the loop has stalled (the API's call to it has a timeout too, for a loop so
 busy it cannot answer at all).
 """
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ class Liveness:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.state = "not_started"   # → recovering → recovered
+        self.state = "not_started"  # → recovering → recovered
         self.since = clock()
         self.attempts = 0
         self.error: Optional[str] = None
@@ -37,19 +38,30 @@ class Liveness:
         self.took_s = round(now - self.since, 3)
         self.state, self.since = "recovered", now
 
-    def report(self, cycle_done_at: Optional[float], *, stall_after_s: float,
-               stuck_after_s: float) -> dict[str, Any]:
+    def report(
+        self, cycle_done_at: Optional[float], *, stall_after_s: float, stuck_after_s: float
+    ) -> dict[str, Any]:
         """``verdict`` (``ok``, ``recovering``, ``recovery_stuck`` or ``stalled``), the age of
         the last completed cycle and the recovery state, for ``Scheduler.health``."""
         now = self.clock()
         age = None if cycle_done_at is None else round(now - cycle_done_at, 3)
         verdict = "ok"
         if self.state != "recovered":
-            verdict = ("recovery_stuck" if self.state == "recovering"
-                       and now - self.since > stuck_after_s else "recovering")
+            verdict = (
+                "recovery_stuck"
+                if self.state == "recovering" and now - self.since > stuck_after_s
+                else "recovering"
+            )
         elif (age if age is not None else now - self.since) > stall_after_s:
             verdict = "stalled"  # no cycle completed for too long since recovery ended
-        return {"verdict": verdict, "last_cycle_age_s": age,
-                "recovery": {"state": self.state, "attempts": self.attempts,
-                             "last_error": self.error, "took_s": self.took_s,
-                             "for_s": round(now - self.since, 3)}}
+        return {
+            "verdict": verdict,
+            "last_cycle_age_s": age,
+            "recovery": {
+                "state": self.state,
+                "attempts": self.attempts,
+                "last_error": self.error,
+                "took_s": self.took_s,
+                "for_s": round(now - self.since, 3),
+            },
+        }

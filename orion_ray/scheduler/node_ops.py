@@ -6,6 +6,7 @@ infrastructure failed, not the workload), an *overdue* drain preempts what is le
 every change is a ``node`` event in the store's scaling events. Cordons and drains are persisted so
 a restarted scheduler keeps honouring them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,9 +86,18 @@ def record(sched: "Scheduler", t: Transition, who: str = "scheduler") -> None:
     """A node change as a ``node`` scaling event (and in the log)."""
     log.info("node %s: %s -> %s (%s)", t.node_id, t.before, t.after, t.reason)
     try:
-        sched.store.add_scaling_event({"at": t.at, "kind": "node", "pool": t.pool,
-                                   "node_id": t.node_id, "trigger": who, "reason": t.reason,
-                                   "outcome": t.after, "from": t.before})
+        sched.store.add_scaling_event(
+            {
+                "at": t.at,
+                "kind": "node",
+                "pool": t.pool,
+                "node_id": t.node_id,
+                "trigger": who,
+                "reason": t.reason,
+                "outcome": t.after,
+                "from": t.before,
+            }
+        )
     except Exception:  # an event is a record, never a reason to stop observing
         log.warning("could not record node event", exc_info=True)
 
@@ -132,20 +142,26 @@ def uncordon(sched: "Scheduler", node_id: str, who: str) -> dict:
     return node_view(sched, sched.nodebook.get(node_id))
 
 
-def drain(sched: "Scheduler", node_id: str, who: str, deadline_s: Optional[float] = None,
-          reason: Optional[str] = None) -> dict:
+def drain(
+    sched: "Scheduler",
+    node_id: str,
+    who: str,
+    deadline_s: Optional[float] = None,
+    reason: Optional[str] = None,
+) -> dict:
     """Cordon; let running work end until the deadline; then preempt what is left back to the
     queue; the node is then *drained* and the autoscaler may release it."""
     deadline_s = DEFAULT_DRAIN_DEADLINE_S if deadline_s is None else float(deadline_s)
     if not 0 <= deadline_s <= MAX_DRAIN_DEADLINE_S:
-        raise ValidationError("invalid drain deadline", [
-            {"field": "deadline_s", "problem": f"must be between 0 and {MAX_DRAIN_DEADLINE_S:g}"}])
+        raise ValidationError(
+            "invalid drain deadline",
+            [{"field": "deadline_s", "problem": f"must be between 0 and {MAX_DRAIN_DEADLINE_S:g}"}],
+        )
     busy = len(work_by_node(sched).get(node_id, []))
     t = _op(sched, node_id, sched.nodebook.drain, deadline_s, busy, reason or f"drain by {who}")
     _persist(sched)
     record(sched, t, who)
-    sched.store.audit(who, "drain", node_id, {"deadline_s": deadline_s, "reason": reason},
-                      sched.clock())
+    sched.store.audit(who, "drain", node_id, {"deadline_s": deadline_s, "reason": reason}, sched.clock())
     check_nodes(sched)  # a zero deadline preempts now
     return node_view(sched, sched.nodebook.get(node_id))
 
@@ -156,23 +172,37 @@ def full_placer(sched: "Scheduler") -> LivePlacer:
     return sched.placer(sched.runtime.nodes())
 
 
-def node_view(sched: "Scheduler", rec: Optional[NodeRecord], free: Optional[dict] = None,
-              work: Optional[list[str]] = None) -> dict[str, Any]:
+def node_view(
+    sched: "Scheduler",
+    rec: Optional[NodeRecord],
+    free: Optional[dict] = None,
+    work: Optional[list[str]] = None,
+) -> dict[str, Any]:
     if rec is None:
         return {}
     if work is None:
         work = work_by_node(sched).get(rec.node_id, [])
-    return {"node_id": rec.node_id, "status": rec.status, "state": rec.state,
-            "schedulable": rec.schedulable, "cordoned": rec.cordoned,
-            "cordon_reason": rec.cordon_reason or None, "pool": rec.pool,
-            "gpu_type": rec.gpu_type, "resources": rec.total,
-            "free": {k: round(v, 6) for k, v in (free or {}).items()} if free is not None else None,
-            "workloads": sorted(work), "registered_at": iso(rec.first_seen),
-            "ready_at": iso(rec.ready_at), "last_seen": iso(rec.last_seen),
-            "idle_since": iso(rec.idle_since), "drain_deadline": iso(rec.drain_deadline),
-            "ended_at": iso(rec.ended_at), "labels": rec.labels,
-            "history": [{"state": st, "at": iso(at), "reason": why}
-                        for st, at, why in rec.history[-20:]]}
+    return {
+        "node_id": rec.node_id,
+        "status": rec.status,
+        "state": rec.state,
+        "schedulable": rec.schedulable,
+        "cordoned": rec.cordoned,
+        "cordon_reason": rec.cordon_reason or None,
+        "pool": rec.pool,
+        "gpu_type": rec.gpu_type,
+        "resources": rec.total,
+        "free": {k: round(v, 6) for k, v in (free or {}).items()} if free is not None else None,
+        "workloads": sorted(work),
+        "registered_at": iso(rec.first_seen),
+        "ready_at": iso(rec.ready_at),
+        "last_seen": iso(rec.last_seen),
+        "idle_since": iso(rec.idle_since),
+        "drain_deadline": iso(rec.drain_deadline),
+        "ended_at": iso(rec.ended_at),
+        "labels": rec.labels,
+        "history": [{"state": st, "at": iso(at), "reason": why} for st, at, why in rec.history[-20:]],
+    }
 
 
 def nodes(sched: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
@@ -181,13 +211,17 @@ def nodes(sched: "Scheduler", include_ended: bool = True) -> dict[str, Any]:
     placer = full_placer(sched)
     free = {n.node_id: n.free for n in placer.nodes}
     work = work_by_node(sched)
-    items = [node_view(sched, r, free.get(r.node_id), work.get(r.node_id, []))
-             for r in sorted(sched.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
-             if include_ended or r.state not in ("terminated", "lost")]
+    items = [
+        node_view(sched, r, free.get(r.node_id), work.get(r.node_id, []))
+        for r in sorted(sched.nodebook.nodes.values(), key=lambda r: (r.first_seen, r.node_id))
+        if include_ended or r.state not in ("terminated", "lost")
+    ]
     # nodes asked of the Ray autoscaler and not registered yet have no id: counted per pool
-    provisioning = [{"pool": p["pool"], "nodes": p.get("provisioning", 0)}
-                    for p in (sched.autoscaler_status or {}).get("pools", [])
-                    if p.get("provisioning")]
+    provisioning = [
+        {"pool": p["pool"], "nodes": p.get("provisioning", 0)}
+        for p in (sched.autoscaler_status or {}).get("pools", [])
+        if p.get("provisioning")
+    ]
     return {"items": items, "counts": sched.nodebook.counts(), "provisioning": provisioning}
 
 
@@ -207,11 +241,20 @@ def node_samples(sched: "Scheduler") -> list[dict[str, Any]]:
         free_gpu = float(st.get("free_gpus", 0.0) or 0.0)
         frag = float(st.get("stranded_gpus", 0.0) or 0.0) / free_gpu if free_gpu else 0.0
         state = rec.state if rec.state != "ready" else ("cordoned" if rec.cordoned else "ready")
-        out.append({"node_id": n.node_id, "pool": rec.pool, "total": dict(n.total),
-                    "free": {k: max(0.0, v) for k, v in n.free.items()},
-                    "running": len(work.get(n.node_id, [])), "state": state,
-                    "idle_since": rec.idle_since, "fragmentation": round(frag, 6),
-                    "labels": dict(n.labels), "available": n.available})
+        out.append(
+            {
+                "node_id": n.node_id,
+                "pool": rec.pool,
+                "total": dict(n.total),
+                "free": {k: max(0.0, v) for k, v in n.free.items()},
+                "running": len(work.get(n.node_id, [])),
+                "state": state,
+                "idle_since": rec.idle_since,
+                "fragmentation": round(frag, 6),
+                "labels": dict(n.labels),
+                "available": n.available,
+            }
+        )
     return out
 
 
@@ -223,10 +266,18 @@ def pending_gangs(sched: "Scheduler") -> list[dict[str, Any]]:
         if "quota" in codes:
             continue  # more nodes would not let it start
         bundles, types, strategy, _ = sched.book.shape(w)
-        out.append({"workload_id": w.workload_id, "tenant_id": w.tenant_id,
-                    "priority": w.priority.value, "bundles": bundles, "gpu_types": types,
-                    "strategy": strategy, "queued_since": w.submitted_at,
-                    "pool": w.spec.metadata.labels.get("orion.io/pool")})
+        out.append(
+            {
+                "workload_id": w.workload_id,
+                "tenant_id": w.tenant_id,
+                "priority": w.priority.value,
+                "bundles": bundles,
+                "gpu_types": types,
+                "strategy": strategy,
+                "queued_since": w.submitted_at,
+                "pool": w.spec.metadata.labels.get("orion.io/pool"),
+            }
+        )
     return out
 
 
@@ -243,12 +294,21 @@ def resources_available(sched: "Scheduler") -> dict[str, Any]:
         ok = n.node_id not in unsched
         if ok and n.total.get("GPU"):
             by_type[gtype] += gpus
-        per_node.append({"node_id": n.node_id, "gpu_type": gtype if n.total.get("GPU") else None,
-                         "gpus_total": n.total.get("GPU", 0.0), "gpus_free": round(gpus, 6),
-                         "cpus_free": round(max(0.0, n.free.get("CPU", 0.0)), 6),
-                         "schedulable": ok})
-    return {"gpus_free_by_type": {k: round(v, 6) for k, v in by_type.items()},
-            "gpus_free": round(sum(by_type.values()), 6), "nodes": per_node}
+        per_node.append(
+            {
+                "node_id": n.node_id,
+                "gpu_type": gtype if n.total.get("GPU") else None,
+                "gpus_total": n.total.get("GPU", 0.0),
+                "gpus_free": round(gpus, 6),
+                "cpus_free": round(max(0.0, n.free.get("CPU", 0.0)), 6),
+                "schedulable": ok,
+            }
+        )
+    return {
+        "gpus_free_by_type": {k: round(v, 6) for k, v in by_type.items()},
+        "gpus_free": round(sum(by_type.values()), 6),
+        "nodes": per_node,
+    }
 
 
 AUTOSCALER_STALE_S = 30.0
@@ -266,25 +326,38 @@ def gpu_utilization(sched: "Scheduler", autoscaler: dict) -> dict[str, Any]:
             continue
         alloc = gpus - max(0.0, n.free.get("GPU", 0.0))
         total, used = total + gpus, used + alloc
-        tel = telemetry.get(n.node_id) or {"status": "unknown",
-                                          "reason": "not read yet (the autoscaler reads NVML "
-                                                    "every 15 s)"}
-        items.append({"node_id": n.node_id,
-                      "gpu_type": n.labels.get("ray.io/accelerator-type"),
-                      "gpus": gpus, "allocated": round(alloc, 6),
-                      "allocation_pct": round(100 * alloc / gpus, 2), "device": tel})
-    return {"nodes": items, "gpus": total, "allocated": round(used, 6),
-            "allocation_pct": round(100 * used / total, 2) if total else 0.0}
+        tel = telemetry.get(n.node_id) or {
+            "status": "unknown",
+            "reason": "not read yet (the autoscaler reads NVML every 15 s)",
+        }
+        items.append(
+            {
+                "node_id": n.node_id,
+                "gpu_type": n.labels.get("ray.io/accelerator-type"),
+                "gpus": gpus,
+                "allocated": round(alloc, 6),
+                "allocation_pct": round(100 * alloc / gpus, 2),
+                "device": tel,
+            }
+        )
+    return {
+        "nodes": items,
+        "gpus": total,
+        "allocated": round(used, 6),
+        "allocation_pct": round(100 * used / total, 2) if total else 0.0,
+    }
 
 
-def infrastructure_health(sched: "Scheduler", autoscaler: dict, scheduler_health: dict
-                          ) -> dict[str, Any]:
+def infrastructure_health(sched: "Scheduler", autoscaler: dict, scheduler_health: dict) -> dict[str, Any]:
     """Is the infrastructure side healthy: nodes by state, lost nodes in the last hour, the
     scheduler's loop, and the autoscaler's loop (from its last report)."""
     check_nodes(sched)
     now = sched.clock()
-    lost = [node_view(sched, r, work=[]) for r in sched.nodebook.nodes.values()
-            if r.state == "lost" and r.ended_at and now - r.ended_at < 3600]
+    lost = [
+        node_view(sched, r, work=[])
+        for r in sched.nodebook.nodes.values()
+        if r.state == "lost" and r.ended_at and now - r.ended_at < 3600
+    ]
     at = autoscaler.get("received_at")
     if not at:
         auto = "not_running"
@@ -293,13 +366,20 @@ def infrastructure_health(sched: "Scheduler", autoscaler: dict, scheduler_health
     else:
         auto = autoscaler.get("loop", "ok")
     counts = sched.nodebook.counts()
-    ok = scheduler_health.get("scheduler") == "ok" and auto in ("ok", "not_running") \
-        and not lost
-    return {"status": "ok" if ok else "degraded", "nodes": counts,
-            "lost_last_hour": [{"node_id": r["node_id"], "ended_at": r["ended_at"],
-                                "pool": r["pool"]} for r in lost],
-            "scheduler": scheduler_health.get("scheduler"), "store": scheduler_health.get("store"),
-            "autoscaler": {"status": auto, "last_report": iso(at) if at else None,
-                           "ray_autoscaler": autoscaler.get("ray_autoscaler"),
-                           "last_error": autoscaler.get("last_error"),
-                           "pools": autoscaler.get("pools", [])}}
+    ok = scheduler_health.get("scheduler") == "ok" and auto in ("ok", "not_running") and not lost
+    return {
+        "status": "ok" if ok else "degraded",
+        "nodes": counts,
+        "lost_last_hour": [
+            {"node_id": r["node_id"], "ended_at": r["ended_at"], "pool": r["pool"]} for r in lost
+        ],
+        "scheduler": scheduler_health.get("scheduler"),
+        "store": scheduler_health.get("store"),
+        "autoscaler": {
+            "status": auto,
+            "last_report": iso(at) if at else None,
+            "ray_autoscaler": autoscaler.get("ray_autoscaler"),
+            "last_error": autoscaler.get("last_error"),
+            "pools": autoscaler.get("pools", []),
+        },
+    }

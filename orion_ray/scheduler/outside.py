@@ -4,6 +4,7 @@ their tenants' quotas, and room made for new replicas by preempting lower-class 
 The room made is *claimed* (node → resources, with an expiry) so the batch queue does not take it
 back before the replica lands; once Ray shows the replica's usage, the claim only repeats it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ async def refresh_serving_usage(sched: "Scheduler") -> None:
     except Exception:  # serving is optional and may be restarting: keep the last answer
         log.debug("serving usage not refreshed", exc_info=True)
         return
-    sched.serving_usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items()
-                      if t != "shared" and g}
+    sched.serving_usage = {
+        t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items() if t != "shared" and g
+    }
 
 
 def live_claims(sched: "Scheduler") -> dict[str, dict[str, float]]:
@@ -44,9 +46,15 @@ def live_claims(sched: "Scheduler") -> dict[str, dict[str, float]]:
     return out
 
 
-def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
-              tenant_id: Optional[str] = None, priority: str = "high", who: str = "serving",
-              hold_s: float = 120.0) -> dict[str, Any]:
+def make_room(
+    sched: "Scheduler",
+    bundles: list[dict[str, float]],
+    *,
+    tenant_id: Optional[str] = None,
+    priority: str = "high",
+    who: str = "serving",
+    hold_s: float = 120.0,
+) -> dict[str, Any]:
     """Make room for work Orion does not launch itself (a Serve replica per bundle): where a
     bundle does not fit, preempt lower-class batch work exactly as for a queued workload of
     ``priority``, and keep the freed capacity from batch work for ``hold_s`` (until Ray shows
@@ -54,8 +62,10 @@ def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
     try:
         rank = Priority(priority).rank
     except ValueError:
-        raise ValidationError("unknown priority class", [
-            {"field": "priority", "problem": f"{priority!r} is not a priority class"}]) from None
+        raise ValidationError(
+            "unknown priority class",
+            [{"field": "priority", "problem": f"{priority!r} is not a priority class"}],
+        ) from None
     now = sched.clock()
     placer = sched.placer()
     running = bridge.running_items(sched.book, now)
@@ -67,16 +77,16 @@ def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
         b = {k: float(v) for k, v in bundle.items() if v}
         placed = placer.place([b], [None], "PACK")
         if placed is None:
-            c = Candidate(f"room-{i}", tenant_id or "default", rank, 0, [b], [None], "PACK",
-                          demand_of([b], [None]), now)
+            c = Candidate(
+                f"room-{i}", tenant_id or "default", rank, 0, [b], [None], "PACK", demand_of([b], [None]), now
+            )
             victims = choose_victims(placer, c, pool, quota, sched.policy, now)
             if not victims:
                 unplaceable += 1
                 continue
             for v in victims:
                 placer.release(v.held)
-                sched.driver.preempt(sched.book.active[v.workload_id],
-                                     f"{who} ({tenant_id or 'shared'})")
+                sched.driver.preempt(sched.book.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
                 victims_all.append(v.workload_id)
             ids = {v.workload_id for v in victims}
             pool = [r for r in pool if r.workload_id not in ids]
@@ -90,7 +100,5 @@ def make_room(sched: "Scheduler", bundles: list[dict[str, float]], *,
             fits += 1
         placer.commit(placed)
     if victims_all:
-        sched.store.audit(who, "make_room", None, {"tenant_id": tenant_id, "victims": victims_all},
-                      now)
-    return {"fit": fits, "made_room": preempted, "unplaceable": unplaceable,
-            "preempted": victims_all}
+        sched.store.audit(who, "make_room", None, {"tenant_id": tenant_id, "victims": victims_all}, now)
+    return {"fit": fits, "made_room": preempted, "unplaceable": unplaceable, "preempted": victims_all}

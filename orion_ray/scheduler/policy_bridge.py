@@ -5,6 +5,7 @@ from ``Workload`` records (caching what does not change while a workload waits) 
 per-workload expected run times (``timeout_s``, else the median of recent runs of the same function or
 entrypoint, else the configured default).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -26,20 +27,30 @@ HISTORY = 20  # recent run times kept per function / entrypoint
 
 def settings_from(tenants: Iterable[TenantConfig], pc: PolicyConfig) -> PolicySettings:
     """The pure policy's settings from the configured tenants and ``policy`` section."""
-    quotas = {t.id: TenantQuota(t.id, t.weight, _quota_units(t.quota),
-                                _quota_units(t.borrowing_limit), _quota_units(t.lending_limit),
-                                t.cohort) for t in tenants}
+    quotas = {
+        t.id: TenantQuota(
+            t.id,
+            t.weight,
+            _quota_units(t.quota),
+            _quota_units(t.borrowing_limit),
+            _quota_units(t.lending_limit),
+            t.cohort,
+        )
+        for t in tenants
+    }
     return PolicySettings(
-        tenants=quotas, preemption=pc.preemption.enabled,
+        tenants=quotas,
+        preemption=pc.preemption.enabled,
         min_runtime_s=pc.preemption.min_runtime_s,
         protected_ranks=frozenset(RANKS.index(c) for c in pc.preemption.protected_classes),
-        reserve_after_s=pc.reserve_after_s, half_life_s=pc.fair_share_half_life_s)
+        reserve_after_s=pc.reserve_after_s,
+        half_life_s=pc.fair_share_half_life_s,
+    )
 
 
 def _quota_units(q: Mapping[str, float]) -> dict[str, float]:
     # ``gpu_H100`` is accepted as a spelling of ``gpu:H100`` (YAML keys with a colon need quotes)
-    return {(k.replace("gpu_", "gpu:", 1) if k.startswith("gpu_") else k): float(v)
-            for k, v in q.items()}
+    return {(k.replace("gpu_", "gpu:", 1) if k.startswith("gpu_") else k): float(v) for k, v in q.items()}
 
 
 class RunTimes:
@@ -70,12 +81,20 @@ def candidate(book: "WorkloadBook", w: Workload) -> Candidate:
         bundles, types, strategy, _ = book.shape(w)
         deadline = w.spec.deadline
         if deadline is not None:
-            deadline = (deadline if deadline.tzinfo else deadline.replace(tzinfo=timezone.utc)
-                        ).timestamp()
+            deadline = (deadline if deadline.tzinfo else deadline.replace(tzinfo=timezone.utc)).timestamp()
         c = book.candidates[w.workload_id] = Candidate(
-            w.workload_id, w.tenant_id, w.priority.rank, w.seq, bundles, types, strategy,
-            demand_of(bundles, types), queued_since=w.updated_at or w.submitted_at,
-            deadline=deadline, runtime_s=book.runtimes.expected(w))
+            w.workload_id,
+            w.tenant_id,
+            w.priority.rank,
+            w.seq,
+            bundles,
+            types,
+            strategy,
+            demand_of(bundles, types),
+            queued_since=w.updated_at or w.submitted_at,
+            deadline=deadline,
+            runtime_s=book.runtimes.expected(w),
+        )
     return c
 
 
@@ -89,11 +108,19 @@ def running_items(book: "WorkloadBook", now: float) -> list[Running]:
         bundles, types, _, _ = book.shape(w)
         started = w.started_at or now
         runtime = book.runtimes.expected(w)
-        out.append(Running(
-            wid, w.tenant_id, w.priority.rank, demand_of(bundles, types), held, started,
-            expected_end=(started + runtime) if runtime is not None else None,
-            preemptible=w.spec.preemptible and w.status == Status.RUNNING,
-            stopping=w.status == Status.PREEMPTED or wid in book.stopping))
+        out.append(
+            Running(
+                wid,
+                w.tenant_id,
+                w.priority.rank,
+                demand_of(bundles, types),
+                held,
+                started,
+                expected_end=(started + runtime) if runtime is not None else None,
+                preemptible=w.spec.preemptible and w.status == Status.RUNNING,
+                stopping=w.status == Status.PREEMPTED or wid in book.stopping,
+            )
+        )
     return out
 
 

@@ -6,6 +6,7 @@ otherwise requeue it as a new attempt. Placement groups of workloads that are no
 An attempt is only ever launched under its own id (task key / job submission id), and a lost attempt
 is requeued under a new one, so a workload never runs twice at the same time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,15 @@ from .transitions import WorkloadBook
 log = logging.getLogger("orion.recovery")
 
 
-async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: WorkloadDriver,
-                  observe: Callable[[Workload], None], clock: Callable[[], float]
-                  ) -> dict[str, int]:
+async def recover(
+    *,
+    store: Any,
+    runtime: Runtime,
+    book: WorkloadBook,
+    driver: WorkloadDriver,
+    observe: Callable[[Workload], None],
+    clock: Callable[[], float],
+) -> dict[str, int]:
     """Load unfinished workloads, adopt or requeue each, remove orphaned reservations.
 
     ``observe`` lets the placement policy learn each workload's request mix again."""
@@ -32,10 +39,17 @@ async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: W
     workloads = store.active()
     task_runs = await runtime.task_runs()
     live_pgs = set(runtime.orion_pg_workloads())
-    jobs = [w for w in workloads if w.spec.workload_type == "job"
-            and w.status in (Status.STARTING, Status.RUNNING)]
-    job_states = dict(zip([w.workload_id for w in jobs], await asyncio.gather(
-        *(runtime.job_state(w.workload_id, w.attempt) for w in jobs))))
+    jobs = [
+        w
+        for w in workloads
+        if w.spec.workload_type == "job" and w.status in (Status.STARTING, Status.RUNNING)
+    ]
+    job_states = dict(
+        zip(
+            [w.workload_id for w in jobs],
+            await asyncio.gather(*(runtime.job_state(w.workload_id, w.attempt) for w in jobs)),
+        )
+    )
 
     for w in workloads:
         book.active[w.workload_id] = w
@@ -48,8 +62,7 @@ async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: W
                 await runtime.stop_job(wid, w.attempt)
             if wid in live_pgs:
                 runtime.remove_pg(wid)
-            book.requeue(w, "preempted (stopped after a restart)", new_attempt=True,
-                         backoff=False)
+            book.requeue(w, "preempted (stopped after a restart)", new_attempt=True, backoff=False)
             counts["requeued"] += 1
             continue
         if w.status == Status.SUBMITTED:
@@ -68,9 +81,14 @@ async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: W
         if alive:
             if w.status == Status.STARTING:
                 nodes = runtime.pg_nodes(pg) if pg is not None else []
-                book.set(w, Status.RUNNING, "adopted after restart", started_at=clock(),
-                         worker_id=nodes[0] if nodes else None,
-                         placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)])
+                book.set(
+                    w,
+                    Status.RUNNING,
+                    "adopted after restart",
+                    started_at=clock(),
+                    worker_id=nodes[0] if nodes else None,
+                    placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)],
+                )
             _reserve_from(book, runtime, w, pg)
             driver.start(w, pg, adopt_running=True)
             counts["adopted"] += 1
@@ -82,8 +100,9 @@ async def recover(*, store: Any, runtime: Runtime, book: WorkloadBook, driver: W
         else:
             if pg is not None:
                 runtime.remove_pg(wid)
-            book.requeue(w, "lost on restart: its Ray objects were gone",
-                         new_attempt=(w.status == Status.RUNNING))
+            book.requeue(
+                w, "lost on restart: its Ray objects were gone", new_attempt=(w.status == Status.RUNNING)
+            )
             counts["requeued"] += 1
 
     for wid in live_pgs - set(book.active):

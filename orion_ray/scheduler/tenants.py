@@ -3,11 +3,13 @@
 The running configuration is durable (the store's ``settings``), validated before it replaces the
 previous one, and versioned so API replicas can tell when to refresh their key ring.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import TypeAdapter, ValidationError as PydanticValidationError
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from ..config import TenantConfig
 from ..errors import ValidationError, pydantic_details
@@ -22,38 +24,51 @@ class TenantRegistry:
         saved = store.get_setting("tenants", {}) or {}
         self.version: int = saved.get("version", 0)
         self.tenants: dict[str, TenantConfig] = {
-            t.id: t for t in _TENANTS.validate_python(saved.get("tenants", []))}
-        self.keys: dict[str, str] = dict(saved.get("keys", {}))      # sha256 → tenant id
-        self.admins: list[str] = list(saved.get("admins", []))       # sha256 of admin keys
+            t.id: t for t in _TENANTS.validate_python(saved.get("tenants", []))
+        }
+        self.keys: dict[str, str] = dict(saved.get("keys", {}))  # sha256 → tenant id
+        self.admins: list[str] = list(saved.get("admins", []))  # sha256 of admin keys
 
-    def configure(self, tenants: list[dict[str, Any]], keys: dict[str, str],
-                  admins: Optional[list[str]] = None) -> dict[str, Any]:
+    def configure(
+        self, tenants: list[dict[str, Any]], keys: dict[str, str], admins: Optional[list[str]] = None
+    ) -> dict[str, Any]:
         """Validate, then replace the running configuration (all or nothing) and persist it."""
         try:
             parsed = _TENANTS.validate_python(tenants)
         except PydanticValidationError as exc:
-            raise ValidationError("invalid tenants configuration", [
-                {"field": "tenants." + d["field"], "problem": d["problem"]}
-                for d in pydantic_details(exc)]) from None
+            raise ValidationError(
+                "invalid tenants configuration",
+                [{"field": "tenants." + d["field"], "problem": d["problem"]} for d in pydantic_details(exc)],
+            ) from None
         ids = [t.id for t in parsed]
         if len(set(ids)) != len(ids):
             raise ValidationError("duplicate tenant ids", [{"field": "tenants", "problem": "duplicate id"}])
         unknown = sorted({t for t in keys.values() if t not in ids})
         if unknown:
-            raise ValidationError("keys for unknown tenants", [
-                {"field": "keys", "problem": f"no tenant {t!r}"} for t in unknown])
+            raise ValidationError(
+                "keys for unknown tenants",
+                [{"field": "keys", "problem": f"no tenant {t!r}"} for t in unknown],
+            )
         for h in [*keys, *(admins or [])]:
             if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-                raise ValidationError("key hashes must be hex SHA-256",
-                                      [{"field": "keys", "problem": "not a SHA-256 hex digest"}])
+                raise ValidationError(
+                    "key hashes must be hex SHA-256",
+                    [{"field": "keys", "problem": "not a SHA-256 hex digest"}],
+                )
         self.tenants = {t.id: t for t in parsed}
         self.keys = dict(keys)
         if admins is not None:
             self.admins = list(admins)
         self.version += 1
-        self.store.put_setting("tenants", {
-            "version": self.version, "keys": self.keys, "admins": self.admins,
-            "tenants": [t.model_dump(mode="json", exclude={"api_key_sha256"}) for t in parsed]})
+        self.store.put_setting(
+            "tenants",
+            {
+                "version": self.version,
+                "keys": self.keys,
+                "admins": self.admins,
+                "tenants": [t.model_dump(mode="json", exclude={"api_key_sha256"}) for t in parsed],
+            },
+        )
         return self.summary()
 
     def keyring(self) -> dict[str, Any]:
@@ -66,5 +81,9 @@ class TenantRegistry:
         return self.tenants.get(tenant_id)
 
     def summary(self) -> dict[str, Any]:
-        return {"version": self.version, "tenants": sorted(self.tenants),
-                "keys": len(self.keys), "admin_keys": len(self.admins)}
+        return {
+            "version": self.version,
+            "tenants": sorted(self.tenants),
+            "keys": len(self.keys),
+            "admin_keys": len(self.admins),
+        }

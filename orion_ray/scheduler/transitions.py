@@ -7,6 +7,7 @@ with a version bumped on every change. ``set`` checks the transition table, upda
 adds to a batch the caller writes at once) and records the metrics; ``requeue`` and
 ``fail_or_retry`` are the two ways back to the queue.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -25,8 +26,15 @@ Shape = tuple  # (bundles, gpu types, strategy, hashable shape)
 class WorkloadBook:
     """Active workloads and everything held for them; every status change goes through ``set``."""
 
-    def __init__(self, *, store: Any, clock: Callable[[], float], metrics: OrionMetrics,
-                 config: SchedulerConfig, wake: Callable[[], None]):
+    def __init__(
+        self,
+        *,
+        store: Any,
+        clock: Callable[[], float],
+        metrics: OrionMetrics,
+        config: SchedulerConfig,
+        wake: Callable[[], None],
+    ):
         self.store = store
         self.clock = clock
         self.metrics = metrics
@@ -35,12 +43,12 @@ class WorkloadBook:
         self.active: dict[str, Workload] = {}
         # Every bundle Orion holds, per workload: the live snapshot is the nodes minus these.
         self.reservations: dict[str, list[Held]] = {}
-        self.nominated: dict[str, set[str]] = {}   # preemptor → victims still stopping
-        self.stopping: set[str] = set()             # victims being stopped
+        self.nominated: dict[str, set[str]] = {}  # preemptor → victims still stopping
+        self.stopping: set[str] = set()  # victims being stopped
         self.wait_reasons: dict[str, list[dict]] = {}
         self.runtimes = RunTimes()
         self.shapes: dict[str, Shape] = {}
-        self.candidates: dict[str, Any] = {}        # policy candidates, dropped on any change
+        self.candidates: dict[str, Any] = {}  # policy candidates, dropped on any change
         self.version = 0  # bumped on every status change (the forecast's cache key)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -57,8 +65,11 @@ class WorkloadBook:
             types = [b.gpu_type for b in gang]
             strategy = w.spec.placement.ray_strategy
             got = self.shapes[w.workload_id] = (
-                bundles, types, strategy,
-                (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles)))
+                bundles,
+                types,
+                strategy,
+                (strategy, tuple(types), tuple(tuple(sorted(b.items())) for b in bundles)),
+            )
         return got
 
     def clear(self) -> None:
@@ -81,8 +92,9 @@ class WorkloadBook:
             del self.nominated[k]
 
     # -- the one place a status changes ------------------------------------------------------------
-    def set(self, w: Workload, status: Status, note: str = "", batch: Optional[list] = None,
-            **fields: Any) -> None:
+    def set(
+        self, w: Workload, status: Status, note: str = "", batch: Optional[list] = None, **fields: Any
+    ) -> None:
         """Check the table, update, persist (or add to ``batch``) and record the metrics."""
         check_transition(w.status, status)
         now = self.clock()
@@ -112,17 +124,20 @@ class WorkloadBook:
         else:
             self.store.update(*change)
 
-    def requeue(self, w: Workload, why: str, *, new_attempt: bool = False,
-                backoff: bool = True) -> None:
+    def requeue(self, w: Workload, why: str, *, new_attempt: bool = False, backoff: bool = True) -> None:
         """Back to ``queued`` with backoff; a new attempt when a run was lost or is retried."""
         w.requeues += 1
         if new_attempt:
             w.attempt += 1
-        delay = retry_delay(w.requeues, self.config.retry_backoff_base_s,
-                            self.config.retry_backoff_max_s) if backoff else 0.0
+        delay = (
+            retry_delay(w.requeues, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s)
+            if backoff
+            else 0.0
+        )
         self.reservations.pop(w.workload_id, None)
-        self.set(w, Status.QUEUED, why, not_before=self.clock() + delay, reason=why,
-                 worker_id=None, placement=None)
+        self.set(
+            w, Status.QUEUED, why, not_before=self.clock() + delay, reason=why, worker_id=None, placement=None
+        )
         self.wake()
 
     def fail_or_retry(self, w: Workload, error: str) -> None:
@@ -130,12 +145,20 @@ class WorkloadBook:
         if w.attempt <= w.spec.max_retries:
             self.metrics.retry(w.tenant_id)
             w.attempt += 1
-            delay = retry_delay(w.attempt - 1, self.config.retry_backoff_base_s,
-                                self.config.retry_backoff_max_s)
+            delay = retry_delay(
+                w.attempt - 1, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s
+            )
             self.reservations.pop(w.workload_id, None)
-            self.set(w, Status.QUEUED, f"retry after failure: {error}"[:2000],
-                     not_before=self.clock() + delay, error=error, reason="retry backoff",
-                     worker_id=None, placement=None)
+            self.set(
+                w,
+                Status.QUEUED,
+                f"retry after failure: {error}"[:2000],
+                not_before=self.clock() + delay,
+                error=error,
+                reason="retry backoff",
+                worker_id=None,
+                placement=None,
+            )
             self.wake()
         else:
             self.set(w, Status.FAILED, "failed", error=error)

@@ -3,6 +3,7 @@
 They answer "why is my job pending?" from what the cycle recorded (each queued workload keeps the
 reason it was not admitted) and from the queue order itself.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -37,11 +38,14 @@ def explain(sched: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         order = [c for c in estimates.ordered(sched)]
         ids = [c.workload_id for c in order]
         mine = [c.workload_id for c in order if c.tenant == w.tenant_id]
-        position = {"overall": ids.index(w.workload_id) + 1,
-                    "tenant": mine.index(w.workload_id) + 1}
+        position = {"overall": ids.index(w.workload_id) + 1, "tenant": mine.index(w.workload_id) + 1}
         if w.not_before > now:
-            reasons.append({"code": "backoff", "message":
-                            f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})"})
+            reasons.append(
+                {
+                    "code": "backoff",
+                    "message": f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})",
+                }
+            )
         reasons += [dict(r) for r in sched.book.wait_reasons.get(w.workload_id, [])]
         scaling = capacity_signal.waiting_reason(sched, w)  # what the autoscaler does about it
         if scaling is not None:
@@ -49,34 +53,53 @@ def explain(sched: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         ahead = order[: position["overall"] - 1]
         higher = sum(1 for c in ahead if c.rank < w.priority.rank)
         if higher:
-            reasons.append({"code": "priority",
-                            "message": f"{higher} workload(s) of a higher priority class are "
-                                       "ahead"})
+            reasons.append(
+                {"code": "priority", "message": f"{higher} workload(s) of a higher priority class are ahead"}
+            )
         same = sum(1 for c in ahead if c.rank == w.priority.rank)
         if same:
-            reasons.append({"code": "order", "message":
-                            f"{same} workload(s) of its class are ahead (deadlines first, then the "
-                            "tenant with the smallest weighted fair share)"})
+            reasons.append(
+                {
+                    "code": "order",
+                    "message": f"{same} workload(s) of its class are ahead (deadlines first, then the "
+                    "tenant with the smallest weighted fair share)",
+                }
+            )
         if not reasons:
-            reasons.append({"code": "next_cycle",
-                            "message": "eligible: the next scheduling cycle will consider it"})
+            reasons.append(
+                {"code": "next_cycle", "message": "eligible: the next scheduling cycle will consider it"}
+            )
         start, end = estimates.estimates(sched).get(w.workload_id, (None, None))
         if start is None:
-            reasons.append({"code": "no_estimate", "message":
-                            "no estimate: nothing expected to end frees enough for it, or it is "
-                            f"beyond the first {estimates.HORIZON} in the queue"})
+            reasons.append(
+                {
+                    "code": "no_estimate",
+                    "message": "no estimate: nothing expected to end frees enough for it, or it is "
+                    f"beyond the first {estimates.HORIZON} in the queue",
+                }
+            )
     elif w.status == Status.STARTING:
-        reasons.append({"code": "placement_pending", "message":
-                        "its placement group is requested; waiting for Ray to reserve it"})
+        reasons.append(
+            {
+                "code": "placement_pending",
+                "message": "its placement group is requested; waiting for Ray to reserve it",
+            }
+        )
     elif w.status == Status.PREEMPTED:
         reasons.append({"code": "preempted", "message": w.reason or "preempted; stopping"})
     elif w.status == Status.RUNNING:
         reasons.append({"code": "running", "message": "running"})
     else:
         reasons.append({"code": "finished", "message": f"finished: {w.status.value}"})
-    return {"workload_id": w.workload_id, "status": w.status.value, "position": position,
-            "reasons": reasons, "attempt": w.attempt, "estimated_start": iso(start),
-            "estimated_completion": iso(end)}
+    return {
+        "workload_id": w.workload_id,
+        "status": w.status.value,
+        "position": position,
+        "reasons": reasons,
+        "attempt": w.attempt,
+        "estimated_start": iso(start),
+        "estimated_completion": iso(end),
+    }
 
 
 def queue_summary(sched: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any]:
@@ -102,18 +125,28 @@ def queue_summary(sched: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any
         cfg = sched.tenants.get(name)
         used = usage.get(name, {})
         quota = cfg.quota if cfg else {}
-        tenants.append({"tenant_id": name, "queued": sum(depth[name].values()),
-                        "queued_by_priority": dict(depth[name]), "running": running[name],
-                        "usage": used, "quota": quota,
-                        "borrowing": {k: round(used.get(k, 0.0) - q, 6) for k, q in quota.items()
-                                      if used.get(k, 0.0) > q},
-                        "weight": cfg.weight if cfg else 1.0,
-                        "fair_share": round(sched.fair.share(name, cfg.weight if cfg else 1.0,
-                                                             cap), 6)})
-    return {"tenants": tenants, "total_queued": sum(t["queued"] for t in tenants),
-            "total_running": sum(t["running"] for t in tenants),
-            "reservation": sched.reservation,
-            "fragmentation": fragmentation(sched)["summary"]}
+        tenants.append(
+            {
+                "tenant_id": name,
+                "queued": sum(depth[name].values()),
+                "queued_by_priority": dict(depth[name]),
+                "running": running[name],
+                "usage": used,
+                "quota": quota,
+                "borrowing": {
+                    k: round(used.get(k, 0.0) - q, 6) for k, q in quota.items() if used.get(k, 0.0) > q
+                },
+                "weight": cfg.weight if cfg else 1.0,
+                "fair_share": round(sched.fair.share(name, cfg.weight if cfg else 1.0, cap), 6),
+            }
+        )
+    return {
+        "tenants": tenants,
+        "total_queued": sum(t["queued"] for t in tenants),
+        "total_running": sum(t["running"] for t in tenants),
+        "reservation": sched.reservation,
+        "fragmentation": fragmentation(sched)["summary"],
+    }
 
 
 def fragmentation(sched: "Scheduler") -> dict[str, Any]:
@@ -131,9 +164,17 @@ def tenant_list(sched: "Scheduler") -> dict[str, Any]:
     for name in sorted(set(summary) | set(sched.tenants.tenants)):
         cfg = sched.tenants.get(name)
         row = summary.get(name, {"queued": 0, "running": 0, "usage": {}})
-        items.append({"tenant_id": name, "configured": cfg is not None,
-                      "weight": cfg.weight if cfg else 1.0, "quota": cfg.quota if cfg else {},
-                      "borrowing_limit": cfg.borrowing_limit if cfg else {},
-                      "keys": sum(1 for t in sched.tenants.keys.values() if t == name),
-                      "queued": row["queued"], "running": row["running"], "usage": row["usage"]})
+        items.append(
+            {
+                "tenant_id": name,
+                "configured": cfg is not None,
+                "weight": cfg.weight if cfg else 1.0,
+                "quota": cfg.quota if cfg else {},
+                "borrowing_limit": cfg.borrowing_limit if cfg else {},
+                "keys": sum(1 for t in sched.tenants.keys.values() if t == name),
+                "queued": row["queued"],
+                "running": row["running"],
+                "usage": row["usage"],
+            }
+        )
     return {"items": items, "version": sched.tenants.version}

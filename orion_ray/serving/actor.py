@@ -3,6 +3,7 @@
 Every call is serialised by one lock (the loop's Serve calls run in a thread meanwhile), so the
 manager's dictionaries are never read half-changed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,15 @@ from ..runtime.ray_runtime import serving_gpu_usage
 from .deployer import RayKv, ServeDeployer
 from .manager import DeploymentManager
 
-__all__ = ["MANAGER_NAME", "NAMESPACE", "ServingActor", "deploy_manager", "ManagerClient",
-           "serving_gpu_usage", "serving_gpus_by_node"]
+__all__ = [
+    "MANAGER_NAME",
+    "NAMESPACE",
+    "ServingActor",
+    "deploy_manager",
+    "ManagerClient",
+    "serving_gpu_usage",
+    "serving_gpus_by_node",
+]
 log = logging.getLogger("orion.serving")
 
 
@@ -28,8 +36,7 @@ class ServingActor:
     """The manager, its loop, and one entry point (``call``) for the API."""
 
     def __init__(self, tick_s: float = 0.5, direct_prefix: Optional[str] = None):
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(),
-                                         room=_room_from_scheduler)
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=_room_from_scheduler)
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -59,8 +66,9 @@ class ServingActor:
 
 def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
     """Start (or find) the manager actor and its loop."""
-    actor = ServingActor.options(name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
-                                 get_if_exists=True).remote(tick_s, direct_prefix)
+    actor = ServingActor.options(
+        name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(tick_s, direct_prefix)
     ray.get(actor.ensure_started.remote(), timeout=60)
     return actor
 
@@ -74,13 +82,15 @@ class ManagerClient:
     def _actor(self):
         if self._handle is None:
             if not ray.is_initialized():
-                raise SchedulerUnavailable("model serving is not running (not on a Ray cluster)",
-                                           retry_after=2)
+                raise SchedulerUnavailable(
+                    "model serving is not running (not on a Ray cluster)", retry_after=2
+                )
             try:
                 self._handle = ray.get_actor(MANAGER_NAME, namespace=NAMESPACE)
             except ValueError:
-                raise SchedulerUnavailable("model serving is not running (no orion-serving actor)",
-                                           retry_after=2) from None
+                raise SchedulerUnavailable(
+                    "model serving is not running (no orion-serving actor)", retry_after=2
+                ) from None
         return self._handle
 
     async def call(self, method: str, *args: Any) -> Any:
@@ -88,8 +98,9 @@ class ManagerClient:
             return await self._actor().call.remote(method, *args)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             self._handle = None
-            raise SchedulerUnavailable(f"the serving manager is restarting ({type(exc).__name__})",
-                                       retry_after=1) from None
+            raise SchedulerUnavailable(
+                f"the serving manager is restarting ({type(exc).__name__})", retry_after=1
+            ) from None
 
     def report_nowait(self, samples: list) -> None:
         """Send router outcomes without waiting (a lost batch only thins the canary's evidence)."""
@@ -118,22 +129,28 @@ def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:
     from ray.util.state import list_actors, list_placement_groups
 
     from .manager import APP_PREFIX
+
     # this process's own cluster: without an address the state API looks for "the" local Ray
     # and fails (or picks another) when the machine runs several
     address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
     out: dict[str, float] = {}
     groups: Optional[dict] = None
-    for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True,
-                         limit=10_000, timeout=timeout_s):
+    for a in list_actors(
+        address=address, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000, timeout=timeout_s
+    ):
         # Serve names a replica's class "ServeReplica:<application>:<deployment>"
         if not (a.class_name or "").startswith(f"ServeReplica:{APP_PREFIX}"):
             continue
         if a.placement_group_id:
             if groups is None:
-                groups = {g.placement_group_id: g for g in list_placement_groups(
-                    address=address, detail=True, limit=10_000, timeout=timeout_s)}
+                groups = {
+                    g.placement_group_id: g
+                    for g in list_placement_groups(
+                        address=address, detail=True, limit=10_000, timeout=timeout_s
+                    )
+                }
             group = groups.get(a.placement_group_id)
-            for b in (group.bundles if group else []):
+            for b in group.bundles if group else []:
                 gpus = float((b.get("unit_resources") or {}).get("GPU", 0))
                 if gpus and b.get("node_id"):
                     out[b["node_id"]] = out.get(b["node_id"], 0.0) + gpus

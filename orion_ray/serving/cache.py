@@ -3,6 +3,7 @@
 Keyed by model, version and a hash of the request, so a new version never answers from an old
 one's entries. The clock is passed in, so tests need no sleeping.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,16 +19,21 @@ def request_key(model_id: str, version: str, body: dict[str, Any]) -> Optional[s
         return None
     if int(body.get("n", 1) or 1) != 1:
         return None
-    canon = json.dumps({k: v for k, v in body.items() if k not in ("stream", "user")},
-                       sort_keys=True, separators=(",", ":"), default=str)
+    canon = json.dumps(
+        {k: v for k, v in body.items() if k not in ("stream", "user")},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return f"{model_id}\x00{version}\x00" + hashlib.sha256(canon.encode()).hexdigest()
 
 
 class ResponseCache:
     """LRU with a time to live; ``max_entries`` 0 turns it off."""
 
-    def __init__(self, max_entries: int = 1024, ttl_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, max_entries: int = 1024, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._clock = clock

@@ -1,4 +1,5 @@
 """``orion deploy | deployments | scale | undeploy | release``: model serving from the command line."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import yaml
 
 def _client():
     from .client import ServingClient
+
     return ServingClient()
 
 
@@ -37,14 +39,21 @@ def documents(text: str) -> tuple[list[dict], list[dict]]:
     return deployments, releases
 
 
-DEMO_MODEL = {"model_id": "smollm2", "version": "v1", "engine": "cpu",
-              "engine_args": {"n_ctx": 2048}, "ready_deadline": "10m"}
+DEMO_MODEL = {
+    "model_id": "smollm2",
+    "version": "v1",
+    "engine": "cpu",
+    "engine_args": {"n_ctx": 2048},
+    "ready_deadline": "10m",
+}
 
 
 def deploy_demo(api_url: str) -> None:
     """``orion up --demo``: serve the CPU model as a shared model (idempotent)."""
-    from ..errors import Conflict
     from serve_apps.llm.engines.cpu import cpu_engine_available
+
+    from ..errors import Conflict
+
     why = cpu_engine_available()
     if why:
         raise SystemExit(f"--demo serves SmolLM2 on CPU, which is not installed: {why}")
@@ -52,10 +61,12 @@ def deploy_demo(api_url: str) -> None:
         _client().deploy(DEMO_MODEL)
     except Conflict:
         pass
-    print(f"  demo model: smollm2 (CPU) — curl {api_url}/v1/chat/completions -H "
-          "'Authorization: Bearer <key>' -H 'Content-Type: application/json' "
-          "-d '{\"model\": \"smollm2\", \"messages\": "
-          "[{\"role\": \"user\", \"content\": \"Hi\"}]}'")
+    print(
+        f"  demo model: smollm2 (CPU) — curl {api_url}/v1/chat/completions -H "
+        "'Authorization: Bearer <key>' -H 'Content-Type: application/json' "
+        "-d '{\"model\": \"smollm2\", \"messages\": "
+        "[{\"role\": \"user\", \"content\": \"Hi\"}]}'"
+    )
 
 
 def cmd_deploy(a) -> int:
@@ -80,8 +91,10 @@ def cmd_deployments(a) -> int:
         return 0
     print(f"{'ID':<32} {'ENGINE':<6} {'STATUS':<10} {'REPLICAS':>8} {'GPU/R':>5} {'TENANT':<12}")
     for d in items:
-        print(f"{d['id']:<32} {d['engine']:<6} {d['status']:<10} {d['running_replicas']:>8} "
-              f"{d['gpus_per_replica']:>5g} {d['tenant_id'] or '(shared)':<12}")
+        print(
+            f"{d['id']:<32} {d['engine']:<6} {d['status']:<10} {d['running_replicas']:>8} "
+            f"{d['gpus_per_replica']:>5g} {d['tenant_id'] or '(shared)':<12}"
+        )
     return 0
 
 
@@ -89,8 +102,9 @@ def cmd_scale(a) -> int:
     if a.replicas is not None:
         body = {"replicas": a.replicas}
     elif a.max is not None:
-        body = {"autoscaling": {"min_replicas": a.min, "max_replicas": a.max,
-                                "target_ongoing_requests": a.target}}
+        body = {
+            "autoscaling": {"min_replicas": a.min, "max_replicas": a.max, "target_ongoing_requests": a.target}
+        }
     else:
         raise SystemExit("give --replicas N, or --max N (with --min, --target) for autoscaling")
     if a.version:
@@ -110,8 +124,9 @@ def cmd_release(a) -> int:
     if a.output == "json":
         _out({**rel, "events": c.events(a.model, 20)}, "json")
         return 0
-    print(f"{rel['model_id']}: {rel['strategy']} {rel['phase']} step {rel['step'] + 1} "
-          f"weights {rel['weights']}")
+    print(
+        f"{rel['model_id']}: {rel['strategy']} {rel['phase']} step {rel['step'] + 1} weights {rel['weights']}"
+    )
     for e in c.events(a.model, 10):
         print(f"  {e['at']:.0f} {e['kind']:<12} {e['message']}")
     return 0

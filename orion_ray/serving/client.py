@@ -1,4 +1,5 @@
 """SDK calls for model serving (the SDK client plus the deployment and release routes)."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -13,10 +14,14 @@ class ServingClient(ApiSession):
         """Deploy one model version."""
         return self._request("POST", "/internal/deployments/create", json=spec).json()
 
-    def deployments(self, model_id: Optional[str] = None, tenant_id: Optional[str] = None,
-                    status: Optional[str] = None) -> list[dict]:
-        params = {k: v for k, v in {"model_id": model_id, "tenant_id": tenant_id,
-                                    "status": status}.items() if v is not None}
+    def deployments(
+        self, model_id: Optional[str] = None, tenant_id: Optional[str] = None, status: Optional[str] = None
+    ) -> list[dict]:
+        params = {
+            k: v
+            for k, v in {"model_id": model_id, "tenant_id": tenant_id, "status": status}.items()
+            if v is not None
+        }
         return self._request("GET", "/internal/deployments", params=params).json()["items"]
 
     def deployment(self, dep_id: str) -> dict:
@@ -33,8 +38,7 @@ class ServingClient(ApiSession):
 
     def set_release(self, spec: dict) -> dict:
         """Apply a release (weighted, canary, rolling, blue-green, ab; optional shadow)."""
-        return self._request("PUT", f"/internal/models/{spec.get('model_id')}/release",
-                             json=spec).json()
+        return self._request("PUT", f"/internal/models/{spec.get('model_id')}/release", json=spec).json()
 
     def release(self, model_id: str) -> dict:
         return self._request("GET", f"/internal/models/{model_id}/release").json()

@@ -1,4 +1,5 @@
 """Ray Serve behind the manager's ``Deployer`` interface: one Serve application per model version."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,12 @@ def serve_options(spec: DeploymentSpec) -> dict:
     if spec.autoscaling is not None:
         a = spec.autoscaling
         opts["autoscaling_config"] = {
-            "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
             "initial_replicas": max(a.min_replicas, 1) if a.min_replicas == 0 else a.min_replicas,
             "target_ongoing_requests": a.target_ongoing_requests,
-            "downscale_delay_s": a.downscale_delay}
+            "downscale_delay_s": a.downscale_delay,
+        }
     else:
         opts["num_replicas"] = spec.replicas if spec.replicas is not None else 1
     if spec.tensor_parallel > 1:
@@ -30,8 +33,7 @@ def serve_options(spec: DeploymentSpec) -> dict:
         opts["placement_group_strategy"] = "STRICT_PACK"
         opts["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 0}
     else:
-        opts["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica,
-                                     "num_gpus": spec.gpus_per_replica}
+        opts["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica}
     return opts
 
 
@@ -47,22 +49,33 @@ class ServeDeployer:
 
     def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
         from ray import serve
+
         from serve_apps.llm.replica import build_replica_app
+
         engine_args = dict(spec.engine_args)
         if spec.engine == "vllm":
             engine_args.setdefault("tensor_parallel", spec.tensor_parallel)
-        bound = build_replica_app(spec.engine, engine_args, spec.model_id, spec.version,
-                                  restart_nonce=restart_nonce, options=serve_options(spec))
+        bound = build_replica_app(
+            spec.engine,
+            engine_args,
+            spec.model_id,
+            spec.version,
+            restart_nonce=restart_nonce,
+            options=serve_options(spec),
+        )
         route = f"{self.direct_prefix}/{spec.id}" if self.direct_prefix else None
         serve._run(bound, name=app, route_prefix=route, _blocking=False)
 
     def delete(self, app: str) -> None:
         from ray import serve
+
         serve.delete(app, _blocking=False)
 
     def statuses(self) -> dict[str, dict]:
         from ray import serve
+
         from serve_apps.llm.replica import DEPLOYMENT_NAME
+
         out = {}
         for name, app in serve.status().applications.items():
             if not name.startswith(APP_PREFIX):
@@ -70,8 +83,11 @@ class ServeDeployer:
             dep = app.deployments.get(DEPLOYMENT_NAME)
             running = dep.replica_states.get("RUNNING", 0) if dep else 0
             message = app.message or (dep.message if dep else "")
-            out[name] = {"status": str(getattr(app.status, "value", app.status)),
-                         "message": message, "running": running}
+            out[name] = {
+                "status": str(getattr(app.status, "value", app.status)),
+                "message": message,
+                "running": running,
+            }
         return out
 
 
@@ -83,15 +99,19 @@ class RayKv:
 
     def load(self) -> Optional[dict]:
         from ray.experimental import internal_kv
+
         raw = internal_kv._internal_kv_get(self.KEY, namespace=NAMESPACE)
         return json.loads(raw) if raw else None
 
     def save(self, state: dict) -> None:
         from ray.experimental import internal_kv
-        internal_kv._internal_kv_put(self.KEY, json.dumps(state, default=str).encode(),
-                                     overwrite=True, namespace=NAMESPACE)
+
+        internal_kv._internal_kv_put(
+            self.KEY, json.dumps(state, default=str).encode(), overwrite=True, namespace=NAMESPACE
+        )
 
     def clear(self) -> None:
         """Forget every deployment and release (``orion down``)."""
         from ray.experimental import internal_kv
+
         internal_kv._internal_kv_del(self.KEY, namespace=NAMESPACE)

@@ -5,6 +5,7 @@ tenant visibility), so the workload's ``result`` holds the answer.
 The spec conversion (``as_task``, ``request_of``, ``RUNNER``) is a model-layer function in
 ``orion_ray.inference_task``, re-exported here.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,17 +19,25 @@ __all__ = ["RUNNER", "as_task", "request_of", "run_inference"]
 def run_inference(kind: str, body: dict, tenant_id: Optional[str]) -> dict:
     """Runs inside the workload's Ray task: one request through the router's policy."""
     from ray import serve
+
     from serve_apps.llm.replica import DEPLOYMENT_NAME
-    from .router import ModelRouter
+
     from .actor import ManagerClient
+    from .router import ModelRouter
 
     async def ask():
-        router = ModelRouter(ManagerClient(), lambda app: serve.get_deployment_handle(
-            DEPLOYMENT_NAME, app), report_every_s=0)
+        router = ModelRouter(
+            ManagerClient(), lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app), report_every_s=0
+        )
         answer, version = await router.complete(kind, body, tenant_id, {})
         choice = answer["choices"][0]
         text = choice["message"]["content"] if kind == "chat" else choice["text"]
-        return {"model_id": body["model"], "version": version, "output": text,
-                "finish_reason": choice["finish_reason"], "usage": answer["usage"]}
+        return {
+            "model_id": body["model"],
+            "version": version,
+            "output": text,
+            "finish_reason": choice["finish_reason"],
+            "usage": answer["usage"],
+        }
 
     return asyncio.run(ask())

@@ -4,6 +4,7 @@
 No Ray here: Serve sits behind a ``deployer`` and state persistence behind a ``kv`` passed in, and
 the clock is an argument, so tests drive it directly. ``actor.py`` runs it as a detached actor.
 """
+
 from __future__ import annotations
 
 import time
@@ -72,8 +73,14 @@ class MemoryDeployer:
         return dict(self.statuses_by_app)
 
 
-_SERVE_STATUS = {"RUNNING": "healthy", "DEPLOYING": "deploying", "DEPLOY_FAILED": "failed",
-                 "UNHEALTHY": "unhealthy", "DELETING": "deleting", "NOT_STARTED": "pending"}
+_SERVE_STATUS = {
+    "RUNNING": "healthy",
+    "DEPLOYING": "deploying",
+    "DEPLOY_FAILED": "failed",
+    "UNHEALTHY": "unhealthy",
+    "DELETING": "deleting",
+    "NOT_STARTED": "pending",
+}
 
 
 def _replicas(spec: DeploymentSpec) -> int:
@@ -86,17 +93,21 @@ def _replicas(spec: DeploymentSpec) -> int:
 class DeploymentManager:
     """Desired state of every model deployment and release; ``tick`` reconciles and advances."""
 
-    def __init__(self, deployer: Deployer, kv: Optional[Kv] = None,
-                 clock: Callable[[], float] = time.time,
-                 room: Optional[Callable[[list, Optional[str]], Any]] = None):
+    def __init__(
+        self,
+        deployer: Deployer,
+        kv: Optional[Kv] = None,
+        clock: Callable[[], float] = time.time,
+        room: Optional[Callable[[list, Optional[str]], Any]] = None,
+    ):
         """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
         (preempting lower-class batch work); ``None``: replicas wait for free GPUs."""
         self.deployer = deployer
         self.room = room
         self.kv = kv or MemoryKv()
         self.clock = clock
-        self.deployments: dict[str, dict] = {}   # id → {"spec", "since", "restarts", "nonce", ...}
-        self.releases: dict[str, dict] = {}      # model_id → {"spec": ReleaseSpec, "state"}
+        self.deployments: dict[str, dict] = {}  # id → {"spec", "since", "restarts", "nonce", ...}
+        self.releases: dict[str, dict] = {}  # model_id → {"spec": ReleaseSpec, "state"}
         self.events: deque = deque(maxlen=MAX_EVENTS)
         self.samples: dict[tuple[str, str], deque] = {}
         self._load()
@@ -124,21 +135,36 @@ class DeploymentManager:
         for r in saved.get("releases", []):
             self.releases[r["spec"]["model_id"]] = {
                 "spec": ReleaseSpec.model_validate(r["spec"]),
-                "state": traffic.ReleaseState(**r["state"])}
+                "state": traffic.ReleaseState(**r["state"]),
+            }
         self.events.extend(saved.get("events", []))
 
     def _save(self) -> None:
-        self.kv.save({
-            "deployments": [{**d, "spec": d["spec"].model_dump(mode="json")}
-                            for d in self.deployments.values()],
-            "releases": [{"spec": r["spec"].model_dump(mode="json"), "state": asdict(r["state"])}
-                         for r in self.releases.values()],
-            "events": list(self.events)[-200:]})
+        self.kv.save(
+            {
+                "deployments": [
+                    {**d, "spec": d["spec"].model_dump(mode="json")} for d in self.deployments.values()
+                ],
+                "releases": [
+                    {"spec": r["spec"].model_dump(mode="json"), "state": asdict(r["state"])}
+                    for r in self.releases.values()
+                ],
+                "events": list(self.events)[-200:],
+            }
+        )
 
-    def _event(self, model_id: str, kind: str, message: str, at: Optional[float] = None,
-               **extra: Any) -> None:
-        self.events.append({"at": at if at is not None else self.clock(), "model_id": model_id,
-                            "kind": kind, "message": message, **extra})
+    def _event(
+        self, model_id: str, kind: str, message: str, at: Optional[float] = None, **extra: Any
+    ) -> None:
+        self.events.append(
+            {
+                "at": at if at is not None else self.clock(),
+                "model_id": model_id,
+                "kind": kind,
+                "message": message,
+                **extra,
+            }
+        )
 
     # -- deployments ---------------------------------------------------------------------------
     def create(self, spec: DeploymentSpec) -> dict:
@@ -147,15 +173,27 @@ class DeploymentManager:
             raise Conflict(f"deployment {spec.id} exists (undeploy it, or deploy a new version)")
         for d in self.deployments.values():
             if d["spec"].model_id == spec.model_id and d["spec"].tenant_id != spec.tenant_id:
-                raise Conflict(f"model {spec.model_id} belongs to tenant "
-                               f"{d['spec'].tenant_id or '(shared)'}; versions share one owner")
-        rec = {"spec": spec, "since": self.clock(), "restarts": 0, "nonce": 0,
-               "status": "pending", "message": "", "running": 0}
+                raise Conflict(
+                    f"model {spec.model_id} belongs to tenant "
+                    f"{d['spec'].tenant_id or '(shared)'}; versions share one owner"
+                )
+        rec = {
+            "spec": spec,
+            "since": self.clock(),
+            "restarts": 0,
+            "nonce": 0,
+            "status": "pending",
+            "message": "",
+            "running": 0,
+        }
         self._make_room(spec, _replicas(spec))
         self._deploy(spec, 0)
         self.deployments[spec.id] = rec
-        self._event(spec.model_id, "deployed", f"{spec.id}: engine {spec.engine}, "
-                    f"{self._scale_text(spec)}, {spec.gpus():g} GPU per replica")
+        self._event(
+            spec.model_id,
+            "deployed",
+            f"{spec.id}: engine {spec.engine}, {self._scale_text(spec)}, {spec.gpus():g} GPU per replica",
+        )
         self._save()
         return self.view(spec.id)
 
@@ -164,8 +202,9 @@ class DeploymentManager:
         try:
             self.deployer.deploy(spec, app_name(spec.id), nonce)
         except (ValueError, TypeError) as exc:
-            raise ValidationError(f"Ray Serve refused deployment {spec.id}", [
-                {"field": "spec", "problem": str(exc)[:500]}]) from None
+            raise ValidationError(
+                f"Ray Serve refused deployment {spec.id}", [{"field": "spec", "problem": str(exc)[:500]}]
+            ) from None
 
     def _make_room(self, spec: DeploymentSpec, replicas: int) -> None:
         """One GPU account: new GPU replicas get room from lower-class batch work, as a queued
@@ -179,9 +218,12 @@ class DeploymentManager:
             self._event(spec.model_id, "room_failed", f"{spec.id}: {exc}"[:300])
             return
         if got and got.get("preempted"):
-            self._event(spec.model_id, "preempted_batch",
-                        f"{spec.id}: preempted {len(got['preempted'])} batch workload(s) for "
-                        f"{got.get('made_room', 0)} replica(s)")
+            self._event(
+                spec.model_id,
+                "preempted_batch",
+                f"{spec.id}: preempted {len(got['preempted'])} batch workload(s) for "
+                f"{got.get('made_room', 0)} replica(s)",
+            )
 
     @staticmethod
     def _scale_text(spec: DeploymentSpec) -> str:
@@ -200,34 +242,58 @@ class DeploymentManager:
         """A deployment as the API shows it."""
         rec = self._get(dep_id)
         spec: DeploymentSpec = rec["spec"]
-        return {"id": dep_id, "model_id": spec.model_id, "version": spec.version,
-                "engine": spec.engine, "tenant_id": spec.tenant_id, "status": rec["status"],
-                "message": rec["message"], "running_replicas": rec["running"],
-                "restarts": rec["restarts"], "app": app_name(dep_id),
-                "gpus_per_replica": spec.gpus(), "since": rec["since"],
-                "spec": spec.model_dump(mode="json")}
+        return {
+            "id": dep_id,
+            "model_id": spec.model_id,
+            "version": spec.version,
+            "engine": spec.engine,
+            "tenant_id": spec.tenant_id,
+            "status": rec["status"],
+            "message": rec["message"],
+            "running_replicas": rec["running"],
+            "restarts": rec["restarts"],
+            "app": app_name(dep_id),
+            "gpus_per_replica": spec.gpus(),
+            "since": rec["since"],
+            "spec": spec.model_dump(mode="json"),
+        }
 
-    def list(self, model_id: Optional[str] = None, tenant_id: Optional[str] = None,
-             status: Optional[str] = None) -> list[dict]:
+    def list(
+        self, model_id: Optional[str] = None, tenant_id: Optional[str] = None, status: Optional[str] = None
+    ) -> list[dict]:
         out = [self.view(i) for i in sorted(self.deployments)]
-        return [d for d in out if (model_id is None or d["model_id"] == model_id)
-                and (tenant_id is None or d["tenant_id"] == tenant_id)
-                and (status is None or d["status"] == status)]
+        return [
+            d
+            for d in out
+            if (model_id is None or d["model_id"] == model_id)
+            and (tenant_id is None or d["tenant_id"] == tenant_id)
+            and (status is None or d["status"] == status)
+        ]
 
     def delete(self, dep_id: str) -> dict:
         """Undeploy a version; refused (409) while a release sends it traffic."""
         rec = self._get(dep_id)
         spec: DeploymentSpec = rec["spec"]
         rel = self.releases.get(spec.model_id)
-        last = not any(d["spec"].model_id == spec.model_id and i != dep_id
-                       for i, d in self.deployments.items())
+        last = not any(
+            d["spec"].model_id == spec.model_id and i != dep_id for i, d in self.deployments.items()
+        )
         # a version is needed while it takes traffic, or while a release may roll back to it
-        if rel is not None and not last and (
+        if (
+            rel is not None
+            and not last
+            and (
                 rel["state"].weights.get(spec.version, 0) > 0
-                or (rel["spec"].stable == spec.version
-                    and rel["state"].phase in (traffic.RUNNING, traffic.TESTING))):
-            raise Conflict(f"{dep_id} takes traffic in model {spec.model_id}'s release; "
-                           "change the release first (or undeploy the other versions)")
+                or (
+                    rel["spec"].stable == spec.version
+                    and rel["state"].phase in (traffic.RUNNING, traffic.TESTING)
+                )
+            )
+        ):
+            raise Conflict(
+                f"{dep_id} takes traffic in model {spec.model_id}'s release; "
+                "change the release first (or undeploy the other versions)"
+            )
         self.deployer.delete(app_name(dep_id))
         del self.deployments[dep_id]
         if not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()):
@@ -250,15 +316,18 @@ class DeploymentManager:
 
     def scale(self, model_id: str, req: ScaleRequest) -> list[dict]:
         """New replica count or autoscaling bounds for a model's versions."""
-        recs = [r for r in self.deployments.values() if r["spec"].model_id == model_id
-                and (req.version is None or r["spec"].version == req.version)]
+        recs = [
+            r
+            for r in self.deployments.values()
+            if r["spec"].model_id == model_id and (req.version is None or r["spec"].version == req.version)
+        ]
         if not recs:
-            raise NotFound(f"no deployment of model {model_id}"
-                           + (f" version {req.version}" if req.version else ""))
+            raise NotFound(
+                f"no deployment of model {model_id}" + (f" version {req.version}" if req.version else "")
+            )
         out = []
         for rec in recs:
-            spec = rec["spec"].model_copy(update={"replicas": req.replicas,
-                                                  "autoscaling": req.autoscaling})
+            spec = rec["spec"].model_copy(update={"replicas": req.replicas, "autoscaling": req.autoscaling})
             self._make_room(spec, _replicas(spec) - _replicas(rec["spec"]))
             self._deploy(spec, rec["nonce"])
             rec["spec"] = spec
@@ -270,15 +339,23 @@ class DeploymentManager:
     # -- releases ------------------------------------------------------------------------------
     def set_release(self, spec: ReleaseSpec) -> dict:
         """Apply a release; every version it names must be deployed (422 naming the one missing)."""
-        deployed = {d["spec"].version for d in self.deployments.values()
-                    if d["spec"].model_id == spec.model_id}
+        deployed = {
+            d["spec"].version for d in self.deployments.values() if d["spec"].model_id == spec.model_id
+        }
         if not deployed:
             raise NotFound(f"no deployment of model {spec.model_id}")
         for v in sorted(spec.versions()):
             if v not in deployed:
-                raise ValidationError("release names a version that is not deployed", [
-                    {"field": "versions", "problem": f"{spec.model_id} has no version {v!r} "
-                     f"(deployed: {', '.join(sorted(deployed))})"}])
+                raise ValidationError(
+                    "release names a version that is not deployed",
+                    [
+                        {
+                            "field": "versions",
+                            "problem": f"{spec.model_id} has no version {v!r} "
+                            f"(deployed: {', '.join(sorted(deployed))})",
+                        }
+                    ],
+                )
         now = self.clock()
         state, events = traffic.start(spec, now)
         self.releases[spec.model_id] = {"spec": spec, "state": state}
@@ -308,10 +385,15 @@ class DeploymentManager:
     def release_view(self, model_id: str) -> dict:
         rel = self._release(model_id)
         spec, state = rel["spec"], rel["state"]
-        return {"model_id": model_id, "strategy": spec.strategy, "phase": state.phase,
-                "step": state.step, "weights": dict(state.weights),
-                "stats": {v: asdict(self._stats(model_id, v, 0.0)) for v in spec.versions()},
-                "spec": spec.model_dump(mode="json")}
+        return {
+            "model_id": model_id,
+            "strategy": spec.strategy,
+            "phase": state.phase,
+            "step": state.step,
+            "weights": dict(state.weights),
+            "stats": {v: asdict(self._stats(model_id, v, 0.0)) for v in spec.versions()},
+            "spec": spec.model_dump(mode="json"),
+        }
 
     def list_events(self, model_id: Optional[str] = None, limit: int = 100) -> list[dict]:
         out = [e for e in self.events if model_id is None or e["model_id"] == model_id]
@@ -336,13 +418,18 @@ class DeploymentManager:
             return
         now = self.clock()
         self.refresh_status()
-        health = [DeploymentHealth(i, r["status"] == "healthy", r["since"],
-                                   r["spec"].ready_deadline) for i, r in self.deployments.items()]
+        health = [
+            DeploymentHealth(i, r["status"] == "healthy", r["since"], r["spec"].ready_deadline)
+            for i, r in self.deployments.items()
+        ]
         for dep_id in stuck(health, now):
             rec = self.deployments[dep_id]
-            self._event(rec["spec"].model_id, "stuck",
-                        f"{dep_id} not healthy {now - rec['since']:.0f}s after deploy "
-                        f"(status {rec['status']}: {rec['message'][:200]})")
+            self._event(
+                rec["spec"].model_id,
+                "stuck",
+                f"{dep_id} not healthy {now - rec['since']:.0f}s after deploy "
+                f"(status {rec['status']}: {rec['message'][:200]})",
+            )
             self.restart(dep_id, "stuck: not healthy within its deadline")
         changed = False
         for model_id, rel in self.releases.items():
@@ -372,9 +459,15 @@ class DeploymentManager:
         table: dict[str, dict] = {}
         for rec in sorted(self.deployments.values(), key=lambda r: r["since"]):
             spec: DeploymentSpec = rec["spec"]
-            m = table.setdefault(spec.model_id, {"tenant_id": spec.tenant_id, "versions": {},
-                                                 "weights": {spec.version: 100.0},
-                                                 "release": None})
+            m = table.setdefault(
+                spec.model_id,
+                {
+                    "tenant_id": spec.tenant_id,
+                    "versions": {},
+                    "weights": {spec.version: 100.0},
+                    "release": None,
+                },
+            )
             m["versions"][spec.version] = app_name(spec.id)
         for model_id, rel in self.releases.items():
             if model_id in table:
@@ -389,18 +482,39 @@ class DeploymentManager:
         by_dep = {}
         for dep_id, rec in self.deployments.items():
             spec: DeploymentSpec = rec["spec"]
-            desired = (spec.autoscaling.min_replicas if spec.autoscaling
-                       else (spec.replicas if spec.replicas is not None else 1))
+            desired = (
+                spec.autoscaling.min_replicas
+                if spec.autoscaling
+                else (spec.replicas if spec.replicas is not None else 1)
+            )
             n = max(rec["running"], desired)
             by_dep[dep_id] = (spec.tenant_id or "shared", n, spec.gpus())
         by_tenant = gpu_totals(by_dep)
-        return {"total": sum(by_tenant.values()), "by_tenant": by_tenant,
-                "by_deployment": {i: {"tenant_id": t, "replicas": n, "gpus_per_replica": g,
-                                      "gpus": n * g} for i, (t, n, g) in by_dep.items()}}
+        return {
+            "total": sum(by_tenant.values()),
+            "by_tenant": by_tenant,
+            "by_deployment": {
+                i: {"tenant_id": t, "replicas": n, "gpus_per_replica": g, "gpus": n * g}
+                for i, (t, n, g) in by_dep.items()
+            },
+        }
 
 
-_METHODS = {"create", "view", "list", "delete", "restart", "scale", "set_release", "rollback",
-            "release_view", "list_events", "report", "routing_table", "gpu_usage"}
+_METHODS = {
+    "create",
+    "view",
+    "list",
+    "delete",
+    "restart",
+    "scale",
+    "set_release",
+    "rollback",
+    "release_view",
+    "list_events",
+    "report",
+    "routing_table",
+    "gpu_usage",
+}
 
 
 class LocalManagerClient:

@@ -2,6 +2,7 @@
 
 A tenant key sees its tenant's models and the shared ones; an admin key sees every model.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -14,17 +15,26 @@ from serve_apps.llm.protocol import ChatRequest, CompletionRequest
 VERSION_HEADER = "x-orion-model-version"
 
 
-def install_openai_routes(app: FastAPI, principal: Callable, router_of: Callable[[Request], Any]
-                          ) -> None:
+def install_openai_routes(app: FastAPI, principal: Callable, router_of: Callable[[Request], Any]) -> None:
     """Add ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions`` to ``app``."""
 
     @app.get("/v1/models", tags=["openai"])
     async def models(request: Request, p=Depends(principal)):
         """The models this key may call."""
         seen = await router_of(request).models(p.tenant_id)
-        return {"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": e.get("tenant_id") or "shared",
-             "versions": sorted(e["versions"])} for m, e in sorted(seen.items())]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": m,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": e.get("tenant_id") or "shared",
+                    "versions": sorted(e["versions"]),
+                }
+                for m, e in sorted(seen.items())
+            ],
+        }
 
     async def answer(kind: str, body: Any, request: Request, p) -> Any:
         router = router_of(request)
@@ -33,8 +43,9 @@ def install_openai_routes(app: FastAPI, principal: Callable, router_of: Callable
         headers = {k.lower(): v for k, v in request.headers.items()}
         if body.stream:
             events, version = await router.stream(kind, data, p.tenant_id, headers)
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={VERSION_HEADER: version})
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers={VERSION_HEADER: version}
+            )
         result, version = await router.complete(kind, data, p.tenant_id, headers)
         return JSONResponse(result, headers={VERSION_HEADER: version})
 

@@ -4,6 +4,7 @@ calls that version's replicas through a Serve handle — no extra deployment hop
 It keeps a circuit breaker per version and a response cache for temperature-0 requests, and
 reports every outcome to the deployment manager, which judges canaries and rolls them back.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ from .cache import ResponseCache, request_key
 
 class ModelError(OrionError):
     """The model's replica failed to answer."""
+
     status_code = 502
     code = "model_error"
 
@@ -31,10 +33,18 @@ class ModelRouter:
     """``source``: the manager (``call("routing_table")``, ``report_nowait(samples)``);
     ``handle_of(app)``: a Serve deployment handle of a version's application."""
 
-    def __init__(self, source: Any, handle_of: Callable[[str], Any], *, table_ttl_s: float = 1.0,
-                 report_every_s: float = 0.5, cache: Optional[ResponseCache] = None,
-                 breaker: Breaker = Breaker(), clock: Callable[[], float] = time.monotonic,
-                 rand: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        source: Any,
+        handle_of: Callable[[str], Any],
+        *,
+        table_ttl_s: float = 1.0,
+        report_every_s: float = 0.5,
+        cache: Optional[ResponseCache] = None,
+        breaker: Breaker = Breaker(),
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ):
         self.source, self.handle_of = source, handle_of
         self.table_ttl_s, self.report_every_s = table_ttl_s, report_every_s
         self.cache = cache if cache is not None else ResponseCache()
@@ -59,7 +69,7 @@ class ModelRouter:
                 self._table_at = self.clock()
             except Exception:
                 if self._table is None:
-                    raise SchedulerUnavailable("model serving is not reachable", retry_after=2)
+                    raise SchedulerUnavailable("model serving is not reachable", retry_after=2) from None
         return self._table or {}
 
     def refresh(self) -> None:
@@ -98,19 +108,20 @@ class ModelRouter:
         """The version for this request: the release's weights (sticky for A/B), leaving out
         versions whose breaker is open; 503 when every version with traffic is cut off."""
         now = self.clock()
-        allowed = [v for v in entry["versions"]
-                   if self._breaker(model_id, v).allows(now)]
+        allowed = [v for v in entry["versions"] if self._breaker(model_id, v).allows(now)]
         spec = self._spec(entry)
         if spec is None:
             version = traffic.pick(entry["weights"], self.rand(), allowed)
         else:
             header = traffic.sticky_header(spec)
             state = traffic.ReleaseState(traffic.STEADY, entry["weights"])
-            version = traffic.route(spec, state, self.rand(),
-                                    headers.get(header) if header else None, allowed)
+            version = traffic.route(
+                spec, state, self.rand(), headers.get(header) if header else None, allowed
+            )
         if version is None:
-            raise SchedulerUnavailable(f"every version of {model_id} is failing (circuit open)",
-                                       retry_after=2)
+            raise SchedulerUnavailable(
+                f"every version of {model_id} is failing (circuit open)", retry_after=2
+            )
         return version
 
     def _admit(self, model_id: str, version: str) -> None:
@@ -121,11 +132,9 @@ class ModelRouter:
     def _breaker(self, model_id: str, version: str) -> Breaker:
         return self.breakers.get((model_id, version), self.breaker_proto)
 
-    def _outcome(self, model_id: str, version: str, ok: bool, latency: float,
-                 shadow: bool = False) -> None:
+    def _outcome(self, model_id: str, version: str, ok: bool, latency: float, shadow: bool = False) -> None:
         if not shadow:
-            self.breakers[(model_id, version)] = self._breaker(model_id, version).record(
-                ok, self.clock())
+            self.breakers[(model_id, version)] = self._breaker(model_id, version).record(ok, self.clock())
         self._pending.append((model_id, version, ok, latency))
         if self.report_every_s <= 0:
             self.flush()
@@ -148,8 +157,9 @@ class ModelRouter:
         return self._handles[app]
 
     # -- requests ------------------------------------------------------------------------------
-    async def complete(self, kind: str, body: dict, tenant: Optional[str],
-                       headers: dict[str, str]) -> tuple[dict, str]:
+    async def complete(
+        self, kind: str, body: dict, tenant: Optional[str], headers: dict[str, str]
+    ) -> tuple[dict, str]:
         """A whole answer and the version that gave it."""
         model_id = body["model"]
         entry = await self.entry(model_id, tenant)
@@ -163,8 +173,9 @@ class ModelRouter:
         self.cache.put(key, result)
         return result, version
 
-    async def _call(self, kind: str, body: dict, model_id: str, version: str, app: str,
-                    shadow: bool = False) -> dict:
+    async def _call(
+        self, kind: str, body: dict, model_id: str, version: str, app: str, shadow: bool = False
+    ) -> dict:
         if not shadow:
             self._admit(model_id, version)
         t0 = self.clock()
@@ -172,12 +183,15 @@ class ModelRouter:
             result = await self._handle(app).complete.remote(kind, body)
         except PromptTooLong as exc:  # the caller's input: the version answered as it should
             self._outcome(model_id, version, True, self.clock() - t0, shadow)
-            raise ValidationError("the prompt does not fit the model",
-                                  [{"field": "max_tokens", "problem": str(exc)}]) from None
+            raise ValidationError(
+                "the prompt does not fit the model", [{"field": "max_tokens", "problem": str(exc)}]
+            ) from None
         except Exception as exc:
             self._outcome(model_id, version, False, self.clock() - t0, shadow)
-            raise ModelError(f"{model_id} {version} failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[-1][:300] if str(exc) else ''}") from None
+            raise ModelError(
+                f"{model_id} {version} failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[-1][:300] if str(exc) else ''}"
+            ) from None
         self._outcome(model_id, version, True, self.clock() - t0, shadow)
         return result
 
@@ -197,8 +211,9 @@ class ModelRouter:
         self.shadow_tasks.add(task)
         task.add_done_callback(self.shadow_tasks.discard)
 
-    async def stream(self, kind: str, body: dict, tenant: Optional[str],
-                     headers: dict[str, str]) -> tuple[AsyncIterator[bytes], str]:
+    async def stream(
+        self, kind: str, body: dict, tenant: Optional[str], headers: dict[str, str]
+    ) -> tuple[AsyncIterator[bytes], str]:
         """Server-sent events of an answer, and the version that gives it."""
         model_id = body["model"]
         entry = await self.entry(model_id, tenant)

@@ -1,5 +1,6 @@
 """Serving routes on Orion's API app: the OpenAI ``/v1`` routes, and the admin routes that manage
 deployments (``/internal/deployments…``), releases and scale (``/admin/v1/models/{id}/scale``)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -15,6 +16,7 @@ def _manager(request: Request) -> Any:
     state = request.app.state
     if getattr(state, "serving", None) is None:
         from .actor import ManagerClient
+
         state.serving = ManagerClient()
     return state.serving
 
@@ -23,10 +25,14 @@ def _router(request: Request) -> Any:
     state = request.app.state
     if getattr(state, "model_router", None) is None:
         from ray import serve
+
         from serve_apps.llm.replica import DEPLOYMENT_NAME
+
         from .router import ModelRouter
+
         state.model_router = ModelRouter(
-            _manager(request), lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app))
+            _manager(request), lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app)
+        )
     return state.model_router
 
 
@@ -41,6 +47,7 @@ async def inference_task(request: Request, spec, tenant_id: str):
     """An inference workload as the task the scheduler runs, after checking that its model
     exists for the tenant (404 otherwise, as on ``/v1``)."""
     from .inference import as_task
+
     await _router(request).entry(spec.model_id, tenant_id)
     return as_task(spec, tenant_id)
 
@@ -48,6 +55,7 @@ async def inference_task(request: Request, spec, tenant_id: str):
 def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
     """Add the serving routes to Orion's app (``principal``/``admin``: its auth dependencies)."""
     from .openai_routes import install_openai_routes
+
     install_openai_routes(app, principal, _router)
 
     @app.post("/internal/deployments/create", status_code=201, tags=["serving"])
@@ -58,10 +66,13 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
         return out
 
     @app.get("/internal/deployments", tags=["serving"])
-    async def list_deployments(request: Request, p=Depends(admin),
-                               model_id: Optional[str] = Query(None, max_length=63),
-                               tenant_id: Optional[str] = Query(None, max_length=128),
-                               status: Optional[str] = Query(None, max_length=32)):
+    async def list_deployments(
+        request: Request,
+        p=Depends(admin),
+        model_id: Optional[str] = Query(None, max_length=63),
+        tenant_id: Optional[str] = Query(None, max_length=128),
+        status: Optional[str] = Query(None, max_length=32),
+    ):
         """Deployments, filtered by model, tenant or status."""
         return {"items": await _manager(request).call("list", model_id, tenant_id, status)}
 
@@ -85,15 +96,16 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
     @app.post("/admin/v1/models/{model_id}/scale", tags=["serving"])
     async def scale(model_id: str, body: ScaleRequest, request: Request, p=Depends(admin)):
         """Set a model's replicas (or autoscaling bounds; ``min_replicas: 0`` scales to zero)."""
-        return {"items": await _manager(request).call("scale", model_id,
-                                                      body.model_dump(mode="json"))}
+        return {"items": await _manager(request).call("scale", model_id, body.model_dump(mode="json"))}
 
     @app.put("/internal/models/{model_id}/release", tags=["serving"])
     async def set_release(model_id: str, spec: ReleaseSpec, request: Request, p=Depends(admin)):
         """Apply a release: weighted, canary, rolling, blue-green or A/B, optionally a shadow."""
         if spec.model_id != model_id:
-            raise ValidationError("the body's model_id differs from the path's", [
-                {"field": "model_id", "problem": f"expected {model_id!r}"}])
+            raise ValidationError(
+                "the body's model_id differs from the path's",
+                [{"field": "model_id", "problem": f"expected {model_id!r}"}],
+            )
         out = await _manager(request).call("set_release", spec.model_dump(mode="json"))
         _changed(request)
         return out
@@ -111,9 +123,12 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
         return out
 
     @app.get("/internal/events", tags=["serving"])
-    async def events(request: Request, p=Depends(admin),
-                     model_id: Optional[str] = Query(None, max_length=63, pattern=NAME_RE),
-                     limit: int = Query(100, ge=1, le=1000)):
+    async def events(
+        request: Request,
+        p=Depends(admin),
+        model_id: Optional[str] = Query(None, max_length=63, pattern=NAME_RE),
+        limit: int = Query(100, ge=1, le=1000),
+    ):
         """Deploys, scales, restarts, release steps and rollbacks, newest first."""
         return {"items": await _manager(request).call("list_events", model_id, limit)}
 

@@ -7,6 +7,7 @@ With ``--output json`` the last line of stdout is one JSON object: ``policy``, `
 ``unallocated_pct`` (arrived % as a string -> unallocated GPU %, mean over seeds),
 ``unallocated_pct_std``, ``decisions_per_s`` (per core), ``failed_pods`` (mean), ``pods``, ``nodes``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,22 +52,41 @@ def _seeds_arg(text: str) -> list[int]:
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", required=True, help="node list CSV (openb_node_list_gpu_node format)")
     p.add_argument("--pods", required=True, help="pod list CSV (any openb pod-list format)")
-    p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICY_NAMES,
-                   help=f"placement policy (default: {DEFAULT_POLICY}, Orion's default)")
-    p.add_argument("--seeds", type=_seeds_arg, default=list(range(42, 52)),
-                   help="seeds: a range A-B or a comma list (default 42-51)")
-    p.add_argument("--max-arrived", type=int, default=130,
-                   help="resample until this %% of the GPU capacity has been requested")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="seeds replayed in parallel processes (default: up to 2)")
+    p.add_argument(
+        "--policy",
+        default=DEFAULT_POLICY,
+        choices=POLICY_NAMES,
+        help=f"placement policy (default: {DEFAULT_POLICY}, Orion's default)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds_arg,
+        default=list(range(42, 52)),
+        help="seeds: a range A-B or a comma list (default 42-51)",
+    )
+    p.add_argument(
+        "--max-arrived",
+        type=int,
+        default=130,
+        help="resample until this %% of the GPU capacity has been requested",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="seeds replayed in parallel processes (default: up to 2)",
+    )
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(fn=run_simulate)
 
 
 def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``simulate`` subcommand on an argparse subparsers object."""
-    p = subparsers.add_parser("simulate", help="replay a pod-list trace through a placement policy",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "simulate",
+        help="replay a pod-list trace through a placement policy",
+        description=__doc__.split("\n\n")[0],
+    )
     _configure(p)
     return p
 
@@ -85,9 +105,15 @@ def _run_one(job: tuple) -> ReplayResult:
     return replay(_NODES, _PODS, policy, seed, max_arrived, opts)
 
 
-def run_seeds(nodes_path: str, pods_path: str, policy: str, seeds: Sequence[int],
-              max_arrived: int = 130, jobs: int = 1,
-              policy_opts: Optional[dict] = None) -> list[ReplayResult]:
+def run_seeds(
+    nodes_path: str,
+    pods_path: str,
+    policy: str,
+    seeds: Sequence[int],
+    max_arrived: int = 130,
+    jobs: int = 1,
+    policy_opts: Optional[dict] = None,
+) -> list[ReplayResult]:
     """Replay every seed (in ``jobs`` processes), results in seed order."""
     work = [(policy, s, max_arrived, policy_opts) for s in seeds]
     if jobs <= 1 or len(seeds) == 1:
@@ -106,28 +132,34 @@ def summarize(results: Sequence[ReplayResult], policy: str, max_arrived: int) ->
     std = {k: round(statistics.pstdev([r.unallocated[k] for r in results]), 3) for k in keys}
     secs = sum(r.seconds for r in results)
     decisions = sum(r.placed + r.failed for r in results)
-    return {"policy": policy, "seeds": [r.seed for r in results], "max_arrived": max_arrived,
-            "unallocated_pct": mean, "unallocated_pct_std": std,
-            "decisions_per_s": round(decisions / secs, 1) if secs > 0 else None,
-            "failed_pods": round(statistics.fmean(r.failed for r in results), 1),
-            "pods": round(statistics.fmean(r.placed + r.failed for r in results), 1)}
+    return {
+        "policy": policy,
+        "seeds": [r.seed for r in results],
+        "max_arrived": max_arrived,
+        "unallocated_pct": mean,
+        "unallocated_pct_std": std,
+        "decisions_per_s": round(decisions / secs, 1) if secs > 0 else None,
+        "failed_pods": round(statistics.fmean(r.failed for r in results), 1),
+        "pods": round(statistics.fmean(r.placed + r.failed for r in results), 1),
+    }
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Run ``orion simulate`` from parsed arguments; returns the exit code."""
     try:
-        results = run_seeds(args.nodes, args.pods, args.policy, args.seeds, args.max_arrived,
-                            args.jobs)
+        results = run_seeds(args.nodes, args.pods, args.policy, args.seeds, args.max_arrived, args.jobs)
     except (OSError, ValueError) as e:
         print(f"orion simulate: {e}", file=sys.stderr)
         return 2
     summary = summarize(results, args.policy, args.max_arrived)
     summary["nodes"], summary["pods_file"] = args.nodes, args.pods
     for r in results:
-        print(f"seed {r.seed}: unallocated {r.unallocated.get('100', float('nan')):.2f}% at 100%, "
-              f"{r.unallocated.get(str(args.max_arrived), float('nan')):.2f}% at "
-              f"{args.max_arrived}%; {r.failed} of {r.placed + r.failed} pods failed; "
-              f"{r.decisions_per_s:.0f} decisions/s")
+        print(
+            f"seed {r.seed}: unallocated {r.unallocated.get('100', float('nan')):.2f}% at 100%, "
+            f"{r.unallocated.get(str(args.max_arrived), float('nan')):.2f}% at "
+            f"{args.max_arrived}%; {r.failed} of {r.placed + r.failed} pods failed; "
+            f"{r.decisions_per_s:.0f} decisions/s"
+        )
     print(f"policy {args.policy}, mean over {len(results)} seed(s): unallocated GPU % by arrived %")
     for k, v in summary["unallocated_pct"].items():
         print(f"  {k:>4}%  {v:6.2f}  (±{summary['unallocated_pct_std'][k]:.2f})")

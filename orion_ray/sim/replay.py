@@ -8,6 +8,7 @@
 5. at each arrival the GPU allocation ratio is recorded; the value at x % arrived is the mean ratio
    over the arrivals whose arrived percentage rounds to x.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ def report_points(max_arrived: int) -> list[int]:
     return sorted(pts)
 
 
-def workload(pods: Sequence[PodRow], capacity_milli: int, seed: int,
-             max_arrived: float = 130.0) -> list[PodRow]:
+def workload(
+    pods: Sequence[PodRow], capacity_milli: int, seed: int, max_arrived: float = 130.0
+) -> list[PodRow]:
     """The seeded arrival sequence: the shuffled list, then resampled pods up to ``max_arrived`` %."""
     rng = np.random.default_rng(seed)
     seq = [pods[i] for i in rng.permutation(len(pods))]
@@ -49,11 +51,11 @@ class ReplayResult:
 
     seed: int
     policy: str
-    arrived_pct: np.ndarray          # per arrival, after it
-    allocated_pct: np.ndarray        # GPU allocation ratio in %, after each arrival
+    arrived_pct: np.ndarray  # per arrival, after it
+    allocated_pct: np.ndarray  # GPU allocation ratio in %, after each arrival
     placed: int
     failed: int
-    seconds: float                   # time spent deciding and committing placements
+    seconds: float  # time spent deciding and committing placements
     unallocated: dict = field(default_factory=dict)
 
     @property
@@ -76,8 +78,14 @@ def unallocated_at(arrived: np.ndarray, allocated: np.ndarray, points: Sequence[
     return out
 
 
-def replay(nodes: Sequence[NodeRow], pods: Sequence[PodRow], policy: str, seed: int,
-           max_arrived: int = 130, policy_opts: Optional[dict] = None) -> ReplayResult:
+def replay(
+    nodes: Sequence[NodeRow],
+    pods: Sequence[PodRow],
+    policy: str,
+    seed: int,
+    max_arrived: int = 130,
+    policy_opts: Optional[dict] = None,
+) -> ReplayResult:
     """Replay ``pods`` on an empty cluster of ``nodes`` with ``policy`` for one seed.
 
     ``policy_opts`` go to ``get_policy``; ``typical="trace"`` stands for the whole pod list (FGD

@@ -4,6 +4,7 @@ Nodes: ``sn, cpu_milli, memory_mib, gpu, model``. Pods: ``name, cpu_milli, memor
 gpu_milli`` and optionally ``gpu_spec, qos, pod_phase, creation_time, deletion_time,
 scheduled_time`` (the ``multigpu*`` lists have only the first five columns). Times are ignored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,9 +48,16 @@ def read_nodes(path: str) -> list[NodeRow]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         _check_columns(path, reader.fieldnames, NODE_REQUIRED)
-        return [NodeRow(r["sn"], int(float(r["cpu_milli"])), float(r["memory_mib"]),
-                        int(float(r["gpu"])), (r.get("model") or "").strip() or None)
-                for r in reader]
+        return [
+            NodeRow(
+                r["sn"],
+                int(float(r["cpu_milli"])),
+                float(r["memory_mib"]),
+                int(float(r["gpu"])),
+                (r.get("model") or "").strip() or None,
+            )
+            for r in reader
+        ]
 
 
 def parse_spec(spec: Optional[str]) -> Optional[frozenset]:
@@ -71,16 +79,23 @@ def read_pods(path: str) -> list[PodRow]:
                 num = 0  # a GPU count with no GPU share requests no GPU
             if num > 1 and milli < 1000:
                 raise ValueError(f"{path}: pod {r.get('name', i)} shares more than one GPU")
-            b = BundleRequest(cpu=int(float(r["cpu_milli"])) / 1000.0,
-                              mem=float(r["memory_mib"]), num_gpu=num,
-                              gpu_fraction=milli / 1000.0 if num else 1.0,
-                              gpu_types=parse_spec(r.get("gpu_spec")) if num else None)
+            b = BundleRequest(
+                cpu=int(float(r["cpu_milli"])) / 1000.0,
+                mem=float(r["memory_mib"]),
+                num_gpu=num,
+                gpu_fraction=milli / 1000.0 if num else 1.0,
+                gpu_types=parse_spec(r.get("gpu_spec")) if num else None,
+            )
             out.append(PodRow(r.get("name") or f"pod-{i}", b, Req.from_bundle(b)))
     return out
 
 
 def cluster_arrays(nodes: list[NodeRow]) -> ClusterArrays:
     """A fresh, empty cluster of the node list (all capacity free)."""
-    return ClusterArrays([n.name for n in nodes], [n.cpu_milli for n in nodes],
-                         [n.memory_mib for n in nodes], [n.model for n in nodes],
-                         [[1000] * n.gpus for n in nodes])
+    return ClusterArrays(
+        [n.name for n in nodes],
+        [n.cpu_milli for n in nodes],
+        [n.memory_mib for n in nodes],
+        [n.model for n in nodes],
+        [[1000] * n.gpus for n in nodes],
+    )

@@ -1,4 +1,5 @@
 """Durable stores for Orion's desired state."""
+
 from .base import WorkloadStore
 from .sqlite import SQLiteStore
 

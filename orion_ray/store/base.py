@@ -1,4 +1,5 @@
 """The store interface: durable desired state. SQLite is the embedded default; others may follow."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Protocol
@@ -20,9 +21,15 @@ class WorkloadStore(Protocol):
     def update_many(self, changes: list[tuple[Workload, Optional[tuple[str, float, str]]]]) -> None:
         """Several ``update``s in one durable write."""
 
-    def submit(self, workload: Workload, *, who: str, max_queue_size: int,
-               tenant_limit: Optional[int] = None,
-               check: Optional[Callable[[Workload], None]] = None) -> tuple[Workload, bool]:
+    def submit(
+        self,
+        workload: Workload,
+        *,
+        who: str,
+        max_queue_size: int,
+        tenant_limit: Optional[int] = None,
+        check: Optional[Callable[[Workload], None]] = None,
+    ) -> tuple[Workload, bool]:
         """A new workload in one transaction: idempotency by ``request_id``, queue limits, row,
         first transitions, audit. ``(workload, created)``; the first one for a repeated id."""
 
@@ -33,8 +40,7 @@ class WorkloadStore(Protocol):
 
     def count_queued(self, cap: int) -> int: ...
 
-    def queued_ahead(self, rank: int, seq: int,
-                     tenant_id: Optional[str] = None) -> tuple[int, int]:
+    def queued_ahead(self, rank: int, seq: int, tenant_id: Optional[str] = None) -> tuple[int, int]:
         """Queued ahead by class then arrival: ``(higher class, same class)``."""
 
     def queued_among(self, workload_ids: list[str]) -> set[str]: ...
@@ -52,8 +58,14 @@ class WorkloadStore(Protocol):
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> Optional[Workload]: ...
 
-    def list(self, *, status: Optional[str] = None, tenant_id: Optional[str] = None,
-             limit: int = 50, before_seq: Optional[int] = None) -> list[Workload]: ...
+    def list(
+        self,
+        *,
+        status: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        limit: int = 50,
+        before_seq: Optional[int] = None,
+    ) -> list[Workload]: ...
 
     def active(self) -> list[Workload]:
         """Every workload not in a terminal status (what the scheduler rebuilds from)."""
@@ -77,11 +89,17 @@ class WorkloadStore(Protocol):
     def add_scaling_event(self, event: dict) -> int:
         """Record a scaling decision or a node-lifecycle change; returns its id."""
 
-    def update_scaling_event(self, event_id: int, outcome: str, duration_s: Optional[float],
-                             **details) -> None: ...
+    def update_scaling_event(
+        self, event_id: int, outcome: str, duration_s: Optional[float], **details
+    ) -> None: ...
 
-    def scaling_events(self, limit: int = 100, before_id: Optional[int] = None,
-                       kind: Optional[str] = None, pool: Optional[str] = None) -> list[dict]: ...
+    def scaling_events(
+        self,
+        limit: int = 100,
+        before_id: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> list[dict]: ...
 
     def ping(self) -> None:
         """Raise if the store cannot answer."""

@@ -1,4 +1,5 @@
 """SQLite (WAL) store: every accepted workload and every transition, written before it is acknowledged."""
+
 from __future__ import annotations
 
 import json
@@ -130,12 +131,26 @@ END;
 SCHEMA_VERSION = 2
 BUCKET = 256  # seqs per queue_buckets row (the triggers' ``NEW.seq / 256``)
 _COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
-_RANK_SQL = ("CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
-             "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END")
+_RANK_SQL = (
+    "CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
+    "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END"
+)
 
 # Lifecycle fields live in one JSON column so adding a field needs no migration.
-_STATE_FIELDS = ("attempt", "submitted_at", "started_at", "finished_at", "updated_at", "not_before",
-                 "requeues", "worker_id", "placement", "result", "error", "reason")
+_STATE_FIELDS = (
+    "attempt",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "not_before",
+    "requeues",
+    "worker_id",
+    "placement",
+    "result",
+    "error",
+    "reason",
+)
 
 
 class SQLiteStore:
@@ -151,8 +166,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         if read_only:
             uri = "file:" + str(Path(path).expanduser()) + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA query_only=1")
             self._db.execute("PRAGMA busy_timeout=5000")
             return
@@ -182,12 +196,16 @@ class SQLiteStore:
             for stmt in _split(_SCHEMA_2):
                 self._db.execute(stmt)
             self._db.execute("DELETE FROM active_counts")
-            self._db.execute("INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
-                             "FROM workloads WHERE status NOT IN ('completed', 'failed', "
-                             "'cancelled') GROUP BY tenant_id")
+            self._db.execute(
+                "INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
+                "FROM workloads WHERE status NOT IN ('completed', 'failed', "
+                "'cancelled') GROUP BY tenant_id"
+            )
             self._db.execute("DELETE FROM queue_buckets")
-            self._db.execute("INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
-                             "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2")
+            self._db.execute(
+                "INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
+                "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2"
+            )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writes ------------------------------------------------------------------------------
@@ -200,9 +218,16 @@ class SQLiteStore:
         cur = self._db.execute(
             "INSERT INTO workloads(workload_id, tenant_id, request_id, status, spec, state, rank) "
             "VALUES (?,?,?,?,?,?,?)",
-            (workload.workload_id, workload.tenant_id, workload.spec.metadata.request_id,
-             workload.status.value, workload.spec.model_dump_json(), _state(workload),
-             workload.priority.rank))
+            (
+                workload.workload_id,
+                workload.tenant_id,
+                workload.spec.metadata.request_id,
+                workload.status.value,
+                workload.spec.model_dump_json(),
+                _state(workload),
+                workload.priority.rank,
+            ),
+        )
         workload.seq = cur.lastrowid
         for status, at, reason in transitions:
             self._add_transition(workload, status, at, reason)
@@ -215,13 +240,14 @@ class SQLiteStore:
             return
         with self._lock, self._tx():
             for workload, transition in changes:
-                self._db.execute("UPDATE workloads SET status=?, state=? WHERE workload_id=?",
-                                 (workload.status.value, _state(workload), workload.workload_id))
+                self._db.execute(
+                    "UPDATE workloads SET status=?, state=? WHERE workload_id=?",
+                    (workload.status.value, _state(workload), workload.workload_id),
+                )
                 if transition is not None:
                     self._add_transition(workload, *transition)
 
-    def set_waits(self, changes: list[tuple[Workload, Optional[list[dict]]]],
-                  chunk: int = 500) -> None:
+    def set_waits(self, changes: list[tuple[Workload, Optional[list[dict]]]], chunk: int = 500) -> None:
         """Persist queued workloads' wait reasons (``reason`` and the detailed ``wait`` list) as
         the cycle leaves them, in transactions of at most ``chunk`` rows so that a submission
         never waits behind one long write."""
@@ -231,18 +257,28 @@ class SQLiteStore:
                 self._db.executemany(
                     "UPDATE workloads SET state=json_set(state, '$.reason', ?), wait=? "
                     "WHERE workload_id=? AND status=?",
-                    [(w.reason, None if wait is None else json.dumps(wait), w.workload_id,
-                      Status.QUEUED.value) for w, wait in changes[i:i + chunk]])
+                    [
+                        (
+                            w.reason,
+                            None if wait is None else json.dumps(wait),
+                            w.workload_id,
+                            Status.QUEUED.value,
+                        )
+                        for w, wait in changes[i : i + chunk]
+                    ],
+                )
 
     def set_logs(self, workload_id: str, logs: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO logs(workload_id, text) VALUES (?,?)",
-                             (workload_id, logs))
+            self._db.execute(
+                "INSERT OR REPLACE INTO logs(workload_id, text) VALUES (?,?)", (workload_id, logs)
+            )
 
     def put_setting(self, name: str, value) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO settings(name, value) VALUES (?,?)",
-                             (name, json.dumps(value)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO settings(name, value) VALUES (?,?)", (name, json.dumps(value))
+            )
 
     def get_setting(self, name: str, default=None):
         rows = self._query("SELECT value FROM settings WHERE name=?", (name,))
@@ -251,8 +287,10 @@ class SQLiteStore:
     def audit(self, who: str, action: str, target: Optional[str], details: dict, at: float) -> None:
         """Record who did what, when (submissions, cancellations, configuration changes)."""
         with self._lock:
-            self._db.execute("INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
-                             (at, who, action, target, json.dumps(details, default=str)))
+            self._db.execute(
+                "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+                (at, who, action, target, json.dumps(details, default=str)),
+            )
 
     def audit_log(self, limit: int = 100, before_id: Optional[int] = None) -> list[dict]:
         sql, params = "SELECT id, at, who, action, target, details FROM audit", []
@@ -261,40 +299,51 @@ class SQLiteStore:
             params.append(before_id)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(int(limit))
-        return [{"id": i, "at": iso(at), "who": who, "action": a, "target": t,
-                 "details": json.loads(d or "{}")}
-                for i, at, who, a, t, d in self._query(sql, tuple(params))]
+        return [
+            {"id": i, "at": iso(at), "who": who, "action": a, "target": t, "details": json.loads(d or "{}")}
+            for i, at, who, a, t, d in self._query(sql, tuple(params))
+        ]
 
     def add_scaling_event(self, event: dict) -> int:
         """Record one scaling or node-lifecycle event; returns its id. ``event`` has ``at``,
         ``kind`` and any of ``pool``, ``node_id``, ``trigger``, ``reason``, ``before``, ``after``,
         ``outcome``, ``duration_s``; other keys go to ``details``."""
-        cols = ("pool", "node_id", "trigger", "reason", "before", "after", "outcome",
-                "duration_s")
+        cols = ("pool", "node_id", "trigger", "reason", "before", "after", "outcome", "duration_s")
         details = {k: v for k, v in event.items() if k not in cols + ("at", "kind")}
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO scaling_events(at, kind, pool, node_id, trigger, reason, before, "
                 "after, outcome, duration_s, details) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (float(event["at"]), str(event["kind"]), *(event.get(c) for c in cols),
-                 json.dumps(details, default=str)))
+                (
+                    float(event["at"]),
+                    str(event["kind"]),
+                    *(event.get(c) for c in cols),
+                    json.dumps(details, default=str),
+                ),
+            )
             return cur.lastrowid
 
-    def update_scaling_event(self, event_id: int, outcome: str, duration_s: Optional[float],
-                             **details) -> None:
+    def update_scaling_event(
+        self, event_id: int, outcome: str, duration_s: Optional[float], **details
+    ) -> None:
         """Set an event's outcome once it is known (e.g. the nodes came up), merging details."""
         with self._lock:
-            row = self._db.execute("SELECT details FROM scaling_events WHERE id=?",
-                                   (event_id,)).fetchone()
+            row = self._db.execute("SELECT details FROM scaling_events WHERE id=?", (event_id,)).fetchone()
             if row is None:
                 return
             merged = {**json.loads(row[0] or "{}"), **details}
-            self._db.execute("UPDATE scaling_events SET outcome=?, duration_s=?, details=? "
-                             "WHERE id=?", (outcome, duration_s, json.dumps(merged, default=str),
-                                            event_id))
+            self._db.execute(
+                "UPDATE scaling_events SET outcome=?, duration_s=?, details=? WHERE id=?",
+                (outcome, duration_s, json.dumps(merged, default=str), event_id),
+            )
 
-    def scaling_events(self, limit: int = 100, before_id: Optional[int] = None,
-                       kind: Optional[str] = None, pool: Optional[str] = None) -> list[dict]:
+    def scaling_events(
+        self,
+        limit: int = 100,
+        before_id: Optional[int] = None,
+        kind: Optional[str] = None,
+        pool: Optional[str] = None,
+    ) -> list[dict]:
         """Scaling and node events, newest first."""
         where, params = [], []
         if before_id is not None:
@@ -306,32 +355,56 @@ class SQLiteStore:
         if pool:
             where.append("pool=?")
             params.append(pool)
-        sql = ("SELECT id, at, kind, pool, node_id, trigger, reason, before, after, outcome, "
-               "duration_s, details FROM scaling_events")
+        sql = (
+            "SELECT id, at, kind, pool, node_id, trigger, reason, before, after, outcome, "
+            "duration_s, details FROM scaling_events"
+        )
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
         params.append(int(limit))
-        return [{"id": i, "at": iso(at), "kind": k, "pool": p, "node_id": n, "trigger": t,
-                 "reason": r, "before": b, "after": a, "outcome": o, "duration_s": d,
-                 "details": json.loads(det or "{}")}
-                for i, at, k, p, n, t, r, b, a, o, d, det in self._query(sql, tuple(params))]
+        return [
+            {
+                "id": i,
+                "at": iso(at),
+                "kind": k,
+                "pool": p,
+                "node_id": n,
+                "trigger": t,
+                "reason": r,
+                "before": b,
+                "after": a,
+                "outcome": o,
+                "duration_s": d,
+                "details": json.loads(det or "{}"),
+            }
+            for i, at, k, p, n, t, r, b, a, o, d, det in self._query(sql, tuple(params))
+        ]
 
     def add_history(self, points: list[tuple[float, str, float]], keep_after: float) -> None:
         """Record demand samples ``(at, pool, nodes_needed)`` for prediction; drop samples older
         than ``keep_after`` in the same write."""
         with self._lock, self._tx():
-            self._db.executemany("INSERT INTO demand_history(at, pool, nodes_needed) "
-                                 "VALUES (?,?,?)", points)
+            self._db.executemany("INSERT INTO demand_history(at, pool, nodes_needed) VALUES (?,?,?)", points)
             self._db.execute("DELETE FROM demand_history WHERE at<?", (keep_after,))
 
     def history_since(self, since: float) -> list[tuple[float, str, float]]:
         """Demand samples at or after ``since``, oldest first."""
-        return [tuple(r) for r in self._query(
-            "SELECT at, pool, nodes_needed FROM demand_history WHERE at>=? ORDER BY at", (since,))]
+        return [
+            tuple(r)
+            for r in self._query(
+                "SELECT at, pool, nodes_needed FROM demand_history WHERE at>=? ORDER BY at", (since,)
+            )
+        ]
 
     # -- a submission: one transaction -------------------------------------------------------
-    def submit(self, workload: Workload, *, who: str, max_queue_size: int,
-               tenant_limit: Optional[int] = None,
-               check: Optional[Callable[[Workload], None]] = None) -> tuple[Workload, bool]:
+    def submit(
+        self,
+        workload: Workload,
+        *,
+        who: str,
+        max_queue_size: int,
+        tenant_limit: Optional[int] = None,
+        check: Optional[Callable[[Workload], None]] = None,
+    ) -> tuple[Workload, bool]:
         """Admit ``workload`` to the store: idempotency by ``request_id``, the queue limits, the
         row, its first two transitions and the audit record, all in ONE transaction (one
         commit). Returns ``(workload, True)``, or ``(the first workload, False)`` for a repeated
@@ -342,52 +415,68 @@ class SQLiteStore:
         now = workload.updated_at if workload.updated_at is not None else time.time()
         with self._lock, self._tx():
             if rid:
-                row = self._db.execute(f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND "
-                                       "request_id=?", (tenant, rid)).fetchone()
+                row = self._db.execute(
+                    f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant, rid)
+                ).fetchone()
                 if row is not None:
                     first = _row(row)
                     if first.spec.fingerprint() != workload.spec.fingerprint():
-                        raise Conflict(f"request_id {rid!r} was already used with a different "
-                                       "spec", [{"field": "metadata.request_id",
-                                                 "problem": "reused"}])
+                        raise Conflict(
+                            f"request_id {rid!r} was already used with a different spec",
+                            [{"field": "metadata.request_id", "problem": "reused"}],
+                        )
                     return first, False
             total = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM active_counts").fetchone()[0]
             if total >= max_queue_size:
                 raise QueueFull(f"the queue is full ({max_queue_size} workloads)", retry_after=5)
             if tenant_limit is not None and self._active_of(tenant) >= tenant_limit:
-                raise QueueFull(f"tenant {tenant!r} has {tenant_limit} unfinished workloads "
-                                "(its limit)", retry_after=5)
+                raise QueueFull(
+                    f"tenant {tenant!r} has {tenant_limit} unfinished workloads (its limit)", retry_after=5
+                )
             if check is not None:
                 check(workload)
-            self._insert(workload, [(Status.SUBMITTED.value, now, "accepted"),
-                                    (Status.QUEUED.value, now, "")])
-            self._db.execute("INSERT INTO audit(at, who, action, target, details) "
-                             "VALUES (?,?,?,?,?)",
-                             (now, who, "submit", workload.workload_id, json.dumps({
-                                 "tenant_id": tenant, "workload_type": workload.spec.workload_type,
-                                 "priority": workload.priority.value})))
+            self._insert(
+                workload, [(Status.SUBMITTED.value, now, "accepted"), (Status.QUEUED.value, now, "")]
+            )
+            self._db.execute(
+                "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+                (
+                    now,
+                    who,
+                    "submit",
+                    workload.workload_id,
+                    json.dumps(
+                        {
+                            "tenant_id": tenant,
+                            "workload_type": workload.spec.workload_type,
+                            "priority": workload.priority.value,
+                        }
+                    ),
+                ),
+            )
         return workload, True
 
     def _active_of(self, tenant_id: str) -> int:
-        row = self._db.execute("SELECT n FROM active_counts WHERE tenant_id=?",
-                               (tenant_id,)).fetchone()
+        row = self._db.execute("SELECT n FROM active_counts WHERE tenant_id=?", (tenant_id,)).fetchone()
         return row[0] if row else 0
 
     # -- the queue as readers see it -----------------------------------------------------------
     def count_active(self, tenant_id: Optional[str] = None) -> int:
         """Unfinished workloads (all, or one tenant's): what the queue limits count."""
         if tenant_id is not None:
-            return self._query("SELECT COALESCE(SUM(n), 0) FROM active_counts WHERE tenant_id=?",
-                               (tenant_id,))[0][0]
+            return self._query(
+                "SELECT COALESCE(SUM(n), 0) FROM active_counts WHERE tenant_id=?", (tenant_id,)
+            )[0][0]
         return self._query("SELECT COALESCE(SUM(n), 0) FROM active_counts", ())[0][0]
 
     def count_queued(self, cap: int) -> int:
         """How many are queued, counting no further than ``cap`` (an index range, bounded)."""
-        return self._query("SELECT COUNT(*) FROM (SELECT 1 FROM workloads WHERE status=? "
-                           "LIMIT ?)", (Status.QUEUED.value, int(cap)))[0][0]
+        return self._query(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM workloads WHERE status=? LIMIT ?)",
+            (Status.QUEUED.value, int(cap)),
+        )[0][0]
 
-    def queued_ahead(self, rank: int, seq: int,
-                     tenant_id: Optional[str] = None) -> tuple[int, int]:
+    def queued_ahead(self, rank: int, seq: int, tenant_id: Optional[str] = None) -> tuple[int, int]:
         """Queued workloads ahead of (``rank``, ``seq``) by class then arrival, as
         ``(of a higher class, of the same class)``. Overall: sums over the per-(class, block)
         counts plus one count within the block; for a tenant: range counts over its index.
@@ -398,13 +487,15 @@ class SQLiteStore:
             return self._query(
                 f"SELECT (SELECT COUNT(*) FROM workloads WHERE {where} AND rank<?), "
                 f"(SELECT COUNT(*) FROM workloads WHERE {where} AND rank=? AND seq<?)",
-                (tenant_id, queued, rank, tenant_id, queued, rank, seq))[0]
+                (tenant_id, queued, rank, tenant_id, queued, rank, seq),
+            )[0]
         block = seq // BUCKET
         higher, same_blocks, same_in = self._query(
             "SELECT (SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank<?), "
             "(SELECT COALESCE(SUM(n), 0) FROM queue_buckets WHERE rank=? AND bucket<?), "
             "(SELECT COUNT(*) FROM workloads WHERE status=? AND rank=? AND seq>=? AND seq<?)",
-            (rank, rank, block, queued, rank, block * BUCKET, seq))[0]
+            (rank, rank, block, queued, rank, block * BUCKET, seq),
+        )[0]
         return higher, same_blocks + same_in
 
     def queued_among(self, workload_ids: list[str]) -> set[str]:
@@ -412,15 +503,21 @@ class SQLiteStore:
         if not workload_ids:
             return set()
         marks = ",".join("?" * len(workload_ids))
-        return {r[0] for r in self._query(
-            f"SELECT workload_id FROM workloads WHERE status=? AND workload_id IN ({marks})",
-            (Status.QUEUED.value, *workload_ids))}
+        return {
+            r[0]
+            for r in self._query(
+                f"SELECT workload_id FROM workloads WHERE status=? AND workload_id IN ({marks})",
+                (Status.QUEUED.value, *workload_ids),
+            )
+        }
 
     def after_seq(self, seq: int, limit: int = 1000) -> list[Workload]:
         """Unfinished workloads written after ``seq``, in order of ``seq`` (the intake tail)."""
         terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
-        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE seq>? AND status NOT IN "
-                           "(?,?,?) ORDER BY seq LIMIT ?", (int(seq), *terminal, int(limit)))
+        rows = self._query(
+            f"SELECT {_COLS} FROM workloads WHERE seq>? AND status NOT IN (?,?,?) ORDER BY seq LIMIT ?",
+            (int(seq), *terminal, int(limit)),
+        )
         return [_row(r) for r in rows]
 
     def max_seq(self) -> int:
@@ -443,8 +540,9 @@ class SQLiteStore:
         return _row(rows[0]) if rows else None
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> Optional[Workload]:
-        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?",
-                           (tenant_id, request_id))
+        rows = self._query(
+            f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant_id, request_id)
+        )
         return _row(rows[0]) if rows else None
 
     def list(self, *, status=None, tenant_id=None, limit=50, before_seq=None) -> list[Workload]:
@@ -465,13 +563,16 @@ class SQLiteStore:
 
     def active(self) -> list[Workload]:
         terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
-        rows = self._query(f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) "
-                           "ORDER BY seq", terminal)
+        rows = self._query(
+            f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) ORDER BY seq", terminal
+        )
         return [_row(r) for r in rows]
 
     def history(self, workload_id: str) -> list[dict]:
-        rows = self._query("SELECT status, at, attempt, reason FROM transitions "
-                           "WHERE workload_id=? ORDER BY id", (workload_id,))
+        rows = self._query(
+            "SELECT status, at, attempt, reason FROM transitions WHERE workload_id=? ORDER BY id",
+            (workload_id,),
+        )
         return [{"status": s, "at": iso(at), "attempt": a, "reason": r} for s, at, a, r in rows]
 
     def get_logs(self, workload_id: str) -> Optional[str]:
@@ -480,8 +581,10 @@ class SQLiteStore:
 
     def count_runs(self, workload_id: str) -> int:
         """How many times the workload entered ``running`` (used by tests and the recovery benchmark)."""
-        rows = self._query("SELECT COUNT(*) FROM transitions WHERE workload_id=? AND status=?",
-                           (workload_id, Status.RUNNING.value))
+        rows = self._query(
+            "SELECT COUNT(*) FROM transitions WHERE workload_id=? AND status=?",
+            (workload_id, Status.RUNNING.value),
+        )
         return rows[0][0]
 
     def ping(self) -> None:
@@ -496,9 +599,10 @@ class SQLiteStore:
         return _Transaction(self._db)
 
     def _add_transition(self, workload: Workload, status: str, at: float, reason: str) -> None:
-        self._db.execute("INSERT INTO transitions(workload_id, status, at, attempt, reason) "
-                         "VALUES (?,?,?,?,?)",
-                         (workload.workload_id, status, at, workload.attempt, reason))
+        self._db.execute(
+            "INSERT INTO transitions(workload_id, status, at, attempt, reason) VALUES (?,?,?,?,?)",
+            (workload.workload_id, status, at, workload.attempt, reason),
+        )
 
     def _query(self, sql: str, params: tuple) -> list[tuple]:
         with self._lock:
@@ -540,6 +644,13 @@ def _row(row: tuple) -> Workload:
     # "stored" on the Workload too: validating it re-runs the spec's checks (a passed deadline).
     stored = {"stored": True}
     return Workload.model_validate(
-        dict(workload_id=workload_id, tenant_id=tenant_id, seq=seq, status=Status(status),
-             spec=WorkloadSpec.model_validate_json(spec, context=stored), **json.loads(state)),
-        context=stored)
+        dict(
+            workload_id=workload_id,
+            tenant_id=tenant_id,
+            seq=seq,
+            status=Status(status),
+            spec=WorkloadSpec.model_validate_json(spec, context=stored),
+            **json.loads(state),
+        ),
+        context=stored,
+    )

@@ -1,5 +1,6 @@
 """The OpenAI wire format: request bodies (validated, so bad input is a 422 naming the field) and
 the response and stream-chunk shapes."""
+
 from __future__ import annotations
 
 import time
@@ -66,25 +67,50 @@ class ChatRequest(_Common):
 
 def completion_body(kind: str, model: str, g: Generation) -> dict:
     """The OpenAI response for a finished generation (``kind``: ``completion`` or ``chat``)."""
-    usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-             "total_tokens": g.prompt_tokens + g.completion_tokens}
+    usage = {
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.completion_tokens,
+        "total_tokens": g.prompt_tokens + g.completion_tokens,
+    }
     if kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": g.text},
-                  "finish_reason": g.finish_reason}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-                "created": int(time.time()), "model": model, "choices": [choice], "usage": usage}
-    return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-            "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,
-                         "logprobs": None}], "usage": usage}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": g.text},
+            "finish_reason": g.finish_reason,
+        }
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}],
+        "usage": usage,
+    }
 
 
 def chunk_body(kind: str, model: str, rid: str, text: str, finish: Optional[str]) -> dict:
     """One streamed chunk in OpenAI's shape."""
     if kind == "chat":
         delta = {"content": text} if text else {}
-        return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "delta": delta,
-                                             "finish_reason": finish}]}
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }

@@ -3,6 +3,7 @@ starts it (``orion up --address`` with a worker pool): queued GPU gangs → Orio
 autoscaler for nodes → they come up → the gangs run → one node dies under a gang, which is requeued
 and runs again on a replacement → idle → Orion releases the nodes and they go away. Scaling events
 and node states are checked through the admin API."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,13 +18,13 @@ pytestmark = pytest.mark.e2e
 def test_gangs_scale_the_pool_up_survive_a_lost_node_and_the_pool_scales_down():
     if port_open(GCS_PORT):
         pytest.skip(f"port {GCS_PORT} is taken: the fake autoscaler needs the GCS there")
-    cluster = FakeAutoscalingCluster(NODE_TYPES, idle_timeout_minutes=0.1,
-                                     head_resources={"CPU": 2})
+    cluster = FakeAutoscalingCluster(NODE_TYPES, idle_timeout_minutes=0.1, head_resources={"CPU": 2})
     killed = {}
     try:
         cluster.start()
         assert not _gpu_nodes(cluster)  # no GPU node until Orion asks
         with orion_on(cluster) as (client, _):
+
             def kill_one(running):
                 # the first gang's first bundle: its node dies under it
                 node = running[0]["placement"][0]["node_id"]
@@ -46,14 +47,14 @@ def test_gangs_scale_the_pool_up_survive_a_lost_node_and_the_pool_scales_down():
             top = max(ups, key=lambda e: e["after"])
             assert first["before"] == 0 and top["after"] == 4
             assert top["outcome"] in ("fulfilled", "superseded")
-            assert all(e["trigger"] == "queue" and "pending gang" in e["reason"]
-                       for e in (first, top))
-            downs = _wait(lambda: client.scaling_events(kind="scale_down")["items"], 60,
-                          "a scale-down event")
+            assert all(e["trigger"] == "queue" and "pending gang" in e["reason"] for e in (first, top))
+            downs = _wait(lambda: client.scaling_events(kind="scale_down")["items"], 60, "a scale-down event")
             assert downs[0]["after"] == 0 and downs[0]["details"]["release"]
+
             def gpu_nodes_ended():  # Orion sees Ray's membership within a second or two
                 gpu = [n for n in client.nodes()["items"] if n["gpu_type"] == "A100"]
                 return all(n["status"] in ("terminated", "lost") for n in gpu) and gpu
+
             gpu = _wait(gpu_nodes_ended, 30, "Orion to see the GPU nodes gone")
             assert len(gpu) >= 5  # 4 requested + the replacement
             assert {n["node_id"]: n["status"] for n in gpu}[killed["node"]] == "lost"
@@ -62,7 +63,8 @@ def test_gangs_scale_the_pool_up_survive_a_lost_node_and_the_pool_scales_down():
             assert killed["node"] in [n["node_id"] for n in health["lost_last_hour"]]
             node_events = client.scaling_events(kind="node", limit=200)["items"]
             assert {"registered", "ready", "drained", "terminated", "lost"} <= {
-                e["outcome"] for e in node_events}
+                e["outcome"] for e in node_events
+            }
     finally:
         cluster.shutdown()
     assert not cluster.live_pids()

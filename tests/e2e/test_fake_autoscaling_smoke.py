@@ -4,6 +4,7 @@ A driver in a subprocess asks for 2 whole GPU nodes with ``request_resources`` (
 autoscaler brings up 2 ``gpu_a100`` nodes with the declared labels, clearing the request lets them go
 idle and be removed, and ``shutdown()`` leaves no process behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,14 @@ from tests.fake_autoscaling import GCS_PORT, FakeAutoscalingCluster, port_open
 pytestmark = pytest.mark.e2e
 
 POOL = {"orion.io/pool": "gpu-a100"}
-NODE_TYPES = {"gpu_a100": {"resources": {"CPU": 2, "GPU": 4},
-                           "labels": {"ray.io/accelerator-type": "A100", **POOL},
-                           "min_workers": 0, "max_workers": 4}}
+NODE_TYPES = {
+    "gpu_a100": {
+        "resources": {"CPU": 2, "GPU": 4},
+        "labels": {"ray.io/accelerator-type": "A100", **POOL},
+        "min_workers": 0,
+        "max_workers": 4,
+    }
+}
 
 DRIVER = r"""
 import json, sys, ray
@@ -34,9 +40,13 @@ print("ok")
 
 
 def _request(cluster: FakeAutoscalingCluster, bundles: list) -> None:
-    p = subprocess.run([sys.executable, "-c", DRIVER, cluster.address, json.dumps(bundles),
-                        json.dumps(POOL)], env=cluster.env, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", DRIVER, cluster.address, json.dumps(bundles), json.dumps(POOL)],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]
 
 
@@ -52,8 +62,9 @@ def test_request_two_gpu_nodes_then_release():
 
         t0 = time.monotonic()
         _request(cluster, [{"CPU": 2, "GPU": 4}] * 2)
-        workers = cluster.wait_for(lambda: (w := cluster.worker_nodes()) and len(w) == 2 and w,
-                                   timeout=120, what="2 gpu_a100 nodes")
+        workers = cluster.wait_for(
+            lambda: (w := cluster.worker_nodes()) and len(w) == 2 and w, timeout=120, what="2 gpu_a100 nodes"
+        )
         up_s = time.monotonic() - t0
         for n in workers:
             assert n["node_type"] == "gpu_a100"
@@ -61,8 +72,11 @@ def test_request_two_gpu_nodes_then_release():
             assert n["labels"]["orion.io/pool"] == "gpu-a100"
             assert n["labels"]["ray.io/accelerator-type"] == "A100"
         # the provider records a node's pids once Ray's Node() returns, a moment after it registers
-        cluster.wait_for(lambda: {n["node_id"] for n in workers} <= set(cluster.worker_pids()),
-                         timeout=30, what="pid records of both nodes")
+        cluster.wait_for(
+            lambda: {n["node_id"] for n in workers} <= set(cluster.worker_pids()),
+            timeout=30,
+            what="pid records of both nodes",
+        )
         assert len(cluster.worker_nodes()) == 2  # no more than asked for
 
         t1 = time.monotonic()

@@ -1,4 +1,5 @@
 """End to end, as a user: `orion up` in a subprocess, then the CLI, HTTP and plain Ray tools."""
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,17 @@ def env(tmp_path_factory):
     e = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
     e.pop("ORION_URL", None)
     e.pop("ORION_API_KEY", None)
-    e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(),
-                                 "dashboard": _free_port()})
+    e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()})
     e["ORION_KEY_RESEARCH"] = "research-secret-key"
     (home / "orion.yaml").write_text(
         "orion:\n  tenants:\n"
-        "    - {id: research, weight: 2, quota: {cpu: 2}, api_key_env: ORION_KEY_RESEARCH}\n")
+        "    - {id: research, weight: 2, quota: {cpu: 2}, api_key_env: ORION_KEY_RESEARCH}\n"
+    )
     return e
 
 
 def orion(env, *args, check=True, timeout=240) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(BIN / "orion"), *args], env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run([str(BIN / "orion"), *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"orion {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
@@ -48,9 +48,22 @@ def orion(env, *args, check=True, timeout=240) -> subprocess.CompletedProcess:
 
 def up(env) -> subprocess.CompletedProcess:
     ports = json.loads(env["E2E_PORTS"])
-    return orion(env, "up", "--config", str(Path(env["ORION_HOME"]) / "orion.yaml"),
-                 "--num-cpus", "4", "--num-gpus", "2", "--port", str(ports["api"]),
-                 "--ray-port", str(ports["ray"]), "--dashboard-port", str(ports["dashboard"]))
+    return orion(
+        env,
+        "up",
+        "--config",
+        str(Path(env["ORION_HOME"]) / "orion.yaml"),
+        "--num-cpus",
+        "4",
+        "--num-gpus",
+        "2",
+        "--port",
+        str(ports["api"]),
+        "--ray-port",
+        str(ports["ray"]),
+        "--dashboard-port",
+        str(ports["dashboard"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +98,14 @@ def test_up_prints_where_things_are(env, running):
 def test_up_twice_keeps_one_scheduler(env, running):
     up(env)
     ports = json.loads(env["E2E_PORTS"])
-    code = ("import ray, json; from ray.util.state import list_actors; "
-            f"ray.init(address='127.0.0.1:{ports['ray']}'); "
-            f"a = list_actors(address='http://127.0.0.1:{ports['dashboard']}', "
-            "filters=[('class_name', '=', 'SchedulerActor'), ('state', '=', 'ALIVE')]); "
-            "print(json.dumps(len(a)))")
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import ray, json; from ray.util.state import list_actors; "
+        f"ray.init(address='127.0.0.1:{ports['ray']}'); "
+        f"a = list_actors(address='http://127.0.0.1:{ports['dashboard']}', "
+        "filters=[('class_name', '=', 'SchedulerActor'), ('state', '=', 'ALIVE')]); "
+        "print(json.dumps(len(a)))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "1"
 
@@ -100,8 +114,11 @@ def test_cli_task_job_status_logs_list(env, running, tmp_path):
     task = _write(tmp_path, "task.yaml", "workload_type: task\nfunction: math:factorial\nargs: [10]\n")
     done = json.loads(orion(env, "submit", task, "--wait", "--timeout", "120", "-o", "json").stdout)
     assert done["status"] == "completed" and done["result"] == 3628800
-    job = _write(tmp_path, "job.yaml", 'workload_type: job\nentrypoint: python -c "print(6*7)"\n'
-                                       "resources: {cpu: 1, gpu: 1}\n")
+    job = _write(
+        tmp_path,
+        "job.yaml",
+        'workload_type: job\nentrypoint: python -c "print(6*7)"\nresources: {cpu: 1, gpu: 1}\n',
+    )
     ack = json.loads(orion(env, "submit", job, "-o", "json").stdout)
     wid = ack["workload_id"]
     orion(env, "logs", wid, "--follow", timeout=180)
@@ -116,15 +133,22 @@ def test_cli_task_job_status_logs_list(env, running, tmp_path):
 def test_http_contract_and_cancel(env, running):
     creds = _creds(env)
     url, auth = creds["url"], {"Authorization": f"Bearer {creds['api_key']}"}
-    assert httpx.post(url + "/api/v1/workloads", json={"workload_type": "task",
-                      "function": "math:floor", "args": [1.5]}).status_code == 401
-    bad = httpx.post(url + "/api/v1/workloads", headers=auth,
-                     json={"workload_type": "task", "function": "math:floor",
-                           "resources": {"gpu": -1}})
+    assert (
+        httpx.post(
+            url + "/api/v1/workloads", json={"workload_type": "task", "function": "math:floor", "args": [1.5]}
+        ).status_code
+        == 401
+    )
+    bad = httpx.post(
+        url + "/api/v1/workloads",
+        headers=auth,
+        json={"workload_type": "task", "function": "math:floor", "resources": {"gpu": -1}},
+    )
     assert bad.status_code == 422
     assert bad.json()["error"]["details"][0]["field"] == "resources.gpu"
-    long = httpx.post(url + "/api/v1/workloads", headers=auth,
-                      json={"workload_type": "job", "entrypoint": "sleep 300"})
+    long = httpx.post(
+        url + "/api/v1/workloads", headers=auth, json={"workload_type": "job", "entrypoint": "sleep 300"}
+    )
     assert long.status_code == 202
     wid = long.json()["workload_id"]
     cancelled = orion(env, "cancel", wid, "-o", "json")
@@ -143,8 +167,11 @@ def test_tenant_key_from_the_environment_and_reload(env, running, tmp_path):
     creds = _creds(env)
     url = creds["url"]
     tenant = {"Authorization": "Bearer research-secret-key"}
-    r = httpx.post(url + "/api/v1/workloads", headers=tenant,
-                   json={"workload_type": "task", "function": "math:factorial", "args": [4]})
+    r = httpx.post(
+        url + "/api/v1/workloads",
+        headers=tenant,
+        json={"workload_type": "task", "function": "math:factorial", "args": [4]},
+    )
     assert r.status_code == 202, r.text
     assert httpx.get(url + "/api/v1/tenants", headers=tenant).status_code == 403
     tenants = json.loads(orion(env, "tenants", "-o", "json").stdout)
@@ -155,9 +182,13 @@ def test_tenant_key_from_the_environment_and_reload(env, running, tmp_path):
     assert refused.returncode != 0 and "weight" in refused.stderr
     assert httpx.get(url + "/api/v1/queue", headers=tenant).status_code == 200
     # a valid one is applied without a restart: a new tenant and its key work at once
-    good = _write(tmp_path, "good.yaml", "orion:\n  tenants:\n"
-                  "    - {id: research, api_key_env: ORION_KEY_RESEARCH}\n"
-                  "    - {id: vision, api_key_env: ORION_KEY_VISION}\n")
+    good = _write(
+        tmp_path,
+        "good.yaml",
+        "orion:\n  tenants:\n"
+        "    - {id: research, api_key_env: ORION_KEY_RESEARCH}\n"
+        "    - {id: vision, api_key_env: ORION_KEY_VISION}\n",
+    )
     env2 = dict(env, ORION_KEY_VISION="vision-secret-key")
     orion(env2, "reload", "--config", good)
     vision = {"Authorization": "Bearer vision-secret-key"}
@@ -174,12 +205,15 @@ def test_infrastructure_routes_and_node_commands_live(env, running):
     tenant = {"Authorization": "Bearer research-secret-key"}
     nodes = httpx.get(url + "/admin/v1/infrastructure/nodes", headers=admin).json()["items"]
     (head,) = [n for n in nodes if n["status"] == "ready"]
-    routes = [("GET", "/admin/v1/infrastructure/nodes"),
-              ("GET", "/admin/v1/infrastructure/gpu-utilization"),
-              ("GET", "/admin/v1/scaling/events"), ("GET", "/admin/v1/infrastructure/health"),
-              ("GET", "/internal/resources/available"),
-              ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/cordon"),
-              ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/uncordon")]
+    routes = [
+        ("GET", "/admin/v1/infrastructure/nodes"),
+        ("GET", "/admin/v1/infrastructure/gpu-utilization"),
+        ("GET", "/admin/v1/scaling/events"),
+        ("GET", "/admin/v1/infrastructure/health"),
+        ("GET", "/internal/resources/available"),
+        ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/cordon"),
+        ("POST", f"/admin/v1/infrastructure/nodes/{head['node_id']}/uncordon"),
+    ]
     for method, path in routes:
         assert httpx.request(method, url + path, headers=tenant).status_code == 403, path
         r = httpx.request(method, url + path, headers=admin)
@@ -200,10 +234,26 @@ def test_ray_job_submit_can_drive_orion(env, running, tmp_path):
     """A user who only knows Ray: `ray job submit -- orion submit job.yaml --wait`."""
     ports = json.loads(env["E2E_PORTS"])
     spec = _write(tmp_path, "inner.yaml", "workload_type: task\nfunction: math:factorial\nargs: [5]\n")
-    p = subprocess.run([str(BIN / "ray"), "job", "submit", "--address",
-                        f"http://127.0.0.1:{ports['dashboard']}", "--",
-                        str(BIN / "orion"), "submit", spec, "--wait", "-o", "json"],
-                       env=env, capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{ports['dashboard']}",
+            "--",
+            str(BIN / "orion"),
+            "submit",
+            spec,
+            "--wait",
+            "-o",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert '"result": 120' in p.stdout
 
@@ -211,13 +261,22 @@ def test_ray_job_submit_can_drive_orion(env, running, tmp_path):
 def test_plain_ray_tools_work_without_extra_environment(env, running):
     ports = json.loads(env["E2E_PORTS"])
     plain = {k: v for k, v in env.items() if not k.startswith("RAY_")}
-    p = subprocess.run([str(BIN / "ray"), "job", "list", "--address",
-                        f"http://127.0.0.1:{ports['dashboard']}"], env=plain, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{ports['dashboard']}"],
+        env=plain,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "orion-wl-" in p.stdout  # Orion's jobs show in Ray's own job list
-    p = subprocess.run([str(BIN / "ray"), "status", "--address", f"127.0.0.1:{ports['ray']}"],
-                       env=plain, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [str(BIN / "ray"), "status", "--address", f"127.0.0.1:{ports['ray']}"],
+        env=plain,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
 
 

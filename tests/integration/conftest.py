@@ -2,6 +2,7 @@
 
 Fake GPUs are Ray resources: they get ids and CUDA_VISIBLE_DEVICES, but no device exists.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,11 @@ def _free_port() -> int:
 def _node_ports() -> dict:
     """Every fixed Ray port, made free: the nodes share one IP, and another Ray (an `orion up`
     of the end-to-end tests, a developer's own) may hold the defaults."""
-    return {"dashboard_agent_listen_port": _free_port(), "metrics_export_port": _free_port(),
-            "runtime_env_agent_port": _free_port()}
+    return {
+        "dashboard_agent_listen_port": _free_port(),
+        "metrics_export_port": _free_port(),
+        "runtime_env_agent_port": _free_port(),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +37,24 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "redis_port": _free_port(), "include_dashboard": True, "dashboard_port": _free_port(),
-        "dashboard_host": "127.0.0.1", **_node_ports()})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "redis_port": _free_port(),
+            "include_dashboard": True,
+            "dashboard_port": _free_port(),
+            "dashboard_host": "127.0.0.1",
+            **_node_ports(),
+        },
+    )
     try:
-        cluster.add_node(num_cpus=2, num_gpus=4, labels={"ray.io/accelerator-type": "H100"},
-                         **_node_ports())
-        cluster.add_node(num_cpus=2, num_gpus=4, labels={"ray.io/accelerator-type": "A100"},
-                         **_node_ports())
+        cluster.add_node(num_cpus=2, num_gpus=4, labels={"ray.io/accelerator-type": "H100"}, **_node_ports())
+        cluster.add_node(num_cpus=2, num_gpus=4, labels={"ray.io/accelerator-type": "A100"}, **_node_ports())
         cluster.wait_for_nodes()
-        ctx = ray.init(address=cluster.address, namespace="orion",
-                       runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+        ctx = ray.init(
+            address=cluster.address, namespace="orion", runtime_env={"env_vars": {"PYTHONPATH": ROOT}}
+        )
         cluster.dashboard_url = "http://" + ctx.dashboard_url
         yield cluster
     finally:
@@ -73,6 +84,7 @@ class OrionHandle:
 
     def submit(self, spec: dict, tenant: str = "default") -> str:
         import ray
+
         spec = dict(spec)
         if spec.get("workload_type") == "task":
             spec.setdefault("runtime_env", PYPATH_ENV)
@@ -80,33 +92,53 @@ class OrionHandle:
 
     def get(self, wid: str) -> dict:
         import ray
+
         return ray.get(self.actor.get.remote(wid), timeout=30)
 
     def wait(self, wid: str, statuses=TERMINAL, timeout: float = 90.0) -> dict:
-        return wait_for(lambda: (lambda w: w if w["status"] in statuses else None)(self.get(wid)),
-                        timeout, 0.1, f"{wid} to reach {statuses}")
+        return wait_for(
+            lambda: (lambda w: w if w["status"] in statuses else None)(self.get(wid)),
+            timeout,
+            0.1,
+            f"{wid} to reach {statuses}",
+        )
 
     def cancel(self, wid: str) -> dict:
         import ray
+
         return ray.get(self.actor.cancel.remote(wid), timeout=30)
 
     def logs(self, wid: str) -> str:
         import ray
+
         return ray.get(self.actor.logs.remote(wid), timeout=30)
 
     def pid(self) -> int:
         import ray
+
         return ray.get(self.actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
 
 
 def start_orion(ray_cluster, store_path: str, policy: dict | None = None, **scheduler):
-    from orion_ray.config import OrionConfig
-    from orion_ray.scheduler.actor import deploy_scheduler
     import ray
 
-    cfg = OrionConfig.model_validate({"orion": {"store": {"path": store_path}, "scheduler": {
-        "placement_ready_timeout_s": 5, "retry_backoff_base_s": 0.2, "job_poll_interval_s": 0.2,
-        **scheduler}, "policy": policy or {}}})
+    from orion_ray.config import OrionConfig
+    from orion_ray.scheduler.actor import deploy_scheduler
+
+    cfg = OrionConfig.model_validate(
+        {
+            "orion": {
+                "store": {"path": store_path},
+                "scheduler": {
+                    "placement_ready_timeout_s": 5,
+                    "retry_backoff_base_s": 0.2,
+                    "job_poll_interval_s": 0.2,
+                    **scheduler,
+                },
+                "policy": policy or {},
+            }
+        }
+    )
     actor = deploy_scheduler(cfg, ray_cluster.dashboard_url)
     ray.get(actor.ensure_started.remote(), timeout=60)
     return OrionHandle(actor, store_path)
@@ -115,7 +147,8 @@ def start_orion(ray_cluster, store_path: str, policy: dict | None = None, **sche
 def stop_orion() -> None:
     """Kill Orion's actors and remove every Orion placement group left behind."""
     import ray
-    from ray.util.placement_group import placement_group_table, remove_placement_group, PlacementGroup
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
     from orion_ray.runtime.executor import EXECUTOR_NAME
     from orion_ray.scheduler.actor import SCHEDULER_NAME
 
@@ -132,7 +165,9 @@ def stop_orion() -> None:
 
 def _named_actor_alive() -> bool:
     import ray
+
     from orion_ray.scheduler.actor import SCHEDULER_NAME
+
     try:
         ray.get_actor(SCHEDULER_NAME, namespace="orion")
         return True

@@ -1,4 +1,5 @@
 """Functions that integration tests run as task workloads (importable through PYTHONPATH)."""
+
 import os
 import time
 
@@ -6,11 +7,15 @@ import time
 def where() -> dict:
     """Where and with what this task runs: its placement group, GPUs and node."""
     import ray
+
     ctx = ray.get_runtime_context()
-    return {"pg": ctx.get_placement_group_id(), "node": ctx.get_node_id(),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "workload_id": os.environ.get("ORION_WORKLOAD_ID")}
+    return {
+        "pg": ctx.get_placement_group_id(),
+        "node": ctx.get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "workload_id": os.environ.get("ORION_WORKLOAD_ID"),
+    }
 
 
 def sleep_then(seconds: float, value=None, heartbeat: str = ""):

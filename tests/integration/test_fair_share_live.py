@@ -8,6 +8,7 @@ twice as often as silver (weight 1). The window is counted in decisions, not sec
 busy machine only makes it take longer. This module has its own Orion: the fair-share state starts
 empty, with no usage left over from other tests.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -20,16 +21,19 @@ from .conftest import start_orion, stop_orion
 
 pytestmark = pytest.mark.integration
 
-WARM = 16      # two turnovers of the 8 GPUs: the first fill is one cycle's interleaving
-WINDOW = 150   # admissions judged (≈ 100 gold, 50 silver)
+WARM = 16  # two turnovers of the 8 GPUs: the first fill is one cycle's interleaving
+WINDOW = 150  # admissions judged (≈ 100 gold, 50 silver)
 
 
 @pytest.fixture(scope="module")
 def orion_fair(ray_cluster, tmp_path_factory):
     handle = start_orion(ray_cluster, str(tmp_path_factory.mktemp("store") / "orion.db"))
-    ray.get(handle.actor.configure_tenants.remote(
-        [{"id": "gold", "weight": 2}, {"id": "silver", "weight": 1}], {}, None, "test"),
-        timeout=30)
+    ray.get(
+        handle.actor.configure_tenants.remote(
+            [{"id": "gold", "weight": 2}, {"id": "silver", "weight": 1}], {}, None, "test"
+        ),
+        timeout=30,
+    )
     try:
         yield handle
     finally:
@@ -43,7 +47,8 @@ def _admissions(store_path: str) -> list[tuple[str, str, float]]:
         return db.execute(
             "SELECT w.tenant_id, t.workload_id, t.at FROM transitions t "
             "JOIN workloads w ON w.workload_id = t.workload_id "
-            "WHERE t.status = 'starting' ORDER BY t.id").fetchall()
+            "WHERE t.status = 'starting' ORDER BY t.id"
+        ).fetchall()
     finally:
         db.close()
 
@@ -51,8 +56,12 @@ def _admissions(store_path: str) -> list[tuple[str, str, float]]:
 @pytest.mark.timeout(900)
 def test_fair_share_admits_by_weight_under_saturation(orion_fair):
     orion = orion_fair
-    spec = {"workload_type": "task", "function": "tests.integration.helpers:sleep_then",
-            "args": [3.0], "resources": {"cpu": 0.1, "gpu": 1}}
+    spec = {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:sleep_then",
+        "args": [3.0],
+        "resources": {"cpu": 0.1, "gpu": 1},
+    }
     ids: dict[str, list[str]] = {"gold": [], "silver": []}
     for _ in range(200):  # interleaved, so submission order favours no one
         for t in ids:
@@ -63,7 +72,7 @@ def test_fair_share_admits_by_weight_under_saturation(orion_fair):
         assert time.time() < deadline, f"only {len(seen)} admissions so far"
         time.sleep(2.0)
         seen = _admissions(orion.store_path)
-    window = seen[WARM:WARM + WINDOW]
+    window = seen[WARM : WARM + WINDOW]
     admitted = {t: sum(1 for tenant, _, _ in window if tenant == t) for t in ids}
     # saturated throughout: each tenant still had work queued when the window closed
     admitted_by_end = {t: len({w for tenant, w, _ in seen if tenant == t}) for t in ids}

@@ -1,4 +1,5 @@
 """Cancel in every state, timeouts, retries with backoff, and work waiting on GPUs held outside Orion."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,14 @@ def _statuses(w: dict) -> list[str]:
 
 def test_cancel_queued(orion):
     # a custom resource no node has: it can never be placed, so it stays queued
-    wid = orion.submit({"workload_type": "task", "function": SLEEP, "args": [1],
-                        "resources": {"cpu": 0.1, "custom": {"no-such-thing": 1}}})
+    wid = orion.submit(
+        {
+            "workload_type": "task",
+            "function": SLEEP,
+            "args": [1],
+            "resources": {"cpu": 0.1, "custom": {"no-such-thing": 1}},
+        }
+    )
     w = orion.wait(wid, ("queued",))
     time.sleep(0.3)
     assert orion.get(wid)["status"] == "queued"
@@ -50,8 +57,14 @@ def _block_node_gpus(gpu_type: str):
 def test_cancel_starting(orion):
     blocker = _block_node_gpus("H100")
     try:
-        wid = orion.submit({"workload_type": "task", "function": SLEEP, "args": [1],
-                            "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "H100"}})
+        wid = orion.submit(
+            {
+                "workload_type": "task",
+                "function": SLEEP,
+                "args": [1],
+                "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "H100"},
+            }
+        )
         orion.wait(wid, ("starting",), timeout=30)
         w = orion.cancel(wid)
         assert w["status"] == "cancelled"
@@ -64,22 +77,32 @@ def test_cancel_starting(orion):
 def test_cancel_running_stops_the_work(orion, tmp_path, kind):
     beat = str(tmp_path / "beat")
     if kind == "task":
-        spec = {"workload_type": "task", "function": SLEEP, "args": [60],
-                "kwargs": {"heartbeat": beat}, "resources": {"cpu": 0.5}}
+        spec = {
+            "workload_type": "task",
+            "function": SLEEP,
+            "args": [60],
+            "kwargs": {"heartbeat": beat},
+            "resources": {"cpu": 0.5},
+        }
     else:
-        spec = {"workload_type": "job", "resources": {"cpu": 0.5},
-                "entrypoint": f"while true; do echo -n . >> {beat}; sleep 0.1; done"}
+        spec = {
+            "workload_type": "job",
+            "resources": {"cpu": 0.5},
+            "entrypoint": f"while true; do echo -n . >> {beat}; sleep 0.1; done",
+        }
     wid = orion.submit(spec)
     orion.wait(wid, ("running",), timeout=60)
     wait_for(lambda: os.path.exists(beat) and os.path.getsize(beat) > 3, 30, what="heartbeats")
     t0 = time.time()
     assert orion.cancel(wid)["status"] == "cancelled"
     wait_for(lambda: pg_state(wid) == "REMOVED", 10, what="group removed")
+
     # the work itself has stopped: the heartbeat file stops growing
     def stopped():
         a = os.path.getsize(beat)
         time.sleep(0.5)
         return os.path.getsize(beat) == a
+
     wait_for(stopped, 10, 0.1, "the work to stop")
     assert time.time() - t0 < 15
     assert orion.get(wid)["status"] == "cancelled"
@@ -88,11 +111,15 @@ def test_cancel_running_stops_the_work(orion, tmp_path, kind):
 @pytest.mark.parametrize("kind", ["task", "job"])
 def test_timeout_fails_and_stops(orion, kind):
     if kind == "task":
-        spec = {"workload_type": "task", "function": SLEEP, "args": [60], "timeout_s": 1.5,
-                "resources": {"cpu": 0.5}}
+        spec = {
+            "workload_type": "task",
+            "function": SLEEP,
+            "args": [60],
+            "timeout_s": 1.5,
+            "resources": {"cpu": 0.5},
+        }
     else:
-        spec = {"workload_type": "job", "entrypoint": "sleep 60", "timeout_s": 1.5,
-                "resources": {"cpu": 0.5}}
+        spec = {"workload_type": "job", "entrypoint": "sleep 60", "timeout_s": 1.5, "resources": {"cpu": 0.5}}
     wid = orion.submit(spec)
     w = orion.wait(wid, timeout=60)
     assert w["status"] == "failed", w
@@ -102,8 +129,15 @@ def test_timeout_fails_and_stops(orion, kind):
 
 
 def test_retry_with_exponential_backoff(orion):
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:fail",
-                        "args": ["flaky"], "max_retries": 2, "resources": {"cpu": 0.5}})
+    wid = orion.submit(
+        {
+            "workload_type": "task",
+            "function": "tests.integration.helpers:fail",
+            "args": ["flaky"],
+            "max_retries": 2,
+            "resources": {"cpu": 0.5},
+        }
+    )
     w = orion.wait(wid, timeout=60)
     assert w["status"] == "failed" and "flaky" in w["error"]
     assert w["attempt"] == 3
@@ -119,9 +153,14 @@ def test_retry_with_exponential_backoff(orion):
 def test_retry_then_success_keeps_result(orion, tmp_path):
     # fails while a marker file is absent, creates it: the second attempt succeeds
     marker = tmp_path / "ran-once"
-    wid = orion.submit({"workload_type": "job", "max_retries": 1, "resources": {"cpu": 0.5},
-                        "entrypoint": f"test -f {marker} && echo second || "
-                                      f"(touch {marker}; echo first; exit 1)"})
+    wid = orion.submit(
+        {
+            "workload_type": "job",
+            "max_retries": 1,
+            "resources": {"cpu": 0.5},
+            "entrypoint": f"test -f {marker} && echo second || (touch {marker}; echo first; exit 1)",
+        }
+    )
     w = orion.wait(wid, timeout=90)
     assert w["status"] == "completed" and w["attempt"] == 2, w
     assert "second" in orion.logs(wid)
@@ -134,10 +173,17 @@ def test_gpus_blocked_outside_orion_keep_work_queued_then_it_runs(orion):
     released = False
     try:
         time.sleep(1.5)  # the scheduler's node view is at most a second old
-        wid = orion.submit({"workload_type": "task", "function": "math:factorial", "args": [5],
-                            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"}})
-        w = wait_for(lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30, 0.2,
-                     "a reason to wait")
+        wid = orion.submit(
+            {
+                "workload_type": "task",
+                "function": "math:factorial",
+                "args": [5],
+                "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"},
+            }
+        )
+        w = wait_for(
+            lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30, 0.2, "a reason to wait"
+        )
         assert w["status"] == "queued" and "free resources" in w["reason"], w
         assert "starting" not in _statuses(w)
         remove_placement_group(blocker)

@@ -1,5 +1,6 @@
 """OrionMetrics mirrored into Ray's metrics pipeline: values recorded in an actor reach a node's
 metrics endpoint (what Prometheus scrapes for the Ray dashboard) as ``ray_orion_…`` series."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,11 @@ def _targets() -> list[str]:
     """``host:port`` of every alive node's metrics endpoint, from the GCS, else the SD file."""
     import ray
 
-    found = [f"{n['NodeManagerAddress']}:{n['MetricsExportPort']}" for n in ray.nodes()
-             if n.get("Alive") and n.get("MetricsExportPort")]
+    found = [
+        f"{n['NodeManagerAddress']}:{n['MetricsExportPort']}"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
     if not found and SD_FILE.exists():
         found = [t for group in json.loads(SD_FILE.read_text()) for t in group.get("targets", [])]
     return found
@@ -57,6 +61,7 @@ def test_mirrored_metrics_reach_the_ray_metrics_endpoint(ray_cluster):
     class Recorder:
         def __init__(self):
             from orion_ray.metrics import OrionMetrics
+
             self.m = OrionMetrics(ray_mirror=True)
 
         def record(self, tenant: str) -> str:
@@ -72,8 +77,12 @@ def test_mirrored_metrics_reach_the_ray_metrics_endpoint(ray_cluster):
     text = ray.get(recorder.record.remote(tenant), timeout=60)
     assert f'orion_workload_retries_total{{tenant="{tenant}"}} 2.0' in text  # the Prometheus side
 
-    want = {"ray_orion_workload_retries_total": 2.0, "ray_orion_queue_depth": 7.0,
-            "ray_orion_workload_wait_seconds_count": 1.0, "ray_orion_scheduler_up": 1.0}
+    want = {
+        "ray_orion_workload_retries_total": 2.0,
+        "ray_orion_queue_depth": 7.0,
+        "ray_orion_workload_wait_seconds_count": 1.0,
+        "ray_orion_scheduler_up": 1.0,
+    }
     deadline = time.time() + 90  # Ray reports every ~10 s (RAY_NOTES: 10–20 s to appear)
     seen: dict[str, float] = {}
     while time.time() < deadline:

@@ -3,6 +3,7 @@
 Each test adds its own fake node (an ``L4`` GPU type no other node has, so the work lands there)
 and removes it at the end; the session's other nodes are left alone.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,12 @@ L4 = {"ray.io/accelerator-type": "L4", "orion.io/pool": "l4"}
 
 
 def _l4_task(tmp_path, name: str) -> dict:
-    return {"workload_type": "task", "function": "tests.integration.helpers:where_when",
-            "args": [str(tmp_path / name), 300], "resources": {"cpu": 0.1, "gpu": 1,
-                                                              "gpu_type": "L4"}}
+    return {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:where_when",
+        "args": [str(tmp_path / name), 300],
+        "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "L4"},
+    }
 
 
 def _add_l4(ray_cluster):

@@ -3,6 +3,7 @@
 Fake 4-GPU nodes (H100 and A100). Shared-GPU workloads hold their reservation until the test lets
 them finish, so the snapshot can be compared with what Ray actually assigned while they run.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,14 +30,21 @@ def _metric(text: str, name: str, **labels) -> float:
 
 def test_shared_gpus_are_tracked_as_ray_assigned_them(orion, tmp_path):
     go = tmp_path / "go"
-    ids = [orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where_when",
-                         "args": [str(go)], "resources": {"cpu": 0.1, "gpu": f, "gpu_type": "H100"}})
-           for f in FRACTIONS]
+    ids = [
+        orion.submit(
+            {
+                "workload_type": "task",
+                "function": "tests.integration.helpers:where_when",
+                "args": [str(go)],
+                "resources": {"cpu": 0.1, "gpu": f, "gpu_type": "H100"},
+            }
+        )
+        for f in FRACTIONS
+    ]
     try:
         running = [orion.wait(i, ("running", "failed")) for i in ids]
         assert all(w["status"] == "running" for w in running), running
-        h100 = [n["NodeID"] for n in ray.nodes()
-                if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+        h100 = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
         used = defaultdict(float)
         for w, f in zip(running, FRACTIONS):
             (p,) = w["placement"]
@@ -65,15 +73,21 @@ def test_shared_gpus_are_tracked_as_ray_assigned_them(orion, tmp_path):
 
 def test_gang_bundles_land_on_the_engines_nodes(orion, tmp_path):
     go = tmp_path / "go"
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where_when",
-                        "args": [str(go)], "placement": "spread",
-                        "bundles": [{"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 1},
-                                    {"cpu": 0.5, "gpu": 2}]})
+    wid = orion.submit(
+        {
+            "workload_type": "task",
+            "function": "tests.integration.helpers:where_when",
+            "args": [str(go)],
+            "placement": "spread",
+            "bundles": [{"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 2}],
+        }
+    )
     try:
         w = orion.wait(wid, ("running", "failed"))
         assert w["status"] == "running", w
-        pg = next(info for info in ray.util.placement_group_table().values()
-                  if info["name"] == f"orion-{wid}")
+        pg = next(
+            info for info in ray.util.placement_group_table().values() if info["name"] == f"orion-{wid}"
+        )
         ray_nodes = [pg["bundles_to_node_id"][i] for i in range(3)]
         assert [p["node_id"] for p in w["placement"]] == ray_nodes
         assert len(set(ray_nodes)) == 2  # SPREAD over both GPU nodes
@@ -89,17 +103,20 @@ def test_gpus_held_outside_orion_are_in_the_same_account(orion):
     workload waits for capacity instead of being admitted onto them, and runs once they are freed."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    h100 = [n["NodeID"] for n in ray.nodes()
-            if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
-    other = placement_group([{"GPU": 3.0, "CPU": 0.1}],
-                            bundle_label_selector=[{"ray.io/node-id": h100}])
+    h100 = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+    other = placement_group([{"GPU": 3.0, "CPU": 0.1}], bundle_label_selector=[{"ray.io/node-id": h100}])
     ray.get(other.ready(), timeout=60)
     time.sleep(1.5)  # Orion's node view is at most 1 s old (earlier, its readiness timeout acts)
     try:
-        wid = orion.submit({"workload_type": "task", "function": "math:factorial", "args": [3],
-                            "resources": {"cpu": 0.1, "gpu": 2, "gpu_type": "H100"}})
-        w = wait_for(lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30,
-                     what="a reason")
+        wid = orion.submit(
+            {
+                "workload_type": "task",
+                "function": "math:factorial",
+                "args": [3],
+                "resources": {"cpu": 0.1, "gpu": 2, "gpu_type": "H100"},
+            }
+        )
+        w = wait_for(lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30, what="a reason")
         assert w["status"] == "queued" and "free resources" in w["reason"], w
         frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
         row = next(r for r in frag["nodes"] if r["node_id"] == h100)
@@ -114,17 +131,20 @@ def test_make_room_preempts_lower_class_batch_work_for_a_serving_replica(orion, 
     there (as the serving manager does) preempts one of them, and the freed GPU is kept from the
     batch queue for the replica."""
     go = tmp_path / "go"
-    hold = {"workload_type": "task", "function": "tests.integration.helpers:where_when",
-            "args": [str(go)], "priority": "low",
-            "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "A100"}}
+    hold = {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:where_when",
+        "args": [str(go)],
+        "priority": "low",
+        "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "A100"},
+    }
     ids = [orion.submit(hold) for _ in range(4)]
     try:
         for wid in ids:
             assert orion.wait(wid, ("running", "failed"))["status"] == "running"
         blocker = orion.submit({**hold, "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "H100"}})
         assert orion.wait(blocker, ("running", "failed"))["status"] == "running"
-        got = ray.get(orion.actor.make_room.remote([{"GPU": 1.0, "CPU": 0.1}], None, "high"),
-                      timeout=60)
+        got = ray.get(orion.actor.make_room.remote([{"GPU": 1.0, "CPU": 0.1}], None, "high"), timeout=60)
         assert got["made_room"] == 1 and len(got["preempted"]) == 1, got
         victim = got["preempted"][0]
         assert victim in ids + [blocker]

@@ -5,6 +5,7 @@ Weighted fair share under saturation has a module (and an Orion) of its own: tes
 Fake GPU nodes: H100 and A100, 4 GPUs each (8 in all). Run times are Orion's own records
 (``started_at`` → ``finished_at``): the time each workload held its GPUs.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,11 +22,17 @@ HOLD = "tests.integration.helpers:where_when"
 
 @pytest.fixture(scope="module")
 def orion_policy(ray_cluster, tmp_path_factory):
-    handle = start_orion(ray_cluster, str(tmp_path_factory.mktemp("store") / "orion.db"),
-                         policy={"preemption": {"grace_period_s": 2}})
-    ray.get(handle.actor.configure_tenants.remote(
-        [{"id": "gold", "weight": 2}, {"id": "silver", "weight": 1}], {}, None, "test"),
-        timeout=30)
+    handle = start_orion(
+        ray_cluster,
+        str(tmp_path_factory.mktemp("store") / "orion.db"),
+        policy={"preemption": {"grace_period_s": 2}},
+    )
+    ray.get(
+        handle.actor.configure_tenants.remote(
+            [{"id": "gold", "weight": 2}, {"id": "silver", "weight": 1}], {}, None, "test"
+        ),
+        timeout=30,
+    )
     try:
         yield handle
     finally:
@@ -35,13 +42,27 @@ def orion_policy(ray_cluster, tmp_path_factory):
 def test_preemption_end_to_end(orion_policy, tmp_path):
     orion = orion_policy
     go = tmp_path / "go"
-    victim = orion.submit({"workload_type": "task", "function": HOLD, "args": [str(go)],
-                           "priority": "low",
-                           "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "H100"}}, "silver")
+    victim = orion.submit(
+        {
+            "workload_type": "task",
+            "function": HOLD,
+            "args": [str(go)],
+            "priority": "low",
+            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "H100"},
+        },
+        "silver",
+    )
     assert orion.wait(victim, ("running", "failed"))["status"] == "running"
-    urgent = orion.submit({"workload_type": "task", "function": "math:factorial", "args": [5],
-                           "priority": "critical",
-                           "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "H100"}}, "gold")
+    urgent = orion.submit(
+        {
+            "workload_type": "task",
+            "function": "math:factorial",
+            "args": [5],
+            "priority": "critical",
+            "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "H100"},
+        },
+        "gold",
+    )
     try:
         done = orion.wait(urgent, timeout=120)
         assert done["status"] == "completed" and done["result"] == 120, done
@@ -61,8 +82,13 @@ def test_preemption_end_to_end(orion_policy, tmp_path):
 def test_explain_estimates_start_from_running_work(orion_policy, tmp_path):
     orion = orion_policy
     go = tmp_path / "go"
-    hold = {"workload_type": "task", "function": HOLD, "args": [str(go)], "timeout_s": 40,
-            "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"}}
+    hold = {
+        "workload_type": "task",
+        "function": HOLD,
+        "args": [str(go)],
+        "timeout_s": 40,
+        "resources": {"cpu": 0.1, "gpu": 4, "gpu_type": "A100"},
+    }
     holder = orion.submit(hold, "gold")
     try:
         h = orion.wait(holder, ("running", "failed"))
@@ -89,5 +115,5 @@ def _ts(value):
     if value is None:
         return None
     from datetime import datetime
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -1,4 +1,5 @@
 """Lose nothing: SIGKILL of the scheduler actor, loss of the executor, and a full restart."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,11 @@ def runs_per_attempt(store_path: str, wid: str) -> dict[int, int]:
     """How many times each attempt entered ``running``, read from the durable store itself."""
     db = sqlite3.connect(store_path)
     try:
-        rows = db.execute("SELECT attempt, COUNT(*) FROM transitions WHERE workload_id=? AND "
-                          "status='running' GROUP BY attempt", (wid,)).fetchall()
+        rows = db.execute(
+            "SELECT attempt, COUNT(*) FROM transitions WHERE workload_id=? AND "
+            "status='running' GROUP BY attempt",
+            (wid,),
+        ).fetchall()
     finally:
         db.close()
     return dict(rows)
@@ -37,14 +41,26 @@ def runs_per_attempt(store_path: str, wid: str) -> dict[int, int]:
 
 def test_sigkill_of_the_scheduler_adopts_running_work_and_loses_nothing(fresh, tmp_path):
     beat = str(tmp_path / "beat")
-    task = fresh.submit({"workload_type": "task", "function": SLEEP, "args": [4, "done"],
-                         "kwargs": {"heartbeat": beat}, "resources": {"cpu": 0.5}})
-    job = fresh.submit({"workload_type": "job", "entrypoint": "sleep 4; echo job-done",
-                        "resources": {"cpu": 0.5}})
+    task = fresh.submit(
+        {
+            "workload_type": "task",
+            "function": SLEEP,
+            "args": [4, "done"],
+            "kwargs": {"heartbeat": beat},
+            "resources": {"cpu": 0.5},
+        }
+    )
+    job = fresh.submit(
+        {"workload_type": "job", "entrypoint": "sleep 4; echo job-done", "resources": {"cpu": 0.5}}
+    )
     fresh.wait(task, ("running",), 60)
     fresh.wait(job, ("running",), 60)
-    queued = [fresh.submit({"workload_type": "task", "function": "math:factorial", "args": [i],
-                            "resources": {"cpu": 0.1}}) for i in range(12)]
+    queued = [
+        fresh.submit(
+            {"workload_type": "task", "function": "math:factorial", "args": [i], "resources": {"cpu": 0.1}}
+        )
+        for i in range(12)
+    ]
     old_pid = fresh.pid()
     os.kill(old_pid, signal.SIGKILL)
     wait_for(lambda: _pid_or_none(fresh) not in (None, old_pid), 60, 0.2, "the actor to restart")
@@ -57,8 +73,7 @@ def test_sigkill_of_the_scheduler_adopts_running_work_and_loses_nothing(fresh, t
         assert results[wid]["attempt"] == 1
         assert runs_per_attempt(fresh.store_path, wid) == {1: 1}
     for i, wid in enumerate(queued):
-        assert results[wid]["result"] == [1, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880,
-                                          3628800, 39916800][i]
+        assert results[wid]["result"] == [1, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800, 39916800][i]
 
 
 def _pid_or_none(handle):
@@ -69,14 +84,16 @@ def _pid_or_none(handle):
 
 
 def test_lost_executor_requeues_the_run_as_a_new_attempt(fresh):
-    wid = fresh.submit({"workload_type": "task", "function": SLEEP, "args": [30, "second"],
-                        "resources": {"cpu": 0.5}})
+    wid = fresh.submit(
+        {"workload_type": "task", "function": SLEEP, "args": [30, "second"], "resources": {"cpu": 0.5}}
+    )
     fresh.wait(wid, ("running",), 60)
     executor = ray.get_actor("orion-executor", namespace="orion")
     # the executor owns the task: killing it (it restarts empty) kills the run
     ray.kill(executor, no_restart=False)
-    w = wait_for(lambda: (lambda w: w if w["attempt"] == 2 else None)(fresh.get(wid)), 60, 0.2,
-                 "a second attempt")
+    w = wait_for(
+        lambda: (lambda w: w if w["attempt"] == 2 else None)(fresh.get(wid)), 60, 0.2, "a second attempt"
+    )
     assert "lost" in str(w["history"])
     fresh.cancel(wid)
     assert runs_per_attempt(fresh.store_path, wid).get(1) == 1
@@ -87,20 +104,32 @@ def test_full_restart_keeps_every_workload(ray_cluster, tmp_path):
     store = str(tmp_path / "orion.db")
     first = start_orion(ray_cluster, store)
     try:
-        running = first.submit({"workload_type": "task", "function": SLEEP, "args": [30],
-                                "resources": {"cpu": 0.5}})
+        running = first.submit(
+            {"workload_type": "task", "function": SLEEP, "args": [30], "resources": {"cpu": 0.5}}
+        )
         first.wait(running, ("running",), 60)
-        blocked = first.submit({"workload_type": "task", "function": "math:factorial",
-                                "args": [3], "resources": {"cpu": 0.1,
-                                                           "custom": {"later": 1}}})
+        blocked = first.submit(
+            {
+                "workload_type": "task",
+                "function": "math:factorial",
+                "args": [3],
+                "resources": {"cpu": 0.1, "custom": {"later": 1}},
+            }
+        )
         first.wait(blocked, ("queued",), 10)
         for name in ("orion-scheduler", "orion-executor"):
             ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
         wait_for(lambda: not _exists("orion-scheduler"), 30, 0.2, "the scheduler to go")
         second = start_orion(ray_cluster, store)
         # the run died with the executor: requeued as attempt 2 and running again
-        w = wait_for(lambda: (lambda w: w if w["attempt"] == 2 and w["status"] == "running"
-                              else None)(second.get(running)), 60, 0.2, "attempt 2 running")
+        w = wait_for(
+            lambda: (lambda w: w if w["attempt"] == 2 and w["status"] == "running" else None)(
+                second.get(running)
+            ),
+            60,
+            0.2,
+            "attempt 2 running",
+        )
         assert runs_per_attempt(store, running) == {1: 1, 2: 1}
         assert second.get(blocked)["status"] == "queued"
         listed = {x["workload_id"] for x in ray.get(second.actor.list.remote())["items"]}

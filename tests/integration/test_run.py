@@ -1,4 +1,5 @@
 """Task and job workloads run to the end inside Orion's own placement groups."""
+
 from __future__ import annotations
 
 import sys
@@ -24,34 +25,39 @@ def test_task_completes_with_result_and_history(orion):
     w = orion.wait(wid)
     assert w["status"] == "completed", w
     assert w["result"] == 3628800
-    assert [h["status"] for h in w["history"]] == [
-        "submitted", "queued", "starting", "running", "completed"]
+    assert [h["status"] for h in w["history"]] == ["submitted", "queued", "starting", "running", "completed"]
     assert w["worker_id"] and w["placement"][0]["node_id"] == w["worker_id"]
     assert w["started_at"] and w["finished_at"] and w["execution_time_ms"] is not None
     wait_for(lambda: pg_state(wid) == "REMOVED", 10, what="the placement group to be removed")
 
 
 def test_task_runs_inside_its_own_placement_group(orion):
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where",
-                        "resources": {"cpu": 1}})
+    wid = orion.submit(
+        {"workload_type": "task", "function": "tests.integration.helpers:where", "resources": {"cpu": 1}}
+    )
     w = orion.wait(wid)
     assert w["status"] == "completed", w
-    pg_ids = [pid for pid, info in placement_group_table().items()
-              if info["name"] == f"orion-{wid}"]
+    pg_ids = [pid for pid, info in placement_group_table().items() if info["name"] == f"orion-{wid}"]
     assert w["result"]["pg"] in pg_ids
     assert w["result"]["workload_id"] == wid
 
 
 def test_whole_gpus_are_the_reserved_ones_on_the_requested_type(orion):
-    spec = {"workload_type": "task", "function": "tests.integration.helpers:sleep_then",
-            "args": [0.5], "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "H100"}}
-    where = {"workload_type": "task", "function": "tests.integration.helpers:where",
-             "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "H100"}}
+    spec = {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:sleep_then",
+        "args": [0.5],
+        "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "H100"},
+    }
+    where = {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:where",
+        "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "H100"},
+    }
     ids = [orion.submit(where), orion.submit(where)]
     results = [orion.wait(i) for i in ids]
     assert all(r["status"] == "completed" for r in results), results
-    h100 = [n["NodeID"] for n in ray.nodes()
-            if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+    h100 = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
     seen = []
     for r in results:
         assert r["result"]["node"] == h100 == r["worker_id"]
@@ -62,8 +68,12 @@ def test_whole_gpus_are_the_reserved_ones_on_the_requested_type(orion):
 
 
 def test_concurrent_gpu_workloads_see_disjoint_gpus(orion):
-    hold = {"workload_type": "task", "function": "tests.integration.helpers:where_after",
-            "args": [1.5], "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "A100"}}
+    hold = {
+        "workload_type": "task",
+        "function": "tests.integration.helpers:where_after",
+        "args": [1.5],
+        "resources": {"cpu": 0.5, "gpu": 2, "gpu_type": "A100"},
+    }
     ids = [orion.submit(hold), orion.submit(hold)]
     results = [orion.wait(i) for i in ids]
     assert all(r["status"] == "completed" for r in results), results
@@ -72,17 +82,27 @@ def test_concurrent_gpu_workloads_see_disjoint_gpus(orion):
 
 
 def test_fractional_gpu_sees_one_device(orion):
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where",
-                        "resources": {"cpu": 0.5, "gpu": 0.5}})
+    wid = orion.submit(
+        {
+            "workload_type": "task",
+            "function": "tests.integration.helpers:where",
+            "resources": {"cpu": 0.5, "gpu": 0.5},
+        }
+    )
     w = orion.wait(wid)
     assert w["status"] == "completed", w
     assert len(w["result"]["gpu_ids"]) == 1
 
 
 def test_gang_strict_spread_lands_on_two_nodes(orion):
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where",
-                        "bundles": [{"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 1}],
-                        "placement": "strict_spread"})
+    wid = orion.submit(
+        {
+            "workload_type": "task",
+            "function": "tests.integration.helpers:where",
+            "bundles": [{"cpu": 0.5, "gpu": 1}, {"cpu": 0.5, "gpu": 1}],
+            "placement": "strict_spread",
+        }
+    )
     w = orion.wait(wid)
     assert w["status"] == "completed", w
     nodes = [p["node_id"] for p in w["placement"]]
@@ -91,10 +111,14 @@ def test_gang_strict_spread_lands_on_two_nodes(orion):
 
 
 def test_job_runs_in_its_reservation_with_logs(orion, ray_cluster):
-    wid = orion.submit({"workload_type": "job",
-                        "entrypoint": f"{sys.executable} -c \"import os; print('CVD=' + "
-                                      f"os.environ['CUDA_VISIBLE_DEVICES']); print('hello')\"",
-                        "resources": {"cpu": 0.5, "gpu": 1}})
+    wid = orion.submit(
+        {
+            "workload_type": "job",
+            "entrypoint": f"{sys.executable} -c \"import os; print('CVD=' + "
+            f"os.environ['CUDA_VISIBLE_DEVICES']); print('hello')\"",
+            "resources": {"cpu": 0.5, "gpu": 1},
+        }
+    )
     w = orion.wait(wid)
     assert w["status"] == "completed", (w, orion.logs(wid))
     logs = orion.logs(wid)
@@ -102,14 +126,16 @@ def test_job_runs_in_its_reservation_with_logs(orion, ray_cluster):
     assert len(logs.split("CVD=")[1].split()[0].split(",")) == 1
     assert "Runtime env is setting up" not in logs
     from ray.job_submission import JobSubmissionClient
+
     job = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(f"orion-{wid}-1")
     assert job.metadata["orion_workload_id"] == wid
     assert job.metadata["orion_tenant_id"] == "default"
 
 
 def test_failing_job_reports_exit_code(orion):
-    wid = orion.submit({"workload_type": "job", "entrypoint": "echo oops >&2; exit 3",
-                        "resources": {"cpu": 0.5}})
+    wid = orion.submit(
+        {"workload_type": "job", "entrypoint": "echo oops >&2; exit 3", "resources": {"cpu": 0.5}}
+    )
     w = orion.wait(wid)
     assert w["status"] == "failed"
     assert "exit code 3" in w["error"]
@@ -123,8 +149,9 @@ def test_task_result_must_be_json(orion):
 
 
 def test_task_logs_are_kept(orion):
-    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:fail",
-                        "args": ["kaput"]})
+    wid = orion.submit(
+        {"workload_type": "task", "function": "tests.integration.helpers:fail", "args": ["kaput"]}
+    )
     w = orion.wait(wid)
     assert w["status"] == "failed" and "kaput" in w["error"]
     assert "about to fail" in orion.logs(wid)

@@ -1,4 +1,5 @@
 """Builders for small explicit policy scenarios: nodes, tenants, candidates, running work."""
+
 from __future__ import annotations
 
 import itertools
@@ -20,33 +21,70 @@ def gpu_node(nid: str, gpus: int = 4, cpu: float = 16, gpu_type: str = "H100") -
 
 
 def tenant(tid: str, weight: float = 1.0, cohort=None, **limits) -> TenantQuota:
-    return TenantQuota(tid, weight, limits.get("quota", {}), limits.get("borrowing_limit", {}),
-                       limits.get("lending_limit", {}), cohort)
+    return TenantQuota(
+        tid,
+        weight,
+        limits.get("quota", {}),
+        limits.get("borrowing_limit", {}),
+        limits.get("lending_limit", {}),
+        cohort,
+    )
 
 
 def settings(*tenants: TenantQuota, **kw) -> PolicySettings:
     return PolicySettings(tenants={t.tenant_id: t for t in tenants}, **kw)
 
 
-def cand(wid: str, tenant: str = "a", gpus: float = 1, n: int = 1, rank: int = 2,
-         queued_since: float = 0.0, deadline=None, runtime_s=None, gpu_type=None,
-         strategy: str = "PACK", cpu: float = 1) -> Candidate:
+def cand(
+    wid: str,
+    tenant: str = "a",
+    gpus: float = 1,
+    n: int = 1,
+    rank: int = 2,
+    queued_since: float = 0.0,
+    deadline=None,
+    runtime_s=None,
+    gpu_type=None,
+    strategy: str = "PACK",
+    cpu: float = 1,
+) -> Candidate:
     bundles = [{"CPU": float(cpu), "GPU": float(gpus)} if gpus else {"CPU": float(cpu)}] * n
     types = [gpu_type] * n
-    return Candidate(wid, tenant, rank, next(_seq), bundles, types, strategy,
-                     demand_of(bundles, types), queued_since, deadline, runtime_s)
+    return Candidate(
+        wid,
+        tenant,
+        rank,
+        next(_seq),
+        bundles,
+        types,
+        strategy,
+        demand_of(bundles, types),
+        queued_since,
+        deadline,
+        runtime_s,
+    )
 
 
-def running(wid: str, placer: LivePlacer, tenant: str = "a", gpus: float = 1, n: int = 1,
-            rank: int = 2, started_at: float = 0.0, expected_end=None, preemptible: bool = True,
-            cpu: float = 1) -> Running:
+def running(
+    wid: str,
+    placer: LivePlacer,
+    tenant: str = "a",
+    gpus: float = 1,
+    n: int = 1,
+    rank: int = 2,
+    started_at: float = 0.0,
+    expected_end=None,
+    preemptible: bool = True,
+    cpu: float = 1,
+) -> Running:
     """A running workload, placed (and committed) on ``placer`` by the engine."""
     bundles = [{"CPU": float(cpu), "GPU": float(gpus)} if gpus else {"CPU": float(cpu)}] * n
     held = placer.place(bundles, [None] * n, "PACK")
     assert held is not None, "the scenario's running work must fit"
     placer.commit(held)
-    return Running(wid, tenant, rank, demand_of(bundles, [None] * n), held, started_at,
-                   expected_end, preemptible)
+    return Running(
+        wid, tenant, rank, demand_of(bundles, [None] * n), held, started_at, expected_end, preemptible
+    )
 
 
 def placer(*nodes: NodeView) -> LivePlacer:

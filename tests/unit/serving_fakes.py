@@ -1,5 +1,6 @@
 """In-process stand-ins for the serving pieces that need Ray: a manager without Serve, and
 handles that call a real ``LLMReplica`` object directly (the same code a Serve replica runs)."""
+
 from __future__ import annotations
 
 from orion_ray.serving.manager import DeploymentManager, LocalManagerClient, MemoryDeployer
@@ -31,6 +32,7 @@ class LocalHandle:
         def counted(*a, **kw):
             self.calls += 1
             return fn(*a, **kw)
+
         return _Method(counted)
 
 
@@ -39,8 +41,9 @@ class LocalServing:
 
     def __init__(self, clock=None):
         self.deployer = MemoryDeployer()
-        self.manager = DeploymentManager(self.deployer, clock=clock) if clock else \
-            DeploymentManager(self.deployer)
+        self.manager = (
+            DeploymentManager(self.deployer, clock=clock) if clock else DeploymentManager(self.deployer)
+        )
         self.client = LocalManagerClient(self.manager)
         self.handles: dict[str, LocalHandle] = {}
 
@@ -48,11 +51,12 @@ class LocalServing:
         if app not in self.handles:
             call = [c for c in self.deployer.calls if c[0] == "deploy" and c[1] == app][-1]
             spec = call[3]
-            self.handles[app] = LocalHandle(LLMReplica(spec.engine, spec.engine_args,
-                                                       spec.model_id, spec.version))
+            self.handles[app] = LocalHandle(
+                LLMReplica(spec.engine, spec.engine_args, spec.model_id, spec.version)
+            )
         return self.handles[app]
 
     def running(self) -> None:
         """Every deployed app reports RUNNING with its replicas."""
-        for app, st in self.deployer.statuses_by_app.items():
+        for st in self.deployer.statuses_by_app.values():
             st.update(status="RUNNING", running=1)

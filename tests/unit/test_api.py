@@ -1,4 +1,5 @@
 """The REST API in-process (TestClient) over a Scheduler that is never started: nothing runs."""
+
 import asyncio
 import json
 
@@ -28,13 +29,10 @@ def make_client(tmp_path, request):
     def make(max_queue_size=10_000):
         path = str(tmp_path / f"orion-{len(made)}.db")
         store = SQLiteStore(path)
-        sched = Scheduler(store, runtime=FakeRuntime(),
-                          config=SchedulerConfig(max_queue_size=max_queue_size))
+        sched = Scheduler(store, runtime=FakeRuntime(), config=SchedulerConfig(max_queue_size=max_queue_size))
         keys = KeyRing([hash_key("admin-key")], {hash_key("acme-key"): "acme"})
-        access = (StoreAccess(path, max_queue_size=max_queue_size)
-                  if request.param == "store" else None)
-        client = TestClient(build_app(keys, backend=sched, max_body_bytes=MAX_BODY,
-                                      access=access))
+        access = StoreAccess(path, max_queue_size=max_queue_size) if request.param == "store" else None
+        client = TestClient(build_app(keys, backend=sched, max_body_bytes=MAX_BODY, access=access))
         made.append((client, store, access))
         return client
 
@@ -68,9 +66,15 @@ def assert_error(r, status, code):
 
 
 # -- auth ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": "admin-key"},
-                                     {"Authorization": "Basic admin-key"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "admin-key"},
+        {"Authorization": "Basic admin-key"},
+    ],
+)
 def test_unauthorized(client, headers):
     assert_error(client.post("/api/v1/workloads", json=TASK, headers=headers), 401, "unauthorized")
     assert_error(client.get("/api/v1/workloads", headers=headers), 401, "unauthorized")
@@ -91,8 +95,7 @@ def test_submit_answers_202_with_ack(client):
     ack = r.json()
     assert ack["workload_id"].startswith("wl-")
     assert ack["status"] == "queued" and ack["queue_position"] == 1
-    assert set(ack) >= {"workload_id", "status", "queue_position", "estimated_start",
-                        "estimated_completion"}
+    assert set(ack) >= {"workload_id", "status", "queue_position", "estimated_start", "estimated_completion"}
 
 
 def test_queue_position_follows_priority(client):
@@ -107,9 +110,22 @@ def test_get_one_workload_with_history(client):
     r = client.get(f"/api/v1/workloads/{wid}", headers=ADMIN)
     assert r.status_code == 200
     w = r.json()
-    for key in ("workload_id", "status", "workload_type", "tenant_id", "priority", "attempt",
-                "submitted_at", "started_at", "finished_at", "execution_time_ms", "worker_id",
-                "placement", "result", "error"):
+    for key in (
+        "workload_id",
+        "status",
+        "workload_type",
+        "tenant_id",
+        "priority",
+        "attempt",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "execution_time_ms",
+        "worker_id",
+        "placement",
+        "result",
+        "error",
+    ):
         assert key in w, key
     assert (w["workload_id"], w["status"], w["workload_type"]) == (wid, "queued", "task")
     assert (w["tenant_id"], w["priority"], w["attempt"]) == ("default", "high", 1)
@@ -174,11 +190,12 @@ def test_list_filters_by_status(client):
     assert [w["workload_id"] for w in page["items"]] == [b]
 
 
-@pytest.mark.parametrize("query, field", [("status=sleeping", "status"), ("limit=0", "limit"),
-                                          ("limit=abc", "limit"), ("cursor=-1", "cursor")])
+@pytest.mark.parametrize(
+    "query, field",
+    [("status=sleeping", "status"), ("limit=0", "limit"), ("limit=abc", "limit"), ("cursor=-1", "cursor")],
+)
 def test_list_bad_query_is_422(client, query, field):
-    err = assert_error(client.get(f"/api/v1/workloads?{query}", headers=ADMIN), 422,
-                       "validation_error")
+    err = assert_error(client.get(f"/api/v1/workloads?{query}", headers=ADMIN), 422, "validation_error")
     assert [d["field"] for d in err["details"]] == [field]
 
 
@@ -196,17 +213,20 @@ def test_cancel_queued_then_again_is_idempotent(client):
 
 
 # -- validation ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("fields, path", [
-    ({"resources": {"gpu": 1.5}}, "resources.gpu"),
-    ({"resources": {"cpu": -1}}, "resources.cpu"),
-    ({"resources": {"memory": "lots"}}, "resources.memory"),
-    ({"bogus": 1}, "bogus"),
-    ({"resources": {"cpus": 2}}, "resources.cpus"),
-    ({"bundles": [{"cpu": 1}, {"gpu": 2.5}]}, "bundles.1.gpu"),
-    ({"workload_type": "workflow"}, "workload_type"),
-    ({"priority": "urgent"}, "priority"),
-    ({"deadline": "2001-01-01T00:00:00Z"}, ""),
-])
+@pytest.mark.parametrize(
+    "fields, path",
+    [
+        ({"resources": {"gpu": 1.5}}, "resources.gpu"),
+        ({"resources": {"cpu": -1}}, "resources.cpu"),
+        ({"resources": {"memory": "lots"}}, "resources.memory"),
+        ({"bogus": 1}, "bogus"),
+        ({"resources": {"cpus": 2}}, "resources.cpus"),
+        ({"bundles": [{"cpu": 1}, {"gpu": 2.5}]}, "bundles.1.gpu"),
+        ({"workload_type": "workflow"}, "workload_type"),
+        ({"priority": "urgent"}, "priority"),
+        ({"deadline": "2001-01-01T00:00:00Z"}, ""),
+    ],
+)
 def test_invalid_spec_is_422_with_field_paths(client, fields, path):
     err = assert_error(submit(client, **fields), 422, "validation_error")
     assert path in [d["field"] for d in err["details"]]
@@ -219,8 +239,7 @@ def test_missing_body_is_422(client):
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"workload_type": "task",', b"\xff\xfe"])
 def test_malformed_json_is_400(client, body):
-    r = client.post("/api/v1/workloads", content=body,
-                    headers={**ADMIN, "Content-Type": "application/json"})
+    r = client.post("/api/v1/workloads", content=body, headers={**ADMIN, "Content-Type": "application/json"})
     assert_error(r, 400, "malformed_json")
 
 
@@ -230,8 +249,9 @@ def big_spec():
 
 
 def test_body_over_limit_with_content_length_is_413(client):
-    r = client.post("/api/v1/workloads", content=big_spec(),
-                    headers={**ADMIN, "Content-Type": "application/json"})
+    r = client.post(
+        "/api/v1/workloads", content=big_spec(), headers={**ADMIN, "Content-Type": "application/json"}
+    )
     assert_error(r, 413, "payload_too_large")
 
 
@@ -240,10 +260,11 @@ def test_streamed_body_over_limit_is_413(client):
 
     def chunks():  # no Content-Length: the limit must count the bytes actually read
         for i in range(0, len(body), 1000):
-            yield body[i:i + 1000]
+            yield body[i : i + 1000]
 
-    r = client.post("/api/v1/workloads", content=chunks(),
-                    headers={**ADMIN, "Content-Type": "application/json"})
+    r = client.post(
+        "/api/v1/workloads", content=chunks(), headers={**ADMIN, "Content-Type": "application/json"}
+    )
     assert "content-length" not in {k.lower() for k in r.request.headers}
     assert_error(r, 413, "payload_too_large")
 
@@ -251,8 +272,10 @@ def test_streamed_body_over_limit_is_413(client):
 def test_body_over_limit_in_many_messages_is_413(client):
     """At the ASGI level: a chunked body arrives as several messages, none over the limit alone."""
     body, sent = big_spec(), []
-    messages = [{"type": "http.request", "body": body[i:i + 1000], "more_body": True}
-                for i in range(0, len(body), 1000)] + [{"type": "http.request", "body": b""}]
+    messages = [
+        {"type": "http.request", "body": body[i : i + 1000], "more_body": True}
+        for i in range(0, len(body), 1000)
+    ] + [{"type": "http.request", "body": b""}]
 
     async def receive():
         return messages.pop(0)
@@ -260,11 +283,20 @@ def test_body_over_limit_in_many_messages_is_413(client):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/api/v1/workloads", "raw_path": b"/api/v1/workloads",
-             "root_path": "", "query_string": b"", "server": ("testserver", 80),
-             "client": ("testclient", 1), "headers": [(b"authorization", b"Bearer admin-key"),
-                                                       (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/workloads",
+        "raw_path": b"/api/v1/workloads",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("testserver", 80),
+        "client": ("testclient", 1),
+        "headers": [(b"authorization", b"Bearer admin-key"), (b"content-type", b"application/json")],
+    }
     asyncio.run(client.app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
@@ -272,8 +304,7 @@ def test_body_over_limit_in_many_messages_is_413(client):
 
 def test_body_under_limit_is_accepted(client):
     body = json.dumps({**TASK, "kwargs": {"pad": "x" * (MAX_BODY // 2)}}).encode()
-    r = client.post("/api/v1/workloads", content=body,
-                    headers={**ADMIN, "Content-Type": "application/json"})
+    r = client.post("/api/v1/workloads", content=body, headers={**ADMIN, "Content-Type": "application/json"})
     assert r.status_code == 202
 
 
@@ -292,8 +323,7 @@ def test_request_id_makes_submit_idempotent(client):
 
 def test_request_id_reused_with_another_spec_is_409(client):
     submit(client, metadata={"request_id": "req-1"})
-    err = assert_error(submit(client, priority="high", metadata={"request_id": "req-1"}), 409,
-                       "conflict")
+    err = assert_error(submit(client, priority="high", metadata={"request_id": "req-1"}), 409, "conflict")
     assert err["details"][0]["field"] == "metadata.request_id"
 
 
@@ -360,6 +390,7 @@ def test_unexpected_backend_error_is_a_500_body_without_trace():
 
 def test_metrics_endpoint_merges_api_and_scheduler(client):
     from prometheus_client.parser import text_string_to_metric_families
+
     wid = submit(client).json()["workload_id"]
     client.get(f"/api/v1/workloads/{wid}", headers=ADMIN)
     r = client.get("/metrics")  # no key needed
@@ -369,8 +400,11 @@ def test_metrics_endpoint_merges_api_and_scheduler(client):
     assert "/api/v1/workloads/{workload_id}" in routes
     queued = [s for s in fams["orion_queue_depth"].samples if s.labels.get("tenant") == "default"]
     assert queued and queued[0].value == 1
-    transitions = {s.labels["status"]: s.value for s in fams["orion_workload_transitions"].samples
-                   if s.name.endswith("_total")}
+    transitions = {
+        s.labels["status"]: s.value
+        for s in fams["orion_workload_transitions"].samples
+        if s.name.endswith("_total")
+    }
     assert transitions == {"submitted": 1, "queued": 1}
 
 
@@ -378,6 +412,5 @@ def test_non_importable_function_is_422_unless_runtime_env_brings_code(client):
     r = submit(client, function="no_such_pkg_xyz.mod:fn")
     err = assert_error(r, 422, "validation_error")
     assert err["details"][0]["field"] == "function"
-    shipped = submit(client, function="no_such_pkg_xyz.mod:fn",
-                     runtime_env={"working_dir": "/tmp/code"})
+    shipped = submit(client, function="no_such_pkg_xyz.mod:fn", runtime_env={"working_dir": "/tmp/code"})
     assert shipped.status_code == 202

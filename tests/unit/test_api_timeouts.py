@@ -1,6 +1,7 @@
 """No call can hang: every call from the API to the scheduler actor has a timeout and becomes a
 503 with Retry-After; a dead handle is resolved again; /health is not 200 while the scheduler's
 recovery is stuck or its loop has stalled. Fakes only (no Ray cluster)."""
+
 import asyncio
 
 import pytest
@@ -131,8 +132,12 @@ def test_health_is_503_when_the_scheduler_does_not_answer():
 @pytest.mark.parametrize("state", ["stalled", "recovery_stuck"])
 def test_health_is_503_when_the_scheduler_reports_trouble(state):
     async def health():
-        return {"scheduler": state, "store": "ok", "last_cycle_age_s": 99.0,
-                "recovery": {"state": "recovered"}}
+        return {
+            "scheduler": state,
+            "store": "ok",
+            "last_cycle_age_s": 99.0,
+            "recovery": {"state": "recovered"},
+        }
 
     with client_over(ActorBackend(Handle(health=health))) as c:
         r = c.get("/health")
@@ -162,9 +167,16 @@ def test_liveness_verdicts():
     assert live.report(clock.t, **kw)["verdict"] == "ok"
     clock.t += 10
     assert live.report(clock.t - 1, **kw) == {
-        "verdict": "ok", "last_cycle_age_s": 1.0,
-        "recovery": {"state": "recovered", "attempts": 1, "last_error": got["recovery"]
-                     ["last_error"], "took_s": 61.0, "for_s": 10.0}}
+        "verdict": "ok",
+        "last_cycle_age_s": 1.0,
+        "recovery": {
+            "state": "recovered",
+            "attempts": 1,
+            "last_error": got["recovery"]["last_error"],
+            "took_s": 61.0,
+            "for_s": 10.0,
+        },
+    }
     assert live.report(clock.t - 31, **kw)["verdict"] == "stalled"
     clock.t += 31
     assert live.report(None, **kw)["verdict"] == "stalled"  # no cycle since recovery ended
@@ -180,8 +192,7 @@ class BrokenRecoveryRuntime:
 
 def test_scheduler_health_reports_a_stuck_recovery_and_the_api_answers_503(tmp_path):
     store = SQLiteStore(str(tmp_path / "o.db"))
-    s = Scheduler(store, BrokenRecoveryRuntime(),
-                  config=SchedulerConfig(recovery_stuck_after_s=0.001))
+    s = Scheduler(store, BrokenRecoveryRuntime(), config=SchedulerConfig(recovery_stuck_after_s=0.001))
 
     async def main():
         starting = asyncio.create_task(s.start())
@@ -207,6 +218,7 @@ def test_scheduler_health_reports_a_stuck_recovery_and_the_api_answers_503(tmp_p
 
 def test_scheduler_health_has_the_last_cycle_age_once_running(tmp_path):
     from tests.unit.test_store_intake import TickRuntime
+
     store = SQLiteStore(str(tmp_path / "o.db"))
     s = Scheduler(store, TickRuntime())
 

@@ -1,6 +1,7 @@
 """The SDK against the in-process REST app: ``AsyncOrionClient`` over ``httpx.ASGITransport`` and
 ``OrionClient`` over a sync transport into the same app. The scheduler is never started: workloads
 stay queued, and cancelling one makes it terminal. Waits between retries are recorded, not slept."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from orion_ray import (AsyncOrionClient, NotFound, OrionClient, QueueFull, SchedulerUnavailable,
-                       Unauthorized, ValidationError, WorkloadResult)
+from orion_ray import (
+    AsyncOrionClient,
+    NotFound,
+    OrionClient,
+    QueueFull,
+    SchedulerUnavailable,
+    Unauthorized,
+    ValidationError,
+    WorkloadResult,
+)
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.config import SchedulerConfig
@@ -32,8 +41,7 @@ def make_app(tmp_path):
     def make(max_queue_size: int = 10_000):
         store = SQLiteStore(str(tmp_path / f"orion-{len(stores)}.db"))
         stores.append(store)
-        sched = Scheduler(store, runtime=FakeRuntime(),
-                          config=SchedulerConfig(max_queue_size=max_queue_size))
+        sched = Scheduler(store, runtime=FakeRuntime(), config=SchedulerConfig(max_queue_size=max_queue_size))
         keys = KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"})
         return build_app(keys, backend=sched), sched
 
@@ -97,8 +105,7 @@ def test_async_round_trip(make_app):
             assert isinstance(result, WorkloadResult)
             assert result.status == "cancelled" and result.output is None
             assert await c.logs(h.workload_id) == ""
-            done = await c.reload([{"id": "research", "weight": 2}],
-                                  {hash_key("r-key"): "research"})
+            done = await c.reload([{"id": "research", "weight": 2}], {hash_key("r-key"): "research"})
             assert done["tenants"] == ["research"]
             assert [t["tenant_id"] for t in (await c.tenants())["items"]] == ["research"]
             actions = [e["action"] for e in (await c.audit())["items"]]
@@ -150,8 +157,7 @@ def test_async_retries_429_honouring_retry_after(make_app, sleeps):
     transport = Answer429First(app, n=2)
 
     async def scenario():
-        async with AsyncOrionClient(URL, "admin-key", transport=transport,
-                                    sleep=sleeps.sleep) as c:
+        async with AsyncOrionClient(URL, "admin-key", transport=transport, sleep=sleeps.sleep) as c:
             h = await c.submit_workload(TASK)
             assert (await c.get_workload(h.workload_id))["status"] == "queued"
 
@@ -164,8 +170,9 @@ def test_async_retries_503_and_gives_up_with_a_typed_error(make_app, sleeps):
     transport = Answer429First(app, n=5, status=503)
 
     async def scenario():
-        async with AsyncOrionClient(URL, "admin-key", transport=transport, max_retries=2,
-                                    sleep=sleeps.sleep) as c:
+        async with AsyncOrionClient(
+            URL, "admin-key", transport=transport, max_retries=2, sleep=sleeps.sleep
+        ) as c:
             with pytest.raises(SchedulerUnavailable):  # the last answer, typed
                 await c.queue()
 
@@ -215,8 +222,12 @@ def sync_transport(app) -> httpx.MockTransport:
     tc = TestClient(app)
 
     def forward(request: httpx.Request) -> httpx.Response:
-        r = tc.request(request.method, request.url.raw_path.decode(),
-                       headers=dict(request.headers), content=request.read())
+        r = tc.request(
+            request.method,
+            request.url.raw_path.decode(),
+            headers=dict(request.headers),
+            content=request.read(),
+        )
         return httpx.Response(r.status_code, headers=r.headers, content=r.content)
 
     return httpx.MockTransport(forward)
@@ -224,8 +235,9 @@ def sync_transport(app) -> httpx.MockTransport:
 
 def test_sync_client_in_process(make_app, sleeps):
     app, _ = make_app(max_queue_size=1)
-    with OrionClient(URL, "admin-key", transport=sync_transport(app), max_retries=1,
-                     sleep=sleeps.append) as c:
+    with OrionClient(
+        URL, "admin-key", transport=sync_transport(app), max_retries=1, sleep=sleeps.append
+    ) as c:
         h = c.submit_workload(TASK)
         assert c.get_workload(h.workload_id)["status"] == "queued"
         assert c.explain(h.workload_id)["position"]["overall"] == 1
@@ -254,9 +266,11 @@ def test_async_infrastructure_calls_answer_like_the_sync_client(tmp_path):
 
     async def async_side() -> dict:
         async with aclient(app) as c:
-            out = {"cordon": (await c.cordon("n2", reason="maintenance"))["status"],
-                   "uncordon": (await c.uncordon("n2"))["status"],
-                   "drain": (await c.drain("n2", deadline_s=600))["status"]}
+            out = {
+                "cordon": (await c.cordon("n2", reason="maintenance"))["status"],
+                "uncordon": (await c.uncordon("n2"))["status"],
+                "drain": (await c.drain("n2", deadline_s=600))["status"],
+            }
             out["events"] = [e["kind"] for e in (await c.scaling_events(kind="node"))["items"]]
             out["health"] = sorted(await c.infrastructure_health())
             out.update({name: await getattr(c, name)() for name in reads})
@@ -266,6 +280,7 @@ def test_async_infrastructure_calls_answer_like_the_sync_client(tmp_path):
     # n2 runs nothing, so its drain ends at once
     assert (got["cordon"], got["uncordon"], got["drain"]) == ("cordoned", "ready", "drained")
     assert got["events"] and set(got["events"]) == {"node"}
+
     def states(nodes: dict) -> list:  # without the ages, which move between the two reads
         return [(n["node_id"], n["status"], n["workloads"]) for n in nodes["items"]]
 
@@ -286,8 +301,12 @@ class FakeReservations:
             self.rid, self.body = rid, body
 
         def to_dict(self) -> dict:
-            return {"reservation_id": self.rid, "instance_type": self.body.instance_type,
-                    "count": self.body.count, "tags": self.body.tags}
+            return {
+                "reservation_id": self.rid,
+                "instance_type": self.body.instance_type,
+                "count": self.body.count,
+                "tags": self.body.tags,
+            }
 
     def __init__(self):
         self.made: dict = {}

@@ -1,4 +1,5 @@
 """The autoscaler's control loop with fakes: observe → decide → actuate → record, on a fake clock."""
+
 import asyncio
 
 import pytest
@@ -8,8 +9,15 @@ from orion_ray.autoscaler.pool_spec import parse_autoscale_pools
 from orion_ray.errors import ConfigError
 from orion_ray.store import SQLiteStore
 
-POOLS = [{"name": "a100", "resources": {"CPU": 2, "GPU": 4}, "gpu_type": "A100", "max_size": 4,
-          "autoscaling": {"scale_down_cooldown": "30s", "idle_time": "10s"}}]
+POOLS = [
+    {
+        "name": "a100",
+        "resources": {"CPU": 2, "GPU": 4},
+        "gpu_type": "A100",
+        "max_size": 4,
+        "autoscaling": {"scale_down_cooldown": "30s", "idle_time": "10s"},
+    }
+]
 
 
 class Clock:
@@ -27,8 +35,11 @@ class FakeScheduler:
         self.nodes, self.pending, self.calls, self.reports = [], [], [], []
 
     async def autoscaler_view(self):
-        return {"nodes": [dict(n) for n in self.nodes], "pending": list(self.pending),
-                "queued": len(self.pending)}
+        return {
+            "nodes": [dict(n) for n in self.nodes],
+            "pending": list(self.pending),
+            "queued": len(self.pending),
+        }
 
     async def drain(self, node, who, deadline, reason):
         self.calls.append(("drain", node))
@@ -56,8 +67,12 @@ class FakeCapacity:
     def status(self):
         if self.fail_status:
             raise RuntimeError("no autoscaler")
-        return {"pending_launches": {}, "failed_launches": list(self.failed),
-                "ray_pending": [], "node_types": {}}
+        return {
+            "pending_launches": {},
+            "failed_launches": list(self.failed),
+            "ray_pending": [],
+            "node_types": {},
+        }
 
     def release(self, node_id):
         self.released = getattr(self, "released", []) + [node_id]
@@ -68,22 +83,35 @@ class FakeCapacity:
 
 
 def gpu_node(nid, running=0, idle_since=None, free_gpu=4.0):
-    return {"node_id": nid, "pool": "a100", "total": {"CPU": 2.0, "GPU": 4.0},
-            "free": {"CPU": 2.0, "GPU": free_gpu}, "running": running, "state": "ready",
-            "idle_since": idle_since, "fragmentation": 0.0}
+    return {
+        "node_id": nid,
+        "pool": "a100",
+        "total": {"CPU": 2.0, "GPU": 4.0},
+        "free": {"CPU": 2.0, "GPU": free_gpu},
+        "running": running,
+        "state": "ready",
+        "idle_since": idle_since,
+        "fragmentation": 0.0,
+    }
 
 
 def gang(n=2, gpus=4.0):
-    return {"workload_id": f"w{n}", "bundles": [{"CPU": 1.0, "GPU": gpus}] * n,
-            "gpu_types": ["A100"] * n, "strategy": "STRICT_SPREAD", "pool": None}
+    return {
+        "workload_id": f"w{n}",
+        "bundles": [{"CPU": 1.0, "GPU": gpus}] * n,
+        "gpu_types": ["A100"] * n,
+        "strategy": "STRICT_SPREAD",
+        "pool": None,
+    }
 
 
 @pytest.fixture
 def loop(tmp_path):
     store = SQLiteStore(str(tmp_path / "orion.db"))
     clock = Clock()
-    lp = AutoscalerLoop(parse_autoscale_pools(POOLS), FakeScheduler(), FakeCapacity(), store,
-                        clock=clock, history_every_s=60)
+    lp = AutoscalerLoop(
+        parse_autoscale_pools(POOLS), FakeScheduler(), FakeCapacity(), store, clock=clock, history_every_s=60
+    )
     lp.clock_ = clock
     yield lp
     store.close()
@@ -99,8 +127,7 @@ def test_queued_gangs_become_a_request_then_nodes_then_release(loop):
     status = run(loop.step())
     bundles, selectors = cap.requests[-1]
     assert bundles == [{"CPU": 2.0, "GPU": 4.0}] * 2
-    assert all(s == {"orion.io/pool": "a100", "ray.io/accelerator-type": "A100"}
-               for s in selectors)
+    assert all(s == {"orion.io/pool": "a100", "ray.io/accelerator-type": "A100"} for s in selectors)
     assert status["pools"][0]["target"] == 2 and status["pools"][0]["trigger"] == "queue"
     (ev,) = store.scaling_events(kind="scale_up")
     assert (ev["before"], ev["after"], ev["outcome"]) == (0, 2, "requested")
@@ -142,16 +169,16 @@ def test_released_nodes_are_taken_back_when_demand_returns(loop):
     clock.t += 1
     sched.pending = [gang(2)]  # work arrives before Ray removed them
     run(loop.step())
-    assert {c for c in sched.calls if c[0] == "uncordon"} == {("uncordon", "n1"),
-                                                               ("uncordon", "n2")}
+    assert {c for c in sched.calls if c[0] == "uncordon"} == {("uncordon", "n1"), ("uncordon", "n2")}
     assert loop.released == {}
 
 
 def test_history_state_failed_launches_and_telemetry(loop, tmp_path):
     sched, cap, store, clock = loop.source, loop.capacity, loop.store, loop.clock_
     sched.nodes = [gpu_node("n1", 1, free_gpu=0.0)]
-    cap.failed = [{"node_type": "a100", "count": 2, "at": 5,
-                   "details": "InsufficientInstanceCapacity in us-east-1a"}]
+    cap.failed = [
+        {"node_type": "a100", "count": 2, "at": 5, "details": "InsufficientInstanceCapacity in us-east-1a"}
+    ]
     status = run(loop.step())
     run(loop.step())  # the same failure is recorded once
     (f,) = store.scaling_events(kind="launch_failed")
@@ -181,23 +208,43 @@ def test_the_loop_survives_a_failing_step(loop):
     assert loop.last_status["ray_autoscaler"] == "unavailable"
 
 
-@pytest.mark.parametrize("pools,field", [
-    ([{"name": "p", "resources": {"GPU": -1}}], "orion.worker_pools.0.resources"),
-    ([{"name": "p", "instance_type": "x9.huge"}], "orion.worker_pools.0.resources"),
-    ([{"name": "p", "resources": {"CPU": 1}, "scaling_policy": "magic"}],
-     "orion.worker_pools.0.scaling_policy"),
-    ([{"name": "p", "resources": {"CPU": 1}, "min_size": 3, "max_size": 1}],
-     "orion.worker_pools.0.max_size"),
-    ([{"name": "p", "resources": {"CPU": 1}, "autoscaling": {"scale_up_cooldown": "5x"}}],
-     "orion.worker_pools.0.autoscaling"),
-    ([{"name": "p", "resources": {"CPU": 1}, "scaling_policy": "schedule"}],
-     "orion.worker_pools.0.schedule"),
-    ([{"name": "p", "resources": {"CPU": 1}, "schedule": [{"cron": "61 * * * *",
-                                                            "duration": "1h", "size": 1}]}],
-     "orion.worker_pools.0.schedule.0"),
-    ([{"name": "p", "resources": {"CPU": 1}}, {"name": "p", "resources": {"CPU": 1}}],
-     "orion.worker_pools.1.name"),
-])
+@pytest.mark.parametrize(
+    "pools,field",
+    [
+        ([{"name": "p", "resources": {"GPU": -1}}], "orion.worker_pools.0.resources"),
+        ([{"name": "p", "instance_type": "x9.huge"}], "orion.worker_pools.0.resources"),
+        (
+            [{"name": "p", "resources": {"CPU": 1}, "scaling_policy": "magic"}],
+            "orion.worker_pools.0.scaling_policy",
+        ),
+        (
+            [{"name": "p", "resources": {"CPU": 1}, "min_size": 3, "max_size": 1}],
+            "orion.worker_pools.0.max_size",
+        ),
+        (
+            [{"name": "p", "resources": {"CPU": 1}, "autoscaling": {"scale_up_cooldown": "5x"}}],
+            "orion.worker_pools.0.autoscaling",
+        ),
+        (
+            [{"name": "p", "resources": {"CPU": 1}, "scaling_policy": "schedule"}],
+            "orion.worker_pools.0.schedule",
+        ),
+        (
+            [
+                {
+                    "name": "p",
+                    "resources": {"CPU": 1},
+                    "schedule": [{"cron": "61 * * * *", "duration": "1h", "size": 1}],
+                }
+            ],
+            "orion.worker_pools.0.schedule.0",
+        ),
+        (
+            [{"name": "p", "resources": {"CPU": 1}}, {"name": "p", "resources": {"CPU": 1}}],
+            "orion.worker_pools.1.name",
+        ),
+    ],
+)
 def test_bad_pools_name_the_field(pools, field):
     with pytest.raises(ConfigError) as e:
         parse_autoscale_pools(pools, {})
@@ -205,10 +252,10 @@ def test_bad_pools_name_the_field(pools, field):
 
 
 def test_known_instance_types_need_no_shape():
-    (p,) = parse_autoscale_pools([{"name": "gpu-pool", "instance_type": "p4d.24xlarge",
-                                   "scaling_policy": "hybrid"}],
-                                 {"predictive_scaling": {"enabled": True,
-                                                         "lookback_period": "14d"}})
+    (p,) = parse_autoscale_pools(
+        [{"name": "gpu-pool", "instance_type": "p4d.24xlarge", "scaling_policy": "hybrid"}],
+        {"predictive_scaling": {"enabled": True, "lookback_period": "14d"}},
+    )
     assert p.node_resources == {"CPU": 96.0, "GPU": 8.0}
     assert p.labels == {"orion.io/pool": "gpu-pool", "ray.io/accelerator-type": "A100"}
     assert p.params.predictive_enabled and p.params.lookback_s == 14 * 86400
@@ -217,11 +264,30 @@ def test_known_instance_types_need_no_shape():
 def test_measured_gpu_utilisation_is_used_where_nvml_reports():
     from orion_ray.autoscaler.control import _measured_gpu
     from orion_ray.policy.autoscaling import NodeSample
-    nodes = [NodeSample(node_id="n1", pool="a100", total={"GPU": 4.0}, free={"GPU": 0.0},
-                        running=1, state="ready", idle_since=None),
-             NodeSample(node_id="n2", pool="a100", total={"GPU": 4.0}, free={"GPU": 4.0},
-                        running=0, state="ready", idle_since=0.0)]
-    tel = {"n1": {"status": "ok", "gpus": [{"utilization_pct": 90.0}, {"utilization_pct": 50.0}]},
-           "n2": {"status": "no_device", "reason": "no NVIDIA device"}}
+
+    nodes = [
+        NodeSample(
+            node_id="n1",
+            pool="a100",
+            total={"GPU": 4.0},
+            free={"GPU": 0.0},
+            running=1,
+            state="ready",
+            idle_since=None,
+        ),
+        NodeSample(
+            node_id="n2",
+            pool="a100",
+            total={"GPU": 4.0},
+            free={"GPU": 4.0},
+            running=0,
+            state="ready",
+            idle_since=0.0,
+        ),
+    ]
+    tel = {
+        "n1": {"status": "ok", "gpus": [{"utilization_pct": 90.0}, {"utilization_pct": 50.0}]},
+        "n2": {"status": "no_device", "reason": "no NVIDIA device"},
+    }
     assert _measured_gpu(nodes, tel) == 70.0
     assert _measured_gpu(nodes, {"n2": tel["n2"]}) is None  # allocation is used instead

@@ -1,4 +1,5 @@
 """Autoscaling policy: decide() with an injected clock (no Ray, no actor)."""
+
 import copy
 import datetime as dt
 import json
@@ -9,9 +10,27 @@ import sys
 import pytest
 
 from orion_ray.policy.autoscaling import (
-    AutoscaleContext, AutoscaleState, HistoryPoint, NodeSample, PendingGang, PoolObservation,
-    PoolSpec, PoolState, ScalingParams, ScheduleWindow, assign_pending, decide, hybrid,
-    nodes_for, params_from_config, parse_window, predictive, reactive, record_point, schedule)
+    AutoscaleContext,
+    AutoscaleState,
+    HistoryPoint,
+    NodeSample,
+    PendingGang,
+    PoolObservation,
+    PoolSpec,
+    PoolState,
+    ScalingParams,
+    ScheduleWindow,
+    assign_pending,
+    decide,
+    hybrid,
+    nodes_for,
+    params_from_config,
+    parse_window,
+    predictive,
+    reactive,
+    record_point,
+    schedule,
+)
 from orion_ray.policy.fit import ACCELERATOR_LABEL
 
 
@@ -26,23 +45,32 @@ NOW = TUE_1000
 SHAPE = {"CPU": 2, "GPU": 4}
 
 
-def node(nid, running=0, free=None, state="ready", idle_for=1000.0, frag=0.0, shape=SHAPE,
-         pool="gpu", now=NOW):
+def node(
+    nid, running=0, free=None, state="ready", idle_for=1000.0, frag=0.0, shape=SHAPE, pool="gpu", now=NOW
+):
     """A node of ``shape``; idle (idle_for seconds) unless it runs work."""
     total = {k: float(v) for k, v in shape.items()}
     idle_since = None if running else now - idle_for
-    return NodeSample(nid, pool, total, dict(total) if free is None else free, running, state,
-                      idle_since, frag)
+    return NodeSample(
+        nid, pool, total, dict(total) if free is None else free, running, state, idle_since, frag
+    )
 
 
 def busy_node(nid, free=None, **kw):
     return node(nid, running=1, free=free if free is not None else {"CPU": 0.0, "GPU": 0.0}, **kw)
 
 
-def pool(name="gpu", lo=0, hi=10, policy="reactive", shape=SHAPE, labels=None, schedule=(),
-         **params):
-    return PoolSpec(name, dict(shape), dict(labels or {"orion.io/pool": name}), lo, hi, policy,
-                    ScalingParams(**params), tuple(schedule))
+def pool(name="gpu", lo=0, hi=10, policy="reactive", shape=SHAPE, labels=None, schedule=(), **params):
+    return PoolSpec(
+        name,
+        dict(shape),
+        dict(labels or {"orion.io/pool": name}),
+        lo,
+        hi,
+        policy,
+        ScalingParams(**params),
+        tuple(schedule),
+    )
 
 
 def gang(n, res, strategy="PACK", **kw):
@@ -57,9 +85,11 @@ def run(p, nodes=(), pending=(), state=None, now=NOW, history=(), **obs):
 
 
 def test_autoscaling_policy_imports_no_heavy_dependency():
-    code = ("import sys, orion_ray.policy.autoscaling\n"
-            "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, orion_ray.policy.autoscaling\n"
+        "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -199,8 +229,9 @@ def test_assign_pending_by_shape_labels_and_explicit_pool():
     g_explicit = gang(1, {"CPU": 1}, pool="a100")
     g_nowhere = gang(1, {"CPU": 1}, pool="nope")
     g_wrong_type = gang(1, {"GPU": 1}, gpu_type="H100")
-    out = assign_pending([cpu, a10, a100], [g_a100, g_gpu, g_big, g_pack, g_spread, g_explicit,
-                                            g_nowhere, g_wrong_type])
+    out = assign_pending(
+        [cpu, a10, a100], [g_a100, g_gpu, g_big, g_pack, g_spread, g_explicit, g_nowhere, g_wrong_type]
+    )
     assert out["a100"] == [g_a100, g_pack, g_spread, g_explicit]
     assert out["a10"] == [g_gpu]
     assert out["cpu"] == []
@@ -209,10 +240,14 @@ def test_assign_pending_by_shape_labels_and_explicit_pool():
 
 # -- scale-down: which nodes go ------------------------------------------------------------------
 def test_scale_down_never_releases_running_work_and_prefers_drained_emptiest_fragmented():
-    nodes = [busy_node("busy", free=dict(SHAPE)),
-             NodeSample("odd", "gpu", dict(SHAPE), dict(SHAPE), 2, "ready", NOW - 999),
-             node("part", free={"CPU": 2.0, "GPU": 2.0}, frag=0.9),  # emptiness before frag
-             node("frag", frag=0.5), node("empty"), node("drained", state="drained", idle_for=0)]
+    nodes = [
+        busy_node("busy", free=dict(SHAPE)),
+        NodeSample("odd", "gpu", dict(SHAPE), dict(SHAPE), 2, "ready", NOW - 999),
+        node("part", free={"CPU": 2.0, "GPU": 2.0}, frag=0.9),  # emptiness before frag
+        node("frag", frag=0.5),
+        node("empty"),
+        node("drained", state="drained", idle_for=0),
+    ]
     order = []
     for lo in (5, 4, 3, 2):
         d, _ = run(pool(lo=lo), nodes)
@@ -254,8 +289,7 @@ def test_predictive_follows_a_weekly_pattern():
     assert predictive(p, empty, hist, None, MON_0855 - 3600)[0] == 1  # 07:55 -> 08:05
     sat = utc(2026, 11, 28, 12, 0)
     assert predictive(p, empty, weekly_history(sat), None, sat)[0] == 1
-    assert predictive(p, empty, [], None, MON_0855) == (0, "forecast",
-                                                        "forecast in 10m: no history")
+    assert predictive(p, empty, [], None, MON_0855) == (0, "forecast", "forecast in 10m: no history")
 
 
 def test_predictive_ignores_history_older_than_the_lookback():
@@ -263,10 +297,10 @@ def test_predictive_ignores_history_older_than_the_lookback():
     three_weeks_ago = weekly_history(MON_0855 - 14 * 86400, weeks=1, busy=20)  # -21d..-14d
     empty = PoolObservation("gpu")
     assert predictive(pool(), empty, three_weeks_ago + hist, None, MON_0855)[0] == 8
-    assert predictive(pool(lookback_s=21 * 86400), empty, three_weeks_ago + hist, None,
-                      MON_0855)[0] == 20
-    assert predictive(pool(), empty, [HistoryPoint(MON_0855 + 60, "gpu", 9)] + hist, None,
-                      MON_0855)[0] == 8  # nor points from the future
+    assert predictive(pool(lookback_s=21 * 86400), empty, three_weeks_ago + hist, None, MON_0855)[0] == 20
+    assert (
+        predictive(pool(), empty, [HistoryPoint(MON_0855 + 60, "gpu", 9)] + hist, None, MON_0855)[0] == 8
+    )  # nor points from the future
     other_pool = weekly_history(MON_0855, busy=30, pool_name="cpu")
     assert predictive(pool(), empty, other_pool + hist, None, MON_0855)[0] == 8
 
@@ -318,19 +352,23 @@ def test_cron_steps_lists_ranges_and_sunday_seven():
     assert not ScheduleWindow("0 12 1 * *", 60, 1).is_open(utc(2026, 11, 30, 12, 0))
     # a week-long window opened last Saturday is still open on Friday
     week = ScheduleWindow("0 0 * * 6", 7 * 86400, 1)
-    assert week.is_open(utc(2026, 11, 27, 23, 59)) and week.opened_at(
-        utc(2026, 11, 27, 23, 59)) == utc(2026, 11, 21)
+    assert week.is_open(utc(2026, 11, 27, 23, 59)) and week.opened_at(utc(2026, 11, 27, 23, 59)) == utc(
+        2026, 11, 21
+    )
 
 
-@pytest.mark.parametrize("raw, field", [
-    ({"cron": "0 9 * *", "duration": "8h", "size": 4}, "cron"),
-    ({"cron": "61 9 * * *", "duration": "8h", "size": 4}, "cron"),
-    ({"cron": "*/0 9 * * *", "duration": "8h", "size": 4}, "cron"),
-    ({"cron": "0 9 * * mon", "duration": "8h", "size": 4}, "cron"),
-    ({"cron": "0 9 * * *", "duration": "8x", "size": 4}, "duration"),
-    ({"cron": "0 9 * * *", "duration": "8h", "size": -1}, "size"),
-    ({"cron": "0 9 * * *", "size": 1}, "duration"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"cron": "0 9 * *", "duration": "8h", "size": 4}, "cron"),
+        ({"cron": "61 9 * * *", "duration": "8h", "size": 4}, "cron"),
+        ({"cron": "*/0 9 * * *", "duration": "8h", "size": 4}, "cron"),
+        ({"cron": "0 9 * * mon", "duration": "8h", "size": 4}, "cron"),
+        ({"cron": "0 9 * * *", "duration": "8x", "size": 4}, "duration"),
+        ({"cron": "0 9 * * *", "duration": "8h", "size": -1}, "size"),
+        ({"cron": "0 9 * * *", "size": 1}, "duration"),
+    ],
+)
 def test_bad_windows_name_the_field(raw, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         parse_window(raw)
@@ -342,8 +380,12 @@ def test_schedule_policy_opens_and_closes():
     d, _ = run(p)
     assert (d.target, d.direction, d.trigger) == (4, "up", "schedule")
     assert schedule(p, PoolObservation("gpu"), (), None, SAT_1000)[0] == 0
-    nodes = [busy_node("a", now=SAT_1000), busy_node("b", now=SAT_1000),
-             node("c", now=SAT_1000), node("d", now=SAT_1000)]
+    nodes = [
+        busy_node("a", now=SAT_1000),
+        busy_node("b", now=SAT_1000),
+        node("c", now=SAT_1000),
+        node("d", now=SAT_1000),
+    ]
     d, _ = run(p, nodes, now=SAT_1000)
     assert (d.target, d.direction, sorted(d.release)) == (2, "down", ["c", "d"])
 
@@ -361,8 +403,9 @@ def test_hybrid_is_the_max_of_its_parts_and_bounded():
     assert hybrid(off, PoolObservation("gpu", pending=tuple(three * 2)), hist, None, NOW)[0] == 6
     d, _ = run(on, pending=three, history=hist)
     assert d.candidates == {"reactive": 3, "predictive": 8, "schedule": 4} and d.target == 8
-    d, _ = run(pool(policy="hybrid", schedule=win, predictive_enabled=True, hi=6),
-               pending=three, history=hist)
+    d, _ = run(
+        pool(policy="hybrid", schedule=win, predictive_enabled=True, hi=6), pending=three, history=hist
+    )
     assert (d.target, d.trigger) == (6, "max_size")
     d, _ = run(off, pending=three, history=hist)
     assert "predictive" not in d.candidates and d.target == 4
@@ -379,29 +422,42 @@ def test_state_round_trips_through_json():
 
 
 def test_params_from_config_with_overrides():
-    defaults = {"target_cpu_utilization": 70, "target_queue_depth": 100,
-                "scale_up_cooldown": "60s", "scale_down_cooldown": "300s",
-                "predictive_scaling": {"enabled": True, "lookback_period": "14d"},
-                "idle_time": "60s", "predictive_lead": "10m", "policy": "hybrid"}
-    prm = params_from_config(defaults, {"scale_down_cooldown": "1h", "idle_time": 90,
-                                        "predictive_scaling": {"lookback_period": "7d"}})
+    defaults = {
+        "target_cpu_utilization": 70,
+        "target_queue_depth": 100,
+        "scale_up_cooldown": "60s",
+        "scale_down_cooldown": "300s",
+        "predictive_scaling": {"enabled": True, "lookback_period": "14d"},
+        "idle_time": "60s",
+        "predictive_lead": "10m",
+        "policy": "hybrid",
+    }
+    prm = params_from_config(
+        defaults,
+        {"scale_down_cooldown": "1h", "idle_time": 90, "predictive_scaling": {"lookback_period": "7d"}},
+    )
     assert prm == ScalingParams(70.0, 100, 60.0, 3600.0, True, 7 * 86400, 600.0, 90.0)
     assert params_from_config({}, {}) == ScalingParams()
     assert params_from_config({"scale_up_cooldown": "1.5m"}, {}).scale_up_cooldown_s == 90.0
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"scale_up_cooldown": "5x"}, "scale_up_cooldown: '5x' is not a duration"),
-    ({"scale_down_cooldown": -1}, "scale_down_cooldown: -1 is not a duration"),
-    ({"idle_time": True}, "idle_time: True is not a duration"),
-    ({"predictive_lead": "m10"}, "predictive_lead: 'm10' is not a duration"),
-    ({"predictive_scaling": {"lookback_period": "2w"}},
-     "predictive_scaling.lookback_period: '2w' is not a duration"),
-    ({"predictive_scaling": {"enabled": "yes"}}, "predictive_scaling.enabled: 'yes'"),
-    ({"target_cpu_utilization": 0}, "target_cpu_utilization: 0"),
-    ({"target_cpu_utilization": "70%"}, "target_cpu_utilization: '70%'"),
-    ({"target_queue_depth": 0}, "target_queue_depth: 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"scale_up_cooldown": "5x"}, "scale_up_cooldown: '5x' is not a duration"),
+        ({"scale_down_cooldown": -1}, "scale_down_cooldown: -1 is not a duration"),
+        ({"idle_time": True}, "idle_time: True is not a duration"),
+        ({"predictive_lead": "m10"}, "predictive_lead: 'm10' is not a duration"),
+        (
+            {"predictive_scaling": {"lookback_period": "2w"}},
+            "predictive_scaling.lookback_period: '2w' is not a duration",
+        ),
+        ({"predictive_scaling": {"enabled": "yes"}}, "predictive_scaling.enabled: 'yes'"),
+        ({"target_cpu_utilization": 0}, "target_cpu_utilization: 0"),
+        ({"target_cpu_utilization": "70%"}, "target_cpu_utilization: '70%'"),
+        ({"target_queue_depth": 0}, "target_queue_depth: 0"),
+    ],
+)
 def test_params_from_config_bad_values_name_the_field(override, message):
     with pytest.raises(ValueError) as e:
         params_from_config({"scale_up_cooldown": "60s"}, override)
@@ -409,10 +465,17 @@ def test_params_from_config_bad_values_name_the_field(override, message):
 
 
 def test_decide_does_not_mutate_its_inputs():
-    p = pool(policy="hybrid", predictive_enabled=True,
-             schedule=(ScheduleWindow("0 9 * * 1-5", 8 * 3600, 4),))
-    obs = PoolObservation("gpu", (busy_node("a"), node("b"), node("c", state="drained")),
-                          (gang(2, {"GPU": 4}, "STRICT_SPREAD"),), 3, 95.0, 50.0, 2.0, 3)
+    p = pool(policy="hybrid", predictive_enabled=True, schedule=(ScheduleWindow("0 9 * * 1-5", 8 * 3600, 4),))
+    obs = PoolObservation(
+        "gpu",
+        (busy_node("a"), node("b"), node("c", state="drained")),
+        (gang(2, {"GPU": 4}, "STRICT_SPREAD"),),
+        3,
+        95.0,
+        50.0,
+        2.0,
+        3,
+    )
     ctx = AutoscaleContext((p,), {"gpu": obs}, tuple(weekly_history(NOW, weeks=1)))
     state = AutoscaleState({"gpu": PoolState(NOW - 30, NOW - 500, 3)})
     ctx_before, state_before = copy.deepcopy(ctx), copy.deepcopy(state)
@@ -428,8 +491,7 @@ def test_request_bundles_carry_label_selectors():
     decision, _ = decide(AutoscaleContext((gpu, cpu), {}), AutoscaleState(), NOW)
     bundles, selectors = decision.request_bundles()
     assert bundles == [SHAPE, SHAPE, {"CPU": 8}]
-    assert selectors == [{ACCELERATOR_LABEL: "A100", "orion.io/pool": "gpu"}] * 2 + [
-        {"orion.io/pool": "cpu"}]
+    assert selectors == [{ACCELERATOR_LABEL: "A100", "orion.io/pool": "gpu"}] * 2 + [{"orion.io/pool": "cpu"}]
     bundles[0]["GPU"] = 0  # copies: the decision itself is untouched
     assert decision.request_bundles()[0][0] == SHAPE
 
@@ -449,34 +511,68 @@ def random_case(rng):
     for i in range(rng.randint(1, 4)):
         lo = rng.randint(0, 3)
         shape = rng.choice(shapes)
-        p = pool(f"p{i}", lo=lo, hi=lo + rng.randint(0, 8), shape=shape,
-                 policy=rng.choice(["reactive", "predictive", "schedule", "hybrid"]),
-                 predictive_enabled=rng.random() < 0.5, idle_s=rng.choice([0, 60, 600]),
-                 schedule=(ScheduleWindow("0 9 * * 1-5", 8 * 3600, rng.randint(0, 6)),))
+        p = pool(
+            f"p{i}",
+            lo=lo,
+            hi=lo + rng.randint(0, 8),
+            shape=shape,
+            policy=rng.choice(["reactive", "predictive", "schedule", "hybrid"]),
+            predictive_enabled=rng.random() < 0.5,
+            idle_s=rng.choice([0, 60, 600]),
+            schedule=(ScheduleWindow("0 9 * * 1-5", 8 * 3600, rng.randint(0, 6)),),
+        )
         pools.append(p)
         nodes = []
         for j in range(rng.randint(0, 10)):
             running = rng.choice([0, 0, 1, 2])
             free = {k: v * rng.choice([0, 0.5, 1]) for k, v in shape.items()}
-            nodes.append(NodeSample(f"p{i}-n{j}", p.name, dict(shape), free, running,
-                                    rng.choice(["ready", "ready", "cordoned", "draining",
-                                                "drained"]),
-                                    None if running and rng.random() < 0.8
-                                    else NOW - rng.uniform(0, 1200), rng.random()))
+            nodes.append(
+                NodeSample(
+                    f"p{i}-n{j}",
+                    p.name,
+                    dict(shape),
+                    free,
+                    running,
+                    rng.choice(["ready", "ready", "cordoned", "draining", "drained"]),
+                    None if running and rng.random() < 0.8 else NOW - rng.uniform(0, 1200),
+                    rng.random(),
+                )
+            )
         obs[p.name] = nodes
-    gangs = [gang(rng.randint(1, 4), {"GPU": rng.choice([1, 2, 4])} if rng.random() < 0.6
-                  else {"CPU": rng.choice([1, 2])},
-                  rng.choice(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]))
-             for _ in range(rng.randint(0, 12))]
+    gangs = [
+        gang(
+            rng.randint(1, 4),
+            {"GPU": rng.choice([1, 2, 4])} if rng.random() < 0.6 else {"CPU": rng.choice([1, 2])},
+            rng.choice(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]),
+        )
+        for _ in range(rng.randint(0, 12))
+    ]
     assigned = assign_pending(pools, gangs)
-    observations = {p.name: PoolObservation(p.name, tuple(obs[p.name]), tuple(assigned[p.name]),
-                                            rng.randint(0, 500), rng.choice([None, 30.0, 95.0]))
-                    for p in pools}
-    history = [HistoryPoint(NOW - rng.uniform(0, 14 * 86400), p.name, rng.uniform(0, 12))
-               for p in pools for _ in range(rng.randint(0, 30))]
-    state = AutoscaleState({p.name: PoolState(
-        rng.choice([None, NOW - 30, NOW - 1000]), rng.choice([None, NOW - 30, NOW - 1000]),
-        rng.choice([None, rng.randint(0, 10)])) for p in pools})
+    observations = {
+        p.name: PoolObservation(
+            p.name,
+            tuple(obs[p.name]),
+            tuple(assigned[p.name]),
+            rng.randint(0, 500),
+            rng.choice([None, 30.0, 95.0]),
+        )
+        for p in pools
+    }
+    history = [
+        HistoryPoint(NOW - rng.uniform(0, 14 * 86400), p.name, rng.uniform(0, 12))
+        for p in pools
+        for _ in range(rng.randint(0, 30))
+    ]
+    state = AutoscaleState(
+        {
+            p.name: PoolState(
+                rng.choice([None, NOW - 30, NOW - 1000]),
+                rng.choice([None, NOW - 30, NOW - 1000]),
+                rng.choice([None, rng.randint(0, 10)]),
+            )
+            for p in pools
+        }
+    )
     return AutoscaleContext(tuple(pools), observations, tuple(history)), state
 
 
@@ -487,9 +583,15 @@ def test_property_bounds_and_safe_release():
         decision, new_state = decide(ctx, state, NOW)
         for p, d in zip(ctx.pools, decision.pools):
             nodes = {n.node_id: n for n in ctx.observations[p.name].nodes}
-            releasable = [n for n in nodes.values() if n.running == 0 and (
-                n.state == "drained" or (n.idle_since is not None
-                                         and NOW - n.idle_since >= p.params.idle_s))]
+            releasable = [
+                n
+                for n in nodes.values()
+                if n.running == 0
+                and (
+                    n.state == "drained"
+                    or (n.idle_since is not None and NOW - n.idle_since >= p.params.idle_s)
+                )
+            ]
             assert p.min_size <= d.target <= max(p.max_size, d.current), d
             if d.target > p.max_size:  # only nodes that cannot go keep a pool above max_size
                 assert d.direction != "up" and len(d.release) == len(releasable), d
@@ -505,25 +607,30 @@ def test_property_bounds_and_safe_release():
 def test_a_big_cluster_decides():
     rng = random.Random(7)
     big = {"CPU": 16, "GPU": 8}
-    pools = [pool(f"p{i}", lo=1, hi=400, policy="hybrid", predictive_enabled=True, shape=big)
-             for i in range(10)]
-    gangs = [gang(rng.randint(1, 8), {"GPU": rng.choice([1, 2, 4, 8]), "CPU": 1},
-                  rng.choice(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]),
-                  pool=f"p{rng.randrange(10)}")
-             for _ in range(1000)]
+    pools = [
+        pool(f"p{i}", lo=1, hi=400, policy="hybrid", predictive_enabled=True, shape=big) for i in range(10)
+    ]
+    gangs = [
+        gang(
+            rng.randint(1, 8),
+            {"GPU": rng.choice([1, 2, 4, 8]), "CPU": 1},
+            rng.choice(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]),
+            pool=f"p{rng.randrange(10)}",
+        )
+        for _ in range(1000)
+    ]
     assigned = assign_pending(pools, gangs)
-    too_big = [g for g in gangs if g.strategy == "STRICT_PACK"
-               and sum(b["GPU"] for b in g.bundles) > 8]
+    too_big = [g for g in gangs if g.strategy == "STRICT_PACK" and sum(b["GPU"] for b in g.bundles) > 8]
     assert assigned[""] == too_big
     observations = {}
     for p in pools:
-        nodes = tuple(node(f"{p.name}-{j}", running=j % 2, shape=big,
-                           free={"CPU": 8.0, "GPU": float(j % 5)}) for j in range(200))
+        nodes = tuple(
+            node(f"{p.name}-{j}", running=j % 2, shape=big, free={"CPU": 8.0, "GPU": float(j % 5)})
+            for j in range(200)
+        )
         observations[p.name] = PoolObservation(p.name, nodes, tuple(assigned[p.name]), 50, 80.0)
-    history = tuple(pt for p in pools[:2] for pt in weekly_history(NOW, weeks=1,
-                                                                  pool_name=p.name))
-    decision, _ = decide(AutoscaleContext(tuple(pools), observations, history),
-                         AutoscaleState(), NOW)
+    history = tuple(pt for p in pools[:2] for pt in weekly_history(NOW, weeks=1, pool_name=p.name))
+    decision, _ = decide(AutoscaleContext(tuple(pools), observations, history), AutoscaleState(), NOW)
     assert [d.pool for d in decision.pools] == [p.name for p in pools]
     for d in decision.pools:
         assert d.current == 200 and 100 <= d.target <= 400

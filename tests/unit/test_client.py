@@ -1,4 +1,5 @@
 """The SDK's error mapping and credential resolution (no server involved)."""
+
 import json
 import os
 import stat
@@ -8,9 +9,18 @@ import pytest
 
 from orion_ray import credentials
 from orion_ray.client import OrionClient, _error_from
-from orion_ray.errors import (Conflict, Forbidden, MalformedRequest, NotFound, OrionError,
-                              PayloadTooLarge, QueueFull, SchedulerUnavailable, Unauthorized,
-                              ValidationError)
+from orion_ray.errors import (
+    Conflict,
+    Forbidden,
+    MalformedRequest,
+    NotFound,
+    OrionError,
+    PayloadTooLarge,
+    QueueFull,
+    SchedulerUnavailable,
+    Unauthorized,
+    ValidationError,
+)
 
 
 def response(status, body):
@@ -23,13 +33,21 @@ def error_body(code, message="boom", details=None):
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
-@pytest.mark.parametrize("status, code, cls", [
-    (422, "validation_error", ValidationError), (400, "malformed_json", MalformedRequest),
-    (401, "unauthorized", Unauthorized), (403, "forbidden", Forbidden),
-    (404, "not_found", NotFound), (409, "conflict", Conflict),
-    (413, "payload_too_large", PayloadTooLarge), (429, "queue_full", QueueFull),
-    (503, "scheduler_unavailable", SchedulerUnavailable), (500, "internal_error", OrionError),
-])
+@pytest.mark.parametrize(
+    "status, code, cls",
+    [
+        (422, "validation_error", ValidationError),
+        (400, "malformed_json", MalformedRequest),
+        (401, "unauthorized", Unauthorized),
+        (403, "forbidden", Forbidden),
+        (404, "not_found", NotFound),
+        (409, "conflict", Conflict),
+        (413, "payload_too_large", PayloadTooLarge),
+        (429, "queue_full", QueueFull),
+        (503, "scheduler_unavailable", SchedulerUnavailable),
+        (500, "internal_error", OrionError),
+    ],
+)
 def test_error_codes_map_to_typed_exceptions(status, code, cls):
     details = [{"field": "resources.gpu", "problem": "too many"}]
     exc = _error_from(response(status, error_body(code, "the message", details)))
@@ -42,9 +60,16 @@ def test_malformed_is_still_a_validation_error():
     assert isinstance(_error_from(response(400, error_body("malformed_json"))), ValidationError)
 
 
-@pytest.mark.parametrize("status, cls", [(404, NotFound), (422, ValidationError),
-                                         (400, MalformedRequest), (405, OrionError),
-                                         (503, SchedulerUnavailable)])
+@pytest.mark.parametrize(
+    "status, cls",
+    [
+        (404, NotFound),
+        (422, ValidationError),
+        (400, MalformedRequest),
+        (405, OrionError),
+        (503, SchedulerUnavailable),
+    ],
+)
 def test_unknown_code_falls_back_to_the_http_status(status, cls):
     exc = _error_from(response(status, error_body("something_new")))
     assert type(exc) is cls
@@ -95,8 +120,7 @@ def test_precedence_explicit_then_env_then_file(home, monkeypatch):
     assert credentials.resolve() == ("http://env:2", "file-key")
     monkeypatch.setenv("ORION_API_KEY", "env-key")
     assert credentials.resolve() == ("http://env:2", "env-key")
-    assert credentials.resolve("http://explicit:3", "explicit-key") == \
-        ("http://explicit:3", "explicit-key")
+    assert credentials.resolve("http://explicit:3", "explicit-key") == ("http://explicit:3", "explicit-key")
     assert credentials.resolve(api_key="explicit-key") == ("http://env:2", "explicit-key")
 
 

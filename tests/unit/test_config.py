@@ -1,4 +1,5 @@
 """``orion.yaml`` loading: defaults, validation, and the one error type."""
+
 import pytest
 
 from orion_ray.config import OrionConfig, load_config, orion_home
@@ -15,21 +16,26 @@ def test_no_file_gives_defaults(tmp_path, monkeypatch):
 
 def test_contract_example_loads(tmp_path):
     f = tmp_path / "orion.yaml"
-    f.write_text("orion:\n  api: {port: 9000, max_body_bytes: 2048}\n"
-                 "  scheduler: {max_queue_size: 5, cycle_interval_ms: 20}\n"
-                 "  tenants:\n    - {id: research, weight: 2, quota: {gpu: 16}}\n")
+    f.write_text(
+        "orion:\n  api: {port: 9000, max_body_bytes: 2048}\n"
+        "  scheduler: {max_queue_size: 5, cycle_interval_ms: 20}\n"
+        "  tenants:\n    - {id: research, weight: 2, quota: {gpu: 16}}\n"
+    )
     cfg = load_config(str(f))
     assert (cfg.orion.api.port, cfg.orion.scheduler.max_queue_size) == (9000, 5)
     assert cfg.orion.tenants[0].id == "research" and cfg.orion.tenants[0].weight == 2
 
 
-@pytest.mark.parametrize("text, field", [
-    ("orion:\n  api: {prot: 9000}\n", "orion.api.prot"),
-    ("orion:\n  api: {port: 70000}\n", "orion.api.port"),
-    ("orion:\n  scheduler: {max_queue_size: 0}\n", "orion.scheduler.max_queue_size"),
-    ("orion:\n  store: {synchronous: off}\n", "orion.store.synchronous"),
-    ("orion:\n  mystery: 1\n", "orion.mystery"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("orion:\n  api: {prot: 9000}\n", "orion.api.prot"),
+        ("orion:\n  api: {port: 70000}\n", "orion.api.port"),
+        ("orion:\n  scheduler: {max_queue_size: 0}\n", "orion.scheduler.max_queue_size"),
+        ("orion:\n  store: {synchronous: off}\n", "orion.store.synchronous"),
+        ("orion:\n  mystery: 1\n", "orion.mystery"),
+    ],
+)
 def test_invalid_config_names_the_field(tmp_path, text, field):
     f = tmp_path / "orion.yaml"
     f.write_text(text)
@@ -60,18 +66,25 @@ def _load(tmp_path, text):
     return load_config(str(f))
 
 
-@pytest.mark.parametrize("pools, field", [
-    ("[{name: p, resources: {GPU: -1}}]", "orion.worker_pools.0.resources"),
-    ("[{name: p, instance_type: x9.huge}]", "orion.worker_pools.0.resources"),
-    ("[{name: p, resources: {CPU: 1}, min_size: 3, max_size: 1}]", "orion.worker_pools.0.max_size"),
-    ("[{name: p, resources: {CPU: 1}, autoscaling: {idle_time: 5x}}]",
-     "orion.worker_pools.0.autoscaling"),
-    ("[{name: p, resources: {CPU: 1}, schedule: [{cron: '61 * * * *', duration: 1h, size: 1}]}]",
-     "orion.worker_pools.0.schedule.0"),
-    ("[{name: p, resources: {CPU: 1}, scaling_policy: schedule}]", "orion.worker_pools.0.schedule"),
-    ("[{name: p, resources: {CPU: 1}, max_szie: 3}]", "orion.worker_pools.0.max_szie"),
-    ("[{name: p, resources: {CPU: 1}}, {name: p, resources: {CPU: 2}}]", "orion.worker_pools"),
-])
+@pytest.mark.parametrize(
+    "pools, field",
+    [
+        ("[{name: p, resources: {GPU: -1}}]", "orion.worker_pools.0.resources"),
+        ("[{name: p, instance_type: x9.huge}]", "orion.worker_pools.0.resources"),
+        ("[{name: p, resources: {CPU: 1}, min_size: 3, max_size: 1}]", "orion.worker_pools.0.max_size"),
+        (
+            "[{name: p, resources: {CPU: 1}, autoscaling: {idle_time: 5x}}]",
+            "orion.worker_pools.0.autoscaling",
+        ),
+        (
+            "[{name: p, resources: {CPU: 1}, schedule: [{cron: '61 * * * *', duration: 1h, size: 1}]}]",
+            "orion.worker_pools.0.schedule.0",
+        ),
+        ("[{name: p, resources: {CPU: 1}, scaling_policy: schedule}]", "orion.worker_pools.0.schedule"),
+        ("[{name: p, resources: {CPU: 1}, max_szie: 3}]", "orion.worker_pools.0.max_szie"),
+        ("[{name: p, resources: {CPU: 1}}, {name: p, resources: {CPU: 2}}]", "orion.worker_pools"),
+    ],
+)
 def test_bad_worker_pools_are_refused_at_load_naming_the_field(tmp_path, pools, field):
     with pytest.raises(ConfigError) as e:
         _load(tmp_path, f"orion:\n  worker_pools: {pools}\n")
@@ -80,8 +93,10 @@ def test_bad_worker_pools_are_refused_at_load_naming_the_field(tmp_path, pools, 
 
 
 def test_bad_autoscaling_defaults_are_refused_at_load(tmp_path):
-    for text in ("orion:\n  autoscaling: {target_cpu_utilization: 120}\n",
-                 "orion:\n  autoscaling: {interval_s: 0}\n"):
+    for text in (
+        "orion:\n  autoscaling: {target_cpu_utilization: 120}\n",
+        "orion:\n  autoscaling: {interval_s: 0}\n",
+    ):
         with pytest.raises(ConfigError) as e:
             _load(tmp_path, text)
         assert e.value.details[0]["field"] == "orion.autoscaling", e.value.details
@@ -91,11 +106,14 @@ def test_worker_pools_are_typed_and_survive_the_trip_to_an_actor(tmp_path):
     from orion_ray.autoscaler.pool_spec import node_type_of, parse_autoscale_pools
     from orion_ray.worker_pools import WorkerPool
 
-    cfg = _load(tmp_path, "orion:\n  worker_pools:\n"
-                "    - {name: a100, instance_type: p4d.24xlarge, scaling_policy: hybrid,\n"
-                "       ray_node_type: gpu_a100, labels: {tier: 1},\n"
-                "       schedule: [{cron: '0 9 * * 1-5', duration: 8h, size: 4}]}\n"
-                "  autoscaling: {scale_up_cooldown: 30s, interval_s: 0.5}\n")
+    cfg = _load(
+        tmp_path,
+        "orion:\n  worker_pools:\n"
+        "    - {name: a100, instance_type: p4d.24xlarge, scaling_policy: hybrid,\n"
+        "       ray_node_type: gpu_a100, labels: {tier: 1},\n"
+        "       schedule: [{cron: '0 9 * * 1-5', duration: 8h, size: 4}]}\n"
+        "  autoscaling: {scale_up_cooldown: 30s, interval_s: 0.5}\n",
+    )
     (pool,) = cfg.orion.worker_pools
     assert isinstance(pool, WorkerPool) and pool.node_type == "gpu_a100"
     assert pool.node_shape() == ({"CPU": 96.0, "GPU": 8.0}, "A100")
@@ -112,6 +130,7 @@ def test_worker_pools_are_typed_and_survive_the_trip_to_an_actor(tmp_path):
 @pytest.mark.parametrize("path", ["cluster_configs/orion.yaml", "cluster_configs/aws/orion.yaml"])
 def test_shipped_configs_load_with_typed_pools(path):
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(str(root / path))
     for pool in cfg.orion.worker_pools:
@@ -122,4 +141,5 @@ def test_placement_policy_names_match_the_registry():
     # config.py lists the names so the model layer needs no import of the policy registry
     from orion_ray.config import PLACEMENT_POLICIES
     from orion_ray.policy.placement import POLICY_NAMES
+
     assert sorted(PLACEMENT_POLICIES) == sorted(POLICY_NAMES)

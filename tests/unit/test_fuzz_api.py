@@ -6,6 +6,7 @@ scheduler never started: submissions are stored and queued, nothing runs). Each 
 that matches the declared schema, and every 4xx must carry the contract's error body.
 The example count is bounded and generation is derandomized, so a run is quick and repeatable.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,15 +17,19 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, not_a_server_error,
-                                 response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
-from orion_ray.store import SQLiteStore
 from orion_ray.serving.router import ModelRouter
+from orion_ray.store import SQLiteStore
 
 from .serving_fakes import LocalServing
 
@@ -33,23 +38,27 @@ MAX_EXAMPLES = 25  # per operation and generation mode
 
 _DIR = tempfile.mkdtemp(prefix="orion-fuzz-")
 _STORE = SQLiteStore(f"{_DIR}/orion.db")
-APP = build_app(KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"}),
-                backend=Scheduler(_STORE, runtime=FakeRuntime()))
+APP = build_app(
+    KeyRing([hash_key("admin-key")], {hash_key("t-key"): "t"}),
+    backend=Scheduler(_STORE, runtime=FakeRuntime()),
+)
 # Serving routes over an in-process manager (no Ray) whose versions run the test engine.
 _SERVING = LocalServing()
 APP.state.serving = _SERVING.client
 APP.state.model_router = ModelRouter(_SERVING.client, _SERVING.handle_of)
 
 # Real workloads for the per-workload routes (generated ids alone would only ever see a 404).
-SEEDS = [{"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 0.5}},
-         {"workload_type": "job", "entrypoint": "echo hi", "priority": "high"}]
+SEEDS = [
+    {"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 0.5}},
+    {"workload_type": "job", "entrypoint": "echo hi", "priority": "high"},
+]
 with TestClient(APP) as _c:
-    SEEDED = [_c.post("/api/v1/workloads", json=s, headers=ADMIN).json()["workload_id"]
-              for s in SEEDS]
+    SEEDED = [_c.post("/api/v1/workloads", json=s, headers=ADMIN).json()["workload_id"] for s in SEEDS]
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
-schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                                max_examples=MAX_EXAMPLES, deterministic=True)
+schema.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=MAX_EXAMPLES, deterministic=True
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,14 +93,20 @@ def no_5xx_but_documented_health(ctx, response, case):
     return not_a_server_error(ctx, response, case)
 
 
-CHECKS = [no_5xx_but_documented_health, status_code_conformance, content_type_conformance,
-          response_schema_conformance, contract_error_body]
+CHECKS = [
+    no_5xx_but_documented_health,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    contract_error_body,
+]
 
 
 def test_every_route_and_method_is_fuzzed():
     """The fuzz below covers exactly the operations the app publishes."""
-    published = {(m.upper(), p) for p, ops in TestClient(APP).get("/openapi.json").json()["paths"]
-                 .items() for m in ops}
+    published = {
+        (m.upper(), p) for p, ops in TestClient(APP).get("/openapi.json").json()["paths"].items() for m in ops
+    }
     fuzzed = {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}
     assert fuzzed == published
     assert ("POST", "/api/v1/workloads") in fuzzed and ("GET", "/health") in fuzzed
@@ -99,25 +114,37 @@ def test_every_route_and_method_is_fuzzed():
 
 # Inputs that answered 500 before (now 422): the cursor was found by this fuzz, the unpaired
 # surrogates by hand (Hypothesis does not generate them), so they are kept as fixed cases.
-FOUND = [("GET", "/api/v1/workloads?cursor=9223372036854775808", None),
-         ("GET", "/admin/v1/audit?cursor=9223372036854775808", None)] + [
+FOUND = [
+    ("GET", "/api/v1/workloads?cursor=9223372036854775808", None),
+    ("GET", "/admin/v1/audit?cursor=9223372036854775808", None),
+] + [
     ("POST", "/api/v1/workloads", '{"workload_type": "task", "function": "math:floor", %s}' % field)
-    for field in ('"args": ["\\ud800"]', '"kwargs": {"\\udfff": 1}',
-                  '"runtime_env": {"env_vars": {"A": "\\ud800"}}',
-                  '"metadata": {"labels": {"a": "\\ud800"}}')]
+    for field in (
+        '"args": ["\\ud800"]',
+        '"kwargs": {"\\udfff": 1}',
+        '"runtime_env": {"env_vars": {"A": "\\ud800"}}',
+        '"metadata": {"labels": {"a": "\\ud800"}}',
+    )
+]
 
 
 @pytest.mark.parametrize("method,url,body", FOUND)
 def test_former_500s_are_422s(method, url, body):
-    r = TestClient(APP).request(method, url, content=body, headers={
-        **ADMIN, "Content-Type": "application/json"})
+    r = TestClient(APP).request(
+        method, url, content=body, headers={**ADMIN, "Content-Type": "application/json"}
+    )
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "validation_error" and r.json()["error"]["details"]
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_schema_fuzz(case):
     wid = (case.path_parameters or {}).get("workload_id")
     if wid is not None and case.meta.generation.mode is GenerationMode.POSITIVE:

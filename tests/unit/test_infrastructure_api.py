@@ -1,4 +1,5 @@
 """The infrastructure admin routes: each works with the admin key and refuses a tenant key."""
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -12,14 +13,16 @@ from .test_node_lifecycle import NodesRuntime, node, running
 ADMIN = {"Authorization": "Bearer admin-key"}
 ACME = {"Authorization": "Bearer acme-key"}
 
-ROUTES = [("GET", "/admin/v1/infrastructure/nodes"),
-          ("GET", "/admin/v1/infrastructure/gpu-utilization"),
-          ("POST", "/admin/v1/infrastructure/nodes/n1/cordon"),
-          ("POST", "/admin/v1/infrastructure/nodes/n1/uncordon"),
-          ("POST", "/admin/v1/infrastructure/nodes/n1/drain"),
-          ("GET", "/admin/v1/scaling/events"),
-          ("GET", "/admin/v1/infrastructure/health"),
-          ("GET", "/internal/resources/available")]
+ROUTES = [
+    ("GET", "/admin/v1/infrastructure/nodes"),
+    ("GET", "/admin/v1/infrastructure/gpu-utilization"),
+    ("POST", "/admin/v1/infrastructure/nodes/n1/cordon"),
+    ("POST", "/admin/v1/infrastructure/nodes/n1/uncordon"),
+    ("POST", "/admin/v1/infrastructure/nodes/n1/drain"),
+    ("GET", "/admin/v1/scaling/events"),
+    ("GET", "/admin/v1/infrastructure/health"),
+    ("GET", "/internal/resources/available"),
+]
 
 
 @pytest.fixture
@@ -49,13 +52,11 @@ def test_node_operations_through_the_api(app):
     nodes = client.get("/admin/v1/infrastructure/nodes", headers=ADMIN).json()
     assert {n["node_id"]: n["status"] for n in nodes["items"]} == {"n1": "ready", "n2": "ready"}
     assert nodes["items"][0]["workloads"] == ["w1"]
-    r = client.post("/admin/v1/infrastructure/nodes/n2/cordon", json={"reason": "maintenance"},
-                    headers=ADMIN)
+    r = client.post("/admin/v1/infrastructure/nodes/n2/cordon", json={"reason": "maintenance"}, headers=ADMIN)
     assert r.json()["status"] == "cordoned" and r.json()["cordon_reason"] == "maintenance"
     avail = client.get("/internal/resources/available", headers=ADMIN).json()
     assert avail["gpus_free"] == 2.0  # n1's 2 free GPUs; cordoned n2 is not available
-    r = client.post("/admin/v1/infrastructure/nodes/n1/drain", json={"deadline_s": 600},
-                    headers=ADMIN)
+    r = client.post("/admin/v1/infrastructure/nodes/n1/drain", json={"deadline_s": 600}, headers=ADMIN)
     assert r.status_code == 202 and r.json()["status"] == "draining"
     events = client.get("/admin/v1/scaling/events?kind=node", headers=ADMIN).json()["items"]
     assert [e["outcome"] for e in events[:2]] == ["draining", "cordoned"]
@@ -64,15 +65,18 @@ def test_node_operations_through_the_api(app):
     assert health["autoscaler"]["status"] == "not_running"
 
 
-@pytest.mark.parametrize("method,path,body,field", [
-    ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"deadline_s": -5}, "deadline_s"),
-    ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"deadline_s": "soon"}, "deadline_s"),
-    ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"grace": 5}, "grace"),
-    ("POST", "/admin/v1/infrastructure/nodes/n1/cordon", {"reason": "x" * 600}, "reason"),
-    ("POST", "/admin/v1/infrastructure/nodes/bad%20id/cordon", None, "node_id"),
-    ("GET", "/admin/v1/scaling/events?limit=0", None, "limit"),
-    ("GET", "/admin/v1/scaling/events?kind=DROP%20TABLE", None, "kind"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,field",
+    [
+        ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"deadline_s": -5}, "deadline_s"),
+        ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"deadline_s": "soon"}, "deadline_s"),
+        ("POST", "/admin/v1/infrastructure/nodes/n1/drain", {"grace": 5}, "grace"),
+        ("POST", "/admin/v1/infrastructure/nodes/n1/cordon", {"reason": "x" * 600}, "reason"),
+        ("POST", "/admin/v1/infrastructure/nodes/bad%20id/cordon", None, "node_id"),
+        ("GET", "/admin/v1/scaling/events?limit=0", None, "limit"),
+        ("GET", "/admin/v1/scaling/events?kind=DROP%20TABLE", None, "kind"),
+    ],
+)
 def test_bad_input_is_a_422_naming_the_field(app, method, path, body, field):
     client, _ = app
     r = client.request(method, path, json=body, headers=ADMIN)

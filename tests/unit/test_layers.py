@@ -10,6 +10,7 @@ subpackage of ``orion_ray`` (``orion_ray.scheduler``) or one of its top-level mo
 
 Layers (ARCHITECTURE.md): model → policy → adapters → actors → access; each knows only those below.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,9 +25,17 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPS = ("orion_ray", "serve_apps")
 
 # The model layer: shared types and their parsing, nothing above them.
-MODEL = {"orion_ray.models", "orion_ray.errors", "orion_ray.status", "orion_ray.config",
-         "orion_ray.worker_pools", "orion_ray.schedules", "orion_ray.serving_specs",
-         "orion_ray.names", "orion_ray.inference_task"}
+MODEL = {
+    "orion_ray.models",
+    "orion_ray.errors",
+    "orion_ray.status",
+    "orion_ray.config",
+    "orion_ray.worker_pools",
+    "orion_ray.schedules",
+    "orion_ray.serving_specs",
+    "orion_ray.names",
+    "orion_ray.inference_task",
+}
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).
 WORKER_SIDE = {"orion_ray.runtime.task_runner": (), "orion_ray.runtime.job_runner": ("ray",)}
@@ -57,7 +66,8 @@ MODULES = _modules()
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST) -> Iterator[ast.stmt]:
@@ -97,13 +107,14 @@ def _edges_of(module: str, path: Path) -> Iterator[Edge]:
             if node.level:
                 base = module.split(".")
                 base = base if is_pkg else base[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
             # ``from pkg import sub`` imports the submodule ``pkg.sub`` when there is one
-            targets = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in MODULES else prefix
-                       for a in node.names]
+            targets = [
+                f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in MODULES else prefix for a in node.names
+            ]
         for t in targets:
             dst = _resolve(t)
             if dst is not None and dst != module:
@@ -214,16 +225,19 @@ def test_the_graph_sees_function_local_and_relative_imports():
 
 
 def test_cycle_finder_names_each_edge():
-    edges = [Edge("orion_ray.a.x", "orion_ray.b.y", "orion_ray/a/x.py", 3),
-             Edge("orion_ray.b.y", "orion_ray.c", "orion_ray/b/y.py", 7),
-             Edge("orion_ray.c", "orion_ray.a.z", "orion_ray/c.py", 9),
-             Edge("orion_ray.c", "orion_ray.d", "orion_ray/c.py", 10)]
+    edges = [
+        Edge("orion_ray.a.x", "orion_ray.b.y", "orion_ray/a/x.py", 3),
+        Edge("orion_ray.b.y", "orion_ray.c", "orion_ray/b/y.py", 7),
+        Edge("orion_ray.c", "orion_ray.a.z", "orion_ray/c.py", 9),
+        Edge("orion_ray.c", "orion_ray.d", "orion_ray/c.py", 10),
+    ]
     (cycle,) = package_cycles(edges)
     assert cycle.group == ["orion_ray.a", "orion_ray.b", "orion_ray.c"]
     assert [e.where() for e in cycle.edges] == [
         "orion_ray/a/x.py:3 (orion_ray.a.x -> orion_ray.b.y)",
         "orion_ray/b/y.py:7 (orion_ray.b.y -> orion_ray.c)",
-        "orion_ray/c.py:9 (orion_ray.c -> orion_ray.a.z)"]
+        "orion_ray/c.py:9 (orion_ray.c -> orion_ray.a.z)",
+    ]
     assert package_cycles(edges[:2]) == []
 
 
@@ -232,11 +246,21 @@ def cycle_report(edges: list[Edge], cycles: list[Cycle]) -> str:
     out = []
     for cycle in cycles:
         members = set(cycle.group)
-        inside = sorted({e.where() for e in edges if package_of(e.src) in members
-                         and package_of(e.dst) in members
-                         and package_of(e.src) != package_of(e.dst)})
-        out.append("cycle:\n  " + "\n  ".join(e.where() for e in cycle.edges)
-                   + f"\nall imports between {sorted(members)}:\n  " + "\n  ".join(inside))
+        inside = sorted(
+            {
+                e.where()
+                for e in edges
+                if package_of(e.src) in members
+                and package_of(e.dst) in members
+                and package_of(e.src) != package_of(e.dst)
+            }
+        )
+        out.append(
+            "cycle:\n  "
+            + "\n  ".join(e.where() for e in cycle.edges)
+            + f"\nall imports between {sorted(members)}:\n  "
+            + "\n  ".join(inside)
+        )
     return "\n\n".join(out)
 
 
@@ -247,8 +271,11 @@ def test_no_import_cycle_between_packages():
 
 
 def _layer_violations(sources: set[str], allowed) -> list[str]:
-    return [e.where() for e in _all_edges()
-            if e.src in sources and e.dst.startswith("orion_ray") and not allowed(e.dst)]
+    return [
+        e.where()
+        for e in _all_edges()
+        if e.src in sources and e.dst.startswith("orion_ray") and not allowed(e.dst)
+    ]
 
 
 def test_model_modules_import_only_the_model_layer():
@@ -259,8 +286,7 @@ def test_model_modules_import_only_the_model_layer():
 
 def test_policy_imports_only_policy_and_model_modules():
     policy = {m for m in MODULES if m.startswith("orion_ray.policy")}
-    bad = _layer_violations(policy, lambda dst: dst in policy or dst in MODEL
-                            or dst == "orion_ray")
+    bad = _layer_violations(policy, lambda dst: dst in policy or dst in MODEL or dst == "orion_ray")
     assert not bad, "\n".join(bad)
 
 
@@ -269,8 +295,9 @@ def test_adapters_import_no_actor_or_access_package():
     # (orion_ray.names), never through its module
     adapters = {m for m in MODULES if m.startswith(("orion_ray.runtime", "orion_ray.store"))}
     policy = {m for m in MODULES if m.startswith("orion_ray.policy")}
-    bad = _layer_violations(adapters, lambda dst: dst in adapters or dst in policy
-                            or dst in MODEL or dst == "orion_ray")
+    bad = _layer_violations(
+        adapters, lambda dst: dst in adapters or dst in policy or dst in MODEL or dst == "orion_ray"
+    )
     assert not bad, "\n".join(bad)
 
 
@@ -280,8 +307,13 @@ def test_worker_side_modules_use_the_standard_library_only(module):
     stdlib = set(sys.stdlib_module_names) | set(WORKER_SIDE[module])
     bad = []
     for node in _imports(tree):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if not node.level else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if not node.level
+            else []
+        )
         bad += [f"{module}:{node.lineno} {n}" for n in names if n.split(".")[0] not in stdlib]
         if isinstance(node, ast.ImportFrom) and node.level:
             bad.append(f"{module}:{node.lineno} relative import of the package")
@@ -289,26 +321,28 @@ def test_worker_side_modules_use_the_standard_library_only(module):
 
 
 def test_importing_the_task_runner_leaves_the_heavy_dependencies_out():
-    code = ("import sys\n"
-            "import orion_ray.runtime.task_runner, orion_ray.runtime.job_runner\n"
-            "heavy = ('httpx', 'pydantic', 'fastapi', 'yaml', 'numpy', 'ray', 'starlette')\n"
-            "print([m for m in heavy if m in sys.modules])\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(ROOT))
+    code = (
+        "import sys\n"
+        "import orion_ray.runtime.task_runner, orion_ray.runtime.job_runner\n"
+        "heavy = ('httpx', 'pydantic', 'fastapi', 'yaml', 'numpy', 'ray', 'starlette')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def test_the_public_api_still_imports_from_the_package():
-    code = ("import orion_ray, sys\n"
-            "assert 'httpx' not in sys.modules\n"
-            "from orion_ray import OrionClient, AsyncOrionClient, WorkloadSpec, Status, "
-            "OrionError, QueueFull, Resources\n"
-            "assert OrionClient.__module__ == 'orion_ray.client'\n"
-            "assert set(orion_ray.__all__) <= set(dir(orion_ray))\n"
-            "for name in orion_ray.__all__:\n"
-            "    getattr(orion_ray, name)\n"
-            "print(orion_ray.__version__)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(ROOT))
+    code = (
+        "import orion_ray, sys\n"
+        "assert 'httpx' not in sys.modules\n"
+        "from orion_ray import OrionClient, AsyncOrionClient, WorkloadSpec, Status, "
+        "OrionError, QueueFull, Resources\n"
+        "assert OrionClient.__module__ == 'orion_ray.client'\n"
+        "assert set(orion_ray.__all__) <= set(dir(orion_ray))\n"
+        "for name in orion_ray.__all__:\n"
+        "    getattr(orion_ray, name)\n"
+        "print(orion_ray.__version__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,7 @@ with the engine before that work; regenerate it only for a deliberate policy cha
 
     python -m tests.unit.test_live_decisions > tests/unit/data/live_decisions.json
 """
+
 from __future__ import annotations
 
 import json

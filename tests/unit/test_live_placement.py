@@ -1,8 +1,16 @@
 """The placement engine over a live cluster view: held bundles, Ray's GPU rule, custom resources."""
+
 from orion_ray.policy import NodeView
-from orion_ray.policy.live_placement import (Held, LivePlacer, bundle_request,
-                                             fragmentation_summary, gpu_state, held_from_record,
-                                             placement_record, stranded_gpus)
+from orion_ray.policy.live_placement import (
+    Held,
+    LivePlacer,
+    bundle_request,
+    fragmentation_summary,
+    gpu_state,
+    held_from_record,
+    placement_record,
+    stranded_gpus,
+)
 from orion_ray.policy.placement import get_policy
 
 LABEL = "ray.io/accelerator-type"
@@ -34,8 +42,7 @@ def test_bundle_request_maps_ray_bundles():
 
 
 def test_gpu_state_counts_shared_at_index_and_whole_on_free_gpus():
-    held = [Held("n", {"GPU": 0.5}, (2,)), Held("n", {"GPU": 2.0}, (0, 1)),
-            Held("n", {"GPU": 0.3}, (2,))]
+    held = [Held("n", {"GPU": 0.5}, (2,)), Held("n", {"GPU": 2.0}, (0, 1)), Held("n", {"GPU": 0.3}, (2,))]
     assert gpu_state(4, held) == [0, 0, 200, 1000]
     # an index not known yet: the tightest GPU that fits, as Ray picks it
     assert gpu_state(2, [Held("n", {"GPU": 0.6}, (0,)), Held("n", {"GPU": 0.3})]) == [100, 1000]

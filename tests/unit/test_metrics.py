@@ -1,6 +1,7 @@
 """orion_ray.metrics: what each method puts in the exposition, isolation of instances, the Ray mirror
 (against a fake ``ray.util.metrics`` as strict as the real one), the API middleware, and the shipped
 alert rules and Grafana dashboard, which may only name metrics Orion exposes."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ BUILTIN_SERIES = {"up"}  # series Prometheus makes itself
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of an exposition text: ``(name, labels) → value``."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def value(m: OrionMetrics, name: str, **labels: str) -> float | None:
@@ -137,10 +141,12 @@ def test_api_request_labels_are_route_template_method_and_status(m):
 
 def test_workload_counts_from_workload_objects():
     W = types.SimpleNamespace
-    ws = [W(tenant_id="a", status=Status.QUEUED, priority=Priority.HIGH),
-          W(tenant_id="a", status=Status.QUEUED, priority=Priority.HIGH),
-          W(tenant_id="a", status=Status.RUNNING, priority=Priority.LOW),
-          W(tenant_id="b", status="queued", priority="low")]
+    ws = [
+        W(tenant_id="a", status=Status.QUEUED, priority=Priority.HIGH),
+        W(tenant_id="a", status=Status.QUEUED, priority=Priority.HIGH),
+        W(tenant_id="a", status=Status.RUNNING, priority=Priority.LOW),
+        W(tenant_id="b", status="queued", priority="low"),
+    ]
     by_status, queued = workload_counts(ws)
     assert by_status == {("a", "queued"): 2, ("a", "running"): 1, ("b", "queued"): 1}
     assert queued == {("a", "high"): 2, ("b", "low"): 1}
@@ -164,8 +170,15 @@ def test_merge_exposition_keeps_both_and_later_text_wins():
     sched.scheduler_up(True)
     sched.cycle({"fit": 1.0}, 3)
     merged = samples(merge_exposition(api.render(), sched.render()))
-    assert merged[("orion_api_request_seconds_count",
-                   frozenset({"route": "/health", "method": "GET", "status": "200"}.items()))] == 1
+    assert (
+        merged[
+            (
+                "orion_api_request_seconds_count",
+                frozenset({"route": "/health", "method": "GET", "status": "200"}.items()),
+            )
+        ]
+        == 1
+    )
     assert merged[("orion_scheduler_up", frozenset())] == 1  # not the API's default 0
     assert merged[("orion_scheduler_admitted_total", frozenset())] == 3
     # without the scheduler's text the API's own defaults remain: the scheduler shows as down
@@ -218,6 +231,7 @@ def fake_ray(monkeypatch):
         def make(name, description="", boundaries=None, tag_keys=None):
             made[name] = _FakeMetric(kind, name, description, boundaries, tag_keys)
             return made[name]
+
         return make
 
     ray = types.ModuleType("ray")
@@ -260,11 +274,14 @@ def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):
     _every_method(m)
     made = fake_ray.made
     assert set(made) == {s.name for s in om.METRICS}  # same names; Ray adds its ray_ prefix
-    assert made["orion_workloads"].records == [(1.0, {"tenant": "acme", "status": "running"}),
-                                               (0.0, {"tenant": "acme", "status": "running"})]
+    assert made["orion_workloads"].records == [
+        (1.0, {"tenant": "acme", "status": "running"}),
+        (0.0, {"tenant": "acme", "status": "running"}),
+    ]
     assert made["orion_scheduler_admitted"].records == [(2, {})]
     assert made["orion_api_request_seconds"].records == [
-        (0.01, {"route": "/health", "method": "GET", "status": "200"})]
+        (0.01, {"route": "/health", "method": "GET", "status": "200"})
+    ]
     assert all(made[n].kind == s.kind for n, s in om.SPECS.items())
     # one Ray metric object per name and process, shared by every instance
     OrionMetrics(ray_mirror=True).retry("b")
@@ -282,6 +299,7 @@ def test_ray_mirror_is_off_when_disabled_or_ray_not_initialized(fake_ray):
 def test_ray_mirror_failure_never_breaks_the_caller(fake_ray, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("metrics agent gone")
+
     monkeypatch.setattr(sys.modules["ray.util.metrics"], "Counter", broken)
     m = OrionMetrics(ray_mirror=True)
     m.retry("acme")  # does not raise, and the Prometheus side still counts
@@ -355,8 +373,12 @@ def check_expr(expr: str) -> set[str]:
 
 def test_check_expr_catches_unknown_metrics_and_labels():
     check_expr('sum by (tenant) (rate(orion_workload_retries_total{tenant="a"}[5m]))')
-    for bad in ("rate(orion_workload_retries[5m])", "orion_queue_depth{queue=\"x\"}",
-                "sum by (route) (orion_queue_depth)", "orion_workloads_bucket"):
+    for bad in (
+        "rate(orion_workload_retries[5m])",
+        "orion_queue_depth{queue=\"x\"}",
+        "sum by (route) (orion_queue_depth)",
+        "orion_workloads_bucket",
+    ):
         with pytest.raises(AssertionError):
             check_expr(bad)
 
@@ -377,8 +399,12 @@ def test_alert_rules_are_valid_prometheus_rules_naming_exposed_metrics():
             alerts.append(rule["alert"])
     assert len(alerts) == len(set(alerts))
     # the four alerts the issue asks for
-    assert {"orion_api_request_seconds_count", "orion_queue_depth", "orion_scheduler_up",
-            "orion_workload_wait_seconds_bucket"} <= named
+    assert {
+        "orion_api_request_seconds_count",
+        "orion_queue_depth",
+        "orion_scheduler_up",
+        "orion_workload_wait_seconds_bucket",
+    } <= named
 
 
 def test_grafana_dashboard_is_complete_and_names_exposed_metrics():

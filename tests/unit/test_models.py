@@ -1,11 +1,11 @@
 """The workload spec: what is accepted, what is refused, and how resources become Ray bundles."""
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
-from orion_ray.models import (Placement, Priority, Resources, Workload, WorkloadSpec, iso,
-                              parse_memory)
+from orion_ray.models import Placement, Priority, Resources, Workload, WorkloadSpec, iso, parse_memory
 from orion_ray.status import Status
 
 
@@ -34,12 +34,19 @@ def test_minimal_task_has_contract_defaults():
 
 
 def test_full_task_from_the_contract_example():
-    s = task(args=[1, "a"], kwargs={"k": 2}, runtime_env={"pip": []}, priority="high",
-             resources={"cpu": 2, "gpu": 1, "memory": "8Gi", "gpu_type": "A100"},
-             placement="strict_spread", timeout_s=3600, max_retries=2, preemptible=False,
-             deadline=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat(),
-             metadata={"tenant_id": "customer-123", "request_id": "req-abc-456",
-                       "labels": {"project": "xs"}})
+    s = task(
+        args=[1, "a"],
+        kwargs={"k": 2},
+        runtime_env={"pip": []},
+        priority="high",
+        resources={"cpu": 2, "gpu": 1, "memory": "8Gi", "gpu_type": "A100"},
+        placement="strict_spread",
+        timeout_s=3600,
+        max_retries=2,
+        preemptible=False,
+        deadline=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat(),
+        metadata={"tenant_id": "customer-123", "request_id": "req-abc-456", "labels": {"project": "xs"}},
+    )
     assert s.priority is Priority.HIGH
     assert s.placement.ray_strategy == "STRICT_SPREAD"
     assert s.resources.memory == 8 * 2**30
@@ -63,15 +70,20 @@ def test_unknown_nested_field_refused(where):
     assert errors[0]["loc"] == (where, "cpus")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"workload_type": "task"}, "needs 'function'"),
-    ({"workload_type": "job"}, "needs 'entrypoint'"),
-    ({"workload_type": "task", "function": "a:b", "entrypoint": "ls"}, "belongs to job"),
-    ({"workload_type": "job", "entrypoint": "ls", "function": "a:b"}, "belong to task"),
-    ({"workload_type": "job", "entrypoint": "ls", "args": [1]}, "belong to task"),
-    ({"workload_type": "task", "function": "a:b", "resources": {"cpu": 1},
-      "bundles": [{"cpu": 1}]}, "not both"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"workload_type": "task"}, "needs 'function'"),
+        ({"workload_type": "job"}, "needs 'entrypoint'"),
+        ({"workload_type": "task", "function": "a:b", "entrypoint": "ls"}, "belongs to job"),
+        ({"workload_type": "job", "entrypoint": "ls", "function": "a:b"}, "belong to task"),
+        ({"workload_type": "job", "entrypoint": "ls", "args": [1]}, "belong to task"),
+        (
+            {"workload_type": "task", "function": "a:b", "resources": {"cpu": 1}, "bundles": [{"cpu": 1}]},
+            "not both",
+        ),
+    ],
+)
 def test_kind_and_shape_refusals(spec, message):
     errors = refused(spec)
     assert message in errors[0]["msg"]
@@ -116,10 +128,20 @@ def test_empty_bundle_refused():
         Resources(cpu=0, gpu=0)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("8Gi", 8 * 2**30), ("8GiB", 8 * 2**30), ("512M", 512 * 10**6), ("1.5GB", 1_500_000_000),
-    ("2Ki", 2048), ("1Ti", 2**40), ("100", 100), (" 4 mi ", 4 * 2**20), (1024, 1024),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8Gi", 8 * 2**30),
+        ("8GiB", 8 * 2**30),
+        ("512M", 512 * 10**6),
+        ("1.5GB", 1_500_000_000),
+        ("2Ki", 2048),
+        ("1Ti", 2**40),
+        ("100", 100),
+        (" 4 mi ", 4 * 2**20),
+        (1024, 1024),
+    ],
+)
 def test_memory_units(text, expected):
     assert parse_memory(text) == expected
     assert Resources(memory=text).memory == expected
@@ -142,9 +164,17 @@ def test_bundle_limits():
     refused({"workload_type": "task", "function": "a:b", "bundles": [{"cpu": 1}] * 1025})
 
 
-@pytest.mark.parametrize("field, value", [("timeout_s", 0), ("timeout_s", -1),
-                                          ("max_retries", -1), ("max_retries", 101),
-                                          ("priority", "urgent"), ("placement", "scatter")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("timeout_s", 0),
+        ("timeout_s", -1),
+        ("max_retries", -1),
+        ("max_retries", 101),
+        ("priority", "urgent"),
+        ("placement", "scatter"),
+    ],
+)
 def test_out_of_range_scalars_refused(field, value):
     errors = refused({"workload_type": "task", "function": "a:b", field: value})
     assert errors[0]["loc"] == (field,)
@@ -163,8 +193,7 @@ def test_naive_past_deadline_is_read_as_utc_and_refused():
 
 
 def test_stored_spec_with_past_deadline_still_loads():
-    text = task(deadline=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
-                ).model_dump_json()
+    text = task(deadline=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat()).model_dump_json()
     past = text.replace(text.split('"deadline":"')[1].split('"')[0], "2001-01-01T00:00:00Z")
     with pytest.raises(ValidationError):
         WorkloadSpec.model_validate_json(past)
@@ -190,20 +219,39 @@ def test_priority_ranks_highest_first():
 
 
 def test_fingerprint_ignores_how_a_value_was_written():
-    assert task(resources={"memory": "1Gi"}).fingerprint() == \
-        task(resources={"memory": 2**30}).fingerprint()
+    assert task(resources={"memory": "1Gi"}).fingerprint() == task(resources={"memory": 2**30}).fingerprint()
     assert task(priority="high").fingerprint() != task().fingerprint()
 
 
 # -- the stored record ---------------------------------------------------------------------------
 def test_public_view_has_contract_fields():
-    w = Workload(workload_id="wl-1", tenant_id="t", spec=task(metadata={"request_id": "r"}),
-                 status=Status.COMPLETED, submitted_at=100.0, started_at=101.0,
-                 finished_at=103.5, result={"x": 1})
+    w = Workload(
+        workload_id="wl-1",
+        tenant_id="t",
+        spec=task(metadata={"request_id": "r"}),
+        status=Status.COMPLETED,
+        submitted_at=100.0,
+        started_at=101.0,
+        finished_at=103.5,
+        result={"x": 1},
+    )
     out = w.public(history=[])
-    for key in ("workload_id", "status", "workload_type", "tenant_id", "priority", "attempt",
-                "submitted_at", "started_at", "finished_at", "execution_time_ms", "worker_id",
-                "placement", "result", "error"):
+    for key in (
+        "workload_id",
+        "status",
+        "workload_type",
+        "tenant_id",
+        "priority",
+        "attempt",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "execution_time_ms",
+        "worker_id",
+        "placement",
+        "result",
+        "error",
+    ):
         assert key in out
     assert out["status"] == "completed" and out["workload_type"] == "task"
     assert out["execution_time_ms"] == 2500
@@ -212,8 +260,14 @@ def test_public_view_has_contract_fields():
 
 
 def test_public_view_without_finish_has_no_execution_time():
-    w = Workload(workload_id="wl-1", tenant_id="t", spec=task(), status=Status.RUNNING,
-                 submitted_at=1.0, started_at=2.0)
+    w = Workload(
+        workload_id="wl-1",
+        tenant_id="t",
+        spec=task(),
+        status=Status.RUNNING,
+        submitted_at=1.0,
+        started_at=2.0,
+    )
     assert w.public()["execution_time_ms"] is None
     assert "history" not in w.public()
     assert iso(None) is None

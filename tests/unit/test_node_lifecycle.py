@@ -1,5 +1,6 @@
 """Node lifecycle (pure), and cordon / drain / lost nodes applied by the scheduler, with a fake
 runtime whose node list the test edits."""
+
 import asyncio
 
 import pytest
@@ -9,25 +10,27 @@ from orion_ray.models import Workload, WorkloadSpec
 from orion_ray.policy.fit import NodeView
 from orion_ray.policy.live_placement import Held
 from orion_ray.policy.node_lifecycle import NodeBook
-from orion_ray.scheduler import Scheduler
-from orion_ray.scheduler import node_ops
+from orion_ray.scheduler import Scheduler, node_ops
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
 
 
 def node(nid, gpus=4, pool="gpu", ready=True):
     total = {"CPU": 2.0, "GPU": float(gpus)}
-    return NodeView(nid, dict(total), total, {"orion.io/pool": pool,
-                                               "ray.io/accelerator-type": "A100"},
-                    available=dict(total) if ready else None)
+    return NodeView(
+        nid,
+        dict(total),
+        total,
+        {"orion.io/pool": pool, "ray.io/accelerator-type": "A100"},
+        available=dict(total) if ready else None,
+    )
 
 
 # -- the pure book ---------------------------------------------------------------------------------
 def test_nodes_register_become_ready_and_end_as_terminated_or_lost():
     book = NodeBook()
     t = book.observe([node("a", ready=False), node("b")], {}, 0.0)
-    assert [(x.node_id, x.after) for x in t] == [("a", "registered"), ("b", "registered"),
-                                                 ("b", "ready")]
+    assert [(x.node_id, x.after) for x in t] == [("a", "registered"), ("b", "registered"), ("b", "ready")]
     t = book.observe([node("a"), node("b")], {"b": 1}, 1.0)
     assert [(x.node_id, x.after) for x in t] == [("a", "ready")]
     assert book.get("a").idle_since == 0.0 and book.get("b").idle_since is None
@@ -40,8 +43,9 @@ def test_nodes_register_become_ready_and_end_as_terminated_or_lost():
 def test_a_node_that_died_unexpectedly_is_lost_even_when_its_work_had_left():
     book = NodeBook()
     book.observe([node("a"), node("b")], {}, 0.0)
-    t = book.observe([], {}, 1.0, {"a": (2, "health check failed due to missing too many "
-                                          "heartbeats"), "b": (4, "idle")})
+    t = book.observe(
+        [], {}, 1.0, {"a": (2, "health check failed due to missing too many heartbeats"), "b": (4, "idle")}
+    )
     assert {(x.node_id, x.after) for x in t} == {("a", "lost"), ("b", "terminated")}
     assert "heartbeats" in book.get("a").history[-1][2]
 
@@ -92,9 +96,16 @@ class NodesRuntime:
         self.removed = []
 
     def nodes(self):
-        return [NodeView(n.node_id, dict(n.free), dict(n.total), dict(n.labels),
-                         available=dict(n.available) if n.available is not None else None)
-                for n in self.alive]
+        return [
+            NodeView(
+                n.node_id,
+                dict(n.free),
+                dict(n.total),
+                dict(n.labels),
+                available=dict(n.available) if n.available is not None else None,
+            )
+            for n in self.alive
+        ]
 
     def node_deaths(self):
         return {}
@@ -116,10 +127,12 @@ def sched(tmp_path):
 
 
 def running(s, wid, node_id, gpus=4.0):
-    spec = WorkloadSpec.model_validate({"workload_type": "task", "function": "math:factorial",
-                                        "resources": {"gpu": gpus, "cpu": 1}})
-    w = Workload(workload_id=wid, tenant_id="t", spec=spec, status=Status.RUNNING,
-                 submitted_at=0.0, started_at=1.0)
+    spec = WorkloadSpec.model_validate(
+        {"workload_type": "task", "function": "math:factorial", "resources": {"gpu": gpus, "cpu": 1}}
+    )
+    w = Workload(
+        workload_id=wid, tenant_id="t", spec=spec, status=Status.RUNNING, submitted_at=0.0, started_at=1.0
+    )
     s.store.insert(w, [("queued", 0.0, "submitted"), ("running", 1.0, "launched")])
     s.active[wid] = w
     s.reservations[wid] = [Held(node_id, {"CPU": 1.0, "GPU": gpus})]
@@ -168,6 +181,7 @@ def test_drain_waits_for_the_deadline_then_preempts_back_to_the_queue(sched):
         assert w.status == Status.QUEUED and w.attempt == 2
         node_ops.check_nodes(sched)
         assert sched.nodebook.get("n1").status == "drained"
+
     run(go())
 
 
@@ -198,7 +212,10 @@ def test_views_for_the_autoscaler_and_the_api(sched):
     util = run(sched.gpu_utilization())
     assert util["allocated"] == 3.0 and util["gpus"] == 8.0
     assert util["nodes"][0]["device"]["status"] == "unknown"
-    run(sched.autoscaler_report({"loop": "ok", "gpu_telemetry": {
-        "n1": {"status": "no_device", "reason": "no NVIDIA device"}}}))
+    run(
+        sched.autoscaler_report(
+            {"loop": "ok", "gpu_telemetry": {"n1": {"status": "no_device", "reason": "no NVIDIA device"}}}
+        )
+    )
     util = run(sched.gpu_utilization())
     assert {n["node_id"]: n["device"]["status"] for n in util["nodes"]}["n1"] == "no_device"

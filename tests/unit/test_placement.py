@@ -1,12 +1,20 @@
 """Pure GPU placement engine: whole, shared and multi-GPU bundles, gangs, types, CPU/memory."""
+
 import copy
 import subprocess
 import sys
 
 import pytest
 
-from orion_ray.policy.placement import (POLICY_NAMES, BundlePlacement, BundleRequest,
-                                        ClusterSnapshot, NodeState, apply, get_policy)
+from orion_ray.policy.placement import (
+    POLICY_NAMES,
+    BundlePlacement,
+    BundleRequest,
+    ClusterSnapshot,
+    NodeState,
+    apply,
+    get_policy,
+)
 from orion_ray.policy.placement.arrays import ClusterArrays, Req
 from orion_ray.policy.placement.frag import TypicalPods, frag_amount
 
@@ -28,10 +36,12 @@ def gpu_req(n=1, frac=1.0, cpu=1.0, mem=1.0, types=None):
 
 # -- purity --------------------------------------------------------------------------------------
 def test_placement_and_sim_import_no_heavy_dependency():
-    code = ("import sys, orion_ray.policy.placement, orion_ray.sim, orion_ray.sim.cli\n"
-            "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes', 'starlette') "
-            "if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, orion_ray.policy.placement, orion_ray.sim, orion_ray.sim.cli\n"
+        "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes', 'starlette') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -44,8 +54,7 @@ def test_request_validation():
         BundleRequest(cpu=1, num_gpu=1, gpu_fraction=0.0)
     with pytest.raises(ValueError):
         BundleRequest(cpu=-1)
-    assert BundleRequest(cpu=1, num_gpu=1, gpu_fraction=0.5, gpu_types={"T4"}).gpu_types \
-        == frozenset({"T4"})
+    assert BundleRequest(cpu=1, num_gpu=1, gpu_fraction=0.5, gpu_types={"T4"}).gpu_types == frozenset({"T4"})
 
 
 def test_unknown_policy_and_strategy():
@@ -183,7 +192,7 @@ def test_apply_updates_only_the_named_node_and_checks_fit():
     assert out.node("a").cpu_free == 6 and out.node("a").mem_free == 12
     assert out.nodes[1] is s.nodes[1]  # copy-on-write: untouched nodes are shared
     with pytest.raises(ValueError):
-        apply(out, [BundlePlacement("a", (1,), 0.5)], [b])   # GPU 1 is full now
+        apply(out, [BundlePlacement("a", (1,), 0.5)], [b])  # GPU 1 is full now
     with pytest.raises(ValueError):
         apply(s, [BundlePlacement("zz", (0,), 1.0)], [gpu_req()])
     with pytest.raises(ValueError):

@@ -4,13 +4,21 @@ Whatever the policy, strategy and request mix: a plan never puts a GPU above 1.0
 node's CPU or memory below zero, honours GPU types and strategies, is all-or-nothing, and leaves the
 snapshot it was given untouched. The simulator's cached fast path decides exactly like the pure API.
 """
+
 import copy
 import random
 
 import pytest
 
-from orion_ray.policy.placement import (POLICY_NAMES, BundleRequest, ClusterSnapshot, NodeState,
-                                        PlacementSession, apply, get_policy)
+from orion_ray.policy.placement import (
+    POLICY_NAMES,
+    BundleRequest,
+    ClusterSnapshot,
+    NodeState,
+    PlacementSession,
+    apply,
+    get_policy,
+)
 from orion_ray.policy.placement.arrays import ClusterArrays, Req
 
 TYPES = ["T4", "V100", "A10"]
@@ -22,8 +30,15 @@ def random_cluster(rng: random.Random, n: int) -> ClusterSnapshot:
     for i in range(n):
         gpus = rng.choice([0, 1, 2, 4, 8])
         free = [rng.choice([1.0, 1.0, 0.5, 0.19, 0.0, 0.7]) for _ in range(gpus)]
-        nodes.append(NodeState(f"n{i}", rng.choice([2, 8, 16, 64]), rng.choice([8, 64, 256]),
-                               rng.choice(TYPES) if gpus else None, free))
+        nodes.append(
+            NodeState(
+                f"n{i}",
+                rng.choice([2, 8, 16, 64]),
+                rng.choice([8, 64, 256]),
+                rng.choice(TYPES) if gpus else None,
+                free,
+            )
+        )
     return ClusterSnapshot(nodes)
 
 
@@ -34,8 +49,7 @@ def random_bundle(rng: random.Random) -> BundleRequest:
     if kind < 0.2:
         return BundleRequest(cpu=cpu, mem=mem)
     if kind < 0.6:
-        return BundleRequest(cpu=cpu, mem=mem, num_gpu=1, gpu_fraction=rng.choice(FRACTIONS),
-                             gpu_types=types)
+        return BundleRequest(cpu=cpu, mem=mem, num_gpu=1, gpu_fraction=rng.choice(FRACTIONS), gpu_types=types)
     return BundleRequest(cpu=cpu, mem=mem, num_gpu=rng.choice([1, 2, 4]), gpu_types=types)
 
 

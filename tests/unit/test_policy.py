@@ -1,4 +1,5 @@
 """Pure scheduling policy: purity, gang fit, backoff (the queue order is in test_policy_admission)."""
+
 import copy
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from orion_ray.policy.fit import ACCELERATOR_LABEL, could_ever_fit
 # -- purity --------------------------------------------------------------------------------------
 def test_policy_imports_no_heavy_dependency():
     # every module of the package, not only what its __init__ pulls in
-    code = ("import importlib, pkgutil, sys, orion_ray.policy as p\n"
-            "for m in pkgutil.walk_packages(p.__path__, 'orion_ray.policy.'):\n"
-            "    importlib.import_module(m.name)\n"
-            "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes', 'starlette') "
-            "if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import importlib, pkgutil, sys, orion_ray.policy as p\n"
+        "for m in pkgutil.walk_packages(p.__path__, 'orion_ray.policy.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [m for m in ('ray', 'fastapi', 'boto3', 'kubernetes', 'starlette') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -79,8 +82,11 @@ def test_fractional_gpus_share_a_device():
 
 
 def test_gpu_type_follows_the_accelerator_label():
-    nodes = [node("t4", gpu=8, labels={ACCELERATOR_LABEL: "T4"}),
-             node("a100", gpu=8, labels={ACCELERATOR_LABEL: "A100"}), node("plain", gpu=8)]
+    nodes = [
+        node("t4", gpu=8, labels={ACCELERATOR_LABEL: "T4"}),
+        node("a100", gpu=8, labels={ACCELERATOR_LABEL: "A100"}),
+        node("plain", gpu=8),
+    ]
     assert ACCELERATOR_LABEL == "ray.io/accelerator-type"
     assert fit_gang([{"GPU": 1}], "PACK", nodes, ["A100"]) == ["a100"]
     assert fit_gang([{"GPU": 1}, {"GPU": 1}], "SPREAD", nodes, ["A100", "T4"]) == ["a100", "t4"]

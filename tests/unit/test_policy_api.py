@@ -1,4 +1,5 @@
 """The policy through the API (in process, no cluster): configuration by reload, submission rules."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -28,8 +29,9 @@ def env(tmp_path):
 
 
 def reload(client, policy):
-    return client.post("/admin/v1/reload", headers=ADMIN,
-                       json={"tenants": TENANTS, "keys": {}, "policy": policy})
+    return client.post(
+        "/admin/v1/reload", headers=ADMIN, json={"tenants": TENANTS, "keys": {}, "policy": policy}
+    )
 
 
 def test_policy_is_validated_applied_and_kept_across_restarts(env, tmp_path):
@@ -40,8 +42,9 @@ def test_policy_is_validated_applied_and_kept_across_restarts(env, tmp_path):
     bad = reload(client, {"preemption": {"protected_classes": ["urgent"]}})
     assert bad.status_code == 422 and "urgent" in bad.text
     assert sched.policy_config.reserve_after_s == 300  # nothing changed
-    ok = reload(client, {"reserve_after_s": 5, "fair_share_half_life_s": 0,
-                         "preemption": {"min_runtime_s": 30}})
+    ok = reload(
+        client, {"reserve_after_s": 5, "fair_share_half_life_s": 0, "preemption": {"min_runtime_s": 30}}
+    )
     assert ok.status_code == 200, ok.text
     assert sched.policy.reserve_after_s == 5 and sched.policy.min_runtime_s == 30
     assert sched.policy.tenants["a"].weight == 2
@@ -51,11 +54,13 @@ def test_policy_is_validated_applied_and_kept_across_restarts(env, tmp_path):
 
 def test_only_protected_classes_may_opt_out_of_preemption(env):
     client, _, _ = env
-    r = client.post("/api/v1/workloads", headers=ADMIN,
-                    json={**TASK, "priority": "low", "preemptible": False})
+    r = client.post(
+        "/api/v1/workloads", headers=ADMIN, json={**TASK, "priority": "low", "preemptible": False}
+    )
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "preemptible"
-    r = client.post("/api/v1/workloads", headers=ADMIN,
-                    json={**TASK, "priority": "high", "preemptible": False})
+    r = client.post(
+        "/api/v1/workloads", headers=ADMIN, json={**TASK, "priority": "high", "preemptible": False}
+    )
     assert r.status_code == 202
 
 

@@ -4,6 +4,7 @@ Over random clusters, tenants, quotas, classes and queues, cycle after cycle wit
 out: admission never takes a tenant past nominal quota plus borrowing limit, a workload is never
 preempted for one of a lower class, and no two workloads preempt each other in a loop.
 """
+
 import random
 
 import pytest
@@ -25,8 +26,7 @@ def scenario(rng: random.Random):
                 limits["borrowing_limit"] = {"gpu": rng.choice([0, 1, 2])}
             if rng.random() < 0.3:
                 limits["lending_limit"] = {"gpu": rng.choice([0, 1])}
-        tenants.append(tenant(t, weight=rng.choice([1, 2, 3]), cohort=rng.choice([None, "x"]),
-                              **limits))
+        tenants.append(tenant(t, weight=rng.choice([1, 2, 3]), cohort=rng.choice([None, "x"]), **limits))
     return nodes, settings(*tenants, min_runtime_s=rng.choice([0, 0, 5]))
 
 
@@ -35,8 +35,16 @@ def test_quota_class_and_no_preemption_loops(seed):
     rng = random.Random(seed)
     nodes, st = scenario(rng)
     tenants = list(st.tenants)
-    queue = [cand(f"w{i}", rng.choice(tenants), gpus=rng.choice([0.5, 1, 1, 2]),
-                  n=rng.choice([1, 1, 2]), rank=rng.randint(0, 4)) for i in range(25)]
+    queue = [
+        cand(
+            f"w{i}",
+            rng.choice(tenants),
+            gpus=rng.choice([0.5, 1, 1, 2]),
+            n=rng.choice([1, 1, 2]),
+            rank=rng.randint(0, 4),
+        )
+        for i in range(25)
+    ]
     by_id = {c.workload_id: c for c in queue}
     runs: dict[str, Running] = {}
     preempted_by: set[tuple[str, str]] = set()

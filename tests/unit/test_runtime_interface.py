@@ -1,6 +1,7 @@
 """The ``Runtime`` protocol is what the scheduler uses; ``RayRuntime`` and ``FakeRuntime`` both
 implement every method of it with the same parameters (so the fake cannot drift from the adapter),
 and ``Every`` follows the clock it is given."""
+
 from __future__ import annotations
 
 import inspect
@@ -12,15 +13,19 @@ from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.runtime.ray_runtime import RayRuntime
 from orion_ray.scheduler.every import Every
 
-METHODS = sorted(name for name, _ in inspect.getmembers(Runtime, inspect.isfunction)
-                 if not name.startswith("_"))
+METHODS = sorted(
+    name for name, _ in inspect.getmembers(Runtime, inspect.isfunction) if not name.startswith("_")
+)
 
 
 def params(fn) -> list[tuple[str, object]]:
     """Names and kinds of the parameters a caller may pass (defaults beyond the protocol's are
     the implementation's own business)."""
-    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()
-            if p.default is inspect.Parameter.empty or p.kind == p.KEYWORD_ONLY]
+    return [
+        (p.name, p.kind)
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is inspect.Parameter.empty or p.kind == p.KEYWORD_ONLY
+    ]
 
 
 def test_the_protocol_is_what_the_scheduler_calls():
@@ -32,7 +37,7 @@ def test_the_protocol_is_what_the_scheduler_calls():
 def test_implementations_match_the_protocol(impl, name):
     want, got = getattr(Runtime, name), getattr(impl, name)
     assert inspect.iscoroutinefunction(want) == inspect.iscoroutinefunction(got), name
-    assert params(got)[:len(params(want))] == params(want), name
+    assert params(got)[: len(params(want))] == params(want), name
 
 
 def test_many_parameters_are_keyword_only():

@@ -2,6 +2,7 @@
 a run to completion, failure and retry with backoff, preemption, a lost node, and recovery after a
 restart over the same store. No Ray, no sleeps: each step is one cycle (``run_cycle``), one node
 check, or the runtime ending a run, and the test then lets the drivers run to their next wait."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,14 @@ def db(tmp_path):
 def make(db: str, rt: FakeRuntime, clock: Clock) -> Scheduler:
     """A scheduler over the store at ``db`` (a second one over the same path is a restart)."""
     _STORES.append(SQLiteStore(db))
-    return Scheduler(_STORES[-1], rt, SchedulerConfig(retry_backoff_base_s=BASE_S),
-                     PolicyConfig(), clock=clock, sleep=just_yield)
+    return Scheduler(
+        _STORES[-1],
+        rt,
+        SchedulerConfig(retry_backoff_base_s=BASE_S),
+        PolicyConfig(),
+        clock=clock,
+        sleep=just_yield,
+    )
 
 
 async def just_yield(seconds: float) -> None:
@@ -59,15 +66,22 @@ async def just_yield(seconds: float) -> None:
 
 def on_loop(test):
     """Run an ``async`` test on a fresh event loop (the scheduler's drivers are its tasks)."""
+
     @functools.wraps(test)
     def run(*args, **kwargs):
         return asyncio.run(test(*args, **kwargs))
+
     return run
 
 
 def task(gpus: float = 4.0, **fields) -> dict:
-    return {"workload_type": "task", "function": "math:factorial", "args": [5],
-            "resources": {"gpu": gpus, "cpu": 1}, **fields}
+    return {
+        "workload_type": "task",
+        "function": "math:factorial",
+        "args": [5],
+        "resources": {"gpu": gpus, "cpu": 1},
+        **fields,
+    }
 
 
 async def settle(predicate, what: str = "the drivers to reach their next step") -> None:
@@ -89,8 +103,10 @@ def status(s: Scheduler, wid: str) -> Status:
 
 
 async def running(s: Scheduler, rt: FakeRuntime, wid: str) -> None:
-    await settle(lambda: status(s, wid) == Status.RUNNING and
-                 any(k.startswith(wid + ":") for k in rt.live_runs()), f"{wid} running")
+    await settle(
+        lambda: status(s, wid) == Status.RUNNING and any(k.startswith(wid + ":") for k in rt.live_runs()),
+        f"{wid} running",
+    )
 
 
 def history(s: Scheduler, wid: str) -> list[str]:
@@ -127,8 +143,9 @@ async def test_a_task_runs_to_completion_and_gives_its_reservation_back(db, cloc
 async def test_a_job_runs_to_completion_and_keeps_its_own_output(db, clock):
     rt = FakeRuntime([fake_node("n1")])
     s = make(db, rt, clock)
-    wid = await submit(s, {"workload_type": "job", "entrypoint": "python train.py",
-                           "resources": {"gpu": 1, "cpu": 1}})
+    wid = await submit(
+        s, {"workload_type": "job", "entrypoint": "python train.py", "resources": {"gpu": 1, "cpu": 1}}
+    )
     s.run_cycle()
     await settle(lambda: status(s, wid) == Status.RUNNING, "the job running")
     assert rt.run_of(wid).launch["metadata"]["orion_workload_id"] == wid
@@ -213,8 +230,12 @@ async def test_a_victim_is_stopped_before_its_preemptor_starts(db, clock):
     assert s.run_cycle()["admitted"] == 1
     await running(s, rt, high)
     calls = [(c[0], c[1]) for c in rt.calls]
-    assert calls.index(("stop_task", low)) < calls.index(("remove_pg", low)) \
-        < calls.index(("create_pg", high)) < calls.index(("start_task", high))
+    assert (
+        calls.index(("stop_task", low))
+        < calls.index(("remove_pg", low))
+        < calls.index(("create_pg", high))
+        < calls.index(("start_task", high))
+    )
     assert status(s, low) == Status.QUEUED  # waits for the capacity the preemptor holds
     assert (await s.explain(low))["status"] == "queued"
 
@@ -262,15 +283,20 @@ async def test_a_restarted_scheduler_adopts_live_runs_requeues_lost_ones_removes
     assert status(first, waiting) == Status.QUEUED
 
     await first.stop()  # the scheduler dies; Ray keeps its objects…
-    rt.lose(lost)       # …except one run that died meanwhile
+    rt.lose(lost)  # …except one run that died meanwhile
     rt.create_pg("wl-orphan", [{"GPU": 1.0}], "PACK")  # a group no workload owns
 
     clock.advance(5)
     second = make(db, rt, clock)
-    counts = await recover(store=second.store, runtime=rt, book=second.book,
-                           driver=second.driver, observe=second.observe, clock=clock)
-    assert counts == {"queued": 1, "adopted": 1, "relaunched": 0, "requeued": 1,
-                      "orphans_removed": 1}
+    counts = await recover(
+        store=second.store,
+        runtime=rt,
+        book=second.book,
+        driver=second.driver,
+        observe=second.observe,
+        clock=clock,
+    )
+    assert counts == {"queued": 1, "adopted": 1, "relaunched": 0, "requeued": 1, "orphans_removed": 1}
     assert status(second, alive) == Status.RUNNING and alive in second.driver.tasks
     assert second.reservations[alive][0].node_id == "n1"
     w = second.active[lost]

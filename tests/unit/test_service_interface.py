@@ -13,6 +13,7 @@ that implements, forwards or calls it is checked against it here, so drift fails
 
 Each checker is shown to catch drift on deliberately drifted fakes (the ``*_catches_*`` tests).
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 API_DIR = ROOT / "orion_ray" / "api"
 ACTOR_OWN = {"ensure_started", "config_dict", "shutdown"}  # the actor's lifecycle, not the service
 # the contract lives in shared/ beside the repository (a worktree sits one level deeper)
-CONTRACT = next((p for p in (ROOT.parent / "shared" / "API.md",
-                             ROOT.parent.parent / "shared" / "API.md") if p.exists()),
-                ROOT.parent / "shared" / "API.md")
+CONTRACT = next(
+    (p for p in (ROOT.parent / "shared" / "API.md", ROOT.parent.parent / "shared" / "API.md") if p.exists()),
+    ROOT.parent / "shared" / "API.md",
+)
 
 
 # == the checkers ==================================================================================
@@ -46,8 +48,10 @@ def _signature(fn: Any) -> inspect.Signature:
 
 
 def _params(sig: inspect.Signature, annotations: bool = True) -> list[tuple]:
-    return [(p.name, p.kind.description, p.default,
-             p.annotation if annotations else None) for p in sig.parameters.values()]
+    return [
+        (p.name, p.kind.description, p.default, p.annotation if annotations else None)
+        for p in sig.parameters.values()
+    ]
 
 
 def service_drift(impl: type, protocol: type = SchedulerService) -> list[str]:
@@ -66,8 +70,9 @@ def service_drift(impl: type, protocol: type = SchedulerService) -> list[str]:
         if _params(want) != _params(have):
             problems.append(f"{impl.__name__}.{name}{have} != declared {name}{want}")
         elif want.return_annotation != have.return_annotation:
-            problems.append(f"{impl.__name__}.{name} returns {have.return_annotation}, "
-                            f"declared {want.return_annotation}")
+            problems.append(
+                f"{impl.__name__}.{name} returns {have.return_annotation}, declared {want.return_annotation}"
+            )
     return problems
 
 
@@ -105,13 +110,15 @@ def client_drift(sync_cls: type, async_cls: type) -> list[str]:
         if not inspect.iscoroutinefunction(a) and not a_is_property:
             problems.append(f"{async_cls.__name__}.{name} is not async")
         if _params(_signature(s)) != _params(_signature(a)):
-            problems.append(f"{name}: {sync_cls.__name__}{_signature(s)} != "
-                            f"{async_cls.__name__}{_signature(a)}")
+            problems.append(
+                f"{name}: {sync_cls.__name__}{_signature(s)} != {async_cls.__name__}{_signature(a)}"
+            )
     # the constructors take the same arguments (transport and sleep differ in type by nature,
     # and sleep's default is time.sleep on one side, asyncio.sleep on the other)
     s_init, a_init = _signature(sync_cls.__init__), _signature(async_cls.__init__)
-    if [(n, k, None if n == "sleep" else d) for n, k, d, _ in _params(s_init)] != \
-            [(n, k, None if n == "sleep" else d) for n, k, d, _ in _params(a_init)]:
+    if [(n, k, None if n == "sleep" else d) for n, k, d, _ in _params(s_init)] != [
+        (n, k, None if n == "sleep" else d) for n, k, d, _ in _params(a_init)
+    ]:
         problems.append(f"constructors differ: {s_init} != {a_init}")
     return problems
 
@@ -126,11 +133,17 @@ def backend_calls(source: str) -> set[str]:
     tree = ast.parse(source)
 
     def is_getter(node: ast.AST) -> bool:
-        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in BACKEND_GETTERS)
+        return (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BACKEND_GETTERS
+        )
 
-    holders = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
-               and is_getter(node.value) for t in node.targets if isinstance(t, ast.Name)}
+    holders = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and is_getter(node.value)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
 
     def is_backend(node: ast.AST) -> bool:
         return is_getter(node) or (isinstance(node, ast.Name) and node.id in holders)
@@ -142,11 +155,21 @@ def backend_calls(source: str) -> set[str]:
         f = node.func
         if isinstance(f, ast.Attribute) and is_backend(f.value):
             found.add(f.attr)
-        elif (isinstance(f, ast.Name) and f.id == "hasattr" and len(node.args) == 2
-              and is_backend(node.args[0]) and isinstance(node.args[1], ast.Constant)):
+        elif (
+            isinstance(f, ast.Name)
+            and f.id == "hasattr"
+            and len(node.args) == 2
+            and is_backend(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+        ):
             found.add(node.args[1].value)
-        elif (isinstance(f, ast.Attribute) and f.attr == "_call" and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(f, ast.Attribute)
+            and f.attr == "_call"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             found.add(node.args[0].value)
     return found
 
@@ -174,10 +197,16 @@ def documented_calls(text: str) -> tuple[set[str], set[str]]:
 def missing_documented(text: str) -> list[str]:
     """Documented calls that neither client (or handle) has."""
     client, handle = documented_calls(text)
-    problems = [f"client.{m}" for m in sorted(client)
-                if not (hasattr(OrionClient, m) and hasattr(AsyncOrionClient, m))]
-    problems += [f"handle.{m}" for m in sorted(handle)
-                 if not (hasattr(WorkloadHandle, m) and hasattr(AsyncWorkloadHandle, m))]
+    problems = [
+        f"client.{m}"
+        for m in sorted(client)
+        if not (hasattr(OrionClient, m) and hasattr(AsyncOrionClient, m))
+    ]
+    problems += [
+        f"handle.{m}"
+        for m in sorted(handle)
+        if not (hasattr(WorkloadHandle, m) and hasattr(AsyncWorkloadHandle, m))
+    ]
     return problems
 
 
@@ -218,6 +247,7 @@ class RecordingScheduler:
         async def method(*args, **kwargs):
             self.calls.append((name, args, kwargs))
             return name
+
         return method
 
 
@@ -252,10 +282,10 @@ def test_the_api_calls_only_protocol_methods_and_the_actor_backend_forwards_them
     routes = set().union(*(found for name, found in calls.items() if name != "serve_app.py"))
     # the finder still sees the API's calls (if this fails, the API reaches its backend another way)
     assert {"submit", "get", "list", "cancel", "health", "nodes", "drain", "keyring"} <= routes
-    undeclared = {f"{name}: {m}" for name, found in calls.items() for m in found
-                  if m not in SERVICE_METHODS}
+    undeclared = {f"{name}: {m}" for name, found in calls.items() for m in found if m not in SERVICE_METHODS}
     assert undeclared == set()
     from orion_ray.api.serve_app import ActorBackend
+
     assert routes - set(_public_methods(ActorBackend)) == set()
 
 
@@ -291,37 +321,35 @@ def _drifted(name: str, fn: Any) -> type:
     return type(f"Drifted_{name}", (Faithful,), {name: fn})
 
 
-async def _renamed_keyword(self, node_id: str, who: str = "admin", why: Optional[str] = None
-                           ) -> dict[str, Any]:
-    ...
+async def _renamed_keyword(
+    self, node_id: str, who: str = "admin", why: Optional[str] = None
+) -> dict[str, Any]: ...
 
 
-async def _changed_default(self, node_id: str, who: str = "admin", deadline_s: float = 300.0,
-                           reason: Optional[str] = None) -> dict[str, Any]:
-    ...
+async def _changed_default(
+    self, node_id: str, who: str = "admin", deadline_s: float = 300.0, reason: Optional[str] = None
+) -> dict[str, Any]: ...
 
 
-async def _dropped_hold_s(self, bundles: list[dict[str, float]], tenant_id: Optional[str] = None,
-                          priority: str = "high", who: str = "serving") -> dict[str, Any]:
-    ...
+async def _dropped_hold_s(
+    self,
+    bundles: list[dict[str, float]],
+    tenant_id: Optional[str] = None,
+    priority: str = "high",
+    who: str = "serving",
+) -> dict[str, Any]: ...
 
 
-def _sync_health(self) -> dict[str, Any]:
-    ...
+def _sync_health(self) -> dict[str, Any]: ...
 
 
-async def _other_annotation(self, workload_id: str, tenant_id: Optional[int] = None
-                            ) -> dict[str, Any]:
-    ...
+async def _other_annotation(self, workload_id: str, tenant_id: Optional[int] = None) -> dict[str, Any]: ...
 
 
-async def _other_return(self) -> str:
-    ...
+async def _other_return(self) -> str: ...
 
 
-async def _same_in_other_words(self, workload_id: str, tenant_id: str | None = None
-                               ) -> dict[str, Any]:
-    ...
+async def _same_in_other_words(self, workload_id: str, tenant_id: str | None = None) -> dict[str, Any]: ...
 
 
 class Missing(Faithful):
@@ -357,22 +385,17 @@ class SyncFake:
     def __init__(self, url: Optional[str] = None, sleep: Any = None):
         pass
 
-    def nodes(self, include_ended: bool = True) -> dict:
-        ...
+    def nodes(self, include_ended: bool = True) -> dict: ...
 
-    def drain(self, node_id: str, deadline_s: float = 300.0) -> dict:
-        ...
+    def drain(self, node_id: str, deadline_s: float = 300.0) -> dict: ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 def _async_fake(**methods: Any) -> type:
-    async def nodes(self, include_ended: bool = True) -> dict:
-        ...
+    async def nodes(self, include_ended: bool = True) -> dict: ...
 
-    async def drain(self, node_id: str, deadline_s: float = 300.0) -> dict:
-        ...
+    async def drain(self, node_id: str, deadline_s: float = 300.0) -> dict: ...
 
     def __init__(self, url: Optional[str] = None, sleep: Any = None):
         pass
@@ -381,16 +404,13 @@ def _async_fake(**methods: Any) -> type:
     return type("AsyncFake", (), {k: v for k, v in body.items() if v is not None})
 
 
-async def _drain_other_default(self, node_id: str, deadline_s: float = 60.0) -> dict:
-    ...
+async def _drain_other_default(self, node_id: str, deadline_s: float = 60.0) -> dict: ...
 
 
-def _sync_drain(self, node_id: str, deadline_s: float = 300.0) -> dict:
-    ...
+def _sync_drain(self, node_id: str, deadline_s: float = 300.0) -> dict: ...
 
 
-async def _extra(self) -> dict:
-    ...
+async def _extra(self) -> dict: ...
 
 
 def _other_init(self, url: Optional[str] = None, wait: Any = None):
@@ -441,7 +461,9 @@ def test_backend_calls_catches_a_call_the_protocol_does_not_declare():
 
 
 def test_missing_documented_catches_a_call_no_client_has():
-    text = ("From Python:\n\n```python\nclient = OrionClient()\nwl = client.submit_workload()\n"
-            "client.teleport()\nwl.wait_for_completion()\n```\n\nThe SDK has the same calls "
-            "(`nodes()`, `levitate()`).\n\nUnrelated: `serving_gpu_usage()`.\n")
+    text = (
+        "From Python:\n\n```python\nclient = OrionClient()\nwl = client.submit_workload()\n"
+        "client.teleport()\nwl.wait_for_completion()\n```\n\nThe SDK has the same calls "
+        "(`nodes()`, `levitate()`).\n\nUnrelated: `serving_gpu_usage()`.\n"
+    )
     assert missing_documented(text) == ["client.levitate", "client.teleport"]

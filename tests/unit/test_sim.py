@@ -1,4 +1,5 @@
 """Trace simulator on tiny hand-made CSV files with known answers, and the `simulate` CLI."""
+
 import argparse
 import json
 
@@ -9,8 +10,10 @@ from orion_ray.sim import read_nodes, read_pods, replay, report_points, unalloca
 from orion_ray.sim.cli import add_simulate_parser, parse_seeds, simulate_main
 
 NODE_HEAD = "sn,cpu_milli,memory_mib,gpu,model\n"
-POD_HEAD = ("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
-            "deletion_time,scheduled_time\n")
+POD_HEAD = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+    "deletion_time,scheduled_time\n"
+)
 
 
 def write(tmp_path, name, text):
@@ -25,10 +28,16 @@ def two_gpu_nodes(tmp_path):
 
 
 def test_reads_both_pod_list_formats(tmp_path):
-    full = write(tmp_path, "full.csv", POD_HEAD +
-                 "p0,4000,100,1,500,T4|V100,LS,Running,0,10,0\np1,2000,50,0,0,,BE,Running,0,1,0\n")
-    short = write(tmp_path, "short.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
-                  "p0,4000,100,1,500\np1,2000,50,0,0\n")
+    full = write(
+        tmp_path,
+        "full.csv",
+        POD_HEAD + "p0,4000,100,1,500,T4|V100,LS,Running,0,10,0\np1,2000,50,0,0,,BE,Running,0,1,0\n",
+    )
+    short = write(
+        tmp_path,
+        "short.csv",
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,4000,100,1,500\np1,2000,50,0,0\n",
+    )
     a, b = read_pods(full), read_pods(short)
     assert [p.req.cpu for p in a] == [p.req.cpu for p in b] == [4000, 2000]
     assert a[0].req.milli == 500 and a[0].req.types == frozenset({"T4", "V100"})
@@ -52,8 +61,9 @@ def test_resampling_stops_before_passing_the_target(tmp_path):
 
 
 def test_every_pod_fits_known_curve(tmp_path, two_gpu_nodes):
-    pods = read_pods(write(tmp_path, "p.csv", POD_HEAD + "a,1000,10,1,1000,,LS,R,0,1,0\n"
-                           "b,1000,10,1,1000,,LS,R,0,1,0\n"))
+    pods = read_pods(
+        write(tmp_path, "p.csv", POD_HEAD + "a,1000,10,1,1000,,LS,R,0,1,0\nb,1000,10,1,1000,,LS,R,0,1,0\n")
+    )
     for policy in ("best_fit", "fgd", "orion", "random"):
         res = replay(read_nodes(two_gpu_nodes), pods, policy, seed=42)
         # Two whole-GPU pods on two GPUs: arrived 50 % then 100 %, nothing fails, no resampling
@@ -65,9 +75,14 @@ def test_every_pod_fits_known_curve(tmp_path, two_gpu_nodes):
 
 
 def test_cpu_and_type_constraints_make_pods_fail(tmp_path, two_gpu_nodes):
-    pods = read_pods(write(tmp_path, "p.csv", POD_HEAD +
-                           "big,9000,10,1,1000,,LS,R,0,1,0\n"       # more CPU than any node
-                           "t4,1000,10,1,1000,T4,LS,R,0,1,0\n"))
+    pods = read_pods(
+        write(
+            tmp_path,
+            "p.csv",
+            POD_HEAD + "big,9000,10,1,1000,,LS,R,0,1,0\n"  # more CPU than any node
+            "t4,1000,10,1,1000,T4,LS,R,0,1,0\n",
+        )
+    )
     res = replay(read_nodes(two_gpu_nodes), pods, "orion", seed=1, max_arrived=100)
     assert res.failed >= 1 and res.placed >= 1
     # Only the T4 pods can ever be placed, and only one fits (one T4 GPU).
@@ -78,9 +93,9 @@ def test_metric_averages_arrivals_that_round_to_the_point():
     arrived = np.array([9.6, 10.2, 10.4, 20.0, 40.0])
     allocated = np.array([9.0, 10.0, 8.0, 19.0, 30.0])
     out = unallocated_at(arrived, allocated, [10, 20, 30])
-    assert out["10"] == pytest.approx(100 - 9.0)     # mean of 9, 10, 8
+    assert out["10"] == pytest.approx(100 - 9.0)  # mean of 9, 10, 8
     assert out["20"] == pytest.approx(81.0)
-    assert out["30"] == pytest.approx(81.0)          # nothing rounds to 30: last value before it
+    assert out["30"] == pytest.approx(81.0)  # nothing rounds to 30: last value before it
 
 
 def test_report_points():
@@ -98,10 +113,27 @@ def test_parse_seeds():
 
 
 def test_simulate_main_json_last_line(tmp_path, two_gpu_nodes, capsys):
-    pods = write(tmp_path, "p.csv", POD_HEAD + "a,1000,10,1,300,,LS,R,0,1,0\n"
-                 "b,2000,10,1,1000,,LS,R,0,1,0\nc,500,5,0,0,,BE,R,0,1,0\n")
-    rc = simulate_main(["--nodes", two_gpu_nodes, "--pods", pods, "--policy", "fgd",
-                        "--seeds", "42,43", "--jobs", "1", "--output", "json"])
+    pods = write(
+        tmp_path,
+        "p.csv",
+        POD_HEAD + "a,1000,10,1,300,,LS,R,0,1,0\nb,2000,10,1,1000,,LS,R,0,1,0\nc,500,5,0,0,,BE,R,0,1,0\n",
+    )
+    rc = simulate_main(
+        [
+            "--nodes",
+            two_gpu_nodes,
+            "--pods",
+            pods,
+            "--policy",
+            "fgd",
+            "--seeds",
+            "42,43",
+            "--jobs",
+            "1",
+            "--output",
+            "json",
+        ]
+    )
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     doc = json.loads(last)
@@ -114,20 +146,49 @@ def test_simulate_main_json_last_line(tmp_path, two_gpu_nodes, capsys):
 
 def test_simulate_main_default_policy_and_bad_file(tmp_path, two_gpu_nodes, capsys):
     pods = write(tmp_path, "p.csv", POD_HEAD + "a,1000,10,1,1000,,LS,R,0,1,0\n")
-    assert simulate_main(["--nodes", two_gpu_nodes, "--pods", pods, "--seeds", "42",
-                          "--output", "json", "--max-arrived", "100"]) == 0
+    assert (
+        simulate_main(
+            [
+                "--nodes",
+                two_gpu_nodes,
+                "--pods",
+                pods,
+                "--seeds",
+                "42",
+                "--output",
+                "json",
+                "--max-arrived",
+                "100",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["policy"] == "orion" and "100" in doc["unallocated_pct"]
     assert "105" not in doc["unallocated_pct"]
-    assert simulate_main(["--nodes", two_gpu_nodes, "--pods", str(tmp_path / "nope.csv"),
-                          "--seeds", "42"]) == 2
+    assert (
+        simulate_main(["--nodes", two_gpu_nodes, "--pods", str(tmp_path / "nope.csv"), "--seeds", "42"]) == 2
+    )
 
 
 def test_add_simulate_parser_registers_subcommand(tmp_path, two_gpu_nodes):
     parser = argparse.ArgumentParser(prog="orion")
     add_simulate_parser(parser.add_subparsers(dest="cmd"))
     pods = write(tmp_path, "p.csv", POD_HEAD + "a,1000,10,1,1000,,LS,R,0,1,0\n")
-    args = parser.parse_args(["simulate", "--nodes", two_gpu_nodes, "--pods", pods,
-                              "--seeds", "42-43", "--policy", "best_fit", "--jobs", "1"])
+    args = parser.parse_args(
+        [
+            "simulate",
+            "--nodes",
+            two_gpu_nodes,
+            "--pods",
+            pods,
+            "--seeds",
+            "42-43",
+            "--policy",
+            "best_fit",
+            "--jobs",
+            "1",
+        ]
+    )
     assert args.cmd == "simulate" and args.seeds == [42, 43] and callable(args.fn)
     assert args.fn(args) == 0

@@ -1,10 +1,10 @@
 """A spot notice (fed, as EC2's two-minute warning would be) drains the node through Orion's drain:
 the work there keeps running until just before the reclaim, then goes back to the queue."""
+
 import asyncio
 import datetime as dt
 
-from orion_ray.autoscaler.providers.spot import (FedNoticeSource, InterruptionNotice,
-                                                 SpotInterruptionWatcher)
+from orion_ray.autoscaler.providers.spot import FedNoticeSource, InterruptionNotice, SpotInterruptionWatcher
 from orion_ray.autoscaler.spot_watch import STOP_MARGIN_S, orion_drain
 from orion_ray.scheduler import Scheduler, node_ops
 from orion_ray.status import Status
@@ -34,9 +34,9 @@ def test_a_fed_spot_notice_drains_the_ray_node_with_the_time_left(tmp_path):
         w = running(sched, "w1", "spot-1")
         node_ops.check_nodes(sched)
         source = FedNoticeSource()
-        watcher = SpotInterruptionWatcher(source, orion_drain(SyncScheduler(sched, loop),
-                                                              "spot-1", now=lambda: T0),
-                                          now=lambda: T0)
+        watcher = SpotInterruptionWatcher(
+            source, orion_drain(SyncScheduler(sched, loop), "spot-1", now=lambda: T0), now=lambda: T0
+        )
         source.feed(InterruptionNotice("i-0abc", "terminate", T0 + dt.timedelta(minutes=2)))
         assert watcher.poll_once() is not None
         rec = sched.nodebook.get("spot-1")
@@ -51,13 +51,13 @@ def test_a_fed_spot_notice_drains_the_ray_node_with_the_time_left(tmp_path):
             node_ops.check_nodes(sched)
             assert w.status == Status.PREEMPTED
             await asyncio.sleep(0.05)
+
         loop.run_until_complete(past_deadline())
         assert w.status == Status.QUEUED and w.attempt == 2  # back to the queue, not lost
         source.feed(InterruptionNotice("i-0abc", "terminate", T0 + dt.timedelta(minutes=2)))
         assert watcher.poll_once() is None  # the repeated notice drains once
         events = store.scaling_events(kind="node")
-        assert any(e["trigger"] == "spot-interruption" and e["outcome"] == "draining"
-                   for e in events)
+        assert any(e["trigger"] == "spot-interruption" and e["outcome"] == "draining" for e in events)
     finally:
         loop.close()
         store.close()

@@ -1,4 +1,5 @@
 """SQLiteStore: durable desired state on a temporary file."""
+
 import os
 import sqlite3
 import stat
@@ -24,10 +25,13 @@ def store(path):
 
 def make(wid, tenant="default", request_id=None, status=Status.QUEUED, **spec):
     spec = WorkloadSpec.model_validate(
-        {"workload_type": "task", "function": "pkg.mod:fn",
-         "metadata": {"request_id": request_id}, **spec}, context={"stored": True})
-    return Workload.model_validate(dict(workload_id=wid, tenant_id=tenant, spec=spec, status=status,
-                                        submitted_at=1000.0), context={"stored": True})
+        {"workload_type": "task", "function": "pkg.mod:fn", "metadata": {"request_id": request_id}, **spec},
+        context={"stored": True},
+    )
+    return Workload.model_validate(
+        dict(workload_id=wid, tenant_id=tenant, spec=spec, status=status, submitted_at=1000.0),
+        context={"stored": True},
+    )
 
 
 def insert(store, w):
@@ -77,8 +81,7 @@ def test_history_in_order_with_iso_times_and_attempts(store):
     store.update(w, ("queued", 1003.0, "retry"))
     h = store.history("wl-1")
     assert [x["status"] for x in h] == ["submitted", "queued", "starting", "running", "queued"]
-    assert h[0] == {"status": "submitted", "at": "1970-01-01T00:16:40Z", "attempt": 1,
-                    "reason": "accepted"}
+    assert h[0] == {"status": "submitted", "at": "1970-01-01T00:16:40Z", "attempt": 1, "reason": "accepted"}
     assert [x["attempt"] for x in h] == [1, 1, 1, 1, 2]
     assert store.history("wl-nope") == []
 
@@ -132,9 +135,15 @@ def test_logs(store):
 
 
 def test_active_excludes_terminal_in_submission_order(store):
-    for wid, status in (("q", Status.QUEUED), ("done", Status.COMPLETED), ("r", Status.RUNNING),
-                        ("f", Status.FAILED), ("c", Status.CANCELLED), ("p", Status.PREEMPTED),
-                        ("s", Status.STARTING)):
+    for wid, status in (
+        ("q", Status.QUEUED),
+        ("done", Status.COMPLETED),
+        ("r", Status.RUNNING),
+        ("f", Status.FAILED),
+        ("c", Status.CANCELLED),
+        ("p", Status.PREEMPTED),
+        ("s", Status.STARTING),
+    ):
         insert(store, make(wid, status=status))
     assert [w.workload_id for w in store.active()] == ["q", "r", "p", "s"]
 

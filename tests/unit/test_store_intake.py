@@ -5,6 +5,7 @@ was acknowledged, a retry with the same request_id makes exactly one), after the
 notification (the scheduler's next tick takes and runs it), during the intake (no duplicate).
 Crashes before the commit are real: a child process dies inside the transaction.
 """
+
 import asyncio
 import subprocess
 import sys
@@ -13,9 +14,9 @@ import time
 
 import pytest
 
-from orion_ray.runtime.fake import FakeRuntime, fake_node
 from orion_ray.errors import Conflict, QueueFull
 from orion_ray.models import WorkloadSpec
+from orion_ray.runtime.fake import FakeRuntime, fake_node
 from orion_ray.scheduler import Scheduler
 from orion_ray.scheduler.ingest import new_workload
 from orion_ray.scheduler.recovery import recover
@@ -31,18 +32,24 @@ def spec(**fields):
 
 def write(store, tenant="default", who="t", max_queue_size=100, tenant_limit=None, **fields):
     """What an API replica does: one transaction, no scheduler involved."""
-    return store.submit(new_workload(spec(**fields), tenant, time.time()), who=who,
-                        max_queue_size=max_queue_size, tenant_limit=tenant_limit)
+    return store.submit(
+        new_workload(spec(**fields), tenant, time.time()),
+        who=who,
+        max_queue_size=max_queue_size,
+        tenant_limit=tenant_limit,
+    )
 
 
 def counts(path):
     store = SQLiteStore(path, read_only=True)
     try:
         q = store._query  # a plain read of every table a submission writes
-        return {"workloads": q("SELECT COUNT(*) FROM workloads", ())[0][0],
-                "transitions": q("SELECT COUNT(*) FROM transitions", ())[0][0],
-                "audit": q("SELECT COUNT(*) FROM audit", ())[0][0],
-                "active": store.count_active()}
+        return {
+            "workloads": q("SELECT COUNT(*) FROM workloads", ())[0][0],
+            "transitions": q("SELECT COUNT(*) FROM transitions", ())[0][0],
+            "audit": q("SELECT COUNT(*) FROM audit", ())[0][0],
+            "active": store.count_active(),
+        }
     finally:
         store.close()
 
@@ -111,6 +118,7 @@ def test_queue_limits_count_unfinished_workloads_through_every_writer(tmp_path):
 
 def test_an_old_store_file_is_migrated_with_ranks_and_counts(tmp_path):
     import sqlite3
+
     path = str(tmp_path / "old.db")
     store = SQLiteStore(path)
     for prio in ("low", "critical"):
@@ -150,8 +158,9 @@ CRASH_CHILD = textwrap.dedent("""
 def test_crash_before_commit_stores_nothing_and_a_retry_makes_exactly_one(tmp_path, step):
     path = str(tmp_path / "o.db")
     SQLiteStore(path).close()
-    out = subprocess.run([sys.executable, "-c", CRASH_CHILD, path, step], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", CRASH_CHILD, path, step], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 3 and "acknowledged" not in out.stdout, out.stderr[-2000:]
     assert counts(path) == {"workloads": 0, "transitions": 0, "audit": 0, "active": 0}
     store = SQLiteStore(path)  # the client retries with the same request_id
@@ -168,8 +177,7 @@ def test_a_check_failing_inside_the_transaction_rolls_everything_back(tmp_path):
         raise QueueFull("no")
 
     with pytest.raises(QueueFull):
-        store.submit(new_workload(spec(), "default", time.time()), who="t", max_queue_size=10,
-                     check=refuse)
+        store.submit(new_workload(spec(), "default", time.time()), who="t", max_queue_size=10, check=refuse)
     assert counts(path) == {"workloads": 0, "transitions": 0, "audit": 0, "active": 0}
 
 
@@ -182,8 +190,10 @@ def test_committed_but_never_notified_runs_on_the_next_tick(tmp_path):
         await s.start()
         try:
             w, _ = write(store)  # the replica died before telling the scheduler
-            await until(lambda: store.get(w.workload_id).status == Status.COMPLETED,
-                        "the written workload ran to completion")
+            await until(
+                lambda: store.get(w.workload_id).status == Status.COMPLETED,
+                "the written workload ran to completion",
+            )
             assert rt.started == [w.workload_id]
             assert store.count_runs(w.workload_id) == 1
         finally:
@@ -238,8 +248,14 @@ def test_scheduler_crash_mid_intake_then_recovery_takes_each_row_once(tmp_path):
         del first
         again = Scheduler(store, TickRuntime(0))  # the restarted actor
         late = write(store)[0].workload_id  # written after it was built, before its recovery
-        await recover(store=again.store, runtime=again.runtime, book=again.book,
-                      driver=again.driver, observe=again.observe, clock=again.clock)
+        await recover(
+            store=again.store,
+            runtime=again.runtime,
+            book=again.book,
+            driver=again.driver,
+            observe=again.observe,
+            clock=again.clock,
+        )
         assert again.ingest.pull() == 0  # recovery loaded it; the tail does not copy it
         assert list(again.active) == before + [late]
         assert store.count_active() == 3

@@ -1,5 +1,6 @@
 """Reads never touch the scheduler: the API replica answers them from the store, with the same
 JSON the scheduler gives, and queue positions from an index that agree with the scheduler's."""
+
 import asyncio
 import random
 import time
@@ -7,11 +8,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.api.store_access import StoreAccess
 from orion_ray.models import WorkloadSpec
+from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler, intake, views
 from orion_ray.scheduler.ingest import new_workload
 from orion_ray.store import SQLiteStore
@@ -36,8 +37,7 @@ def fill(store, n, seed=7, tenants=("default", "acme", "beta")):
     rnd = random.Random(seed)
     for _ in range(n):
         spec = WorkloadSpec.model_validate({**TASK, "priority": rnd.choice(PRIORITIES)})
-        store.submit(new_workload(spec, rnd.choice(tenants), time.time()), who="t",
-                     max_queue_size=100_000)
+        store.submit(new_workload(spec, rnd.choice(tenants), time.time()), who="t", max_queue_size=100_000)
 
 
 def run(coro):
@@ -52,8 +52,7 @@ def test_deep_queue_positions_come_from_the_index_and_match_the_scheduler(world)
         overall, mine = access.positions(w)
         assert overall == intake.position(sched, w) == access.position(w)
         same_tenant = [x for x in sched.active.values() if x.tenant_id == w.tenant_id]
-        assert mine == 1 + sum(1 for x in same_tenant
-                               if (x.priority.rank, x.seq) < (w.priority.rank, w.seq))
+        assert mine == 1 + sum(1 for x in same_tenant if (x.priority.rank, x.seq) < (w.priority.rank, w.seq))
 
 
 def test_shallow_queue_positions_follow_the_policy_order_the_scheduler_stored(world):
@@ -106,6 +105,7 @@ def test_another_tenant_s_workload_is_404_from_the_store(world):
     fill(store, 1, tenants=("acme",))
     wid = store.list(limit=1)[0].workload_id
     from orion_ray.errors import NotFound
+
     with pytest.raises(NotFound):
         access.get(wid, "other")
     assert access.get(wid, "acme")["tenant_id"] == "acme"
@@ -122,6 +122,7 @@ class Tripwire:
             self.calls.append(name)
             if name != "notify":
                 raise AssertionError(f"the scheduler was asked: {name}")
+
         return call
 
 
@@ -147,13 +148,13 @@ def test_reads_and_deep_queue_submissions_never_call_the_scheduler(world):
 
 def test_explain_falls_back_to_the_stored_parts_when_the_scheduler_cannot_answer(world):
     from orion_ray.errors import SchedulerUnavailable
+
     store, _sched, access = world
     fill(store, 2)
 
     class Silent:
         async def explain(self, workload_id, tenant_id=None):
-            raise SchedulerUnavailable("the scheduler did not answer explain within 3s",
-                                       retry_after=2)
+            raise SchedulerUnavailable("the scheduler did not answer explain within 3s", retry_after=2)
 
     wid = store.list(limit=1)[0].workload_id
     app = build_app(KeyRing([hash_key("admin-key")]), backend=Silent(), access=access)
@@ -161,8 +162,15 @@ def test_explain_falls_back_to_the_stored_parts_when_the_scheduler_cannot_answer
         r = c.get(f"/api/v1/workloads/{wid}/explain", headers=ADMIN)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"workload_id", "status", "position", "reasons", "attempt",
-                         "estimated_start", "estimated_completion"}
+    assert set(body) == {
+        "workload_id",
+        "status",
+        "position",
+        "reasons",
+        "attempt",
+        "estimated_start",
+        "estimated_completion",
+    }
     assert body["position"]["overall"] >= 1 and body["reasons"][-1]["code"] == "no_estimate"
 
 
@@ -181,7 +189,9 @@ def test_a_busy_store_is_a_503_with_retry_after_not_a_500(world):
 
     app = build_app(KeyRing([hash_key("admin-key")]), backend=Tripwire(), access=Busy())
     with TestClient(app) as c:
-        for r in (c.post("/api/v1/workloads", json=TASK, headers=ADMIN),
-                  c.get("/api/v1/workloads/wl-1", headers=ADMIN)):
+        for r in (
+            c.post("/api/v1/workloads", json=TASK, headers=ADMIN),
+            c.get("/api/v1/workloads/wl-1", headers=ADMIN),
+        ):
             assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
             assert r.headers["Retry-After"] == "1"

@@ -1,5 +1,6 @@
 """Tenants over the REST API (in-process, scheduler never started): isolation on every route,
 admin-only routes, reload without restart (validated, all or nothing), explain, queue, audit."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,10 +26,17 @@ def env(tmp_path):
     sched = Scheduler(store, runtime=FakeRuntime())
     app = build_app(KeyRing([hash_key("admin-key")]), backend=sched)
     with TestClient(app) as client:
-        r = client.post("/admin/v1/reload", headers=ADMIN, json={
-            "tenants": [{"id": "research", "weight": 2, "quota": {"gpu": 4, "cpu": 8}},
-                        {"id": "prod", "max_queued": 2}],
-            "keys": {hash_key("research-key"): "research", hash_key("prod-key"): "prod"}})
+        r = client.post(
+            "/admin/v1/reload",
+            headers=ADMIN,
+            json={
+                "tenants": [
+                    {"id": "research", "weight": 2, "quota": {"gpu": 4, "cpu": 8}},
+                    {"id": "prod", "max_queued": 2},
+                ],
+                "keys": {hash_key("research-key"): "research", hash_key("prod-key"): "prod"},
+            },
+        )
         assert r.status_code == 200, r.text
         app.state.keyring_at = 0.0
         yield client, sched, store
@@ -45,8 +53,12 @@ def test_reloaded_keys_authenticate_without_restart(env):
     assert submit(client, "nobody-key").status_code == 401
 
 
-PER_WORKLOAD = [("get", "/api/v1/workloads/{id}"), ("delete", "/api/v1/workloads/{id}"),
-                ("get", "/api/v1/workloads/{id}/logs"), ("get", "/api/v1/workloads/{id}/explain")]
+PER_WORKLOAD = [
+    ("get", "/api/v1/workloads/{id}"),
+    ("delete", "/api/v1/workloads/{id}"),
+    ("get", "/api/v1/workloads/{id}/logs"),
+    ("get", "/api/v1/workloads/{id}/explain"),
+]
 
 
 @pytest.mark.parametrize("method,path", PER_WORKLOAD)
@@ -57,8 +69,9 @@ def test_other_tenant_gets_404_owner_and_admin_succeed(env, method, path):
     other = client.request(method, url, headers=bearer("prod-key"))
     assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
     unknown = client.request(method, path.format(id="wl-unknown"), headers=bearer("prod-key"))
-    assert unknown.json() == other.json() | {"error": {**other.json()["error"],
-                                                       "message": unknown.json()["error"]["message"]}}
+    assert unknown.json() == other.json() | {
+        "error": {**other.json()["error"], "message": unknown.json()["error"]["message"]}
+    }
     assert client.request(method, url).status_code == 401
     assert client.request(method, url, headers=bearer("research-key")).status_code in (200, 202)
     assert client.request(method, url, headers=ADMIN).status_code in (200, 202)
@@ -78,12 +91,14 @@ def test_lists_and_queue_show_only_the_callers_tenant(env):
     del theirs
 
 
-@pytest.mark.parametrize("method,path", [("get", "/api/v1/tenants"), ("post", "/admin/v1/reload"),
-                                         ("get", "/admin/v1/audit")])
+@pytest.mark.parametrize(
+    "method,path", [("get", "/api/v1/tenants"), ("post", "/admin/v1/reload"), ("get", "/admin/v1/audit")]
+)
 def test_admin_routes_refuse_tenant_keys(env, method, path):
     client, _, _ = env
-    r = client.request(method, path, headers=bearer("research-key"),
-                       json={"tenants": []} if method == "post" else None)
+    r = client.request(
+        method, path, headers=bearer("research-key"), json={"tenants": []} if method == "post" else None
+    )
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     assert client.request(method, path).status_code == 401
 
@@ -100,12 +115,14 @@ def test_tenants_route_lists_usage(env):
 def test_invalid_reload_is_refused_and_running_config_stays(env):
     client, sched, _ = env
     before = sched.tenants.summary()
-    r = client.post("/admin/v1/reload", headers=ADMIN, json={
-        "tenants": [{"id": "research", "weight": -1}], "keys": {}})
+    r = client.post(
+        "/admin/v1/reload", headers=ADMIN, json={"tenants": [{"id": "research", "weight": -1}], "keys": {}}
+    )
     assert r.status_code == 422
     assert any(d["field"].startswith("tenants.0.weight") for d in r.json()["error"]["details"])
-    r = client.post("/admin/v1/reload", headers=ADMIN, json={
-        "tenants": [{"id": "a"}], "keys": {hash_key("x"): "ghost"}})
+    r = client.post(
+        "/admin/v1/reload", headers=ADMIN, json={"tenants": [{"id": "a"}], "keys": {hash_key("x"): "ghost"}}
+    )
     assert r.status_code == 422
     assert sched.tenants.summary() == before
     assert submit(client, "research-key").status_code == 202
@@ -113,11 +130,9 @@ def test_invalid_reload_is_refused_and_running_config_stays(env):
 
 def test_admin_submits_for_configured_tenants_only(env):
     client, _, _ = env
-    ok = client.post("/api/v1/workloads", headers=ADMIN,
-                     json={**TASK, "metadata": {"tenant_id": "prod"}})
+    ok = client.post("/api/v1/workloads", headers=ADMIN, json={**TASK, "metadata": {"tenant_id": "prod"}})
     assert ok.status_code == 202
-    bad = client.post("/api/v1/workloads", headers=ADMIN,
-                      json={**TASK, "metadata": {"tenant_id": "ghost"}})
+    bad = client.post("/api/v1/workloads", headers=ADMIN, json={**TASK, "metadata": {"tenant_id": "ghost"}})
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "metadata.tenant_id"
 
 

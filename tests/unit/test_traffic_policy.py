@@ -1,4 +1,5 @@
 """The pure traffic policy: splits, canary steps, blue-green, A/B stickiness, shadow."""
+
 import subprocess
 import sys
 from collections import Counter
@@ -12,18 +13,30 @@ from orion_ray.serving.specs import ReleaseSpec, parse_duration
 
 
 def canary(**kw):
-    return ReleaseSpec.model_validate({
-        "model_id": "m", "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "steps": [{"weight": 10, "duration": "10s"}, {"weight": 50, "duration": "10s"},
-                  {"weight": 100, "duration": 0}],
-        "success_criteria": {"error_rate": 0.1, "latency_p95": "500ms", "min_requests": 5}, **kw})
+    return ReleaseSpec.model_validate(
+        {
+            "model_id": "m",
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "steps": [
+                {"weight": 10, "duration": "10s"},
+                {"weight": 50, "duration": "10s"},
+                {"weight": 100, "duration": 0},
+            ],
+            "success_criteria": {"error_rate": 0.1, "latency_p95": "500ms", "min_requests": 5},
+            **kw,
+        }
+    )
 
 
 def test_traffic_and_resilience_import_no_heavy_dependency():
-    code = ("import sys, orion_ray.policy.traffic, orion_ray.policy.resilience, "
-            "orion_ray.serving.cache\n"
-            "bad = [m for m in ('ray', 'fastapi', 'starlette') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, orion_ray.policy.traffic, orion_ray.policy.resilience, "
+        "orion_ray.serving.cache\n"
+        "bad = [m for m in ('ray', 'fastapi', 'starlette') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -33,7 +46,7 @@ def test_canary_advances_step_by_step_then_promotes():
     state, ev = traffic.start(spec, now=0)
     assert state.weights == {"v1": 90, "v2": 10} and ev[0].kind == "started"
     good = Stats(requests=20, errors=1, latency_p95=0.1)
-    assert traffic.evaluate(spec, state, good, now=5) == (state, [])       # step not over
+    assert traffic.evaluate(spec, state, good, now=5) == (state, [])  # step not over
     state, ev = traffic.evaluate(spec, state, good, now=10)
     assert ev[0].kind == "advanced" and state.weights == {"v1": 50, "v2": 50} and state.since == 10
     state, ev = traffic.evaluate(spec, state, good, now=20)
@@ -55,8 +68,9 @@ def test_canary_holds_without_evidence_and_rolls_back_on_errors_or_latency():
 
 
 def test_blue_green_switches_then_promotes_or_rolls_back():
-    spec = ReleaseSpec(model_id="m", strategy="blue-green", stable="blue", candidate="green",
-                       testing_period="30s")
+    spec = ReleaseSpec(
+        model_id="m", strategy="blue-green", stable="blue", candidate="green", testing_period="30s"
+    )
     state, ev = traffic.start(spec, now=0)
     assert state.weights == {"green": 100, "blue": 0} and state.phase == traffic.TESTING
     assert traffic.evaluate(spec, state, Stats(10, 0), now=10)[0] is state
@@ -76,8 +90,9 @@ def test_weighted_pick_follows_the_weights_and_skips_cut_off_versions():
 
 
 def test_ab_is_sticky_by_header_and_splits_users():
-    spec = ReleaseSpec(model_id="m", strategy="ab", stable="a",
-                       ab={"header": "X-User-Id", "variants": {"a": 50, "b": 50}})
+    spec = ReleaseSpec(
+        model_id="m", strategy="ab", stable="a", ab={"header": "X-User-Id", "variants": {"a": 50, "b": 50}}
+    )
     state, _ = traffic.start(spec, now=0)
     assert traffic.sticky_header(spec) == "x-user-id"
     for user in ("alice", "bob", "carol"):
@@ -100,16 +115,21 @@ def test_stats_of_samples():
     assert Stats.of([]) == Stats()
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"strategy": "canary", "candidate": "v2"}, "needs steps"),
-    ({"strategy": "canary", "steps": [{"weight": 10}]}, "needs a candidate"),
-    ({"strategy": "weighted", "weights": {"v1": 120}}, "between 0 and 100"),
-    ({"strategy": "ab"}, "ab.variants"),
-    ({"strategy": "blue-green", "candidate": "v1"}, "differ"),
-    ({"strategy": "canary", "candidate": "v2", "steps": [{"weight": 10, "duration": "soon"}]},
-     "duration"),
-    ({"strategy": "shuffle"}, "strategy"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"strategy": "canary", "candidate": "v2"}, "needs steps"),
+        ({"strategy": "canary", "steps": [{"weight": 10}]}, "needs a candidate"),
+        ({"strategy": "weighted", "weights": {"v1": 120}}, "between 0 and 100"),
+        ({"strategy": "ab"}, "ab.variants"),
+        ({"strategy": "blue-green", "candidate": "v1"}, "differ"),
+        (
+            {"strategy": "canary", "candidate": "v2", "steps": [{"weight": 10, "duration": "soon"}]},
+            "duration",
+        ),
+        ({"strategy": "shuffle"}, "strategy"),
+    ],
+)
 def test_bad_releases_are_refused_with_a_reason(body, field):
     with pytest.raises(ValidationError) as e:
         ReleaseSpec.model_validate({"model_id": "m", "stable": "v1", **body})

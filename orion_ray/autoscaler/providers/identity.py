@@ -7,6 +7,7 @@ Without them the instance runs Ray but the autoscaler counts it as an unknown no
 another. Ray's node updater sets them itself when it runs ``ray start`` over SSH; a node that starts
 Ray from its own user data must set them, reading the instance id from the metadata service.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -25,16 +26,28 @@ RAY_TAG_USER_NODE_TYPE = "ray-user-node-type"
 RAY_TAG_NODE_KIND = "ray-node-type"
 
 
-def instance_tags(cluster: str, pool: PoolConfig, launch_id: str, source: str,
-                  reservation_id: Optional[str] = None,
-                  extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def instance_tags(
+    cluster: str,
+    pool: PoolConfig,
+    launch_id: str,
+    source: str,
+    reservation_id: Optional[str] = None,
+    extra: Optional[dict[str, str]] = None,
+) -> dict[str, str]:
     """The tags of every instance of one launch (Ray's tags included, so Ray's tools see them)."""
-    tags = {"Name": f"{cluster}-{pool.name}", **pool.tags,
-            RAY_TAG_CLUSTER_NAME: cluster, RAY_TAG_USER_NODE_TYPE: pool.name,
-            RAY_TAG_NODE_KIND: "worker",
-            **(extra or {}),
-            # Orion's own keys last: a pool's or caller's tags cannot forge them.
-            TAG_CLUSTER: cluster, TAG_POOL: pool.name, TAG_LAUNCH_ID: launch_id, TAG_SOURCE: source}
+    tags = {
+        "Name": f"{cluster}-{pool.name}",
+        **pool.tags,
+        RAY_TAG_CLUSTER_NAME: cluster,
+        RAY_TAG_USER_NODE_TYPE: pool.name,
+        RAY_TAG_NODE_KIND: "worker",
+        **(extra or {}),
+        # Orion's own keys last: a pool's or caller's tags cannot forge them.
+        TAG_CLUSTER: cluster,
+        TAG_POOL: pool.name,
+        TAG_LAUNCH_ID: launch_id,
+        TAG_SOURCE: source,
+    }
     if reservation_id:
         tags[TAG_RESERVATION] = reservation_id
     return tags
@@ -59,21 +72,24 @@ def ray_start_user_data(pool: PoolConfig) -> Optional[str]:
     args = ["ray", "start", f"--address={rs.head_address}", "--block"]
     if rs.resources:
         import json
+
         args.append("--resources=" + json.dumps(rs.resources, sort_keys=True))
     if rs.labels:
         args.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(rs.labels.items())))
     args.extend(rs.extra_args)
-    return "\n".join([
-        "#!/bin/bash",
-        "set -euo pipefail",
-        "# IMDSv2: a session token first, then the instance id this node is known by.",
-        f'TOKEN=$(curl -sf -X PUT {IMDS}/latest/api/token '
-        '-H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
-        f'INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
-        f'{IMDS}/latest/meta-data/instance-id)',
-        'export RAY_CLOUD_INSTANCE_ID="$INSTANCE_ID"',
-        f"export RAY_NODE_TYPE_NAME={shlex.quote(pool.name)}",
-        f"export RAY_CLOUD_INSTANCE_TYPE_NAME={shlex.quote(pool.instance_type)}",
-        "exec " + " ".join(shlex.quote(a) for a in args),
-        "",
-    ])
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            "set -euo pipefail",
+            "# IMDSv2: a session token first, then the instance id this node is known by.",
+            f'TOKEN=$(curl -sf -X PUT {IMDS}/latest/api/token '
+            '-H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
+            f'INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
+            f'{IMDS}/latest/meta-data/instance-id)',
+            'export RAY_CLOUD_INSTANCE_ID="$INSTANCE_ID"',
+            f"export RAY_NODE_TYPE_NAME={shlex.quote(pool.name)}",
+            f"export RAY_CLOUD_INSTANCE_TYPE_NAME={shlex.quote(pool.instance_type)}",
+            "exec " + " ".join(shlex.quote(a) for a in args),
+            "",
+        ]
+    )

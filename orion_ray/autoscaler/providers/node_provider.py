@@ -18,6 +18,7 @@ needs.
 One ``create_node`` is one pass over the pool's sources and zones, all or nothing; the Ray
 autoscaler retries failed launches, and the provider's zone blocklist persists between its calls.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,12 @@ log = logging.getLogger("orion.autoscaler.node_provider")
 
 RUNNING_STATES = ["pending", "running"]
 # Ray wants a short (<20 chars) category per launch failure: one per kind of Orion capacity error.
-CATEGORIES = {"capacity_error": "capacity", "capacity_quota_exceeded": "quota",
-              "launch_budget_exceeded": "budget", "invalid_launch": "invalid"}
+CATEGORIES = {
+    "capacity_error": "capacity",
+    "capacity_quota_exceeded": "quota",
+    "launch_budget_exceeded": "budget",
+    "invalid_launch": "invalid",
+}
 # A node_config's own max_size would cap one create_node call; Ray's max_workers already bounds it.
 UNBOUNDED = 100_000
 
@@ -52,16 +57,22 @@ def pool_from_node_config(node_type: str, node_config: Dict[str, Any]) -> PoolCo
 class OrionEC2NodeProvider(NodeProvider):
     """A ``ray.autoscaler.node_provider.NodeProvider`` over ``EC2Provider``."""
 
-    def __init__(self, provider_config: Dict[str, Any], cluster_name: str,
-                 ec2_client: Any = None) -> None:
+    def __init__(self, provider_config: Dict[str, Any], cluster_name: str, ec2_client: Any = None) -> None:
         super().__init__(provider_config, cluster_name)
         if ec2_client is None:
             import boto3
-            ec2_client = boto3.client("ec2", region_name=provider_config.get("region"),
-                                      endpoint_url=provider_config.get("endpoint_url"))
+
+            ec2_client = boto3.client(
+                "ec2",
+                region_name=provider_config.get("region"),
+                endpoint_url=provider_config.get("endpoint_url"),
+            )
         self.ec2 = ec2_client
-        self.orion = EC2Provider(ec2_client, cluster=cluster_name,
-                                 blocklist_ttl_s=float(provider_config.get("blocklist_ttl_s", 300)))
+        self.orion = EC2Provider(
+            ec2_client,
+            cluster=cluster_name,
+            blocklist_ttl_s=float(provider_config.get("blocklist_ttl_s", 300)),
+        )
         self._lock = threading.RLock()
         self._nodes: Dict[str, dict] = {}  # last seen EC2 description of each node
 
@@ -115,8 +126,9 @@ class OrionEC2NodeProvider(NodeProvider):
         return self._node(node_id).get("PrivateIpAddress")
 
     # -- writing --------------------------------------------------------------------------------
-    def create_node(self, node_config: Dict[str, Any], tags: Dict[str, str],
-                    count: int) -> Optional[Dict[str, Any]]:
+    def create_node(
+        self, node_config: Dict[str, Any], tags: Dict[str, str], count: int
+    ) -> Optional[Dict[str, Any]]:
         """Launch ``count`` nodes of the node type named in ``tags``, all or none.
 
         A failure is raised as Ray's ``NodeLaunchException`` (its category is Orion's error code;
@@ -131,19 +143,20 @@ class OrionEC2NodeProvider(NodeProvider):
         try:
             result = self.orion.launch(pool.name, count, extra_tags=dict(tags))
         except CapacityError as exc:
-            tried = "; ".join(f"{h.get('source')}/{h.get('zone')}: "
-                              f"{h.get('error') or h.get('reason') or h.get('outcome')}"
-                              for h in exc.history if h.get("source"))
-            raise NodeLaunchException(CATEGORIES.get(exc.code, "capacity"),
-                                      f"{exc.message} [{tried}]",
-                                      sys.exc_info()) from exc
+            tried = "; ".join(
+                f"{h.get('source')}/{h.get('zone')}: {h.get('error') or h.get('reason') or h.get('outcome')}"
+                for h in exc.history
+                if h.get("source")
+            )
+            raise NodeLaunchException(
+                CATEGORIES.get(exc.code, "capacity"), f"{exc.message} [{tried}]", sys.exc_info()
+            ) from exc
         created = {i: {} for i in result.instance_ids}
         self._describe({"orion-launch-id": result.launch_id})
         return created
 
     def set_node_tags(self, node_id: str, tags: Dict[str, str]) -> None:
-        self.ec2.create_tags(Resources=[node_id],
-                             Tags=[{"Key": k, "Value": str(v)} for k, v in tags.items()])
+        self.ec2.create_tags(Resources=[node_id], Tags=[{"Key": k, "Value": str(v)} for k, v in tags.items()])
         with self._lock:
             node = self._nodes.get(node_id)
             if node is not None:

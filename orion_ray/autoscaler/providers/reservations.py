@@ -3,6 +3,7 @@
 The boto3 EC2 client is passed in. EC2's errors become Orion's (a bad request a 4xx with its field,
 an unknown id 404, no capacity 503 with the code), never a 500.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,6 +21,7 @@ RESERVATION_ID = r"^cr-[0-9a-f]{8,17}$"
 
 class ReservationRequest(BaseModel):
     """``POST /admin/v1/capacity/reservations`` and ``orion capacity reservations create``."""
+
     model_config = ConfigDict(extra="forbid")
     instance_type: str = Field(pattern=r"^[a-z][a-z0-9\-]*\.[a-z0-9]+$")
     availability_zone: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
@@ -44,26 +46,33 @@ class ReservationRequest(BaseModel):
 def _from_ec2(cr: dict) -> Reservation:
     end = cr.get("EndDate")
     return Reservation(
-        reservation_id=cr["CapacityReservationId"], instance_type=cr.get("InstanceType", ""),
-        zone=cr.get("AvailabilityZone", ""), available=int(cr.get("AvailableInstanceCount", 0)),
-        total=int(cr.get("TotalInstanceCount", 0)), state=cr.get("State", "unknown"),
+        reservation_id=cr["CapacityReservationId"],
+        instance_type=cr.get("InstanceType", ""),
+        zone=cr.get("AvailabilityZone", ""),
+        available=int(cr.get("AvailableInstanceCount", 0)),
+        total=int(cr.get("TotalInstanceCount", 0)),
+        state=cr.get("State", "unknown"),
         match_criteria=cr.get("InstanceMatchCriteria", "open"),
-        end_date=end.isoformat() if hasattr(end, "isoformat") else end)
+        end_date=end.isoformat() if hasattr(end, "isoformat") else end,
+    )
 
 
 def _raise_for(exc: Exception, field: str) -> None:
     code, status, message = error_code(exc)
     if code.startswith("InvalidCapacityReservationId") and "NotFound" in code:
         raise NotFound(f"no capacity reservation: {message or code}") from None
-    if code.startswith("InvalidCapacityReservationId") or code in ("InvalidParameterValue",
-                                                                   "InvalidParameterCombination"):
-        raise ValidationError(message or code, [{"field": field, "problem": f"{code}: {message}"}]
-                              ) from None
+    if code.startswith("InvalidCapacityReservationId") or code in (
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+    ):
+        raise ValidationError(message or code, [{"field": field, "problem": f"{code}: {message}"}]) from None
     kind = classify(code, status)
     if kind in (ErrorKind.CAPACITY, ErrorKind.QUOTA):
-        raise CapacityError(f"{code}: {message}", [{"field": field, "problem": code}],
-                            history=[{"error": code, "message": message, "kind": kind.value}]
-                            ) from None
+        raise CapacityError(
+            f"{code}: {message}",
+            [{"field": field, "problem": code}],
+            history=[{"error": code, "message": message, "kind": kind.value}],
+        ) from None
     raise CloudError(f"EC2 {code}: {message}"[:500]) from None
 
 
@@ -77,12 +86,20 @@ class ReservationManager:
     def create(self, request: ReservationRequest) -> Reservation:
         """Reserve ``count`` instances of a type in a zone, tagged with the cluster."""
         kw: dict[str, Any] = dict(
-            InstanceType=request.instance_type, InstancePlatform=request.platform,
-            AvailabilityZone=request.availability_zone, InstanceCount=request.count,
+            InstanceType=request.instance_type,
+            InstancePlatform=request.platform,
+            AvailabilityZone=request.availability_zone,
+            InstanceCount=request.count,
             InstanceMatchCriteria=request.instance_match_criteria,
-            TagSpecifications=[{"ResourceType": "capacity-reservation", "Tags": [
-                {"Key": k, "Value": v} for k, v in {**request.tags,
-                                                    TAG_CLUSTER: self.cluster}.items()]}])
+            TagSpecifications=[
+                {
+                    "ResourceType": "capacity-reservation",
+                    "Tags": [
+                        {"Key": k, "Value": v} for k, v in {**request.tags, TAG_CLUSTER: self.cluster}.items()
+                    ],
+                }
+            ],
+        )
         if request.end_date is not None:
             kw.update(EndDateType="limited", EndDate=request.end_date)
         else:
@@ -93,8 +110,9 @@ class ReservationManager:
             _raise_for(exc, "body")
         return _from_ec2(cr)
 
-    def list(self, reservation_ids: Optional[Sequence[str]] = None,
-             cluster_only: bool = True) -> list[Reservation]:
+    def list(
+        self, reservation_ids: Optional[Sequence[str]] = None, cluster_only: bool = True
+    ) -> list[Reservation]:
         """The cluster's reservations (or the given ones), every page."""
         kw: dict[str, Any] = {}
         if reservation_ids:
@@ -120,5 +138,8 @@ class ReservationManager:
             ok = self.ec2.cancel_capacity_reservation(CapacityReservationId=reservation_id)
         except Exception as exc:
             _raise_for(exc, "reservation_id")
-        return {"reservation_id": reservation_id, "released": bool(ok.get("Return", False)),
-                "state": "cancelled"}
+        return {
+            "reservation_id": reservation_id,
+            "released": bool(ok.get("Return", False)),
+            "state": "cancelled",
+        }

@@ -2,6 +2,7 @@
 
 Clock and random source are arguments, so tests decide time and never sleep.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,8 +13,9 @@ from typing import Callable, Hashable, Optional
 Clock = Callable[[], float]
 
 
-def backoff_delay(attempt: int, base_s: float = 1.0, cap_s: float = 60.0,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, base_s: float = 1.0, cap_s: float = 60.0, rand: Callable[[], float] = random.random
+) -> float:
     """Seconds before retry number ``attempt`` (1-based): "full jitter" — uniform in
     ``[0, min(cap, base * 2^(attempt-1))]``, so many nodes throttled together do not retry
     together."""
@@ -27,6 +29,7 @@ class Blocklist:
     """Keys (e.g. ``("spot", "p4d.24xlarge", "us-east-1a")``) that failed for capacity, until they
     expire: the zone is skipped for a while instead of being hit again at once, and tried again
     later because capacity comes back."""
+
     ttl_s: float = 300.0
     clock: Clock = time.monotonic
     _until: dict[Hashable, float] = field(default_factory=dict)
@@ -59,6 +62,7 @@ class Blocklist:
 @dataclass
 class LaunchBudget:
     """The time one launch may take, all passes and retries included (default 15 minutes)."""
+
     total_s: float
     clock: Clock = time.monotonic
     started_at: Optional[float] = None

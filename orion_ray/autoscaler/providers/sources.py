@@ -3,6 +3,7 @@
 Order per pool: its targeted capacity reservations first (they are paid for whether used or not),
 then on-demand; for ``market: spot``, spot first, then on-demand when ``fallback: on_demand``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ RESERVATION, SPOT, ON_DEMAND = "reservation", "spot", "on_demand"
 @dataclass(frozen=True)
 class Reservation:
     """What a launch needs to know of one capacity reservation."""
+
     reservation_id: str
     instance_type: str
     zone: str
@@ -26,15 +28,22 @@ class Reservation:
     end_date: Optional[str] = None
 
     def to_dict(self) -> dict:
-        return {"reservation_id": self.reservation_id, "instance_type": self.instance_type,
-                "availability_zone": self.zone, "available": self.available, "total": self.total,
-                "state": self.state, "instance_match_criteria": self.match_criteria,
-                "end_date": self.end_date}
+        return {
+            "reservation_id": self.reservation_id,
+            "instance_type": self.instance_type,
+            "availability_zone": self.zone,
+            "available": self.available,
+            "total": self.total,
+            "state": self.state,
+            "instance_match_criteria": self.match_criteria,
+            "end_date": self.end_date,
+        }
 
 
 @dataclass(frozen=True)
 class Attempt:
     """One ``RunInstances`` call: a source in one zone (through one of the pool's subnets)."""
+
     source: str
     zone: str
     subnet_id: str
@@ -69,8 +78,9 @@ def source_order(pool: PoolConfig) -> list[str]:
     return order
 
 
-def usable_reservations(pool: PoolConfig, reservations: Sequence[Reservation],
-                        count: int) -> list[Reservation]:
+def usable_reservations(
+    pool: PoolConfig, reservations: Sequence[Reservation], count: int
+) -> list[Reservation]:
     """The pool's reservations a gang of ``count`` fits in whole, in the pool's order.
 
     A reservation of another instance type, not active, or with fewer free slots than the gang is
@@ -79,14 +89,19 @@ def usable_reservations(pool: PoolConfig, reservations: Sequence[Reservation],
     out = []
     for rid in pool.capacity_reservations:
         r = by_id.get(rid)
-        if (r is not None and r.state == "active" and r.instance_type == pool.instance_type
-                and r.available >= count):
+        if (
+            r is not None
+            and r.state == "active"
+            and r.instance_type == pool.instance_type
+            and r.available >= count
+        ):
             out.append(r)
     return out
 
 
-def plan_attempts(pool: PoolConfig, subnet_zones: dict[str, str],
-                  reservations: Sequence[Reservation], count: int) -> list[Attempt]:
+def plan_attempts(
+    pool: PoolConfig, subnet_zones: dict[str, str], reservations: Sequence[Reservation], count: int
+) -> list[Attempt]:
     """Every attempt of one pass, in order: for each source, each zone of the pool once (the first
     subnet of a zone stands for it), reservations only in their own zone."""
     zones: dict[str, str] = {}
@@ -105,9 +120,9 @@ def plan_attempts(pool: PoolConfig, subnet_zones: dict[str, str],
     return attempts
 
 
-def split_blocked(attempts: Sequence[Attempt], instance_type: str,
-                  blocked_until: Callable[[Hashable], Optional[float]]
-                  ) -> tuple[list[Attempt], list[tuple[Attempt, float]]]:
+def split_blocked(
+    attempts: Sequence[Attempt], instance_type: str, blocked_until: Callable[[Hashable], Optional[float]]
+) -> tuple[list[Attempt], list[tuple[Attempt, float]]]:
     """``(to_try, skipped)``: attempts whose key is on the blocklist are skipped, with when it
     expires."""
     to_try, skipped = [], []

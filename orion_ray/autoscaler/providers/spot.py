@@ -6,6 +6,7 @@ come from is an interface (``NoticeSource``): the metadata service on the node, 
 pushes notices (EventBridge, a test). ``SpotInterruptionWatcher`` turns each notice into one call of
 the ``drain(node_id, deadline)`` it is given — the autoscaler's drain (issue 6) in production.
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,8 +27,9 @@ IMDS_URL = "http://169.254.169.254"
 @dataclass(frozen=True)
 class InterruptionNotice:
     """One instance to be taken back: what EC2 will do and when."""
+
     node_id: str
-    action: str           # terminate | stop | hibernate
+    action: str  # terminate | stop | hibernate
     deadline: dt.datetime  # UTC
 
 
@@ -55,6 +57,7 @@ class FedNoticeSource:
 def parse_instance_action(body: str, node_id: str) -> InterruptionNotice:
     """The metadata service's ``{"action": "terminate", "time": "2026-11-25T17:02:00Z"}``."""
     import json
+
     data = json.loads(body)
     when = dt.datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
     if when.tzinfo is None:
@@ -65,8 +68,7 @@ def parse_instance_action(body: str, node_id: str) -> InterruptionNotice:
 class IMDSNoticeSource:
     """The notice of the instance this runs on, read from the metadata service (IMDSv2)."""
 
-    def __init__(self, base_url: str = IMDS_URL, timeout_s: float = 1.0,
-                 http: Optional[httpx.Client] = None):
+    def __init__(self, base_url: str = IMDS_URL, timeout_s: float = 1.0, http: Optional[httpx.Client] = None):
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout_s)
         self._token: Optional[str] = None
         self._token_at = 0.0
@@ -77,8 +79,7 @@ class IMDSNoticeSource:
 
     def _headers(self) -> dict[str, str]:
         if self._token is None or time.monotonic() - self._token_at > 240:  # token lives 300 s
-            r = self._http.put("/latest/api/token",
-                               headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+            r = self._http.put("/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
             r.raise_for_status()
             self._token, self._token_at = r.text, time.monotonic()
         return {"X-aws-ec2-metadata-token": self._token}
@@ -105,8 +106,12 @@ Drain = Callable[[str, dt.datetime], object]
 class SpotInterruptionWatcher:
     """Polls a notice source and drains each noticed node once, before its deadline."""
 
-    def __init__(self, source: NoticeSource, drain: Drain,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)):
+    def __init__(
+        self,
+        source: NoticeSource,
+        drain: Drain,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ):
         self.source = source
         self.drain = drain
         self.now = now
@@ -119,8 +124,7 @@ class SpotInterruptionWatcher:
         if notice is None or notice.node_id in self.drained:
             return None
         if notice.deadline <= self.now():
-            log.warning("spot notice for %s arrived past its deadline %s", notice.node_id,
-                        notice.deadline)
+            log.warning("spot notice for %s arrived past its deadline %s", notice.node_id, notice.deadline)
         self.drain(notice.node_id, notice.deadline)
         # recorded after the drain succeeded: a failed drain is tried again on the next notice
         self.drained[notice.node_id] = notice.deadline

@@ -10,12 +10,25 @@
 No ``ray``/``boto3``/``kubernetes``/``fastapi`` here: the live scheduler, the trace simulator and the
 benchmarks all run this same code.
 """
+
 from .arrays import ClusterArrays, Req
 from .engine import PlacementSession, Policy, place_gang
 from .registry import DEFAULT_POLICY, POLICY_NAMES, get_policy
-from .types import (STRATEGIES, BundlePlacement, BundleRequest, ClusterSnapshot, NodeState,
-                    apply)
+from .types import STRATEGIES, BundlePlacement, BundleRequest, ClusterSnapshot, NodeState, apply
 
-__all__ = ["NodeState", "ClusterSnapshot", "BundleRequest", "BundlePlacement", "apply",
-           "get_policy", "Policy", "PlacementSession", "place_gang", "ClusterArrays", "Req",
-           "DEFAULT_POLICY", "POLICY_NAMES", "STRATEGIES"]
+__all__ = [
+    "NodeState",
+    "ClusterSnapshot",
+    "BundleRequest",
+    "BundlePlacement",
+    "apply",
+    "get_policy",
+    "Policy",
+    "PlacementSession",
+    "place_gang",
+    "ClusterArrays",
+    "Req",
+    "DEFAULT_POLICY",
+    "POLICY_NAMES",
+    "STRATEGIES",
+]

@@ -5,6 +5,7 @@ exact (the trace is in those units, and a float 0.54 - 0.3 - 0.24 must not come 
 with fewer GPUs than the widest node is padded with zero-free GPUs, which behave exactly like fully
 used GPUs in every check, so no mask is needed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -38,10 +39,10 @@ def to_milli(x: float) -> int:
 class Req:
     """A bundle in array units. ``key`` identifies its shape (equal keys score identically)."""
 
-    cpu: int                 # milli-cores
+    cpu: int  # milli-cores
     mem: float
     num_gpu: int
-    milli: int               # per GPU; 0 when num_gpu == 0
+    milli: int  # per GPU; 0 when num_gpu == 0
     types: Optional[frozenset[str]]
 
     @property
@@ -83,9 +84,15 @@ def node_priority(node_ids: Sequence[str], seed: int) -> np.ndarray:
 class ClusterArrays:
     """Mutable array view of a cluster (the engine's scratch space; snapshots stay immutable)."""
 
-    def __init__(self, node_ids: Sequence[str], cpu: Iterable[int], mem: Iterable[float],
-                 gpu_type: Sequence[Optional[str]], gpu: Sequence[Sequence[int]],
-                 gpu_cap: Optional[Sequence[int]] = None) -> None:
+    def __init__(
+        self,
+        node_ids: Sequence[str],
+        cpu: Iterable[int],
+        mem: Iterable[float],
+        gpu_type: Sequence[Optional[str]],
+        gpu: Sequence[Sequence[int]],
+        gpu_cap: Optional[Sequence[int]] = None,
+    ) -> None:
         self.node_ids = list(node_ids)
         self.index = {n: i for i, n in enumerate(self.node_ids)}
         n = len(self.node_ids)
@@ -94,13 +101,11 @@ class ClusterArrays:
         width = max([len(g) for g in gpu] + [1])
         self.gpu = np.zeros((n, width), dtype=np.int64)
         for i, g in enumerate(gpu):
-            self.gpu[i, :len(g)] = g
+            self.gpu[i, : len(g)] = g
         self.gpu_count = np.array([len(g) for g in gpu], dtype=np.int64)
-        self.gpu_cap = (np.asarray(gpu_cap, dtype=np.int64) if gpu_cap is not None
-                        else self.gpu_count * MILLI)
+        self.gpu_cap = np.asarray(gpu_cap, dtype=np.int64) if gpu_cap is not None else self.gpu_count * MILLI
         # (no None in it; Optional because lookups index it with a node's possibly absent model)
-        self.type_names: list[Optional[str]] = [
-            t for t in sorted({t for t in gpu_type if t is not None})]
+        self.type_names: list[Optional[str]] = [t for t in sorted({t for t in gpu_type if t is not None})]
         tindex = {t: i for i, t in enumerate(self.type_names)}
         # Type index -1 means "no GPU model"; type masks are indexed with it shifted by one.
         self.gtype = np.array([tindex[t] if t is not None else -1 for t in gpu_type], dtype=np.int64)
@@ -116,9 +121,13 @@ class ClusterArrays:
     def from_snapshot(cls, snap: ClusterSnapshot) -> "ClusterArrays":
         """Array form of a public snapshot."""
         nodes = snap.nodes
-        return cls([n.node_id for n in nodes], [to_milli(n.cpu_free) for n in nodes],
-                   [n.mem_free for n in nodes], [n.gpu_type for n in nodes],
-                   [[to_milli(g) for g in n.gpu_free] for n in nodes])
+        return cls(
+            [n.node_id for n in nodes],
+            [to_milli(n.cpu_free) for n in nodes],
+            [n.mem_free for n in nodes],
+            [n.gpu_type for n in nodes],
+            [[to_milli(g) for g in n.gpu_free] for n in nodes],
+        )
 
     def __len__(self) -> int:
         return len(self.node_ids)
@@ -156,14 +165,14 @@ class ClusterArrays:
     def default_gpus(self, node: int, req: Req) -> tuple[int, ...]:
         """GPU indices by the common rule: a shared request takes the tightest-fitting GPU (lowest
         index on ties), whole GPUs are the lowest-index GPUs with enough free capacity."""
-        g = self.gpu[node, :self.gpu_count[node]]
+        g = self.gpu[node, : self.gpu_count[node]]
         if req.num_gpu == 0:
             return ()
         if req.shared:
             fits = np.flatnonzero(g >= req.milli)
             return (int(fits[np.argmin(g[fits])]),)
         fits = np.flatnonzero(g >= req.milli)
-        return tuple(int(i) for i in fits[:req.num_gpu])
+        return tuple(int(i) for i in fits[: req.num_gpu])
 
     def commit(self, node: int, gpus: Sequence[int], req: Req) -> None:
         """Take ``req`` from ``node`` on GPUs ``gpus`` (the caller checked that it fits)."""
@@ -187,11 +196,19 @@ class ClusterArrays:
         placement history (``affinity``: a rebuilt view has none). Only for the same nodes in
         the same order: returns how many nodes differ, or -1 if the node lists differ (nothing
         adopted)."""
-        if (self.node_ids != old.node_ids or self.type_names != old.type_names
-                or self.gpu.shape != old.gpu.shape):
+        if (
+            self.node_ids != old.node_ids
+            or self.type_names != old.type_names
+            or self.gpu.shape != old.gpu.shape
+        ):
             return -1
-        same = ((self.cpu == old.cpu) & (self.mem == old.mem) & (self.gtype == old.gtype)
-                & (self.gpu_count == old.gpu_count) & (self.gpu == old.gpu).all(axis=1))
+        same = (
+            (self.cpu == old.cpu)
+            & (self.mem == old.mem)
+            & (self.gtype == old.gtype)
+            & (self.gpu_count == old.gpu_count)
+            & (self.gpu == old.gpu).all(axis=1)
+        )
         self.version[same] = old.version[same]
         self.affinity = {k: v.copy() for k, v in old.affinity.items()}
         # Share the node list itself: caches recognise "the same nodes" by its identity.

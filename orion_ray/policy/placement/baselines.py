@@ -4,6 +4,7 @@ Scores are integers 0..100 (truncated) as in the paper's Kubernetes-based simula
 and so the fixed node order that breaks them — decide much of the outcome. Normalising constants are
 the simulator's largest node (128 cores, 8 GPUs).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -13,8 +14,8 @@ import numpy as np
 from .arrays import MILLI, ClusterArrays, Req
 from .engine import Policy
 
-MAX_CPU = 128_000.0   # milli-cores of the largest node: normalises CPU terms
-MAX_GPU = 8_000.0     # milli-GPUs of the largest node
+MAX_CPU = 128_000.0  # milli-cores of the largest node: normalises CPU terms
+MAX_GPU = 8_000.0  # milli-GPUs of the largest node
 
 
 class RandomPolicy(Policy):
@@ -27,8 +28,7 @@ class RandomPolicy(Policy):
         super().__init__(seed)
         self.rng = np.random.default_rng(seed)
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         s = self.rng.random(len(idx))
         if not req.shared:
             return s, None
@@ -43,8 +43,7 @@ class BestFitPolicy(Policy):
 
     name = "best_fit"
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         left = 0.0
         left = left + (arr.cpu[idx] - req.cpu) / MAX_CPU * 0.5
         left = left + (arr.gpu_free_total(idx) - req.gpu_milli_total) / MAX_GPU * 0.5
@@ -64,8 +63,7 @@ class GpuPackingPolicy(Policy):
 
     name = "gpu_packing"
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if req.num_gpu == 0:
             return np.zeros(len(idx)), None
         g = arr.gpu[idx]
@@ -93,8 +91,7 @@ class DotProductPolicy(Policy):
 
     name = "dot_product"
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         node_cpu = arr.cpu[idx] / MAX_CPU
         node_gpu = arr.gpu_free_total(idx) / MAX_GPU
         dot = node_cpu * (req.cpu / MAX_CPU) + node_gpu * (req.gpu_milli_total / MAX_GPU)
@@ -106,8 +103,7 @@ class GpuClusteringPolicy(Policy):
 
     name = "gpu_clustering"
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if req.num_gpu == 0:
             return np.zeros(len(idx)), None
         tag = "share" if req.shared else f"{req.num_gpu}-gpu"

@@ -8,6 +8,7 @@ Two entry points share that code: ``Policy.place(snapshot, bundles)`` (pure, for
 and ``PlacementSession`` (the simulator's fast path, which keeps the arrays between decisions and
 caches per-shape node scores, recomputing only the nodes that changed since).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -37,8 +38,7 @@ class Policy:
         self._prio_cache: Optional[tuple[list[Any], np.ndarray]] = None
 
     # -- to implement --------------------------------------------------------------------------
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Scores (higher is better) of the feasible nodes ``idx`` for ``req``, and for a shared
         GPU request optionally the GPU index to use on each (``None``: tightest fit)."""
         raise NotImplementedError
@@ -60,8 +60,13 @@ class Policy:
             cached = self._prio_cache = (arr.node_ids, node_priority(arr.node_ids, self.seed))
         return cached[1]
 
-    def choose(self, arr: ClusterArrays, req: Req, idx: Optional[np.ndarray] = None,
-               prefer: Optional[np.ndarray] = None) -> Optional[Choice]:
+    def choose(
+        self,
+        arr: ClusterArrays,
+        req: Req,
+        idx: Optional[np.ndarray] = None,
+        prefer: Optional[np.ndarray] = None,
+    ) -> Optional[Choice]:
         """Best node (and GPUs) for ``req`` among ``idx`` (default: all nodes), or ``None``.
 
         ``prefer`` (bool per node) ranks preferred nodes first whatever their score (PACK/SPREAD).
@@ -72,8 +77,15 @@ class Policy:
         scores, gpus = self.score(arr, cand, req)
         return self._pick(arr, req, cand, scores, gpus, prefer)
 
-    def _pick(self, arr: ClusterArrays, req: Req, cand: np.ndarray, scores: np.ndarray,
-              gpus: Optional[np.ndarray], prefer: Optional[np.ndarray]) -> Choice:
+    def _pick(
+        self,
+        arr: ClusterArrays,
+        req: Req,
+        cand: np.ndarray,
+        scores: np.ndarray,
+        gpus: Optional[np.ndarray],
+        prefer: Optional[np.ndarray],
+    ) -> Choice:
         scores = self.finalize(np.asarray(scores, dtype=np.float64))
         if prefer is not None and prefer[cand].any():
             keep = prefer[cand]
@@ -87,8 +99,9 @@ class Policy:
         return node, arr.default_gpus(node, req)
 
     # -- public API ----------------------------------------------------------------------------
-    def place(self, snapshot: ClusterSnapshot, bundles: Sequence[BundleRequest],
-              strategy: str = "PACK") -> Optional[list[BundlePlacement]]:
+    def place(
+        self, snapshot: ClusterSnapshot, bundles: Sequence[BundleRequest], strategy: str = "PACK"
+    ) -> Optional[list[BundlePlacement]]:
         """Placements for all of ``bundles`` (a gang) or ``None`` if they cannot all be placed now.
 
         Pure: ``snapshot`` is not mutated. ``strategy`` is a Ray placement strategy.
@@ -98,8 +111,10 @@ class Policy:
         choices = place_gang(self, arr, reqs, strategy)
         if choices is None:
             return None
-        return [BundlePlacement(arr.node_ids[n], g, b.gpu_fraction if b.num_gpu else 0.0)
-                for (n, g), b in zip(choices, bundles)]
+        return [
+            BundlePlacement(arr.node_ids[n], g, b.gpu_fraction if b.num_gpu else 0.0)
+            for (n, g), b in zip(choices, bundles)
+        ]
 
 
 class ScoreCache:
@@ -125,22 +140,24 @@ class ScoreCache:
         self._entries.clear()
         self._policy = self._nodes = None
 
-    def scores(self, policy: "Policy", arr: ClusterArrays, req: Req
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, policy: "Policy", arr: ClusterArrays, req: Req) -> tuple[np.ndarray, np.ndarray]:
         """Score of ``req`` on every node of ``arr`` (``-inf`` where it does not fit) and the GPU
         the policy picked for a shared request (``-1``: the common rule). Only nodes whose stamp
         changed since they were last scored for this shape are scored again. The arrays are the
         cache's own: read them, do not keep or change them."""
         model = (policy.model_version, arr.runtime_picks_shared_gpu)
-        if (policy is not self._policy or arr.node_ids is not self._nodes or model != self._model
-                or len(self._entries) > self.MAX_SHAPES):
+        if (
+            policy is not self._policy
+            or arr.node_ids is not self._nodes
+            or model != self._model
+            or len(self._entries) > self.MAX_SHAPES
+        ):
             self._entries.clear()
             self._policy, self._nodes, self._model = policy, arr.node_ids, model
         n = len(arr)
         ent = self._entries.get(req.key)
         if ent is None:
-            ent = (np.full(n, -np.inf), np.full(n, -1, dtype=np.int64),
-                   np.full(n, -1, dtype=np.int64))
+            ent = (np.full(n, -np.inf), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
             self._entries[req.key] = ent
             stale = np.arange(n)
         else:
@@ -157,9 +174,14 @@ class ScoreCache:
         return scores, gpus
 
 
-def choose(policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays, req: Req,
-           idx: Optional[np.ndarray] = None, prefer: Optional[np.ndarray] = None
-           ) -> Optional[Choice]:
+def choose(
+    policy: Policy,
+    cache: Optional[ScoreCache],
+    arr: ClusterArrays,
+    req: Req,
+    idx: Optional[np.ndarray] = None,
+    prefer: Optional[np.ndarray] = None,
+) -> Optional[Choice]:
     """``policy.choose`` through ``cache`` (when given and the policy is cacheable): the same
     choice, from cached scores of the unchanged nodes."""
     if cache is None or not policy.cacheable:
@@ -172,9 +194,13 @@ def choose(policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays, req:
     return policy._pick(arr, req, ok, scores[ok], gpus[ok], prefer)
 
 
-def place_gang(policy: Policy, arr: ClusterArrays, reqs: Sequence[Req],
-               strategy: str = "PACK", cache: Optional[ScoreCache] = None
-               ) -> Optional[list[Choice]]:
+def place_gang(
+    policy: Policy,
+    arr: ClusterArrays,
+    reqs: Sequence[Req],
+    strategy: str = "PACK",
+    cache: Optional[ScoreCache] = None,
+) -> Optional[list[Choice]]:
     """All-or-nothing placement of ``reqs`` on a copy of ``arr`` (``arr`` itself is unchanged).
 
     PACK prefers nodes the gang already uses, SPREAD prefers unused ones, STRICT_SPREAD allows only
@@ -212,8 +238,9 @@ def place_gang(policy: Policy, arr: ClusterArrays, reqs: Sequence[Req],
     return [at[i] for i in range(len(reqs))]
 
 
-def _strict_pack(policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays,
-                 reqs: Sequence[Req], order: list[int]) -> Optional[list[Choice]]:
+def _strict_pack(
+    policy: Policy, cache: Optional[ScoreCache], arr: ClusterArrays, reqs: Sequence[Req], order: list[int]
+) -> Optional[list[Choice]]:
     # Candidate nodes: those where the largest bundle fits; then check the whole gang node by node,
     # in the order the policy would pick them for the largest bundle.
     cand = arr.feasible(reqs[order[0]])
@@ -244,8 +271,7 @@ class PlacementSession:
     decisions as scoring from scratch, much faster.
     """
 
-    def __init__(self, policy: Policy, arr: ClusterArrays,
-                 cache: Optional[ScoreCache] = None) -> None:
+    def __init__(self, policy: Policy, arr: ClusterArrays, cache: Optional[ScoreCache] = None) -> None:
         self.policy = policy
         self.arr = arr
         self.cache = cache if cache is not None else ScoreCache()
@@ -275,17 +301,19 @@ class PlacementSession:
         session._labels = {n.node_id: n.labels for n in snapshot.nodes}
         return session
 
-    def place_bundles(self, bundles: Sequence[BundleRequest], strategy: str = "PACK"
-                      ) -> Optional[list[BundlePlacement]]:
+    def place_bundles(
+        self, bundles: Sequence[BundleRequest], strategy: str = "PACK"
+    ) -> Optional[list[BundlePlacement]]:
         """Like ``Policy.place`` on the session's current state (nothing is committed)."""
         choices = self.place_gang([Req.from_bundle(b) for b in bundles], strategy)
         if choices is None:
             return None
-        return [BundlePlacement(self.arr.node_ids[n], g, b.gpu_fraction if b.num_gpu else 0.0)
-                for (n, g), b in zip(choices, bundles)]
+        return [
+            BundlePlacement(self.arr.node_ids[n], g, b.gpu_fraction if b.num_gpu else 0.0)
+            for (n, g), b in zip(choices, bundles)
+        ]
 
-    def commit_bundles(self, placements: Sequence[BundlePlacement],
-                       bundles: Sequence[BundleRequest]) -> None:
+    def commit_bundles(self, placements: Sequence[BundlePlacement], bundles: Sequence[BundleRequest]) -> None:
         """Take ``bundles`` from the nodes ``placements`` name; ``ValueError`` (and no change at
         all) if any of them does not fit."""
         if len(placements) != len(bundles):
@@ -296,9 +324,11 @@ class PlacementSession:
                 raise ValueError(f"unknown node {p.node_id!r}")
             node, req = work.index[p.node_id], Req.from_bundle(b)
             gpus = list(p.gpu_indices)
-            if (len(set(gpus)) != req.num_gpu or work.feasible(req, np.array([node])).size == 0
-                    or any(not 0 <= g < work.gpu_count[node] or work.gpu[node, g] < req.milli
-                           for g in gpus)):
+            if (
+                len(set(gpus)) != req.num_gpu
+                or work.feasible(req, np.array([node])).size == 0
+                or any(not 0 <= g < work.gpu_count[node] or work.gpu[node, g] < req.milli for g in gpus)
+            ):
                 raise ValueError(f"bundle does not fit node {p.node_id!r} on GPUs {gpus}")
             work.commit(node, gpus, req)
         self.arr = work
@@ -307,8 +337,16 @@ class PlacementSession:
         """The session's current state as a public snapshot."""
         a, labels = self.arr, getattr(self, "_labels", {})
         gtype = [a.type_names[t] if t >= 0 else None for t in a.gtype]
-        return ClusterSnapshot(tuple(
-            NodeState(nid, float(a.cpu[i]) / 1000.0, float(a.mem[i]), gtype[i],
-                      tuple(float(g) / 1000.0 for g in a.gpu[i, :a.gpu_count[i]]),
-                      labels.get(nid, {}))
-            for i, nid in enumerate(a.node_ids)))
+        return ClusterSnapshot(
+            tuple(
+                NodeState(
+                    nid,
+                    float(a.cpu[i]) / 1000.0,
+                    float(a.mem[i]),
+                    gtype[i],
+                    tuple(float(g) / 1000.0 for g in a.gpu[i, : a.gpu_count[i]]),
+                    labels.get(nid, {}),
+                )
+                for i, nid in enumerate(a.node_ids)
+            )
+        )

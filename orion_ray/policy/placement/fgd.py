@@ -8,6 +8,7 @@ request goes to the GPU with the best such score (lowest index on ties).
 The typical mix is the most frequent shapes of a given request list (the paper uses the whole
 trace); without one it is learnt from the requests observed so far.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -24,7 +25,7 @@ from .types import BundleRequest
 def sigmoid_score(delta: np.ndarray) -> np.ndarray:
     """The paper's integer score of a fragmentation increase ``delta`` (milli-GPUs)."""
     with np.errstate(over="ignore"):
-        return np.floor((1.0 / (1.0 + np.exp(-(-delta) / 1000.0))) * 100.0)
+        return np.floor((1.0 / (1.0 + np.exp(delta / 1000.0))) * 100.0)
 
 
 class FGDPolicy(Policy):
@@ -32,8 +33,9 @@ class FGDPolicy(Policy):
 
     name = "fgd"
 
-    def __init__(self, seed: int = 0, typical: Optional[Iterable[BundleRequest]] = None,
-                 coverage: float = 0.95) -> None:
+    def __init__(
+        self, seed: int = 0, typical: Optional[Iterable[BundleRequest]] = None, coverage: float = 0.95
+    ) -> None:
         super().__init__(seed)
         self.coverage = coverage
         self._counts: Counter[Any] = Counter()
@@ -60,8 +62,7 @@ class FGDPolicy(Policy):
         """The current typical-request mix."""
         return self._tp
 
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         delta, opt_gpu, valid = frag_delta(self.typical(), arr, idx, req)
         s = np.where(valid, sigmoid_score(delta), -1.0)
         best = np.argmax(s, axis=1)  # first (lowest GPU index) of the best scores

@@ -6,6 +6,7 @@ room), the stranded part is the free capacity of GPUs too small for it; otherwis
 capacity is stranded for it. CPU-only requests strand all free GPU capacity. The node's fragmentation
 is the frequency-weighted sum, in milli-GPUs. Memory is ignored, as in the paper.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -27,10 +28,10 @@ def _type_str(types: Optional[frozenset[str]]) -> str:
 class TypicalPods:
     """Typical request shapes with their frequencies (summing to 1)."""
 
-    cpu: np.ndarray       # milli-cores
-    milli: np.ndarray     # per GPU, 0 for CPU-only
+    cpu: np.ndarray  # milli-cores
+    milli: np.ndarray  # per GPU, 0 for CPU-only
     num: np.ndarray
-    types: list[Any]           # Optional[frozenset] per shape
+    types: list[Any]  # Optional[frozenset] per shape
     freq: np.ndarray
     _typeok: dict[tuple[Optional[str], ...], np.ndarray] = field(default_factory=dict, repr=False)
     # Fragmentation of each node as it is now, by node index: (version stamp seen, value). It does
@@ -42,8 +43,11 @@ class TypicalPods:
         """The most frequent shapes (most frequent first; ties by larger shape) until they cover
         ``coverage`` of the weight, frequencies renormalised over the kept shapes."""
         total = float(sum(counts.values()))
-        ranked = sorted(counts.items(), reverse=True,
-                        key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], _type_str(kv[0][3])))
+        ranked = sorted(
+            counts.items(),
+            reverse=True,
+            key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], _type_str(kv[0][3])),
+        )
         kept, cum = [], 0.0
         for shape, c in ranked:
             if cum >= coverage * total:
@@ -53,11 +57,13 @@ class TypicalPods:
         if not kept:
             kept = [((0, MILLI, 1, None), 1.0)]  # no history: assume whole single-GPU requests
             cum = 1.0
-        return cls(np.array([s[0] for s, _ in kept], dtype=np.int64),
-                   np.array([s[1] for s, _ in kept], dtype=np.int64),
-                   np.array([s[2] for s, _ in kept], dtype=np.int64),
-                   [s[3] for s, _ in kept],
-                   np.array([c / cum for _, c in kept], dtype=np.float64))
+        return cls(
+            np.array([s[0] for s, _ in kept], dtype=np.int64),
+            np.array([s[1] for s, _ in kept], dtype=np.int64),
+            np.array([s[2] for s, _ in kept], dtype=np.int64),
+            [s[3] for s, _ in kept],
+            np.array([c / cum for _, c in kept], dtype=np.float64),
+        )
 
     @classmethod
     def from_reqs(cls, reqs: Iterable[Req], coverage: float = 0.95) -> "TypicalPods":
@@ -73,8 +79,8 @@ class TypicalPods:
         if key not in self._typeok:
             names = [None] + list(arr.type_names)
             self._typeok[key] = np.array(
-                [[ts is None or (t is not None and t in ts) for t in names] for ts in self.types],
-                dtype=bool).reshape(len(self), len(names))
+                [[ts is None or (t is not None and t in ts) for t in names] for ts in self.types], dtype=bool
+            ).reshape(len(self), len(names))
         return self._typeok[key]
 
 
@@ -83,8 +89,9 @@ def shape_of(r: Req) -> Shape:
     return (r.cpu, r.milli, r.num_gpu, r.types)
 
 
-def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.ndarray,
-                gtype: np.ndarray) -> np.ndarray:
+def frag_amount(
+    tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.ndarray, gtype: np.ndarray
+) -> np.ndarray:
     """Expected stranded milli-GPUs of each state (rows of ``cpu``/``gpu``/``gtype``)."""
     total = gpu.sum(axis=1)
     gpu_shapes = tp.milli > 0
@@ -103,8 +110,9 @@ def frag_amount(tp: TypicalPods, typeok: np.ndarray, cpu: np.ndarray, gpu: np.nd
     return stranded
 
 
-def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def candidate_states(
+    arr: ClusterArrays, idx: np.ndarray, req: Req
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The states the nodes ``idx`` would be in after taking ``req``.
 
     Returns ``cpu`` [n, o], ``gpu`` [n, o, G], ``option_gpu`` [n, o] and ``valid`` [n, o]: one option
@@ -123,26 +131,32 @@ def candidate_states(arr: ClusterArrays, idx: np.ndarray, req: Req
         rows = np.arange(n)
         states = g.copy()
         states[rows, tight] -= req.milli
-        return (cpu_after[:, None], states[:, None, :], tight[:, None],
-                fits[rows, tight][:, None])
+        return (cpu_after[:, None], states[:, None, :], tight[:, None], fits[rows, tight][:, None])
     if req.shared:
         valid = g >= req.milli
         states = np.repeat(g[:, None, :], width, axis=1)
         diag = np.arange(width)
         states[:, diag, diag] -= req.milli
-        return (np.repeat(cpu_after[:, None], width, axis=1), states,
-                np.broadcast_to(diag, (n, width)), valid)
+        return (
+            np.repeat(cpu_after[:, None], width, axis=1),
+            states,
+            np.broadcast_to(diag, (n, width)),
+            valid,
+        )
     states = g.copy()
     if req.num_gpu:
         full = states >= req.milli
         take = full & (np.cumsum(full, axis=1) <= req.num_gpu)
         states[take] -= req.milli
-    return (cpu_after[:, None], states[:, None, :], np.full((n, 1), -1, dtype=np.int64),
-            np.ones((n, 1), dtype=bool))
+    return (
+        cpu_after[:, None],
+        states[:, None, :],
+        np.full((n, 1), -1, dtype=np.int64),
+        np.ones((n, 1), dtype=bool),
+    )
 
 
-def _frag_now(tp: TypicalPods, typeok: np.ndarray, arr: ClusterArrays, idx: np.ndarray
-              ) -> np.ndarray:
+def _frag_now(tp: TypicalPods, typeok: np.ndarray, arr: ClusterArrays, idx: np.ndarray) -> np.ndarray:
     """``frag_amount`` of the nodes ``idx`` as they are, cached per node version stamp (stamps are
     unique process-wide, so an index whose stamp matches holds the value of that very state)."""
     n = len(arr)
@@ -157,14 +171,16 @@ def _frag_now(tp: TypicalPods, typeok: np.ndarray, arr: ClusterArrays, idx: np.n
     return out
 
 
-def frag_delta(tp: TypicalPods, arr: ClusterArrays, idx: np.ndarray, req: Req
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frag_delta(
+    tp: TypicalPods, arr: ClusterArrays, idx: np.ndarray, req: Req
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Increase of fragmentation [n, o] for each candidate option, its GPU and validity."""
     typeok = tp.typeok(arr)
     gt = arr.gtype[idx]
     before = _frag_now(tp, typeok, arr, idx)
     cpu, states, opt_gpu, valid = candidate_states(arr, idx, req)
     n, o, width = states.shape
-    after = frag_amount(tp, typeok, cpu.reshape(n * o), states.reshape(n * o, width),
-                        np.repeat(gt, o)).reshape(n, o)
+    after = frag_amount(
+        tp, typeok, cpu.reshape(n * o), states.reshape(n * o, width), np.repeat(gt, o)
+    ).reshape(n, o)
     return after - before[:, None], opt_gpu, valid

@@ -26,6 +26,7 @@ The request mix (typical shapes, ``r`` and per-type demand) is learnt from ``obs
 rebuilt each time the count doubles, so the live scheduler needs no trace; a fixed list can be given
 with ``typical=`` instead.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -48,9 +49,16 @@ class OrionPolicy(Policy):
 
     name = "orion"
 
-    def __init__(self, seed: int = 0, typical: Optional[Iterable[BundleRequest]] = None,
-                 coverage: float = 0.95, resource_lookahead: float = 1.0,
-                 type_lookahead: float = 1.0, tie: str = "bestfit", exact: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        typical: Optional[Iterable[BundleRequest]] = None,
+        coverage: float = 0.95,
+        resource_lookahead: float = 1.0,
+        type_lookahead: float = 1.0,
+        tie: str = "bestfit",
+        exact: bool = False,
+    ) -> None:
         """``resource_lookahead``/``type_lookahead`` weigh the look-ahead terms (0 turns one off);
         ``tie`` is ``"bestfit"`` or ``"order"``; ``exact`` scores exact float deltas instead of
         FGD's integers. All defaults are Orion's default policy."""
@@ -113,8 +121,9 @@ class OrionPolicy(Policy):
         key = (tuple(arr.type_names), allowed)
         if key in self._need_cache:
             return self._need_cache[key]
-        cap = np.bincount(arr.gtype[arr.gtype >= 0], weights=arr.gpu_count[arr.gtype >= 0],
-                          minlength=len(arr.type_names)).astype(np.float64)
+        cap = np.bincount(
+            arr.gtype[arr.gtype >= 0], weights=arr.gpu_count[arr.gtype >= 0], minlength=len(arr.type_names)
+        ).astype(np.float64)
         tp = self._tp
         demand = tp.freq * tp.milli * tp.num
         need = np.zeros(len(arr.type_names) + 1)
@@ -130,8 +139,7 @@ class OrionPolicy(Policy):
         return need
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req
-              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def score(self, arr: ClusterArrays, idx: np.ndarray, req: Req) -> tuple[np.ndarray, Optional[np.ndarray]]:
         delta, opt_gpu, valid = frag_delta(self._tp, arr, idx, req)
         extra = np.zeros(len(idx))
         if self.resource_lookahead:
@@ -139,7 +147,8 @@ class OrionPolicy(Policy):
             cpu, mem = arr.cpu[idx].astype(np.float64), arr.mem[idx]
             extra += self.resource_lookahead * (
                 self._stranded(free - req.gpu_milli_total, cpu - req.cpu, mem - req.mem)
-                - self._stranded(free, cpu, mem))
+                - self._stranded(free, cpu, mem)
+            )
         if self.type_lookahead and req.num_gpu and (req.types is None or len(req.types) > 1):
             need = self.type_need(arr, req.types)
             extra += self.type_lookahead * req.gpu_milli_total * need[arr.gtype[idx] + 1]

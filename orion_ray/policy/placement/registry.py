@@ -1,10 +1,10 @@
 """Placement policies by name (the names ``orion.yaml`` and ``orion simulate --policy`` accept)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from .baselines import (BestFitPolicy, DotProductPolicy, GpuClusteringPolicy, GpuPackingPolicy,
-                        RandomPolicy)
+from .baselines import BestFitPolicy, DotProductPolicy, GpuClusteringPolicy, GpuPackingPolicy, RandomPolicy
 from .engine import Policy
 from .fgd import FGDPolicy
 from .orion import OrionPolicy

@@ -4,6 +4,7 @@ Units are the caller's: CPU in cores, memory in any unit as long as nodes and re
 fractions of one device (0..1 per GPU). Snapshots are never mutated by the engine; ``apply`` returns a
 new snapshot that shares the untouched nodes with the old one (copy-on-write).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -92,8 +93,9 @@ class BundlePlacement:
             object.__setattr__(self, "gpu_indices", tuple(int(i) for i in self.gpu_indices))
 
 
-def apply(snapshot: ClusterSnapshot, placements: Sequence[BundlePlacement],
-          bundles: Sequence[BundleRequest]) -> ClusterSnapshot:
+def apply(
+    snapshot: ClusterSnapshot, placements: Sequence[BundlePlacement], bundles: Sequence[BundleRequest]
+) -> ClusterSnapshot:
     """A new snapshot with ``bundles`` taken from the nodes ``placements`` name.
 
     Pure: ``snapshot`` is unchanged and untouched nodes are shared. Raises ``ValueError`` if a
@@ -120,6 +122,10 @@ def apply(snapshot: ClusterSnapshot, placements: Sequence[BundlePlacement],
                 raise ValueError(f"GPU {g} of {n.node_id} cannot host {b.gpu_fraction}")
             # Clamp float noise so a GPU never reads as slightly negative free capacity.
             gpu[g] = max(0.0, gpu[g] - b.gpu_fraction)
-        nodes[i] = replace(n, cpu_free=max(0.0, n.cpu_free - b.cpu),
-                           mem_free=max(0.0, n.mem_free - b.mem), gpu_free=tuple(gpu))
+        nodes[i] = replace(
+            n,
+            cpu_free=max(0.0, n.cpu_free - b.cpu),
+            mem_free=max(0.0, n.mem_free - b.mem),
+            gpu_free=tuple(gpu),
+        )
     return ClusterSnapshot(tuple(nodes))

@@ -1,4 +1,5 @@
 """The engine interface every serving replica drives."""
+
 from __future__ import annotations
 
 import abc
@@ -24,12 +25,13 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str = "stop"     # "stop" or "length"
+    finish_reason: str = "stop"  # "stop" or "length"
 
 
 @dataclass
 class Chunk:
     """One streamed piece; the last one carries the finish reason and the token counts."""
+
     text: str
     finish_reason: Optional[str] = None
     usage: dict = field(default_factory=dict)
@@ -56,7 +58,7 @@ class Engine(abc.ABC):
         parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
         return "".join(parts) + "<|im_start|>assistant\n"
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027  (optional: most engines hold nothing)
         """Release what the engine holds."""
 
 

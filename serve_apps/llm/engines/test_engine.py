@@ -1,5 +1,6 @@
 """A deterministic engine for fast tests: its answer is a function of the prompt, and faults
 (errors, slowness, a failing health check) can be injected at start or at run time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,24 @@ from typing import AsyncIterator, Optional
 
 from .base import Chunk, Engine, Generation, Sampling, apply_stop
 
-_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
+_WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+)
 
 
 class InjectedFault(RuntimeError):
@@ -24,16 +41,26 @@ class TestEngine(Engine):
     __test__ = False  # not a pytest class
     name = "test"
 
-    def __init__(self, model_name: str = "test-model", error_rate: float = 0.0,
-                 latency_s: float = 0.0, healthy: bool = True, seed: Optional[int] = 0,
-                 reply: Optional[str] = None):
+    def __init__(
+        self,
+        model_name: str = "test-model",
+        error_rate: float = 0.0,
+        latency_s: float = 0.0,
+        healthy: bool = True,
+        seed: Optional[int] = 0,
+        reply: Optional[str] = None,
+    ):
         self.model_name = model_name
         self.reply = reply
         self._rng = random.Random(seed)
         self.configure(error_rate=error_rate, latency_s=latency_s, healthy=healthy)
 
-    def configure(self, error_rate: Optional[float] = None, latency_s: Optional[float] = None,
-                  healthy: Optional[bool] = None) -> None:
+    def configure(
+        self,
+        error_rate: Optional[float] = None,
+        latency_s: Optional[float] = None,
+        healthy: Optional[bool] = None,
+    ) -> None:
         """Change the injected faults (what a test calls on a live replica)."""
         if error_rate is not None:
             self.error_rate = float(error_rate)
@@ -70,8 +97,9 @@ class TestEngine(Engine):
         g = self._answer(prompt, sampling)
         for i, w in enumerate(g.text.split(" ")):
             yield Chunk(w if i == 0 else " " + w)
-        yield Chunk("", g.finish_reason, {"prompt_tokens": g.prompt_tokens,
-                                          "completion_tokens": g.completion_tokens})
+        yield Chunk(
+            "", g.finish_reason, {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens}
+        )
 
     async def check_health(self) -> None:
         if not self.healthy:

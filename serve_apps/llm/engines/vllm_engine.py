@@ -3,6 +3,7 @@
 Tensor parallelism: the replica's deployment reserves one STRICT_PACK placement-group bundle set
 (one GPU per bundle); vLLM's Ray executor then places its workers in that same group.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,6 +19,7 @@ def vllm_available() -> Optional[str]:
         return "vLLM is not installed (pip install vllm, on a machine with a CUDA GPU)"
     try:
         import torch
+
         if not torch.cuda.is_available():
             return "vLLM is installed but no CUDA GPU is visible"
     except ImportError:
@@ -30,12 +32,14 @@ class VllmEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, model: str, model_name: Optional[str] = None, tensor_parallel: int = 1,
-                 **engine_args: Any):
+    def __init__(
+        self, model: str, model_name: Optional[str] = None, tensor_parallel: int = 1, **engine_args: Any
+    ):
         why = vllm_available()
         if why:
             raise EngineUnavailable(why)
         from vllm import AsyncEngineArgs, AsyncLLMEngine
+
         args = dict(engine_args)
         args.setdefault("tensor_parallel_size", tensor_parallel)
         if tensor_parallel > 1:
@@ -45,31 +49,38 @@ class VllmEngine(Engine):
 
     def _params(self, sampling: Sampling):
         from vllm import SamplingParams
-        return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                              top_p=sampling.top_p, stop=list(sampling.stop) or None,
-                              seed=sampling.seed)
+
+        return SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=list(sampling.stop) or None,
+            seed=sampling.seed,
+        )
 
     async def generate(self, prompt: str, sampling: Sampling) -> Generation:
         out = None
-        async for out in self._engine.generate(prompt, self._params(sampling),
-                                               request_id=uuid.uuid4().hex):
+        async for out in self._engine.generate(  # noqa: B007  (the last output is the answer)prompt, self._params(sampling),
+            request_id=uuid.uuid4().hex
+        ):
             pass
         o = out.outputs[0]
-        return Generation(o.text, len(out.prompt_token_ids), len(o.token_ids),
-                          o.finish_reason or "stop")
+        return Generation(o.text, len(out.prompt_token_ids), len(o.token_ids), o.finish_reason or "stop")
 
     async def stream(self, prompt: str, sampling: Sampling) -> AsyncIterator[Chunk]:
         sent, last = 0, None
-        async for out in self._engine.generate(prompt, self._params(sampling),
-                                               request_id=uuid.uuid4().hex):
+        async for out in self._engine.generate(prompt, self._params(sampling), request_id=uuid.uuid4().hex):
             last = out
             text = out.outputs[0].text
             if len(text) > sent:
                 yield Chunk(text[sent:])
                 sent = len(text)
         o = last.outputs[0]
-        yield Chunk("", o.finish_reason or "stop", {"prompt_tokens": len(last.prompt_token_ids),
-                                                    "completion_tokens": len(o.token_ids)})
+        yield Chunk(
+            "",
+            o.finish_reason or "stop",
+            {"prompt_tokens": len(last.prompt_token_ids), "completion_tokens": len(o.token_ids)},
+        )
 
     async def check_health(self) -> None:
         await self._engine.check_health()

@@ -1,5 +1,6 @@
 """A real moto EC2 server on loopback (one per test module), and per-zone error injection on the
 client through botocore's ``before-call.ec2.RunInstances`` event."""
+
 import contextlib
 import logging
 import os
@@ -20,8 +21,11 @@ AMI = "ami-0123456789abcdef0"
 def moto_url():
     # moto's server logs every request through werkzeug: keep test output readable
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": REGION}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         os.environ.setdefault(k, v)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -31,8 +35,13 @@ def moto_url():
 
 
 def make_client(url):
-    return boto3.client("ec2", region_name=REGION, endpoint_url=url,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture
@@ -71,15 +80,14 @@ class Injector:
     def __init__(self, client, subnet_zone):
         self.client = client
         self.subnet_zone = subnet_zone
-        self.rules = []      # (predicate, code, status, times or None)
+        self.rules = []  # (predicate, code, status, times or None)
         self.calls = []
         client.meta.events.register("before-call.ec2.RunInstances", self._hook)
 
     def fail(self, code, zone=None, market=None, reservation=None, status=400, times=None):
         """Answer ``code`` to calls in ``zone`` (any when None) for ``market`` ("spot",
         "on_demand", "reservation"; any when None), ``times`` times (always when None)."""
-        self.rules.append([dict(zone=zone, market=market, reservation=reservation), code,
-                           status, times])
+        self.rules.append([dict(zone=zone, market=market, reservation=reservation), code, status, times])
         return self
 
     @staticmethod
@@ -93,13 +101,15 @@ class Injector:
 
     def _hook(self, params, **kwargs):
         body = params["body"]
-        call = {"zone": self.subnet_zone.get(body.get("SubnetId")), "market": self.market_of(body),
-                "body": dict(body)}
+        call = {
+            "zone": self.subnet_zone.get(body.get("SubnetId")),
+            "market": self.market_of(body),
+            "body": dict(body),
+        }
         self.calls.append(call)
         for rule in self.rules:
             match, code, status, times = rule
-            if match["zone"] not in (None, call["zone"]) or \
-                    match["market"] not in (None, call["market"]):
+            if match["zone"] not in (None, call["zone"]) or match["market"] not in (None, call["market"]):
                 continue
             if times is not None:
                 if times <= 0:
@@ -107,8 +117,10 @@ class Injector:
                 rule[3] = times - 1
             call["answer"] = code
             response = AWSResponse("http://ec2", status, {}, None)
-            return response, {"Error": {"Code": code, "Message": f"injected {code}"},
-                              "ResponseMetadata": {"HTTPStatusCode": status}}
+            return response, {
+                "Error": {"Code": code, "Message": f"injected {code}"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            }
         call["answer"] = "ok"
         return None
 
@@ -149,6 +161,7 @@ def serve_for_cli(app, monkeypatch, tmp_path):
     """Serve ``app`` with uvicorn on a free loopback port (stopped by its handle on exit); the CLI
     finds it through ORION_URL/ORION_API_KEY as a user's shell would."""
     import uvicorn
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

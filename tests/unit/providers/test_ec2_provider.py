@@ -1,4 +1,5 @@
 """EC2Provider against a real moto server on loopback, with capacity errors injected per zone."""
+
 import base64
 import json
 
@@ -7,19 +8,22 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
-from orion_ray.errors import CapacityError, ConfigError, NotFound, ValidationError
 from orion_ray.autoscaler.providers import EC2Provider, ReservationManager
 from orion_ray.autoscaler.providers.retry import LaunchBudget
-from orion_ray.autoscaler.providers.taxonomy import (InvalidLaunch, LaunchBudgetExceeded,
-                                                     QuotaExceeded)
+from orion_ray.autoscaler.providers.taxonomy import InvalidLaunch, LaunchBudgetExceeded, QuotaExceeded
+from orion_ray.errors import CapacityError, ConfigError, NotFound, ValidationError
 
 from .conftest import AMI, REGION, live_instances
 
 
 def pool(subnets, **kw):
-    base = {"name": "gpu", "instance_type": "p4d.24xlarge", "image_id": AMI,
-            "subnets": [subnets["us-east-1a"], subnets["us-east-1b"], subnets["us-east-1c"]],
-            "max_size": 8}
+    base = {
+        "name": "gpu",
+        "instance_type": "p4d.24xlarge",
+        "image_id": AMI,
+        "subnets": [subnets["us-east-1a"], subnets["us-east-1b"], subnets["us-east-1c"]],
+        "max_size": 8,
+    }
     base.update(kw)
     return base
 
@@ -53,8 +57,7 @@ def test_launch_gang_all_or_nothing_tagged(ec2, subnets, inject):
 
 
 def test_user_data_starts_ray_with_autoscaler_v2_identity(ec2, subnets, inject):
-    p = provider(ec2, [pool(subnets, ray_start={"head_address": "10.0.0.5:6379",
-                                                "resources": {"accel": 1}})])
+    p = provider(ec2, [pool(subnets, ray_start={"head_address": "10.0.0.5:6379", "resources": {"accel": 1}})])
     res = p.launch("gpu", 1)
     ud = ec2.describe_instance_attribute(InstanceId=res.instance_ids[0], Attribute="userData")
     script = base64.b64decode(ud["UserData"]["Value"]).decode()
@@ -72,9 +75,11 @@ def test_zone_failover_on_capacity_error_and_blocklist(ec2, subnets, inject, clo
     p = provider(ec2, [pool(subnets)], clock=clock, blocklist_ttl_s=60)
     res = p.launch("gpu", 2)
     assert res.zone == "us-east-1c" and zone_of(ec2, res.instance_ids) == {"us-east-1c"}
-    assert inject.answered() == [("on_demand", "us-east-1a", "InsufficientInstanceCapacity"),
-                                 ("on_demand", "us-east-1b", "InsufficientInstanceCapacity"),
-                                 ("on_demand", "us-east-1c", "ok")]
+    assert inject.answered() == [
+        ("on_demand", "us-east-1a", "InsufficientInstanceCapacity"),
+        ("on_demand", "us-east-1b", "InsufficientInstanceCapacity"),
+        ("on_demand", "us-east-1c", "ok"),
+    ]
     assert [h["outcome"] for h in res.history] == ["error", "error", "launched"]
     # the failed zones are skipped by the next launch, until their entries expire
     inject.calls.clear()
@@ -84,9 +89,11 @@ def test_zone_failover_on_capacity_error_and_blocklist(ec2, subnets, inject, clo
     clock.advance(61)
     inject.calls.clear()
     p.launch("gpu", 1)
-    assert inject.answered() == [("on_demand", "us-east-1a", "InsufficientInstanceCapacity"),
-                                 ("on_demand", "us-east-1b", "InsufficientInstanceCapacity"),
-                                 ("on_demand", "us-east-1c", "ok")]
+    assert inject.answered() == [
+        ("on_demand", "us-east-1a", "InsufficientInstanceCapacity"),
+        ("on_demand", "us-east-1b", "InsufficientInstanceCapacity"),
+        ("on_demand", "us-east-1c", "ok"),
+    ]
 
 
 def test_spot_first_then_on_demand_fallback(ec2, subnets, inject):
@@ -94,8 +101,11 @@ def test_spot_first_then_on_demand_fallback(ec2, subnets, inject):
     p = provider(ec2, [pool(subnets, market="spot", fallback="on_demand")])
     res = p.launch("gpu", 2)
     assert [(m, z) for m, z, _ in inject.answered()] == [
-        ("spot", "us-east-1a"), ("spot", "us-east-1b"), ("spot", "us-east-1c"),
-        ("on_demand", "us-east-1a")]
+        ("spot", "us-east-1a"),
+        ("spot", "us-east-1b"),
+        ("spot", "us-east-1c"),
+        ("on_demand", "us-east-1a"),
+    ]
     assert res.source == "on_demand"
     live = live_instances(ec2)
     assert len(live) == 2 and all(i.get("InstanceLifecycle") != "spot" for i in live)
@@ -116,44 +126,57 @@ def test_spot_without_fallback_fails_with_history_and_no_leak(ec2, subnets, inje
         p.launch("gpu", 2)
     assert type(e.value) is CapacityError and e.value.status_code == 503
     assert [(h["source"], h["zone"], h["error"]) for h in e.value.history] == [
-        ("spot", z, "InsufficientInstanceCapacity") for z in ("us-east-1a", "us-east-1b",
-                                                              "us-east-1c")]
+        ("spot", z, "InsufficientInstanceCapacity") for z in ("us-east-1a", "us-east-1b", "us-east-1c")
+    ]
     assert e.value.retry_after is not None  # when the first blocklisted zone comes back
     assert live_instances(ec2) == []
 
 
 def reservations_stub(entries):
     """A ReservationManager over a Stubber'd client: moto has no capacity reservations."""
-    client = boto3.client("ec2", region_name=REGION, aws_access_key_id="x",
-                          aws_secret_access_key="x")
+    client = boto3.client("ec2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     stub = Stubber(client)
-    stub.add_response("describe_capacity_reservations", {"CapacityReservations": entries},
-                      {"CapacityReservationIds": [e["CapacityReservationId"] for e in entries]})
+    stub.add_response(
+        "describe_capacity_reservations",
+        {"CapacityReservations": entries},
+        {"CapacityReservationIds": [e["CapacityReservationId"] for e in entries]},
+    )
     stub.activate()
     return ReservationManager(client, "test"), stub
 
 
 def cr(rid, zone, available, itype="p4d.24xlarge", state="active"):
-    return {"CapacityReservationId": rid, "InstanceType": itype, "AvailabilityZone": zone,
-            "AvailableInstanceCount": available, "TotalInstanceCount": 4, "State": state,
-            "InstanceMatchCriteria": "targeted"}
+    return {
+        "CapacityReservationId": rid,
+        "InstanceType": itype,
+        "AvailabilityZone": zone,
+        "AvailableInstanceCount": available,
+        "TotalInstanceCount": 4,
+        "State": state,
+        "InstanceMatchCriteria": "targeted",
+    }
 
 
 def test_reservations_first_matching_type_zone_and_room(ec2, subnets, inject):
-    entries = [cr("cr-0000000000000000a", "us-east-1b", 1),          # too small for 2
-               cr("cr-0000000000000000b", "us-east-1a", 4, itype="p5.48xlarge"),  # other type
-               cr("cr-0000000000000000c", "us-east-1c", 4)]          # fits
+    entries = [
+        cr("cr-0000000000000000a", "us-east-1b", 1),  # too small for 2
+        cr("cr-0000000000000000b", "us-east-1a", 4, itype="p5.48xlarge"),  # other type
+        cr("cr-0000000000000000c", "us-east-1c", 4),
+    ]  # fits
     mgr, stub = reservations_stub(entries)
-    p = provider(ec2, [pool(subnets, capacity_reservations=[e["CapacityReservationId"]
-                                                             for e in entries])],
-                 reservations=mgr)
+    p = provider(
+        ec2,
+        [pool(subnets, capacity_reservations=[e["CapacityReservationId"] for e in entries])],
+        reservations=mgr,
+    )
     res = p.launch("gpu", 2)
     stub.assert_no_pending_responses()
-    assert (res.source, res.zone, res.reservation_id) == ("reservation", "us-east-1c",
-                                                          "cr-0000000000000000c")
+    assert (res.source, res.zone, res.reservation_id) == ("reservation", "us-east-1c", "cr-0000000000000000c")
     body = inject.calls[0]["body"]
-    assert body["CapacityReservationSpecification.CapacityReservationTarget."
-                "CapacityReservationId"] == "cr-0000000000000000c"
+    assert (
+        body["CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"]
+        == "cr-0000000000000000c"
+    )
     assert body["SubnetId"] == subnets["us-east-1c"]
     tags = {t["Key"]: t["Value"] for t in live_instances(ec2)[0]["Tags"]}
     assert tags["orion-capacity-reservation"] == "cr-0000000000000000c"
@@ -162,18 +185,18 @@ def test_reservations_first_matching_type_zone_and_room(ec2, subnets, inject):
 def test_reservation_full_falls_to_on_demand(ec2, subnets, inject):
     mgr, _ = reservations_stub([cr("cr-0000000000000000c", "us-east-1c", 4)])
     inject.fail("ReservationCapacityExceeded", market="reservation")
-    p = provider(ec2, [pool(subnets, capacity_reservations=["cr-0000000000000000c"])],
-                 reservations=mgr)
+    p = provider(ec2, [pool(subnets, capacity_reservations=["cr-0000000000000000c"])], reservations=mgr)
     res = p.launch("gpu", 2)
-    assert [(m, z) for m, z, _ in inject.answered()] == [("reservation", "us-east-1c"),
-                                                         ("on_demand", "us-east-1a")]
+    assert [(m, z) for m, z, _ in inject.answered()] == [
+        ("reservation", "us-east-1c"),
+        ("on_demand", "us-east-1a"),
+    ]
     assert res.source == "on_demand"
     assert p.blocklist.is_blocked(("reservation", "cr-0000000000000000c"))
 
 
 def test_reservations_looked_up_only_for_pools_that_list_them(ec2, subnets, inject):
-    client = boto3.client("ec2", region_name=REGION, aws_access_key_id="x",
-                          aws_secret_access_key="x")
+    client = boto3.client("ec2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(client):  # no responses queued: any reservation call would fail the launch
         p = provider(ec2, [pool(subnets)], reservations=ReservationManager(client))
         res = p.launch("gpu", 1)
@@ -196,8 +219,10 @@ def test_spot_quota_still_falls_back_to_on_demand(ec2, subnets, inject):
     inject.fail("MaxSpotInstanceCountExceeded", market="spot")
     p = provider(ec2, [pool(subnets, market="spot", fallback="on_demand")])
     res = p.launch("gpu", 1)
-    assert inject.answered() == [("spot", "us-east-1a", "MaxSpotInstanceCountExceeded"),
-                                 ("on_demand", "us-east-1a", "ok")]
+    assert inject.answered() == [
+        ("spot", "us-east-1a", "MaxSpotInstanceCountExceeded"),
+        ("on_demand", "us-east-1a", "ok"),
+    ]
     assert res.source == "on_demand"
 
 
@@ -238,8 +263,10 @@ def test_budget_expiring_mid_pass_fails_with_history(ec2, subnets, inject, clock
         p.launch("gpu", 1)
     # 1a: capacity; 1b: throttled, backoff 4 s, throttled again; the next wait (8 s) would overrun
     assert [(h["zone"], h["error"]) for h in e.value.history] == [
-        ("us-east-1a", "InsufficientInstanceCapacity"), ("us-east-1b", "RequestLimitExceeded"),
-        ("us-east-1b", "RequestLimitExceeded")]
+        ("us-east-1a", "InsufficientInstanceCapacity"),
+        ("us-east-1b", "RequestLimitExceeded"),
+        ("us-east-1b", "RequestLimitExceeded"),
+    ]
     assert "budget of 10s" in e.value.message
     assert [c["zone"] for c in inject.calls].count("us-east-1c") == 0
     assert live_instances(ec2) == []
@@ -258,8 +285,10 @@ def test_spent_budget_makes_no_call(ec2, subnets, inject, clock):
 def test_lost_answer_after_launch_is_cleaned_up(ec2, subnets, inject):
     """EC2 launched the gang but the answer never arrived (a connection error after the call):
     the retries and the final clean-up leave nothing running."""
+
     def drop_answer(**kwargs):
         raise EndpointConnectionError(endpoint_url="http://ec2")
+
     ec2.meta.events.register("after-call.ec2.RunInstances", drop_answer)
     p = provider(ec2, [pool(subnets)], transient_retries=1, sleep=lambda s: None)
     with pytest.raises(CapacityError) as e:
@@ -279,6 +308,7 @@ def test_lost_answer_then_success_keeps_only_the_gang(ec2, subnets, inject):
         if not lost:
             lost.extend(i["InstanceId"] for i in parsed.get("Instances", []))
             raise EndpointConnectionError(endpoint_url="http://ec2")
+
     ec2.meta.events.register("after-call.ec2.RunInstances", drop_first_answer)
     p = provider(ec2, [pool(subnets)], sleep=lambda s: None)
     res = p.launch("gpu", 2)
@@ -290,8 +320,10 @@ def test_lost_answer_then_success_keeps_only_the_gang(ec2, subnets, inject):
 def test_interrupted_launch_is_cleaned_up(ec2, subnets, inject):
     """A launch abandoned by an exception that is not EC2's (here, an interrupt) still terminates
     what it started."""
+
     def interrupt(**kwargs):
         raise KeyboardInterrupt
+
     ec2.meta.events.register("after-call.ec2.RunInstances", interrupt)
     p = provider(ec2, [pool(subnets)])
     with pytest.raises(KeyboardInterrupt):
@@ -308,8 +340,12 @@ def test_abandon_terminates_a_launch(ec2, subnets, inject):
 
 
 def test_every_failure_path_leaves_nothing(ec2, subnets, inject):
-    for code in ("InsufficientInstanceCapacity", "UnfulfillableCapacity",
-                 "InstanceLimitExceeded", "Unsupported"):
+    for code in (
+        "InsufficientInstanceCapacity",
+        "UnfulfillableCapacity",
+        "InstanceLimitExceeded",
+        "Unsupported",
+    ):
         inject.rules.clear()
         inject.fail(code)
         p = provider(ec2, [pool(subnets, market="spot", fallback="on_demand")])
@@ -371,8 +407,11 @@ def test_status_route_over_http(ec2, subnets, inject):
     p = provider(ec2, [pool(subnets)])
     with pytest.raises(QuotaExceeded):
         p.launch("gpu", 2)
-    app = build_app(KeyRing([hash_key("admin-key")]), backend=None,
-                    capacity_backend=CapacityService(ReservationManager(ec2, "test"), p))
+    app = build_app(
+        KeyRing([hash_key("admin-key")]),
+        backend=None,
+        capacity_backend=CapacityService(ReservationManager(ec2, "test"), p),
+    )
     with TestClient(app) as client:
         assert client.get("/admin/v1/capacity/status").status_code == 401
         r = client.get("/admin/v1/capacity/status", headers={"Authorization": "Bearer admin-key"})
@@ -396,8 +435,11 @@ def test_cli_capacity_status(ec2, subnets, inject, monkeypatch, tmp_path, capsys
     p = provider(ec2, [pool(subnets)])
     with pytest.raises(CapacityError):
         p.launch("gpu", 2)
-    app = build_app(KeyRing([hash_key("admin-key")]), backend=None,
-                    capacity_backend=CapacityService(ReservationManager(ec2, "test"), p))
+    app = build_app(
+        KeyRing([hash_key("admin-key")]),
+        backend=None,
+        capacity_backend=CapacityService(ReservationManager(ec2, "test"), p),
+    )
     with serve_for_cli(app, monkeypatch, tmp_path):
         assert cli.main(["capacity", "status"]) == 0
         out = capsys.readouterr().out

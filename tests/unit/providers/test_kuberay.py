@@ -1,6 +1,7 @@
 """KubeRay: every manifest in cluster_configs/kuberay validated against the CRD schemas in
 ../shared/kuberay-crds (strictly: unknown fields are errors), and the client's requests — through
 a recording fake, and through the real kubernetes client to a small API server on 127.0.0.1."""
+
 import copy
 import json
 import threading
@@ -69,17 +70,21 @@ def test_rayjob_runs_on_the_orion_cluster(manifests):
     assert spec["entrypoint"].startswith("python ")
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda m: m["spec"].update(workerGroupSpec=m["spec"].pop("workerGroupSpecs")), "spec"),
-    (lambda m: m["spec"]["workerGroupSpecs"][1].update(maxReplicas="eight"),
-     "spec.workerGroupSpecs.1.maxReplicas"),
-    (lambda m: m["spec"]["workerGroupSpecs"][0].pop("groupName"), "spec.workerGroupSpecs.0"),
-    (lambda m: m["spec"].pop("headGroupSpec"), "spec"),
-    (lambda m: m["spec"]["autoscalerOptions"].update(version="v3"),
-     "spec.autoscalerOptions.version"),
-    (lambda m: m.update(apiVersion="ray.io/v1alpha1"), "apiVersion"),
-    (lambda m: m["metadata"].update(name="Orion_Cluster"), "metadata.name"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda m: m["spec"].update(workerGroupSpec=m["spec"].pop("workerGroupSpecs")), "spec"),
+        (
+            lambda m: m["spec"]["workerGroupSpecs"][1].update(maxReplicas="eight"),
+            "spec.workerGroupSpecs.1.maxReplicas",
+        ),
+        (lambda m: m["spec"]["workerGroupSpecs"][0].pop("groupName"), "spec.workerGroupSpecs.0"),
+        (lambda m: m["spec"].pop("headGroupSpec"), "spec"),
+        (lambda m: m["spec"]["autoscalerOptions"].update(version="v3"), "spec.autoscalerOptions.version"),
+        (lambda m: m.update(apiVersion="ray.io/v1alpha1"), "apiVersion"),
+        (lambda m: m["metadata"].update(name="Orion_Cluster"), "metadata.name"),
+    ],
+)
 def test_broken_raycluster_is_refused_with_the_field(manifests, mutate, field):
     m = copy.deepcopy(manifests["RayCluster"])
     mutate(m)
@@ -89,8 +94,7 @@ def test_broken_raycluster_is_refused_with_the_field(manifests, mutate, field):
 def test_broken_serve_config_and_runtime_env_are_refused(manifests):
     svc = copy.deepcopy(manifests["RayService"])
     svc["spec"]["serveConfigV2"] = svc["spec"]["serveConfigV2"].replace(":orion_api", ":gone")
-    assert [p["field"] for p in validate_manifest(svc)] == [
-        "spec.serveConfigV2.applications.0.import_path"]
+    assert [p["field"] for p in validate_manifest(svc)] == ["spec.serveConfigV2.applications.0.import_path"]
     svc["spec"]["serveConfigV2"] = "applications: [{name: x}]"
     assert [p["field"] for p in validate_manifest(svc)] == ["spec.serveConfigV2"]
     job = copy.deepcopy(manifests["RayJob"])
@@ -100,8 +104,12 @@ def test_broken_serve_config_and_runtime_env_are_refused(manifests):
 
 def test_serve_builder_args_are_checked():
     from pydantic import ValidationError as PydanticValidationError
-    for bad in ({"admin_key_sha256": ["not-a-hash"]}, {"admin_key_sha256": []},
-                {"admin_key_sha256": ["0" * 64], "surprise": 1}):
+
+    for bad in (
+        {"admin_key_sha256": ["not-a-hash"]},
+        {"admin_key_sha256": []},
+        {"admin_key_sha256": ["0" * 64], "surprise": 1},
+    ):
         with pytest.raises(PydanticValidationError):
             OrionApiArgs.model_validate(bad)
 
@@ -168,8 +176,10 @@ def test_scale_sends_a_json_patch_for_one_group(manifests):
     KubeRayClient(api, namespace="ml").scale_worker_group("orion", "gpu", 3)
     name, args, kwargs = api.calls[-1]
     assert name == "patch" and args[:5] == ("ray.io", "v1", "ml", "rayclusters", "orion")
-    assert args[5] == [{"op": "test", "path": "/spec/workerGroupSpecs/1/groupName", "value": "gpu"},
-                       {"op": "replace", "path": "/spec/workerGroupSpecs/1/replicas", "value": 3}]
+    assert args[5] == [
+        {"op": "test", "path": "/spec/workerGroupSpecs/1/groupName", "value": "gpu"},
+        {"op": "replace", "path": "/spec/workerGroupSpecs/1/replicas", "value": 3},
+    ]
     assert kwargs == {"_content_type": "application/json-patch+json"}
 
 
@@ -185,8 +195,9 @@ def test_scale_refuses_unknown_groups_and_out_of_range(manifests):
     assert [c[0] for c in api.calls] == ["get"] * 4  # nothing was patched
 
 
-@pytest.mark.parametrize("status, exc", [(404, NotFound), (409, Conflict), (422, Conflict),
-                                         (500, KubernetesError)])
+@pytest.mark.parametrize(
+    "status, exc", [(404, NotFound), (409, Conflict), (422, Conflict), (500, KubernetesError)]
+)
 def test_api_errors_are_mapped(status, exc):
     c = KubeRayClient(RecordingApi(fail=FakeApiException(status, "nope")))
     with pytest.raises(exc):
@@ -214,6 +225,7 @@ def apply_json_patch(obj, ops):
 class FakeApiServer(BaseHTTPRequestHandler):
     """Custom objects under /apis/ray.io/v1/namespaces/<ns>/<plural>[/<name>], as the API server
     keeps them; PATCH accepts JSON patches only (a merge patch would be a 415 here)."""
+
     store = {}
     requests = []
 
@@ -229,8 +241,9 @@ class FakeApiServer(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _status(self, code, reason):
-        self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": reason, "code": code})
+        self._reply(
+            code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}
+        )
 
     def _parts(self):
         parts = self.path.split("?")[0].strip("/").split("/")
@@ -242,8 +255,7 @@ class FakeApiServer(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n)) if n else None
 
     def _record(self, body=None):
-        FakeApiServer.requests.append((self.command, self.path,
-                                       self.headers.get("Content-Type"), body))
+        FakeApiServer.requests.append((self.command, self.path, self.headers.get("Content-Type"), body))
 
     def do_POST(self):
         ns, plural, _ = self._parts()
@@ -259,8 +271,9 @@ class FakeApiServer(BaseHTTPRequestHandler):
         ns, plural, name = self._parts()
         self._record()
         if name is None:
-            return self._reply(200, {"items": [v for (n, p, _), v in self.store.items()
-                                               if (n, p) == (ns, plural)]})
+            return self._reply(
+                200, {"items": [v for (n, p, _), v in self.store.items() if (n, p) == (ns, plural)]}
+            )
         if (ns, plural, name) not in self.store:
             return self._status(404, "NotFound")
         self._reply(200, self.store[(ns, plural, name)])
@@ -292,6 +305,7 @@ class FakeApiServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def k8s():
     from kubernetes import client as k8s_client
+
     FakeApiServer.store, FakeApiServer.requests = {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApiServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -330,6 +344,7 @@ def test_real_client_scale_conflicts_when_groups_moved(k8s, manifests):
         obj = real_get(kind, name)
         obj["spec"]["workerGroupSpecs"].reverse()
         return obj
+
     k8s.get = stale_get
     with pytest.raises(Conflict):
         k8s.scale_worker_group("orion", "gpu", 2)

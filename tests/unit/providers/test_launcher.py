@@ -1,5 +1,6 @@
 """Launch retries over time (the autoscaler's side): passes with backoff until the budget is spent,
 blocklisted zones tried again once they expire; on moto with injected errors and a fake clock."""
+
 import pytest
 
 from orion_ray.autoscaler.launcher import launch_with_retries
@@ -10,10 +11,23 @@ from .conftest import AMI, live_instances
 
 
 def make(ec2, subnets, clock, **pool):
-    p = {"name": "gpu", "instance_type": "p4d.24xlarge", "image_id": AMI,
-         "subnets": [subnets["us-east-1a"], subnets["us-east-1b"]], "max_size": 4, **pool}
-    return EC2Provider(ec2_client=ec2, pools=[p], cluster="test", clock=clock, sleep=clock.sleep,
-                       rand=lambda: 1.0, blocklist_ttl_s=60)
+    p = {
+        "name": "gpu",
+        "instance_type": "p4d.24xlarge",
+        "image_id": AMI,
+        "subnets": [subnets["us-east-1a"], subnets["us-east-1b"]],
+        "max_size": 4,
+        **pool,
+    }
+    return EC2Provider(
+        ec2_client=ec2,
+        pools=[p],
+        cluster="test",
+        clock=clock,
+        sleep=clock.sleep,
+        rand=lambda: 1.0,
+        blocklist_ttl_s=60,
+    )
 
 
 def test_capacity_comes_back_after_blocklist_expiry(ec2, subnets, inject, clock):

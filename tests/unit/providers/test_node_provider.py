@@ -1,5 +1,6 @@
 """The Ray autoscaler plugin driven method by method against moto (``ray up`` needs the cloud), and
 the AWS cluster configs: they load, Ray's own schema accepts them, and every pool validates."""
+
 import copy
 from pathlib import Path
 
@@ -7,11 +8,16 @@ import pytest
 import yaml
 from ray.autoscaler.node_launch_exception import NodeLaunchException
 from ray.autoscaler.node_provider import NodeProvider
-from ray.autoscaler.tags import (NODE_KIND_HEAD, NODE_KIND_WORKER, TAG_RAY_NODE_KIND,
-                                 TAG_RAY_NODE_NAME, TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE)
+from ray.autoscaler.tags import (
+    NODE_KIND_HEAD,
+    NODE_KIND_WORKER,
+    TAG_RAY_NODE_KIND,
+    TAG_RAY_NODE_NAME,
+    TAG_RAY_NODE_STATUS,
+    TAG_RAY_USER_NODE_TYPE,
+)
 
-from orion_ray.autoscaler.providers.node_provider import (OrionEC2NodeProvider,
-                                                          pool_from_node_config)
+from orion_ray.autoscaler.providers.node_provider import OrionEC2NodeProvider, pool_from_node_config
 from orion_ray.autoscaler.providers.pools import parse_pools
 from orion_ray.config import load_config
 from orion_ray.errors import ConfigError
@@ -24,21 +30,33 @@ MODULE = "orion_ray.autoscaler.providers.node_provider.OrionEC2NodeProvider"
 
 
 def node_config(subnets, **kw):
-    return {"instance_type": "g6.12xlarge", "image_id": AMI,
-            "subnets": [subnets["us-east-1a"], subnets["us-east-1b"]], **kw}
+    return {
+        "instance_type": "g6.12xlarge",
+        "image_id": AMI,
+        "subnets": [subnets["us-east-1a"], subnets["us-east-1b"]],
+        **kw,
+    }
 
 
 def worker_tags(node_type="gpu_spot"):
-    return {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: node_type,
-            TAG_RAY_NODE_NAME: f"ray-orion-{node_type}", TAG_RAY_NODE_STATUS: "uninitialized"}
+    return {
+        TAG_RAY_NODE_KIND: NODE_KIND_WORKER,
+        TAG_RAY_USER_NODE_TYPE: node_type,
+        TAG_RAY_NODE_NAME: f"ray-orion-{node_type}",
+        TAG_RAY_NODE_STATUS: "uninitialized",
+    }
 
 
 @pytest.fixture
 def plugin(ec2, moto_url):
     """The plugin as Ray builds it: through Ray's own loader of ``type: external`` providers."""
     from ray.autoscaler._private.providers import _get_node_provider
-    p = _get_node_provider({"type": "external", "module": MODULE, "region": REGION,
-                            "endpoint_url": moto_url}, "orion-test", use_cache=False)
+
+    p = _get_node_provider(
+        {"type": "external", "module": MODULE, "region": REGION, "endpoint_url": moto_url},
+        "orion-test",
+        use_cache=False,
+    )
     assert isinstance(p, OrionEC2NodeProvider) and isinstance(p, NodeProvider)
     return p
 
@@ -50,8 +68,7 @@ def inject(plugin, subnets):
 
 
 def test_create_list_tag_terminate(plugin, ec2, subnets, inject):
-    created = plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"),
-                                 worker_tags(), 2)
+    created = plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"), worker_tags(), 2)
     ids = sorted(created)
     assert len(ids) == 2 and all(i.startswith("i-") for i in ids)
     assert inject.calls[0]["market"] == "spot" and inject.calls[0]["body"]["MinCount"] == 2
@@ -74,8 +91,9 @@ def test_create_list_tag_terminate(plugin, ec2, subnets, inject):
 
 
 def test_head_and_workers_are_told_apart(plugin, subnets):
-    head = plugin.create_node(node_config(subnets), {**worker_tags("head"),
-                                                     TAG_RAY_NODE_KIND: NODE_KIND_HEAD}, 1)
+    head = plugin.create_node(
+        node_config(subnets), {**worker_tags("head"), TAG_RAY_NODE_KIND: NODE_KIND_HEAD}, 1
+    )
     worker = plugin.create_node(node_config(subnets), worker_tags("cpu"), 1)
     assert plugin.non_terminated_nodes({TAG_RAY_NODE_KIND: NODE_KIND_HEAD}) == list(head)
     assert plugin.non_terminated_nodes({TAG_RAY_USER_NODE_TYPE: "cpu"}) == list(worker)
@@ -83,14 +101,12 @@ def test_head_and_workers_are_told_apart(plugin, subnets):
     assert plugin.non_terminated_nodes({}) == list(worker)
 
 
-def test_capacity_failure_is_a_node_launch_exception_and_leaks_nothing(plugin, ec2, subnets,
-                                                                       inject):
+def test_capacity_failure_is_a_node_launch_exception_and_leaks_nothing(plugin, ec2, subnets, inject):
     inject.fail("InsufficientInstanceCapacity", market="spot")
     inject.fail("InsufficientInstanceCapacity", market="on_demand", zone="us-east-1a")
     inject.fail("VcpuLimitExceeded", market="on_demand", zone="us-east-1b")
     with pytest.raises(NodeLaunchException) as e:
-        plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"),
-                           worker_tags(), 3)
+        plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"), worker_tags(), 3)
     assert e.value.category == "quota"  # every source failed, and one on a quota
     assert "spot/us-east-1a: InsufficientInstanceCapacity" in e.value.description
     assert "on_demand/us-east-1b: VcpuLimitExceeded" in e.value.description
@@ -98,8 +114,7 @@ def test_capacity_failure_is_a_node_launch_exception_and_leaks_nothing(plugin, e
     # the blocklist persists between the autoscaler's calls: full zones are not hit again at once
     inject.calls.clear()
     with pytest.raises(NodeLaunchException):
-        plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"),
-                           worker_tags(), 3)
+        plugin.create_node(node_config(subnets, market="spot", fallback="on_demand"), worker_tags(), 3)
     assert [(c["market"], c["zone"]) for c in inject.calls] == [("on_demand", "us-east-1b")]
 
 
@@ -118,6 +133,7 @@ def aws_config():
 
 def test_aws_launcher_config_passes_rays_schema_and_uses_the_plugin():
     from ray.autoscaler._private.util import prepare_config, validate_config
+
     cfg = aws_config()
     assert cfg["provider"]["type"] == "external" and cfg["provider"]["module"] == MODULE
     validate_config(prepare_config(copy.deepcopy(cfg)))
@@ -147,9 +163,13 @@ def test_aws_orion_yaml_pools_match_the_launcher():
     types = aws_config()["available_node_types"]
     for name, pool in pools.items():
         nc = pool_from_node_config(name, types[name]["node_config"])
-        assert (pool.instance_type, pool.market, pool.fallback, pool.subnets,
-                pool.capacity_reservations) == (nc.instance_type, nc.market, nc.fallback,
-                                                nc.subnets, nc.capacity_reservations), name
+        assert (pool.instance_type, pool.market, pool.fallback, pool.subnets, pool.capacity_reservations) == (
+            nc.instance_type,
+            nc.market,
+            nc.fallback,
+            nc.subnets,
+            nc.capacity_reservations,
+        ), name
         assert pool.max_size == types[name]["max_workers"], name
 
 

@@ -1,5 +1,6 @@
 """Spot interruption notices → drain: a fed notice, and the metadata service's notice read over
 HTTP from a local stand-in of the metadata service on 127.0.0.1."""
+
 import datetime as dt
 import json
 import threading
@@ -7,9 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orion_ray.autoscaler.providers.spot import (FedNoticeSource, IMDSNoticeSource,
-                                                 InterruptionNotice, SpotInterruptionWatcher,
-                                                 parse_instance_action)
+from orion_ray.autoscaler.providers.spot import (
+    FedNoticeSource,
+    IMDSNoticeSource,
+    InterruptionNotice,
+    SpotInterruptionWatcher,
+    parse_instance_action,
+)
 
 T0 = dt.datetime(2026, 11, 25, 17, 0, tzinfo=dt.timezone.utc)
 
@@ -17,8 +22,9 @@ T0 = dt.datetime(2026, 11, 25, 17, 0, tzinfo=dt.timezone.utc)
 def test_fed_notice_drains_the_node_once():
     source = FedNoticeSource()
     drained = []
-    w = SpotInterruptionWatcher(source, lambda node, deadline: drained.append((node, deadline)),
-                                now=lambda: T0)
+    w = SpotInterruptionWatcher(
+        source, lambda node, deadline: drained.append((node, deadline)), now=lambda: T0
+    )
     assert w.poll_once() is None and drained == []
     notice = InterruptionNotice("i-0abc", "terminate", T0 + dt.timedelta(minutes=2))
     source.feed(notice)
@@ -36,6 +42,7 @@ def test_failed_drain_is_tried_again():
         calls.append(node)
         if len(calls) == 1:
             raise RuntimeError("autoscaler busy")
+
     w = SpotInterruptionWatcher(source, drain, now=lambda: T0)
     n = InterruptionNotice("i-1", "terminate", T0 + dt.timedelta(minutes=2))
     source.feed(n)
@@ -58,6 +65,7 @@ def test_run_loop_stops_by_event_and_survives_errors():
                 return InterruptionNotice("i-2", "stop", T0)
             stop.set()
             return None
+
     stop = threading.Event()
     drained = []
     SpotInterruptionWatcher(Flaky(), lambda n, d: drained.append(n)).run(stop, interval_s=0)
@@ -82,8 +90,7 @@ class FakeIMDS(BaseHTTPRequestHandler):
         self.wfile.write(body.encode())
 
     def do_PUT(self):
-        if self.path == "/latest/api/token" and self.headers.get(
-                "X-aws-ec2-metadata-token-ttl-seconds"):
+        if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             return self._send(200, "tok-1")
         self._send(400)
 
