@@ -65,6 +65,12 @@ class SchedulerConfig(BaseModel):
     # has not finished after this long (it retries forever; an operator should look)
     stall_after_s: float = Field(30.0, gt=0)
     recovery_stuck_after_s: float = Field(120.0, gt=0)
+    # A single-bundle task (no shared GPU) runs pinned to the node the cycle chose, without a
+    # placement group of its own: a group costs a GCS round trip, an asynchronous release and a
+    # cold worker per task. Opt-in because its child tasks are then not captured by any group.
+    pin_single_bundle_tasks: bool = Field(
+        False, description="run single-bundle tasks pinned to their node, without a placement group"
+    )
 
     @field_validator("placement_policy")
     @classmethod

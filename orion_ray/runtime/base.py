@@ -53,8 +53,13 @@ class Runtime(Protocol):
         strategy: str,
         nodes: Optional[list[str]] = None,
         gpu_types: Optional[list[Optional[str]]] = None,
+        *,
+        pinned: bool = False,
     ) -> Any:
-        """Create the workload's group, each bundle pinned to ``nodes[i]`` when given."""
+        """Create the workload's group, each bundle pinned to ``nodes[i]`` when given.
+
+        ``pinned`` (one bundle, ``nodes`` given): no group at all, only a handle that launches the
+        task on ``nodes[0]`` with the bundle's resources; ready at once, nothing to remove."""
         ...
 
     async def wait_pg_ready(self, pg: Any, timeout_s: float) -> bool:
@@ -98,8 +103,10 @@ class Runtime(Protocol):
         runtime_env: Optional[dict],
         max_result_bytes: int,
         max_log_bytes: int,
+        tenant_id: Optional[str] = None,
     ) -> str:
-        """Start one attempt of a task inside the workload's group."""
+        """Start one attempt of a task inside the workload's group (a pinned one on its node, in
+        worker processes shared only with the same ``tenant_id``'s pinned tasks)."""
         ...
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:

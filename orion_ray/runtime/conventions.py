@@ -17,6 +17,8 @@ INFRA_ERRORS = (
     "OwnerDiedError",
     "ObjectLostError",
     "ObjectReconstructionFailed",
+    # a task pinned to a node (hard affinity) that died before the task was scheduled there
+    "TaskUnschedulableError",
 )
 
 # runtime_env keys that bring code the scheduler's own process cannot see

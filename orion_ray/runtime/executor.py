@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import ray
 from ray.util.placement_group import get_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from ..names import EXECUTOR_NAME, NAMESPACE
 from .task_runner import run_callable
@@ -23,6 +23,16 @@ __all__ = ["EXECUTOR_NAME", "TaskExecutor"]
 
 def _key(workload_id: str, attempt: int) -> str:
     return f"{workload_id}:{attempt}"
+
+
+def tenant_env(runtime_env: Optional[dict], tenant_id: Optional[str]) -> dict:
+    """``runtime_env`` with the tenant's marker ``ORION_TENANT``: Ray reuses a worker process only
+    for tasks with the same runtime_env, so pinned tasks (whose workers no group removal ends)
+    share workers within a tenant, never across tenants. Per tenant, not per task: a runtime_env
+    that differs per task would start a fresh worker for every run."""
+    env = dict(runtime_env or {})
+    env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_TENANT": tenant_id or "default"}
+    return env
 
 
 class TaskExecutor:
@@ -48,12 +58,25 @@ class TaskExecutor:
         runtime_env: Optional[dict],
         max_result_bytes: int,
         max_log_bytes: int,
+        node_id: Optional[str] = None,
+        tenant_id: Optional[str] = None,
     ) -> str:
-        """Start one attempt in the workload's group ``pg_name``; idempotent per attempt."""
+        """Start one attempt in the workload's group ``pg_name``, or — ``node_id`` given, a pinned
+        task — on that node with the bundle's resources and no group; idempotent per attempt."""
         key = _key(workload_id, attempt)
         if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
             return self._runs[key].task_id().hex()
-        pg = get_placement_group(pg_name)
+        strategy: Any
+        if node_id:
+            strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            pg_name = ""
+            runtime_env = tenant_env(runtime_env, tenant_id)
+        else:
+            strategy = PlacementGroupSchedulingStrategy(
+                get_placement_group(pg_name),
+                placement_group_bundle_index=0,
+                placement_group_capture_child_tasks=True,
+            )
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")}
         # Orion's variables travel as an argument, not in runtime_env: a runtime_env that differs
         # per task makes Ray start a fresh worker process for every run (~1 s each).
@@ -70,9 +93,7 @@ class TaskExecutor:
             num_gpus=bundle.get("GPU", 0),
             memory=bundle.get("memory") or None,
             resources=custom or None,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(
-                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
-            ),
+            scheduling_strategy=strategy,
             **options,
         )
         ref = remote_fn.remote(function, args, kwargs, max_result_bytes, max_log_bytes, orion_env)

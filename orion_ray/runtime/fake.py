@@ -43,6 +43,15 @@ class FakePG:
 
 
 @dataclass
+class FakePinned:
+    """A pinned task's reservation: one bundle on one node, and no group."""
+
+    workload_id: str
+    node_id: str
+    bundle: dict[str, float]
+
+
+@dataclass
 class FakeRun:
     """One attempt of a task or a job, ended by the test."""
 
@@ -62,6 +71,7 @@ class FakeRuntime:
         self.alive: dict[str, NodeView] = {n.node_id: n for n in nodes or []}
         self.deaths: dict[str, tuple[int, str]] = {}
         self.pgs: dict[str, FakePG] = {}
+        self.pinned: dict[str, FakePinned] = {}  # reservations without a group
         self.runs: dict[str, FakeRun] = {}  # "<workload_id>:<attempt>" → run
         self.auto_ready = auto_ready
         self.serving: dict[str, float] = {}
@@ -74,11 +84,16 @@ class FakeRuntime:
 
     def lose_node(self, node_id: str) -> list[str]:
         """The node dies (Ray records it as an unexpected death). Its runs are left hanging, as
-        they are until Orion notices; removing their groups ends them. Returns the workload ids
-        with a bundle there."""
+        they are until Orion notices; removing their groups ends them. A pinned task has no group:
+        its run ends at once with the node's death, as Ray reports it to the run's owner. Returns
+        the workload ids with a bundle there."""
         self.alive.pop(node_id, None)
         self.deaths[node_id] = (NODE_DIED_UNEXPECTEDLY, "missed too many heartbeats")
-        return [pg.workload_id for pg in self.pgs.values() if node_id in pg.nodes]
+        pinned = [p.workload_id for p in self.pinned.values() if p.node_id == node_id]
+        for run in self._live():
+            if run.workload_id in pinned and run.kind == "task":
+                self._end(run, {"ok": False, "error": f"NodeDiedError: node {node_id} died"})
+        return [pg.workload_id for pg in self.pgs.values() if node_id in pg.nodes] + pinned
 
     def make_ready(self, workload_id: str) -> None:
         """Ray reserved the group (with ``auto_ready=False``)."""
@@ -154,7 +169,16 @@ class FakeRuntime:
         strategy: str,
         nodes: Optional[list[str]] = None,
         gpu_types: Optional[list[Optional[str]]] = None,
-    ) -> FakePG:
+        *,
+        pinned: bool = False,
+    ) -> "FakePG | FakePinned":
+        if pinned:  # like Ray's adapter: no group, ready at once
+            self.calls.append(("pin", workload_id, None))
+            if len(bundles) != 1 or not nodes or not nodes[0]:
+                raise ValueError("a pinned reservation is one bundle on a given node")
+            handle = FakePinned(workload_id, nodes[0], dict(bundles[0]))
+            self.pinned[workload_id] = handle
+            return handle
         self.calls.append(("create_pg", workload_id, None))
         first = next(iter(self.alive), None)
         pg = FakePG(workload_id, list(bundles), list(nodes) if nodes else [first] * len(bundles))
@@ -163,14 +187,18 @@ class FakeRuntime:
         self.pgs[workload_id] = pg
         return pg
 
-    async def wait_pg_ready(self, pg: FakePG, timeout_s: float) -> bool:
+    async def wait_pg_ready(self, pg: "FakePG | FakePinned", timeout_s: float) -> bool:
+        if isinstance(pg, FakePinned):
+            return True
         try:
             await asyncio.wait_for(pg.ready.wait(), timeout=timeout_s)
         except asyncio.TimeoutError:
             return False
         return True
 
-    def pg_nodes(self, pg: FakePG) -> list[Optional[str]]:
+    def pg_nodes(self, pg: "FakePG | FakePinned") -> list[Optional[str]]:
+        if isinstance(pg, FakePinned):
+            return [pg.node_id]
         return list(pg.nodes)
 
     async def pg_gpu_ids(self, pg: FakePG, bundle_index: int, gpu: float) -> Optional[list[int]]:
@@ -181,6 +209,8 @@ class FakeRuntime:
 
     def remove_pg(self, workload_id: str) -> bool:
         self.calls.append(("remove_pg", workload_id, None))
+        if self.pinned.pop(workload_id, None) is not None:
+            return True  # nothing in Ray, and its run is not ended by this (as with Ray)
         pg = self.pgs.pop(workload_id, None)
         if pg is None:
             return False
@@ -208,6 +238,7 @@ class FakeRuntime:
         runtime_env: Optional[dict],
         max_result_bytes: int,
         max_log_bytes: int,
+        tenant_id: Optional[str] = None,
     ) -> str:
         self.calls.append(("start_task", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
@@ -223,6 +254,8 @@ class FakeRuntime:
                 "kwargs": kwargs,
                 "bundle": bundle,
                 "runtime_env": runtime_env,
+                "tenant_id": tenant_id,
+                "node_id": self.pinned[workload_id].node_id if workload_id in self.pinned else None,
             },
         )
         return key

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
@@ -83,6 +84,17 @@ class PendingPG:
         return self.future.result()
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """A single-bundle task's reservation without a placement group: what ``create_pg(...,
+    pinned=True)`` returns. Orion holds ``bundle`` on ``node_id`` in its own account; Ray only sees
+    the task itself, launched there with a hard node affinity."""
+
+    workload_id: str
+    node_id: str
+    bundle: dict[str, float]
+
+
 @ray.remote(num_cpus=0, max_retries=0)
 def _gpu_probe() -> list:
     return list(ray.get_gpu_ids())
@@ -105,6 +117,7 @@ class RayRuntime:
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orion-gcs-read")
         self._refreshing = False
         self._pgs: dict[str, PlacementGroup] = {}  # created here, by workload (no name lookup)
+        self._pinned: dict[str, Pinned] = {}  # pinned tasks' reservations (no group in Ray)
 
     # -- cluster snapshot ----------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -180,9 +193,20 @@ class RayRuntime:
         strategy: str,
         nodes: Optional[list[str]] = None,
         gpu_types: Optional[list[Optional[str]]] = None,
-    ) -> PendingPG:
+        *,
+        pinned: bool = False,
+    ) -> "PendingPG | Pinned":
         """Create the workload's detached, named placement group, bundles pinned to ``nodes``,
-        on the GCS thread; returns at once (``wait_pg_ready`` waits for the creation too)."""
+        on the GCS thread; returns at once (``wait_pg_ready`` waits for the creation too).
+
+        ``pinned``: no group — a ``Pinned`` handle for one bundle on ``nodes[0]``, which
+        ``start_task`` launches there with a hard node affinity (no GCS call at all)."""
+        if pinned:
+            if len(bundles) != 1 or not nodes or not nodes[0]:
+                raise ValueError("a pinned reservation is one bundle on a given node")
+            handle = Pinned(workload_id, nodes[0], dict(bundles[0]))
+            self._pinned[workload_id] = handle
+            return handle
         selectors = []
         for i, _ in enumerate(bundles):
             sel: dict[str, str] = {}
@@ -208,6 +232,9 @@ class RayRuntime:
     async def wait_pg_ready(self, pg: Any, timeout_s: float) -> bool:
         """Whether the group is reserved within ``timeout_s``; a refused creation raises."""
 
+        if isinstance(pg, Pinned):  # nothing to wait for: Ray queues the task on its node
+            return True
+
         async def ready() -> None:
             group = await asyncio.wrap_future(pg.future) if isinstance(pg, PendingPG) else pg
             await group.ready()
@@ -220,6 +247,8 @@ class RayRuntime:
 
     def pg_nodes(self, pg: Any) -> list[str]:
         """Node id of each bundle of a ready group (the pinned nodes need no GCS read)."""
+        if isinstance(pg, Pinned):
+            return [pg.node_id]
         if isinstance(pg, PendingPG):
             if pg.nodes is not None:
                 return list(pg.nodes)
@@ -237,6 +266,8 @@ class RayRuntime:
         no API that reports it, but a task in the bundle asking for the same fraction gets exactly
         those devices. ``None`` if the probe does not answer in time.
         """
+        if isinstance(pg, Pinned):  # never shared-GPU (those keep their group)
+            return None
         if isinstance(pg, PendingPG):
             pg = pg.result()
         ref = _gpu_probe.options(
@@ -260,7 +291,10 @@ class RayRuntime:
 
     def remove_pg(self, workload_id: str) -> bool:
         """Remove the workload's group, on the GCS thread (after any creation asked before it);
-        returns at once."""
+        returns at once. A pinned reservation has nothing in Ray: it is only forgotten (no GCS
+        call; its task is stopped by cancel/stop, not by this)."""
+        if self._pinned.pop(workload_id, None) is not None:
+            return True
 
         def remove() -> None:
             pg = self._pgs.pop(workload_id, None) or self.get_pg(workload_id)
@@ -318,19 +352,24 @@ class RayRuntime:
         runtime_env: Optional[dict],
         max_result_bytes: int,
         max_log_bytes: int,
+        tenant_id: Optional[str] = None,
     ) -> str:
-        """Start one attempt of a task in the workload's group (through ``orion-executor``)."""
+        """Start one attempt of a task in the workload's group (through ``orion-executor``); a
+        pinned one on its node, with its tenant's worker marker."""
+        pin = self._pinned.get(workload_id)
         return await self.executor().start.remote(
             workload_id,
             attempt,
             function=function,
             args=args,
             kwargs=kwargs,
-            pg_name=pg_name(workload_id),
+            pg_name="" if pin else pg_name(workload_id),
             bundle=bundle,
             runtime_env=runtime_env,
             max_result_bytes=max_result_bytes,
             max_log_bytes=max_log_bytes,
+            node_id=pin.node_id if pin else None,
+            tenant_id=tenant_id,
         )
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:

@@ -27,7 +27,7 @@ from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.cycle import CyclePlanner
 from ..policy.fairshare import FairShare
-from ..policy.live_placement import LivePlacer, bundle_request, outside_orion
+from ..policy.live_placement import LivePlacer, bundle_request, outside_orion, placement_record
 from ..policy.placement import get_policy
 from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
@@ -35,7 +35,7 @@ from ..status import Status
 from . import estimates, ingest, intake, node_ops, outside, views
 from . import policy_bridge as bridge
 from .admin import AdminMixin
-from .driver import WorkloadDriver
+from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .liveness import Liveness
 from .recovery import recover
@@ -277,18 +277,36 @@ class Scheduler(AdminMixin):
             admitted.append((w, placed))
         # 5 reserve: record in memory, persist, then create the placement group
         batch: list = []
+        pins = {w.workload_id for w, _ in admitted if pinnable(w, self.config.pin_single_bundle_tasks)}
         for w, placed in admitted:
             book.reservations[w.workload_id] = placed
             book.nominated.pop(w.workload_id, None)
             book.wait_reasons.pop(w.workload_id, None)
-            book.set(w, Status.STARTING, "placement group requested", batch=batch, reason=None)
+            if w.workload_id in pins:
+                # no group will say where it runs: the node goes in the record now, so a restarted
+                # scheduler adopts a launched run with its reservation
+                book.set(
+                    w,
+                    Status.STARTING,
+                    "pinned to its node",
+                    batch=batch,
+                    reason=None,
+                    placement=placement_record(placed),
+                )
+            else:
+                book.set(w, Status.STARTING, "placement group requested", batch=batch, reason=None)
         self.store.update_many(batch)
         for w, placed in admitted:
             bundles, types, strategy, _ = book.shape(w)
             try:
                 # Each bundle pinned to the node the engine chose: Ray realises Orion's decision.
                 pg = self.runtime.create_pg(
-                    w.workload_id, bundles, strategy, nodes=[h.node_id for h in placed], gpu_types=types
+                    w.workload_id,
+                    bundles,
+                    strategy,
+                    nodes=[h.node_id for h in placed],
+                    gpu_types=types,
+                    pinned=w.workload_id in pins,
                 )
             except Exception as exc:  # e.g. Ray refused the group: requeue with backoff
                 book.requeue(w, f"placement group creation failed: {exc}")

@@ -28,6 +28,20 @@ MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workl
 HOLDING = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)  # states that hold a group
 
 
+def pinnable(w: Workload, enabled: bool) -> bool:
+    """Whether ``w`` runs pinned to its node without a group of its own
+    (``scheduler.pin_single_bundle_tasks``): a task with one bundle and no fractional GPU (a
+    shared GPU needs the group's probe to learn which device Ray gave it). Gangs, jobs and
+    inference keep their group."""
+    if not enabled or w.spec.workload_type != "task":
+        return False
+    gang = w.spec.gang()
+    if len(gang) != 1:
+        return False
+    gpu = float(gang[0].ray_bundle().get("GPU", 0.0))
+    return gpu == int(gpu)
+
+
 class WorkloadDriver:
     """The drivers of the workloads that hold capacity, keyed by workload id (``tasks``)."""
 
@@ -132,6 +146,7 @@ class WorkloadDriver:
                 runtime_env=task.runtime_env,
                 max_result_bytes=self.config.max_result_bytes,
                 max_log_bytes=self.config.max_log_bytes,
+                tenant_id=w.tenant_id,
             )
         else:
             metadata = {

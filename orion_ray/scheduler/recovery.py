@@ -78,6 +78,11 @@ async def recover(
             state = job_states.get(wid)
             alive = state is not None
         pg = runtime.get_pg(wid) if wid in live_pgs else None
+        pinned = pg is None and alive and _pinned_record(w)
+        if pinned:
+            # a pinned task has no group to read: its reservation is rebuilt from its record
+            node = w.placement[0]["node_id"]
+            pg = runtime.create_pg(wid, [w.spec.gang()[0].ray_bundle()], "PACK", nodes=[node], pinned=True)
         if alive:
             if w.status == Status.STARTING:
                 nodes = runtime.pg_nodes(pg) if pg is not None else []
@@ -87,7 +92,9 @@ async def recover(
                     "adopted after restart",
                     started_at=clock(),
                     worker_id=nodes[0] if nodes else None,
-                    placement=[{"bundle": i, "node_id": n} for i, n in enumerate(nodes)],
+                    placement=(
+                        w.placement if pinned else [{"bundle": i, "node_id": n} for i, n in enumerate(nodes)]
+                    ),
                 )
             _reserve_from(book, runtime, w, pg)
             driver.start(w, pg, adopt_running=True)
@@ -111,10 +118,22 @@ async def recover(
     for key in task_runs:
         wid, _, attempt = key.rpartition(":")
         w = book.active.get(wid)
-        if w is None or w.attempt != int(attempt):
+        # a queued workload's run (no group removal ends a pinned one) would run it twice
+        if w is None or w.attempt != int(attempt) or w.status == Status.QUEUED:
             await runtime.cancel_task(wid, int(attempt))
     log.info("recovered: %s", counts)
     return counts
+
+
+def _pinned_record(w: Workload) -> bool:
+    """``w`` may be a pinned task (``scheduler.pin_single_bundle_tasks``): one bundle, and a
+    stored node for it (a pinned task records its node when it is reserved)."""
+    return (
+        w.spec.runs_as_task
+        and len(w.spec.gang()) == 1
+        and bool(w.placement)
+        and bool(w.placement[0].get("node_id"))
+    )
 
 
 def _reserve_from(book: WorkloadBook, runtime: Runtime, w: Workload, pg: Any) -> None:
