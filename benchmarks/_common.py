@@ -42,6 +42,8 @@ def orion_up(args: argparse.Namespace) -> Iterator[dict]:
         os.environ.pop(var, None)
     cfg = OrionConfig()
     cfg.orion.api.port = args.port
+    # --pin (e2e): single-bundle tasks pinned to their node, no placement group each
+    cfg.orion.scheduler.pin_single_bundle_tasks = bool(getattr(args, "pin", False))
     try:
         err(f"orion up (ORION_HOME={home}, API :{args.port}, Ray :{args.ray_port}) ...")
         info = up(

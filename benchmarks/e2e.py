@@ -20,6 +20,10 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
   is not simply the maximum). Orion's own segments come from its recorded transitions: ack →
   ``starting`` (admitted and reserved) and ack → ``running`` (launched).
 
+``--pin`` starts Orion with ``scheduler.pin_single_bundle_tasks`` on: each trivial task is pinned
+to the node Orion chose, with no placement group of its own (the plain-Ray baselines are unchanged;
+the JSON line says ``"pin": true``).
+
 Each of ``--repeats`` repeats runs all of them (Orion/Ray order alternating); throughputs are medians
 over repeats. The last line of stdout is one JSON object (see ../shared/BENCHMARKS.md).
 """
@@ -154,6 +158,11 @@ def main() -> None:
         default=70,
         help="workloads per idle run (default 70: 210 pooled samples over 3 repeats)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="Orion with scheduler.pin_single_bundle_tasks on (no placement group per task)",
+    )
     add_cluster_args(p)
     args = p.parse_args()
 
@@ -212,7 +221,8 @@ def main() -> None:
     samples = len(pooled["orion_idle"])
     print(
         f"\ne2e: {args.n} workloads per burst, {args.idle_n} at idle, {args.repeats} repeats, "
-        f"{args.num_cpus:g} CPUs; medians over repeats (per-repeat values in brackets)"
+        f"{args.num_cpus:g} CPUs{', Orion with pinned tasks' if args.pin else ''}; "
+        "medians over repeats (per-repeat values in brackets)"
     )
     print(f"{'':34}{'Orion':>12}{'plain Ray':>12}{'Orion - Ray':>14}")
 
@@ -251,6 +261,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "e2e",
+                "pin": args.pin,
                 "orion_per_s": round(med["orion_per_s"], 3),
                 "ray_per_s": round(med["ray_per_s"], 3),
                 "ray_plain_per_s": round(med["ray_plain_per_s"], 3),

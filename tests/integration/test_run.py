@@ -1,4 +1,5 @@
-"""Task and job workloads run to the end inside Orion's own placement groups."""
+"""Task and job workloads run to the end inside Orion's own placement groups (or, with
+``scheduler.pin_single_bundle_tasks``, a single-bundle task pinned to its node without one)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,54 @@ def test_task_logs_are_kept(orion):
     w = orion.wait(wid)
     assert w["status"] == "failed" and "kaput" in w["error"]
     assert "about to fail" in orion.logs(wid)
+
+
+def _pin(orion, on: bool) -> None:
+    """Turn ``scheduler.pin_single_bundle_tasks`` on or off in the module's running Orion (the
+    scheduler reads it each cycle), instead of starting a second Orion."""
+    ray.get(
+        orion.actor.__ray_call__.remote(
+            lambda self: setattr(self.scheduler.config, "pin_single_bundle_tasks", on)
+        ),
+        timeout=30,
+    )
+
+
+def test_a_pinned_task_runs_on_the_chosen_node_without_a_group(orion):
+    _pin(orion, True)
+    try:
+        cpu = orion.submit(
+            {"workload_type": "task", "function": "tests.integration.helpers:where", "resources": {"cpu": 1}},
+            tenant="team-a",
+        )
+        gpu = orion.submit(
+            {
+                "workload_type": "task",
+                "function": "tests.integration.helpers:where",
+                "resources": {"cpu": 0.5, "gpu": 1, "gpu_type": "H100"},
+            }
+        )
+        results = {wid: orion.wait(wid) for wid in (cpu, gpu)}
+    finally:
+        _pin(orion, False)
+    h100 = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
+    for wid, w in results.items():
+        assert w["status"] == "completed", w
+        assert [h["status"] for h in w["history"]] == [
+            "submitted",
+            "queued",
+            "starting",
+            "running",
+            "completed",
+        ]
+        r = w["result"]
+        assert r["node"] == w["worker_id"] == w["placement"][0]["node_id"]  # where Orion chose
+        assert r["pg"] is None and pg_state(wid) is None  # no group, not even a removed one
+        assert r["workload_id"] == wid
+    assert results[cpu]["result"]["tenant"] == "team-a"  # workers shared within a tenant only
+    assert results[gpu]["result"]["tenant"] == "default"
+    assert results[gpu]["result"]["node"] == h100 and len(results[gpu]["result"]["gpu_ids"]) == 1
+    # the setting off again: the next task has its group, as before
+    wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where"})
+    w = orion.wait(wid)
+    assert w["status"] == "completed" and w["result"]["pg"] is not None, w
