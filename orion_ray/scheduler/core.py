@@ -278,6 +278,7 @@ class Scheduler(AdminMixin):
         # 5 reserve: record in memory, persist, then create the placement group
         batch: list = []
         pins = {w.workload_id for w, _ in admitted if pinnable(w, self.config.pin_single_bundle_tasks)}
+        self.driver.pinned |= pins
         for w, placed in admitted:
             book.reservations[w.workload_id] = placed
             book.nominated.pop(w.workload_id, None)
@@ -309,6 +310,7 @@ class Scheduler(AdminMixin):
                     pinned=w.workload_id in pins,
                 )
             except Exception as exc:  # e.g. Ray refused the group: requeue with backoff
+                self.driver.pinned.discard(w.workload_id)
                 book.requeue(w, f"placement group creation failed: {exc}")
                 continue
             # 6 launch happens in the driver once the group is ready
@@ -344,7 +346,9 @@ class Scheduler(AdminMixin):
         ones) minus every held bundle."""
         nodes = self.schedulable_nodes() if nodes is None else nodes
         held = [h for hs in self.book.reservations.values() for h in hs]
-        held += outside_orion(nodes, held, outside.live_claims(self))
+        # what pinned tasks just gave back may still look used in the snapshot: not outside work
+        seen = held + self.driver.released_recently()
+        held += outside_orion(nodes, seen, outside.live_claims(self))
         by_id = {n.node_id: n for n in nodes}
         for h in held:
             n = by_id.get(h.node_id)

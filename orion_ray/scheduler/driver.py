@@ -26,6 +26,11 @@ log = logging.getLogger("orion.scheduler")
 
 MAX_LAUNCH_REQUEUES = 5  # launch errors are retried this often before the workload fails
 HOLDING = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)  # states that hold a group
+# A pinned task's capacity is Ray's again the moment the task ends, but the runtime's node
+# snapshot (``available``, refreshed about once a second) may still show it used; for this long
+# after its release it is not mistaken for work outside Orion (which would hold the node idle
+# until the next snapshot: ~1 admission per node per second on a full cluster).
+RELEASED_GRACE_S = 3.0
 
 
 def pinnable(w: Workload, enabled: bool) -> bool:
@@ -68,6 +73,8 @@ class WorkloadDriver:
         self.wake = wake
         self.sleep = sleep  # between job polls (tests pass one that only yields)
         self.tasks: dict[str, asyncio.Task] = {}
+        self.pinned: set[str] = set()  # workloads reserved without a group (see ``pinnable``)
+        self._released: list[tuple[float, Held]] = []  # pinned bundles given back, with when
 
     # -- the drivers ------------------------------------------------------------------------------
     def start(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> asyncio.Task:
@@ -281,9 +288,21 @@ class WorkloadDriver:
 
     async def release(self, w: Workload) -> None:
         """Give the reservation back (removing the group also stops anything left inside it)."""
-        self.book.reservations.pop(w.workload_id, None)
+        held = self.book.reservations.pop(w.workload_id, None)
+        if w.workload_id in self.pinned:
+            self.pinned.discard(w.workload_id)
+            now = self.clock()
+            self._released += [(now, h) for h in held or []]
         self.runtime.remove_pg(w.workload_id)
         self.wake()
+
+    def released_recently(self) -> list[Held]:
+        """Pinned bundles given back within ``RELEASED_GRACE_S``: a node snapshot read before
+        their release still shows them used, and that is not work outside Orion."""
+        if self._released:
+            cutoff = self.clock() - RELEASED_GRACE_S
+            self._released = [(t, h) for t, h in self._released if t > cutoff]
+        return [h for _, h in self._released]
 
     async def cancel_run(self, w: Workload, was: Status) -> None:
         """``w`` was cancelled from state ``was``: stop its run and give back what it held."""
@@ -305,6 +324,7 @@ class WorkloadDriver:
         self.stop(wid)
         self.book.stopping.discard(wid)
         self.book.reservations.pop(wid, None)
+        self.pinned.discard(wid)
         try:
             self.runtime.remove_pg(wid)
         except Exception:  # best effort: the group may already be gone

@@ -83,6 +83,7 @@ async def recover(
             # a pinned task has no group to read: its reservation is rebuilt from its record
             node = w.placement[0]["node_id"]
             pg = runtime.create_pg(wid, [w.spec.gang()[0].ray_bundle()], "PACK", nodes=[node], pinned=True)
+            driver.pinned.add(wid)
         if alive:
             if w.status == Status.STARTING:
                 nodes = runtime.pg_nodes(pg) if pg is not None else []

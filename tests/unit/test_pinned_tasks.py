@@ -12,7 +12,7 @@ from orion_ray.config import PolicyConfig, SchedulerConfig
 from orion_ray.runtime.executor import tenant_env
 from orion_ray.runtime.fake import FakePinned, FakeRuntime, fake_node
 from orion_ray.runtime.ray_runtime import Pinned, RayRuntime
-from orion_ray.scheduler import Scheduler
+from orion_ray.scheduler import Scheduler, driver
 from orion_ray.scheduler.recovery import recover
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
@@ -110,6 +110,32 @@ async def test_a_full_cluster_turns_pinned_tasks_over_each_on_its_held_capacity(
     assert s.run_cycle()["admitted"] == 1
     await running(s, rt, second)
     assert rt.live_runs() == [f"{second}:1"]
+
+
+@on_loop
+async def test_a_stale_snapshot_does_not_hold_back_what_a_pinned_task_gave_back(db, clock):
+    """Ray frees a pinned task's CPU when it ends, but the node snapshot (refreshed about once a
+    second) may still show it used: within the grace period that is not work outside Orion."""
+    rt = FakeRuntime([fake_node("n1", gpus=0, cpus=1)])
+    s = make(db, rt, clock)
+    first = await submit(s, task(gpus=0))
+    s.run_cycle()
+    await running(s, rt, first)
+    rt.alive["n1"].available = {"CPU": 0.0, "memory": 64e9}  # the snapshot: the task's CPU in use
+    second = await submit(s, task(gpus=0))
+    assert s.run_cycle()["admitted"] == 0  # Orion holds the CPU itself
+    rt.complete(first, result=1)
+    await settle(lambda: status(s, first) == Status.COMPLETED, "the first completed")
+    assert s.run_cycle()["admitted"] == 1  # the snapshot is older than the release
+    await running(s, rt, second)
+    rt.complete(second, result=2)
+    await settle(lambda: status(s, second) == Status.COMPLETED, "the second completed")
+
+    clock.advance(driver.RELEASED_GRACE_S + 1)  # a snapshot this old would have been read again:
+    third = await submit(s, task(gpus=0))  # the CPU it still shows used is someone else's
+    assert s.run_cycle()["admitted"] == 0 and status(s, third) == Status.QUEUED
+    rt.alive["n1"].available = {"CPU": 1.0, "memory": 64e9}
+    assert s.run_cycle()["admitted"] == 1
 
 
 @on_loop
