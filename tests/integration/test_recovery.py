@@ -76,6 +76,29 @@ def test_sigkill_of_the_scheduler_adopts_running_work_and_loses_nothing(fresh, t
         assert results[wid]["result"] == [1, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800, 39916800][i]
 
 
+def test_sigkill_of_the_scheduler_adopts_a_pinned_task_from_its_record(ray_cluster, tmp_path):
+    """``scheduler.pin_single_bundle_tasks``: no group to find after the restart; the run is
+    adopted with its reservation rebuilt from the stored placement, and runs once."""
+    from ray.util.placement_group import placement_group_table
+
+    orion = start_orion(ray_cluster, str(tmp_path / "orion.db"), pin_single_bundle_tasks=True)
+    try:
+        wid = orion.submit(
+            {"workload_type": "task", "function": SLEEP, "args": [4, "done"], "resources": {"cpu": 0.5}}
+        )
+        node = orion.wait(wid, ("running",), 60)["placement"][0]["node_id"]
+        old_pid = orion.pid()
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: _pid_or_none(orion) not in (None, old_pid), 60, 0.2, "the actor to restart")
+        w = orion.wait(wid, timeout=90)
+        assert w["status"] == "completed" and w["result"] == "done", w
+        assert w["attempt"] == 1 and runs_per_attempt(orion.store_path, wid) == {1: 1}
+        assert w["placement"][0]["node_id"] == node
+        assert all(info["name"] != f"orion-{wid}" for info in placement_group_table().values())
+    finally:
+        stop_orion()
+
+
 def _pid_or_none(handle):
     try:
         return handle.pid()
