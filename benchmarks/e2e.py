@@ -52,6 +52,9 @@ def _wait(client, wid: str, poll_s: float) -> dict:
 
 
 SUBMIT_RATE: list[float] = []  # per Orion burst: submissions acked per second (the API's ceiling)
+# per Orion burst: the backlog left when the last submission was acked, run off per second (the
+# execution side's rate on a full cluster, without the API's ingestion in it); nan without backlog
+DRAIN_RATE: list[float] = []
 
 
 def orion_burst(client, n: int) -> tuple[float, list[float]]:
@@ -66,6 +69,9 @@ def orion_burst(client, n: int) -> tuple[float, list[float]]:
         w = _wait(client, wid, 0.05)
         lat.append(w["result"] - t_ack)
         finished.append(ts(w["finished_at"]))
+    t_last = acks[-1][1]
+    backlog = sum(1 for f in finished if f > t_last)
+    DRAIN_RATE.append(backlog / (max(finished) - t_last) if backlog >= 10 else float("nan"))
     return n / (max(finished) - t_first), lat
 
 
@@ -202,6 +208,7 @@ def main() -> None:
                     row = {
                         "orion_per_s": res["orion"][0],
                         "orion_submit_per_s": SUBMIT_RATE[-1],
+                        "orion_drain_per_s": DRAIN_RATE[-1],
                         "ray_per_s": res["ray"][0],
                         "ray_plain_per_s": res["ray_plain_per_s"],
                     }
@@ -250,6 +257,7 @@ def main() -> None:
     line("burst submit->running p99 (ms)", "orion_burst_p99", "ray_burst_p99", "burst_overhead_p99")
     print(f"{'plain Ray tasks, no group (per s)':34}{'':12}{round(med['ray_plain_per_s'], 2):>12}")
     print(f"{'Orion submissions acked (per s)':34}{round(med['orion_submit_per_s'], 2):>12}")
+    print(f"{'Orion backlog run off (per s)':34}{round(med['orion_drain_per_s'], 2):>12}")
     for q in (50, 99):
         o, r = pooled_pct[f"orion_idle_p{q}"], pooled_pct[f"ray_idle_p{q}"]
         print(
@@ -272,6 +280,7 @@ def main() -> None:
                 "ray_per_s": round(med["ray_per_s"], 3),
                 "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
                 "orion_submit_per_s": round(med["orion_submit_per_s"], 3),
+                "orion_drain_per_s": round(med["orion_drain_per_s"], 3),
                 "ratio": round(med["ratio"], 3),
                 "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
                 "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
