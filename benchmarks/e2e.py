@@ -280,7 +280,11 @@ def main() -> None:
                 "ray_per_s": round(med["ray_per_s"], 3),
                 "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
                 "orion_submit_per_s": round(med["orion_submit_per_s"], 3),
-                "orion_drain_per_s": round(med["orion_drain_per_s"], 3),
+                "orion_drain_per_s": (  # null: no backlog to measure
+                    round(med["orion_drain_per_s"], 3)
+                    if med["orion_drain_per_s"] == med["orion_drain_per_s"]
+                    else None
+                ),
                 "ratio": round(med["ratio"], 3),
                 "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
                 "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
