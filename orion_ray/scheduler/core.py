@@ -10,8 +10,10 @@ place a status changes, which persists before anything is acknowledged), ``drive
 call goes through the ``runtime`` (``runtime.base.Runtime``).
 
 Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve ·
-6 launch · 7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``), timed as
-``plan``; this module applies it, and the drivers launch (6).
+6 launch · 7 requeue. Phases 2–4 are pure (``policy.cycle.CyclePlanner``), timed as ``plan``, and
+run in slices of about 80 ms: the loop applies each slice's admissions (5, 7) and answers the
+actor's other calls before the next slice, so a fill of thousands of admissions never holds the
+API up; the drivers launch (6).
 """
 
 from __future__ import annotations
