@@ -22,7 +22,7 @@ and a wall clock there mostly measures the neighbours (``--clock wall`` for an i
 scheduler slices by wall time). Every figure is the median of ``--repeats`` runs.
 
     python -m benchmarks.policy [--nodes 1000] [--queue 10000] [--tenants 100] [--cycles 30]
-                                [--repeats 3] [--slice-ms 80] [--clock cpu|wall] [--gc on|off]
+                                [--repeats 3] [--slice-ms 80] [--clock cpu|wall] [--gc freeze|on|off]
                                 [--traces DIR]
 """
 
@@ -202,6 +202,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def run_planner(args: argparse.Namespace, mode: str, traces: Path) -> dict[str, float]:
     """``orion`` or ``baseline``: a persistent planner, passes in slices."""
     sim = Sim(args, mode, traces)
+    if args.gc == "freeze":
+        gc.collect()
+        gc.freeze()
     planner = CyclePlanner(clock=clock, slice_s=args.slice_ms / 1000)
     planner.sync(sim.policy, [NodeView(n.node_id, dict(n.free), n.total, n.labels) for n in sim.nodes], [])
     slices: dict[str, list[float]] = {"fill": [], "steady": [], "delta": []}
@@ -264,6 +267,9 @@ def _allocated(running: Any) -> dict[str, dict[str, float]]:
 def run_legacy(args: argparse.Namespace, traces: Path) -> dict[str, float]:
     """The orion policy as main ran it: the placer rebuilt every cycle, one unsliced pass."""
     sim = Sim(args, "legacy", traces)
+    if args.gc == "freeze":
+        gc.collect()
+        gc.freeze()
     times: list[float] = []
     decisions = 0
     for cycle in range(args.cycles + 1):
@@ -346,10 +352,11 @@ def main() -> None:
     )
     p.add_argument(
         "--gc",
-        choices=["on", "off"],
-        default="on",
-        help="off: no cyclic garbage collector (its gen-2 collections over the queue's "
-        "objects are what makes a slice overrun its budget)",
+        choices=["on", "off", "freeze"],
+        default="freeze",
+        help="freeze (default, as the live scheduler does after recovery): the queue's objects are "
+        "moved out of the collector's generations once built; off: no cyclic garbage collector; "
+        "on: plain (its gen-2 collections over the queue's objects make a slice overrun)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--traces", type=Path, default=TRACES, help="folder with the openb CSV files")

@@ -21,9 +21,10 @@ from typing import Any, Callable, Optional
 
 from ..config import PolicyConfig
 from ..errors import NotFound
-from ..models import Workload, WorkloadSpec, iso
+from ..models import Workload, WorkloadSpec
 from ..scheduler.ingest import ORDER_SETTING, SHALLOW_QUEUE, check_spec, new_workload
 from ..scheduler.tenants import TenantRegistry
+from ..scheduler.views import explain_body, queued_reasons, state_reason
 from ..status import Status
 from ..store import SQLiteStore
 
@@ -202,30 +203,8 @@ class StoreAccess:
         if w.status == Status.QUEUED:
             overall, mine = self.positions(w)
             position = {"overall": overall, "tenant": mine}
-            if w.not_before > now:
-                reasons.append(
-                    {
-                        "code": "backoff",
-                        "message": f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})",
-                    }
-                )
-            reasons += [dict(r) for r in self.reader.wait_of(workload_id) or []]
             higher, same = self.reader.queued_ahead(w.priority.rank, w.seq)
-            if higher:
-                reasons.append(
-                    {
-                        "code": "priority",
-                        "message": f"{higher} workload(s) of a higher priority class are ahead",
-                    }
-                )
-            if same:
-                reasons.append(
-                    {
-                        "code": "order",
-                        "message": f"{same} workload(s) of its class are ahead (deadlines first, "
-                        "then the tenant with the smallest weighted fair share)",
-                    }
-                )
+            reasons = queued_reasons(w, now, self.reader.wait_of(workload_id) or [], higher=higher, same=same)
             if not reasons:
                 reasons.append(
                     {"code": "next_cycle", "message": "eligible: the next scheduling cycle will consider it"}
@@ -237,25 +216,6 @@ class StoreAccess:
                     "not answer in time (these reasons are its last stored ones)",
                 }
             )
-        elif w.status == Status.STARTING:
-            reasons.append(
-                {
-                    "code": "placement_pending",
-                    "message": "its placement group is requested; waiting for Ray to reserve it",
-                }
-            )
-        elif w.status == Status.PREEMPTED:
-            reasons.append({"code": "preempted", "message": w.reason or "preempted; stopping"})
-        elif w.status == Status.RUNNING:
-            reasons.append({"code": "running", "message": "running"})
         else:
-            reasons.append({"code": "finished", "message": f"finished: {w.status.value}"})
-        return {
-            "workload_id": w.workload_id,
-            "status": w.status.value,
-            "position": position,
-            "reasons": reasons,
-            "attempt": w.attempt,
-            "estimated_start": None,
-            "estimated_completion": None,
-        }
+            reasons.append(state_reason(w))
+        return explain_body(w, position, reasons, None, None)

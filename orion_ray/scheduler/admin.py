@@ -145,6 +145,7 @@ class AdminMixin:
             self.policy_config = new_policy
             self.fair.half_life_s = new_policy.fair_share_half_life_s
         self.policy = bridge.settings_from(self.tenants.tenants.values(), self.policy_config)
+        self.planner.invalidate()  # order and quotas changed: the next pass is a full one
         self.book.version += 1
         self.store.audit(
             who,

@@ -10,8 +10,10 @@ place a status changes, which persists before anything is acknowledged), ``drive
 call goes through the ``runtime`` (``runtime.base.Runtime``).
 
 Cycle phases (see ARCHITECTURE.md): 1 snapshot · 2 order · 3 fit · 4 preempt · 5 reserve ·
-6 launch · 7 requeue. Phases 2–4 are one pure call (``policy.admission.plan_cycle``), timed as
-``plan``; this module applies it, and the drivers launch (6).
+6 launch · 7 requeue. Phases 2–4 are pure (``policy.cycle.CyclePlanner``), timed as ``plan``, and
+run in slices of about 80 ms: the loop applies each slice's admissions (5, 7) and answers the
+actor's other calls before the next slice, so a fill of thousands of admissions never holds the
+API up; the drivers launch (6).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Scheduler(AdminMixin):
         self.forecasts = estimates.ForecastCache()
         # keeps the engine's score caches warm from cycle to cycle (see policy/cycle.py)
         self.planner = CyclePlanner(clock=time.perf_counter)
+        self.arrivals: set[str] = set()  # workloads taken in since the last pass started
         self.reservation: Optional[dict] = None
         # GPUs tenants hold in serving replicas (counted against quotas), refreshed by the loop
         self.serving_usage: dict[str, dict[str, float]] = {}
@@ -228,15 +231,23 @@ class Scheduler(AdminMixin):
 
         book = self.book
         if not self.planner.busy:  # a new pass
-            self.cycles += 1
+            arrivals, self.arrivals = self.arrivals, set()
             queued = book.queued()
             if not queued:
+                self.cycles += 1
                 self.last_cycle = {"cycle": self.cycles, "at": now, "admitted": 0, "phases_ms": {}}
                 self.metrics.cycle({}, 0)
                 return self.last_cycle
             # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU (the planner
-            # keeps the score caches of the nodes that did not change)
+            # keeps the score caches of the nodes that did not change, and notes any change)
             placer = self.planner.adopt(self.placer())
+            backoff_ended = now >= self._next_due
+            full = backoff_ended or self.planner.needs_full(now)
+            if not (full or arrivals):
+                # nothing new (no capacity freed, no config changed, no arrival, no backoff
+                # ended): a pass could not admit more than the last one did
+                return self.last_cycle
+            self.cycles += 1
             running = bridge.running_items(book, now)
             self.fair.advance(now, bridge.allocated(running))
             phase("snapshot")
@@ -244,16 +255,25 @@ class Scheduler(AdminMixin):
             eligible = [bridge.candidate(book, w) for w in queued if w.not_before <= now]
             self._next_due = min((w.not_before for w in queued if w.not_before > now), default=float("inf"))
             phase("candidates")
-            self.planner.full(
-                eligible,
-                running,
-                self.policy,
-                self.fair,
-                bridge.capacity(placer.nodes),
-                now,
-                nominated=book.nominated,
-                extra_usage=self.serving_usage,
-            )
+            capacity = bridge.capacity(placer.nodes)
+            if full:  # work already waiting may fit now, or its order or quotas changed
+                self.planner.full(
+                    eligible,
+                    running,
+                    self.policy,
+                    self.fair,
+                    capacity,
+                    now,
+                    nominated=book.nominated,
+                    extra_usage=self.serving_usage,
+                )
+            else:
+                # a delta over the arrivals alone: what waited met as much capacity and quota at
+                # the last pass as now, so a full pass would leave it waiting again
+                new = [c for c in eligible if c.workload_id in arrivals]
+                self.planner.delta(
+                    new, running, self.policy, self.fair, capacity, now, extra_usage=self.serving_usage
+                )
         # 2 order · 3 fit · 4 preempt: a time-budgeted slice of one pure pass over the queue
         # (quota, fair share, placement, victims); the slices of a pass decide what one
         # uninterrupted pass would. Its admissions take their capacity in the planner's state

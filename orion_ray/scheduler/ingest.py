@@ -70,6 +70,7 @@ class Ingest:
         s.active[w.workload_id] = w
         s.book.version += 1  # the forecast cache is keyed by it
         s.observe(w)
+        s.arrivals.add(w.workload_id)  # the next pass may be a delta over the arrivals alone
         for status in (Status.SUBMITTED, Status.QUEUED):
             s.metrics.transition(w.tenant_id, w.priority.value, status.value)
         self._reasons[w.workload_id] = w.reason

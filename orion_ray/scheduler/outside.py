@@ -29,9 +29,10 @@ async def refresh_serving_usage(sched: "Scheduler") -> None:
     except Exception:  # serving is optional and may be restarting: keep the last answer
         log.debug("serving usage not refreshed", exc_info=True)
         return
-    sched.serving_usage = {
-        t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items() if t != "shared" and g
-    }
+    usage = {t: {"gpu": float(g)} for t, g in (got.get("by_tenant") or {}).items() if t != "shared" and g}
+    if usage != sched.serving_usage:  # quotas changed: waiting work must be looked at again
+        sched.serving_usage = usage
+        sched.planner.invalidate()
 
 
 def live_claims(sched: "Scheduler") -> dict[str, dict[str, float]]:

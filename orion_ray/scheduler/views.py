@@ -39,32 +39,15 @@ def explain(sched: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
         ids = [c.workload_id for c in order]
         mine = [c.workload_id for c in order if c.tenant == w.tenant_id]
         position = {"overall": ids.index(w.workload_id) + 1, "tenant": mine.index(w.workload_id) + 1}
-        if w.not_before > now:
-            reasons.append(
-                {
-                    "code": "backoff",
-                    "message": f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})",
-                }
-            )
-        reasons += [dict(r) for r in sched.book.wait_reasons.get(w.workload_id, [])]
-        scaling = capacity_signal.waiting_reason(sched, w)  # what the autoscaler does about it
-        if scaling is not None:
-            reasons.append(scaling)
         ahead = order[: position["overall"] - 1]
-        higher = sum(1 for c in ahead if c.rank < w.priority.rank)
-        if higher:
-            reasons.append(
-                {"code": "priority", "message": f"{higher} workload(s) of a higher priority class are ahead"}
-            )
-        same = sum(1 for c in ahead if c.rank == w.priority.rank)
-        if same:
-            reasons.append(
-                {
-                    "code": "order",
-                    "message": f"{same} workload(s) of its class are ahead (deadlines first, then the "
-                    "tenant with the smallest weighted fair share)",
-                }
-            )
+        reasons = queued_reasons(
+            w,
+            now,
+            sched.book.wait_reasons.get(w.workload_id, []),
+            higher=sum(1 for c in ahead if c.rank < w.priority.rank),
+            same=sum(1 for c in ahead if c.rank == w.priority.rank),
+            scaling=capacity_signal.waiting_reason(sched, w),
+        )  # what the autoscaler does about it
         if not reasons:
             reasons.append(
                 {"code": "next_cycle", "message": "eligible: the next scheduling cycle will consider it"}
@@ -78,19 +61,71 @@ def explain(sched: "Scheduler", w: Workload, now: float) -> dict[str, Any]:
                     f"beyond the first {estimates.HORIZON} in the queue",
                 }
             )
-    elif w.status == Status.STARTING:
+    else:
+        reasons.append(state_reason(w))
+    return explain_body(w, position, reasons, start, end)
+
+
+def queued_reasons(
+    w: Workload,
+    now: float,
+    stored: list[dict[str, Any]],
+    *,
+    higher: int,
+    same: int,
+    scaling: Optional[dict[str, Any]] = None,
+) -> list[dict[str, Any]]:
+    """The reasons a queued workload waits that need no forecast: its backoff, the last cycle's
+    reasons (``stored``), what the autoscaler does about it (``scaling``, live only) and what is
+    ahead of it; the scheduler and the API replica both use it."""
+    reasons: list[dict[str, Any]] = []
+    if w.not_before > now:
         reasons.append(
             {
-                "code": "placement_pending",
-                "message": "its placement group is requested; waiting for Ray to reserve it",
+                "code": "backoff",
+                "message": f"backing off until {iso(w.not_before)} ({w.reason or 'requeued'})",
             }
         )
-    elif w.status == Status.PREEMPTED:
-        reasons.append({"code": "preempted", "message": w.reason or "preempted; stopping"})
-    elif w.status == Status.RUNNING:
-        reasons.append({"code": "running", "message": "running"})
-    else:
-        reasons.append({"code": "finished", "message": f"finished: {w.status.value}"})
+    reasons += [dict(r) for r in stored]
+    if scaling is not None:
+        reasons.append(scaling)
+    if higher:
+        reasons.append(
+            {"code": "priority", "message": f"{higher} workload(s) of a higher priority class are ahead"}
+        )
+    if same:
+        reasons.append(
+            {
+                "code": "order",
+                "message": f"{same} workload(s) of its class are ahead (deadlines first, then "
+                "the tenant with the smallest weighted fair share)",
+            }
+        )
+    return reasons
+
+
+def state_reason(w: Workload) -> dict[str, str]:
+    """Why a workload that is not queued is not running (or that it is, or has ended)."""
+    if w.status == Status.STARTING:
+        return {
+            "code": "placement_pending",
+            "message": "its placement group is requested; waiting for Ray to reserve it",
+        }
+    if w.status == Status.PREEMPTED:
+        return {"code": "preempted", "message": w.reason or "preempted; stopping"}
+    if w.status == Status.RUNNING:
+        return {"code": "running", "message": "running"}
+    return {"code": "finished", "message": f"finished: {w.status.value}"}
+
+
+def explain_body(
+    w: Workload,
+    position: dict[str, Optional[int]],
+    reasons: list[dict[str, Any]],
+    start: Optional[float],
+    end: Optional[float],
+) -> dict[str, Any]:
+    """The contract's explain answer."""
     return {
         "workload_id": w.workload_id,
         "status": w.status.value,

@@ -348,3 +348,30 @@ async def test_a_pass_runs_in_slices_each_applied_before_the_next(db, clock):
     extra = (await s.submit(task(gpus=1)))["workload_id"]
     s.run_cycle()
     assert s.active[extra].status in (Status.STARTING, Status.RUNNING)
+
+
+@on_loop
+async def test_arrivals_alone_get_a_delta_pass_and_freed_capacity_a_full_one(db, clock):
+    rt = FakeRuntime([fake_node(f"n{i}", gpus=1, cpus=4) for i in range(2)])
+    s = make(db, rt, clock)
+    first = [(await s.submit(task(gpus=1)))["workload_id"] for _ in range(3)]
+    s.run_cycle()  # the first pass is a full one: two fit, one waits
+    assert s.last_cycle["considered"] == 3 and s.last_cycle["admitted"] == 2
+    running = [w for w in first if s.active[w].status != Status.QUEUED]
+    await settle(lambda: all(s.active[w].status == Status.RUNNING for w in running))
+    waiting = next(w for w in first if w not in running)
+    # an arrival alone: a pass over the arrival only (the waiting one met the same capacity)
+    late = (await s.submit(task(gpus=1)))["workload_id"]
+    cycles = s.cycles
+    s.run_cycle()
+    assert s.cycles == cycles + 1 and s.last_cycle["considered"] == 1, s.last_cycle
+    assert s.active[late].status == Status.QUEUED and s.book.wait_reasons.get(late)
+    # nothing new: no pass at all
+    s.run_cycle()
+    assert s.cycles == cycles + 1
+    # a run ends and gives its GPU back: a full pass, and the one that waited longest goes first
+    rt.complete(running[0], result=120)
+    await settle(lambda: running[0] not in s.active)
+    s.run_cycle()
+    assert s.last_cycle["considered"] == 2 and s.last_cycle["admitted"] == 1, s.last_cycle
+    assert s.active[waiting].status != Status.QUEUED and s.active[late].status == Status.QUEUED

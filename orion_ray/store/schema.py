@@ -1,0 +1,164 @@
+"""The SQLite store's schema and its migrations: the tables, and the indexes, counters and
+triggers (schema 2) that let readers answer queue positions and queue limits without a scan."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS workloads (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workload_id  TEXT NOT NULL UNIQUE,
+    tenant_id    TEXT NOT NULL,
+    request_id   TEXT,
+    status       TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    rank         INTEGER,
+    wait         TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS workloads_request ON workloads(tenant_id, request_id)
+    WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS workloads_status ON workloads(status);
+CREATE TABLE IF NOT EXISTS transitions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    workload_id  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    at           REAL NOT NULL,
+    attempt      INTEGER NOT NULL,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS transitions_workload ON transitions(workload_id);
+CREATE TABLE IF NOT EXISTS settings (
+    name         TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    who          TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target       TEXT,
+    details      TEXT
+);
+CREATE TABLE IF NOT EXISTS scaling_events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    pool         TEXT,
+    node_id      TEXT,
+    trigger      TEXT,
+    reason       TEXT,
+    before       INTEGER,
+    after        INTEGER,
+    outcome      TEXT,
+    duration_s   REAL,
+    details      TEXT
+);
+CREATE INDEX IF NOT EXISTS scaling_events_kind ON scaling_events(kind, id);
+CREATE TABLE IF NOT EXISTS demand_history (
+    at           REAL NOT NULL,
+    pool         TEXT NOT NULL,
+    nodes_needed REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS demand_history_at ON demand_history(at);
+CREATE TABLE IF NOT EXISTS logs (
+    workload_id  TEXT PRIMARY KEY,
+    text         TEXT NOT NULL
+);
+"""
+
+# Added after the first schema: old files get these columns, indexes and triggers on open.
+# ``rank`` (the priority class, 0 highest) makes a queue position an index range count;
+# ``wait`` is the scheduler's last reasons for not admitting a queued workload (explain).
+# ``active_counts`` (unfinished workloads per tenant) is kept by triggers in the same transaction
+# as every write, so the queue limits are O(1) whoever writes (the scheduler or an API replica).
+# ``queue_buckets`` counts queued workloads per (class, block of 256 seqs), kept the same way: a
+# queue position is then a sum over a few bucket rows plus a count within one block, not a walk
+# over every queued workload ahead.
+SCHEMA_2 = """
+CREATE INDEX IF NOT EXISTS workloads_queue ON workloads(status, rank, seq);
+CREATE INDEX IF NOT EXISTS workloads_tenant_queue ON workloads(tenant_id, status, rank, seq);
+CREATE TABLE IF NOT EXISTS active_counts (
+    tenant_id    TEXT PRIMARY KEY,
+    n            INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS workloads_count_insert AFTER INSERT ON workloads
+WHEN NEW.status NOT IN ('completed', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO active_counts(tenant_id, n) VALUES (NEW.tenant_id, 1)
+        ON CONFLICT(tenant_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS workloads_count_update AFTER UPDATE OF status ON workloads
+WHEN (OLD.status IN ('completed', 'failed', 'cancelled'))
+     != (NEW.status IN ('completed', 'failed', 'cancelled'))
+BEGIN
+    INSERT INTO active_counts(tenant_id, n)
+        VALUES (NEW.tenant_id, CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled')
+                                    THEN -1 ELSE 1 END)
+        ON CONFLICT(tenant_id) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TABLE IF NOT EXISTS queue_buckets (
+    rank         INTEGER NOT NULL,
+    bucket       INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    PRIMARY KEY (rank, bucket)
+);
+CREATE TRIGGER IF NOT EXISTS workloads_queue_insert AFTER INSERT ON workloads
+WHEN NEW.status = 'queued'
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n) VALUES (NEW.rank, NEW.seq / 256, 1)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS workloads_queue_update AFTER UPDATE OF status ON workloads
+WHEN (OLD.status = 'queued') != (NEW.status = 'queued')
+BEGIN
+    INSERT INTO queue_buckets(rank, bucket, n)
+        VALUES (NEW.rank, NEW.seq / 256, CASE WHEN NEW.status = 'queued' THEN 1 ELSE -1 END)
+        ON CONFLICT(rank, bucket) DO UPDATE SET n = n + excluded.n;
+    DELETE FROM queue_buckets WHERE rank = NEW.rank AND bucket = NEW.seq / 256 AND n = 0;
+END;
+"""
+SCHEMA_VERSION = 2
+BUCKET = 256  # seqs per queue_buckets row (the triggers' ``NEW.seq / 256``)
+RANK_SQL = (
+    "CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
+    "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END"
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring ``db`` to ``SCHEMA_VERSION``; the caller holds the write transaction."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return  # another process migrated it while we waited for the write lock
+    cols = {r[1] for r in db.execute("PRAGMA table_info(workloads)")}
+    for col, kind in (("rank", "INTEGER"), ("wait", "TEXT")):
+        if col not in cols:
+            db.execute(f"ALTER TABLE workloads ADD COLUMN {col} {kind}")
+    db.execute(f"UPDATE workloads SET rank = {RANK_SQL} WHERE rank IS NULL")
+    for stmt in split_statements(SCHEMA_2):
+        db.execute(stmt)
+    db.execute("DELETE FROM active_counts")
+    db.execute(
+        "INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
+        "FROM workloads WHERE status NOT IN ('completed', 'failed', "
+        "'cancelled') GROUP BY tenant_id"
+    )
+    db.execute("DELETE FROM queue_buckets")
+    db.execute(
+        "INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
+        "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2"
+    )
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def split_statements(script: str) -> list[str]:
+    """Statements of a DDL script (triggers keep their inner ``;``)."""
+    out, cur = [], []
+    for line in script.strip().splitlines():
+        cur.append(line)
+        text = "\n".join(cur).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            out.append(text)
+            cur = []
+    return out
