@@ -106,7 +106,8 @@ async def test_a_full_cluster_turns_pinned_tasks_over_each_on_its_held_capacity(
     second = await submit(s, task(gpus=0))
     assert s.run_cycle()["admitted"] == 1
     await running(s, rt, first)
-    assert s.run_cycle()["admitted"] == 0 and status(s, second) == Status.QUEUED
+    s.run_cycle()  # nothing new: no pass (the last cycle's answer comes back)
+    assert status(s, second) == Status.QUEUED
     rt.complete(first, result=1)
     await settle(lambda: status(s, first) == Status.COMPLETED, "the first completed")
     assert s.run_cycle()["admitted"] == 1
