@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 from ..config import PolicyConfig
 from ..errors import NotFound
 from ..models import Workload, WorkloadSpec
-from ..scheduler.ingest import ORDER_SETTING, SHALLOW_QUEUE, check_spec, new_workload
+from ..scheduler.ingest import ORDER_SETTING, SHALLOW_QUEUE, new_workload
+from ..scheduler.intake import check_spec
 from ..scheduler.tenants import TenantRegistry
 from ..scheduler.views import explain_body, queued_reasons, state_reason
 from ..status import Status

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..models import Workload, WorkloadSpec
 from ..status import Status
 from . import capacity_signal, estimates, intake
-from .intake import check_spec  # noqa: F401  (the API replica checks a spec with it too)
 
 if TYPE_CHECKING:
     from .core import Scheduler
@@ -31,7 +30,8 @@ log = logging.getLogger("orion.ingest")
 
 BATCH = 1000  # rows taken per query (a tick takes every batch there is)
 ORDER_SETTING = "queue_order"
-SHALLOW_QUEUE = 100  # as ``core.ACK_FORECAST_MAX_QUEUED``: positions by the policy's order
+# the queue depth up to which positions follow the policy's order (the ack's own rule)
+SHALLOW_QUEUE = intake.ACK_FORECAST_MAX_QUEUED
 
 
 class Ingest:
