@@ -137,6 +137,6 @@ def ack(sched: "Scheduler", w: Workload) -> dict[str, Any]:
         "estimated_completion": None,
     }
     if w.status == Status.QUEUED and len(sched.book.queued()) <= ACK_FORECAST_MAX_QUEUED:
-        start, end = estimates.estimates(sched).get(w.workload_id, (None, None))
+        start, end = estimates.for_ack(sched, w.workload_id)
         out.update(estimated_start=iso(start), estimated_completion=iso(end))
     return out

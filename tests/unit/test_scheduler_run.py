@@ -12,7 +12,7 @@ import pytest
 
 from orion_ray.config import PolicyConfig, SchedulerConfig
 from orion_ray.runtime.fake import FakeRuntime, fake_node
-from orion_ray.scheduler import Scheduler, node_ops
+from orion_ray.scheduler import Scheduler, estimates, node_ops
 from orion_ray.scheduler.recovery import recover
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
@@ -375,3 +375,35 @@ async def test_arrivals_alone_get_a_delta_pass_and_freed_capacity_a_full_one(db,
     s.run_cycle()
     assert s.last_cycle["considered"] == 2 and s.last_cycle["admitted"] == 1, s.last_cycle
     assert s.active[waiting].status != Status.QUEUED and s.active[late].status == Status.QUEUED
+
+
+# -- the acknowledgement's estimates --------------------------------------------------------------
+def test_the_last_forecast_is_reused_while_a_new_one_would_cost_more_than_its_share():
+    clock = Clock(0.0)
+    cache = estimates.ForecastCache(clock=clock)
+    assert cache.affordable(0.1) is None  # no forecast yet
+    cache.put(1, {"a": (1.0, 2.0)}, cost_s=0.2)
+    clock.advance(1.9)
+    assert cache.affordable(0.1) == {"a": (1.0, 2.0)}  # 0.2 s is more than 10 % of 1.9 s
+    clock.advance(0.2)
+    assert cache.affordable(0.1) is None  # and less than 10 % of 2.1 s
+
+
+@on_loop
+async def test_acknowledgements_forecast_until_forecasts_cost_more_than_their_share(db, clock):
+    rt = FakeRuntime([fake_node("n1")])
+    s = make(db, rt, clock)
+    s.forecasts = estimates.ForecastCache(clock=clock)  # no time passes: forecasts cost nothing
+    await submit(s, task(gpus=4))
+    s.run_cycle()  # the node is full: what follows queues behind it
+    quiet = [await s.submit(task(gpus=4, timeout_s=60)) for _ in range(3)]
+    assert all(a["estimated_start"] is not None for a in quiet)
+    # the last forecast took 1 s: for the next 10 s acknowledgements reuse it instead of paying again
+    s.forecasts.put(s.book.version, estimates.estimates(s), cost_s=1.0)
+    burst = [await s.submit(task(gpus=4)) for _ in range(3)]
+    assert [a["queue_position"] for a in burst] == [4, 5, 6]
+    assert all(a["estimated_start"] is None for a in burst)  # a forecast that has not seen them
+    explained = await s.explain(burst[-1]["workload_id"])
+    assert explained["estimated_start"] is not None  # explain always forecasts
+    clock.advance(10.1)
+    assert (await s.submit(task(gpus=4)))["estimated_start"] is not None
