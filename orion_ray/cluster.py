@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -254,6 +256,7 @@ def up(
         api_key = creds.get("api_key") or new_key()
         cred_path = write_credentials(url, api_key)
 
+        host_executor(dashboard_url, local=state.get("started", False), wait_s=wait_s, say=say)
         scheduler = deploy_scheduler(config, dashboard_url)
         ray.get(scheduler.ensure_started.remote(), timeout=wait_s)
         # Tenants and key hashes (keys are read from this process's environment, hashed here).
@@ -305,6 +308,42 @@ def up(
         "ray_address": state["address"],
     }
     return info
+
+
+def host_executor(dashboard_url: Optional[str], *, local: bool, wait_s: float, say=print) -> None:
+    """Start the Ray job that creates and owns ``orion-executor`` (``runtime.executor_host``),
+    unless the executor already runs; wait until it answers. Without the Jobs API (no dashboard)
+    the scheduler creates the executor itself, and every task workload then starts a fresh
+    worker process: say so."""
+    import ray
+
+    from .runtime.executor_host import HOST_JOB_PREFIX, executor_exists
+
+    if executor_exists(NAMESPACE):
+        return
+    if not dashboard_url:
+        say("note: no Ray dashboard, so no Jobs API: task workloads will not reuse worker processes")
+        return
+    from ray.job_submission import JobSubmissionClient
+
+    # a head this command started runs this interpreter's environment; a cluster attached to
+    # has its own `python` with Orion installed
+    python = shlex.quote(sys.executable) if local else "python"
+    client = JobSubmissionClient(dashboard_url)
+    sid = client.submit_job(
+        entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
+        submission_id=f"{HOST_JOB_PREFIX}-{secrets.token_hex(4)}",
+        metadata={"orion": "executor-host"},
+    )
+    deadline = time.time() + wait_s
+    while not executor_exists(NAMESPACE):
+        if client.get_job_status(sid).is_terminal():
+            logs = client.get_job_logs(sid)[-2000:]
+            raise RuntimeError(f"the executor's host job {sid} ended before the executor started:\n{logs}")
+        if time.time() > deadline:
+            raise RuntimeError(f"the executor's host job {sid} did not start it within {wait_s:g}s")
+        time.sleep(0.2)
+    ray.get(ray.get_actor(EXECUTOR_NAME, namespace=NAMESPACE).has.remote("", 0), timeout=wait_s)
 
 
 def api_store_options(config: OrionConfig) -> dict[str, Any]:

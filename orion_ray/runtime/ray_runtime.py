@@ -27,10 +27,10 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from ..names import EXECUTOR_NAME, NAMESPACE, SERVING_NAME
+from ..names import NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
 from .base import JobState
-from .executor import TaskExecutor
+from .executor_host import start_executor
 
 NODE_ID_LABEL = "ray.io/node-id"
 NODES_TTL_S = 1.0
@@ -323,21 +323,10 @@ class RayRuntime:
 
     # -- task workloads ------------------------------------------------------------------------
     def executor(self):
+        """``orion-executor``: normally created by its host job (``executor_host``, started by
+        ``orion up``) so that its workers are reused; created here when there is no host."""
         if self._executor is None:
-            self._executor = (
-                ray.remote(TaskExecutor)
-                .options(
-                    name=EXECUTOR_NAME,
-                    namespace=self.namespace,
-                    lifetime="detached",
-                    get_if_exists=True,
-                    max_restarts=-1,
-                    num_cpus=0,
-                    max_concurrency=10_000,
-                    scheduling_strategy=on_head_node(),
-                )
-                .remote(self.namespace)
-            )
+            self._executor = start_executor(self.namespace, scheduling_strategy=on_head_node())
         return self._executor
 
     async def start_task(

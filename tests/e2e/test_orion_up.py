@@ -33,7 +33,7 @@ def env(tmp_path_factory):
     e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()})
     e["ORION_KEY_RESEARCH"] = "research-secret-key"
     (home / "orion.yaml").write_text(
-        "orion:\n  tenants:\n"
+        "orion:\n  scheduler: {pin_single_bundle_tasks: true}\n  tenants:\n"
         "    - {id: research, weight: 2, quota: {cpu: 2}, api_key_env: ORION_KEY_RESEARCH}\n"
     )
     return e
@@ -108,6 +108,27 @@ def test_up_twice_keeps_one_scheduler(env, running):
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_the_executor_belongs_to_a_job_that_stays_alive(env, running):
+    # Ray never reuses a worker of a job that has ended: it exits each one as its task returns.
+    # `orion up`'s own driver exits, so the executor is created by a host job that keeps running.
+    ports = json.loads(env["E2E_PORTS"])
+    code = (
+        "import ray, json; from ray.util.state import list_actors, list_jobs; "
+        f"ray.init(address='127.0.0.1:{ports['ray']}'); "
+        f"addr = 'http://127.0.0.1:{ports['dashboard']}'; "
+        "alive = [('class_name', '=', 'TaskExecutor'), ('state', '=', 'ALIVE')]; "
+        "a = list_actors(address=addr, filters=alive); "
+        "jobs = {j.job_id: j for j in list_jobs(address=addr)}; "
+        "j = jobs[a[0].job_id]; "
+        "print(json.dumps([len(a), j.status, j.driver_info.pid if j.driver_info else None, j.submission_id]))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    count, status, pid, submission = json.loads(p.stdout.strip().splitlines()[-1])
+    assert count == 1 and status == "RUNNING" and submission.startswith("orion-executor-host-"), p.stdout
+    os.kill(int(pid), 0)  # its driver is a live process
 
 
 def test_cli_task_job_status_logs_list(env, running, tmp_path):
@@ -185,7 +206,7 @@ def test_tenant_key_from_the_environment_and_reload(env, running, tmp_path):
     good = _write(
         tmp_path,
         "good.yaml",
-        "orion:\n  tenants:\n"
+        "orion:\n  scheduler: {pin_single_bundle_tasks: true}\n  tenants:\n"
         "    - {id: research, api_key_env: ORION_KEY_RESEARCH}\n"
         "    - {id: vision, api_key_env: ORION_KEY_VISION}\n",
     )
