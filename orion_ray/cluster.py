@@ -329,12 +329,14 @@ def host_executor(dashboard_url: Optional[str], *, local: bool, wait_s: float, s
     # a head this command started runs this interpreter's environment; a cluster attached to
     # has its own `python` with Orion installed
     python = shlex.quote(sys.executable) if local else "python"
+    sid = f"{HOST_JOB_PREFIX}-{secrets.token_hex(4)}"
     client = JobSubmissionClient(dashboard_url)
-    sid = client.submit_job(
-        entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
-        submission_id=f"{HOST_JOB_PREFIX}-{secrets.token_hex(4)}",
-        metadata={"orion": "executor-host"},
-    )
+    deadline = time.time() + min(wait_s, 90.0)
+    while not _submit_host_job(client, sid, python):  # a new head may have no job agent yet
+        if time.time() > deadline:
+            say("note: could not start the executor's host job; task workloads will not reuse workers")
+            return
+        time.sleep(1.0)
     deadline = time.time() + wait_s
     while not executor_exists(NAMESPACE):
         if client.get_job_status(sid).is_terminal():
@@ -344,6 +346,24 @@ def host_executor(dashboard_url: Optional[str], *, local: bool, wait_s: float, s
             raise RuntimeError(f"the executor's host job {sid} did not start it within {wait_s:g}s")
         time.sleep(0.2)
     ray.get(ray.get_actor(EXECUTOR_NAME, namespace=NAMESPACE).has.remote("", 0), timeout=wait_s)
+
+
+def _submit_host_job(client: Any, sid: str, python: str) -> bool:
+    """Submit the host job as ``sid``; False when the Jobs API refused (e.g. "No available agent"
+    right after the head started) and nothing was submitted."""
+    try:
+        client.submit_job(
+            entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
+            submission_id=sid,
+            metadata={"orion": "executor-host"},
+        )
+        return True
+    except Exception:
+        try:  # an answer lost after the job was accepted: it exists
+            client.get_job_info(sid)
+            return True
+        except Exception:
+            return False
 
 
 def api_store_options(config: OrionConfig) -> dict[str, Any]:
