@@ -203,6 +203,15 @@ class TenantConfig(BaseModel):
 
     _priorities = field_validator("allowed_priorities")(_known_classes)
 
+    @field_validator("id")
+    @classmethod
+    def _not_admin(cls, v: str) -> str:
+        # "admin" is who the operator is in the audit trail and in the submission checks (the
+        # admin skips the priority grants): a tenant of that name would pass for the operator
+        if v.lower() == "admin":
+            raise ValueError("'admin' is reserved for the operator; choose another tenant id")
+        return v
+
     @field_validator("api_key_sha256")
     @classmethod
     def _hashes(cls, v: list[str]) -> list[str]:

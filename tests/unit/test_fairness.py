@@ -183,6 +183,16 @@ def test_unknown_classes_in_the_config_are_refused(tmp_path):
     assert e.value.details[0]["field"] == "orion.tenants.0.allowed_priorities"
 
 
+def test_no_tenant_may_be_called_admin(tmp_path):
+    """``who == "admin"`` is the operator in the submission checks: a tenant of that name would
+    skip its grants."""
+    path = tmp_path / "orion.yaml"
+    path.write_text("orion:\n  tenants:\n    - {id: Admin}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert e.value.details[0]["field"] == "orion.tenants.0.id"
+
+
 # -- the default per-tenant queue cap --------------------------------------------------------------
 def test_the_default_cap_is_half_the_queue():
     p = PolicyConfig()
