@@ -205,6 +205,14 @@ def test_the_default_cap_is_half_the_queue():
     assert p.tenant_queue_limit(TenantConfig(id="a", max_queued=9), 10_000) == 9
 
 
+def test_the_admin_sees_each_tenants_grants_and_cap(make):
+    client = make([{"id": "alice", "allowed_priorities": ["high"]}, {"id": "bob"}], max_queue_size=10)
+    items = {t["tenant_id"]: t for t in client.get("/api/v1/tenants", headers=ADMIN).json()["items"]}
+    assert items["alice"]["allowed_priorities"] == ["high"] and items["alice"]["max_queued"] == 5
+    assert items["bob"]["allowed_priorities"] == ["normal", "low", "best_effort"]
+    assert items["bob"]["may_disable_preemption"] is False
+
+
 def test_one_tenant_filling_its_cap_leaves_room_for_the_others(make):
     """The finding: one tenant filled the global queue and every other tenant got 429."""
     client = make([{"id": "alice"}, {"id": "bob"}], max_queue_size=6)
