@@ -29,6 +29,29 @@ def orion_home() -> Path:
     return Path(os.environ.get("ORION_HOME", str(Path.home() / ".orion"))).expanduser()
 
 
+# The priority classes ``policy/admission.py`` knows, highest first.
+PRIORITY_CLASSES = ("critical", "high", "normal", "low", "best_effort")
+# What a configured tenant may submit at unless the operator grants more: the classes that preempt
+# other tenants' ordinary work (critical, high) are the operator's to hand out.
+DEFAULT_ALLOWED_PRIORITIES = ("normal", "low", "best_effort")
+
+
+def _known_classes(v: list[str]) -> list[str]:
+    bad = [c for c in v if c not in PRIORITY_CLASSES]
+    if bad:
+        raise ValueError(f"unknown priority classes {bad}; known: {', '.join(PRIORITY_CLASSES)}")
+    return v
+
+
+class RateLimit(BaseModel):
+    """A token bucket: ``per_tenant_rps`` requests a second on average, bursts of ``burst``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    per_tenant_rps: float = Field(50.0, gt=0, le=1e6, allow_inf_nan=False)
+    burst: int = Field(100, ge=1, le=10**7)
+
+
 class ApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -36,6 +59,8 @@ class ApiConfig(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # every call from the API to an actor gives up after this long: 503 with Retry-After
     actor_timeout_s: float = Field(10.0, gt=0)
+    # per tenant, in each API replica's memory (N replicas admit up to N times the rate)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
 
 
 class StoreConfig(BaseModel):
@@ -96,14 +121,7 @@ class PreemptionConfig(BaseModel):
         default_factory=lambda: ["critical", "high"], description="classes whose `preemptible: false` counts"
     )
 
-    @field_validator("protected_classes")
-    @classmethod
-    def _classes(cls, v: list[str]) -> list[str]:
-        known = ("critical", "high", "normal", "low", "best_effort")
-        bad = [c for c in v if c not in known]
-        if bad:
-            raise ValueError(f"unknown priority classes {bad}; known: {', '.join(known)}")
-        return v
+    _classes = field_validator("protected_classes")(_known_classes)
 
 
 class PolicyConfig(BaseModel):
@@ -135,6 +153,24 @@ class PolicyConfig(BaseModel):
         le=30 * 86400,
         description="expected run time when neither timeout_s nor history gives one (for estimates)",
     )
+    default_tenant_max_queued: Optional[int] = Field(
+        None,
+        ge=1,
+        description="unfinished workloads of a configured tenant without its own max_queued "
+        "before 429 (default: half of scheduler.max_queue_size), so one tenant cannot fill the queue",
+    )
+
+    def tenant_queue_limit(self, tenant: Optional[TenantConfig], max_queue_size: int) -> Optional[int]:
+        """The unfinished workloads ``tenant`` may have: its own ``max_queued``, else the
+        default cap; None (only the global limit) for a tenant that is not configured (the
+        admin's ``default`` tenant, or a single-user Orion without tenants)."""
+        if tenant is None:
+            return None
+        if tenant.max_queued is not None:
+            return tenant.max_queued
+        if self.default_tenant_max_queued is not None:
+            return self.default_tenant_max_queued
+        return max(1, max_queue_size // 2)
 
 
 class TenantConfig(BaseModel):
@@ -147,11 +183,34 @@ class TenantConfig(BaseModel):
     borrowing_limit: dict[str, float] = Field(default_factory=dict)
     lending_limit: dict[str, float] = Field(default_factory=dict)
     cohort: Optional[str] = None
-    max_queued: Optional[int] = Field(None, ge=1, description="unfinished workloads before 429")
+    max_queued: Optional[int] = Field(
+        None, ge=1, description="unfinished workloads before 429 (default: policy.default_tenant_max_queued)"
+    )
+    allowed_priorities: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_PRIORITIES),
+        description="priority classes this tenant may submit at (the admin may submit at any)",
+    )
+    may_disable_preemption: bool = Field(
+        False, description="whether this tenant may submit `preemptible: false` (in a protected class)"
+    )
+    rate_limit: Optional[RateLimit] = Field(
+        None, description="this tenant's API rate (default: api.rate_limit)"
+    )
     api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
     api_key_sha256: list[str] = Field(
         default_factory=list, description="hex SHA-256 of keys (never the keys)"
     )
+
+    _priorities = field_validator("allowed_priorities")(_known_classes)
+
+    @field_validator("id")
+    @classmethod
+    def _not_admin(cls, v: str) -> str:
+        # "admin" is who the operator is in the audit trail and in the submission checks (the
+        # admin skips the priority grants): a tenant of that name would pass for the operator
+        if v.lower() == "admin":
+            raise ValueError("'admin' is reserved for the operator; choose another tenant id")
+        return v
 
     @field_validator("api_key_sha256")
     @classmethod

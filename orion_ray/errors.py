@@ -77,6 +77,14 @@ class QueueFull(OrionError):
     code = "queue_full"
 
 
+class RateLimited(OrionError):
+    """A tenant over its request rate (``api.rate_limit``, per API replica); retry after
+    ``Retry-After`` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 class CapacityUnavailable(OrionError):
     """The pool a workload needs cannot launch nodes now (its launches keep failing) and the
     policy says to push back rather than queue (``policy.reject_when_capacity_unavailable``)."""
@@ -130,6 +138,7 @@ ERRORS_BY_CODE: dict[str, type[OrionError]] = {
         Conflict,
         PayloadTooLarge,
         QueueFull,
+        RateLimited,
         CapacityUnavailable,
         SchedulerUnavailable,
         OrionError,

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._version import __version__
-from ..config import PolicyConfig, TenantConfig
+from ..config import PolicyConfig, RateLimit, TenantConfig
 from ..errors import Forbidden, SchedulerUnavailable
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 from ..models import WorkloadSpec
@@ -26,6 +26,7 @@ from ..status import Status
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
+from .rate_limit import RateLimiter
 from .store_access import StoreAccess
 
 
@@ -92,12 +93,15 @@ def build_app(
     capacity_backend: Any = None,
     access: Optional[StoreAccess] = None,
     access_factory: Optional[Callable[[], StoreAccess]] = None,
+    rate_limit: Optional[RateLimit] = None,
 ) -> FastAPI:
     """The Orion REST app over ``backend``, or over ``backend_factory()`` made on first use
     (Serve pickles the app into its replica, so the backend is made there, not here).
     ``capacity_backend`` (e.g. a ``ReservationManager``) adds ``/admin/v1/capacity/...``.
     ``access`` (or ``access_factory()``, made on first use) serves reads from the store and
-    writes submissions there; without it every route goes to the backend."""
+    writes submissions there; without it every route goes to the backend. ``rate_limit`` is
+    ``api.rate_limit``, each tenant's default request rate (None: only tenants with their own
+    ``rate_limit`` are limited; see ``rate_limit.py``)."""
     app = FastAPI(
         title="Orion",
         version=__version__,
@@ -109,6 +113,7 @@ def build_app(
     app.state.access = access
     app.state.access_factory = access_factory
     app.state.keyring = keyring
+    app.state.rate_limiter = RateLimiter(rate_limit)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # added last: the outermost middleware, so 413s and unhandled 500s are counted too
@@ -164,6 +169,9 @@ def build_app(
                     state.keyring = state.bootstrap.merged(
                         list(ring.get("admins", [])), dict(ring.get("keys", {}))
                     )
+                    state.rate_limiter.set_overrides(
+                        {t: RateLimit.model_validate(r) for t, r in ring.get("rate_limits", {}).items()}
+                    )
                 except Exception:  # keep the last ring; the scheduler may be restarting
                     pass
         return state.keyring
@@ -171,7 +179,11 @@ def build_app(
     async def principal(
         request: Request, authorization: Optional[str] = Header(None, include_in_schema=False)
     ) -> Principal:
-        return (await current_keyring(request)).authenticate(authorization)
+        """The caller, after its tenant's request rate (429 ``rate_limited`` when over it)."""
+        p = (await current_keyring(request)).authenticate(authorization)
+        if p.tenant_id is not None:
+            request.app.state.rate_limiter.check(p.tenant_id)
+        return p
 
     async def admin(p: Principal = Depends(principal)) -> Principal:
         if not p.is_admin:

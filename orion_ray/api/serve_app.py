@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import ray
 from ray import serve
 
-from ..config import PolicyConfig
+from ..config import PolicyConfig, RateLimit
 from ..errors import SchedulerUnavailable
 from ..scheduler.actor import get_scheduler
 from .app import build_app
@@ -170,12 +170,14 @@ def build_api_app(
     policy: Optional[dict] = None,
     actor_timeout_s: float = 10.0,
     extra_routes: Optional[Callable[[Any], None]] = None,
+    rate_limit: Optional[dict] = None,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
     ``store`` is ``orion.store`` with its path resolved: the replica then reads and writes
     submissions there (pinned to the head node, which holds the file); without it every route
-    asks the scheduler. ``extra_routes(app)`` adds routes (the benchmark's no-op ones)."""
+    asks the scheduler. ``extra_routes(app)`` adds routes (the benchmark's no-op ones).
+    ``rate_limit`` is ``orion.api.rate_limit`` (None: its defaults)."""
     from ..autoscaler.capacity_service import capacity_backend
 
     factory = None
@@ -190,6 +192,7 @@ def build_api_app(
         backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s),
         capacity_backend=capacity_backend(capacity or {}, pools or []),
         access_factory=factory,
+        rate_limit=RateLimit.model_validate(rate_limit or {}),
     )
     if extra_routes is not None:
         extra_routes(app)

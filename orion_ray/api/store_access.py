@@ -104,15 +104,17 @@ class StoreAccess:
         from ..scheduler.intake import check_importable  # the same environment: the head node
 
         check_importable(spec)
-        tenants = self.tenants()
+        tenants, policy = self.tenants(), self.policy()
         check_spec(
             spec,
             tenant_id,
-            protected=self.policy().preemption.protected_classes,
+            protected=policy.preemption.protected_classes,
             known=tenants.known(tenant_id),
+            tenant=tenants.get(tenant_id),
+            by_admin=who == "admin",
         )
         w = new_workload(spec, tenant_id, self.clock())
-        limit = getattr(tenants.get(tenant_id), "max_queued", None)
+        limit = policy.tenant_queue_limit(tenants.get(tenant_id), self.max_queue_size)
 
         def write() -> Workload:
             if self._writer is None:

@@ -33,4 +33,8 @@ def orion_api(args: dict):
     config = load_config(a.config_path)
     config.orion.store.path = config.orion.store.resolved_path()
     deploy_scheduler(config)
-    return build_api_app(a.admin_key_sha256, a.max_body_bytes or config.orion.api.max_body_bytes)
+    return build_api_app(
+        a.admin_key_sha256,
+        a.max_body_bytes or config.orion.api.max_body_bytes,
+        rate_limit=config.orion.api.rate_limit.model_dump(mode="json"),
+    )

@@ -113,7 +113,7 @@ def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str, who: Optional[s
     """``Scheduler.submit``: validate, then the same one-transaction write an API replica does,
     with the checks only the scheduler can make (deadline forecast, capacity back-pressure)
     inside it; then take the row in and answer the acknowledgement."""
-    parsed = intake.parse(spec, tenant_id=tenant_id, sched=s)
+    parsed = intake.parse(spec, tenant_id=tenant_id, sched=s, by_admin=who == "admin")
     w = new_workload(parsed, tenant_id, s.clock())
 
     def scheduler_checks(w: Workload) -> None:
@@ -125,7 +125,7 @@ def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str, who: Optional[s
         w,
         who=who or tenant_id,
         max_queue_size=s.config.max_queue_size,
-        tenant_limit=getattr(s.tenants.get(tenant_id), "max_queued", None),
+        tenant_limit=s.policy_config.tenant_queue_limit(s.tenants.get(tenant_id), s.config.max_queue_size),
         check=scheduler_checks,
     )
     s.ingest.pull()

@@ -2,9 +2,10 @@
 
 The spec is validated (pydantic, then the rules pydantic cannot know: the task's module must be
 importable unless its runtime_env brings the code, only protected classes may opt out of
-preemption, the tenant must exist), the queue limits are checked, and, when the policy asks, a
-deadline the forecast says cannot be met is refused. The acknowledgement carries the position in
-the policy's order and the estimated start and completion.
+preemption, the tenant must exist, and a tenant submits only at the priority classes it was
+granted and opts out of preemption only if allowed), the queue limits are checked, and, when
+the policy asks, a deadline the forecast says cannot be met is refused. The acknowledgement
+carries the position in the policy's order and the estimated start and completion.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import QueueFull, ValidationError, pydantic_details
+from ..config import TenantConfig
+from ..errors import Forbidden, QueueFull, ValidationError, pydantic_details
 from ..models import Workload, WorkloadSpec, iso
 from ..runtime.conventions import brings_code
 from ..status import Status
@@ -24,8 +26,11 @@ if TYPE_CHECKING:
 ACK_FORECAST_MAX_QUEUED = 100  # deeper queues: the ack's position is by class and arrival only
 
 
-def parse(spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler") -> WorkloadSpec:
-    """The validated spec, or ``ValidationError`` naming the field and the reason."""
+def parse(
+    spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler", by_admin: bool = False
+) -> WorkloadSpec:
+    """The validated spec, or ``ValidationError`` naming the field and the reason (``Forbidden``
+    for a priority or a preemption opt-out the tenant was not granted, unless ``by_admin``)."""
     try:
         parsed = WorkloadSpec.model_validate(spec)
     except Exception as exc:  # pydantic's error → the contract's error
@@ -36,13 +41,24 @@ def parse(spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler") -> Worklo
         tenant_id,
         protected=sched.policy_config.preemption.protected_classes,
         known=sched.tenants.known(tenant_id),
+        tenant=sched.tenants.get(tenant_id),
+        by_admin=by_admin,
     )
     return parsed
 
 
-def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str], known: bool) -> None:
+def check_spec(
+    spec: WorkloadSpec,
+    tenant_id: str,
+    *,
+    protected: list[str],
+    known: bool,
+    tenant: Optional[TenantConfig] = None,
+    by_admin: bool = False,
+) -> None:
     """The checks every submission passes before its transaction, wherever it arrives (the
-    scheduler, or an API replica writing to the store)."""
+    scheduler, or an API replica writing to the store). ``tenant`` is the tenant's
+    configuration (None for the admin's ``default`` tenant); ``by_admin`` skips the grants."""
     if not spec.preemptible and spec.priority.value not in protected:
         raise ValidationError(
             "this priority class may not opt out of preemption",
@@ -57,6 +73,35 @@ def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str], know
         raise ValidationError(
             f"unknown tenant {tenant_id!r}",
             [{"field": "metadata.tenant_id", "problem": "no such tenant is configured"}],
+        )
+    if tenant is not None and not by_admin:
+        check_grants(spec, tenant)
+
+
+def check_grants(spec: WorkloadSpec, tenant: TenantConfig) -> None:
+    """403 for a class the tenant was not granted, or ``preemptible: false`` without the right:
+    either would let one tenant preempt the others' work (``allowed_priorities``,
+    ``may_disable_preemption``). A permission, not a malformed spec: the same spec is accepted
+    from the admin or from a tenant that was granted it."""
+    if spec.priority.value not in tenant.allowed_priorities:
+        raise Forbidden(
+            f"tenant {tenant.id!r} may not submit at priority {spec.priority.value!r}",
+            [
+                {
+                    "field": "priority",
+                    "problem": f"allowed for this tenant: {', '.join(tenant.allowed_priorities) or '(none)'}",
+                }
+            ],
+        )
+    if not spec.preemptible and not tenant.may_disable_preemption:
+        raise Forbidden(
+            f"tenant {tenant.id!r} may not opt out of preemption",
+            [
+                {
+                    "field": "preemptible",
+                    "problem": "allowed for this tenant: true (the operator grants may_disable_preemption)",
+                }
+            ],
         )
 
 
@@ -92,7 +137,7 @@ def check_room(sched: "Scheduler", tenant_id: str) -> None:
     size = sched.config.max_queue_size
     if len(active) >= size:
         raise QueueFull(f"the queue is full ({size} workloads)", retry_after=5)
-    limit = getattr(sched.tenants.get(tenant_id), "max_queued", None)
+    limit = sched.policy_config.tenant_queue_limit(sched.tenants.get(tenant_id), size)
     if limit is not None and sum(1 for w in active.values() if w.tenant_id == tenant_id) >= limit:
         raise QueueFull(f"tenant {tenant_id!r} has {limit} unfinished workloads (its limit)", retry_after=5)
 

@@ -72,7 +72,9 @@ class TenantRegistry:
         return self.summary()
 
     def keyring(self) -> dict[str, Any]:
-        return {"version": self.version, "keys": self.keys, "admins": self.admins}
+        """What an API replica refreshes: the key hashes, and the tenants' own request rates."""
+        rates = {t.id: t.rate_limit.model_dump() for t in self.tenants.values() if t.rate_limit is not None}
+        return {"version": self.version, "keys": self.keys, "admins": self.admins, "rate_limits": rates}
 
     def known(self, tenant_id: str) -> bool:
         return tenant_id == DEFAULT_TENANT or not self.tenants or tenant_id in self.tenants

@@ -207,6 +207,10 @@ def tenant_list(sched: "Scheduler") -> dict[str, Any]:
                 "quota": cfg.quota if cfg else {},
                 "borrowing_limit": cfg.borrowing_limit if cfg else {},
                 "keys": sum(1 for t in sched.tenants.keys.values() if t == name),
+                # what it may do to the others (None: not configured, the admin's own)
+                "allowed_priorities": cfg.allowed_priorities if cfg else None,
+                "may_disable_preemption": cfg.may_disable_preemption if cfg else None,
+                "max_queued": sched.policy_config.tenant_queue_limit(cfg, sched.config.max_queue_size),
                 "queued": row["queued"],
                 "running": row["running"],
                 "usage": row["usage"],

@@ -29,7 +29,14 @@ def orion_policy(ray_cluster, tmp_path_factory):
     )
     ray.get(
         handle.actor.configure_tenants.remote(
-            [{"id": "gold", "weight": 2}, {"id": "silver", "weight": 1}], {}, None, "test"
+            # gold is granted critical (a configured tenant gets normal and below by default)
+            [
+                {"id": "gold", "weight": 2, "allowed_priorities": ["critical", "normal", "low"]},
+                {"id": "silver", "weight": 1},
+            ],
+            {},
+            None,
+            "test",
         ),
         timeout=30,
     )

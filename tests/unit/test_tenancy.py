@@ -32,7 +32,12 @@ def env(tmp_path):
             json={
                 "tenants": [
                     {"id": "research", "weight": 2, "quota": {"gpu": 4, "cpu": 8}},
-                    {"id": "prod", "max_queued": 2},
+                    # prod is granted the top classes (configured tenants get normal and below)
+                    {
+                        "id": "prod",
+                        "max_queued": 2,
+                        "allowed_priorities": ["critical", "high", "normal", "low"],
+                    },
                 ],
                 "keys": {hash_key("research-key"): "research", hash_key("prod-key"): "prod"},
             },
