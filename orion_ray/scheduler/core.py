@@ -25,6 +25,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
+from ..errors import StoreUnavailable
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.cycle import CyclePlanner
@@ -295,14 +296,10 @@ class Scheduler(AdminMixin):
                 self.planner.released(placed)
                 continue
             admitted.append((w, placed))
-        # 5 reserve: record in memory, persist, then create the placement group
+        # 5 reserve: persist, record in memory, then create the placement group
         batch: list = []
         pins = {w.workload_id for w, _ in admitted if pinnable(w, self.config.pin_single_bundle_tasks)}
-        self.driver.pinned |= pins
         for w, placed in admitted:
-            book.reservations[w.workload_id] = placed
-            book.nominated.pop(w.workload_id, None)
-            book.wait_reasons.pop(w.workload_id, None)
             if w.workload_id in pins:
                 # no group will say where it runs: the node goes in the record now, so a restarted
                 # scheduler adopts a launched run with its reservation
@@ -316,7 +313,20 @@ class Scheduler(AdminMixin):
                 )
             else:
                 book.set(w, Status.STARTING, "placement group requested", batch=batch, reason=None)
-        self.store.update_many(batch)
+        try:
+            book.commit(batch)
+        except StoreUnavailable:
+            # nothing changed in memory: give the capacity back and let the next pass admit
+            # them again (the write is the step retried, not lost)
+            for _w, placed in admitted:
+                self.planner.released(placed)
+            self.arrivals |= {w.workload_id for w, _ in admitted}
+            raise
+        self.driver.pinned |= pins
+        for w, placed in admitted:
+            book.reservations[w.workload_id] = placed
+            book.nominated.pop(w.workload_id, None)
+            book.wait_reasons.pop(w.workload_id, None)
         for w, placed in admitted:
             bundles, types, strategy, _ = book.shape(w)
             try:
@@ -446,9 +456,10 @@ class Scheduler(AdminMixin):
         self.store.audit(
             who or tenant_id or "admin", "cancel", workload_id, {"status": w.status.value}, self.clock()
         )
-        self.driver.stop(workload_id)
         was = w.status
+        # stored first: when the store refuses (503), the run and its driver go on untouched
         self.book.set(w, Status.CANCELLED, "cancelled by user")
+        self.driver.stop(workload_id)
         await self.driver.cancel_run(w, was)
         return w.public()
 
