@@ -47,6 +47,7 @@ class SchedulerActor:
             self.config.orion.scheduler,
             self.config.orion.policy,
             metrics=OrionMetrics(ray_mirror=True),
+            retention=store_cfg.retention,
         )
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from ..config import PolicyConfig, SchedulerConfig
+from ..config import PolicyConfig, RetentionConfig, SchedulerConfig
 from ..errors import StoreUnavailable
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
@@ -40,6 +40,7 @@ from . import policy_bridge as bridge
 from .admin import AdminMixin
 from .driver import WorkloadDriver, pinnable
 from .every import Every
+from .housekeeping import Housekeeping
 from .liveness import Liveness
 from .recovery import recover
 from .tenants import TenantRegistry
@@ -65,6 +66,7 @@ class Scheduler(AdminMixin):
         metrics: Optional[OrionMetrics] = None,
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        retention: Optional[RetentionConfig] = None,
     ):
         self.store = store
         self.runtime = runtime
@@ -114,6 +116,7 @@ class Scheduler(AdminMixin):
         self.autoscaler_status: dict[str, Any] = {}
         self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
         self.liveness = Liveness()  # recovery state and cycle age, for /health
+        self.housekeeping = Housekeeping(store, clock, retention)  # file check, retention
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -190,6 +193,10 @@ class Scheduler(AdminMixin):
                 except asyncio.TimeoutError:
                     woken = False
                 self._wake.clear()
+            try:
+                self.housekeeping.tick()  # a deleted or replaced store file; retention
+            except Exception:  # e.g. the store is locked: the next tick tries again
+                log.exception("store housekeeping failed")
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
@@ -494,7 +501,7 @@ class Scheduler(AdminMixin):
         try:
             self.store.ping()
         except Exception as exc:
-            store_ok, store_error = False, str(exc)
+            store_ok, store_error = False, getattr(exc, "message", str(exc))
         loop_ok = self._loop_task is not None and not self._loop_task.done()
         live = self.liveness.report(
             self.ingest.cycle_done_at,

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from ..errors import Conflict, QueueFull
 from ..models import Workload, WorkloadSpec, iso
 from ..status import Status
+from . import retention
 from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
 from .schema import BUCKET, SCHEMA_VERSION, check_version, migrate
 
@@ -465,6 +466,19 @@ class SQLiteStore:
         )
         return rows[0][0]
 
+    def prune(self, *, now: float, keep_s: dict[str, float], limit: int = 500) -> dict[str, int]:
+        """Retention: delete up to ``limit`` rows of each kind (``retention.STEPS``) older than
+        its window in ``keep_s`` (seconds; a kind absent or 0 is kept for ever), one short
+        transaction per kind. Returns how many rows each kind lost (``limit``: there may be more)."""
+        out: dict[str, int] = {}
+        for kind, step in retention.STEPS.items():
+            window = keep_s.get(kind) or 0
+            if window <= 0:
+                continue
+            with self._lock, self._tx():
+                out[kind] = step(self._db, now - window, limit)
+        return out
+
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` when the store cannot answer or its file is gone or replaced."""
         self._identity.check()
@@ -506,6 +520,7 @@ class _Transaction:
         self.identity = identity
 
     def __enter__(self) -> None:
+        self.identity.check()  # before anything is read for the write (a submission's checks)
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
