@@ -16,19 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import StoreUnavailable
+from ..private_files import PRIVATE_FILE, private_file
 
-# Files Orion writes for itself (the database, its WAL and shared memory, logs, credentials)
-# hold keys' hashes, specs and results: readable by their owner only.
-PRIVATE_FILE = 0o600
-PRIVATE_DIR = 0o700
-
-
-def private_file(path: Path | str) -> None:
-    """Create ``path`` (empty) with mode 0600 if it does not exist, and make it 0600 if it does."""
-    p = Path(path)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_APPEND, PRIVATE_FILE)
-    os.close(fd)
-    os.chmod(p, PRIVATE_FILE)
+__all__ = ["FileIdentity", "is_fault", "private_file", "tighten", "unavailable"]
 
 
 def tighten(path: Path | str) -> None:

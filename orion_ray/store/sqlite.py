@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from ..errors import Conflict, QueueFull
 from ..models import Workload, WorkloadSpec, iso
+from ..private_files import private_dir
 from ..status import Status
 from . import retention
 from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
@@ -67,7 +68,7 @@ class SQLiteStore:
             return
         if on_disk:
             file = Path(path).expanduser()
-            file.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(file.parent)
             # created 0600 before SQLite opens it: SQLite gives the -wal and -shm it creates the
             # database file's mode, so none of the three is ever world-readable
             private_file(file)

@@ -396,3 +396,26 @@ def test_a_deleted_store_file_fails_health_and_refuses_submissions(api):
     assert_503(c.post("/api/v1/workloads", json=task(gpus=0), headers=ADMIN))
     r = c.get("/health")
     assert r.status_code == 503 and r.json()["store"] == "down" and "deleted" in r.json()["store_error"]
+
+
+def test_what_orion_writes_in_its_home_is_owner_only(tmp_path, monkeypatch):
+    from orion_ray import cluster
+    from orion_ray.private_files import open_private
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ORION_HOME", str(home))
+    old = os.umask(0o022)
+    try:
+        cluster._write_state({"pid": 1})  # cluster.json
+        with open_private(home / "ray-head.log") as f:  # how `orion up` opens the head's log
+            f.write(b"x")
+        (home / "loose.log").write_text("x")
+        os.chmod(home / "loose.log", 0o644)
+        with open_private(home / "loose.log") as f:  # an existing loose file is tightened
+            f.write(b"y")
+    finally:
+        os.umask(old)
+    assert mode(home) == 0o700
+    for name in ("cluster.json", "ray-head.log", "loose.log"):
+        assert mode(home / name) == 0o600, name
+    assert json.loads((home / "cluster.json").read_text()) == {"pid": 1}
