@@ -514,6 +514,8 @@ class Scheduler(AdminMixin):
             "scheduler": state,
             "store": "ok" if store_ok else "down",
             "store_error": store_error,
+            # how long the loop may wait for another process's write lock (short: never a freeze)
+            "store_busy_timeout_ms": getattr(self.store, "busy_timeout_ms", None),
             "active": len(self.book.active),
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,

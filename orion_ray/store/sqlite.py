@@ -52,6 +52,7 @@ class SQLiteStore:
     ):
         self.path = path
         self.read_only = read_only
+        self.busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
         on_disk = path != ":memory:"
         # How long a statement waits for another process's write lock. On an event loop (the
