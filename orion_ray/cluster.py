@@ -29,7 +29,7 @@ from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
-from .private_files import open_private, private_dir, write_private
+from .store.files import open_private, private_dir, write_private
 
 STATE_FILE = "cluster.json"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import StoreUnavailable
-from ..private_files import PRIVATE_FILE, private_file
+from .files import PRIVATE_FILE, private_file
 
 __all__ = ["FileIdentity", "is_fault", "private_file", "tighten", "unavailable"]
 

@@ -11,9 +11,9 @@ from typing import Callable, Optional
 
 from ..errors import Conflict, QueueFull
 from ..models import Workload, WorkloadSpec, iso
-from ..private_files import private_dir
 from ..status import Status
 from . import retention
+from .files import private_dir
 from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
 from .schema import BUCKET, SCHEMA_VERSION, check_version, migrate
 

@@ -400,7 +400,7 @@ def test_a_deleted_store_file_fails_health_and_refuses_submissions(api):
 
 def test_what_orion_writes_in_its_home_is_owner_only(tmp_path, monkeypatch):
     from orion_ray import cluster
-    from orion_ray.private_files import open_private
+    from orion_ray.store.files import open_private
 
     home = tmp_path / "home"
     monkeypatch.setenv("ORION_HOME", str(home))
