@@ -419,3 +419,15 @@ def test_what_orion_writes_in_its_home_is_owner_only(tmp_path, monkeypatch):
     for name in ("cluster.json", "ray-head.log", "loose.log"):
         assert mode(home / name) == 0o600, name
     assert json.loads((home / "cluster.json").read_text()) == {"pid": 1}
+
+
+def test_store_unavailable_crosses_the_actor_boundary_with_its_retry_after():
+    import pickle
+
+    from orion_ray.errors import ERRORS_BY_CODE
+
+    got = pickle.loads(pickle.dumps(StoreUnavailable("the file was deleted", retry_after=30)))
+    assert (
+        isinstance(got, StoreUnavailable) and got.retry_after == 30 and got.message == "the file was deleted"
+    )
+    assert ERRORS_BY_CODE["store_unavailable"] is StoreUnavailable  # the SDK raises the same class
