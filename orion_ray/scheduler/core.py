@@ -292,7 +292,11 @@ class Scheduler(AdminMixin):
         for victim, for_wid in plan.preempt:
             v = book.active.get(victim)
             if v is not None and v.status == Status.RUNNING:  # it may have ended between slices
-                self.driver.preempt(v, for_wid)
+                try:
+                    self.driver.preempt(v, for_wid)
+                except StoreUnavailable as exc:  # it runs on; the next full pass decides again
+                    log.warning("preemption of %s not stored: %s", victim, exc.message)
+                    self.planner.invalidate()
         if plan.complete:
             self.reservation = self.planner.reservation
         phase("preempt")

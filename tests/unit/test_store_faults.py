@@ -249,9 +249,9 @@ class FailingStore:
         return write
 
 
-def make(tmp_path, clock) -> tuple[Scheduler, FakeRuntime, FailingStore]:
+def make(tmp_path, clock, gpus: float = 4.0) -> tuple[Scheduler, FakeRuntime, FailingStore]:
     store = FailingStore(SQLiteStore(str(tmp_path / "o.db")))
-    rt = FakeRuntime([fake_node("n1")])
+    rt = FakeRuntime([fake_node("n1", gpus=gpus)])
     s = Scheduler(store, rt, SchedulerConfig(), PolicyConfig(), clock=clock, sleep=just_yield)
     return s, rt, store
 
@@ -431,3 +431,23 @@ def test_store_unavailable_crosses_the_actor_boundary_with_its_retry_after():
         isinstance(got, StoreUnavailable) and got.retry_after == 30 and got.message == "the file was deleted"
     )
     assert ERRORS_BY_CODE["store_unavailable"] is StoreUnavailable  # the SDK raises the same class
+
+
+@on_loop
+async def test_a_preemption_the_store_refuses_leaves_the_victim_running_and_is_decided_again(tmp_path):
+    clock = Clock()
+    s, rt, store = make(tmp_path, clock, gpus=4)
+    low = (await s.submit(task(priority="low")))["workload_id"]
+    s.run_cycle()
+    await settle(lambda: s.active[low].status == Status.RUNNING, "the victim running")
+    clock.advance(60)
+    high = (await s.submit(task(priority="high")))["workload_id"]
+    store.failing = True
+    s.run_cycle()  # the loop goes on
+    assert s.active[low].status == Status.RUNNING and low in s.driver.tasks and low not in s.book.stopping
+    assert s.active[high].status == Status.QUEUED
+    store.failing = False
+    clock.advance(5)
+    assert s.run_cycle()["preempted"] == 1  # decided again, now stored
+    assert s.active[low].status == Status.PREEMPTED
+    await settle(lambda: s.active[low].status == Status.QUEUED, "the victim back in the queue")
