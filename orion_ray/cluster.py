@@ -30,6 +30,7 @@ from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
 from .store.files import open_private, private_dir, write_private
+from .store.schema import check_file as check_store_file
 
 STATE_FILE = "cluster.json"
 
@@ -221,6 +222,7 @@ def up(
     config.orion.store.path = config.orion.store.resolved_path()
     state = _read_state()
     if address is None:
+        check_store_file(config.orion.store.path)  # a newer Orion's store: refuse before starting
         if state.get("started") and _alive(state.get("pid")):
             if num_cpus is not None or num_gpus is not None or resources:
                 say(

@@ -3,6 +3,7 @@ triggers (schema 2) that let readers answer queue positions and queue limits wit
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Callable
 
@@ -197,6 +198,19 @@ def check_version(db: sqlite3.Connection, path: str) -> int:
             f"({SCHEMA_VERSION}): upgrade Orion, or point store.path at another file"
         )
     return v
+
+
+def check_file(path: str) -> None:
+    """``SchemaTooNew`` when the file at ``path`` (if there is one) was written by a newer Orion:
+    ``orion up`` asks before it starts anything (the actors would otherwise fail to start, over
+    and over, with the reason only in their logs)."""
+    if not os.path.exists(path):
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        check_version(db, path)
+    finally:
+        db.close()
 
 
 def migrate(db: sqlite3.Connection, path: str = "") -> None:

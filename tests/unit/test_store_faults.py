@@ -451,3 +451,17 @@ async def test_a_preemption_the_store_refuses_leaves_the_victim_running_and_is_d
     assert s.run_cycle()["preempted"] == 1  # decided again, now stored
     assert s.active[low].status == Status.PREEMPTED
     await settle(lambda: s.active[low].status == Status.QUEUED, "the victim back in the queue")
+
+
+def test_the_check_orion_up_makes_first_refuses_a_newer_store_and_passes_others(tmp_path):
+    from orion_ray.store.schema import check_file
+
+    path = str(tmp_path / "o.db")
+    check_file(path)  # no file yet: nothing to refuse
+    SQLiteStore(path).close()
+    check_file(path)
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(SchemaTooNew, match="upgrade Orion"):
+        check_file(path)
