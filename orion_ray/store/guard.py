@@ -38,20 +38,13 @@ class FileIdentity:
 
     def __init__(self, path: Optional[str]):
         self.path = path
-        self.ident = self._stat() if path else None
-
-    def _stat(self) -> Optional[tuple[int, int]]:
-        try:
-            st = os.stat(self.path)  # type: ignore[arg-type]
-        except FileNotFoundError:
-            return None
-        return st.st_dev, st.st_ino
+        self.ident = _identity(path) if path else None
 
     def problem(self) -> Optional[str]:
         """Why the open connection no longer writes to the file at ``path`` (None when it does)."""
         if self.path is None:
             return None
-        now = self._stat()
+        now = _identity(self.path)
         if now is None:
             return f"the database file {self.path} was deleted while open"
         if now != self.ident:
@@ -63,6 +56,15 @@ class FileIdentity:
         why = self.problem()
         if why is not None:
             raise StoreUnavailable(why + "; nothing is written until Orion restarts on it", retry_after=30)
+
+
+def _identity(path: str) -> Optional[tuple[int, int]]:
+    """(device, inode) of the file at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def unavailable(exc: sqlite3.Error) -> StoreUnavailable:
