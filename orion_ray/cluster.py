@@ -29,6 +29,8 @@ from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
+from .store.files import open_private, private_dir, write_private
+from .store.schema import check_file as check_store_file
 
 STATE_FILE = "cluster.json"
 
@@ -45,8 +47,8 @@ def _read_state() -> dict:
 
 
 def _write_state(state: dict) -> None:
-    _state_path().parent.mkdir(parents=True, exist_ok=True)
-    _state_path().write_text(json.dumps(state))
+    private_dir(_state_path().parent)
+    write_private(_state_path(), json.dumps(state))
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -125,9 +127,9 @@ def start_local_head(
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
     log_path = orion_home() / "ray-head.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    with open(log_path, "ab") as log_file:
+    with open_private(log_path) as log_file:  # Ray's output may carry tenants' errors
         proc = subprocess.Popen(
             cmd,
             stdout=log_file,
@@ -220,6 +222,7 @@ def up(
     config.orion.store.path = config.orion.store.resolved_path()
     state = _read_state()
     if address is None:
+        check_store_file(config.orion.store.path)  # a newer Orion's store: refuse before starting
         if state.get("started") and _alive(state.get("pid")):
             if num_cpus is not None or num_gpus is not None or resources:
                 say(

@@ -63,11 +63,33 @@ class ApiConfig(BaseModel):
     rate_limit: RateLimit = Field(default_factory=RateLimit)
 
 
+class RetentionConfig(BaseModel):
+    """How long ended things are kept, in days (0 keeps them for ever). The scheduler deletes
+    what is older a small batch at a time (``store/retention.py``); unfinished workloads and
+    their history are never deleted."""
+
+    model_config = ConfigDict(extra="forbid")
+    # ended workloads, with their transitions and logs
+    workloads_days: float = Field(30.0, ge=0)
+    # logs of ended workloads (usually the largest rows), sooner than the workload itself
+    logs_days: float = Field(7.0, ge=0)
+    audit_days: float = Field(90.0, ge=0)
+    scaling_events_days: float = Field(30.0, ge=0)
+    interval_s: float = Field(60.0, gt=0)  # how often the scheduler applies it
+    batch: int = Field(500, ge=1, le=10_000)  # rows per delete transaction
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: Optional[str] = None  # default: <orion home>/orion.db
     # NORMAL in WAL mode survives any process crash (SIGKILL included); FULL also survives power loss.
     synchronous: str = Field("normal", pattern="^(normal|full)$")
+    # How long a write waits for another process's lock. The scheduler's and the autoscaler's
+    # connections live on an event loop, where a wait freezes everything: a short one, and a
+    # locked store is retried on a later tick. The API replica's writer thread is off its loop.
+    loop_busy_timeout_ms: int = Field(50, ge=0, le=60_000)
+    busy_timeout_ms: int = Field(2000, ge=0, le=60_000)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     def resolved_path(self) -> str:
         return str(Path(self.path).expanduser()) if self.path else str(orion_home() / "orion.db")

@@ -98,6 +98,22 @@ class SchedulerUnavailable(OrionError):
     code = "scheduler_unavailable"
 
 
+class StoreUnavailable(OrionError):
+    """The store cannot take or answer this now (locked past the short busy timeout, its file
+    deleted or replaced, a disk error). Nothing was committed: the caller may retry."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+    def __init__(
+        self,
+        message: str = "",
+        details: Optional[list[dict[str, Any]]] = None,
+        retry_after: Optional[float] = 1,
+    ):
+        super().__init__(message, details, retry_after)
+
+
 class InvalidTransition(OrionError):
     """A status change the transition table forbids: a bug in Orion, never user input."""
 
@@ -141,6 +157,7 @@ ERRORS_BY_CODE: dict[str, type[OrionError]] = {
         RateLimited,
         CapacityUnavailable,
         SchedulerUnavailable,
+        StoreUnavailable,
         OrionError,
     )
 }

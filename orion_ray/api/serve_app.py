@@ -143,7 +143,13 @@ class ActorBackend:
 
 
 def store_access_factory(
-    path: str, synchronous: str, max_queue_size: int, policy: Optional[dict]
+    path: str,
+    synchronous: str,
+    max_queue_size: int,
+    policy: Optional[dict],
+    *,
+    busy_timeout_ms: int = 2000,
+    read_busy_timeout_ms: int = 50,
 ) -> Callable[[], StoreAccess]:
     """What the replica calls (on first use) to open the store: reads read-only, writes of
     submissions in one transaction. The replica runs on the head, where the file is."""
@@ -154,6 +160,8 @@ def store_access_factory(
             synchronous=synchronous,
             max_queue_size=max_queue_size,
             policy=PolicyConfig.model_validate(policy) if policy else None,
+            busy_timeout_ms=busy_timeout_ms,
+            read_busy_timeout_ms=read_busy_timeout_ms,
         )
 
     return make
@@ -183,7 +191,12 @@ def build_api_app(
     factory = None
     if store and store.get("path"):
         factory = store_access_factory(
-            store["path"], store.get("synchronous", "normal"), max_queue_size, policy
+            store["path"],
+            store.get("synchronous", "normal"),
+            max_queue_size,
+            policy,
+            busy_timeout_ms=int(store.get("busy_timeout_ms", 2000)),
+            read_busy_timeout_ms=int(store.get("loop_busy_timeout_ms", 50)),
         )
     app = build_app(
         KeyRing(admin_key_hashes),

@@ -56,12 +56,17 @@ class StoreAccess:
         synchronous: str = "normal",
         policy: Optional[PolicyConfig] = None,
         clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 2000,
+        read_busy_timeout_ms: int = 50,
     ):
         self.path = path
+        # the writer waits for the lock in its own thread; reads run on the replica's event
+        # loop, so a locked store answers them 503 quickly instead of freezing the replica
+        self.busy_timeout_ms = busy_timeout_ms
         self.max_queue_size = max_queue_size
         self.synchronous = synchronous
         self.clock = clock
-        self.reader = SQLiteStore(path, read_only=True)
+        self.reader = SQLiteStore(path, read_only=True, busy_timeout_ms=read_busy_timeout_ms)
         self._writer: Optional[SQLiteStore] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="orion-store-write")
         default = policy or PolicyConfig()
@@ -118,7 +123,7 @@ class StoreAccess:
 
         def write() -> Workload:
             if self._writer is None:
-                self._writer = SQLiteStore(self.path, self.synchronous)
+                self._writer = SQLiteStore(self.path, self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
             return self._writer.submit(w, who=who, max_queue_size=self.max_queue_size, tenant_limit=limit)[0]
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, write)

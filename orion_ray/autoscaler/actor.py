@@ -56,7 +56,9 @@ class AutoscalerActor:
         self.config = OrionConfig.model_validate(config)
         section = self.config.orion
         store_cfg = section.store
-        self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
+        self.store = SQLiteStore(
+            store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms
+        )
         pools = parse_autoscale_pools(section.worker_pools, section.autoscaling)
         interval = interval_s or float(section.autoscaling.get("interval_s", 1.0))
         spot = {p.name for p in section.worker_pools if p.market == "spot"}

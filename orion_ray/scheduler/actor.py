@@ -37,7 +37,9 @@ class SchedulerActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         store_cfg = self.config.orion.store
-        self.store = SQLiteStore(store_cfg.resolved_path(), store_cfg.synchronous)
+        self.store = SQLiteStore(
+            store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms
+        )
         self.runtime = RayRuntime(NAMESPACE, dashboard_url)
         self.scheduler = Scheduler(
             self.store,
@@ -45,6 +47,7 @@ class SchedulerActor:
             self.config.orion.scheduler,
             self.config.orion.policy,
             metrics=OrionMetrics(ray_mirror=True),
+            retention=store_cfg.retention,
         )
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.

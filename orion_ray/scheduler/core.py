@@ -24,7 +24,8 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from ..config import PolicyConfig, SchedulerConfig
+from ..config import PolicyConfig, RetentionConfig, SchedulerConfig
+from ..errors import StoreUnavailable
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.cycle import CyclePlanner
@@ -39,6 +40,7 @@ from . import policy_bridge as bridge
 from .admin import AdminMixin
 from .driver import WorkloadDriver, pinnable
 from .every import Every
+from .housekeeping import Housekeeping
 from .liveness import Liveness
 from .recovery import recover
 from .tenants import TenantRegistry
@@ -64,6 +66,7 @@ class Scheduler(AdminMixin):
         metrics: Optional[OrionMetrics] = None,
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        retention: Optional[RetentionConfig] = None,
     ):
         self.store = store
         self.runtime = runtime
@@ -113,6 +116,7 @@ class Scheduler(AdminMixin):
         self.autoscaler_status: dict[str, Any] = {}
         self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
         self.liveness = Liveness()  # recovery state and cycle age, for /health
+        self.housekeeping = Housekeeping(store, clock, retention)  # file check, retention
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -189,6 +193,10 @@ class Scheduler(AdminMixin):
                 except asyncio.TimeoutError:
                     woken = False
                 self._wake.clear()
+            try:
+                self.housekeeping.tick()  # a deleted or replaced store file; retention
+            except Exception:  # e.g. the store is locked: the next tick tries again
+                log.exception("store housekeeping failed")
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
@@ -284,7 +292,11 @@ class Scheduler(AdminMixin):
         for victim, for_wid in plan.preempt:
             v = book.active.get(victim)
             if v is not None and v.status == Status.RUNNING:  # it may have ended between slices
-                self.driver.preempt(v, for_wid)
+                try:
+                    self.driver.preempt(v, for_wid)
+                except StoreUnavailable as exc:  # it runs on; the next full pass decides again
+                    log.warning("preemption of %s not stored: %s", victim, exc.message)
+                    self.planner.invalidate()
         if plan.complete:
             self.reservation = self.planner.reservation
         phase("preempt")
@@ -295,14 +307,10 @@ class Scheduler(AdminMixin):
                 self.planner.released(placed)
                 continue
             admitted.append((w, placed))
-        # 5 reserve: record in memory, persist, then create the placement group
+        # 5 reserve: persist, record in memory, then create the placement group
         batch: list = []
         pins = {w.workload_id for w, _ in admitted if pinnable(w, self.config.pin_single_bundle_tasks)}
-        self.driver.pinned |= pins
         for w, placed in admitted:
-            book.reservations[w.workload_id] = placed
-            book.nominated.pop(w.workload_id, None)
-            book.wait_reasons.pop(w.workload_id, None)
             if w.workload_id in pins:
                 # no group will say where it runs: the node goes in the record now, so a restarted
                 # scheduler adopts a launched run with its reservation
@@ -316,7 +324,20 @@ class Scheduler(AdminMixin):
                 )
             else:
                 book.set(w, Status.STARTING, "placement group requested", batch=batch, reason=None)
-        self.store.update_many(batch)
+        try:
+            book.commit(batch)
+        except StoreUnavailable:
+            # nothing changed in memory: give the capacity back and let the next pass admit
+            # them again (the write is the step retried, not lost)
+            for _w, placed in admitted:
+                self.planner.released(placed)
+            self.arrivals |= {w.workload_id for w, _ in admitted}
+            raise
+        self.driver.pinned |= pins
+        for w, placed in admitted:
+            book.reservations[w.workload_id] = placed
+            book.nominated.pop(w.workload_id, None)
+            book.wait_reasons.pop(w.workload_id, None)
         for w, placed in admitted:
             bundles, types, strategy, _ = book.shape(w)
             try:
@@ -446,9 +467,10 @@ class Scheduler(AdminMixin):
         self.store.audit(
             who or tenant_id or "admin", "cancel", workload_id, {"status": w.status.value}, self.clock()
         )
-        self.driver.stop(workload_id)
         was = w.status
+        # stored first: when the store refuses (503), the run and its driver go on untouched
         self.book.set(w, Status.CANCELLED, "cancelled by user")
+        self.driver.stop(workload_id)
         await self.driver.cancel_run(w, was)
         return w.public()
 
@@ -483,7 +505,7 @@ class Scheduler(AdminMixin):
         try:
             self.store.ping()
         except Exception as exc:
-            store_ok, store_error = False, str(exc)
+            store_ok, store_error = False, getattr(exc, "message", str(exc))
         loop_ok = self._loop_task is not None and not self._loop_task.done()
         live = self.liveness.report(
             self.ingest.cycle_done_at,
@@ -496,6 +518,8 @@ class Scheduler(AdminMixin):
             "scheduler": state,
             "store": "ok" if store_ok else "down",
             "store_error": store_error,
+            # how long the loop may wait for another process's write lock (short: never a freeze)
+            "store_busy_timeout_ms": getattr(self.store, "busy_timeout_ms", None),
             "active": len(self.book.active),
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,

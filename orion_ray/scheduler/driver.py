@@ -13,6 +13,7 @@ import logging
 from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
+from ..errors import StoreUnavailable
 from ..inference_task import as_task
 from ..metrics import OrionMetrics
 from ..models import Workload
@@ -31,6 +32,9 @@ HOLDING = (Status.STARTING, Status.RUNNING, Status.PREEMPTED)  # states that hol
 # after its release it is not mistaken for work outside Orion (which would hold the node idle
 # until the next snapshot: ~1 admission per node per second on a full cluster).
 RELEASED_GRACE_S = 3.0
+# A write the store refused is tried again after this long, doubling up to the max.
+STORE_RETRY_S = 0.05
+STORE_RETRY_MAX_S = 2.0
 
 
 def pinnable(w: Workload, enabled: bool) -> bool:
@@ -98,6 +102,23 @@ class WorkloadDriver:
         if self.tasks.get(workload_id) is asyncio.current_task():
             self.tasks.pop(workload_id, None)
 
+    async def durably(self, w: Workload, step: Callable[[], Any]) -> None:
+        """Run ``step`` (a write about ``w``: its next status, its logs) until the store takes
+        it. A store that refuses (locked, its file gone) leaves ``w`` as it was (``book.set``
+        changes memory only after the write), so the same step is retried after a backoff;
+        if ``w`` changed meanwhile (a cancel got through first), the step is moot."""
+        status, delay = w.status, STORE_RETRY_S
+        while True:
+            try:
+                step()
+                return
+            except StoreUnavailable as exc:
+                log.warning("store refused a write for %s (retrying in %.2fs): %s", w.workload_id, delay, exc)
+            await self.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
+            if w.status != status:
+                return
+
     # -- one run ---------------------------------------------------------------------------------
     async def drive(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> None:
         """Wait for the reservation, launch, watch to the end, release. Never raises."""
@@ -114,7 +135,9 @@ class WorkloadDriver:
                 else:
                     self.metrics.readiness_timeout()
                     self.runtime.remove_pg(wid)
-                    self.book.requeue(w, f"placement group not ready within {timeout:g}s")
+                    await self.durably(
+                        w, lambda: self.book.requeue(w, f"placement group not ready within {timeout:g}s")
+                    )
                     return
                 await self._launch(w, pg)
                 if w.status != Status.RUNNING:
@@ -129,9 +152,9 @@ class WorkloadDriver:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
                 if w.status == Status.STARTING and w.requeues < MAX_LAUNCH_REQUEUES:
                     # the launch itself failed (e.g. the Jobs agent is still starting): try again
-                    self.book.requeue(w, f"launch failed, will retry: {error}")
+                    await self.durably(w, lambda: self.book.requeue(w, f"launch failed, will retry: {error}"))
                 else:
-                    self.book.fail_or_retry(w, f"orion error: {error}")
+                    await self.durably(w, lambda: self.book.fail_or_retry(w, f"orion error: {error}"))
         finally:
             self._done(wid)
 
@@ -172,13 +195,17 @@ class WorkloadDriver:
             )
         if w.status != Status.STARTING:  # cancelled while launching: cancel() cleans up
             return
-        self.book.set(
+        started = self.clock()
+        await self.durably(
             w,
-            Status.RUNNING,
-            "launched",
-            started_at=self.clock(),
-            worker_id=held[0].node_id,
-            placement=placement_record(held),
+            lambda: self.book.set(
+                w,
+                Status.RUNNING,
+                "launched",
+                started_at=started,
+                worker_id=held[0].node_id,
+                placement=placement_record(held),
+            ),
         )
 
     async def _realised(self, w: Workload, pg: Any) -> list[Held]:
@@ -221,7 +248,7 @@ class WorkloadDriver:
             await self._watch_job(w, deadline)
 
     async def _watch_task(self, w: Workload, deadline: Optional[float]) -> None:
-        wid, attempt = w.workload_id, w.attempt
+        wid, attempt, timeout = w.workload_id, w.attempt, w.spec.timeout_s
         wait = self.runtime.wait_task(wid, attempt)
         try:
             remaining = None if deadline is None else max(0.0, deadline - self.clock())
@@ -229,14 +256,20 @@ class WorkloadDriver:
         except asyncio.TimeoutError:
             await self.runtime.cancel_task(wid, attempt)
             await self.release(w)
-            self.book.set(w, Status.FAILED, "timeout", error=f"timed out after {w.spec.timeout_s:g}s")
+            await self.durably(
+                w, lambda: self.book.set(w, Status.FAILED, "timeout", error=f"timed out after {timeout:g}s")
+            )
             return
         if w.status != Status.RUNNING:
             return
         await self.runtime.forget_task(wid, attempt)
         await self.release(w)
         if envelope.get("logs"):
-            self.store.set_logs(wid, envelope["logs"])
+            await self.durably(w, lambda: self.store.set_logs(wid, envelope["logs"]))
+        await self.durably(w, lambda: self._ended(w, envelope))
+
+    def _ended(self, w: Workload, envelope: dict) -> None:
+        """The task's run ended with ``envelope``: the status that follows."""
         if envelope.get("lost"):
             self.book.requeue(w, "run lost with its Ray objects", new_attempt=True)
         elif (
@@ -261,7 +294,7 @@ class WorkloadDriver:
                 return
             if state is None:
                 await self.release(w)
-                self.book.requeue(w, "Ray job lost", new_attempt=True)
+                await self.durably(w, lambda: self.book.requeue(w, "Ray job lost", new_attempt=True))
                 return
             if state.terminal:
                 break
@@ -269,22 +302,31 @@ class WorkloadDriver:
                 await self.runtime.stop_job(wid, attempt)
                 await self.save_job_logs(w)
                 await self.release(w)
-                self.book.set(w, Status.FAILED, "timeout", error=f"timed out after {w.spec.timeout_s:g}s")
+                await self.durably(
+                    w,
+                    lambda: self.book.set(
+                        w, Status.FAILED, "timeout", error=f"timed out after {w.spec.timeout_s:g}s"
+                    ),
+                )
                 return
             await self.sleep(self.config.job_poll_interval_s)
         await self.save_job_logs(w)
         await self.release(w)
         if state.status == "SUCCEEDED":
-            self.book.set(w, Status.COMPLETED, "completed", result=None, error=None)
+            await self.durably(
+                w, lambda: self.book.set(w, Status.COMPLETED, "completed", result=None, error=None)
+            )
         else:
             code = f" (exit code {state.exit_code})" if state.exit_code is not None else ""
-            self.book.fail_or_retry(w, f"job {state.status.lower()}{code}: {state.message}"[:4000])
+            error = f"job {state.status.lower()}{code}: {state.message}"[:4000]
+            await self.durably(w, lambda: self.book.fail_or_retry(w, error))
 
     async def save_job_logs(self, w: Workload) -> None:
         """Keep the job attempt's own output (the tail) in the store."""
         logs = await self.runtime.job_logs(w.workload_id, w.attempt)
         if logs is not None:
-            self.store.set_logs(w.workload_id, clean_job_logs(logs)[-self.config.max_log_bytes :])
+            text = clean_job_logs(logs)[-self.config.max_log_bytes :]
+            await self.durably(w, lambda: self.store.set_logs(w.workload_id, text))
 
     async def release(self, w: Workload) -> None:
         """Give the reservation back (removing the group also stops anything left inside it)."""
@@ -334,9 +376,10 @@ class WorkloadDriver:
     def preempt(self, w: Workload, for_wid: str) -> None:
         """Stop ``w`` for ``for_wid``: told first (graceful stop), forced after the grace period,
         then back to the queue as a new attempt. Its capacity counts as held until it is gone."""
+        # stored first: when the store refuses, its run and driver go on and a later pass decides again
+        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}", reason=f"preempted for {for_wid}")
         self.stop(w.workload_id)
         self.book.nominate(w.workload_id, for_wid)
-        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}", reason=f"preempted for {for_wid}")
         self.metrics.preemption(w.tenant_id)
         self.store.audit("scheduler", "preempt", w.workload_id, {"for": for_wid}, self.clock())
         self.tasks[w.workload_id] = asyncio.create_task(self._stop_preempted(w, for_wid))
@@ -356,4 +399,6 @@ class WorkloadDriver:
             self._done(wid)
         if w.status == Status.PREEMPTED:
             await self.release(w)
-            self.book.requeue(w, f"preempted for {for_wid}", new_attempt=True, backoff=False)
+            await self.durably(
+                w, lambda: self.book.requeue(w, f"preempted for {for_wid}", new_attempt=True, backoff=False)
+            )

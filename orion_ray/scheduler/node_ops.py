@@ -77,8 +77,9 @@ def _requeue_lost(sched: "Scheduler", wid: str, node: str) -> None:
     w = sched.book.active.get(wid)
     if w is None or w.status.terminal or w.status == Status.QUEUED:
         return
-    sched.driver.abandon(w)
+    # stored first: when the store refuses, the run keeps its driver, which sees it lost in Ray
     sched.book.requeue(w, f"node {node} lost", new_attempt=True, backoff=False)
+    sched.driver.abandon(w)
     sched.store.audit("scheduler", "node_lost_requeue", wid, {"node_id": node}, sched.clock())
 
 

@@ -95,19 +95,37 @@ class WorkloadBook:
     def set(
         self, w: Workload, status: Status, note: str = "", batch: Optional[list] = None, **fields: Any
     ) -> None:
-        """Check the table, update, persist (or add to ``batch``) and record the metrics."""
+        """Check the table, persist, then update memory and record the metrics; with ``batch``
+        the change is only prepared there (``commit`` writes a batch at once, then applies it).
+
+        Memory changes only after the store has the change: a failed write (``StoreUnavailable``)
+        raises with ``w`` exactly as it was, so the step that asked for it can be retried."""
         check_transition(w.status, status)
-        now = self.clock()
-        w.status = status
-        w.updated_at = now
-        for k, v in fields.items():
+        change = Pending(w, status, note, self.clock(), fields)
+        if batch is not None:
+            batch.append(change)
+            return
+        self.store.update(*change.record())
+        self._apply(change)
+
+    def commit(self, batch: list) -> None:
+        """Write the prepared changes of ``batch`` in one transaction, then apply them to memory
+        (none of them when the write fails)."""
+        if not batch:
+            return
+        self.store.update_many([p.record() for p in batch])
+        for p in batch:
+            self._apply(p)
+
+    def _apply(self, p: "Pending") -> None:
+        w, status, now = p.w, p.status, p.at
+        for k, v in p.values().items():
             setattr(w, k, v)
         self.version += 1
         self.candidates.pop(w.workload_id, None)  # queued_since / expected run time may change
         if status == Status.COMPLETED and w.started_at is not None:
             self.runtimes.record(w, now - w.started_at)
         if status.terminal:
-            w.finished_at = now
             self.active.pop(w.workload_id, None)
             self.shapes.pop(w.workload_id, None)
             self.reservations.pop(w.workload_id, None)
@@ -118,47 +136,67 @@ class WorkloadBook:
             self.metrics.wait_time(w.tenant_id, w.started_at - w.submitted_at)
         if status.terminal and w.started_at is not None:
             self.metrics.run_time(w.tenant_id, status.value, now - w.started_at)
-        change = (w, (status.value, now, note))
-        if batch is not None:
-            batch.append(change)
-        else:
-            self.store.update(*change)
 
     def requeue(self, w: Workload, why: str, *, new_attempt: bool = False, backoff: bool = True) -> None:
         """Back to ``queued`` with backoff; a new attempt when a run was lost or is retried."""
-        w.requeues += 1
-        if new_attempt:
-            w.attempt += 1
+        requeues = w.requeues + 1
         delay = (
-            retry_delay(w.requeues, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s)
+            retry_delay(requeues, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s)
             if backoff
             else 0.0
         )
-        self.reservations.pop(w.workload_id, None)
         self.set(
-            w, Status.QUEUED, why, not_before=self.clock() + delay, reason=why, worker_id=None, placement=None
+            w,
+            Status.QUEUED,
+            why,
+            requeues=requeues,
+            attempt=w.attempt + 1 if new_attempt else w.attempt,
+            not_before=self.clock() + delay,
+            reason=why,
+            worker_id=None,
+            placement=None,
         )
+        self.reservations.pop(w.workload_id, None)
         self.wake()
 
     def fail_or_retry(self, w: Workload, error: str) -> None:
         """The run failed: retry as a new attempt after a backoff while retries remain."""
         if w.attempt <= w.spec.max_retries:
-            self.metrics.retry(w.tenant_id)
-            w.attempt += 1
-            delay = retry_delay(
-                w.attempt - 1, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s
-            )
-            self.reservations.pop(w.workload_id, None)
+            delay = retry_delay(w.attempt, self.config.retry_backoff_base_s, self.config.retry_backoff_max_s)
             self.set(
                 w,
                 Status.QUEUED,
                 f"retry after failure: {error}"[:2000],
+                attempt=w.attempt + 1,
                 not_before=self.clock() + delay,
                 error=error,
                 reason="retry backoff",
                 worker_id=None,
                 placement=None,
             )
+            self.metrics.retry(w.tenant_id)
+            self.reservations.pop(w.workload_id, None)
             self.wake()
         else:
             self.set(w, Status.FAILED, "failed", error=error)
+
+
+class Pending:
+    """One status change, prepared but not yet applied: what ``set`` writes, then applies."""
+
+    __slots__ = ("w", "status", "note", "at", "fields")
+
+    def __init__(self, w: Workload, status: Status, note: str, at: float, fields: dict[str, Any]):
+        self.w, self.status, self.note, self.at, self.fields = w, status, note, at, fields
+
+    def values(self) -> dict[str, Any]:
+        """The workload's fields after the change."""
+        out = {"status": self.status, "updated_at": self.at, **self.fields}
+        if self.status.terminal:
+            out["finished_at"] = self.at
+        return out
+
+    def record(self) -> tuple[Workload, tuple[str, float, str]]:
+        """``(the workload as it will be, its transition)``: the store's ``update`` arguments,
+        on a copy, so the in-memory workload is untouched until the write succeeded."""
+        return self.w.model_copy(update=self.values()), (self.status.value, self.at, self.note)

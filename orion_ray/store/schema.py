@@ -3,7 +3,9 @@ triggers (schema 2) that let readers answer queue positions and queue limits wit
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from typing import Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workloads (
@@ -119,18 +121,33 @@ BEGIN
     DELETE FROM queue_buckets WHERE rank = NEW.rank AND bucket = NEW.seq / 256 AND n = 0;
 END;
 """
-SCHEMA_VERSION = 2
 BUCKET = 256  # seqs per queue_buckets row (the triggers' ``NEW.seq / 256``)
 RANK_SQL = (
     "CASE json_extract(spec, '$.priority') WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
     "WHEN 'normal' THEN 2 WHEN 'low' THEN 3 WHEN 'best_effort' THEN 4 ELSE 2 END"
 )
+ENDED = "status IN ('completed', 'failed', 'cancelled')"
+# Retention finds what to delete through these indexes, a small batch at a time, never a scan.
+SCHEMA_3 = f"""
+CREATE INDEX IF NOT EXISTS workloads_ended ON workloads(json_extract(state, '$.finished_at'))
+    WHERE {ENDED};
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS scaling_events_at ON scaling_events(at);
+"""
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring ``db`` to ``SCHEMA_VERSION``; the caller holds the write transaction."""
-    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-        return  # another process migrated it while we waited for the write lock
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer Orion: opening it could corrupt what this one does not know."""
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    """The first tables (``IF NOT EXISTS``: an unversioned file of any age passes)."""
+    for stmt in split_statements(SCHEMA):
+        db.execute(stmt)
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Ranks, per-tenant counters and queue buckets, counted again from the rows."""
     cols = {r[1] for r in db.execute("PRAGMA table_info(workloads)")}
     for col, kind in (("rank", "INTEGER"), ("wait", "TEXT")):
         if col not in cols:
@@ -141,15 +158,70 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM active_counts")
     db.execute(
         "INSERT INTO active_counts(tenant_id, n) SELECT tenant_id, COUNT(*) "
-        "FROM workloads WHERE status NOT IN ('completed', 'failed', "
-        "'cancelled') GROUP BY tenant_id"
+        f"FROM workloads WHERE NOT {ENDED} GROUP BY tenant_id"
     )
     db.execute("DELETE FROM queue_buckets")
     db.execute(
         "INSERT INTO queue_buckets(rank, bucket, n) SELECT rank, seq / 256, "
         "COUNT(*) FROM workloads WHERE status='queued' GROUP BY 1, 2"
     )
-    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _v3(db: sqlite3.Connection) -> None:
+    """Indexes for retention (ended workloads by end time, audit and events by time)."""
+    for stmt in split_statements(SCHEMA_3):
+        db.execute(stmt)
+
+
+# The ordered migrations: (the version a file has after it, what it does, the step). A step is
+# idempotent and runs inside the caller's write transaction with the version bump, so a file is
+# at one version or the next, never between. Append; never edit or reorder a released step.
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "tables", _v1),
+    (2, "ranks, tenant counters and queue buckets", _v2),
+    (3, "retention indexes", _v3),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def version(db: sqlite3.Connection) -> int:
+    """The file's ``PRAGMA user_version`` (0: never versioned, or new)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_version(db: sqlite3.Connection, path: str) -> int:
+    """The file's version; ``SchemaTooNew`` when a newer Orion wrote it."""
+    v = version(db)
+    if v > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the store {path} has schema version {v}, newer than this Orion knows "
+            f"({SCHEMA_VERSION}): upgrade Orion, or point store.path at another file"
+        )
+    return v
+
+
+def check_file(path: str) -> None:
+    """``SchemaTooNew`` when the file at ``path`` (if there is one) was written by a newer Orion:
+    ``orion up`` asks before it starts anything (the actors would otherwise fail to start, over
+    and over, with the reason only in their logs)."""
+    if not os.path.exists(path):
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        check_version(db, path)
+    finally:
+        db.close()
+
+
+def migrate(db: sqlite3.Connection, path: str = "") -> None:
+    """Bring ``db`` to ``SCHEMA_VERSION``, one step after the other; the caller holds the write
+    transaction (another process may have migrated it while we waited for that lock)."""
+    current = check_version(db, path)
+    for number, _what, step in MIGRATIONS:
+        if number > current:
+            step(db)
+    if current < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def split_statements(script: str) -> list[str]:

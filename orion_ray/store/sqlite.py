@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -13,7 +12,10 @@ from typing import Callable, Optional
 from ..errors import Conflict, QueueFull
 from ..models import Workload, WorkloadSpec, iso
 from ..status import Status
-from .schema import BUCKET, SCHEMA, SCHEMA_VERSION, migrate
+from . import retention
+from .files import private_dir
+from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
+from .schema import BUCKET, SCHEMA_VERSION, check_version, migrate
 
 _COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
 # Lifecycle fields live in one JSON column so adding a field needs no migration.
@@ -40,33 +42,52 @@ class SQLiteStore:
     the writer and sees each commit at once; the schema is then the writer's to create.
     """
 
-    def __init__(self, path: str, synchronous: str = "normal", read_only: bool = False):
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "normal",
+        read_only: bool = False,
+        *,
+        busy_timeout_ms: int = 5000,
+    ):
         self.path = path
         self.read_only = read_only
+        self.busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
+        on_disk = path != ":memory:"
+        # How long a statement waits for another process's write lock. On an event loop (the
+        # scheduler's, the API replica's reads) that wait blocks everything else, so those open
+        # with a short one and treat "locked" as a 503 / a retry on a later tick.
+        busy = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
         if read_only:
             uri = "file:" + str(Path(path).expanduser()) + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA query_only=1")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(busy)
+            self._identity = FileIdentity(str(Path(path).expanduser()))
+            check_version(self._db, path)
             return
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if on_disk:
+            file = Path(path).expanduser()
+            private_dir(file.parent)
+            # created 0600 before SQLite opens it: SQLite gives the -wal and -shm it creates the
+            # database file's mode, so none of the three is ever world-readable
+            private_file(file)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._identity = FileIdentity(str(Path(path).expanduser()) if on_disk else None)
+        self._db.execute(busy)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        if path != ":memory:":
-            os.chmod(path, 0o600)
+        if on_disk:
+            tighten(Path(path).expanduser())
+        if check_version(self._db, path) < SCHEMA_VERSION:
+            with self._lock, self._tx():
+                migrate(self._db, path)
 
-    def _migrate(self) -> None:
-        """Bring a file written by an older Orion to ``SCHEMA_VERSION`` (idempotent, atomic)."""
-        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        with self._lock, self._tx():
-            migrate(self._db)
+    def check_file(self) -> None:
+        """Raise ``StoreUnavailable`` when the database file was deleted or replaced while open
+        (the scheduler calls it each tick; every commit checks it first)."""
+        self._identity.check()
 
     # -- writes ------------------------------------------------------------------------------
     def insert(self, workload: Workload, transitions: list[tuple[str, float, str]]) -> None:
@@ -129,13 +150,13 @@ class SQLiteStore:
                 )
 
     def set_logs(self, workload_id: str, logs: str) -> None:
-        with self._lock:
+        with self._lock, self._tx():
             self._db.execute(
                 "INSERT OR REPLACE INTO logs(workload_id, text) VALUES (?,?)", (workload_id, logs)
             )
 
     def put_setting(self, name: str, value) -> None:
-        with self._lock:
+        with self._lock, self._tx():
             self._db.execute(
                 "INSERT OR REPLACE INTO settings(name, value) VALUES (?,?)", (name, json.dumps(value))
             )
@@ -146,7 +167,7 @@ class SQLiteStore:
 
     def audit(self, who: str, action: str, target: Optional[str], details: dict, at: float) -> None:
         """Record who did what, when (submissions, cancellations, configuration changes)."""
-        with self._lock:
+        with self._lock, self._tx():
             self._db.execute(
                 "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
                 (at, who, action, target, json.dumps(details, default=str)),
@@ -170,7 +191,7 @@ class SQLiteStore:
         ``outcome``, ``duration_s``; other keys go to ``details``."""
         cols = ("pool", "node_id", "trigger", "reason", "before", "after", "outcome", "duration_s")
         details = {k: v for k, v in event.items() if k not in cols + ("at", "kind")}
-        with self._lock:
+        with self._lock, self._tx():
             cur = self._db.execute(
                 "INSERT INTO scaling_events(at, kind, pool, node_id, trigger, reason, before, "
                 "after, outcome, duration_s, details) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -187,7 +208,7 @@ class SQLiteStore:
         self, event_id: int, outcome: str, duration_s: Optional[float], **details
     ) -> None:
         """Set an event's outcome once it is known (e.g. the nodes came up), merging details."""
-        with self._lock:
+        with self._lock, self._tx():
             row = self._db.execute("SELECT details FROM scaling_events WHERE id=?", (event_id,)).fetchone()
             if row is None:
                 return
@@ -447,7 +468,22 @@ class SQLiteStore:
         )
         return rows[0][0]
 
+    def prune(self, *, now: float, keep_s: dict[str, float], limit: int = 500) -> dict[str, int]:
+        """Retention: delete up to ``limit`` rows of each kind (``retention.STEPS``) older than
+        its window in ``keep_s`` (seconds; a kind absent or 0 is kept for ever), one short
+        transaction per kind. Returns how many rows each kind lost (``limit``: there may be more)."""
+        out: dict[str, int] = {}
+        for kind, step in retention.STEPS.items():
+            window = keep_s.get(kind) or 0
+            if window <= 0:
+                continue
+            with self._lock, self._tx():
+                out[kind] = step(self._db, now - window, limit)
+        return out
+
     def ping(self) -> None:
+        """Raise ``StoreUnavailable`` when the store cannot answer or its file is gone or replaced."""
+        self._identity.check()
         self._query("SELECT 1", ())
 
     def close(self) -> None:
@@ -455,8 +491,8 @@ class SQLiteStore:
             self._db.close()
 
     # -- internals ---------------------------------------------------------------------------
-    def _tx(self):
-        return _Transaction(self._db)
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._db, self._identity)
 
     def _add_transition(self, workload: Workload, status: str, at: float, reason: str) -> None:
         self._db.execute(
@@ -466,21 +502,58 @@ class SQLiteStore:
 
     def _query(self, sql: str, params: tuple) -> list[tuple]:
         with self._lock:
-            cur = self._db.execute(sql, params)
-            cur.row_factory = None
-            return cur.fetchall()
+            try:
+                cur = self._db.execute(sql, params)
+                cur.row_factory = None
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                if is_fault(exc):
+                    raise unavailable(exc) from exc
+                raise
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error. Before committing, the
+    file is checked to be the one the connection opened (a commit into a deleted or replaced
+    file would be acknowledged and lost), and SQLite's faults leave as ``StoreUnavailable``."""
+
+    def __init__(self, db: sqlite3.Connection, identity: FileIdentity):
         self.db = db
+        self.identity = identity
 
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+    def __enter__(self) -> None:
+        self.identity.check()  # before anything is read for the write (a submission's checks)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if is_fault(exc):
+                raise unavailable(exc) from exc
+            raise
 
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self.identity.check()
+                self.db.execute("COMMIT")
+                return False
+        except sqlite3.Error as err:  # the commit itself failed (busy, I/O)
+            self._rollback()
+            if is_fault(err):
+                raise unavailable(err) from err
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+        self._rollback()
+        if isinstance(exc, sqlite3.Error) and is_fault(exc):
+            raise unavailable(exc) from exc
         return False
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:  # no transaction left (SQLite rolled it back itself)
+            pass
 
 
 def _state(w: Workload) -> str:
