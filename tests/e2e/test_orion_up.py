@@ -30,6 +30,7 @@ def env(tmp_path_factory):
     e = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
     e.pop("ORION_URL", None)
     e.pop("ORION_API_KEY", None)
+    e["RAY_AUTH_MODE"] = "token"  # Orion's local head runs with Ray's token auth (cluster.py)
     e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()})
     e["ORION_KEY_RESEARCH"] = "research-secret-key"
     (home / "orion.yaml").write_text(
