@@ -6,10 +6,10 @@ interfaces whatever ``--node-ip-address`` says (Ray turns ``127.0.0.1`` back int
 address), and the dashboard agent's Jobs endpoint on the node's address, so "loopback only"
 cannot be had from Ray's flags; with auth off, anyone who reaches the machine could submit a job.
 The token is Ray's own default file, ``~/.ray/auth_token`` (created 0600 if missing), so plain
-Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("auto")`) find it with no
-extra environment. The dashboard also listens on loopback only. Attaching to a cluster with
-``--address`` uses whatever auth that cluster was given (set ``RAY_AUTH_MODE``/the token in the
-environment as Ray documents).
+Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("auto")`) need only
+``RAY_AUTH_MODE=token`` to find and send it. The dashboard also listens on loopback only.
+Attaching to a cluster with ``--address`` uses whatever auth that cluster was given (set
+``RAY_AUTH_MODE``/the token in the environment as Ray documents).
 """
 
 from __future__ import annotations
@@ -359,6 +359,8 @@ def up(
         "credentials": str(cred_path),
         "ray_address": state["address"],
     }
+    if address is None:
+        info["ray_auth"] = f"token in {ray_token_path()}; Ray's own tools need `export RAY_AUTH_MODE=token`"
     return info
 
 
@@ -382,12 +384,20 @@ def host_executor(dashboard_url: Optional[str], *, local: bool, wait_s: float, s
     # has its own `python` with Orion installed
     python = shlex.quote(sys.executable) if local else "python"
     client = JobSubmissionClient(dashboard_url)
-    sid = client.submit_job(
-        entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
-        submission_id=f"{HOST_JOB_PREFIX}-{secrets.token_hex(4)}",
-        metadata={"orion": "executor-host"},
-    )
     deadline = time.time() + wait_s
+    while True:
+        try:
+            sid = client.submit_job(
+                entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
+                submission_id=f"{HOST_JOB_PREFIX}-{secrets.token_hex(4)}",
+                metadata={"orion": "executor-host"},
+            )
+            break
+        except RuntimeError as exc:
+            # a head that has just started may not have registered its node's agent yet
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(0.5)
     while not executor_exists(NAMESPACE):
         if client.get_job_status(sid).is_terminal():
             logs = client.get_job_logs(sid)[-2000:]
