@@ -61,6 +61,7 @@ def cmd_up(a) -> int:
             f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
             f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
             f"  Ray:        {info['ray_address']}"
+            + (f"\n  Ray auth:   {info['ray_auth']}" if info.get("ray_auth") else "")
         )
     if a.demo:
         from .serving.cli import deploy_demo

@@ -1,10 +1,15 @@
 """``orion up`` / ``orion down``: start or attach to Ray, deploy the scheduler and the API, and stop them.
 
-Token auth (Ray 2.60 turns it on by default) is decided here, explicitly: a local head started by
-Orion runs with ``RAY_AUTH_MODE=disabled`` and listens for its dashboard and API on loopback only,
-so plain Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("auto")`) work with no
-token file. Attaching to a cluster with ``--address`` uses whatever auth that cluster was given
-(set ``RAY_AUTH_MODE``/the token in the environment as Ray documents).
+Ray's auth is decided here, explicitly. A local head started by Orion runs with token auth
+(``RAY_AUTH_MODE=token``): Ray's gRPC servers (GCS, raylet, every worker) listen on all
+interfaces whatever ``--node-ip-address`` says (Ray turns ``127.0.0.1`` back into the machine's
+address), and the dashboard agent's Jobs endpoint on the node's address, so "loopback only"
+cannot be had from Ray's flags; with auth off, anyone who reaches the machine could submit a job.
+The token is Ray's own default file, ``~/.ray/auth_token`` (created 0600 if missing), so plain
+Ray tools on the machine (`ray status`, `ray job submit`, `ray.init("auto")`) need only
+``RAY_AUTH_MODE=token`` to find and send it. The dashboard also listens on loopback only.
+Attaching to a cluster with ``--address`` uses whatever auth that cluster was given (set
+``RAY_AUTH_MODE``/the token in the environment as Ray documents).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import httpx
 
@@ -29,6 +34,7 @@ from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .credentials import read_credentials, write_credentials
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
+from .ray_env import ray_process_env
 from .store.files import open_private, private_dir, write_private
 from .store.schema import check_file as check_store_file
 
@@ -92,14 +98,43 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+def ray_token_path() -> Path:
+    """Ray's default token file, where Ray's own tools and drivers look for it."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def ensure_ray_token() -> Path:
+    """The token file of Orion's local head: Ray's default one, created (0600, 256 random bits)
+    if missing, kept as it is otherwise (other heads on the machine may already use it)."""
+    path = ray_token_path()
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    elif path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)  # Ray writes it 0644: other users of the machine could read it
+    return path
+
+
 def start_local_head(
     ray_port: int,
     dashboard_port: int,
     num_cpus: Optional[float],
     num_gpus: Optional[float],
     resources: Optional[dict],
+    *,
+    pass_env: Iterable[str] = (),
+    refused_env: Iterable[str] = (),
 ) -> dict:
-    """Start ``ray start --head --block`` in its own process group; return its state."""
+    """Start ``ray start --head --block`` in its own process group; return its state.
+
+    The head runs with Ray's token auth (see the module's docstring; ``ensure_ray_token``), its
+    dashboard on loopback, and an environment built from an allowlist (``ray_env.ray_process_env``): no
+    tenant key (``refused_env`` names their variables), no ``ORION_API_KEY``, no cloud credential
+    reaches the Ray processes, so none reaches tenants' code. ``pass_env`` adds names an operator
+    allowed (``orion.ray_pass_env``)."""
+    ensure_ray_token()
     if _port_open("127.0.0.1", ray_port):
         raise RuntimeError(
             f"port {ray_port} is in use: is another Ray cluster running here? "
@@ -128,7 +163,12 @@ def start_local_head(
         cmd.append(f"--resources={json.dumps(resources)}")
     log_path = orion_home() / "ray-head.log"
     private_dir(log_path.parent)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env = ray_process_env(
+        os.environ,
+        settings={"RAY_AUTH_MODE": "token", "ORION_HOME": str(orion_home())},
+        extra_names=pass_env,
+        refused=refused_env,
+    )
     with open_private(log_path) as log_file:  # Ray's output may carry tenants' errors
         proc = subprocess.Popen(
             cmd,
@@ -217,7 +257,11 @@ def up(
 ) -> dict[str, Any]:
     """Start or attach, deploy the scheduler actor and the API; return once ``/health`` is 200."""
     tenant_key_hashes(config.orion.tenants)  # fail before starting anything if a key is missing
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if address is None:  # Orion's own head: token auth, always (this process talks to it too)
+        ensure_ray_token()
+        os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Resolve paths here: the actor's environment (HOME, ORION_HOME) may differ from ours.
     config.orion.store.path = config.orion.store.resolved_path()
     state = _read_state()
@@ -231,7 +275,15 @@ def up(
                 )
         else:
             say("starting a local Ray head …")
-            state = start_local_head(ray_port, dashboard_port, num_cpus, num_gpus, resources)
+            state = start_local_head(
+                ray_port,
+                dashboard_port,
+                num_cpus,
+                num_gpus,
+                resources,
+                pass_env=config.orion.ray_pass_env,
+                refused_env=[t.api_key_env for t in config.orion.tenants if t.api_key_env],
+            )
             _write_state(state)
     else:
         state = {"started": False, "address": address, "dashboard_url": None}
@@ -310,6 +362,8 @@ def up(
         "credentials": str(cred_path),
         "ray_address": state["address"],
     }
+    if address is None:
+        info["ray_auth"] = f"token in {ray_token_path()}; Ray's own tools need `export RAY_AUTH_MODE=token`"
     return info
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
+from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
 # The placement policies ``scheduler.placement_policy`` accepts (``policy/placement/registry.py``
@@ -275,6 +276,9 @@ class OrionSection(BaseModel):
     # the pools' scaling defaults (keys of ``worker_pools.ScalingParams``, plus ``interval_s``)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    # names of environment variables a local Ray head started by `orion up` may inherit, beyond
+    # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
+    ray_pass_env: list[str] = Field(default_factory=list)
 
     _scaling = field_validator("autoscaling")(check_scaling)
 
@@ -286,6 +290,19 @@ class OrionSection(BaseModel):
             isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 3600
         ):
             raise ValueError(f"interval_s: {every!r} is not a number of seconds in (0, 3600]")
+        return v
+
+    @field_validator("ray_pass_env")
+    @classmethod
+    def _no_secret_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if looks_secret(name):
+                raise ValueError(
+                    f"{name!r} looks like a credential: every Ray worker (so every tenant's code) "
+                    "could read it; give Orion's processes credentials another way (docs/operations.md)"
+                )
         return v
 
     @field_validator("worker_pools")

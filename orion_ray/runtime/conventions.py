@@ -42,3 +42,19 @@ def clean_job_logs(text: str) -> str:
     """The job's own output, without the lines Ray's job manager adds."""
     lines = text.splitlines(keepends=True)
     return "".join(line for line in lines if not any(n in line for n in _RAY_JOB_NOISE))
+
+
+# A custom resource the cluster configs give every worker node and never the head: a job
+# workload's driver (which runs the tenant's entrypoint command) asks for a sliver of it, so in a
+# cluster it runs on a worker, never beside Orion's store and keys on the head. A cluster without
+# it (a local single-node `orion up`) runs drivers where Ray puts them: the head is the machine.
+JOB_DRIVER_RESOURCE = "orion_job_driver"
+JOB_DRIVER_AMOUNT = 0.001
+
+
+def job_driver_options(cluster_resources: dict) -> dict:
+    """The Jobs API ``entrypoint_resources`` that keep a job workload's driver off the head, or
+    nothing when no node offers ``JOB_DRIVER_RESOURCE``."""
+    if cluster_resources.get(JOB_DRIVER_RESOURCE, 0) > 0:
+        return {"entrypoint_resources": {JOB_DRIVER_RESOURCE: JOB_DRIVER_AMOUNT}}
+    return {}

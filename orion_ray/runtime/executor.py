@@ -27,8 +27,8 @@ def _key(workload_id: str, attempt: int) -> str:
 
 def tenant_env(runtime_env: Optional[dict], tenant_id: Optional[str]) -> dict:
     """``runtime_env`` with the tenant's marker ``ORION_TENANT``: Ray reuses a worker process only
-    for tasks with the same runtime_env, so pinned tasks (whose workers no group removal ends)
-    share workers within a tenant, never across tenants. Per tenant, not per task: a runtime_env
+    for tasks with the same runtime_env, so tasks (pinned, or in a group: an idle worker outlives
+    its group) share workers within a tenant, never across tenants. Per tenant, not per task: a runtime_env
     that differs per task would start a fresh worker for every run."""
     env = dict(runtime_env or {})
     env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_TENANT": tenant_id or "default"}
@@ -67,10 +67,13 @@ class TaskExecutor:
         if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
             return self._runs[key].task_id().hex()
         strategy: Any
+        # Both paths: a worker that ran a task in a removed group goes back to the idle pool and
+        # Ray hands it to the next task of the same job and runtime_env, group or not, so without
+        # the marker a tenant's task could run in a process another tenant's code has shaped.
+        runtime_env = tenant_env(runtime_env, tenant_id)
         if node_id:
             strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
             pg_name = ""
-            runtime_env = tenant_env(runtime_env, tenant_id)
         else:
             strategy = PlacementGroupSchedulingStrategy(
                 get_placement_group(pg_name),

@@ -30,6 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from ..names import NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
 from .base import JobState
+from .conventions import job_driver_options
 from .executor_host import start_executor
 
 NODE_ID_LABEL = "ray.io/node-id"
@@ -435,9 +436,10 @@ class RayRuntime:
         env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id}
 
         def submit():
+            placement = job_driver_options(ray.cluster_resources())
             try:
                 return self._jobs().submit_job(
-                    entrypoint=wrapped, submission_id=sid, runtime_env=env, metadata=metadata
+                    entrypoint=wrapped, submission_id=sid, runtime_env=env, metadata=metadata, **placement
                 )
             except RuntimeError as exc:
                 if "already exists" in str(exc):  # idempotent: adopt the existing submission

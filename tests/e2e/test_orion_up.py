@@ -30,6 +30,7 @@ def env(tmp_path_factory):
     e = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
     e.pop("ORION_URL", None)
     e.pop("ORION_API_KEY", None)
+    e["RAY_AUTH_MODE"] = "token"  # Orion's local head runs with Ray's token auth (cluster.py)
     e["E2E_PORTS"] = json.dumps({"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()})
     e["ORION_KEY_RESEARCH"] = "research-secret-key"
     (home / "orion.yaml").write_text(
@@ -280,8 +281,19 @@ def test_ray_job_submit_can_drive_orion(env, running, tmp_path):
 
 
 def test_plain_ray_tools_work_without_extra_environment(env, running):
+    # Orion's head runs Ray's token auth (cluster.py): Ray's tools need only to be told so, the
+    # token itself is Ray's default file; without it they are refused.
     ports = json.loads(env["E2E_PORTS"])
     plain = {k: v for k, v in env.items() if not k.startswith("RAY_")}
+    refused = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{ports['dashboard']}"],
+        env=dict(plain, RAY_AUTH_MODE="disabled"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "orion-wl-" not in refused.stdout
+    plain["RAY_AUTH_MODE"] = "token"
     p = subprocess.run(
         [str(BIN / "ray"), "job", "list", "--address", f"http://127.0.0.1:{ports['dashboard']}"],
         env=plain,

@@ -15,7 +15,7 @@ def where() -> dict:
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "workload_id": os.environ.get("ORION_WORKLOAD_ID"),
-        "tenant": os.environ.get("ORION_TENANT"),  # set for pinned tasks only
+        "tenant": os.environ.get("ORION_TENANT"),  # the worker pool's tenant marker
     }
 
 

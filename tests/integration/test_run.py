@@ -207,3 +207,4 @@ def test_a_pinned_task_runs_on_the_chosen_node_without_a_group(orion):
     wid = orion.submit({"workload_type": "task", "function": "tests.integration.helpers:where"})
     w = orion.wait(wid)
     assert w["status"] == "completed" and w["result"]["pg"] is not None, w
+    assert w["result"]["tenant"] == "default"  # a group's worker carries its tenant's marker too

@@ -79,6 +79,8 @@ def live(tmp_path_factory) -> Any:
     for var in ("ORION_URL", "ORION_API_KEY"):
         env.pop(var, None)
     env.update({f"ORION_KEY_{t.upper()}": k for t, k in TENANT_KEYS.items()})
+    env.update(AWS_ACCESS_KEY_ID="AKIAORIONLIVETEST", AWS_SECRET_ACCESS_KEY="aws-secret-never-in-ray")
+    env["RAY_AUTH_MODE"] = "token"  # a driver started with this env can join Orion's head (token auth)
     ports = {"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()}
     (home / "orion.yaml").write_text(CONFIG)
     cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", "4"]

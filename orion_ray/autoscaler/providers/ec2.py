@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from ...errors import CapacityError, ConfigError, NotFound, ValidationError
 from .identity import (
+    METADATA_OPTIONS,
     TAG_CLUSTER,
     TAG_LAUNCH_ID,
     TAG_POOL,
@@ -275,6 +276,7 @@ class EC2Provider:
             SubnetId=a.subnet_id,
             ClientToken=token[:64],  # a retried call cannot launch twice
             TagSpecifications=tag_specifications(tags),
+            MetadataOptions=dict(METADATA_OPTIONS),
         )
         if a.source == SPOT:
             spot: dict[str, Any] = {

@@ -24,6 +24,10 @@ TAG_RESERVATION = "orion-capacity-reservation"
 RAY_TAG_CLUSTER_NAME = "ray-cluster-name"
 RAY_TAG_USER_NODE_TYPE = "ray-user-node-type"
 RAY_TAG_NODE_KIND = "ray-node-type"
+# Every launch requires IMDSv2 (a session token, so an SSRF that can only send GETs cannot read
+# the instance's role credentials) with a hop limit of 1 (a container on the node, one hop
+# further, gets no token). Not configurable: Orion's own user data already speaks IMDSv2.
+METADATA_OPTIONS = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
 
 
 def instance_tags(
