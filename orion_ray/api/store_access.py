@@ -101,7 +101,7 @@ class StoreAccess:
     async def submit(self, spec: WorkloadSpec, tenant_id: str, who: str) -> Workload:
         """Check, then write in one transaction (in the writer thread); returns the stored
         workload (the first one for a repeated ``request_id``)."""
-        from ..scheduler.intake import check_importable  # the same environment: the head node
+        from ..scheduler.intake import allowed_modules, check_importable  # the head node's environment
 
         check_importable(spec)
         tenants = self.tenants()
@@ -110,6 +110,7 @@ class StoreAccess:
             tenant_id,
             protected=self.policy().preemption.protected_classes,
             known=tenants.known(tenant_id),
+            allowed_modules=allowed_modules(tenants.get(tenant_id)),
         )
         w = new_workload(spec, tenant_id, self.clock())
         limit = getattr(tenants.get(tenant_id), "max_queued", None)

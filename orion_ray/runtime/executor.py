@@ -60,6 +60,7 @@ class TaskExecutor:
         max_log_bytes: int,
         node_id: Optional[str] = None,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> str:
         """Start one attempt in the workload's group ``pg_name``, or — ``node_id`` given, a pinned
         task — on that node with the bundle's resources and no group; idempotent per attempt."""
@@ -84,6 +85,9 @@ class TaskExecutor:
             "ORION_WORKLOAD_ID": workload_id,
             "ORION_PLACEMENT_GROUP": pg_name,
             "ORION_NAMESPACE": self.namespace,
+            # the tenant Orion runs this for (an inference's visibility comes from here, never
+            # from the request: run_inference reads it)
+            "ORION_TENANT_ID": tenant_id or "default",
         }
         options = {"runtime_env": runtime_env} if runtime_env else {}
         remote_fn = self._run_callable.options(
@@ -96,7 +100,9 @@ class TaskExecutor:
             scheduling_strategy=strategy,
             **options,
         )
-        ref = remote_fn.remote(function, args, kwargs, max_result_bytes, max_log_bytes, orion_env)
+        ref = remote_fn.remote(
+            function, args, kwargs, max_result_bytes, max_log_bytes, orion_env, tuple(allowed_modules)
+        )
         self._runs[key] = ref
         return ref.task_id().hex()
 

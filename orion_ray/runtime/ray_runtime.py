@@ -342,6 +342,7 @@ class RayRuntime:
         max_result_bytes: int,
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> str:
         """Start one attempt of a task in the workload's group (through ``orion-executor``); a
         pinned one on its node, with its tenant's worker marker."""
@@ -359,6 +360,7 @@ class RayRuntime:
             max_log_bytes=max_log_bytes,
             node_id=pin.node_id if pin else None,
             tenant_id=tenant_id,
+            allowed_modules=tuple(allowed_modules),
         )
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:

@@ -16,6 +16,7 @@ from ..errors import QueueFull, ValidationError, pydantic_details
 from ..models import Workload, WorkloadSpec, iso
 from ..runtime.conventions import brings_code
 from ..status import Status
+from ..trust import function_problem
 from . import estimates
 
 if TYPE_CHECKING:
@@ -36,13 +37,33 @@ def parse(spec: dict[str, Any], *, tenant_id: str, sched: "Scheduler") -> Worklo
         tenant_id,
         protected=sched.policy_config.preemption.protected_classes,
         known=sched.tenants.known(tenant_id),
+        allowed_modules=allowed_modules(sched.tenants.get(tenant_id)),
     )
     return parsed
 
 
-def check_spec(spec: WorkloadSpec, tenant_id: str, *, protected: list[str], known: bool) -> None:
+def allowed_modules(tenant: Any) -> tuple[str, ...]:
+    """The modules the operator allows ``tenant`` (a ``TenantConfig`` or ``None``) despite the
+    task-function denylist."""
+    return tuple(getattr(tenant, "allowed_function_modules", None) or ())
+
+
+def check_spec(
+    spec: WorkloadSpec,
+    tenant_id: str,
+    *,
+    protected: list[str],
+    known: bool,
+    allowed_modules: tuple[str, ...] = (),
+) -> None:
     """The checks every submission passes before its transaction, wherever it arrives (the
     scheduler, or an API replica writing to the store)."""
+    if spec.workload_type == "task" and spec.function:
+        problem = function_problem(spec.function, allowed_modules)
+        if problem:
+            raise ValidationError(
+                "this function may not run as a task", [{"field": "function", "problem": problem}]
+            )
     if not spec.preemptible and spec.priority.value not in protected:
         raise ValidationError(
             "this priority class may not opt out of preemption",

@@ -35,6 +35,7 @@ MODEL = {
     "orion_ray.serving_specs",
     "orion_ray.names",
     "orion_ray.inference_task",
+    "orion_ray.trust",  # stdlib only: the worker imports it too
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).
