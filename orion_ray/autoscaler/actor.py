@@ -14,6 +14,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
+from ..control import credential
 from ..names import AUTOSCALER_NAME, NAMESPACE
 from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
@@ -25,8 +26,9 @@ from .ray_capacity import RayCapacity
 class SchedulerSource:
     """The scheduler actor as the loop's ``source`` (its view, drains, and the status report)."""
 
-    def __init__(self, handle=None):
+    def __init__(self, handle=None, control_token: Optional[str] = None):
         self._handle = handle
+        self._token = control_token  # the scheduler refuses these calls without it
 
     def _h(self):
         if self._handle is None:
@@ -36,22 +38,25 @@ class SchedulerSource:
         return self._handle
 
     async def autoscaler_view(self) -> dict:
-        return await self._h().autoscaler_view.remote()
+        return await self._h().autoscaler_view.remote(**credential(self._token))
 
     async def drain(self, node_id: str, who: str, deadline_s: float, reason: str) -> dict:
-        return await self._h().drain.remote(node_id, who, deadline_s, reason)
+        return await self._h().drain.remote(node_id, who, deadline_s, reason, **credential(self._token))
 
     async def uncordon(self, node_id: str, who: str) -> dict:
-        return await self._h().uncordon.remote(node_id, who)
+        return await self._h().uncordon.remote(node_id, who, **credential(self._token))
 
     async def autoscaler_report(self, status: dict) -> None:
-        await self._h().autoscaler_report.remote(status)
+        await self._h().autoscaler_report.remote(status, **credential(self._token))
 
 
 class AutoscalerActor:
     """Wrapped with ``ray.remote`` by ``deploy_autoscaler``."""
 
-    def __init__(self, config: dict[str, Any], interval_s: Optional[float] = None):
+    def __init__(
+        self, config: dict[str, Any], interval_s: Optional[float] = None, control_token: Optional[str] = None
+    ):
+        self._control_token = control_token  # for __ray_call__ (close_ray_call) and the scheduler
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         section = self.config.orion
@@ -65,10 +70,10 @@ class AutoscalerActor:
         if spot:  # a spot node's two-minute warning becomes a drain of that node
             from .spot_watch import ensure_spot_watchers
 
-            hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched)  # noqa: E731
+            hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched, control_token)  # noqa: E731
         self.loop = AutoscalerLoop(
             pools,
-            SchedulerSource(),
+            SchedulerSource(control_token=control_token),
             RayCapacity(),
             self.store,
             interval_s=interval,
@@ -94,9 +99,12 @@ class AutoscalerActor:
         self.loop.stop()
 
 
-def deploy_autoscaler(config: OrionConfig):
-    """Get or create the detached autoscaler actor (never a second one)."""
-    cls = ray.remote(AutoscalerActor)
+def deploy_autoscaler(config: OrionConfig, control_token: Optional[str] = None):
+    """Get or create the detached autoscaler actor (never a second one); it calls the scheduler
+    with ``control_token``."""
+    from ..runtime.ray_runtime import close_ray_call
+
+    cls = close_ray_call(ray.remote(AutoscalerActor))
     return cls.options(
         name=AUTOSCALER_NAME,
         namespace=NAMESPACE,
@@ -107,4 +115,4 @@ def deploy_autoscaler(config: OrionConfig):
         num_cpus=0,
         max_concurrency=100,
         scheduling_strategy=on_head_node(),
-    ).remote(config.model_dump(mode="json"))
+    ).remote(config.model_dump(mode="json"), None, control_token)

@@ -16,7 +16,8 @@ import traceback
 import types
 from typing import Any, Iterable, Optional
 
-from ..trust import function_problem, module_denied
+# absolute, and the one non-stdlib import: the denylist, itself standard library only
+from orion_ray.trust import function_problem, module_denied
 
 # Orion's own runners: the only ``orion_ray`` callables a task may be, put there by Orion itself
 # (an inference workload's task); the door refuses them in a tenant's spec.
