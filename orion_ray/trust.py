@@ -132,6 +132,24 @@ def module_denied(module: str, allowed: Iterable[str] = ()) -> bool:
     return top in DENIED_MODULES or top.startswith("_")
 
 
+def origin_denied(origin: str, allowed: Iterable[str] = ()) -> bool:
+    """Whether a callable whose ``__module__`` is ``origin`` is refused in the worker. The C
+    halves of the standard library carry a leading underscore (``operator.add`` is
+    ``_operator``'s, ``io.open`` is ``_io``'s): the name without it is what is checked, so
+    harmless ones pass and ``_io``, ``_posixsubprocess`` or ``_socket`` do not."""
+    allowed = tuple(allowed)
+    if _covered(origin, allowed):
+        return False
+    top = origin.split(".", 1)[0]
+    return top in DENIED_MODULES or top.lstrip("_") in DENIED_MODULES or top in _PRIVATE_DENIED
+
+
+# C modules behind denied ones whose public name differs
+_PRIVATE_DENIED = frozenset(
+    {"_posixsubprocess", "_thread", "_imp", "_frozen_importlib", "_winapi", "_ctypes"}
+)
+
+
 def function_problem(function: str, allowed: Iterable[str] = ()) -> Optional[str]:
     """Why ``function`` (``module:attr.path``) may not be a task function, or ``None``.
 

@@ -17,7 +17,7 @@ import types
 from typing import Any, Iterable, Optional
 
 # absolute, and the one non-stdlib import: the denylist, itself standard library only
-from orion_ray.trust import function_problem, module_denied
+from orion_ray.trust import function_problem, module_denied, origin_denied
 
 # Orion's own runners: the only ``orion_ray`` callables a task may be, put there by Orion itself
 # (an inference workload's task); the door refuses them in a tenant's spec.
@@ -71,7 +71,7 @@ def resolve(function: str, allowed: Iterable[str] = ()):
     origin = getattr(obj, "__module__", None)
     # a module the operator allowed is trusted whole (os.path's callables are posixpath's)
     named_allowed = any(module_name == a or module_name.startswith(a + ".") for a in allowed)
-    if not (trusted or named_allowed) and isinstance(origin, str) and module_denied(origin, allowed):
+    if not (trusted or named_allowed) and isinstance(origin, str) and origin_denied(origin, allowed):
         raise RefusedFunction(f"{function}: is {origin!r}'s, which tenants may not call")
     return obj
 

@@ -89,10 +89,16 @@ def test_the_worker_refuses_a_denied_callable_reexported_under_another_name():
 
 osmod = os
 reexported_getcwd = os.getcwd
+reexported_open = open  # builtins.open is io.open ("io" or "_io", by Python version)
 
 
 def test_the_worker_runs_an_allowed_module_and_orion_s_own_runner_only():
     assert run_callable("math:sqrt", [4], {}, 1000, 1000)["result"] == 2.0
+    # callables the standard library implements in a C module with a leading underscore
+    assert run_callable("operator:add", [1, 2], {}, 1000, 1000)["result"] == 3
+    assert run_callable("bisect:bisect", [[1, 3], 2], {}, 1000, 1000)["result"] == 1
+    with pytest.raises(RefusedFunction, match="'_?io'"):
+        resolve("tests.unit.test_trust_guard:reexported_open")
     assert run_callable("os.path:basename", ["/a/b"], {}, 1000, 1000, None, ["os.path"])["result"] == "b"
     # the inference runner is Orion's own (the door refuses it in a tenant's spec)
     assert resolve("orion_ray.serving.inference:run_inference").__name__ == "run_inference"
