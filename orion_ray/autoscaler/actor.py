@@ -14,7 +14,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
-from ..control import credential
+from ..control import check, credential
 from ..names import AUTOSCALER_NAME, NAMESPACE
 from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
@@ -88,14 +88,19 @@ class AutoscalerActor:
             self._task = asyncio.create_task(self.loop.run())
         return "ok"
 
-    async def status(self) -> dict:
+    async def status(self, *, control_token: Optional[str] = None) -> dict:
+        """The loop's last status (every pool's and node's: the control plane's credential)."""
+        check(self._control_token, control_token, "autoscaler status")
         return self.loop.last_status
 
-    async def step(self) -> dict:
+    async def step(self, *, control_token: Optional[str] = None) -> dict:
         """One step now (tests and `orion` tooling; the loop keeps its own pace)."""
+        check(self._control_token, control_token, "autoscaler step")
         return await self.loop.step()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, control_token: Optional[str] = None) -> None:
+        """Stop the loop (a workload must not be able to: the control plane's credential)."""
+        check(self._control_token, control_token, "autoscaler shutdown")
         self.loop.stop()
 
 

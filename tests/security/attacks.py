@@ -20,8 +20,8 @@ def reach_the_actors(victim_workload_id: str) -> dict[str, str]:
     """Call the scheduler, executor and serving actors without the control plane's credential:
     reconfigure tenants (with a payload the validation would refuse, so a reached call shows as a
     validation error, not as damage), list every tenant's work, cancel another tenant's workload,
-    read the actor's state through Ray's ``__ray_call__``, and the executor's and serving's
-    privileged methods."""
+    read the actor's state through Ray's ``__ray_call__``, the executor's and serving's
+    privileged methods, and a step of the autoscaler."""
     import ray
 
     out: dict[str, str] = {}
@@ -45,4 +45,6 @@ def reach_the_actors(victim_workload_id: str) -> dict[str, str]:
     _attempt(out, "serving.list", lambda: serving.call.remote("list", None, None, None))
     _attempt(out, "serving.gpu_usage", lambda: serving.call.remote("gpu_usage"))
     _attempt(out, "serving.__ray_call__", lambda: serving.__ray_call__.remote(lambda self: "ran"))
+    autoscaler = ray.get_actor("orion-autoscaler", namespace="orion")
+    _attempt(out, "autoscaler.step", lambda: autoscaler.step.remote())
     return out

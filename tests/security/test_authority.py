@@ -3,10 +3,11 @@
 with `LD_PRELOAD`, `PYTHONPATH`, `RAY_*`, `ORION_*` or a local `working_dir` (uploaded from the
 scheduler's disk); naming the inference runner with another tenant in its kwargs; and, from a
 running task, finding `orion-scheduler`, `orion-executor` and `orion-serving` by name and calling
-`configure_tenants`, `list`, `keyring`, `cancel` (of another tenant's workload), their own privileged
-methods and Ray's `__ray_call__`. Answered: a 422 naming `function` or the `runtime_env` field at
-the door (the worker checks the function again); every actor call without the control plane's
-credential is refused with `Forbidden`, and the other tenant's workload keeps running."""
+`configure_tenants`, `list`, `keyring`, `cancel` (of another tenant's workload), their own
+privileged methods (and the autoscaler's `step`) and Ray's `__ray_call__`. Answered: a 422 naming
+`function` or the `runtime_env` field at the door (the worker checks the function again); every
+actor call without the control plane's credential is refused with `Forbidden`, and the other
+tenant's workload keeps running."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def test_workload_code_cannot_call_orion_s_actors(live):
     done = _wait(live, "alice", r.json()["workload_id"], ("completed", "failed"))
     assert done["status"] == "completed", done
     outcomes = done["result"]
-    assert len(outcomes) == 12, outcomes
+    assert len(outcomes) == 13, outcomes
     reached = {k: v for k, v in outcomes.items() if "needs the control plane's credential" not in v}
     assert reached == {}, reached
     # bob's workload was never touched, and the tenants are as configured
