@@ -1,3 +1,3 @@
 """Orion's version: the one place it is written (pyproject.toml reads it, the API reports it)."""
 
-__version__ = "0.5.1"
+__version__ = "0.6.0"

@@ -32,6 +32,7 @@ import httpx
 
 from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
+from .control import load_or_create_token, token_path
 from .credentials import read_credentials, write_credentials
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
 from .ray_env import ray_process_env
@@ -310,9 +311,11 @@ def up(
         creds = read_credentials()
         api_key = creds.get("api_key") or new_key()
         cred_path = write_credentials(url, api_key)
+        # the control plane's credential: handed to each actor as an argument, never an env var
+        token = load_or_create_token()
 
         host_executor(dashboard_url, local=state.get("started", False), wait_s=wait_s, say=say)
-        scheduler = deploy_scheduler(config, dashboard_url)
+        scheduler = deploy_scheduler(config, dashboard_url, token)
         ray.get(scheduler.ensure_started.remote(), timeout=wait_s)
         # Tenants and key hashes (keys are read from this process's environment, hashed here).
         tenants = config.orion.tenants
@@ -323,18 +326,19 @@ def up(
                 [hash_key(api_key)],
                 "orion up",
                 config.orion.policy.model_dump(mode="json"),
+                control_token=token,
             ),
             timeout=60,
         )
 
         from .autoscaler.actor import deploy_autoscaler
 
-        autoscaler = deploy_autoscaler(config)  # scaling, node release, GPU telemetry
+        autoscaler = deploy_autoscaler(config, token)  # scaling, node release, GPU telemetry
         ray.get(autoscaler.ensure_started.remote(), timeout=wait_s)
 
         from .serving.actor import deploy_manager
 
-        deploy_manager()  # model serving: deployments, releases, the serving GPU account
+        deploy_manager(control_token=token)  # model serving: deployments, releases, the serving GPU account
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):
@@ -348,6 +352,7 @@ def up(
                     config.orion.capacity.model_dump(mode="json"),
                     config.orion.worker_pools,
                     **api_store_options(config),
+                    control_token=token,
                 ),
                 name=APP_NAME,
                 route_prefix="/",
@@ -410,7 +415,9 @@ def _submit_host_job(client: Any, sid: str, python: str) -> bool:
     right after the head started) and nothing was submitted."""
     try:
         client.submit_job(
-            entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}",
+            # the credential by file path (orion up's, 0600): the entrypoint is visible to job listers
+            entrypoint=f"{python} -m orion_ray.runtime.executor_host --namespace {NAMESPACE}"
+            + (f" --token-file {shlex.quote(str(token_path()))}" if token_path().exists() else ""),
             submission_id=sid,
             metadata={"orion": "executor-host"},
         )

@@ -223,6 +223,19 @@ class TenantConfig(BaseModel):
     api_key_sha256: list[str] = Field(
         default_factory=list, description="hex SHA-256 of keys (never the keys)"
     )
+    allowed_function_modules: list[str] = Field(
+        default_factory=list,
+        description="modules (and their submodules) this tenant's tasks may name although the "
+        "denylist refuses them (orion_ray.trust.DENIED_MODULES), e.g. ['os.path']",
+    )
+
+    @field_validator("allowed_function_modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", m):
+                raise ValueError(f"{m!r} is not a module name (dotted identifiers)")
+        return v
 
     _priorities = field_validator("allowed_priorities")(_known_classes)
 

@@ -58,7 +58,8 @@ def as_task(spec: WorkloadSpec, tenant_id: str) -> WorkloadSpec:
             "workload_type": "task",
             "function": RUNNER,
             "args": [],
-            "kwargs": {"kind": kind, "body": body, "tenant_id": tenant_id},
+            # no tenant here: the runner takes it from Orion (the executor's ORION_TENANT_ID)
+            "kwargs": {"kind": kind, "body": body},
             "model_id": None,
             "input": None,
             "resources": spec.resources or Resources(cpu=0.1),

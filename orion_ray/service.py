@@ -15,6 +15,8 @@ import builtins
 import inspect
 from typing import Any, Optional, Protocol
 
+from .control import CONTROL_PARAM
+
 
 class SchedulerService(Protocol):
     """What the scheduler answers, whoever hosts it (the class in a test, the actor in a cluster).
@@ -211,3 +213,15 @@ START_FREE: dict[str, str] = {
     "autoscaler_report": "keeps the autoscaler's status dict only; the autoscaler's loop must not "
     "stall behind recovery",
 }
+
+
+def guarded_signature(name: str, protocol: type = SchedulerService) -> inspect.Signature:
+    """The signature the actor exposes for ``name``: the protocol's, plus the control plane's
+    credential as a keyword-only ``control_token`` (``orion_ray.control``). Derived here, once,
+    so the actor and the drift test cannot disagree about it."""
+    declared = inspect.signature(getattr(protocol, name), eval_str=True)
+    params = list(declared.parameters.values())
+    token = inspect.Parameter(
+        CONTROL_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[str]
+    )
+    return declared.replace(parameters=[*params, token])

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._version import __version__
 from ..config import PolicyConfig, RateLimit, TenantConfig
-from ..errors import Forbidden, SchedulerUnavailable
+from ..errors import Forbidden, SchedulerUnavailable, ValidationError
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 from ..models import WorkloadSpec
 from ..service import SchedulerService
 from ..status import Status
+from ..trust import runtime_env_problems
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
@@ -203,6 +204,10 @@ def build_app(
         if p.tenant_id is not None and spec.metadata.tenant_id not in (None, p.tenant_id):
             raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
+        if not p.is_admin:  # a tenant's runtime_env goes through the allowlist; the operator's does not
+            problems = runtime_env_problems(spec.runtime_env)
+            if problems:
+                raise ValidationError("runtime_env is not allowed", problems)
         if spec.workload_type == "inference":  # the model must exist for this tenant (else 404)
             from ..serving.routes import inference_task
 

@@ -9,6 +9,7 @@ import ray
 from ray import serve
 
 from ..config import PolicyConfig, RateLimit
+from ..control import credential
 from ..errors import SchedulerUnavailable
 from ..scheduler.actor import get_scheduler
 from .app import build_app
@@ -34,8 +35,16 @@ class ActorBackend:
     silent actor becomes a 503 with ``Retry-After``, and a handle whose actor died is resolved
     again by name on the next call (a restarted or redeployed scheduler is found)."""
 
-    def __init__(self, handle=None, *, timeout_s: float = 10.0, resolve: Optional[Callable[[], Any]] = None):
+    def __init__(
+        self,
+        handle=None,
+        *,
+        timeout_s: float = 10.0,
+        resolve: Optional[Callable[[], Any]] = None,
+        control_token: Optional[str] = None,
+    ):
         self._handle = handle
+        self._token = control_token  # the control plane's credential: the actor refuses calls without it
         self.timeout_s = timeout_s
         self._resolve = resolve or get_scheduler
 
@@ -50,7 +59,8 @@ class ActorBackend:
     async def _call(self, method: str, *args: Any) -> Any:
         timeout = min(self.timeout_s, SHORT_TIMEOUTS_S.get(method, self.timeout_s))
         try:
-            return await asyncio.wait_for(_awaitable(getattr(self._actor(), method).remote(*args)), timeout)
+            ref = getattr(self._actor(), method).remote(*args, **credential(self._token))
+            return await asyncio.wait_for(_awaitable(ref), timeout)
         except asyncio.TimeoutError:
             raise SchedulerUnavailable(
                 f"the scheduler did not answer {method} within {timeout:g}s", retry_after=2
@@ -68,7 +78,7 @@ class ActorBackend:
     async def notify(self) -> None:
         """Fire and forget: new rows are in the store (the scheduler tails it anyway)."""
         try:
-            self._actor().notify.remote()
+            self._actor().notify.remote(**credential(self._token))
         except SchedulerUnavailable:
             pass
 
@@ -179,6 +189,7 @@ def build_api_app(
     actor_timeout_s: float = 10.0,
     extra_routes: Optional[Callable[[Any], None]] = None,
     rate_limit: Optional[dict] = None,
+    control_token: Optional[str] = None,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
@@ -202,11 +213,12 @@ def build_api_app(
         KeyRing(admin_key_hashes),
         None,
         max_body_bytes,
-        backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s),
+        backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s, control_token=control_token),
         capacity_backend=capacity_backend(capacity or {}, pools or []),
         access_factory=factory,
         rate_limit=RateLimit.model_validate(rate_limit or {}),
     )
+    app.state.control_token = control_token  # the serving manager's client takes it from here
     if extra_routes is not None:
         extra_routes(app)
     options: dict[str, Any] = {"num_cpus": 0}

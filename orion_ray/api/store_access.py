@@ -106,7 +106,7 @@ class StoreAccess:
     async def submit(self, spec: WorkloadSpec, tenant_id: str, who: str) -> Workload:
         """Check, then write in one transaction (in the writer thread); returns the stored
         workload (the first one for a repeated ``request_id``)."""
-        from ..scheduler.intake import check_importable  # the same environment: the head node
+        from ..scheduler.intake import allowed_modules, check_importable  # the head node's environment
 
         check_importable(spec)
         tenants, policy = self.tenants(), self.policy()
@@ -117,6 +117,7 @@ class StoreAccess:
             known=tenants.known(tenant_id),
             tenant=tenants.get(tenant_id),
             by_admin=who == "admin",
+            allowed_modules=allowed_modules(tenants.get(tenant_id)),
         )
         w = new_workload(spec, tenant_id, self.clock())
         limit = policy.tenant_queue_limit(tenants.get(tenant_id), self.max_queue_size)

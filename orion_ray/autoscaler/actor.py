@@ -14,6 +14,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import OrionConfig
+from ..control import check, credential
 from ..names import AUTOSCALER_NAME, NAMESPACE
 from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
@@ -25,8 +26,9 @@ from .ray_capacity import RayCapacity
 class SchedulerSource:
     """The scheduler actor as the loop's ``source`` (its view, drains, and the status report)."""
 
-    def __init__(self, handle=None):
+    def __init__(self, handle=None, control_token: Optional[str] = None):
         self._handle = handle
+        self._token = control_token  # the scheduler refuses these calls without it
 
     def _h(self):
         if self._handle is None:
@@ -36,22 +38,25 @@ class SchedulerSource:
         return self._handle
 
     async def autoscaler_view(self) -> dict:
-        return await self._h().autoscaler_view.remote()
+        return await self._h().autoscaler_view.remote(**credential(self._token))
 
     async def drain(self, node_id: str, who: str, deadline_s: float, reason: str) -> dict:
-        return await self._h().drain.remote(node_id, who, deadline_s, reason)
+        return await self._h().drain.remote(node_id, who, deadline_s, reason, **credential(self._token))
 
     async def uncordon(self, node_id: str, who: str) -> dict:
-        return await self._h().uncordon.remote(node_id, who)
+        return await self._h().uncordon.remote(node_id, who, **credential(self._token))
 
     async def autoscaler_report(self, status: dict) -> None:
-        await self._h().autoscaler_report.remote(status)
+        await self._h().autoscaler_report.remote(status, **credential(self._token))
 
 
 class AutoscalerActor:
     """Wrapped with ``ray.remote`` by ``deploy_autoscaler``."""
 
-    def __init__(self, config: dict[str, Any], interval_s: Optional[float] = None):
+    def __init__(
+        self, config: dict[str, Any], interval_s: Optional[float] = None, control_token: Optional[str] = None
+    ):
+        self._control_token = control_token  # for __ray_call__ (close_ray_call) and the scheduler
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         section = self.config.orion
@@ -67,10 +72,10 @@ class AutoscalerActor:
         if spot:  # a spot node's two-minute warning becomes a drain of that node
             from .spot_watch import ensure_spot_watchers
 
-            hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched)  # noqa: E731
+            hook = lambda nodes: ensure_spot_watchers(nodes, spot, watched, control_token)  # noqa: E731
         self.loop = AutoscalerLoop(
             pools,
-            SchedulerSource(),
+            SchedulerSource(control_token=control_token),
             RayCapacity(),
             self.store,
             interval_s=interval,
@@ -85,20 +90,28 @@ class AutoscalerActor:
             self._task = asyncio.create_task(self.loop.run())
         return "ok"
 
-    async def status(self) -> dict:
+    async def status(self, *, control_token: Optional[str] = None) -> dict:
+        """The loop's last status (every pool's and node's: the control plane's credential)."""
+        check(self._control_token, control_token, "autoscaler status")
         return self.loop.last_status
 
-    async def step(self) -> dict:
+    async def step(self, *, control_token: Optional[str] = None) -> dict:
         """One step now (tests and `orion` tooling; the loop keeps its own pace)."""
+        check(self._control_token, control_token, "autoscaler step")
         return await self.loop.step()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, control_token: Optional[str] = None) -> None:
+        """Stop the loop (a workload must not be able to: the control plane's credential)."""
+        check(self._control_token, control_token, "autoscaler shutdown")
         self.loop.stop()
 
 
-def deploy_autoscaler(config: OrionConfig):
-    """Get or create the detached autoscaler actor (never a second one)."""
-    cls = ray.remote(AutoscalerActor)
+def deploy_autoscaler(config: OrionConfig, control_token: Optional[str] = None):
+    """Get or create the detached autoscaler actor (never a second one); it calls the scheduler
+    with ``control_token``."""
+    from ..runtime.ray_runtime import close_ray_call
+
+    cls = close_ray_call(ray.remote(AutoscalerActor))
     return cls.options(
         name=AUTOSCALER_NAME,
         namespace=NAMESPACE,
@@ -109,4 +122,4 @@ def deploy_autoscaler(config: OrionConfig):
         num_cpus=0,
         max_concurrency=100,
         scheduling_strategy=on_head_node(),
-    ).remote(config.model_dump(mode="json"))
+    ).remote(config.model_dump(mode="json"), None, control_token)

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from typing import Any, Callable, Optional
 
+from ..control import credential
 from .providers.spot import NoticeSource, SpotInterruptionWatcher
 
 log = logging.getLogger("orion.autoscaler.spot")
@@ -54,15 +55,24 @@ def orion_drain(
 class SpotWatchActor:
     """Polls this node's notices and drains this node (wrapped by ``ray.remote`` below)."""
 
-    def __init__(self, interval_s: float = 5.0, source: Optional[NoticeSource] = None):
+    def __init__(
+        self,
+        interval_s: float = 5.0,
+        source: Optional[NoticeSource] = None,
+        control_token: Optional[str] = None,
+    ):
         import ray
+
+        self._control_token = control_token  # the scheduler's drain needs it
 
         from .providers.spot import IMDSNoticeSource
 
         self.node_id = ray.get_runtime_context().get_node_id()
         self.interval_s = interval_s
         self.source = source or IMDSNoticeSource()
-        self.watcher = SpotInterruptionWatcher(self.source, orion_drain(_BlockingScheduler(), self.node_id))
+        self.watcher = SpotInterruptionWatcher(
+            self.source, orion_drain(_BlockingScheduler(control_token), self.node_id)
+        )
         self._task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -80,22 +90,31 @@ class SpotWatchActor:
 class _BlockingScheduler:
     """The scheduler actor, called synchronously from the watcher's thread."""
 
+    def __init__(self, control_token: Optional[str] = None):
+        self._token = control_token
+
     def drain(self, node_id: str, who: str, deadline_s: float, reason: str) -> object:
         import ray
 
         from ..scheduler.actor import get_scheduler
 
-        return ray.get(get_scheduler().drain.remote(node_id, who, deadline_s, reason), timeout=30)
+        return ray.get(
+            get_scheduler().drain.remote(node_id, who, deadline_s, reason, **credential(self._token)),
+            timeout=30,
+        )
 
 
-def ensure_spot_watchers(nodes: list[dict], spot_pools: set[str], started: set[str]) -> None:
+def ensure_spot_watchers(
+    nodes: list[dict], spot_pools: set[str], started: set[str], control_token: Optional[str] = None
+) -> None:
     """Start a watcher on each alive node of a spot pool that has none (idempotent by name)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from ..names import NAMESPACE
+    from ..runtime.ray_runtime import close_ray_call
 
-    cls = ray.remote(SpotWatchActor)
+    cls = close_ray_call(ray.remote(SpotWatchActor))
     for n in nodes:
         if n.get("pool") not in spot_pools or n["node_id"] in started:
             continue
@@ -107,5 +126,5 @@ def ensure_spot_watchers(nodes: list[dict], spot_pools: set[str], started: set[s
             num_cpus=0,
             max_restarts=-1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["node_id"], soft=False),
-        ).remote()
+        ).remote(5.0, None, control_token)
         started.add(n["node_id"])

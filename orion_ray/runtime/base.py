@@ -104,6 +104,7 @@ class Runtime(Protocol):
         max_result_bytes: int,
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> str:
         """Start one attempt of a task inside the workload's group (a pinned one on its node, in
         worker processes shared only with the same ``tenant_id``'s pinned tasks)."""

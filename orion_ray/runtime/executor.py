@@ -15,6 +15,7 @@ import ray
 from ray.util.placement_group import get_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from ..control import check
 from ..names import EXECUTOR_NAME, NAMESPACE
 from .task_runner import run_callable
 
@@ -38,8 +39,11 @@ def tenant_env(runtime_env: Optional[dict], tenant_id: Optional[str]) -> dict:
 class TaskExecutor:
     """Starts, waits on and cancels task workloads (wrapped by ``ray.remote`` in ``ray_runtime``)."""
 
-    def __init__(self, namespace: str = NAMESPACE):
+    def __init__(self, namespace: str = NAMESPACE, control_token: Optional[str] = None):
         self.namespace = namespace
+        # every method but ``has``/``ping`` (liveness probes) needs the control plane's
+        # credential: without it a task could start, stop or read any tenant's runs
+        self._control_token = control_token
         self._runs: dict[str, ray.ObjectRef] = {}
         # One remote function for every run: a new one per task would be exported to the GCS
         # again and fetched by the worker each time (``options`` per run costs neither).
@@ -60,9 +64,12 @@ class TaskExecutor:
         max_log_bytes: int,
         node_id: Optional[str] = None,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
+        control_token: Optional[str] = None,
     ) -> str:
         """Start one attempt in the workload's group ``pg_name``, or — ``node_id`` given, a pinned
         task — on that node with the bundle's resources and no group; idempotent per attempt."""
+        check(self._control_token, control_token, "start")
         key = _key(workload_id, attempt)
         if key in self._runs:  # idempotent: a repeated start never runs the attempt twice
             return self._runs[key].task_id().hex()
@@ -87,6 +94,9 @@ class TaskExecutor:
             "ORION_WORKLOAD_ID": workload_id,
             "ORION_PLACEMENT_GROUP": pg_name,
             "ORION_NAMESPACE": self.namespace,
+            # the tenant Orion runs this for (an inference's visibility comes from here, never
+            # from the request: run_inference reads it)
+            "ORION_TENANT_ID": tenant_id or "default",
         }
         options = {"runtime_env": runtime_env} if runtime_env else {}
         remote_fn = self._run_callable.options(
@@ -99,12 +109,17 @@ class TaskExecutor:
             scheduling_strategy=strategy,
             **options,
         )
-        ref = remote_fn.remote(function, args, kwargs, max_result_bytes, max_log_bytes, orion_env)
+        ref = remote_fn.remote(
+            function, args, kwargs, max_result_bytes, max_log_bytes, orion_env, tuple(allowed_modules)
+        )
         self._runs[key] = ref
         return ref.task_id().hex()
 
-    async def wait(self, workload_id: str, attempt: int) -> dict[str, Any]:
+    async def wait(
+        self, workload_id: str, attempt: int, *, control_token: Optional[str] = None
+    ) -> dict[str, Any]:
         """The run's envelope once it ends; ``{"lost": True}`` if this executor never started it."""
+        check(self._control_token, control_token, "wait")
         ref = self._runs.get(_key(workload_id, attempt))
         if ref is None:
             return {"lost": True}
@@ -117,16 +132,21 @@ class TaskExecutor:
         finally:
             await asyncio.sleep(0)
 
-    def cancel(self, workload_id: str, attempt: int) -> bool:
+    def cancel(self, workload_id: str, attempt: int, *, control_token: Optional[str] = None) -> bool:
+        """Force the run to stop now."""
+        check(self._control_token, control_token, "cancel")
         ref = self._runs.pop(_key(workload_id, attempt), None)
         if ref is None:
             return False
         ray.cancel(ref, force=True)
         return True
 
-    async def stop(self, workload_id: str, attempt: int, grace_s: float) -> bool:
+    async def stop(
+        self, workload_id: str, attempt: int, grace_s: float, *, control_token: Optional[str] = None
+    ) -> bool:
         """Tell the run to stop (``KeyboardInterrupt`` in the task), wait up to ``grace_s`` for it
         to end, then force it. The run's ``wait`` reports it as cancelled."""
+        check(self._control_token, control_token, "stop")
         ref = self._runs.get(_key(workload_id, attempt))
         if ref is None:
             return False
@@ -137,13 +157,17 @@ class TaskExecutor:
         self._runs.pop(_key(workload_id, attempt), None)
         return True
 
-    def forget(self, workload_id: str, attempt: int) -> None:
+    def forget(self, workload_id: str, attempt: int, *, control_token: Optional[str] = None) -> None:
+        """Drop the run from this executor's account (it has ended)."""
+        check(self._control_token, control_token, "forget")
         self._runs.pop(_key(workload_id, attempt), None)
 
     def has(self, workload_id: str, attempt: int) -> bool:
         return _key(workload_id, attempt) in self._runs
 
-    def runs(self) -> list[str]:
+    def runs(self, *, control_token: Optional[str] = None) -> list[str]:
+        """``<workload_id>:<attempt>`` of every run (every tenant's: guarded)."""
+        check(self._control_token, control_token, "runs")
         return list(self._runs)
 
     def ping(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import ray
@@ -28,11 +29,13 @@ HOST_JOB_PREFIX = "orion-executor-host"
 POLL_S = 5.0
 
 
-def start_executor(namespace: str, *, scheduling_strategy: Any) -> Any:
+def start_executor(namespace: str, *, scheduling_strategy: Any, control_token: Optional[str] = None) -> Any:
     """The detached ``orion-executor`` actor: the running one, or a new one placed by
-    ``scheduling_strategy`` (the head node)."""
+    ``scheduling_strategy`` (the head node), guarded by ``control_token``."""
+    from .ray_runtime import close_ray_call
+
     return (
-        ray.remote(TaskExecutor)
+        close_ray_call(ray.remote(TaskExecutor))
         .options(
             name=EXECUTOR_NAME,
             namespace=namespace,
@@ -43,7 +46,7 @@ def start_executor(namespace: str, *, scheduling_strategy: Any) -> Any:
             max_concurrency=10_000,
             scheduling_strategy=scheduling_strategy,
         )
-        .remote(namespace)
+        .remote(namespace, control_token)
     )
 
 
@@ -63,11 +66,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m orion_ray.runtime.executor_host")
     p.add_argument("--namespace", default=NAMESPACE)
+    # the credential is read from orion up's file (0600), never from the job's entrypoint or
+    # environment, which anyone who lists Ray jobs can read
+    p.add_argument("--token-file", default=None, help="file holding the control plane's credential")
     args = p.parse_args(argv)
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip() or None
+        except OSError as exc:  # attached to a cluster whose head lacks the file: say so, run unguarded
+            print(f"warning: no control token ({exc}); {EXECUTOR_NAME} runs unguarded", flush=True)
     ray.init(address="auto", namespace=args.namespace, logging_level=logging.WARNING)
     here = ray.get_runtime_context().get_node_id()  # a job's driver runs on the head
     head = NodeAffinitySchedulingStrategy(here, soft=False)
-    executor = start_executor(args.namespace, scheduling_strategy=head)
+    executor = start_executor(args.namespace, scheduling_strategy=head, control_token=token)
     ray.get(executor.has.remote("", 0))  # created and answering
     print(f"hosting {EXECUTOR_NAME} in namespace {args.namespace}", flush=True)
     while executor_exists(args.namespace):

@@ -239,6 +239,7 @@ class FakeRuntime:
         max_result_bytes: int,
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> str:
         self.calls.append(("start_task", workload_id, attempt))
         key = f"{workload_id}:{attempt}"

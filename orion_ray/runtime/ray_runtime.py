@@ -27,6 +27,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from ..control import credential
 from ..names import NAMESPACE, SERVING_NAME
 from ..policy.fit import NodeView
 from .base import JobState
@@ -53,7 +54,9 @@ def head_node_id() -> str:
     raise RuntimeError("no alive head node in this Ray cluster")
 
 
-def serving_gpu_usage(namespace: str = NAMESPACE, timeout_s: float = 5.0) -> dict:
+def serving_gpu_usage(
+    namespace: str = NAMESPACE, timeout_s: float = 5.0, control_token: Optional[str] = None
+) -> dict:
     """GPUs held by serving replicas, for the scheduler's account of the cluster:
     ``{"total", "by_tenant", "by_deployment"}``; all zero when serving is not running.
 
@@ -63,7 +66,18 @@ def serving_gpu_usage(namespace: str = NAMESPACE, timeout_s: float = 5.0) -> dic
         actor = ray.get_actor(SERVING_NAME, namespace=namespace)
     except ValueError:
         return {"total": 0.0, "by_tenant": {}, "by_deployment": {}}
-    return ray.get(actor.call.remote("gpu_usage"), timeout=timeout_s)
+    return ray.get(actor.call.remote("gpu_usage", **credential(control_token)), timeout=timeout_s)
+
+
+def close_ray_call(actor_cls: Any) -> Any:
+    """``actor_cls`` (a ``ray.remote`` class) with Ray's ``__ray_call__`` — which runs any closure
+    on the actor, its state and its credential included — needing the control plane's credential
+    too. Ray adds the method on a subclass it makes (``modified_class``), so it is replaced there,
+    before the class is first exported by ``.remote()``."""
+    from ..control import guarded_ray_call
+
+    actor_cls.__ray_metadata__.modified_class.__ray_call__ = guarded_ray_call()
+    return actor_cls
 
 
 def on_head_node() -> NodeAffinitySchedulingStrategy:
@@ -104,8 +118,15 @@ def _gpu_probe() -> list:
 class RayRuntime:
     """Placement groups, task workloads (through ``orion-executor``) and Ray jobs."""
 
-    def __init__(self, namespace: str = NAMESPACE, dashboard_url: Optional[str] = None):
+    def __init__(
+        self,
+        namespace: str = NAMESPACE,
+        dashboard_url: Optional[str] = None,
+        control_token: Optional[str] = None,
+    ):
         self.namespace = namespace
+        # the control plane's credential: every executor and serving call carries it
+        self.control_token = control_token
         self._dashboard_url = dashboard_url
         self._jobs_client = None
         self._executor = None
@@ -320,14 +341,16 @@ class RayRuntime:
 
     async def serving_gpu_usage(self) -> dict:
         """GPUs serving replicas hold, by tenant (``{}`` parts when serving is not running)."""
-        return await asyncio.to_thread(serving_gpu_usage, self.namespace)
+        return await asyncio.to_thread(serving_gpu_usage, self.namespace, 5.0, self.control_token)
 
     # -- task workloads ------------------------------------------------------------------------
     def executor(self):
         """``orion-executor``: normally created by its host job (``executor_host``, started by
         ``orion up``) so that its workers are reused; created here when there is no host."""
         if self._executor is None:
-            self._executor = start_executor(self.namespace, scheduling_strategy=on_head_node())
+            self._executor = start_executor(
+                self.namespace, scheduling_strategy=on_head_node(), control_token=self.control_token
+            )
         return self._executor
 
     async def start_task(
@@ -343,6 +366,7 @@ class RayRuntime:
         max_result_bytes: int,
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> str:
         """Start one attempt of a task in the workload's group (through ``orion-executor``); a
         pinned one on its node, with its tenant's worker marker."""
@@ -360,11 +384,13 @@ class RayRuntime:
             max_log_bytes=max_log_bytes,
             node_id=pin.node_id if pin else None,
             tenant_id=tenant_id,
+            allowed_modules=tuple(allowed_modules),
+            **credential(self.control_token),
         )
 
     async def wait_task(self, workload_id: str, attempt: int) -> dict:
         try:
-            return await self.executor().wait.remote(workload_id, attempt)
+            return await self.executor().wait.remote(workload_id, attempt, **credential(self.control_token))
         except ray.exceptions.RayActorError as exc:  # ActorUnavailableError included
             # the executor died (or is restarting empty): the runs it owned died with it
             return {"lost": True, "error": f"executor died: {exc}"[:2000]}
@@ -372,26 +398,26 @@ class RayRuntime:
     async def cancel_task(self, workload_id: str, attempt: int) -> None:
         """Best effort: if the executor is gone, so is every run it owned."""
         try:
-            await self.executor().cancel.remote(workload_id, attempt)
+            await self.executor().cancel.remote(workload_id, attempt, **credential(self.control_token))
         except ray.exceptions.RayActorError:
             pass
 
     async def stop_task(self, workload_id: str, attempt: int, grace_s: float) -> None:
         """Graceful stop: the task is interrupted, and forced after ``grace_s``."""
         try:
-            await self.executor().stop.remote(workload_id, attempt, grace_s)
+            await self.executor().stop.remote(workload_id, attempt, grace_s, **credential(self.control_token))
         except ray.exceptions.RayActorError:
             pass
 
     async def forget_task(self, workload_id: str, attempt: int) -> None:
         try:
-            await self.executor().forget.remote(workload_id, attempt)
+            await self.executor().forget.remote(workload_id, attempt, **credential(self.control_token))
         except ray.exceptions.RayActorError:
             pass
 
     async def task_runs(self) -> set[str]:
         """``<workload_id>:<attempt>`` of every run the executor still owns."""
-        return set(await self.executor().runs.remote())
+        return set(await self.executor().runs.remote(**credential(self.control_token)))
 
     # -- job workloads -------------------------------------------------------------------------
     def _jobs(self):

@@ -13,7 +13,15 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Optional
+import types
+from typing import Any, Iterable, Optional
+
+# absolute, and the one non-stdlib import: the denylist, itself standard library only
+from orion_ray.trust import function_problem, module_denied, origin_denied
+
+# Orion's own runners: the only ``orion_ray`` callables a task may be, put there by Orion itself
+# (an inference workload's task); the door refuses them in a tenant's spec.
+ORION_RUNNERS = frozenset({"orion_ray.serving.inference:run_inference"})
 
 
 class _Tee(io.TextIOBase):
@@ -37,14 +45,34 @@ class _Tee(io.TextIOBase):
             self.real.flush()
 
 
-def resolve(function: str):
-    """Import ``package.module:attr.path`` and return the object."""
+class RefusedFunction(PermissionError):
+    """The task names a callable the denylist refuses (``orion_ray.trust``)."""
+
+
+def resolve(function: str, allowed: Iterable[str] = ()):
+    """Import ``package.module:attr.path`` and return the object, unless the denylist refuses it.
+
+    Checked again here, in the worker, whatever the door decided (defence in depth): the named
+    module, every module the attribute path walks through, and the module the callable itself
+    comes from (``mypkg:run`` where ``run = os.system`` is ``os``'s)."""
+    allowed = tuple(allowed)
+    trusted = function in ORION_RUNNERS
+    problem = None if trusted else function_problem(function, allowed)
+    if problem:
+        raise RefusedFunction(f"{function}: {problem}")
     module_name, _, attr_path = function.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
+        if not trusted and isinstance(obj, types.ModuleType) and module_denied(obj.__name__, allowed):
+            raise RefusedFunction(f"{function}: reaches module {obj.__name__!r}, which tenants may not call")
     if not callable(obj):
         raise TypeError(f"{function} is not callable")
+    origin = getattr(obj, "__module__", None)
+    # a module the operator allowed is trusted whole (os.path's callables are posixpath's)
+    named_allowed = any(module_name == a or module_name.startswith(a + ".") for a in allowed)
+    if not (trusted or named_allowed) and isinstance(origin, str) and origin_denied(origin, allowed):
+        raise RefusedFunction(f"{function}: is {origin!r}'s, which tenants may not call")
     return obj
 
 
@@ -70,15 +98,17 @@ def run_callable(
     max_result_bytes: int,
     max_log_bytes: int,
     env: Optional[dict[str, str]] = None,
+    allowed_modules: Iterable[str] = (),
 ) -> dict:
     """Call ``function(*args, **kwargs)`` with ``env`` set; return
-    ``{"ok", "result"|"error", "logs"}``."""
+    ``{"ok", "result"|"error", "logs"}``. ``allowed_modules``: the tenant's exceptions to the
+    task-function denylist."""
     captured: list[str] = []
     out = _Tee(sys.stdout, captured, max_log_bytes)
     err = _Tee(sys.stderr, captured, max_log_bytes)
     try:
         with _environ(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            fn = resolve(function)
+            fn = resolve(function, allowed_modules)
             value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
         captured.append(traceback.format_exc())

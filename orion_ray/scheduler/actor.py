@@ -6,23 +6,26 @@ recovery itself, so scheduling resumes without waiting for a request.
 
 The exposed methods are not written here: one forwarder per method of ``SchedulerService``
 (``orion_ray/service.py``) is generated onto the class, with the protocol's signature and docstring.
-Each waits for ``ensure_started`` first, except those ``START_FREE`` lists with the reason.
+Each waits for ``ensure_started`` first, except those ``START_FREE`` lists with the reason, and
+each needs the control plane's credential (``orion_ray.control``): a keyword-only ``control_token``
+added to the protocol's signature (``service.guarded_signature``), so workload code that finds
+the actor by name cannot reconfigure, cancel or read any tenant's work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any, Callable, Optional
 
 import ray
 
 from ..config import OrionConfig
+from ..control import CONTROL_PARAM, check
 from ..metrics import OrionMetrics
 from ..names import NAMESPACE, SCHEDULER_NAME
-from ..runtime.ray_runtime import RayRuntime, on_head_node
-from ..service import SERVICE_METHODS, START_FREE, SchedulerService
+from ..runtime.ray_runtime import RayRuntime, close_ray_call, on_head_node
+from ..service import SERVICE_METHODS, START_FREE, SchedulerService, guarded_signature
 from ..store import SQLiteStore
 from .core import Scheduler
 
@@ -33,14 +36,18 @@ class SchedulerActor:
     Besides the ``SchedulerService`` methods (generated below the class) it has its own three:
     ``ensure_started``, ``config_dict`` and ``shutdown``."""
 
-    def __init__(self, config: dict[str, Any], dashboard_url: Optional[str] = None):
+    def __init__(
+        self, config: dict[str, Any], dashboard_url: Optional[str] = None, control_token: Optional[str] = None
+    ):
+        # kept as an argument by Ray, so a restarted actor has it again; never in an environment
+        self._control_token = control_token
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
         store_cfg = self.config.orion.store
         self.store = SQLiteStore(
             store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms
         )
-        self.runtime = RayRuntime(NAMESPACE, dashboard_url)
+        self.runtime = RayRuntime(NAMESPACE, dashboard_url, control_token=control_token)
         self.scheduler = Scheduler(
             self.store,
             self.runtime,
@@ -62,12 +69,14 @@ class SchedulerActor:
                 await self.scheduler.start()
         return "ok"
 
-    async def config_dict(self) -> dict:
+    async def config_dict(self, *, control_token: Optional[str] = None) -> dict:
         """The configuration this actor was started with, as JSON."""
+        check(getattr(self, "_control_token", None), control_token, "config_dict")
         return self.config.model_dump(mode="json")
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, control_token: Optional[str] = None) -> None:
         """Stop the loop and the drivers (no start first: stopping must not recover)."""
+        check(getattr(self, "_control_token", None), control_token, "shutdown")
         await self.scheduler.stop()
 
 
@@ -80,18 +89,21 @@ def _forwarder(name: str, waits_for_start: bool) -> Callable[..., Any]:
     if waits_for_start:
 
         async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
+            check(getattr(self, "_control_token", None), kwargs.pop(CONTROL_PARAM, None), name)
             await self.ensure_started()
             return await getattr(self.scheduler, name)(*args, **kwargs)
     else:
 
         async def forward(self: SchedulerActor, *args: Any, **kwargs: Any) -> Any:
+            check(getattr(self, "_control_token", None), kwargs.pop(CONTROL_PARAM, None), name)
             return await getattr(self.scheduler, name)(*args, **kwargs)
 
     forward.__name__ = name
     forward.__qualname__ = f"SchedulerActor.{name}"
     forward.__doc__ = declared.__doc__
     # annotations evaluated here (eval_str): the protocol's names are not this module's globals
-    forward.__signature__ = inspect.signature(declared, eval_str=True)  # type: ignore[attr-defined]
+    # plus the control plane's credential, keyword-only (derived in service.py, not written here)
+    forward.__signature__ = guarded_signature(name)  # type: ignore[attr-defined]
     return forward
 
 
@@ -99,9 +111,12 @@ for _name in SERVICE_METHODS:
     setattr(SchedulerActor, _name, _forwarder(_name, _name not in START_FREE))
 
 
-def deploy_scheduler(config: OrionConfig, dashboard_url: Optional[str] = None):
-    """Get or create the detached scheduler actor (idempotent: never a second scheduler)."""
-    cls = ray.remote(SchedulerActor)
+def deploy_scheduler(
+    config: OrionConfig, dashboard_url: Optional[str] = None, control_token: Optional[str] = None
+):
+    """Get or create the detached scheduler actor (idempotent: never a second scheduler), guarded
+    by ``control_token`` (``None``: unguarded, for tests that drive the actor directly)."""
+    cls = close_ray_call(ray.remote(SchedulerActor))
     return cls.options(
         name=SCHEDULER_NAME,
         namespace=NAMESPACE,
@@ -112,7 +127,7 @@ def deploy_scheduler(config: OrionConfig, dashboard_url: Optional[str] = None):
         num_cpus=0,
         max_concurrency=1000,
         scheduling_strategy=on_head_node(),
-    ).remote(config.model_dump(mode="json"), dashboard_url)
+    ).remote(config.model_dump(mode="json"), dashboard_url, control_token)
 
 
 def get_scheduler():

@@ -87,6 +87,7 @@ class Scheduler(AdminMixin):
             policy=lambda: self.policy_config,
             wake=self.wake,
             sleep=sleep,
+            tenant_modules=lambda tenant: intake.allowed_modules(self.tenants.get(tenant)),
         )
         self.placement_policy = get_policy(self.config.placement_policy)
         saved = store.get_setting("policy", None)

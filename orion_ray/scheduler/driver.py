@@ -66,6 +66,7 @@ class WorkloadDriver:
         policy: Callable[[], PolicyConfig],
         wake: Callable[[], None],
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        tenant_modules: Callable[[str], tuple[str, ...]] = lambda tenant: (),
     ):
         self.runtime = runtime
         self.store = store
@@ -76,6 +77,8 @@ class WorkloadDriver:
         self.policy = policy  # the live policy section (the grace period may be reloaded)
         self.wake = wake
         self.sleep = sleep  # between job polls (tests pass one that only yields)
+        # the modules the operator allows a tenant's tasks (the worker checks the denylist again)
+        self.tenant_modules = tenant_modules
         self.tasks: dict[str, asyncio.Task] = {}
         self.pinned: set[str] = set()  # workloads reserved without a group (see ``pinnable``)
         self._released: list[tuple[float, Held]] = []  # pinned bundles given back, with when
@@ -177,6 +180,7 @@ class WorkloadDriver:
                 max_result_bytes=self.config.max_result_bytes,
                 max_log_bytes=self.config.max_log_bytes,
                 tenant_id=w.tenant_id,
+                allowed_modules=self.tenant_modules(w.tenant_id),
             )
         else:
             metadata = {

@@ -18,6 +18,7 @@ from ..errors import Forbidden, QueueFull, ValidationError, pydantic_details
 from ..models import Workload, WorkloadSpec, iso
 from ..runtime.conventions import brings_code
 from ..status import Status
+from ..trust import function_problem
 from . import estimates
 
 if TYPE_CHECKING:
@@ -43,8 +44,15 @@ def parse(
         known=sched.tenants.known(tenant_id),
         tenant=sched.tenants.get(tenant_id),
         by_admin=by_admin,
+        allowed_modules=allowed_modules(sched.tenants.get(tenant_id)),
     )
     return parsed
+
+
+def allowed_modules(tenant: Any) -> tuple[str, ...]:
+    """The modules the operator allows ``tenant`` (a ``TenantConfig`` or ``None``) despite the
+    task-function denylist."""
+    return tuple(getattr(tenant, "allowed_function_modules", None) or ())
 
 
 def check_spec(
@@ -55,10 +63,18 @@ def check_spec(
     known: bool,
     tenant: Optional[TenantConfig] = None,
     by_admin: bool = False,
+    allowed_modules: tuple[str, ...] = (),
 ) -> None:
     """The checks every submission passes before its transaction, wherever it arrives (the
     scheduler, or an API replica writing to the store). ``tenant`` is the tenant's
-    configuration (None for the admin's ``default`` tenant); ``by_admin`` skips the grants."""
+    configuration (None for the admin's ``default`` tenant); ``by_admin`` skips the grants;
+    ``allowed_modules`` are the operator's exceptions to the task-function denylist."""
+    if spec.workload_type == "task" and spec.function:
+        problem = function_problem(spec.function, allowed_modules)
+        if problem:
+            raise ValidationError(
+                "this function may not run as a task", [{"field": "function", "problem": problem}]
+            )
     if not spec.preemptible and spec.priority.value not in protected:
         raise ValidationError(
             "this priority class may not opt out of preemption",

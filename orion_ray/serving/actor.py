@@ -7,15 +7,17 @@ manager's dictionaries are never read half-changed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Optional
 
 import ray
 
+from ..control import check, credential
 from ..errors import SchedulerUnavailable
 from ..names import NAMESPACE, SCHEDULER_NAME
 from ..names import SERVING_NAME as MANAGER_NAME
-from ..runtime.ray_runtime import serving_gpu_usage
+from ..runtime.ray_runtime import close_ray_call, serving_gpu_usage
 from .deployer import RayKv, ServeDeployer
 from .manager import DeploymentManager
 
@@ -30,13 +32,24 @@ __all__ = [
 ]
 log = logging.getLogger("orion.serving")
 
+# Manager methods any caller may use without the control plane's credential, each with why. Every
+# other one (create, delete, scale, releases, reports, the GPU account…) needs it.
+OPEN_METHODS: dict[str, str] = {
+    "routing_table": "an inference workload's task routes its own request (as /v1 does) and runs "
+    "as the tenant; the table names models and versions, not their tenants' data",
+}
+
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=64)
 class ServingActor:
     """The manager, its loop, and one entry point (``call``) for the API."""
 
-    def __init__(self, tick_s: float = 0.5, direct_prefix: Optional[str] = None):
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=_room_from_scheduler)
+    def __init__(
+        self, tick_s: float = 0.5, direct_prefix: Optional[str] = None, control_token: Optional[str] = None
+    ):
+        self._control_token = control_token
+        room = functools.partial(_room_from_scheduler, control_token=control_token)
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room)
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -55,8 +68,11 @@ class ServingActor:
                 log.exception("serving tick failed")
             await asyncio.sleep(self.tick_s)
 
-    async def call(self, method: str, *args: Any) -> Any:
-        """Run one manager method (``OrionError``s travel back to the API as they are)."""
+    async def call(self, method: str, *args: Any, control_token: Optional[str] = None) -> Any:
+        """Run one manager method (``OrionError``s travel back to the API as they are); all but
+        ``OPEN_METHODS`` need the control plane's credential."""
+        if method not in OPEN_METHODS:
+            check(self._control_token, control_token, f"serving {method}")
         await self.ensure_started()  # after a restart of this actor, the first call restarts it
         async with self._lock:
             if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
@@ -64,11 +80,16 @@ class ServingActor:
             return await asyncio.to_thread(self.manager.dispatch, method, *args)
 
 
-def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
-    """Start (or find) the manager actor and its loop."""
+close_ray_call(ServingActor)  # before its first .remote(): __ray_call__ needs the credential too
+
+
+def deploy_manager(
+    tick_s: float = 0.5, direct_prefix: Optional[str] = None, control_token: Optional[str] = None
+):
+    """Start (or find) the manager actor and its loop, guarded by ``control_token``."""
     actor = ServingActor.options(
         name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(tick_s, direct_prefix)
+    ).remote(tick_s, direct_prefix, control_token)
     ray.get(actor.ensure_started.remote(), timeout=60)
     return actor
 
@@ -76,8 +97,9 @@ def deploy_manager(tick_s: float = 0.5, direct_prefix: Optional[str] = None):
 class ManagerClient:
     """The manager actor as the API and routers call it; a missing actor is a 503."""
 
-    def __init__(self, handle=None):
+    def __init__(self, handle=None, control_token: Optional[str] = None):
         self._handle = handle
+        self._token = control_token  # None: only the open methods answer (an inference task)
 
     def _actor(self):
         if self._handle is None:
@@ -95,7 +117,7 @@ class ManagerClient:
 
     async def call(self, method: str, *args: Any) -> Any:
         try:
-            return await self._actor().call.remote(method, *args)
+            return await self._actor().call.remote(method, *args, **credential(self._token))
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             self._handle = None
             raise SchedulerUnavailable(
@@ -105,12 +127,12 @@ class ManagerClient:
     def report_nowait(self, samples: list) -> None:
         """Send router outcomes without waiting (a lost batch only thins the canary's evidence)."""
         try:
-            self._actor().call.remote("report", samples)
+            self._actor().call.remote("report", samples, **credential(self._token))
         except Exception:
             self._handle = None
 
 
-def _room_from_scheduler(bundles: list, tenant_id) -> Optional[dict]:
+def _room_from_scheduler(bundles: list, tenant_id, control_token: Optional[str] = None) -> Optional[dict]:
     """Ask Orion's scheduler to make room for GPU replicas (``None`` when it is not running).
 
     The scheduler is found by its actor name: serving and the scheduler import nothing of each
@@ -119,7 +141,8 @@ def _room_from_scheduler(bundles: list, tenant_id) -> Optional[dict]:
         scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
     except ValueError:
         return None
-    return ray.get(scheduler.make_room.remote(bundles, tenant_id, "high", "serving"), timeout=30)
+    ref = scheduler.make_room.remote(bundles, tenant_id, "high", "serving", **credential(control_token))
+    return ray.get(ref, timeout=30)
 
 
 def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:

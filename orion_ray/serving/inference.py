@@ -9,21 +9,29 @@ The spec conversion (``as_task``, ``request_of``, ``RUNNER``) is a model-layer f
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+import os
+from typing import Any
 
 from ..inference_task import RUNNER, as_task, request_of
 
 __all__ = ["RUNNER", "as_task", "request_of", "run_inference"]
 
 
-def run_inference(kind: str, body: dict, tenant_id: Optional[str]) -> dict:
-    """Runs inside the workload's Ray task: one request through the router's policy."""
+def run_inference(kind: str, body: dict, **_request: Any) -> dict:
+    """Runs inside the workload's Ray task: one request through the router's policy.
+
+    The tenant whose models are visible is the one Orion runs the task for (``ORION_TENANT_ID``,
+    set by the executor from the workload's record), never one named in the request: a
+    ``tenant_id`` in the task's kwargs (a spec stored before this rule) is ignored."""
     from ray import serve
 
     from serve_apps.llm.replica import DEPLOYMENT_NAME
 
     from .actor import ManagerClient
     from .router import ModelRouter
+
+    # never None: None is the admin's view (every tenant's models)
+    tenant_id: str = os.environ.get("ORION_TENANT_ID") or "default"
 
     async def ask():
         router = ModelRouter(

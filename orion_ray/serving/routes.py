@@ -17,7 +17,7 @@ def _manager(request: Request) -> Any:
     if getattr(state, "serving", None) is None:
         from .actor import ManagerClient
 
-        state.serving = ManagerClient()
+        state.serving = ManagerClient(control_token=getattr(state, "control_token", None))
     return state.serving
 
 

@@ -60,9 +60,9 @@ def test_inference_is_queued_as_the_task_that_asks_the_model(client):
     assert spec.workload_type == "inference" and w["workload_type"] == "inference"
     task = as_task(spec, "acme")  # what the scheduler launches
     assert task.workload_type == "task" and task.function == RUNNER
+    # no tenant in the request: the runner takes it from Orion (the executor's ORION_TENANT_ID)
     assert task.kwargs == {
         "kind": "completion",
-        "tenant_id": "acme",
         "body": {"model": "sentiment-v2", "prompt": "This product is amazing!", "max_tokens": 8},
     }
     assert spec.metadata.labels["orion_kind"] == "inference" and spec.resources.cpu == 0.1

@@ -27,9 +27,16 @@ import pytest
 
 from orion_ray.async_client import AsyncOrionClient, AsyncWorkloadHandle
 from orion_ray.client import OrionClient, WorkloadHandle
+from orion_ray.control import CONTROL_PARAM
 from orion_ray.scheduler import Scheduler
 from orion_ray.scheduler.actor import SchedulerActor
-from orion_ray.service import SERVICE_METHODS, START_FREE, SchedulerService, service_methods
+from orion_ray.service import (
+    SERVICE_METHODS,
+    START_FREE,
+    SchedulerService,
+    guarded_signature,
+    service_methods,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 API_DIR = ROOT / "orion_ray" / "api"
@@ -61,9 +68,11 @@ def _params(sig: inspect.Signature, annotations: bool = True) -> list[tuple]:
     ]
 
 
-def service_drift(impl: type, protocol: type = SchedulerService) -> list[str]:
+def service_drift(impl: type, protocol: type = SchedulerService, *, guarded: bool = False) -> list[str]:
     """Every way ``impl`` differs from ``protocol``: a missing method, a sync one, or a signature
-    (parameter names, kinds, defaults, annotations, return annotation) that is not the same."""
+    (parameter names, kinds, defaults, annotations, return annotation) that is not the same.
+    ``guarded``: ``impl`` is the actor, whose methods also take the control plane's credential
+    (the signature ``service.guarded_signature`` derives)."""
     problems = []
     for name in service_methods(protocol):
         declared = getattr(protocol, name)
@@ -73,7 +82,8 @@ def service_drift(impl: type, protocol: type = SchedulerService) -> list[str]:
             continue
         if not inspect.iscoroutinefunction(got):
             problems.append(f"{impl.__name__}.{name}: not async")
-        want, have = _signature(declared), _signature(got)
+        want = guarded_signature(name, protocol) if guarded else _signature(declared)
+        have = _signature(got)
         if _params(want) != _params(have):
             problems.append(f"{impl.__name__}.{name}{have} != declared {name}{want}")
         elif want.return_annotation != have.return_annotation:
@@ -233,7 +243,7 @@ def test_the_scheduler_implements_the_protocol():
 
 
 def test_the_actor_implements_the_protocol_and_nothing_undeclared():
-    assert service_drift(SchedulerActor) == []
+    assert service_drift(SchedulerActor, guarded=True) == []
     assert set(_public_methods(SchedulerActor)) == set(SERVICE_METHODS) | ACTOR_OWN
     for name in ACTOR_OWN:
         assert inspect.iscoroutinefunction(getattr(SchedulerActor, name)), name
@@ -485,4 +495,51 @@ def test_the_actor_wrapped_by_ray_still_follows_the_protocol():
         pass
 
     ray.remote(Wrapped)  # no cluster needed: wrapping only edits the class
-    assert service_drift(Wrapped) == []
+    assert service_drift(Wrapped, guarded=True) == []
+
+
+# == the control plane's credential ================================================================
+def test_every_actor_method_takes_the_credential_keyword_only_and_it_is_derived():
+    for name in SERVICE_METHODS:
+        params = inspect.signature(getattr(SchedulerActor, name)).parameters
+        assert params[CONTROL_PARAM].kind is inspect.Parameter.KEYWORD_ONLY, name
+        names = [p for p in params if p not in RAY_ADDED]  # Ray's tracing keyword, once wrapped
+        assert names == [*inspect.signature(getattr(SchedulerService, name)).parameters, CONTROL_PARAM]
+    # the declared service itself does not carry it (the scheduler class does not check it)
+    assert all(
+        CONTROL_PARAM not in inspect.signature(getattr(Scheduler, n)).parameters for n in SERVICE_METHODS
+    )
+
+
+@pytest.mark.parametrize("name", SERVICE_METHODS)
+def test_a_guarded_actor_refuses_every_method_without_the_credential(name):
+    from orion_ray.errors import Forbidden
+
+    params = list(inspect.signature(getattr(SchedulerService, name)).parameters)[1:]
+    args = tuple(f"arg-{p}" for p in params)
+    sched = RecordingScheduler()
+    actor = _bare_actor(sched)
+    actor._control_token = "the-token"
+    for given in (None, "wrong", ""):
+        with pytest.raises(Forbidden):
+            asyncio.run(getattr(actor, name)(*args, control_token=given))
+    assert sched.calls == []  # refused before anything ran, recovery included
+    assert asyncio.run(getattr(actor, name)(*args, control_token="the-token")) == name
+    # the credential is the actor's, never forwarded to the scheduler
+    assert sched.calls[-1] == (name, args, {})
+
+
+def test_the_actor_s_own_lifecycle_methods_and_ray_call_need_the_credential_too():
+    from orion_ray.control import guarded_ray_call
+    from orion_ray.errors import Forbidden
+
+    actor = _bare_actor(RecordingScheduler())
+    actor._control_token = "the-token"
+    with pytest.raises(Forbidden):
+        asyncio.run(actor.shutdown())
+    with pytest.raises(Forbidden):
+        asyncio.run(actor.config_dict(control_token="wrong"))
+    ray_call = guarded_ray_call()
+    with pytest.raises(Forbidden):
+        ray_call(actor, lambda self: self._control_token)
+    assert ray_call(actor, lambda self: "ran", control_token="the-token") == "ran"
