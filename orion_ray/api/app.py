@@ -23,6 +23,7 @@ from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_ex
 from ..models import WorkloadSpec
 from ..service import SchedulerService
 from ..status import Status
+from ..store.base import quarantined_count
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
@@ -340,6 +341,9 @@ def build_app(
             body.update(await backend_of(request).health())
         except Exception as exc:  # the scheduler is unreachable: say so, do not crash
             body["scheduler_error"] = str(exc)[:500]
+        a = request.app.state.access
+        if a is not None:  # rows this replica's reads skipped (the scheduler reports its own)
+            body["quarantined_reads"] = quarantined_count(a.reader)
         ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -25,6 +25,7 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
+from ..input_limits import cap_text
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.cycle import CyclePlanner
@@ -34,6 +35,7 @@ from ..policy.placement import get_policy
 from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
 from ..status import Status
+from ..store.base import quarantined_count
 from . import estimates, ingest, intake, node_ops, outside, views
 from . import policy_bridge as bridge
 from .admin import AdminMixin
@@ -457,8 +459,8 @@ class Scheduler(AdminMixin):
         w = self.lookup(workload_id, tenant_id)
         if w.spec.workload_type == "job" and w.status == Status.RUNNING:
             live = await self.runtime.job_logs(workload_id, w.attempt)
-            if live is not None:
-                return clean_job_logs(live)
+            if live is not None:  # a job's output can be any size: its tail, marked
+                return cap_text(clean_job_logs(live), self.config.max_log_bytes, keep="tail") or ""
         return self.store.get_logs(workload_id) or ""
 
     async def metrics_text(self) -> str:
@@ -497,6 +499,8 @@ class Scheduler(AdminMixin):
             "store": "ok" if store_ok else "down",
             "store_error": store_error,
             "active": len(self.book.active),
+            # rows that could not be read back (skipped, never blocking; see store._quarantine)
+            "quarantined": quarantined_count(self.store),
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,
             **live,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from ..config import SchedulerConfig
+from ..input_limits import MAX_ERROR_CHARS, cap_text
 from ..metrics import OrionMetrics
 from ..models import Workload
 from ..policy import retry_delay
@@ -101,6 +102,8 @@ class WorkloadBook:
         w.status = status
         w.updated_at = now
         for k, v in fields.items():
+            if k in ("error", "reason") and isinstance(v, str):  # tenant-made text: capped
+                v = cap_text(v, MAX_ERROR_CHARS)
             setattr(w, k, v)
         self.version += 1
         self.candidates.pop(w.workload_id, None)  # queued_since / expected run time may change

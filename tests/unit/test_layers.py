@@ -34,6 +34,7 @@ MODEL = {
     "orion_ray.schedules",
     "orion_ray.serving_specs",
     "orion_ray.names",
+    "orion_ray.input_limits",  # bounds on what a tenant may send (pure, model layer)
     "orion_ray.inference_task",
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
