@@ -26,7 +26,7 @@ from ..status import Status
 from ..store.base import quarantined_count
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, StrictJsonNumbers
 from .store_access import StoreAccess
 
 
@@ -111,6 +111,7 @@ def build_app(
     app.state.access_factory = access_factory
     app.state.keyring = keyring
     install_error_handlers(app)
+    app.add_middleware(StrictJsonNumbers)  # inside the size limit: it reads a bounded body
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # added last: the outermost middleware, so 413s and unhandled 500s are counted too
     app.state.metrics = OrionMetrics(ray_mirror=True)
