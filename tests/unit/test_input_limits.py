@@ -328,3 +328,25 @@ def test_a_reserved_wait_reason_names_no_workload():
 
     src = admission.CyclePass._why_not.__code__.co_consts
     assert not any(isinstance(c, str) and "workload_id" in c for c in src)
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("/admin/v1/reload", '{"tenants": [{"id": "a", "quota": {"cpu": Infinity}}]}', "tenants.0.quota.cpu"),
+        ("/admin/v1/reload", '{"tenants": [{"id": "a", "weight": 1e999}]}', "tenants.0.weight"),
+        ("/v1/chat/completions", '{"model": "m", "messages": [], "temperature": NaN}', "temperature"),
+    ],
+)
+def test_nan_or_infinity_in_any_json_body_is_a_422_naming_where(api, path, body, field):
+    client, _, _ = api
+    r = client.post(path, content=body, headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["error"]["details"]] == [field]
+
+
+def test_the_text_nan_inside_a_string_is_just_text(api):
+    client, _, _ = api
+    body = '{"workload_type": "task", "function": "math:floor", "args": ["NaN", "Infinity"]}'
+    r = client.post("/api/v1/workloads", content=body, headers={**TENANT, "Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
