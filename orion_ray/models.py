@@ -14,7 +14,15 @@ from enum import Enum
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from .input_limits import (
+    MAX_LABEL_KEY_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    LimitError,
+    check_value,
+)
 from .status import Status
 
 MAX_CPU_PER_BUNDLE = 4096
@@ -77,8 +85,14 @@ def parse_memory(value: Union[int, float, str]) -> int:
     """Bytes from ``8Gi``, ``512M``, ``1.5GB`` or a plain number of bytes."""
     if isinstance(value, bool):
         raise ValueError("memory must be bytes or a size such as '8Gi'")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+    if isinstance(value, int):  # exact: float() of a huge integer overflows (a 500 before)
+        if value < 0:
+            raise ValueError("memory must be a non-negative size")
+        if value > MAX_MEMORY_BYTES:
+            raise ValueError("memory is larger than any node (over 64 TiB)")
+        return value
+    if isinstance(value, float):
+        number, unit = value, ""
     else:
         m = _MEM_RE.match(value)
         if not m or m.group(2).lower() not in _MEM_UNITS:
@@ -86,10 +100,9 @@ def parse_memory(value: Union[int, float, str]) -> int:
         number, unit = float(m.group(1)), m.group(2).lower()
     if not math.isfinite(number) or number < 0:
         raise ValueError("memory must be a non-negative size")
-    result = int(number * _MEM_UNITS[unit])
-    if result > MAX_MEMORY_BYTES:
+    if number * _MEM_UNITS[unit] > MAX_MEMORY_BYTES:  # float: '1e999' or 99…9 digits is inf
         raise ValueError("memory is larger than any node (over 64 TiB)")
-    return result
+    return int(number * _MEM_UNITS[unit])
 
 
 class Resources(BaseModel):
@@ -164,6 +177,18 @@ class Metadata(BaseModel):
     request_id: Optional[str] = Field(None, min_length=1, max_length=256)
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels")
+        for k, val in v.items():
+            if not 1 <= len(k) <= MAX_LABEL_KEY_CHARS:
+                raise ValueError(f"a label key must be 1 to {MAX_LABEL_KEY_CHARS} characters")
+            if len(val) > MAX_LABEL_VALUE_CHARS:
+                raise ValueError(f"label {k[:64]!r} is longer than {MAX_LABEL_VALUE_CHARS} characters")
+        return v
+
 
 WorkloadType = Literal["task", "job", "inference"]
 
@@ -210,6 +235,7 @@ class WorkloadSpec(BaseModel):
         A spec read back from the store was stored, so it cannot hold one: not checked again
         (this was most of the cost of every stored read)."""
         if isinstance(data, dict) and not (info.context or {}).get("stored"):
+            _check_free_form(data)
             for name, value in data.items():
                 try:
                     json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
@@ -261,6 +287,24 @@ class WorkloadSpec(BaseModel):
     def fingerprint(self) -> str:
         """A canonical form used to tell a repeated ``request_id`` from a conflicting one."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+# The fields a tenant fills freely: walked for depth, size, numbers and strings (input_limits.py).
+FREE_FORM_FIELDS = ("args", "kwargs", "runtime_env", "input")
+
+
+def _check_free_form(data: dict[str, Any]) -> None:
+    """A 422 naming the path (e.g. ``args.0.x``) for a free-form value over a bound: such a value
+    could be accepted but not read back (listing, recovery), or would be silently changed (NaN
+    stored as null)."""
+    for name in FREE_FORM_FIELDS:
+        if name in data:
+            try:
+                check_value(data[name], name)
+            except LimitError as exc:
+                raise PydanticCustomError(
+                    "input_limit", "{path}: {reason}", {"path": exc.path, "reason": exc.reason}
+                ) from None
 
 
 class Workload(BaseModel):

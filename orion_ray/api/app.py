@@ -23,10 +23,11 @@ from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_ex
 from ..models import WorkloadSpec
 from ..service import SchedulerService
 from ..status import Status
+from ..store.base import quarantined_count
 from ..trust import runtime_env_problems
 from .auth import KeyRing, Principal
 from .errors import install_error_handlers
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, StrictJsonNumbers
 from .rate_limit import RateLimiter
 from .store_access import StoreAccess
 
@@ -116,6 +117,7 @@ def build_app(
     app.state.keyring = keyring
     app.state.rate_limiter = RateLimiter(rate_limit)
     install_error_handlers(app)
+    app.add_middleware(StrictJsonNumbers)  # inside the size limit: it reads a bounded body
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     # added last: the outermost middleware, so 413s and unhandled 500s are counted too
     app.state.metrics = OrionMetrics(ray_mirror=True)
@@ -357,6 +359,9 @@ def build_app(
             body.update(await backend_of(request).health())
         except Exception as exc:  # the scheduler is unreachable: say so, do not crash
             body["scheduler_error"] = str(exc)[:500]
+        a = request.app.state.access
+        if a is not None:  # rows this replica's reads skipped (the scheduler reports its own)
+            body["quarantined_reads"] = quarantined_count(a.reader)
         ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -44,6 +44,13 @@ def field_path(loc) -> str:
     return ".".join(parts)
 
 
+def _field_of(error: dict) -> str:
+    """The field a validation error names: the path inside a free-form value when the check
+    gave one (``args.0.x``, see ``input_limits``), else pydantic's location."""
+    path = (error.get("ctx") or {}).get("path")
+    return str(path) if path else field_path(error.get("loc", ()))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrionError)
     async def _orion(request: Request, exc: OrionError):
@@ -64,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "the request body is not valid JSON",
                 [{"field": "body", "problem": e.get("msg", "")} for e in errors],
             )
-        details = [{"field": field_path(e.get("loc", ())), "problem": e.get("msg", "")} for e in errors]
+        details = [{"field": _field_of(e), "problem": e.get("msg", "")} for e in errors]
         return error_response(422, "validation_error", "invalid request", details)
 
     @app.exception_handler(StarletteHTTPException)

@@ -411,11 +411,10 @@ class CyclePass:
             and self.reservation is not None
             and self.placer.place(c.bundles, c.gpu_types, c.strategy) is not None
         ):
+            # cached per shape and shown to every tenant: names no workload (no leak of ids)
             return reason(
                 "reserved",
-                f"free capacity is held for "
-                f"{self.reservation['workload_id']} (a gang that waited "
-                "longest); it would not finish first",
+                "free capacity is held for a gang that waited longest; it would not finish first",
             )
         if self.placer.could_ever_fit(c.bundles, c.gpu_types, c.strategy):
             return reason("capacity", "no node has the free resources for its bundles")

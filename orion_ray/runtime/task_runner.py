@@ -37,12 +37,33 @@ class _Tee(io.TextIOBase):
             pass
         if self.size < self.cap:
             self.buffer.append(s[: self.cap - self.size])
-            self.size += len(s)
+            if self.size + len(s) > self.cap:  # marked, so a reader knows the rest is missing
+                self.buffer.append(f"\n…[truncated by Orion: output over {self.cap} characters]\n")
+        self.size += len(s)
         return len(s)
 
     def flush(self) -> None:
         with contextlib.suppress(Exception):
             self.real.flush()
+
+
+MAX_RESULT_DEPTH = 64  # input_limits.MAX_RESULT_DEPTH
+
+
+def _depth(value: Any, limit: int = MAX_RESULT_DEPTH + 1) -> int:
+    """Nesting depth of lists/dicts, counted no further than ``limit`` (no deep recursion)."""
+    level, frontier = 0, [value]
+    while frontier and level < limit:
+        nxt: list = []
+        for v in frontier:
+            if isinstance(v, dict):
+                nxt.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                nxt.extend(v)
+        if not nxt:
+            break
+        level, frontier = level + 1, nxt
+    return level
 
 
 class RefusedFunction(PermissionError):
@@ -114,10 +135,15 @@ def run_callable(
         captured.append(traceback.format_exc())
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "logs": "".join(captured)}
     logs = "".join(captured)
+    # strict JSON only: a NaN or a too-deep value would be stored, then break every read of it
+    # (the scheduler checks again with ``input_limits.strict_json_problem``; a worker imports
+    # the standard library only, so the depth bound is repeated here)
     try:
-        text = json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        return {"ok": False, "error": f"result is not JSON-serialisable: {exc}", "logs": logs}
+        if _depth(value) > MAX_RESULT_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_RESULT_DEPTH} levels")
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return {"ok": False, "error": f"result is not valid JSON ({type(exc).__name__}: {exc})", "logs": logs}
     if len(text.encode()) > max_result_bytes:
         return {
             "ok": False,

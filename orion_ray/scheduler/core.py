@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from ..config import PolicyConfig, RetentionConfig, SchedulerConfig
 from ..errors import StoreUnavailable
+from ..input_limits import cap_text
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
 from ..policy.cycle import CyclePlanner
@@ -35,6 +36,7 @@ from ..policy.placement import get_policy
 from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
 from ..status import Status
+from ..store.base import quarantined_count
 from . import estimates, ingest, intake, node_ops, outside, views
 from . import policy_bridge as bridge
 from .admin import AdminMixin
@@ -480,8 +482,8 @@ class Scheduler(AdminMixin):
         w = self.lookup(workload_id, tenant_id)
         if w.spec.workload_type == "job" and w.status == Status.RUNNING:
             live = await self.runtime.job_logs(workload_id, w.attempt)
-            if live is not None:
-                return clean_job_logs(live)
+            if live is not None:  # a job's output can be any size: its tail, marked
+                return cap_text(clean_job_logs(live), self.config.max_log_bytes, keep="tail") or ""
         return self.store.get_logs(workload_id) or ""
 
     async def metrics_text(self) -> str:
@@ -522,6 +524,8 @@ class Scheduler(AdminMixin):
             # how long the loop may wait for another process's write lock (short: never a freeze)
             "store_busy_timeout_ms": getattr(self.store, "busy_timeout_ms", None),
             "active": len(self.book.active),
+            # rows that could not be read back (skipped, never blocking; see store._quarantine)
+            "quarantined": quarantined_count(self.store),
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,
             **live,

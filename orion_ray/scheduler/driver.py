@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Optional
 from ..config import PolicyConfig, SchedulerConfig
 from ..errors import StoreUnavailable
 from ..inference_task import as_task
+from ..input_limits import cap_text, strict_json_problem
 from ..metrics import OrionMetrics
 from ..models import Workload
 from ..policy.live_placement import Held, placement_record
@@ -268,8 +269,9 @@ class WorkloadDriver:
             return
         await self.runtime.forget_task(wid, attempt)
         await self.release(w)
-        if envelope.get("logs"):
-            await self.durably(w, lambda: self.store.set_logs(wid, envelope["logs"]))
+        if envelope.get("logs"):  # the runner caps them; a runtime that does not is capped here
+            text = cap_text(envelope["logs"], self.config.max_log_bytes, keep="tail") or ""
+            await self.durably(w, lambda: self.store.set_logs(wid, text))
         await self.durably(w, lambda: self._ended(w, envelope))
 
     def _ended(self, w: Workload, envelope: dict) -> None:
@@ -285,6 +287,9 @@ class WorkloadDriver:
             self.book.requeue(
                 w, f"lost its worker or node: {envelope.get('error')}"[:2000], new_attempt=True, backoff=False
             )
+        elif envelope.get("ok") and (bad := strict_json_problem(envelope.get("result"))) is not None:
+            # a result no reader could answer (the runner checks too; this is the last door)
+            self.book.set(w, Status.FAILED, "failed", result=None, error=bad)
         elif envelope.get("ok"):
             self.book.set(w, Status.COMPLETED, "completed", result=envelope.get("result"), error=None)
         else:
@@ -329,7 +334,7 @@ class WorkloadDriver:
         """Keep the job attempt's own output (the tail) in the store."""
         logs = await self.runtime.job_logs(w.workload_id, w.attempt)
         if logs is not None:
-            text = clean_job_logs(logs)[-self.config.max_log_bytes :]
+            text = cap_text(clean_job_logs(logs), self.config.max_log_bytes, keep="tail") or ""
             await self.durably(w, lambda: self.store.set_logs(w.workload_id, text))
 
     async def release(self, w: Workload) -> None:
@@ -381,12 +386,24 @@ class WorkloadDriver:
         """Stop ``w`` for ``for_wid``: told first (graceful stop), forced after the grace period,
         then back to the queue as a new attempt. Its capacity counts as held until it is gone."""
         # stored first: when the store refuses, its run and driver go on and a later pass decides again
-        self.book.set(w, Status.PREEMPTED, f"preempted for {for_wid}", reason=f"preempted for {for_wid}")
+        why = self.preempted_for(w, for_wid)
+        self.book.set(w, Status.PREEMPTED, why, reason=why)
         self.stop(w.workload_id)
         self.book.nominate(w.workload_id, for_wid)
         self.metrics.preemption(w.tenant_id)
         self.store.audit("scheduler", "preempt", w.workload_id, {"for": for_wid}, self.clock())
         self.tasks[w.workload_id] = asyncio.create_task(self._stop_preempted(w, for_wid))
+
+    def preempted_for(self, w: Workload, for_wid: str) -> str:
+        """The reason a preempted workload's tenant reads: the id of the workload it made room
+        for only when that is the tenant's own (another tenant's ids never reach it; the audit
+        log keeps the id for the admin)."""
+        other = self.book.active.get(for_wid)
+        if other is not None and other.tenant_id == w.tenant_id:
+            return f"preempted for {for_wid}"
+        if other is not None or for_wid.startswith("wl-"):
+            return "preempted for a higher-priority workload of another tenant"
+        return f"preempted for {for_wid}"  # not a workload: a node drain, a serving replica
 
     async def _stop_preempted(self, w: Workload, for_wid: str) -> None:
         wid, grace = w.workload_id, self.policy().preemption.grace_period_s
@@ -403,6 +420,5 @@ class WorkloadDriver:
             self._done(wid)
         if w.status == Status.PREEMPTED:
             await self.release(w)
-            await self.durably(
-                w, lambda: self.book.requeue(w, f"preempted for {for_wid}", new_attempt=True, backoff=False)
-            )
+            why = self.preempted_for(w, for_wid)
+            await self.durably(w, lambda: self.book.requeue(w, why, new_attempt=True, backoff=False))

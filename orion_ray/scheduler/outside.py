@@ -87,7 +87,12 @@ def make_room(
                 continue
             for v in victims:
                 placer.release(v.held)
-                sched.driver.preempt(sched.book.active[v.workload_id], f"{who} ({tenant_id or 'shared'})")
+                victim = sched.book.active[v.workload_id]
+                # the victim's tenant reads this reason: another tenant's name stays out of it
+                owner = tenant_id or "shared"
+                if tenant_id is not None and tenant_id != victim.tenant_id:
+                    owner = "another tenant"
+                sched.driver.preempt(victim, f"{who} ({owner})")
                 victims_all.append(v.workload_id)
             ids = {v.workload_id for v in victims}
             pool = [r for r in pool if r.workload_id not in ids]

@@ -17,6 +17,7 @@ from ..models import Workload
 from ..policy.live_placement import Held, held_from_record
 from ..runtime.base import Runtime
 from ..status import Status
+from ..store.base import quarantined_count
 from .driver import WorkloadDriver
 from .transitions import WorkloadBook
 
@@ -36,7 +37,9 @@ async def recover(
 
     ``observe`` lets the placement policy learn each workload's request mix again."""
     counts = {"queued": 0, "adopted": 0, "relaunched": 0, "requeued": 0, "orphans_removed": 0}
-    workloads = store.active()
+    workloads = store.active()  # an unreadable row is quarantined there, never retried here
+    if quarantined_count(store):
+        log.error("recovery skipped %d unreadable row(s) (quarantined)", quarantined_count(store))
     task_runs = await runtime.task_runs()
     live_pgs = set(runtime.orion_pg_workloads())
     jobs = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from ..config import SchedulerConfig
+from ..input_limits import MAX_ERROR_CHARS, cap_text
 from ..metrics import OrionMetrics
 from ..models import Workload
 from ..policy import retry_delay
@@ -101,6 +102,9 @@ class WorkloadBook:
         Memory changes only after the store has the change: a failed write (``StoreUnavailable``)
         raises with ``w`` exactly as it was, so the step that asked for it can be retried."""
         check_transition(w.status, status)
+        for k in ("error", "reason"):  # tenant-made text: capped before it is stored or shown
+            if isinstance(fields.get(k), str):
+                fields[k] = cap_text(fields[k], MAX_ERROR_CHARS)
         change = Pending(w, status, note, self.clock(), fields)
         if batch is not None:
             batch.append(change)

@@ -179,9 +179,21 @@ def queue_summary(sched: "Scheduler", tenant_id: Optional[str]) -> dict[str, Any
         "tenants": tenants,
         "total_queued": sum(t["queued"] for t in tenants),
         "total_running": sum(t["running"] for t in tenants),
-        "reservation": sched.reservation,
+        "reservation": reservation_seen_by(sched, tenant_id),
         "fragmentation": fragmentation(sched)["summary"],
     }
+
+
+def reservation_seen_by(sched: "Scheduler", tenant_id: Optional[str]) -> Optional[dict[str, Any]]:
+    """The reservation in effect as ``tenant_id`` may see it: another tenant's workload id is
+    left out (``workload_id: null``, ``of_another_tenant: true``); an admin (None) sees all."""
+    r = sched.reservation
+    if r is None or tenant_id is None:
+        return r
+    holder = sched.book.active.get(r.get("workload_id", ""))
+    if holder is not None and holder.tenant_id == tenant_id:
+        return r
+    return {**r, "workload_id": None, "of_another_tenant": True}
 
 
 def fragmentation(sched: "Scheduler") -> dict[str, Any]:

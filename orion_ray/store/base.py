@@ -105,3 +105,10 @@ class WorkloadStore(Protocol):
         """Raise if the store cannot answer."""
 
     def close(self) -> None: ...
+
+
+def quarantined_count(store: object) -> int:
+    """How many stored rows ``store`` found unreadable and skipped (0 for a store that does not
+    quarantine): reported in ``/health`` so an operator sees them."""
+    count = getattr(store, "quarantined_count", None)
+    return int(count()) if callable(count) else 0

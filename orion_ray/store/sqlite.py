@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -10,12 +11,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import Conflict, QueueFull
+from ..input_limits import strict_json_problem
 from ..models import Workload, WorkloadSpec, iso
 from ..status import Status
 from . import retention
 from .files import private_dir
 from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
 from .schema import BUCKET, SCHEMA_VERSION, check_version, migrate
+
+log = logging.getLogger("orion.store")
+_TERMINAL = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
 
 _COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
 # Lifecycle fields live in one JSON column so adding a field needs no migration.
@@ -59,6 +64,7 @@ class SQLiteStore:
         # scheduler's, the API replica's reads) that wait blocks everything else, so those open
         # with a short one and treat "locked" as a 503 / a retry on a later tick.
         busy = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
+        self.quarantined: dict[str, str] = {}  # workload id → why its row cannot be read
         if read_only:
             uri = "file:" + str(Path(path).expanduser()) + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -399,7 +405,7 @@ class SQLiteStore:
             f"SELECT {_COLS} FROM workloads WHERE seq>? AND status NOT IN (?,?,?) ORDER BY seq LIMIT ?",
             (int(seq), *terminal, int(limit)),
         )
-        return [_row(r) for r in rows]
+        return self._rows(rows)
 
     def max_seq(self) -> int:
         """The highest ``seq`` written so far (0 for an empty store)."""
@@ -417,37 +423,48 @@ class SQLiteStore:
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, workload_id: str) -> Optional[Workload]:
+        """The workload, or None (unknown, or quarantined: its row cannot be read back)."""
         rows = self._query(f"SELECT {_COLS} FROM workloads WHERE workload_id=?", (workload_id,))
-        return _row(rows[0]) if rows else None
+        return self._read(rows[0]) if rows else None
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> Optional[Workload]:
         rows = self._query(
             f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant_id, request_id)
         )
-        return _row(rows[0]) if rows else None
+        return self._read(rows[0]) if rows else None
 
     def list(self, *, status=None, tenant_id=None, limit=50, before_seq=None) -> list[Workload]:
-        where, params = [], []
-        if status:
-            where.append("status=?")
-            params.append(status)
-        if tenant_id:
-            where.append("tenant_id=?")
-            params.append(tenant_id)
-        if before_seq is not None:
-            where.append("seq<?")
-            params.append(before_seq)
-        sql = f"SELECT {_COLS} FROM workloads" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(int(limit))
-        return [_row(r) for r in self._query(sql, tuple(params))]
+        """Newest first. A row that cannot be read back is skipped (quarantined), and the page
+        is filled from older rows, so one bad row never shortens or ends a listing."""
+        out: list[Workload] = []
+        while len(out) < int(limit):
+            want = int(limit) - len(out)
+            where, params = [], []
+            if status:
+                where.append("status=?")
+                params.append(status)
+            if tenant_id:
+                where.append("tenant_id=?")
+                params.append(tenant_id)
+            if before_seq is not None:
+                where.append("seq<?")
+                params.append(before_seq)
+            sql = f"SELECT {_COLS} FROM workloads" + (" WHERE " + " AND ".join(where) if where else "")
+            sql += " ORDER BY seq DESC LIMIT ?"
+            params.append(want)
+            rows = self._query(sql, tuple(params))
+            out += self._rows(rows)
+            if len(rows) < want:
+                break
+            before_seq = rows[-1][0]
+        return out
 
     def active(self) -> list[Workload]:
         terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
         rows = self._query(
             f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) ORDER BY seq", terminal
         )
-        return [_row(r) for r in rows]
+        return self._rows(rows)
 
     def history(self, workload_id: str) -> list[dict]:
         rows = self._query(
@@ -489,6 +506,54 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- quarantine: rows that cannot be read back --------------------------------------------
+    def _rows(self, rows: list[tuple]) -> list[Workload]:
+        return [w for w in map(self._read, rows) if w is not None]
+
+    def _read(self, row: tuple) -> Optional[Workload]:
+        """The row as a workload, or None when it cannot be read back (written by an older
+        Orion that let such input in, or damaged): quarantined, so one row never blocks a
+        listing, another workload's read, the intake or recovery."""
+        try:
+            return _row(row)
+        except Exception as exc:  # any parse failure: the row is skipped, never the read
+            self._quarantine(row, exc)
+            return None
+
+    def _quarantine(self, row: tuple, exc: Exception) -> None:
+        seq, wid, status = row[0], row[1], row[4]
+        first = wid not in self.quarantined
+        self.quarantined[wid] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if first:
+            log.error(
+                "workload %s (seq %s): stored row cannot be read back; quarantined: %s",
+                wid,
+                seq,
+                self.quarantined[wid],
+            )
+        if self.read_only or status in _TERMINAL:
+            return
+        # the writer ends it, so it no longer counts against the queue limits nor is recovered
+        why = "quarantined: its stored record cannot be read back"
+        now = time.time()
+        with self._lock, self._tx():
+            self._db.execute(
+                "UPDATE workloads SET status=? WHERE workload_id=? AND status=?",
+                (Status.FAILED.value, wid, status),
+            )
+            self._db.execute(
+                "INSERT INTO transitions(workload_id, status, at, attempt, reason) VALUES (?,?,?,?,?)",
+                (wid, Status.FAILED.value, now, 0, why),
+            )
+            self._db.execute(
+                "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+                (now, "store", "quarantine", wid, json.dumps({"error": self.quarantined[wid]})),
+            )
+
+    def quarantined_count(self) -> int:
+        """How many rows this connection found unreadable (reported in ``/health``)."""
+        return len(self.quarantined)
 
     # -- internals ---------------------------------------------------------------------------
     def _tx(self) -> "_Transaction":
@@ -557,7 +622,17 @@ class _Transaction:
 
 
 def _state(w: Workload) -> str:
-    return json.dumps({f: getattr(w, f) for f in _STATE_FIELDS}, default=str)
+    """The lifecycle JSON. Strict: a value JSON cannot carry (a NaN result) would be written,
+    then break every read of the row; such a result is stored as a failure with its reason."""
+    state = {f: getattr(w, f) for f in _STATE_FIELDS}
+    try:
+        return json.dumps(state, default=str, allow_nan=False)
+    except (ValueError, RecursionError) as exc:
+        problem = strict_json_problem(w.result) or f"not valid JSON ({exc})"
+        log.warning("workload %s: result not stored: %s", w.workload_id, problem)
+        state.update(result=None, error=problem)
+        w.result, w.error = None, problem  # memory says what a reader of the row will find
+        return json.dumps(state, default=str)
 
 
 def _row(row: tuple) -> Workload:

@@ -127,6 +127,17 @@ FOUND = [
     )
 ]
 
+# Issue 14: a 500 (memory), or accepted then stored as null (NaN) or unreadable later (200 deep).
+FOUND += [
+    ("POST", "/api/v1/workloads", '{"workload_type": "task", "function": "math:floor", %s}' % field)
+    for field in (
+        '"resources": {"memory": %s}' % ("9" * 400),
+        '"args": [NaN]',
+        '"kwargs": {"x": [1e999]}',
+        '"args": %s' % ("[" * 200 + "]" * 200),
+    )
+]
+
 
 @pytest.mark.parametrize("method,url,body", FOUND)
 def test_former_500s_are_422s(method, url, body):

@@ -34,6 +34,7 @@ MODEL = {
     "orion_ray.schedules",
     "orion_ray.serving_specs",
     "orion_ray.names",
+    "orion_ray.input_limits",  # bounds on what a tenant may send (pure, model layer)
     "orion_ray.inference_task",
     "orion_ray.ray_env",  # the allowlist of Ray processes' environment: pure rules, read by config
     "orion_ray.trust",  # stdlib only: the worker imports it too
