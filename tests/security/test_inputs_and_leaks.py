@@ -119,8 +119,16 @@ def test_no_other_tenants_ids_in_the_queue_explain_or_a_preemption_reason(live):
     hold = {"workload_type": "task", "function": "time:sleep", "args": [120], "priority": "low"}
     mine = live.submit("alice", {**hold, "resources": {"cpu": 0.5, "gpu": 2}}).json()["workload_id"]
     _wait(live, "alice", mine, done=("running",))
+    # bob's tenant is not granted `high` (issue 14, item 3): the operator submits it on his behalf
     theirs = live.submit(
-        "bob", {**hold, "args": [1], "priority": "high", "resources": {"cpu": 0.5, "gpu": 2}}
+        "admin",
+        {
+            **hold,
+            "args": [1],
+            "priority": "high",
+            "resources": {"cpu": 0.5, "gpu": 2},
+            "metadata": {"tenant_id": "bob"},
+        },
     ).json()["workload_id"]
     try:
         seen = _wait(live, "alice", mine, done=("preempted", "queued"))
