@@ -11,33 +11,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import Conflict, QueueFull
-from ..input_limits import strict_json_problem
-from ..models import Workload, WorkloadSpec, iso
+from ..models import Workload, iso
 from ..status import Status
 from . import retention
 from .files import private_dir
 from .guard import FileIdentity, is_fault, private_file, tighten, unavailable
+from .rows import Transaction, state_json, workload_of
 from .schema import BUCKET, SCHEMA_VERSION, check_version, migrate
 
 log = logging.getLogger("orion.store")
 _TERMINAL = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
 
 _COLS = "seq, workload_id, tenant_id, request_id, status, spec, state"
-# Lifecycle fields live in one JSON column so adding a field needs no migration.
-_STATE_FIELDS = (
-    "attempt",
-    "submitted_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "not_before",
-    "requeues",
-    "worker_id",
-    "placement",
-    "result",
-    "error",
-    "reason",
-)
 
 
 class SQLiteStore:
@@ -111,7 +96,7 @@ class SQLiteStore:
                 workload.spec.metadata.request_id,
                 workload.status.value,
                 workload.spec.model_dump_json(),
-                _state(workload),
+                state_json(workload),
                 workload.priority.rank,
             ),
         )
@@ -129,7 +114,7 @@ class SQLiteStore:
             for workload, transition in changes:
                 self._db.execute(
                     "UPDATE workloads SET status=?, state=? WHERE workload_id=?",
-                    (workload.status.value, _state(workload), workload.workload_id),
+                    (workload.status.value, state_json(workload), workload.workload_id),
                 )
                 if transition is not None:
                     self._add_transition(workload, *transition)
@@ -306,7 +291,7 @@ class SQLiteStore:
                     f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant, rid)
                 ).fetchone()
                 if row is not None:
-                    first = _row(row)
+                    first = workload_of(row)
                     if first.spec.fingerprint() != workload.spec.fingerprint():
                         raise Conflict(
                             f"request_id {rid!r} was already used with a different spec",
@@ -516,7 +501,7 @@ class SQLiteStore:
         Orion that let such input in, or damaged): quarantined, so one row never blocks a
         listing, another workload's read, the intake or recovery."""
         try:
-            return _row(row)
+            return workload_of(row)
         except Exception as exc:  # any parse failure: the row is skipped, never the read
             self._quarantine(row, exc)
             return None
@@ -556,8 +541,8 @@ class SQLiteStore:
         return len(self.quarantined)
 
     # -- internals ---------------------------------------------------------------------------
-    def _tx(self) -> "_Transaction":
-        return _Transaction(self._db, self._identity)
+    def _tx(self) -> "Transaction":
+        return Transaction(self._db, self._identity)
 
     def _add_transition(self, workload: Workload, status: str, at: float, reason: str) -> None:
         self._db.execute(
@@ -575,78 +560,3 @@ class SQLiteStore:
                 if is_fault(exc):
                     raise unavailable(exc) from exc
                 raise
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error. Before committing, the
-    file is checked to be the one the connection opened (a commit into a deleted or replaced
-    file would be acknowledged and lost), and SQLite's faults leave as ``StoreUnavailable``."""
-
-    def __init__(self, db: sqlite3.Connection, identity: FileIdentity):
-        self.db = db
-        self.identity = identity
-
-    def __enter__(self) -> None:
-        self.identity.check()  # before anything is read for the write (a submission's checks)
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            if is_fault(exc):
-                raise unavailable(exc) from exc
-            raise
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            if exc_type is None:
-                self.identity.check()
-                self.db.execute("COMMIT")
-                return False
-        except sqlite3.Error as err:  # the commit itself failed (busy, I/O)
-            self._rollback()
-            if is_fault(err):
-                raise unavailable(err) from err
-            raise
-        except BaseException:
-            self._rollback()
-            raise
-        self._rollback()
-        if isinstance(exc, sqlite3.Error) and is_fault(exc):
-            raise unavailable(exc) from exc
-        return False
-
-    def _rollback(self) -> None:
-        try:
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error:  # no transaction left (SQLite rolled it back itself)
-            pass
-
-
-def _state(w: Workload) -> str:
-    """The lifecycle JSON. Strict: a value JSON cannot carry (a NaN result) would be written,
-    then break every read of the row; such a result is stored as a failure with its reason."""
-    state = {f: getattr(w, f) for f in _STATE_FIELDS}
-    try:
-        return json.dumps(state, default=str, allow_nan=False)
-    except (ValueError, RecursionError) as exc:
-        problem = strict_json_problem(w.result) or f"not valid JSON ({exc})"
-        log.warning("workload %s: result not stored: %s", w.workload_id, problem)
-        state.update(result=None, error=problem)
-        w.result, w.error = None, problem  # memory says what a reader of the row will find
-        return json.dumps(state, default=str)
-
-
-def _row(row: tuple) -> Workload:
-    seq, workload_id, tenant_id, _request_id, status, spec, state = row
-    # "stored" on the Workload too: validating it re-runs the spec's checks (a passed deadline).
-    stored = {"stored": True}
-    return Workload.model_validate(
-        dict(
-            workload_id=workload_id,
-            tenant_id=tenant_id,
-            seq=seq,
-            status=Status(status),
-            spec=WorkloadSpec.model_validate_json(spec, context=stored),
-            **json.loads(state),
-        ),
-        context=stored,
-    )
