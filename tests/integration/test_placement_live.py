@@ -106,8 +106,15 @@ def test_gpus_held_outside_orion_are_in_the_same_account(orion):
     h100 = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == "H100"][0]
     other = placement_group([{"GPU": 3.0, "CPU": 0.1}], bundle_label_selector=[{"ray.io/node-id": h100}])
     ray.get(other.ready(), timeout=60)
-    time.sleep(1.5)  # Orion's node view is at most 1 s old (earlier, its readiness timeout acts)
+
+    def h100_row():
+        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
+        return next(r for r in frag["nodes"] if r["node_id"] == h100)
+
     try:
+        # Orion's node view is refreshed in the background: submit once it sees the held GPUs
+        # (on a busy machine a fixed pause was not always enough)
+        wait_for(lambda: h100_row()["free_gpus"] == 1.0, 60, what="Orion's node view to see the held GPUs")
         wid = orion.submit(
             {
                 "workload_type": "task",
@@ -118,9 +125,7 @@ def test_gpus_held_outside_orion_are_in_the_same_account(orion):
         )
         w = wait_for(lambda: (lambda w: w if w["reason"] else None)(orion.get(wid)), 30, what="a reason")
         assert w["status"] == "queued" and "free resources" in w["reason"], w
-        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
-        row = next(r for r in frag["nodes"] if r["node_id"] == h100)
-        assert row["free_gpus"] == 1.0, row
+        assert h100_row()["free_gpus"] == 1.0
     finally:
         remove_placement_group(other)
     assert orion.wait(wid)["status"] == "completed"
