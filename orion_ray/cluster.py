@@ -352,7 +352,14 @@ def up(
                     config.orion.capacity.model_dump(mode="json"),
                     config.orion.worker_pools,
                     **api_store_options(config),
-                    control_token=token,
+                    # a head started here holds the token file: the replica (on the head) reads it
+                    # there, so the token is not in the app's arguments (Ray's KV, readable by
+                    # workload code); a cluster attached to gets the token itself
+                    **(
+                        {"control_token_home": str(token_path().parent)}
+                        if state.get("started") and token_path().exists()
+                        else {"control_token": token}
+                    ),
                 ),
                 name=APP_NAME,
                 route_prefix="/",

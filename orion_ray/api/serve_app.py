@@ -190,14 +190,29 @@ def build_api_app(
     extra_routes: Optional[Callable[[Any], None]] = None,
     rate_limit: Optional[dict] = None,
     control_token: Optional[str] = None,
+    control_token_home: Optional[str] = None,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
     ``store`` is ``orion.store`` with its path resolved: the replica then reads and writes
     submissions there (pinned to the head node, which holds the file); without it every route
     asks the scheduler. ``extra_routes(app)`` adds routes (the benchmark's no-op ones).
-    ``rate_limit`` is ``orion.api.rate_limit`` (None: its defaults)."""
+    ``rate_limit`` is ``orion.api.rate_limit`` (None: its defaults). The control plane's
+    credential is ``control_token``, or read in the replica from ``control_token_home`` (the
+    ORION_HOME holding ``orion up``'s token file, on the head): Serve keeps an application's
+    arguments in Ray's internal KV, which workload code can read, so ``orion up`` passes the
+    directory, never the token."""
     from ..autoscaler.capacity_service import capacity_backend
+
+    def token() -> Optional[str]:
+        """The credential, read where the replica runs (never carried in the app's arguments)."""
+        if control_token is None and control_token_home is not None:
+            from pathlib import Path
+
+            from ..control import read_token
+
+            return read_token(Path(control_token_home))
+        return control_token
 
     factory = None
     if store and store.get("path"):
@@ -213,12 +228,12 @@ def build_api_app(
         KeyRing(admin_key_hashes),
         None,
         max_body_bytes,
-        backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s, control_token=control_token),
+        backend_factory=lambda: ActorBackend(timeout_s=actor_timeout_s, control_token=token()),
         capacity_backend=capacity_backend(capacity or {}, pools or []),
         access_factory=factory,
         rate_limit=RateLimit.model_validate(rate_limit or {}),
     )
-    app.state.control_token = control_token  # the serving manager's client takes it from here
+    app.state.control_token = token  # the serving manager's client takes it from here
     if extra_routes is not None:
         extra_routes(app)
     options: dict[str, Any] = {"num_cpus": 0}

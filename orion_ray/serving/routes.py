@@ -17,7 +17,8 @@ def _manager(request: Request) -> Any:
     if getattr(state, "serving", None) is None:
         from .actor import ManagerClient
 
-        state.serving = ManagerClient(control_token=getattr(state, "control_token", None))
+        token = getattr(state, "control_token", None)  # the credential, or how to read it here
+        state.serving = ManagerClient(control_token=token() if callable(token) else token)
     return state.serving
 
 
