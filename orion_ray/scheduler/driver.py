@@ -267,12 +267,14 @@ class WorkloadDriver:
             return
         if w.status != Status.RUNNING:
             return
-        await self.runtime.forget_task(wid, attempt)
         await self.release(w)
         if envelope.get("logs"):  # the runner caps them; a runtime that does not is capped here
             text = cap_text(envelope["logs"], self.config.max_log_bytes, keep="tail") or ""
             await self.durably(w, lambda: self.store.set_logs(wid, text))
         await self.durably(w, lambda: self._ended(w, envelope))
+        # only once the outcome is stored: a scheduler killed before that finds the run still
+        # held by the executor on restart and adopts its result, instead of running it again
+        await self.runtime.forget_task(wid, attempt)
 
     def _ended(self, w: Workload, envelope: dict) -> None:
         """The task's run ended with ``envelope``: the status that follows."""

@@ -285,8 +285,12 @@ async def test_a_result_the_store_refused_is_written_once_it_accepts_again(tmp_p
     await settle(lambda: store.refused >= 3, "the driver retrying")
     assert s.active[wid].status == Status.RUNNING  # memory as the store has it
     assert store.inner.get(wid).status == Status.RUNNING
+    # the executor keeps the run (and its result) until the outcome is stored: a scheduler that
+    # died here would adopt that result on restart, not run the task again
+    assert ("forget_task", wid, 1) not in rt.calls
     store.failing = False
     await settle(lambda: wid not in s.active, "the completion written")
+    await settle(lambda: ("forget_task", wid, 1) in rt.calls, "the run forgotten once stored")
     got = store.inner.get(wid)
     assert got.status == Status.COMPLETED and got.result == 6 and store.inner.get_logs(wid) == "six\n"
 
