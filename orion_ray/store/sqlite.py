@@ -421,16 +421,17 @@ class SQLiteStore:
     def list(self, *, status=None, tenant_id=None, limit=50, before_seq=None) -> list[Workload]:
         """Newest first. A row that cannot be read back is skipped (quarantined), and the page
         is filled from older rows, so one bad row never shortens or ends a listing."""
+        base, fixed = [], []  # the filters that stay; only the page's start moves
+        if status:
+            base.append("status=?")
+            fixed.append(status)
+        if tenant_id:
+            base.append("tenant_id=?")
+            fixed.append(tenant_id)
         out: list[Workload] = []
         while len(out) < int(limit):
             want = int(limit) - len(out)
-            where, params = [], []
-            if status:
-                where.append("status=?")
-                params.append(status)
-            if tenant_id:
-                where.append("tenant_id=?")
-                params.append(tenant_id)
+            where, params = list(base), list(fixed)
             if before_seq is not None:
                 where.append("seq<?")
                 params.append(before_seq)
@@ -445,10 +446,8 @@ class SQLiteStore:
         return out
 
     def active(self) -> list[Workload]:
-        terminal = tuple(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))
-        rows = self._query(
-            f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) ORDER BY seq", terminal
-        )
+        sql = f"SELECT {_COLS} FROM workloads WHERE status NOT IN (?,?,?) ORDER BY seq"
+        rows = self._query(sql, _TERMINAL)
         return self._rows(rows)
 
     def history(self, workload_id: str) -> list[dict]:
