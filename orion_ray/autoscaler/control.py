@@ -107,16 +107,19 @@ class AutoscalerLoop:
     async def step(self) -> dict[str, Any]:
         """One observe → decide → actuate → record pass; returns the status report."""
         now = self.clock()
+        # Ray's demand first, Orion's view second: a gang Orion places in between is then queued
+        # in neither or starting with its group known (and left out of Ray's demand), never
+        # counted once as queued and again as Ray's pending group
+        try:
+            ray_state = await asyncio.to_thread(self.capacity.status)
+        except Exception as exc:  # the Ray autoscaler may be absent (a static cluster)
+            ray_state = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         view = await self.source.autoscaler_view()
         if self.on_nodes is not None:
             try:
                 await asyncio.to_thread(self.on_nodes, view.get("nodes", []))
             except Exception:
                 log.warning("node hook failed", exc_info=True)
-        try:
-            ray_state = await asyncio.to_thread(self.capacity.status)
-        except Exception as exc:  # the Ray autoscaler may be absent (a static cluster)
-            ray_state = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         ctx, orion_gangs = self._context(view, ray_state, now)
         decision, self.state = decide(ctx, self.state, now)
         self.last_decision = decision
@@ -166,6 +169,7 @@ class AutoscalerLoop:
             for g in view.get("pending", [])
         ]
         orion_gangs = list(gangs)
+        own = set(view.get("own_groups") or ())
         ids = {
             id(g): p["workload_id"] for g, p in zip(gangs, view.get("pending", [])) if p.get("workload_id")
         }
@@ -178,7 +182,7 @@ class AutoscalerLoop:
                 source="ray",
             )
             for g in ray_state.get("ray_pending", [])
-            if g.get("bundles")
+            if g.get("bundles") and not (g.get("pg_id") and g["pg_id"] in own)
         ]
         assigned = assign_pending(self.pools, gangs)
         observations = {}

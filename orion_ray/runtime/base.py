@@ -66,6 +66,11 @@ class Runtime(Protocol):
         """``True`` once the group is reserved; ``False`` after ``timeout_s``."""
         ...
 
+    def group_ids(self) -> list[str]:
+        """Ray's hex id of every group this runtime created and still holds: the autoscaler
+        leaves them out of Ray's pending demand (Orion counts their gangs itself)."""
+        ...
+
     def pg_nodes(self, pg: Any) -> list[Optional[str]]:
         """The node of each bundle of a ready group."""
         ...

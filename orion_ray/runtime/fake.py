@@ -196,6 +196,9 @@ class FakeRuntime:
             return False
         return True
 
+    def group_ids(self) -> list[str]:
+        return [f"fake-{wid}" for wid in self.pgs]
+
     def pg_nodes(self, pg: "FakePG | FakePinned") -> list[Optional[str]]:
         if isinstance(pg, FakePinned):
             return [pg.node_id]

@@ -251,6 +251,10 @@ class RayRuntime:
         pinned = nodes if nodes and all(nodes) and len(nodes) == len(bundles) else None
         return PendingPG(self._gcs.submit(create), pinned)
 
+    def group_ids(self) -> list[str]:
+        """Hex ids of the groups created here and not yet removed."""
+        return [pg.id.hex() for pg in list(self._pgs.values())]
+
     async def wait_pg_ready(self, pg: Any, timeout_s: float) -> bool:
         """Whether the group is reserved within ``timeout_s``; a refused creation raises."""
 

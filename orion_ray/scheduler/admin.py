@@ -88,6 +88,9 @@ class AdminMixin:
             "pending": node_ops.pending_gangs(self),
             "queued": len(self.book.queued()),
             "serving_gpus": sum(u.get("gpu", 0.0) for u in self.serving_usage.values()),
+            # Ray lists these groups as pending demand until they are placed; their gangs are
+            # Orion's own (queued or starting), counted above, never twice
+            "own_groups": self.runtime.group_ids(),
             "node_counts": self.nodebook.counts(),
             "at": self.clock(),
         }

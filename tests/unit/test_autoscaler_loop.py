@@ -33,12 +33,14 @@ class FakeScheduler:
 
     def __init__(self):
         self.nodes, self.pending, self.calls, self.reports = [], [], [], []
+        self.own_groups: list[str] = []
 
     async def autoscaler_view(self):
         return {
             "nodes": [dict(n) for n in self.nodes],
             "pending": list(self.pending),
             "queued": len(self.pending),
+            "own_groups": list(self.own_groups),
         }
 
     async def drain(self, node, who, deadline, reason):
@@ -60,6 +62,8 @@ class FakeScheduler:
 class FakeCapacity:
     def __init__(self):
         self.requests, self.failed, self.fail_status = [], [], False
+        self.ray_pending: list[dict] = []
+        self.on_status = None  # what happens in the scheduler while Ray's state is read
 
     def request(self, bundles, selectors):
         self.requests.append((bundles, selectors))
@@ -67,10 +71,12 @@ class FakeCapacity:
     def status(self):
         if self.fail_status:
             raise RuntimeError("no autoscaler")
+        if self.on_status is not None:
+            self.on_status()
         return {
             "pending_launches": {},
             "failed_launches": list(self.failed),
-            "ray_pending": [],
+            "ray_pending": list(self.ray_pending),
             "node_types": {},
         }
 
@@ -291,3 +297,33 @@ def test_measured_gpu_utilisation_is_used_where_nvml_reports():
     }
     assert _measured_gpu(nodes, tel) == 70.0
     assert _measured_gpu(nodes, {"n2": tel["n2"]}) is None  # allocation is used instead
+
+
+def test_a_gang_placed_while_ray_is_read_is_not_counted_twice(tmp_path):
+    """Orion places the second gang (its group now pending in Ray) between the two reads: the
+    pool stays at the four nodes the two gangs need, not six (queued gang + Ray's group)."""
+    store = SQLiteStore(str(tmp_path / "orion.db"))
+    pools = parse_autoscale_pools([dict(POOLS[0], max_size=8)])
+    loop = AutoscalerLoop(pools, FakeScheduler(), FakeCapacity(), store, clock=Clock(), history_every_s=60)
+    sched, cap = loop.source, loop.capacity
+    sched.nodes = [gpu_node("n1", 1, free_gpu=0.0), gpu_node("n2", 1, free_gpu=0.0)]
+    sched.nodes += [gpu_node("n3"), gpu_node("n4")]
+    sched.pending = [gang(2)]
+    group = {"bundles": [{"CPU": 1.0, "GPU": 4.0}] * 2, "strategy": "STRICT_SPREAD", "pg_id": "g2"}
+
+    def placed():
+        cap.ray_pending = [group]
+        sched.pending = []
+        sched.own_groups = ["g2"]
+        for n in sched.nodes[2:]:
+            n.update(running=1, free={"CPU": 1.0, "GPU": 0.0})
+
+    cap.on_status = placed
+    status = run(loop.step())
+    assert status["pools"][0]["target"] == 4
+    # a group Orion does not own (a Serve replica's, a plain Ray user's) is still demand
+    cap.on_status = None
+    cap.ray_pending = [dict(group, pg_id="other")]
+    status = run(loop.step())
+    assert status["pools"][0]["target"] == 6
+    store.close()

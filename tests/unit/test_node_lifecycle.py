@@ -110,6 +110,9 @@ class NodesRuntime:
     def node_deaths(self):
         return {}
 
+    def group_ids(self):
+        return []
+
     def remove_pg(self, wid):
         self.removed.append(wid)
 

@@ -29,7 +29,7 @@ def params(fn) -> list[tuple[str, object]]:
 
 
 def test_the_protocol_is_what_the_scheduler_calls():
-    assert "start_task" in METHODS and "node_deaths" in METHODS and len(METHODS) == 20
+    assert "start_task" in METHODS and "node_deaths" in METHODS and len(METHODS) == 21
 
 
 @pytest.mark.parametrize("impl", [RayRuntime, FakeRuntime])
