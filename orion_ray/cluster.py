@@ -352,12 +352,12 @@ def up(
                     config.orion.capacity.model_dump(mode="json"),
                     config.orion.worker_pools,
                     **api_store_options(config),
-                    # a head started here holds the token file: the replica (on the head) reads it
-                    # there, so the token is not in the app's arguments (Ray's KV, readable by
-                    # workload code); a cluster attached to gets the token itself
+                    # the replica (pinned to the head) reads the token file there when this
+                    # machine is the head, so the token is not in the app's arguments (Ray's KV,
+                    # readable by workload code); only a head elsewhere gets the token itself
                     **(
                         {"control_token_home": str(token_path().parent)}
-                        if state.get("started") and token_path().exists()
+                        if token_path().exists() and (state.get("started") or _driver_on_head())
                         else {"control_token": token}
                     ),
                 ),
@@ -435,6 +435,17 @@ def _submit_host_job(client: Any, sid: str, python: str) -> bool:
             return True
         except Exception:
             return False
+
+
+def _driver_on_head() -> bool:
+    """Whether this process's Ray node is the cluster's head (``orion up --address`` run on the
+    head machine): files written here are then on the node the API replica is pinned to."""
+    import ray
+
+    from .api.serve_app import HEAD_RESOURCE
+
+    me = ray.get_runtime_context().get_node_id()
+    return any(n.get("NodeID") == me and HEAD_RESOURCE in (n.get("Resources") or {}) for n in ray.nodes())
 
 
 def api_store_options(config: OrionConfig) -> dict[str, Any]:

@@ -6,10 +6,13 @@ and node states are checked through the admin API."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.autoscale import NODE_TYPES, _gpu_nodes, _wait, orion_on, orion_round
 from tests.fake_autoscaling import GCS_PORT, FakeAutoscalingCluster, port_open
+from tests.security.kv_scan import scan_kv_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +26,11 @@ def test_gangs_scale_the_pool_up_survive_a_lost_node_and_the_pool_scales_down():
     try:
         cluster.start()
         assert not _gpu_nodes(cluster)  # no GPU node until Orion asks
-        with orion_on(cluster) as (client, _):
+        with orion_on(cluster) as (client, env):
+            # attached from the head's machine: the API replica reads the control credential from
+            # orion up's file, so it is not among Serve's arguments in Ray's internal KV
+            got = scan_kv_for(Path(env["ORION_HOME"], "control_token"), cluster.address, env)
+            assert got["scanned"] > 0 and got["found"] == [], got
 
             def kill_one(running):
                 # the first gang's first bundle: its node dies under it

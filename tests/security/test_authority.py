@@ -11,13 +11,12 @@ tenant's workload keeps running."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.security.kv_scan import scan_kv_for
 
 pytestmark = pytest.mark.e2e
 
@@ -111,33 +110,8 @@ def test_workload_code_cannot_call_orion_s_actors(live):
         assert bob.delete(f"/api/v1/workloads/{victim_id}").status_code == 202
 
 
-KV_SCAN = """
-import json, sys, ray
-from ray.experimental import internal_kv as kv
-ray.init(address="auto", namespace="orion")
-token = open(sys.argv[1]).read().strip().encode()
-found, scanned = [], 0
-for ns in (None, "serve", "orion", "fun", "session", "job", "jobs", "dashboard", "tracing"):
-    for key in kv._internal_kv_list(b"", namespace=ns):
-        scanned += 1
-        value = kv._internal_kv_get(key, namespace=ns) or b""
-        if token in value:
-            found.append([str(ns), key.decode(errors="replace")])
-print(json.dumps({"scanned": scanned, "found": found}))
-"""
-
-
 def test_the_credential_is_not_in_rays_internal_kv(live):
     # Any workload can read Ray's internal KV, where Serve keeps its applications' arguments:
     # the API application reads the credential from orion up's file on the head instead.
-    env = dict(live.env, RAY_ADDRESS=f"127.0.0.1:{live.ports['ray']}")
-    p = subprocess.run(
-        [sys.executable, "-c", KV_SCAN, str(live.home / "control_token")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
-    got = json.loads(p.stdout.strip().splitlines()[-1])
+    got = scan_kv_for(live.home / "control_token", f"127.0.0.1:{live.ports['ray']}", live.env)
     assert got["scanned"] > 0 and got["found"] == [], got
