@@ -365,6 +365,10 @@ def build_app(
         ok = body.get("scheduler") == "ok" and body.get("store") == "ok"
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    from ..console import install_console  # /console, /api/v1/whoami, /api/v1/stream
+
+    install_console(app, principal, access_of)
+
     from ..serving.routes import install_serving  # /v1 (OpenAI), /internal/deployments, scale
 
     install_serving(app, principal, admin)

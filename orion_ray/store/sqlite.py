@@ -406,6 +406,21 @@ class SQLiteStore:
         rows = self._query("SELECT value FROM settings WHERE name=?", (name,))
         return rows[0][0] if rows else None
 
+    def last_transition_id(self) -> int:
+        """The newest transition's id (0 when there is none): where a change feed starts."""
+        rows = self._query("SELECT COALESCE(MAX(id), 0) FROM transitions")
+        return int(rows[0][0]) if rows else 0
+
+    def transitions_since(self, after: int) -> dict[str, int]:
+        """The newest transition id after ``after`` per tenant (tenants with none are absent):
+        which tenants' workloads changed since a feed last looked (an index range, not a scan)."""
+        rows = self._query(
+            "SELECT w.tenant_id, MAX(t.id) FROM transitions t JOIN workloads w "
+            "ON w.workload_id = t.workload_id WHERE t.id > ? GROUP BY w.tenant_id",
+            (after,),
+        )
+        return {str(t): int(n) for t, n in rows}
+
     # -- reads -------------------------------------------------------------------------------
     def get(self, workload_id: str) -> Optional[Workload]:
         """The workload, or None (unknown, or quarantined: its row cannot be read back)."""
