@@ -52,15 +52,18 @@ class ChangeFeed:
         max_streams: int = 64,
         max_per_tenant: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        run_loop: bool = True,
     ):
         self.store = store
         self.interval_s, self.tick_s = interval_s, tick_s
         self.max_streams, self.max_per_tenant = max_streams, max_per_tenant
         self.clock = clock
+        self.run_loop = run_loop  # False: the caller polls (tests drive poll_once)
         self.streams: set[_Stream] = set()
         self.cursor: Optional[int] = None
         self._task: Optional[asyncio.Task] = None
         self._last_tick = 0.0
+        self._last_error: Optional[type] = None
 
     # -- the poll ---------------------------------------------------------------------------------
     def poll_once(self) -> None:
@@ -75,8 +78,12 @@ class ChangeFeed:
                     changed = reader.transitions_since(self.cursor)
                     if changed:
                         self.cursor = max(changed.values())
-        except Exception:  # a locked or missing store: the ticks go on, health reports it
-            log.debug("change feed: store not readable", exc_info=True)
+        except Exception as exc:  # a locked or missing store: the ticks go on, health reports it
+            if type(exc) is not self._last_error:  # once per kind of failure, not every second
+                log.warning("change feed: store not readable", exc_info=True)
+            self._last_error = type(exc)
+        else:
+            self._last_error = None
         now = self.clock()
         tick = now - self._last_tick >= self.tick_s
         if tick:
@@ -110,7 +117,7 @@ class ChangeFeed:
             )
         s = _Stream(scope)
         self.streams.add(s)
-        if self._task is None:
+        if self._task is None and self.run_loop:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return s
 

@@ -408,7 +408,7 @@ class SQLiteStore:
 
     def last_transition_id(self) -> int:
         """The newest transition's id (0 when there is none): where a change feed starts."""
-        rows = self._query("SELECT COALESCE(MAX(id), 0) FROM transitions")
+        rows = self._query("SELECT COALESCE(MAX(id), 0) FROM transitions", ())
         return int(rows[0][0]) if rows else 0
 
     def transitions_since(self, after: int) -> dict[str, int]:
