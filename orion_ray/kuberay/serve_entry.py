@@ -97,7 +97,7 @@ def _on_head(config_json: dict[str, Any], token_dir: str) -> None:
     task = ray.remote(num_cpus=0, max_retries=0)(deploy_control_plane)
     ref = task.options(scheduling_strategy=on_head_node()).remote(config_json, token_dir)
     try:
-        ray.get(ref)
+        ray.get(ref, timeout=600)  # each step inside has its own, shorter timeout
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, ConfigError):
             raise exc.cause from None
