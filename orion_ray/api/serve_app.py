@@ -237,7 +237,8 @@ def build_api_app(
     if extra_routes is not None:
         extra_routes(app)
     options: dict[str, Any] = {"num_cpus": 0}
-    if factory is not None:  # next to the SQLite file (the head node's resource)
+    # next to the SQLite file, and where the token file is (both on the head node only)
+    if factory is not None or (control_token is None and control_token_home is not None):
         options["resources"] = {HEAD_RESOURCE: 0.001}
 
     @serve.deployment(name="OrionAPI", num_replicas=1, max_ongoing_requests=1000, ray_actor_options=options)

@@ -105,13 +105,108 @@ def test_broken_serve_config_and_runtime_env_are_refused(manifests):
 def test_serve_builder_args_are_checked():
     from pydantic import ValidationError as PydanticValidationError
 
+    good = {"admin_key_sha256": ["0" * 64], "control_token_dir": "/etc/orion/control"}
+    OrionApiArgs.model_validate(good)
     for bad in (
-        {"admin_key_sha256": ["not-a-hash"]},
-        {"admin_key_sha256": []},
-        {"admin_key_sha256": ["0" * 64], "surprise": 1},
+        {**good, "admin_key_sha256": ["not-a-hash"]},
+        {**good, "admin_key_sha256": []},
+        {**good, "surprise": 1},
     ):
         with pytest.raises(PydanticValidationError):
             OrionApiArgs.model_validate(bad)
+
+
+@pytest.mark.parametrize("token_dir", [None, ""])
+def test_serve_builder_refuses_args_without_a_control_token_dir(token_dir):
+    """Without the credential every privileged actor method would be open to workload code: an
+    existing manifest without ``control_token_dir`` is refused, naming the field."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from orion_ray.kuberay.serve_entry import orion_api
+
+    args = {"admin_key_sha256": ["0" * 64]}
+    if token_dir is not None:
+        args["control_token_dir"] = token_dir
+    for build in (OrionApiArgs.model_validate, orion_api):  # refused before anything starts
+        with pytest.raises(PydanticValidationError) as e:
+            build(args)
+        assert [err["loc"] for err in e.value.errors()] == [("control_token_dir",)]
+
+
+@pytest.mark.parametrize("content", [None, "", " \n"])
+def test_control_token_missing_or_empty_is_refused_naming_the_field(tmp_path, content):
+    from orion_ray.errors import ConfigError
+    from orion_ray.kuberay.serve_entry import read_control_token
+
+    if content is not None:
+        (tmp_path / "control_token").write_text(content)
+    with pytest.raises(ConfigError) as e:
+        read_control_token(str(tmp_path))
+    assert e.value.details[0]["field"] == "control_token_dir"
+    assert "control_token_dir" in e.value.message and str(tmp_path / "control_token") in e.value.message
+    with pytest.raises(ConfigError):  # the directory itself missing (the Secret not mounted)
+        read_control_token(str(tmp_path / "absent"))
+
+
+def test_control_token_is_read_from_the_mounted_secret(tmp_path):
+    from orion_ray.kuberay.serve_entry import read_control_token
+
+    f = tmp_path / "control_token"
+    f.write_text("s3cret-from-the-secret\n")
+    f.chmod(0o400)  # as the Secret is mounted (defaultMode 0400)
+    assert read_control_token(str(tmp_path)) == "s3cret-from-the-secret"
+
+
+def _head_and_workers(manifest):
+    spec = manifest["spec"].get("rayClusterConfig", manifest["spec"])
+    head = spec["headGroupSpec"]["template"]["spec"]
+    return head, [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+
+
+def _control_mounts(pod):
+    """(container, mount) of every mount of a volume made from the orion-control Secret."""
+    volumes = pod.get("volumes", [])
+    names = {v["name"] for v in volumes if (v.get("secret") or {}).get("secretName") == "orion-control"}
+    return [(c, m) for c in pod["containers"] for m in c.get("volumeMounts", []) if m["name"] in names]
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayService"])
+def test_only_the_head_mounts_the_control_secret(manifests, kind):
+    head, workers = _head_and_workers(manifests[kind])
+    secret = [v for v in head["volumes"] if v["name"] == "orion-control"][0]["secret"]
+    assert secret == {
+        "secretName": "orion-control",
+        "defaultMode": 0o400,
+        "items": [{"key": "control_token", "path": "control_token"}],
+    }
+    ((container, mount),) = _control_mounts(head)
+    assert container["name"] == "ray-head" and mount["readOnly"] is True
+    assert head["securityContext"]["fsGroup"] == 100  # the image's user can read the 0400 file
+    for pod in workers:  # workloads run there: no Secret volume, no env var from it
+        assert not any("secret" in v for v in pod.get("volumes", []))
+        for c in pod["containers"]:
+            assert "volumeMounts" not in c and "envFrom" not in c
+            assert not any("valueFrom" in e for e in c.get("env", []))
+
+
+def test_the_token_dir_is_where_the_head_mounts_the_secret(manifests):
+    serve = yaml.safe_load(manifests["RayService"]["spec"]["serveConfigV2"])
+    args = OrionApiArgs.model_validate(serve["applications"][0]["args"])
+    head, _ = _head_and_workers(manifests["RayService"])
+    ((_, mount),) = _control_mounts(head)
+    assert mount["mountPath"] == args.control_token_dir
+    # RayCluster: `orion up` on the head uses $ORION_HOME/control_token, which is the Secret's file
+    head, _ = _head_and_workers(manifests["RayCluster"])
+    ((container, mount),) = _control_mounts(head)
+    home = {e["name"]: e.get("value") for e in container["env"]}["ORION_HOME"]
+    assert (mount["mountPath"], mount["subPath"]) == (f"{home}/control_token", "control_token")
+
+
+def test_the_api_replica_reading_the_token_file_is_pinned_to_the_head():
+    from orion_ray.api.serve_app import HEAD_RESOURCE, build_api_app
+
+    app = build_api_app(["0" * 64], 1 << 20, control_token_home="/etc/orion/control")
+    assert app._bound_deployment.ray_actor_options["resources"] == {HEAD_RESOURCE: 0.001}
 
 
 # -- the client over a recording fake ------------------------------------------------------------
