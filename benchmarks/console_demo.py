@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import socket
 import tempfile
@@ -124,6 +125,8 @@ def start_demo(*, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, se
         await serve
         await sched.stop()
         task.cancel()
+        with contextlib.suppress(BaseException):  # its loop must end before the store closes
+            await task
         access.close()
         store.close()
 

@@ -4,7 +4,7 @@ import { api, badge, bar, el, errorBox, fmt, link, ready, refresher, section, ta
 
 const CLASSES = ["critical", "high", "normal", "low", "best_effort"];
 const STATUSES = ["", "queued", "starting", "running", "preempted", "completed", "failed", "cancelled"];
-const LIMIT = 1000;
+const PAGE = 200; // rows per page: the rest come with "more", newest first
 
 function resources(t) {
   // the resources to draw: quota keys first, then whatever is in use
@@ -76,13 +76,46 @@ export async function mount(root, ctx) {
 
   const filterBar = el("div", { class: "filters" });
 
-  async function load() {
-    const params = new URLSearchParams({ limit: String(LIMIT) });
+  let pages = 1; // how many pages the user has asked to see
+
+  async function fetchRows() {
+    const params = new URLSearchParams({ limit: String(PAGE) });
     if (filters.status) params.set("status", filters.status);
     if (filters.tenant) params.set("tenant_id", filters.tenant);
+    let items = [], cursor = null;
+    for (let i = 0; i < pages; i++) {
+      if (cursor !== null) params.set("cursor", String(cursor));
+      const page = await api(`/api/v1/workloads?${params}`);
+      items = items.concat(page.items);
+      cursor = page.next_cursor;
+      if (cursor === null || cursor === undefined) break;
+    }
+    return { items, more: cursor !== null && cursor !== undefined };
+  }
+
+  function rowsTable(list) {
+    const items = list.items.filter((w) => !filters.klass || w.priority === filters.klass);
+    return section(`Workloads (${items.length}${list.more ? "+" : ""}, newest first)`,
+      table([
+        { title: "workload", render: (w) => link(`#/w/${encodeURIComponent(w.workload_id)}`, w.workload_id) },
+        { title: "tenant", render: (w) => w.tenant_id },
+        { title: "status", render: (w) => badge(w.status) },
+        { title: "class", render: (w) => w.priority },
+        { title: "type", render: (w) => w.workload_type },
+        { title: "attempt", render: (w) => String(w.attempt), cls: "num" },
+        { title: "submitted", render: (w) => fmt.ago(w.submitted_at) },
+        { title: "started", render: (w) => fmt.ago(w.started_at) },
+      ], items, { empty: "No workloads match.", rowProps: (w) => ({ dataset: { testid: "wl-row", id: w.workload_id, status: w.status } }) }),
+      list.more ? el("button", {
+        dataset: { testid: "more" },
+        onclick: () => { pages += 1; refresh(); },
+      }, `Show ${PAGE} more`) : null);
+  }
+
+  async function load() {
     let queue, list;
     try {
-      [queue, list] = await Promise.all([api("/api/v1/queue"), api(`/api/v1/workloads?${params}`)]);
+      [queue, list] = await Promise.all([api("/api/v1/queue"), fetchRows()]);
     } catch (e) {
       summaryBox.replaceChildren(errorBox(e));
       return;
@@ -102,26 +135,16 @@ export async function mount(root, ctx) {
       section("Tenants: usage, quota (the mark), borrowing and fair share", shown.map(tenantRow)),
       section("Queue depth by priority class", depthByClass(shown)),
       section("Reservation", reservation(queue.reservation)));
-    const items = list.items.filter((w) => !filters.klass || w.priority === filters.klass);
-    tableBox.replaceChildren(section(`Workloads (${items.length}${list.next_cursor ? "+, newest first" : ""})`,
-      table([
-        { title: "workload", render: (w) => link(`#/w/${encodeURIComponent(w.workload_id)}`, w.workload_id) },
-        { title: "tenant", render: (w) => w.tenant_id },
-        { title: "status", render: (w) => badge(w.status) },
-        { title: "class", render: (w) => w.priority },
-        { title: "type", render: (w) => w.workload_type },
-        { title: "attempt", render: (w) => String(w.attempt), cls: "num" },
-        { title: "submitted", render: (w) => fmt.ago(w.submitted_at) },
-        { title: "started", render: (w) => fmt.ago(w.started_at) },
-      ], items, { empty: "No workloads match.", rowProps: (w) => ({ dataset: { testid: "wl-row", id: w.workload_id, status: w.status } }) })));
+    tableBox.replaceChildren(rowsTable(list));
     ready("queue");
   }
 
   root.append(el("h1", {}, "Queue"), filterBar, summaryBox, tableBox);
-  const refresh = refresher(load);
+  const refresh = refresher(load);  // declared before load() runs: "more" calls it
   await load();
   return {
-    refresh: (event) => { if (event === "workloads" || event === "tick") refresh(); },
+    // every change the queue shows is a workload changing (usage and depth included)
+    refresh: (event) => { if (event === "workloads") refresh(); },
     unmount: () => refresh.cancel(),
   };
 }
