@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--workloads", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--views", default="queue,workload,gpus,serving")
+    ap.add_argument("--screenshots", default=None, help="save a PNG of each view in this directory")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -104,6 +105,9 @@ def main() -> None:
                 }
                 out["views"][view] = row
                 err(f"{view}: {row}")
+                if a.screenshots:
+                    os.makedirs(a.screenshots, exist_ok=True)
+                    page.screenshot(path=os.path.join(a.screenshots, f"{view}.png"), full_page=False)
             browser.close()
         client.close()
     finally:

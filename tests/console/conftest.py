@@ -132,6 +132,14 @@ class Console:
         """Wait for ``<body data-ready=view>`` (set once the view's data is on the page)."""
         self.page.wait_for_selector(f'body[data-ready="{view}"]', state="attached", timeout=timeout_ms)
 
+    def shot(self, name: str) -> None:
+        """Save a screenshot as ``<name>.png`` in ``$ORION_CONSOLE_SCREENSHOTS`` when it is set
+        (how docs/console's pictures of a live Orion are made); nothing otherwise."""
+        where = os.environ.get("ORION_CONSOLE_SCREENSHOTS")
+        if where:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
+
     def texts(self, selector: str) -> list[str]:
         """The text of every element matching ``selector``."""
         return [e.inner_text() for e in self.page.query_selector_all(selector)]
