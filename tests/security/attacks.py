@@ -1,5 +1,6 @@
 """Workload code the attack suite runs as a tenant's task (importable through PYTHONPATH): it finds
-Orion's actors by name, as any task on the cluster can, and tries their privileged methods."""
+Orion's actors by name, as any task on the cluster can, and tries their privileged methods; and
+small probes (a worker's pid, an error text of any size) that the findings' live tests run."""
 
 from __future__ import annotations
 
@@ -48,3 +49,16 @@ def reach_the_actors(victim_workload_id: str) -> dict[str, str]:
     autoscaler = ray.get_actor("orion-autoscaler", namespace="orion")
     _attempt(out, "autoscaler.step", lambda: autoscaler.step.remote())
     return out
+
+
+def worker_pid() -> int:
+    """The pid of the worker process this task runs in: which tasks shared a process."""
+    import os
+
+    return os.getpid()
+
+
+def raise_long(chars: int) -> None:
+    """Raise with a message of about ``chars`` characters (error text a tenant controls), its
+    start and end marked so a reader can tell which part was kept."""
+    raise ValueError("HEAD-OF-ERROR " + "e" * chars + " TAIL-OF-ERROR")
