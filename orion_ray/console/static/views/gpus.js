@@ -143,6 +143,11 @@ function events(items) {
 }
 
 export async function mount(root, ctx) {
+  // which rows to show: with 100 nodes, finding the free, stranded or cordoned ones matters
+  const SHOW = { all: () => true, free: (n) => ((n.free || {}).GPU || 0) > 0,
+    stranded: (n, f) => Number((f && f.stranded_gpus) || 0) > 0,
+    off: (n) => n.cordoned || n.state === "draining" };
+  const show = SHOW[ctx.query.get("show")] ? ctx.query.get("show") : "all";
   const statsBox = el("div"), gridBox = el("div"), poolBox = el("div"), eventBox = el("div"), msgBox = el("div");
 
   async function act(ev, nodeId, what) {
@@ -182,19 +187,25 @@ export async function mount(root, ctx) {
       el("div", { class: "stat" }, el("b", {}, fmt.num(sum.stranded_gpus || 0)), " stranded",
         sum.stranded_pct_of_free ? el("span", { class: "muted" }, ` (${fmt.num(sum.stranded_pct_of_free, 1)} % of free)`) : ""),
       el("div", { class: "stat" }, el("b", {}, String(off)), " cordoned or draining")));
-    gridBox.replaceChildren(section("Nodes and their GPUs", legend(),
-      items.length ? el("table", { class: "grid gpu-grid", dataset: { testid: "gpu-grid" } },
+    const shown = items.filter((n) => SHOW[show](n, fragBy.get(n.node_id)));
+    const picker = el("select", { dataset: { testid: "filter-show" }, onchange: (ev) => ctx.navigate(
+      ev.target.value === "all" ? "#/gpus" : `#/gpus?show=${ev.target.value}`) },
+    [["all", "all nodes"], ["free", "with free GPUs"], ["stranded", "with stranded GPUs"], ["off", "cordoned or draining"]]
+      .map(([v, t]) => el("option", { value: v, selected: v === show }, t)));
+    gridBox.replaceChildren(section(`Nodes and their GPUs (${shown.length} of ${items.length})`,
+      el("div", { class: "filters" }, picker), legend(),
+      shown.length ? el("table", { class: "grid gpu-grid", dataset: { testid: "gpu-grid" } },
         el("thead", {}, el("tr", {}, ["node", "pool", "state", "free GPUs", "stranded", "GPUs", "work", ""].map((t) =>
           el("th", {}, t)))),
-        el("tbody", {}, items.map((n) => nodeRow(n, fragBy.get(n.node_id), act))))
-        : el("p", { class: "muted" }, "No nodes.")));
+        el("tbody", {}, shown.map((n) => nodeRow(n, fragBy.get(n.node_id), act))))
+        : el("p", { class: "muted" }, "No nodes to show.")));
     poolBox.replaceChildren(section("Pools", pools(items, health && health.autoscaler)));
     eventBox.replaceChildren(section("Recent scaling events",
       evs.error ? errorBox(evs.error) : events(evs.items || [])));
     ready("gpus");
   }
 
-  root.append(el("h1", {}, "GPUs"), msgBox, statsBox, gridBox, el("div", { class: "cols" }, poolBox, eventBox));
+  root.append(el("h1", {}, "GPUs"), msgBox, statsBox, gridBox, poolBox, eventBox);
   // node state changes come with ticks; workload changes move GPUs too, but a 100-node grid
   // need not be redrawn more than every couple of seconds
   const refresh = refresher(load, 2000);
