@@ -125,7 +125,7 @@ export async function mount(root, ctx) {
 
   function render(next) {
     w = next;
-    headBox.replaceChildren(...header(w), actBox);
+    headBox.replaceChildren(...header(w).filter(Boolean), actBox);
     renderActions();
     timelineBox.replaceChildren(section(`Timeline (${(w.history || []).length})`, timeline(w)));
     placementBox.replaceChildren(section("Placement", placement(w)));
@@ -141,18 +141,21 @@ export async function mount(root, ctx) {
       logsNote.replaceChildren(errorBox(e));
       return;
     }
-    logsNote.replaceChildren(TERMINAL.has(w.status) ? "Final output." : "Following: refreshed as the workload changes and every few seconds.");
+    const note = TERMINAL.has(w.status) ? "Final output." : "Following: refreshed as the workload changes and every few seconds.";
+    logsNote.replaceChildren(text ? note : `No output yet. ${TERMINAL.has(w.status) ? "" : note}`);
+    logs.hidden = !text;
     if (logs.textContent === text) return;
-    // keep following the tail only if the reader was at the bottom
+    // keep following the tail only if the reader was at the bottom (or it was empty)
     const atBottom = logs.scrollHeight - logs.scrollTop - logs.clientHeight < 8;
     logs.textContent = text || "";
-    if (!text) logsNote.prepend("No output yet. ");
     if (atBottom) logs.scrollTop = logs.scrollHeight;
   }
 
   async function loadExplain() {
     try {
-      explainCard.replaceChildren(section("Explain: why not running yet, and when", explainBox(await api(`${path}/explain`))));
+      const x = await api(`${path}/explain`);
+      const title = x.status === "running" ? "Explain" : "Explain: why not running yet, and when";
+      explainCard.replaceChildren(section(title, explainBox(x)));
     } catch (e) {
       explainCard.replaceChildren(section("Explain", errorBox(e)));
     }
