@@ -87,6 +87,26 @@ def test_a_jobs_logs_appear(console, live):
     assert not page.query_selector('[data-testid="cancel"]')  # ended: nothing to cancel
 
 
+def test_a_running_jobs_logs_are_followed_without_a_reload(console, live):
+    loop = "[print(f'line-{i}', flush=True) or time.sleep(0.5) for i in range(240)]"
+    spec = {
+        "workload_type": "job",
+        "entrypoint": f'python -u -c "import time; {loop}"',
+        "resources": {"cpu": 1},
+    }
+    wid = submit(live, "alice", spec)
+    try:
+        wait_status(live, "alice", wid, ("running",), timeout=180)
+        page = console("alice").open(f"w/{wid}", "workload")
+        page.wait_for_selector('[data-testid="logs"]:has-text("line-2")', timeout=60_000)
+        # later lines arrive by the stream's refreshes: the same page, no navigation
+        page.wait_for_selector('[data-testid="logs"]:has-text("line-30")', timeout=90_000)
+        assert shown_status(page) == "running"
+    finally:
+        with live.client("alice") as c:
+            c.delete(f"/api/v1/workloads/{wid}")
+
+
 def test_cancel_from_the_page(console, live):
     wid = submit(live, "alice", BIG)
     page = console("alice").open(f"w/{wid}", "workload")
