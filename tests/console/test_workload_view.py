@@ -59,6 +59,8 @@ def test_explain_of_a_queued_workload_matches_rest(console, live, work):
     assert page.inner_text('[data-testid="explain-tenant"]') == str(want["tenant"])
     codes = [r.get_attribute("data-code") for r in page.query_selector_all('[data-testid="explain-reason"]')]
     assert codes == [r["code"] for r in rest["reasons"]]
+    if rest["estimated_start"] is None:
+        assert page.inner_text('[data-testid="explain-start"]') == "—"
     assert page.query_selector('[data-testid="placement-none"]')
 
 
@@ -102,6 +104,19 @@ def test_a_running_jobs_logs_are_followed_without_a_reload(console, live):
         # later lines arrive by the stream's refreshes: the same page, no navigation
         page.wait_for_selector('[data-testid="logs"]:has-text("line-30")', timeout=90_000)
         assert shown_status(page) == "running"
+        logs = page.query_selector('[data-testid="logs"]')
+        gap = "e => e.scrollHeight - e.scrollTop - e.clientHeight"
+        assert logs.evaluate(
+            "e => e.scrollHeight > e.clientHeight"
+        )  # it overflows: there is a tail to follow
+        assert logs.evaluate(gap) < 8  # at the tail, following it
+        # a reader who scrolled up keeps their place while lines keep coming
+        logs.evaluate("e => { e.scrollTop = 0; }")
+        page.wait_for_selector('[data-testid="logs"]:has-text("line-45")', timeout=90_000)
+        assert logs.evaluate("e => e.scrollTop") == 0
+        logs.evaluate("e => { e.scrollTop = e.scrollHeight; }")  # back at the tail: followed again
+        page.wait_for_selector('[data-testid="logs"]:has-text("line-60")', timeout=90_000)
+        assert logs.evaluate(gap) < 8
     finally:
         with live.client("alice") as c:
             c.delete(f"/api/v1/workloads/{wid}")
