@@ -82,7 +82,7 @@ function nodeRow(n, frag, act) {
   el("td", { class: "num" }, el("span", { dataset: { testid: "free-gpus" } }, fmt.num(free)), ` / ${total}`),
   el("td", { class: "num", dataset: { testid: "stranded" } }, stranded > 0 ? fmt.num(stranded) : ""),
   el("td", { class: "cells" }, total ? cells(n, frag) : el("span", { class: "muted" }, "no GPU")),
-  el("td", { class: "num" }, String((n.workloads || []).length)),
+  el("td", { class: "num", title: (n.workloads || []).join("\n") }, String((n.workloads || []).length)),
   el("td", {}, ended ? "" : el("button", {
     dataset: { testid: n.cordoned ? "uncordon" : "cordon" },
     onclick: (ev) => act(ev, n.node_id, n.cordoned ? "uncordon" : "cordon"),
@@ -148,7 +148,15 @@ export async function mount(root, ctx) {
     stranded: (n, f) => Number((f && f.stranded_gpus) || 0) > 0,
     off: (n) => n.cordoned || n.state === "draining" };
   const show = SHOW[ctx.query.get("show")] ? ctx.query.get("show") : "all";
-  const statsBox = el("div"), gridBox = el("div"), poolBox = el("div"), eventBox = el("div"), msgBox = el("div");
+  // built once, not per refresh: an open drop-down is not closed under the reader by a tick
+  const picker = el("select", { dataset: { testid: "filter-show" }, onchange: (ev) => ctx.navigate(
+    ev.target.value === "all" ? "#/gpus" : `#/gpus?show=${ev.target.value}`) },
+  [["all", "all nodes"], ["free", "with free GPUs"], ["stranded", "with stranded GPUs"], ["off", "cordoned or draining"]]
+    .map(([v, t]) => el("option", { value: v, selected: v === show }, t)));
+  // the grid's card stays; only its table is redrawn (the picker keeps its state under a refresh)
+  const gridTitle = el("h2", {}, "Nodes and their GPUs"), tableBox = el("div");
+  const gridBox = el("section", { class: "card" }, gridTitle, el("div", { class: "filters" }, picker), legend(), tableBox);
+  const statsBox = el("div"), poolBox = el("div"), eventBox = el("div"), msgBox = el("div");
 
   async function act(ev, nodeId, what) {
     ev.target.disabled = true;
@@ -171,7 +179,7 @@ export async function mount(root, ctx) {
         api(`/admin/v1/scaling/events?limit=${EVENTS}`).catch((e) => ({ error: e })),
       ]);
     } catch (e) {
-      gridBox.replaceChildren(errorBox(e));
+      tableBox.replaceChildren(errorBox(e));
       ready("gpus");
       return;
     }
@@ -188,17 +196,13 @@ export async function mount(root, ctx) {
         sum.stranded_pct_of_free ? el("span", { class: "muted" }, ` (${fmt.num(sum.stranded_pct_of_free, 1)} % of free)`) : ""),
       el("div", { class: "stat" }, el("b", {}, String(off)), " cordoned or draining")));
     const shown = items.filter((n) => SHOW[show](n, fragBy.get(n.node_id)));
-    const picker = el("select", { dataset: { testid: "filter-show" }, onchange: (ev) => ctx.navigate(
-      ev.target.value === "all" ? "#/gpus" : `#/gpus?show=${ev.target.value}`) },
-    [["all", "all nodes"], ["free", "with free GPUs"], ["stranded", "with stranded GPUs"], ["off", "cordoned or draining"]]
-      .map(([v, t]) => el("option", { value: v, selected: v === show }, t)));
-    gridBox.replaceChildren(section(`Nodes and their GPUs (${shown.length} of ${items.length})`,
-      el("div", { class: "filters" }, picker), legend(),
-      shown.length ? el("table", { class: "grid gpu-grid", dataset: { testid: "gpu-grid" } },
+    gridTitle.textContent = `Nodes and their GPUs (${shown.length} of ${items.length})`;
+    tableBox.replaceChildren(shown.length
+      ? el("table", { class: "grid gpu-grid", dataset: { testid: "gpu-grid" } },
         el("thead", {}, el("tr", {}, ["node", "pool", "state", "free GPUs", "stranded", "GPUs", "work", ""].map((t) =>
           el("th", {}, t)))),
         el("tbody", {}, shown.map((n) => nodeRow(n, fragBy.get(n.node_id), act))))
-        : el("p", { class: "muted" }, "No nodes to show.")));
+      : el("p", { class: "muted" }, "No nodes to show."));
     poolBox.replaceChildren(section("Pools", pools(items, health && health.autoscaler)));
     eventBox.replaceChildren(section("Recent scaling events",
       evs.error ? errorBox(evs.error) : events(evs.items || [])));

@@ -2,7 +2,7 @@
 // (followed while it runs), result or error once ended, and cancel with an in-page confirm step.
 // Everything comes from the REST routes the tab's key may call; another tenant's workload is a
 // 404 there, and this page then shows that message and nothing else.
-import { api, badge, el, errorBox, fmt, ready, refresher, section, table } from "../lib.js";
+import { api, badge, el, errorBox, fmt, link, ready, refresher, section, table } from "../lib.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
@@ -11,13 +11,14 @@ function kv(label, value, testid) {
     el("span", { dataset: testid ? { testid } : undefined }, value));
 }
 
-function header(w) {
+function header(w, admin) {
   const labels = Object.entries(w.labels || {});
   return [
     el("h1", {}, "Workload ", el("span", { class: "mono", dataset: { testid: "wl-id" } }, w.workload_id), " ",
       el("span", { dataset: { testid: "wl-status", status: w.status } }, badge(w.status))),
     el("div", { class: "wl-head" },
-      kv("tenant", w.tenant_id, "wl-tenant"),
+      // the admin may jump to the tenant's queue; a tenant's queue is its own already
+      kv("tenant", admin ? link(`#/queue?tenant=${encodeURIComponent(w.tenant_id)}`, w.tenant_id) : w.tenant_id, "wl-tenant"),
       kv("type", w.workload_type, "wl-type"),
       kv("class", w.priority, "wl-class"),
       kv("attempt", String(w.attempt), "wl-attempt"),
@@ -125,7 +126,7 @@ export async function mount(root, ctx) {
 
   function render(next) {
     w = next;
-    headBox.replaceChildren(...header(w).filter(Boolean), actBox);
+    headBox.replaceChildren(...header(w, ctx.me.admin).filter(Boolean), actBox);
     renderActions();
     timelineBox.replaceChildren(section(`Timeline (${(w.history || []).length})`, timeline(w)));
     placementBox.replaceChildren(section("Placement", placement(w)));
