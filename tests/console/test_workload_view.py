@@ -74,6 +74,23 @@ def test_markup_in_a_workload_stays_text(console, live, work):
     assert not dialogs
 
 
+def test_a_failed_workloads_error_and_reasons_show_as_text(console, live):
+    # ipaddress.ip_address echoes its argument in the ValueError it raises: markup in the error
+    spec = dict(HOLD, function="ipaddress:ip_address", args=[MARKUP], max_retries=0)
+    wid = submit(live, "alice", spec)
+    rest = wait_status(live, "alice", wid, ("failed", "completed", "cancelled"), timeout=120)
+    assert rest["status"] == "failed"
+    page = console("alice").open(f"w/{wid}", "workload")
+    assert shown_status(page) == "failed"
+    shown = page.inner_text('[data-testid="wl-error"]')
+    assert MARKUP in shown
+    err = rest["error"]
+    assert (err if isinstance(err, str) else err.get("message", "")) in shown
+    reasons = [h["reason"] for h in rest["history"] if h["reason"]]
+    assert [r.inner_text() for r in page.query_selector_all('[data-testid="history-reason"]')] == reasons
+    assert page.query_selector("main img") is None
+
+
 def test_a_jobs_logs_appear(console, live):
     line = f"hello-console {MARKUP}"
     spec = {"workload_type": "job", "entrypoint": f'python -c "print(\'{line}\')"', "resources": {"cpu": 1}}

@@ -160,13 +160,14 @@ export async function mount(root, ctx) {
 
   async function act(ev, nodeId, what) {
     ev.target.disabled = true;
+    let failed = null;
     try {
       await api(`/admin/v1/infrastructure/nodes/${encodeURIComponent(nodeId)}/${what}`, { method: "POST", body: {} });
-      msgBox.replaceChildren();
     } catch (e) {
-      msgBox.replaceChildren(errorBox(e));
+      failed = e;
     }
     await load();
+    if (failed) msgBox.append(errorBox(failed));  // after the reload, which redraws the messages
   }
 
   async function load() {
@@ -174,7 +175,8 @@ export async function mount(root, ctx) {
     try {
       [nodes, frag, health, evs] = await Promise.all([
         api("/admin/v1/infrastructure/nodes?include_ended=false"),
-        api("/admin/v1/infrastructure/fragmentation"),
+        // without it the cells come from each node's free count, and stranded is unknown
+        api("/admin/v1/infrastructure/fragmentation").catch((e) => ({ error: e, nodes: [], summary: {} })),
         api("/admin/v1/infrastructure/health").catch(() => null),  // pools are extra: the grid stands without them
         api(`/admin/v1/scaling/events?limit=${EVENTS}`).catch((e) => ({ error: e })),
       ]);
@@ -183,6 +185,7 @@ export async function mount(root, ctx) {
       ready("gpus");
       return;
     }
+    msgBox.replaceChildren(frag.error ? errorBox(`fragmentation unavailable (${frag.error.message}): GPU cells drawn from free counts, stranded unknown`) : "");
     const fragBy = new Map((frag.nodes || []).map((f) => [f.node_id, f]));
     const items = nodes.items || [];
     const sum = frag.summary || {};
