@@ -118,6 +118,7 @@ export async function mount(root, ctx) {
       confirming = false;
       if (now && now.workload_id) render(now);
     } catch (e) {
+      ev.target.disabled = false;  // it may be tried again
       actBox.append(errorBox(e));
       return;
     }
