@@ -409,6 +409,11 @@ class DeploymentManager:
             "spec": spec.model_dump(mode="json"),
         }
 
+    def list_releases(self) -> list[dict]:
+        """Every model's release (``release_view``), by model: one call for a page of models
+        instead of one per model, and no 404 for the models that have none."""
+        return [self.release_view(m) for m in sorted(self.releases)]
+
     def list_events(self, model_id: Optional[str] = None, limit: int = 100) -> list[dict]:
         out = [e for e in self.events if model_id is None or e["model_id"] == model_id]
         return out[-limit:][::-1]
@@ -524,6 +529,7 @@ _METHODS = {
     "set_release",
     "rollback",
     "release_view",
+    "list_releases",
     "list_events",
     "report",
     "routing_table",

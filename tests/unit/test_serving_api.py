@@ -483,3 +483,14 @@ def test_a_tenant_key_gets_403_on_every_serving_admin_route(env):
     assert_error(client.post("/internal/models/chat/rollback", headers=ACME), 403, "forbidden")
     assert [m["id"] for m in client.get("/v1/models", headers=ACME).json()["data"]] == ["chat"]
     assert client.get("/v1/models", headers=OTHER).json()["data"] == []
+
+
+def test_list_releases_gives_every_models_release_in_one_call(env):
+    client, serving, router, clock = env
+    assert client.get("/internal/releases", headers=ADMIN).json() == {"items": []}
+    canary(client, None, [{"weight": 10, "duration": "1m"}, {"weight": 100, "duration": 0}])
+    deploy(client, model_id="solo", version="v1")  # no release: not listed (and no 404)
+    items = client.get("/internal/releases", headers=ADMIN).json()["items"]
+    assert [r["model_id"] for r in items] == ["chat"]
+    assert items[0] == client.get("/internal/models/chat/release", headers=ADMIN).json()
+    assert_error(client.get("/internal/releases", headers=ACME), 403, "forbidden")

@@ -3,7 +3,7 @@
 //
 // Every /internal route is the admin's (a tenant key gets 403), so a tenant's page reads only
 // /v1/models: the models its key may call (its own and the shared ones) and their versions.
-import { ApiError, api, badge, el, errorBox, fmt, ready, refresher, section, table } from "../lib.js";
+import { api, badge, el, errorBox, fmt, ready, refresher, section, table } from "../lib.js";
 
 const EVENTS = 30;
 
@@ -53,7 +53,7 @@ function releaseHead(rel) {
     el("span", { dataset: { testid: "strategy" } }, spec.strategy || "weighted"), " ",
     el("span", { dataset: { testid: "phase", phase: rel.phase } }, badge(rel.phase)), el("span", { class: "muted" }, steps),
     spec.shadow ? el("span", { class: "muted" }, ` · shadow ${spec.shadow.percent} % to ${spec.shadow.version}`) : null,
-    rel.window ? el("span", { class: "muted" }, ` · current window since ${when(rel.window.since)}`) : null);
+    rel.window && spec.candidate ? el("span", { class: "muted" }, ` · current window since ${when(rel.window.since)}`) : null);
 }
 
 // The rollback control: a button, then an in-page confirm step, then the answer of the route.
@@ -126,17 +126,18 @@ async function loadTenant(box, me) {
 }
 
 async function loadAdmin() {
-  const [deps, events, gpus] = await Promise.all([
-    api("/internal/deployments"), api(`/internal/events?limit=${EVENTS}`), api("/internal/serving/gpus")]);
+  // four calls whatever the number of models (every release comes in one answer)
+  const [deps, rels, events, gpus] = await Promise.all([
+    api("/internal/deployments"), api("/internal/releases"), api(`/internal/events?limit=${EVENTS}`),
+    api("/internal/serving/gpus")]);
   const byModel = new Map();
   for (const d of deps.items) {
     if (!byModel.has(d.model_id)) byModel.set(d.model_id, []);
     byModel.get(d.model_id).push(d);
   }
   const models = [...byModel.keys()].sort();
-  // a model without a release answers 404: it simply has none
-  const releases = await Promise.all(models.map((m) => api(`/internal/models/${encodeURIComponent(m)}/release`)
-    .catch((e) => { if (e instanceof ApiError && e.status === 404) return null; throw e; })));
+  const byRelease = new Map(rels.items.map((r) => [r.model_id, r]));
+  const releases = models.map((m) => byRelease.get(m) || null); // none: the model has no release
   return { deps: deps.items, byModel, models, releases, events: events.items, gpus };
 }
 
