@@ -83,6 +83,11 @@ _SERVE_STATUS = {
 }
 
 
+def _stats_view(stats: traffic.Stats) -> dict:
+    """A version's outcomes as the API shows them (``latency_p95`` in seconds, or null)."""
+    return {**asdict(stats), "error_rate": stats.error_rate}
+
+
 def _replicas(spec: DeploymentSpec) -> int:
     """Replicas a spec starts with (autoscaling: its minimum)."""
     if spec.autoscaling is not None:
@@ -383,17 +388,31 @@ class DeploymentManager:
             self._event(e.model_id, e.kind, e.message, at=e.at, weights=dict(e.weights))
 
     def release_view(self, model_id: str) -> dict:
+        """The release as the API shows it. ``stats``: each version's outcomes since the release
+        was applied; ``window``: the same since the current step (or testing period) began, the
+        evidence ``tick`` judges the candidate on, so a reader sees what a rollback would be
+        decided from. Each carries its ``error_rate`` (a fraction) so no client computes it."""
         rel = self._release(model_id)
         spec, state = rel["spec"], rel["state"]
+        versions = sorted(spec.versions())
         return {
             "model_id": model_id,
             "strategy": spec.strategy,
             "phase": state.phase,
             "step": state.step,
             "weights": dict(state.weights),
-            "stats": {v: asdict(self._stats(model_id, v, 0.0)) for v in spec.versions()},
+            "stats": {v: _stats_view(self._stats(model_id, v, 0.0)) for v in versions},
+            "window": {
+                "since": state.since,
+                "stats": {v: _stats_view(self._stats(model_id, v, state.since)) for v in versions},
+            },
             "spec": spec.model_dump(mode="json"),
         }
+
+    def list_releases(self) -> list[dict]:
+        """Every model's release (``release_view``), by model: one call for a page of models
+        instead of one per model, and no 404 for the models that have none."""
+        return [self.release_view(m) for m in sorted(self.releases)]
 
     def list_events(self, model_id: Optional[str] = None, limit: int = 100) -> list[dict]:
         out = [e for e in self.events if model_id is None or e["model_id"] == model_id]
@@ -510,6 +529,7 @@ _METHODS = {
     "set_release",
     "rollback",
     "release_view",
+    "list_releases",
     "list_events",
     "report",
     "routing_table",

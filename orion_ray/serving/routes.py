@@ -116,6 +116,11 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
         """A release's phase, live weights and per-version outcome statistics."""
         return await _manager(request).call("release_view", model_id)
 
+    @app.get("/internal/releases", tags=["serving"])
+    async def list_releases(request: Request, p=Depends(admin)):
+        """Every model's release, as ``GET /internal/models/{id}/release`` gives each (by model)."""
+        return {"items": await _manager(request).call("list_releases")}
+
     @app.post("/internal/models/{model_id}/rollback", tags=["serving"])
     async def rollback(model_id: str, request: Request, p=Depends(admin)):
         """Send all of a model's traffic back to its stable version."""

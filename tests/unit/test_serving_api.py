@@ -433,3 +433,64 @@ def test_a_cache_hit_does_not_take_a_half_open_probe(env):
     assert complete(client, prompt="cached", temperature=0).status_code == 200  # from the cache
     assert complete(client, prompt="probe").status_code == 200  # the probe
     assert router.breakers[("chat", "v1")].state == "closed"
+
+
+def test_release_view_gives_each_versions_error_rate_and_the_judged_window(env):
+    """The console reads error rate and latency per version from REST (nothing computed in the
+    browser): ``stats`` since the release, ``window`` since the current step began."""
+    client, serving, router, clock = env
+    canary(
+        client,
+        {"error_rate": 1.0},
+        [{"weight": 50, "duration": "1m"}, {"weight": 100, "duration": 0}],
+        error_rate=0.99,
+        min_requests=1000,
+    )
+    for i in range(20):
+        complete(client, prompt=f"p{i}")
+    rel = client.get("/internal/models/chat/release", headers=ADMIN).json()
+    for v in ("v1", "v2"):
+        s = rel["stats"][v]
+        assert set(s) == {"requests", "errors", "latency_p95", "error_rate"}
+        assert s["error_rate"] == (s["errors"] / s["requests"] if s["requests"] else 0.0)
+    assert rel["stats"]["v2"]["error_rate"] == 1.0 and rel["stats"]["v1"]["error_rate"] == 0.0
+    assert rel["stats"]["v1"]["latency_p95"] is not None
+    assert rel["window"]["since"] == clock.t
+    assert rel["window"]["stats"] == rel["stats"]  # every outcome so far is in the first step
+    clock.t += 5  # outcomes after the step began are in the window; a new release clears both
+    r = client.put(
+        "/internal/models/chat/release",
+        headers=ADMIN,
+        json={"model_id": "chat", "stable": "v1", "weights": {"v1": 100}},
+    )
+    rel = r.json()
+    assert rel["window"]["since"] == clock.t
+    assert rel["stats"]["v1"] == {"requests": 0, "errors": 0, "latency_p95": None, "error_rate": 0.0}
+
+
+def test_a_tenant_key_gets_403_on_every_serving_admin_route(env):
+    """The console shows a tenant only what /v1/models gives it: the /internal routes are admin's."""
+    client, serving, router, clock = env
+    deploy(client, version="v1", tenant_id="acme")
+    for path in (
+        "/internal/deployments",
+        "/internal/deployments/chat--v1/status",
+        "/internal/models/chat/release",
+        "/internal/events",
+        "/internal/serving/gpus",
+    ):
+        assert_error(client.get(path, headers=ACME), 403, "forbidden")
+    assert_error(client.post("/internal/models/chat/rollback", headers=ACME), 403, "forbidden")
+    assert [m["id"] for m in client.get("/v1/models", headers=ACME).json()["data"]] == ["chat"]
+    assert client.get("/v1/models", headers=OTHER).json()["data"] == []
+
+
+def test_list_releases_gives_every_models_release_in_one_call(env):
+    client, serving, router, clock = env
+    assert client.get("/internal/releases", headers=ADMIN).json() == {"items": []}
+    canary(client, None, [{"weight": 10, "duration": "1m"}, {"weight": 100, "duration": 0}])
+    deploy(client, model_id="solo", version="v1")  # no release: not listed (and no 404)
+    items = client.get("/internal/releases", headers=ADMIN).json()["items"]
+    assert [r["model_id"] for r in items] == ["chat"]
+    assert items[0] == client.get("/internal/models/chat/release", headers=ADMIN).json()
+    assert_error(client.get("/internal/releases", headers=ACME), 403, "forbidden")
