@@ -40,7 +40,7 @@ def test_the_page_is_served_with_a_strict_policy(app):
     assert '<script type="module" src="/console/static/console.js">' in r.text
     js = app.get("/console/static/console.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
-    for view in ("queue",):
+    for view in ("queue", "workload", "gpus", "serving"):
         assert app.get(f"/console/static/views/{view}.js").status_code == 200, view
     assert app.get("/console/static/../../api/app.py").status_code == 404
     assert app.get("/console/", follow_redirects=False).headers["location"] == "/console"
