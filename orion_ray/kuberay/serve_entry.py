@@ -63,7 +63,7 @@ def read_control_token(token_dir: str) -> str:
     )
 
 
-def deploy_control_plane(config_json: dict[str, Any], token_dir: str, wait_s: float = 120.0) -> str:
+def deploy_control_plane(config_json: dict[str, Any], token_dir: str, wait_s: float = 300.0) -> str:
     """On the head: read the credential and get-or-create the scheduler, the autoscaler and the
     serving manager with it, the same set ``orion up`` deploys; returns "ok".
 

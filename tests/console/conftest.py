@@ -91,10 +91,13 @@ def live(tmp_path_factory) -> Iterator[Live]:
         subprocess.run([str(BIN / "orion"), "down"], env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium (Debian's package) through Playwright; skipped where it is not installed,
-    except under ``ORION_REQUIRE_BROWSER`` (`.ci/run` installs it and sets that)."""
+    except under ``ORION_REQUIRE_BROWSER`` (`.ci/run` installs it and sets that).
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, and every later test that runs a loop of its own would fail."""
     missing = None
     try:
         from playwright import sync_api
