@@ -37,12 +37,17 @@ DATA = {
         "/api/v1/workloads/{wid}/logs",
     ],
     "gpus": [
-        "/admin/v1/infrastructure/nodes",
+        "/admin/v1/infrastructure/nodes?include_ended=false",
         "/admin/v1/infrastructure/fragmentation",
         "/admin/v1/infrastructure/health",
-        "/admin/v1/scaling/events?limit=20",
+        "/admin/v1/scaling/events?limit=15",
     ],
-    "serving": ["/internal/deployments"],
+    "serving": [
+        "/internal/deployments",
+        "/internal/releases",
+        "/internal/events?limit=30",
+        "/internal/serving/gpus",
+    ],
 }
 ROUTES = {"queue": "queue", "workload": "w/{wid}", "gpus": "gpus", "serving": "serving"}
 

@@ -94,9 +94,55 @@ async def _populate(sched: Scheduler, n_workloads: int, seed: int) -> None:
         await sched.submit(spec, tenant, tenant)
 
 
-def start_demo(*, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, seed: int = 7) -> Demo:
-    """Start the populated API on loopback in a background thread; returns once it answers."""
+def populate_serving(c: Any, serving: Any) -> None:
+    """Three models through REST (a shared one under a canary with injected errors and latency, a
+    tenant's A/B test, a tenant's single version) and some traffic."""
+
+    def deploy(**body) -> None:
+        r = c.post("/internal/deployments/create", json={"engine": "test", **body})
+        r.raise_for_status()
+
+    deploy(model_id="chat", version="v1", replicas=2, engine_args={"latency_s": 0.02})
+    deploy(model_id="chat", version="v2", engine_args={"error_rate": 0.3, "latency_s": 0.04})
+    deploy(model_id="summarize", version="v3", tenant_id="research", gpus_per_replica=1)
+    deploy(model_id="embed", version="a", tenant_id="vision")
+    deploy(model_id="embed", version="b", tenant_id="vision")
+    serving.running()
+    serving.manager.tick()  # the replicas' statuses, as the manager's loop reads them
+    canary = {
+        "model_id": "chat",
+        "strategy": "canary",
+        "stable": "v1",
+        "candidate": "v2",
+        "steps": [{"weight": 25, "duration": "10m"}, {"weight": 100, "duration": 0}],
+        "success_criteria": {"error_rate": 0.5, "latency_p95": "2s", "min_requests": 20},
+    }
+    c.put("/internal/models/chat/release", json=canary).raise_for_status()
+    ab = {
+        "model_id": "embed",
+        "strategy": "ab",
+        "stable": "a",
+        "ab": {"header": "X-User", "variants": {"a": 50, "b": 50}},
+    }
+    c.put("/internal/models/embed/release", json=ab).raise_for_status()
+    for i in range(60):
+        for model in ("chat", "embed"):
+            c.post("/v1/completions", json={"model": model, "prompt": f"p{i}", "max_tokens": 4})
+
+
+def start_demo(
+    *, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, seed: int = 7, serving: bool = True
+) -> Demo:
+    """Start the populated API on loopback in a background thread; returns once it answers.
+    ``serving``: model serving in-process (the manager without Serve, the ``test`` engine's replica
+    code: ``tests/unit/serving_fakes.py``) with three models and releases."""
     import uvicorn
+
+    local = None
+    if serving:
+        from tests.unit.serving_fakes import LocalServing
+
+        local = LocalServing()
 
     port = port or _free_port()
     tmp = tempfile.mkdtemp(prefix="orion-console-demo-")
@@ -115,6 +161,13 @@ def start_demo(*, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, se
         keys = KeyRing([hash_key(ADMIN_KEY)], {hash_key(k): t for t, k in TENANT_KEYS.items()})
         access = StoreAccess(path, max_queue_size=100_000)
         app = build_app(keys, backend=sched, access=access)
+        if local is not None:
+            from orion_ray.serving.router import ModelRouter
+
+            app.state.serving = local.client
+            app.state.model_router = ModelRouter(
+                local.client, local.handle_of, table_ttl_s=0, report_every_s=0
+            )
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         demo.server = uvicorn.Server(config)
         demo.loop = asyncio.get_running_loop()
@@ -123,10 +176,13 @@ def start_demo(*, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, se
             await asyncio.sleep(0.05)
         started.set()
         await serve
+        loop_task = sched._loop_task  # the cycle loop start() made: it must end before the store closes
         await sched.stop()
-        task.cancel()
-        with contextlib.suppress(BaseException):  # its loop must end before the store closes
-            await task
+        for t in (task, loop_task):
+            if isinstance(t, asyncio.Task) and not t.done():
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
         access.close()
         store.close()
 
@@ -144,6 +200,11 @@ def start_demo(*, n_nodes: int = 100, n_workloads: int = 1000, port: int = 0, se
         raise RuntimeError(f"the demo did not start: {failure[0]!r}") from failure[0]
     # let the scheduler admit what fits (a few cycles) before anyone measures
     import httpx
+
+    if local is not None:
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.Client(base_url=demo.url, headers=auth, timeout=30) as c:
+            populate_serving(c, local)
 
     deadline = time.time() + 60
     while time.time() < deadline:

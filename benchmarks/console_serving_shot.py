@@ -17,7 +17,7 @@ import threading
 
 import httpx
 
-from benchmarks.console_demo import ADMIN_KEY, TENANT_KEYS, TENANTS, _free_port, gpu_node
+from benchmarks.console_demo import ADMIN_KEY, TENANT_KEYS, TENANTS, _free_port, gpu_node, populate_serving
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.api.store_access import StoreAccess
@@ -63,39 +63,6 @@ def serve(serving: LocalServing, port: int) -> None:
     started.wait(60)
 
 
-def populate(c: httpx.Client, serving: LocalServing) -> None:
-    def deploy(**body) -> None:
-        r = c.post("/internal/deployments/create", json={"engine": "test", **body})
-        r.raise_for_status()
-
-    deploy(model_id="chat", version="v1", replicas=2, engine_args={"latency_s": 0.02})
-    deploy(model_id="chat", version="v2", engine_args={"error_rate": 0.3, "latency_s": 0.04})
-    deploy(model_id="summarize", version="v3", tenant_id="research", gpus_per_replica=1)
-    deploy(model_id="embed", version="a", tenant_id="vision")
-    deploy(model_id="embed", version="b", tenant_id="vision")
-    serving.running()
-    serving.manager.tick()  # the replicas' statuses, as the manager's loop reads them
-    canary = {
-        "model_id": "chat",
-        "strategy": "canary",
-        "stable": "v1",
-        "candidate": "v2",
-        "steps": [{"weight": 25, "duration": "10m"}, {"weight": 100, "duration": 0}],
-        "success_criteria": {"error_rate": 0.5, "latency_p95": "2s", "min_requests": 20},
-    }
-    c.put("/internal/models/chat/release", json=canary).raise_for_status()
-    ab = {
-        "model_id": "embed",
-        "strategy": "ab",
-        "stable": "a",
-        "ab": {"header": "X-User", "variants": {"a": 50, "b": 50}},
-    }
-    c.put("/internal/models/embed/release", json=ab).raise_for_status()
-    for i in range(60):
-        for model in ("chat", "embed"):
-            c.post("/v1/completions", json={"model": model, "prompt": f"p{i}", "max_tokens": 4})
-
-
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -105,7 +72,7 @@ def main() -> None:
     serving = LocalServing()
     serve(serving, port)
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
-        populate(c, serving)
+        populate_serving(c, serving)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         for name, key in (
