@@ -8,12 +8,8 @@ page shows against the REST answer for the same key, and closes it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +17,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.live_orion import orion_up
+
 CHROMIUM = os.environ.get("ORION_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TENANT_KEYS = {"alice": "alice-console-key-0123456789", "bob": "bob-console-key-0123456789"}
 CONFIG = """\
@@ -33,12 +30,6 @@ orion:
 """
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -72,23 +63,8 @@ class Live:
 def live(tmp_path_factory) -> Iterator[Live]:
     """One `orion up` for the console tests (4 CPUs, 2 fake GPUs), stopped by `orion down`."""
     home = tmp_path_factory.mktemp("orion-console")
-    env = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
-    for var in ("ORION_URL", "ORION_API_KEY"):
-        env.pop(var, None)
-    env.update({f"ORION_KEY_{t.upper()}": k for t, k in TENANT_KEYS.items()})
-    env["RAY_AUTH_MODE"] = "token"
-    ports = {"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()}
-    (home / "orion.yaml").write_text(CONFIG)
-    cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", "4"]
-    cmd += ["--num-gpus", "2", "--port", str(ports["api"]), "--ray-port", str(ports["ray"])]
-    cmd += ["--dashboard-port", str(ports["dashboard"])]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        assert p.returncode == 0, f"orion up failed:\n{p.stdout}\n{p.stderr}"
-        creds = json.loads((home / "credentials").read_text())
+    with orion_up(home, CONFIG, TENANT_KEYS) as (creds, env, _):
         yield Live(url=creds["url"], admin_key=creds["api_key"], env=env, home=home)
-    finally:
-        subprocess.run([str(BIN / "orion"), "down"], env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,7 @@ Every module in ``tests/security/`` reads as a list of what was tried against th
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.live_orion import BIN, orion_up
+
 TENANT_KEYS = {"alice": "alice-secret-key-0123456789", "bob": "bob-secret-key-0123456789"}
 CONFIG = """\
 orion:
@@ -28,12 +25,6 @@ orion:
     - {id: alice, weight: 1, api_key_env: ORION_KEY_ALICE}
     - {id: bob, weight: 1, api_key_env: ORION_KEY_BOB}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -75,21 +66,6 @@ class Live:
 def live(tmp_path_factory) -> Any:
     """One `orion up` for the attack suite (4 CPUs, 2 fake GPUs), stopped by `orion down`."""
     home = tmp_path_factory.mktemp("orion-security")
-    env = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
-    for var in ("ORION_URL", "ORION_API_KEY"):
-        env.pop(var, None)
-    env.update({f"ORION_KEY_{t.upper()}": k for t, k in TENANT_KEYS.items()})
-    env.update(AWS_ACCESS_KEY_ID="AKIAORIONLIVETEST", AWS_SECRET_ACCESS_KEY="aws-secret-never-in-ray")
-    env["RAY_AUTH_MODE"] = "token"  # a driver started with this env can join Orion's head (token auth)
-    ports = {"api": _free_port(), "ray": _free_port(), "dashboard": _free_port()}
-    (home / "orion.yaml").write_text(CONFIG)
-    cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", "4"]
-    cmd += ["--num-gpus", "2", "--port", str(ports["api"]), "--ray-port", str(ports["ray"])]
-    cmd += ["--dashboard-port", str(ports["dashboard"])]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    try:
-        assert p.returncode == 0, f"orion up failed:\n{p.stdout}\n{p.stderr}"
-        creds = json.loads((home / "credentials").read_text())
+    aws = {"AWS_ACCESS_KEY_ID": "AKIAORIONLIVETEST", "AWS_SECRET_ACCESS_KEY": "aws-secret-never-in-ray"}
+    with orion_up(home, CONFIG, TENANT_KEYS, extra_env=aws) as (creds, env, ports):
         yield Live(url=creds["url"], admin_key=creds["api_key"], env=env, home=home, ports=ports)
-    finally:
-        subprocess.run([str(BIN / "orion"), "down"], env=env, capture_output=True, text=True, timeout=120)
