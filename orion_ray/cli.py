@@ -59,6 +59,7 @@ def cmd_up(a) -> int:
     else:
         print(
             f"Orion is up.\n  API:        {info['api_url']}  (OpenAPI: {info['api_url']}/docs)\n"
+            f"  console:    {info['api_url']}/console  (sign in with the admin key)\n"
             f"  dashboard:  {info['dashboard_url']}\n  admin key:  {info['credentials']}\n"
             f"  Ray:        {info['ray_address']}"
             + (f"\n  Ray auth:   {info['ray_auth']}" if info.get("ray_auth") else "")

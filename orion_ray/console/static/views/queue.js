@@ -132,7 +132,8 @@ export async function mount(root, ctx) {
         el("div", { class: "stat" }, el("b", { dataset: { testid: "total-running" } }, String(queue.total_running)), " running"),
         queue.fragmentation ? el("div", { class: "stat" },
           el("b", {}, fmt.num(queue.fragmentation.stranded_gpus)), " of ", fmt.num(queue.fragmentation.free_gpus), " free GPUs stranded") : null),
-      section("Tenants: usage, quota (the mark), borrowing and fair share", shown.map(tenantRow)),
+      section("Tenants: usage, quota (the mark), borrowing and fair share",
+        shown.length ? shown.map(tenantRow) : el("p", { class: "muted" }, "No tenant has work running or queued, or a quota.")),
       section("Queue depth by priority class", depthByClass(shown)),
       section("Reservation", reservation(queue.reservation)));
     tableBox.replaceChildren(rowsTable(list));
