@@ -135,6 +135,42 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE INDEX IF NOT EXISTS scaling_events_at ON scaling_events(at);
 """
 
+# Pipelines (issue 16): a run per submission, a row per node of it. ``submission_id`` is unique per
+# tenant (a repeated submission returns the first run); ``node_runs`` hold each node's state, its
+# current attempt and that attempt's workload, and its outputs (inline JSON, capped).
+SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS pipeline_runs (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id         TEXT NOT NULL UNIQUE,
+    tenant_id      TEXT NOT NULL,
+    submission_id  TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    finished_at    REAL,
+    error          TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pipeline_runs_submission ON pipeline_runs(tenant_id, submission_id);
+CREATE INDEX IF NOT EXISTS pipeline_runs_status ON pipeline_runs(status, seq);
+CREATE TABLE IF NOT EXISTS node_runs (
+    run_id         TEXT NOT NULL,
+    node_id        TEXT NOT NULL,
+    position       INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    attempt        INTEGER NOT NULL DEFAULT 0,
+    workload_id    TEXT,
+    not_before     REAL NOT NULL DEFAULT 0,
+    outputs        TEXT,
+    error          TEXT,
+    reason         TEXT,
+    started_at     REAL,
+    finished_at    REAL,
+    PRIMARY KEY (run_id, node_id)
+);
+"""
+
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer Orion: opening it could corrupt what this one does not know."""
@@ -173,6 +209,12 @@ def _v3(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    """Pipeline runs and their node runs."""
+    for stmt in split_statements(SCHEMA_4):
+        db.execute(stmt)
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -180,6 +222,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "tables", _v1),
     (2, "ranks, tenant counters and queue buckets", _v2),
     (3, "retention indexes", _v3),
+    (4, "pipeline runs and node runs", _v4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

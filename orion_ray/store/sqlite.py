@@ -283,49 +283,63 @@ class SQLiteStore:
         ``request_id``. Raises ``Conflict`` (the id reused with another spec) or ``QueueFull``;
         ``check`` may raise too (called inside the transaction, before the insert). Whoever
         writes it, the scheduler takes the row in by its ``seq`` (``after_seq``)."""
+        with self._lock, self._tx():
+            return self._submit(
+                workload, who=who, max_queue_size=max_queue_size, tenant_limit=tenant_limit, check=check
+            )
+
+    def _submit(
+        self,
+        workload: Workload,
+        *,
+        who: str,
+        max_queue_size: int,
+        tenant_limit: Optional[int] = None,
+        check: Optional[Callable[[Workload], None]] = None,
+    ) -> tuple[Workload, bool]:
+        """``submit`` inside the caller's transaction (a pipeline reconcile writes its node
+        workloads and its node runs in one). ``QueueFull`` and ``Conflict`` are raised before
+        anything is written, so the caller's transaction may go on."""
         tenant, rid = workload.tenant_id, workload.spec.metadata.request_id
         now = workload.updated_at if workload.updated_at is not None else time.time()
-        with self._lock, self._tx():
-            if rid:
-                row = self._db.execute(
-                    f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant, rid)
-                ).fetchone()
-                if row is not None:
-                    first = workload_of(row)
-                    if first.spec.fingerprint() != workload.spec.fingerprint():
-                        raise Conflict(
-                            f"request_id {rid!r} was already used with a different spec",
-                            [{"field": "metadata.request_id", "problem": "reused"}],
-                        )
-                    return first, False
-            total = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM active_counts").fetchone()[0]
-            if total >= max_queue_size:
-                raise QueueFull(f"the queue is full ({max_queue_size} workloads)", retry_after=5)
-            if tenant_limit is not None and self._active_of(tenant) >= tenant_limit:
-                raise QueueFull(
-                    f"tenant {tenant!r} has {tenant_limit} unfinished workloads (its limit)", retry_after=5
-                )
-            if check is not None:
-                check(workload)
-            self._insert(
-                workload, [(Status.SUBMITTED.value, now, "accepted"), (Status.QUEUED.value, now, "")]
+        if rid:
+            row = self._db.execute(
+                f"SELECT {_COLS} FROM workloads WHERE tenant_id=? AND request_id=?", (tenant, rid)
+            ).fetchone()
+            if row is not None:
+                first = workload_of(row)
+                if first.spec.fingerprint() != workload.spec.fingerprint():
+                    raise Conflict(
+                        f"request_id {rid!r} was already used with a different spec",
+                        [{"field": "metadata.request_id", "problem": "reused"}],
+                    )
+                return first, False
+        total = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM active_counts").fetchone()[0]
+        if total >= max_queue_size:
+            raise QueueFull(f"the queue is full ({max_queue_size} workloads)", retry_after=5)
+        if tenant_limit is not None and self._active_of(tenant) >= tenant_limit:
+            raise QueueFull(
+                f"tenant {tenant!r} has {tenant_limit} unfinished workloads (its limit)", retry_after=5
             )
-            self._db.execute(
-                "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
-                (
-                    now,
-                    who,
-                    "submit",
-                    workload.workload_id,
-                    json.dumps(
-                        {
-                            "tenant_id": tenant,
-                            "workload_type": workload.spec.workload_type,
-                            "priority": workload.priority.value,
-                        }
-                    ),
+        if check is not None:
+            check(workload)
+        self._insert(workload, [(Status.SUBMITTED.value, now, "accepted"), (Status.QUEUED.value, now, "")])
+        self._db.execute(
+            "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+            (
+                now,
+                who,
+                "submit",
+                workload.workload_id,
+                json.dumps(
+                    {
+                        "tenant_id": tenant,
+                        "workload_type": workload.spec.workload_type,
+                        "priority": workload.priority.value,
+                    }
                 ),
-            )
+            ),
+        )
         return workload, True
 
     def _active_of(self, tenant_id: str) -> int:

@@ -1,0 +1,191 @@
+"""The pipeline engine: given a run, its node runs and the statuses of their workloads, what to do
+next. Pure (no Ray, no store): it takes ``now`` and never mutates what it is given.
+
+Level-triggered: the plan depends only on the snapshot, so planning again after a crash, or twice
+for the same snapshot, asks for the same things; the controller makes each launch idempotent
+(``request_id`` = ``submission/node/attempt``) and writes the plan in one transaction.
+
+Per node, in topological order:
+
+- ``submitted``: its workload still going → nothing (or cancel it when the run is stopping);
+  ``completed`` → ``succeeded`` with its named ``outs`` taken from the returned dict (all of them
+  must be there, strict JSON, at most ``MAX_OUTPUT_CHARS``); ``failed`` → another attempt after
+  ``retry.backoff_sec`` while attempts remain (``slo.retry``, or the node's own ``retry``), else
+  ``failed``; ``cancelled`` (by someone else) → ``cancelled``; its workload gone → a failed attempt.
+- ``pending``: an upstream node that failed, was cancelled or skipped → ``skipped``; every upstream
+  node succeeded and the backoff is over → launch the next attempt with the upstream outputs as
+  keyword arguments named after the ``ins``.
+
+The run ends when every node has: ``succeeded`` if all did, ``cancelled`` if it was cancelled,
+else ``failed`` (naming the nodes). A run past ``slo.max_runtime`` stops like a cancel and fails.
+Independent branches go on after a node fails (``fail_fast`` is planned).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
+
+from ..models import Workload
+from ..status import Status
+from . import graph
+from .records import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    MAX_OUTPUT_CHARS,
+    NODE_TERMINAL,
+    PENDING,
+    SKIPPED,
+    SUBMITTED,
+    SUCCEEDED,
+    NodeRun,
+    PipelineRun,
+)
+
+_NOT_OK = (FAILED, CANCELLED, SKIPPED)
+
+
+@dataclass
+class Plan:
+    """What one reconcile of a run decided."""
+
+    changed: list[NodeRun] = field(default_factory=list)  # nodes whose row changes (not launches)
+    launches: list[tuple[NodeRun, dict[str, Any]]] = field(default_factory=list)  # node, its inputs
+    cancels: list[str] = field(default_factory=list)  # workload ids to stop
+    status: Optional[str] = None  # the run's new state, if it changes
+    error: Optional[str] = None
+    next_due: Optional[float] = None  # the earliest backoff end among waiting nodes
+
+    @property
+    def idle(self) -> bool:
+        return not (self.changed or self.launches or self.cancels or self.status)
+
+
+def outputs_of(result: Any, outs: list[str]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The node's named outputs from its function's return value, or why they cannot be taken."""
+    if not outs:
+        return {}, None
+    if not isinstance(result, dict):
+        return (
+            None,
+            f"the function must return a dict with {', '.join(outs)}; it returned {type(result).__name__}",
+        )
+    missing = [o for o in outs if o not in result]
+    if missing:
+        return None, f"the function's result lacks the output(s) {', '.join(missing)}"
+    taken = {o: result[o] for o in outs}
+    try:
+        size = len(json.dumps(taken, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        return None, f"outputs are not strict JSON ({exc})"
+    if size > MAX_OUTPUT_CHARS:
+        return None, (
+            f"outputs are {size} characters of JSON, over the inline limit of {MAX_OUTPUT_CHARS} "
+            "(pass a URI instead; an artifact store is planned)"
+        )
+    return taken, None
+
+
+def stop_reason(run: PipelineRun, now: float) -> Optional[str]:
+    """Why the run is stopping (a cancel, or ``slo.max_runtime`` passed), or None."""
+    if run.status == CANCELLING:
+        return "cancelled"
+    limit = run.submission.dag_spec.slo.max_runtime
+    if limit is not None and now >= run.created_at + limit:
+        return f"slo.max_runtime ({limit:g} s) exceeded"
+    return None
+
+
+def plan(
+    run: PipelineRun, nodes: list[NodeRun], workloads: Mapping[str, Optional[Workload]], now: float
+) -> Plan:
+    """The next step of ``run`` (see the module's docstring). ``workloads`` maps the workload id of
+    every ``submitted`` node to its workload (None: not found)."""
+    sub = run.submission
+    spec = sub.dag_spec
+    before = {n.node_id: n for n in nodes}
+    cur = {n.node_id: replace(n) for n in nodes}
+    up, bind = spec.upstream(), graph.binding(spec)
+    stopping = stop_reason(run, now)
+    out = Plan()
+    launched: set[str] = set()
+    for node_id in graph.topological(spec):
+        n = cur[node_id]
+        if n.status == SUBMITTED:
+            _settle(n, spec.node(node_id), sub.retry_of(spec.node(node_id)), workloads, now, stopping, out)
+        if n.status != PENDING:
+            continue
+        if stopping:
+            n.status, n.finished_at, n.reason = CANCELLED, now, stopping
+            continue
+        ups = [cur[u] for u in up[node_id]]
+        bad = [u.node_id for u in ups if u.status in _NOT_OK]
+        if bad:
+            n.status, n.finished_at = SKIPPED, now
+            n.error = f"upstream node(s) {', '.join(bad)} did not succeed"
+            continue
+        if any(u.status != SUCCEEDED for u in ups):
+            continue
+        if now < n.not_before:
+            out.next_due = n.not_before if out.next_due is None else min(out.next_due, n.not_before)
+            continue
+        inputs = {port: (cur[src].outputs or {}).get(port) for port, src in bind[node_id].items()}
+        n.attempt += 1
+        n.status, n.reason, n.error = SUBMITTED, None, None
+        n.started_at = n.started_at if n.started_at is not None else now
+        out.launches.append((n, inputs))
+        launched.add(node_id)
+    out.changed = [n for nid, n in cur.items() if nid not in launched and n != before[nid]]
+    if all(n.status in NODE_TERMINAL for n in cur.values()):
+        failed = [n.node_id for n in cur.values() if n.status != SUCCEEDED]
+        if not failed:
+            out.status = SUCCEEDED
+        elif run.status == CANCELLING:
+            out.status, out.error = CANCELLED, "cancelled"
+        else:
+            out.status = FAILED
+            out.error = stopping or "node(s) did not succeed: " + ", ".join(failed)
+    return out
+
+
+def _settle(
+    n: NodeRun,
+    node: Any,
+    retry: Any,
+    workloads: Mapping[str, Optional[Workload]],
+    now: float,
+    stopping: Optional[str],
+    out: Plan,
+) -> None:
+    """A submitted node after its workload's latest status (changes ``n`` in place: a copy)."""
+    w = workloads.get(n.workload_id or "")
+    if w is not None and not w.status.terminal:
+        if stopping and n.workload_id:
+            out.cancels.append(n.workload_id)
+        return
+    if w is not None and w.status == Status.COMPLETED:
+        outputs, problem = outputs_of(w.result, node.outs)
+        if problem is None:
+            n.status, n.outputs, n.finished_at, n.error = SUCCEEDED, outputs, now, None
+            return
+        error = problem
+    elif w is not None and w.status == Status.CANCELLED:
+        n.status, n.finished_at, n.error = (
+            CANCELLED,
+            now,
+            stopping or (w.error or "its workload was cancelled"),
+        )
+        return
+    else:
+        error = (w.error if w is not None else None) or (
+            "its workload failed" if w is not None else "its workload is gone from the store"
+        )
+    if stopping or n.attempt >= retry.max_attempts:
+        n.status, n.finished_at, n.error = FAILED, now, f"attempt {n.attempt}: {error}"
+        return
+    n.status, n.workload_id = PENDING, None
+    n.not_before = now + retry.backoff_sec
+    n.error = f"attempt {n.attempt}: {error}"
+    n.reason = f"retrying (attempt {n.attempt + 1} of {retry.max_attempts}) after {retry.backoff_sec:g} s"
