@@ -155,6 +155,27 @@ class SchedulerService(Protocol):
         """The autoscaler's latest status (its loop, pools, GPU telemetry), kept for the API."""
         ...
 
+    # -- pipelines (issue 16) --------------------------------------------------------------------
+    async def pipeline_submit(
+        self, body: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Validate a pipeline submission (``dag_spec``, ``runtime_params``, ``refs``) and store
+        its run in one transaction; ``{"submission_id", "state"}``. A repeated
+        ``runtime_params.submission_id`` answers the first run (409 with another body)."""
+        ...
+
+    async def pipeline_status(self, submission_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """A run with every node's state, attempt, workload id and outputs (their names)
+        (``NotFound`` outside the caller's tenant)."""
+        ...
+
+    async def pipeline_cancel(
+        self, submission_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Cancel a run: its running nodes' workloads are cancelled, pending nodes never start
+        (idempotent: a finished run answers its final state)."""
+        ...
+
     # -- administration and operations -----------------------------------------------------------
     async def configure_tenants(
         self,

@@ -325,6 +325,10 @@ def build_app(
             return a.audit_log(limit, cursor)
         return await backend_of(request).audit_log(limit, cursor)
 
+    from .pipelines import install_pipelines  # /api/orch (issue 16)
+
+    install_pipelines(app, principal, backend_of)
+
     from .infrastructure import install_infrastructure
 
     install_infrastructure(app, admin, backend_of)

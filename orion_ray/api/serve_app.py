@@ -121,6 +121,15 @@ class ActorBackend:
     async def metrics_text(self):
         return await self._call("metrics_text")
 
+    async def pipeline_submit(self, body, tenant_id="default", who=None):
+        return await self._call("pipeline_submit", body, tenant_id, who)
+
+    async def pipeline_status(self, submission_id, tenant_id=None):
+        return await self._call("pipeline_status", submission_id, tenant_id)
+
+    async def pipeline_cancel(self, submission_id, tenant_id=None, who=None):
+        return await self._call("pipeline_cancel", submission_id, tenant_id, who)
+
     async def keyring(self):
         return await self._call("keyring")
 

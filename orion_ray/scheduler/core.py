@@ -44,6 +44,7 @@ from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .housekeeping import Housekeeping
 from .liveness import Liveness
+from .pipelines_host import PipelineHost
 from .recovery import recover
 from .tenants import TenantRegistry
 from .transitions import WorkloadBook
@@ -120,6 +121,7 @@ class Scheduler(AdminMixin):
         self.ingest = ingest.Ingest(self)  # new rows from the store, by seq (see ingest.py)
         self.liveness = Liveness()  # recovery state and cycle age, for /health
         self.housekeeping = Housekeeping(store, clock, retention)  # file check, retention
+        self.pipelines = PipelineHost(self)  # pipeline runs reconciled in this loop (issue 16)
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -200,6 +202,10 @@ class Scheduler(AdminMixin):
                 self.housekeeping.tick()  # a deleted or replaced store file; retention
             except Exception:  # e.g. the store is locked: the next tick tries again
                 log.exception("store housekeeping failed")
+            try:  # before the intake below: the node workloads it writes are taken in this tick
+                woken = self.pipelines.tick(woken) > 0 or woken
+            except Exception:  # one bad reconcile never stops the loop; the next tick retries
+                log.exception("pipeline reconcile failed")
             try:
                 # A tick with nothing new (no submission, no release, no backoff expired) cannot
                 # admit more than the last cycle did, except when nodes joined: check each second.
@@ -485,6 +491,22 @@ class Scheduler(AdminMixin):
             if live is not None:  # a job's output can be any size: its tail, marked
                 return cap_text(clean_job_logs(live), self.config.max_log_bytes, keep="tail") or ""
         return self.store.get_logs(workload_id) or ""
+
+    async def pipeline_submit(
+        self, body: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """A pipeline run stored (see ``pipelines_host.py``)."""
+        return self.pipelines.submit(body, tenant_id, who)
+
+    async def pipeline_status(self, submission_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """A run and its nodes."""
+        return self.pipelines.status(submission_id, tenant_id)
+
+    async def pipeline_cancel(
+        self, submission_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Cancel a run (idempotent)."""
+        return self.pipelines.cancel(submission_id, tenant_id, who)
 
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""

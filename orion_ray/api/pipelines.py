@@ -1,0 +1,57 @@
+"""The pipeline routes (issue 16), ``/api/orch/...``: submit a DAG, read a run's state, cancel it.
+
+A tenant submits for itself and sees and cancels its own runs only (another tenant's run is a 404,
+as a workload is); an admin submits for any tenant (``?tenant_id=``, else ``default``) and reads any
+run. The calls go to the scheduler, which hosts the pipeline controller and writes the runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+
+from ..errors import Forbidden
+from .auth import Principal
+
+SUBMISSION_PATH = Path(..., min_length=1, max_length=200)
+
+
+def install_pipelines(
+    app: FastAPI, principal: Callable[..., Any], backend_of: Callable[[Request], Any]
+) -> None:
+    """Add ``/api/orch/submit``, ``/api/orch/status/{id}`` and ``/api/orch/cancel/{id}``."""
+
+    def who(p: Principal) -> str:
+        return "admin" if p.is_admin else str(p.tenant_id)
+
+    @app.post("/api/orch/submit", status_code=202, tags=["pipelines"])
+    async def pipeline_submit(
+        request: Request,
+        body: dict[str, Any] = Body(
+            ...,
+            description="{dag_spec (YAML text or an object), runtime_params, refs}",
+            examples=[{"dag_spec": "version: 1\npipeline_id: p\nnodes: [...]", "runtime_params": {}}],
+        ),
+        tenant_id: Optional[str] = Query(None, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$"),
+        p: Principal = Depends(principal),
+    ):
+        """Submit a pipeline run; answered once the run is durably stored: ``{submission_id, state}``."""
+        if p.tenant_id is not None and tenant_id not in (None, p.tenant_id):
+            raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
+        tenant = p.tenant_id or tenant_id or "default"
+        return await backend_of(request).pipeline_submit(body, tenant, who(p))
+
+    @app.get("/api/orch/status/{submission_id}", tags=["pipelines"])
+    async def pipeline_status(
+        request: Request, submission_id: str = SUBMISSION_PATH, p: Principal = Depends(principal)
+    ):
+        """The run's state and every node's state, attempt, workload id and outputs (names)."""
+        return await backend_of(request).pipeline_status(submission_id, p.tenant_id)
+
+    @app.post("/api/orch/cancel/{submission_id}", status_code=202, tags=["pipelines"])
+    async def pipeline_cancel(
+        request: Request, submission_id: str = SUBMISSION_PATH, p: Principal = Depends(principal)
+    ):
+        """Cancel the run (idempotent): running nodes are cancelled, pending ones never start."""
+        return await backend_of(request).pipeline_cancel(submission_id, p.tenant_id, who(p))

@@ -1,0 +1,109 @@
+"""The scheduler hosts the pipeline controller (issue 16): its loop reconciles the unfinished
+pipeline runs each tick, and its service answers the ``/api/orch`` calls.
+
+Why in the scheduler's loop rather than a detached ``orion-pipelines`` actor (for now): the
+scheduler is already the store's one writer process, detached, restarted by Ray and guarded by
+the control credential; a reconcile's node workloads are in the store in the same transaction as
+its node rows and the scheduler takes them in at once (``ingest.pull``), with no second process
+contending for SQLite's write lock; and a node's cancel is the scheduler's own ``cancel``. The
+controller (``pipelines/controller.py``) knows only the store, so moving it to its own actor later
+changes this module only. The cost: reconciles run between the cycle's slices (bounded pages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import NotFound, ValidationError
+from ..models import WorkloadSpec
+from ..pipelines import runs_store
+from ..pipelines.controller import PipelineController
+from ..pipelines.intake import accept
+from ..trust import runtime_env_problems
+from . import intake
+from .every import Every
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+log = logging.getLogger("orion.pipelines")
+TICK_S = 0.25  # a reconcile of every unfinished run at least this often (and when woken)
+
+
+class PipelineHost:
+    """The controller in the scheduler's loop, and the pipeline calls of its service."""
+
+    def __init__(self, sched: "Scheduler"):
+        self.s = sched
+        self.controller = PipelineController(
+            sched.store,
+            clock=sched.clock,
+            max_queue_size=sched.config.max_queue_size,
+            tenant_limit=lambda t: sched.policy_config.tenant_queue_limit(
+                sched.tenants.get(t), sched.config.max_queue_size
+            ),
+        )
+        self.every = Every(TICK_S, sched.clock)
+        self._pending: set[asyncio.Task] = set()
+
+    def tick(self, woken: bool) -> int:
+        """Reconcile when due (or woken: a workload moved, a run arrived); start the cancels it
+        asks for. Returns how many workloads it submitted or changed."""
+        if not hasattr(self.s.store, "_tx") or not self.every.due(force=woken):
+            return 0
+        before = self.controller.transitions
+        for wid in self.controller.tick():
+            task = asyncio.ensure_future(self._cancel(wid))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        return self.controller.transitions - before
+
+    async def _cancel(self, workload_id: str) -> None:
+        try:
+            await self.s.cancel(workload_id, None, "pipelines")
+        except Exception:  # asked again at the next tick while the run is cancelling
+            log.warning("cancel of %s failed", workload_id, exc_info=True)
+
+    # -- the service's calls -----------------------------------------------------------------------
+    def submit(self, body: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
+        by_admin = who == "admin"
+
+        def check(spec: WorkloadSpec) -> None:
+            if not by_admin:  # a tenant's environment goes through the allowlist, as on /workloads
+                problems = runtime_env_problems(spec.runtime_env)
+                if problems:
+                    raise ValidationError("runtime_env is not allowed", problems)
+            intake.check_importable(spec)
+            intake.check_spec(
+                spec,
+                tenant_id,
+                protected=self.s.policy_config.preemption.protected_classes,
+                known=self.s.tenants.known(tenant_id),
+                tenant=self.s.tenants.get(tenant_id),
+                by_admin=by_admin,
+                allowed_modules=intake.allowed_modules(self.s.tenants.get(tenant_id)),
+            )
+
+        run, node_ids = accept(body, tenant_id=tenant_id, now=self.s.clock(), check=check)
+        run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
+        self.s.wake()
+        return {"submission_id": run.submission_id, "state": run.status}
+
+    def run_of(self, submission_id: str, tenant_id: Optional[str]) -> runs_store.PipelineRun:
+        run = runs_store.find_run(self.s.store, submission_id, tenant_id)
+        if run is None:
+            raise NotFound(f"no pipeline run {submission_id[:128]!r}")
+        return run
+
+    def status(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
+        run = self.run_of(submission_id, tenant_id)
+        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+
+    def cancel(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
+        run = self.run_of(submission_id, tenant_id)
+        if not run.terminal:
+            run = runs_store.request_cancel(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
+            self.s.wake()
+        return run.public(runs_store.node_runs(self.s.store, run.run_id))
