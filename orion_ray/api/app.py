@@ -327,7 +327,7 @@ def build_app(
 
     from .pipelines import install_pipelines  # /api/orch (issue 16)
 
-    install_pipelines(app, principal, backend_of)
+    install_pipelines(app, principal, backend_of, access_of)
 
     from .infrastructure import install_infrastructure
 

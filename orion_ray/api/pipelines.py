@@ -2,7 +2,9 @@
 
 A tenant submits for itself and sees and cancels its own runs only (another tenant's run is a 404,
 as a workload is); an admin submits for any tenant (``?tenant_id=``, else ``default``) and reads any
-run. The calls go to the scheduler, which hosts the pipeline controller and writes the runs.
+run. Submit and cancel go to the scheduler, which hosts the pipeline controller and writes the
+runs; a status is read from the store where this replica has it (``access``), as a workload's GET
+is, so it answers while the scheduler restarts.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from typing import Any, Callable, Optional
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 
-from ..errors import Forbidden
+from ..errors import Forbidden, NotFound
+from ..pipelines import runs_store
 from .auth import Principal
 
 SUBMISSION_PATH = Path(..., min_length=1, max_length=200)
 
 
 def install_pipelines(
-    app: FastAPI, principal: Callable[..., Any], backend_of: Callable[[Request], Any]
+    app: FastAPI,
+    principal: Callable[..., Any],
+    backend_of: Callable[[Request], Any],
+    access_of: Optional[Callable[[Request], Any]] = None,
 ) -> None:
     """Add ``/api/orch/submit``, ``/api/orch/status/{id}`` and ``/api/orch/cancel/{id}``."""
 
@@ -47,6 +53,9 @@ def install_pipelines(
         request: Request, submission_id: str = SUBMISSION_PATH, p: Principal = Depends(principal)
     ):
         """The run's state and every node's state, attempt, workload id and outputs (names)."""
+        a = access_of(request) if access_of is not None else None
+        if a is not None:
+            return status_from_store(a.reader, submission_id, p.tenant_id)
         return await backend_of(request).pipeline_status(submission_id, p.tenant_id)
 
     @app.post("/api/orch/cancel/{submission_id}", status_code=202, tags=["pipelines"])
@@ -55,3 +64,11 @@ def install_pipelines(
     ):
         """Cancel the run (idempotent): running nodes are cancelled, pending ones never start."""
         return await backend_of(request).pipeline_cancel(submission_id, p.tenant_id, who(p))
+
+
+def status_from_store(reader: Any, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
+    """``GET /api/orch/status`` read from the store (404 outside the caller's tenant)."""
+    run = runs_store.find_run(reader, submission_id, tenant_id)
+    if run is None:
+        raise NotFound(f"no pipeline run {submission_id[:128]!r}")
+    return run.public(runs_store.node_runs(reader, run.run_id))

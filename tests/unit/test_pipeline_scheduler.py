@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
+from orion_ray.api.store_access import StoreAccess
 from orion_ray.config import PolicyConfig, SchedulerConfig
 from orion_ray.runtime.fake import FakeRuntime, fake_node
 from orion_ray.scheduler import Scheduler
@@ -175,14 +176,19 @@ async def test_cancel_stops_the_running_node(db):
 
 
 # -- REST ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def api(db):
+@pytest.fixture(params=["scheduler", "store"])
+def api(db, request):
+    """Every REST test twice: reads through the scheduler, and (as a Serve replica does) from the
+    store."""
     store = SQLiteStore(db)
     sched = Scheduler(store, runtime=FakeRuntime(), config=SchedulerConfig())
     keys = KeyRing([hash_key("admin-key")], {hash_key("acme-key"): "acme", hash_key("bob-key"): "bob"})
-    client = TestClient(build_app(keys, backend=sched))
+    access = StoreAccess(db, max_queue_size=10_000) if request.param == "store" else None
+    client = TestClient(build_app(keys, backend=sched, access=access))
     yield client, sched
     client.close()
+    if access is not None:
+        access.close()
     store.close()
 
 
