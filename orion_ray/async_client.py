@@ -153,6 +153,28 @@ class AsyncOrionClient:
         params = {"limit": limit, **({"cursor": cursor} if cursor is not None else {})}
         return (await self._request("GET", "/admin/v1/audit", params=params)).json()
 
+    # -- pipelines (issue 16; docs/pipelines.md) -------------------------------------------------------
+    async def submit_pipeline(
+        self,
+        dag_spec: Any,
+        runtime_params: Optional[dict] = None,
+        refs: Optional[dict] = None,
+        tenant_id: Optional[str] = None,
+    ) -> dict:
+        """Submit a pipeline run: ``dag_spec`` as YAML text or a dict, ``runtime_params``, ``refs``
+        (node id → ``"module:function"``); ``tenant_id`` for an admin key. ``{submission_id, state}``."""
+        body = {"dag_spec": dag_spec, "runtime_params": runtime_params or {}, "refs": refs or {}}
+        params = {"tenant_id": tenant_id} if tenant_id else None
+        return (await self._request("POST", "/api/orch/submit", json=body, params=params)).json()
+
+    async def pipeline_status(self, submission_id: str) -> dict:
+        """A run with every node's state, attempt, workload id and outputs (their names)."""
+        return (await self._request("GET", f"/api/orch/status/{submission_id}")).json()
+
+    async def cancel_pipeline(self, submission_id: str) -> dict:
+        """Cancel a run (idempotent: a finished run answers its final state)."""
+        return (await self._request("POST", f"/api/orch/cancel/{submission_id}")).json()
+
     # -- infrastructure (admin key) ---------------------------------------------------------------
     async def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""

@@ -11,13 +11,17 @@ import functools
 import importlib
 import os
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.api.store_access import StoreAccess
+from orion_ray.async_client import AsyncOrionClient
+from orion_ray.client import OrionClient
 from orion_ray.config import PolicyConfig, SchedulerConfig
+from orion_ray.errors import NotFound, ValidationError
 from orion_ray.runtime.fake import FakeRuntime, fake_node
 from orion_ray.scheduler import Scheduler
 from orion_ray.scheduler.recovery import recover
@@ -256,3 +260,30 @@ def test_rest_refusals_are_422s_naming_the_field(api, bad, field):
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["code"] == "validation_error" and err["details"][0]["field"] == field, err
+
+
+def test_the_sdk_submits_reads_and_cancels_runs(api):
+    client, _ = api
+    sdk = OrionClient("http://testserver", "acme-key", transport=client._transport)
+    ack = sdk.submit_pipeline(ISSUE_YAML, {"submission_id": "sdk-1"}, REFS)
+    assert ack == {"submission_id": "sdk-1", "state": "running"}
+    assert sdk.pipeline_status("sdk-1")["pipeline_id"] == "bt_xs_bilstm_v1"
+    assert sdk.cancel_pipeline("sdk-1")["state"] == "cancelling"
+    with pytest.raises(NotFound):
+        sdk.pipeline_status("nothing")
+    with pytest.raises(ValidationError) as info:
+        sdk.submit_pipeline(ISSUE_YAML)  # no code named
+    assert info.value.details[0]["field"] == "dag_spec.nodes.fetch_data.params.function"
+
+
+def test_the_async_sdk_has_the_same_calls(api):
+    client, _ = api
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncOrionClient("http://testserver", "acme-key", transport=transport) as sdk:
+            ack = await sdk.submit_pipeline(ISSUE_YAML, {"submission_id": "sdk-2"}, REFS)
+            assert (await sdk.pipeline_status(ack["submission_id"]))["state"] == "running"
+            assert (await sdk.cancel_pipeline("sdk-2"))["state"] == "cancelling"
+
+    asyncio.run(scenario())
