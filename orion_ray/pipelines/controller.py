@@ -7,8 +7,12 @@ workloads, the node rows and the run row in one transaction (``runs_store.commit
 the workloads through the same in-transaction submission as a REST one (queue limits, idempotency
 by ``request_id``). So a crash at any point leaves either the whole reconcile or none of it, and
 a repeated reconcile finds the workload already there under its ``request_id``: nothing is lost
-and nothing runs twice. Cancels are carried out after the commit and asked again at every tick
+and nothing runs twice. Cancels are carried out after the commit and asked again at every sweep
 while their run is cancelling (cancel is idempotent), so a crash in between loses none.
+
+A tick reconciles only the runs that may have something to do (their workloads moved, they were
+submitted or cancelled, a backoff ended), and every unfinished run once per ``SWEEP_S``: so idle
+runs cost nothing between sweeps, and a change the feed missed costs one sweep.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .records import FAILED, PipelineRun
 from .workloads import new_workload, node_spec
 
 log = logging.getLogger("orion.pipelines")
+SWEEP_S = 2.0  # every unfinished run reconciled at least this often, changed or not
 
 
 class PipelineController:
@@ -37,30 +42,66 @@ class PipelineController:
         max_queue_size: int = 10_000,
         tenant_limit: Optional[Callable[[str], Optional[int]]] = None,
         batch: int = 500,
+        sweep_s: float = SWEEP_S,
     ):
         self.store = store
         self.clock = clock
         self.max_queue_size = max_queue_size
         self.tenant_limit = tenant_limit or (lambda tenant_id: None)
-        self.batch = batch  # runs reconciled per page of the walk
-        self.next_due: Optional[float] = None  # the earliest retry backoff end seen by the last tick
+        self.batch = batch  # runs reconciled per page of a sweep
+        self.sweep_s = sweep_s
         self.transitions = 0  # node state changes written (metrics, benchmarks)
+        self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
+        self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
+        self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
+        self._swept_at = float("-inf")
+
+    def touch(self, run_id: str) -> None:
+        """Reconcile ``run_id`` at the next tick (a run was submitted or a cancel asked)."""
+        self.dirty.add(run_id)
 
     def tick(self) -> list[str]:
-        """Reconcile every unfinished run once (a failing run is logged and skipped: one bad run
-        never stops the others). Returns the workload ids to cancel."""
+        """Reconcile the runs that may have something to do: those whose node workloads moved
+        since the last tick (the store's transitions), those touched (submitted, cancelled),
+        those whose retry backoff has ended, and every unfinished run once per ``sweep_s``
+        (level-triggered: a missed change costs one sweep, and a restart starts with one). A
+        failing run is logged and skipped: one bad run never stops the others. Returns the
+        workload ids to cancel."""
+        now = self.clock()
+        head = self.store.last_transition_id()  # read first: a transition after it is seen next tick
+        if self._cursor is None or now - self._swept_at >= self.sweep_s:
+            self._swept_at, self._due = now, {}
+            runs = self._all_active()
+        else:
+            runs = runs_store.runs_touched_since(self.store, self._cursor, limit=100_000)
+            seen = {r.run_id for r in runs}
+            wanted = {rid for rid in self.dirty | {r for r, t in self._due.items() if t <= now}} - seen
+            runs += [r for r in (runs_store.get_run(self.store, rid) for rid in sorted(wanted)) if r]
+        self._cursor = head
+        self.dirty.clear()
         cancels: list[str] = []
-        self.next_due = None
+        for run in runs:
+            if run.terminal:
+                continue
+            try:
+                cancels += self.reconcile(run)
+            except Exception:
+                log.exception("pipeline run %s: reconcile failed (tried again at the next sweep)", run.run_id)
+        return cancels
+
+    @property
+    def next_due(self) -> Optional[float]:
+        """The earliest retry backoff end among the runs seen (None: none waits)."""
+        return min(self._due.values(), default=None)
+
+    def _all_active(self) -> list[PipelineRun]:
+        out: list[PipelineRun] = []
         after = 0
         while True:
             page = runs_store.active_runs(self.store, limit=self.batch, after_seq=after)
-            for run in page:
-                try:
-                    cancels += self.reconcile(run)
-                except Exception:
-                    log.exception("pipeline run %s: reconcile failed", run.run_id)
+            out += page
             if len(page) < self.batch:
-                return cancels
+                return out
             after = page[-1].seq
 
     def reconcile(self, run: PipelineRun) -> list[str]:
@@ -70,10 +111,12 @@ class PipelineController:
         nodes = runs_store.node_runs(self.store, run.run_id)
         workloads = {n.workload_id: self.store.get(n.workload_id) for n in nodes if n.workload_id}
         plan = engine.plan(run, nodes, workloads, now)
+        self._due.pop(run.run_id, None)
         if plan.next_due is not None:
-            self.next_due = plan.next_due if self.next_due is None else min(self.next_due, plan.next_due)
+            self._due[run.run_id] = plan.next_due
         if plan.idle:
             return []
+        self.dirty.add(run.run_id)  # what it launched or ended may let more happen: look again
         sub = run.submission
         launches = []
         for node, inputs in plan.launches:

@@ -115,6 +115,19 @@ def active_runs(store: "SQLiteStore", limit: int = 1000, after_seq: int = 0) -> 
     return [_run_of(r) for r in rows]
 
 
+def runs_touched_since(store: "SQLiteStore", after: int, limit: int = 1000) -> list[PipelineRun]:
+    """Unfinished runs one of whose node workloads has a transition after id ``after`` (the
+    controller's change feed: an index range over transitions, then one lookup per row)."""
+    rows = _rows(
+        store,
+        f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM pipeline_runs r "
+        "WHERE r.status IN (?, ?) AND r.run_id IN (SELECT n.run_id FROM transitions t "
+        "JOIN node_runs n ON n.workload_id = t.workload_id WHERE t.id > ?) ORDER BY r.seq LIMIT ?",
+        (*RUN_ACTIVE, after, limit),
+    )
+    return [_run_of(r) for r in rows]
+
+
 def node_runs(store: "SQLiteStore", run_id: str) -> list[NodeRun]:
     """The run's nodes, in the spec's order."""
     rows = _rows(store, f"SELECT {_NODE_COLS} FROM node_runs WHERE run_id=? ORDER BY position", (run_id,))

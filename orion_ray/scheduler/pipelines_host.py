@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .core import Scheduler
 
 log = logging.getLogger("orion.pipelines")
-TICK_S = 0.25  # a reconcile of every unfinished run at least this often (and when woken)
+TICK_S = 0.25  # the controller's tick at least this often (and when woken); it sweeps every run each SWEEP_S
 
 
 class PipelineHost:
@@ -88,6 +88,7 @@ class PipelineHost:
 
         run, node_ids = accept(body, tenant_id=tenant_id, now=self.s.clock(), check=check)
         run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
+        self.controller.touch(run.run_id)
         self.s.wake()
         return {"submission_id": run.submission_id, "state": run.status}
 
@@ -105,5 +106,6 @@ class PipelineHost:
         run = self.run_of(submission_id, tenant_id)
         if not run.terminal:
             run = runs_store.request_cancel(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
+            self.controller.touch(run.run_id)
             self.s.wake()
         return run.public(runs_store.node_runs(self.s.store, run.run_id))

@@ -169,6 +169,7 @@ CREATE TABLE IF NOT EXISTS node_runs (
     finished_at    REAL,
     PRIMARY KEY (run_id, node_id)
 );
+CREATE INDEX IF NOT EXISTS node_runs_workload ON node_runs(workload_id) WHERE workload_id IS NOT NULL;
 """
 
 

@@ -196,3 +196,70 @@ def test_the_stored_body_reads_back_as_the_same_submission(store):
     run = submit(store, three_nodes(submission_id="s7"))
     back = runs.get_run(store, run.run_id)
     assert back.submission == run.submission
+
+
+class Counting(PipelineController):
+    """Counts which runs each tick reconciles."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen: list[str] = []
+
+    def reconcile(self, run):
+        self.seen.append(run.submission_id)
+        return super().reconcile(run)
+
+
+def test_a_tick_reconciles_only_runs_that_moved_and_sweeps_the_rest(store):
+    clock = Clock()
+    ctl = Counting(store, clock=clock, sweep_s=2.0)
+    a, b = submit(store, three_nodes(submission_id="a")), submit(store, three_nodes(submission_id="b"))
+    ctl.tick()  # the first tick sweeps everything
+    ctl.tick()  # what the first launched is looked at once more
+    ctl.seen.clear()
+    ctl.tick()
+    assert ctl.seen == []  # both running, nothing moved: no work between sweeps
+    finish(store, node_rows(store, a)["fetch_data"].workload_id, Status.COMPLETED, {"dataset_uri": "u"})
+    ctl.tick()
+    assert ctl.seen == ["a"]  # its workload's transition, not b
+    assert node_rows(store, a)["compute_features"].status == "submitted"
+    ctl.seen.clear()
+    clock.now += 2.0
+    ctl.tick()
+    assert sorted(ctl.seen) == ["a", "b"]  # the sweep: every unfinished run, changed or not
+    assert node_rows(store, b)["fetch_data"].status == "submitted"
+
+
+def test_a_change_without_a_transition_is_caught_by_the_sweep(store):
+    clock = Clock()
+    ctl = PipelineController(store, clock=clock, sweep_s=2.0)
+    run = submit(store, three_nodes(submission_id="quiet"))
+    ctl.tick()
+    ctl.tick()  # the look again after a launch
+    wid = node_rows(store, run)["fetch_data"].workload_id
+    w = store.get(wid)
+    w.status, w.result = Status.COMPLETED, {"dataset_uri": "u"}
+    store.update(w, None)  # no transition row: the feed cannot see it
+    ctl.tick()
+    assert node_rows(store, run)["fetch_data"].status == "submitted"
+    clock.now += 2.0
+    ctl.tick()
+    assert node_rows(store, run)["fetch_data"].status == "succeeded"
+
+
+def test_a_backoff_end_brings_the_run_back_without_a_transition(store):
+    clock = Clock()
+    ctl = PipelineController(store, clock=clock, sweep_s=3600)
+    body = three_nodes(submission_id="retry")
+    body["dag_spec"]["slo"]["retry"]["backoff_sec"] = 30
+    run = submit(store, body)
+    ctl.tick()
+    finish(store, node_rows(store, run)["fetch_data"].workload_id, Status.FAILED, error="flaky")
+    ctl.tick()
+    assert node_rows(store, run)["fetch_data"].status == "pending" and ctl.next_due == T0 + 30
+    clock.now += 29
+    ctl.tick()
+    assert node_rows(store, run)["fetch_data"].status == "pending"
+    clock.now += 1
+    ctl.tick()
+    assert node_rows(store, run)["fetch_data"].attempt == 2
