@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from . import engine, runs_store
-from .records import FAILED, PipelineRun
+from .records import FAILED, SUBMITTED, PipelineRun
 from .workloads import new_workload, node_spec
 
 log = logging.getLogger("orion.pipelines")
@@ -55,6 +55,8 @@ class PipelineController:
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
         self._swept_at = float("-inf")
+        # run id → its parsed submission and engine shape, kept while the run lasts
+        self._shapes: dict[str, tuple[Any, engine.Shape]] = {}
 
     def touch(self, run_id: str) -> None:
         """Reconcile ``run_id`` at the next tick (a run was submitted or a cancel asked)."""
@@ -72,6 +74,8 @@ class PipelineController:
         if self._cursor is None or now - self._swept_at >= self.sweep_s:
             self._swept_at, self._due = now, {}
             runs = self._all_active()
+            live = {r.run_id for r in runs}
+            self._shapes = {k: v for k, v in self._shapes.items() if k in live}  # ended elsewhere
         else:
             runs = runs_store.runs_touched_since(self.store, self._cursor, limit=100_000)
             seen = {r.run_id for r in runs}
@@ -108,9 +112,17 @@ class PipelineController:
         """One reconcile of ``run``: plan, build the launches, commit in one transaction. Returns
         the workload ids to cancel."""
         now = self.clock()
+        cached = self._shapes.get(run.run_id)
+        if cached is None:
+            cached = self._shapes[run.run_id] = (run.submission, engine.shape_of(run))
+        run._parsed = cached[0]  # parsed once per run, not at every reconcile
         nodes = runs_store.node_runs(self.store, run.run_id)
-        workloads = {n.workload_id: self.store.get(n.workload_id) for n in nodes if n.workload_id}
-        plan = engine.plan(run, nodes, workloads, now)
+        workloads = {
+            n.workload_id: self.store.get(n.workload_id)
+            for n in nodes
+            if n.status == SUBMITTED and n.workload_id
+        }
+        plan = engine.plan(run, nodes, workloads, now, cached[1])
         self._due.pop(run.run_id, None)
         if plan.next_due is not None:
             self._due[run.run_id] = plan.next_due
@@ -136,6 +148,7 @@ class PipelineController:
             launches.append((node, new_workload(spec, run.tenant_id, now)))
         if plan.status is not None:
             run.status, run.error, run.finished_at = plan.status, plan.error, now
+            self._shapes.pop(run.run_id, None)
         run.updated_at = now
         runs_store.commit_reconcile(
             self.store,

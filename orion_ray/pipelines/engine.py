@@ -98,23 +98,52 @@ def stop_reason(run: PipelineRun, now: float) -> Optional[str]:
     return None
 
 
-def plan(
-    run: PipelineRun, nodes: list[NodeRun], workloads: Mapping[str, Optional[Workload]], now: float
-) -> Plan:
-    """The next step of ``run`` (see the module's docstring). ``workloads`` maps the workload id of
-    every ``submitted`` node to its workload (None: not found)."""
+@dataclass(frozen=True)
+class Shape:
+    """What the engine derives from a run's spec, once per run (a controller keeps it while the
+    run lasts: planning a 1,000-node run must not walk its graph again at every reconcile)."""
+
+    order: list[str]  # topological
+    upstream: dict[str, list[str]]
+    binding: dict[str, dict[str, str]]  # node → input → producing node
+    nodes: dict[str, Any]  # id → spec.Node
+    retry: dict[str, Any]  # id → its Retry
+
+
+def shape_of(run: PipelineRun) -> Shape:
+    """The run's ``Shape``."""
     sub = run.submission
     spec = sub.dag_spec
+    return Shape(
+        order=graph.topological(spec),
+        upstream=spec.upstream(),
+        binding=graph.binding(spec),
+        nodes={n.id: n for n in spec.nodes},
+        retry={n.id: sub.retry_of(n) for n in spec.nodes},
+    )
+
+
+def plan(
+    run: PipelineRun,
+    nodes: list[NodeRun],
+    workloads: Mapping[str, Optional[Workload]],
+    now: float,
+    shape: Optional[Shape] = None,
+) -> Plan:
+    """The next step of ``run`` (see the module's docstring). ``workloads`` maps the workload id of
+    every ``submitted`` node to its workload (None: not found); ``shape`` is ``shape_of(run)``
+    (computed here when not given)."""
+    shape = shape or shape_of(run)
     before = {n.node_id: n for n in nodes}
     cur = {n.node_id: replace(n) for n in nodes}
-    up, bind = spec.upstream(), graph.binding(spec)
+    up, bind = shape.upstream, shape.binding
     stopping = stop_reason(run, now)
     out = Plan()
     launched: set[str] = set()
-    for node_id in graph.topological(spec):
+    for node_id in shape.order:
         n = cur[node_id]
         if n.status == SUBMITTED:
-            _settle(n, spec.node(node_id), sub.retry_of(spec.node(node_id)), workloads, now, stopping, out)
+            _settle(n, shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
         if n.status != PENDING:
             continue
         if stopping:
