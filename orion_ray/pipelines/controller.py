@@ -135,7 +135,7 @@ class PipelineController:
             try:
                 spec = node_spec(
                     sub,
-                    sub.dag_spec.node(node.node_id),
+                    cached[1].nodes[node.node_id],
                     submission_id=run.submission_id,
                     attempt=node.attempt,
                     inputs=inputs,
