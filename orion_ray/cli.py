@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serving.cli import add_commands  # deploy, deployments, scale, undeploy, release
 
     add_commands(sub, out)
+    from .pipelines.cli import add_commands as add_pipeline_commands  # pipeline submit|status|cancel
+
+    add_pipeline_commands(sub, out)
     return p
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import json
 import os
 
 import httpx
@@ -287,3 +288,39 @@ def test_the_async_sdk_has_the_same_calls(api):
             assert (await sdk.cancel_pipeline("sdk-2"))["state"] == "cancelling"
 
     asyncio.run(scenario())
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def test_the_cli_submits_a_spec_file_verbatim_with_refs_and_reads_the_run(api, tmp_path, monkeypatch, capsys):
+    from orion_ray import cli
+    from orion_ray.pipelines import cli as pipeline_cli
+
+    client, _ = api
+    monkeypatch.setattr(
+        pipeline_cli,
+        "_client",
+        lambda: OrionClient("http://testserver", "acme-key", transport=client._transport),
+    )
+    spec = tmp_path / "bt.yaml"
+    spec.write_text(ISSUE_YAML)
+    refs = [arg for n in NODES for arg in ("--ref", f"{n}=tests.pipeline_helpers:{n}")]
+    assert cli.main(["pipeline", "submit", str(spec), "--submission-id", "cli-1", *refs, "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"submission_id": "cli-1", "state": "running"}
+    assert cli.main(["pipeline", "status", "cli-1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cli-1  running") and "train_model" in out
+    assert cli.main(["pipeline", "cancel", "cli-1", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "cancelling"
+    assert cli.main(["pipeline", "submit", str(spec)]) == 2  # no code named: the 422 in one line
+    assert "dag_spec.nodes.fetch_data.params.function" in capsys.readouterr().err
+
+
+def test_a_submission_file_keeps_its_own_runtime_params_and_refs():
+    from orion_ray.pipelines.cli import body_of
+
+    text = json.dumps({"dag_spec": {"version": 1}, "runtime_params": {"ttl_days": 3}, "refs": {"a": "m:f"}})
+    body = body_of(text, refs=["b=m:g"], submission_id="s")
+    assert body["runtime_params"] == {"ttl_days": 3, "submission_id": "s"}
+    assert body["refs"] == {"a": "m:f", "b": "m:g"} and body["dag_spec"] == {"version": 1}
+    with pytest.raises(ValueError):
+        body_of("x: 1", refs=["no-equals"], submission_id=None)
