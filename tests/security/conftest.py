@@ -62,9 +62,10 @@ class Live:
             return c.post("/api/v1/workloads", json=spec)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(tmp_path_factory) -> Any:
-    """One `orion up` for the attack suite (4 CPUs, 2 fake GPUs), stopped by `orion down`."""
+    """One `orion up` for the attack suite (4 CPUs, 2 fake GPUs), stopped by `orion down` once the
+    package's last test is done (not at the session's end: an idle Orion would load every later test)."""
     home = tmp_path_factory.mktemp("orion-security")
     aws = {"AWS_ACCESS_KEY_ID": "AKIAORIONLIVETEST", "AWS_SECRET_ACCESS_KEY": "aws-secret-never-in-ray"}
     with orion_up(home, CONFIG, TENANT_KEYS, extra_env=aws) as (creds, env, ports):
