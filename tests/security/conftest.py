@@ -8,6 +8,7 @@ Every module in ``tests/security/`` reads as a list of what was tried against th
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from tests.live_orion import BIN, orion_up
 
+ENDED = ("completed", "failed", "cancelled")
 TENANT_KEYS = {"alice": "alice-secret-key-0123456789", "bob": "bob-secret-key-0123456789"}
 CONFIG = """\
 orion:
@@ -55,6 +57,17 @@ class Live:
         if check and p.returncode != 0:
             raise AssertionError(f"orion {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
         return p
+
+    def wait(self, who: str, wid: str, done: tuple[str, ...] = ENDED, within_s: float = 90) -> dict:
+        """Poll ``wid`` as ``who`` until its status is one of ``done``; the body either way (a
+        bound on waiting, not an assertion: the caller asserts the status)."""
+        with self.client(who) as c:
+            end = time.monotonic() + within_s
+            while True:
+                body = c.get(f"/api/v1/workloads/{wid}").json()
+                if body["status"] in done or time.monotonic() > end:
+                    return body
+                time.sleep(0.2)
 
     def submit(self, who: str, spec: dict[str, Any]) -> httpx.Response:
         """POST a workload as ``who``."""
