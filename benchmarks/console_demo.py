@@ -176,13 +176,10 @@ def start_demo(
             await asyncio.sleep(0.05)
         started.set()
         await serve
-        loop_task = sched._loop_task  # the cycle loop start() made: it must end before the store closes
-        await sched.stop()
-        for t in (task, loop_task):
-            if isinstance(t, asyncio.Task) and not t.done():
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
+        await sched.stop()  # returns once its cycle loop has ended: the store may close
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
         access.close()
         store.close()
 

@@ -13,6 +13,7 @@ Two routes serve it besides the files: ``GET /api/v1/whoami`` (who the key is) a
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Request
@@ -41,10 +42,13 @@ PAGE_HEADERS = {
 def install_console(app: FastAPI, principal: Callable[..., Any], access_of: Callable[[Request], Any]) -> None:
     """Mount ``/console`` (the page and its files), ``/api/v1/whoami`` and ``/api/v1/stream``."""
 
+    # the feed outlives the request that made it: it asks for the store through the app alone
+    app_only = SimpleNamespace(app=app)
+
     def feed_of(request: Request) -> ChangeFeed:
         state = request.app.state
         if getattr(state, "change_feed", None) is None:
-            state.change_feed = ChangeFeed(lambda: access_of(request))
+            state.change_feed = ChangeFeed(lambda: access_of(app_only))
         return state.change_feed
 
     @app.get("/console", include_in_schema=False)

@@ -176,6 +176,8 @@ class Scheduler(AdminMixin):
             t.cancel()
         if self._loop_task is not None and self._loop_task is not asyncio.current_task():
             self._loop_task.cancel()
+            # returns once the loop has ended, so the caller may close the store after it
+            await asyncio.wait([self._loop_task])
 
     def wake(self) -> None:
         """Run a cycle now rather than at the next tick (a submission should not wait)."""

@@ -59,9 +59,10 @@ class Live:
             return r.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(tmp_path_factory) -> Iterator[Live]:
-    """One `orion up` for the console tests (4 CPUs, 2 fake GPUs), stopped by `orion down`."""
+    """One `orion up` for the console tests (4 CPUs, 2 fake GPUs), stopped by `orion down` once the
+    package's last test is done (not at the session's end: an idle Orion would load every later test)."""
     home = tmp_path_factory.mktemp("orion-console")
     with orion_up(home, CONFIG, TENANT_KEYS) as (creds, env, _):
         yield Live(url=creds["url"], admin_key=creds["api_key"], env=env, home=home)

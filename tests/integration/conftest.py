@@ -32,7 +32,7 @@ def _node_ports() -> dict:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # gone once the integration tests are: not idle under the rest
 def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster

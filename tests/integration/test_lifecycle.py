@@ -47,30 +47,12 @@ def test_cancel_queued(orion):
 
 
 def _block_node_gpus(gpu_type: str):
-    """A placement group Orion does not know about, holding every GPU of one node."""
+    """A placement group Orion does not know about, holding every GPU of one node; returns it
+    with the node's id."""
     node = [n["NodeID"] for n in ray.nodes() if n["Labels"].get("ray.io/accelerator-type") == gpu_type][0]
     pg = placement_group([{"GPU": 4}], bundle_label_selector=[{"ray.io/node-id": node}])
     ray.get(pg.ready(), timeout=30)
-    return pg
-
-
-def test_cancel_starting(orion):
-    blocker = _block_node_gpus("H100")
-    try:
-        wid = orion.submit(
-            {
-                "workload_type": "task",
-                "function": SLEEP,
-                "args": [1],
-                "resources": {"cpu": 0.1, "gpu": 1, "gpu_type": "H100"},
-            }
-        )
-        orion.wait(wid, ("starting",), timeout=30)
-        w = orion.cancel(wid)
-        assert w["status"] == "cancelled"
-        wait_for(lambda: pg_state(wid) in (None, "REMOVED"), 10, what="group removed")
-    finally:
-        remove_placement_group(blocker)
+    return pg, node
 
 
 @pytest.mark.parametrize("kind", ["task", "job"])
@@ -169,10 +151,17 @@ def test_retry_then_success_keeps_result(orion, tmp_path):
 def test_gpus_blocked_outside_orion_keep_work_queued_then_it_runs(orion):
     """Ray usage outside Orion is in Orion's snapshot: no reservation is asked for GPUs another
     group holds (the readiness timeout remains for the second in which the view may be stale)."""
-    blocker = _block_node_gpus("A100")
+    blocker, node = _block_node_gpus("A100")
     released = False
+
+    def free_gpus() -> float:
+        frag = ray.get(orion.actor.fragmentation.remote(), timeout=30)
+        return next(r for r in frag["nodes"] if r["node_id"] == node)["free_gpus"]
+
     try:
-        time.sleep(1.5)  # the scheduler's node view is at most a second old
+        # Orion's node view is refreshed in the background: submit once it sees the held GPUs
+        # (a fixed pause is not always enough on a busy machine)
+        wait_for(lambda: free_gpus() == 0.0, 60, what="Orion's node view to see the held GPUs")
         wid = orion.submit(
             {
                 "workload_type": "task",

@@ -8,6 +8,7 @@ Every module in ``tests/security/`` reads as a list of what was tried against th
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from tests.live_orion import BIN, orion_up
 
+ENDED = ("completed", "failed", "cancelled")
 TENANT_KEYS = {"alice": "alice-secret-key-0123456789", "bob": "bob-secret-key-0123456789"}
 CONFIG = """\
 orion:
@@ -56,15 +58,27 @@ class Live:
             raise AssertionError(f"orion {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
         return p
 
+    def wait(self, who: str, wid: str, done: tuple[str, ...] = ENDED, within_s: float = 90) -> dict:
+        """Poll ``wid`` as ``who`` until its status is one of ``done``; the body either way (a
+        bound on waiting, not an assertion: the caller asserts the status)."""
+        with self.client(who) as c:
+            end = time.monotonic() + within_s
+            while True:
+                body = c.get(f"/api/v1/workloads/{wid}").json()
+                if body["status"] in done or time.monotonic() > end:
+                    return body
+                time.sleep(0.2)
+
     def submit(self, who: str, spec: dict[str, Any]) -> httpx.Response:
         """POST a workload as ``who``."""
         with self.client(who) as c:
             return c.post("/api/v1/workloads", json=spec)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(tmp_path_factory) -> Any:
-    """One `orion up` for the attack suite (4 CPUs, 2 fake GPUs), stopped by `orion down`."""
+    """One `orion up` for the attack suite (4 CPUs, 2 fake GPUs), stopped by `orion down` once the
+    package's last test is done (not at the session's end: an idle Orion would load every later test)."""
     home = tmp_path_factory.mktemp("orion-security")
     aws = {"AWS_ACCESS_KEY_ID": "AKIAORIONLIVETEST", "AWS_SECRET_ACCESS_KEY": "aws-secret-never-in-ray"}
     with orion_up(home, CONFIG, TENANT_KEYS, extra_env=aws) as (creds, env, ports):

@@ -32,19 +32,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = str(Path(__file__).resolve().parents[2])
 QUICK = {"workload_type": "task", "function": "math:factorial", "args": [5], "resources": {"cpu": 0.5}}
-ENDED = ("completed", "failed", "cancelled")
 MARK = "…[truncated by Orion: "
-
-
-def _wait(live, who: str, wid: str, done=ENDED, within_s: float = 90) -> dict:
-    """Poll until the workload reaches one of ``done`` (a bound on waiting, not an assertion)."""
-    with live.client(who) as c:
-        end = time.monotonic() + within_s
-        while True:
-            body = c.get(f"/api/v1/workloads/{wid}").json()
-            if body["status"] in done or time.monotonic() > end:
-                return body
-            time.sleep(0.2)
 
 
 def _probe(live, tenant: str, function: str, args: list, **spec) -> str:
@@ -68,7 +56,7 @@ def _probe(live, tenant: str, function: str, args: list, **spec) -> str:
 
 def test_a_200k_error_text_is_capped_and_marked(live):
     wid = _probe(live, "alice", "raise_long", [200_000], resources={"cpu": 0.5})
-    body = _wait(live, "alice", wid)
+    body = live.wait("alice", wid)
     assert body["status"] == "failed", body
     error = body["error"]
     assert error.startswith("ValueError: HEAD-OF-ERROR") and "TAIL-OF-ERROR" not in error
@@ -101,7 +89,7 @@ def test_a_job_printing_2mb_shows_its_capped_tail_live_and_stored(live):
         assert status == "running", status
         capped_tail(text)
         assert a.delete(f"/api/v1/workloads/{wid}").status_code == 202
-        assert _wait(live, "alice", wid)["status"] == "cancelled"
+        assert live.wait("alice", wid)["status"] == "cancelled"
         end = time.monotonic() + 30
         while "END-OF-OUTPUT" not in (text := a.get(f"/api/v1/workloads/{wid}/logs").text):
             if time.monotonic() > end:
@@ -124,7 +112,7 @@ def test_no_worker_process_serves_two_tenants(live):
     ids = [(who, _probe(live, who, "worker_pid", [], **spec)) for who, spec in order]
     pids: dict[str, list[int]] = {"alice": [], "bob": []}
     for who, wid in ids:
-        body = _wait(live, who, wid)
+        body = live.wait(who, wid)
         assert body["status"] == "completed", body
         pids[who].append(body["result"])
     shared = set(pids["alice"]) & set(pids["bob"])
@@ -148,7 +136,7 @@ def _plant_unreadable_queued_row(live) -> str:
     deep, as an older Orion stored it). Its ``seq`` is behind the running scheduler's intake,
     so only a restart's recovery reads it: the finding's state exactly."""
     wid = live.submit("alice", QUICK).json()["workload_id"]
-    assert _wait(live, "alice", wid)["status"] == "completed"
+    assert live.wait("alice", wid)["status"] == "completed"
     db = sqlite3.connect(str(live.home / "orion.db"), timeout=10)
     try:
         (spec,) = db.execute("SELECT spec FROM workloads WHERE workload_id=?", (wid,)).fetchone()
@@ -204,7 +192,7 @@ def test_recovery_quarantines_an_unreadable_queued_row_and_completes(live):
     # new work runs to the end after the restart, and every tenant's listing answers
     fresh = live.submit("alice", QUICK)
     assert fresh.status_code == 202, fresh.text
-    assert _wait(live, "alice", fresh.json()["workload_id"])["status"] == "completed"
+    assert live.wait("alice", fresh.json()["workload_id"])["status"] == "completed"
     for who in ("alice", "bob", "admin"):
         with live.client(who) as c:
             r = c.get("/api/v1/workloads", params={"limit": 1000})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 
 import pytest
 
@@ -24,17 +23,6 @@ TASK = {"workload_type": "task", "function": "math:factorial", "args": [5], "res
 def _raw_post(live, who: str, body: str):
     with live.client(who) as c:
         return c.post("/api/v1/workloads", content=body, headers={"Content-Type": "application/json"})
-
-
-def _wait(live, who: str, wid: str, done=("completed", "failed", "cancelled"), within_s: float = 60):
-    """Poll until the workload reaches one of ``done`` (a bound on waiting, not an assertion)."""
-    with live.client(who) as c:
-        end = time.monotonic() + within_s
-        while True:
-            body = c.get(f"/api/v1/workloads/{wid}").json()
-            if body["status"] in done or time.monotonic() > end:
-                return body
-            time.sleep(0.2)
 
 
 def test_args_nested_200_deep_is_a_422_naming_the_path(live):
@@ -69,7 +57,7 @@ def test_a_task_returning_nan_is_a_failed_run_and_every_read_of_it_answers(live)
     r = live.submit("alice", {**TASK, "function": "json:loads", "args": ["NaN"]})
     assert r.status_code == 202, r.text
     wid = r.json()["workload_id"]
-    body = _wait(live, "alice", wid)
+    body = live.wait("alice", wid)
     assert body["status"] == "failed" and body["result"] is None
     assert "not valid JSON" in body["error"]
     with live.client("alice") as a, live.client("admin") as adm:
@@ -118,7 +106,7 @@ def test_no_other_tenants_ids_in_the_queue_explain_or_a_preemption_reason(live):
     she was preempted, not for which workload (the admin's audit log keeps that)."""
     hold = {"workload_type": "task", "function": "time:sleep", "args": [120], "priority": "low"}
     mine = live.submit("alice", {**hold, "resources": {"cpu": 0.5, "gpu": 2}}).json()["workload_id"]
-    _wait(live, "alice", mine, done=("running",))
+    live.wait("alice", mine, done=("running",))
     # bob's tenant is not granted `high` (issue 14, item 3): the operator submits it on his behalf
     theirs = live.submit(
         "admin",
@@ -131,7 +119,7 @@ def test_no_other_tenants_ids_in_the_queue_explain_or_a_preemption_reason(live):
         },
     ).json()["workload_id"]
     try:
-        seen = _wait(live, "alice", mine, done=("preempted", "queued"))
+        seen = live.wait("alice", mine, done=("preempted", "queued"))
         assert seen["status"] in ("preempted", "queued"), seen
         with live.client("alice") as a:
             texts = _texts(a, mine) + a.get("/api/v1/queue").text + a.get("/api/v1/workloads").text

@@ -168,6 +168,21 @@ async def test_cancel_stops_the_run_and_gives_the_group_back(db, clock):
     assert history(s, wid)[-1] == "cancelled"
 
 
+@on_loop
+async def test_cancel_while_starting_removes_the_group_and_nothing_runs(db, clock):
+    # Ray has not reserved the group yet (auto_ready off): the workload stays in `starting`
+    rt = FakeRuntime([fake_node("n1")], auto_ready=False)
+    s = make(db, rt, clock)
+    wid = await submit(s, task())
+    s.run_cycle()
+    await settle(lambda: status(s, wid) == Status.STARTING and wid in rt.pgs, "the group requested")
+    assert (await s.cancel(wid, who="alice"))["status"] == "cancelled"
+    await settle(lambda: not s.driver.tasks, "the driver to stop")
+    assert wid not in rt.pgs and rt.live_runs() == []  # the group is given back, no run started
+    assert ("remove_pg", wid, None) in rt.calls
+    assert history(s, wid)[-2:] == ["starting", "cancelled"]
+
+
 # -- failure and retry with backoff ---------------------------------------------------------------
 @on_loop
 async def test_a_failed_run_is_retried_after_its_backoff_then_fails_for_good(db, clock):
