@@ -12,7 +12,7 @@ from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
 
 T0 = 1_000_000.0
-HELPERS = "tests.pipeline_helpers"
+HELPERS = "tests.pipelines.nodes"
 
 
 class Clock:

@@ -32,7 +32,7 @@ from orion_ray.store import SQLiteStore
 from .test_pipeline_spec import ISSUE_YAML
 
 NODES = ("fetch_data", "compute_features", "train_model")
-REFS = {n: f"tests.pipeline_helpers:{n}" for n in NODES}
+REFS = {n: f"tests.pipelines.nodes:{n}" for n in NODES}
 ADMIN = {"Authorization": "Bearer admin-key"}
 ACME = {"Authorization": "Bearer acme-key"}
 BOB = {"Authorization": "Bearer bob-key"}
@@ -303,7 +303,7 @@ def test_the_cli_submits_a_spec_file_verbatim_with_refs_and_reads_the_run(api, t
     )
     spec = tmp_path / "bt.yaml"
     spec.write_text(ISSUE_YAML)
-    refs = [arg for n in NODES for arg in ("--ref", f"{n}=tests.pipeline_helpers:{n}")]
+    refs = [arg for n in NODES for arg in ("--ref", f"{n}=tests.pipelines.nodes:{n}")]
     assert cli.main(["pipeline", "submit", str(spec), "--submission-id", "cli-1", *refs, "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"submission_id": "cli-1", "state": "running"}
     assert cli.main(["pipeline", "status", "cli-1"]) == 0

@@ -11,27 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.live_orion import orion_up
+from tests.pipelines.live import Live, runs_of
 from tests.unit.test_pipeline_spec import ISSUE_YAML
 
 pytestmark = pytest.mark.e2e
 
-ROOT = str(Path(__file__).resolve().parents[2])
-KEYS = {"alice": "alice-pipelines-key-0123456789", "bob": "bob-pipelines-key-0123456789"}
-CONFIG = """\
-orion:
-  scheduler: {pin_single_bundle_tasks: true}
-  tenants:
-    - {id: alice, weight: 1, api_key_env: ORION_KEY_ALICE}
-    - {id: bob, weight: 1, api_key_env: ORION_KEY_BOB}
-"""
 NODES = ("fetch_data", "compute_features", "train_model")
-REFS = {n: f"tests.pipeline_helpers:{n}" for n in NODES}
+REFS = {n: f"tests.pipelines.nodes:{n}" for n in NODES}
 # the issue's spec asks for 4-8 CPUs and 16-32 GiB per node; this cluster has 4 CPUs: the same
 # spec with its resources scaled down (everything else verbatim)
 SMALL = ISSUE_YAML.replace('{cpu: "4", mem: "16Gi"}', '{cpu: "0.5", mem: "64Mi"}').replace(
@@ -39,52 +28,15 @@ SMALL = ISSUE_YAML.replace('{cpu: "4", mem: "16Gi"}', '{cpu: "0.5", mem: "64Mi"}
 )
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    home = tmp_path_factory.mktemp("orion-pipelines")
-    with orion_up(home, CONFIG, KEYS) as (creds, env, ports):
-        yield {"url": creds["url"], "admin": creds["api_key"], "env": env, "ports": ports}
-
-
-def client(live, who: str) -> httpx.Client:
-    key = live["admin"] if who == "admin" else KEYS[who]
-    return httpx.Client(base_url=live["url"], headers={"Authorization": f"Bearer {key}"}, timeout=60)
-
-
-def submit(live, body: dict, tenant: str = "alice") -> str:
-    with client(live, "admin") as c:  # the operator ships the code on PYTHONPATH for the tenant
-        r = c.post(f"/api/orch/submit?tenant_id={tenant}", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()["submission_id"]
-
-
-def wait_run(live, sid: str, who: str = "alice", within_s: float = 180) -> dict:
-    """Poll the run until it ends (a bound on waiting, not a timing assertion)."""
-    end = time.monotonic() + within_s
-    with client(live, who) as c:
-        while True:
-            r = c.get(f"/api/orch/status/{sid}")
-            got = r.json()
-            if r.status_code == 200 and got["state"] not in ("running", "cancelling"):
-                return got
-            if time.monotonic() > end:
-                return got
-            time.sleep(0.3)
-
-
-def runs_of(runs_dir: Path) -> dict[str, int]:
-    return {p.name: len(p.read_text().splitlines()) for p in runs_dir.iterdir()}
-
-
 def test_the_issues_spec_runs_end_to_end_through_rest(live, tmp_path):
-    env = {"PYTHONPATH": ROOT, "PIPELINE_RUNS_DIR": str(tmp_path)}
-    sid = submit(
-        live, {"dag_spec": SMALL, "refs": REFS, "runtime_params": {"submission_id": "bt-live", "env": env}}
+    env = Live.node_env(tmp_path)
+    sid = live.submit(
+        {"dag_spec": SMALL, "refs": REFS, "runtime_params": {"submission_id": "bt-live", "env": env}}
     )
     assert sid == "bt-live"
-    done = wait_run(live, sid)
+    done = live.wait_run(sid)
     assert done["state"] == "succeeded", json.dumps(done, indent=1)
-    with client(live, "alice") as c:
+    with live.client("alice") as c:
         results = {n["node_id"]: c.get(f"/api/v1/workloads/{n['workload_id']}").json() for n in done["nodes"]}
     assert results["fetch_data"]["result"] == {"dataset_uri": "mem://dataset?rows=3"}
     assert results["compute_features"]["result"] == {
@@ -93,13 +45,13 @@ def test_the_issues_spec_runs_end_to_end_through_rest(live, tmp_path):
     assert results["train_model"]["result"]["model_uri"] == "mem://model/bilstm/30"
     assert all(w["tenant_id"] == "alice" and w["status"] == "completed" for w in results.values())
     assert runs_of(tmp_path) == {n: 1 for n in NODES}
-    with client(live, "bob") as c:  # another tenant sees neither the run nor its workloads
+    with live.client("bob") as c:  # another tenant sees neither the run nor its workloads
         assert c.get(f"/api/orch/status/{sid}").status_code == 404
         assert c.get(f"/api/v1/workloads/{done['nodes'][0]['workload_id']}").status_code == 404
 
 
 def scheduler_pid(live) -> int:
-    ports = live["ports"]
+    ports = live.ports
     code = (
         "import ray, json; from ray.util.state import list_actors; "
         f"ray.init(address='127.0.0.1:{ports['ray']}'); "
@@ -108,7 +60,7 @@ def scheduler_pid(live) -> int:
         "print(json.dumps([x.pid for x in a]))"
     )
     p = subprocess.run(
-        [sys.executable, "-c", code], env=live["env"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=live.env, capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 0, p.stderr
     pids = json.loads(p.stdout.strip().splitlines()[-1])
@@ -118,23 +70,23 @@ def scheduler_pid(live) -> int:
 def test_a_sigkill_of_the_scheduler_mid_run_loses_nothing_and_runs_nothing_twice(live, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    env = {"PYTHONPATH": ROOT, "PIPELINE_RUNS_DIR": str(runs)}
+    env = Live.node_env(runs)
     gate = tmp_path / "release-fetch"  # fetch_data runs until the test creates it
     spec = SMALL.replace("params: {...}", f"params: {{gate: '{gate}'}}")
     old = scheduler_pid(live)  # asked first: the kill must land while fetch_data still runs
     assert old, "no scheduler actor"
-    sid = submit(
-        live, {"dag_spec": spec, "refs": REFS, "runtime_params": {"submission_id": "bt-kill", "env": env}}
+    sid = live.submit(
+        {"dag_spec": spec, "refs": REFS, "runtime_params": {"submission_id": "bt-kill", "env": env}}
     )
     end = time.monotonic() + 120
     while not (runs / "fetch_data").exists() and time.monotonic() < end:  # fetch_data started
         time.sleep(0.1)
     os.kill(old, signal.SIGKILL)  # the actor Orion started for this test; Ray restarts it
-    with client(live, "alice") as c:  # read from the store while the scheduler restarts
+    with live.client("alice") as c:  # read from the store while the scheduler restarts
         during = c.get(f"/api/orch/status/{sid}").json()
     assert [n["state"] for n in during["nodes"]] == ["submitted", "pending", "pending"], during
     gate.write_text("go")
-    done = wait_run(live, sid)
+    done = live.wait_run(sid)
     assert done["state"] == "succeeded", json.dumps(done, indent=1)
     assert [n["attempt"] for n in done["nodes"]] == [1, 1, 1]
     assert runs_of(runs) == {n: 1 for n in NODES}
