@@ -13,6 +13,12 @@ while their run is cancelling (cancel is idempotent), so a crash in between lose
 A tick reconciles only the runs that may have something to do (their workloads moved, they were
 submitted or cancelled, a backoff ended), and every unfinished run once per ``SWEEP_S``: so idle
 runs cost nothing between sweeps, and a change the feed missed costs one sweep.
+
+Between sweeps a reconcile reads only what moved: the controller keeps each run's node rows as it
+last read or wrote them (it is their only writer) and the last state seen of each node workload,
+and reads again just the workloads the change feed names (``snapshot``) plus any it has not seen.
+A sweep reads every node row and every submitted workload from the store again, and a restart
+starts with one, so the store stays the truth: the kept rows only spare re-reading it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from typing import Any, Callable, Optional
 
 from ..errors import OrionError
 from ..input_limits import cap_text
-from . import engine, runs_store
-from .records import FAILED, SUBMITTED, PipelineRun
+from . import engine, runs_store, snapshot
+from .records import FAILED, SUBMITTED, NodeRun, PipelineRun
 from .workloads import new_workload, node_spec
 
 log = logging.getLogger("orion.pipelines")
@@ -51,16 +57,25 @@ class PipelineController:
         self.batch = batch  # runs reconciled per page of a sweep
         self.sweep_s = sweep_s
         self.transitions = 0  # node state changes written (metrics, benchmarks)
+        self.busy_s = 0.0  # time spent in ``tick`` (transitions / busy_s: the controller's speed)
+        self.reconciles = 0
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
         self._swept_at = float("-inf")
         # run id → its parsed submission and engine shape, kept while the run lasts
         self._shapes: dict[str, tuple[Any, engine.Shape]] = {}
+        # run id → its node rows as last read or written; → the states of its node workloads seen
+        self._nodes: dict[str, dict[str, NodeRun]] = {}
+        self._seen: dict[str, dict[str, Optional[snapshot.WorkloadState]]] = {}
 
     def touch(self, run_id: str) -> None:
-        """Reconcile ``run_id`` at the next tick (a run was submitted or a cancel asked)."""
+        """Reconcile ``run_id`` at the next tick (a run was submitted or a cancel asked), from
+        the store: whoever writes a run's rows outside the controller calls this, so the rows the
+        controller kept are read again."""
         self.dirty.add(run_id)
+        self._nodes.pop(run_id, None)
+        self._seen.pop(run_id, None)
 
     def tick(self) -> list[str]:
         """Reconcile the runs that may have something to do: those whose node workloads moved
@@ -69,18 +84,30 @@ class PipelineController:
         (level-triggered: a missed change costs one sweep, and a restart starts with one). A
         failing run is logged and skipped: one bad run never stops the others. Returns the
         workload ids to cancel."""
+        started = time.perf_counter()  # a stopwatch for ``busy_s``, not a scheduling clock
+        try:
+            return self._tick()
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+    def _tick(self) -> list[str]:
         now = self.clock()
         head = self.store.last_transition_id()  # read first: a transition after it is seen next tick
+        moved: dict[str, Optional[set[str]]] = {}  # run id → its workloads that moved (None: all)
         if self._cursor is None or now - self._swept_at >= self.sweep_s:
             self._swept_at, self._due = now, {}
             runs = self._all_active()
             live = {r.run_id for r in runs}
-            self._shapes = {k: v for k, v in self._shapes.items() if k in live}  # ended elsewhere
+            for cache in (self._shapes, self._nodes, self._seen):  # runs that ended elsewhere
+                for rid in [k for k in cache if k not in live]:
+                    del cache[rid]
+            moved = dict.fromkeys(live)
         else:
-            runs = runs_store.runs_touched_since(self.store, self._cursor, limit=100_000)
-            seen = {r.run_id for r in runs}
-            wanted = {rid for rid in self.dirty | {r for r, t in self._due.items() if t <= now}} - seen
-            runs += [r for r in (runs_store.get_run(self.store, rid) for rid in sorted(wanted)) if r]
+            moved = {rid: wids for rid, wids in snapshot.changes_since(self.store, self._cursor).items()}
+            wanted = self.dirty | {r for r, t in self._due.items() if t <= now}
+            for rid in wanted - moved.keys():
+                moved[rid] = set()
+            runs = [r for r in (self._run(rid) for rid in sorted(moved)) if r is not None]
         self._cursor = head
         self.dirty.clear()
         cancels: list[str] = []
@@ -88,10 +115,14 @@ class PipelineController:
             if run.terminal:
                 continue
             try:
-                cancels += self.reconcile(run)
+                cancels += self.reconcile(run, moved=moved.get(run.run_id))
             except Exception:
                 log.exception("pipeline run %s: reconcile failed (tried again at the next sweep)", run.run_id)
         return cancels
+
+    def _run(self, run_id: str) -> Optional[PipelineRun]:
+        """The run's row; its body only when its submission is not kept parsed already."""
+        return runs_store.get_run(self.store, run_id, body=run_id not in self._shapes)
 
     @property
     def next_due(self) -> Optional[float]:
@@ -102,26 +133,42 @@ class PipelineController:
         out: list[PipelineRun] = []
         after = 0
         while True:
-            page = runs_store.active_runs(self.store, limit=self.batch, after_seq=after)
-            out += page
+            page = runs_store.active_runs(self.store, limit=self.batch, after_seq=after, body=False)
+            out += [r if r.run_id in self._shapes else (self._run(r.run_id) or r) for r in page]
             if len(page) < self.batch:
                 return out
             after = page[-1].seq
 
-    def reconcile(self, run: PipelineRun) -> list[str]:
+    def reconcile(self, run: PipelineRun, *, moved: Optional[set[str]] = None) -> list[str]:
         """One reconcile of ``run``: plan, build the launches, commit in one transaction. Returns
-        the workload ids to cancel."""
+        the workload ids to cancel. ``moved``: the node workloads with new transitions since the
+        last reconcile (the kept rows and states serve for the rest); None reads the run's node
+        rows and every submitted workload from the store."""
         now = self.clock()
+        self.reconciles += 1
         cached = self._shapes.get(run.run_id)
         if cached is None:
+            if not run.body:  # read without its body, and no longer kept: read it whole
+                run = runs_store.get_run(self.store, run.run_id) or run
             cached = self._shapes[run.run_id] = (run.submission, engine.shape_of(run))
         run._parsed = cached[0]  # parsed once per run, not at every reconcile
-        nodes = runs_store.node_runs(self.store, run.run_id)
-        workloads = {
-            n.workload_id: self.store.get(n.workload_id)
-            for n in nodes
-            if n.status == SUBMITTED and n.workload_id
-        }
+        kept = self._nodes.get(run.run_id)
+        if moved is None or kept is None:
+            kept = self._nodes[run.run_id] = {
+                n.node_id: n for n in runs_store.node_runs(self.store, run.run_id)
+            }
+            seen = self._seen[run.run_id] = {}
+            moved = None
+        else:
+            seen = self._seen.setdefault(run.run_id, {})
+        nodes = list(kept.values())
+        live = {n.workload_id for n in nodes if n.status == SUBMITTED and n.workload_id}
+        for wid in [w for w in seen if w not in live]:  # settled: no longer needed
+            del seen[wid]
+        stale = live if moved is None else (live & moved) | (live - seen.keys())
+        if stale:
+            seen.update(snapshot.workload_states(self.store, stale))
+        workloads = {wid: seen.get(wid) for wid in live}
         plan = engine.plan(run, nodes, workloads, now, cached[1])
         self._due.pop(run.run_id, None)
         if plan.next_due is not None:
@@ -150,13 +197,24 @@ class PipelineController:
             run.status, run.error, run.finished_at = plan.status, plan.error, now
             self._shapes.pop(run.run_id, None)
         run.updated_at = now
-        runs_store.commit_reconcile(
-            self.store,
-            run,
-            nodes=plan.changed,
-            launches=launches,
-            max_queue_size=self.max_queue_size,
-            tenant_limit=self.tenant_limit(run.tenant_id),
-        )
+        try:
+            runs_store.commit_reconcile(
+                self.store,
+                run,
+                nodes=plan.changed,
+                launches=launches,
+                max_queue_size=self.max_queue_size,
+                tenant_limit=self.tenant_limit(run.tenant_id),
+            )
+        except Exception:  # nothing written: forget the kept rows, the next look reads the store
+            self._nodes.pop(run.run_id, None)
+            self._seen.pop(run.run_id, None)
+            raise
+        if run.terminal:
+            self._nodes.pop(run.run_id, None)
+            self._seen.pop(run.run_id, None)
+        else:
+            for node in [*plan.changed, *(n for n, _ in launches)]:
+                kept[node.node_id] = node
         self.transitions += len(plan.changed) + len(launches)
         return plan.cancels

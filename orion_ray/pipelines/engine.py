@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol
 
-from ..models import Workload
 from ..status import Status
 from . import graph
 from .records import (
@@ -45,6 +44,20 @@ from .records import (
 )
 
 _NOT_OK = (FAILED, CANCELLED, SKIPPED)
+
+
+class WorkloadView(Protocol):
+    """What the engine reads of a node's workload: a ``Workload``, or the controller's lighter
+    ``snapshot.WorkloadState`` (status, and result and error once it ended)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def result(self) -> Any: ...
+
+    @property
+    def error(self) -> Optional[str]: ...
 
 
 @dataclass
@@ -126,7 +139,7 @@ def shape_of(run: PipelineRun) -> Shape:
 def plan(
     run: PipelineRun,
     nodes: list[NodeRun],
-    workloads: Mapping[str, Optional[Workload]],
+    workloads: Mapping[str, Optional[WorkloadView]],
     now: float,
     shape: Optional[Shape] = None,
 ) -> Plan:
@@ -135,39 +148,65 @@ def plan(
     (computed here when not given)."""
     shape = shape or shape_of(run)
     before = {n.node_id: n for n in nodes}
-    cur = {n.node_id: replace(n) for n in nodes}
+    cur = dict(before)  # copy on write: a node is copied only when this plan may change it
+    copied: dict[str, None] = {}  # (ordered: the changes come out in topological order)
+
+    def mine(node_id: str) -> NodeRun:
+        if node_id not in copied:
+            cur[node_id] = replace(cur[node_id])
+            copied[node_id] = None
+        return cur[node_id]
+
     up, bind = shape.upstream, shape.binding
     stopping = stop_reason(run, now)
     out = Plan()
     launched: set[str] = set()
+    unfinished = False  # a node left neither succeeded, failed, cancelled nor skipped
     for node_id in shape.order:
         n = cur[node_id]
         if n.status == SUBMITTED:
+            w = workloads.get(n.workload_id or "")
+            if w is not None and not w.status.terminal:  # still going: the common case, no copy
+                if stopping and n.workload_id:
+                    out.cancels.append(n.workload_id)
+                unfinished = True
+                continue
+            n = mine(node_id)
             _settle(n, shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
         if n.status != PENDING:
+            unfinished = unfinished or n.status not in NODE_TERMINAL
             continue
         if stopping:
+            n = mine(node_id)
             n.status, n.finished_at, n.reason = CANCELLED, now, stopping
             continue
-        ups = [cur[u] for u in up[node_id]]
-        bad = [u.node_id for u in ups if u.status in _NOT_OK]
+        bad, waiting = [], False  # one pass over the upstream nodes, no list built when waiting
+        for u in up[node_id]:
+            status = cur[u].status
+            if status in _NOT_OK:
+                bad.append(u)
+            elif status != SUCCEEDED:
+                waiting = True
         if bad:
+            n = mine(node_id)
             n.status, n.finished_at = SKIPPED, now
             n.error = f"upstream node(s) {', '.join(bad)} did not succeed"
             continue
-        if any(u.status != SUCCEEDED for u in ups):
+        unfinished = True
+        if waiting:
             continue
         if now < n.not_before:
             out.next_due = n.not_before if out.next_due is None else min(out.next_due, n.not_before)
             continue
+        n = mine(node_id)
         inputs = {port: (cur[src].outputs or {}).get(port) for port, src in bind[node_id].items()}
         n.attempt += 1
         n.status, n.reason, n.error = SUBMITTED, None, None
         n.started_at = n.started_at if n.started_at is not None else now
         out.launches.append((n, inputs))
         launched.add(node_id)
-    out.changed = [n for nid, n in cur.items() if nid not in launched and n != before[nid]]
-    if all(n.status in NODE_TERMINAL for n in cur.values()):
+    out.changed = [cur[nid] for nid in copied if nid not in launched and cur[nid] != before[nid]]
+    if not unfinished:
         failed = [n.node_id for n in cur.values() if n.status != SUCCEEDED]
         if not failed:
             out.status = SUCCEEDED
@@ -183,7 +222,7 @@ def _settle(
     n: NodeRun,
     node: Any,
     retry: Any,
-    workloads: Mapping[str, Optional[Workload]],
+    workloads: Mapping[str, Optional[WorkloadView]],
     now: float,
     stopping: Optional[str],
     out: Plan,
