@@ -60,6 +60,13 @@ class PipelineHost:
             task.add_done_callback(self._pending.discard)
         return self.controller.transitions - before
 
+    def stats(self) -> dict[str, Any]:
+        """The controller's counters since this scheduler started (``/health``'s ``pipelines``):
+        node transitions written, reconciles, and seconds spent in its ticks (transitions per
+        second of controller time is the ``pipelines`` benchmark's figure)."""
+        c = self.controller
+        return {"transitions": c.transitions, "reconciles": c.reconciles, "busy_s": round(c.busy_s, 6)}
+
     async def _cancel(self, workload_id: str) -> None:
         try:
             await self.s.cancel(workload_id, None, "pipelines")
