@@ -95,25 +95,33 @@ def kill_run(client: Any, info: dict, spec_args: tuple[int, int], timeout: float
     client.submit_pipeline(spec, {"submission_id": sid})
     con = sqlite3.connect(f"file:{os.path.join(home, 'orion.db')}?mode=ro", uri=True, timeout=10)
     con.execute("PRAGMA busy_timeout=10000")
+    (run_id,) = con.execute("SELECT run_id FROM pipeline_runs WHERE submission_id=?", (sid,)).fetchone()
     total = width * depth
+    pid = scheduler_pid(info["dashboard_url"])  # looked up first: the kill must land mid-run
     while True:  # mid-run: a tenth of the nodes done, most still to go
-        (done,) = con.execute("SELECT COUNT(*) FROM node_runs WHERE status='succeeded'").fetchone()
+        (done,) = con.execute(
+            "SELECT COUNT(*) FROM node_runs WHERE run_id=? AND status='succeeded'", (run_id,)
+        ).fetchone()
         if done >= max(1, total // 10):
             break
-        time.sleep(0.05)
-    pid = scheduler_pid(info["dashboard_url"])
-    err(f"{done}/{total} nodes succeeded; SIGKILL scheduler pid {pid}")
+        time.sleep(0.02)
     t_kill = time.time()
     os.kill(pid, signal.SIGKILL)
+    err(f"{done}/{total} nodes succeeded; SIGKILLed scheduler pid {pid}")
     resume_s: Optional[float] = None
     while resume_s is None and time.time() - t_kill < 120:
         (at,) = con.execute(
-            "SELECT MIN(t) FROM (SELECT started_at AS t FROM node_runs WHERE started_at > ? "
-            "UNION ALL SELECT finished_at FROM node_runs WHERE finished_at > ? "
-            "UNION ALL SELECT updated_at FROM pipeline_runs WHERE updated_at > ?)",
-            (t_kill, t_kill, t_kill),
+            "SELECT MIN(t) FROM (SELECT started_at AS t FROM node_runs WHERE run_id=? AND started_at > ? "
+            "UNION ALL SELECT finished_at FROM node_runs WHERE run_id=? AND finished_at > ? "
+            "UNION ALL SELECT updated_at FROM pipeline_runs WHERE run_id=? AND updated_at > ?)",
+            (run_id, t_kill, run_id, t_kill, run_id, t_kill),
         ).fetchone()
-        resume_s = None if at is None else at - t_kill
+        if at is not None:
+            resume_s = at - t_kill
+            break
+        (state,) = con.execute("SELECT status FROM pipeline_runs WHERE run_id=?", (run_id,)).fetchone()
+        if state in TERMINAL:  # it ended before the kill landed: nothing to resume
+            break
         time.sleep(0.02)
     st = wait_run(client, sid, timeout, poll_s=0.5)
     con.close()
@@ -179,6 +187,9 @@ def main() -> None:
 
         ray.init(address=info["ray_address"], logging_level=logging.WARNING, log_to_driver=False)
         with OrionClient() as client:
+            err("warm-up (workers started on both sides) ...")
+            orion_run(client, dags.dag_spec(4, 2), "warm-up", args.timeout)
+            dags.ray_dag(4, 2)
             before = counters(info["api_url"])
             for r in range(args.repeats):
                 for side in ("orion", "ray") if r % 2 == 0 else ("ray", "orion"):
@@ -196,6 +207,9 @@ def main() -> None:
             after = counters(info["api_url"])
             live_tr = after.get("transitions", 0) - before.get("transitions", 0)
             live_busy = after.get("busy_s", 0.0) - before.get("busy_s", 0.0)
+            live_cpu = after.get("cpu_s", 0.0) - before.get("cpu_s", 0.0)
+            live_rec = after.get("reconciles", 0) - before.get("reconciles", 0)
+            live_ticks = after.get("ticks", 0) - before.get("ticks", 0)
             for r in range(args.repeats if has_map else 0):
                 for side in ("orion", "ray") if r % 2 == 0 else ("ray", "orion"):
                     if side == "orion":
@@ -229,6 +243,11 @@ def main() -> None:
             "controller, live: transitions / its time",
             f"{live_tr} / {live_busy:.3f} s = {live_rate or 0:.0f}/s",
         ),
+        ("controller, live: reconciles, ticks", f"{live_rec}, {live_ticks}"),
+        (
+            "controller, live: per CPU second",
+            f"{live_tr / live_cpu if live_cpu > 0 else 0:.0f}/s ({live_cpu:.3f} s)",
+        ),
         ("controller, in-process DAG (median)", f"{ip_rate:.0f} transitions/s"),
         ("controller, in-process 200-chain (median)", f"{chain_rate:.0f} transitions/s"),
     ]
@@ -261,6 +280,9 @@ def main() -> None:
                 "ray_dag_s": round(median(ray_dag), 3),
                 "inprocess_transitions_per_s": round(ip_rate, 1),
                 "inprocess_chain200_transitions_per_s": round(chain_rate, 1),
+                "live_reconciles": live_rec,
+                "live_controller_s": round(live_busy, 3),
+                "live_controller_cpu_s": round(live_cpu, 3),
                 "nodes": n,
                 "repeats": args.repeats,
             }

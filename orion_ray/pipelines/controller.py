@@ -58,7 +58,9 @@ class PipelineController:
         self.sweep_s = sweep_s
         self.transitions = 0  # node state changes written (metrics, benchmarks)
         self.busy_s = 0.0  # time spent in ``tick`` (transitions / busy_s: the controller's speed)
+        self.cpu_s = 0.0  # of which on the CPU (a shared machine's other work left out)
         self.reconciles = 0
+        self.ticks = 0
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
@@ -84,11 +86,13 @@ class PipelineController:
         (level-triggered: a missed change costs one sweep, and a restart starts with one). A
         failing run is logged and skipped: one bad run never stops the others. Returns the
         workload ids to cancel."""
-        started = time.perf_counter()  # a stopwatch for ``busy_s``, not a scheduling clock
+        started, cpu = time.perf_counter(), time.thread_time()  # stopwatches, not scheduling clocks
+        self.ticks += 1
         try:
             return self._tick()
         finally:
             self.busy_s += time.perf_counter() - started
+            self.cpu_s += time.thread_time() - cpu
 
     def _tick(self) -> list[str]:
         now = self.clock()

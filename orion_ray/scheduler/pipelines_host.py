@@ -65,7 +65,13 @@ class PipelineHost:
         node transitions written, reconciles, and seconds spent in its ticks (transitions per
         second of controller time is the ``pipelines`` benchmark's figure)."""
         c = self.controller
-        return {"transitions": c.transitions, "reconciles": c.reconciles, "busy_s": round(c.busy_s, 6)}
+        return {
+            "transitions": c.transitions,
+            "reconciles": c.reconciles,
+            "ticks": c.ticks,
+            "busy_s": round(c.busy_s, 6),
+            "cpu_s": round(c.cpu_s, 6),
+        }
 
     async def _cancel(self, workload_id: str) -> None:
         try:
