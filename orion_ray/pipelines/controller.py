@@ -98,6 +98,7 @@ class PipelineController:
         now = self.clock()
         head = self.store.last_transition_id()  # read first: a transition after it is seen next tick
         moved: dict[str, Optional[set[str]]] = {}  # run id → its workloads that moved (None: all)
+        wanted: set[str] = set()  # runs to plan whatever moved (touched, a backoff ended)
         if self._cursor is None or now - self._swept_at >= self.sweep_s:
             self._swept_at, self._due = now, {}
             runs = self._all_active()
@@ -119,7 +120,9 @@ class PipelineController:
             if run.terminal:
                 continue
             try:
-                cancels += self.reconcile(run, moved=moved.get(run.run_id))
+                cancels += self.reconcile(
+                    run, moved=moved.get(run.run_id), only_if_ended=run.run_id not in wanted
+                )
             except Exception:
                 log.exception("pipeline run %s: reconcile failed (tried again at the next sweep)", run.run_id)
         return cancels
@@ -143,11 +146,15 @@ class PipelineController:
                 return out
             after = page[-1].seq
 
-    def reconcile(self, run: PipelineRun, *, moved: Optional[set[str]] = None) -> list[str]:
+    def reconcile(
+        self, run: PipelineRun, *, moved: Optional[set[str]] = None, only_if_ended: bool = False
+    ) -> list[str]:
         """One reconcile of ``run``: plan, build the launches, commit in one transaction. Returns
         the workload ids to cancel. ``moved``: the node workloads with new transitions since the
         last reconcile (the kept rows and states serve for the rest); None reads the run's node
-        rows and every submitted workload from the store."""
+        rows and every submitted workload from the store. ``only_if_ended``: plan only when one
+        of them ended (a workload that was admitted or started changes no node: most of the
+        feed), unless the run is stopping."""
         now = self.clock()
         self.reconciles += 1
         cached = self._shapes.get(run.run_id)
@@ -173,15 +180,22 @@ class PipelineController:
         if stale:
             seen.update(snapshot.workload_states(self.store, stale))
         workloads = {wid: seen.get(wid) for wid in live}
+        if (
+            only_if_ended
+            and moved is not None
+            and not any((st := seen.get(w)) is None or st.status.terminal for w in stale)
+            and engine.stop_reason(run, now) is None
+        ):
+            return []  # the plan would be idle: it depends on nothing that changed
         plan = engine.plan(run, nodes, workloads, now, cached[1])
         self._due.pop(run.run_id, None)
         if plan.next_due is not None:
             self._due[run.run_id] = plan.next_due
         if plan.idle:
             return []
-        self.dirty.add(run.run_id)  # what it launched or ended may let more happen: look again
         sub = run.submission
         launches = []
+        again = bool(plan.cancels)  # asked again at every reconcile until they end
         for node, inputs in plan.launches:
             try:
                 spec = node_spec(
@@ -195,6 +209,7 @@ class PipelineController:
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
                 plan.changed.append(node)
+                again = True  # its downstream nodes are skipped by the next plan
                 continue
             launches.append((node, new_workload(spec, run.tenant_id, now)))
         if plan.status is not None:
@@ -202,7 +217,7 @@ class PipelineController:
             self._shapes.pop(run.run_id, None)
         run.updated_at = now
         try:
-            runs_store.commit_reconcile(
+            stored = runs_store.commit_reconcile(
                 self.store,
                 run,
                 nodes=plan.changed,
@@ -210,9 +225,10 @@ class PipelineController:
                 max_queue_size=self.max_queue_size,
                 tenant_limit=self.tenant_limit(run.tenant_id),
             )
-        except Exception:  # nothing written: forget the kept rows, the next look reads the store
+        except Exception:  # nothing written: forget the kept rows; the next tick reads the store
             self._nodes.pop(run.run_id, None)
             self._seen.pop(run.run_id, None)
+            self.dirty.add(run.run_id)
             raise
         if run.terminal:
             self._nodes.pop(run.run_id, None)
@@ -220,5 +236,10 @@ class PipelineController:
         else:
             for node in [*plan.changed, *(n for n, _ in launches)]:
                 kept[node.node_id] = node
+            new = {w.workload_id for w in stored}
+            # a launch left pending (no room in the queue) or answered by a workload already in
+            # the store (whose transitions may be older than the feed's cursor): look again
+            if again or any(n.workload_id not in new for n, _ in launches):
+                self.dirty.add(run.run_id)
         self.transitions += len(plan.changed) + len(launches)
         return plan.cancels

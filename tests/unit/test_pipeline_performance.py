@@ -275,3 +275,38 @@ def test_the_map_spec_is_built_for_the_map_kind_or_skipped():
         accept({"dag_spec": spec}, tenant_id="acme", now=T0)
     else:
         assert json.dumps(spec)  # the harness notes the map as skipped
+
+
+def test_a_node_workload_admitted_or_started_plans_nothing_but_one_that_ended_does(store, monkeypatch):
+    from orion_ray.pipelines import engine
+
+    run = submit(store, dags.chain_spec(3))
+    ctl = PipelineController(store, clock=Clock(), sweep_s=3600)
+    ctl.tick()
+    plans = []
+    real = engine.plan
+    monkeypatch.setattr(engine, "plan", lambda *a, **kw: plans.append(1) or real(*a, **kw))
+    (w,) = store.list(limit=10)
+    for status in (Status.STARTING, Status.RUNNING):
+        w.status = status
+        store.update(w, (status.value, T0, ""))
+        ctl.tick()
+    assert plans == []  # two transitions in the feed, nothing any plan could act on
+    w.status, w.result = Status.COMPLETED, {"o_L0_0": 1}
+    store.update(w, (Status.COMPLETED.value, T0, ""))
+    ctl.tick()
+    assert plans == [1]
+    assert [n.status for n in runs.node_runs(store, run.run_id)][:2] == ["succeeded", "submitted"]
+
+
+def test_a_running_node_of_a_cancelled_run_is_still_cancelled(store):
+    run = submit(store, dags.chain_spec(2))
+    ctl = PipelineController(store, clock=Clock(), sweep_s=3600)
+    ctl.tick()
+    (w,) = store.list(limit=10)
+    runs.request_cancel(store, runs.get_run(store, run.run_id), who="acme", now=T0)
+    ctl.touch(run.run_id)
+    w.status = Status.RUNNING
+    store.update(w, (Status.RUNNING.value, T0, ""))
+    assert ctl.tick() == [w.workload_id]
+    assert ctl.tick() == [w.workload_id]  # asked again until it ends
