@@ -173,24 +173,24 @@ class PipelineController:
         else:
             seen = self._seen.setdefault(run.run_id, {})
         nodes = list(kept.values())
-        live = {n.workload_id for n in nodes if n.status == SUBMITTED and n.workload_id}
+        live = {n.workload_id: n.node_id for n in nodes if n.status == SUBMITTED and n.workload_id}
         for wid in [w for w in seen if w not in live]:  # settled: no longer needed
             del seen[wid]
-        stale = live if moved is None else (live & moved) | (live - seen.keys())
+        stale = live.keys() if moved is None else (live.keys() & moved) | (live.keys() - seen.keys())
         if stale:
             seen.update(snapshot.workload_states(self.store, stale))
         workloads = {wid: seen.get(wid) for wid in live}
-        if (
-            only_if_ended
-            and moved is not None
-            and not any((st := seen.get(w)) is None or st.status.terminal for w in stale)
-            and engine.stop_reason(run, now) is None
-        ):
-            return []  # the plan would be idle: it depends on nothing that changed
-        plan = engine.plan(run, nodes, workloads, now, cached[1])
-        self._due.pop(run.run_id, None)
+        focus = None
+        if only_if_ended and moved is not None and engine.stop_reason(run, now) is None:
+            # only nodes whose workload ended can change, and what is downstream of them
+            focus = [live[w] for w in stale if (st := seen.get(w)) is None or st.status.terminal]
+            if not focus:
+                return []  # the plan would be idle: nothing it depends on changed
+        plan = engine.plan(run, nodes, workloads, now, cached[1], focus=focus)
+        if focus is None:  # a whole plan: the earliest backoff end among all nodes
+            self._due.pop(run.run_id, None)
         if plan.next_due is not None:
-            self._due[run.run_id] = plan.next_due
+            self._due[run.run_id] = min(plan.next_due, self._due.get(run.run_id, plan.next_due))
         if plan.idle:
             return []
         sub = run.submission

@@ -23,9 +23,10 @@ Independent branches go on after a node fails (``fail_fast`` is planned).
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Collection, Iterator, Mapping, Optional, Protocol
 
 from ..status import Status
 from . import graph
@@ -121,19 +122,48 @@ class Shape:
     binding: dict[str, dict[str, str]]  # node → input → producing node
     nodes: dict[str, Any]  # id → spec.Node
     retry: dict[str, Any]  # id → its Retry
+    downstream: dict[str, list[str]] = field(default_factory=dict)  # for a plan with a focus
+    index: dict[str, int] = field(default_factory=dict)  # id → its place in ``order``
 
 
 def shape_of(run: PipelineRun) -> Shape:
     """The run's ``Shape``."""
     sub = run.submission
     spec = sub.dag_spec
+    order, upstream = graph.topological(spec), spec.upstream()
+    downstream: dict[str, list[str]] = {n: [] for n in order}
+    for node_id, ups in upstream.items():
+        for u in ups:
+            downstream[u].append(node_id)
     return Shape(
-        order=graph.topological(spec),
-        upstream=spec.upstream(),
+        order=order,
+        upstream=upstream,
         binding=graph.binding(spec),
         nodes={n.id: n for n in spec.nodes},
         retry={n.id: sub.retry_of(n) for n in spec.nodes},
+        downstream=downstream,
+        index={n: i for i, n in enumerate(order)},
     )
+
+
+def _walk(shape: Shape, focus: Optional[Collection[str]], copied: Mapping[str, None]) -> Iterator[str]:
+    """The nodes a plan looks at, in topological order: all of them, or the ``focus`` and the
+    nodes downstream of any node the plan changes (``copied``, read after each one is done)."""
+    if focus is None or not shape.index:
+        yield from shape.order
+        return
+    heap = list({shape.index[n] for n in focus if n in shape.index})
+    heapq.heapify(heap)
+    queued = set(heap)
+    while heap:
+        node_id = shape.order[heapq.heappop(heap)]
+        yield node_id
+        if node_id in copied:  # it changed: the nodes after it may change too
+            for d in shape.downstream.get(node_id, ()):
+                i = shape.index[d]
+                if i not in queued:
+                    queued.add(i)
+                    heapq.heappush(heap, i)
 
 
 def plan(
@@ -142,10 +172,15 @@ def plan(
     workloads: Mapping[str, Optional[WorkloadView]],
     now: float,
     shape: Optional[Shape] = None,
+    focus: Optional[Collection[str]] = None,
 ) -> Plan:
     """The next step of ``run`` (see the module's docstring). ``workloads`` maps the workload id of
     every ``submitted`` node to its workload (None: not found); ``shape`` is ``shape_of(run)``
-    (computed here when not given)."""
+    (computed here when not given). ``focus``: the only nodes that may have something to do
+    (those whose workload ended since the last plan); the plan then looks at them and at what
+    is downstream of what it changes, not at every node, and asks the same as a whole plan as
+    long as every other node is as a plan left it (no backoff ended, no stop: plan whole then).
+    ``next_due`` then covers the nodes looked at only."""
     shape = shape or shape_of(run)
     before = {n.node_id: n for n in nodes}
     cur = dict(before)  # copy on write: a node is copied only when this plan may change it
@@ -162,7 +197,7 @@ def plan(
     out = Plan()
     launched: set[str] = set()
     unfinished = False  # a node left neither succeeded, failed, cancelled nor skipped
-    for node_id in shape.order:
+    for node_id in _walk(shape, focus, copied):
         n = cur[node_id]
         if n.status == SUBMITTED:
             w = workloads.get(n.workload_id or "")
@@ -206,6 +241,8 @@ def plan(
         out.launches.append((n, inputs))
         launched.add(node_id)
     out.changed = [cur[nid] for nid in copied if nid not in launched and cur[nid] != before[nid]]
+    if focus is not None and not unfinished:  # only some nodes were looked at: ask every one
+        unfinished = any(n.status not in NODE_TERMINAL for n in cur.values())
     if not unfinished:
         failed = [n.node_id for n in cur.values() if n.status != SUCCEEDED]
         if not failed:

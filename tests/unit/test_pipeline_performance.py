@@ -310,3 +310,51 @@ def test_a_running_node_of_a_cancelled_run_is_still_cancelled(store):
     store.update(w, (Status.RUNNING.value, T0, ""))
     assert ctl.tick() == [w.workload_id]
     assert ctl.tick() == [w.workload_id]  # asked again until it ends
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_plan_with_a_focus_asks_what_a_whole_plan_asks(seed):
+    """Random states of a layered DAG, as plans leave them (every pending node waits on an
+    upstream node), some submitted workloads ended: looking at those nodes only (and what is
+    downstream of what changes) plans exactly what looking at every node plans."""
+    import random
+
+    from orion_ray.pipelines import engine
+    from orion_ray.pipelines.records import NodeRun
+
+    rng = random.Random(seed)
+    spec = dags.dag_spec(6, 5, seed=seed)
+    run, _ = accept({"dag_spec": spec, "runtime_params": {"submission_id": "f"}}, tenant_id="a", now=T0)
+    shape = engine.shape_of(run)
+    nodes: dict[str, NodeRun] = {}
+    workloads = {}
+    for nid in shape.order:
+        ups = [nodes[u] for u in shape.upstream[nid]]
+        if any(u.status in ("failed", "skipped") for u in ups):
+            nodes[nid] = NodeRun(nid, status="skipped")
+        elif all(u.status == "succeeded" for u in ups):
+            roll = rng.random()
+            if roll < 0.4:
+                nodes[nid] = NodeRun(nid, status="succeeded", attempt=1, outputs={f"o_{nid}": 1})
+            elif roll < 0.45:
+                nodes[nid] = NodeRun(nid, status="failed", attempt=1)
+            else:
+                wid = f"w-{nid}"
+                nodes[nid] = NodeRun(nid, status="submitted", attempt=1, workload_id=wid)
+                ended = rng.random() < 0.5
+                status = rng.choice([Status.COMPLETED, Status.FAILED]) if ended else Status.RUNNING
+                workloads[wid] = snapshot.WorkloadState(status, {f"o_{nid}": 2}, None)
+        else:
+            nodes[nid] = NodeRun(nid)
+    rows = list(nodes.values())
+    focus = [n.node_id for n in rows if n.workload_id and workloads[n.workload_id].status.terminal]
+    whole = engine.plan(run, rows, workloads, T0 + 1, shape)
+    part = engine.plan(run, rows, workloads, T0 + 1, shape, focus=focus)
+    key = lambda p: (  # noqa: E731
+        sorted((n.node_id, n.status, n.attempt, n.error) for n in p.changed),
+        sorted((n.node_id, json.dumps(i, sort_keys=True)) for n, i in p.launches),
+        p.status,
+        p.error,
+    )
+    assert key(part) == key(whole)
+    assert not focus or whole.changed  # something ended: the plans had work to compare
