@@ -15,6 +15,8 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
 * Map (``_pipeline_dags.map_spec``): one ``map`` node over ``--map-items`` items of
   ``_pipeline_tasks:item``, against as many plain Ray tasks. Skipped, with a note in the output,
   when the installed engine does not know the ``map`` kind.
+* Also once: Orion with the same nodes and no edges (one layer), to tell what the dependencies
+  cost from what every workload costs.
 * ratio = plain Ray's time / Orion's time (a throughput ratio), medians over ``--repeats``
   (order alternating); the headline ``ratio`` is the worse of the DAG's and the map's.
 * transitions_per_s: node state changes the controller wrote per second of its own time (inside
@@ -205,6 +207,9 @@ def main() -> None:
                             raise RuntimeError("plain Ray's DAG returned other values")
                     err(f"  repeat {r} {side} DAG: {(orion_dag if side == 'orion' else ray_dag)[-1]:.2f} s")
             after = counters(info["api_url"])
+            # the same number of nodes with no edges at all: what the dependencies cost Orion
+            flat_s = orion_run(client, dags.dag_spec(args.width * args.depth, 1), "flat", args.timeout)[0]
+            err(f"  flat (no edges) orion: {flat_s:.2f} s")
             live_tr = after.get("transitions", 0) - before.get("transitions", 0)
             live_busy = after.get("busy_s", 0.0) - before.get("busy_s", 0.0)
             live_cpu = after.get("cpu_s", 0.0) - before.get("cpu_s", 0.0)
@@ -235,6 +240,7 @@ def main() -> None:
         ("DAG: Orion (median)", f"{median(orion_dag):.2f} s  ({n / median(orion_dag):.1f} nodes/s)"),
         ("DAG: plain Ray (median)", f"{median(ray_dag):.2f} s  ({n / median(ray_dag):.1f} nodes/s)"),
         ("DAG ratio (Ray time / Orion time)", f"{dag_ratio:.3f}"),
+        ("Orion, the same nodes with no edges (once)", f"{flat_s:.2f} s  ({n / flat_s:.1f} nodes/s)"),
         (
             f"map {args.map_items}: Orion / Ray",
             map_note or f"{median(orion_map):.2f} s / {median(ray_map):.2f} s (ratio {map_ratio:.3f})",
@@ -278,6 +284,7 @@ def main() -> None:
                 "map": map_note or "measured",
                 "orion_dag_s": round(median(orion_dag), 3),
                 "ray_dag_s": round(median(ray_dag), 3),
+                "orion_flat_s": round(flat_s, 3),
                 "inprocess_transitions_per_s": round(ip_rate, 1),
                 "inprocess_chain200_transitions_per_s": round(chain_rate, 1),
                 "live_reconciles": live_rec,
