@@ -11,7 +11,7 @@ and error) with ``IN (...)``, without parsing their specs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..status import Status
@@ -31,6 +31,11 @@ class WorkloadState:
     status: Status
     result: Any = None
     error: Optional[str] = None
+
+    def model_copy(self, *, update: dict[str, Any]) -> "WorkloadState":
+        """A copy with ``update`` applied (as a ``Workload``'s, for code that rewrites the view the
+        engine gets, e.g. large outputs replaced by artifact references)."""
+        return replace(self, **update)
 
 
 def workload_states(store: "SQLiteStore", workload_ids: Iterable[str]) -> dict[str, Optional[WorkloadState]]:

@@ -358,3 +358,11 @@ def test_a_plan_with_a_focus_asks_what_a_whole_plan_asks(seed):
     )
     assert key(part) == key(whole)
     assert not focus or whole.changed  # something ended: the plans had work to compare
+
+
+def test_a_workload_state_is_copied_with_changes_as_a_workload_is():
+    st = snapshot.WorkloadState(Status.COMPLETED, {"a": 1})
+    assert st.model_copy(update={"status": Status.RUNNING}) == snapshot.WorkloadState(
+        Status.RUNNING, {"a": 1}
+    )
+    assert st.status == Status.COMPLETED
