@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
+from .pipelines.data_config import PipelinesConfig
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
@@ -289,6 +290,8 @@ class OrionSection(BaseModel):
     # the pools' scaling defaults (keys of ``worker_pools.ScalingParams``, plus ``interval_s``)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    # pipelines' artifact store and container runtime (issue 16: pipelines/data_config.py)
+    pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
