@@ -21,7 +21,7 @@ import math
 import uuid
 from typing import Any, Optional
 
-MAX_QUERY_CHARS = 65_536
+MAX_QUERY_CHARS = 32_768
 DEFAULT_MAX_ROWS = 100_000
 MEMORY_LIMIT = "1GB"
 SETTINGS: dict[str, Any] = {
