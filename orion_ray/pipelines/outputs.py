@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+from ..config import PipelinesConfig
 from ..errors import NotFound, OrionError, PayloadTooLarge, ValidationError
 from .artifacts import ArtifactError, ArtifactTooLarge, ArtifactUnavailable, open_artifacts
-from .data_config import PipelinesConfig
 from .dataflow import DataFlow
 from .records import SUCCEEDED, NodeRun, PipelineRun
 from .refs import is_ref, uri_of

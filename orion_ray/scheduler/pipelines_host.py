@@ -16,11 +16,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..config import PipelinesConfig
 from ..errors import NotFound, ValidationError
 from ..models import WorkloadSpec
 from ..pipelines import runs_store
 from ..pipelines.controller import PipelineController
-from ..pipelines.data_config import PipelinesConfig
 from ..pipelines.intake import accept
 from ..pipelines.outputs import DEFAULT_MAX_BYTES, data_flow, has_container_runtime, read_output
 from ..pipelines.sql_kind import SQL_RUNNER

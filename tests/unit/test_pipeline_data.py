@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from orion_ray.config import load_config
+from orion_ray.config import ArtifactsConfig, PipelinesConfig, load_config
 from orion_ray.errors import ConfigError, NotFound, PayloadTooLarge, ValidationError
 from orion_ray.models import Workload
 from orion_ray.pipelines.artifacts import (
@@ -25,7 +25,6 @@ from orion_ray.pipelines.artifacts import (
     check_key,
     open_artifacts,
 )
-from orion_ray.pipelines.data_config import ArtifactsConfig, PipelinesConfig
 from orion_ray.pipelines.dataflow import DataFlow
 from orion_ray.pipelines.outputs import data_flow, has_container_runtime, read_output
 from orion_ray.pipelines.records import MAX_OUTPUT_CHARS, SUBMITTED, SUCCEEDED, NodeRun, PipelineRun
