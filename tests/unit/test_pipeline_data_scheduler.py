@@ -168,3 +168,28 @@ def test_rest_refuses_an_image_node_without_a_container_runtime(finished):
     assert r.status_code == 422, r.text
     d = r.json()["error"]["details"][0]
     assert d["field"] == "dag_spec.nodes.img.kind" and "container runtime" in d["problem"]
+
+
+def test_the_sdks_read_one_output(finished):
+    import asyncio
+
+    import httpx
+
+    from orion_ray.async_client import AsyncOrionClient
+    from orion_ray.client import OrionClient
+    from orion_ray.errors import NotFound
+
+    client, _ = finished
+    sdk = OrionClient("http://testserver", "acme-key", transport=client._transport)
+    assert sdk.pipeline_output("big-2", "produce", "values") == list(range(5000))
+    with pytest.raises(NotFound):
+        OrionClient("http://testserver", "bob-key", transport=client._transport).pipeline_output(
+            "big-2", "produce", "values"
+        )
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncOrionClient("http://testserver", "acme-key", transport=transport) as a:
+            return await a.pipeline_output("big-2", "consume", "total")
+
+    assert asyncio.run(scenario()) == sum(range(5000))
