@@ -18,7 +18,8 @@ from orion_ray.pipelines import runs_store
 from orion_ray.pipelines.refs import MARKER, is_ref
 from orion_ray.runtime.fake import FakeRuntime
 
-from .test_pipeline_scheduler import ACME, ADMIN, BIG, BOB, Clock, make, on_loop, until_done
+from .test_pipeline_data import moto_url, s3  # noqa: F401 - fixtures: a moto server, a client
+from .test_pipeline_scheduler import ACME, ADMIN, BIG, BOB, Clock, make, on_loop, step, until_done
 
 NODES = "tests.pipelines.nodes_data"
 
@@ -193,3 +194,74 @@ def test_the_sdks_read_one_output(finished):
             return await a.pipeline_output("big-2", "consume", "total")
 
     assert asyncio.run(scenario()) == sum(range(5000))
+
+
+# -- S3 (a real moto server on loopback) and an artifact store that does not answer -----------------
+@on_loop
+async def test_through_s3_the_value_arrives_downstream_and_the_object_is_namespaced(db, request, monkeypatch):
+    url, client = request.getfixturevalue("moto_url"), request.getfixturevalue("s3")
+    from orion_ray.config import ArtifactsConfig, PipelinesConfig
+
+    from .test_pipeline_data import BUCKET
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    rt, clock = FakeRuntime(BIG), Clock()
+    s = make(db, rt, clock)
+    s.pipelines.configure(
+        PipelinesConfig(
+            artifacts=ArtifactsConfig(
+                backend="s3", bucket=BUCKET, prefix="runs", region="us-east-1", endpoint_url=url
+            )
+        )
+    )
+    await s.pipeline_submit(body("s3-1", *BIG_RUN), "acme", "admin")
+    done = await until_done(s, rt, clock, "s3-1", "acme")
+    assert done["state"] == "succeeded", done
+    assert done["nodes"][0]["artifacts"]["values"] == f"s3://{BUCKET}/runs/acme/s3-1/produce/1/values"
+    obj = client.get_object(Bucket=BUCKET, Key="runs/acme/s3-1/produce/1/values")["Body"].read()
+    assert json.loads(obj) == list(range(5000))
+    assert s.store.get(done["nodes"][1]["workload_id"]).result["count"] == 5000
+
+
+class Flaky:
+    """An artifact store that does not answer until told to."""
+
+    def __init__(self, inner):
+        self.inner, self.down = inner, True
+
+    def put(self, key, data):
+        from orion_ray.pipelines.artifacts import ArtifactUnavailable
+
+        if self.down:
+            raise ArtifactUnavailable("no answer")
+        return self.inner.put(key, data)
+
+    def get(self, uri, **kw):
+        from orion_ray.pipelines.artifacts import ArtifactUnavailable
+
+        if self.down:
+            raise ArtifactUnavailable("no answer")
+        return self.inner.get(uri, **kw)
+
+    def delete(self, uri, **kw):
+        self.inner.delete(uri, **kw)
+
+
+@on_loop
+async def test_a_store_that_does_not_answer_delays_the_node_and_loses_nothing(db, tmp_path):
+    from orion_ray.pipelines.artifacts import LocalArtifacts
+
+    rt, clock = FakeRuntime(BIG), Clock()
+    s = make(db, rt, clock)
+    flaky = Flaky(LocalArtifacts(tmp_path / "art"))
+    s.pipelines.controller.data.store = flaky
+    await s.pipeline_submit(body("flaky-1", *BIG_RUN), "acme", "admin")
+    for _ in range(6):  # produce runs and completes, but its output cannot be written
+        await step(s, rt, clock)
+    got = await s.pipeline_status("flaky-1", "acme")
+    assert [n["state"] for n in got["nodes"]] == ["submitted", "pending"], got
+    flaky.down = False
+    done = await until_done(s, rt, clock, "flaky-1", "acme")
+    assert done["state"] == "succeeded" and done["nodes"][1]["attempt"] == 1
+    assert len(rt.runs) == 2  # each node ran once
