@@ -175,6 +175,11 @@ class AsyncOrionClient:
         """Cancel a run (idempotent: a finished run answers its final state)."""
         return (await self._request("POST", f"/api/orch/cancel/{submission_id}")).json()
 
+    async def pipeline_output(self, submission_id: str, node: str, name: str) -> Any:
+        """One output of a run's node: its value (inline, or read by Orion from the artifact store)."""
+        path = f"/api/orch/outputs/{submission_id}"
+        return (await self._request("GET", path, params={"node": node, "name": name})).json()
+
     # -- infrastructure (admin key) ---------------------------------------------------------------
     async def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""

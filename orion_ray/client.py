@@ -137,6 +137,12 @@ class OrionClient(ApiSession):
         """Cancel a run (idempotent: a finished run answers its final state)."""
         return self._request("POST", f"/api/orch/cancel/{submission_id}").json()
 
+    def pipeline_output(self, submission_id: str, node: str, name: str) -> Any:
+        """One output of a run's node: its value (inline, or read by Orion from the artifact store)."""
+        return self._request(
+            "GET", f"/api/orch/outputs/{submission_id}", params={"node": node, "name": name}
+        ).json()
+
     # -- infrastructure (admin key) ---------------------------------------------------------------
     def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""

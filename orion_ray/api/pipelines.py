@@ -16,6 +16,7 @@ from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from ..errors import Forbidden, NotFound
 from ..pipelines import runs_store
 from .auth import Principal
+from .pipeline_outputs import install_pipeline_outputs
 
 SUBMISSION_PATH = Path(..., min_length=1, max_length=200)
 
@@ -64,6 +65,8 @@ def install_pipelines(
     ):
         """Cancel the run (idempotent): running nodes are cancelled, pending ones never start."""
         return await backend_of(request).pipeline_cancel(submission_id, p.tenant_id, who(p))
+
+    install_pipeline_outputs(app, principal, backend_of)  # GET /api/orch/outputs/{id} (data between nodes)
 
 
 def status_from_store(reader: Any, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from . import engine, runs_store
+from .artifacts import ArtifactUnavailable
+from .dataflow import DataFlow
 from .records import FAILED, SUBMITTED, PipelineRun
 from .workloads import new_workload, node_spec
 
@@ -43,6 +45,7 @@ class PipelineController:
         tenant_limit: Optional[Callable[[str], Optional[int]]] = None,
         batch: int = 500,
         sweep_s: float = SWEEP_S,
+        data: Optional[DataFlow] = None,
     ):
         self.store = store
         self.clock = clock
@@ -50,6 +53,7 @@ class PipelineController:
         self.tenant_limit = tenant_limit or (lambda tenant_id: None)
         self.batch = batch  # runs reconciled per page of a sweep
         self.sweep_s = sweep_s
+        self.data = data  # large outputs to an artifact store (None: inline values only)
         self.transitions = 0  # node state changes written (metrics, benchmarks)
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
@@ -122,6 +126,9 @@ class PipelineController:
             for n in nodes
             if n.status == SUBMITTED and n.workload_id
         }
+        if self.data is not None:  # large outs written to the artifact store as the node settles
+            outs_of = {k: v.outs for k, v in cached[1].nodes.items()}
+            workloads = self.data.settle_view(run, nodes, workloads, outs_of)
         plan = engine.plan(run, nodes, workloads, now, cached[1])
         self._due.pop(run.run_id, None)
         if plan.next_due is not None:
@@ -133,6 +140,8 @@ class PipelineController:
         launches = []
         for node, inputs in plan.launches:
             try:
+                if self.data is not None:  # inputs kept as artifacts are read back: values
+                    inputs = self.data.resolve(run, inputs)
                 spec = node_spec(
                     sub,
                     cached[1].nodes[node.node_id],
@@ -141,6 +150,9 @@ class PipelineController:
                     inputs=inputs,
                     tenant_id=run.tenant_id,
                 )
+            except ArtifactUnavailable:  # the row stays pending: launched at a later reconcile
+                log.warning("run %s node %s: artifact store unavailable", run.run_id, node.node_id)
+                continue
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
                 plan.changed.append(node)

@@ -83,7 +83,7 @@ def outputs_of(result: Any, outs: list[str]) -> tuple[Optional[dict[str, Any]], 
     if size > MAX_OUTPUT_CHARS:
         return None, (
             f"outputs are {size} characters of JSON, over the inline limit of {MAX_OUTPUT_CHARS} "
-            "(pass a URI instead; an artifact store is planned)"
+            "(large outputs go to the artifact store: pipelines.artifacts)"
         )
     return taken, None
 

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from .spec import PipelineSpec, Submission
 
 ENTRY_POINT_GROUP = "orion.pipeline_kinds"
-BUILTIN = ("python_task", "ray_job")
-PLANNED = ("map", "sql")
+BUILTIN = ("python_task", "ray_job", "sql", "image")
+CODE_KINDS = ("python_task", "ray_job")  # the built-in kinds that run a tenant's function or command
+PLANNED = ("map",)
 
 
 def plugin_kinds() -> dict[str, Any]:
@@ -52,9 +53,11 @@ def runnable_problems(sub: "Submission") -> list[dict[str, str]]:
     """What a node of a built-in kind lacks to run: exactly one of a function (``refs`` or
     ``params.function``) or a shell entrypoint; and an entrypoint cannot return ``outs`` yet.
     Checked at submit, after parsing (a spec can be valid and still not name its code)."""
-    out = []
+    from . import sql_kind  # its own rules (sql_kind.py); image nodes: intake.accept
+
+    out = sql_kind.node_problems(sub)
     for n in sub.dag_spec.nodes:
-        if n.kind not in BUILTIN:
+        if n.kind not in CODE_KINDS:
             continue
         field = f"dag_spec.nodes.{n.id}"
         fn, cmd = n.function(sub.refs), n.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .refs import artifact_uris
 from .spec import Submission
 
 PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELLED, SKIPPED = (
@@ -26,7 +27,7 @@ NODE_TERMINAL = (SUCCEEDED, FAILED, CANCELLED, SKIPPED)
 RUNNING, CANCELLING = "running", "cancelling"
 RUN_ACTIVE = (RUNNING, CANCELLING)
 RUN_TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-MAX_OUTPUT_CHARS = 65_536  # one node's outputs, inline JSON (larger values: artifact URIs, planned)
+MAX_OUTPUT_CHARS = 65_536  # one node's outputs, inline JSON (larger values: artifacts, dataflow.py)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class NodeRun:
             "attempt": self.attempt,
             "workload_id": self.workload_id,
             "outputs": sorted(self.outputs) if self.outputs else [],
+            "artifacts": artifact_uris(self.outputs),  # out → URI, for outputs kept as artifacts
             "error": self.error,
             "reason": self.reason,
             "started_at": self.started_at,

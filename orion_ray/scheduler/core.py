@@ -510,6 +510,13 @@ class Scheduler(AdminMixin):
         """Cancel a run (idempotent)."""
         return self.pipelines.cancel(submission_id, tenant_id, who)
 
+    async def pipeline_output(
+        self, submission_id: str, node: str, name: str, tenant_id: Optional[str] = None, max_bytes: int = 0
+    ) -> dict[str, Any]:
+        """One output of a run, ``{"uri", "data"}`` (the artifact store is read off the loop)."""
+        kw = {"max_bytes": max_bytes} if max_bytes else {}
+        return await self.pipelines.output(submission_id, tenant_id, node=node, name=name, **kw)
+
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""
         self.refresh_gauges()
