@@ -21,6 +21,7 @@ from ..models import WorkloadSpec
 from ..pipelines import runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
+from ..pipelines.progress import status_body
 from ..trust import runtime_env_problems
 from . import intake
 from .every import Every
@@ -100,7 +101,7 @@ class PipelineHost:
 
     def status(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
         run = self.run_of(submission_id, tenant_id)
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
 
     def cancel(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
         run = self.run_of(submission_id, tenant_id)
@@ -108,4 +109,4 @@ class PipelineHost:
             run = runs_store.request_cancel(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
             self.controller.touch(run.run_id)
             self.s.wake()
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)

@@ -125,7 +125,7 @@ def test_an_unknown_kind_names_the_installed_ones():
 
 
 def test_a_planned_kind_says_it_is_planned():
-    details = refused({"dag_spec": dag([node("a", kind="map")])})
+    details = refused({"dag_spec": dag([node("a", kind="sql")])})
     assert "planned" in details[0]["problem"]
 
 
