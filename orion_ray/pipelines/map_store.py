@@ -39,14 +39,15 @@ def run_counters(store: "SQLiteStore", run_id: str) -> dict[str, Counters]:
 
 def moved_items(store: "SQLiteStore", run_id: str, node_id: str, after: Optional[int]) -> list[Item]:
     """Items in flight whose workloads ended: those with a transition after id ``after`` (the
-    feed: an index range), or, with ``after`` None (a sweep), every item in flight whose workload
-    ended or is gone."""
+    feed: an index range over transitions first, CROSS JOIN fixing that order), or, with ``after``
+    None (a sweep), every item in flight whose workload ended or is gone."""
     where = "m.run_id=? AND m.node_id=? AND m.status=?"
     cols = ", ".join("m." + c.strip() for c in _ITEM_COLS.split(","))
     if after is not None:
         sql = (
-            f"SELECT DISTINCT {cols} FROM transitions t JOIN map_items m ON m.workload_id = t.workload_id "
-            f"JOIN workloads w ON w.workload_id = m.workload_id WHERE t.id > ? AND {where} "
+            f"SELECT DISTINCT {cols} FROM transitions t "
+            "CROSS JOIN map_items m INDEXED BY map_items_workload ON m.workload_id = t.workload_id "
+            f"CROSS JOIN workloads w ON w.workload_id = m.workload_id WHERE t.id > ? AND {where} "
             "AND w.status IN (?,?,?)"
         )
         params: tuple[Any, ...] = (after, run_id, node_id, SUBMITTED, *_ENDED)

@@ -117,13 +117,14 @@ def active_runs(store: "SQLiteStore", limit: int = 1000, after_seq: int = 0) -> 
 
 def runs_touched_since(store: "SQLiteStore", after: int, limit: int = 1000) -> list[PipelineRun]:
     """Unfinished runs one of whose node workloads has a transition after id ``after`` (the
-    controller's change feed: an index range over transitions, then one lookup per row)."""
+    controller's change feed: an index range over transitions, then one lookup per row; CROSS
+    JOIN keeps SQLite from walking every node or item row ever written instead)."""
     rows = _rows(
         store,
         f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM pipeline_runs r "
         "WHERE r.status IN (?, ?) AND r.run_id IN (SELECT n.run_id FROM transitions t "
-        "JOIN node_runs n ON n.workload_id = t.workload_id WHERE t.id > ? "
-        "UNION SELECT m.run_id FROM transitions t JOIN map_items m ON m.workload_id = t.workload_id "
+        "CROSS JOIN node_runs n ON n.workload_id = t.workload_id WHERE t.id > ? "
+        "UNION SELECT m.run_id FROM transitions t CROSS JOIN map_items m ON m.workload_id = t.workload_id "
         "WHERE t.id > ?) ORDER BY r.seq LIMIT ?",
         (*RUN_ACTIVE, after, after, limit),
     )
