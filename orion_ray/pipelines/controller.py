@@ -145,7 +145,7 @@ class PipelineController:
         launches = []
         for node, inputs in plan.launches:
             if cached[1].nodes[node.node_id].kind == MAP:  # its items are its workloads
-                plan.changed.append(maps.expand(node, inputs))
+                plan.changed.append(maps.expand(self.store, node, inputs))
                 continue
             try:
                 spec = node_spec(

@@ -100,13 +100,17 @@ class MapWork:
             self.work.append(_NodeWork(n.node_id, plan, built))
         return ended or n
 
-    def expand(self, n: NodeRun, inputs: dict[str, Any]) -> NodeRun:
+    def expand(self, store: Any, n: NodeRun, inputs: dict[str, Any]) -> NodeRun:
         """A map node the engine launched: its items stored and the first ``concurrency`` of them
         launched; or the node ends at once (nothing to map over: succeeded with empty lists; a
-        value that is not a list, or too many items: failed with the reason)."""
+        value that is not a list, or too many items: failed with the reason). A node whose items
+        are already stored (launched again by a retry of the node, ``map_store.reopen``) resumes
+        from them at the next reconcile."""
         node = self.shape.nodes[n.node_id]
-        items, problem = mapspec.items_of(node, inputs)
         n = replace(n, workload_id=None)
+        if map_store.counters(store, self.run.run_id, n.node_id) is not None:
+            return n
+        items, problem = mapspec.items_of(node, inputs)
         if items is None:
             n.status, n.finished_at, n.error = FAILED, self.now, problem
             return n

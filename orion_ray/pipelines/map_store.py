@@ -134,6 +134,35 @@ def create_items(db: Any, run_id: str, node_id: str, items: list[Any]) -> None:
     )
 
 
+def reopen(db: Any, run_id: str, node_id: str) -> int:
+    """Every item of an ended map node that did not succeed made runnable again, inside the
+    caller's transaction, for a retry of the node that re-runs only those (the items that
+    succeeded keep their outputs). An item that had started waits as a retry (its next attempt
+    gets a new request id); one that never started is pending again from ``next_idx``. The
+    node's row is the caller's to set back (``pending`` or ``submitted``): a map node launched
+    again resumes from its stored items. Returns how many items were reopened."""
+    where = "run_id=? AND node_id=? AND status IN (?, ?)"
+    key = (run_id, node_id, FAILED, CANCELLED)
+    first_unstarted = db.execute(
+        f"SELECT MIN(idx) FROM map_items WHERE {where} AND attempt = 0", key
+    ).fetchone()[0]
+    started = db.execute(
+        f"UPDATE map_items SET status=?, workload_id=NULL, not_before=0, output=NULL, error=NULL, "
+        f"finished_at=NULL WHERE {where} AND attempt > 0",
+        (PENDING, *key),
+    ).rowcount
+    unstarted = db.execute(
+        f"UPDATE map_items SET status=?, error=NULL, finished_at=NULL WHERE {where} AND attempt = 0",
+        (PENDING, *key),
+    ).rowcount
+    db.execute(
+        "UPDATE map_nodes SET failed=0, cancelled=0, running=0, retrying=?, "
+        "next_idx=COALESCE(?, next_idx) WHERE run_id=? AND node_id=?",
+        (started, first_unstarted, run_id, node_id),
+    )
+    return int(started) + int(unstarted)
+
+
 def write_plan(
     store: "SQLiteStore",
     run_id: str,

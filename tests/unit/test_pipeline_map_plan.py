@@ -145,3 +145,47 @@ def test_a_crash_inside_a_map_reconcile_leaves_none_of_it(store, monkeypatch):
     monkeypatch.setattr(map_reconcile.map_store, "write_plan", real)
     PipelineController(store, clock=Clock()).tick()
     assert [i.idx for i in inflight(store, run)] == [0, 1, 2] and len(store.list(limit=100)) == 3
+
+
+def test_a_retried_map_node_reruns_only_the_items_that_did_not_succeed(store):
+    """The seam for retry-from-the-failed-node: ``map_store.reopen`` plus the node row set back
+    (here by hand, as a retry route would in one transaction)."""
+    from orion_ray.pipelines import runs_store as runs
+    from orion_ray.pipelines.controller import PipelineController
+
+    from .test_pipeline_map import complete_all, node
+
+    run = submit(store, mapped(list(range(6)), concurrency=2))
+    ctl = PipelineController(store, clock=Clock())
+    ctl.tick()
+    complete_all(store, ctl, run, fail={1})  # item 1 fails: the node is doomed, 2..5 partly not started
+    ctl.tick()
+    assert runs.get_run(store, run.run_id).status == "failed"
+    before = {i.idx: i for i in map_store.items_page(store, run.run_id, "square", after=-1, limit=10)}
+    done = [i for i, it in before.items() if it.status == "succeeded"]
+    assert 1 not in done and done
+    with store._lock, store._tx():
+        reopened = map_store.reopen(store._db, run.run_id, "square")
+        store._db.execute(
+            "UPDATE node_runs SET status='pending', error=NULL, finished_at=NULL WHERE run_id=?",
+            (run.run_id,),
+        )
+        store._db.execute(
+            "UPDATE pipeline_runs SET status='running', error=NULL, finished_at=NULL WHERE run_id=?",
+            (run.run_id,),
+        )
+    assert reopened == 6 - len(done)
+    ctl = PipelineController(store, clock=Clock())
+    ctl.tick()
+    ctl.tick()
+    first = [(i.idx, i.attempt) for i in inflight(store, run)]
+    assert first[0] == (1, 2)  # the failed item, its next attempt first
+    assert store.get(inflight(store, run)[0].workload_id).spec.metadata.request_id == "m1/square/2/1"
+    complete_all(store, ctl, run)
+    ctl.tick()
+    sq = node(store, run, "square")
+    assert sq.status == "succeeded" and sq.outputs == {"value": [i * i + 1 for i in range(6)]}
+    after = {i.idx: i for i in map_store.items_page(store, run.run_id, "square", after=-1, limit=10)}
+    assert all(after[i].workload_id == before[i].workload_id for i in done)  # not run again
+    c = map_store.counters(store, run.run_id, "square")
+    assert (c.completed, c.failed, c.cancelled, c.running) == (6, 0, 0, 0)
