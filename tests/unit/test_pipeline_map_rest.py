@@ -80,6 +80,40 @@ async def test_a_map_runs_through_the_scheduler_with_its_fan_in(db):
     assert all(i["state"] == "succeeded" and i["attempt"] == 1 for i in page["items"])
 
 
+@on_loop
+async def test_cancel_through_the_scheduler_stops_the_items_in_flight(db):
+    rt, clock = FakeRuntime(BIG), Clock()
+    s = make(db, rt, clock)
+    body = fan_out(8, 3, submission_id="f2")
+    body["dag_spec"]["nodes"] = body["dag_spec"]["nodes"][1:2]  # the map alone, over a literal list
+    body["dag_spec"]["nodes"][0].update(ins=[], map={"with_items": list(range(8)), "concurrency": 3})
+    body["dag_spec"]["edges"] = []
+    body["refs"] = {"square": f"{FN}:square"}
+    await s.pipeline_submit(body, "default", "admin")
+    for _ in range(2):
+        s.pipelines.tick(True)
+        s.ingest.pull()
+        s.run_cycle()
+        for _ in range(50):
+            await asyncio.sleep(0)
+    assert len(rt.live_runs()) == 3  # three items run, five wait
+    assert (await s.pipeline_cancel("f2", None, "admin"))["state"] == "cancelling"
+    for _ in range(4):
+        clock.t += 1
+        s.pipelines.tick(True)
+        for _ in range(50):
+            await asyncio.sleep(0)
+    got = await s.pipeline_status("f2", None)
+    assert got["state"] == "cancelled", got
+    assert got["nodes"][0]["cancelled_tasks"] == 8 and got["nodes"][0]["running_tasks"] == 0
+    page = await s.pipeline_items("f2", "square", -1, 100, None, None)
+    started = [i for i in page["items"] if i["workload_id"]]
+    assert len(started) == 3 and all(
+        s.store.get(i["workload_id"]).status == Status.CANCELLED for i in started
+    )
+    assert len(rt.runs) == 3  # nothing else started
+
+
 # -- REST, SDK, CLI ------------------------------------------------------------------------------------
 @pytest.fixture(params=["scheduler", "store"])
 def api(db, request):
