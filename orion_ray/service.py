@@ -184,6 +184,19 @@ class SchedulerService(Protocol):
         ``NotFound`` outside the caller's tenant or for an output the node does not have)."""
         ...
 
+    async def pipeline_items(
+        self,
+        submission_id: str,
+        node_id: str,
+        after: int = -1,
+        limit: int = 100,
+        state: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+    ) -> dict[str, Any]:
+        """A page of a map node's items (index, state, attempt, workload id, error) above index
+        ``after``, with the node's task counters (``NotFound`` outside the caller's tenant)."""
+        ...
+
     # -- administration and operations -----------------------------------------------------------
     async def configure_tenants(
         self,

@@ -15,6 +15,7 @@ from fastapi import Body, Depends, FastAPI, Path, Query, Request
 
 from ..errors import Forbidden, NotFound
 from ..pipelines import runs_store
+from ..pipelines.progress import status_body
 from .auth import Principal
 from .pipeline_outputs import install_pipeline_outputs
 
@@ -59,6 +60,10 @@ def install_pipelines(
             return status_from_store(a.reader, submission_id, p.tenant_id)
         return await backend_of(request).pipeline_status(submission_id, p.tenant_id)
 
+    from .pipeline_items import install_pipeline_items  # a map node's items, paged
+
+    install_pipeline_items(app, principal, backend_of, access_of)
+
     @app.post("/api/orch/cancel/{submission_id}", status_code=202, tags=["pipelines"])
     async def pipeline_cancel(
         request: Request, submission_id: str = SUBMISSION_PATH, p: Principal = Depends(principal)
@@ -74,4 +79,4 @@ def status_from_store(reader: Any, submission_id: str, tenant_id: Optional[str])
     run = runs_store.find_run(reader, submission_id, tenant_id)
     if run is None:
         raise NotFound(f"no pipeline run {submission_id[:128]!r}")
-    return run.public(runs_store.node_runs(reader, run.run_id))
+    return status_body(reader, run)

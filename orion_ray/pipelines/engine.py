@@ -142,7 +142,7 @@ def plan(
     launched: set[str] = set()
     for node_id in shape.order:
         n = cur[node_id]
-        if n.status == SUBMITTED:
+        if n.status == SUBMITTED and shape.nodes[node_id].kind != "map":  # a map: map_reconcile.py
             _settle(n, shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
         if n.status != PENDING:
             continue

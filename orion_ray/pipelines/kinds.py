@@ -3,9 +3,9 @@
 
 A plugin is an entry point whose name is the kind and whose object has
 ``workload_spec(node, *, inputs, env, priority) -> dict``: the Orion workload spec (``task`` or
-``job``) that runs one attempt of the node. Built in: ``python_task`` and ``ray_job``. The
-issue's ``map`` (fan-out) and ``sql`` (DuckDB) are planned, not built yet; they are named in the
-422 for an unknown kind so that a user knows they are coming.
+``job``) that runs one attempt of the node. Built in: ``python_task``, ``ray_job`` and ``map``
+(fan-out: the node's function once per item, see ``mapspec.py``). The issue's ``sql`` (DuckDB) is
+planned, not built yet; it is named in the 422 for an unknown kind so that a user knows it is coming.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from .spec import PipelineSpec, Submission
 
 ENTRY_POINT_GROUP = "orion.pipeline_kinds"
-BUILTIN = ("python_task", "ray_job", "sql", "image")
-CODE_KINDS = ("python_task", "ray_job")  # the built-in kinds that run a tenant's function or command
-PLANNED = ("map",)
+BUILTIN = ("python_task", "ray_job", "map", "sql", "image")  # map: fan-out, see mapspec.py
+CODE_KINDS = ("python_task", "ray_job", "map")  # run a tenant's function or command (map: per item)
+PLANNED: tuple[str, ...] = ()  # named by the issue, not built yet: none left
 
 
 def plugin_kinds() -> dict[str, Any]:

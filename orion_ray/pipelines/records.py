@@ -49,8 +49,9 @@ class NodeRun:
     def terminal(self) -> bool:
         return self.status in NODE_TERMINAL
 
-    def public(self) -> dict[str, Any]:
-        """What ``GET /api/orch/status`` shows of the node (outputs summarised: their names)."""
+    def public(self, tasks: Optional[dict[str, int]] = None) -> dict[str, Any]:
+        """What ``GET /api/orch/status`` shows of the node (outputs summarised: their names;
+        ``tasks``: its task counters, see ``progress.py``)."""
         return {
             "node_id": self.node_id,
             "state": self.status,
@@ -62,6 +63,7 @@ class NodeRun:
             "reason": self.reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            **(tasks or {}),
         }
 
 
@@ -92,11 +94,18 @@ class PipelineRun:
     def terminal(self) -> bool:
         return self.status in RUN_TERMINAL
 
-    def public(self, nodes: list[NodeRun]) -> dict[str, Any]:
-        """``GET /api/orch/status/{submission_id}``."""
+    def public(
+        self, nodes: list[NodeRun], tasks: Optional[dict[str, dict[str, int]]] = None
+    ) -> dict[str, Any]:
+        """``GET /api/orch/status/{submission_id}``; ``tasks``: each node's task counters, summed
+        into ``progress`` too (``progress.py``)."""
         counts: dict[str, int] = {}
         for n in nodes:
             counts[n.status] = counts.get(n.status, 0) + 1
+        tasks = tasks or {}
+        for per in tasks.values():
+            for k, v in per.items():
+                counts[k] = counts.get(k, 0) + v
         return {
             "submission_id": self.submission_id,
             "pipeline_id": self.submission.dag_spec.pipeline_id,
@@ -105,6 +114,6 @@ class PipelineRun:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "error": self.error,
-            "nodes": [n.public() for n in nodes],
+            "nodes": [n.public(tasks.get(n.node_id)) for n in nodes],
             "progress": {"total": len(nodes), **counts},
         }

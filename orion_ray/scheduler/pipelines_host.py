@@ -23,6 +23,7 @@ from ..pipelines import runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
 from ..pipelines.outputs import DEFAULT_MAX_BYTES, data_flow, has_container_runtime, read_output
+from ..pipelines.progress import status_body
 from ..pipelines.sql_kind import SQL_RUNNER
 from ..trust import runtime_env_problems
 from . import intake
@@ -121,7 +122,7 @@ class PipelineHost:
 
     def status(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
         run = self.run_of(submission_id, tenant_id)
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
 
     async def output(
         self,
@@ -146,4 +147,4 @@ class PipelineHost:
             run = runs_store.request_cancel(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
             self.controller.touch(run.run_id)
             self.s.wake()
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
