@@ -18,7 +18,9 @@ Between sweeps a reconcile reads only what moved: the controller keeps each run'
 last read or wrote them (it is their only writer) and the last state seen of each node workload,
 and reads again just the workloads the change feed names (``snapshot``) plus any it has not seen.
 A sweep reads every node row and every submitted workload from the store again, and a restart
-starts with one, so the store stays the truth: the kept rows only spare re-reading it.
+starts with one, so the store stays the truth: the kept rows only spare re-reading it. A run with a
+``map`` node is read and planned whole at every reconcile (its items are settled by
+``map_reconcile.MapWork`` from the feed), as before these shortcuts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from . import engine, runs_store, snapshot
+from .artifacts import ArtifactUnavailable
+from .dataflow import DataFlow
+from .map_reconcile import MapWork
+from .mapspec import MAP
 from .records import FAILED, SUBMITTED, NodeRun, PipelineRun
 from .workloads import new_workload, node_spec
 
@@ -49,6 +55,7 @@ class PipelineController:
         tenant_limit: Optional[Callable[[str], Optional[int]]] = None,
         batch: int = 500,
         sweep_s: float = SWEEP_S,
+        data: Optional[DataFlow] = None,
     ):
         self.store = store
         self.clock = clock
@@ -56,7 +63,10 @@ class PipelineController:
         self.tenant_limit = tenant_limit or (lambda tenant_id: None)
         self.batch = batch  # runs reconciled per page of a sweep
         self.sweep_s = sweep_s
-        self.transitions = 0  # node state changes written (metrics, benchmarks)
+        self.data = data  # large outputs to an artifact store (None: inline values only)
+        self.transitions = 0  # node and map item state changes written (metrics, benchmarks)
+        self.item_transitions = 0  # of which map items
+        self._feed_after: Optional[int] = None  # this tick's feed start (None: read every map item in flight)
         self.busy_s = 0.0  # time spent in ``tick`` (transitions / busy_s: the controller's speed)
         self.cpu_s = 0.0  # of which on the CPU (a shared machine's other work left out)
         self.reconciles = 0
@@ -97,6 +107,7 @@ class PipelineController:
     def _tick(self) -> list[str]:
         now = self.clock()
         head = self.store.last_transition_id()  # read first: a transition after it is seen next tick
+        self._feed_after = None
         moved: dict[str, Optional[set[str]]] = {}  # run id → its workloads that moved (None: all)
         wanted: set[str] = set()  # runs to plan whatever moved (touched, a backoff ended)
         if self._cursor is None or now - self._swept_at >= self.sweep_s:
@@ -109,6 +120,7 @@ class PipelineController:
             moved = dict.fromkeys(live)
         else:
             moved = {rid: wids for rid, wids in snapshot.changes_since(self.store, self._cursor).items()}
+            self._feed_after = self._cursor  # map items: only those with a transition since
             wanted = self.dirty | {r for r, t in self._due.items() if t <= now}
             for rid in wanted - moved.keys():
                 moved[rid] = set()
@@ -125,6 +137,7 @@ class PipelineController:
                 )
             except Exception:
                 log.exception("pipeline run %s: reconcile failed (tried again at the next sweep)", run.run_id)
+        self._feed_after = None
         return cancels
 
     def _run(self, run_id: str) -> Optional[PipelineRun]:
@@ -163,6 +176,9 @@ class PipelineController:
                 run = runs_store.get_run(self.store, run.run_id) or run
             cached = self._shapes[run.run_id] = (run.submission, engine.shape_of(run))
         run._parsed = cached[0]  # parsed once per run, not at every reconcile
+        has_map = any(n.kind == MAP for n in cached[1].nodes.values())
+        if has_map:  # read and planned whole: map items are not in the kept rows (see above)
+            moved, only_if_ended = None, False
         kept = self._nodes.get(run.run_id)
         if moved is None or kept is None:
             kept = self._nodes[run.run_id] = {
@@ -172,32 +188,51 @@ class PipelineController:
             moved = None
         else:
             seen = self._seen.setdefault(run.run_id, {})
+        maps = MapWork(run, cached[1], now, engine.stop_reason(run, now), feed_after=self._feed_after)
         nodes = list(kept.values())
+        if has_map:
+            if self.data is not None:
+                data = self.data
+                maps.resolve = lambda inputs: data.resolve(run, inputs)
+                maps.externalize = lambda n, outs, result: data.externalize(run, n, outs, result)
+            nodes = maps.settle(self.store, nodes)  # map nodes in flight: their items (map_reconcile.py)
         live = {n.workload_id: n.node_id for n in nodes if n.status == SUBMITTED and n.workload_id}
         for wid in [w for w in seen if w not in live]:  # settled: no longer needed
             del seen[wid]
         stale = live.keys() if moved is None else (live.keys() & moved) | (live.keys() - seen.keys())
         if stale:
             seen.update(snapshot.workload_states(self.store, stale))
-        workloads = {wid: seen.get(wid) for wid in live}
+        workloads: dict[str, Any] = {wid: seen.get(wid) for wid in live}
         focus = None
         if only_if_ended and moved is not None and engine.stop_reason(run, now) is None:
             # only nodes whose workload ended can change, and what is downstream of them
             focus = [live[w] for w in stale if (st := seen.get(w)) is None or st.status.terminal]
             if not focus:
                 return []  # the plan would be idle: nothing it depends on changed
+        if self.data is not None:  # large outs written to the artifact store as the node settles
+            outs_of = {k: v.outs for k, v in cached[1].nodes.items()}
+            ended = nodes if focus is None else [kept[nid] for nid in focus]
+            workloads = self.data.settle_view(run, ended, workloads, outs_of)
         plan = engine.plan(run, nodes, workloads, now, cached[1], focus=focus)
+        plan.changed += maps.ended
+        plan.cancels += maps.cancels
         if focus is None:  # a whole plan: the earliest backoff end among all nodes
             self._due.pop(run.run_id, None)
-        if plan.next_due is not None:
-            self._due[run.run_id] = min(plan.next_due, self._due.get(run.run_id, plan.next_due))
-        if plan.idle:
+        for due in (plan.next_due, maps.next_due):
+            if due is not None:
+                self._due[run.run_id] = min(due, self._due.get(run.run_id, due))
+        if plan.idle and maps.idle:
             return []
         sub = run.submission
         launches = []
-        again = bool(plan.cancels)  # asked again at every reconcile until they end
+        again = bool(plan.cancels) or has_map  # cancels asked again until they end; maps as before
         for node, inputs in plan.launches:
             try:
+                if self.data is not None:  # inputs kept as artifacts are read back: values
+                    inputs = self.data.resolve(run, inputs)
+                if cached[1].nodes[node.node_id].kind == MAP:  # its items are its workloads
+                    plan.changed.append(maps.expand(self.store, node, inputs))
+                    continue
                 spec = node_spec(
                     sub,
                     cached[1].nodes[node.node_id],
@@ -206,6 +241,10 @@ class PipelineController:
                     inputs=inputs,
                     tenant_id=run.tenant_id,
                 )
+            except ArtifactUnavailable:  # the row stays pending: launched at a later reconcile
+                log.warning("run %s node %s: artifact store unavailable", run.run_id, node.node_id)
+                again = True
+                continue
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
                 plan.changed.append(node)
@@ -216,6 +255,7 @@ class PipelineController:
             run.status, run.error, run.finished_at = plan.status, plan.error, now
             self._shapes.pop(run.run_id, None)
         run.updated_at = now
+        limit = self.tenant_limit(run.tenant_id)
         try:
             stored = runs_store.commit_reconcile(
                 self.store,
@@ -223,7 +263,8 @@ class PipelineController:
                 nodes=plan.changed,
                 launches=launches,
                 max_queue_size=self.max_queue_size,
-                tenant_limit=self.tenant_limit(run.tenant_id),
+                tenant_limit=limit,
+                extra=lambda: maps.write(self.store, max_queue_size=self.max_queue_size, tenant_limit=limit),
             )
         except Exception:  # nothing written: forget the kept rows; the next tick reads the store
             self._nodes.pop(run.run_id, None)
@@ -241,5 +282,6 @@ class PipelineController:
             # the store (whose transitions may be older than the feed's cursor): look again
             if again or any(n.workload_id not in new for n, _ in launches):
                 self.dirty.add(run.run_id)
-        self.transitions += len(plan.changed) + len(launches)
+        self.transitions += len(plan.changed) + len(launches) + maps.item_transitions
+        self.item_transitions += maps.item_transitions
         return plan.cancels

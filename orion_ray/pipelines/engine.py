@@ -97,7 +97,7 @@ def outputs_of(result: Any, outs: list[str]) -> tuple[Optional[dict[str, Any]], 
     if size > MAX_OUTPUT_CHARS:
         return None, (
             f"outputs are {size} characters of JSON, over the inline limit of {MAX_OUTPUT_CHARS} "
-            "(pass a URI instead; an artifact store is planned)"
+            "(large outputs go to the artifact store: pipelines.artifacts)"
         )
     return taken, None
 
@@ -199,7 +199,7 @@ def plan(
     unfinished = False  # a node left neither succeeded, failed, cancelled nor skipped
     for node_id in _walk(shape, focus, copied):
         n = cur[node_id]
-        if n.status == SUBMITTED:
+        if n.status == SUBMITTED and shape.nodes[node_id].kind != "map":  # a map: map_reconcile.py
             w = workloads.get(n.workload_id or "")
             if w is not None and not w.status.terminal:  # still going: the common case, no copy
                 if stopping and n.workload_id:

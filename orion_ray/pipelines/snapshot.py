@@ -11,7 +11,7 @@ and error) with ``IN (...)``, without parsing their specs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..status import Status
@@ -31,6 +31,7 @@ class WorkloadState:
     status: Status
     result: Any = None
     error: Optional[str] = None
+    workload_id: str = field(default="", compare=False)
 
     def model_copy(self, *, update: dict[str, Any]) -> "WorkloadState":
         """A copy with ``update`` applied (as a ``Workload``'s, for code that rewrites the view the
@@ -53,32 +54,37 @@ def workload_states(store: "SQLiteStore", workload_ids: Iterable[str]) -> dict[s
             tuple(part),
         )
         for wid, status, state in rows:
-            out[wid] = _state_of(status, state)
+            out[wid] = _state_of(wid, status, state)
     return out
 
 
-def _state_of(status: str, state: str) -> Optional[WorkloadState]:
+def _state_of(wid: str, status: str, state: str) -> Optional[WorkloadState]:
     try:
         st = Status(status)
         if not st.terminal:
-            return WorkloadState(st)
+            return WorkloadState(st, workload_id=wid)
         fields = json.loads(state)
         error = fields.get("error")
-        return WorkloadState(st, fields.get("result"), None if error is None else str(error))
+        return WorkloadState(st, fields.get("result"), None if error is None else str(error), wid)
     except (ValueError, TypeError, AttributeError):  # an unreadable row: as if it were gone
         return None
 
 
 def changes_since(store: "SQLiteStore", after: int) -> dict[str, set[str]]:
-    """Unfinished runs one of whose node workloads has a transition after id ``after``, each with
-    those workloads (an index range over transitions, then an index lookup per row)."""
+    """Unfinished runs one of whose node (or map item) workloads has a transition after id
+    ``after``, each with those workloads (an index range over transitions, then an index lookup
+    per row)."""
     rows = _rows(
         store,
+        # CROSS JOIN: transitions' id range stays the outer loop (SQLite would otherwise walk
+        # every node or item row ever written); a map node's items are its workloads
         "SELECT n.run_id, t.workload_id FROM transitions t "
-        "JOIN node_runs n ON n.workload_id = t.workload_id "
-        "JOIN pipeline_runs r ON r.run_id = n.run_id "
-        "WHERE t.id > ? AND r.status IN (?, ?)",
-        (after, *RUN_ACTIVE),
+        "CROSS JOIN node_runs n ON n.workload_id = t.workload_id "
+        "JOIN pipeline_runs r ON r.run_id = n.run_id WHERE t.id > ? AND r.status IN (?, ?) "
+        "UNION ALL SELECT m.run_id, t.workload_id FROM transitions t "
+        "CROSS JOIN map_items m ON m.workload_id = t.workload_id "
+        "JOIN pipeline_runs r ON r.run_id = m.run_id WHERE t.id > ? AND r.status IN (?, ?)",
+        (after, *RUN_ACTIVE, after, *RUN_ACTIVE),
     )
     out: dict[str, set[str]] = {}
     for run_id, wid in rows:
