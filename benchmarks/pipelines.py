@@ -152,6 +152,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--map-items", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--map-repeats", type=int, default=None, help="repeats of the map (default: --repeats)")
     p.add_argument("--quick", action="store_true", help="10 x 5 DAG, 200 map items, one repeat")
     p.add_argument("--no-kill", action="store_true", help="skip the SIGKILL run")
     p.add_argument("--no-map", action="store_true", help="skip the map even when the engine has it")
@@ -215,7 +216,8 @@ def main() -> None:
             live_cpu = after.get("cpu_s", 0.0) - before.get("cpu_s", 0.0)
             live_rec = after.get("reconciles", 0) - before.get("reconciles", 0)
             live_ticks = after.get("ticks", 0) - before.get("ticks", 0)
-            for r in range(args.repeats if has_map else 0):
+            map_repeats = args.repeats if args.map_repeats is None else args.map_repeats
+            for r in range(map_repeats if has_map else 0):
                 for side in ("orion", "ray") if r % 2 == 0 else ("ray", "orion"):
                     if side == "orion":
                         orion_map.append(
