@@ -75,9 +75,10 @@ def map_supported() -> bool:
     return "map" in kinds.installed_kinds()
 
 
-def map_spec(n: int = 10_000, *, concurrency: int = 10_000) -> dict[str, Any]:
+def map_spec(n: int = 10_000, *, concurrency: int = 100) -> dict[str, Any]:
     """One ``map`` node calling ``_pipeline_tasks.item`` once per item of ``range(n)`` (the map
-    kind's spec: ``mapspec.py`` on the map branch)."""
+    kind's spec: ``mapspec.py``), at most ``concurrency`` items in flight (the kind's default,
+    100: more only queues workloads that cannot run yet, which every scheduling cycle walks)."""
     return {
         "version": 1,
         "pipeline_id": f"bench_map_{n}",

@@ -13,7 +13,8 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
   order, then ``ray.get`` of the last layer (``_pipeline_dags.ray_dag``). Both sides' last-layer
   values are checked against the expected ones.
 * Map (``_pipeline_dags.map_spec``): one ``map`` node over ``--map-items`` items of
-  ``_pipeline_tasks:item``, against as many plain Ray tasks. Skipped, with a note in the output,
+  ``_pipeline_tasks:item`` (``--map-concurrency`` in flight, the kind's default 100), against as
+  many plain Ray tasks launched at once. Skipped, with a note in the output,
   when the installed engine does not know the ``map`` kind.
 * Also once: Orion with the same nodes and no edges (one layer), to tell what the dependencies
   cost from what every workload costs.
@@ -152,6 +153,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--map-items", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--map-concurrency", type=int, default=100, help="the map node's concurrency")
     p.add_argument("--map-repeats", type=int, default=None, help="repeats of the map (default: --repeats)")
     p.add_argument("--quick", action="store_true", help="10 x 5 DAG, 200 map items, one repeat")
     p.add_argument("--no-kill", action="store_true", help="skip the SIGKILL run")
@@ -221,7 +223,12 @@ def main() -> None:
                 for side in ("orion", "ray") if r % 2 == 0 else ("ray", "orion"):
                     if side == "orion":
                         orion_map.append(
-                            orion_run(client, dags.map_spec(args.map_items), f"map-{r}", args.timeout)[0]
+                            orion_run(
+                                client,
+                                dags.map_spec(args.map_items, concurrency=args.map_concurrency),
+                                f"map-{r}",
+                                args.timeout,
+                            )[0]
                         )
                     else:
                         t0 = time.time()
@@ -287,6 +294,7 @@ def main() -> None:
                 "orion_dag_s": round(median(orion_dag), 3),
                 "ray_dag_s": round(median(ray_dag), 3),
                 "orion_flat_s": round(flat_s, 3),
+                "map_concurrency": args.map_concurrency,
                 "inprocess_transitions_per_s": round(ip_rate, 1),
                 "inprocess_chain200_transitions_per_s": round(chain_rate, 1),
                 "live_reconciles": live_rec,
