@@ -1,0 +1,134 @@
+"""The operator end to end: kubectl-style requests to kmock's Kubernetes API, the real operator
+(kopf), a live Orion (`orion up`). What runs: Orion's ``test`` engine in Ray Serve replicas (the
+example names no engine, and Orion serves engines in the Ray cluster's image — no container
+runtime here pulls ``veritasstack/sentiment-api``); a task through Orion's scheduler."""
+
+from __future__ import annotations
+
+import copy
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# the issue's example, verbatim
+EXAMPLE = {
+    "apiVersion": "orion.veritasstack.io/v1",
+    "kind": "AIWorkload",
+    "metadata": {"name": "sentiment-analysis-api"},
+    "spec": {
+        "replicas": 3,
+        "image": "veritasstack/sentiment-api:v1.2.0",
+        "resources": {"requests": {"memory": "4Gi", "cpu": "2"}, "limits": {"memory": "8Gi", "cpu": "4"}},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 20, "targetCPU": 70},
+        "healthCheck": {"path": "/health", "interval": "10s"},
+    },
+}
+
+
+def _orion(live_orion: dict) -> httpx.Client:
+    return httpx.Client(
+        base_url=live_orion["url"], headers={"Authorization": f"Bearer {live_orion['api_key']}"}, timeout=30
+    )
+
+
+def _deployments(live_orion: dict, model_id: str) -> list[dict]:
+    with _orion(live_orion) as c:
+        r = c.get("/internal/deployments", params={"model_id": model_id})
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def test_the_example_verbatim_serves_3_replicas_rolls_out_a_change_and_is_removed(
+    kube_with_operator, live_orion
+):
+    kube = kube_with_operator
+    name = EXAMPLE["metadata"]["name"]
+    kube.apply(copy.deepcopy(EXAMPLE))
+    obj = kube.wait(name, lambda o: (o or {}).get("status", {}).get("phase") == "Ready")
+    status = obj["status"]
+    assert status["phase"] == "Ready", status
+    assert status["replicasReady"] == 3 and status["form"] == "serving" and status["tenant"] == "default"
+    assert obj["metadata"]["finalizers"] == ["orion.veritasstack.io/finalizer"]
+    # Orion's own view: one healthy deployment of 3 replicas, 2 CPUs each, autoscaling 2..20
+    (dep,) = _deployments(live_orion, name)
+    assert dep["id"] == status["orionId"] and dep["status"] == "healthy" and dep["running_replicas"] == 3
+    assert dep["spec"]["cpus_per_replica"] == 2.0 and dep["tenant_id"] == "default"
+    assert dep["spec"]["autoscaling"]["min_replicas"] == 2 and dep["spec"]["autoscaling"]["max_replicas"] == 20
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["FieldsNotApplied"]["status"] == "True" and "image" in conds["FieldsNotApplied"]["message"]
+
+    # a new image is a new version, rolled out through Orion's release; the old one is undeployed
+    old = status["version"]
+    kube.patch_spec(name, {"image": "veritasstack/sentiment-api:v1.3.0"})
+    obj = kube.wait(
+        name,
+        lambda o: (o or {}).get("status", {}).get("version") not in (None, old)
+        and not o["status"].get("previousVersions")
+        and o["status"].get("phase") == "Ready",
+    )
+    assert obj["status"]["version"] != old and obj["status"]["phase"] == "Ready", obj["status"]
+    deps = _deployments(live_orion, name)
+    assert [d["version"] for d in deps] == [obj["status"]["version"]], deps
+    with _orion(live_orion) as c:
+        release = c.get(f"/internal/models/{name}/release").json()
+    assert release["weights"] == {obj["status"]["version"]: 100.0}, release
+
+    # a record deleted behind the operator's back is recreated, and said so
+    with _orion(live_orion) as c:
+        assert c.delete(f"/internal/deployments/{obj['status']['orionId']}").status_code == 202
+    obj = kube.wait(name, lambda o: (o or {}).get("status", {}).get("recreations"))
+    assert obj["status"]["recreations"] == 1
+    assert {c["type"]: c for c in obj["status"]["conditions"]}["Recreated"]["status"] == "True"
+    kube.wait(name, lambda o: (o or {}).get("status", {}).get("phase") == "Ready")
+
+    kube.delete(name)
+    assert kube.wait(name, lambda o: o is None) is None  # the finalizer was released
+    assert _deployments(live_orion, name) == []
+
+
+def test_a_batch_task_runs_to_completion_with_its_status_mirrored(kube_with_operator, live_orion):
+    kube = kube_with_operator
+    manifest = {
+        "apiVersion": "orion.veritasstack.io/v1",
+        "kind": "AIWorkload",
+        "metadata": {"name": "factorial"},
+        "spec": {
+            "priority": "high",
+            "workload": {
+                "workload_type": "task",
+                "function": "math:factorial",
+                "args": [10],
+                "resources": {"cpu": 1},
+            },
+        },
+    }
+    created = kube.apply(manifest)
+    obj = kube.wait("factorial", lambda o: (o or {}).get("status", {}).get("phase") == "Succeeded")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded" and status["result"] == {"value": 3628800}, status
+    assert status["requestId"] == f"k8s-{created['metadata']['uid']}" and status["attempts"] == 1
+    with _orion(live_orion) as c:
+        record = c.get(f"/api/v1/workloads/{status['orionId']}").json()
+    assert record["status"] == "completed" and record["tenant_id"] == "default"
+    assert record["priority"] == "high"
+    kube.delete("factorial")
+    assert kube.wait("factorial", lambda o: o is None) is None
+
+
+def test_a_spec_orion_refuses_is_a_condition_not_a_crash_loop(kube_with_operator):
+    kube = kube_with_operator
+    manifest = {
+        "apiVersion": "orion.veritasstack.io/v1",
+        "kind": "AIWorkload",
+        "metadata": {"name": "bad-task"},
+        "spec": {"workload": {"workload_type": "task", "resources": {"cpu": -1}}},
+    }
+    kube.apply(manifest)
+    obj = kube.wait("bad-task", lambda o: (o or {}).get("status", {}).get("phase") == "Invalid")
+    valid = {c["type"]: c for c in obj["status"]["conditions"]}["Valid"]
+    assert valid["status"] == "False" and valid["reason"] == "RefusedByOrion", valid
+    assert "function" in valid["message"] or "resources" in valid["message"], valid
+    kube.delete("bad-task")
+    assert kube.wait("bad-task", lambda o: o is None) is None
