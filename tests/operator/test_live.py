@@ -55,7 +55,8 @@ def test_the_example_verbatim_serves_3_replicas_rolls_out_a_change_and_is_remove
     (dep,) = _deployments(live_orion, name)
     assert dep["id"] == status["orionId"] and dep["status"] == "healthy" and dep["running_replicas"] == 3
     assert dep["spec"]["cpus_per_replica"] == 2.0 and dep["tenant_id"] == "default"
-    assert dep["spec"]["autoscaling"]["min_replicas"] == 2 and dep["spec"]["autoscaling"]["max_replicas"] == 20
+    auto = dep["spec"]["autoscaling"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["initial_replicas"]) == (2, 20, 3)
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["FieldsNotApplied"]["status"] == "True" and "image" in conds["FieldsNotApplied"]["message"]
 
@@ -64,9 +65,11 @@ def test_the_example_verbatim_serves_3_replicas_rolls_out_a_change_and_is_remove
     kube.patch_spec(name, {"image": "veritasstack/sentiment-api:v1.3.0"})
     obj = kube.wait(
         name,
-        lambda o: (o or {}).get("status", {}).get("version") not in (None, old)
-        and not o["status"].get("previousVersions")
-        and o["status"].get("phase") == "Ready",
+        lambda o: (
+            (o or {}).get("status", {}).get("version") not in (None, old)
+            and not o["status"].get("previousVersions")
+            and o["status"].get("phase") == "Ready"
+        ),
     )
     assert obj["status"]["version"] != old and obj["status"]["phase"] == "Ready", obj["status"]
     deps = _deployments(live_orion, name)
