@@ -101,7 +101,6 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # handles everything and the others freeze until its peering record lapses; the priority is
     # random per process so no two replicas tie (a tie would let both run)
     settings.peering.priority = random.randint(1, 2**31 - 1)
-    settings.peering.mandatory = False
     settings.posting.level = logging.WARNING
 
 
