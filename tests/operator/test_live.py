@@ -135,3 +135,50 @@ def test_a_spec_orion_refuses_is_a_condition_not_a_crash_loop(kube_with_operator
     assert "function" in valid["message"] or "resources" in valid["message"], valid
     kube.delete("bad-task")
     assert kube.wait("bad-task", lambda o: o is None) is None
+
+
+PIPELINE = """\
+version: 1
+pipeline_id: operator_small
+nodes:
+  - {id: fetch_data, kind: python_task, params: {rows: 4}, outs: [dataset_uri]}
+  - {id: compute_features, kind: python_task, ins: [dataset_uri], outs: [feature_table]}
+edges: [{from: fetch_data, to: compute_features}]
+"""
+
+
+def test_a_pipeline_in_a_tenants_namespace_runs_as_that_tenant(kube_with_operator, live_orion):
+    from tests.pipelines.live import ROOT
+
+    kube = kube_with_operator
+    refs = {n: f"tests.pipelines.nodes:{n}" for n in ("fetch_data", "compute_features")}
+    spec = {"pipeline": {"dag_spec": PIPELINE, "refs": refs, "runtime_params": {"env": {"PYTHONPATH": ROOT}}}}
+    manifest = {
+        "apiVersion": "orion.veritasstack.io/v1",
+        "kind": "AIWorkload",
+        "metadata": {"name": "features"},
+    }
+    created = kube.apply({**manifest, "spec": spec}, namespace="team-a")
+    obj = kube.wait(
+        "features", lambda o: (o or {}).get("status", {}).get("phase") == "Succeeded", namespace="team-a"
+    )
+    status = obj["status"]
+    assert status["phase"] == "Succeeded" and status["tenant"] == "team-a", status
+    assert status["orionId"] == f"k8s-{created['metadata']['uid']}" and status["attempts"] == 1
+    with _orion(live_orion) as c:
+        run = c.get(f"/api/orch/status/{status['orionId']}").json()
+        wid = run["nodes"][1]["workload_id"]
+        node = c.get(f"/api/v1/workloads/{wid}").json()
+    assert run["state"] == "succeeded" and node["tenant_id"] == "team-a"
+    assert node["result"] == {"feature_table": "features[none] of mem://dataset?rows=4"}
+
+    # the namespace is the tenant: naming another one is refused before Orion sees it
+    other = {**manifest, "metadata": {"name": "elsewhere"}, "spec": {**spec, "tenant": "default"}}
+    kube.apply(other, namespace="team-a")
+    bad = kube.wait(
+        "elsewhere", lambda o: (o or {}).get("status", {}).get("phase") == "Invalid", namespace="team-a"
+    )
+    assert {c["type"]: c for c in bad["status"]["conditions"]}["Valid"]["reason"] == "InvalidSpec"
+    for name in ("features", "elsewhere"):
+        kube.delete(name, namespace="team-a")
+        assert kube.wait(name, lambda o: o is None, namespace="team-a") is None
