@@ -23,12 +23,12 @@ def _create_or_adopt(api: OrionApi, dep: dict[str, Any]) -> None:
     it and did not live to write the status), one of another owner is a conflict."""
     try:
         api.create_deployment(dep)
-    except Conflict:
+    except Conflict as conflict:
         dep_id = f"{dep['model_id']}--{dep['version']}"
         try:
             got = api.deployment(dep_id)
         except NotFound:
-            raise  # the model is another tenant's (no version of ours exists): report it
+            raise conflict from None  # the model is another tenant's: Orion's 409 says whose
         if (got.get("spec") or {}).get("tenant_id") != dep.get("tenant_id"):
             raise
 

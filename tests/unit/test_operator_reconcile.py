@@ -307,3 +307,12 @@ def test_the_config_reads_the_key_from_a_file_and_never_shows_it(tmp_path):
         OperatorConfig.from_env(
             {"ORION_URL": "http://o", "ORION_API_KEY": "k", "ORION_OPERATOR_TENANTS": "x"}
         )
+
+
+def test_a_model_of_another_owner_is_refused_with_orions_conflict():
+    orion = FakeOrion()
+    rec = Reconciler(orion)
+    _pass(rec, SERVE, {}, SMETA)
+    orion.create_deployment = lambda body: (_ for _ in ()).throw(Conflict("model chat belongs to tenant x"))
+    status = _pass(rec, {**SERVE, "image": "other"}, {}, {**SMETA, "namespace": "team-b", "uid": "u-2"})
+    assert status["phase"] == "Refused" and "belongs to tenant x" in status["message"]
