@@ -12,12 +12,14 @@ def run(
     *,
     namespaces: tuple[str, ...] = (),
     peering: Optional[str] = None,
+    liveness: Optional[str] = None,
     stop_flag: Any = None,
     ready_flag: Any = None,
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or a signal). ``namespaces`` empty: every
     namespace. ``peering``: the KopfPeering name that elects one active replica; none: standalone
-    (one replica, as for local use)."""
+    (one replica, as for local use). ``liveness``: kopf's health endpoint, e.g.
+    ``http://0.0.0.0:8080/healthz`` (a Deployment's liveness probe)."""
     import kopf
 
     from . import handlers  # noqa: F401  (registers the handlers)
@@ -27,6 +29,7 @@ def run(
         namespaces=namespaces,
         standalone=peering is None,
         peering_name=peering,
+        liveness_endpoint=liveness,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
@@ -39,6 +42,7 @@ def add_commands(sub: Any) -> None:
     r = op_sub.add_parser("run", help="run the operator against the current kubeconfig")
     r.add_argument("--namespace", "-n", action="append", default=[], help="watch only these (repeatable)")
     r.add_argument("--peering", default=None, help="KopfPeering name for leader election (several replicas)")
+    r.add_argument("--liveness", default=None, help="health endpoint, e.g. http://0.0.0.0:8080/healthz")
     r.set_defaults(fn=cmd_run)
 
 
@@ -57,5 +61,5 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"orion operator: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run(namespaces=tuple(args.namespace), peering=args.peering)
+    run(namespaces=tuple(args.namespace), peering=args.peering, liveness=args.liveness)
     return 0

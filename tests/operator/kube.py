@@ -55,6 +55,7 @@ class Kube:
 
     def __init__(self, url: str, server: ApiServer):
         self.url, self.server = url, server
+        self.liveness = ""  # the operator's health endpoint, once it runs
         self.http = httpx.Client(base_url=url, timeout=30)
 
     def apply(self, manifest: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
@@ -157,9 +158,13 @@ def operator(kube: Kube, config: Any) -> Iterator[None]:
     stop, ready = threading.Event(), threading.Event()
     failed: list[BaseException] = []
 
+    from tests.live_orion import free_port
+
+    kube.liveness = f"http://127.0.0.1:{free_port()}/healthz"
+
     def target() -> None:
         try:
-            run(stop_flag=stop, ready_flag=ready)
+            run(stop_flag=stop, ready_flag=ready, liveness=kube.liveness)
         except BaseException as exc:  # surfaced by the test, not lost in a thread
             failed.append(exc)
 

@@ -44,6 +44,7 @@ def test_the_example_verbatim_serves_3_replicas_rolls_out_a_change_and_is_remove
     kube_with_operator, live_orion
 ):
     kube = kube_with_operator
+    assert httpx.get(kube.liveness, timeout=10).status_code == 200  # the Deployment's probe
     name = EXAMPLE["metadata"]["name"]
     kube.apply(copy.deepcopy(EXAMPLE))
     obj = kube.wait(name, lambda o: (o or {}).get("status", {}).get("phase") == "Ready")

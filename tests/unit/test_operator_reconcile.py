@@ -316,3 +316,13 @@ def test_a_model_of_another_owner_is_refused_with_orions_conflict():
     orion.create_deployment = lambda body: (_ for _ in ()).throw(Conflict("model chat belongs to tenant x"))
     status = _pass(rec, {**SERVE, "image": "other"}, {}, {**SMETA, "namespace": "team-b", "uid": "u-2"})
     assert status["phase"] == "Refused" and "belongs to tenant x" in status["message"]
+
+
+def test_orion_operator_run_without_a_key_says_so_in_one_line(capsys, monkeypatch):
+    from orion_ray.cli import main
+
+    for var in ("ORION_URL", "ORION_API_KEY", "ORION_API_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["operator", "run"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ORION_URL" in err[0]
