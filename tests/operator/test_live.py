@@ -6,25 +6,17 @@ runtime here pulls ``veritasstack/sentiment-api``); a task through Orion's sched
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 
-# the example, verbatim
-EXAMPLE = {
-    "apiVersion": "orion.veritasstack.io/v1",
-    "kind": "AIWorkload",
-    "metadata": {"name": "sentiment-analysis-api"},
-    "spec": {
-        "replicas": 3,
-        "image": "veritasstack/sentiment-api:v1.2.0",
-        "resources": {"requests": {"memory": "4Gi", "cpu": "2"}, "limits": {"memory": "8Gi", "cpu": "4"}},
-        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 20, "targetCPU": 70},
-        "healthCheck": {"path": "/health", "interval": "10s"},
-    },
-}
+# the example, verbatim (deploy/examples/sentiment-analysis-api.yaml is its text)
+EXAMPLE_PATH = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "sentiment-analysis-api.yaml"
+EXAMPLE = yaml.safe_load(EXAMPLE_PATH.read_text())
 
 
 def _orion(live_orion: dict) -> httpx.Client:

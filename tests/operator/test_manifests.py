@@ -20,7 +20,7 @@ import yaml
 from orion_ray.kuberay.manifests import PLURALS as KUBERAY_KINDS
 from orion_ray.kuberay.manifests import strict, validate_manifest
 from tests.operator.kube import CRD_PATH
-from tests.operator.test_live import EXAMPLE
+from tests.operator.test_live import EXAMPLE, EXAMPLE_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships
@@ -94,8 +94,27 @@ def test_the_crd_has_a_status_subresource_and_printer_columns():
 
 
 # -- AIWorkloads against the CRD -------------------------------------------------------------------
+ISSUE_TEXT = """\
+apiVersion: orion.veritasstack.io/v1
+kind: AIWorkload
+metadata: {name: sentiment-analysis-api}
+spec:
+  replicas: 3
+  image: veritasstack/sentiment-api:v1.2.0
+  resources: {requests: {memory: "4Gi", cpu: "2"}, limits: {memory: "8Gi", cpu: "4"}}
+  autoscaling: {enabled: true, minReplicas: 2, maxReplicas: 20, targetCPU: 70}
+  healthCheck: {path: /health, interval: 10s}
+"""
+
+
 def test_the_issues_example_verbatim_is_valid():
+    assert EXAMPLE_PATH.read_text() == ISSUE_TEXT  # the file the live test applies is the issue's text
     assert _errors("AIWorkload", EXAMPLE) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path):
+    assert _errors("AIWorkload", yaml.safe_load(path.read_text())) == []
 
 
 def test_batch_and_strategy_forms_are_valid():

@@ -259,3 +259,28 @@ def test_bad_criteria_name_the_field(bad):
         mapping.parse_rate(bad, "deployment.success_criteria.error_rate")
     with pytest.raises(SpecError):
         mapping.parse_latency(bad, "deployment.success_criteria.latency_p95")
+
+
+def _examples():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+    return [yaml.safe_load(p.read_text()) for p in sorted(root.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("obj", _examples(), ids=lambda o: o["metadata"]["name"])
+def test_every_shipped_example_maps_to_bodies_orion_accepts(obj):
+    from orion_ray.models import WorkloadSpec
+
+    spec = obj["spec"]
+    form = mapping.form_of(spec)
+    if form == "serving":
+        s = mapping.serving(spec, name=obj["metadata"]["name"], tenant="default")
+        DeploymentSpec.model_validate(s.deployment)
+        if spec.get("deployment"):
+            body, _ = mapping.release_body(spec, model_id=s.model_id, stable="r0", candidate=s.version)
+            ReleaseSpec.model_validate(body)
+    elif form == "workload":
+        WorkloadSpec.model_validate(mapping.workload_body(spec, tenant="default", key="k8s-u"))
