@@ -139,7 +139,9 @@ def on_delete(spec: Any, meta: Any, status: Any, logger: Any, **_: Any) -> None:
     asked; then the finalizer is released anyway with a warning event naming what may remain in
     Orion — a stuck namespace deletion is worse than a record an admin cancels by hand."""
     try:
-        _reconciler().delete(spec=dict(spec or {}), status=dict(status or {}))
+        ns = meta.get("namespace") or "default"
+        body = dict(spec or {})
+        _reconciler().delete(spec=body, status=dict(status or {}), namespace=ns, name=meta.get("name") or "")
     except OrionError as exc:
         asked = meta.get("deletionTimestamp")
         since = _age_s(asked) if asked else 0.0

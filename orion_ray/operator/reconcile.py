@@ -74,18 +74,24 @@ class Reconciler:
             out["observedGeneration"] = gen
         return out
 
-    def delete(self, *, spec: dict[str, Any], status: dict[str, Any]) -> None:
+    def delete(self, *, spec: dict[str, Any], status: dict[str, Any], namespace: str, name: str) -> None:
         """Cancel or undeploy what the object made in Orion. A record already gone (404) is done;
-        any other error is raised for the caller's bounded retry."""
+        any other error is raised for the caller's bounded retry. Only records of the object's
+        own tenant are touched: the status is data anyone allowed to write it could change, so
+        an ``orionId`` naming another tenant's record is left alone."""
         orion_id = status.get("orionId")
         form = status.get("form")
         try:
+            tenant = mapping.tenant_of(spec, namespace, self.tenant_mode)
+        except mapping.SpecError:
+            return  # never valid, so never submitted under this spec
+        try:
             if form == "serving":
-                serving_steps.delete(self.api, status=status)
-            elif orion_id and form == "workload":
-                self.api.cancel_workload(orion_id)
-            elif orion_id and form == "pipeline":
-                self.api.cancel_pipeline(orion_id)
+                model = spec.get("model") or name
+                serving_steps.delete(self.api, model=model, status=status, tenant=tenant)
+            elif orion_id and form in ("workload", "pipeline"):
+                if self._raw(form, orion_id).get("tenant_id") == tenant:
+                    self._cancel(form, orion_id)
         except NotFound:
             pass
 
@@ -103,7 +109,7 @@ class Reconciler:
         if orion_id is None or phase == "Suspended":
             return self._submit(form, spec=spec, meta=meta, tenant=tenant, submission=n + 1)
         try:
-            got = self._read(form, orion_id)
+            raw = self._raw(form, orion_id)
         except NotFound:
             if phase in TERMINAL:  # finished before its record went: nothing to run again
                 ev = ("RecordMissing", False, "NotFoundInOrion", f"{orion_id} is no longer in Orion")
@@ -112,6 +118,10 @@ class Reconciler:
             out["recreations"] = int(status.get("recreations") or 0) + 1
             out["events"] = [("Recreated", True, "RecordMissing", f"{orion_id} was gone; resubmitted")]
             return out
+        if raw.get("tenant_id") != tenant:
+            why = f"status.orionId {orion_id} is not a record of tenant {tenant}"
+            return {"phase": "Refused", "message": why, "events": [("Valid", False, "NotOwned", why)]}
+        got = from_workload(raw) if form == "workload" else from_pipeline(raw)
         events = []
         if meta.get("generation") not in (None, status.get("observedGeneration"), 1):
             events.append(
@@ -131,10 +141,10 @@ class Reconciler:
             orion_id, phase = ack["submission_id"], "Running"
         return {"orionId": orion_id, "requestId": key, "submissions": submission, "phase": phase}
 
-    def _read(self, form: str, orion_id: str) -> dict[str, Any]:
+    def _raw(self, form: str, orion_id: str) -> dict[str, Any]:
         if form == "workload":
-            return from_workload(self.api.workload(orion_id))
-        return from_pipeline(self.api.pipeline(orion_id))
+            return self.api.workload(orion_id)
+        return self.api.pipeline(orion_id)
 
     def _cancel(self, form: str, orion_id: str) -> None:
         try:

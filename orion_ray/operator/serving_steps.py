@@ -50,7 +50,7 @@ def apply(
     base: dict[str, Any] = {"notes": want.notes}
     if spec.get("suspend"):
         if deployed:
-            delete(api, status=status)
+            delete(api, model=want.model_id, status=status, tenant=tenant)
         return {**base, "phase": "Suspended", "orionId": None, "version": None, "previousVersions": []}
     if current != want.version or not deployed:
         _create_or_adopt(api, want.deployment)
@@ -77,6 +77,9 @@ def apply(
             "recreations": int(status.get("recreations") or 0) + 1,
             "events": [ev],
         }
+    if (view.get("spec") or {}).get("tenant_id") != tenant:  # the status was not written by us
+        why = f"{dep_id} is not a deployment of tenant {tenant}"
+        return {**base, "phase": "Refused", "message": why, "events": [("Valid", False, "NotOwned", why)]}
     if _scale_differs(view.get("spec") or {}, want.deployment):
         api.scale(want.model_id, mapping.scale_body(want.deployment))
         view = api.deployment(dep_id)
@@ -140,21 +143,32 @@ def _release_for(release: Any, version: str) -> bool:
     return version in (spec.get("candidate"), spec.get("stable"))
 
 
-def delete(api: OrionApi, *, status: dict[str, Any]) -> None:
+def delete(api: OrionApi, *, model: str, status: dict[str, Any], tenant: str) -> None:
     """Undeploy every version the object made: older ones first. A release that still sends
     traffic to an old version is first pointed at the current one alone, since Orion refuses
-    (409) to undeploy a version taking traffic unless it is the model's last."""
+    (409) to undeploy a version taking traffic unless it is the model's last. ``model`` comes
+    from the spec, and only deployments of the object's tenant are touched (the status is data
+    anyone allowed to write it could change)."""
     dep_id = status.get("orionId")
     if not dep_id:
         return
-    model, current = _model_and_version(dep_id)
-    previous = [v for v in status.get("previousVersions") or [] if v != current]
-    if previous:
+    named, current = _model_and_version(dep_id)
+    if named != model:
+        return  # the status names another model than the spec's: not this object's to remove
+    versions = [v for v in status.get("previousVersions") or [] if v != current] + [current]
+    ours = []
+    for v in versions:
         try:
-            api.set_release({"model_id": model, "strategy": "weighted", "stable": current})
+            if (api.deployment(f"{model}--{v}").get("spec") or {}).get("tenant_id") == tenant:
+                ours.append(v)
+        except NotFound:
+            pass
+    if len(ours) > 1:
+        try:
+            api.set_release({"model_id": model, "strategy": "weighted", "stable": ours[-1]})
         except (NotFound, Conflict, ValidationError):
             pass  # no release, or a version already gone: the undeploys below still run
-    for v in previous + [current]:
+    for v in ours:
         try:
             api.undeploy(f"{model}--{v}")
         except NotFound:

@@ -39,7 +39,14 @@ class FakeOrion:
         if key not in self.by_key:
             wid = f"w{len(self.by_key) + 1}"
             self.by_key[key] = wid
-            self.workloads[wid] = {"workload_id": wid, "status": "queued", "attempt": 1, **body}
+            tenant = body["metadata"]["tenant_id"]
+            self.workloads[wid] = {
+                "workload_id": wid,
+                "status": "queued",
+                "attempt": 1,
+                "tenant_id": tenant,
+                **body,
+            }
         return {"workload_id": self.by_key[key], "status": "queued"}
 
     def workload(self, wid):
@@ -199,10 +206,10 @@ def test_delete_cancels_and_a_gone_record_is_fine():
     orion = FakeOrion()
     rec = Reconciler(orion)
     status = _pass(rec, TASK, {})
-    rec.delete(spec=TASK, status=status)
+    rec.delete(spec=TASK, status=status, namespace="team-a", name="job")
     assert orion.workloads["w1"]["status"] == "cancelled"
     del orion.workloads["w1"]
-    rec.delete(spec=TASK, status=status)  # 404: nothing left to cancel
+    rec.delete(spec=TASK, status=status, namespace="team-a", name="job")  # 404: nothing left to cancel
 
 
 # -- serving --------------------------------------------------------------------------------------
@@ -256,7 +263,7 @@ def test_serving_delete_undeploys_every_version_and_suspend_undeploys():
     rec = Reconciler(orion)
     status = _pass(rec, SERVE, _pass(rec, SERVE, {}, SMETA), SMETA)
     status = _pass(rec, {**SERVE, "image": "img:v2"}, status, SMETA)
-    rec.delete(spec=SERVE, status=status)
+    rec.delete(spec=SERVE, status=status, namespace="team-a", name="chat")
     assert orion.deployments == {}
     status = _pass(rec, SERVE, {}, SMETA)
     status = _pass(rec, {**SERVE, "suspend": True}, status, SMETA)
@@ -288,8 +295,10 @@ def test_delete_retries_while_orion_is_down_then_releases_the_finalizer():
     status = {"form": "workload", "orionId": "w1"}
     try:
         with pytest.raises(kopf.TemporaryError):
-            handlers.on_delete(spec=TASK, meta=recent, status=status, logger=Log())
-        handlers.on_delete(spec=TASK, meta=old, status=status, logger=Log())  # returns: released
+            handlers.on_delete(spec=TASK, meta={**recent, "namespace": "team-a"}, status=status, logger=Log())
+        handlers.on_delete(
+            spec=TASK, meta={**old, "namespace": "team-a"}, status=status, logger=Log()
+        )  # returns: released
         assert "w1 may remain" in Log.lines[-1]
     finally:
         handlers._state.clear()
@@ -326,3 +335,37 @@ def test_orion_operator_run_without_a_key_says_so_in_one_line(capsys, monkeypatc
     assert main(["operator", "run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ORION_URL" in err[0]
+
+
+def test_a_status_naming_another_tenants_record_is_neither_mirrored_nor_cancelled():
+    orion = FakeOrion()
+    rec = Reconciler(orion)
+    theirs = _pass(rec, TASK, {}, {**META, "namespace": "team-b", "uid": "u-9"})
+    orion.workloads[theirs["orionId"]].update(status="completed", result="secret")
+    forged = {"form": "workload", "orionId": theirs["orionId"], "phase": "Running", "submissions": 1}
+    status = _pass(rec, TASK, forged)
+    assert status["phase"] == "Refused" and "result" not in status
+    assert _cond(status, "Valid")["reason"] == "NotOwned"
+    orion.workloads[theirs["orionId"]]["status"] = "running"
+    rec.delete(spec=TASK, status=forged, namespace="team-a", name="job")
+    assert orion.workloads[theirs["orionId"]]["status"] == "running"
+
+
+def test_serving_delete_touches_only_the_specs_model_of_its_tenant():
+    orion = FakeOrion()
+    rec = Reconciler(orion)
+    other = _pass(rec, SERVE, {}, {**SMETA, "name": "their-model", "namespace": "team-b"})
+    forged = {"form": "serving", "orionId": other["orionId"], "version": other["version"]}
+    rec.delete(spec=SERVE, status=forged, namespace="team-a", name="chat")  # another model: left
+    rec.delete(spec={**SERVE, "model": "their-model"}, status=forged, namespace="team-a", name="x")
+    assert list(orion.deployments) == [other["orionId"]]  # another tenant's: left
+
+
+def test_a_forged_serving_status_does_not_mirror_another_tenants_deployment():
+    orion = FakeOrion()
+    rec = Reconciler(orion)
+    theirs = _pass(rec, SERVE, {}, {**SMETA, "namespace": "team-b"})
+    forged = {"form": "serving", "orionId": theirs["orionId"], "version": theirs["version"]}
+    status = _pass(rec, SERVE, forged, SMETA)  # same model name, namespace team-a
+    assert status["phase"] == "Refused" and _cond(status, "Valid")["reason"] == "NotOwned"
+    assert "replicasReady" not in status
