@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.cli import add_commands as add_pipeline_commands  # pipeline submit|status|cancel
 
     add_pipeline_commands(sub, out)
+    from .operator.run import add_commands as add_operator_commands  # operator run (kopf, lazily)
+
+    add_operator_commands(sub)
     return p
 
 
