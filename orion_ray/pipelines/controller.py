@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from . import engine, runs_store
+from .ops_metrics import Observed
 from .records import FAILED, SUBMITTED, PipelineRun
 from .workloads import new_workload, node_spec
 
@@ -51,6 +52,7 @@ class PipelineController:
         self.batch = batch  # runs reconciled per page of a sweep
         self.sweep_s = sweep_s
         self.transitions = 0  # node state changes written (metrics, benchmarks)
+        self.observed = Observed()  # what the metrics take from each reconcile (ops_metrics.py)
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
@@ -143,6 +145,7 @@ class PipelineController:
                 )
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
+                node.user_failures += 1
                 plan.changed.append(node)
                 continue
             launches.append((node, new_workload(spec, run.tenant_id, now)))
@@ -159,4 +162,5 @@ class PipelineController:
             tenant_limit=self.tenant_limit(run.tenant_id),
         )
         self.transitions += len(plan.changed) + len(launches)
+        self.observed.add(run, plan)
         return plan.cancels

@@ -37,7 +37,7 @@ from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
 from ..status import Status
 from ..store.base import quarantined_count
-from . import estimates, ingest, intake, node_ops, outside, views
+from . import estimates, ingest, intake, node_ops, outside, views, workers_view
 from . import policy_bridge as bridge
 from .admin import AdminMixin
 from .driver import WorkloadDriver, pinnable
@@ -509,6 +509,26 @@ class Scheduler(AdminMixin):
     ) -> dict[str, Any]:
         """Cancel a run (idempotent)."""
         return self.pipelines.cancel(submission_id, tenant_id, who)
+
+    async def pipeline_retry(
+        self, submission_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Run a failed or cancelled run again from its failed nodes (409 otherwise)."""
+        return self.pipelines.retry(submission_id, tenant_id, who)
+
+    async def pipeline_logs(
+        self, submission_id: str, node: str, attempt: Optional[int] = None, tenant_id: Optional[str] = None
+    ) -> dict[str, Any]:
+        """A node's logs (its current or last attempt, or ``attempt``)."""
+        return await self.pipelines.logs(submission_id, node, attempt, tenant_id)
+
+    async def pipeline_lineage(self, submission_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents."""
+        return self.pipelines.lineage(submission_id, tenant_id)
+
+    async def workers(self) -> dict[str, Any]:
+        """Each node with its current tasks, tasks completed, resources in use, last activity."""
+        return workers_view.workers(self)
 
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import NotFound, ValidationError
 from ..models import WorkloadSpec
-from ..pipelines import runs_store
+from ..pipelines import lineage, node_logs, ops_metrics, runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
+from ..pipelines.retry_run import retry_run
 from ..trust import runtime_env_problems
 from . import intake
 from .every import Every
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orion.pipelines")
 TICK_S = 0.25  # the controller's tick at least this often (and when woken); it sweeps every run each SWEEP_S
+METRICS_S = 5.0  # the pipeline gauges (counted in the store) at most this often
 
 
 class PipelineHost:
@@ -46,6 +48,7 @@ class PipelineHost:
             ),
         )
         self.every = Every(TICK_S, sched.clock)
+        self.every_metrics = Every(METRICS_S, sched.clock)
         self._pending: set[asyncio.Task] = set()
 
     def tick(self, woken: bool) -> int:
@@ -58,7 +61,25 @@ class PipelineHost:
             task = asyncio.ensure_future(self._cancel(wid))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+        if self.every_metrics.due():
+            self.refresh_metrics()
         return self.controller.transitions - before
+
+    def refresh_metrics(self) -> None:
+        """The pipeline metrics (``ops_metrics.py``): gauges from the store, and what the
+        controller saw since the last refresh. Never raises: metrics must not stop the loop."""
+        try:
+            runs, nodes = ops_metrics.counts(self.s.store)
+            retries, durations = self.controller.observed.drain()
+            self.s.metrics.pipelines(
+                runs=runs,
+                nodes=nodes,
+                queued=ops_metrics.queued_tasks(self.s.book.active.values()),
+                retries=retries,
+                durations=durations,
+            )
+        except Exception:
+            log.debug("pipeline metrics not refreshed", exc_info=True)
 
     async def _cancel(self, workload_id: str) -> None:
         try:
@@ -109,3 +130,25 @@ class PipelineHost:
             self.controller.touch(run.run_id)
             self.s.wake()
         return run.public(runs_store.node_runs(self.s.store, run.run_id))
+
+    def retry(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
+        """Run a failed or cancelled run again from its failed nodes (``retry_run.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        run = retry_run(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
+        self.controller.touch(run.run_id)
+        self.s.wake()
+        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+
+    async def logs(
+        self, submission_id: str, node: str, attempt: Optional[int], tenant_id: Optional[str]
+    ) -> dict[str, Any]:
+        """A node's attempt's logs (``node_logs.py``), as ``/api/v1/workloads/{id}/logs`` reads them."""
+        run = self.run_of(submission_id, tenant_id)
+        n, w = node_logs.node_workload(self.s.store, run, node, attempt)
+        text = await self.s.logs(w.workload_id, run.tenant_id)
+        return node_logs.logs_body(run, n, w, text)
+
+    def lineage(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents (``lineage.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        return lineage.lineage_body(run, runs_store.node_runs(self.s.store, run.run_id))
