@@ -53,7 +53,6 @@ def events(run: PipelineRun, nodes: list[NodeRun]) -> list[dict[str, Any]]:
             "schemaURL": SCHEMA_URL,
         }
 
-    started = run.retried_at if run.retried_at is not None else run.created_at
     out.append((run.created_at, 0, event("START", run.created_at, parent_run, parent_job)))
     parent_facet = {
         "parent": {
@@ -74,27 +73,18 @@ def events(run: PipelineRun, nodes: list[NodeRun]) -> list[dict[str, Any]]:
             "inputs": [{"namespace": data_ns, "name": name} for name in node.ins],
             "outputs": [{"namespace": data_ns, "name": name} for name in node.outs],
         }
-        out.append(
-            (
-                n.started_at,
-                1,
-                event("START", n.started_at, rid, job, run_extra={"facets": parent_facet}, **sets),
-            )
-        )
+        facets = {"facets": parent_facet}
+        out.append((n.started_at, 2, event("START", n.started_at, rid, job, run_extra=facets, **sets)))
         end = _ENDS.get(n.status)
         if end is not None and n.finished_at is not None:
             if end != "COMPLETE":
                 sets["outputs"] = []  # it produced nothing
-            out.append(
-                (
-                    n.finished_at,
-                    2,
-                    event(end, n.finished_at, rid, job, run_extra={"facets": parent_facet}, **sets),
-                )
-            )
+            # at the same time, a node's end comes before the starts it let happen (not its own)
+            order = 1 if n.finished_at > n.started_at else 3
+            out.append((n.finished_at, order, event(end, n.finished_at, rid, job, run_extra=facets, **sets)))
     end = _ENDS.get(run.status)
     if end is not None and run.finished_at is not None:
-        out.append((max(run.finished_at, started), 3, event(end, run.finished_at, parent_run, parent_job)))
+        out.append((run.finished_at, 4, event(end, run.finished_at, parent_run, parent_job)))
     out.sort(key=lambda e: (e[0], e[1]))
     return [e for _, _, e in out]
 
