@@ -541,6 +541,7 @@ class Scheduler(AdminMixin):
         self.metrics.set_workloads(by_status)
         self.metrics.set_queue_depth(queued)
         self.metrics.scheduler_up(self._loop_task is not None and not self._loop_task.done())
+        self.pipelines.refresh_metrics()
         try:
             views.fragmentation(self)  # sets the orion_gpu_free / orion_gpu_stranded gauges
         except Exception:  # the cluster view may be briefly unavailable; the next refresh retries

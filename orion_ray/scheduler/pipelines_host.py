@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orion.pipelines")
 TICK_S = 0.25  # the controller's tick at least this often (and when woken); it sweeps every run each SWEEP_S
-METRICS_S = 5.0  # the pipeline gauges (counted in the store) at most this often
 
 
 class PipelineHost:
@@ -48,7 +47,6 @@ class PipelineHost:
             ),
         )
         self.every = Every(TICK_S, sched.clock)
-        self.every_metrics = Every(METRICS_S, sched.clock)
         self._pending: set[asyncio.Task] = set()
 
     def tick(self, woken: bool) -> int:
@@ -61,13 +59,13 @@ class PipelineHost:
             task = asyncio.ensure_future(self._cancel(wid))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        if self.every_metrics.due():
-            self.refresh_metrics()
         return self.controller.transitions - before
 
     def refresh_metrics(self) -> None:
         """The pipeline metrics (``ops_metrics.py``): gauges from the store, and what the
-        controller saw since the last refresh. Never raises: metrics must not stop the loop."""
+        controller saw since the last refresh; with the scheduler's other gauges
+        (``refresh_gauges``: periodically and at a scrape). Never raises: metrics must not stop
+        the loop."""
         try:
             runs, nodes = ops_metrics.counts(self.s.store)
             retries, durations = self.controller.observed.drain()
