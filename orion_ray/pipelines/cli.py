@@ -33,6 +33,10 @@ def _out(obj: Any, output: str) -> None:
     print(f"{obj.get('submission_id')}  {obj.get('state')}")
     for n in obj.get("nodes", []):
         extra = n.get("error") or n.get("reason") or ""
+        if n.get("user_failures") or n.get("system_failures"):  # counted apart (failures.py)
+            extra = (
+                f"[failures: user {n.get('user_failures', 0)}, system {n.get('system_failures', 0)}] {extra}"
+            )
         wid = n.get("workload_id") or ""
         print(f"  {n['node_id']:<24} {n['state']:<10} attempt {n['attempt']}  {wid}  {extra}")
 

@@ -322,6 +322,8 @@ def test_the_cli_retries_and_reads_logs(api, monkeypatch, capsys):
         )
         client.post("/api/orch/submit", json=body(str(gate), submission_id="c1"), headers=ACME)
         run_to_end(client, sched, "c1")
+        assert cli.main(["pipeline", "status", "c1"]) == 0
+        assert "[failures: user 1, system 0] attempt 1: RuntimeError" in capsys.readouterr().out
         assert cli.main(["pipeline", "logs", "c1", "--node", "validate"]) == 0
         assert "validate: checking" in capsys.readouterr().out
         assert cli.main(["pipeline", "logs", "c1", "--node", "validate", "--attempt", "1", "-o", "json"]) == 0
