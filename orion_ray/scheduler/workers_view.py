@@ -3,9 +3,10 @@ the tasks it completed, the resources in use and its last activity.
 
 Built from what the scheduler already samples for the node and autoscaler views (``node_ops``:
 Ray's alive nodes through the placer, the node book's lifecycle, the reservations held per node)
-and, for the tasks completed, one grouped read of the store's ended workloads (those retention
-still keeps). Resources are given twice: ``reserved`` is Orion's account (what its workloads
-hold), ``in_use`` Ray's (total less what Ray reports available: Orion's and anyone else's).
+and, for the tasks completed, one grouped read of the workloads that ended within ``WINDOW_S``
+(an index range, so the read stays small however much the store keeps). Resources are given
+twice: ``reserved`` is Orion's account (what its workloads hold), ``in_use`` Ray's (total less
+what Ray reports available: Orion's and anyone else's).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .node_ops import full_placer, work_by_node
 
 if TYPE_CHECKING:
     from .core import Scheduler
+
+WINDOW_S = 86_400.0  # tasks completed, and the last activity, over the last day
 
 
 def task_view(w: Workload) -> dict[str, Any]:
@@ -39,17 +42,19 @@ def task_view(w: Workload) -> dict[str, Any]:
     }
 
 
-def completed_by_node(store: Any) -> dict[str, tuple[int, Optional[float]]]:
-    """Ended workloads the store keeps, per node they ran on: (completed count, last end)."""
+def completed_by_node(store: Any, since: float) -> dict[str, tuple[int, Optional[float]]]:
+    """Workloads ended since ``since``, per node they ran on: (completed count, last end). The
+    range is on the ended-workloads index (``workloads_ended``, schema 3)."""
     if not hasattr(store, "_query"):
         return {}
     rows = store._query(
         "SELECT json_extract(state, '$.worker_id'), "
         "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
-        "MAX(json_extract(state, '$.finished_at')) FROM workloads "
+        "MAX(json_extract(state, '$.finished_at')) FROM workloads INDEXED BY workloads_ended "
         "WHERE status IN ('completed', 'failed', 'cancelled') "
+        "AND json_extract(state, '$.finished_at') >= ? "
         "AND json_extract(state, '$.worker_id') IS NOT NULL GROUP BY 1",
-        (),
+        (since,),
     )
     return {r[0]: (int(r[1] or 0), r[2]) for r in rows}
 
@@ -62,10 +67,11 @@ def _used(total: dict[str, float], left: Optional[dict[str, float]]) -> Optional
 
 def workers(sched: "Scheduler") -> dict[str, Any]:
     """Every alive node: state, pool, resources (total, reserved by Orion, in use per Ray), its
-    current tasks, how many tasks it completed, and its last activity (a task's start or end)."""
+    current tasks, how many tasks it completed within ``WINDOW_S``, and its last activity (a
+    task's start or end)."""
     placer = full_placer(sched)
     work = work_by_node(sched)
-    done = completed_by_node(sched.store)
+    done = completed_by_node(sched.store, sched.clock() - WINDOW_S)
     items = []
     for n in sorted(placer.nodes, key=lambda n: n.node_id):
         rec = sched.nodebook.get(n.node_id)
@@ -88,4 +94,4 @@ def workers(sched: "Scheduler") -> dict[str, Any]:
                 "last_activity": iso(max(times)) if times else None,
             }
         )
-    return {"items": items, "count": len(items)}
+    return {"items": items, "count": len(items), "window_s": WINDOW_S}
