@@ -166,6 +166,25 @@ class OrionClient(ApiSession):
         """Each Ray node with its current tasks, tasks completed, resources and last activity (admin)."""
         return self._request("GET", "/api/v1/workers").json()
 
+    def pipeline_output(self, submission_id: str, node: str, name: str) -> Any:
+        """One output of a run's node: its value (inline, or read by Orion from the artifact store)."""
+        return self._request(
+            "GET", f"/api/orch/outputs/{submission_id}", params={"node": node, "name": name}
+        ).json()
+
+    def pipeline_items(
+        self,
+        submission_id: str,
+        node: str,
+        after: int = -1,
+        limit: int = 100,
+        state: Optional[str] = None,
+    ) -> dict:
+        """A page of a map node's items (index, state, attempt, workload id, error) above index
+        ``after``, with the node's task counters; ``next_after`` starts the next page (None: last)."""
+        params: dict = {"node": node, "after": after, "limit": limit, **({"state": state} if state else {})}
+        return self._request("GET", f"/api/orch/status/{submission_id}/items", params=params).json()
+
     # -- infrastructure (admin key) ---------------------------------------------------------------
     def nodes(self, include_ended: bool = True) -> dict:
         """Every node with its lifecycle state, free capacity and workloads."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
@@ -278,6 +278,46 @@ class CapacityConfig(BaseModel):
     cluster: str = Field("orion", min_length=1, max_length=64)
 
 
+# -- orion.pipelines (issue 16: data between nodes, docs/pipelines-data.md) ---------------------------
+# one node's outputs inline in the store (the engine's ``MAX_OUTPUT_CHARS``); an inline cap above it
+# would let a value through that the engine refuses
+INLINE_CEILING = 65_536
+
+
+class ArtifactsConfig(BaseModel):
+    """The artifact store of large node outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["local", "s3"] = "local"
+    root: Optional[str] = Field(None, min_length=1, max_length=1024)
+    bucket: Optional[str] = Field(None, pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+    prefix: str = Field("", max_length=512, pattern=r"^[A-Za-z0-9_.\-/]*$")
+    region: Optional[str] = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    endpoint_url: Optional[str] = Field(None, pattern=r"^https?://[^\s]+$", max_length=512)
+    inline_max_bytes: int = Field(16_384, ge=0, le=INLINE_CEILING)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "ArtifactsConfig":
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("backend s3 needs bucket")
+        if self.backend == "local" and (self.bucket or self.prefix or self.endpoint_url):
+            raise ValueError("bucket, prefix and endpoint_url belong to backend s3")
+        if self.backend == "s3" and self.root:
+            raise ValueError("root belongs to backend local")
+        return self
+
+
+class PipelinesConfig(BaseModel):
+    """``orion.pipelines``."""
+
+    model_config = ConfigDict(extra="forbid")
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    # Whether the cluster runs containers (Ray's ``image_uri`` runtime env needs podman on every
+    # node): ``auto`` looks for podman on the scheduler's host; say true or false for a cluster
+    # whose workers differ from the head.
+    container_runtime: Union[bool, Literal["auto"]] = "auto"
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -289,6 +329,8 @@ class OrionSection(BaseModel):
     # the pools' scaling defaults (keys of ``worker_pools.ScalingParams``, plus ``interval_s``)
     autoscaling: dict[str, Any] = Field(default_factory=dict)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    # pipelines' artifact store and container runtime (issue 16: docs/pipelines-data.md)
+    pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)

@@ -200,6 +200,27 @@ class SchedulerService(Protocol):
         resources in use and last activity (admin)."""
         ...
 
+    async def pipeline_output(
+        self, submission_id: str, node: str, name: str, tenant_id: Optional[str] = None, max_bytes: int = 0
+    ) -> dict[str, Any]:
+        """One output of a run's node: ``{"uri": the artifact's URI or None, "data": its JSON
+        bytes}``, at most ``max_bytes`` (0: the default bound; ``PayloadTooLarge`` past it;
+        ``NotFound`` outside the caller's tenant or for an output the node does not have)."""
+        ...
+
+    async def pipeline_items(
+        self,
+        submission_id: str,
+        node_id: str,
+        after: int = -1,
+        limit: int = 100,
+        state: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+    ) -> dict[str, Any]:
+        """A page of a map node's items (index, state, attempt, workload id, error) above index
+        ``after``, with the node's task counters (``NotFound`` outside the caller's tenant)."""
+        ...
+
     # -- administration and operations -----------------------------------------------------------
     async def configure_tenants(
         self,

@@ -15,7 +15,9 @@ from fastapi import Body, Depends, FastAPI, Path, Query, Request
 
 from ..errors import Forbidden, NotFound
 from ..pipelines import runs_store
+from ..pipelines.progress import status_body
 from .auth import Principal
+from .pipeline_outputs import install_pipeline_outputs
 
 SUBMISSION_PATH = Path(..., min_length=1, max_length=200)
 
@@ -58,6 +60,10 @@ def install_pipelines(
             return status_from_store(a.reader, submission_id, p.tenant_id)
         return await backend_of(request).pipeline_status(submission_id, p.tenant_id)
 
+    from .pipeline_items import install_pipeline_items  # a map node's items, paged
+
+    install_pipeline_items(app, principal, backend_of, access_of)
+
     @app.post("/api/orch/cancel/{submission_id}", status_code=202, tags=["pipelines"])
     async def pipeline_cancel(
         request: Request, submission_id: str = SUBMISSION_PATH, p: Principal = Depends(principal)
@@ -65,10 +71,12 @@ def install_pipelines(
         """Cancel the run (idempotent): running nodes are cancelled, pending ones never start."""
         return await backend_of(request).pipeline_cancel(submission_id, p.tenant_id, who(p))
 
+    install_pipeline_outputs(app, principal, backend_of)  # GET /api/orch/outputs/{id} (data between nodes)
+
 
 def status_from_store(reader: Any, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
     """``GET /api/orch/status`` read from the store (404 outside the caller's tenant)."""
     run = runs_store.find_run(reader, submission_id, tenant_id)
     if run is None:
         raise NotFound(f"no pipeline run {submission_id[:128]!r}")
-    return run.public(runs_store.node_runs(reader, run.run_id))
+    return status_body(reader, run)

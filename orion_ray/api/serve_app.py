@@ -142,6 +142,12 @@ class ActorBackend:
     async def workers(self):
         return await self._call("workers")
 
+    async def pipeline_output(self, submission_id, node, name, tenant_id=None, max_bytes=0):
+        return await self._call("pipeline_output", submission_id, node, name, tenant_id, max_bytes)
+
+    async def pipeline_items(self, submission_id, node_id, after=-1, limit=100, state=None, tenant_id=None):
+        return await self._call("pipeline_items", submission_id, node_id, after, limit, state, tenant_id)
+
     async def keyring(self):
         return await self._call("keyring")
 

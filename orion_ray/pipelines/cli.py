@@ -1,5 +1,6 @@
 """``orion pipeline submit|status|cancel|retry|logs``: pipelines from the command line
-(docs/pipelines.md, docs/pipelines-operations.md).
+(docs/pipelines.md; ``status --items NODE``: a map node's items, docs/pipelines-map.md; ``retry``
+and ``logs``: docs/pipelines-operations.md).
 
 ``orion pipeline submit FILE`` sends FILE ('-': stdin) as it is: a pipeline spec (its text is the
 ``dag_spec``, verbatim), or a whole submission (a mapping with ``dag_spec`` and optionally
@@ -30,7 +31,7 @@ def _out(obj: Any, output: str) -> None:
     if output == "json":
         print(json.dumps(obj, indent=2, default=str))
         return
-    print(f"{obj.get('submission_id')}  {obj.get('state')}")
+    print(f"{obj.get('submission_id')}  {obj.get('state')}{_tasks(obj.get('progress') or {})}")
     for n in obj.get("nodes", []):
         extra = n.get("error") or n.get("reason") or ""
         if n.get("user_failures") or n.get("system_failures"):  # counted apart (failures.py)
@@ -38,7 +39,29 @@ def _out(obj: Any, output: str) -> None:
                 f"[failures: user {n.get('user_failures', 0)}, system {n.get('system_failures', 0)}] {extra}"
             )
         wid = n.get("workload_id") or ""
-        print(f"  {n['node_id']:<24} {n['state']:<10} attempt {n['attempt']}  {wid}  {extra}")
+        print(f"  {n['node_id']:<24} {n['state']:<10} attempt {n['attempt']}  {wid}{_tasks(n)}  {extra}")
+
+
+def _tasks(counts: dict[str, Any]) -> str:
+    """``  tasks 12/20 done, 1 failed, 4 running`` (the training platform's completed / total)."""
+    if "total_tasks" not in counts:
+        return ""
+    return (
+        f"  tasks {counts['completed_tasks']}/{counts['total_tasks']} done, "
+        f"{counts['failed_tasks']} failed, {counts['running_tasks']} running"
+    )
+
+
+def _items_out(page: dict[str, Any], output: str) -> None:
+    if output == "json":
+        print(json.dumps(page, indent=2, default=str))
+        return
+    print(f"{page['submission_id']}  {page['node_id']}  {page['state']}{_tasks(page)}")
+    for it in page["items"]:
+        wid = it.get("workload_id") or ""
+        print(f"  {it['index']:>6} {it['state']:<10} attempt {it['attempt']}  {wid}  {it.get('error') or ''}")
+    if page.get("next_after") is not None:
+        print(f"  … more: --after {page['next_after']}")
 
 
 def body_of(text: str, *, refs: list[str], submission_id: Optional[str]) -> dict[str, Any]:
@@ -87,6 +110,9 @@ def cmd_submit(a: Any) -> int:
 
 
 def cmd_status(a: Any) -> int:
+    if a.items:
+        _items_out(_client().pipeline_items(a.id, a.items, a.after, a.limit, a.state), a.output)
+        return 0
     _out(_client().pipeline_status(a.id), a.output)
     return 0
 
@@ -130,6 +156,10 @@ def add_commands(sub: Any, out: Any) -> None:
     s.set_defaults(fn=cmd_submit)
     st = out(psub.add_parser("status", help="a run and its nodes"))
     st.add_argument("id")
+    st.add_argument("--items", metavar="NODE", help="list this map node's items (a page)")
+    st.add_argument("--after", type=int, default=-1, help="with --items: the items above this index")
+    st.add_argument("--limit", type=int, default=100, help="with --items: at most this many (≤ 1000)")
+    st.add_argument("--state", help="with --items: only the items in this state")
     st.set_defaults(fn=cmd_status)
     c = out(psub.add_parser("cancel", help="cancel a run"))
     c.add_argument("id")

@@ -24,6 +24,10 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from . import engine, runs_store
+from .artifacts import ArtifactUnavailable
+from .dataflow import DataFlow
+from .map_reconcile import MapWork
+from .mapspec import MAP
 from .ops_metrics import Observed
 from .records import FAILED, SUBMITTED, PipelineRun
 from .workloads import new_workload, node_spec
@@ -44,6 +48,7 @@ class PipelineController:
         tenant_limit: Optional[Callable[[str], Optional[int]]] = None,
         batch: int = 500,
         sweep_s: float = SWEEP_S,
+        data: Optional[DataFlow] = None,
     ):
         self.store = store
         self.clock = clock
@@ -51,7 +56,10 @@ class PipelineController:
         self.tenant_limit = tenant_limit or (lambda tenant_id: None)
         self.batch = batch  # runs reconciled per page of a sweep
         self.sweep_s = sweep_s
-        self.transitions = 0  # node state changes written (metrics, benchmarks)
+        self.data = data  # large outputs to an artifact store (None: inline values only)
+        self.transitions = 0  # node and map item state changes written (metrics, benchmarks)
+        self.item_transitions = 0  # of which map items
+        self._feed_after: Optional[int] = None  # this tick's feed start (None: read every map item in flight)
         self.observed = Observed()  # what the metrics take from each reconcile (ops_metrics.py)
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
@@ -73,6 +81,7 @@ class PipelineController:
         workload ids to cancel."""
         now = self.clock()
         head = self.store.last_transition_id()  # read first: a transition after it is seen next tick
+        self._feed_after = None
         if self._cursor is None or now - self._swept_at >= self.sweep_s:
             self._swept_at, self._due = now, {}
             runs = self._all_active()
@@ -80,6 +89,7 @@ class PipelineController:
             self._shapes = {k: v for k, v in self._shapes.items() if k in live}  # ended elsewhere
         else:
             runs = runs_store.runs_touched_since(self.store, self._cursor, limit=100_000)
+            self._feed_after = self._cursor  # map items: only those with a transition since
             seen = {r.run_id for r in runs}
             wanted = {rid for rid in self.dirty | {r for r, t in self._due.items() if t <= now}} - seen
             runs += [r for r in (runs_store.get_run(self.store, rid) for rid in sorted(wanted)) if r]
@@ -93,6 +103,7 @@ class PipelineController:
                 cancels += self.reconcile(run)
             except Exception:
                 log.exception("pipeline run %s: reconcile failed (tried again at the next sweep)", run.run_id)
+        self._feed_after = None
         return cancels
 
     @property
@@ -119,22 +130,41 @@ class PipelineController:
             cached = self._shapes[run.run_id] = (run.submission, engine.shape_of(run))
         run._parsed = cached[0]  # parsed once per run, not at every reconcile
         nodes = runs_store.node_runs(self.store, run.run_id)
+        # a fail_fast run stops its map items too (from the reconcile after the failure)
+        stopping = engine.stop_reason(run, now) or engine.fail_fast_reason(run, {n.node_id: n for n in nodes})
+        maps = MapWork(run, cached[1], now, stopping, feed_after=self._feed_after)
+        if self.data is not None:
+            data = self.data
+            maps.resolve = lambda inputs: data.resolve(run, inputs)
+            maps.externalize = lambda n, outs, result: data.externalize(run, n, outs, result)
+        nodes = maps.settle(self.store, nodes)  # map nodes in flight: their items (map_reconcile.py)
         workloads = {
             n.workload_id: self.store.get(n.workload_id)
             for n in nodes
             if n.status == SUBMITTED and n.workload_id
         }
+        if self.data is not None:  # large outs written to the artifact store as the node settles
+            outs_of = {k: v.outs for k, v in cached[1].nodes.items()}
+            workloads = self.data.settle_view(run, nodes, workloads, outs_of)
         plan = engine.plan(run, nodes, workloads, now, cached[1])
+        plan.changed += maps.ended
+        plan.cancels += maps.cancels
         self._due.pop(run.run_id, None)
-        if plan.next_due is not None:
-            self._due[run.run_id] = plan.next_due
-        if plan.idle:
+        due = [t for t in (plan.next_due, maps.next_due) if t is not None]
+        if due:
+            self._due[run.run_id] = min(due)
+        if plan.idle and maps.idle:
             return []
         self.dirty.add(run.run_id)  # what it launched or ended may let more happen: look again
         sub = run.submission
         launches = []
         for node, inputs in plan.launches:
             try:
+                if self.data is not None:  # inputs kept as artifacts are read back: values
+                    inputs = self.data.resolve(run, inputs)
+                if cached[1].nodes[node.node_id].kind == MAP:  # its items are its workloads
+                    plan.changed.append(maps.expand(self.store, node, inputs))
+                    continue
                 spec = node_spec(
                     sub,
                     cached[1].nodes[node.node_id],
@@ -143,6 +173,9 @@ class PipelineController:
                     inputs=inputs,
                     tenant_id=run.tenant_id,
                 )
+            except ArtifactUnavailable:  # the row stays pending: launched at a later reconcile
+                log.warning("run %s node %s: artifact store unavailable", run.run_id, node.node_id)
+                continue
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
                 node.user_failures += 1
@@ -153,14 +186,17 @@ class PipelineController:
             run.status, run.error, run.finished_at = plan.status, plan.error, now
             self._shapes.pop(run.run_id, None)
         run.updated_at = now
+        limit = self.tenant_limit(run.tenant_id)
         runs_store.commit_reconcile(
             self.store,
             run,
             nodes=plan.changed,
             launches=launches,
             max_queue_size=self.max_queue_size,
-            tenant_limit=self.tenant_limit(run.tenant_id),
+            tenant_limit=limit,
+            extra=lambda: maps.write(self.store, max_queue_size=self.max_queue_size, tenant_limit=limit),
         )
-        self.transitions += len(plan.changed) + len(launches)
+        self.transitions += len(plan.changed) + len(launches) + maps.item_transitions
+        self.item_transitions += maps.item_transitions
         self.observed.add(run, plan)
         return plan.cancels

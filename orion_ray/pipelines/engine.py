@@ -88,7 +88,7 @@ def outputs_of(result: Any, outs: list[str]) -> tuple[Optional[dict[str, Any]], 
     if size > MAX_OUTPUT_CHARS:
         return None, (
             f"outputs are {size} characters of JSON, over the inline limit of {MAX_OUTPUT_CHARS} "
-            "(pass a URI instead; an artifact store is planned)"
+            "(large outputs go to the artifact store: pipelines.artifacts)"
         )
     return taken, None
 
@@ -157,7 +157,7 @@ def plan(
     # first every submitted node takes its workload's news, so a node failed for good in this
     # pass stops a fail_fast run before anything else is launched
     for node_id in shape.order:
-        if cur[node_id].status == SUBMITTED:
+        if cur[node_id].status == SUBMITTED and shape.nodes[node_id].kind != "map":  # a map: map_reconcile.py
             _settle(cur[node_id], shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
     if stopping is None:
         stopping = fail_fast_reason(run, cur)

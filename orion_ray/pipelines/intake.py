@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import OrionError, ValidationError
 from ..models import WorkloadSpec
-from . import kinds
+from . import image_kind, kinds
 from .records import RUNNING, PipelineRun
 from .spec import MAX_NODES, Submission, parse_submission
 from .workloads import node_spec
@@ -27,11 +27,14 @@ def accept(
     now: float,
     check: Optional[Callable[[WorkloadSpec], None]] = None,
     max_nodes: int = MAX_NODES,
+    container_runtime: bool = False,
 ) -> tuple[PipelineRun, list[str]]:
     """The run to store and its node ids, or the error (422 naming the field; 403 from ``check``
-    for what the tenant was not granted)."""
+    for what the tenant was not granted). ``container_runtime``: whether ``image`` nodes can run."""
     sub = parse_submission(body, max_nodes=max_nodes)
-    problems = kinds.runnable_problems(sub)
+    problems = kinds.runnable_problems(sub) + image_kind.node_problems(
+        sub, container_runtime=container_runtime
+    )
     if problems:
         raise ValidationError(problems[0]["problem"], problems)
     run_id = f"pl-{uuid.uuid4().hex[:16]}"

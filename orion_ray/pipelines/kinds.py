@@ -3,9 +3,9 @@
 
 A plugin is an entry point whose name is the kind and whose object has
 ``workload_spec(node, *, inputs, env, priority) -> dict``: the Orion workload spec (``task`` or
-``job``) that runs one attempt of the node. Built in: ``python_task`` and ``ray_job``. The
-issue's ``map`` (fan-out) and ``sql`` (DuckDB) are planned, not built yet; they are named in the
-422 for an unknown kind so that a user knows they are coming.
+``job``) that runs one attempt of the node. Built in: ``python_task``, ``ray_job`` and ``map``
+(fan-out: the node's function once per item, see ``mapspec.py``). The issue's ``sql`` (DuckDB) is
+planned, not built yet; it is named in the 422 for an unknown kind so that a user knows it is coming.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from .spec import PipelineSpec, Submission
 
 ENTRY_POINT_GROUP = "orion.pipeline_kinds"
-BUILTIN = ("python_task", "ray_job")
-PLANNED = ("map", "sql")
+BUILTIN = ("python_task", "ray_job", "map", "sql", "image")  # map: fan-out, see mapspec.py
+CODE_KINDS = ("python_task", "ray_job", "map")  # run a tenant's function or command (map: per item)
+PLANNED: tuple[str, ...] = ()  # named by the issue, not built yet: none left
 
 
 def plugin_kinds() -> dict[str, Any]:
@@ -52,9 +53,11 @@ def runnable_problems(sub: "Submission") -> list[dict[str, str]]:
     """What a node of a built-in kind lacks to run: exactly one of a function (``refs`` or
     ``params.function``) or a shell entrypoint; and an entrypoint cannot return ``outs`` yet.
     Checked at submit, after parsing (a spec can be valid and still not name its code)."""
-    out = []
+    from . import sql_kind  # its own rules (sql_kind.py); image nodes: intake.accept
+
+    out = sql_kind.node_problems(sub)
     for n in sub.dag_spec.nodes:
-        if n.kind not in BUILTIN:
+        if n.kind not in CODE_KINDS:
             continue
         field = f"dag_spec.nodes.{n.id}"
         fn, cmd = n.function(sub.refs), n.command()

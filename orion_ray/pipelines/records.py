@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .refs import artifact_uris
 from .spec import Submission
 
 PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELLED, SKIPPED = (
@@ -26,7 +27,7 @@ NODE_TERMINAL = (SUCCEEDED, FAILED, CANCELLED, SKIPPED)
 RUNNING, CANCELLING = "running", "cancelling"
 RUN_ACTIVE = (RUNNING, CANCELLING)
 RUN_TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-MAX_OUTPUT_CHARS = 65_536  # one node's outputs, inline JSON (larger values: artifact URIs, planned)
+MAX_OUTPUT_CHARS = 65_536  # one node's outputs, inline JSON (larger values: artifacts, dataflow.py)
 
 
 @dataclass
@@ -54,20 +55,23 @@ class NodeRun:
     def terminal(self) -> bool:
         return self.status in NODE_TERMINAL
 
-    def public(self) -> dict[str, Any]:
-        """What ``GET /api/orch/status`` shows of the node (outputs summarised: their names)."""
+    def public(self, tasks: Optional[dict[str, int]] = None) -> dict[str, Any]:
+        """What ``GET /api/orch/status`` shows of the node (outputs summarised: their names;
+        ``tasks``: its task counters, see ``progress.py``)."""
         return {
             "node_id": self.node_id,
             "state": self.status,
             "attempt": self.attempt,
             "workload_id": self.workload_id,
             "outputs": sorted(self.outputs) if self.outputs else [],
+            "artifacts": artifact_uris(self.outputs),  # out → URI, for outputs kept as artifacts
             "error": self.error,
             "reason": self.reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "user_failures": self.user_failures,
             "system_failures": self.system_failures,
+            **(tasks or {}),
         }
 
 
@@ -100,11 +104,18 @@ class PipelineRun:
     def terminal(self) -> bool:
         return self.status in RUN_TERMINAL
 
-    def public(self, nodes: list[NodeRun]) -> dict[str, Any]:
-        """``GET /api/orch/status/{submission_id}``."""
+    def public(
+        self, nodes: list[NodeRun], tasks: Optional[dict[str, dict[str, int]]] = None
+    ) -> dict[str, Any]:
+        """``GET /api/orch/status/{submission_id}``; ``tasks``: each node's task counters, summed
+        into ``progress`` too (``progress.py``)."""
         counts: dict[str, int] = {}
         for n in nodes:
             counts[n.status] = counts.get(n.status, 0) + 1
+        tasks = tasks or {}
+        for per in tasks.values():
+            for k, v in per.items():
+                counts[k] = counts.get(k, 0) + v
         return {
             "submission_id": self.submission_id,
             "pipeline_id": self.submission.dag_spec.pipeline_id,
@@ -114,6 +125,6 @@ class PipelineRun:
             "finished_at": self.finished_at,
             "error": self.error,
             "retries": self.retries,
-            "nodes": [n.public() for n in nodes],
+            "nodes": [n.public(tasks.get(n.node_id)) for n in nodes],
             "progress": {"total": len(nodes), **counts},
         }

@@ -5,8 +5,10 @@ A ``failed`` or ``cancelled`` run runs again: its ``succeeded`` nodes keep their
 not run again; its ``failed``, ``cancelled`` and ``skipped`` nodes go back to ``pending``, their
 attempt numbers going on from where they were (so each new attempt has a new idempotency key
 ``submission/node/attempt``) and their retry budgets (``max_attempts``, ``max_system_failures``)
-counted afresh from here; ``slo.max_runtime`` counts from the retry. A running (or cancelling)
-run is a 409, and so is a succeeded one (nothing to retry). Audited as ``pipeline_retry``.
+counted afresh from here; ``slo.max_runtime`` counts from the retry. A map node run again
+resumes from its stored items: those that did not succeed run again (``map_store.reopen``). A
+running (or cancelling) run is a 409, and so is a succeeded one (nothing to retry). Audited as
+``pipeline_retry``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict
+from . import map_store
+from .mapspec import MAP
 from .records import CANCELLED, FAILED, PENDING, RUNNING, SKIPPED, PipelineRun
 from .runs_store import get_run
 
@@ -55,6 +59,10 @@ def retry_run(store: "SQLiteStore", run: PipelineRun, *, who: str, now: float) -
             "WHERE run_id=? AND status IN (?, ?, ?)",
             (PENDING, "retry of the run", run.run_id, *AGAIN),
         )
+        maps = {n.id for n in run.submission.dag_spec.nodes if n.kind == MAP}
+        for (node_id,) in again:
+            if node_id in maps:  # its items that did not succeed run again; the others keep their outputs
+                map_store.reopen(db, run.run_id, node_id)
         details: dict[str, Any] = {
             "tenant_id": run.tenant_id,
             "submission_id": run.submission_id,

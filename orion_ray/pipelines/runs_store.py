@@ -9,7 +9,7 @@ rows are the pipeline records: the store, an adapter, imports nothing above the 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import Conflict, QueueFull
 from ..input_limits import cap_text
@@ -121,13 +121,16 @@ def active_runs(store: "SQLiteStore", limit: int = 1000, after_seq: int = 0) -> 
 
 def runs_touched_since(store: "SQLiteStore", after: int, limit: int = 1000) -> list[PipelineRun]:
     """Unfinished runs one of whose node workloads has a transition after id ``after`` (the
-    controller's change feed: an index range over transitions, then one lookup per row)."""
+    controller's change feed: an index range over transitions, then one lookup per row; CROSS
+    JOIN keeps SQLite from walking every node or item row ever written instead)."""
     rows = _rows(
         store,
         f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM pipeline_runs r "
         "WHERE r.status IN (?, ?) AND r.run_id IN (SELECT n.run_id FROM transitions t "
-        "JOIN node_runs n ON n.workload_id = t.workload_id WHERE t.id > ?) ORDER BY r.seq LIMIT ?",
-        (*RUN_ACTIVE, after, limit),
+        "CROSS JOIN node_runs n ON n.workload_id = t.workload_id WHERE t.id > ? "
+        "UNION SELECT m.run_id FROM transitions t CROSS JOIN map_items m ON m.workload_id = t.workload_id "
+        "WHERE t.id > ?) ORDER BY r.seq LIMIT ?",
+        (*RUN_ACTIVE, after, after, limit),
     )
     return [_run_of(r) for r in rows]
 
@@ -163,6 +166,7 @@ def commit_reconcile(
     max_queue_size: int,
     tenant_limit: Optional[int] = None,
     who: str = "pipelines",
+    extra: Optional[Callable[[], None]] = None,
 ) -> list[Workload]:
     """One reconcile of ``run``, in ONE transaction: each launch's workload is submitted as a REST
     submission is (idempotent by its ``request_id`` ``submission/node/attempt``, within the queue
@@ -170,7 +174,8 @@ def commit_reconcile(
     written. A launch the queue has no room for leaves its node pending with the reason, for a
     later reconcile. Returns the workloads newly stored. The run's state is written only when it
     ends, and only over an active one: a cancel asked meanwhile (by an API replica) is never
-    overwritten with ``running``."""
+    overwritten with ``running``. ``extra`` writes more in the same transaction, after the node
+    rows (a map node's items: ``map_reconcile.MapWork.write``)."""
     stored: list[Workload] = []
     with store._lock, store._tx():
         db = store._db
@@ -207,6 +212,8 @@ def commit_reconcile(
                     node.node_id,
                 ),
             )
+        if extra is not None:
+            extra()
         if run.terminal:  # only an ending is written: ``cancelling`` is the API's to set
             db.execute(
                 "UPDATE pipeline_runs SET status=?, updated_at=?, finished_at=?, error=? "

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ValidationError, pydantic_details
 from ..input_limits import LimitError, check_value
 from ..models import Metadata, Priority, Resources
-from . import graph, kinds
+from . import graph, kinds, mapspec
 
 MAX_NODES = 1_000  # nodes of one pipeline unless the caller allows more
 MAX_EDGES_PER_NODE = 100  # edges ≤ nodes × this
@@ -121,6 +121,7 @@ class Node(BaseModel):
     entrypoint: Optional[str] = Field(None, min_length=1, max_length=65536)
     retry: Optional[Retry] = None  # overrides slo.retry for this node
     timeout_s: Optional[float] = Field(None, gt=0, le=MAX_RUNTIME_S, allow_inf_nan=False)
+    map: Optional[mapspec.MapSpec] = None  # fan-out, for a node of kind ``map`` (mapspec.py)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -301,7 +302,7 @@ def parse_submission(
     except Exception as exc:  # pydantic's error → the contract's
         raise ValidationError("invalid pipeline spec", pydantic_details(exc)) from None
     problems = graph.problems(sub.dag_spec) + kinds.problems(sub.dag_spec, installed)
-    problems += _ref_problems(sub)
+    problems += _ref_problems(sub) + mapspec.problems(sub)
     if problems:
         raise ValidationError(problems[0]["problem"], problems)
     return sub

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from ..errors import ValidationError, pydantic_details
 from ..models import Workload, WorkloadSpec
 from ..status import Status
-from . import kinds
+from . import image_kind, kinds, sql_kind
 from .spec import Node, Submission
 
 
@@ -62,7 +62,11 @@ def node_spec(
         if node.resources is not None or sub.dag_spec.resources.default is not None:
             own = node.resources or type(sub.dag_spec.resources.default)()  # type: ignore[misc]
             base["resources"] = own.merged_over(sub.dag_spec.resources.default).model_dump(exclude_none=True)
-        if node.kind in kinds.BUILTIN:
+        if node.kind == sql_kind.KIND:
+            fields = sql_kind.workload_fields(node, inputs)
+        elif node.kind == image_kind.KIND:
+            fields = image_kind.workload_fields(node, env)
+        elif node.kind in kinds.BUILTIN:
             fields = _builtin(sub, node, inputs)
         else:
             fields = _plugin(node, inputs=inputs, env=env, priority=base["priority"])

@@ -21,7 +21,9 @@ from orion_ray.trust import function_problem, module_denied, origin_denied
 
 # Orion's own runners: the only ``orion_ray`` callables a task may be, put there by Orion itself
 # (an inference workload's task); the door refuses them in a tenant's spec.
-ORION_RUNNERS = frozenset({"orion_ray.serving.inference:run_inference"})
+ORION_RUNNERS = frozenset(
+    {"orion_ray.serving.inference:run_inference", "orion_ray.pipelines.sql_task:run_sql"}
+)
 
 
 class _Tee(io.TextIOBase):

@@ -29,6 +29,7 @@ from ..errors import StoreUnavailable
 from ..input_limits import cap_text
 from ..metrics import OrionMetrics, workload_counts
 from ..models import Workload
+from ..pipelines.progress import items_body
 from ..policy.cycle import CyclePlanner
 from ..policy.fairshare import FairShare
 from ..policy.live_placement import LivePlacer, bundle_request, outside_orion, placement_record
@@ -529,6 +530,26 @@ class Scheduler(AdminMixin):
     async def workers(self) -> dict[str, Any]:
         """Each node with its current tasks, tasks completed, resources in use, last activity."""
         return workers_view.workers(self)
+
+    async def pipeline_output(
+        self, submission_id: str, node: str, name: str, tenant_id: Optional[str] = None, max_bytes: int = 0
+    ) -> dict[str, Any]:
+        """One output of a run, ``{"uri", "data"}`` (the artifact store is read off the loop)."""
+        kw = {"max_bytes": max_bytes} if max_bytes else {}
+        return await self.pipelines.output(submission_id, tenant_id, node=node, name=name, **kw)
+
+    async def pipeline_items(
+        self,
+        submission_id: str,
+        node_id: str,
+        after: int = -1,
+        limit: int = 100,
+        state: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+    ) -> dict[str, Any]:
+        """A page of a map node's items."""
+        run = self.pipelines.run_of(submission_id, tenant_id)
+        return items_body(self.store, run, node_id, after=after, limit=limit, state=state)
 
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""

@@ -16,12 +16,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..config import PipelinesConfig
 from ..errors import NotFound, ValidationError
 from ..models import WorkloadSpec
 from ..pipelines import lineage, node_logs, ops_metrics, runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
+from ..pipelines.outputs import DEFAULT_MAX_BYTES, data_flow, has_container_runtime, read_output
+from ..pipelines.progress import status_body
 from ..pipelines.retry_run import retry_run
+from ..pipelines.sql_kind import SQL_RUNNER
 from ..trust import runtime_env_problems
 from . import intake
 from .every import Every
@@ -47,6 +51,7 @@ class PipelineHost:
             ),
         )
         self.every = Every(TICK_S, sched.clock)
+        self.configure(None)
         self._pending: set[asyncio.Task] = set()
 
     def tick(self, woken: bool) -> int:
@@ -85,13 +90,22 @@ class PipelineHost:
         except Exception:  # asked again at the next tick while the run is cancelling
             log.warning("cancel of %s failed", workload_id, exc_info=True)
 
+    def configure(self, cfg: Optional[PipelinesConfig]) -> None:
+        """Take ``orion.pipelines``: the artifact store of large outputs (default: ``artifacts/``
+        next to the store file) and whether ``image`` nodes may run here."""
+        self.controller.data = data_flow(cfg, store_path=getattr(self.s.store, "path", None))
+        self.container_runtime = has_container_runtime(cfg)
+
     # -- the service's calls -----------------------------------------------------------------------
     def submit(self, body: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
         by_admin = who == "admin"
 
         def check(spec: WorkloadSpec) -> None:
+            env = dict(spec.runtime_env or {})
+            if self.container_runtime:  # an image node's container, set by Orion (image_kind.py)
+                env.pop("image_uri", None)
             if not by_admin:  # a tenant's environment goes through the allowlist, as on /workloads
-                problems = runtime_env_problems(spec.runtime_env)
+                problems = runtime_env_problems(env)
                 if problems:
                     raise ValidationError("runtime_env is not allowed", problems)
             intake.check_importable(spec)
@@ -102,10 +116,18 @@ class PipelineHost:
                 known=self.s.tenants.known(tenant_id),
                 tenant=self.s.tenants.get(tenant_id),
                 by_admin=by_admin,
-                allowed_modules=intake.allowed_modules(self.s.tenants.get(tenant_id)),
+                # a sql node runs Orion's own DuckDB runner (sql_task.py), allowed for every tenant
+                allowed_modules=intake.allowed_modules(self.s.tenants.get(tenant_id))
+                + ((SQL_RUNNER.partition(":")[0],) if spec.function == SQL_RUNNER else ()),
             )
 
-        run, node_ids = accept(body, tenant_id=tenant_id, now=self.s.clock(), check=check)
+        run, node_ids = accept(
+            body,
+            tenant_id=tenant_id,
+            now=self.s.clock(),
+            check=check,
+            container_runtime=self.container_runtime,
+        )
         run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
         self.controller.touch(run.run_id)
         self.s.wake()
@@ -119,7 +141,24 @@ class PipelineHost:
 
     def status(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
         run = self.run_of(submission_id, tenant_id)
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
+
+    async def output(
+        self,
+        submission_id: str,
+        tenant_id: Optional[str],
+        *,
+        node: str,
+        name: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> dict[str, Any]:
+        """One output of a run: ``{"uri", "data"}`` (see ``pipelines/outputs.py``); the store's rows
+        are read here, the artifact in a thread (an S3 read must not hold up the loop)."""
+        run = self.run_of(submission_id, tenant_id)
+        nodes = runs_store.node_runs(self.s.store, run.run_id)
+        return await asyncio.to_thread(
+            read_output, run, nodes, node=node, name=name, data=self.controller.data, max_bytes=max_bytes
+        )
 
     def cancel(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
         run = self.run_of(submission_id, tenant_id)
@@ -127,7 +166,7 @@ class PipelineHost:
             run = runs_store.request_cancel(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
             self.controller.touch(run.run_id)
             self.s.wake()
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
 
     def retry(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
         """Run a failed or cancelled run again from its failed nodes (``retry_run.py``)."""
@@ -135,7 +174,7 @@ class PipelineHost:
         run = retry_run(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
         self.controller.touch(run.run_id)
         self.s.wake()
-        return run.public(runs_store.node_runs(self.s.store, run.run_id))
+        return status_body(self.s.store, run)
 
     async def logs(
         self, submission_id: str, node: str, attempt: Optional[int], tenant_id: Optional[str]

@@ -172,6 +172,42 @@ CREATE TABLE IF NOT EXISTS node_runs (
 CREATE INDEX IF NOT EXISTS node_runs_workload ON node_runs(workload_id) WHERE workload_id IS NOT NULL;
 """
 
+# Schema 5: the items of map (fan-out) nodes, one row each so that a 10,000-item map never
+# rewrites one large row, and a counters row per map node (what progress shows without a count).
+SCHEMA_5 = """
+CREATE TABLE IF NOT EXISTS map_nodes (
+    run_id         TEXT NOT NULL,
+    node_id        TEXT NOT NULL,
+    total          INTEGER NOT NULL,
+    next_idx       INTEGER NOT NULL DEFAULT 0,
+    running        INTEGER NOT NULL DEFAULT 0,
+    completed      INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    cancelled      INTEGER NOT NULL DEFAULT 0,
+    retrying       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, node_id)
+);
+CREATE TABLE IF NOT EXISTS map_items (
+    run_id         TEXT NOT NULL,
+    node_id        TEXT NOT NULL,
+    idx            INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    attempt        INTEGER NOT NULL DEFAULT 0,
+    workload_id    TEXT,
+    not_before     REAL NOT NULL DEFAULT 0,
+    item           TEXT NOT NULL,
+    output         TEXT,
+    error          TEXT,
+    started_at     REAL,
+    finished_at    REAL,
+    PRIMARY KEY (run_id, node_id, idx)
+);
+CREATE INDEX IF NOT EXISTS map_items_workload ON map_items(workload_id) WHERE workload_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS map_items_inflight ON map_items(run_id, node_id, idx) WHERE status = 'submitted';
+CREATE INDEX IF NOT EXISTS map_items_waiting ON map_items(run_id, node_id, idx)
+    WHERE status = 'pending' AND attempt > 0;
+"""
+
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer Orion: opening it could corrupt what this one does not know."""
@@ -216,6 +252,12 @@ def _v4(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _v5(db: sqlite3.Connection) -> None:
+    """Map (fan-out) items and their per-node counters."""
+    for stmt in split_statements(SCHEMA_5):
+        db.execute(stmt)
+
+
 def _v8(db: sqlite3.Connection) -> None:
     """Pipelines' operations (docs/pipelines-operations.md): each node's user and system failures
     counted apart, with the counts its retry budget starts from since the run was last retried,
@@ -246,6 +288,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (2, "ranks, tenant counters and queue buckets", _v2),
     (3, "retention indexes", _v3),
     (4, "pipeline runs and node runs", _v4),
+    (5, "map items and their counters", _v5),
     (8, "pipeline failure counts and run retries", _v8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

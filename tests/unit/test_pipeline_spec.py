@@ -124,9 +124,10 @@ def test_an_unknown_kind_names_the_installed_ones():
     assert "python_task" in details[0]["problem"] and "ray_job" in details[0]["problem"]
 
 
-def test_a_planned_kind_says_it_is_planned():
-    details = refused({"dag_spec": dag([node("a", kind="map")])})
-    assert "planned" in details[0]["problem"]
+def test_every_built_in_kind_of_the_issue_is_installed_and_named():
+    details = refused({"dag_spec": dag([node("a", kind="flink_job")])})
+    for kind in ("python_task", "ray_job", "map", "sql", "image"):
+        assert kind in details[0]["problem"]
 
 
 def test_an_installed_plugin_kind_is_accepted():
