@@ -28,6 +28,7 @@ from .artifacts import ArtifactUnavailable
 from .dataflow import DataFlow
 from .map_reconcile import MapWork
 from .mapspec import MAP
+from .ops_metrics import Observed
 from .records import FAILED, SUBMITTED, PipelineRun
 from .workloads import new_workload, node_spec
 
@@ -59,6 +60,7 @@ class PipelineController:
         self.transitions = 0  # node and map item state changes written (metrics, benchmarks)
         self.item_transitions = 0  # of which map items
         self._feed_after: Optional[int] = None  # this tick's feed start (None: read every map item in flight)
+        self.observed = Observed()  # what the metrics take from each reconcile (ops_metrics.py)
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
@@ -128,7 +130,9 @@ class PipelineController:
             cached = self._shapes[run.run_id] = (run.submission, engine.shape_of(run))
         run._parsed = cached[0]  # parsed once per run, not at every reconcile
         nodes = runs_store.node_runs(self.store, run.run_id)
-        maps = MapWork(run, cached[1], now, engine.stop_reason(run, now), feed_after=self._feed_after)
+        # a fail_fast run stops its map items too (from the reconcile after the failure)
+        stopping = engine.stop_reason(run, now) or engine.fail_fast_reason(run, {n.node_id: n for n in nodes})
+        maps = MapWork(run, cached[1], now, stopping, feed_after=self._feed_after)
         if self.data is not None:
             data = self.data
             maps.resolve = lambda inputs: data.resolve(run, inputs)
@@ -174,6 +178,7 @@ class PipelineController:
                 continue
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
+                node.user_failures += 1
                 plan.changed.append(node)
                 continue
             launches.append((node, new_workload(spec, run.tenant_id, now)))
@@ -193,4 +198,5 @@ class PipelineController:
         )
         self.transitions += len(plan.changed) + len(launches) + maps.item_transitions
         self.item_transitions += maps.item_transitions
+        self.observed.add(run, plan)
         return plan.cancels

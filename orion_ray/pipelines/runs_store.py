@@ -19,9 +19,13 @@ from .records import CANCELLING, PENDING, RUN_ACTIVE, RUNNING, SUBMITTED, NodeRu
 if TYPE_CHECKING:
     from ..store.sqlite import SQLiteStore
 
-_RUN_COLS = "seq, run_id, tenant_id, submission_id, status, body, created_at, updated_at, finished_at, error"
+_RUN_COLS = (
+    "seq, run_id, tenant_id, submission_id, status, body, created_at, updated_at, finished_at, error, "
+    "retries, retried_at"
+)
 _NODE_COLS = (
-    "node_id, status, attempt, workload_id, not_before, outputs, error, reason, started_at, finished_at"
+    "node_id, status, attempt, workload_id, not_before, outputs, error, reason, started_at, finished_at, "
+    "user_failures, system_failures, attempt_base, user_base"
 )
 
 
@@ -190,7 +194,8 @@ def commit_reconcile(
         for node in [*nodes, *(n for n, _ in launches)]:
             db.execute(
                 "UPDATE node_runs SET status=?, attempt=?, workload_id=?, not_before=?, outputs=?, "
-                "error=?, reason=?, started_at=?, finished_at=? WHERE run_id=? AND node_id=?",
+                "error=?, reason=?, started_at=?, finished_at=?, user_failures=?, system_failures=? "
+                "WHERE run_id=? AND node_id=?",
                 (
                     node.status,
                     node.attempt,
@@ -201,6 +206,8 @@ def commit_reconcile(
                     cap_text(node.reason),
                     node.started_at,
                     node.finished_at,
+                    node.user_failures,
+                    node.system_failures,
                     run.run_id,
                     node.node_id,
                 ),
@@ -223,7 +230,7 @@ def _rows(store: "SQLiteStore", sql: str, params: tuple[Any, ...]) -> list[tuple
 
 
 def _run_of(row: tuple[Any, ...]) -> PipelineRun:
-    seq, run_id, tenant_id, submission_id, status, body, created, updated, finished, error = row
+    seq, run_id, tenant_id, submission_id, status, body, created, updated, finished, error = row[:10]
     return PipelineRun(
         run_id=run_id,
         tenant_id=tenant_id,
@@ -235,11 +242,13 @@ def _run_of(row: tuple[Any, ...]) -> PipelineRun:
         finished_at=finished,
         error=error,
         seq=seq,
+        retries=row[10] or 0,
+        retried_at=row[11],
     )
 
 
 def _node_of(row: tuple[Any, ...]) -> NodeRun:
-    node_id, status, attempt, workload_id, not_before, outputs, error, reason, started, finished = row
+    node_id, status, attempt, workload_id, not_before, outputs, error, reason, started, finished = row[:10]
     return NodeRun(
         node_id=node_id,
         status=status,
@@ -251,4 +260,8 @@ def _node_of(row: tuple[Any, ...]) -> NodeRun:
         reason=reason,
         started_at=started,
         finished_at=finished,
+        user_failures=row[10] or 0,
+        system_failures=row[11] or 0,
+        attempt_base=row[12] or 0,
+        user_base=row[13] or 0,
     )

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..config import PipelinesConfig
 from ..errors import NotFound, ValidationError
 from ..models import WorkloadSpec
-from ..pipelines import runs_store
+from ..pipelines import lineage, node_logs, ops_metrics, runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
 from ..pipelines.outputs import DEFAULT_MAX_BYTES, data_flow, has_container_runtime, read_output
 from ..pipelines.progress import status_body
+from ..pipelines.retry_run import retry_run
 from ..pipelines.sql_kind import SQL_RUNNER
 from ..trust import runtime_env_problems
 from . import intake
@@ -64,6 +65,24 @@ class PipelineHost:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         return self.controller.transitions - before
+
+    def refresh_metrics(self) -> None:
+        """The pipeline metrics (``ops_metrics.py``): gauges from the store, and what the
+        controller saw since the last refresh; with the scheduler's other gauges
+        (``refresh_gauges``: periodically and at a scrape). Never raises: metrics must not stop
+        the loop."""
+        try:
+            runs, nodes = ops_metrics.counts(self.s.store)
+            retries, durations = self.controller.observed.drain()
+            self.s.metrics.pipelines(
+                runs=runs,
+                nodes=nodes,
+                queued=ops_metrics.queued_tasks(self.s.book.active.values()),
+                retries=retries,
+                durations=durations,
+            )
+        except Exception:
+            log.debug("pipeline metrics not refreshed", exc_info=True)
 
     async def _cancel(self, workload_id: str) -> None:
         try:
@@ -148,3 +167,25 @@ class PipelineHost:
             self.controller.touch(run.run_id)
             self.s.wake()
         return status_body(self.s.store, run)
+
+    def retry(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
+        """Run a failed or cancelled run again from its failed nodes (``retry_run.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        run = retry_run(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
+        self.controller.touch(run.run_id)
+        self.s.wake()
+        return status_body(self.s.store, run)
+
+    async def logs(
+        self, submission_id: str, node: str, attempt: Optional[int], tenant_id: Optional[str]
+    ) -> dict[str, Any]:
+        """A node's attempt's logs (``node_logs.py``), as ``/api/v1/workloads/{id}/logs`` reads them."""
+        run = self.run_of(submission_id, tenant_id)
+        n, w = node_logs.node_workload(self.s.store, run, node, attempt)
+        text = await self.s.logs(w.workload_id, run.tenant_id)
+        return node_logs.logs_body(run, n, w, text)
+
+    def lineage(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents (``lineage.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        return lineage.lineage_body(run, runs_store.node_runs(self.s.store, run.run_id))

@@ -258,6 +258,28 @@ def _v5(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _v8(db: sqlite3.Connection) -> None:
+    """Pipelines' operations (docs/pipelines-operations.md): each node's user and system failures
+    counted apart, with the counts its retry budget starts from since the run was last retried,
+    and each run's retries."""
+    for table, cols in (
+        (
+            "node_runs",
+            (
+                ("user_failures", "INTEGER NOT NULL DEFAULT 0"),
+                ("system_failures", "INTEGER NOT NULL DEFAULT 0"),
+                ("attempt_base", "INTEGER NOT NULL DEFAULT 0"),
+                ("user_base", "INTEGER NOT NULL DEFAULT 0"),
+            ),
+        ),
+        ("pipeline_runs", (("retries", "INTEGER NOT NULL DEFAULT 0"), ("retried_at", "REAL"))),
+    ):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for col, kind in cols:
+            if col not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -267,6 +289,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (3, "retention indexes", _v3),
     (4, "pipeline runs and node runs", _v4),
     (5, "map items and their counters", _v5),
+    (8, "pipeline failure counts and run retries", _v8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
