@@ -176,6 +176,15 @@ class SchedulerService(Protocol):
         (idempotent: a finished run answers its final state)."""
         ...
 
+    async def schedule_call(
+        self, op: str, args: dict[str, Any], tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Pipeline schedules, event triggers and events (docs/pipelines-schedules.md): ``op`` is
+        ``schedule_<create|list|get|pause|resume|delete|backfill>``,
+        ``trigger_<create|list|get|pause|resume|delete>`` or ``event_post``; ``args`` its
+        arguments (``body``, ``name``, ``start``/``end``, ``limit``/``cursor``)."""
+        ...
+
     # -- administration and operations -----------------------------------------------------------
     async def configure_tenants(
         self,

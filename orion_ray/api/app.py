@@ -328,6 +328,9 @@ def build_app(
     from .pipelines import install_pipelines  # /api/orch (issue 16)
 
     install_pipelines(app, principal, backend_of, access_of)
+    from .schedules import install_schedules  # /api/orch/schedules, triggers, events (issue 16)
+
+    install_schedules(app, principal, backend_of, access_of)
 
     from .infrastructure import install_infrastructure
 

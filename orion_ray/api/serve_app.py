@@ -130,6 +130,9 @@ class ActorBackend:
     async def pipeline_cancel(self, submission_id, tenant_id=None, who=None):
         return await self._call("pipeline_cancel", submission_id, tenant_id, who)
 
+    async def schedule_call(self, op, args, tenant_id=None, who=None):
+        return await self._call("schedule_call", op, args, tenant_id, who)
+
     async def keyring(self):
         return await self._call("keyring")
 
