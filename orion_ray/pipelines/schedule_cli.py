@@ -49,6 +49,14 @@ def _definition(path: str) -> Any:
         raise ValueError(f"{path}: not YAML or JSON ({exc})") from None
 
 
+def _time(text: str) -> Any:
+    """Epoch seconds as a number, anything else as it is (ISO 8601: the API reads it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def cmd_schedule(a: Any) -> int:
     c, t = _client(), a.tenant
     verb = a.schedule_command
@@ -59,7 +67,7 @@ def cmd_schedule(a: Any) -> int:
     elif verb == "get":
         got = c.get_schedule(a.name, tenant_id=t)
     elif verb == "backfill":
-        got = c.backfill_schedule(a.name, a.start, a.end, tenant_id=t)
+        got = c.backfill_schedule(a.name, _time(a.start), _time(a.end), tenant_id=t)
     else:
         got = getattr(c, f"{verb}_schedule")(a.name, tenant_id=t)
     _out(got, a.output)
