@@ -259,6 +259,16 @@ def add_event(
             "INSERT INTO pipeline_events(tenant_id, type, labels, at, source) VALUES (?,?,?,?,?)",
             (tenant_id, type_, json.dumps(labels, sort_keys=True), at, source),
         )
+        store._db.execute(
+            "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+            (
+                at,
+                source,
+                "event_post",
+                type_,
+                json.dumps({"tenant_id": tenant_id, "event_id": cur.lastrowid}),
+            ),
+        )
     return int(cur.lastrowid or 0)
 
 

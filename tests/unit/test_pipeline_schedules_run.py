@@ -320,3 +320,38 @@ async def test_a_workloads_completion_is_an_event_with_its_labels(db):
     assert s.store.get(ack["workload_id"]).status.value == "completed"
     s.pipelines.tick(True)
     assert [sid for sid, _ in runs(s) if sid.startswith("after-train-ev")] != []
+
+
+@on_loop
+async def test_a_slot_whose_id_a_tenant_took_for_another_run_is_skipped_visibly(db):
+    rt, clock = FakeRuntime(BIG), at(T0 + 10)
+    s = make(db, rt, clock)
+    await call(s, "schedule_create", {"body": hourly()})
+    other = {**SUB, "runtime_params": {"submission_id": "hourly-20261201T010000Z", "labels": {"mine": "1"}}}
+    await s.pipeline_submit(other, "default", "admin")
+    clock.t = T0 + H + 1
+    s.pipelines.tick(True)
+    got = await call(s, "schedule_get", {"name": "hourly"})
+    assert got["skipped"] == 1 and "already used" in got["last_error"] and got["fired"] == 0
+    assert got["last_slot"] == "2026-12-01T01:00:00Z"  # handled: not tried at every tick
+    clock.t = T0 + 2 * H + 1
+    s.pipelines.tick(True)
+    assert (await call(s, "schedule_get", {"name": "hourly"}))["fired"] == 1
+
+
+@on_loop
+async def test_a_tenants_schedule_is_checked_as_the_tenant_and_everything_is_audited(db):
+    rt, clock = FakeRuntime(BIG), at(T0 + 10)
+    s = make(db, rt, clock)
+    env = {**SUB, "runtime_params": {"env": {"PYTHONPATH": "/tmp"}}}
+    with pytest.raises(ValidationError) as info:  # a tenant's runtime_env passes the allowlist
+        await call(s, "schedule_create", {"body": hourly(submission=env)}, tenant="acme", who="acme")
+    assert info.value.details[0]["field"].startswith("submission.dag_spec.nodes.fetch_data.runtime_env")
+    made = await call(s, "schedule_create", {"body": hourly(submission=env)}, tenant="acme", who="admin")
+    assert made["tenant_id"] == "acme"  # the operator may, for the tenant
+    await call(s, "schedule_pause", {"name": "hourly"}, tenant="acme", who="acme")
+    await call(s, "event_post", {"body": {"type": "x.y"}}, tenant="acme", who="acme")
+    log = await s.audit_log(limit=10)
+    actions = [(e["who"], e["action"]) for e in log["items"]]
+    assert ("admin", "schedule_create") in actions and ("acme", "schedule_pause") in actions
+    assert ("acme", "event_post") in actions
