@@ -115,13 +115,7 @@ class ScheduleHost:
     ) -> list[tuple[PipelineRun, list[str]]]:
         """The runs to store for ``sids``, each through the intake's checks (the first one
         checked; the others differ only in their ``submission_id``)."""
-        spec = row.spec
-        body = copy.deepcopy(spec.submission)
-        runtime = dict(body.get("runtime_params") or {})
-        label = "orion.schedule" if row.kind == "cron" else "orion.trigger"
-        runtime["labels"] = {**(runtime.get("labels") or {}), label: row.name}
-        runtime["submission_id"] = sids[0]
-        body["runtime_params"] = runtime
+        body = fire_body(row.kind, row.name, row.spec.submission, sids[0])
         check = self.p.checker(row.tenant_id, row.created_by)
         first, node_ids = accept(body, tenant_id=row.tenant_id, now=now, check=check)
         out = [(first, node_ids)]
@@ -216,9 +210,9 @@ class ScheduleHost:
         spec = parse(ScheduleSpec if kind == "cron" else TriggerSpec, body)
         now = self.clock()
         created_by = "admin" if who == "admin" else tenant_id
-        try:
+        try:  # as it will fire (with its label and an id), so what a fire would refuse is a 422 now
             accept(
-                {**spec.submission, "runtime_params": dict(spec.submission.get("runtime_params") or {})},
+                fire_body(kind, spec.name, spec.submission, f"{spec.name}-check"),
                 tenant_id=tenant_id,
                 now=now,
                 check=self.p.checker(tenant_id, created_by),
@@ -292,6 +286,23 @@ class ScheduleHost:
             log.exception("event %s: handling failed (the next tick retries)", event_id)
             return {"event_id": event_id, "type": event.type, "fired": [], "pending": True}
         return {"event_id": event_id, "type": event.type, "fired": fired, "pending": False}
+
+
+def fire_body(kind: str, name: str, submission: dict[str, Any], submission_id: str) -> dict[str, Any]:
+    """The submission a fire sends to the intake: the schedule's, with the run's id and the label
+    naming what fired it (``orion.schedule`` or ``orion.trigger``)."""
+    body = copy.deepcopy(submission)
+    runtime = body.get("runtime_params")
+    if runtime is None:
+        runtime = {}
+    if isinstance(runtime, dict):  # anything else: the intake names the field
+        labels = runtime.get("labels")
+        if labels is None or isinstance(labels, dict):
+            label = "orion.schedule" if kind == "cron" else "orion.trigger"
+            runtime["labels"] = {**(labels or {}), label: name}
+        runtime["submission_id"] = submission_id
+    body["runtime_params"] = runtime
+    return body
 
 
 def when(field: str, value: Any, timezone: str) -> float:

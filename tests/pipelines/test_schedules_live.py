@@ -55,35 +55,39 @@ def test_a_schedule_fires_every_slot_once_across_a_sigkill_of_the_scheduler(live
     with live.client("admin") as admin, live.client("alice") as alice:
         r = admin.post("/api/orch/schedules?tenant_id=alice", json=body)
         assert r.status_code == 201, r.text
+        try:
 
-        def fired(at_least: int):
-            got = alice.get("/api/orch/schedules/every4s").json()
-            return got if got["fired"] >= at_least else None
+            def fired(at_least: int):
+                got = alice.get("/api/orch/schedules/every4s").json()
+                return got if got["fired"] >= at_least else None
 
-        before = poll(lambda: fired(2))
-        assert before, "the schedule never fired twice"
-        old = scheduler_pid(live)
-        assert old, "no scheduler actor"
-        os.kill(old, signal.SIGKILL)  # the actor Orion started for this test; Ray restarts it
-        after = poll(lambda: fired(before["fired"] + 3), within_s=180)
-        assert after, f"no fire after the restart: {before}"
-        assert scheduler_pid(live) not in (0, old)
-        assert alice.post("/api/orch/schedules/every4s/pause").status_code == 200
-        final = alice.get("/api/orch/schedules/every4s").json()
-        cron = parse_cron(body["cron"])
-        slots = slots_after(cron, seconds(final["created_at"]), until=seconds(final["last_slot"]), limit=1000)
-        sids = [f"every4s-{slot_name(s)}" for s in slots]
-        assert final["fired"] == len(sids) and final["missed"] == 0 and final["skipped"] == 0, final
+            before = poll(lambda: fired(2))
+            assert before, "the schedule never fired twice"
+            old = scheduler_pid(live)
+            assert old, "no scheduler actor"
+            os.kill(old, signal.SIGKILL)  # the actor Orion started for this test; Ray restarts it
+            after = poll(lambda: fired(before["fired"] + 3), within_s=180)
+            assert after, f"no fire after the restart: {before}"
+            assert scheduler_pid(live) not in (0, old)
+            assert alice.post("/api/orch/schedules/every4s/pause").status_code == 200
+            final = alice.get("/api/orch/schedules/every4s").json()
+            cron = parse_cron(body["cron"])
+            slots = slots_after(
+                cron, seconds(final["created_at"]), until=seconds(final["last_slot"]), limit=1000
+            )
+            sids = [f"every4s-{slot_name(s)}" for s in slots]
+            assert final["fired"] == len(sids) and final["missed"] == 0 and final["skipped"] == 0, final
 
-        def ended():
-            states = [alice.get(f"/api/orch/status/{sid}").json().get("state") for sid in sids]
-            return states if all(s in ("succeeded", "failed", "cancelled") for s in states) else None
+            def ended():
+                states = [alice.get(f"/api/orch/status/{sid}").json().get("state") for sid in sids]
+                return states if all(s in ("succeeded", "failed", "cancelled") for s in states) else None
 
-        states = poll(ended, within_s=180)
-        assert states and set(states) == {"succeeded"}, states
-        assert runs_of(runs) == {"fetch_data": len(sids)}  # each slot's node ran once: none twice
-        assert alice.get("/api/orch/schedules/every4s").json()["fired"] == len(sids)  # paused: no more
-        assert admin.delete("/api/orch/schedules/every4s?tenant_id=alice").status_code == 200
+            states = poll(ended, within_s=180)
+            assert states and set(states) == {"succeeded"}, states
+            assert runs_of(runs) == {"fetch_data": len(sids)}  # each slot's node ran once: none twice
+            assert alice.get("/api/orch/schedules/every4s").json()["fired"] == len(sids)  # paused: no more
+        finally:  # the shared live Orion must not keep firing it for the other tests
+            admin.delete("/api/orch/schedules/every4s?tenant_id=alice")
 
 
 def test_a_posted_event_and_a_pipelines_completion_each_fire_a_run(live, tmp_path):

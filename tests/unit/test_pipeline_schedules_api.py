@@ -134,6 +134,12 @@ def test_events_fire_matching_triggers_and_answer_what_fired(api):
         ("/api/orch/schedules", {**SCHED, "name": "a/b"}, "name"),
         ("/api/orch/schedules", {**SCHED, "submission": {"dag_spec": "nodes: ["}}, "submission.dag_spec"),
         ("/api/orch/schedules", {k: v for k, v in SCHED.items() if k != "cron"}, "cron"),
+        (
+            "/api/orch/schedules",
+            {**SCHED, "submission": {**SUB, "runtime_params": [1]}},
+            "submission.runtime_params",
+        ),
+        ("/api/orch/schedules", {**SCHED, "submission": [1]}, "submission"),
         ("/api/orch/triggers", {**TRIG, "event_type": ""}, "event_type"),
         ("/api/orch/triggers", {**TRIG, "match_labels": {"k": 3}}, "match_labels.k"),
         ("/api/orch/events", {"type": "workload.completed"}, "type"),
