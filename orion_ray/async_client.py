@@ -16,7 +16,7 @@ import httpx
 from . import credentials
 from .client import TERMINAL, WorkloadResult, _error_from, _retry_after
 from .errors import SchedulerUnavailable
-from .pipelines.sdk_schedules import AsyncScheduleCalls
+from .schedule_client import AsyncScheduleCalls
 
 
 class AsyncWorkloadHandle:

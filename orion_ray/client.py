@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .pipelines.sdk_schedules import ScheduleCalls
+from .schedule_client import ScheduleCalls
 from .session import ApiSession
 from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
 from .session import retry_after as _retry_after  # noqa: F401
