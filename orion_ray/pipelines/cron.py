@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import croniter
 
 MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
 MAX_CRON_CHARS = 256
@@ -71,7 +71,7 @@ def parse_cron(expr: str, timezone: str = "UTC") -> Cron:
     seconds = len(fields) == 6
     try:
         croniter(text, 0.0, second_at_beginning=seconds).get_next(float)
-    except (CroniterError, ValueError, KeyError, IndexError) as exc:
+    except Exception as exc:  # croniter's errors vary by field (CroniterError, KeyError…)
         raise ValueError(f"{text!r} is not a valid cron expression ({str(exc)[:200]})") from None
     hour = fields[2 if seconds else 1]
     return Cron(text, timezone, seconds, hour.startswith("*"))

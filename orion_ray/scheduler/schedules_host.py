@@ -319,7 +319,8 @@ def when(field: str, value: Any, timezone: str) -> float:
         else:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=ZoneInfo(timezone))
-            return moment.timestamp()
+            if 0 <= moment.timestamp() < 1e11:  # 1970 to year 5138: what the slot names can write
+                return moment.timestamp()
     raise ValidationError(
         f"{field}: a time as ISO 8601 ('2026-12-01T00:00:00Z') or epoch seconds",
         [{"field": field, "problem": "not a time"}],
