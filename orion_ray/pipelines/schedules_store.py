@@ -10,6 +10,7 @@ transaction); the API replica calls the reads on its read-only store.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -252,37 +253,50 @@ def commit_backfill(
 # -- events --------------------------------------------------------------------------------------------
 def add_event(
     store: "SQLiteStore", *, tenant_id: str, type_: str, labels: dict[str, str], at: float, source: str
-) -> int:
-    """Store a posted event (handled by the caller, or by the next tick after a crash); its id."""
+) -> dict[str, Any]:
+    """Store a posted event, with an audit record (handled by the caller, or by the next tick
+    after a crash); the event as ``pending_events`` gives it."""
+    public_id = uuid.uuid4().hex[:12]
     with store._lock, store._tx():
         cur = store._db.execute(
-            "INSERT INTO pipeline_events(tenant_id, type, labels, at, source) VALUES (?,?,?,?,?)",
-            (tenant_id, type_, json.dumps(labels, sort_keys=True), at, source),
+            "INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source) "
+            "VALUES (?,?,?,?,?,?)",
+            (public_id, tenant_id, type_, json.dumps(labels, sort_keys=True), at, source),
         )
         store._db.execute(
             "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
-            (
-                at,
-                source,
-                "event_post",
-                type_,
-                json.dumps({"tenant_id": tenant_id, "event_id": cur.lastrowid}),
-            ),
+            (at, source, "event_post", type_, json.dumps({"tenant_id": tenant_id, "event_id": public_id})),
         )
-    return int(cur.lastrowid or 0)
+    return {
+        "id": int(cur.lastrowid or 0),
+        "public_id": public_id,
+        "tenant_id": tenant_id,
+        "type": type_,
+        "labels": labels,
+        "at": at,
+        "source": source,
+    }
 
 
 def pending_events(store: "SQLiteStore", limit: int = 100) -> list[dict[str, Any]]:
     """Events not handled yet, oldest first."""
     rows: list[tuple[Any, ...]] = list(
         store._query(
-            "SELECT id, tenant_id, type, labels, at, source FROM pipeline_events WHERE handled=0 "
+            "SELECT id, public_id, tenant_id, type, labels, at, source FROM pipeline_events WHERE handled=0 "
             "ORDER BY id LIMIT ?",
             (limit,),
         )
     )
     return [
-        {"id": r[0], "tenant_id": r[1], "type": r[2], "labels": json.loads(r[3]), "at": r[4], "source": r[5]}
+        {
+            "id": r[0],
+            "public_id": r[1],
+            "tenant_id": r[2],
+            "type": r[3],
+            "labels": json.loads(r[4]),
+            "at": r[5],
+            "source": r[6],
+        }
         for r in rows
     ]
 

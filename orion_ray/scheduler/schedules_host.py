@@ -150,7 +150,7 @@ class ScheduleHost:
             spec = trig.spec
             if not isinstance(spec, TriggerSpec) or not matches(spec, event["type"], event["labels"]):
                 continue
-            sid = f"{trig.name}-ev{event['id']}"
+            sid = f"{trig.name}-ev{event['public_id']}"
             try:
                 run = self.runs_for(trig, [sid], now)[0]
                 known = runs_store.find_run(self.store, sid, trig.tenant_id)
@@ -276,10 +276,10 @@ class ScheduleHost:
         tick does)."""
         event = parse(Event, body)
         at = self.clock()
-        event_id = st.add_event(
+        record = st.add_event(
             self.store, tenant_id=tenant_id, type_=event.type, labels=event.labels, at=at, source=who
         )
-        record = {"id": event_id, "tenant_id": tenant_id, "type": event.type, "labels": event.labels}
+        event_id = record["public_id"]
         try:
             fired = self.handle_event(record)
         except Exception:

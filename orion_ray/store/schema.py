@@ -177,7 +177,8 @@ CREATE INDEX IF NOT EXISTS node_runs_workload ON node_runs(workload_id) WHERE wo
 # the same transaction as the run a slot fires. ``pipeline_events`` holds posted events and Orion's
 # own, which the two triggers below write in the same transaction as the run's or workload's end
 # (only while a trigger of that type exists), so none is lost across a crash; ``handled`` is set
-# in the transaction that fires the runs it matched.
+# in the transaction that fires the runs it matched. ``public_id`` is random: the ids a tenant
+# sees (``<trigger>-ev<public_id>``) tell nothing of other tenants' events.
 SCHEMA_6 = """
 CREATE TABLE IF NOT EXISTS pipeline_schedules (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -205,6 +206,7 @@ CREATE INDEX IF NOT EXISTS pipeline_schedules_event ON pipeline_schedules(event_
     WHERE kind = 'event';
 CREATE TABLE IF NOT EXISTS pipeline_events (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    public_id      TEXT NOT NULL,
     tenant_id      TEXT NOT NULL,
     type           TEXT NOT NULL,
     labels         TEXT NOT NULL,
@@ -221,8 +223,8 @@ WHEN NEW.status IN ('succeeded', 'failed') AND OLD.status NOT IN ('succeeded', '
                 AND s.event_type = (CASE NEW.status WHEN 'succeeded' THEN 'pipeline.completed'
                                     ELSE 'pipeline.failed' END))
 BEGIN
-    INSERT INTO pipeline_events(tenant_id, type, labels, at, source) VALUES (
-        NEW.tenant_id,
+    INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source) VALUES (
+        lower(hex(randomblob(6))), NEW.tenant_id,
         CASE NEW.status WHEN 'succeeded' THEN 'pipeline.completed' ELSE 'pipeline.failed' END,
         json_object('pipeline_id', json_extract(NEW.body, '$.dag_spec.pipeline_id'),
                     'submission_id', NEW.submission_id, 'tenant', NEW.tenant_id),
@@ -234,8 +236,8 @@ WHEN NEW.status IN ('completed', 'failed')
                 AND s.event_type = 'workload.' || NEW.status
                 AND s.tenant_id = (SELECT tenant_id FROM workloads WHERE workload_id = NEW.workload_id))
 BEGIN
-    INSERT INTO pipeline_events(tenant_id, type, labels, at, source)
-    SELECT w.tenant_id, 'workload.' || NEW.status,
+    INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source)
+    SELECT lower(hex(randomblob(6))), w.tenant_id, 'workload.' || NEW.status,
            json_patch(COALESCE(json_extract(w.spec, '$.metadata.labels'), '{}'),
                       json_object('workload_id', w.workload_id, 'tenant', w.tenant_id)),
            NEW.at, 'orion'

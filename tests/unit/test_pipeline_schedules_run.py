@@ -250,6 +250,7 @@ async def test_a_posted_event_fires_the_tenants_matching_triggers_only(db):
         {"trigger": "on-xs", "submission_id": f"on-xs-ev{got['event_id']}", "error": None}
     ]
     assert runs(s, "acme") == [(f"on-xs-ev{got['event_id']}", "running")] and runs(s, "bob") == []
+    assert len(got["event_id"]) == 12 and int(got["event_id"], 16) >= 0  # random, not a counter
     miss = await call(
         s, "event_post", {"body": {"type": "dataset.ready", "labels": {"dataset": "ys"}}}, "acme"
     )
