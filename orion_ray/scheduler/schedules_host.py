@@ -84,23 +84,31 @@ class ScheduleHost:
             try:
                 runs = self.runs_for(row, [f"{row.name}-{slot_name(s)}" for s in todo.fire], now)
             except OrionError as exc:  # e.g. a grant withdrawn since: the slots are handled, visibly
-                error = f"{exc.message}: {exc.details[:1]}" if exc.details else exc.message
+                d = exc.details[0] if exc.details else {}
+                error = f"{exc.message} ({d.get('field')}: {d.get('problem')})" if d else exc.message
         skipped = len(todo.skipped) + (len(todo.fire) if error else 0)
         last_skip = todo.skipped[-1][1] if todo.skipped else (error and f"not fired: {error}")
-        commit = dict(
-            last_slot=todo.last_slot,
-            next_at=todo.next_at,
-            missed=todo.missed,
-            skipped=skipped,
-            last_skip=last_skip,
-            last_error=error,
-            now=now,
-        )
+
+        def write(
+            fire: list[tuple[PipelineRun, list[str]]], skips: int, err: Optional[str]
+        ) -> list[PipelineRun]:
+            return st.commit_slots(
+                self.store,
+                row,
+                runs=fire,
+                last_slot=todo.last_slot,
+                next_at=todo.next_at,
+                missed=todo.missed,
+                skipped=skips,
+                last_skip=last_skip,
+                last_error=err,
+                now=now,
+            )
+
         try:
-            new = st.commit_slots(self.store, row, runs=runs, **commit)  # type: ignore[arg-type]
+            new = write(runs, skipped, error)
         except Conflict as exc:  # a run of the tenant's own already has a slot's id
-            commit.update(skipped=skipped + len(runs), last_error=exc.message)
-            new = st.commit_slots(self.store, row, runs=[], **commit)  # type: ignore[arg-type]
+            new = write([], skipped + len(runs), exc.message)
         self._started(new)
         return len(new)
 
