@@ -356,3 +356,17 @@ async def test_a_tenants_schedule_is_checked_as_the_tenant_and_everything_is_aud
     actions = [(e["who"], e["action"]) for e in log["items"]]
     assert ("admin", "schedule_create") in actions and ("acme", "schedule_pause") in actions
     assert ("acme", "event_post") in actions
+
+
+@on_loop
+async def test_a_burst_of_due_schedules_is_spread_over_ticks_each_slot_once(db, monkeypatch):
+    from orion_ray.scheduler import schedules_host
+
+    monkeypatch.setattr(schedules_host, "BUDGET_S", 0.0)  # one fire per tick
+    rt, clock = FakeRuntime(BIG), at(T0 + 10)
+    s = make(db, rt, clock)
+    for i in range(3):
+        await call(s, "schedule_create", {"body": hourly(name=f"h{i}")})
+    clock.t = T0 + H + 1
+    assert [s.pipelines.schedules.tick() for _ in range(4)] == [1, 1, 1, 0]
+    assert sorted(sid for sid, _ in runs(s)) == [f"h{i}-20261201T010000Z" for i in range(3)]
