@@ -16,6 +16,7 @@ import httpx
 from . import credentials
 from .client import PIPELINE_TERMINAL, TERMINAL, WorkloadResult, _error_from, _retry_after
 from .errors import SchedulerUnavailable
+from .schedule_client import AsyncScheduleCalls
 
 
 class AsyncWorkloadHandle:
@@ -47,7 +48,7 @@ class AsyncWorkloadHandle:
         return f"AsyncWorkloadHandle({self.workload_id!r})"
 
 
-class AsyncOrionClient:
+class AsyncOrionClient(AsyncScheduleCalls):
     """``AsyncOrionClient(url, api_key)``; use ``async with`` or ``await client.aclose()``.
     ``transport`` (an ``httpx.AsyncBaseTransport``) serves an in-process app in tests; ``sleep``
     is how the client waits between retries and polls (``asyncio.sleep``; a test records the

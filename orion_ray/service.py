@@ -219,6 +219,14 @@ class SchedulerService(Protocol):
     ) -> dict[str, Any]:
         """A page of a map node's items (index, state, attempt, workload id, error) above index
         ``after``, with the node's task counters (``NotFound`` outside the caller's tenant)."""
+
+    async def schedule_call(
+        self, op: str, args: dict[str, Any], tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Pipeline schedules, event triggers and events (docs/pipelines-schedules.md): ``op`` is
+        ``schedule_<create|list|get|pause|resume|delete|backfill>``,
+        ``trigger_<create|list|get|pause|resume|delete>`` or ``event_post``; ``args`` its
+        arguments (``body``, ``name``, ``start``/``end``, ``limit``/``cursor``)."""
         ...
 
     # -- administration and operations -----------------------------------------------------------

@@ -331,6 +331,9 @@ def build_app(
     from .pipeline_ops import install_pipeline_ops  # retry, logs, lineage, workers (issue 16)
 
     install_pipeline_ops(app, principal, backend_of, access_of)
+    from .schedules import install_schedules  # /api/orch/schedules, triggers, events (issue 16)
+
+    install_schedules(app, principal, backend_of, access_of)
 
     from .infrastructure import install_infrastructure
 

@@ -148,6 +148,9 @@ class ActorBackend:
     async def pipeline_items(self, submission_id, node_id, after=-1, limit=100, state=None, tenant_id=None):
         return await self._call("pipeline_items", submission_id, node_id, after, limit, state, tenant_id)
 
+    async def schedule_call(self, op, args, tenant_id=None, who=None):
+        return await self._call("schedule_call", op, args, tenant_id, who)
+
     async def keyring(self):
         return await self._call("keyring")
 

@@ -40,49 +40,58 @@ def create_run(
     """Store a new run and its pending nodes, with an audit record, in one transaction.
     Returns ``(run, True)``, or ``(the first run, False)`` for a ``submission_id`` the tenant
     used before with the same body; ``Conflict`` (409) for one used with another body."""
-    body = fingerprint(run.body)
     with store._lock, store._tx():
-        db = store._db
-        row = db.execute(
-            f"SELECT {_RUN_COLS}, fingerprint FROM pipeline_runs WHERE tenant_id=? AND submission_id=?",
-            (run.tenant_id, run.submission_id),
-        ).fetchone()
-        if row is not None:
-            if row[-1] != body:
-                raise Conflict(
-                    f"submission_id {run.submission_id!r} was already used with a different pipeline",
-                    [{"field": "runtime_params.submission_id", "problem": "reused"}],
-                )
-            return _run_of(row[:-1]), False
-        cur = db.execute(
-            "INSERT INTO pipeline_runs(run_id, tenant_id, submission_id, status, body, fingerprint, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                run.run_id,
-                run.tenant_id,
-                run.submission_id,
-                run.status,
-                json.dumps(run.body),
-                body,
-                run.created_at,
-                run.updated_at,
-            ),
-        )
-        run.seq = int(cur.lastrowid or 0)
-        db.executemany(
-            "INSERT INTO node_runs(run_id, node_id, position, status) VALUES (?,?,?,?)",
-            [(run.run_id, node_id, i, PENDING) for i, node_id in enumerate(node_ids)],
-        )
-        db.execute(
-            "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
-            (
-                run.created_at,
-                who,
-                "pipeline_submit",
-                run.run_id,
-                json.dumps({"tenant_id": run.tenant_id, "submission_id": run.submission_id}),
-            ),
-        )
+        out = insert_run(store, run, node_ids, who=who)
+    return out
+
+
+def insert_run(
+    store: "SQLiteStore", run: PipelineRun, node_ids: list[str], *, who: str
+) -> tuple[PipelineRun, bool]:
+    """``create_run`` inside the caller's transaction (a schedule's fire writes its run and its
+    own bookkeeping together)."""
+    body = fingerprint(run.body)
+    db = store._db
+    row = db.execute(
+        f"SELECT {_RUN_COLS}, fingerprint FROM pipeline_runs WHERE tenant_id=? AND submission_id=?",
+        (run.tenant_id, run.submission_id),
+    ).fetchone()
+    if row is not None:
+        if row[-1] != body:
+            raise Conflict(
+                f"submission_id {run.submission_id!r} was already used with a different pipeline",
+                [{"field": "runtime_params.submission_id", "problem": "reused"}],
+            )
+        return _run_of(row[:-1]), False
+    cur = db.execute(
+        "INSERT INTO pipeline_runs(run_id, tenant_id, submission_id, status, body, fingerprint, "
+        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            run.run_id,
+            run.tenant_id,
+            run.submission_id,
+            run.status,
+            json.dumps(run.body),
+            body,
+            run.created_at,
+            run.updated_at,
+        ),
+    )
+    run.seq = int(cur.lastrowid or 0)
+    db.executemany(
+        "INSERT INTO node_runs(run_id, node_id, position, status) VALUES (?,?,?,?)",
+        [(run.run_id, node_id, i, PENDING) for i, node_id in enumerate(node_ids)],
+    )
+    db.execute(
+        "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+        (
+            run.created_at,
+            who,
+            "pipeline_submit",
+            run.run_id,
+            json.dumps({"tenant_id": run.tenant_id, "submission_id": run.submission_id}),
+        ),
+    )
     return run, True
 
 

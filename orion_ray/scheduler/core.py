@@ -551,6 +551,12 @@ class Scheduler(AdminMixin):
         run = self.pipelines.run_of(submission_id, tenant_id)
         return items_body(self.store, run, node_id, after=after, limit=limit, state=state)
 
+    async def schedule_call(
+        self, op: str, args: dict[str, Any], tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Schedules, triggers and events (see ``schedules_host.py``)."""
+        return self.pipelines.schedules.call(op, args, tenant_id, who)
+
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""
         self.refresh_gauges()

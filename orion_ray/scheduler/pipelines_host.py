@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..config import PipelinesConfig
 from ..errors import NotFound, ValidationError
@@ -29,6 +29,7 @@ from ..pipelines.sql_kind import SQL_RUNNER
 from ..trust import runtime_env_problems
 from . import intake
 from .every import Every
+from .schedules_host import ScheduleHost
 
 if TYPE_CHECKING:
     from .core import Scheduler
@@ -53,6 +54,7 @@ class PipelineHost:
         self.every = Every(TICK_S, sched.clock)
         self.configure(None)
         self._pending: set[asyncio.Task] = set()
+        self.schedules = ScheduleHost(self)  # cron slots and event triggers (schedules_host.py)
 
     def tick(self, woken: bool) -> int:
         """Reconcile when due (or woken: a workload moved, a run arrived); start the cancels it
@@ -60,11 +62,12 @@ class PipelineHost:
         if not hasattr(self.s.store, "_tx") or not self.every.due(force=woken):
             return 0
         before = self.controller.transitions
+        fired = self.schedules.tick()  # first: the runs it stores are reconciled in this tick
         for wid in self.controller.tick():
             task = asyncio.ensure_future(self._cancel(wid))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        return self.controller.transitions - before
+        return self.controller.transitions - before + fired
 
     def refresh_metrics(self) -> None:
         """The pipeline metrics (``ops_metrics.py``): gauges from the store, and what the
@@ -98,6 +101,22 @@ class PipelineHost:
 
     # -- the service's calls -----------------------------------------------------------------------
     def submit(self, body: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
+        check = self.checker(tenant_id, who)
+        run, node_ids = accept(
+            body,
+            tenant_id=tenant_id,
+            now=self.s.clock(),
+            check=check,
+            container_runtime=self.container_runtime,
+        )
+        run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
+        self.controller.touch(run.run_id)
+        self.s.wake()
+        return {"submission_id": run.submission_id, "state": run.status}
+
+    def checker(self, tenant_id: str, who: Optional[str]) -> Callable[[WorkloadSpec], None]:
+        """The checks a node's workload passes at the door for ``tenant_id`` submitting as ``who``
+        (a submit, or a schedule's fire on behalf of whoever created it)."""
         by_admin = who == "admin"
 
         def check(spec: WorkloadSpec) -> None:
@@ -121,17 +140,7 @@ class PipelineHost:
                 + ((SQL_RUNNER.partition(":")[0],) if spec.function == SQL_RUNNER else ()),
             )
 
-        run, node_ids = accept(
-            body,
-            tenant_id=tenant_id,
-            now=self.s.clock(),
-            check=check,
-            container_runtime=self.container_runtime,
-        )
-        run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
-        self.controller.touch(run.run_id)
-        self.s.wake()
-        return {"submission_id": run.submission_id, "state": run.status}
+        return check
 
     def run_of(self, submission_id: str, tenant_id: Optional[str]) -> runs_store.PipelineRun:
         run = runs_store.find_run(self.s.store, submission_id, tenant_id)
