@@ -142,9 +142,15 @@ def cmd_logs(a: Any) -> int:
     return 0
 
 
+def cmd_output(a: Any) -> int:
+    """One output of a node, as JSON (inline, or read by Orion from the artifact store)."""
+    print(json.dumps(_client().pipeline_output(a.id, a.node, a.name), indent=2, default=str))
+    return 0
+
+
 def add_commands(sub: Any, out: Any) -> None:
     """Add ``orion pipeline …`` to the ``orion`` parser (``out`` adds ``--output``)."""
-    pl = sub.add_parser("pipeline", help="pipelines: submit, status, cancel, retry, logs")
+    pl = sub.add_parser("pipeline", help="pipelines: submit, status, cancel, retry, logs, output")
     psub = pl.add_subparsers(dest="pipeline_command", required=True)
     s = out(psub.add_parser("submit", help="submit a pipeline spec or submission (YAML/JSON; '-' = stdin)"))
     s.add_argument("file")
@@ -174,3 +180,8 @@ def add_commands(sub: Any, out: Any) -> None:
     lg.add_argument("--node", required=True, help="the node's id")
     lg.add_argument("--attempt", type=int, help="this attempt's logs (1 is the first)")
     lg.set_defaults(fn=cmd_logs)
+    op = psub.add_parser("output", help="one output of a node, as JSON")
+    op.add_argument("id")
+    op.add_argument("--node", required=True, help="the node's id")
+    op.add_argument("--name", required=True, help="the output's name (one of the node's outs)")
+    op.set_defaults(fn=cmd_output)

@@ -333,3 +333,6 @@ def test_the_cli_retries_and_reads_logs(api, monkeypatch, capsys):
         assert json.loads(capsys.readouterr().out)["state"] == "running"
         assert cli.main(["pipeline", "retry", "c1"]) == 2  # running: the 409 in one line
         assert "running" in capsys.readouterr().err
+        assert cli.main(["pipeline", "output", "c1", "--node", "extract", "--name", "table"]) == 0
+        assert json.loads(capsys.readouterr().out) == "mem://table?rows=3"
+        assert cli.main(["pipeline", "output", "c1", "--node", "extract", "--name", "nope"]) == 2
