@@ -130,7 +130,7 @@ def api_server() -> Iterator[Kube]:
 
     thread = threading.Thread(target=lambda: asyncio.run(serve()), name="kmock", daemon=True)
     thread.start()
-    assert started.wait(30), "kmock did not start"
+    assert started.wait(120), "kmock did not start"  # bounded: a loaded machine starts slowly
     try:
         yield Kube(ready["url"], ready["server"])
     finally:
@@ -171,7 +171,7 @@ def operator(kube: Kube, config: Any) -> Iterator[None]:
     thread = threading.Thread(target=target, name="kopf", daemon=True)
     thread.start()
     try:
-        assert ready.wait(60) or failed, "the operator did not start"
+        assert ready.wait(180) or failed, "the operator did not start"
         assert not failed, failed
         yield
     finally:
