@@ -14,8 +14,9 @@ from typing import Any, Awaitable, Callable, Optional
 import httpx
 
 from . import credentials
-from .client import TERMINAL, WorkloadResult, _error_from, _retry_after
+from .client import PIPELINE_TERMINAL, TERMINAL, WorkloadResult, _error_from, _retry_after
 from .errors import SchedulerUnavailable
+from .schedule_client import AsyncScheduleCalls
 
 
 class AsyncWorkloadHandle:
@@ -47,7 +48,7 @@ class AsyncWorkloadHandle:
         return f"AsyncWorkloadHandle({self.workload_id!r})"
 
 
-class AsyncOrionClient:
+class AsyncOrionClient(AsyncScheduleCalls):
     """``AsyncOrionClient(url, api_key)``; use ``async with`` or ``await client.aclose()``.
     ``transport`` (an ``httpx.AsyncBaseTransport``) serves an in-process app in tests; ``sleep``
     is how the client waits between retries and polls (``asyncio.sleep``; a test records the
@@ -174,6 +175,36 @@ class AsyncOrionClient:
     async def cancel_pipeline(self, submission_id: str) -> dict:
         """Cancel a run (idempotent: a finished run answers its final state)."""
         return (await self._request("POST", f"/api/orch/cancel/{submission_id}")).json()
+
+    async def retry_pipeline(self, submission_id: str) -> dict:
+        """Run a failed or cancelled run again from its failed nodes (``Conflict`` otherwise)."""
+        return (await self._request("POST", f"/api/orch/retry/{submission_id}")).json()
+
+    async def pipeline_logs(self, submission_id: str, node: str, attempt: Optional[int] = None) -> dict:
+        """A node's logs (current or last attempt, or ``attempt``): ``{…, "logs": text}``."""
+        params: dict[str, Any] = {"node": node, **({"attempt": attempt} if attempt is not None else {})}
+        return (await self._request("GET", f"/api/orch/logs/{submission_id}", params=params)).json()
+
+    async def pipeline_lineage(self, submission_id: str) -> dict:
+        """The run's OpenLineage RunEvents: ``{…, "events": [...]}``."""
+        return (await self._request("GET", f"/api/orch/lineage/{submission_id}")).json()
+
+    async def wait_pipeline(
+        self, submission_id: str, timeout: Optional[float] = None, poll_s: float = 0.5
+    ) -> dict:
+        """Poll until the run has ended; its final status. ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = await self.pipeline_status(submission_id)
+            if got["state"] in PIPELINE_TERMINAL:
+                return got
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"pipeline run {submission_id} still {got['state']} after {timeout}s")
+            await self._sleep(poll_s)
+
+    async def workers(self) -> dict:
+        """Each Ray node with its current tasks, tasks completed, resources and last activity (admin)."""
+        return (await self._request("GET", "/api/v1/workers")).json()
 
     async def pipeline_output(self, submission_id: str, node: str, name: str) -> Any:
         """One output of a run's node: its value (inline, or read by Orion from the artifact store)."""

@@ -6,11 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .schedule_client import ScheduleCalls
 from .session import ApiSession
 from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
 from .session import retry_after as _retry_after  # noqa: F401
 
 TERMINAL = ("completed", "failed", "cancelled")
+PIPELINE_TERMINAL = ("succeeded", "failed", "cancelled")  # a pipeline run's final states
 
 
 @dataclass
@@ -52,7 +54,7 @@ class WorkloadHandle:
         return f"WorkloadHandle({self.workload_id!r})"
 
 
-class OrionClient(ApiSession):
+class OrionClient(ApiSession, ScheduleCalls):
     """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
     ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``.
     ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests; ``sleep`` is how
@@ -136,6 +138,34 @@ class OrionClient(ApiSession):
     def cancel_pipeline(self, submission_id: str) -> dict:
         """Cancel a run (idempotent: a finished run answers its final state)."""
         return self._request("POST", f"/api/orch/cancel/{submission_id}").json()
+
+    def retry_pipeline(self, submission_id: str) -> dict:
+        """Run a failed or cancelled run again from its failed nodes (``Conflict`` otherwise)."""
+        return self._request("POST", f"/api/orch/retry/{submission_id}").json()
+
+    def pipeline_logs(self, submission_id: str, node: str, attempt: Optional[int] = None) -> dict:
+        """A node's logs (current or last attempt, or ``attempt``): ``{…, "logs": text}``."""
+        params: dict[str, Any] = {"node": node, **({"attempt": attempt} if attempt is not None else {})}
+        return self._request("GET", f"/api/orch/logs/{submission_id}", params=params).json()
+
+    def pipeline_lineage(self, submission_id: str) -> dict:
+        """The run's OpenLineage RunEvents: ``{…, "events": [...]}``."""
+        return self._request("GET", f"/api/orch/lineage/{submission_id}").json()
+
+    def wait_pipeline(self, submission_id: str, timeout: Optional[float] = None, poll_s: float = 0.5) -> dict:
+        """Poll until the run has ended; its final status. ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got = self.pipeline_status(submission_id)
+            if got["state"] in PIPELINE_TERMINAL:
+                return got
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"pipeline run {submission_id} still {got['state']} after {timeout}s")
+            self._sleep(poll_s)
+
+    def workers(self) -> dict:
+        """Each Ray node with its current tasks, tasks completed, resources and last activity (admin)."""
+        return self._request("GET", "/api/v1/workers").json()
 
     def pipeline_output(self, submission_id: str, node: str, name: str) -> Any:
         """One output of a run's node: its value (inline, or read by Orion from the artifact store)."""

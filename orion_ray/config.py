@@ -76,6 +76,8 @@ class RetentionConfig(BaseModel):
     logs_days: float = Field(7.0, ge=0)
     audit_days: float = Field(90.0, ge=0)
     scaling_events_days: float = Field(30.0, ge=0)
+    # ended pipeline runs with their node runs and map items (a run's runtime_params.ttl_days wins)
+    pipeline_runs_days: float = Field(30.0, ge=0)
     interval_s: float = Field(60.0, gt=0)  # how often the scheduler applies it
     batch: int = Field(500, ge=1, le=10_000)  # rows per delete transaction
 

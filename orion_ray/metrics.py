@@ -183,6 +183,25 @@ METRICS: tuple[MetricSpec, ...] = (
         "Nodes of each worker pool: current and the autoscaler's target.",
         ("pool", "kind"),
     ),
+    # pipelines (issue 16; orion_ray/pipelines/ops_metrics.py)
+    MetricSpec("gauge", "orion_pipeline_runs", "Pipeline runs in each state.", ("status",)),
+    MetricSpec(
+        "gauge", "orion_pipeline_nodes", "Nodes of unfinished pipeline runs in each state.", ("state",)
+    ),
+    MetricSpec("gauge", "orion_pipeline_tasks_queued", "Pipeline node workloads in the scheduler's queue."),
+    MetricSpec(
+        "histogram",
+        "orion_pipeline_node_seconds",
+        "A pipeline node's time from its first launch to its end, by its end state.",
+        ("status",),
+        DURATION_BUCKETS,
+    ),
+    MetricSpec(
+        "counter",
+        "orion_pipeline_node_retries",
+        "Pipeline node attempts retried, by the failure's kind (user or system).",
+        ("kind",),
+    ),
     MetricSpec(
         "histogram",
         "orion_api_request_seconds",
@@ -287,6 +306,24 @@ class OrionMetrics:
         """One API request. ``route`` is the route template (``/api/v1/workloads/{workload_id}``)
         or ``UNMATCHED_ROUTE``, never the raw path, so the label set stays bounded."""
         self._observe("orion_api_request_seconds", seconds, (route, method.upper(), str(status)))
+
+    def pipelines(
+        self,
+        *,
+        runs: Mapping[str, int],
+        nodes: Mapping[str, int],
+        queued: int,
+        retries: Mapping[str, int],
+        durations: Iterable[tuple[str, float]],
+    ) -> None:
+        """The pipeline gauges, and the retries and node durations seen since the last call."""
+        self._set_all("orion_pipeline_runs", {(k,): v for k, v in runs.items()})
+        self._set_all("orion_pipeline_nodes", {(k,): v for k, v in nodes.items()})
+        self._set("orion_pipeline_tasks_queued", float(queued), ())
+        for kind, n in retries.items():
+            self._inc("orion_pipeline_node_retries", n, (kind,))
+        for status, seconds in durations:
+            self._observe("orion_pipeline_node_seconds", seconds, (status,))
 
     # == exposition ================================================================================
     def render(self) -> str:

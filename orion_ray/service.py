@@ -176,6 +176,30 @@ class SchedulerService(Protocol):
         (idempotent: a finished run answers its final state)."""
         ...
 
+    async def pipeline_retry(
+        self, submission_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Run a failed or cancelled run again: succeeded nodes keep their outputs, failed,
+        cancelled and skipped ones run again as new attempts (``Conflict`` for a run that is
+        running or succeeded); the status body."""
+        ...
+
+    async def pipeline_logs(
+        self, submission_id: str, node: str, attempt: Optional[int] = None, tenant_id: Optional[str] = None
+    ) -> dict[str, Any]:
+        """A node's logs: its current or last attempt's, or ``attempt``'s
+        (``{submission_id, node_id, attempt, workload_id, status, truncated, logs}``)."""
+        ...
+
+    async def pipeline_lineage(self, submission_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents (``{submission_id, state, run_id, skipped, events}``)."""
+        ...
+
+    async def workers(self) -> dict[str, Any]:
+        """Each Ray node with its current tasks (workload ids, pipeline nodes), tasks completed,
+        resources in use and last activity (admin)."""
+        ...
+
     async def pipeline_output(
         self, submission_id: str, node: str, name: str, tenant_id: Optional[str] = None, max_bytes: int = 0
     ) -> dict[str, Any]:
@@ -195,6 +219,14 @@ class SchedulerService(Protocol):
     ) -> dict[str, Any]:
         """A page of a map node's items (index, state, attempt, workload id, error) above index
         ``after``, with the node's task counters (``NotFound`` outside the caller's tenant)."""
+
+    async def schedule_call(
+        self, op: str, args: dict[str, Any], tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Pipeline schedules, event triggers and events (docs/pipelines-schedules.md): ``op`` is
+        ``schedule_<create|list|get|pause|resume|delete|backfill>``,
+        ``trigger_<create|list|get|pause|resume|delete>`` or ``event_post``; ``args`` its
+        arguments (``body``, ``name``, ``start``/``end``, ``limit``/``cursor``)."""
         ...
 
     # -- administration and operations -----------------------------------------------------------

@@ -52,11 +52,18 @@ class Autoscaling(BaseModel):
     max_replicas: int = Field(1, ge=1, le=1000)
     target_ongoing_requests: float = Field(2.0, gt=0, le=10_000, allow_inf_nan=False)
     downscale_delay: Duration = Field(600.0, description="idle time before a replica is removed")
+    initial_replicas: Optional[int] = Field(
+        None, ge=0, le=1000, description="replicas at deploy time (default: min_replicas, at least 1)"
+    )
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
         return self
 
 

@@ -25,10 +25,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def orion_up(
-    home: Path, config: str, tenant_keys: dict[str, str], *, extra_env: dict[str, str] | None = None
+    home: Path,
+    config: str,
+    tenant_keys: dict[str, str],
+    *,
+    extra_env: dict[str, str] | None = None,
+    num_cpus: int = 4,
 ) -> Iterator[tuple[dict, dict[str, str], dict[str, int]]]:
-    """`orion up` (4 CPUs, 2 fake GPUs) with ``config`` as orion.yaml and each tenant's key in
-    ``ORION_KEY_<TENANT>``; yields ``(credentials, env, ports)``."""
+    """`orion up` (``num_cpus`` logical CPUs, 2 fake GPUs) with ``config`` as orion.yaml and each
+    tenant's key in ``ORION_KEY_<TENANT>``; yields ``(credentials, env, ports)``."""
     env = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}")
     for var in ("ORION_URL", "ORION_API_KEY"):
         env.pop(var, None)
@@ -37,7 +42,7 @@ def orion_up(
     env["RAY_AUTH_MODE"] = "token"  # a driver started with this env can join Orion's head (token auth)
     ports = {"api": free_port(), "ray": free_port(), "dashboard": free_port()}
     (home / "orion.yaml").write_text(config)
-    cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", "4"]
+    cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", str(num_cpus)]
     cmd += ["--num-gpus", "2", "--port", str(ports["api"]), "--ray-port", str(ports["ray"])]
     cmd += ["--dashboard-port", str(ports["dashboard"])]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -328,6 +328,12 @@ def build_app(
     from .pipelines import install_pipelines  # /api/orch (issue 16)
 
     install_pipelines(app, principal, backend_of, access_of)
+    from .pipeline_ops import install_pipeline_ops  # retry, logs, lineage, workers (issue 16)
+
+    install_pipeline_ops(app, principal, backend_of, access_of)
+    from .schedules import install_schedules  # /api/orch/schedules, triggers, events (issue 16)
+
+    install_schedules(app, principal, backend_of, access_of)
 
     from .infrastructure import install_infrastructure
 

@@ -130,11 +130,26 @@ class ActorBackend:
     async def pipeline_cancel(self, submission_id, tenant_id=None, who=None):
         return await self._call("pipeline_cancel", submission_id, tenant_id, who)
 
+    async def pipeline_retry(self, submission_id, tenant_id=None, who=None):
+        return await self._call("pipeline_retry", submission_id, tenant_id, who)
+
+    async def pipeline_logs(self, submission_id, node, attempt=None, tenant_id=None):
+        return await self._call("pipeline_logs", submission_id, node, attempt, tenant_id)
+
+    async def pipeline_lineage(self, submission_id, tenant_id=None):
+        return await self._call("pipeline_lineage", submission_id, tenant_id)
+
+    async def workers(self):
+        return await self._call("workers")
+
     async def pipeline_output(self, submission_id, node, name, tenant_id=None, max_bytes=0):
         return await self._call("pipeline_output", submission_id, node, name, tenant_id, max_bytes)
 
     async def pipeline_items(self, submission_id, node_id, after=-1, limit=100, state=None, tenant_id=None):
         return await self._call("pipeline_items", submission_id, node_id, after, limit, state, tenant_id)
+
+    async def schedule_call(self, op, args, tenant_id=None, who=None):
+        return await self._call("schedule_call", op, args, tenant_id, who)
 
     async def keyring(self):
         return await self._call("keyring")

@@ -1,5 +1,6 @@
-"""``orion pipeline submit|status|cancel``: pipelines from the command line (docs/pipelines.md;
-``status --items NODE``: a map node's items, docs/pipelines-map.md).
+"""``orion pipeline submit|status|cancel|retry|logs``: pipelines from the command line
+(docs/pipelines.md; ``status --items NODE``: a map node's items, docs/pipelines-map.md; ``retry``
+and ``logs``: docs/pipelines-operations.md).
 
 ``orion pipeline submit FILE`` sends FILE ('-': stdin) as it is: a pipeline spec (its text is the
 ``dag_spec``, verbatim), or a whole submission (a mapping with ``dag_spec`` and optionally
@@ -33,6 +34,10 @@ def _out(obj: Any, output: str) -> None:
     print(f"{obj.get('submission_id')}  {obj.get('state')}{_tasks(obj.get('progress') or {})}")
     for n in obj.get("nodes", []):
         extra = n.get("error") or n.get("reason") or ""
+        if n.get("user_failures") or n.get("system_failures"):  # counted apart (failures.py)
+            extra = (
+                f"[failures: user {n.get('user_failures', 0)}, system {n.get('system_failures', 0)}] {extra}"
+            )
         wid = n.get("workload_id") or ""
         print(f"  {n['node_id']:<24} {n['state']:<10} attempt {n['attempt']}  {wid}{_tasks(n)}  {extra}")
 
@@ -117,9 +122,35 @@ def cmd_cancel(a: Any) -> int:
     return 0
 
 
+def cmd_retry(a: Any) -> int:
+    c = _client()
+    got = c.retry_pipeline(a.id)
+    if a.wait:
+        got = c.wait_pipeline(a.id, timeout=a.timeout)
+        _out(got, a.output)
+        return 0 if got["state"] == "succeeded" else 1
+    _out(got, a.output)
+    return 0
+
+
+def cmd_logs(a: Any) -> int:
+    got = _client().pipeline_logs(a.id, a.node, a.attempt)
+    if a.output == "json":
+        print(json.dumps(got, indent=2, default=str))
+    else:
+        sys.stdout.write(got.get("logs") or "")
+    return 0
+
+
+def cmd_output(a: Any) -> int:
+    """One output of a node, as JSON (inline, or read by Orion from the artifact store)."""
+    print(json.dumps(_client().pipeline_output(a.id, a.node, a.name), indent=2, default=str))
+    return 0
+
+
 def add_commands(sub: Any, out: Any) -> None:
     """Add ``orion pipeline …`` to the ``orion`` parser (``out`` adds ``--output``)."""
-    pl = sub.add_parser("pipeline", help="pipelines: submit, status, cancel")
+    pl = sub.add_parser("pipeline", help="pipelines: submit, status, cancel, retry, logs, output")
     psub = pl.add_subparsers(dest="pipeline_command", required=True)
     s = out(psub.add_parser("submit", help="submit a pipeline spec or submission (YAML/JSON; '-' = stdin)"))
     s.add_argument("file")
@@ -139,3 +170,18 @@ def add_commands(sub: Any, out: Any) -> None:
     c = out(psub.add_parser("cancel", help="cancel a run"))
     c.add_argument("id")
     c.set_defaults(fn=cmd_cancel)
+    r = out(psub.add_parser("retry", help="run a failed or cancelled run again from its failed nodes"))
+    r.add_argument("id")
+    r.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    r.add_argument("--timeout", type=float, help="seconds to wait with --wait")
+    r.set_defaults(fn=cmd_retry)
+    lg = out(psub.add_parser("logs", help="a node's logs (its current or last attempt)"))
+    lg.add_argument("id")
+    lg.add_argument("--node", required=True, help="the node's id")
+    lg.add_argument("--attempt", type=int, help="this attempt's logs (1 is the first)")
+    lg.set_defaults(fn=cmd_logs)
+    op = psub.add_parser("output", help="one output of a node, as JSON")
+    op.add_argument("id")
+    op.add_argument("--node", required=True, help="the node's id")
+    op.add_argument("--name", required=True, help="the output's name (one of the node's outs)")
+    op.set_defaults(fn=cmd_output)

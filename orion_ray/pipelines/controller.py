@@ -36,6 +36,7 @@ from .artifacts import ArtifactUnavailable
 from .dataflow import DataFlow
 from .map_reconcile import MapWork
 from .mapspec import MAP
+from .ops_metrics import Observed
 from .records import FAILED, SUBMITTED, NodeRun, PipelineRun
 from .workloads import new_workload, node_spec
 
@@ -71,6 +72,7 @@ class PipelineController:
         self.cpu_s = 0.0  # of which on the CPU (a shared machine's other work left out)
         self.reconciles = 0
         self.ticks = 0
+        self.observed = Observed()  # what the metrics take from each reconcile (ops_metrics.py)
         self.dirty: set[str] = set()  # run ids to reconcile at the next tick (submitted, cancelled)
         self._due: dict[str, float] = {}  # run id → its earliest retry backoff end
         self._cursor: Optional[int] = None  # the last transition id seen (None: sweep first)
@@ -188,7 +190,10 @@ class PipelineController:
             moved = None
         else:
             seen = self._seen.setdefault(run.run_id, {})
-        maps = MapWork(run, cached[1], now, engine.stop_reason(run, now), feed_after=self._feed_after)
+        stopping = engine.stop_reason(run, now)
+        if has_map:  # a fail_fast run stops its map items too (from the reconcile after the failure)
+            stopping = stopping or engine.fail_fast_reason(run, kept)
+        maps = MapWork(run, cached[1], now, stopping, feed_after=self._feed_after)
         nodes = list(kept.values())
         if has_map:
             if self.data is not None:
@@ -247,6 +252,7 @@ class PipelineController:
                 continue
             except OrionError as exc:  # e.g. an upstream value over a bound: this node fails
                 node.status, node.finished_at, node.error = FAILED, now, cap_text(exc.message)
+                node.user_failures += 1
                 plan.changed.append(node)
                 again = True  # its downstream nodes are skipped by the next plan
                 continue
@@ -284,4 +290,5 @@ class PipelineController:
                 self.dirty.add(run.run_id)
         self.transitions += len(plan.changed) + len(launches) + maps.item_transitions
         self.item_transitions += maps.item_transitions
+        self.observed.add(run, plan)
         return plan.cancels

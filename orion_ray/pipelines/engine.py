@@ -17,8 +17,12 @@ Per node, in topological order:
   keyword arguments named after the ``ins``.
 
 The run ends when every node has: ``succeeded`` if all did, ``cancelled`` if it was cancelled,
-else ``failed`` (naming the nodes). A run past ``slo.max_runtime`` stops like a cancel and fails.
-Independent branches go on after a node fails (``fail_fast`` is planned).
+else ``failed`` (naming the nodes). A run past ``slo.max_runtime`` (counted from its creation, or
+from its last retry) stops like a cancel and fails. Independent branches go on after a node fails,
+unless the run is ``fail_fast``: then the first node failed for good cancels the running nodes
+and skips the pending ones. A failed attempt is the node's own (``user``: uses one of
+``max_attempts``) or the platform's (``system``: retried apart, up to ``max_system_failures``);
+the rules are in ``failures.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterator, Mapping, Optional, Protocol
 
 from ..status import Status
-from . import graph
+from . import failures, graph
 from .records import (
     CANCELLED,
     CANCELLING,
@@ -49,10 +53,13 @@ _NOT_OK = (FAILED, CANCELLED, SKIPPED)
 
 class WorkloadView(Protocol):
     """What the engine reads of a node's workload: a ``Workload``, or the controller's lighter
-    ``snapshot.WorkloadState`` (status, and result and error once it ended)."""
+    ``snapshot.WorkloadState`` (status, attempt, and result and error once it ended)."""
 
     @property
     def status(self) -> Status: ...
+
+    @property
+    def attempt(self) -> int: ...
 
     @property
     def result(self) -> Any: ...
@@ -71,6 +78,7 @@ class Plan:
     status: Optional[str] = None  # the run's new state, if it changes
     error: Optional[str] = None
     next_due: Optional[float] = None  # the earliest backoff end among waiting nodes
+    retries: list[tuple[str, str]] = field(default_factory=list)  # (node id, user|system) retried
 
     @property
     def idle(self) -> bool:
@@ -107,9 +115,18 @@ def stop_reason(run: PipelineRun, now: float) -> Optional[str]:
     if run.status == CANCELLING:
         return "cancelled"
     limit = run.submission.dag_spec.slo.max_runtime
-    if limit is not None and now >= run.created_at + limit:
+    since = run.retried_at if run.retried_at is not None else run.created_at
+    if limit is not None and now >= since + limit:
         return f"slo.max_runtime ({limit:g} s) exceeded"
     return None
+
+
+def fail_fast_reason(run: PipelineRun, nodes: Mapping[str, NodeRun]) -> Optional[str]:
+    """Why a ``fail_fast`` run stops (a node of it failed for good), or None."""
+    if not failures.fail_fast_of(run.submission):
+        return None
+    failed = [n.node_id for n in nodes.values() if n.status == FAILED]
+    return f"fail_fast: node {failed[0]} failed" if failed else None
 
 
 @dataclass(frozen=True)
@@ -179,8 +196,9 @@ def plan(
     (computed here when not given). ``focus``: the only nodes that may have something to do
     (those whose workload ended since the last plan); the plan then looks at them and at what
     is downstream of what it changes, not at every node, and asks the same as a whole plan as
-    long as every other node is as a plan left it (no backoff ended, no stop: plan whole then).
-    ``next_due`` then covers the nodes looked at only."""
+    long as every other node is as a plan left it (no backoff ended, no stop: plan whole then;
+    a stopping or fail_fast run is always planned whole). ``next_due`` then covers the nodes
+    looked at only."""
     shape = shape or shape_of(run)
     before = {n.node_id: n for n in nodes}
     cur = dict(before)  # copy on write: a node is copied only when this plan may change it
@@ -193,23 +211,41 @@ def plan(
         return cur[node_id]
 
     up, bind = shape.upstream, shape.binding
-    stopping = stop_reason(run, now)
+    stopping = stop_reason(run, now) or fail_fast_reason(run, cur)
+    if stopping is not None or not shape.index:
+        focus = None  # a stopping run: every node has something to do
     out = Plan()
     launched: set[str] = set()
     unfinished = False  # a node left neither succeeded, failed, cancelled nor skipped
+    # first every submitted node takes its workload's news, so a node failed for good in this
+    # pass stops a fail_fast run before anything else is launched
+    settling = shape.order if focus is None else sorted(set(focus) & cur.keys(), key=shape.index.__getitem__)
+    for node_id in settling:
+        n = cur[node_id]
+        if n.status != SUBMITTED or shape.nodes[node_id].kind == "map":  # a map: map_reconcile.py
+            continue
+        w = workloads.get(n.workload_id or "")
+        if w is not None and not w.status.terminal:  # still going: the common case, no copy
+            if stopping and n.workload_id:
+                out.cancels.append(n.workload_id)
+            continue
+        _settle(mine(node_id), shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
+    if stopping is None:
+        stopping = fail_fast_reason(run, cur)
+        if stopping is not None:
+            focus = None  # every pending node is skipped, every running one cancelled
+            out.cancels += [n.workload_id for n in cur.values() if n.status == SUBMITTED and n.workload_id]
+            out.retries = [r for r in out.retries if cur[r[0]].status != PENDING]
+    fast = stopping is not None and stopping.startswith("fail_fast")
     for node_id in _walk(shape, focus, copied):
         n = cur[node_id]
-        if n.status == SUBMITTED and shape.nodes[node_id].kind != "map":  # a map: map_reconcile.py
-            w = workloads.get(n.workload_id or "")
-            if w is not None and not w.status.terminal:  # still going: the common case, no copy
-                if stopping and n.workload_id:
-                    out.cancels.append(n.workload_id)
-                unfinished = True
-                continue
-            n = mine(node_id)
-            _settle(n, shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
         if n.status != PENDING:
             unfinished = unfinished or n.status not in NODE_TERMINAL
+            continue
+        if fast:
+            n = mine(node_id)
+            n.status, n.finished_at, n.reason = SKIPPED, now, None
+            n.error = stopping
             continue
         if stopping:
             n = mine(node_id)
@@ -270,6 +306,7 @@ def _settle(
         if stopping and n.workload_id:
             out.cancels.append(n.workload_id)
         return
+    n.system_failures += failures.restarts(w)  # preemptions, lost nodes: absorbed by the scheduler
     if w is not None and w.status == Status.COMPLETED:
         outputs, problem = outputs_of(w.result, node.outs)
         if problem is None:
@@ -285,12 +322,25 @@ def _settle(
         return
     else:
         error = (w.error if w is not None else None) or (
-            "its workload failed" if w is not None else "its workload is gone from the store"
+            "its workload failed" if w is not None else failures.GONE
         )
-    if stopping or n.attempt >= retry.max_attempts:
+    kind = failures.classify(w)
+    if kind == failures.USER:
+        n.user_failures += 1
+        spent = n.user_failures - n.user_base >= retry.max_attempts
+        left = f"attempt {n.user_failures - n.user_base + 1} of {retry.max_attempts}"
+    else:
+        n.system_failures += 1
+        # attempts since the run (re)started that ended in a system failure, this one included
+        system = (n.attempt - n.attempt_base) - (n.user_failures - n.user_base)
+        # a workload gone from the store may have run: its outcome unknown, it is not run again
+        spent = system > retry.max_system_failures or w is None
+        left = f"after a system failure, {system} of {retry.max_system_failures} allowed"
+    if stopping or spent:
         n.status, n.finished_at, n.error = FAILED, now, f"attempt {n.attempt}: {error}"
         return
     n.status, n.workload_id = PENDING, None
     n.not_before = now + retry.backoff_sec
     n.error = f"attempt {n.attempt}: {error}"
-    n.reason = f"retrying (attempt {n.attempt + 1} of {retry.max_attempts}) after {retry.backoff_sec:g} s"
+    n.reason = f"retrying ({left}) after {retry.backoff_sec:g} s"
+    out.retries.append((n.node_id, kind))

@@ -44,6 +44,12 @@ class NodeRun:
     reason: Optional[str] = None  # why a pending node is not submitted yet
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
+    # failures counted apart (failures.py); the bases are the counts when the run was last
+    # retried, so a retried run gives each node its retry budget afresh
+    user_failures: int = 0
+    system_failures: int = 0
+    attempt_base: int = 0
+    user_base: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -63,6 +69,8 @@ class NodeRun:
             "reason": self.reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "user_failures": self.user_failures,
+            "system_failures": self.system_failures,
             **(tasks or {}),
         }
 
@@ -81,6 +89,8 @@ class PipelineRun:
     finished_at: Optional[float] = None
     error: Optional[str] = None
     seq: int = 0
+    retries: int = 0  # times the run was retried from its failed nodes
+    retried_at: Optional[float] = None  # the last of them (slo.max_runtime counts from here)
     _parsed: Optional[Submission] = field(default=None, repr=False, compare=False)
 
     @property
@@ -114,6 +124,7 @@ class PipelineRun:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "error": self.error,
+            "retries": self.retries,
             "nodes": [n.public(tasks.get(n.node_id)) for n in nodes],
             "progress": {"total": len(nodes), **counts},
         }

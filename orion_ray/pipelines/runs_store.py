@@ -19,9 +19,13 @@ from .records import CANCELLING, PENDING, RUN_ACTIVE, RUNNING, SUBMITTED, NodeRu
 if TYPE_CHECKING:
     from ..store.sqlite import SQLiteStore
 
-_RUN_COLS = "seq, run_id, tenant_id, submission_id, status, body, created_at, updated_at, finished_at, error"
+_RUN_COLS = (
+    "seq, run_id, tenant_id, submission_id, status, body, created_at, updated_at, finished_at, error, "
+    "retries, retried_at"
+)
 _NODE_COLS = (
-    "node_id, status, attempt, workload_id, not_before, outputs, error, reason, started_at, finished_at"
+    "node_id, status, attempt, workload_id, not_before, outputs, error, reason, started_at, finished_at, "
+    "user_failures, system_failures, attempt_base, user_base"
 )
 
 
@@ -36,49 +40,58 @@ def create_run(
     """Store a new run and its pending nodes, with an audit record, in one transaction.
     Returns ``(run, True)``, or ``(the first run, False)`` for a ``submission_id`` the tenant
     used before with the same body; ``Conflict`` (409) for one used with another body."""
-    body = fingerprint(run.body)
     with store._lock, store._tx():
-        db = store._db
-        row = db.execute(
-            f"SELECT {_RUN_COLS}, fingerprint FROM pipeline_runs WHERE tenant_id=? AND submission_id=?",
-            (run.tenant_id, run.submission_id),
-        ).fetchone()
-        if row is not None:
-            if row[-1] != body:
-                raise Conflict(
-                    f"submission_id {run.submission_id!r} was already used with a different pipeline",
-                    [{"field": "runtime_params.submission_id", "problem": "reused"}],
-                )
-            return _run_of(row[:-1]), False
-        cur = db.execute(
-            "INSERT INTO pipeline_runs(run_id, tenant_id, submission_id, status, body, fingerprint, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                run.run_id,
-                run.tenant_id,
-                run.submission_id,
-                run.status,
-                json.dumps(run.body),
-                body,
-                run.created_at,
-                run.updated_at,
-            ),
-        )
-        run.seq = int(cur.lastrowid or 0)
-        db.executemany(
-            "INSERT INTO node_runs(run_id, node_id, position, status) VALUES (?,?,?,?)",
-            [(run.run_id, node_id, i, PENDING) for i, node_id in enumerate(node_ids)],
-        )
-        db.execute(
-            "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
-            (
-                run.created_at,
-                who,
-                "pipeline_submit",
-                run.run_id,
-                json.dumps({"tenant_id": run.tenant_id, "submission_id": run.submission_id}),
-            ),
-        )
+        out = insert_run(store, run, node_ids, who=who)
+    return out
+
+
+def insert_run(
+    store: "SQLiteStore", run: PipelineRun, node_ids: list[str], *, who: str
+) -> tuple[PipelineRun, bool]:
+    """``create_run`` inside the caller's transaction (a schedule's fire writes its run and its
+    own bookkeeping together)."""
+    body = fingerprint(run.body)
+    db = store._db
+    row = db.execute(
+        f"SELECT {_RUN_COLS}, fingerprint FROM pipeline_runs WHERE tenant_id=? AND submission_id=?",
+        (run.tenant_id, run.submission_id),
+    ).fetchone()
+    if row is not None:
+        if row[-1] != body:
+            raise Conflict(
+                f"submission_id {run.submission_id!r} was already used with a different pipeline",
+                [{"field": "runtime_params.submission_id", "problem": "reused"}],
+            )
+        return _run_of(row[:-1]), False
+    cur = db.execute(
+        "INSERT INTO pipeline_runs(run_id, tenant_id, submission_id, status, body, fingerprint, "
+        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            run.run_id,
+            run.tenant_id,
+            run.submission_id,
+            run.status,
+            json.dumps(run.body),
+            body,
+            run.created_at,
+            run.updated_at,
+        ),
+    )
+    run.seq = int(cur.lastrowid or 0)
+    db.executemany(
+        "INSERT INTO node_runs(run_id, node_id, position, status) VALUES (?,?,?,?)",
+        [(run.run_id, node_id, i, PENDING) for i, node_id in enumerate(node_ids)],
+    )
+    db.execute(
+        "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+        (
+            run.created_at,
+            who,
+            "pipeline_submit",
+            run.run_id,
+            json.dumps({"tenant_id": run.tenant_id, "submission_id": run.submission_id}),
+        ),
+    )
     return run, True
 
 
@@ -194,7 +207,8 @@ def commit_reconcile(
         for node in [*nodes, *(n for n, _ in launches)]:
             db.execute(
                 "UPDATE node_runs SET status=?, attempt=?, workload_id=?, not_before=?, outputs=?, "
-                "error=?, reason=?, started_at=?, finished_at=? WHERE run_id=? AND node_id=?",
+                "error=?, reason=?, started_at=?, finished_at=?, user_failures=?, system_failures=? "
+                "WHERE run_id=? AND node_id=?",
                 (
                     node.status,
                     node.attempt,
@@ -205,6 +219,8 @@ def commit_reconcile(
                     cap_text(node.reason),
                     node.started_at,
                     node.finished_at,
+                    node.user_failures,
+                    node.system_failures,
                     run.run_id,
                     node.node_id,
                 ),
@@ -233,7 +249,7 @@ def _rows(store: "SQLiteStore", sql: str, params: tuple[Any, ...]) -> list[tuple
 
 
 def _run_of(row: tuple[Any, ...]) -> PipelineRun:
-    seq, run_id, tenant_id, submission_id, status, body, created, updated, finished, error = row
+    seq, run_id, tenant_id, submission_id, status, body, created, updated, finished, error = row[:10]
     return PipelineRun(
         run_id=run_id,
         tenant_id=tenant_id,
@@ -245,11 +261,13 @@ def _run_of(row: tuple[Any, ...]) -> PipelineRun:
         finished_at=finished,
         error=error,
         seq=seq,
+        retries=row[10] or 0,
+        retried_at=row[11],
     )
 
 
 def _node_of(row: tuple[Any, ...]) -> NodeRun:
-    node_id, status, attempt, workload_id, not_before, outputs, error, reason, started, finished = row
+    node_id, status, attempt, workload_id, not_before, outputs, error, reason, started, finished = row[:10]
     return NodeRun(
         node_id=node_id,
         status=status,
@@ -261,4 +279,8 @@ def _node_of(row: tuple[Any, ...]) -> NodeRun:
         reason=reason,
         started_at=started,
         finished_at=finished,
+        user_failures=row[10] or 0,
+        system_failures=row[11] or 0,
+        attempt_base=row[12] or 0,
+        user_base=row[13] or 0,
     )

@@ -32,6 +32,7 @@ class WorkloadState:
     result: Any = None
     error: Optional[str] = None
     workload_id: str = field(default="", compare=False)
+    attempt: int = 1  # the workload's own attempts (more than one: the scheduler restarted it)
 
     def model_copy(self, *, update: dict[str, Any]) -> "WorkloadState":
         """A copy with ``update`` applied (as a ``Workload``'s, for code that rewrites the view the
@@ -65,7 +66,13 @@ def _state_of(wid: str, status: str, state: str) -> Optional[WorkloadState]:
             return WorkloadState(st, workload_id=wid)
         fields = json.loads(state)
         error = fields.get("error")
-        return WorkloadState(st, fields.get("result"), None if error is None else str(error), wid)
+        return WorkloadState(
+            st,
+            fields.get("result"),
+            None if error is None else str(error),
+            workload_id=wid,
+            attempt=int(fields.get("attempt") or 1),
+        )
     except (ValueError, TypeError, AttributeError):  # an unreadable row: as if it were gone
         return None
 

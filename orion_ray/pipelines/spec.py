@@ -54,11 +54,14 @@ def parse_duration(value: Union[str, int, float]) -> float:
 
 
 class Retry(BaseModel):
-    """``slo.retry`` (and a node's own ``retry``): attempts in all, and the wait between them."""
+    """``slo.retry`` (and a node's own ``retry``): attempts in all, and the wait between them.
+    ``max_attempts`` counts the node's own (user) failures; system failures are retried apart,
+    up to ``max_system_failures`` (see ``failures.py``)."""
 
     model_config = ConfigDict(extra="forbid")
     max_attempts: int = Field(1, ge=1, le=100)
     backoff_sec: float = Field(0.0, ge=0, le=86400, allow_inf_nan=False)
+    max_system_failures: int = Field(3, ge=0, le=100)
 
 
 class Slo(BaseModel):
@@ -67,6 +70,7 @@ class Slo(BaseModel):
     retry: Retry = Field(default_factory=Retry)
     priority: Priority = Priority.NORMAL
     qos: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")  # e.g. spot_ok; recorded only
+    fail_fast: bool = False  # the first node failed for good stops the run (failures.py)
 
     @field_validator("max_runtime", mode="before")
     @classmethod
@@ -200,6 +204,7 @@ class RuntimeParams(BaseModel):
     priority: Optional[Priority] = None  # over slo.priority
     affinity: dict[str, str] = Field(default_factory=dict)  # recorded only (e.g. compute_pool)
     ttl_days: Optional[int] = Field(None, ge=1, le=3650)
+    fail_fast: Optional[bool] = None  # over slo.fail_fast
 
     @field_validator("env")
     @classmethod

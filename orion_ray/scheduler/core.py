@@ -38,7 +38,7 @@ from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs
 from ..status import Status
 from ..store.base import quarantined_count
-from . import estimates, ingest, intake, node_ops, outside, views
+from . import estimates, ingest, intake, node_ops, outside, views, workers_view
 from . import policy_bridge as bridge
 from .admin import AdminMixin
 from .driver import WorkloadDriver, pinnable
@@ -511,6 +511,26 @@ class Scheduler(AdminMixin):
         """Cancel a run (idempotent)."""
         return self.pipelines.cancel(submission_id, tenant_id, who)
 
+    async def pipeline_retry(
+        self, submission_id: str, tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Run a failed or cancelled run again from its failed nodes (409 otherwise)."""
+        return self.pipelines.retry(submission_id, tenant_id, who)
+
+    async def pipeline_logs(
+        self, submission_id: str, node: str, attempt: Optional[int] = None, tenant_id: Optional[str] = None
+    ) -> dict[str, Any]:
+        """A node's logs (its current or last attempt, or ``attempt``)."""
+        return await self.pipelines.logs(submission_id, node, attempt, tenant_id)
+
+    async def pipeline_lineage(self, submission_id: str, tenant_id: Optional[str] = None) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents."""
+        return self.pipelines.lineage(submission_id, tenant_id)
+
+    async def workers(self) -> dict[str, Any]:
+        """Each node with its current tasks, tasks completed, resources in use, last activity."""
+        return workers_view.workers(self)
+
     async def pipeline_output(
         self, submission_id: str, node: str, name: str, tenant_id: Optional[str] = None, max_bytes: int = 0
     ) -> dict[str, Any]:
@@ -531,6 +551,12 @@ class Scheduler(AdminMixin):
         run = self.pipelines.run_of(submission_id, tenant_id)
         return items_body(self.store, run, node_id, after=after, limit=limit, state=state)
 
+    async def schedule_call(
+        self, op: str, args: dict[str, Any], tenant_id: Optional[str] = None, who: Optional[str] = None
+    ) -> dict[str, Any]:
+        """Schedules, triggers and events (see ``schedules_host.py``)."""
+        return self.pipelines.schedules.call(op, args, tenant_id, who)
+
     async def metrics_text(self) -> str:
         """This scheduler's metrics in Prometheus text (gauges refreshed now)."""
         self.refresh_gauges()
@@ -542,6 +568,7 @@ class Scheduler(AdminMixin):
         self.metrics.set_workloads(by_status)
         self.metrics.set_queue_depth(queued)
         self.metrics.scheduler_up(self._loop_task is not None and not self._loop_task.done())
+        self.pipelines.refresh_metrics()
         try:
             views.fragmentation(self)  # sets the orion_gpu_free / orion_gpu_stranded gauges
         except Exception:  # the cluster view may be briefly unavailable; the next refresh retries

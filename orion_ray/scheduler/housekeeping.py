@@ -42,6 +42,7 @@ class Housekeeping:
             "logs": r.logs_days * DAY_S,
             "audit": r.audit_days * DAY_S,
             "scaling_events": r.scaling_events_days * DAY_S,
+            "pipeline_runs": r.pipeline_runs_days * DAY_S,
         }
 
     def check_file(self) -> Optional[str]:

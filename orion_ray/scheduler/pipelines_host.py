@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..config import PipelinesConfig
 from ..errors import NotFound, ValidationError
 from ..models import WorkloadSpec
-from ..pipelines import runs_store
+from ..pipelines import lineage, node_logs, ops_metrics, runs_store
 from ..pipelines.controller import PipelineController
 from ..pipelines.intake import accept
 from ..pipelines.outputs import DEFAULT_MAX_BYTES, data_flow, has_container_runtime, read_output
 from ..pipelines.progress import status_body
+from ..pipelines.retry_run import retry_run
 from ..pipelines.sql_kind import SQL_RUNNER
 from ..trust import runtime_env_problems
 from . import intake
 from .every import Every
+from .schedules_host import ScheduleHost
 
 if TYPE_CHECKING:
     from .core import Scheduler
@@ -52,6 +54,7 @@ class PipelineHost:
         self.every = Every(TICK_S, sched.clock)
         self.configure(None)
         self._pending: set[asyncio.Task] = set()
+        self.schedules = ScheduleHost(self)  # cron slots and event triggers (schedules_host.py)
 
     def tick(self, woken: bool) -> int:
         """Reconcile when due (or woken: a workload moved, a run arrived); start the cancels it
@@ -59,11 +62,30 @@ class PipelineHost:
         if not hasattr(self.s.store, "_tx") or not self.every.due(force=woken):
             return 0
         before = self.controller.transitions
+        fired = self.schedules.tick()  # first: the runs it stores are reconciled in this tick
         for wid in self.controller.tick():
             task = asyncio.ensure_future(self._cancel(wid))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        return self.controller.transitions - before
+        return self.controller.transitions - before + fired
+
+    def refresh_metrics(self) -> None:
+        """The pipeline metrics (``ops_metrics.py``): gauges from the store, and what the
+        controller saw since the last refresh; with the scheduler's other gauges
+        (``refresh_gauges``: periodically and at a scrape). Never raises: metrics must not stop
+        the loop."""
+        try:
+            runs, nodes = ops_metrics.counts(self.s.store)
+            retries, durations = self.controller.observed.drain()
+            self.s.metrics.pipelines(
+                runs=runs,
+                nodes=nodes,
+                queued=ops_metrics.queued_tasks(self.s.book.active.values()),
+                retries=retries,
+                durations=durations,
+            )
+        except Exception:
+            log.debug("pipeline metrics not refreshed", exc_info=True)
 
     def stats(self) -> dict[str, Any]:
         """The controller's counters since this scheduler started (``/health``'s ``pipelines``):
@@ -92,6 +114,22 @@ class PipelineHost:
 
     # -- the service's calls -----------------------------------------------------------------------
     def submit(self, body: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
+        check = self.checker(tenant_id, who)
+        run, node_ids = accept(
+            body,
+            tenant_id=tenant_id,
+            now=self.s.clock(),
+            check=check,
+            container_runtime=self.container_runtime,
+        )
+        run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
+        self.controller.touch(run.run_id)
+        self.s.wake()
+        return {"submission_id": run.submission_id, "state": run.status}
+
+    def checker(self, tenant_id: str, who: Optional[str]) -> Callable[[WorkloadSpec], None]:
+        """The checks a node's workload passes at the door for ``tenant_id`` submitting as ``who``
+        (a submit, or a schedule's fire on behalf of whoever created it)."""
         by_admin = who == "admin"
 
         def check(spec: WorkloadSpec) -> None:
@@ -115,17 +153,7 @@ class PipelineHost:
                 + ((SQL_RUNNER.partition(":")[0],) if spec.function == SQL_RUNNER else ()),
             )
 
-        run, node_ids = accept(
-            body,
-            tenant_id=tenant_id,
-            now=self.s.clock(),
-            check=check,
-            container_runtime=self.container_runtime,
-        )
-        run, _created = runs_store.create_run(self.s.store, run, node_ids, who=who or tenant_id)
-        self.controller.touch(run.run_id)
-        self.s.wake()
-        return {"submission_id": run.submission_id, "state": run.status}
+        return check
 
     def run_of(self, submission_id: str, tenant_id: Optional[str]) -> runs_store.PipelineRun:
         run = runs_store.find_run(self.s.store, submission_id, tenant_id)
@@ -161,3 +189,25 @@ class PipelineHost:
             self.controller.touch(run.run_id)
             self.s.wake()
         return status_body(self.s.store, run)
+
+    def retry(self, submission_id: str, tenant_id: Optional[str], who: Optional[str]) -> dict[str, Any]:
+        """Run a failed or cancelled run again from its failed nodes (``retry_run.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        run = retry_run(self.s.store, run, who=who or run.tenant_id, now=self.s.clock())
+        self.controller.touch(run.run_id)
+        self.s.wake()
+        return status_body(self.s.store, run)
+
+    async def logs(
+        self, submission_id: str, node: str, attempt: Optional[int], tenant_id: Optional[str]
+    ) -> dict[str, Any]:
+        """A node's attempt's logs (``node_logs.py``), as ``/api/v1/workloads/{id}/logs`` reads them."""
+        run = self.run_of(submission_id, tenant_id)
+        n, w = node_logs.node_workload(self.s.store, run, node, attempt)
+        text = await self.s.logs(w.workload_id, run.tenant_id)
+        return node_logs.logs_body(run, n, w, text)
+
+    def lineage(self, submission_id: str, tenant_id: Optional[str]) -> dict[str, Any]:
+        """The run's OpenLineage RunEvents (``lineage.py``)."""
+        run = self.run_of(submission_id, tenant_id)
+        return lineage.lineage_body(run, runs_store.node_runs(self.s.store, run.run_id))

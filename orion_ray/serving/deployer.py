@@ -22,7 +22,9 @@ def serve_options(spec: DeploymentSpec) -> dict:
         opts["autoscaling_config"] = {
             "min_replicas": a.min_replicas,
             "max_replicas": a.max_replicas,
-            "initial_replicas": max(a.min_replicas, 1) if a.min_replicas == 0 else a.min_replicas,
+            "initial_replicas": (
+                a.initial_replicas if a.initial_replicas is not None else max(a.min_replicas, 1)
+            ),
             "target_ongoing_requests": a.target_ongoing_requests,
             "downscale_delay_s": a.downscale_delay,
         }

@@ -91,7 +91,8 @@ def _stats_view(stats: traffic.Stats) -> dict:
 def _replicas(spec: DeploymentSpec) -> int:
     """Replicas a spec starts with (autoscaling: its minimum)."""
     if spec.autoscaling is not None:
-        return spec.autoscaling.min_replicas
+        a = spec.autoscaling
+        return a.initial_replicas if a.initial_replicas is not None else a.min_replicas
     return spec.replicas if spec.replicas is not None else 1
 
 

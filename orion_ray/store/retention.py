@@ -60,6 +60,29 @@ def _by_time(table: str) -> Callable[[sqlite3.Connection, float, int], int]:
     return step
 
 
+_RUN_TABLES = ("node_runs", "map_items", "map_nodes", "pipeline_runs")
+_RUNS_DUE = """
+SELECT run_id FROM pipeline_runs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL
+  AND CASE WHEN json_extract(body, '$.runtime_params.ttl_days') IS NOT NULL
+           THEN finished_at + json_extract(body, '$.runtime_params.ttl_days') * 86400.0 < ?
+           ELSE ? > 0 AND finished_at + ? < ? END
+LIMIT ?
+"""
+
+
+def ended_pipeline_runs(db: sqlite3.Connection, *, now: float, default_s: float, limit: int) -> int:
+    """Ended pipeline runs past their window, with their node runs and map items: a run's own
+    ``runtime_params.ttl_days`` when it gave one, else ``default_s`` (0: kept for ever). Their
+    node workloads go by the workloads' window; schedules keep only a run's id."""
+    ids = [r[0] for r in db.execute(_RUNS_DUE, (now, default_s, default_s, now, int(limit)))]
+    if ids:
+        marks = ",".join("?" * len(ids))
+        for table in _RUN_TABLES:
+            db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+    return len(ids)
+
+
 # kind (as in ``store.retention``: ``<kind>_days``) → its step
 STEPS: dict[str, Callable[[sqlite3.Connection, float, int], int]] = {
     "logs": ended_logs,

@@ -208,6 +208,79 @@ CREATE INDEX IF NOT EXISTS map_items_waiting ON map_items(run_id, node_id, idx)
     WHERE status = 'pending' AND attempt > 0;
 """
 
+# Schedules and event triggers (issue 16, docs/pipelines-schedules.md): one row per schedule
+# (``kind`` cron) or trigger (``kind`` event), names unique per tenant. ``last_slot`` is written in
+# the same transaction as the run a slot fires. ``pipeline_events`` holds posted events and Orion's
+# own, which the two triggers below write in the same transaction as the run's or workload's end
+# (only while a trigger of that type exists), so none is lost across a crash; ``handled`` is set
+# in the transaction that fires the runs it matched. ``public_id`` is random: the ids a tenant
+# sees (``<trigger>-ev<public_id>``) tell nothing of other tenants' events.
+SCHEMA_6 = """
+CREATE TABLE IF NOT EXISTS pipeline_schedules (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id      TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    event_type     TEXT,
+    body           TEXT NOT NULL,
+    created_by     TEXT NOT NULL,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    last_slot      REAL,
+    next_at        REAL,
+    last_run       TEXT,
+    fired          INTEGER NOT NULL DEFAULT 0,
+    missed         INTEGER NOT NULL DEFAULT 0,
+    skipped        INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    last_skip      TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pipeline_schedules_name ON pipeline_schedules(tenant_id, name);
+CREATE INDEX IF NOT EXISTS pipeline_schedules_due ON pipeline_schedules(kind, paused, next_at);
+CREATE INDEX IF NOT EXISTS pipeline_schedules_event ON pipeline_schedules(event_type, tenant_id)
+    WHERE kind = 'event';
+CREATE TABLE IF NOT EXISTS pipeline_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    public_id      TEXT NOT NULL,
+    tenant_id      TEXT NOT NULL,
+    type           TEXT NOT NULL,
+    labels         TEXT NOT NULL,
+    at             REAL NOT NULL,
+    source         TEXT NOT NULL,
+    handled        INTEGER NOT NULL DEFAULT 0,
+    fired          TEXT
+);
+CREATE INDEX IF NOT EXISTS pipeline_events_pending ON pipeline_events(id) WHERE handled = 0;
+CREATE INDEX IF NOT EXISTS pipeline_events_at ON pipeline_events(at);
+CREATE TRIGGER IF NOT EXISTS pipeline_run_ended AFTER UPDATE OF status ON pipeline_runs
+WHEN NEW.status IN ('succeeded', 'failed') AND OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+    AND EXISTS (SELECT 1 FROM pipeline_schedules s WHERE s.kind = 'event' AND s.tenant_id = NEW.tenant_id
+                AND s.event_type = (CASE NEW.status WHEN 'succeeded' THEN 'pipeline.completed'
+                                    ELSE 'pipeline.failed' END))
+BEGIN
+    INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source) VALUES (
+        lower(hex(randomblob(6))), NEW.tenant_id,
+        CASE NEW.status WHEN 'succeeded' THEN 'pipeline.completed' ELSE 'pipeline.failed' END,
+        json_object('pipeline_id', json_extract(NEW.body, '$.dag_spec.pipeline_id'),
+                    'submission_id', NEW.submission_id, 'tenant', NEW.tenant_id),
+        COALESCE(NEW.finished_at, NEW.updated_at), 'orion');
+END;
+CREATE TRIGGER IF NOT EXISTS workload_ended AFTER INSERT ON transitions
+WHEN NEW.status IN ('completed', 'failed')
+    AND EXISTS (SELECT 1 FROM pipeline_schedules s WHERE s.kind = 'event'
+                AND s.event_type = 'workload.' || NEW.status
+                AND s.tenant_id = (SELECT tenant_id FROM workloads WHERE workload_id = NEW.workload_id))
+BEGIN
+    INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source)
+    SELECT lower(hex(randomblob(6))), w.tenant_id, 'workload.' || NEW.status,
+           json_patch(COALESCE(json_extract(w.spec, '$.metadata.labels'), '{}'),
+                      json_object('workload_id', w.workload_id, 'tenant', w.tenant_id)),
+           NEW.at, 'orion'
+    FROM workloads w WHERE w.workload_id = NEW.workload_id;
+END;
+"""
+
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer Orion: opening it could corrupt what this one does not know."""
@@ -258,6 +331,34 @@ def _v5(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _v6(db: sqlite3.Connection) -> None:
+    """Pipeline schedules, event triggers and events."""
+    for stmt in split_statements(SCHEMA_6):
+        db.execute(stmt)
+
+
+def _v7(db: sqlite3.Connection) -> None:
+    """Pipelines' operations (docs/pipelines-operations.md): each node's user and system failures
+    counted apart, with the counts its retry budget starts from since the run was last retried,
+    and each run's retries."""
+    for table, cols in (
+        (
+            "node_runs",
+            (
+                ("user_failures", "INTEGER NOT NULL DEFAULT 0"),
+                ("system_failures", "INTEGER NOT NULL DEFAULT 0"),
+                ("attempt_base", "INTEGER NOT NULL DEFAULT 0"),
+                ("user_base", "INTEGER NOT NULL DEFAULT 0"),
+            ),
+        ),
+        ("pipeline_runs", (("retries", "INTEGER NOT NULL DEFAULT 0"), ("retried_at", "REAL"))),
+    ):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for col, kind in cols:
+            if col not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -267,6 +368,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (3, "retention indexes", _v3),
     (4, "pipeline runs and node runs", _v4),
     (5, "map items and their counters", _v5),
+    (6, "pipeline schedules, event triggers and events", _v6),
+    (7, "pipeline failure counts and run retries", _v7),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -509,6 +509,12 @@ class SQLiteStore:
                 continue
             with self._lock, self._tx():
                 out[kind] = step(self._db, now - window, limit)
+        # pipeline runs: each run's own ttl_days, else the default window (which may be 0)
+        default = keep_s.get("pipeline_runs") or 0
+        with self._lock, self._tx():
+            n = retention.ended_pipeline_runs(self._db, now=now, default_s=default, limit=limit)
+        if n or default > 0:
+            out["pipeline_runs"] = n
         return out
 
     def ping(self) -> None:

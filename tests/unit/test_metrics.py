@@ -267,6 +267,13 @@ def _every_method(m: OrionMetrics) -> None:
     m.placement_followed("gpu", True)
     m.set_nodes({"ready": 2, "lost": 1})
     m.set_pools([{"pool": "a100", "current": 2, "target": 4}])
+    m.pipelines(
+        runs={"running": 1},
+        nodes={"pending": 2},
+        queued=1,
+        retries={"user": 1, "system": 2},
+        durations=[("succeeded", 1.5)],
+    )
 
 
 def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):

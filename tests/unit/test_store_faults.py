@@ -142,7 +142,8 @@ def test_an_existing_world_readable_store_is_tightened_on_open(tmp_path):
 
 # -- the schema's version ---------------------------------------------------------------------------
 def test_migrations_are_numbered_in_order_and_a_new_file_gets_the_last(tmp_path):
-    assert [n for n, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    numbers = [n for n, _, _ in MIGRATIONS]
+    assert numbers == list(range(1, len(numbers) + 1))
     store = SQLiteStore(str(tmp_path / "o.db"))
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
