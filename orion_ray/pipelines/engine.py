@@ -27,11 +27,11 @@ the rules are in ``failures.py``.
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Collection, Iterator, Mapping, Optional, Protocol
 
-from ..models import Workload
 from ..status import Status
 from . import failures, graph
 from .records import (
@@ -49,6 +49,23 @@ from .records import (
 )
 
 _NOT_OK = (FAILED, CANCELLED, SKIPPED)
+
+
+class WorkloadView(Protocol):
+    """What the engine reads of a node's workload: a ``Workload``, or the controller's lighter
+    ``snapshot.WorkloadState`` (status, attempt, and result and error once it ended)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def result(self) -> Any: ...
+
+    @property
+    def error(self) -> Optional[str]: ...
 
 
 @dataclass
@@ -122,79 +139,147 @@ class Shape:
     binding: dict[str, dict[str, str]]  # node → input → producing node
     nodes: dict[str, Any]  # id → spec.Node
     retry: dict[str, Any]  # id → its Retry
+    downstream: dict[str, list[str]] = field(default_factory=dict)  # for a plan with a focus
+    index: dict[str, int] = field(default_factory=dict)  # id → its place in ``order``
 
 
 def shape_of(run: PipelineRun) -> Shape:
     """The run's ``Shape``."""
     sub = run.submission
     spec = sub.dag_spec
+    order, upstream = graph.topological(spec), spec.upstream()
+    downstream: dict[str, list[str]] = {n: [] for n in order}
+    for node_id, ups in upstream.items():
+        for u in ups:
+            downstream[u].append(node_id)
     return Shape(
-        order=graph.topological(spec),
-        upstream=spec.upstream(),
+        order=order,
+        upstream=upstream,
         binding=graph.binding(spec),
         nodes={n.id: n for n in spec.nodes},
         retry={n.id: sub.retry_of(n) for n in spec.nodes},
+        downstream=downstream,
+        index={n: i for i, n in enumerate(order)},
     )
+
+
+def _walk(shape: Shape, focus: Optional[Collection[str]], copied: Mapping[str, None]) -> Iterator[str]:
+    """The nodes a plan looks at, in topological order: all of them, or the ``focus`` and the
+    nodes downstream of any node the plan changes (``copied``, read after each one is done)."""
+    if focus is None or not shape.index:
+        yield from shape.order
+        return
+    heap = list({shape.index[n] for n in focus if n in shape.index})
+    heapq.heapify(heap)
+    queued = set(heap)
+    while heap:
+        node_id = shape.order[heapq.heappop(heap)]
+        yield node_id
+        if node_id in copied:  # it changed: the nodes after it may change too
+            for d in shape.downstream.get(node_id, ()):
+                i = shape.index[d]
+                if i not in queued:
+                    queued.add(i)
+                    heapq.heappush(heap, i)
 
 
 def plan(
     run: PipelineRun,
     nodes: list[NodeRun],
-    workloads: Mapping[str, Optional[Workload]],
+    workloads: Mapping[str, Optional[WorkloadView]],
     now: float,
     shape: Optional[Shape] = None,
+    focus: Optional[Collection[str]] = None,
 ) -> Plan:
     """The next step of ``run`` (see the module's docstring). ``workloads`` maps the workload id of
     every ``submitted`` node to its workload (None: not found); ``shape`` is ``shape_of(run)``
-    (computed here when not given)."""
+    (computed here when not given). ``focus``: the only nodes that may have something to do
+    (those whose workload ended since the last plan); the plan then looks at them and at what
+    is downstream of what it changes, not at every node, and asks the same as a whole plan as
+    long as every other node is as a plan left it (no backoff ended, no stop: plan whole then;
+    a stopping or fail_fast run is always planned whole). ``next_due`` then covers the nodes
+    looked at only."""
     shape = shape or shape_of(run)
     before = {n.node_id: n for n in nodes}
-    cur = {n.node_id: replace(n) for n in nodes}
+    cur = dict(before)  # copy on write: a node is copied only when this plan may change it
+    copied: dict[str, None] = {}  # (ordered: the changes come out in topological order)
+
+    def mine(node_id: str) -> NodeRun:
+        if node_id not in copied:
+            cur[node_id] = replace(cur[node_id])
+            copied[node_id] = None
+        return cur[node_id]
+
     up, bind = shape.upstream, shape.binding
     stopping = stop_reason(run, now) or fail_fast_reason(run, cur)
+    if stopping is not None or not shape.index:
+        focus = None  # a stopping run: every node has something to do
     out = Plan()
     launched: set[str] = set()
+    unfinished = False  # a node left neither succeeded, failed, cancelled nor skipped
     # first every submitted node takes its workload's news, so a node failed for good in this
     # pass stops a fail_fast run before anything else is launched
-    for node_id in shape.order:
-        if cur[node_id].status == SUBMITTED and shape.nodes[node_id].kind != "map":  # a map: map_reconcile.py
-            _settle(cur[node_id], shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
+    settling = shape.order if focus is None else sorted(set(focus) & cur.keys(), key=shape.index.__getitem__)
+    for node_id in settling:
+        n = cur[node_id]
+        if n.status != SUBMITTED or shape.nodes[node_id].kind == "map":  # a map: map_reconcile.py
+            continue
+        w = workloads.get(n.workload_id or "")
+        if w is not None and not w.status.terminal:  # still going: the common case, no copy
+            if stopping and n.workload_id:
+                out.cancels.append(n.workload_id)
+            continue
+        _settle(mine(node_id), shape.nodes[node_id], shape.retry[node_id], workloads, now, stopping, out)
     if stopping is None:
         stopping = fail_fast_reason(run, cur)
         if stopping is not None:
+            focus = None  # every pending node is skipped, every running one cancelled
             out.cancels += [n.workload_id for n in cur.values() if n.status == SUBMITTED and n.workload_id]
             out.retries = [r for r in out.retries if cur[r[0]].status != PENDING]
     fast = stopping is not None and stopping.startswith("fail_fast")
-    for node_id in shape.order:
+    for node_id in _walk(shape, focus, copied):
         n = cur[node_id]
         if n.status != PENDING:
+            unfinished = unfinished or n.status not in NODE_TERMINAL
             continue
         if fast:
+            n = mine(node_id)
             n.status, n.finished_at, n.reason = SKIPPED, now, None
             n.error = stopping
             continue
         if stopping:
+            n = mine(node_id)
             n.status, n.finished_at, n.reason = CANCELLED, now, stopping
             continue
-        ups = [cur[u] for u in up[node_id]]
-        bad = [u.node_id for u in ups if u.status in _NOT_OK]
+        bad, waiting = [], False  # one pass over the upstream nodes, no list built when waiting
+        for u in up[node_id]:
+            status = cur[u].status
+            if status in _NOT_OK:
+                bad.append(u)
+            elif status != SUCCEEDED:
+                waiting = True
         if bad:
+            n = mine(node_id)
             n.status, n.finished_at = SKIPPED, now
             n.error = f"upstream node(s) {', '.join(bad)} did not succeed"
             continue
-        if any(u.status != SUCCEEDED for u in ups):
+        unfinished = True
+        if waiting:
             continue
         if now < n.not_before:
             out.next_due = n.not_before if out.next_due is None else min(out.next_due, n.not_before)
             continue
+        n = mine(node_id)
         inputs = {port: (cur[src].outputs or {}).get(port) for port, src in bind[node_id].items()}
         n.attempt += 1
         n.status, n.reason, n.error = SUBMITTED, None, None
         n.started_at = n.started_at if n.started_at is not None else now
         out.launches.append((n, inputs))
         launched.add(node_id)
-    out.changed = [n for nid, n in cur.items() if nid not in launched and n != before[nid]]
-    if all(n.status in NODE_TERMINAL for n in cur.values()):
+    out.changed = [cur[nid] for nid in copied if nid not in launched and cur[nid] != before[nid]]
+    if focus is not None and not unfinished:  # only some nodes were looked at: ask every one
+        unfinished = any(n.status not in NODE_TERMINAL for n in cur.values())
+    if not unfinished:
         failed = [n.node_id for n in cur.values() if n.status != SUCCEEDED]
         if not failed:
             out.status = SUCCEEDED
@@ -210,7 +295,7 @@ def _settle(
     n: NodeRun,
     node: Any,
     retry: Any,
-    workloads: Mapping[str, Optional[Workload]],
+    workloads: Mapping[str, Optional[WorkloadView]],
     now: float,
     stopping: Optional[str],
     out: Plan,

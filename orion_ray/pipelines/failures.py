@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..models import Workload
 from ..runtime.conventions import infrastructure_failure
 from ..status import Status
 
@@ -49,7 +48,7 @@ _SYSTEM_PREFIXES = (
 GONE = "its workload is gone from the store"
 
 
-def classify(w: Optional[Workload]) -> str:
+def classify(w: Optional[Any]) -> str:  # a Workload or engine.WorkloadView
     """``user`` or ``system`` for an attempt whose workload ended ``failed`` (or is gone)."""
     if w is None:
         return SYSTEM
@@ -69,7 +68,7 @@ def classify_error(error: Optional[str]) -> str:
     return USER
 
 
-def restarts(w: Optional[Workload]) -> int:
+def restarts(w: Optional[Any]) -> int:  # a Workload or engine.WorkloadView
     """System failures the scheduler already absorbed inside this workload (preemption, a lost
     node or run: each started a new attempt of the same workload; a node's workload is never
     retried for its own errors, its ``max_retries`` is 0)."""

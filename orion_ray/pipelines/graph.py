@@ -130,11 +130,13 @@ def binding(spec: "PipelineSpec") -> dict[str, dict[str, str]]:
 
 def _bindings(spec: "PipelineSpec") -> list[tuple[str, str, list[str]]]:
     anc = ancestors(spec)
-    outs = {n.id: set(n.outs) for n in spec.nodes}
-    order = [n.id for n in spec.nodes]
-    result = []
+    makers: dict[str, list[str]] = {}  # port → the nodes listing it in their outs, in spec order
     for n in spec.nodes:
+        for port in dict.fromkeys(n.outs):
+            makers.setdefault(port, []).append(n.id)
+    result = []
+    for n in spec.nodes:  # per input, only that port's producers: not every node (1,000² at 1,000)
         for port in n.ins:
-            producers = [a for a in order if a in anc[n.id] and port in outs[a]]
+            producers = [a for a in makers.get(port, ()) if a in anc[n.id]]
             result.append((n.id, port, producers))
     return result

@@ -600,5 +600,6 @@ class Scheduler(AdminMixin):
             "quarantined": quarantined_count(self.store),
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,
+            "pipelines": self.pipelines.stats(),  # the pipeline controller's counters
             **live,
         }

@@ -87,6 +87,19 @@ class PipelineHost:
         except Exception:
             log.debug("pipeline metrics not refreshed", exc_info=True)
 
+    def stats(self) -> dict[str, Any]:
+        """The controller's counters since this scheduler started (``/health``'s ``pipelines``):
+        node transitions written, reconciles, and seconds spent in its ticks (transitions per
+        second of controller time is the ``pipelines`` benchmark's figure)."""
+        c = self.controller
+        return {
+            "transitions": c.transitions,
+            "reconciles": c.reconciles,
+            "ticks": c.ticks,
+            "busy_s": round(c.busy_s, 6),
+            "cpu_s": round(c.cpu_s, 6),
+        }
+
     async def _cancel(self, workload_id: str) -> None:
         try:
             await self.s.cancel(workload_id, None, "pipelines")

@@ -205,9 +205,9 @@ class Counting(PipelineController):
         super().__init__(*a, **kw)
         self.seen: list[str] = []
 
-    def reconcile(self, run):
+    def reconcile(self, run, **kw):
         self.seen.append(run.submission_id)
-        return super().reconcile(run)
+        return super().reconcile(run, **kw)
 
 
 def test_a_tick_reconciles_only_runs_that_moved_and_sweeps_the_rest(store):
