@@ -3,13 +3,16 @@
 
 A plugin is an entry point whose name is the kind and whose object has
 ``workload_spec(node, *, inputs, env, priority) -> dict``: the Orion workload spec (``task`` or
-``job``) that runs one attempt of the node. Built in: ``python_task``, ``ray_job`` and ``map``
-(fan-out: the node's function once per item, see ``mapspec.py``). The issue's ``sql`` (DuckDB) is
-planned, not built yet; it is named in the 422 for an unknown kind so that a user knows it is coming.
+``job``) that runs one attempt of the node. Built in: ``python_task``, ``ray_job``, ``map``
+(fan-out: the node's function once per item, see ``mapspec.py``), ``sql`` (DuckDB, ``sql_kind.py``)
+and ``image`` (``image_kind.py``). Plugins are looked up once per process (installing one means a
+restart, as for any Python package): the lookup walks every installed distribution's metadata, which
+cost more than the rest of a submit's parse.
 """
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -22,6 +25,7 @@ CODE_KINDS = ("python_task", "ray_job", "map")  # run a tenant's function or com
 PLANNED: tuple[str, ...] = ()  # named by the issue, not built yet: none left
 
 
+@functools.lru_cache(maxsize=1)
 def plugin_kinds() -> dict[str, Any]:
     """The installed plugins by kind name (entry points, not loaded)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
