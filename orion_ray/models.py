@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal, Optional, Union
@@ -368,3 +369,17 @@ def iso(ts: Optional[float]) -> Optional[str]:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def new_workload(spec: WorkloadSpec, tenant_id: str, now: float) -> Workload:
+    """A queued workload with a fresh id, as every intake makes one (REST, the scheduler's ingest,
+    a pipeline's node); its ``seq`` comes from the store's insert."""
+    return Workload(
+        workload_id=f"wl-{uuid.uuid4().hex[:16]}",
+        tenant_id=tenant_id,
+        spec=spec,
+        status=Status.QUEUED,
+        submitted_at=now,
+        updated_at=now,
+        seq=2**62,
+    )

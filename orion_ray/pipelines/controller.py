@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import OrionError
 from ..input_limits import cap_text
+from ..models import new_workload
 from . import engine, runs_store, snapshot
 from .artifacts import ArtifactUnavailable
 from .dataflow import DataFlow
@@ -38,7 +39,7 @@ from .map_reconcile import MapWork
 from .mapspec import MAP
 from .ops_metrics import Observed
 from .records import FAILED, SUBMITTED, NodeRun, PipelineRun
-from .workloads import new_workload, node_spec
+from .workloads import node_spec
 
 log = logging.getLogger("orion.pipelines")
 SWEEP_S = 2.0  # every unfinished run reconciled at least this often, changed or not

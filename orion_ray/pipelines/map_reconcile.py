@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from ..errors import OrionError
-from ..models import Workload
+from ..models import Workload, new_workload
 from . import fanout, map_store, mapspec
 from .engine import Shape
 from .records import CANCELLED, FAILED, SUBMITTED, SUCCEEDED, NodeRun, PipelineRun
-from .workloads import new_workload, node_spec
+from .workloads import node_spec
 
 
 def item_request_id(submission_id: str, node_id: str, attempt: int, idx: int) -> str:

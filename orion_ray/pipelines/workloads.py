@@ -13,12 +13,10 @@ Plugin kinds give their workload spec through ``workload_spec`` (see ``kinds.py`
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Optional
 
 from ..errors import ValidationError, pydantic_details
-from ..models import Workload, WorkloadSpec
-from ..status import Status
+from ..models import WorkloadSpec
 from . import image_kind, kinds, sql_kind
 from .spec import Node, Submission
 
@@ -114,17 +112,3 @@ def _under(node: Node, details: list[dict[str, Any]]) -> ValidationError:
         for d in details
     ] or [{"field": f"dag_spec.nodes.{node.id}", "problem": "cannot run as a workload"}]
     return ValidationError(f"node {node.id!r} cannot run as a workload: {moved[0]['problem']}", moved)
-
-
-def new_workload(spec: WorkloadSpec, tenant_id: str, now: float) -> Workload:
-    """A queued workload with a fresh id (as ``scheduler.ingest.new_workload``; its ``seq`` comes
-    from the store's insert)."""
-    return Workload(
-        workload_id=f"wl-{uuid.uuid4().hex[:16]}",
-        tenant_id=tenant_id,
-        spec=spec,
-        status=Status.QUEUED,
-        submitted_at=now,
-        updated_at=now,
-        seq=2**62,
-    )

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..models import Workload, WorkloadSpec
+from ..models import Workload
+from ..models import new_workload as new_workload  # where the other intakes have it
 from ..status import Status
 from . import capacity_signal, estimates, intake
 
@@ -94,19 +94,6 @@ class Ingest:
         if order != self._order:
             s.store.put_setting(ORDER_SETTING, order)
             self._order = order
-
-
-def new_workload(spec: WorkloadSpec, tenant_id: str, now: float) -> Workload:
-    """A queued workload with a fresh id (its ``seq`` comes from the store's insert)."""
-    return Workload(
-        workload_id=f"wl-{uuid.uuid4().hex[:16]}",
-        tenant_id=tenant_id,
-        spec=spec,
-        status=Status.QUEUED,
-        submitted_at=now,
-        updated_at=now,
-        seq=2**62,
-    )
 
 
 def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str, who: Optional[str]) -> dict[str, Any]:
