@@ -359,6 +359,40 @@ def _v7(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
 
 
+SCHEMA_8 = """
+CREATE TABLE IF NOT EXISTS quota_reservations (
+    key          TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    demand       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    at           REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quota_reservations_holding ON quota_reservations(tenant_id, state);
+CREATE TABLE IF NOT EXISTS quota_charges (
+    key          TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    resource     TEXT NOT NULL,
+    tenant_id    TEXT NOT NULL,
+    hours        REAL NOT NULL,
+    PRIMARY KEY (key, window_start, resource)
+);
+CREATE INDEX IF NOT EXISTS quota_charges_window ON quota_charges(tenant_id, window_start);
+CREATE TABLE IF NOT EXISTS regions (
+    name         TEXT PRIMARY KEY,
+    record       TEXT NOT NULL,
+    updated_at   REAL NOT NULL
+);
+"""
+
+
+def _v8(db: sqlite3.Connection) -> None:
+    """The control plane's tables (docs/regions.md): global quota reservations and GPU-hour
+    charges per window, and the region records (state, last heartbeat, status sequence)."""
+    for stmt in split_statements(SCHEMA_8):
+        db.execute(stmt)
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -370,6 +404,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (5, "map items and their counters", _v5),
     (6, "pipeline schedules, event triggers and events", _v6),
     (7, "pipeline failure counts and run retries", _v7),
+    (8, "global quota ledger and regions", _v8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
