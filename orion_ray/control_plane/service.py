@@ -1,0 +1,280 @@
+"""The control plane's state and its operations, over the pure core (docs/regions.md).
+
+``ControlPlane`` keeps the region records, global quota ledger and config snapshots in the store
+(schema 8 and the settings table), and in memory what is rebuilt from them or cheap to lose: the
+blocklist (a restart forgets blocks, which only makes the next dispatch try a region once more) and,
+in this first cut, the assignments. Every method takes its time from ``clock`` so tests drive it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from ..errors import Conflict, NotFound, QueueFull, ValidationError
+from ..policy import config_snapshot as cfg
+from ..policy.global_quota import GlobalQuota, LedgerConflict
+from ..policy.region_state import (
+    TERMINAL,
+    Assignment,
+    Heartbeat,
+    RegionRecord,
+    apply_status_batch,
+    fence,
+    on_heartbeat,
+    plan_region_loss,
+    register,
+    set_state,
+    sweep,
+    view,
+)
+from ..policy.regions import Blocklist, Decision, DispatchWeights, FailureKind, RunRequest, decide
+from ..store.ledger import ControlPlaneTables
+from ..store.sqlite import SQLiteStore
+
+_SNAPSHOT = "config_snapshot:"  # settings rows: one per version, plus the latest's number
+_LATEST = "config_snapshot_latest"
+_ASSIGNED = {"code": "assigned", "message": "dispatched already; the same assignment"}
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A dispatch decision with the run's assignment: where, under which key and generation."""
+
+    decision: Decision
+    assignment: Assignment
+    key: str
+
+
+def dispatch_key(run_id: str, generation: int) -> str:
+    """The idempotency key of one dispatch: the region's ``request_id`` and the ledger's key."""
+    return f"cp-{run_id}-g{generation}"
+
+
+class ControlPlane:
+    """Regions, dispatch, global quotas and config snapshots of one control plane."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        *,
+        quotas: Optional[Mapping[str, GlobalQuota]] = None,
+        weights: DispatchWeights = DispatchWeights(),
+        lost_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tables = ControlPlaneTables(store)
+        self.store = store
+        self.quotas = dict(quotas or {})
+        self.weights = weights
+        self.lost_timeout_s = lost_timeout_s
+        self.clock = clock
+        self.started_at = clock()
+        self.regions: dict[str, RegionRecord] = {r.name: r for r in self.tables.regions()}
+        self.blocklist = Blocklist()
+        self.assignments: dict[str, Assignment] = {}
+
+    # -- regions ---------------------------------------------------------------------------------
+    def region(self, name: str) -> RegionRecord:
+        """The record of ``name`` (404 if unknown)."""
+        rec = self.regions.get(name)
+        if rec is None:
+            raise NotFound(f"no region {name!r}")
+        return rec
+
+    def add_region(self, name: str) -> RegionRecord:
+        """Register ``name`` (idempotent: an existing region is returned as it is)."""
+        if name in self.regions:
+            return self.regions[name]
+        try:
+            rec = register(name, now=self.clock())
+        except ValueError as exc:
+            raise ValidationError(str(exc), [{"field": "name", "problem": str(exc)}]) from exc
+        return self._save(rec)
+
+    def set_region_state(self, name: str, state: str) -> RegionRecord:
+        """An operator's drain / activate / deactivate."""
+        try:
+            rec = set_state(self.region(name), state)
+        except ValueError as exc:
+            raise ValidationError(str(exc), [{"field": "state", "problem": str(exc)}]) from exc
+        return self._save(rec)
+
+    def heartbeat(self, name: str, hb: Heartbeat, reported: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+        """Record a heartbeat; answer the region's state, the wanted config and what to cancel."""
+        rec, returned = on_heartbeat(self.region(name), hb, now=self.clock())
+        self._save(rec)
+        latest = self.latest_snapshot()
+        return {
+            "region": name,
+            "state": rec.state,
+            "returned": returned,
+            "wanted_config": {"version": latest.version, "sha256": latest.sha256} if latest else None,
+            "cancel": [
+                {"workload_id": w, "generation": g} for w, g in fence(self.assignments, name, reported)
+            ],
+        }
+
+    def tick(self) -> dict[str, Any]:
+        """Mark silent regions lost; their runs are redispatched or failed (the loop's step)."""
+        recs, newly = sweep(
+            list(self.regions.values()),
+            now=self.clock(),
+            lost_timeout_s=self.lost_timeout_s,
+            started_at=self.started_at,
+        )
+        redo: list[Assignment] = []
+        failed: list[tuple[str, str]] = []
+        for rec in recs:
+            if rec.name in newly:
+                self._save(rec)
+                plan = plan_region_loss(list(self.assignments.values()), rec.name)
+                for run_id in [a.run_id for a in plan.redispatch] + [r for r, _ in plan.fail]:
+                    # the lost generation's hold goes back; a redispatch reserves anew
+                    old = self.assignments[run_id]
+                    self.tables.release(dispatch_key(run_id, old.generation), now=self.clock())
+                for a in plan.redispatch:
+                    self.assignments[a.run_id] = a
+                for run_id, _why in plan.fail:
+                    self.assignments[run_id] = replace(self.assignments[run_id], status="failed")
+                redo += plan.redispatch
+                failed += plan.fail
+        return {"lost": newly, "redispatch": [a.run_id for a in redo], "failed": failed}
+
+    def _save(self, rec: RegionRecord) -> RegionRecord:
+        self.tables.save_region(rec, now=self.clock())
+        self.regions[rec.name] = rec
+        return rec
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def dispatch(
+        self, run: RunRequest, *, expected_gpu_hours: Optional[Mapping[str, float]] = None
+    ) -> Dispatched:
+        """Choose a region for ``run`` and reserve its global quota; 429 with the reasons when no
+        region can take it or the tenant's global quota is spent (backpressure, not a stall)."""
+        now = self.clock()
+        views = [view(r) for r in sorted(self.regions.values(), key=lambda r: r.name)]
+        d = decide(run, views, blocklist=self.blocklist, weights=self.weights, now=now)
+        if d.region is None:
+            details = [
+                {"field": f"region:{n}", "problem": r[0]["message"]} for n, r in sorted(d.reasons.items())
+            ]
+            raise QueueFull("no region can take the run now", details, retry_after=5)
+        prev = self.assignments.get(run.run_id)
+        if prev is not None and prev.region is not None and prev.status not in TERMINAL:
+            # dispatched already: the same answer again (a retried call must not place it twice)
+            same = Decision(run.run_id, prev.region, False, (), {prev.region: [_ASSIGNED]})
+            return Dispatched(same, prev, dispatch_key(run.run_id, prev.generation))
+        gen = prev.generation if prev is not None and prev.region is None else 1
+        key = dispatch_key(run.run_id, gen)
+        demand = {"gpu": run.gpus, "cpu": run.cpus}
+        if run.gpu_type and run.gpus:
+            demand[f"gpu:{run.gpu_type}"] = run.gpus
+        demand = {k: v for k, v in demand.items() if v}
+        try:
+            res = self.tables.reserve(
+                key,
+                run.tenant_id,
+                demand,
+                quota=self.quotas.get(run.tenant_id),
+                now=now,
+                expected_gpu_hours=expected_gpu_hours,
+            )
+        except LedgerConflict as exc:
+            raise Conflict(str(exc)) from exc
+        if not res.ok:
+            why = res.reason or {"code": "global_quota", "message": "released"}
+            raise QueueFull(why["message"], [{"field": "tenant_id", "problem": why["code"]}], retry_after=30)
+        a = Assignment(run.run_id, d.region, gen, "dispatched")
+        self.assignments[run.run_id] = a
+        return Dispatched(d, a, key)
+
+    def outcome(
+        self,
+        run_id: str,
+        *,
+        accepted: bool,
+        kind: Optional[FailureKind] = None,
+        detail: str = "",
+        gpu_type: Optional[str] = None,
+    ) -> Assignment:
+        """What the region answered: accepted commits the reservation; a failure releases it and
+        blocks the region (its GPU type for capacity failures), so the next dispatch goes elsewhere."""
+        a = self.assignments.get(run_id)
+        if a is None or a.region is None:
+            raise NotFound(f"no dispatched run {run_id!r}")
+        key = dispatch_key(run_id, a.generation)
+        now = self.clock()
+        if accepted:
+            try:
+                self.tables.commit(key, now=now)
+            except LedgerConflict as exc:
+                raise Conflict(str(exc)) from exc
+            a = replace(a, status="submitted")
+        else:
+            if kind is None:
+                raise ValidationError(
+                    "kind: required when not accepted", [{"field": "kind", "problem": "required"}]
+                )
+            self.tables.release(key, now=now)
+            self.blocklist = self.blocklist.block(
+                a.region, kind=kind, now=now, gpu_type=gpu_type, weights=self.weights, detail=detail
+            )
+            a = replace(a, region=None, generation=a.generation + 1, status="dispatched")
+        self.assignments[run_id] = a
+        return a
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self, name: str, changes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply a region's sequenced status changes; a gap answers 409 with where to resend from."""
+        rec = self.region(name)
+        gens = {k: a.generation for k, a in self.assignments.items()}
+        batch = apply_status_batch(rec.status_seq, changes, gens)
+        for c in batch.apply:
+            a = self.assignments.get(str(c["workload_id"]))
+            if a is not None and c.get("status"):
+                self.assignments[a.run_id] = replace(a, status=str(c["status"]))
+                if c["status"] in ("completed", "failed", "cancelled"):
+                    self.tables.release(dispatch_key(a.run_id, a.generation), now=self.clock())
+        self._save(replace(rec, status_seq=batch.last_seq))
+        out = {
+            "applied": len(batch.apply),
+            "last_seq": batch.last_seq,
+            "duplicates": batch.duplicates,
+            "stale": [
+                {"workload_id": c["workload_id"], "generation": c.get("generation")} for c in batch.stale
+            ],
+        }
+        if batch.resync_from is not None:
+            raise Conflict(
+                f"status sequence gap: resend from {batch.resync_from}",
+                [{"field": "changes", "problem": "gap", "resync_from": batch.resync_from, **out}],
+            )
+        return out
+
+    # -- config ----------------------------------------------------------------------------------
+    def latest_snapshot(self) -> Optional[cfg.Snapshot]:
+        """The newest published snapshot, if any."""
+        v = self.store.get_setting(_LATEST)
+        return self.snapshot(int(v)) if v else None
+
+    def snapshot(self, version: int) -> cfg.Snapshot:
+        """Snapshot ``version`` (404 if never published)."""
+        row = self.store.get_setting(f"{_SNAPSHOT}{version}")
+        if row is None:
+            raise NotFound(f"no config snapshot {version}")
+        return cfg.verify(version, row["sha256"], row["text"])
+
+    def publish(self, sections: Mapping[str, Any]) -> cfg.Snapshot:
+        """Publish ``sections`` as the next snapshot (the same one when nothing changed)."""
+        prev = self.latest_snapshot()
+        try:
+            snap = cfg.publish(prev, sections)
+        except cfg.SnapshotError as exc:
+            field = str(exc).split(":", 1)[0]
+            raise ValidationError(str(exc), [{"field": field, "problem": str(exc)}]) from exc
+        if prev is None or snap.version != prev.version:
+            self.store.put_setting(f"{_SNAPSHOT}{snap.version}", {"sha256": snap.sha256, "text": snap.text()})
+            self.store.put_setting(_LATEST, snap.version)
+        return snap
