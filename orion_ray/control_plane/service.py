@@ -2,8 +2,9 @@
 
 ``ControlPlane`` keeps the region records, global quota ledger and config snapshots in the store
 (schema 8 and the settings table), and in memory what is rebuilt from them or cheap to lose: the
-blocklist (a restart forgets blocks, which only makes the next dispatch try a region once more) and,
-in this first cut, the assignments. Every method takes its time from ``clock`` so tests drive it.
+blocklist (a restart forgets blocks, which only makes the next dispatch try a region once more).
+Each operation's rows are written in one transaction before it answers. Every method takes its
+time from ``clock`` so tests drive it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class ControlPlane:
         self.started_at = clock()
         self.regions: dict[str, RegionRecord] = {r.name: r for r in self.tables.regions()}
         self.blocklist = Blocklist()
-        self.assignments: dict[str, Assignment] = {}
+        self.assignments: dict[str, Assignment] = {a.run_id: a for a in self.tables.assignments()}
 
     # -- regions ---------------------------------------------------------------------------------
     def region(self, name: str) -> RegionRecord:
@@ -127,19 +128,21 @@ class ControlPlane:
         redo: list[Assignment] = []
         failed: list[tuple[str, str]] = []
         for rec in recs:
-            if rec.name in newly:
-                self._save(rec)
-                plan = plan_region_loss(list(self.assignments.values()), rec.name)
-                for run_id in [a.run_id for a in plan.redispatch] + [r for r, _ in plan.fail]:
-                    # the lost generation's hold goes back; a redispatch reserves anew
-                    old = self.assignments[run_id]
-                    self.tables.release(dispatch_key(run_id, old.generation), now=self.clock())
-                for a in plan.redispatch:
-                    self.assignments[a.run_id] = a
-                for run_id, _why in plan.fail:
-                    self.assignments[run_id] = replace(self.assignments[run_id], status="failed")
-                redo += plan.redispatch
-                failed += plan.fail
+            if rec.name not in newly:
+                continue
+            plan = plan_region_loss(list(self.assignments.values()), rec.name)
+            ended = [replace(self.assignments[r], status="failed") for r, _ in plan.fail]
+            # the lost generation's hold goes back; a redispatch reserves anew under its new key
+            gone = [dispatch_key(a.run_id, self.assignments[a.run_id].generation) for a in plan.redispatch]
+            gone += [dispatch_key(a.run_id, a.generation) for a in ended]
+            self.tables.write(
+                now=self.clock(), regions=[rec], assignments=plan.redispatch + ended, release=gone
+            )
+            self.regions[rec.name] = rec
+            for a in plan.redispatch + ended:
+                self.assignments[a.run_id] = a
+            redo += plan.redispatch
+            failed += plan.fail
         return {"lost": newly, "redispatch": [a.run_id for a in redo], "failed": failed}
 
     def _save(self, rec: RegionRecord) -> RegionRecord:
@@ -154,6 +157,11 @@ class ControlPlane:
         """Choose a region for ``run`` and reserve its global quota; 429 with the reasons when no
         region can take it or the tenant's global quota is spent (backpressure, not a stall)."""
         now = self.clock()
+        prev = self.assignments.get(run.run_id)
+        if prev is not None and prev.region is not None and prev.status not in TERMINAL:
+            # dispatched already: the same answer again (a retried call must not place it twice)
+            same = Decision(run.run_id, prev.region, False, (), {prev.region: [_ASSIGNED]})
+            return Dispatched(same, prev, dispatch_key(run.run_id, prev.generation))
         views = [view(r) for r in sorted(self.regions.values(), key=lambda r: r.name)]
         d = decide(run, views, blocklist=self.blocklist, weights=self.weights, now=now)
         if d.region is None:
@@ -161,17 +169,13 @@ class ControlPlane:
                 {"field": f"region:{n}", "problem": r[0]["message"]} for n, r in sorted(d.reasons.items())
             ]
             raise QueueFull("no region can take the run now", details, retry_after=5)
-        prev = self.assignments.get(run.run_id)
-        if prev is not None and prev.region is not None and prev.status not in TERMINAL:
-            # dispatched already: the same answer again (a retried call must not place it twice)
-            same = Decision(run.run_id, prev.region, False, (), {prev.region: [_ASSIGNED]})
-            return Dispatched(same, prev, dispatch_key(run.run_id, prev.generation))
         gen = prev.generation if prev is not None and prev.region is None else 1
         key = dispatch_key(run.run_id, gen)
         demand = {"gpu": run.gpus, "cpu": run.cpus}
         if run.gpu_type and run.gpus:
             demand[f"gpu:{run.gpu_type}"] = run.gpus
         demand = {k: v for k, v in demand.items() if v}
+        a = Assignment(run.run_id, d.region, gen, "dispatched")
         try:
             res = self.tables.reserve(
                 key,
@@ -180,13 +184,13 @@ class ControlPlane:
                 quota=self.quotas.get(run.tenant_id),
                 now=now,
                 expected_gpu_hours=expected_gpu_hours,
+                assignment=a,
             )
         except LedgerConflict as exc:
             raise Conflict(str(exc)) from exc
         if not res.ok:
             why = res.reason or {"code": "global_quota", "message": "released"}
             raise QueueFull(why["message"], [{"field": "tenant_id", "problem": why["code"]}], retry_after=30)
-        a = Assignment(run.run_id, d.region, gen, "dispatched")
         self.assignments[run.run_id] = a
         return Dispatched(d, a, key)
 
@@ -208,7 +212,7 @@ class ControlPlane:
         now = self.clock()
         if accepted:
             try:
-                self.tables.commit(key, now=now)
+                self.tables.commit(key, now=now, assignment=replace(a, status="submitted"))
             except LedgerConflict as exc:
                 raise Conflict(str(exc)) from exc
             a = replace(a, status="submitted")
@@ -217,11 +221,11 @@ class ControlPlane:
                 raise ValidationError(
                     "kind: required when not accepted", [{"field": "kind", "problem": "required"}]
                 )
-            self.tables.release(key, now=now)
             self.blocklist = self.blocklist.block(
                 a.region, kind=kind, now=now, gpu_type=gpu_type, weights=self.weights, detail=detail
             )
             a = replace(a, region=None, generation=a.generation + 1, status="dispatched")
+            self.tables.write(now=now, assignments=[a], release=[key])
         self.assignments[run_id] = a
         return a
 
@@ -231,13 +235,18 @@ class ControlPlane:
         rec = self.region(name)
         gens = {k: a.generation for k, a in self.assignments.items()}
         batch = apply_status_batch(rec.status_seq, changes, gens)
+        moved: dict[str, Assignment] = {}
+        release = []
         for c in batch.apply:
-            a = self.assignments.get(str(c["workload_id"]))
+            a = moved.get(str(c["workload_id"])) or self.assignments.get(str(c["workload_id"]))
             if a is not None and c.get("status"):
-                self.assignments[a.run_id] = replace(a, status=str(c["status"]))
-                if c["status"] in ("completed", "failed", "cancelled"):
-                    self.tables.release(dispatch_key(a.run_id, a.generation), now=self.clock())
-        self._save(replace(rec, status_seq=batch.last_seq))
+                moved[a.run_id] = replace(a, status=str(c["status"]))
+                if c["status"] in TERMINAL:
+                    release.append(dispatch_key(a.run_id, a.generation))
+        rec = replace(rec, status_seq=batch.last_seq)
+        self.tables.write(now=self.clock(), regions=[rec], assignments=list(moved.values()), release=release)
+        self.regions[rec.name] = rec
+        self.assignments.update(moved)
         out = {
             "applied": len(batch.apply),
             "last_seq": batch.last_seq,

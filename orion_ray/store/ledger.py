@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..policy.global_quota import (
     GlobalQuota,
@@ -22,10 +22,20 @@ from ..policy.global_quota import (
     check,
     window_start,
 )
-from ..policy.region_state import Heartbeat, RegionRecord
+from ..policy.region_state import Assignment, Heartbeat, RegionRecord
 from .sqlite import SQLiteStore
 
 _HOLDING = "state IN ('reserved', 'committed')"
+_SAVE_ASSIGNMENT = (
+    "INSERT INTO assignments(run_id, region, generation, status, retries_left, restartable, updated_at)"
+    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET region=excluded.region,"
+    " generation=excluded.generation, status=excluded.status, retries_left=excluded.retries_left,"
+    " restartable=excluded.restartable, updated_at=excluded.updated_at"
+)
+_SAVE_REGION = (
+    "INSERT INTO regions(name, record, updated_at) VALUES (?,?,?)"
+    " ON CONFLICT(name) DO UPDATE SET record=excluded.record, updated_at=excluded.updated_at"
+)
 
 
 def _demand_json(demand: Mapping[str, float]) -> str:
@@ -82,9 +92,12 @@ class ControlPlaneTables:
         quota: Optional[GlobalQuota],
         now: float,
         expected_gpu_hours: Optional[Mapping[str, float]] = None,
+        assignment: Optional[Assignment] = None,
     ) -> ReserveResult:
         """Reserve ``demand`` under ``key`` if the tenant's global quota allows; the same key
-        again returns the first grant (``LedgerConflict`` if it was for another tenant or demand)."""
+        again returns the first grant (``LedgerConflict`` if it was for another tenant or demand).
+        ``assignment``, when given, is written in the same transaction as a grant, so a crash never
+        leaves a hold without the run it is for."""
         with self.store._lock, self.store._tx():
             db = self.store._db
             prior = db.execute(
@@ -105,19 +118,22 @@ class ControlPlaneTables:
                 " VALUES (?,?,?,?,?,?)",
                 (key, tenant_id, _demand_json(demand), "reserved", now, now),
             )
+            if assignment is not None:
+                db.execute(_SAVE_ASSIGNMENT, _assignment_row(assignment, now))
             return ReserveResult(
                 ok=True, reservation=Reservation(key, tenant_id, dict(demand), "reserved", now)
             )
 
-    def commit(self, key: str, *, now: float) -> Reservation:
-        """Mark ``key`` accepted by a region (idempotent; a released key cannot be committed)."""
-        return self._move(key, "committed", now)
+    def commit(self, key: str, *, now: float, assignment: Optional[Assignment] = None) -> Reservation:
+        """Mark ``key`` accepted by a region (idempotent; a released key cannot be committed),
+        with the run's ``assignment`` in the same transaction."""
+        return self._move(key, "committed", now, assignment)
 
     def release(self, key: str, *, now: float) -> Reservation:
         """Give back what ``key`` holds (idempotent)."""
         return self._move(key, "released", now)
 
-    def _move(self, key: str, to: str, now: float) -> Reservation:
+    def _move(self, key: str, to: str, now: float, assignment: Optional[Assignment] = None) -> Reservation:
         with self.store._lock, self.store._tx():
             db = self.store._db
             row = db.execute(
@@ -126,9 +142,11 @@ class ControlPlaneTables:
             if row is None:
                 raise KeyError(f"no reservation {key!r}")
             r = _row(row)
+            if to == "committed" and r.state == "released":
+                raise LedgerConflict(f"key {key!r} was released")
+            if assignment is not None:
+                db.execute(_SAVE_ASSIGNMENT, _assignment_row(assignment, now))
             if r.state == "released" or r.state == to:
-                if to == "committed" and r.state == "released":
-                    raise LedgerConflict(f"key {key!r} was released")
                 return r
             db.execute("UPDATE quota_reservations SET state=?, updated_at=? WHERE key=?", (to, now, key))
             return Reservation(r.key, r.tenant_id, r.demand, to, r.at)  # type: ignore[arg-type]
@@ -150,18 +168,49 @@ class ControlPlaneTables:
     # -- regions -------------------------------------------------------------------------------
     def save_region(self, rec: RegionRecord, *, now: float) -> None:
         """Write a region's record (insert or replace)."""
+        self.write(now=now, regions=[rec])
+
+    def write(
+        self,
+        *,
+        now: float,
+        regions: Sequence[RegionRecord] = (),
+        assignments: Sequence[Assignment] = (),
+        release: Sequence[str] = (),
+    ) -> None:
+        """Region records, assignments and released reservations in one transaction: a status
+        batch or a region's loss is applied whole or not at all."""
         with self.store._lock, self.store._tx():
-            self.store._db.execute(
-                "INSERT INTO regions(name, record, updated_at) VALUES (?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET record=excluded.record, updated_at=excluded.updated_at",
-                (rec.name, region_to_json(rec), now),
-            )
+            db = self.store._db
+            for rec in regions:
+                db.execute(_SAVE_REGION, (rec.name, region_to_json(rec), now))
+            for a in assignments:
+                db.execute(_SAVE_ASSIGNMENT, _assignment_row(a, now))
+            for key in release:
+                db.execute(
+                    "UPDATE quota_reservations SET state='released', updated_at=?"
+                    " WHERE key=? AND state!='released'",
+                    (now, key),
+                )
+
+    def assignments(self) -> list[Assignment]:
+        """Every run's assignment."""
+        rows = self.store._query(
+            "SELECT run_id, region, generation, status, retries_left, restartable"
+            " FROM assignments ORDER BY run_id",
+            (),
+        )
+        return [Assignment(r[0], r[1], int(r[2]), r[3], int(r[4]), bool(r[5])) for r in rows]
 
     def regions(self) -> list[RegionRecord]:
         """Every region's record, by name."""
         return [
             region_from_json(r[0]) for r in self.store._query("SELECT record FROM regions ORDER BY name", ())
         ]
+
+
+def _assignment_row(a: Assignment, now: float) -> tuple[Any, ...]:
+    return (a.run_id, a.region, a.generation, a.status, a.retries_left, int(a.restartable), now)
 
 
 def region_to_json(rec: RegionRecord) -> str:

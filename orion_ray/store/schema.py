@@ -383,12 +383,23 @@ CREATE TABLE IF NOT EXISTS regions (
     record       TEXT NOT NULL,
     updated_at   REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS assignments (
+    run_id       TEXT PRIMARY KEY,
+    region       TEXT,
+    generation   INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    retries_left INTEGER NOT NULL DEFAULT 0,
+    restartable  INTEGER NOT NULL DEFAULT 0,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assignments_region ON assignments(region);
 """
 
 
 def _v8(db: sqlite3.Connection) -> None:
     """The control plane's tables (docs/regions.md): global quota reservations and GPU-hour
-    charges per window, and the region records (state, last heartbeat, status sequence)."""
+    charges per window, the region records (state, last heartbeat, status sequence) and the runs'
+    assignments (region and generation, the fencing token)."""
     for stmt in split_statements(SCHEMA_8):
         db.execute(stmt)
 
@@ -404,7 +415,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (5, "map items and their counters", _v5),
     (6, "pipeline schedules, event triggers and events", _v6),
     (7, "pipeline failure counts and run retries", _v7),
-    (8, "global quota ledger and regions", _v8),
+    (8, "global quota ledger, regions and assignments", _v8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -251,3 +251,45 @@ def test_a_control_plane_restart_loses_nothing(env):
     # the restarted plane does not declare regions lost before one timeout from its own start
     clock.t += 59
     assert plane.tick()["lost"] == []
+
+
+def test_assignments_survive_a_restart_so_loss_and_fencing_still_work(env):
+    c, clock = env["c"], env["clock"]
+    beat(c, "us-east-1", EAST, free_gpus={"A100": 8})
+    beat(c, "us-west-2", WEST, free_gpus={"A100": 1})
+    assert dispatch(c, "q").json()["region"] == "us-east-1"
+    env["plane"].store.close()
+    plane, c2 = env["start"]()
+    assert dispatch(c2, "q").json()["idempotency_key"] == "cp-q-g1"  # known: the same answer
+    clock.t += 61
+    beat(c2, "us-west-2", WEST, free_gpus={"A100": 1})
+    assert plane.tick()["lost"] == ["us-east-1"]  # one timeout after the restart
+    assert dispatch(c2, "q").json()["region"] == "us-west-2"
+    plane.store.close()
+    plane, c3 = env["start"]()
+    assert beat(c3, "us-east-1", EAST, assigned=[["q", 1]])["cancel"] == [
+        {"workload_id": "q", "generation": 1}
+    ]
+    assert plane.assignments["q"].generation == 2 and plane.assignments["q"].region == "us-west-2"
+
+
+def test_a_dispatch_retried_while_its_region_is_full_returns_the_assignment(env):
+    c = env["c"]
+    beat(c, "us-east-1", EAST, free_gpus={"A100": 1})
+    assert dispatch(c, "r").json()["region"] == "us-east-1"
+    beat(c, "us-east-1", EAST, free_gpus={"A100": 0}, queue_depth=10_000)
+    again = dispatch(c, "r")
+    assert again.status_code == 200 and again.json()["reasons"]["us-east-1"][0]["code"] == "assigned"
+
+
+def test_a_region_lost_with_running_work_fails_it_with_a_reason(env):
+    c, plane, clock = env["c"], env["plane"], env["clock"]
+    beat(c, "us-east-1", EAST)
+    dispatch(c, "run", region="us-east-1")
+    ch = [{"seq": 1, "workload_id": "run", "generation": 1, "status": "running", "at": 1001}]
+    c.post("/api/v1/regions/us-east-1/status", json={"changes": ch}, headers=EAST)
+    clock.t += 61
+    out = plane.tick()
+    assert out["failed"][0][0] == "run" and "region_lost: us-east-1" in out["failed"][0][1]
+    assert plane.assignments["run"].status == "failed"
+    assert plane.tables.get("cp-run-g1").state == "released"

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from orion_ray.policy.global_quota import GlobalQuota, LedgerConflict, split_gpu_hours
-from orion_ray.policy.region_state import Heartbeat, on_heartbeat, register, set_state
+from orion_ray.policy.region_state import Assignment, Heartbeat, on_heartbeat, register, set_state
 from orion_ray.store.ledger import ControlPlaneTables, region_from_json, region_to_json
 from orion_ray.store.schema import SCHEMA_VERSION
 from orion_ray.store.sqlite import SQLiteStore
@@ -141,3 +141,29 @@ def test_a_demand_is_stored_canonically_and_a_row_needs_every_column(path):
     assert raw == '{"gpu":1.0}'
     with pytest.raises(sqlite3.IntegrityError):
         t.store._db.execute("INSERT INTO quota_reservations(key) VALUES ('x')")
+
+
+def test_a_grant_and_its_assignment_are_one_write_and_a_refusal_writes_neither(path):
+    t = tables(path)
+    a = Assignment("run-1", "us-east-1", 1, "dispatched")
+    assert t.reserve("cp-run-1-g1", "t", {"gpu": 8}, quota=Q, now=0, assignment=a).ok
+    b = Assignment("run-2", "us-east-1", 1, "dispatched")
+    assert not t.reserve("cp-run-2-g1", "t", {"gpu": 1}, quota=Q, now=0, assignment=b).ok
+    t.store.close()
+    assert tables(path).assignments() == [a]
+
+
+def test_write_applies_regions_assignments_and_releases_together(path):
+    t = tables(path)
+    t.reserve("k1", "t", {"gpu": 2}, quota=Q, now=0)
+    t.reserve("k2", "t", {"gpu": 2}, quota=Q, now=0)
+    rec = register("a", now=0)
+    moved = Assignment("run-1", None, 2, "dispatched", retries_left=1, restartable=True)
+    t.write(now=5, regions=[rec], assignments=[moved], release=["k1", "k1", "missing"])
+    t.store.close()
+    t = tables(path)
+    assert t.assignments() == [moved] and t.regions() == [rec]
+    assert t.get("k1").state == "released" and t.get("k2").state == "reserved"
+    with pytest.raises(LedgerConflict):  # nothing half-done: a failing write leaves the rows as they were
+        t.commit("k1", now=6, assignment=Assignment("run-9", "a", 1, "submitted"))
+    assert [x.run_id for x in t.assignments()] == ["run-1"]
