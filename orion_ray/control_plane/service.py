@@ -10,7 +10,7 @@ time from ``clock`` so tests drive it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import Conflict, NotFound, QueueFull, ValidationError
@@ -48,6 +48,23 @@ class Dispatched:
     key: str
 
 
+def request_json(run: RunRequest, expected_gpu_hours: Optional[Mapping[str, float]]) -> dict[str, Any]:
+    """A run's dispatch request as stored with its assignment."""
+    d = asdict(run)
+    d["preference"] = list(run.preference)
+    d["region_selector"] = dict(run.region_selector)
+    d["expected_gpu_hours"] = dict(expected_gpu_hours) if expected_gpu_hours else None
+    return d
+
+
+def request_from_json(d: Mapping[str, Any]) -> tuple[RunRequest, Optional[dict[str, float]]]:
+    """The request ``request_json`` stored, and its expected GPU-hours."""
+    fields = dict(d)
+    expected = fields.pop("expected_gpu_hours", None)
+    fields["preference"] = tuple(fields.get("preference", ()))
+    return RunRequest(**fields), expected
+
+
 def dispatch_key(run_id: str, generation: int) -> str:
     """The idempotency key of one dispatch: the region's ``request_id`` and the ledger's key."""
     return f"cp-{run_id}-g{generation}"
@@ -75,6 +92,7 @@ class ControlPlane:
         self.regions: dict[str, RegionRecord] = {r.name: r for r in self.tables.regions()}
         self.blocklist = Blocklist()
         self.assignments: dict[str, Assignment] = {a.run_id: a for a in self.tables.assignments()}
+        self.requests: dict[str, dict[str, Any]] = self.tables.requests()
 
     # -- regions ---------------------------------------------------------------------------------
     def region(self, name: str) -> RegionRecord:
@@ -185,6 +203,7 @@ class ControlPlane:
                 now=now,
                 expected_gpu_hours=expected_gpu_hours,
                 assignment=a,
+                request=request_json(run, expected_gpu_hours),
             )
         except LedgerConflict as exc:
             raise Conflict(str(exc)) from exc
@@ -192,7 +211,24 @@ class ControlPlane:
             why = res.reason or {"code": "global_quota", "message": "released"}
             raise QueueFull(why["message"], [{"field": "tenant_id", "problem": why["code"]}], retry_after=30)
         self.assignments[run.run_id] = a
+        self.requests.setdefault(run.run_id, request_json(run, expected_gpu_hours))
         return Dispatched(d, a, key)
+
+    def redispatch(self) -> dict[str, Any]:
+        """Dispatch again every run waiting for a region (after a loss or a failed attempt) from its
+        stored request; what still finds no region stays waiting for the next tick."""
+        placed: dict[str, str] = {}
+        waiting: dict[str, str] = {}
+        for run_id, a in sorted(self.assignments.items()):
+            req = self.requests.get(run_id)
+            if a.region is not None or a.status != "dispatched" or req is None:
+                continue
+            run, expected = request_from_json(req)
+            try:
+                placed[run_id] = str(self.dispatch(run, expected_gpu_hours=expected).assignment.region)
+            except QueueFull as exc:
+                waiting[run_id] = exc.message
+        return {"placed": placed, "waiting": waiting}
 
     def outcome(
         self,

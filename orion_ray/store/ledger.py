@@ -93,11 +93,14 @@ class ControlPlaneTables:
         now: float,
         expected_gpu_hours: Optional[Mapping[str, float]] = None,
         assignment: Optional[Assignment] = None,
+        request: Optional[Mapping[str, Any]] = None,
     ) -> ReserveResult:
         """Reserve ``demand`` under ``key`` if the tenant's global quota allows; the same key
         again returns the first grant (``LedgerConflict`` if it was for another tenant or demand).
         ``assignment``, when given, is written in the same transaction as a grant, so a crash never
-        leaves a hold without the run it is for."""
+        leaves a hold without the run it is for; ``request`` (the run as the dispatcher saw it) is
+        kept with it, so a run can be dispatched again after its region is lost, even after a
+        restart."""
         with self.store._lock, self.store._tx():
             db = self.store._db
             prior = db.execute(
@@ -120,6 +123,11 @@ class ControlPlaneTables:
             )
             if assignment is not None:
                 db.execute(_SAVE_ASSIGNMENT, _assignment_row(assignment, now))
+                if request is not None:
+                    db.execute(
+                        "UPDATE assignments SET request=? WHERE run_id=?",
+                        (json.dumps(request, sort_keys=True), assignment.run_id),
+                    )
             return ReserveResult(
                 ok=True, reservation=Reservation(key, tenant_id, dict(demand), "reserved", now)
             )
@@ -192,6 +200,11 @@ class ControlPlaneTables:
                     " WHERE key=? AND state!='released'",
                     (now, key),
                 )
+
+    def requests(self) -> dict[str, dict[str, Any]]:
+        """The dispatch request of every run that has one."""
+        rows = self.store._query("SELECT run_id, request FROM assignments WHERE request IS NOT NULL", ())
+        return {r[0]: json.loads(r[1]) for r in rows}
 
     def assignments(self) -> list[Assignment]:
         """Every run's assignment."""

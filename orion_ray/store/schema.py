@@ -390,7 +390,8 @@ CREATE TABLE IF NOT EXISTS assignments (
     status       TEXT NOT NULL,
     retries_left INTEGER NOT NULL DEFAULT 0,
     restartable  INTEGER NOT NULL DEFAULT 0,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    request      TEXT
 );
 CREATE INDEX IF NOT EXISTS assignments_region ON assignments(region);
 """

@@ -293,3 +293,33 @@ def test_a_region_lost_with_running_work_fails_it_with_a_reason(env):
     assert out["failed"][0][0] == "run" and "region_lost: us-east-1" in out["failed"][0][1]
     assert plane.assignments["run"].status == "failed"
     assert plane.tables.get("cp-run-g1").state == "released"
+
+
+def test_a_lost_region_s_runs_are_redispatched_from_their_stored_requests_even_after_a_restart(env):
+    c, clock = env["c"], env["clock"]
+    beat(c, "us-east-1", EAST, free_gpus={"A100": 8})
+    beat(c, "us-west-2", WEST, free_gpus={"A100": 1}, labels={"data": "us"})
+    assert dispatch(c, "q", preference=["us-east-1"]).json()["region"] == "us-east-1"
+    assert dispatch(c, "sel", region_selector={"data": "eu"}).status_code == 429  # never assigned
+    env["plane"].store.close()
+    plane, c2 = env["start"]()  # the control plane restarts, then east goes silent
+    clock.t += 61
+    beat(c2, "us-west-2", WEST, free_gpus={"A100": 1}, labels={"data": "us"})
+    assert plane.tick()["redispatch"] == ["q"]
+    out = plane.redispatch()
+    assert out == {"placed": {"q": "us-west-2"}, "waiting": {}}
+    assert plane.assignments["q"].generation == 2
+    assert plane.tables.get("cp-q-g2").state == "reserved" and plane.tables.get("cp-q-g1").state == "released"
+    assert plane.redispatch() == {"placed": {}, "waiting": {}}  # nothing twice
+
+
+def test_a_run_with_nowhere_to_go_waits_for_the_next_tick(env):
+    c, plane, clock = env["c"], env["plane"], env["clock"]
+    beat(c, "us-east-1", EAST)
+    dispatch(c, "p", region="us-east-1")
+    clock.t += 61
+    plane.tick()
+    out = plane.redispatch()
+    assert out["placed"] == {} and "no region" in out["waiting"]["p"]
+    beat(c, "us-east-1", EAST)  # it comes back
+    assert plane.redispatch()["placed"] == {"p": "us-east-1"}
