@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import Conflict, NotFound, QueueFull, ValidationError
 from ..policy import config_snapshot as cfg
-from ..policy.global_quota import GlobalQuota, LedgerConflict
+from ..policy.global_quota import GlobalQuota, LedgerConflict, split_gpu_hours
 from ..policy.region_state import (
     TERMINAL,
     Assignment,
@@ -161,6 +161,11 @@ class ControlPlane:
                 self.assignments[a.run_id] = a
             redo += plan.redispatch
             failed += plan.fail
+        now = self.clock()
+        running = [self._charge(a, until=now) for a in self.assignments.values() if a.status == "running"]
+        charges = [ch for ch in running if ch is not None]
+        if charges:
+            self.tables.write(now=now, charges=charges)  # totals so far: the window's budget is live
         return {"lost": newly, "redispatch": [a.run_id for a in redo], "failed": failed}
 
     def _save(self, rec: RegionRecord) -> RegionRecord:
@@ -273,14 +278,28 @@ class ControlPlane:
         batch = apply_status_batch(rec.status_seq, changes, gens)
         moved: dict[str, Assignment] = {}
         release = []
+        charges = []
+        now = self.clock()
         for c in batch.apply:
             a = moved.get(str(c["workload_id"])) or self.assignments.get(str(c["workload_id"]))
-            if a is not None and c.get("status"):
-                moved[a.run_id] = replace(a, status=str(c["status"]))
-                if c["status"] in TERMINAL:
-                    release.append(dispatch_key(a.run_id, a.generation))
+            if a is None or not c.get("status"):
+                continue
+            st, at = str(c["status"]), float(c.get("at") or now)
+            # GPU-hours count from the first start of this generation to its end: a preempted run
+            # that restarts in the same region is charged for the gap too (over, never under)
+            a = replace(
+                a, status=st, started_at=at if st == "running" and a.started_at is None else a.started_at
+            )
+            moved[a.run_id] = a
+            if st in TERMINAL:
+                release.append(dispatch_key(a.run_id, a.generation))
+                ch = self._charge(a, until=at)
+                if ch is not None:
+                    charges.append(ch)
         rec = replace(rec, status_seq=batch.last_seq)
-        self.tables.write(now=self.clock(), regions=[rec], assignments=list(moved.values()), release=release)
+        self.tables.write(
+            now=now, regions=[rec], assignments=list(moved.values()), release=release, charges=charges
+        )
         self.regions[rec.name] = rec
         self.assignments.update(moved)
         out = {
@@ -297,6 +316,21 @@ class ControlPlane:
                 [{"field": "changes", "problem": "gap", "resync_from": batch.resync_from, **out}],
             )
         return out
+
+    def _charge(
+        self, a: Assignment, *, until: float
+    ) -> Optional[tuple[str, str, dict[float, dict[str, float]]]]:
+        """The GPU-hours of ``a`` from its start to ``until``, per window, as a ledger charge."""
+        req = self.requests.get(a.run_id)
+        if req is None or a.started_at is None or not req.get("gpus"):
+            return None
+        gpus = {"gpu": float(req["gpus"])}
+        if req.get("gpu_type"):
+            gpus[f"gpu:{req['gpu_type']}"] = float(req["gpus"])
+        quota = self.quotas.get(str(req["tenant_id"]))
+        window = quota.window_s if quota else 86_400.0
+        per_window = split_gpu_hours(gpus, a.started_at, until, window)
+        return dispatch_key(a.run_id, a.generation), str(req["tenant_id"]), per_window
 
     # -- config ----------------------------------------------------------------------------------
     def latest_snapshot(self) -> Optional[cfg.Snapshot]:

@@ -127,6 +127,7 @@ class Assignment:
     status: str = "dispatched"
     retries_left: int = 0
     restartable: bool = False  # a running run may start over elsewhere (checkpoints, idempotent)
+    started_at: Optional[float] = None  # when it last began running (GPU-hours are charged from it)
 
 
 @dataclass(frozen=True)

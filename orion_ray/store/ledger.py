@@ -27,10 +27,14 @@ from .sqlite import SQLiteStore
 
 _HOLDING = "state IN ('reserved', 'committed')"
 _SAVE_ASSIGNMENT = (
-    "INSERT INTO assignments(run_id, region, generation, status, retries_left, restartable, updated_at)"
-    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET region=excluded.region,"
+    "INSERT INTO assignments(run_id, region, generation, status, retries_left, restartable, updated_at,"
+    " started_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id) DO UPDATE SET region=excluded.region,"
     " generation=excluded.generation, status=excluded.status, retries_left=excluded.retries_left,"
-    " restartable=excluded.restartable, updated_at=excluded.updated_at"
+    " restartable=excluded.restartable, updated_at=excluded.updated_at, started_at=excluded.started_at"
+)
+_CHARGE = (
+    "INSERT INTO quota_charges(key, window_start, resource, tenant_id, hours) VALUES (?,?,?,?,?)"
+    " ON CONFLICT(key, window_start, resource) DO UPDATE SET hours=excluded.hours"
 )
 _SAVE_REGION = (
     "INSERT INTO regions(name, record, updated_at) VALUES (?,?,?)"
@@ -161,17 +165,11 @@ class ControlPlaneTables:
 
     def charge(self, key: str, tenant_id: str, per_window: Mapping[float, Mapping[str, float]]) -> None:
         """Record ``key``'s GPU-hours so far per window; totals replace, so a resend is a no-op."""
-        rows = [
-            (key, float(w), res, tenant_id, float(h)) for w, by in per_window.items() for res, h in by.items()
-        ]
+        rows = _charge_rows(key, tenant_id, per_window)
         if not rows:
             return
         with self.store._lock, self.store._tx():
-            self.store._db.executemany(
-                "INSERT INTO quota_charges(key, window_start, resource, tenant_id, hours) VALUES (?,?,?,?,?)"
-                " ON CONFLICT(key, window_start, resource) DO UPDATE SET hours=excluded.hours",
-                rows,
-            )
+            self.store._db.executemany(_CHARGE, rows)
 
     # -- regions -------------------------------------------------------------------------------
     def save_region(self, rec: RegionRecord, *, now: float) -> None:
@@ -185,15 +183,19 @@ class ControlPlaneTables:
         regions: Sequence[RegionRecord] = (),
         assignments: Sequence[Assignment] = (),
         release: Sequence[str] = (),
+        charges: Sequence[tuple[str, str, Mapping[float, Mapping[str, float]]]] = (),
     ) -> None:
-        """Region records, assignments and released reservations in one transaction: a status
-        batch or a region's loss is applied whole or not at all."""
+        """Region records, assignments, released reservations and GPU-hour charges
+        ``(key, tenant, per_window)`` in one transaction: a status batch or a region's loss is
+        applied whole or not at all."""
         with self.store._lock, self.store._tx():
             db = self.store._db
             for rec in regions:
                 db.execute(_SAVE_REGION, (rec.name, region_to_json(rec), now))
             for a in assignments:
                 db.execute(_SAVE_ASSIGNMENT, _assignment_row(a, now))
+            for key, tenant, per_window in charges:
+                db.executemany(_CHARGE, _charge_rows(key, tenant, per_window))
             for key in release:
                 db.execute(
                     "UPDATE quota_reservations SET state='released', updated_at=?"
@@ -209,11 +211,11 @@ class ControlPlaneTables:
     def assignments(self) -> list[Assignment]:
         """Every run's assignment."""
         rows = self.store._query(
-            "SELECT run_id, region, generation, status, retries_left, restartable"
+            "SELECT run_id, region, generation, status, retries_left, restartable, started_at"
             " FROM assignments ORDER BY run_id",
             (),
         )
-        return [Assignment(r[0], r[1], int(r[2]), r[3], int(r[4]), bool(r[5])) for r in rows]
+        return [Assignment(r[0], r[1], int(r[2]), r[3], int(r[4]), bool(r[5]), r[6]) for r in rows]
 
     def regions(self) -> list[RegionRecord]:
         """Every region's record, by name."""
@@ -222,8 +224,16 @@ class ControlPlaneTables:
         ]
 
 
+def _charge_rows(
+    key: str, tenant_id: str, per_window: Mapping[float, Mapping[str, float]]
+) -> list[tuple[Any, ...]]:
+    return [
+        (key, float(w), res, tenant_id, float(h)) for w, by in per_window.items() for res, h in by.items()
+    ]
+
+
 def _assignment_row(a: Assignment, now: float) -> tuple[Any, ...]:
-    return (a.run_id, a.region, a.generation, a.status, a.retries_left, int(a.restartable), now)
+    return (a.run_id, a.region, a.generation, a.status, a.retries_left, int(a.restartable), now, a.started_at)
 
 
 def region_to_json(rec: RegionRecord) -> str:

@@ -391,6 +391,7 @@ CREATE TABLE IF NOT EXISTS assignments (
     retries_left INTEGER NOT NULL DEFAULT 0,
     restartable  INTEGER NOT NULL DEFAULT 0,
     updated_at   REAL NOT NULL,
+    started_at   REAL,
     request      TEXT
 );
 CREATE INDEX IF NOT EXISTS assignments_region ON assignments(region);

@@ -323,3 +323,24 @@ def test_a_run_with_nowhere_to_go_waits_for_the_next_tick(env):
     assert out["placed"] == {} and "no region" in out["waiting"]["p"]
     beat(c, "us-east-1", EAST)  # it comes back
     assert plane.redispatch()["placed"] == {"p": "us-east-1"}
+
+
+def test_gpu_hours_are_charged_while_running_and_at_the_end(env):
+    c, plane, clock = env["c"], env["plane"], env["clock"]
+    beat(c, "us-east-1", EAST)
+    dispatch(c, "a", gpus=2)
+    dispatch(c, "b", gpus=1)
+    ch = [
+        {"seq": 1, "workload_id": "a", "generation": 1, "status": "running", "at": 1000},
+        {"seq": 2, "workload_id": "b", "generation": 1, "status": "running", "at": 1000},
+        {"seq": 3, "workload_id": "a", "generation": 1, "status": "completed", "at": 2800},
+    ]
+    assert c.post("/api/v1/regions/us-east-1/status", json={"changes": ch}, headers=EAST).status_code == 200
+    used = plane.tables.usage("acme", now=clock.t, window_s=3600).gpu_hours
+    assert used == {"gpu": 1.0, "gpu:A100": 1.0}  # a: 2 GPUs for half an hour
+    clock.t = 1900
+    beat(c, "us-east-1", EAST)
+    plane.tick()
+    plane.tick()  # totals, not increments: twice is once
+    used = plane.tables.usage("acme", now=clock.t, window_s=3600).gpu_hours
+    assert used == {"gpu": 1.25, "gpu:A100": 1.25}  # + b: 1 GPU for a quarter of an hour so far
