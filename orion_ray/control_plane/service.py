@@ -153,8 +153,15 @@ class ControlPlane:
             # the lost generation's hold goes back; a redispatch reserves anew under its new key
             gone = [dispatch_key(a.run_id, self.assignments[a.run_id].generation) for a in plan.redispatch]
             gone += [dispatch_key(a.run_id, a.generation) for a in ended]
+            # what ran there until now is charged to the generation that ran it
+            olds = [self.assignments[a.run_id] for a in plan.redispatch] + ended
+            used = [self._charge(a, until=self.clock()) for a in olds if a.started_at is not None]
             self.tables.write(
-                now=self.clock(), regions=[rec], assignments=plan.redispatch + ended, release=gone
+                now=self.clock(),
+                regions=[rec],
+                assignments=plan.redispatch + ended,
+                release=gone,
+                charges=[ch for ch in used if ch is not None],
             )
             self.regions[rec.name] = rec
             for a in plan.redispatch + ended:

@@ -147,7 +147,9 @@ def plan_region_loss(assignments: Sequence[Assignment], region: str) -> LossPlan
         if a.region != region or a.status in TERMINAL:
             continue
         if a.status in NOT_STARTED:
-            redo.append(replace(a, region=None, generation=a.generation + 1, status="dispatched"))
+            redo.append(
+                replace(a, region=None, generation=a.generation + 1, status="dispatched", started_at=None)
+            )
         elif a.restartable and a.retries_left > 0:
             redo.append(
                 replace(
@@ -156,6 +158,7 @@ def plan_region_loss(assignments: Sequence[Assignment], region: str) -> LossPlan
                     generation=a.generation + 1,
                     status="dispatched",
                     retries_left=a.retries_left - 1,
+                    started_at=None,
                 )
             )
         else:

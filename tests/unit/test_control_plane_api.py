@@ -344,3 +344,18 @@ def test_gpu_hours_are_charged_while_running_and_at_the_end(env):
     plane.tick()  # totals, not increments: twice is once
     used = plane.tables.usage("acme", now=clock.t, window_s=3600).gpu_hours
     assert used == {"gpu": 1.25, "gpu:A100": 1.25}  # + b: 1 GPU for a quarter of an hour so far
+
+
+def test_a_lost_region_s_running_time_is_charged_and_the_new_generation_starts_afresh(env):
+    c, plane, clock = env["c"], env["plane"], env["clock"]
+    beat(c, "us-east-1", EAST)
+    dispatch(c, "r", gpus=2, region="us-east-1")
+    ch = [{"seq": 1, "workload_id": "r", "generation": 1, "status": "running", "at": 1000}]
+    c.post("/api/v1/regions/us-east-1/status", json={"changes": ch}, headers=EAST)
+    plane.assignments["r"] = plane.assignments["r"].__class__(
+        **{**plane.assignments["r"].__dict__, "restartable": True, "retries_left": 1}
+    )
+    clock.t = 2800  # silent since 1000: lost, 2 GPUs × 0.5 h ran there
+    assert plane.tick()["redispatch"] == ["r"]
+    assert plane.tables.usage("acme", now=clock.t, window_s=3600).gpu_hours["gpu"] == 1.0
+    assert plane.assignments["r"].started_at is None and plane.assignments["r"].generation == 2

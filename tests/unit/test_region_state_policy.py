@@ -138,3 +138,9 @@ def test_status_from_an_old_generation_is_kept_apart():
     b = apply_status_batch(0, ch, {"w": 2})
     assert [c["seq"] for c in b.stale] == [1] and [c["seq"] for c in b.apply] == [2, 3]
     assert b.last_seq == 3  # a stale change still advances the sequence
+
+
+def test_a_redispatched_run_starts_its_new_generation_without_a_start_time():
+    a = Assignment("x", "a", 3, "running", retries_left=1, restartable=True, started_at=50.0)
+    [redo] = plan_region_loss([a], "a").redispatch
+    assert (redo.generation, redo.started_at, redo.retries_left) == (4, None, 0)
