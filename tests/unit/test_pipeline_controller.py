@@ -10,17 +10,9 @@ from orion_ray.pipelines.controller import PipelineController
 from orion_ray.pipelines.intake import accept
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
+from tests.unit.pipeline_support import T0, Clock
 
-T0 = 1_000_000.0
 HELPERS = "tests.pipelines.nodes"
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

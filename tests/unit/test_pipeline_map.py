@@ -16,17 +16,9 @@ from orion_ray.pipelines.intake import accept
 from orion_ray.pipelines.spec import parse_submission
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
+from tests.unit.pipeline_support import T0, Clock
 
-T0 = 1_000_000.0
 FN = "tests.pipelines.nodes_map"
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

@@ -23,16 +23,7 @@ from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
-
-T0 = 1_000_000.0
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
+from tests.unit.pipeline_support import T0, Clock
 
 
 @pytest.fixture
