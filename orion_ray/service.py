@@ -246,6 +246,15 @@ class SchedulerService(Protocol):
         """The admin and tenant key hashes the API authenticates with."""
         ...
 
+    async def apply_config_snapshot(self, snapshot: dict) -> dict[str, Any]:
+        """Apply a control plane's config snapshot ``{version, sha256, body|text}`` whole or not
+        at all, without a restart: ``{outcome, applied, changed, refused}`` (docs/regions-config.md)."""
+        ...
+
+    async def applied_config(self) -> dict[str, Any]:
+        """The applied config snapshot's version and hash, its sections, pools, templates, prices."""
+        ...
+
     async def audit_log(self, limit: int = 100, cursor: Optional[int] = None) -> dict[str, Any]:
         """Who submitted, cancelled or reconfigured what, newest first."""
         ...
@@ -283,6 +292,8 @@ START_FREE: dict[str, str] = {
     "configure_tenants": "an operator may need to fix keys or quotas while recovery retries; "
     "it writes the registry and the store, which recovery does not rebuild",
     "audit_log": "a store read; recovery does not change it",
+    "applied_config": "a store read (the applied snapshot's row); a region's agent heartbeats it "
+    "during recovery too",
     "scaling_events": "a store read; recovery does not change it",
     "autoscaler_report": "keeps the autoscaler's status dict only; the autoscaler's loop must not "
     "stall behind recovery",

@@ -338,6 +338,9 @@ def build_app(
     from .infrastructure import install_infrastructure
 
     install_infrastructure(app, admin, backend_of)
+    from .config_apply import install_config_apply  # a control plane's config snapshots (issue 17)
+
+    install_config_apply(app, admin, backend_of)
 
     if capacity_backend is not None:
         from .capacity import install_capacity

@@ -154,6 +154,12 @@ class ActorBackend:
     async def keyring(self):
         return await self._call("keyring")
 
+    async def apply_config_snapshot(self, snapshot):
+        return await self._call("apply_config_snapshot", snapshot)
+
+    async def applied_config(self):
+        return await self._call("applied_config")
+
     async def audit_log(self, limit=100, cursor=None):
         return await self._call("audit_log", limit, cursor)
 

@@ -20,6 +20,7 @@ from ..runtime.ray_runtime import on_head_node
 from ..store import SQLiteStore
 from .control import AutoscalerLoop
 from .pool_spec import node_type_of, parse_autoscale_pools
+from .pool_swap import PoolSwap
 from .ray_capacity import RayCapacity
 
 
@@ -81,6 +82,11 @@ class AutoscalerActor:
             interval_s=interval,
             node_types=node_type_of(section.worker_pools),
             on_nodes=hook,
+            pool_swap=PoolSwap(
+                pools,
+                node_type_of(section.worker_pools),
+                lambda raw: parse_autoscale_pools(raw, section.autoscaling),
+            ),
         )
         self._task: Optional[asyncio.Task] = None
         ray.get_runtime_context().current_actor.ensure_started.remote()

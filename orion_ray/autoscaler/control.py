@@ -59,6 +59,7 @@ class AutoscalerLoop:
         history_every_s: float = 60.0,
         node_types: Optional[dict[str, str]] = None,
         on_nodes: Optional[Callable[[list[dict]], None]] = None,
+        pool_swap: Optional[Any] = None,
     ):
         self.pools = list(pools)
         self.source = source
@@ -85,6 +86,7 @@ class AutoscalerLoop:
         self._failed_seen: set = set()
         self._stopping = False
         self.on_nodes = on_nodes  # e.g. start spot-notice watchers on new spot nodes
+        self.pool_swap = pool_swap  # pools a config snapshot sets (pool_swap.py)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -115,6 +117,10 @@ class AutoscalerLoop:
         except Exception as exc:  # the Ray autoscaler may be absent (a static cluster)
             ray_state = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         view = await self.source.autoscaler_view()
+        if self.pool_swap is not None:
+            self.pools, self.node_types = self.pool_swap.update(
+                view.get("pools_config"), self.pools, self.node_types
+            )
         if self.on_nodes is not None:
             try:
                 await asyncio.to_thread(self.on_nodes, view.get("nodes", []))

@@ -30,6 +30,8 @@ class AdminMixin:
     policy: Any
     policy_config: PolicyConfig
     autoscaler_status: dict[str, Any]
+    pools_config: Callable[[], Optional[dict[str, Any]]]  # ConfigApplyMixin's
+    config_overridden: Callable[[str], None]
 
     def lookup(self, workload_id: str, tenant_id: Optional[str]) -> Workload:
         w = self.book.active.get(workload_id) or self.store.get(workload_id)
@@ -93,6 +95,7 @@ class AdminMixin:
             "own_groups": self.runtime.group_ids(),
             "node_counts": self.nodebook.counts(),
             "at": self.clock(),
+            "pools_config": self.pools_config(),  # pools a config snapshot set (config_apply.py)
         }
 
     async def autoscaler_report(self, status: dict[str, Any]) -> None:
@@ -143,6 +146,7 @@ class AdminMixin:
                     ],
                 ) from None
         summary = self.tenants.configure(tenants, keys, admins)
+        self.config_overridden(who)  # an applied snapshot no longer describes the tenants
         if policy is not None:
             self.store.put_setting("policy", new_policy.model_dump(mode="json"))
             self.policy_config = new_policy

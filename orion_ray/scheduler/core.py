@@ -41,6 +41,7 @@ from ..store.base import quarantined_count
 from . import estimates, ingest, intake, node_ops, outside, views, workers_view
 from . import policy_bridge as bridge
 from .admin import AdminMixin
+from .config_apply import ConfigApplyMixin
 from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .housekeeping import Housekeeping
@@ -57,7 +58,7 @@ SERVING_REFRESH_S = 5.0
 FULL_CYCLE_S = 1.0
 
 
-class Scheduler(AdminMixin):
+class Scheduler(AdminMixin, ConfigApplyMixin):
     """Admits, places, runs and tracks workloads. ``store`` and ``runtime`` are passed in."""
 
     def __init__(
