@@ -16,6 +16,7 @@ import httpx
 from . import credentials
 from .client import PIPELINE_TERMINAL, TERMINAL, WorkloadResult, _error_from, _retry_after
 from .errors import SchedulerUnavailable
+from .region_client import AsyncRegionCalls
 from .schedule_client import AsyncScheduleCalls
 
 
@@ -48,7 +49,7 @@ class AsyncWorkloadHandle:
         return f"AsyncWorkloadHandle({self.workload_id!r})"
 
 
-class AsyncOrionClient(AsyncScheduleCalls):
+class AsyncOrionClient(AsyncScheduleCalls, AsyncRegionCalls):
     """``AsyncOrionClient(url, api_key)``; use ``async with`` or ``await client.aclose()``.
     ``transport`` (an ``httpx.AsyncBaseTransport``) serves an in-process app in tests; ``sleep``
     is how the client waits between retries and polls (``asyncio.sleep``; a test records the

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .region_client import RegionCalls
 from .schedule_client import ScheduleCalls
 from .session import ApiSession
 from .session import error_from as _error_from  # noqa: F401  (async_client and tests use it)
@@ -54,7 +55,7 @@ class WorkloadHandle:
         return f"WorkloadHandle({self.workload_id!r})"
 
 
-class OrionClient(ApiSession, ScheduleCalls):
+class OrionClient(ApiSession, ScheduleCalls, RegionCalls):
     """``OrionClient(url, api_key)``; both default from ``ORION_URL``/``ORION_API_KEY`` or
     ``~/.orion/credentials``. Retries 429 and 503 answers, honouring ``Retry-After``.
     ``transport`` (an ``httpx.BaseTransport``) serves an in-process app in tests; ``sleep`` is how

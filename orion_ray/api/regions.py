@@ -19,6 +19,7 @@ from ..policy.region_state import Heartbeat
 from ..policy.regions import RunRequest
 from .auth import KeyRing, Principal, hash_key
 from .errors import install_error_handlers
+from .regions_views import install_region_views, region_extras
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -35,6 +36,14 @@ class StateBody(_Body):
     state: Literal["active", "draining", "inactive"]
 
 
+class LaunchHealth(_Body):
+    """The protocol's ``launch_health`` (docs/regions.md): recent launches' outcome and P95."""
+
+    ok: bool = True
+    failures_recent: int = Field(0, ge=0)
+    p95_launch_s: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+
+
 class HeartbeatBody(_Body):
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     free_gpus: dict[str, float] = Field(default_factory=dict, max_length=32)
@@ -42,6 +51,7 @@ class HeartbeatBody(_Body):
     free_cpus: float = Field(0.0, ge=0, allow_inf_nan=False)
     queue_depth: int = Field(0, ge=0)
     launch_failures: int = Field(0, ge=0)
+    launch_health: Optional[LaunchHealth] = None
     applied_config_version: int = Field(0, ge=0)
     applied_config_sha256: str = Field("", max_length=64)
     status_seq: int = Field(0, ge=0)
@@ -107,6 +117,7 @@ def _region_json(plane: ControlPlane, name: str) -> dict[str, Any]:
         "wanted_config_version": wanted,
         "drift": hb.applied_config_version != wanted,
         "status_seq": r.status_seq,
+        **region_extras(r, plane.clock()),  # heartbeat age, launch P95, applied hash
     }
 
 
@@ -160,6 +171,7 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
     ) -> dict[str, Any]:
         """Drain, activate or deactivate a region."""
         plane.set_region_state(name, body.state)
+        plane.store.audit("admin", "region_state", name, {"region": name, "state": body.state}, plane.clock())
         return _region_json(plane, name)
 
     @app.post("/api/v1/regions/{name}/heartbeat", tags=["regions"])
@@ -171,7 +183,10 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
             gpu_types=frozenset(body.gpu_types),
             free_cpus=body.free_cpus,
             queue_depth=body.queue_depth,
-            launch_failures=body.launch_failures,
+            launch_failures=max(
+                body.launch_failures, body.launch_health.failures_recent if body.launch_health else 0
+            ),
+            launch_p95_s=body.launch_health.p95_launch_s if body.launch_health else None,
             applied_config_version=body.applied_config_version,
             applied_config_sha256=body.applied_config_sha256,
             status_seq=body.status_seq,
@@ -222,6 +237,9 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
     def publish(body: ConfigBody, p: Principal = Depends(admin)) -> dict[str, Any]:
         """Publish the configuration; the version goes up only when the content changed."""
         s = plane.publish(body.sections)
+        plane.store.audit(
+            "admin", "publish_config", None, {"version": s.version, "sha256": s.sha256}, plane.clock()
+        )
         return {"version": s.version, "sha256": s.sha256}
 
     @app.get("/api/v1/config/snapshots/{version}", tags=["config"])
@@ -230,4 +248,5 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
         s = plane.snapshot(version)
         return {"version": s.version, "sha256": s.sha256, "text": s.text()}
 
+    install_region_views(app, plane, admin)  # GET /api/v1/config, /metrics, /api/v1/audit
     return app

@@ -33,6 +33,7 @@ from ..policy.region_state import (
 from ..policy.regions import Blocklist, Decision, DispatchWeights, FailureKind, RunRequest, decide
 from ..store.ledger import ControlPlaneTables
 from ..store.sqlite import SQLiteStore
+from .observability import status_audit
 
 _SNAPSHOT = "config_snapshot:"  # settings rows: one per version, plus the latest's number
 _LATEST = "config_snapshot_latest"
@@ -305,7 +306,12 @@ class ControlPlane:
                     charges.append(ch)
         rec = replace(rec, status_seq=batch.last_seq)
         self.tables.write(
-            now=now, regions=[rec], assignments=list(moved.values()), release=release, charges=charges
+            now=now,
+            regions=[rec],
+            assignments=list(moved.values()),
+            release=release,
+            charges=charges,
+            audit=status_audit(name, batch.apply, batch.stale),  # the aggregated audit view
         )
         self.regions[rec.name] = rec
         self.assignments.update(moved)

@@ -33,6 +33,7 @@ class Heartbeat:
     applied_config_version: int = 0
     applied_config_sha256: str = ""
     status_seq: int = 0  # the last status change it has sent
+    launch_p95_s: Optional[float] = None  # launch_health.p95_launch_s: submit→running P95, recent
 
 
 @dataclass(frozen=True)

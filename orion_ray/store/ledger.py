@@ -184,6 +184,7 @@ class ControlPlaneTables:
         assignments: Sequence[Assignment] = (),
         release: Sequence[str] = (),
         charges: Sequence[tuple[str, str, Mapping[float, Mapping[str, float]]]] = (),
+        audit: Sequence[tuple[float, str, str, Optional[str], Mapping[str, Any]]] = (),
     ) -> None:
         """Region records, assignments, released reservations and GPU-hour charges
         ``(key, tenant, per_window)`` in one transaction: a status batch or a region's loss is
@@ -201,6 +202,11 @@ class ControlPlaneTables:
                     "UPDATE quota_reservations SET state='released', updated_at=?"
                     " WHERE key=? AND state!='released'",
                     (now, key),
+                )
+            for at, who, action, target, details in audit:  # regions' status changes, with the batch
+                db.execute(
+                    "INSERT INTO audit(at, who, action, target, details) VALUES (?,?,?,?,?)",
+                    (at, who, action, target, json.dumps(details, default=str)),
                 )
 
     def requests(self) -> dict[str, dict[str, Any]]:
