@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.schedule_cli import add_commands as add_schedule_commands  # schedule|trigger|event
 
     add_schedule_commands(sub, out)
+    from .regions_cli import add_commands as add_region_commands  # regions, region, config (issue 17)
+
+    add_region_commands(sub)
     return p
 
 
