@@ -72,7 +72,7 @@ def render_metrics(records: Sequence[RegionRecord], *, wanted_version: int, now:
     lines = []
     for name, help_text in METRICS.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f"{name}{s}" if s.startswith("{") else f"{name}{s}" for s in samples[name]]
+        lines += [f"{name}{s}" for s in samples[name]]  # "{labels} v" or " v"
     return "\n".join(lines) + "\n"
 
 
