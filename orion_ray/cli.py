@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.schedule_cli import add_commands as add_schedule_commands  # schedule|trigger|event
 
     add_schedule_commands(sub, out)
+    from .alerting.cli import add_commands as add_alert_commands  # alerts rules|render|secrets
+
+    add_alert_commands(sub)
     return p
 
 
