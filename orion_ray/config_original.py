@@ -1,4 +1,6 @@
-"""The original design's configuration blocks, read into Orion's own settings (docs/configuration-original.md).
+"""The original design's configuration blocks, read into Orion's own settings.
+
+See docs/configuration-original.md.
 
 The original's file has top-level ``control_plane``, ``queue``, ``monitoring``, ``autoscaling`` and
 ``cost_tracking`` blocks beside Orion's ``orion:`` section. ``translate_original`` moves each key
@@ -20,7 +22,13 @@ from .schedules import parse_duration
 
 ORIGINAL_BLOCKS = ("control_plane", "queue", "monitoring", "autoscaling", "cost_tracking")
 AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-STORE_BACKENDS = {"orion": None, "store": None, "sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
+STORE_BACKENDS = {
+    "orion": None,
+    "store": None,
+    "sqlite": "sqlite",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # traces_backend → orion.tracing: Jaeger and Tempo take OTLP themselves
 TRACES = {
@@ -67,14 +75,14 @@ def _section(root: dict, *path: str) -> dict:
     return node
 
 
-def _put(
-    root: dict, target: str, value: Any, source: str, problems: _Problems, applied: Applied
-) -> None:
+def _put(root: dict, target: str, value: Any, source: str, problems: _Problems, applied: Applied) -> None:
     """Set ``orion.<target>`` to ``value`` unless Orion's side already says something else."""
     *path, key = target.split(".")
     node = _section(root, "orion", *path)
     if key in node and node[key] != value:
-        problems.add(source, f"{value!r} disagrees with orion.{target}: {node[key]!r} in the same file; keep one")
+        problems.add(
+            source, f"{value!r} disagrees with orion.{target}: {node[key]!r} in the same file; keep one"
+        )
         return
     node[key] = value
     applied.append({"field": source, "setting": f"orion.{target}", "value": value})
@@ -126,7 +134,9 @@ def _queue(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> 
             if store_backend != "sqlite":
                 problems.add("queue.backend", f"sqlite disagrees with orion.store.backend: {store_backend!r}")
             else:
-                applied.append({"field": "queue.backend", "setting": "orion.store (sqlite)", "value": "sqlite"})
+                applied.append(
+                    {"field": "queue.backend", "setting": "orion.store (sqlite)", "value": "sqlite"}
+                )
         else:
             applied.append({"field": "queue.backend", "setting": "orion.store", "value": backend})
     if "max_queue_size" in block:
@@ -147,12 +157,15 @@ def _monitoring(block: Mapping, raw: dict, problems: _Problems, applied: Applied
     if "metrics_backend" in block:
         backend = str(block["metrics_backend"]).lower()
         if backend == "prometheus":
-            applied.append({"field": "monitoring.metrics_backend", "setting": "GET /metrics", "value": "prometheus"})
+            applied.append(
+                {"field": "monitoring.metrics_backend", "setting": "GET /metrics", "value": "prometheus"}
+            )
         else:
             problems.add(
                 "monitoring.metrics_backend",
-                f"Orion serves Prometheus text at /metrics (and through Ray's metrics); {block['metrics_backend']} "
-                "is not supported: point its Prometheus-compatible agent at /metrics and say prometheus",
+                f"Orion serves Prometheus text at /metrics (and through Ray's metrics); "
+                f"{block['metrics_backend']} is not supported: point its Prometheus-compatible agent "
+                "at /metrics and say prometheus",
             )
     if "traces_backend" in block:
         backend = str(block["traces_backend"]).lower()
@@ -168,7 +181,9 @@ def _monitoring(block: Mapping, raw: dict, problems: _Problems, applied: Applied
     if "log_level" in block:
         level = str(block["log_level"]).upper()
         if level not in LOG_LEVELS:
-            problems.add("monitoring.log_level", f"{block['log_level']!r} is not one of {', '.join(LOG_LEVELS)}")
+            problems.add(
+                "monitoring.log_level", f"{block['log_level']!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
         else:
             _put(raw, "logging.level", level, "monitoring.log_level", problems, applied)
 
@@ -185,7 +200,14 @@ def _autoscaling(block: Mapping, raw: dict, problems: _Problems, applied: Applie
         if key in SCALING_KEYS:
             _put(raw, f"autoscaling.{key}", value, f"autoscaling.{key}", problems, applied)
         elif key == "target_utilization":
-            _put(raw, "autoscaling.target_cpu_utilization", _percent(value), f"autoscaling.{key}", problems, applied)
+            _put(
+                raw,
+                "autoscaling.target_cpu_utilization",
+                _percent(value),
+                f"autoscaling.{key}",
+                problems,
+                applied,
+            )
         elif key == "target_gpu_utilization":
             problems.add(
                 "autoscaling.target_gpu_utilization",
@@ -198,8 +220,16 @@ def _autoscaling(block: Mapping, raw: dict, problems: _Problems, applied: Applie
                 "unknown key; known: min_instances, max_instances, target_utilization, "
                 + ", ".join(SCALING_KEYS),
             )
-    lo = _int(block["min_instances"], "autoscaling.min_instances", problems, 0) if "min_instances" in block else None
-    hi = _int(block["max_instances"], "autoscaling.max_instances", problems, 0) if "max_instances" in block else None
+    lo = (
+        _int(block["min_instances"], "autoscaling.min_instances", problems, 0)
+        if "min_instances" in block
+        else None
+    )
+    hi = (
+        _int(block["max_instances"], "autoscaling.max_instances", problems, 0)
+        if "max_instances" in block
+        else None
+    )
     if lo is None and hi is None:
         return
     if lo is not None and hi is not None and lo > hi:
@@ -218,25 +248,37 @@ def _autoscaling(block: Mapping, raw: dict, problems: _Problems, applied: Applie
             if value is not None and key not in pool:
                 pool[key] = value
                 applied.append(
-                    {"field": f"autoscaling.{source}", "setting": f"orion.worker_pools.{i}.{key}", "value": value}
+                    {
+                        "field": f"autoscaling.{source}",
+                        "setting": f"orion.worker_pools.{i}.{key}",
+                        "value": value,
+                    }
                 )
 
 
 def _cost(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
     checks: dict[str, Callable[[Any], Optional[str]]] = {
         "enabled": lambda v: None if isinstance(v, bool) else "is not a boolean",
-        "granularity": lambda v: None
-        if v in GRANULARITIES
-        else f"{v!r}: usage is reported per hour or per day ({', '.join(GRANULARITIES)})",
-        "metrics": lambda v: None
-        if isinstance(v, list) and all(m in COST_METRICS for m in v)
-        else f"{v!r}: a list of {', '.join(COST_METRICS)}",
-        "billing_period": lambda v: None
-        if v == "monthly"
-        else f"{v!r}: Orion's chargeback export is monthly (orion cost export --month)",
-        "export_to": lambda v: None
-        if isinstance(v, str) and (v.startswith(("s3://", "file://", "/")))
-        else f"{v!r}: an s3://bucket/prefix, a file:// URL or an absolute path",
+        "granularity": lambda v: (
+            None
+            if v in GRANULARITIES
+            else f"{v!r}: usage is reported per hour or per day ({', '.join(GRANULARITIES)})"
+        ),
+        "metrics": lambda v: (
+            None
+            if isinstance(v, list) and all(m in COST_METRICS for m in v)
+            else f"{v!r}: a list of {', '.join(COST_METRICS)}"
+        ),
+        "billing_period": lambda v: (
+            None
+            if v == "monthly"
+            else f"{v!r}: Orion's chargeback export is monthly (orion cost export --month)"
+        ),
+        "export_to": lambda v: (
+            None
+            if isinstance(v, str) and (v.startswith(("s3://", "file://", "/")))
+            else f"{v!r}: an s3://bucket/prefix, a file:// URL or an absolute path"
+        ),
     }
     for key, value in block.items():
         check = checks.get(key)

@@ -93,7 +93,11 @@ ROUTES = (
 
 def alertmanager_config(s: AlertingSettings) -> dict:
     """The Alertmanager configuration (a dict) for ``s``."""
-    pd: dict = {"routing_key_file": s.pagerduty.routing_key_file, "severity": "critical", "send_resolved": True}
+    pd: dict = {
+        "routing_key_file": s.pagerduty.routing_key_file,
+        "severity": "critical",
+        "send_resolved": True,
+    }
     if s.pagerduty.url:
         pd["url"] = s.pagerduty.url
     slack = {
@@ -116,7 +120,9 @@ def alertmanager_config(s: AlertingSettings) -> dict:
         email["auth_password_file"] = s.email.auth_password_file
     hook: dict = {"url": s.webhook.url, "send_resolved": True}
     if s.webhook.bearer_token_file:
-        hook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": s.webhook.bearer_token_file}}
+        hook["http_config"] = {
+            "authorization": {"type": "Bearer", "credentials_file": s.webhook.bearer_token_file}
+        }
     t = s.timing
     routes = []
     for severity, receiver in ROUTES:

@@ -181,6 +181,8 @@ def to_yaml(doc: dict, header: str = "") -> str:
     return header + yaml.dump(mark(doc), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
 
 
-def render_rules(*, for_override: Optional[Callable[[str], str]] = None, interval: Optional[str] = None) -> str:
+def render_rules(
+    *, for_override: Optional[Callable[[str], str]] = None, interval: Optional[str] = None
+) -> str:
     """The rules file's text (the shipped one with no arguments)."""
     return to_yaml(rule_group(for_override=for_override, interval=interval), HEADER)

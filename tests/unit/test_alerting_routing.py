@@ -108,7 +108,10 @@ def test_write_secret_files_from_the_environment(tmp_path):
 
 def test_cli_renders_rules_and_config(tmp_path, capsys):
     out = tmp_path / "am.yml"
-    assert main(["alerts", "render", "--config", str(MONITORING / "alerting.example.yaml"), "--out", str(out)]) == 0
+    assert (
+        main(["alerts", "render", "--config", str(MONITORING / "alerting.example.yaml"), "--out", str(out)])
+        == 0
+    )
     assert out.read_text() == AM.read_text()
     assert main(["alerts", "rules"]) == 0
     assert capsys.readouterr().out == (MONITORING / "alerts-original.yml").read_text()

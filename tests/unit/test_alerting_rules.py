@@ -32,7 +32,8 @@ def _api(status: str, values: str, route: str = "/api/v1/workloads") -> dict:
 def _latency(le_values: dict[str, str], route: str = "/api/v1/workloads") -> list[dict]:
     return [
         {
-            "series": f'orion_api_request_seconds_bucket{{route="{route}",method="GET",status="200",le="{le}"}}',
+            "series": "orion_api_request_seconds_bucket"
+            f'{{route="{route}",method="GET",status="200",le="{le}"}}',
             "values": v,
         }
         for le, v in le_values.items()
