@@ -208,7 +208,12 @@ def test_log_level_reaches_the_actors_logger(monkeypatch):
 
 
 def test_api_replicas_reach_the_serve_deployment():
+    from orion_ray.api.serve_app import build_api_app
     from orion_ray.cluster import api_store_options
 
     config = load_config(str(FIXTURE))
-    assert api_store_options(config)["replicas"] == 3
+    options = api_store_options(config)
+    assert options["replicas"] == 3
+    # what `orion up` hands Serve (building the application starts nothing)
+    app = build_api_app([], config.orion.api.max_body_bytes, replicas=options["replicas"])
+    assert app._bound_deployment.num_replicas == 3
