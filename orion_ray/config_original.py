@@ -31,7 +31,7 @@ STORE_BACKENDS = {
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # traces_backend → orion.tracing: Jaeger and Tempo take OTLP themselves
-TRACES = {
+TRACES: dict[str, dict[str, Any]] = {
     "jaeger": {"enabled": True, "exporter": "otlp"},
     "tempo": {"enabled": True, "exporter": "otlp"},
     "otlp": {"enabled": True, "exporter": "otlp"},
@@ -63,7 +63,7 @@ class _Problems:
         self.details.append({"field": field, "problem": problem})
 
 
-def _section(root: dict, *path: str) -> dict:
+def _section(root: dict[str, Any], *path: str) -> dict[str, Any]:
     """``root[path[0]][path[1]]…``, created as empty mappings where missing."""
     node = root
     for key in path:
@@ -75,7 +75,9 @@ def _section(root: dict, *path: str) -> dict:
     return node
 
 
-def _put(root: dict, target: str, value: Any, source: str, problems: _Problems, applied: Applied) -> None:
+def _put(
+    root: dict[str, Any], target: str, value: Any, source: str, problems: _Problems, applied: Applied
+) -> None:
     """Set ``orion.<target>`` to ``value`` unless Orion's side already says something else."""
     *path, key = target.split(".")
     node = _section(root, "orion", *path)
@@ -95,7 +97,9 @@ def _int(value: Any, field: str, problems: _Problems, lo: int = 1, hi: Optional[
     return value
 
 
-def _control_plane(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
+def _control_plane(
+    block: Mapping[str, Any], raw: dict[str, Any], problems: _Problems, applied: Applied
+) -> None:
     if "replicas" in block:
         # the API replicas serve every request and read the store themselves; the scheduler stays
         # one actor (one writer over the store, restarted by Ray), so replicas never race admission
@@ -117,7 +121,7 @@ def _control_plane(block: Mapping, raw: dict, problems: _Problems, applied: Appl
             _put(raw, "region.name", region, "control_plane.region", problems, applied)
 
 
-def _queue(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
+def _queue(block: Mapping[str, Any], raw: dict[str, Any], problems: _Problems, applied: Applied) -> None:
     if "backend" in block:
         backend = str(block["backend"]).lower()
         if backend not in STORE_BACKENDS:
@@ -153,7 +157,7 @@ def _queue(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> 
             _put(raw, "store.retention.workloads_days", days, "queue.message_retention", problems, applied)
 
 
-def _monitoring(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
+def _monitoring(block: Mapping[str, Any], raw: dict[str, Any], problems: _Problems, applied: Applied) -> None:
     if "metrics_backend" in block:
         backend = str(block["metrics_backend"]).lower()
         if backend == "prometheus":
@@ -195,7 +199,9 @@ def _percent(value: Any) -> Any:
     return value
 
 
-def _autoscaling(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
+def _autoscaling(
+    block: Mapping[str, Any], raw: dict[str, Any], problems: _Problems, applied: Applied
+) -> None:
     for key, value in block.items():
         if key in SCALING_KEYS:
             _put(raw, f"autoscaling.{key}", value, f"autoscaling.{key}", problems, applied)
@@ -256,7 +262,7 @@ def _autoscaling(block: Mapping, raw: dict, problems: _Problems, applied: Applie
                 )
 
 
-def _cost(block: Mapping, raw: dict, problems: _Problems, applied: Applied) -> None:
+def _cost(block: Mapping[str, Any], raw: dict[str, Any], problems: _Problems, applied: Applied) -> None:
     checks: dict[str, Callable[[Any], Optional[str]]] = {
         "enabled": lambda v: None if isinstance(v, bool) else "is not a boolean",
         "granularity": lambda v: (

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,9 +91,9 @@ ROUTES = (
 )
 
 
-def alertmanager_config(s: AlertingSettings) -> dict:
+def alertmanager_config(s: AlertingSettings) -> dict[str, Any]:
     """The Alertmanager configuration (a dict) for ``s``."""
-    pd: dict = {
+    pd: dict[str, Any] = {
         "routing_key_file": s.pagerduty.routing_key_file,
         "severity": "critical",
         "send_resolved": True,
@@ -107,7 +107,7 @@ def alertmanager_config(s: AlertingSettings) -> dict:
         "title": '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.severity }})',
         "text": "{{ range .Alerts }}{{ .Annotations.summary }}\n{{ end }}",
     }
-    email: dict = {
+    email: dict[str, Any] = {
         "to": s.email.to,
         "from": s.email.from_,
         "smarthost": s.email.smarthost,
@@ -118,7 +118,7 @@ def alertmanager_config(s: AlertingSettings) -> dict:
         email["auth_username"] = s.email.auth_username
     if s.email.auth_password_file:
         email["auth_password_file"] = s.email.auth_password_file
-    hook: dict = {"url": s.webhook.url, "send_resolved": True}
+    hook: dict[str, Any] = {"url": s.webhook.url, "send_resolved": True}
     if s.webhook.bearer_token_file:
         hook["http_config"] = {
             "authorization": {"type": "Bearer", "credentials_file": s.webhook.bearer_token_file}
@@ -126,7 +126,7 @@ def alertmanager_config(s: AlertingSettings) -> dict:
     t = s.timing
     routes = []
     for severity, receiver in ROUTES:
-        route: dict = {"matchers": [f'severity=~"{severity}"'], "receiver": receiver}
+        route: dict[str, Any] = {"matchers": [f'severity=~"{severity}"'], "receiver": receiver}
         if severity == "critical":
             route["repeat_interval"] = t.critical_repeat_interval
         routes.append(route)

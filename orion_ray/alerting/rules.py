@@ -16,7 +16,7 @@ writes the shipped file; the live test renders the same rules with only ``for:``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -121,7 +121,7 @@ def rule_group(
     *,
     for_override: Optional[Callable[[str], str]] = None,
     interval: Optional[str] = None,
-) -> dict:
+) -> dict[str, Any]:
     """The rules as one Prometheus rule group (a dict). ``for_override`` maps each ``for:`` to
     another duration (the live test's short variant); ``interval`` sets the group's evaluation
     interval (default: Prometheus' global one). Nothing else changes."""
@@ -138,7 +138,7 @@ def rule_group(
                 "annotations": {"summary": r.summary, "description": r.description},
             }
         )
-    group: dict = {"name": GROUP}
+    group: dict[str, Any] = {"name": GROUP}
     if interval:
         group["interval"] = interval
     group["rules"] = out
@@ -161,24 +161,25 @@ def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # yaml has no stubs here
     pass
 
 
 _Dumper.add_representer(_Literal, _literal)
 
 
-def to_yaml(doc: dict, header: str = "") -> str:
+def to_yaml(doc: dict[str, Any], header: str = "") -> str:
     """``doc`` as YAML, multi-line strings as blocks, keys in the order given."""
 
-    def mark(x):
+    def mark(x: Any) -> Any:
         if isinstance(x, dict):
             return {k: mark(v) for k, v in x.items()}
         if isinstance(x, list):
             return [mark(v) for v in x]
         return _Literal(x) if isinstance(x, str) and "\n" in x else x
 
-    return header + yaml.dump(mark(doc), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    text: str = yaml.dump(mark(doc), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    return header + text
 
 
 def render_rules(
