@@ -217,3 +217,28 @@ def test_api_replicas_reach_the_serve_deployment():
     # what `orion up` hands Serve (building the application starts nothing)
     app = build_api_app([], config.orion.api.max_body_bytes, replicas=options["replicas"])
     assert app._bound_deployment.num_replicas == 3
+
+
+def test_max_queue_size_bounds_admission_with_429(tmp_path):
+    """queue.max_queue_size is the bound the API replica's submissions are held to."""
+    import time
+
+    from orion_ray.cluster import api_store_options
+    from orion_ray.errors import QueueFull
+    from orion_ray.models import WorkloadSpec
+    from orion_ray.scheduler.ingest import new_workload
+    from orion_ray.store import SQLiteStore
+
+    path = tmp_path / "orion.yaml"
+    path.write_text(
+        f"queue: {{backend: sqlite, max_queue_size: 2}}\norion: {{store: {{path: {tmp_path / 'o.db'}}}}}\n"
+    )
+    config = load_config(str(path))
+    limit = api_store_options(config)["max_queue_size"]
+    store = SQLiteStore(config.orion.store.resolved_path())
+    spec = WorkloadSpec.model_validate({"workload_type": "task", "function": "m:f"})
+    for _ in range(2):
+        store.submit(new_workload(spec, "default", time.time()), who="t", max_queue_size=limit)
+    with pytest.raises(QueueFull) as err:
+        store.submit(new_workload(spec, "default", time.time()), who="t", max_queue_size=limit)
+    assert err.value.status_code == 429
