@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .regions_cli import add_commands as add_region_commands  # regions, region, config (issue 17)
 
     add_region_commands(sub)
+    from .alerting.cli import add_commands as add_alert_commands  # alerts rules|render|secrets
+
+    add_alert_commands(sub)
     return p
 
 

@@ -456,6 +456,7 @@ def api_store_options(config: OrionConfig) -> dict[str, Any]:
         "policy": config.orion.policy.model_dump(mode="json"),
         "actor_timeout_s": config.orion.api.actor_timeout_s,
         "rate_limit": config.orion.api.rate_limit.model_dump(mode="json"),
+        "replicas": config.orion.api.replicas,
     }
 
 

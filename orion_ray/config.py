@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from .config_original import has_original_blocks, translate_original
 from .errors import ConfigError
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
@@ -62,6 +63,8 @@ class ApiConfig(BaseModel):
     actor_timeout_s: float = Field(10.0, gt=0)
     # per tenant, in each API replica's memory (N replicas admit up to N times the rate)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    # API replicas (Serve); each reads the store itself, the scheduler stays one actor
+    replicas: int = Field(1, ge=1, le=16, description="API replicas (the original's control_plane.replicas)")
 
 
 class RetentionConfig(BaseModel):
@@ -320,6 +323,13 @@ class PipelinesConfig(BaseModel):
     container_runtime: Union[bool, Literal["auto"]] = "auto"
 
 
+class LoggingConfig(BaseModel):
+    """How Orion's own processes log (the scheduler and autoscaler actors)."""
+
+    model_config = ConfigDict(extra="forbid")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -336,6 +346,11 @@ class OrionSection(BaseModel):
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # carried from the original's cost_tracking and monitoring.traces_backend
+    # (config_original.py); the cost and tracing modules type these sections
+    cost: dict[str, Any] = Field(default_factory=dict)
+    tracing: dict[str, Any] = Field(default_factory=dict)
 
     _scaling = field_validator("autoscaling")(check_scaling)
 
@@ -423,6 +438,11 @@ def load_config(path: Optional[str] = None) -> OrionConfig:
         raw = yaml.safe_load(Path(path).expanduser().read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    if has_original_blocks(raw):  # the original design's blocks act through Orion's settings
+        try:
+            raw, _ = translate_original(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid configuration in {path}: {exc.message}", exc.details) from None
     try:
         config = OrionConfig.model_validate(raw)
     except PydanticValidationError as exc:

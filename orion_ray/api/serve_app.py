@@ -227,6 +227,7 @@ def build_api_app(
     rate_limit: Optional[dict] = None,
     control_token: Optional[str] = None,
     control_token_home: Optional[str] = None,
+    replicas: int = 1,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
@@ -237,7 +238,7 @@ def build_api_app(
     credential is ``control_token``, or read in the replica from ``control_token_home`` (the
     ORION_HOME holding ``orion up``'s token file, on the head): Serve keeps an application's
     arguments in Ray's internal KV, which workload code can read, so ``orion up`` passes the
-    directory, never the token."""
+    directory, never the token. ``replicas`` is ``orion.api.replicas``."""
     from ..autoscaler.capacity_service import capacity_backend
 
     def token() -> Optional[str]:
@@ -282,4 +283,4 @@ def build_api_app(
     class OrionAPI:
         """The API replica; routes live on the FastAPI app."""
 
-    return OrionAPI.bind()
+    return OrionAPI.options(num_replicas=replicas).bind()

@@ -43,6 +43,7 @@ class SchedulerActor:
         self._control_token = control_token
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
+        logging.getLogger().setLevel(self.config.orion.logging.level)  # orion.logging.level
         store_cfg = self.config.orion.store
         self.store = SQLiteStore(
             store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms

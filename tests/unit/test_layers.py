@@ -30,6 +30,7 @@ MODEL = {
     "orion_ray.errors",
     "orion_ray.status",
     "orion_ray.config",
+    "orion_ray.config_original",  # the original design's blocks onto config keys (pure, read by config)
     "orion_ray.worker_pools",
     "orion_ray.schedules",
     "orion_ray.serving_specs",
