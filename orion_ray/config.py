@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
+from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
@@ -336,6 +337,9 @@ class OrionSection(BaseModel):
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
+    # spans and log format of Orion's own processes (issue 18: docs/tracing.md)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     _scaling = field_validator("autoscaling")(check_scaling)
 

@@ -243,6 +243,7 @@ class FakeRuntime:
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
         allowed_modules: tuple[str, ...] = (),
+        traceparent: Optional[str] = None,
     ) -> str:
         self.calls.append(("start_task", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
