@@ -157,8 +157,9 @@ def parse(traceparent: Optional[str]) -> Optional[SpanContext]:
 
 
 def format_traceparent(ctx: SpanContext) -> str:
-    """``ctx`` as a W3C ``traceparent``."""
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    """``ctx`` as a W3C ``traceparent`` (of its flags, the sampled bit only: the same text for
+    the same span whichever process formats it)."""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0x01:02x}"
 
 
 def traceparent() -> Optional[str]:

@@ -260,6 +260,7 @@ class FakeRuntime:
                 "bundle": bundle,
                 "runtime_env": runtime_env,
                 "tenant_id": tenant_id,
+                "traceparent": traceparent,
                 "node_id": self.pinned[workload_id].node_id if workload_id in self.pinned else None,
             },
         )
