@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "e2e",
         "pin": args.pin,
         "tracing": args.tracing_on,
+        "spans_exported": n_spans,
         "orion_per_s": round(med["orion_per_s"], 3),
         "ray_per_s": round(med["ray_per_s"], 3),
         "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
