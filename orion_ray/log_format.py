@@ -77,9 +77,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(config: Any, *, root: Optional[logging.Logger] = None) -> None:
     """Format this process's log lines as ``config`` (a ``LoggingConfig``) says. ``json``: every
     handler of the root logger (one on stderr if it has none) gets the JSON formatter; ``text``
-    (the default) leaves the handlers as the process made them. The level is set either way."""
+    (the default) leaves the handlers as the process made them. A ``level`` is set either way."""
     root = root if root is not None else logging.getLogger()
-    root.setLevel(config.level)
+    if config.level is not None:
+        root.setLevel(config.level)
     if config.format != "json":
         return
     if not root.handlers:

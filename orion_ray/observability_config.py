@@ -41,4 +41,5 @@ class LoggingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # json: one object a line with tenant_id, workload_id and, inside a span, trace_id/span_id
     format: Literal["text", "json"] = "text"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # None: each process keeps its own level (the scheduler INFO, Serve's replicas theirs)
+    level: Optional[Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = None
