@@ -208,13 +208,13 @@ def main() -> None:
 def run(args: argparse.Namespace) -> dict:
     """One `orion up` (tracing as ``args.tracing_on``), every measurement; prints the table and
     the JSON line, and returns that line's object."""
-    import ray
-
     from orion_ray.client import OrionClient
 
     rows = []
     pooled: dict[str, list[float]] = {"orion_idle": [], "ray_idle": [], "admit": [], "sched": []}
     with orion_up(args) as info:
+        import ray  # after `orion up` has set Ray's auth mode for this process (read once)
+
         ray.init(address=info["ray_address"], logging_level=logging.WARNING, log_to_driver=False)
         try:
             with OrionClient() as client:
