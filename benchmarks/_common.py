@@ -44,6 +44,9 @@ def orion_up(args: argparse.Namespace) -> Iterator[dict]:
     cfg.orion.api.port = args.port
     # --pin (e2e): single-bundle tasks pinned to their node, no placement group each
     cfg.orion.scheduler.pin_single_bundle_tasks = bool(getattr(args, "pin", False))
+    if getattr(args, "tracing_on", False):  # e2e --tracing: every span written to a file
+        cfg.orion.tracing.enabled, cfg.orion.tracing.exporter = True, "file"
+        cfg.orion.tracing.path = os.path.join(home, "spans.jsonl")
     try:
         err(f"orion up (ORION_HOME={home}, API :{args.port}, Ray :{args.ray_port}) ...")
         info = up(

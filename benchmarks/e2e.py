@@ -20,6 +20,11 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
   is not simply the maximum). Orion's own segments come from its recorded transitions: ack →
   ``starting`` (admitted and reserved) and ack → ``running`` (launched).
 
+``--tracing on`` starts Orion with ``orion.tracing`` on, every span appended to a JSON-lines file;
+``--tracing both`` runs everything twice (one `orion up` with tracing off, then one with it on) and
+ends with the overheads: burst throughput lost, the same against each run's plain-Ray baseline, and
+the idle latency added (the last line is then ``{"benchmark": "e2e-tracing", ...}``).
+
 ``--pin`` starts Orion with ``scheduler.pin_single_bundle_tasks`` on: each trivial task is pinned
 to the node Orion chose, with no placement group of its own (the plain-Ray baselines are unchanged;
 the JSON line says ``"pin": true``).
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 
 from ._common import add_cluster_args, err, median, orion_up, pct, ts
@@ -173,16 +179,42 @@ def main() -> None:
         action="store_true",
         help="Orion with scheduler.pin_single_bundle_tasks on (no placement group per task)",
     )
+    p.add_argument(
+        "--tracing",
+        choices=("off", "on", "both"),
+        default=os.environ.get("ORION_BENCH_TRACING", "off"),
+        help="Orion with orion.tracing on (every span to a JSON-lines file); both: one `orion up` "
+        "with it off, then one with it on, and the ratios (env ORION_BENCH_TRACING)",
+    )
     add_cluster_args(p)
     args = p.parse_args()
+    results = {}
+    for mode in ("off", "on") if args.tracing == "both" else (args.tracing,):
+        args.tracing_on = mode == "on"
+        results[mode] = run(args)
+    if len(results) == 2:
+        off, on = results["off"], results["on"]
+        overhead = {
+            # throughput lost, and latency added, with every span exported (5 % is the target)
+            "throughput_overhead": round(1 - on["orion_per_s"] / off["orion_per_s"], 4),
+            # the same against each run's own plain-Ray baseline (the machine's drift taken out)
+            "throughput_overhead_vs_ray": round(1 - on["ratio"] / off["ratio"], 4),
+            "idle_p50_overhead": round(on["orion_idle_p50_ms"] / off["orion_idle_p50_ms"] - 1, 4),
+        }
+        print(f"\ntracing on vs off: {json.dumps(overhead)}")
+        print(json.dumps({"benchmark": "e2e-tracing", "off": off, "on": on, **overhead}))
 
-    import ray
 
+def run(args: argparse.Namespace) -> dict:
+    """One `orion up` (tracing as ``args.tracing_on``), every measurement; prints the table and
+    the JSON line, and returns that line's object."""
     from orion_ray.client import OrionClient
 
     rows = []
     pooled: dict[str, list[float]] = {"orion_idle": [], "ray_idle": [], "admit": [], "sched": []}
     with orion_up(args) as info:
+        import ray  # after `orion up` has set Ray's auth mode for this process (read once)
+
         ray.init(address=info["ray_address"], logging_level=logging.WARNING, log_to_driver=False)
         try:
             with OrionClient() as client:
@@ -226,6 +258,8 @@ def main() -> None:
                     err(f"  {json.dumps({k: round(v, 4) for k, v in row.items()})}")
         finally:
             ray.shutdown()
+        spans_file = os.path.join(info["home"], "spans.jsonl")  # proof the spans were made
+        n_spans = sum(1 for _ in open(spans_file)) if os.path.exists(spans_file) else 0
 
     med = {k: median([row[k] for row in rows]) for k in rows[0]}
     # idle latencies: percentiles over every repeat's samples pooled (the headline)
@@ -271,31 +305,32 @@ def main() -> None:
         "* headline overhead = Orion - Ray at idle (one workload at a time, no queueing); "
         "Orion: ack of the POST -> task start; Ray: placement_group() -> task start"
     )
-    print(
-        json.dumps(
-            {
-                "benchmark": "e2e",
-                "pin": args.pin,
-                "orion_per_s": round(med["orion_per_s"], 3),
-                "ray_per_s": round(med["ray_per_s"], 3),
-                "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
-                "orion_submit_per_s": round(med["orion_submit_per_s"], 3),
-                "orion_drain_per_s": (  # null: no backlog to measure
-                    round(med["orion_drain_per_s"], 3)
-                    if med["orion_drain_per_s"] == med["orion_drain_per_s"]
-                    else None
-                ),
-                "ratio": round(med["ratio"], 3),
-                "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
-                "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
-                "samples": samples,
-                "ack_to_starting_p50_ms": ms(pooled_pct["admit_p50"]),
-                "ack_to_starting_p99_ms": ms(pooled_pct["admit_p99"]),
-                "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
-                "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"]),
-            }
-        )
-    )
+    out = {
+        "benchmark": "e2e",
+        "pin": args.pin,
+        "tracing": args.tracing_on,
+        "spans_exported": n_spans,
+        "orion_per_s": round(med["orion_per_s"], 3),
+        "ray_per_s": round(med["ray_per_s"], 3),
+        "ray_plain_per_s": round(med["ray_plain_per_s"], 3),
+        "orion_submit_per_s": round(med["orion_submit_per_s"], 3),
+        "orion_drain_per_s": (  # null: no backlog to measure
+            round(med["orion_drain_per_s"], 3)
+            if med["orion_drain_per_s"] == med["orion_drain_per_s"]
+            else None
+        ),
+        "ratio": round(med["ratio"], 3),
+        "p50_overhead_ms": ms(pooled_pct["orion_idle_p50"] - pooled_pct["ray_idle_p50"]),
+        "p99_overhead_ms": ms(pooled_pct["orion_idle_p99"] - pooled_pct["ray_idle_p99"]),
+        "samples": samples,
+        "ack_to_starting_p50_ms": ms(pooled_pct["admit_p50"]),
+        "ack_to_starting_p99_ms": ms(pooled_pct["admit_p99"]),
+        "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
+        "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"]),
+        "orion_idle_p50_ms": ms(pooled_pct["orion_idle_p50"]),
+    }
+    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

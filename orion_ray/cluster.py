@@ -352,6 +352,10 @@ def up(
                     config.orion.capacity.model_dump(mode="json"),
                     config.orion.worker_pools,
                     **api_store_options(config),
+                    observability={  # spans and log format (docs/tracing.md); no secret in them
+                        "tracing": config.orion.tracing.model_dump(mode="json"),
+                        "logging": config.orion.logging.model_dump(mode="json"),
+                    },
                     # the replica (pinned to the head) reads the token file there when this
                     # machine is the head, so the token is not in the app's arguments (Ray's KV,
                     # readable by workload code); only a head elsewhere gets the token itself

@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .config_original import has_original_blocks, translate_original
 from .errors import ConfigError
+from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
@@ -323,13 +324,6 @@ class PipelinesConfig(BaseModel):
     container_runtime: Union[bool, Literal["auto"]] = "auto"
 
 
-class LoggingConfig(BaseModel):
-    """How Orion's own processes log (the scheduler and autoscaler actors)."""
-
-    model_config = ConfigDict(extra="forbid")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-
-
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -346,11 +340,11 @@ class OrionSection(BaseModel):
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
+    # spans and log format of Orion's own processes (issue 18: docs/tracing.md)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    # carried from the original's cost_tracking and monitoring.traces_backend
-    # (config_original.py); the cost and tracing modules type these sections
+    # carried from the original's cost_tracking (config_original.py); the cost module types it
     cost: dict[str, Any] = Field(default_factory=dict)
-    tracing: dict[str, Any] = Field(default_factory=dict)
 
     _scaling = field_validator("autoscaling")(check_scaling)
 

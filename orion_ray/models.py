@@ -25,6 +25,7 @@ from .input_limits import (
     check_value,
 )
 from .status import Status
+from .tracing import trace_id, traceparent
 
 MAX_CPU_PER_BUNDLE = 4096
 MAX_GPU_PER_BUNDLE = 256
@@ -328,6 +329,9 @@ class Workload(BaseModel):
     result: Any = None
     error: Optional[str] = None
     reason: Optional[str] = None
+    # the W3C context it was submitted under: later spans (admission, placement, run), made in
+    # other processes or after a restart, join that trace (orion_ray/tracing.py)
+    traceparent: Optional[str] = None
 
     @property
     def priority(self) -> Priority:
@@ -358,6 +362,7 @@ class Workload(BaseModel):
             "reason": self.reason,
             "request_id": self.spec.metadata.request_id,
             "labels": self.spec.metadata.labels,
+            "trace_id": trace_id(self.traceparent),
         }
         if history is not None:
             out["history"] = history
@@ -382,4 +387,5 @@ def new_workload(spec: WorkloadSpec, tenant_id: str, now: float) -> Workload:
         submitted_at=now,
         updated_at=now,
         seq=2**62,
+        traceparent=traceparent(),  # the submitting span's (a pipeline node's), when tracing is on
     )

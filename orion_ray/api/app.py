@@ -30,6 +30,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimit, StrictJsonNumbers
 from .rate_limit import RateLimiter
 from .store_access import StoreAccess
+from .tracing_middleware import TracingMiddleware, annotate_request
 
 
 class SubmitAck(BaseModel):
@@ -122,6 +123,7 @@ def build_app(
     # added last: the outermost middleware, so 413s and unhandled 500s are counted too
     app.state.metrics = OrionMetrics(ray_mirror=True)
     app.add_middleware(ApiMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(TracingMiddleware)  # outermost: the request's server span (docs/tracing.md)
 
     def backend_or_none(request: Request):
         """The backend, made from the factory on first use (None when there is neither)."""
@@ -184,6 +186,7 @@ def build_app(
     ) -> Principal:
         """The caller, after its tenant's request rate (429 ``rate_limited`` when over it)."""
         p = (await current_keyring(request)).authenticate(authorization)
+        annotate_request(p.tenant_id or "admin")  # the request's span and log lines
         if p.tenant_id is not None:
             request.app.state.rate_limiter.check(p.tenant_id)
         return p

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import ray
@@ -228,6 +229,7 @@ def build_api_app(
     control_token: Optional[str] = None,
     control_token_home: Optional[str] = None,
     replicas: int = 1,
+    observability: Optional[dict] = None,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
@@ -238,7 +240,9 @@ def build_api_app(
     credential is ``control_token``, or read in the replica from ``control_token_home`` (the
     ORION_HOME holding ``orion up``'s token file, on the head): Serve keeps an application's
     arguments in Ray's internal KV, which workload code can read, so ``orion up`` passes the
-    directory, never the token. ``replicas`` is ``orion.api.replicas``."""
+    directory, never the token. ``replicas`` is ``orion.api.replicas``.
+    ``observability`` is ``{"tracing": orion.tracing, "logging": orion.logging}``, set up in
+    the replica (docs/tracing.md)."""
     from ..autoscaler.capacity_service import capacity_backend
 
     def token() -> Optional[str]:
@@ -282,5 +286,18 @@ def build_api_app(
     @serve.ingress(app)
     class OrionAPI:
         """The API replica; routes live on the FastAPI app."""
+
+        def __init__(self) -> None:
+            if observability:  # tracing and log format in the replica's own process
+                from ..log_format import setup_process
+                from ..observability_config import LoggingConfig, TracingConfig
+
+                setup_process(
+                    SimpleNamespace(
+                        tracing=TracingConfig.model_validate(observability.get("tracing") or {}),
+                        logging=LoggingConfig.model_validate(observability.get("logging") or {}),
+                    ),
+                    service="orion-api",
+                )
 
     return OrionAPI.options(num_replicas=replicas).bind()

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
+from .. import tracing
 from ..config import PolicyConfig
 from ..errors import NotFound
 from ..models import Workload, WorkloadSpec
@@ -119,15 +120,23 @@ class StoreAccess:
             by_admin=who == "admin",
             allowed_modules=allowed_modules(tenants.get(tenant_id)),
         )
-        w = new_workload(spec, tenant_id, self.clock())
         limit = policy.tenant_queue_limit(tenants.get(tenant_id), self.max_queue_size)
+        with tracing.span("orion.submit", tenant_id=tenant_id, workload_type=spec.workload_type) as span:
+            w = new_workload(spec, tenant_id, self.clock())  # keeps this span's traceparent
 
-        def write() -> Workload:
-            if self._writer is None:
-                self._writer = SQLiteStore(self.path, self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
-            return self._writer.submit(w, who=who, max_queue_size=self.max_queue_size, tenant_limit=limit)[0]
+            def write() -> Workload:
+                if self._writer is None:
+                    self._writer = SQLiteStore(
+                        self.path, self.synchronous, busy_timeout_ms=self.busy_timeout_ms
+                    )
+                return self._writer.submit(
+                    w, who=who, max_queue_size=self.max_queue_size, tenant_limit=limit
+                )[0]
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, write)
+            got = await asyncio.get_running_loop().run_in_executor(self._pool, write)
+            if span is not None:  # a repeated request_id answers the first workload
+                span.set_attribute("orion.workload_id", got.workload_id)
+            return got
 
     def ack(self, w: Workload) -> dict[str, Any]:
         """The acknowledgement from the store alone (no forecast: that is the scheduler's)."""

@@ -60,7 +60,8 @@ class AutoscalerActor:
         self._control_token = control_token  # for __ray_call__ (close_ray_call) and the scheduler
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
-        logging.getLogger().setLevel(self.config.orion.logging.level)  # orion.logging.level
+        if self.config.orion.logging.level:  # orion.logging.level
+            logging.getLogger().setLevel(self.config.orion.logging.level)
         section = self.config.orion
         store_cfg = section.store
         self.store = SQLiteStore(

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 from ..errors import OrionError
 from ..input_limits import cap_text
 from ..models import new_workload
-from . import engine, runs_store, snapshot
+from . import engine, run_spans, runs_store, snapshot
 from .artifacts import ArtifactUnavailable
 from .dataflow import DataFlow
 from .map_reconcile import MapWork
@@ -257,7 +257,8 @@ class PipelineController:
                 plan.changed.append(node)
                 again = True  # its downstream nodes are skipped by the next plan
                 continue
-            launches.append((node, new_workload(spec, run.tenant_id, now)))
+            with run_spans.within_node(run, node.node_id):  # its workload's spans nest in the node's
+                launches.append((node, new_workload(spec, run.tenant_id, now)))
         if plan.status is not None:
             run.status, run.error, run.finished_at = plan.status, plan.error, now
             self._shapes.pop(run.run_id, None)
@@ -278,6 +279,7 @@ class PipelineController:
             self._seen.pop(run.run_id, None)
             self.dirty.add(run.run_id)
             raise
+        run_spans.ended(run, plan.changed, now)  # stored: the spans of what ended now
         if run.terminal:
             self._nodes.pop(run.run_id, None)
             self._seen.pop(run.run_id, None)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import OrionError
 from ..models import Workload, new_workload
-from . import fanout, map_store, mapspec
+from . import fanout, map_store, mapspec, run_spans
 from .engine import Shape
 from .records import CANCELLED, FAILED, SUBMITTED, SUCCEEDED, NodeRun, PipelineRun
 from .workloads import node_spec
@@ -214,7 +214,8 @@ class MapWork:
                 plan.build_errors[it.idx] = exc.message
                 continue
             spec.metadata.request_id = item_request_id(run.submission_id, node.id, it.attempt, it.idx)
-            out[it.idx] = new_workload(spec, run.tenant_id, self.now)
+            with run_spans.within_node(run, node.id):  # the items' spans nest in the map node's
+                out[it.idx] = new_workload(spec, run.tenant_id, self.now)
         return out
 
     def _due(self, at: Optional[float]) -> None:

@@ -109,6 +109,8 @@ class PipelineRun:
     ) -> dict[str, Any]:
         """``GET /api/orch/status/{submission_id}``; ``tasks``: each node's task counters, summed
         into ``progress`` too (``progress.py``)."""
+        from .run_spans import trace_id as run_trace_id  # run_spans imports this module
+
         counts: dict[str, int] = {}
         for n in nodes:
             counts[n.status] = counts.get(n.status, 0) + 1
@@ -125,6 +127,7 @@ class PipelineRun:
             "finished_at": self.finished_at,
             "error": self.error,
             "retries": self.retries,
+            "trace_id": run_trace_id(self),  # None unless tracing is on (docs/tracing.md)
             "nodes": [n.public(tasks.get(n.node_id)) for n in nodes],
             "progress": {"total": len(nodes), **counts},
         }

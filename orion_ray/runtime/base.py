@@ -110,6 +110,7 @@ class Runtime(Protocol):
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
         allowed_modules: tuple[str, ...] = (),
+        traceparent: Optional[str] = None,
     ) -> str:
         """Start one attempt of a task inside the workload's group (a pinned one on its node, in
         worker processes shared only with the same ``tenant_id``'s pinned tasks)."""

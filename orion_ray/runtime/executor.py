@@ -66,6 +66,7 @@ class TaskExecutor:
         tenant_id: Optional[str] = None,
         allowed_modules: tuple[str, ...] = (),
         control_token: Optional[str] = None,
+        traceparent: Optional[str] = None,
     ) -> str:
         """Start one attempt in the workload's group ``pg_name``, or — ``node_id`` given, a pinned
         task — on that node with the bundle's resources and no group; idempotent per attempt."""
@@ -98,6 +99,8 @@ class TaskExecutor:
             # from the request: run_inference reads it)
             "ORION_TENANT_ID": tenant_id or "default",
         }
+        if traceparent:  # the run span's context: tenant code with its own tracing joins the trace
+            orion_env["TRACEPARENT"] = traceparent
         options = {"runtime_env": runtime_env} if runtime_env else {}
         remote_fn = self._run_callable.options(
             name=f"orion-{workload_id}-{attempt}",

@@ -243,6 +243,7 @@ class FakeRuntime:
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
         allowed_modules: tuple[str, ...] = (),
+        traceparent: Optional[str] = None,
     ) -> str:
         self.calls.append(("start_task", workload_id, attempt))
         key = f"{workload_id}:{attempt}"
@@ -259,6 +260,7 @@ class FakeRuntime:
                 "bundle": bundle,
                 "runtime_env": runtime_env,
                 "tenant_id": tenant_id,
+                "traceparent": traceparent,
                 "node_id": self.pinned[workload_id].node_id if workload_id in self.pinned else None,
             },
         )

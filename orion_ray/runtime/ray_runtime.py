@@ -371,6 +371,7 @@ class RayRuntime:
         max_log_bytes: int,
         tenant_id: Optional[str] = None,
         allowed_modules: tuple[str, ...] = (),
+        traceparent: Optional[str] = None,
     ) -> str:
         """Start one attempt of a task in the workload's group (through ``orion-executor``); a
         pinned one on its node, with its tenant's worker marker."""
@@ -389,6 +390,7 @@ class RayRuntime:
             node_id=pin.node_id if pin else None,
             tenant_id=tenant_id,
             allowed_modules=tuple(allowed_modules),
+            **({"traceparent": traceparent} if traceparent else {}),
             **credential(self.control_token),
         )
 
@@ -464,6 +466,8 @@ class RayRuntime:
         )
         env = dict(runtime_env or {})
         env["env_vars"] = {**(env.get("env_vars") or {}), "ORION_WORKLOAD_ID": workload_id}
+        if metadata.get("orion_traceparent"):  # the job's processes join the run's trace
+            env["env_vars"]["TRACEPARENT"] = metadata["orion_traceparent"]
 
         def submit():
             placement = job_driver_options(ray.cluster_resources())

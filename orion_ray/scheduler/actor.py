@@ -22,6 +22,7 @@ import ray
 
 from ..config import OrionConfig
 from ..control import CONTROL_PARAM, check
+from ..log_format import setup_process
 from ..metrics import OrionMetrics
 from ..names import NAMESPACE, SCHEDULER_NAME
 from ..runtime.ray_runtime import RayRuntime, close_ray_call, on_head_node
@@ -43,7 +44,7 @@ class SchedulerActor:
         self._control_token = control_token
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = OrionConfig.model_validate(config)
-        logging.getLogger().setLevel(self.config.orion.logging.level)  # orion.logging.level
+        setup_process(self.config.orion, service="orion-scheduler")  # spans, log format
         store_cfg = self.config.orion.store
         self.store = SQLiteStore(
             store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms

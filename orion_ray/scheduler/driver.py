@@ -16,6 +16,7 @@ from ..config import PolicyConfig, SchedulerConfig
 from ..errors import StoreUnavailable
 from ..inference_task import as_task
 from ..input_limits import cap_text, strict_json_problem
+from ..log_format import log_context
 from ..metrics import OrionMetrics
 from ..models import Workload
 from ..policy.live_placement import Held, placement_record
@@ -23,6 +24,7 @@ from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs, infrastructure_failure
 from ..status import Status
 from .transitions import WorkloadBook
+from .workload_spans import run_traceparent
 
 log = logging.getLogger("orion.scheduler")
 
@@ -87,7 +89,10 @@ class WorkloadDriver:
     # -- the drivers ------------------------------------------------------------------------------
     def start(self, w: Workload, pg: Any, *, adopt_running: bool = False) -> asyncio.Task:
         """Drive ``w`` in its group ``pg`` (``adopt_running``: its run is already under way)."""
-        task = self.tasks[w.workload_id] = asyncio.create_task(self.drive(w, pg, adopt_running=adopt_running))
+        with log_context(tenant_id=w.tenant_id, workload_id=w.workload_id):  # the task's log lines
+            task = self.tasks[w.workload_id] = asyncio.create_task(
+                self.drive(w, pg, adopt_running=adopt_running)
+            )
         return task
 
     def stop(self, workload_id: str) -> None:
@@ -166,6 +171,7 @@ class WorkloadDriver:
         spec = w.spec
         bundle = spec.gang()[0].ray_bundle()
         held = await self._realised(w, pg)
+        run_tp = run_traceparent(w)  # the run span's id, known before the run span is emitted
         if spec.runs_as_task:
             task = spec
             if spec.workload_type == "inference":  # the task that asks the served model
@@ -182,6 +188,7 @@ class WorkloadDriver:
                 max_log_bytes=self.config.max_log_bytes,
                 tenant_id=w.tenant_id,
                 allowed_modules=self.tenant_modules(w.tenant_id),
+                **({"traceparent": run_tp} if run_tp else {}),
             )
         else:
             metadata = {
@@ -189,6 +196,7 @@ class WorkloadDriver:
                 "orion_tenant": w.tenant_id,
                 "orion_tenant_id": w.tenant_id,
                 "orion_attempt": str(w.attempt),
+                **({"orion_traceparent": run_tp} if run_tp else {}),
             }
             await self.runtime.submit_job(
                 w.workload_id,

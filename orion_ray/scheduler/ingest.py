@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from .. import tracing
 from ..models import Workload
 from ..models import new_workload as new_workload  # where the other intakes have it
 from ..status import Status
@@ -101,20 +102,23 @@ def submit(s: "Scheduler", spec: dict[str, Any], tenant_id: str, who: Optional[s
     with the checks only the scheduler can make (deadline forecast, capacity back-pressure)
     inside it; then take the row in and answer the acknowledgement."""
     parsed = intake.parse(spec, tenant_id=tenant_id, sched=s, by_admin=who == "admin")
-    w = new_workload(parsed, tenant_id, s.clock())
+    with tracing.span("orion.submit", tenant_id=tenant_id, workload_type=parsed.workload_type):
+        w = new_workload(parsed, tenant_id, s.clock())  # keeps the submit span's traceparent
 
-    def scheduler_checks(w: Workload) -> None:
-        if parsed.deadline is not None and s.policy_config.refuse_infeasible_deadlines:
-            intake.refuse_if_deadline_unreachable(s, w)
-        capacity_signal.check_backpressure(s, w)  # 429 if policy says and its pool can't grow
+        def scheduler_checks(w: Workload) -> None:
+            if parsed.deadline is not None and s.policy_config.refuse_infeasible_deadlines:
+                intake.refuse_if_deadline_unreachable(s, w)
+            capacity_signal.check_backpressure(s, w)  # 429 if policy says and its pool can't grow
 
-    got, _created = s.store.submit(
-        w,
-        who=who or tenant_id,
-        max_queue_size=s.config.max_queue_size,
-        tenant_limit=s.policy_config.tenant_queue_limit(s.tenants.get(tenant_id), s.config.max_queue_size),
-        check=scheduler_checks,
-    )
+        got, _created = s.store.submit(
+            w,
+            who=who or tenant_id,
+            max_queue_size=s.config.max_queue_size,
+            tenant_limit=s.policy_config.tenant_queue_limit(
+                s.tenants.get(tenant_id), s.config.max_queue_size
+            ),
+            check=scheduler_checks,
+        )
     s.ingest.pull()
     return intake.ack(s, s.active.get(got.workload_id, got))
 

@@ -19,6 +19,7 @@ from ..models import Workload
 from ..policy import retry_delay
 from ..policy.live_placement import Held
 from ..status import Status, check_transition
+from . import workload_spans
 from .policy_bridge import RunTimes
 
 Shape = tuple  # (bundles, gpu types, strategy, hashable shape)
@@ -123,6 +124,16 @@ class WorkloadBook:
 
     def _apply(self, p: "Pending") -> None:
         w, status, now = p.w, p.status, p.at
+        wid = w.workload_id  # its spans are made from where it was and where it goes
+        workload_spans.transition(
+            w,
+            status,
+            now,
+            p.note,
+            p.fields,
+            waits=self.wait_reasons.get(wid),
+            victims=self.nominated.get(wid),
+        )
         for k, v in p.values().items():
             setattr(w, k, v)
         self.version += 1

@@ -28,6 +28,7 @@ STATE_FIELDS = (
     "result",
     "error",
     "reason",
+    "traceparent",
 )
 
 

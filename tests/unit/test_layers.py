@@ -40,6 +40,10 @@ MODEL = {
     "orion_ray.ray_env",  # the allowlist of Ray processes' environment: pure rules, read by config
     "orion_ray.trust",  # stdlib only: the worker imports it too
     "orion_ray.control",
+    "orion_ray.observability_config",  # orion.tracing / orion.logging (pydantic only)
+    # the OpenTelemetry API and W3C parsing only (the SDK is imported when tracing is turned on):
+    # a workload is made under the current span (models.new_workload)
+    "orion_ray.tracing",
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).
