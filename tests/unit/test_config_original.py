@@ -36,7 +36,7 @@ def test_the_original_file_loads_verbatim_and_each_setting_takes_effect():
     assert o.scheduler.max_queue_size == 50_000  # queue.max_queue_size: 429 beyond it
     assert o.store.retention.workloads_days == 7.0  # queue.message_retention
     assert o.logging.level == "WARNING"  # monitoring.log_level
-    assert o.tracing == {"enabled": True, "exporter": "otlp"}  # monitoring.traces_backend: jaeger
+    assert (o.tracing.enabled, o.tracing.exporter) == (True, "otlp")  # monitoring.traces_backend: jaeger
     assert o.cost == {
         "enabled": True,
         "granularity": "hourly",
