@@ -187,24 +187,16 @@ def test_a_file_without_original_blocks_is_untouched(tmp_path):
         load_config(str(path))
 
 
-def test_log_level_reaches_the_actors_logger(monkeypatch):
-    """The scheduler and autoscaler actors set the root logger from orion.logging.level."""
-    import inspect
+def test_log_level_reaches_the_actors_logger():
+    """The actors' process set-up (log_format.setup_process, used by the scheduler; the autoscaler
+    sets the same level) applies orion.logging.level to the root logger."""
+    from orion_ray.log_format import configure_logging
 
-    from orion_ray.autoscaler import actor as autoscaler_actor
-    from orion_ray.scheduler import actor as scheduler_actor
-
-    for module in (scheduler_actor, autoscaler_actor):
-        assert "setLevel(self.config.orion.logging.level)" in inspect.getsource(module)
-    root = logging.getLogger()
-    old = root.level
-    try:
-        root.setLevel(
-            OrionConfig.model_validate({"orion": {"logging": {"level": "ERROR"}}}).orion.logging.level
-        )
-        assert root.level == logging.ERROR
-    finally:
-        root.setLevel(old)
+    root = logging.getLogger("orion-test-level")
+    configure_logging(
+        OrionConfig.model_validate({"orion": {"logging": {"level": "ERROR"}}}).orion.logging, root=root
+    )
+    assert root.level == logging.ERROR
 
 
 def test_api_replicas_reach_the_serve_deployment():
