@@ -44,6 +44,7 @@ from .admin import AdminMixin
 from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .housekeeping import Housekeeping
+from .lease_host import DEFAULT_HOLDER, LeaseHost
 from .liveness import Liveness
 from .pipelines_host import PipelineHost
 from .recovery import recover
@@ -71,6 +72,9 @@ class Scheduler(AdminMixin):
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         retention: Optional[RetentionConfig] = None,
+        lease_holder: str = DEFAULT_HOLDER,
+        lease_ttl_s: float = 15.0,
+        on_lease_lost: Optional[Callable[[], None]] = None,
     ):
         self.store = store
         self.runtime = runtime
@@ -123,6 +127,11 @@ class Scheduler(AdminMixin):
         self.liveness = Liveness()  # recovery state and cycle age, for /health
         self.housekeeping = Housekeeping(store, clock, retention)  # file check, retention
         self.pipelines = PipelineHost(self)  # pipeline runs reconciled in this loop (issue 16)
+        # the single-writer lease: taken before recovery, renewed by the loop (lease_host.py)
+        self.lease = LeaseHost(
+            store, clock=clock, metrics=self.metrics, holder=lease_holder, ttl_s=lease_ttl_s, sleep=sleep
+        )
+        self.on_lease_lost = on_lease_lost  # the actor exits then, and Ray restarts it to wait
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -143,6 +152,7 @@ class Scheduler(AdminMixin):
         self._loop_task = asyncio.current_task()  # mark as starting (idempotent start)
         delay = 0.2
         self.liveness.recovering()
+        await self.lease.acquire()  # another scheduler's live lease: wait it out before acting
         while True:
             try:
                 await recover(
@@ -180,6 +190,15 @@ class Scheduler(AdminMixin):
             # returns once the loop has ended, so the caller may close the store after it
             await asyncio.wait([self._loop_task])
 
+    def _deposed(self) -> None:
+        """The lease is lost: stop acting at once. The drivers stop (the runs in Ray are left to
+        the holder, whose recovery adopts them); nothing more is written."""
+        self._stopping = True
+        self.driver.stop_all()
+        self.metrics.scheduler_up(False)
+        if self.on_lease_lost is not None:
+            self.on_lease_lost()
+
     def wake(self) -> None:
         """Run a cycle now rather than at the next tick (a submission should not wait)."""
         if self._wake is not None:
@@ -201,6 +220,9 @@ class Scheduler(AdminMixin):
                 except asyncio.TimeoutError:
                     woken = False
                 self._wake.clear()
+            if not self.lease.tick():
+                self._deposed()
+                return
             try:
                 self.housekeeping.tick()  # a deleted or replaced store file; retention
             except Exception:  # e.g. the store is locked: the next tick tries again
@@ -601,5 +623,6 @@ class Scheduler(AdminMixin):
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,
             "pipelines": self.pipelines.stats(),  # the pipeline controller's counters
+            "lease": self.lease.report(),  # the single-writer lease (docs/high-availability.md)
             **live,
         }

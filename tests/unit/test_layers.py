@@ -39,6 +39,7 @@ MODEL = {
     "orion_ray.ray_env",  # the allowlist of Ray processes' environment: pure rules, read by config
     "orion_ray.trust",  # stdlib only: the worker imports it too
     "orion_ray.control",
+    "orion_ray.ha_config",  # orion.ha (pydantic only), read by config
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).
