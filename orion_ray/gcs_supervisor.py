@@ -67,8 +67,8 @@ def process_name(pid: int) -> str:
         return ""
 
 
-def find_gcs(root: int) -> Optional[int]:
-    """The ``gcs_server`` among ``root``'s descendants (None if there is none)."""
+def find_process(root: int, name: str) -> Optional[int]:
+    """The first of ``root``'s descendants whose command name starts with ``name`` (None: none)."""
     todo, seen = [root], set()
     while todo:
         pid = todo.pop()
@@ -76,10 +76,15 @@ def find_gcs(root: int) -> Optional[int]:
             if child in seen:
                 continue
             seen.add(child)
-            if process_name(child) == GCS_NAME:
+            if process_name(child).startswith(name):
                 return child
             todo.append(child)
     return None
+
+
+def find_gcs(root: int) -> Optional[int]:
+    """The ``gcs_server`` among ``root``'s descendants (None if there is none)."""
+    return find_process(root, GCS_NAME)
 
 
 class GcsCommand:
