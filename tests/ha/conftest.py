@@ -77,6 +77,32 @@ def _stop_tree(pid: int) -> None:
             pass
 
 
+def _start_worker(home: Path, env: dict[str, str], ray_port: int, attempts: int = 3) -> subprocess.Popen:
+    """The worker node: `ray start --block` joining the head. Ray gives a raylet 30 s to register
+    (fixed in Ray's code); on a loaded machine that can run out, so a failed start is tried again."""
+    cmd = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", "--num-cpus=2", "--num-gpus=2"]
+    cmd += ['--resources={"ha_worker": 1}', "--block", "--disable-usage-stats"]
+    log = home / "worker.log"
+    for _ in range(attempts):
+        start = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            worker = subprocess.Popen(
+                cmd,
+                env=dict(env, PYTHONPATH=ROOT),  # the test's own node: its workers import benchmarks/
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.time() + 120
+        while time.time() < deadline and worker.poll() is None:
+            if b"Ray runtime started" in log.read_bytes()[start:]:
+                return worker
+            time.sleep(0.5)
+        _stop_tree(worker.pid)
+    raise AssertionError(f"the worker node did not start; see {log}")
+
+
 @pytest.fixture(scope="package")
 def ha_live(tmp_path_factory) -> Iterator[HaLive]:
     if shutil.which("redis-server") is None:
@@ -90,16 +116,7 @@ def ha_live(tmp_path_factory) -> Iterator[HaLive]:
     with orion_up(home, CONFIG, {}, num_cpus=2) as (creds, env, ports):
         state = json.loads((home / "cluster.json").read_text())
         assert state.get("gcs_ft") == "redis" and state.get("redis_pid")
-        worker_env = dict(env, PYTHONPATH=ROOT)  # the test's own node: its workers import benchmarks/
-        worker = subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ports['ray']}", "--num-cpus=2", "--num-gpus=2"]
-            + ['--resources={"ha_worker": 1}', "--block", "--disable-usage-stats"],
-            env=worker_env,
-            cwd=ROOT,
-            stdout=open(home / "worker.log", "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        worker = _start_worker(home, env, ports["ray"])
         try:
             yield HaLive(creds["url"], creds["api_key"], env, ports, home, int(state["pid"]), markers)
         finally:
