@@ -30,13 +30,16 @@ from typing import Any, Iterable, Optional
 
 import httpx
 
+from . import gcs_ha
 from .api.auth import hash_key, new_key
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .control import load_or_create_token, token_path
 from .credentials import read_credentials, write_credentials
+from .ha_config import HaConfig
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
 from .ray_env import ray_process_env
 from .store.files import open_private, private_dir, write_private
+from .store.lease import release_file as release_lease_file
 from .store.schema import check_file as check_store_file
 
 STATE_FILE = "cluster.json"
@@ -127,6 +130,7 @@ def start_local_head(
     *,
     pass_env: Iterable[str] = (),
     refused_env: Iterable[str] = (),
+    ha: Optional[HaConfig] = None,
 ) -> dict:
     """Start ``ray start --head --block`` in its own process group; return its state.
 
@@ -134,7 +138,8 @@ def start_local_head(
     dashboard on loopback, and an environment built from an allowlist (``ray_env.ray_process_env``): no
     tenant key (``refused_env`` names their variables), no ``ORION_API_KEY``, no cloud credential
     reaches the Ray processes, so none reaches tenants' code. ``pass_env`` adds names an operator
-    allowed (``orion.ray_pass_env``)."""
+    allowed (``orion.ray_pass_env``). ``ha`` with GCS fault tolerance: the head starts under
+    Orion's GCS supervisor, on Redis or RocksDB (``gcs_ha.py``)."""
     ensure_ray_token()
     if _port_open("127.0.0.1", ray_port):
         raise RuntimeError(
@@ -164,12 +169,30 @@ def start_local_head(
         cmd.append(f"--resources={json.dumps(resources)}")
     log_path = orion_home() / "ray-head.log"
     private_dir(log_path.parent)
+    plan = gcs_ha.prepare(ha, orion_home()) if ha is not None else None
+    if plan is not None:
+        cmd = plan.wrap(cmd)
     env = ray_process_env(
         os.environ,
-        settings={"RAY_AUTH_MODE": "token", "ORION_HOME": str(orion_home())},
+        settings={"RAY_AUTH_MODE": "token", "ORION_HOME": str(orion_home()), **(plan.env if plan else {})},
         extra_names=pass_env,
         refused=refused_env,
     )
+    try:
+        return {
+            **_start_head_process(cmd, env, log_path, ray_port, dashboard_port),
+            **(plan.state if plan else {}),
+        }
+    except BaseException:
+        if plan is not None:
+            gcs_ha.stop_local_redis(plan.state)
+        raise
+
+
+def _start_head_process(
+    cmd: list[str], env: dict, log_path: Path, ray_port: int, dashboard_port: int
+) -> dict:
+    """Run ``cmd`` in its own session, its output in ``log_path``; wait for the head's ports."""
     with open_private(log_path) as log_file:  # Ray's output may carry tenants' errors
         proc = subprocess.Popen(
             cmd,
@@ -284,6 +307,7 @@ def up(
                 resources,
                 pass_env=config.orion.ray_pass_env,
                 refused_env=[t.api_key_env for t in config.orion.tenants if t.api_key_env],
+                ha=config.orion.ha,
             )
             _write_state(state)
     else:
@@ -305,6 +329,7 @@ def up(
         )
         state["dashboard_url"] = dashboard_url
         state["config_path"] = str(Path(config_path).resolve()) if config_path else None
+        state["store_path"] = config.orion.store.path  # `orion down` ends the scheduler's lease there
         _write_state(state)
         api = config.orion.api
         url = f"http://{api.host}:{api.port}"
@@ -494,10 +519,17 @@ def down(say=print) -> bool:
     if state.get("started"):
         if _alive(state.get("pid")):
             _kill_group(state["pid"])
+        if gcs_ha.stop_local_redis(state):
+            say("stopped the local Redis of the GCS")
         say("stopped Orion and its local Ray head")
     else:
         _stop_orion_on(state["address"])
         say(f"stopped Orion on {state['address']} (the cluster itself keeps running)")
+    if state.get("store_path"):  # its holder is stopped: the next scheduler need not wait it out
+        try:
+            release_lease_file(state["store_path"])
+        except Exception as exc:  # a busy or missing store: the next one waits the lease out
+            say(f"note: the scheduler's lease was not released ({exc})")
     _state_path().unlink(missing_ok=True)
     return True
 

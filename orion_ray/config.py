@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 from .config_original import has_original_blocks, translate_original
 from .errors import ConfigError
 from .observability_config import LoggingConfig, TracingConfig
+from .ha_config import HaConfig
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
@@ -337,6 +338,8 @@ class OrionSection(BaseModel):
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     # pipelines' artifact store and container runtime (issue 16: docs/pipelines-data.md)
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
+    # GCS fault tolerance of the local head and the scheduler's lease (docs/high-availability.md)
+    ha: HaConfig = Field(default_factory=HaConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)

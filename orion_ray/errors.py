@@ -114,6 +114,14 @@ class StoreUnavailable(OrionError):
         super().__init__(message, details, retry_after)
 
 
+class LeaseLost(StoreUnavailable):
+    """A write of a scheduler that no longer holds the single-writer lease: the store has a newer
+    fencing token (another scheduler took over). Nothing was committed; this scheduler stops
+    acting (docs/high-availability.md)."""
+
+    code = "lease_lost"
+
+
 class InvalidTransition(OrionError):
     """A status change the transition table forbids: a bug in Orion, never user input."""
 

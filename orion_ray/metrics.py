@@ -202,6 +202,12 @@ METRICS: tuple[MetricSpec, ...] = (
         "Pipeline node attempts retried, by the failure's kind (user or system).",
         ("kind",),
     ),
+    # the single-writer lease (docs/high-availability.md; scheduler/lease_host.py)
+    MetricSpec("gauge", "orion_scheduler_lease_held", "1 while this scheduler holds the writer lease."),
+    MetricSpec("gauge", "orion_scheduler_lease_token", "The fencing token of this scheduler's lease."),
+    MetricSpec(
+        "counter", "orion_scheduler_lease_lost", "Times this scheduler lost its lease and stopped acting."
+    ),
     MetricSpec(
         "histogram",
         "orion_api_request_seconds",
@@ -271,6 +277,13 @@ class OrionMetrics:
     def scheduler_up(self, up: bool) -> None:
         """Whether the scheduler's loop is running (``orion_scheduler_up`` 1 or 0)."""
         self._set("orion_scheduler_up", 1.0 if up else 0.0, ())
+
+    def lease(self, held: bool, token: int, *, lost: bool = False) -> None:
+        """The scheduler's lease: held or not, its fencing token, and a loss (counted)."""
+        self._set("orion_scheduler_lease_held", 1.0 if held else 0.0, ())
+        self._set("orion_scheduler_lease_token", float(token), ())
+        if lost:
+            self._inc("orion_scheduler_lease_lost", 1, ())
 
     def placement_ready(self, seconds: float) -> None:
         """A placement group became ready ``seconds`` after it was requested."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable, Optional
 
 import ray
@@ -57,6 +58,10 @@ class SchedulerActor:
             self.config.orion.policy,
             metrics=OrionMetrics(ray_mirror=True),
             retention=store_cfg.retention,
+            # the actor id survives Ray's restarts of this actor and no other actor has it
+            lease_holder=f"actor:{ray.get_runtime_context().get_actor_id()}",
+            lease_ttl_s=self.config.orion.ha.lease_ttl_s,
+            on_lease_lost=_exit_for_restart,
         )
         self.scheduler.pipelines.configure(self.config.orion.pipelines)  # artifact store, containers
         self._start_lock: Optional[asyncio.Lock] = None
@@ -81,6 +86,13 @@ class SchedulerActor:
         """Stop the loop and the drivers (no start first: stopping must not recover)."""
         check(getattr(self, "_control_token", None), control_token, "shutdown")
         await self.scheduler.stop()
+
+
+def _exit_for_restart() -> None:
+    """The lease was lost: leave the process (after the log line is out), so Ray restarts the
+    actor and its fresh incarnation waits for the lease before recovering from the store."""
+    logging.getLogger("orion.scheduler").error("exiting: Ray restarts this actor, which waits for the lease")
+    asyncio.get_running_loop().call_later(0.5, os._exit, 1)
 
 
 def _forwarder(name: str, waits_for_start: bool) -> Callable[..., Any]:

@@ -45,6 +45,7 @@ from .config_apply import ConfigApplyMixin
 from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .housekeeping import Housekeeping
+from .lease_host import DEFAULT_HOLDER, LeaseHost
 from .liveness import Liveness
 from .pipelines_host import PipelineHost
 from .recovery import recover
@@ -72,6 +73,9 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         retention: Optional[RetentionConfig] = None,
+        lease_holder: str = DEFAULT_HOLDER,
+        lease_ttl_s: float = 15.0,
+        on_lease_lost: Optional[Callable[[], None]] = None,
     ):
         self.store = store
         self.runtime = runtime
@@ -124,6 +128,11 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
         self.liveness = Liveness()  # recovery state and cycle age, for /health
         self.housekeeping = Housekeeping(store, clock, retention)  # file check, retention
         self.pipelines = PipelineHost(self)  # pipeline runs reconciled in this loop (issue 16)
+        # the single-writer lease: taken before recovery, renewed by the loop (lease_host.py)
+        self.lease = LeaseHost(
+            store, clock=clock, metrics=self.metrics, holder=lease_holder, ttl_s=lease_ttl_s, sleep=sleep
+        )
+        self.on_lease_lost = on_lease_lost  # the actor exits then, and Ray restarts it to wait
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -144,6 +153,7 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
         self._loop_task = asyncio.current_task()  # mark as starting (idempotent start)
         delay = 0.2
         self.liveness.recovering()
+        await self.lease.acquire()  # another scheduler's live lease: wait it out before acting
         while True:
             try:
                 await recover(
@@ -181,6 +191,15 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             # returns once the loop has ended, so the caller may close the store after it
             await asyncio.wait([self._loop_task])
 
+    def _deposed(self) -> None:
+        """The lease is lost: stop acting at once. The drivers stop (the runs in Ray are left to
+        the holder, whose recovery adopts them); nothing more is written."""
+        self._stopping = True
+        self.driver.stop_all()
+        self.metrics.scheduler_up(False)
+        if self.on_lease_lost is not None:
+            self.on_lease_lost()
+
     def wake(self) -> None:
         """Run a cycle now rather than at the next tick (a submission should not wait)."""
         if self._wake is not None:
@@ -202,6 +221,9 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
                 except asyncio.TimeoutError:
                     woken = False
                 self._wake.clear()
+            if not self.lease.tick():
+                self._deposed()
+                return
             try:
                 self.housekeeping.tick()  # a deleted or replaced store file; retention
             except Exception:  # e.g. the store is locked: the next tick tries again
@@ -602,5 +624,6 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             "cycles": self.cycles,
             "last_cycle": self.last_cycle,
             "pipelines": self.pipelines.stats(),  # the pipeline controller's counters
+            "lease": self.lease.report(),  # the single-writer lease (docs/high-availability.md)
             **live,
         }

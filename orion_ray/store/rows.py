@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from typing import Any, Optional
 
 from ..input_limits import strict_json_problem
 from ..models import Workload, WorkloadSpec
@@ -37,9 +38,11 @@ class Transaction:
     file is checked to be the one the connection opened (a commit into a deleted or replaced
     file would be acknowledged and lost), and SQLite's faults leave as ``StoreUnavailable``."""
 
-    def __init__(self, db: sqlite3.Connection, identity: FileIdentity):
+    def __init__(self, db: sqlite3.Connection, identity: FileIdentity, fence: Optional[Any] = None):
         self.db = db
         self.identity = identity
+        # a single writer's fencing check (``store/lease.Fence``), run under the write lock
+        self.fence = fence
 
     def __enter__(self) -> None:
         self.identity.check()  # before anything is read for the write (a submission's checks)
@@ -49,6 +52,12 @@ class Transaction:
             if is_fault(exc):
                 raise unavailable(exc) from exc
             raise
+        if self.fence is not None:
+            try:
+                self.fence.check(self.db)
+            except BaseException:
+                self._rollback()
+                raise
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:

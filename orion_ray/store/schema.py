@@ -406,6 +406,24 @@ def _v8(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+SCHEMA_9 = """
+CREATE TABLE IF NOT EXISTS leases (
+    name         TEXT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    token        INTEGER NOT NULL,
+    expires_at   REAL NOT NULL,
+    acquired_at  REAL NOT NULL
+);
+"""
+
+
+def _v9(db: sqlite3.Connection) -> None:
+    """Single-writer leases (docs/high-availability.md): one row per lease, its holder, fencing
+    token and expiry; the scheduler's writes are refused once a newer token is stored."""
+    for stmt in split_statements(SCHEMA_9):
+        db.execute(stmt)
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -418,6 +436,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (6, "pipeline schedules, event triggers and events", _v6),
     (7, "pipeline failure counts and run retries", _v7),
     (8, "global quota ledger, regions and assignments", _v8),
+    (9, "single-writer leases (the scheduler's fencing token)", _v9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import Conflict, QueueFull
 from ..models import Workload, iso
@@ -50,6 +50,8 @@ class SQLiteStore:
         # with a short one and treat "locked" as a 503 / a retry on a later tick.
         busy = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
         self.quarantined: dict[str, str] = {}  # workload id → why its row cannot be read
+        # a single writer's fence (``store/lease.Fence``): set, every write checks its token first
+        self.fence: Optional[Any] = None
         if read_only:
             uri = "file:" + str(Path(path).expanduser()) + "?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -576,6 +578,10 @@ class SQLiteStore:
 
     # -- internals ---------------------------------------------------------------------------
     def _tx(self) -> "Transaction":
+        return Transaction(self._db, self._identity, self.fence)
+
+    def _raw_tx(self) -> "Transaction":
+        """A write transaction without the fence: the lease's own writes (``store/lease.py``)."""
         return Transaction(self._db, self._identity)
 
     def _add_transition(self, workload: Workload, status: str, at: float, reason: str) -> None:

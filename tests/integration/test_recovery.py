@@ -9,6 +9,8 @@ import sqlite3
 import pytest
 import ray
 
+from orion_ray.store.lease import release_file as release_lease_file
+
 from .conftest import start_orion, stop_orion, wait_for
 
 pytestmark = pytest.mark.integration
@@ -143,6 +145,7 @@ def test_full_restart_keeps_every_workload(ray_cluster, tmp_path):
         for name in ("orion-scheduler", "orion-executor"):
             ray.kill(ray.get_actor(name, namespace="orion"), no_restart=True)
         wait_for(lambda: not _exists("orion-scheduler"), 30, 0.2, "the scheduler to go")
+        release_lease_file(store)  # as `orion down` does: the next scheduler need not wait it out
         second = start_orion(ray_cluster, store)
         # the run died with the executor: requeued as attempt 2 and running again
         w = wait_for(

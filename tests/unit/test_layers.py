@@ -44,6 +44,7 @@ MODEL = {
     # the OpenTelemetry API and W3C parsing only (the SDK is imported when tracing is turned on):
     # a workload is made under the current span (models.new_workload)
     "orion_ray.tracing",
+    "orion_ray.ha_config",  # orion.ha (pydantic only), read by config
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).

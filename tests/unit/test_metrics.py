@@ -274,6 +274,7 @@ def _every_method(m: OrionMetrics) -> None:
         retries={"user": 1, "system": 2},
         durations=[("succeeded", 1.5)],
     )
+    m.lease(True, 3, lost=True)
 
 
 def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):
