@@ -18,8 +18,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .config_original import has_original_blocks, translate_original
 from .errors import ConfigError
-from .observability_config import LoggingConfig, TracingConfig
 from .ha_config import HaConfig
+from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
