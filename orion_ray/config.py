@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from .backup.config import BackupConfig
 from .errors import ConfigError
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
@@ -333,6 +334,8 @@ class OrionSection(BaseModel):
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     # pipelines' artifact store and container runtime (issue 16: docs/pipelines-data.md)
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
+    # snapshots, retention and the continuous replica (issue 18: docs/backups.md)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
