@@ -130,3 +130,36 @@ def problems(
             if got != want:
                 out.append(f"table {table}: {got} rows, the manifest says {want}")
     return out
+
+
+def name_time(name: str) -> Optional[float]:
+    """When the snapshot ``name`` was taken (from its name; None for a name that is not one)."""
+    m = NAME.match(name)
+    if m is None:
+        return None
+    t = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return t.timestamp() + int(m.group(2) or 0) / 1000
+
+
+def next_due(newest: Optional[float], interval_s: float, now: float) -> float:
+    """When the next scheduled snapshot is due: ``interval_s`` after the newest one, whoever took
+    it (so a restarted loop neither resets the period nor takes a burst), at once when there is
+    none, and never later than ``interval_s`` from now (a clock stepped back)."""
+    if newest is None:
+        return now
+    return min(newest + interval_s, now + interval_s)
+
+
+def metrics_text(newest: Optional[float], now: float) -> str:
+    """``orion_backup_last_success_timestamp`` and ``orion_backup_age_seconds`` as Prometheus
+    text (no sample when no snapshot exists yet: an alert on ``absent()`` catches that)."""
+    lines = [
+        "# HELP orion_backup_last_success_timestamp When the newest snapshot was taken (epoch seconds).",
+        "# TYPE orion_backup_last_success_timestamp gauge",
+        "# HELP orion_backup_age_seconds How old the newest snapshot is.",
+        "# TYPE orion_backup_age_seconds gauge",
+    ]
+    if newest is not None:
+        lines.insert(2, f"orion_backup_last_success_timestamp {newest:.3f}")
+        lines.append(f"orion_backup_age_seconds {max(0.0, now - newest):.3f}")
+    return "\n".join(lines) + "\n"
