@@ -61,7 +61,7 @@ class BackupLoop:
             return min(interval, RETRY_S)
         self.last_success, self.last_error = now, None
         self.taken += 1
-        return interval
+        return max(0.0, now + interval - self.clock())  # the period counts from the start
 
     def status(self) -> dict[str, Any]:
         newest = self.newest()

@@ -186,8 +186,12 @@ class SqliteBackup:
     # -- install -------------------------------------------------------------------------------
     def install(self, verified: Path, *, now: float) -> dict[str, Any]:
         """See ``StoreBackup.install``."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
         aside = self.path.with_name(f"{self.path.name}.before-restore-{stamp}")
+        n = 1
+        while aside.exists():  # two restores in one millisecond: never overwrite a kept store
+            aside = self.path.with_name(f"{self.path.name}.before-restore-{stamp}-{n}")
+            n += 1
         kept = None
         if self.path.exists():
             self._checkpoint()

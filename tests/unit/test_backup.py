@@ -272,3 +272,15 @@ def test_a_restore_is_refused_while_orion_runs_or_unconfirmed(cfg, store):
 def test_in_use_finds_nobody_for_a_closed_store(cfg, store):
     store.close()
     assert SqliteBackup(cfg.orion.store.resolved_path()).in_use() == []
+
+
+def test_two_restores_at_once_keep_both_previous_stores(cfg, store):
+    fill(store, 3)
+    snap = take_backup(cfg)["name"]
+    store.close()
+    first = restore(snap, cfg, now=1_800_000_000.0, **YES)
+    second = restore(snap, cfg, now=1_800_000_000.0, **YES)
+    assert first["previous"] != second["previous"]
+    import os
+
+    assert os.path.exists(first["previous"]) and os.path.exists(second["previous"])
