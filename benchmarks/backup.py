@@ -11,7 +11,9 @@ No Ray: the store is the point. A submission is acknowledged when ``SQLiteStore.
   (it is the interval, by construction: this measures that nothing else adds to it).
 * rpo_replica_s: Litestream replicates the same store (``--sync-interval``); for ``--samples``
   acknowledged submissions, the time from the ack to the first ``litestream restore`` (started
-  after the ack) whose database holds it; median (and max).
+  after the ack) whose database holds it; median (and max). An upper bound: the probe restores
+  back to back, so it adds up to one restore's duration.
+* snapshot_s: one snapshot of the store (copy, count, gzip, sha256), median of 3.
 * restore_s: ``orion restore`` of the newest snapshot (verify: sha256, integrity_check, schema,
   row counts; then the swap), and the replica's restore, median of 3 each.
 
@@ -35,7 +37,7 @@ from pathlib import Path
 from orion_ray.backup.actor import BackupLoop
 from orion_ray.backup.manifest import Manifest
 from orion_ray.backup.replica import litestream_bin, restore_from_replica, start, stop, write_config
-from orion_ray.backup.service import restore
+from orion_ray.backup.service import restore, take_backup
 from orion_ray.backup.targets import LocalTarget, manifest_name, snapshots
 from orion_ray.config import OrionConfig
 from orion_ray.models import Workload, WorkloadSpec
@@ -190,6 +192,11 @@ def main() -> None:
     finally:
         stop(pid)
     store.close()
+    snap_times = []
+    for _ in range(3):  # the store at rest, as big as it got: one snapshot's wall time
+        t0 = time.perf_counter()
+        take_backup(cfg, keep=1000)
+        snap_times.append(time.perf_counter() - t0)
     newest = snapshots(LocalTarget(str(root / "backups")))[-1]
     manifest = Manifest.from_json(LocalTarget(str(root / "backups")).read_text(manifest_name(newest)))
     restore_times, replica_times = [], []
@@ -210,6 +217,7 @@ def main() -> None:
         "rpo_replica_s": round(statistics.median(rep), 3),
         "rpo_replica_max_s": round(max(rep), 3),
         "replica_sync_interval_s": a.sync_interval,
+        "snapshot_s": round(statistics.median(snap_times), 3),
         "restore_s": round(statistics.median(restore_times), 3),
         "restore_replica_s": round(statistics.median(replica_times), 3),
         "workloads": manifest.tables.get("workloads"),
