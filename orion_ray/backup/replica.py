@@ -145,6 +145,7 @@ def restore_from_replica(
                 f"litestream could not restore from {replica.url}: {(p.stderr or p.stdout).strip()[-400:]}",
                 [{"field": "backup.replica.url", "problem": "restore failed"}],
             )
+        os.chmod(out, 0o600)  # Litestream writes it with its own mode; the store is private
         found = backup.check_database(out, None, db_sha256=None)  # type: ignore[attr-defined]
         if found:
             why = [{"field": "replica", "problem": f} for f in found]

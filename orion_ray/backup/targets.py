@@ -55,10 +55,12 @@ class LocalTarget:
     def put(self, local: Path, name: str) -> None:
         private_dir(self.root)
         part = self.root / f".{name}.part"
-        shutil.copyfile(local, part)
-        os.chmod(part, PRIVATE_FILE)
-        with open(part, "rb") as f:
-            os.fsync(f.fileno())
+        # created 0600 before a byte is written: a snapshot holds every tenant's data
+        fd = os.open(part, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(part, self.root / name)
 
     def get(self, name: str, local: Path) -> None:
