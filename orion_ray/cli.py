@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.schedule_cli import add_commands as add_schedule_commands  # schedule|trigger|event
 
     add_schedule_commands(sub, out)
-    from .backup.cli import add_commands as add_backup_commands  # backup, backups, restore
+    from .backup_cli import add_commands as add_backup_commands  # backup, backups, restore
 
     add_backup_commands(sub, out)
     return p

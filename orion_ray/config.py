@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from .backup.config import BackupConfig
+from .backup_config import BackupConfig
 from .errors import ConfigError
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools

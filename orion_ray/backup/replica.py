@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..backup_config import ReplicaConfig
 from ..config import OrionConfig, orion_home
 from ..store.files import open_private, private_dir, write_private
 from .base import RestoreRefused, SnapshotRejected, backup_for
-from .config import ReplicaConfig
 from .service import refuse_if_running
 
 CONFIG_FILE = "litestream.yml"

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..backup_config import BackupConfig
 from ..config import OrionConfig, orion_home
 from .base import RestoreRefused, SnapshotRejected, StoreBackup, backup_for
-from .config import BackupConfig
 from .manifest import Manifest, snapshot_name, to_prune
 from .targets import (
     LocalTarget,

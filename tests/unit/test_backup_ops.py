@@ -16,7 +16,6 @@ from orion_ray.api.app import build_app
 from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.backup.actor import RETRY_S, BackupLoop
 from orion_ray.backup.base import RestoreRefused, SnapshotRejected
-from orion_ray.backup.config import BackupConfig, parse_duration
 from orion_ray.backup.manifest import (
     Manifest,
     metrics_text,
@@ -26,6 +25,7 @@ from orion_ray.backup.manifest import (
     to_prune,
 )
 from orion_ray.backup.service import list_backups, restore, take_backup
+from orion_ray.backup_config import BackupConfig, parse_duration
 from orion_ray.config import OrionConfig
 from orion_ray.errors import ConfigError
 from orion_ray.store import SQLiteStore

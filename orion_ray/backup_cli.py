@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 
 
 def _config(path: Optional[str]):
-    from ..cluster import config_path_in_use
-    from ..config import load_config
+    from .cluster import config_path_in_use
+    from .config import load_config
 
     return load_config(path or config_path_in_use())
 
@@ -22,7 +22,7 @@ def _config(path: Optional[str]):
 def orion_running() -> Optional[str]:
     """Why Orion counts as running on this machine (None: it does not): the Ray head ``orion
     up`` started is alive, or Litestream is streaming the store."""
-    from ..cluster import _alive, _read_state
+    from .cluster import _alive, _read_state
 
     state = _read_state()
     if state.get("started") and _alive(state.get("pid")):
@@ -41,14 +41,14 @@ def _show(obj: Any, output: str) -> None:
 
 
 def cmd_backup(a) -> int:
-    from .service import take_backup
+    from .backup.service import take_backup
 
     _show(take_backup(_config(a.config), to=a.to), a.output)
     return 0
 
 
 def cmd_backups(a) -> int:
-    from .service import list_backups
+    from .backup.service import list_backups
 
     got = list_backups(_config(a.config), at=a.at)
     if a.output == "json":
@@ -78,13 +78,13 @@ def _confirm(yes: bool) -> Callable[[str], bool]:
 def cmd_restore(a) -> int:
     cfg = _config(a.config)
     if a.from_replica:
-        from .replica import restore_from_replica
+        from .backup.replica import restore_from_replica
 
         got = restore_from_replica(cfg, running=orion_running, confirm=_confirm(a.yes))
     else:
         if not a.snapshot:
             raise SystemExit("give a SNAPSHOT (a name from `orion backups`, or a file), or --from-replica")
-        from .service import restore
+        from .backup.service import restore
 
         got = restore(a.snapshot, cfg, source=a.source, running=orion_running, confirm=_confirm(a.yes))
     _show(got, a.output)

@@ -1,4 +1,4 @@
-"""``orion.backup``: scheduled snapshots with retention, and an optional continuous replica.
+"""``orion.backup`` (docs/backups.md): scheduled snapshots with retention, an optional replica.
 
 A model-layer module (pydantic only), so ``config.py`` and every layer can import it.
 """
