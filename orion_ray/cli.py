@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .alerting.cli import add_commands as add_alert_commands  # alerts rules|render|secrets
 
     add_alert_commands(sub)
+    from .backup_cli import add_commands as add_backup_commands  # backup, backups, restore
+
+    add_backup_commands(sub, out)
     return p
 
 

@@ -32,6 +32,7 @@ import httpx
 
 from . import gcs_ha
 from .api.auth import hash_key, new_key
+from .backup.actor_name import BACKUP_NAME
 from .config import OrionConfig, orion_home, tenant_key_hashes
 from .control import load_or_create_token, token_path
 from .credentials import read_credentials, write_credentials
@@ -395,8 +396,16 @@ def up(
                 blocking=False,
             )
         _wait_healthy(url, wait_s)
+        if config.orion.backup.enabled:  # scheduled snapshots (docs/backups.md)
+            from .backup.actor import deploy_backup
+
+            ray.get(deploy_backup(config).ensure_started.remote(), timeout=wait_s)
     finally:
         ray.shutdown()
+    from .backup import replica  # the continuous replica runs beside Ray, by its own pid
+
+    replica.on_up(config, state, _alive, say)
+    _write_state(state)
     info = {
         "api_url": url,
         "dashboard_url": dashboard_url,
@@ -479,6 +488,8 @@ def _driver_on_head() -> bool:
 
 def api_store_options(config: OrionConfig) -> dict[str, Any]:
     """What the API replica needs to read and write the store itself (the path resolved)."""
+    from .backup.service import default_dir
+
     return {
         "store": config.orion.store.model_dump(mode="json"),
         "max_queue_size": config.orion.scheduler.max_queue_size,
@@ -486,6 +497,8 @@ def api_store_options(config: OrionConfig) -> dict[str, Any]:
         "actor_timeout_s": config.orion.api.actor_timeout_s,
         "rate_limit": config.orion.api.rate_limit.model_dump(mode="json"),
         "replicas": config.orion.api.replicas,
+        # the directory resolved here, like the store's path (the replica's ORION_HOME may differ)
+        "backup": {**config.orion.backup.model_dump(mode="json"), "dir": default_dir(config.orion.backup)},
     }
 
 
@@ -516,6 +529,9 @@ def down(say=print) -> bool:
         say("Orion is not running (no state in %s)" % _state_path())
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from .backup import replica
+
+    replica.on_down(state, _alive)  # first: it syncs what it has while the store is still written
     if state.get("started"):
         if _alive(state.get("pid")):
             _kill_group(state["pid"])
@@ -559,7 +575,7 @@ def _stop_orion_on(address: str) -> None:
             RayKv().clear()  # a later `orion up` on this cluster starts with no deployments
         except Exception:  # best effort, like the deletes above
             pass
-        for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, SERVING_NAME):
+        for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, SERVING_NAME, BACKUP_NAME):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
             except ValueError:

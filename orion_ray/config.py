@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from .config_original import has_original_blocks, translate_original
+from .backup_config import BackupConfig
 from .errors import ConfigError
 from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
@@ -340,6 +341,8 @@ class OrionSection(BaseModel):
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
     # GCS fault tolerance of the local head and the scheduler's lease (docs/high-availability.md)
     ha: HaConfig = Field(default_factory=HaConfig)
+    # snapshots, retention and the continuous replica (issue 18: docs/backups.md)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)

@@ -345,6 +345,10 @@ def build_app(
 
     install_config_apply(app, admin, backend_of)
 
+    from .backups import install_backups  # /admin/v1/backups (issue 18: docs/backups.md)
+
+    install_backups(app, admin)
+
     if capacity_backend is not None:
         from .capacity import install_capacity
 
@@ -360,6 +364,9 @@ def build_app(
                 texts.append(await b.metrics_text())
             except Exception:  # scheduler unreachable: orion_scheduler_up stays 0, which alerts
                 pass
+        extra = getattr(request.app.state, "metrics_extra", None)  # the backups' age
+        if extra is not None:
+            texts.append(extra())
         return PlainTextResponse(merge_exposition(*texts), media_type=CONTENT_TYPE)
 
     @app.get(

@@ -230,6 +230,7 @@ def build_api_app(
     control_token_home: Optional[str] = None,
     replicas: int = 1,
     observability: Optional[dict] = None,
+    backup: Optional[dict] = None,
 ):
     """The bound Serve application (deploy with ``serve.run(..., name=APP_NAME)``);
     ``capacity`` is ``orion.capacity`` (``provider: ec2`` mounts the capacity routes).
@@ -275,6 +276,10 @@ def build_api_app(
         rate_limit=RateLimit.model_validate(rate_limit or {}),
     )
     app.state.control_token = token  # the serving manager's client takes it from here
+    if backup is not None and factory is not None:  # /admin/v1/backups: the store file is here
+        from ..config import OrionConfig
+
+        app.state.backup_config = OrionConfig.model_validate({"orion": {"store": store, "backup": backup}})
     if extra_routes is not None:
         extra_routes(app)
     options: dict[str, Any] = {"num_cpus": 0}

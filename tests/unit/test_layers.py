@@ -27,6 +27,7 @@ TOPS = ("orion_ray", "serve_apps")
 # The model layer: shared types and their parsing, nothing above them.
 MODEL = {
     "orion_ray.models",
+    "orion_ray.backup_config",
     "orion_ray.errors",
     "orion_ray.status",
     "orion_ray.config",
