@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from .config_original import has_original_blocks, translate_original
 from .backup_config import BackupConfig
+from .config_original import has_original_blocks, translate_original
 from .errors import ConfigError
 from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
