@@ -128,6 +128,22 @@ def _reap() -> None:
             return
 
 
+def _kill_descendants(root: int) -> None:
+    """SIGKILL every process below ``root`` (a failed start's leftovers), then reap them."""
+    todo, found = [root], []
+    while todo:
+        for child in children_of(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.1)
+    _reap()
+
+
 def supervise(ray_start: list[str], interval_s: float) -> int:
     """Run ``ray_start`` (a ``ray start --head`` without ``--block``), then keep its GCS running."""
     stopping = False
@@ -143,6 +159,7 @@ def supervise(ray_start: list[str], interval_s: float) -> int:
     rc = subprocess.call(ray_start, stdin=subprocess.DEVNULL)
     if rc != 0:
         log.error("`ray start` exited with %s", rc)
+        _kill_descendants(os.getpid())  # what it left (adopted by this subreaper) goes with it
         return rc
     me = os.getpid()
     gcs = find_gcs(me)

@@ -164,7 +164,9 @@ def test_the_supervisor_restarts_a_killed_gcs_with_its_command_and_stops_on_sigt
 
 def test_the_supervisor_reports_a_failed_ray_start(tmp_path):
     failing = tmp_path / "ray-start"
-    failing.write_text("#!/bin/sh\nexit 3\n")
+    left = tmp_path / "left-behind"
+    left.symlink_to("/bin/sleep")
+    failing.write_text(f"#!/bin/sh\n{left} 300 &\necho $! > {tmp_path / 'pid'}\nexit 3\n")
     failing.chmod(0o755)
     p = subprocess.run(
         [sys.executable, "-m", "orion_ray.gcs_supervisor", "--", str(failing)],
@@ -173,6 +175,15 @@ def test_the_supervisor_reports_a_failed_ray_start(tmp_path):
         timeout=30,
     )
     assert p.returncode == 3 and "exited with 3" in p.stderr
+    orphan = int((tmp_path / "pid").read_text())
+    assert _wait(lambda: not Path(f"/proc/{orphan}").exists() or _zombie(orphan))  # not left running
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_find_process_finds_nothing_below_a_childless_process():
