@@ -84,6 +84,11 @@ class RetentionConfig(BaseModel):
 
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # sqlite: the embedded file on the head; postgres: a server that outlives the head
+    # (docs/store-postgres.md), named by dsn, dsn_file or ORION_STORE_DSN (never logged)
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: Optional[str] = Field(None, repr=False)
+    dsn_file: Optional[str] = None
     path: Optional[str] = None  # default: <orion home>/orion.db
     # NORMAL in WAL mode survives any process crash (SIGKILL included); FULL also survives power loss.
     synchronous: str = Field("normal", pattern="^(normal|full)$")
@@ -96,6 +101,13 @@ class StoreConfig(BaseModel):
 
     def resolved_path(self) -> str:
         return str(Path(self.path).expanduser()) if self.path else str(orion_home() / "orion.db")
+
+    def resolved_dsn(self) -> str:
+        """The PostgreSQL DSN: ``dsn``, else the first line of ``dsn_file``, else the environment's
+        ``ORION_STORE_DSN``; ``ValueError`` (naming where it looked, never a value) if none."""
+        from .store.open import resolve_dsn
+
+        return resolve_dsn(self)
 
 
 class SchedulerConfig(BaseModel):

@@ -9,6 +9,9 @@ import pytest
 from orion_ray.models import Workload, WorkloadSpec
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
+from tests.pg_server import backend, pg_server, sqlite_only  # noqa: F401 (each test on both backends)
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 @pytest.fixture
@@ -156,7 +159,7 @@ def test_count_runs(store):
     assert store.count_runs("wl-1") == 2
 
 
-def test_wal_mode_and_private_file(store, path):
+def test_wal_mode_and_private_file(store, path, sqlite_only):
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     store.ping()
