@@ -65,12 +65,14 @@ class PgServer:
             raise RuntimeError(f"{cmd[0]} failed: {p.stdout}\n{p.stderr}")
 
     def start(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "orion", "--auth=trust", "-E", "UTF8", "--no-sync")
+        initdb = str(self.bindir / "initdb")
+        self._run(initdb, "-D", str(self.data), "-U", "orion", "--auth=trust", "-E", "UTF8", "--no-sync")
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-o", opts, "-w", "start")
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-l", str(self.base / "log"), "-o", opts, "-w", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
         self.sql("postgres", "CREATE DATABASE orion")
 
@@ -158,7 +160,7 @@ class PgByPath:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request, monkeypatch) -> Iterator[str]:
+def store_backend(request, monkeypatch) -> Iterator[str]:
     """Runs a store test on both backends: for ``postgres`` the module's ``SQLiteStore`` (and
     ``StoreAccess``'s) opens a schema per path on the session's server."""
     if request.param == "postgres":
@@ -170,7 +172,7 @@ def backend(request, monkeypatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_only(backend: str) -> None:
+def sqlite_only(store_backend: str) -> None:
     """A test of SQLite's file itself (WAL, the file's mode, a replaced file): not PostgreSQL's."""
-    if backend != "sqlite":
+    if store_backend != "sqlite":
         pytest.skip("about SQLite's database file")

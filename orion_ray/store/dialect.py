@@ -105,7 +105,8 @@ TRIGGERS: dict[str, list[str]] = {
         "pipeline_run_ended",
         "pipeline_runs",
         "NEW.status IN ('succeeded', 'failed') AND OLD.status NOT IN ('succeeded', 'failed', 'cancelled')",
-        "IF EXISTS (SELECT 1 FROM pipeline_schedules s WHERE s.kind = 'event' AND s.tenant_id = NEW.tenant_id\n"
+        "IF EXISTS (SELECT 1 FROM pipeline_schedules s\n"
+        "           WHERE s.kind = 'event' AND s.tenant_id = NEW.tenant_id\n"
         "           AND s.event_type = (CASE NEW.status WHEN 'succeeded' THEN 'pipeline.completed'\n"
         "                               ELSE 'pipeline.failed' END)) THEN\n"
         "  INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source) VALUES (\n"
@@ -123,7 +124,8 @@ TRIGGERS: dict[str, list[str]] = {
         "NEW.status IN ('completed', 'failed')",
         "IF EXISTS (SELECT 1 FROM pipeline_schedules s WHERE s.kind = 'event'\n"
         "           AND s.event_type = 'workload.' || NEW.status\n"
-        "           AND s.tenant_id = (SELECT tenant_id FROM workloads WHERE workload_id = NEW.workload_id)) THEN\n"
+        "           AND s.tenant_id = (SELECT tenant_id FROM workloads\n"
+        "                              WHERE workload_id = NEW.workload_id)) THEN\n"
         "  INSERT INTO pipeline_events(public_id, tenant_id, type, labels, at, source)\n"
         "  SELECT orion_event_id(), w.tenant_id, 'workload.' || NEW.status,\n"
         "         (CASE WHEN jsonb_typeof(w.spec::jsonb #> '{metadata,labels}') = 'object'\n"
@@ -187,7 +189,11 @@ def translate(sql: str, *, many: bool = False) -> tuple[str, Optional[str]]:
     text = _JSON_EXTRACT.sub(_json_path, text)
     text = _JSON_SET.sub(r"(\1::jsonb || jsonb_build_object('\2', ?::text))::text", text)
     text = re.sub(r"\s+INDEXED\s+BY\s+\w+", "", text)
-    text = _SCALAR_MINMAX.sub(lambda m: ("GREATEST" if m.group(1) == "MAX" else "LEAST") + m.group(0)[3:], text)
+    # SQLite's CROSS JOIN … ON fixes the join order; PostgreSQL's planner chooses its own
+    text = re.sub(r"\bCROSS\s+JOIN\s+(\w+(?:\s+\w+)?)\s+ON\b", r"JOIN \1 ON", text)
+    text = _SCALAR_MINMAX.sub(
+        lambda m: ("GREATEST" if m.group(1) == "MAX" else "LEAST") + m.group(0)[3:], text
+    )
     text = re.sub(r"\bIS\s+\?", "IS NOT DISTINCT FROM ?", text)
     returning = None
     m = _INSERT_OR.match(text)

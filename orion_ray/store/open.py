@@ -31,9 +31,7 @@ def resolve_dsn(cfg: Any, environ: Optional[dict[str, str]] = None) -> str:
     raise ValueError(f"store.dsn: backend postgres needs store.dsn, store.dsn_file or ${DSN_ENV}")
 
 
-def open_store(
-    cfg: Any, *, read_only: bool = False, busy_timeout_ms: Optional[int] = None
-) -> SQLiteStore:
+def open_store(cfg: Any, *, read_only: bool = False, busy_timeout_ms: Optional[int] = None) -> SQLiteStore:
     """The store ``cfg`` (a ``StoreConfig``) names: a ``SQLiteStore`` on its path, or a
     ``PostgresStore`` on its DSN (same interface, same SQL)."""
     busy = int(cfg.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms)

@@ -109,7 +109,11 @@ class PgConnection:
             self._run("BEGIN", None)
             self._in_tx = True
             if "IMMEDIATE" in word or "EXCLUSIVE" in word:
-                self._run("SELECT pg_advisory_xact_lock(%s)", (dialect.WRITE_LOCK_KEY,))
+                try:
+                    self._run("SELECT pg_advisory_xact_lock(%s)", (dialect.WRITE_LOCK_KEY,))
+                except BaseException:  # as SQLite's failed BEGIN IMMEDIATE: no transaction left
+                    self.execute("ROLLBACK")
+                    raise
             return PgCursor([], -1, None)
         if word.startswith("COMMIT") or word.startswith("ROLLBACK") or word.startswith("END"):
             self._in_tx = False

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 
+from . import dialect
 from .guard import FileIdentity
 from .pg_connection import PgConnection
 from .schema import SCHEMA_VERSION, check_version, migrate
 from .sqlite import SQLiteStore
-from . import dialect
 
 
 class PostgresStore(SQLiteStore):

@@ -11,9 +11,9 @@ from orion_ray.policy.region_state import Assignment, Heartbeat, on_heartbeat, r
 from orion_ray.store.ledger import ControlPlaneTables, region_from_json, region_to_json
 from orion_ray.store.schema import SCHEMA_VERSION
 from orion_ray.store.sqlite import SQLiteStore
-from tests.pg_server import backend, pg_server, sqlite_only  # noqa: F401 (each test on both backends)
+from tests.pg_server import pg_server, sqlite_only, store_backend  # noqa: F401 (each test on both backends)
 
-pytestmark = pytest.mark.usefixtures("backend")
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 Q = GlobalQuota("t", concurrent={"gpu": 8}, gpu_hours={"gpu": 10}, window_s=3600)
 
@@ -27,7 +27,8 @@ def tables(path):
     return ControlPlaneTables(SQLiteStore(path))
 
 
-def test_schema_8_is_the_latest_and_creates_the_tables(path, sqlite_only):
+@pytest.mark.usefixtures("sqlite_only")
+def test_schema_8_is_the_latest_and_creates_the_tables(path):
     s = SQLiteStore(path)
     assert SCHEMA_VERSION == 8
     names = {r[0] for r in s._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
