@@ -61,7 +61,11 @@ def test_ddl_types_are_postgres_ones():
 
 
 def test_every_sqlite_trigger_has_a_postgres_version():
-    for script in (SCHEMA_2, SCHEMA_6):
+    from orion_ray.store import schema
+
+    scripts = [v for k, v in vars(schema).items() if k.startswith("SCHEMA") and isinstance(v, str)]
+    assert SCHEMA_2 in scripts and SCHEMA_6 in scripts
+    for script in scripts:
         for stmt in split_statements(script):
             if "CREATE TRIGGER" in stmt:
                 text, _ = tr(stmt)
