@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from orion_ray.store.postgres import PostgresStore
 from tests.live_orion import orion_up
@@ -29,6 +30,7 @@ def wait_done(c: httpx.Client, wid: str, within_s: float = 120) -> dict:
             return body
 
 
+@pytest.mark.timeout(900)  # two `orion up`s and two `orion down`s
 def test_the_store_outlives_the_head(tmp_path, store_dsn):
     env = {"ORION_STORE_DSN": store_dsn}
     alice = {"Authorization": f"Bearer {KEYS['alice']}"}
