@@ -102,13 +102,6 @@ class StoreConfig(BaseModel):
     def resolved_path(self) -> str:
         return str(Path(self.path).expanduser()) if self.path else str(orion_home() / "orion.db")
 
-    def resolved_dsn(self) -> str:
-        """The PostgreSQL DSN: ``dsn``, else the first line of ``dsn_file``, else the environment's
-        ``ORION_STORE_DSN``; ``ValueError`` (naming where it looked, never a value) if none."""
-        from .store.open import resolve_dsn
-
-        return resolve_dsn(self)
-
 
 class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
