@@ -41,7 +41,7 @@ from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SE
 from .ray_env import ray_process_env
 from .store.files import open_private, private_dir, write_private
 from .store.lease import release_file as release_lease_file
-from .store.schema import check_file as check_store_file
+from .store.open import prepare_for_cluster as prepare_store
 
 STATE_FILE = "cluster.json"
 
@@ -289,9 +289,10 @@ def up(
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Resolve paths here: the actor's environment (HOME, ORION_HOME) may differ from ours.
     config.orion.store.path = config.orion.store.resolved_path()
+    # a newer Orion's store refused before starting; a PostgreSQL DSN moved into a private file
+    prepare_store(config.orion.store, orion_home())
     state = _read_state()
     if address is None:
-        check_store_file(config.orion.store.path)  # a newer Orion's store: refuse before starting
         if state.get("started") and _alive(state.get("pid")):
             if num_cpus is not None or num_gpus is not None or resources:
                 say(

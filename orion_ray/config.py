@@ -90,6 +90,11 @@ class RetentionConfig(BaseModel):
 
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # sqlite: the embedded file on the head; postgres: a server that outlives the head
+    # (docs/store-postgres.md), named by dsn, dsn_file or ORION_STORE_DSN (never logged)
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: Optional[str] = Field(None, repr=False)
+    dsn_file: Optional[str] = None
     path: Optional[str] = None  # default: <orion home>/orion.db
     # NORMAL in WAL mode survives any process crash (SIGKILL included); FULL also survives power loss.
     synchronous: str = Field("normal", pattern="^(normal|full)$")

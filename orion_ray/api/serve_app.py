@@ -197,6 +197,7 @@ def store_access_factory(
     *,
     busy_timeout_ms: int = 2000,
     read_busy_timeout_ms: int = 50,
+    store_config: Optional[dict] = None,
 ) -> Callable[[], StoreAccess]:
     """What the replica calls (on first use) to open the store: reads read-only, writes of
     submissions in one transaction. The replica runs on the head, where the file is."""
@@ -209,6 +210,7 @@ def store_access_factory(
             policy=PolicyConfig.model_validate(policy) if policy else None,
             busy_timeout_ms=busy_timeout_ms,
             read_busy_timeout_ms=read_busy_timeout_ms,
+            store_config=store_config,
         )
 
     return make
@@ -265,6 +267,7 @@ def build_api_app(
             policy,
             busy_timeout_ms=int(store.get("busy_timeout_ms", 2000)),
             read_busy_timeout_ms=int(store.get("loop_busy_timeout_ms", 50)),
+            store_config=store if store.get("backend") == "postgres" else None,
         )
     app = build_app(
         KeyRing(admin_key_hashes),

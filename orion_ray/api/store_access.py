@@ -59,15 +59,18 @@ class StoreAccess:
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 2000,
         read_busy_timeout_ms: int = 50,
+        store_config: Optional[dict] = None,
     ):
         self.path = path
+        # ``orion.store`` when it is not the SQLite file at ``path`` (backend postgres)
+        self.store_config = store_config
         # the writer waits for the lock in its own thread; reads run on the replica's event
         # loop, so a locked store answers them 503 quickly instead of freezing the replica
         self.busy_timeout_ms = busy_timeout_ms
         self.max_queue_size = max_queue_size
         self.synchronous = synchronous
         self.clock = clock
-        self.reader = SQLiteStore(path, read_only=True, busy_timeout_ms=read_busy_timeout_ms)
+        self.reader = self._open(read_only=True, busy_timeout_ms=read_busy_timeout_ms)
         self._writer: Optional[SQLiteStore] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="orion-store-write")
         default = policy or PolicyConfig()
@@ -76,6 +79,18 @@ class StoreAccess:
         )
         self._tenants = _Cached("tenants", lambda raw: TenantRegistry(self.reader))
         self._order = _Cached(ORDER_SETTING, lambda raw: json.loads(raw) if raw else [])
+
+    def _open(self, *, read_only: bool, busy_timeout_ms: int) -> SQLiteStore:
+        """A connection to the store: the SQLite file at ``path``, or ``store_config``'s backend."""
+        if self.store_config and self.store_config.get("backend") == "postgres":
+            from ..config import StoreConfig
+            from ..store.open import open_store
+
+            cfg = StoreConfig.model_validate(self.store_config)
+            return open_store(cfg, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
+        if read_only:
+            return SQLiteStore(self.path, read_only=True, busy_timeout_ms=busy_timeout_ms)
+        return SQLiteStore(self.path, self.synchronous, busy_timeout_ms=busy_timeout_ms)
 
     def close(self) -> None:
         """Close both connections (tests; a replica keeps them for its life)."""
@@ -126,9 +141,7 @@ class StoreAccess:
 
             def write() -> Workload:
                 if self._writer is None:
-                    self._writer = SQLiteStore(
-                        self.path, self.synchronous, busy_timeout_ms=self.busy_timeout_ms
-                    )
+                    self._writer = self._open(read_only=False, busy_timeout_ms=self.busy_timeout_ms)
                 return self._writer.submit(
                     w, who=who, max_queue_size=self.max_queue_size, tenant_limit=limit
                 )[0]

@@ -17,7 +17,7 @@ from ..config import OrionConfig
 from ..control import check, credential
 from ..names import AUTOSCALER_NAME, NAMESPACE
 from ..runtime.ray_runtime import on_head_node
-from ..store import SQLiteStore
+from ..store.open import open_store
 from .control import AutoscalerLoop
 from .pool_spec import node_type_of, parse_autoscale_pools
 from .pool_swap import PoolSwap
@@ -64,9 +64,7 @@ class AutoscalerActor:
             logging.getLogger().setLevel(self.config.orion.logging.level)
         section = self.config.orion
         store_cfg = section.store
-        self.store = SQLiteStore(
-            store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms
-        )
+        self.store = open_store(store_cfg, busy_timeout_ms=store_cfg.loop_busy_timeout_ms)
         pools = parse_autoscale_pools(section.worker_pools, section.autoscaling)
         interval = interval_s or float(section.autoscaling.get("interval_s", 1.0))
         spot = {p.name for p in section.worker_pools if p.market == "spot"}

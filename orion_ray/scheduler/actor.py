@@ -28,7 +28,7 @@ from ..metrics import OrionMetrics
 from ..names import NAMESPACE, SCHEDULER_NAME
 from ..runtime.ray_runtime import RayRuntime, close_ray_call, on_head_node
 from ..service import SERVICE_METHODS, START_FREE, SchedulerService, guarded_signature
-from ..store import SQLiteStore
+from ..store.open import open_store
 from .core import Scheduler
 
 
@@ -47,9 +47,7 @@ class SchedulerActor:
         self.config = OrionConfig.model_validate(config)
         setup_process(self.config.orion, service="orion-scheduler")  # spans, log format
         store_cfg = self.config.orion.store
-        self.store = SQLiteStore(
-            store_cfg.resolved_path(), store_cfg.synchronous, busy_timeout_ms=store_cfg.loop_busy_timeout_ms
-        )
+        self.store = open_store(store_cfg, busy_timeout_ms=store_cfg.loop_busy_timeout_ms)
         self.runtime = RayRuntime(NAMESPACE, dashboard_url, control_token=control_token)
         self.scheduler = Scheduler(
             self.store,

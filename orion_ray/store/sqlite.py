@@ -360,7 +360,7 @@ class SQLiteStore:
     def count_queued(self, cap: int) -> int:
         """How many are queued, counting no further than ``cap`` (an index range, bounded)."""
         return self._query(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM workloads WHERE status=? LIMIT ?)",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM workloads WHERE status=? LIMIT ?) AS q",
             (Status.QUEUED.value, int(cap)),
         )[0][0]
 

@@ -9,6 +9,9 @@ import pytest
 from orion_ray.models import Workload, WorkloadSpec
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
+from tests.pg_server import pg_server, sqlite_only, store_backend  # noqa: F401 (each test on both backends)
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 @pytest.fixture
@@ -156,6 +159,7 @@ def test_count_runs(store):
     assert store.count_runs("wl-1") == 2
 
 
+@pytest.mark.usefixtures("sqlite_only")
 def test_wal_mode_and_private_file(store, path):
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

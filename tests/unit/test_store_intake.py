@@ -22,6 +22,9 @@ from orion_ray.scheduler.ingest import new_workload
 from orion_ray.scheduler.recovery import recover
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
+from tests.pg_server import pg_server, sqlite_only, store_backend  # noqa: F401 (each test on both backends)
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 TASK = {"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 1}}
 
@@ -116,6 +119,7 @@ def test_queue_limits_count_unfinished_workloads_through_every_writer(tmp_path):
     assert write(store, max_queue_size=2)[1]
 
 
+@pytest.mark.usefixtures("sqlite_only")
 def test_an_old_store_file_is_migrated_with_ranks_and_counts(tmp_path):
     import sqlite3
 
@@ -155,6 +159,7 @@ CRASH_CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("step", ["row", "audit"])
+@pytest.mark.usefixtures("sqlite_only")
 def test_crash_before_commit_stores_nothing_and_a_retry_makes_exactly_one(tmp_path, step):
     path = str(tmp_path / "o.db")
     SQLiteStore(path).close()

@@ -11,6 +11,9 @@ from orion_ray.policy.region_state import Assignment, Heartbeat, on_heartbeat, r
 from orion_ray.store.ledger import ControlPlaneTables, region_from_json, region_to_json
 from orion_ray.store.schema import SCHEMA_VERSION
 from orion_ray.store.sqlite import SQLiteStore
+from tests.pg_server import pg_server, sqlite_only, store_backend  # noqa: F401 (each test on both backends)
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 Q = GlobalQuota("t", concurrent={"gpu": 8}, gpu_hours={"gpu": 10}, window_s=3600)
 
@@ -24,6 +27,7 @@ def tables(path):
     return ControlPlaneTables(SQLiteStore(path))
 
 
+@pytest.mark.usefixtures("sqlite_only")
 def test_schema_8_is_the_latest_and_creates_the_tables(path):
     s = SQLiteStore(path)
     assert SCHEMA_VERSION >= 8  # later migrations append

@@ -16,6 +16,9 @@ from orion_ray.runtime.fake import FakeRuntime
 from orion_ray.scheduler import Scheduler, intake, views
 from orion_ray.scheduler.ingest import new_workload
 from orion_ray.store import SQLiteStore
+from tests.pg_server import pg_server, sqlite_only, store_backend  # noqa: F401 (each test on both backends)
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 TASK = {"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 1}}
