@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from .control_plane.join_config import RegionJoinConfig
 from .errors import ConfigError
 from .ray_env import looks_secret
 from .worker_pools import WorkerPool, check_scaling, parse_pools
@@ -336,6 +337,8 @@ class OrionSection(BaseModel):
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
+    # joining a control plane as one of its regions (issue 17: docs/regions.md)
+    region: Optional[RegionJoinConfig] = None
 
     _scaling = field_validator("autoscaling")(check_scaling)
 

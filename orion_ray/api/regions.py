@@ -42,6 +42,8 @@ class HeartbeatBody(_Body):
     free_cpus: float = Field(0.0, ge=0, allow_inf_nan=False)
     queue_depth: int = Field(0, ge=0)
     launch_failures: int = Field(0, ge=0)
+    # p95 of submit → running over recent starts (the agent's launch health; shown, not scored)
+    launch_p95_s: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
     applied_config_version: int = Field(0, ge=0)
     applied_config_sha256: str = Field("", max_length=64)
     status_seq: int = Field(0, ge=0)
@@ -58,6 +60,9 @@ class StatusChange(_Body):
     ]
     at: float = Field(allow_inf_nan=False)
     reason: str = Field("", max_length=2000)
+    # the region's own id of the workload and its tenant (the control plane's view lists both)
+    region_workload_id: Optional[str] = Field(None, max_length=128)
+    tenant_id: Optional[str] = Field(None, max_length=128)
 
 
 class StatusBody(_Body):
