@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
 from ..errors import Forbidden, NotFound, QueueFull, ValidationError
-from ..models import WorkloadSpec
+from ..models import Resources, WorkloadSpec
 from ..policy.regions import RunRequest
 from .dispatcher import fail_run
 from .runs import CpRun, Endpoint, RunBook
@@ -58,13 +58,13 @@ def _placement(body: dict[str, Any]) -> tuple[dict[str, Any], RunRequest]:
         )
     if not isinstance(prefs, list) or not all(isinstance(v, str) for v in prefs):
         raise ValidationError("regions: a list of names", [{"field": "regions", "problem": "a list"}])
-    res = spec.resources
+    bundles = spec.bundles or [spec.resources or Resources()]  # a gang asks for all its bundles
     run = RunRequest(
         run_id="",
         tenant_id="",
-        gpus=float(res.gpu or 0),
-        gpu_type=res.gpu_type,
-        cpus=float(res.cpu or 0),
+        gpus=float(sum(b.gpu or 0 for b in bundles)),
+        gpu_type=next((b.gpu_type for b in bundles if b.gpu_type), None),
+        cpus=float(sum(b.cpu or 0 for b in bundles)),
         region=region,
         region_selector=selector,
         preference=tuple(prefs),
