@@ -57,7 +57,16 @@ def start_region(name: str, home: Path, cp_url: str, cp_home: Path, labels: dict
     env["ORION_REGION_KEY"] = key
     home.mkdir(parents=True, exist_ok=True)
     (home / "orion.yaml").write_text(CONFIG)
-    cmd = [str(BIN / "orion"), "up", "--config", str(home / "orion.yaml"), "--num-cpus", "4", "--num-gpus", "2"]
+    cmd = [
+        str(BIN / "orion"),
+        "up",
+        "--config",
+        str(home / "orion.yaml"),
+        "--num-cpus",
+        "4",
+        "--num-gpus",
+        "2",
+    ]
     cmd += ["--port", str(free_port()), "--ray-port", str(free_port()), "--dashboard-port", str(free_port())]
     cmd += ["--control-plane", cp_url, "--region", name, "--heartbeat-s", str(HEARTBEAT_S)]
     for k, v in labels.items():
