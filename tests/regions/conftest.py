@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from tests.live_orion import free_port
-from tests.regions.live import ControlPlane, Live, Region, start_region, stop_region
+from tests.regions.live import ControlPlane, Live, Region, start_region, stop_home
 
 LABELS = {"r-east": {"zone": "east", "data": "s3-east"}, "r-west": {"zone": "west", "data": "s3-west"}}
 
@@ -40,6 +40,6 @@ def live(tmp_path_factory) -> Iterator[Live]:
             raise errors[0]
         yield Live(cp, regions, markers)
     finally:
-        for r in regions.values():
-            stop_region(r)
+        for name in LABELS:  # every home, also one whose `orion up` failed midway
+            stop_home(root / name)
         cp.down()

@@ -79,7 +79,13 @@ def start_region(name: str, home: Path, cp_url: str, cp_home: Path, labels: dict
 
 def stop_region(r: Region) -> None:
     """`orion down` for ``r`` (its agent too)."""
-    subprocess.run([str(BIN / "orion"), "down"], env=r.env, capture_output=True, text=True, timeout=120)
+    stop_home(r.home)
+
+
+def stop_home(home: Path) -> None:
+    """`orion down` for the Orion whose home is ``home`` (also one whose `orion up` failed midway)."""
+    env = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
+    subprocess.run([str(BIN / "orion"), "down"], env=env, capture_output=True, text=True, timeout=120)
 
 
 class ControlPlane:
