@@ -10,9 +10,9 @@ time to redispatch after a region is lost.
    times through the control plane pinned to that region, alternating; submit → ``running`` as the
    region's store records it, from the client's clock just before the POST (one machine, one
    clock); the difference of the medians.
-3. ``redispatch_over_timeout_s``: a run queued in region A (its GPUs taken), A's agent stopped
-   (SIGSTOP: A goes silent); from that moment to the run ``running`` in B, minus
-   ``region_lost_timeout``.
+3. ``redispatch_over_timeout_s``: a run queued in region A (its GPUs taken; B drained for the
+   submit, then active again), A's agent stopped (SIGSTOP: A goes silent); from that moment to the
+   run ``running`` in B, minus ``region_lost_timeout``.
 
     python -m benchmarks.regions [--n 15] [--skip-live]
 
@@ -141,7 +141,9 @@ def live_figures(n: int) -> dict[str, Any]:
             )
         wait_for(lambda: cp.region("b-east")["free_gpus"].get("gpu") == 0, within_s=120)
         body = {**job, "resources": {"cpu": 0.5, "gpu": 1}, "regions": ["b-east", "b-west"]}
+        cp.set_state("b-west", "draining")  # a region that fits wins over one that queues
         rid = cp.submit(body).json()["workload_id"]
+        cp.set_state("b-west", "active")
         wait_for(lambda: cp.run(rid)["status"] == "queued", within_s=120)
         agent = east.agent_pid()
         t_loss = time.time()

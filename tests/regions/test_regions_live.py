@@ -47,11 +47,11 @@ def _region_status(live: Live, region: str, wid: str) -> str:
 def test_dispatch_by_pin_selector_and_capacity_and_direct_runs_show(live: Live):
     # east's GPUs are taken by a run submitted straight to east: it shows at the control plane
     blocker = _m()
-    wid = _direct(live, "r-east", live.job(blocker, sleep_s=20, gpus=2))
+    wid = _direct(live, "r-east", live.job(blocker, sleep_s=60, gpus=2))
     wait_for(lambda: live.cp.region("r-east")["free_gpus"].get("gpu") == 0, about="east full")
     pin, sel, cap = _m(), _m(), _m()
     r_pin = live.cp.submit(live.job(pin, region="r-west"))
-    r_sel = live.cp.submit(live.job(sel, region_selector={"data": "s3-east"}))  # queues behind the blocker
+    r_sel = live.cp.submit(live.job(sel, region_selector={"data": "s3-east"}))  # CPU only: fits
     r_cap = live.cp.submit(live.job(cap, gpus=1))  # only west has a free GPU
     assert [r.status_code for r in (r_pin, r_sel, r_cap)] == [202, 202, 202]
     assert r_pin.json()["region"] == "r-west" and r_sel.json()["region"] == "r-east"
@@ -104,7 +104,12 @@ def test_a_partitioned_region_loses_its_queued_run_and_the_stale_copy_is_fenced(
     blocker, run = _m(), _m()
     wid = _direct(live, "r-east", live.job(blocker, sleep_s=90, gpus=2))
     wait_for(lambda: live.cp.region("r-east")["free_gpus"].get("gpu") == 0, about="east full")
-    r = live.cp.submit(live.job(run, gpus=1, regions=["r-east", "r-west"]))
+    # a region that fits always wins over one that would only queue: west drains for the submit
+    live.cp.set_state("r-west", "draining")
+    try:
+        r = live.cp.submit(live.job(run, gpus=1, regions=["r-east", "r-west"]))
+    finally:
+        live.cp.set_state("r-west", "active")
     assert r.status_code == 202 and r.json()["region"] == "r-east", r.text
     rid = r.json()["workload_id"]
     copy = wait_for(lambda: next((c for c in live.cp.run(rid)["copies"] if c["status"] == "queued"), None))
@@ -159,7 +164,11 @@ def test_a_killed_region_redispatches_retryable_work_and_fails_the_rest(live: Li
     rid_run = r_run.json()["workload_id"]
     wait_for(lambda: live.cp.run(rid_run)["status"] == "running", about="running at west")
     wait_for(lambda: live.cp.region("r-west")["free_gpus"].get("gpu") == 0, about="west full")
-    r_q = live.cp.submit(live.job(queued, gpus=1, regions=["r-west", "r-east"]))
+    live.cp.set_state("r-east", "draining")  # so the run queues at west rather than fit at east
+    try:
+        r_q = live.cp.submit(live.job(queued, gpus=1, regions=["r-west", "r-east"]))
+    finally:
+        live.cp.set_state("r-east", "active")
     assert r_q.json()["region"] == "r-west", r_q.text
     rid_q = r_q.json()["workload_id"]
     wait_for(lambda: live.cp.run(rid_q)["status"] == "queued", about="queued at west")
