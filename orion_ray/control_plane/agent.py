@@ -86,6 +86,10 @@ class RegionAgent:
         self.clock = clock
         self.joined = False
         self.state = "active"
+        self._capacity: dict[str, Any] = {}
+        self._applied: dict[str, Any] = {}
+        # the region's own API answers within this, or the last answer stands (heartbeats first)
+        self.region_timeout_s = max(1.0, min(5.0, 2 * heartbeat_s))
         st = self._load()
         self.cursor: int = int(st.get("cursor", 0))
         self.outbox = Outbox(
@@ -190,7 +194,13 @@ class RegionAgent:
             self.joined = True
         held = self.held()
         applied = self.applied_config()
-        body = {**self.capacity(), "labels": self.labels, "status_seq": self.outbox.next_seq - 1}
+        try:
+            self._capacity = self.capacity()
+        except Exception as exc:
+            # a busy region API must not make a live region look lost (its queue still runs):
+            # the heartbeat goes out with the last capacity known
+            log.warning("region agent capacity: %s: %s (last known sent)", type(exc).__name__, exc)
+        body = {**self._capacity, "labels": self.labels, "status_seq": self.outbox.next_seq - 1}
         body.update(
             applied_config_version=int(applied.get("version") or 0),
             applied_config_sha256=str(applied.get("sha256") or ""),
@@ -286,8 +296,9 @@ class RegionAgent:
         try:
             r = self._region("GET", "/admin/v1/config/applied", check=False)
         except httpx.HTTPError:
-            return {}
-        return dict(r.json()) if r.status_code == 200 else {}
+            return self._applied  # the last answer: a busy region has not changed its config
+        self._applied = dict(r.json()) if r.status_code == 200 else {}
+        return self._applied
 
     def apply_config(self, version: int) -> bool:
         """Pull snapshot ``version``, verify its hash, hand it to the region's apply route (the
@@ -331,7 +342,11 @@ class RegionAgent:
         self, method: str, path: str, body: Optional[dict[str, Any]] = None, check: bool = True
     ) -> httpx.Response:
         r = self.http(
-            method, self.region_url + path, json=body, headers={"Authorization": f"Bearer {self.admin_key}"}
+            method,
+            self.region_url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+            timeout=self.region_timeout_s,
         )
         if check and r.status_code >= 400 and not (method == "DELETE" and r.status_code == 404):
             raise RuntimeError(f"region {method} {path}: {r.status_code} {r.text[:300]}")

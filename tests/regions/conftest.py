@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from tests.live_orion import free_port
-from tests.regions.live import ControlPlane, Live, Region, start_region, stop_home
+from tests.regions.live import ControlPlane, Live, Region, start_region, stop_home, wait_for
 
 LABELS = {"r-east": {"zone": "east", "data": "s3-east"}, "r-west": {"zone": "west", "data": "s3-west"}}
 
@@ -33,6 +33,8 @@ def live(tmp_path_factory) -> Iterator[Live]:
     try:
         if errors:
             raise errors[0]
+        for name in LABELS:  # both joined and heartbeating with their capacity
+            wait_for(lambda n=name: cp.region(n)["free_cpus"] > 0, about=f"{name} heartbeating")
         yield Live(cp, regions, markers)
     finally:
         for name in LABELS:  # every home, also one whose `orion up` failed midway

@@ -94,7 +94,8 @@ class ControlPlane:
     def __init__(self, home: Path, port: int) -> None:
         self.home, self.port = home, port
         self.url = f"http://127.0.0.1:{port}"
-        self.settings = {"region_lost_timeout_s": LOST_TIMEOUT_S, "dispatch_timeout_s": 10}
+        # a loaded 2-core machine can take seconds to answer a submit: a dispatch is not given up soon
+        self.settings = {"region_lost_timeout_s": LOST_TIMEOUT_S, "dispatch_timeout_s": 30}
 
     def up(self) -> None:
         home, port = str(self.home), str(self.port)
@@ -162,7 +163,7 @@ class Live:
         return len(p.read_text().splitlines()) if p.exists() else 0
 
 
-def wait_for(what: Callable[[], Any], *, within_s: float = 90, every_s: float = 0.5, about: str = "") -> Any:
+def wait_for(what: Callable[[], Any], *, within_s: float = 180, every_s: float = 0.5, about: str = "") -> Any:
     """Poll ``what`` until it returns something truthy (a bound on waiting, not a timing check)."""
     end = time.monotonic() + within_s
     last: Optional[BaseException] = None

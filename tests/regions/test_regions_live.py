@@ -22,7 +22,7 @@ def _m() -> str:
 
 def _done(live: Live, run_id: str, status: str = "completed"):
     return wait_for(
-        lambda: (r := live.cp.run(run_id))["status"] == status and r, about=f"{run_id} {status}", within_s=120
+        lambda: (r := live.cp.run(run_id))["status"] == status and r, about=f"{run_id} {status}", within_s=240
     )
 
 

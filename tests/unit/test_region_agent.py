@@ -54,7 +54,7 @@ class FakeHttp:
         }
 
     def __call__(
-        self, method: str, url: str, json: Any = None, headers: Optional[dict] = None
+        self, method: str, url: str, json: Any = None, headers: Optional[dict] = None, **kw: Any
     ) -> httpx.Response:
         path = "/" + url.split("/", 3)[3].split("?")[0]
         self.calls.append((method, path, json))
@@ -259,3 +259,16 @@ def test_launch_health_from_the_store(env):
     a = env["agent"]()
     a.clock = lambda: 1100.0
     assert a.launch_p95_s() == pytest.approx(4.0) and a.launch_failures() == 1
+
+
+def test_a_slow_region_api_still_heartbeats_with_the_last_capacity(env):
+    a = env["agent"]()
+    a.heartbeat()
+
+    def slow(b: Any) -> tuple[int, Any]:
+        raise httpx.ReadTimeout("busy")
+
+    env["http"].routes[("GET", "/admin/v1/infrastructure/nodes")] = slow
+    a.heartbeat()
+    first, second = env["http"].sent("/api/v1/regions/east/heartbeat")
+    assert second["free_gpus"] == first["free_gpus"] == {"H100": 1.0} and second["queue_depth"] == 3
