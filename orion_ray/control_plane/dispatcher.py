@@ -95,6 +95,9 @@ class Dispatcher:
     def send(self, a: Assignment) -> str:
         """Submit ``a`` to its region (outside the lock: a slow region holds nothing else up)."""
         assert a.region is not None
+        with self.lock:
+            if self.plane.assignments.get(a.run_id) != a:  # cancelled or moved since listed
+                return "skipped"
         run = self.book.get(a.run_id)
         if run is None:  # placed but its body never stored (a crash in between): it cannot run
             with self.lock:
@@ -128,8 +131,13 @@ class Dispatcher:
         if r.status_code == 202:
             wid = str(r.json().get("workload_id", ""))
             with self.lock:
-                self.plane.outcome(a.run_id, accepted=True)
                 self.book.accepted(str(a.region), wid, a.run_id, a.generation, now=self.plane.clock())
+                current = self.plane.assignments.get(a.run_id)
+                if current == a:
+                    self.plane.outcome(a.run_id, accepted=True)
+                    return "accepted", wid
+            # cancelled or moved while the request was out: this copy must not run
+            self._cancel_copy(ep, wid)
             return "accepted", wid
         detail = f"{r.status_code}: {r.text[:400]}"
         if r.status_code == 429:
@@ -140,7 +148,21 @@ class Dispatcher:
             return "timeout", detail
         return "refused", detail  # 401/403/409 (draining) and the like: this region, not the run
 
+    def _cancel_copy(self, ep: Endpoint, wid: str) -> None:
+        try:
+            self.http(
+                "DELETE",
+                f"{ep.url.rstrip('/')}/api/v1/workloads/{wid}",
+                headers={"Authorization": f"Bearer {ep.key}"},
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError:  # the heartbeat's fencing cancels it when the region reports it
+            log.warning("could not cancel %s at its region; fencing will", wid)
+
     def _outcome(self, a: Assignment, kind: FailureKind, detail: str) -> str:
+        with self.lock:
+            if self.plane.assignments.get(a.run_id) != a:
+                return "skipped"  # cancelled or moved meanwhile: nothing to release or block
         gpu_type = None
         req = self.plane.requests.get(a.run_id) or {}
         if kind in ("throttled", "launch_failed"):

@@ -272,3 +272,22 @@ def test_settings_and_home_files_are_private(cp):
     for f in ("credentials.json", "region-keys.json"):
         assert (home / f).stat().st_mode & 0o077 == 0
     assert "east" in json.loads((home / "region-keys.json").read_text()).values()
+
+
+def test_a_run_cancelled_while_its_dispatch_is_out_is_cancelled_at_the_region(cp):
+    rid = (
+        cp["c"]
+        .post("/api/v1/workloads", json={**JOB, "region": "east"}, headers=cp["admin"])
+        .json()["workload_id"]
+    )
+    fake, c, admin = cp["fake"], cp["c"], cp["admin"]
+
+    def racing(method: str, url: str, **kw: Any) -> httpx.Response:
+        if method == "POST":  # the cancel arrives while the region is answering the dispatch
+            assert c.delete(f"/api/v1/workloads/{rid}", headers=admin).json()["status"] == "cancelled"
+        return fake(method, url, **kw)
+
+    cp["proc"].dispatcher.http = racing
+    cp["proc"].step()
+    assert [m for m, _, _ in fake.calls] == ["POST", "DELETE"]
+    assert c.get(f"/api/v1/workloads/{rid}", headers=admin).json()["status"] == "cancelled"
