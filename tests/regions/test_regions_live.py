@@ -163,6 +163,7 @@ def test_a_killed_region_redispatches_retryable_work_and_fails_the_rest(live: Li
     r_run = live.cp.submit(live.job(running, sleep_s=120, gpus=2, region="r-west"))
     rid_run = r_run.json()["workload_id"]
     wait_for(lambda: live.cp.run(rid_run)["status"] == "running", about="running at west")
+    wait_for(lambda: live.ran(running) == 1, about="its entrypoint started (Ray says running a bit before)")
     wait_for(lambda: live.cp.region("r-west")["free_gpus"].get("gpu") == 0, about="west full")
     live.cp.set_state("r-east", "draining")  # so the run queues at west rather than fit at east
     try:
