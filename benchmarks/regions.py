@@ -27,7 +27,6 @@ import random
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,7 @@ def live_figures(n: int) -> dict[str, Any]:
         pause,
         resume,
         start_region,
+        stop_home,
         stop_region,
         wait_for,
     )
@@ -103,16 +103,14 @@ def live_figures(n: int) -> dict[str, Any]:
     cp = CpProc(root / "cp", free_port())
     cp.up()
     regions: dict[str, Any] = {}
-    threads = [
-        threading.Thread(
-            target=lambda nm=nm: regions.__setitem__(nm, start_region(nm, root / nm, cp.url, cp.home, {}))
-        )
-        for nm in ("b-east", "b-west")
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:  # one after the other: two Ray heads starting at once overrun Ray's bounds here
+        for nm in ("b-east", "b-west"):
+            regions[nm] = start_region(nm, root / nm, cp.url, cp.home, {})
+    except BaseException:
+        for nm in ("b-east", "b-west"):
+            stop_home(root / nm)
+        cp.down()
+        raise
     job = {
         "workload_type": "job",
         "entrypoint": "true",
