@@ -51,6 +51,17 @@ def region_body(run: CpRun, a: Assignment, key: str) -> dict[str, Any]:
     return spec
 
 
+def _same_placement(current: Optional[Assignment], a: Assignment) -> bool:
+    """Whether ``current`` is still the placement ``a`` was sent as (status reports from the
+    region may have moved its status on; a cancel or a move to another region/generation not)."""
+    return (
+        current is not None
+        and current.region == a.region
+        and current.generation == a.generation
+        and current.status not in ("cancelled", "failed")
+    )
+
+
 def fail_run(plane: ControlPlane, book: RunBook, run_id: str, reason: str, status: str = "failed") -> None:
     """End a run at the control plane (its hold released) with ``reason``."""
     a = plane.assignments.get(run_id)
@@ -96,7 +107,7 @@ class Dispatcher:
         """Submit ``a`` to its region (outside the lock: a slow region holds nothing else up)."""
         assert a.region is not None
         with self.lock:
-            if self.plane.assignments.get(a.run_id) != a:  # cancelled or moved since listed
+            if not _same_placement(self.plane.assignments.get(a.run_id), a):  # cancelled or moved
                 return "skipped"
         run = self.book.get(a.run_id)
         if run is None:  # placed but its body never stored (a crash in between): it cannot run
@@ -133,8 +144,13 @@ class Dispatcher:
             with self.lock:
                 self.book.accepted(str(a.region), wid, a.run_id, a.generation, now=self.plane.clock())
                 current = self.plane.assignments.get(a.run_id)
-                if current == a:
-                    self.plane.outcome(a.run_id, accepted=True)
+                if current is not None and _same_placement(current, a):
+                    if current.status == "dispatched":
+                        self.plane.outcome(a.run_id, accepted=True)
+                    else:  # the region's status reports came in before its 202: keep them
+                        self.plane.tables.commit(
+                            dispatch_key(a.run_id, a.generation), now=self.plane.clock(), assignment=current
+                        )
                     return "accepted", wid
             # cancelled or moved while the request was out: this copy must not run
             self._cancel_copy(ep, wid)
@@ -161,7 +177,7 @@ class Dispatcher:
 
     def _outcome(self, a: Assignment, kind: FailureKind, detail: str) -> str:
         with self.lock:
-            if self.plane.assignments.get(a.run_id) != a:
+            if not _same_placement(self.plane.assignments.get(a.run_id), a):
                 return "skipped"  # cancelled or moved meanwhile: nothing to release or block
         gpu_type = None
         req = self.plane.requests.get(a.run_id) or {}

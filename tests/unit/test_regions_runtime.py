@@ -291,3 +291,26 @@ def test_a_run_cancelled_while_its_dispatch_is_out_is_cancelled_at_the_region(cp
     cp["proc"].step()
     assert [m for m, _, _ in fake.calls] == ["POST", "DELETE"]
     assert c.get(f"/api/v1/workloads/{rid}", headers=admin).json()["status"] == "cancelled"
+
+
+def test_status_reports_arriving_before_the_regions_202_do_not_cancel_the_run(cp):
+    rid = (
+        cp["c"]
+        .post("/api/v1/workloads", json={**JOB, "region": "east"}, headers=cp["admin"])
+        .json()["workload_id"]
+    )
+    fake, c = cp["fake"], cp["c"]
+    east = {"Authorization": f"Bearer {cp['keys']['east']}"}
+
+    def slow_region(method: str, url: str, **kw: Any) -> httpx.Response:
+        if method == "POST":  # the agent's status stream is faster than the region's answer
+            ch = {"seq": 1, "workload_id": rid, "generation": 1, "status": "queued", "at": 5.0}
+            assert (
+                c.post("/api/v1/regions/east/status", json={"changes": [ch]}, headers=east).status_code == 200
+            )
+        return fake(method, url, **kw)
+
+    cp["proc"].dispatcher.http = slow_region
+    assert cp["proc"].step()["sent"] == {rid: "accepted"}
+    assert [m for m, _, _ in fake.calls] == ["POST"]
+    assert c.get(f"/api/v1/workloads/{rid}", headers=cp["admin"]).json()["status"] == "queued"
