@@ -64,6 +64,10 @@ def cmd_up(a) -> int:
             f"  Ray:        {info['ray_address']}"
             + (f"\n  Ray auth:   {info['ray_auth']}" if info.get("ray_auth") else "")
         )
+    if a.control_plane or cfg.orion.region is not None:
+        from .control_plane.join import join_from_cli
+
+        print(join_from_cli(a, cfg, info))
     if a.demo:
         from .serving.cli import deploy_demo
 
@@ -73,7 +77,9 @@ def cmd_up(a) -> int:
 
 def cmd_down(a) -> int:
     from .cluster import down
+    from .control_plane.agent_process import stop as stop_region_agent
 
+    stop_region_agent()
     down()
     return 0
 
@@ -300,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--resources", help="JSON of custom resources for the local head")
     up.add_argument("--ray-port", type=int, default=6379)
     up.add_argument("--dashboard-port", type=int, default=8265)
+    up.add_argument("--control-plane", help="join this control plane as a region (docs/regions.md)")
+    up.add_argument("--region", help="this region's name at the control plane")
+    up.add_argument("--region-key", help="the region's key (or ORION_REGION_KEY)")
+    up.add_argument("--region-label", action="append", default=[], help="KEY=VALUE, repeatable")
+    up.add_argument("--heartbeat-s", type=float, help="heartbeat period (default 5)")
     up.set_defaults(fn=cmd_up)
 
     sub.add_parser("down", help="stop what `orion up` started").set_defaults(fn=cmd_down)
@@ -391,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .backup_cli import add_commands as add_backup_commands  # backup, backups, restore
 
     add_backup_commands(sub, out)
+    from .control_plane.cli import add_commands as add_control_plane_commands  # control-plane up|down|…
+
+    add_control_plane_commands(sub, out)
     return p
 
 

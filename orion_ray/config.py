@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .backup_config import BackupConfig
 from .config_original import has_original_blocks, translate_original
+from .control_plane.join_config import RegionJoinConfig
 from .errors import ConfigError
 from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
@@ -356,6 +357,8 @@ class OrionSection(BaseModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     # carried from the original's cost_tracking (config_original.py); the cost module types it
     cost: dict[str, Any] = Field(default_factory=dict)
+    # joining a control plane as one of its regions (issue 17: docs/regions.md)
+    region: Optional[RegionJoinConfig] = None
 
     _scaling = field_validator("autoscaling")(check_scaling)
 

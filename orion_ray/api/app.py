@@ -29,6 +29,7 @@ from .auth import KeyRing, Principal
 from .errors import install_error_handlers
 from .limits import BodySizeLimit, StrictJsonNumbers
 from .rate_limit import RateLimiter
+from .region_gate import check_dispatch_allowed
 from .store_access import StoreAccess
 from .tracing_middleware import TracingMiddleware, annotate_request
 
@@ -209,6 +210,7 @@ def build_app(
         if p.tenant_id is not None and spec.metadata.tenant_id not in (None, p.tenant_id):
             raise Forbidden(f"this key submits for tenant {p.tenant_id!r} only")
         tenant = p.tenant_id or spec.metadata.tenant_id or "default"
+        check_dispatch_allowed(access_of(request), spec.metadata.request_id)  # draining region
         if not p.is_admin:  # a tenant's runtime_env goes through the allowlist; the operator's does not
             problems = runtime_env_problems(spec.runtime_env)
             if problems:

@@ -52,6 +52,8 @@ class HeartbeatBody(_Body):
     queue_depth: int = Field(0, ge=0)
     launch_failures: int = Field(0, ge=0)
     launch_health: Optional[LaunchHealth] = None
+    # p95 of submit → running over recent starts (the agent's launch health; shown, not scored)
+    launch_p95_s: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
     applied_config_version: int = Field(0, ge=0)
     applied_config_sha256: str = Field("", max_length=64)
     status_seq: int = Field(0, ge=0)
@@ -68,6 +70,9 @@ class StatusChange(_Body):
     ]
     at: float = Field(allow_inf_nan=False)
     reason: str = Field("", max_length=2000)
+    # the region's own id of the workload and its tenant (the control plane's view lists both)
+    region_workload_id: Optional[str] = Field(None, max_length=128)
+    tenant_id: Optional[str] = Field(None, max_length=128)
 
 
 class StatusBody(_Body):
@@ -186,7 +191,7 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
             launch_failures=max(
                 body.launch_failures, body.launch_health.failures_recent if body.launch_health else 0
             ),
-            launch_p95_s=body.launch_health.p95_launch_s if body.launch_health else None,
+            launch_p95_s=body.launch_health.p95_launch_s if body.launch_health else body.launch_p95_s,
             applied_config_version=body.applied_config_version,
             applied_config_sha256=body.applied_config_sha256,
             status_seq=body.status_seq,

@@ -427,6 +427,40 @@ def _v9(db: sqlite3.Connection) -> None:
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
+SCHEMA_10 = """
+CREATE TABLE IF NOT EXISTS cp_runs (
+    run_id       TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    request_id   TEXT,
+    spec         TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    reason       TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cp_runs_request ON cp_runs(tenant_id, request_id);
+CREATE TABLE IF NOT EXISTS region_runs (
+    region       TEXT NOT NULL,
+    workload_id  TEXT NOT NULL,
+    run_id       TEXT,
+    generation   INTEGER,
+    tenant_id    TEXT,
+    status       TEXT NOT NULL,
+    reason       TEXT,
+    seq          INTEGER NOT NULL,
+    at           REAL NOT NULL,
+    PRIMARY KEY (region, workload_id)
+);
+CREATE INDEX IF NOT EXISTS region_runs_run ON region_runs(run_id);
+"""
+
+
+def _v10(db: sqlite3.Connection) -> None:
+    """The control plane's runs (the body each was submitted with, so a redispatch after a
+    restart sends the same workload) and its per-region view of every workload a region reported,
+    the runs submitted straight to a region included (docs/regions.md)."""
+    for stmt in split_statements(SCHEMA_10):
+        db.execute(stmt)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "tables", _v1),
     (2, "ranks, tenant counters and queue buckets", _v2),
@@ -437,6 +471,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (7, "pipeline failure counts and run retries", _v7),
     (8, "global quota ledger, regions and assignments", _v8),
     (9, "single-writer leases (the scheduler's fencing token)", _v9),
+    (10, "control-plane runs and the regions' run view", _v10),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
