@@ -10,6 +10,7 @@ holds across processes; the unique index on ``(tenant_id, request_id)`` stays as
 from __future__ import annotations
 
 import threading
+from typing import Any, Optional
 
 from . import dialect
 from .guard import FileIdentity
@@ -35,6 +36,8 @@ class PostgresStore(SQLiteStore):
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
         self.quarantined: dict[str, str] = {}
+        # the single writer's fence (store/lease.Fence), checked inside every write like SQLite's
+        self.fence: Optional[Any] = None
         self._db = PgConnection(dsn, read_only=read_only, lock_timeout_ms=busy_timeout_ms)  # type: ignore[assignment]
         self.path = self._db.name  # what messages show: host, port, database
         self._identity = FileIdentity(None)  # no file to be replaced under the connection
