@@ -21,7 +21,8 @@ What is measured, on one private `orion up --num-cpus 2` (fresh ORION_HOME, non-
   ``starting`` (admitted and reserved) and ack → ``running`` (launched).
 
 ``--tracing on`` starts Orion with ``orion.tracing`` on, every span appended to a JSON-lines file;
-``--tracing both`` runs everything twice (one `orion up` with tracing off, then one with it on) and
+``--tracing both`` runs everything twice (one `orion up` with tracing off, then one with it on, each
+in a process of its own) and
 ends with the overheads: burst throughput lost, the same against each run's plain-Ray baseline, and
 the idle latency added (the last line is then ``{"benchmark": "e2e-tracing", ...}``).
 
@@ -39,6 +40,8 @@ import argparse
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 
 from ._common import add_cluster_args, err, median, orion_up, pct, ts
@@ -188,10 +191,23 @@ def main() -> None:
     )
     add_cluster_args(p)
     args = p.parse_args()
+    if args.tracing != "both":
+        args.tracing_on = args.tracing == "on"
+        run(args)
+        return
+    # each mode in a process of its own: Serve's client is cached per process, and a second
+    # `orion up` in the same one reached for the first cluster's controller
     results = {}
-    for mode in ("off", "on") if args.tracing == "both" else (args.tracing,):
-        args.tracing_on = mode == "on"
-        results[mode] = run(args)
+    argv = [a for a in sys.argv[1:] if a not in ("--tracing", "both") and not a.startswith("--tracing=")]
+    for mode in ("off", "on"):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.e2e", *argv, "--tracing", mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        ).stdout
+        print(out, end="")
+        results[mode] = json.loads(out.strip().splitlines()[-1])
     if len(results) == 2:
         off, on = results["off"], results["on"]
         overhead = {

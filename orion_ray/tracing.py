@@ -351,24 +351,26 @@ class JsonLinesExporter:
     def __init__(self, path: str):
         self.path = os.path.expanduser(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._fd: Optional[int] = None  # opened once: an open per span cost more than the span
 
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         text = "".join(span_json(s) + "\n" for s in spans)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, text.encode())
         except OSError:
             log.warning("cannot append spans to %s", self.path, exc_info=True)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        """Nothing held open."""
+        """Close the file."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Every line is written when it is exported."""

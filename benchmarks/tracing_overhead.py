@@ -1,0 +1,122 @@
+"""tracing_overhead: Orion's own cost per workload with tracing off and on, in one process, no Ray.
+
+The REST app (TestClient, store access as a Serve replica has it) and the scheduler over the
+in-memory ``FakeRuntime``: each repeat submits N workloads through ``POST /api/v1/workloads``, admits
+them, runs each to completion and reads each back (``GET``). Repeats alternate off / on (every span
+of the API request, submit, admission, placement and run written to a JSON-lines file), so the
+machine's drift falls on both; the figure is the ratio of the medians. This is the part of the
+``e2e`` path tracing adds to (Ray's side is the same either way); ``python -m benchmarks.e2e
+--tracing both`` measures it end to end on a real cluster. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+
+from ._common import err, median
+
+
+def one_repeat(n: int, traced: bool, workdir: str) -> float:
+    """Seconds for ``n`` workloads through submit → run → read back."""
+    from fastapi.testclient import TestClient
+
+    from orion_ray import tracing
+    from orion_ray.api.app import build_app
+    from orion_ray.api.auth import KeyRing, hash_key
+    from orion_ray.api.store_access import StoreAccess
+    from orion_ray.config import PolicyConfig, SchedulerConfig
+    from orion_ray.observability_config import TracingConfig
+    from orion_ray.runtime.fake import FakeRuntime, fake_node
+    from orion_ray.scheduler import Scheduler
+    from orion_ray.store import SQLiteStore
+
+    tag = f"{'on' if traced else 'off'}-{time.monotonic_ns()}"
+    path = os.path.join(workdir, f"{tag}.db")
+    if traced:
+        tracing.setup(
+            TracingConfig(enabled=True, exporter="file", path=os.path.join(workdir, f"{tag}.jsonl")),
+            service="bench",
+        )
+    else:
+        tracing.shutdown()
+
+    async def run() -> float:
+        rt = FakeRuntime([fake_node(f"n{i}", gpus=0, cpus=64) for i in range(4)])
+        sched = Scheduler(SQLiteStore(path), rt, SchedulerConfig(), PolicyConfig())
+        access = StoreAccess(path, max_queue_size=100_000)
+        client = TestClient(build_app(KeyRing([hash_key("k")]), backend=sched, access=access))
+        head = {"Authorization": "Bearer k"}
+        body = {"workload_type": "task", "function": "math:factorial", "resources": {"cpu": 1}}
+        t0 = time.perf_counter()
+        wids = [
+            client.post("/api/v1/workloads", json=body, headers=head).json()["workload_id"] for _ in range(n)
+        ]
+        sched.ingest.pull()
+        sched.run_cycle()
+        for _ in range(2000):  # let the drivers launch
+            if all(sched.active.get(w) is None or sched.active[w].status.value == "running" for w in wids):
+                break
+            await asyncio.sleep(0)
+        for w in wids:
+            rt.complete(w, result=1)
+        for _ in range(5000):
+            if not any(w in sched.active for w in wids):
+                break
+            await asyncio.sleep(0)
+        for w in wids:
+            assert client.get(f"/api/v1/workloads/{w}", headers=head).json()["status"] == "completed"
+        took = time.perf_counter() - t0
+        client.close()
+        access.close()
+        sched.store.close()
+        return took
+
+    try:
+        return asyncio.run(run())
+    finally:
+        tracing.shutdown()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.tracing_overhead", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--n", type=int, default=200, help="workloads per repeat")
+    p.add_argument("--repeats", type=int, default=7, help="repeats per side (alternating)")
+    args = p.parse_args()
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory(prefix="orion-trace-bench-") as workdir:
+        one_repeat(20, False, workdir)  # warm-up: imports, first connections
+        one_repeat(20, True, workdir)
+        for r in range(args.repeats):
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                times[mode].append(one_repeat(args.n, mode == "on", workdir))
+                err(f"repeat {r + 1}/{args.repeats} {mode}: {times[mode][-1]:.3f} s")
+        spans = sum(1 for f in os.listdir(workdir) if f.endswith(".jsonl"))
+    off, on = median(times["off"]), median(times["on"])
+    print(f"\n{args.n} workloads (submit, run, read back), medians of {args.repeats} alternating repeats")
+    print(f"tracing off {off:.3f} s ({args.n / off:.1f}/s), on {on:.3f} s ({args.n / on:.1f}/s)")
+    print(f"overhead {100 * (on / off - 1):.1f} %")
+    print(
+        json.dumps(
+            {
+                "benchmark": "tracing_overhead",
+                "n": args.n,
+                "repeats": args.repeats,
+                "off_s": round(off, 4),
+                "on_s": round(on, 4),
+                "ratio": round(on / off, 4),
+                "overhead": round(on / off - 1, 4),
+                "traced_repeats": spans,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
