@@ -18,11 +18,11 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .backup_config import BackupConfig
 from .config_original import has_original_blocks, translate_original
-from .control_plane.join_config import RegionJoinConfig
 from .errors import ConfigError
 from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
+from .region_join_config import RegionJoinConfig
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
 # The placement policies ``scheduler.placement_policy`` accepts (``policy/placement/registry.py``

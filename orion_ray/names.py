@@ -10,3 +10,6 @@ SCHEDULER_NAME = "orion-scheduler"
 AUTOSCALER_NAME = "orion-autoscaler"
 SERVING_NAME = "orion-serving"  # the deployment manager of model serving
 EXECUTOR_NAME = "orion-executor"  # runs task workloads inside their placement groups
+# the settings row where a region's agent records the state its control plane answered (draining
+# regions refuse dispatches: api/region_gate.py); here so neither side imports the other
+REGION_GATE_SETTING = "region_dispatch_state"

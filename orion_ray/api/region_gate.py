@@ -13,8 +13,9 @@ import re
 from typing import Any, Optional
 
 from ..errors import Conflict
+from ..names import REGION_GATE_SETTING
 
-GATE = "region_dispatch_state"
+GATE = REGION_GATE_SETTING
 _DISPATCH = re.compile(r"^cp-.+-g[0-9]+$")
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import httpx
 
-from ..api.region_gate import GATE
+from ..names import REGION_GATE_SETTING as GATE
 from ..policy import config_snapshot as cfg
 from ..policy.status_outbox import Outbox
 from ..store.files import write_private

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import OrionConfig
 from ..credentials import read_credentials
-from .join_config import RegionJoinConfig
+from ..region_join_config import RegionJoinConfig
 
 
 def join_settings(a: Any, cfg: OrionConfig) -> tuple[RegionJoinConfig, str]:

@@ -1,7 +1,7 @@
 """The control-plane process: the REST app over its own store, and the loop that never dies.
 
 One process, no Ray: the control plane holds no compute, so it needs no Ray cluster. uvicorn
-serves ``api/regions.py``'s routes plus the workload routes (``workloads.py``); a thread runs the
+serves ``control_plane/routes.py``'s routes plus the workload routes (``workloads.py``); a thread runs the
 loop every second — ``tick()`` (silent regions become lost, their runs redispatched or failed),
 ``redispatch()`` and the dispatcher — logging and carrying on after any error. One re-entrant lock
 serialises the service between the API's threads and the loop; the dispatcher's HTTP calls to
@@ -22,10 +22,10 @@ from typing import Any, Mapping, Optional, Sequence
 from fastapi import FastAPI, Header
 
 from ..api.auth import KeyRing, Principal, hash_key
-from ..api.regions import build_control_plane_app
 from ..policy.global_quota import GlobalQuota
 from ..store.sqlite import SQLiteStore
 from .dispatcher import Dispatcher
+from .routes import build_control_plane_app
 from .runs import RunBook
 from .service import ControlPlane
 from .workloads import install_workloads

@@ -1,4 +1,4 @@
-"""The control plane's REST routes (orion_ray/api/regions.py) over the pure core, with TestClient:
+"""The control plane's REST routes (orion_ray/control_plane/routes.py) over the pure core, with TestClient:
 regions, heartbeats, drain, dispatch with failover, global quotas, sequenced status, loss and
 fencing, config snapshots, and a restart that loses nothing. No Ray, no clusters."""
 
@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orion_ray.api.auth import KeyRing, hash_key
-from orion_ray.api.regions import build_control_plane_app
+from orion_ray.control_plane.routes import build_control_plane_app
 from orion_ray.control_plane.service import ControlPlane
 from orion_ray.policy.global_quota import GlobalQuota
 from orion_ray.store.sqlite import SQLiteStore

@@ -233,7 +233,8 @@ def test_a_wanted_config_is_pulled_verified_and_applied_or_left_when_the_region_
     env["http"].routes[("POST", "/admin/v1/config/apply")] = lambda b: (applied.append(b) or 200, {})
     assert a.apply_config(snap.version) is True
     assert (
-        applied[0]["sections"]["pools"] == {"cpu": {"max_nodes": 3}} and applied[0]["version"] == snap.version
+        json.loads(applied[0]["text"])["pools"] == {"cpu": {"max_nodes": 3}}
+        and applied[0]["version"] == snap.version
     )
     env["http"].routes[("GET", f"/api/v1/config/snapshots/{snap.version}")] = lambda b: (
         200,

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from orion_ray import regions_cli
 from orion_ray.api.auth import KeyRing, hash_key
-from orion_ray.api.regions import build_control_plane_app
 from orion_ray.async_client import AsyncOrionClient
 from orion_ray.cli import main
 from orion_ray.client import OrionClient
 from orion_ray.control_plane.observability import METRICS
+from orion_ray.control_plane.routes import build_control_plane_app
 from orion_ray.control_plane.service import ControlPlane
 from orion_ray.errors import NotFound
 from orion_ray.store.sqlite import SQLiteStore

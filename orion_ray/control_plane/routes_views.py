@@ -10,15 +10,15 @@ from typing import Any, Callable, Optional
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import PlainTextResponse
 
-from ..control_plane.observability import (
+from ..policy.region_state import RegionRecord
+from .observability import (
     CONTENT_TYPE,
     audit_page,
     config_view,
     heartbeat_age,
     render_metrics,
 )
-from ..control_plane.service import ControlPlane
-from ..policy.region_state import RegionRecord
+from .service import ControlPlane
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 MAX_CURSOR = 2**62

@@ -13,13 +13,13 @@ from fastapi import Depends, FastAPI, Header, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._version import __version__
-from ..control_plane.service import ControlPlane
+from ..api.auth import KeyRing, Principal, hash_key
+from ..api.errors import install_error_handlers
 from ..errors import Forbidden
 from ..policy.region_state import Heartbeat
 from ..policy.regions import RunRequest
-from .auth import KeyRing, Principal, hash_key
-from .errors import install_error_handlers
-from .regions_views import install_region_views, region_extras
+from .routes_views import install_region_views, region_extras
+from .service import ControlPlane
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
