@@ -198,6 +198,16 @@ class PolicyConfig(BaseModel):
         return max(1, max_queue_size // 2)
 
 
+class BudgetConfig(BaseModel):
+    """A tenant's GPU-hour budgets (docs/cost.md): admission waits past them."""
+
+    model_config = ConfigDict(extra="forbid")
+    gpu_hours_per_day: Optional[float] = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    per_month: Optional[float] = Field(
+        None, ge=0, le=1e9, allow_inf_nan=False, description="GPU-hours per month"
+    )
+
+
 class TenantConfig(BaseModel):
     """One tenant. Its keys come from environment variables or as SHA-256 hashes, never in clear."""
 
@@ -221,6 +231,7 @@ class TenantConfig(BaseModel):
     rate_limit: Optional[RateLimit] = Field(
         None, description="this tenant's API rate (default: api.rate_limit)"
     )
+    budget: Optional[BudgetConfig] = None
     api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
     api_key_sha256: list[str] = Field(
         default_factory=list, description="hex SHA-256 of keys (never the keys)"
@@ -320,6 +331,24 @@ class PipelinesConfig(BaseModel):
     container_runtime: Union[bool, Literal["auto"]] = "auto"
 
 
+class CostConfig(BaseModel):
+    """``orion.cost``: the price table (``cost.prices``: PriceTable.from_config) and the default
+    idle-cost sharing of reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    share_idle: Literal["none", "weighted", "even"] = "none"
+    prices: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .cost.prices import PriceTable
+
+        PriceTable.from_config(v)  # PriceError (a ValueError) names the field
+        return v
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -333,6 +362,8 @@ class OrionSection(BaseModel):
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     # pipelines' artifact store and container runtime (issue 16: docs/pipelines-data.md)
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig)
+    # prices, currency and idle sharing of cost reports (issue 18: docs/cost.md)
+    cost: CostConfig = Field(default_factory=CostConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)

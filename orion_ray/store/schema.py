@@ -406,6 +406,46 @@ def _v8(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+SCHEMA_9 = """
+CREATE TABLE IF NOT EXISTS usage_records (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL,
+    ref             TEXT NOT NULL,
+    tenant_id       TEXT NOT NULL,
+    pool            TEXT NOT NULL,
+    market          TEXT NOT NULL,
+    start_at        REAL NOT NULL,
+    end_at          REAL NOT NULL,
+    gpus            REAL NOT NULL DEFAULT 0,
+    cpus            REAL NOT NULL DEFAULT 0,
+    memory_gib      REAL NOT NULL DEFAULT 0,
+    gpu_type        TEXT,
+    used_gpus       REAL,
+    used_cpus       REAL,
+    used_memory_gib REAL,
+    tokens          INTEGER NOT NULL DEFAULT 0,
+    nodes           INTEGER NOT NULL DEFAULT 0,
+    instance_type   TEXT
+);
+CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records(end_at);
+CREATE INDEX IF NOT EXISTS usage_records_tenant ON usage_records(tenant_id, end_at);
+CREATE TABLE IF NOT EXISTS price_tables (
+    version         TEXT NOT NULL,
+    effective_at    REAL NOT NULL,
+    body            TEXT NOT NULL,
+    PRIMARY KEY (version, effective_at)
+);
+"""
+
+
+def _v9(db: sqlite3.Connection) -> None:
+    """Cost (docs/cost.md): usage records of serving replicas and node-hours of capacity
+    (``kind`` replica / capacity; batch workloads are priced from their transitions), and every
+    version of the price table with when it took effect."""
+    for stmt in split_statements(SCHEMA_9):
+        db.execute(stmt)
+
+
 # The ordered migrations: (the version a file has after it, what it does, the step). A step is
 # idempotent and runs inside the caller's write transaction with the version bump, so a file is
 # at one version or the next, never between. Append; never edit or reorder a released step.
@@ -418,6 +458,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (6, "pipeline schedules, event triggers and events", _v6),
     (7, "pipeline failure counts and run retries", _v7),
     (8, "global quota ledger, regions and assignments", _v8),
+    (9, "usage records and price table versions", _v9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
