@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipelines.schedule_cli import add_commands as add_schedule_commands  # schedule|trigger|event
 
     add_schedule_commands(sub, out)
+    from .cost.cli import add_commands as add_cost_commands  # cost report|export (docs/cost.md)
+
+    add_cost_commands(sub)
     return p
 
 

@@ -43,7 +43,7 @@ class CostHost:
         self.budget_at = float("-inf")
         self.budget_for: Any = None  # the BudgetBook last filled (a reload makes a new one)
         self.gauges_at = float("-inf")
-        self.recorded: Optional[str] = None  # the price version stored
+        self.recorded: Optional[str] = None  # the price version and defaults stored
 
     def configure(self, cost: CostConfig, pools: Iterable[Any] = ()) -> None:
         """The configured prices and pools (``orion.cost``, ``orion.worker_pools``)."""
@@ -63,9 +63,12 @@ class CostHost:
         """Record capacity since the last tick, the price version, and refresh the gauges."""
         sched = self.sched
         now = sched.clock()
-        if self.recorded != self.table.version:
+        mark = f"{self.table.version}/{self.config.share_idle}"
+        if self.recorded != mark:
             cost_store.record_prices(sched.store, self.table, now=now)
-            self.recorded = self.table.version
+            defaults = {"currency": self.config.currency, "share_idle": self.config.share_idle}
+            sched.store.put_setting(cost_store.COST_SETTING, defaults)
+            self.recorded = mark
         if self.last_at is not None and 0 < now - self.last_at <= MAX_GAP_S:
             cost_store.add_records(sched.store, capacity_records(sched.runtime.nodes(), self.last_at, now))
         self.last_at = now

@@ -151,3 +151,22 @@ def price_book(store: Any, current: PriceTable) -> PriceBook:
     if not versions:
         versions.append((0.0, current))
     return PriceBook(versions)
+
+
+def cost_rows(
+    store: Any, *, start: float, end: float, now: float, step: Optional[float], share_idle: str
+) -> tuple[list[dict[str, Any]], PriceTable]:
+    """``allocate``'s rows for [start, end) from everything stored (every tenant: idle is
+    shared among them; callers filter what a tenant may see), and the newest price table."""
+    from ..cost.allocation import allocate
+
+    settings = store.get_setting(COST_SETTING, None) or {}
+    book = price_book(store, PriceTable(currency=settings.get("currency", "USD")))
+    until = min(end, now)
+    usage = workload_usage(store, since=start, until=until, now=now)
+    replicas, caps = stored_records(store, since=start, until=until)
+    rows = allocate(usage + replicas, caps, book, start=start, end=end, step=step, share_idle=share_idle)
+    return rows, book.current
+
+
+COST_SETTING = "cost"  # {"currency", "share_idle"}: the configured defaults, for API replicas
