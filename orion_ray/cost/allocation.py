@@ -172,7 +172,7 @@ def aggregate(
     rows: Iterable[Mapping[str, Any]], keys: Sequence[str], *, per_bucket: bool = True
 ) -> list[dict[str, Any]]:
     """Sum ``allocate``'s rows by ``keys`` (and by bucket unless ``per_bucket`` is false); money
-    rounded to cents, hours to 4 places; ``cost`` = usage + idle."""
+    rounded to cents, hours to 6 places; ``cost`` = usage + idle."""
     for k in keys:
         if k not in AGGREGATE_KEYS:
             raise ValueError(f"aggregate: {k!r} is not one of {', '.join(AGGREGATE_KEYS)}")

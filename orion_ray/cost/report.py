@@ -164,8 +164,8 @@ def chargeback(rows: Sequence[Mapping[str, Any]], *, tenant: Optional[str]) -> l
         t = per[name]
         row: dict[str, Any] = {
             "tenant": name,
-            "gpu_hours": round(t["gpu_hours"], 4),
-            "cpu_hours": round(t["cpu_hours"], 4),
+            "gpu_hours": round(t["gpu_hours"], 6),
+            "cpu_hours": round(t["cpu_hours"], 6),
         }
         for m in MARKETS:
             row[f"cost_{m}"] = cents(t.get(m, 0.0))

@@ -88,17 +88,17 @@ class BudgetBook:
         ):
             if cap is None:
                 continue
-            if want > cap:
+            if want > cap and used < cap:
                 return {
                     "code": "budget",
-                    "message": f"its expected {want:.2f} GPU-hours exceed tenant {tenant}'s whole {name} "
+                    "message": f"its expected {want:.4g} GPU-hours exceed tenant {tenant}'s whole {name} "
                     f"GPU-hour budget of {cap:g}; it waits until the budget is raised",
                 }
             if used + want > cap or (want == 0 and used >= cap):
                 return {
                     "code": "budget",
-                    "message": f"tenant {tenant} has used {used:.2f} of its {name} budget of {cap:g} "
-                    f"GPU-hours; this workload needs {want:.2f} more; it waits for the next "
+                    "message": f"tenant {tenant} has used {used:.4g} of its {name} budget of {cap:g} "
+                    f"GPU-hours; this workload needs {want:.4g} more; it waits for the next "
                     f"{'UTC day' if name == 'daily' else 'month'} or a larger budget",
                 }
         return None

@@ -28,6 +28,7 @@ log = logging.getLogger("orion.scheduler")
 
 COST_TICK_S = 60.0
 BUDGET_REFRESH_S = 30.0
+BUDGET_MIN_S = 1.0
 GAUGE_REFRESH_S = 300.0
 MAX_GAP_S = 600.0  # a longer gap between ticks (the scheduler was down) is not charged as capacity
 
@@ -42,6 +43,7 @@ class CostHost:
         self.last_at: Optional[float] = None
         self.budget_at = float("-inf")
         self.budget_for: Any = None  # the BudgetBook last filled (a reload makes a new one)
+        self.budget_version = -1  # the workload book's version at that fill
         self.gauges_at = float("-inf")
         self.recorded: Optional[str] = None  # the price version and defaults stored
 
@@ -99,13 +101,18 @@ def capacity_records(nodes: Iterable[Any], start: float, end: float) -> list[Cap
 
 
 def refresh_budget_use(sched: "Scheduler", now: float) -> None:
-    """Fill the policy's budget book with each tenant's GPU-hours this UTC day and month (from
-    the store, at most every ``BUDGET_REFRESH_S`` or when the budgets were reloaded)."""
+    """Fill the policy's budget book with each tenant's GPU-hours this UTC day and month, from the
+    store: after any status change (at most every ``BUDGET_MIN_S``), else every
+    ``BUDGET_REFRESH_S`` (running work keeps adding), and at once when budgets were reloaded."""
     book = sched.policy.budgets
     host = sched.cost
-    if book is None or (book is host.budget_for and now - host.budget_at < BUDGET_REFRESH_S):
+    if book is None:
         return
-    host.budget_for, host.budget_at = book, now
+    age = now - host.budget_at
+    changed = sched.book.version != host.budget_version
+    if book is host.budget_for and age < BUDGET_REFRESH_S and not (changed and age >= BUDGET_MIN_S):
+        return
+    host.budget_for, host.budget_at, host.budget_version = book, now, sched.book.version
     book.use = budget_use(sched.store, now=now)
 
 

@@ -43,7 +43,7 @@ def test_under_budget_is_admitted_and_over_waits_with_the_figures():
     assert {c.workload_id for c, _ in p.admitted} == {"fits", "b1"}
     (why,) = p.reasons["over"]
     assert why["code"] == "budget"
-    assert "used 9.00 of its daily budget of 10 GPU-hours" in why["message"] and "2.00 more" in why["message"]
+    assert "used 9 of its daily budget of 10 GPU-hours" in why["message"] and "needs 2 more" in why["message"]
     assert book.use["a"].day == 8.0  # the pass charged its own copy
 
 
