@@ -420,7 +420,8 @@ class CyclePass:
         """Place on the preferred market first (spot for ``spot_ok``, else on-demand), then
         anywhere; one try when the cluster is all one market."""
         reqs = self._reqs[c.shape]
-        avoid = avoid_first(c.spot_ok, use.spot_nodes, use.arr.node_ids)
+        spot = getattr(use, "spot_nodes", None)  # None: a placer without markets (a test double)
+        avoid = avoid_first(c.spot_ok, spot, use.arr.node_ids) if spot else frozenset()
         if avoid:
             got = use.masked(avoid).place(c.bundles, c.gpu_types, c.strategy, reqs)
             if got is not None:

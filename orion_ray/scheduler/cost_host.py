@@ -46,6 +46,7 @@ class CostHost:
         self.budget_version = -1  # the workload book's version at that fill
         self.gauges_at = float("-inf")
         self.recorded: Optional[str] = None  # the price version and defaults stored
+        self.failing = False
 
     def configure(self, cost: CostConfig, pools: Iterable[Any] = ()) -> None:
         """The configured prices and pools (``orion.cost``, ``orion.worker_pools``)."""
@@ -62,7 +63,17 @@ class CostHost:
         return PriceTable.from_config(self.config.prices, self.config.currency)
 
     def tick(self) -> None:
-        """Record capacity since the last tick, the price version, and refresh the gauges."""
+        """Record capacity since the last tick, the price version, and refresh the gauges; a
+        failure is logged once and retried at the next tick."""
+        try:
+            self._tick()
+            self.failing = False
+        except Exception:
+            if not self.failing:
+                log.warning("cost bookkeeping failed; retrying each minute", exc_info=True)
+            self.failing = True
+
+    def _tick(self) -> None:
         sched = self.sched
         now = sched.clock()
         mark = f"{self.table.version}/{self.config.share_idle}"
@@ -113,7 +124,10 @@ def refresh_budget_use(sched: "Scheduler", now: float) -> None:
     if book is host.budget_for and age < BUDGET_REFRESH_S and not (changed and age >= BUDGET_MIN_S):
         return
     host.budget_for, host.budget_at, host.budget_version = book, now, sched.book.version
-    book.use = budget_use(sched.store, now=now)
+    try:
+        book.use = budget_use(sched.store, now=now)
+    except Exception:  # a store hiccup must not stop the cycle: the last figures stand until the next try
+        log.warning("could not refresh the GPU-hour budgets' use; keeping the last figures", exc_info=True)
 
 
 def budget_use(store: Any, *, now: float) -> dict[str, BudgetUse]:
