@@ -343,9 +343,24 @@ class CostConfig(BaseModel):
     @field_validator("prices")
     @classmethod
     def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from .cost.prices import PriceTable
-
-        PriceTable.from_config(v)  # PriceError (a ValueError) names the field
+        # the shape cost.prices.PriceTable.from_config reads (the model layer imports no cost code)
+        for key, value in v.items():
+            if key not in ("gpu", "cpu", "memory_gib", "instances"):
+                raise ValueError(f"cost.prices.{key}: unknown key (one of cpu, gpu, instances, memory_gib)")
+            nested = key in ("gpu", "instances")
+            for name, rates in (value or {}).items() if nested else [("", value)]:
+                where = f"cost.prices.{key}" + (f".{name}" if nested else "")
+                if not isinstance(rates, dict):
+                    raise ValueError(
+                        f"{where}: expected a mapping of market to price, e.g. {{on_demand: 2.0}}"
+                    )
+                for market, price in rates.items():
+                    if market not in ("on_demand", "spot", "reserved"):
+                        raise ValueError(
+                            f"{where}.{market}: unknown market (one of on_demand, spot, reserved)"
+                        )
+                    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+                        raise ValueError(f"{where}.{market}: {price!r} is not a price (a number in [0, 1e6))")
         return v
 
 

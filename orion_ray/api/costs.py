@@ -14,9 +14,9 @@ from typing import Any, Callable, Optional
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
 
+from ..cost import store_rows as cost_store
 from ..cost.report import QueryError, chargeback, month_window, parse_query, report, to_csv
 from ..errors import SchedulerUnavailable, ValidationError
-from ..store import usage as cost_store
 
 
 def _invalid(exc: QueryError) -> ValidationError:

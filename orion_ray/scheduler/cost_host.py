@@ -14,12 +14,12 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..config import CostConfig
+from ..cost import store_rows as cost_store
 from ..cost.allocation import PoolShape, aggregate, allocate, ratio_to_baseline, spot_share
 from ..cost.prices import PriceTable
 from ..cost.usage import GIB, CapacityRecord
 from ..policy.budget import DAY_S, BudgetUse, day_start, month_start
 from ..policy.markets import POOL_LABEL, market_of
-from ..store import usage as cost_store
 
 if TYPE_CHECKING:
     from .core import Scheduler

@@ -15,6 +15,7 @@ from orion_ray.api.auth import KeyRing, hash_key
 from orion_ray.api.store_access import StoreAccess
 from orion_ray.config import OrionConfig, PolicyConfig, TenantConfig
 from orion_ray.cost import cli as cost_cli
+from orion_ray.cost import store_rows as cost_store
 from orion_ray.cost.prices import PriceTable
 from orion_ray.cost.report import QueryError, parse_query
 from orion_ray.cost.usage import CapacityRecord, UsageRecord
@@ -25,7 +26,6 @@ from orion_ray.scheduler.cost_host import budget_use, capacity_records
 from orion_ray.scheduler.policy_bridge import settings_from
 from orion_ray.status import Status
 from orion_ray.store import SQLiteStore
-from orion_ray.store import usage as cost_store
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 ACME = {"Authorization": "Bearer acme-key"}

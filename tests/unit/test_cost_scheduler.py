@@ -5,13 +5,13 @@ its daily GPU-hour budget waits with the reason in explain."""
 from __future__ import annotations
 
 from orion_ray.config import PolicyConfig, TenantConfig
+from orion_ray.cost import store_rows as cost_store
 from orion_ray.cost.prices import PriceTable
 from orion_ray.policy.markets import MARKET_LABEL
 from orion_ray.runtime.fake import FakeRuntime, fake_node
 from orion_ray.scheduler.cost_host import budget_use
 from orion_ray.scheduler.policy_bridge import settings_from
 from orion_ray.status import Status
-from orion_ray.store import usage as cost_store
 
 from .test_pinned_tasks import clock, db, make  # noqa: F401  (fixtures)
 from .test_scheduler_run import on_loop, running, settle, status, task

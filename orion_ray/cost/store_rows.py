@@ -1,5 +1,6 @@
 """Cost rows in the store (schema 9): usage and capacity records, price-table versions, and the
-batch workloads' usage read from their transitions (docs/cost.md).
+batch workloads' usage read from their transitions (docs/cost.md). Here, not in ``store/``: the
+store sits below this package and never imports it.
 
 Batch usage is not written separately: every status change is already stored in the same
 transaction as the workload, so the held stretches are read back from ``transitions`` and nothing
@@ -13,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Optional, Union
 
-from ..cost.prices import PriceBook, PriceTable
-from ..cost.usage import CapacityRecord, UsageRecord, workload_records
+from .prices import PriceBook, PriceTable
+from .usage import CapacityRecord, UsageRecord, workload_records
 
 UNKNOWN_POOL = "unknown"
 _COLS = (
@@ -158,7 +159,7 @@ def cost_rows(
 ) -> tuple[list[dict[str, Any]], PriceTable]:
     """``allocate``'s rows for [start, end) from everything stored (every tenant: idle is
     shared among them; callers filter what a tenant may see), and the newest price table."""
-    from ..cost.allocation import allocate
+    from .allocation import allocate
 
     settings = store.get_setting(COST_SETTING, None) or {}
     book = price_book(store, PriceTable(currency=settings.get("currency", "USD")))
