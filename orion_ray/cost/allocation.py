@@ -189,7 +189,7 @@ def aggregate(
             row["start"], row["end"] = key[0], key[1]
         row.update(zip(keys, key[2:] if per_bucket else key))
         row.update(
-            {f: round(v[f], 4) for f in ("gpu_hours", "cpu_hours", "memory_gib_hours", "spot_gpu_hours")}
+            {f: round(v[f], 6) for f in ("gpu_hours", "cpu_hours", "memory_gib_hours", "spot_gpu_hours")}
         )
         row["tokens"] = int(v["tokens"])
         row["usage_cost"], row["idle_cost"] = cents(v["usage_cost"]), cents(v["idle_cost"])
