@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .control_plane.cli import add_commands as add_control_plane_commands  # control-plane up|down|…
 
     add_control_plane_commands(sub, out)
+    from .cost.cli import add_commands as add_cost_commands  # cost report|export (docs/cost.md)
+
+    add_cost_commands(sub)
     return p
 
 

@@ -210,6 +210,16 @@ class PolicyConfig(BaseModel):
         return max(1, max_queue_size // 2)
 
 
+class BudgetConfig(BaseModel):
+    """A tenant's GPU-hour budgets (docs/cost.md): admission waits past them."""
+
+    model_config = ConfigDict(extra="forbid")
+    gpu_hours_per_day: Optional[float] = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    per_month: Optional[float] = Field(
+        None, ge=0, le=1e9, allow_inf_nan=False, description="GPU-hours per month"
+    )
+
+
 class TenantConfig(BaseModel):
     """One tenant. Its keys come from environment variables or as SHA-256 hashes, never in clear."""
 
@@ -233,6 +243,7 @@ class TenantConfig(BaseModel):
     rate_limit: Optional[RateLimit] = Field(
         None, description="this tenant's API rate (default: api.rate_limit)"
     )
+    budget: Optional[BudgetConfig] = None
     api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
     api_key_sha256: list[str] = Field(
         default_factory=list, description="hex SHA-256 of keys (never the keys)"
@@ -332,6 +343,47 @@ class PipelinesConfig(BaseModel):
     container_runtime: Union[bool, Literal["auto"]] = "auto"
 
 
+class CostConfig(BaseModel):
+    """``orion.cost``: the price table (``cost.prices``: PriceTable.from_config) and the default
+    idle-cost sharing of reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    share_idle: Literal["none", "weighted", "even"] = "none"
+    prices: dict[str, Any] = Field(default_factory=dict)
+    # the original's cost_tracking block (config_original.py maps it here): ``enabled: false``
+    # stops the scheduler recording capacity and prices (reports then price batch work only);
+    # the others are the defaults of reports and the chargeback export (docs/cost.md)
+    enabled: bool = True
+    granularity: Literal["hourly", "daily"] = "daily"
+    metrics: list[str] = Field(default_factory=list, max_length=16)
+    billing_period: Literal["monthly"] = "monthly"
+    export_to: Optional[str] = Field(None, max_length=4096)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # the shape cost.prices.PriceTable.from_config reads (the model layer imports no cost code)
+        for key, value in v.items():
+            if key not in ("gpu", "cpu", "memory_gib", "instances"):
+                raise ValueError(f"cost.prices.{key}: unknown key (one of cpu, gpu, instances, memory_gib)")
+            nested = key in ("gpu", "instances")
+            for name, rates in (value or {}).items() if nested else [("", value)]:
+                where = f"cost.prices.{key}" + (f".{name}" if nested else "")
+                if not isinstance(rates, dict):
+                    raise ValueError(
+                        f"{where}: expected a mapping of market to price, e.g. {{on_demand: 2.0}}"
+                    )
+                for market, price in rates.items():
+                    if market not in ("on_demand", "spot", "reserved"):
+                        raise ValueError(
+                            f"{where}.{market}: unknown market (one of on_demand, spot, reserved)"
+                        )
+                    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+                        raise ValueError(f"{where}.{market}: {price!r} is not a price (a number in [0, 1e6))")
+        return v
+
+
 class OrionSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -349,14 +401,14 @@ class OrionSection(BaseModel):
     ha: HaConfig = Field(default_factory=HaConfig)
     # snapshots, retention and the continuous replica (issue 18: docs/backups.md)
     backup: BackupConfig = Field(default_factory=BackupConfig)
+    # prices, currency and idle sharing of cost reports (issue 18: docs/cost.md)
+    cost: CostConfig = Field(default_factory=CostConfig)
     # names of environment variables a local Ray head started by `orion up` may inherit, beyond
     # the fixed allowlist of ``ray_env.py`` (never a credential: tenant code can read them all)
     ray_pass_env: list[str] = Field(default_factory=list)
     # spans and log format of Orion's own processes (issue 18: docs/tracing.md)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    # carried from the original's cost_tracking (config_original.py); the cost module types it
-    cost: dict[str, Any] = Field(default_factory=dict)
     # joining a control plane as one of its regions (issue 17: docs/regions.md)
     region: Optional[RegionJoinConfig] = None
 

@@ -215,6 +215,14 @@ METRICS: tuple[MetricSpec, ...] = (
         ("route", "method", "status"),
         API_BUCKETS,
     ),
+    # cost (issue 18; docs/cost.md, orion_ray/scheduler/cost_host.py)
+    MetricSpec(
+        "gauge",
+        "orion_cost_ratio_to_baseline",
+        "A tenant's cost so far today over the median of its trailing 7 days (alert above 1.5).",
+        ("tenant",),
+    ),
+    MetricSpec("gauge", "orion_spot_share", "Spot GPU-hours over all batch GPU-hours, trailing 7 days."),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
@@ -309,6 +317,12 @@ class OrionMetrics:
             values[(p["pool"], "current")] = p["current"]
             values[(p["pool"], "target")] = p["target"]
         self._set_all("orion_pool_nodes", values)
+
+    def set_cost(self, ratios: Mapping[str, float], spot_share: Optional[float]) -> None:
+        """The cost gauges: ratio to baseline per tenant (tenants without a baseline are left
+        out) and the spot share of batch GPU-hours (0 without batch GPU work)."""
+        self._set_all("orion_cost_ratio_to_baseline", {(t,): r for t, r in ratios.items()})  # type: ignore[dict-item]
+        self._set("orion_spot_share", float(spot_share or 0.0), ())
 
     def placement_followed(self, level: str, matched: bool, count: int = 1) -> None:
         """``count`` bundles whose ``level`` ("node" or "gpu") did or did not follow the engine."""

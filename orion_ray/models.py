@@ -219,6 +219,9 @@ class WorkloadSpec(BaseModel):
     timeout_s: Optional[float] = Field(None, gt=0, le=30 * 86400, allow_inf_nan=False)
     max_retries: int = Field(0, ge=0, le=100)
     preemptible: bool = True
+    qos: Literal["standard", "spot_ok"] = Field(
+        "standard", description="spot_ok: tolerates interruption, placed on spot first (docs/cost.md)"
+    )
     metadata: Metadata = Field(default_factory=Metadata)
     model_id: Optional[str] = Field(
         None,

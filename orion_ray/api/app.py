@@ -340,6 +340,10 @@ def build_app(
 
     install_schedules(app, principal, backend_of, access_of)
 
+    from .costs import install_costs  # /api/v1/costs (issue 18: docs/cost.md)
+
+    install_costs(app, principal, access_of)
+
     from .infrastructure import install_infrastructure
 
     install_infrastructure(app, admin, backend_of)

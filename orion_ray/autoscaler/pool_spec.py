@@ -14,6 +14,7 @@ from typing import Iterable, Optional, Union
 
 from ..errors import ConfigError
 from ..policy.autoscaling import PoolSpec, params_from_config, parse_window
+from ..policy.markets import MARKET_LABEL
 from ..policy.node_lifecycle import POOL_LABEL
 from ..worker_pools import INSTANCE_SHAPES, POLICIES, WorkerPool, parse_worker_pools
 
@@ -25,6 +26,8 @@ def pool_spec(pool: WorkerPool, params_defaults: Optional[dict] = None) -> PoolS
     resources, gpu_type = pool.node_shape()
     labels = dict(pool.labels)
     labels.setdefault(POOL_LABEL, pool.name)
+    if pool.market == "spot":  # cost-aware placement (policy/markets.py); unlabelled: on-demand
+        labels.setdefault(MARKET_LABEL, pool.market)
     if gpu_type:
         labels.setdefault("ray.io/accelerator-type", str(gpu_type))
     return PoolSpec(

@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
+from .budget import BudgetBook
 from .fairshare import FairShare
 from .live_placement import Held, LivePlacer, requests
+from .markets import avoid_first
 from .placement.arrays import Req
 from .preemption import VictimIndex, _size, _victims_on_one_node, choose_victims, may_preempt, reserve_for  # noqa: F401
 from .quota import QuotaBook, TenantQuota
@@ -63,6 +65,7 @@ class Candidate:
     queued_since: float
     deadline: Optional[float] = None
     runtime_s: Optional[float] = None  # expected run time (timeout_s or history); None: unknown
+    spot_ok: bool = False  # ``qos: spot_ok``: tries spot nodes first (policy/markets.py)
 
     @cached_property
     def shape(self) -> tuple[Any, ...]:
@@ -96,6 +99,7 @@ class PolicySettings:
     protected_ranks: frozenset[int] = frozenset({0, 1})
     reserve_after_s: float = 300.0
     half_life_s: float = 300.0
+    budgets: Optional[BudgetBook] = None  # GPU-hour budgets and use (policy/budget.py)
 
     def weight(self, tenant: str) -> float:
         """The tenant's fair-share weight (1 for a tenant without configuration)."""
@@ -255,6 +259,7 @@ class CyclePass:
         self._order = self._ordered(candidates, capacity)
         self._paused: Optional[Candidate] = None
         self._late: Optional[Callable[[], bool]] = None
+        self.budgets = settings.budgets.copy() if settings.budgets is not None else None
 
     @property
     def quota(self) -> QuotaBook:
@@ -321,6 +326,11 @@ class CyclePass:
         if blocked:
             plan.reasons[c.workload_id] = why + [reason("quota", blocked["message"])]
             return True
+        gpus = c.demand.get("gpu", 0.0)
+        over = self.budgets.check(c.tenant, gpus, c.runtime_s) if self.budgets is not None else None
+        if over:
+            plan.reasons[c.workload_id] = why + [over]
+            return True
         backfill_ok = c.runtime_s is not None and now + c.runtime_s <= self.until
         use = masked if masked is not None and not backfill_ok else placer
         key = (c.shape, use is masked)
@@ -328,13 +338,15 @@ class CyclePass:
         if key not in self.no_fit:
             if c.shape not in self._reqs:  # the engine's requests, once per shape and pass
                 self._reqs[c.shape] = requests(c.bundles, c.gpu_types)
-            placed = use.place(c.bundles, c.gpu_types, c.strategy, self._reqs[c.shape])
+            placed = self._place(use, c)
         if placed is not None:
             placer.commit(placed)
             if masked is not None:
                 masked.commit(placed)
             self.quota.add(c.tenant, c.demand)
             self.fair.penalise(c.tenant, c.demand)
+            if self.budgets is not None:
+                self.budgets.add(c.tenant, gpus * (c.runtime_s or 0.0) / 3600.0)
             _add(plan.fair_delta.setdefault(c.tenant, {}), c.demand)
             plan.admitted.append((c, placed))
             if why:
@@ -403,6 +415,18 @@ class CyclePass:
                     )
                 )
         return True
+
+    def _place(self, use: LivePlacer, c: Candidate) -> Optional[list[Held]]:
+        """Place on the preferred market first (spot for ``spot_ok``, else on-demand), then
+        anywhere; one try when the cluster is all one market."""
+        reqs = self._reqs[c.shape]
+        spot = getattr(use, "spot_nodes", None)  # None: a placer without markets (a test double)
+        avoid = avoid_first(c.spot_ok, spot, use.arr.node_ids) if spot else frozenset()
+        if avoid:
+            got = use.masked(avoid).place(c.bundles, c.gpu_types, c.strategy, reqs)
+            if got is not None:
+                return got
+        return use.place(c.bundles, c.gpu_types, c.strategy, reqs)
 
     def _why_not(self, c: Candidate, on_masked: bool) -> Reason:
         """Why a shape does not fit now: held for the reservation, no free capacity, or never."""

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from .fit import ACCELERATOR_LABEL, NodeView, could_ever_fit, fit_gang
+from .markets import spot_node_ids
 from .placement import BundleRequest, ClusterArrays, ClusterSnapshot, NodeState, Policy, Req, place_gang
 from .placement.arrays import MILLI, to_milli
 from .placement.engine import ScoreCache
@@ -167,6 +168,7 @@ class LivePlacer:
         for h in held:
             by_node.setdefault(h.node_id, []).append(h)
         self.nodes = [n for n in nodes if n.schedulable]
+        self.spot_nodes = spot_node_ids(self.nodes)  # cost-aware placement (policy/markets.py)
         # Free custom resources (the engine models CPU, memory and GPUs; the rest is kept here,
         # only for the nodes that have any, so copies stay cheap).
         self.custom_free: dict[str, dict[str, float]] = {

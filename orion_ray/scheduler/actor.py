@@ -62,6 +62,7 @@ class SchedulerActor:
             on_lease_lost=_exit_for_restart,
         )
         self.scheduler.pipelines.configure(self.config.orion.pipelines)  # artifact store, containers
+        self.scheduler.cost.configure(self.config.orion.cost, self.config.orion.worker_pools)  # prices
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.
         ray.get_runtime_context().current_actor.ensure_started.remote()

@@ -22,7 +22,7 @@ import asyncio
 import gc
 import logging
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ..config import PolicyConfig, RetentionConfig, SchedulerConfig
 from ..errors import StoreUnavailable
@@ -42,6 +42,7 @@ from . import estimates, ingest, intake, node_ops, outside, views, workers_view
 from . import policy_bridge as bridge
 from .admin import AdminMixin
 from .config_apply import ConfigApplyMixin
+from .cost_host import COST_TICK_S, CostHost, refresh_budget_use
 from .driver import WorkloadDriver, pinnable
 from .every import Every
 from .housekeeping import Housekeeping
@@ -97,7 +98,9 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             wake=self.wake,
             sleep=sleep,
             tenant_modules=lambda tenant: intake.allowed_modules(self.tenants.get(tenant)),
+            node_labels=lambda: self.node_labels,
         )
+        self.node_labels: dict[str, Mapping[str, str]] = {}  # of the last pass's nodes (cost records)
         self.placement_policy = get_policy(self.config.placement_policy)
         saved = store.get_setting("policy", None)
         self.policy_config = (
@@ -133,6 +136,7 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             store, clock=clock, metrics=self.metrics, holder=lease_holder, ttl_s=lease_ttl_s, sleep=sleep
         )
         self.on_lease_lost = on_lease_lost  # the actor exits then, and Ray restarts it to wait
+        self.cost = CostHost(self)  # capacity records, price versions, budgets' use (docs/cost.md)
 
     @property
     def active(self) -> dict[str, Workload]:
@@ -211,6 +215,7 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
         serving = Every(SERVING_REFRESH_S, self.clock)
         node_check = Every(node_ops.NODE_CHECK_S, self.clock)
         gauges = Every(GAUGE_REFRESH_S, self.clock)
+        cost = Every(COST_TICK_S, self.clock)
         while not self._stopping:
             woken = True
             if self.planner.busy:
@@ -246,6 +251,8 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
                     node_ops.check_nodes(self)  # lost nodes, drains
                 if gauges.due():
                     self.refresh_gauges()  # Ray's metrics pipeline sees gauges without a scrape
+                if cost.due():
+                    self.cost.tick()  # capacity records, price version, cost gauges
             except Exception:  # the loop never dies: one bad cycle is logged and the next one runs
                 log.exception("scheduling cycle %d failed", self.cycles)
 
@@ -284,6 +291,8 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             # 1 snapshot: capacity per node minus what Orion holds, GPU by GPU (the planner
             # keeps the score caches of the nodes that did not change, and notes any change)
             placer = self.planner.adopt(self.placer())
+            self.node_labels = {n.node_id: n.labels for n in placer.nodes}
+            refresh_budget_use(self, now)
             backoff_ended = now >= self._next_due
             full = backoff_ended or self.planner.needs_full(now)
             if not (full or arrivals):

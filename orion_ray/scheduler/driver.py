@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ..config import PolicyConfig, SchedulerConfig
 from ..errors import StoreUnavailable
@@ -20,6 +20,7 @@ from ..log_format import log_context
 from ..metrics import OrionMetrics
 from ..models import Workload
 from ..policy.live_placement import Held, placement_record
+from ..policy.markets import with_market
 from ..runtime.base import Runtime
 from ..runtime.conventions import clean_job_logs, infrastructure_failure
 from ..status import Status
@@ -70,8 +71,10 @@ class WorkloadDriver:
         wake: Callable[[], None],
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         tenant_modules: Callable[[str], tuple[str, ...]] = lambda tenant: (),
+        node_labels: Callable[[], Mapping[str, Mapping[str, str]]] = dict,
     ):
         self.runtime = runtime
+        self.node_labels = node_labels  # node id → labels: the pool and market go in the record
         self.store = store
         self.book = book
         self.clock = clock
@@ -217,7 +220,7 @@ class WorkloadDriver:
                 "launched",
                 started_at=started,
                 worker_id=held[0].node_id,
-                placement=placement_record(held),
+                placement=with_market(placement_record(held), self.node_labels()),
             ),
         )
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 from ..config import PolicyConfig, TenantConfig
 from ..models import Workload
 from ..policy.admission import RANKS, Candidate, PolicySettings, Running
+from ..policy.budget import Budget, BudgetBook
 from ..policy.quota import TenantQuota, demand_of
 from ..status import Status
 
@@ -45,7 +46,18 @@ def settings_from(tenants: Iterable[TenantConfig], pc: PolicyConfig) -> PolicySe
         protected_ranks=frozenset(RANKS.index(c) for c in pc.preemption.protected_classes),
         reserve_after_s=pc.reserve_after_s,
         half_life_s=pc.fair_share_half_life_s,
+        budgets=_budgets(tenants),
     )
+
+
+def _budgets(tenants: Iterable[TenantConfig]) -> Optional[BudgetBook]:
+    # None without any budget: the pass then skips the check (and the scheduler the usage query)
+    limits = {
+        t.id: Budget(t.budget.gpu_hours_per_day, t.budget.per_month)
+        for t in tenants
+        if t.budget is not None and (t.budget.gpu_hours_per_day is not None or t.budget.per_month is not None)
+    }
+    return BudgetBook(limits) if limits else None
 
 
 def _quota_units(q: Mapping[str, float]) -> dict[str, float]:
@@ -94,6 +106,7 @@ def candidate(book: "WorkloadBook", w: Workload) -> Candidate:
             queued_since=w.updated_at or w.submitted_at,
             deadline=deadline,
             runtime_s=book.runtimes.expected(w),
+            spot_ok=w.spec.qos == "spot_ok",
         )
     return c
 

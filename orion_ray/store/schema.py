@@ -461,6 +461,46 @@ def _v10(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+SCHEMA_11 = """
+CREATE TABLE IF NOT EXISTS usage_records (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL,
+    ref             TEXT NOT NULL,
+    tenant_id       TEXT NOT NULL,
+    pool            TEXT NOT NULL,
+    market          TEXT NOT NULL,
+    start_at        REAL NOT NULL,
+    end_at          REAL NOT NULL,
+    gpus            REAL NOT NULL DEFAULT 0,
+    cpus            REAL NOT NULL DEFAULT 0,
+    memory_gib      REAL NOT NULL DEFAULT 0,
+    gpu_type        TEXT,
+    used_gpus       REAL,
+    used_cpus       REAL,
+    used_memory_gib REAL,
+    tokens          INTEGER NOT NULL DEFAULT 0,
+    nodes           INTEGER NOT NULL DEFAULT 0,
+    instance_type   TEXT
+);
+CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records(end_at);
+CREATE INDEX IF NOT EXISTS usage_records_tenant ON usage_records(tenant_id, end_at);
+CREATE TABLE IF NOT EXISTS price_tables (
+    version         TEXT NOT NULL,
+    effective_at    REAL NOT NULL,
+    body            TEXT NOT NULL,
+    PRIMARY KEY (version, effective_at)
+);
+"""
+
+
+def _v11(db: sqlite3.Connection) -> None:
+    """Cost (docs/cost.md): usage records of serving replicas and node-hours of capacity
+    (``kind`` replica / capacity; batch workloads are priced from their transitions), and every
+    version of the price table with when it took effect."""
+    for stmt in split_statements(SCHEMA_11):
+        db.execute(stmt)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "tables", _v1),
     (2, "ranks, tenant counters and queue buckets", _v2),
@@ -472,6 +512,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (8, "global quota ledger, regions and assignments", _v8),
     (9, "single-writer leases (the scheduler's fencing token)", _v9),
     (10, "control-plane runs and the regions' run view", _v10),
+    (11, "usage records and price table versions", _v11),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
