@@ -275,6 +275,7 @@ def _every_method(m: OrionMetrics) -> None:
         durations=[("succeeded", 1.5)],
     )
     m.lease(True, 3, lost=True)
+    m.set_cost({"acme": 1.2}, 0.75)
 
 
 def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):
