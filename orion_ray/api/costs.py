@@ -28,9 +28,14 @@ def install_costs(app: FastAPI, principal: Any, access_of: Callable[[Request], A
 
     def reader(request: Request) -> Any:
         access = access_of(request)
-        if access is None:
+        if access is not None:
+            return access.reader
+        # an in-process scheduler (tests, embedded use) holds the store itself
+        backend = getattr(request.app.state, "backend", None)
+        store = getattr(backend, "store", None)
+        if store is None:
             raise SchedulerUnavailable("the store is not readable from this replica yet", retry_after=2)
-        return access.reader
+        return store
 
     def scope(p: Any, tenant: Optional[str]) -> Optional[str]:
         if p.is_admin:
