@@ -153,9 +153,15 @@ def test_config_push_reaches_the_region(live: Live):
     with live.regions["r-west"].client() as c:
         if c.get("/admin/v1/config/applied").status_code == 404:
             pytest.skip("the region has no config apply yet (apply_config_snapshot, branch rg-config)")
+    pool = {"resources": {"CPU": 2}, "max_size": 2, "labels": {"tier": "extra"}}
     with live.cp.client() as c:
-        v = c.put("/api/v1/config", json={"sections": {"pools": {"cpu": {"max_nodes": 3}}}}).json()["version"]
+        r = c.put("/api/v1/config", json={"sections": {"pools": {"cpu-extra": pool}}})
+        assert r.status_code == 200, r.text
+        v = r.json()["version"]
     wait_for(lambda: live.cp.region("r-west")["applied_config_version"] == v, about="applied")
+    with live.regions["r-west"].client() as c:  # the region's own view: the new pool, no restart
+        applied = c.get("/admin/v1/config/applied").json()
+    assert applied["version"] == v and "cpu-extra" in str(applied), applied
 
 
 def test_a_killed_region_redispatches_retryable_work_and_fails_the_rest(live: Live):
