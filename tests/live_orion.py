@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 def free_port() -> int:
     """A free loopback port (taken by nothing at the time of asking)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # free on every address: Ray listens on the node IP too
         return s.getsockname()[1]
 
 

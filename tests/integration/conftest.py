@@ -18,7 +18,7 @@ PYPATH_ENV = {"env_vars": {"PYTHONPATH": ROOT}}
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # free on every address: Ray listens on the node IP too
         return s.getsockname()[1]
 
 
