@@ -38,6 +38,7 @@ from .control import load_or_create_token, token_path
 from .credentials import read_credentials, write_credentials
 from .ha_config import HaConfig
 from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SERVING_NAME
+from .pids import alive as _alive
 from .ray_env import ray_process_env
 from .store.files import open_private, private_dir, write_private
 from .store.lease import release_file as release_lease_file
@@ -60,19 +61,6 @@ def _read_state() -> dict:
 def _write_state(state: dict) -> None:
     private_dir(_state_path().parent)
     write_private(_state_path(), json.dumps(state))
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Optional
 
 from .errors import ConfigError
 from .ha_config import REDIS_PASSWORD_ENV, HaConfig
+from .pids import stop as _stop
 from .store.files import open_private, private_dir, write_private
 
 
@@ -163,27 +163,6 @@ def prepare(ha: HaConfig, home: Path) -> Optional[HeadPlan]:
     if password:
         plan.ray_args.append(f"--redis-password={password}")
     return plan
-
-
-def _stop(pid: int, grace_s: float = 5.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + grace_s
-    while time.time() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not our child (another `orion` command started it)
-            if not Path(f"/proc/{pid}").exists():
-                return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop_local_redis(state: dict) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from ..backup_config import ReplicaConfig
 from ..config import OrionConfig, orion_home
+from ..pids import stop  # Litestream syncs what it has on SIGTERM
 from ..store.files import open_private, private_dir, write_private
 from .base import RestoreRefused, SnapshotRejected, backup_for
 from .service import refuse_if_running
@@ -71,29 +71,6 @@ def start(config: OrionConfig) -> int:
     if proc.poll() is not None:
         raise RuntimeError(f"litestream exited at once ({proc.returncode}); see {log_path}")
     return proc.pid
-
-
-def stop(pid: int, grace_s: float = 5.0) -> None:
-    """Stop Litestream by its pid (it syncs what it has on SIGTERM), SIGKILL after ``grace_s``."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + grace_s
-    while time.time() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:  # not our child: poll for it
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def on_up(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import orion_home
+from ..pids import alive as _alive
 from ..store.files import private_dir, write_private
 
 PIDFILE = "region-agent.json"
@@ -28,16 +29,6 @@ KEY_ENV = "ORION_REGION_AGENT_KEY"
 
 def _pidfile() -> Path:
     return orion_home() / PIDFILE
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def running() -> Optional[dict[str, Any]]:

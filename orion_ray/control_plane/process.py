@@ -21,6 +21,7 @@ from typing import Any, Optional
 import httpx
 
 from ..api.auth import hash_key, new_key
+from ..pids import alive as _alive
 from ..store.files import private_dir, write_private
 from .server import CREDENTIALS, REGION_KEYS
 
@@ -31,19 +32,6 @@ def default_home() -> Path:
     """Where the control plane keeps its files unless told."""
     env = os.environ.get("ORION_CONTROL_PLANE_HOME")
     return Path(env).expanduser() if env else Path.home() / ".orion" / "control-plane"
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def _state(home: Path) -> dict[str, Any]:
