@@ -146,6 +146,11 @@ class SchedulerService(Protocol):
         """Scaling decisions and node changes, newest first: ``{"items", "next_cursor"}``."""
         ...
 
+    async def record_scaling_events(self, events: builtins.list[dict[str, Any]]) -> int:
+        """Store scaling events decided outside the scheduler (the serving manager's model
+        scales, rollouts and Serve's autoscaling decisions); returns how many were stored."""
+        ...
+
     # -- the autoscaler's side -------------------------------------------------------------------
     async def autoscaler_view(self) -> dict[str, Any]:
         """What the autoscaler decides over: node samples, queued gangs, queue depth."""
@@ -295,6 +300,8 @@ START_FREE: dict[str, str] = {
     "applied_config": "a store read (the applied snapshot's row); a region's agent heartbeats it "
     "during recovery too",
     "scaling_events": "a store read; recovery does not change it",
+    "record_scaling_events": "a store append from the serving manager; recovery does not read "
+    "these rows, and serving must not stall behind it",
     "autoscaler_report": "keeps the autoscaler's status dict only; the autoscaler's loop must not "
     "stall behind recovery",
 }

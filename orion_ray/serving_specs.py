@@ -38,6 +38,57 @@ def parse_duration(value: Union[int, float, str]) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]  # seconds; accepts "30s", "5m"…
 
+_BOUND_RE = re.compile(r"^\s*(<=?)?\s*(.*?)\s*$")
+_RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(%)?$")
+_COUNT_RE = re.compile(r"^\s*(\d+)\s*(%)?\s*$")
+
+
+def _upper_bound(value: str) -> str:
+    """The number of ``"< 1%"`` / ``"<= 1%"`` / ``"1%"``; a lower bound (``">"``) is refused."""
+    if value.strip().startswith(">"):
+        raise ValueError(f"{value!r}: a success criterion is an upper bound, write it as '< …'")
+    m = _BOUND_RE.match(value)
+    return m.group(2) if m else value
+
+
+def parse_rate(value: Any) -> Any:
+    """A fraction from ``0.01``, ``"1%"`` or the original's ``"< 1%"``."""
+    if isinstance(value, str):
+        m = _RATE_RE.match(_upper_bound(value))
+        if m is None:
+            raise ValueError(f"cannot read {value!r} as an error rate (0.01, '1%' or '< 1%')")
+        return float(m.group(1)) / (100.0 if m.group(2) else 1.0)
+    return value
+
+
+def parse_bound_duration(value: Any) -> Any:
+    """Seconds from ``0.5``, ``"500ms"`` or the original's ``"< 500ms"``."""
+    if value is None:
+        return None
+    return parse_duration(_upper_bound(value) if isinstance(value, str) else value)
+
+
+def parse_count(value: Any) -> Any:
+    """A replica count (``2``) or a percentage of the desired count (``"25%"``), as Kubernetes
+    writes ``maxSurge``; normalised to an int or a string ``"N%"``."""
+    if isinstance(value, bool):
+        raise ValueError("a count is a number of replicas or a percentage such as '25%'")
+    if isinstance(value, int):
+        if not 0 <= value <= 1000:
+            raise ValueError("a count must be between 0 and 1000")
+        return value
+    m = _COUNT_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"cannot read {value!r} as a count (2) or a percentage ('25%')")
+    n = int(m.group(1))
+    if m.group(2):
+        if n > 100:
+            raise ValueError("a percentage must be between 0% and 100%")
+        return f"{n}%"
+    if n > 1000:
+        raise ValueError("a count must be between 0 and 1000")
+    return n
+
 
 def deployment_id(model_id: str, version: str) -> str:
     """The id of one model version's deployment (also its Serve application's suffix)."""
@@ -141,6 +192,9 @@ class ScaleRequest(BaseModel):
         return self
 
 
+Count = Annotated[Union[int, str], BeforeValidator(parse_count)]  # 2 or "25%"
+
+
 class Step(BaseModel):
     """A canary step: the candidate's share of traffic, held for ``duration``."""
 
@@ -150,11 +204,16 @@ class Step(BaseModel):
 
 
 class SuccessCriteria(BaseModel):
-    """What a candidate must hold to advance; failing any of them rolls it back."""
+    """What a candidate must hold to advance; failing any of them rolls it back. The original's
+    strings (``error_rate: "< 1%"``, ``latency_p95: "< 500ms"``) are read into the same numbers."""
 
     model_config = ConfigDict(extra="forbid")
-    error_rate: float = Field(0.05, ge=0, le=1, allow_inf_nan=False, description="a fraction")
-    latency_p95: Optional[Duration] = Field(None, description="seconds (or '500ms')")
+    error_rate: Annotated[float, BeforeValidator(parse_rate)] = Field(
+        0.05, ge=0, le=1, allow_inf_nan=False, description="a fraction, or '< 1%'"
+    )
+    latency_p95: Optional[Annotated[float, BeforeValidator(parse_bound_duration)]] = Field(
+        None, description="seconds, '500ms' or '< 500ms'"
+    )
     min_requests: int = Field(5, ge=1, le=1_000_000, description="no verdict on fewer requests than this")
 
 
@@ -174,6 +233,39 @@ class Shadow(BaseModel):
     percent: float = Field(100.0, gt=0, le=100, allow_inf_nan=False)
 
 
+class Rolling(BaseModel):
+    """The original's ``rolling`` block: replace the stable version's replicas with the
+    candidate's, at most ``maxSurge`` above the desired count and at most ``maxUnavailable``
+    below it (counts or percentages of it); no new replica ready for ``progressDeadline`` rolls
+    back. ``max_surge`` etc. are accepted too."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    max_surge: Count = Field(1, alias="maxSurge")
+    max_unavailable: Count = Field(0, alias="maxUnavailable")
+    progress_deadline: Duration = Field(600.0, alias="progressDeadline")
+
+    @model_validator(mode="after")
+    def _some_room(self):
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0 (nothing could move)")
+        return self
+
+
+class BlueGreen(BaseModel):
+    """The original's ``blue_green`` block."""
+
+    model_config = ConfigDict(extra="forbid")
+    rollback_on_error: bool = True
+    testing_period: Optional[Duration] = None
+
+
+class Canary(BaseModel):
+    """The original's ``canary`` block: ``steps`` with ``weight`` and ``duration``."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: list[Step] = Field(..., min_length=1, max_length=100)
+
+
 class ReleaseSpec(BaseModel):
     """How a model's traffic is split over its versions (the original YAML's ``strategy`` block)."""
 
@@ -190,6 +282,15 @@ class ReleaseSpec(BaseModel):
     testing_period: Duration = Field(60.0, description="blue-green: how long rollback stays armed")
     ab: Optional[ABTest] = None
     shadow: Optional[Shadow] = None
+    rolling: Optional[Rolling] = Field(None, description="rolling: replace replicas (maxSurge…)")
+    blue_green: Optional[BlueGreen] = None
+    canary: Optional[Canary] = None
+    rollback_on_error: bool = Field(True, description="false: failing criteria hold the release")
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_spelling(cls, v: Any) -> Any:
+        return "blue-green" if v == "blue_green" else v
 
     @field_validator("weights")
     @classmethod
@@ -202,6 +303,18 @@ class ReleaseSpec(BaseModel):
     @model_validator(mode="after")
     def _shape(self):
         s = self.strategy
+        if self.canary is not None:
+            if self.steps and self.steps != self.canary.steps:
+                raise ValueError("give steps once: at the top or in canary.steps")
+            self.steps = list(self.canary.steps)
+        if self.blue_green is not None:
+            if self.blue_green.testing_period is not None:
+                self.testing_period = self.blue_green.testing_period
+            self.rollback_on_error = self.rollback_on_error and self.blue_green.rollback_on_error
+        if s == "rolling" and self.rolling is None and not self.steps:
+            self.rolling = Rolling()  # the original's rolling without settings: one at a time
+        if self.rolling is not None and s != "rolling":
+            raise ValueError("the rolling block needs strategy rolling")
         if s == "weighted":
             if not self.weights:
                 self.weights = {self.stable: 100.0}
@@ -211,7 +324,7 @@ class ReleaseSpec(BaseModel):
             raise ValueError(f"strategy {s} needs a candidate version")
         if self.candidate is not None and self.candidate == self.stable:
             raise ValueError("candidate must differ from stable")
-        if s in ("canary", "rolling") and not self.steps:
+        if s == "canary" and not self.steps:
             raise ValueError(f"strategy {s} needs steps (weight, duration)")
         if s == "ab":
             if self.ab is None or not self.ab.variants:
@@ -219,6 +332,10 @@ class ReleaseSpec(BaseModel):
             if sum(self.ab.variants.values()) <= 0:
                 raise ValueError("ab.variants: at least one variant needs a positive weight")
         return self
+
+    def replaces_replicas(self) -> bool:
+        """A rolling release that replaces replicas (else rolling is a stepped traffic shift)."""
+        return self.strategy == "rolling" and self.rolling is not None
 
     def versions(self) -> set[str]:
         """Every version this release may send traffic to (shadow included)."""

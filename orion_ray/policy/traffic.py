@@ -18,6 +18,7 @@ TESTING = "testing"  # blue-green: all traffic on the candidate, rollback still 
 STEADY = "steady"  # weighted / ab: nothing moves by itself
 PROMOTED = "promoted"  # the candidate took all traffic
 ROLLED_BACK = "rolled_back"  # the stable version took all traffic back
+HELD = "held"  # criteria failed with rollback_on_error off: nothing moves until an operator acts
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,19 @@ def evaluate(
         return state, []
     stable, cand = _versions(spec)
     why = verdict(spec, candidate)
+    if why is not None and not spec.rollback_on_error:
+        return (
+            replace(state, phase=HELD, since=now),
+            [
+                Event(
+                    now,
+                    spec.model_id,
+                    "held",
+                    f"{spec.candidate}: {why} (rollback_on_error off)",
+                    state.weights,
+                )
+            ],
+        )
     if why is not None:
         w = {stable: 100.0, cand: 0.0}
         return (

@@ -463,6 +463,12 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
             self, bundles, tenant_id=tenant_id, priority=priority, who=who, hold_s=hold_s
         )
 
+    async def record_scaling_events(self, events: list[dict[str, Any]]) -> int:
+        """Store serving's scaling events (see ``serving/scaling_events.py``)."""
+        from ..serving.scaling_events import store_events
+
+        return store_events(self.store, events)
+
     # == the interface the API (and the actor) expose =============================================
     async def submit(
         self, spec: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None

@@ -49,7 +49,8 @@ class ServingActor:
     ):
         self._control_token = control_token
         room = functools.partial(_room_from_scheduler, control_token=control_token)
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room)
+        sink = functools.partial(_scaling_to_scheduler, control_token=control_token)
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room, scaling_sink=sink)
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -142,6 +143,14 @@ def _room_from_scheduler(bundles: list, tenant_id, control_token: Optional[str] 
     except ValueError:
         return None
     ref = scheduler.make_room.remote(bundles, tenant_id, "high", "serving", **credential(control_token))
+    return ray.get(ref, timeout=30)
+
+
+def _scaling_to_scheduler(events: list, control_token: Optional[str] = None) -> int:
+    """Store serving's scaling events through the scheduler (it owns the store); raises while
+    the scheduler is away, so the events wait in the manager's outbox."""
+    scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+    ref = scheduler.record_scaling_events.remote(events, **credential(control_token))
     return ray.get(ref, timeout=30)
 
 

@@ -89,8 +89,25 @@ class ServeDeployer:
                 "status": str(getattr(app.status, "value", app.status)),
                 "message": message,
                 "running": running,
+                "alive": sum(dep.replica_states.values()) if dep else 0,
             }
         return out
+
+    def targets(self) -> dict[str, int]:
+        """Application → target replicas in Serve's controller (autoscaling decisions show here)."""
+        from serve_apps.llm.replica import DEPLOYMENT_NAME
+
+        from .replica_status import targets
+
+        return targets(APP_PREFIX, DEPLOYMENT_NAME)
+
+    def replicas(self, app: str) -> Optional[list[dict]]:
+        """The live replicas of an application, with restarts and a health probe."""
+        from serve_apps.llm.replica import DEPLOYMENT_NAME
+
+        from .replica_status import replicas
+
+        return replicas(app, DEPLOYMENT_NAME)
 
 
 class RayKv:

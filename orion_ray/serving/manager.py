@@ -16,10 +16,14 @@ from ..errors import Conflict, NotFound, ValidationError
 from ..policy import traffic
 from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
 from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest
+from . import rolling
+from .replica_status import replica_view
+from .scaling_events import MANUAL, ScalingLog
 
 APP_PREFIX = "orion-llm-"
 MAX_EVENTS = 2000
 MAX_SAMPLES = 20_000
+DETAILS_EVERY_S = 2.0  # how often Serve's targets are read for autoscaling decisions
 
 
 def app_name(dep_id: str) -> str:
@@ -60,6 +64,7 @@ class MemoryDeployer:
     def __init__(self):
         self.calls: list[tuple] = []
         self.statuses_by_app: dict[str, dict] = {}
+        self.targets_by_app: dict[str, int] = {}  # Serve's target replicas, as a test sets them
 
     def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
         self.calls.append(("deploy", app, restart_nonce, spec))
@@ -71,6 +76,9 @@ class MemoryDeployer:
 
     def statuses(self) -> dict[str, dict]:
         return dict(self.statuses_by_app)
+
+    def targets(self) -> dict[str, int]:
+        return dict(self.targets_by_app)
 
 
 _SERVE_STATUS = {
@@ -86,6 +94,11 @@ _SERVE_STATUS = {
 def _stats_view(stats: traffic.Stats) -> dict:
     """A version's outcomes as the API shows them (``latency_p95`` in seconds, or null)."""
     return {**asdict(stats), "error_rate": stats.error_rate}
+
+
+def _clamp(n: int, a: Any) -> int:
+    """Replicas Serve keeps when new autoscaling bounds ``a`` apply to ``n`` running."""
+    return max(a.min_replicas, min(a.max_replicas, n))
 
 
 def _replicas(spec: DeploymentSpec) -> int:
@@ -105,9 +118,11 @@ class DeploymentManager:
         kv: Optional[Kv] = None,
         clock: Callable[[], float] = time.time,
         room: Optional[Callable[[list, Optional[str]], Any]] = None,
+        scaling_sink: Optional[Callable[[list], Any]] = None,
     ):
         """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
-        (preempting lower-class batch work); ``None``: replicas wait for free GPUs."""
+        (preempting lower-class batch work); ``None``: replicas wait for free GPUs.
+        ``scaling_sink(events)`` stores scaling events (the scheduler's store)."""
         self.deployer = deployer
         self.room = room
         self.kv = kv or MemoryKv()
@@ -116,6 +131,8 @@ class DeploymentManager:
         self.releases: dict[str, dict] = {}  # model_id → {"spec": ReleaseSpec, "state"}
         self.events: deque = deque(maxlen=MAX_EVENTS)
         self.samples: dict[tuple[str, str], deque] = {}
+        self.scaling = ScalingLog(scaling_sink)
+        self._details_at = 0.0
         self._load()
 
     def dispatch(self, method: str, *args: Any) -> Any:
@@ -142,8 +159,10 @@ class DeploymentManager:
             self.releases[r["spec"]["model_id"]] = {
                 "spec": ReleaseSpec.model_validate(r["spec"]),
                 "state": traffic.ReleaseState(**r["state"]),
+                **({"rollout": r["rollout"]} if r.get("rollout") else {}),
             }
         self.events.extend(saved.get("events", []))
+        self.scaling.load(saved.get("scaling"))
 
     def _save(self) -> None:
         self.kv.save(
@@ -152,10 +171,15 @@ class DeploymentManager:
                     {**d, "spec": d["spec"].model_dump(mode="json")} for d in self.deployments.values()
                 ],
                 "releases": [
-                    {"spec": r["spec"].model_dump(mode="json"), "state": asdict(r["state"])}
+                    {
+                        "spec": r["spec"].model_dump(mode="json"),
+                        "state": asdict(r["state"]),
+                        "rollout": r.get("rollout"),
+                    }
                     for r in self.releases.values()
                 ],
                 "events": list(self.events)[-200:],
+                "scaling": self.scaling.dump(),
             }
         )
 
@@ -302,6 +326,7 @@ class DeploymentManager:
             )
         self.deployer.delete(app_name(dep_id))
         del self.deployments[dep_id]
+        self.scaling.forget(dep_id, self.clock())
         if not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()):
             self.releases.pop(spec.model_id, None)
         self._event(spec.model_id, "undeployed", dep_id)
@@ -336,7 +361,18 @@ class DeploymentManager:
             spec = rec["spec"].model_copy(update={"replicas": req.replicas, "autoscaling": req.autoscaling})
             self._make_room(spec, _replicas(spec) - _replicas(rec["spec"]))
             self._deploy(spec, rec["nonce"])
-            rec["spec"] = spec
+            before = self.scaling.targets.get(spec.id, rec.get("target", _replicas(rec["spec"])))
+            after = req.replicas if req.replicas is not None else _clamp(before, req.autoscaling)
+            self.scaling.requested(
+                spec.id,
+                model_id,
+                trigger=MANUAL,
+                before=before,
+                after=after,
+                reason=f"scale: {self._scale_text(spec)}",
+                now=self.clock(),
+            )
+            rec["spec"], rec["target"] = spec, after
             self._event(model_id, "scaled", f"{rec['spec'].id}: {self._scale_text(rec['spec'])}")
             out.append(self.view(rec["spec"].id))
         self._save()
@@ -363,8 +399,14 @@ class DeploymentManager:
                     ],
                 )
         now = self.clock()
-        state, events = traffic.start(spec, now)
+        rollout_record: Optional[dict] = None
+        if spec.replaces_replicas():
+            state, events, rollout_record = rolling.begin(self, spec, now)
+        else:
+            state, events = traffic.start(spec, now)
         self.releases[spec.model_id] = {"spec": spec, "state": state}
+        if rollout_record is not None:
+            self.releases[spec.model_id]["rollout"] = rollout_record
         for v in spec.versions():
             self.samples.pop((spec.model_id, v), None)
         self._record(events)
@@ -373,6 +415,8 @@ class DeploymentManager:
 
     def rollback(self, model_id: str) -> dict:
         rel = self._release(model_id)
+        if "rollout" in rel and rel["state"].phase == traffic.RUNNING:
+            rolling.operator_rollback(self, rel, self.clock(), "by request")
         rel["state"], events = traffic.rollback(rel["spec"], rel["state"], self.clock())
         self._record(events)
         self._save()
@@ -456,12 +500,49 @@ class DeploymentManager:
             spec, state = rel["spec"], rel["state"]
             if not spec.candidate:
                 continue
+            if "rollout" in rel:
+                changed = rolling.drive(self, rel, now) or changed
+                continue
             stats = self._stats(model_id, spec.candidate, state.since)
             rel["state"], events = traffic.evaluate(spec, state, stats, now)
             self._record(events)
             changed = changed or bool(events)
+        changed = self._observe_scaling(now) or changed
         if changed:
             self._save()
+
+    def _observe_scaling(self, now: float) -> bool:
+        """Serve's targets (every ``DETAILS_EVERY_S``) into scaling events; the outbox flushed."""
+        targets: dict[str, Optional[int]] = {}
+        details = getattr(self.deployer, "targets", None)
+        if details is not None and now - self._details_at >= DETAILS_EVERY_S:
+            self._details_at = now
+            try:
+                targets = details()
+            except Exception:  # the controller is restarting: next time
+                targets = {}
+        before = (len(self.scaling.open), len(self.scaling.outbox))
+        for dep_id, rec in self.deployments.items():
+            self.scaling.observe(
+                dep_id,
+                rec["spec"].model_id,
+                target=targets.get(app_name(dep_id)),
+                running=rec["running"],
+                now=now,
+                deadline=rec["spec"].ready_deadline,
+            )
+        sent = self.scaling.flush()
+        return bool(sent) or before != (len(self.scaling.open), len(self.scaling.outbox))
+
+    def status(self, dep_id: str) -> dict:
+        """A deployment with its replicas: id, node, GPUs, state, restarts, last health check
+        (``GET /internal/deployments/{id}/status``)."""
+        out = self.view(dep_id)
+        spec: DeploymentSpec = self._get(dep_id)["spec"]
+        read = getattr(self.deployer, "replicas", None)
+        rows = read(app_name(dep_id)) if read is not None else None
+        out["replicas"] = [replica_view(r, spec.gpus()) for r in rows] if rows is not None else None
+        return out
 
     def refresh_status(self) -> None:
         statuses = self.deployer.statuses()
@@ -472,6 +553,7 @@ class DeploymentManager:
                 continue
             rec["status"] = _SERVE_STATUS.get(s["status"], s["status"].lower())
             rec["message"], rec["running"] = s.get("message", ""), s.get("running", 0)
+            rec["alive"] = s.get("alive", rec["running"])
 
     # -- what routers and the scheduler read ---------------------------------------------------
     def routing_table(self) -> dict[str, dict]:
@@ -523,6 +605,7 @@ class DeploymentManager:
 _METHODS = {
     "create",
     "view",
+    "status",
     "list",
     "delete",
     "restart",

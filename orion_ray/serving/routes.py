@@ -79,8 +79,9 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
 
     @app.get("/internal/deployments/{dep_id}/status", tags=["serving"])
     async def status(dep_id: str, request: Request, p=Depends(admin)):
-        """One deployment: status, running replicas, restarts, spec."""
-        return await _manager(request).call("view", dep_id)
+        """One deployment: status, running replicas, restarts, spec, and each replica (id, node,
+        GPUs, state, restarts, last health check)."""
+        return await _manager(request).call("status", dep_id)
 
     @app.delete("/internal/deployments/{dep_id}", status_code=202, tags=["serving"])
     async def delete(dep_id: str, request: Request, p=Depends(admin)):
