@@ -77,6 +77,8 @@ class ScalingLog:
         if before is None:
             before = self.targets.get(dep_id)
         self._open(dep_id, model_id, trigger, before, after, reason, now)
+        # Serve's target will read ``after`` from now on: that is this request, not its autoscaler
+        self.targets[dep_id] = int(after)
 
     def observe(
         self,
@@ -90,10 +92,21 @@ class ScalingLog:
     ) -> None:
         """What Serve reports for ``dep_id``: its target (None when unknown) and running replicas.
         A target nobody asked for is Serve's autoscaler deciding."""
-        if target is not None:
+        ev = self.open.get(dep_id)
+        # Serve applies a request asynchronously: until its target first reads ``after``, a read of
+        # the old target is the request not applied yet, not the autoscaler going back
+        stale = (
+            ev is not None
+            and ev["trigger"] != AUTOSCALER
+            and not ev.get("applied")
+            and target == ev["before"]
+            and target != ev["after"]
+        )
+        if target is not None and not stale:
+            if ev is not None and target == ev["after"]:
+                ev["applied"] = True
             last = self.targets.get(dep_id)
             self.targets[dep_id] = target
-            ev = self.open.get(dep_id)
             if last is not None and target != last and (ev is None or ev["after"] != target):
                 self._open(
                     dep_id,
@@ -156,6 +169,7 @@ class ScalingLog:
 
     def _close(self, dep_id: str, outcome: str, now: float, **details: Any) -> None:
         ev = self.open.pop(dep_id)
+        ev.pop("applied", None)
         self.outbox.append({**ev, **details, "outcome": outcome, "duration_s": round(now - ev["at"], 3)})
         if len(self.outbox) > MAX_OUTBOX:  # the scheduler has been away for long: oldest go first
             del self.outbox[: len(self.outbox) - MAX_OUTBOX]

@@ -93,7 +93,9 @@ def test_a_spec_dumped_and_read_back_is_the_same_release():
 def test_malformed_release_settings_are_422_naming_the_field(api, patch, field):
     client = api
     body = {"model_id": "chat", "stable": "v1", "candidate": "v2", "strategy": "rolling", **patch}
-    err = assert_error(client.put("/internal/models/chat/release", headers=ADMIN, json=body), 422, "validation_error")
+    err = assert_error(
+        client.put("/internal/models/chat/release", headers=ADMIN, json=body), 422, "validation_error"
+    )
     named = " ".join(str(d.get("field", "")) + " " + str(d.get("problem", "")) for d in err["details"])
     assert field in named, err
 
@@ -105,12 +107,17 @@ def test_rates_and_counts_read_as_the_original_writes_them():
 
 
 def test_rolling_without_settings_replaces_replicas_one_at_a_time_and_with_steps_shifts_traffic():
-    plain = ReleaseSpec.model_validate({"model_id": "m", "stable": "a", "candidate": "b", "strategy": "rolling"})
+    plain = ReleaseSpec.model_validate(
+        {"model_id": "m", "stable": "a", "candidate": "b", "strategy": "rolling"}
+    )
     assert plain.replaces_replicas() and plain.rolling is not None and plain.rolling.max_surge == 1
     stepped = ReleaseSpec.model_validate(
         {"model_id": "m", "stable": "a", "candidate": "b", "strategy": "rolling", "steps": [{"weight": 50}]}
     )
     assert not stepped.replaces_replicas()
-    assert ReleaseSpec.model_validate(
-        {"model_id": "m", "stable": "a", "candidate": "b", "strategy": "blue_green"}
-    ).strategy == "blue-green"
+    assert (
+        ReleaseSpec.model_validate(
+            {"model_id": "m", "stable": "a", "candidate": "b", "strategy": "blue_green"}
+        ).strategy
+        == "blue-green"
+    )
