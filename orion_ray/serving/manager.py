@@ -281,6 +281,7 @@ class DeploymentManager:
             "status": rec["status"],
             "message": rec["message"],
             "running_replicas": rec["running"],
+            "alive_replicas": rec.get("alive", rec["running"]),  # starting and stopping ones too
             "restarts": rec["restarts"],
             "app": app_name(dep_id),
             "gpus_per_replica": spec.gpus(),
