@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Optional
 
@@ -39,6 +40,14 @@ def serve_options(spec: DeploymentSpec) -> dict:
     return opts
 
 
+def code_version(spec: DeploymentSpec, restart_nonce: int) -> str:
+    """Serve's version of a deployment: new when what a replica runs changes or on a restart, the
+    same for a scale — Serve gives a deployment run without one a random version, so every scale
+    (and every step of a rolling release) would replace all of its replicas."""
+    what = [spec.engine, spec.engine_args, spec.model_id, spec.version, restart_nonce]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class ServeDeployer:
     """Deploys through the Serve API of the Ray cluster this process is connected to.
 
@@ -63,7 +72,8 @@ class ServeDeployer:
             spec.model_id,
             spec.version,
             restart_nonce=restart_nonce,
-            options=serve_options(spec),
+            # ``version`` is only taken with Serve's ``_internal`` flag in Ray 2.60
+            options={**serve_options(spec), "_internal": True, "version": code_version(spec, restart_nonce)},
         )
         route = f"{self.direct_prefix}/{spec.id}" if self.direct_prefix else None
         serve._run(bound, name=app, route_prefix=route, _blocking=False)
