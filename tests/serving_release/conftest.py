@@ -21,7 +21,9 @@ orion:
 def admin(tmp_path_factory) -> Iterator[httpx.Client]:
     """An admin HTTP client on the live Orion."""
     home = tmp_path_factory.mktemp("orion-serving-release")
-    with orion_up(home, CONFIG, {"acme": "acme-serving-release-key-0123"}) as (creds, _env, _ports):
+    # a loaded 2-core machine can take Ray's dashboard past its default 60 s to start
+    slow = {"RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
+    with orion_up(home, CONFIG, {"acme": "acme-serving-release-key-0123"}, extra_env=slow) as (creds, _, _):
         headers = {"Authorization": f"Bearer {creds['api_key']}"}
         with httpx.Client(base_url=creds["url"], headers=headers, timeout=120) as client:
             yield client
