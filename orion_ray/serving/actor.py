@@ -151,7 +151,7 @@ def _scaling_to_scheduler(events: list, control_token: Optional[str] = None) -> 
     the scheduler is away, so the events wait in the manager's outbox."""
     scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
     ref = scheduler.record_scaling_events.remote(events, **credential(control_token))
-    return ray.get(ref, timeout=30)
+    return ray.get(ref, timeout=5)  # inside the serving tick: a slow scheduler must not stall it
 
 
 def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:
