@@ -304,3 +304,13 @@ def test_status_carries_each_replica_and_none_when_serve_cannot_say():
     [r] = m.dispatch("status", "chat--v1")["replicas"]
     assert r["replica_id"] == "r1" and r["node_id"] == "n1" and r["gpus"] == 0.5 and r["state"] == "RUNNING"
     assert r["restarts"] == 0 and r["last_health_check"]["ok"] is True
+
+
+def test_a_scale_keeps_serves_version_and_a_restart_or_new_args_change_it():
+    from orion_ray.serving.deployer import code_version
+
+    spec = DeploymentSpec(model_id="chat", version="v1", replicas=1)
+    same = code_version(spec, 0)
+    assert code_version(spec.model_copy(update={"replicas": 4}), 0) == same
+    assert code_version(spec, 1) != same
+    assert code_version(spec.model_copy(update={"engine_args": {"latency_s": 1}}), 0) != same
