@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .serving_options import Caching, LoadBalancing, apply_warm_standby
+
 # single separators only: a deployment id is ``<model_id>--<version>`` and must read back one way
 NAME_RE = r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -92,6 +94,9 @@ class DeploymentSpec(BaseModel):
     )
     max_ongoing_requests: int = Field(8, ge=1, le=10_000)
     ready_deadline: Duration = Field(300.0, description="not healthy by then = stuck (restarted)")
+    # how Serve picks a replica, and the response cache (docs/serving-routing.md)
+    load_balancing: Optional[LoadBalancing] = None
+    caching: Optional[Caching] = Field(None, description="default: orion.serving.caching")
 
     @field_validator("gpus_per_replica")
     @classmethod
@@ -108,7 +113,7 @@ class DeploymentSpec(BaseModel):
             raise ValueError("with tensor_parallel, gpus_per_replica must equal tensor_parallel")
         if self.tensor_parallel > 1 and self.engine != "vllm":
             raise ValueError("tensor_parallel > 1 needs engine vllm")
-        return self
+        return apply_warm_standby(self)
 
     @property
     def id(self) -> str:

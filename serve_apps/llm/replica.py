@@ -59,6 +59,11 @@ class LLMReplica:
             raise TypeError(f"engine {self.engine.name} takes no injected faults")
         self.engine.configure(**faults)
 
+    def record_replica_metadata(self) -> dict:
+        """What Serve's request routers see of this replica: its rank (the weighted router)."""
+        ctx = serve.get_replica_context()
+        return {"rank": ctx.rank.rank if getattr(ctx, "rank", None) is not None else None}
+
     async def check_health(self) -> None:
         await self.engine.check_health()
 
