@@ -13,6 +13,7 @@ from orion_ray.serving_specs import DeploymentSpec
 
 pytestmark = pytest.mark.timeout(240)
 STRATEGIES = {"round_robin": 2, "least_connections": 3, "prefix_affinity": 2}
+EXTRA = {"prefix_affinity": {"prefix_chars": 64}}  # the prompts below share 84-character prefixes
 
 
 def _app(strategy: str) -> str:
@@ -28,7 +29,11 @@ def handles(serve_cluster):
 
     for strategy, replicas in STRATEGIES.items():
         spec = DeploymentSpec.model_validate(
-            {"model_id": "who", "replicas": replicas, "load_balancing": {"strategy": strategy}}
+            {
+                "model_id": "who",
+                "replicas": replicas,
+                "load_balancing": {"strategy": strategy, **EXTRA.get(strategy, {})},
+            }
         )
         opts = serve_options(spec)
         assert opts["request_router_config"]["request_router_class"].startswith("orion_ray.serving.routers:")

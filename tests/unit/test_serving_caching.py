@@ -16,7 +16,7 @@ from orion_ray.serving_options import Caching, parse_size
 from orion_ray.serving_specs import DeploymentSpec
 
 from .test_api import assert_error
-from .test_serving_api import ADMIN, ACME, complete, deploy, env  # noqa: F401 (the fixture)
+from .test_serving_api import ACME, ADMIN, complete, deploy, env  # noqa: F401 (the fixture)
 
 
 def test_sizes_read_as_users_write_them():
