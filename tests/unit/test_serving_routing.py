@@ -140,3 +140,17 @@ def test_a_custom_router_is_checked_at_the_door():
             check_router_class(path)
         assert err.value.details[0]["field"] == "load_balancing.router_class"
         assert problem in err.value.details[0]["problem"]
+
+
+def test_the_choices_the_options_and_the_caches_import_no_heavy_dependency():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orion_ray.policy.balancing, orion_ray.serving_options, "
+        "orion_ray.serving.router_config, orion_ray.serving.caching\n"
+        "bad = [m for m in ('ray', 'fastapi', 'starlette') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
