@@ -61,8 +61,9 @@ class LLMReplica:
 
     def record_replica_metadata(self) -> dict:
         """What Serve's request routers see of this replica: its rank (the weighted router)."""
-        ctx = serve.get_replica_context()
-        return {"rank": ctx.rank.rank if getattr(ctx, "rank", None) is not None else None}
+        rank = getattr(serve.get_replica_context(), "rank", None)
+        rank = getattr(rank, "rank", rank)  # a ReplicaRank (Ray 2.60) or a plain int
+        return {"rank": rank if isinstance(rank, int) else None}
 
     async def check_health(self) -> None:
         await self.engine.check_health()

@@ -154,3 +154,59 @@ def test_the_choices_the_options_and_the_caches_import_no_heavy_dependency():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+class _Replica:
+    def __init__(self, rid: str, rank=None):
+        from types import SimpleNamespace
+
+        self.replica_id = SimpleNamespace(unique_id=rid)
+        self.replica_metadata = {} if rank is None else {"rank": rank}
+
+
+def _router(cls, **state):
+    """A router without Serve's plumbing: only what ``choose_replicas`` reads."""
+    from types import SimpleNamespace
+
+    r = object.__new__(cls)
+    r._replica_queue_len_cache = SimpleNamespace(get=lambda rid: state.get("queues", {}).get(rid.unique_id))
+    for k, v in state.items():
+        if k != "queues":
+            setattr(r, k, v)
+    return r
+
+
+def test_the_serve_routers_rank_real_replica_objects_and_back_off_when_all_are_full():
+    import asyncio
+    from types import SimpleNamespace
+
+    from orion_ray.serving import routers
+
+    reps = [_Replica("b", rank=1), _Replica("a", rank=0), _Replica("c", rank=2)]
+    pending = SimpleNamespace(
+        args=("completion", {"prompt": "hello"}),
+        kwargs={},
+        routing_context=SimpleNamespace(should_backoff=False),
+    )
+
+    def ids(ranks):
+        return [[r.replica_id.unique_id for r in rank] for rank in ranks]
+
+    rr = _router(routers.RoundRobinRouter)
+    firsts = [ids(asyncio.run(rr.choose_replicas(reps, pending)))[0][0] for _ in range(4)]
+    assert firsts == ["a", "b", "c", "a"] and pending.routing_context.should_backoff
+
+    lc = _router(routers.LeastConnectionsRouter, queues={"a": 4, "b": 0, "c": 2})
+    assert ids(asyncio.run(lc.choose_replicas(reps, pending))) == [["b"], ["c"], ["a"]]
+
+    w = _router(routers.WeightedRouter)
+    w.initialize_state(weights=[0, 0, 5])
+    assert ids(asyncio.run(w.choose_replicas(reps, pending)))[0] == ["c"]  # rank 2 has all the weight
+
+    pa = _router(routers.PrefixAffinityRouter)
+    pa.initialize_state(prefix_chars=3, imbalance_threshold=1)
+    first = ids(asyncio.run(pa.choose_replicas(reps, pending)))[0]
+    other = SimpleNamespace(
+        args=("completion", {"prompt": "help me"}), kwargs={}, routing_context=pending.routing_context
+    )
+    assert ids(asyncio.run(pa.choose_replicas(reps, other)))[0] == first  # same 3-character prefix
