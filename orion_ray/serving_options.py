@@ -18,6 +18,8 @@ STRATEGIES = ("round_robin", "least_connections", "power_of_two", "prefix_affini
 # model would share one answer)
 PLACEHOLDERS = ("model_id", "version", "input_hash", "tenant_id", "endpoint")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -42,14 +44,24 @@ def parse_size(value: Union[int, float, str]) -> int:
     return int(size)
 
 
-def _duration(value: Any) -> float:
-    from .serving_specs import parse_duration  # one duration syntax for every serving field
-
-    return parse_duration(value)
+def parse_duration(value: Union[int, float, str]) -> float:
+    """Seconds from ``30s``, ``5m``, ``250ms``, ``1h`` or a plain number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("a duration is seconds or a string such as '30s'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(value)
+        if not m:
+            raise ValueError(f"cannot read {value!r} as a duration (e.g. '30s', '5m', '250ms')")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not math.isfinite(seconds) or seconds < 0 or seconds > 30 * 86400:
+        raise ValueError("a duration must be between 0 and 30 days")
+    return seconds
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
-Seconds = Annotated[float, BeforeValidator(_duration)]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]  # "30s", "5m", "250ms" or seconds
 
 
 def check_key_pattern(pattern: str) -> str:
