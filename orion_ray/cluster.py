@@ -353,7 +353,8 @@ def up(
 
         from .serving.actor import deploy_manager
 
-        deploy_manager(control_token=token)  # model serving: deployments, releases, the serving GPU account
+        # model serving: deployments, releases, the serving GPU account, the default cache block
+        deploy_manager(control_token=token, caching=config.orion.serving.caching.model_dump(mode="json"))
 
         apps = serve.status().applications
         if APP_NAME not in apps or apps[APP_NAME].status not in ("RUNNING", "DEPLOYING"):

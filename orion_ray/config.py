@@ -23,6 +23,7 @@ from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
 from .region_join_config import RegionJoinConfig
+from .serving_options import ServingConfig
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
 # The placement policies ``scheduler.placement_policy`` accepts (``policy/placement/registry.py``
@@ -411,6 +412,8 @@ class OrionSection(BaseModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     # joining a control plane as one of its regions (issue 17: docs/regions.md)
     region: Optional[RegionJoinConfig] = None
+    # serving defaults: the response cache of models without their own block (docs/serving-routing.md)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     _scaling = field_validator("autoscaling")(check_scaling)
 

@@ -105,6 +105,7 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
 
 
+_MODEL = ("model", "version")  # a served model version's labels
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "counter",
@@ -223,6 +224,16 @@ METRICS: tuple[MetricSpec, ...] = (
         ("tenant",),
     ),
     MetricSpec("gauge", "orion_spot_share", "Spot GPU-hours over all batch GPU-hours, trailing 7 days."),
+    # the serving response cache (issue 15; docs/serving-routing.md, orion_ray/serving/caching.py)
+    MetricSpec("counter", "orion_serving_cache_hits", "Answers served from the cache.", _MODEL),
+    MetricSpec("counter", "orion_serving_cache_misses", "Cacheable requests not in the cache.", _MODEL),
+    MetricSpec(
+        "counter",
+        "orion_serving_cache_evictions",
+        "Response-cache entries dropped (expired or least recently used).",
+        _MODEL,
+    ),
+    MetricSpec("gauge", "orion_serving_cache_bytes", "Bytes in a version's response cache.", _MODEL),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
@@ -333,6 +344,15 @@ class OrionMetrics:
         """One API request. ``route`` is the route template (``/api/v1/workloads/{workload_id}``)
         or ``UNMATCHED_ROUTE``, never the raw path, so the label set stays bounded."""
         self._observe("orion_api_request_seconds", seconds, (route, method.upper(), str(status)))
+
+    def serving_cache(self, model: str, version: str, kind: str, n: int = 1) -> None:
+        """A response-cache event of a model version: ``hit``, ``miss``, ``eviction`` (counted
+        ``n`` times) or ``bytes`` (``n`` is the cache's new size)."""
+        if kind == "bytes":
+            self._set("orion_serving_cache_bytes", float(n), (model, version))
+        elif kind in ("hit", "miss", "eviction"):
+            name = {"hit": "hits", "miss": "misses", "eviction": "evictions"}[kind]
+            self._inc(f"orion_serving_cache_{name}", n, (model, version))
 
     def pipelines(
         self,

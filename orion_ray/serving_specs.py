@@ -13,27 +13,12 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+# parse_duration lives with the serving blocks (below this module), one syntax for every field
+from .serving_options import Caching, LoadBalancing, apply_warm_standby, parse_duration
+
 # single separators only: a deployment id is ``<model_id>--<version>`` and must read back one way
 NAME_RE = r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$"
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 ENGINES = ("test", "cpu", "vllm")
-
-
-def parse_duration(value: Union[int, float, str]) -> float:
-    """Seconds from ``30s``, ``5m``, ``250ms``, ``1h`` or a plain number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("a duration is seconds or a string such as '30s'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = _DURATION_RE.match(value)
-        if not m:
-            raise ValueError(f"cannot read {value!r} as a duration (e.g. '30s', '5m', '250ms')")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if not math.isfinite(seconds) or seconds < 0 or seconds > 30 * 86400:
-        raise ValueError("a duration must be between 0 and 30 days")
-    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]  # seconds; accepts "30s", "5m"…
@@ -143,6 +128,9 @@ class DeploymentSpec(BaseModel):
     )
     max_ongoing_requests: int = Field(8, ge=1, le=10_000)
     ready_deadline: Duration = Field(300.0, description="not healthy by then = stuck (restarted)")
+    # how Serve picks a replica, and the response cache (docs/serving-routing.md)
+    load_balancing: Optional[LoadBalancing] = None
+    caching: Optional[Caching] = Field(None, description="default: orion.serving.caching")
 
     @field_validator("gpus_per_replica")
     @classmethod
@@ -159,7 +147,7 @@ class DeploymentSpec(BaseModel):
             raise ValueError("with tensor_parallel, gpus_per_replica must equal tensor_parallel")
         if self.tensor_parallel > 1 and self.engine != "vllm":
             raise ValueError("tensor_parallel > 1 needs engine vllm")
-        return self
+        return apply_warm_standby(self)
 
     @property
     def id(self) -> str:

@@ -45,15 +45,25 @@ class ServingActor:
     """The manager, its loop, and one entry point (``call``) for the API."""
 
     def __init__(
-        self, tick_s: float = 0.5, direct_prefix: Optional[str] = None, control_token: Optional[str] = None
+        self,
+        tick_s: float = 0.5,
+        direct_prefix: Optional[str] = None,
+        control_token: Optional[str] = None,
+        caching: Optional[dict] = None,
     ):
         self._control_token = control_token
         room = functools.partial(_room_from_scheduler, control_token=control_token)
         sink = functools.partial(_scaling_to_scheduler, control_token=control_token)
         self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room, scaling_sink=sink)
+        self.manager.default_caching = caching
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
+
+    async def set_default_caching(self, caching: Optional[dict], control_token: Optional[str] = None) -> None:
+        """``orion.serving.caching`` of the latest ``orion up`` (the actor may predate it)."""
+        check(self._control_token, control_token, "serving set_default_caching")
+        self.manager.default_caching = caching
 
     async def ensure_started(self) -> bool:
         if self._task is None or self._task.done():
@@ -85,13 +95,19 @@ close_ray_call(ServingActor)  # before its first .remote(): __ray_call__ needs t
 
 
 def deploy_manager(
-    tick_s: float = 0.5, direct_prefix: Optional[str] = None, control_token: Optional[str] = None
+    tick_s: float = 0.5,
+    direct_prefix: Optional[str] = None,
+    control_token: Optional[str] = None,
+    caching: Optional[dict] = None,
 ):
-    """Start (or find) the manager actor and its loop, guarded by ``control_token``."""
+    """Start (or find) the manager actor and its loop, guarded by ``control_token``;
+    ``caching``: the cluster's default response-cache block (``orion.serving.caching``)."""
     actor = ServingActor.options(
         name=MANAGER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(tick_s, direct_prefix, control_token)
+    ).remote(tick_s, direct_prefix, control_token, caching)
     ray.get(actor.ensure_started.remote(), timeout=60)
+    if caching is not None:
+        ray.get(actor.set_default_caching.remote(caching, control_token=control_token), timeout=60)
     return actor
 
 

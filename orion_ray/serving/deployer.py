@@ -9,6 +9,7 @@ from typing import Optional
 from ..names import NAMESPACE
 from ..serving_specs import DeploymentSpec
 from .manager import APP_PREFIX
+from .router_config import balancing_config
 
 
 def serve_options(spec: DeploymentSpec) -> dict:
@@ -29,6 +30,10 @@ def serve_options(spec: DeploymentSpec) -> dict:
             "target_ongoing_requests": a.target_ongoing_requests,
             "downscale_delay_s": a.downscale_delay,
         }
+        if a.min_replicas == 0 and spec.caching is not None and spec.caching.warm_standby is not None:
+            # warm standby's idle_unload_after also delays Serve's last step, 1 → 0
+            idle = spec.caching.warm_standby.idle_unload_after
+            opts["autoscaling_config"]["downscale_to_zero_delay_s"] = idle
     else:
         opts["num_replicas"] = spec.replicas if spec.replicas is not None else 1
     if spec.tensor_parallel > 1:
@@ -37,6 +42,9 @@ def serve_options(spec: DeploymentSpec) -> dict:
         opts["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 0}
     else:
         opts["ray_actor_options"] = {"num_cpus": spec.cpus_per_replica, "num_gpus": spec.gpus_per_replica}
+    routing = balancing_config(spec.load_balancing)  # None: Serve's default (power of two)
+    if routing is not None:
+        opts["request_router_config"] = routing
     return opts
 
 

@@ -133,6 +133,7 @@ class DeploymentManager:
         self.samples: dict[tuple[str, str], deque] = {}
         self.scaling = ScalingLog(scaling_sink)
         self._details_at = 0.0
+        self.default_caching: Optional[dict] = None  # orion.serving.caching (docs/serving-routing.md)
         self._load()
 
     def dispatch(self, method: str, *args: Any) -> Any:
@@ -569,9 +570,13 @@ class DeploymentManager:
                     "versions": {},
                     "weights": {spec.version: 100.0},
                     "release": None,
+                    "caching": {},
                 },
             )
             m["versions"][spec.version] = app_name(spec.id)
+            # each version's response cache: its own block, else the cluster's (or the router's)
+            caching = spec.caching.model_dump(mode="json") if spec.caching else self.default_caching
+            m["caching"][spec.version] = caching
         for model_id, rel in self.releases.items():
             if model_id in table:
                 table[model_id]["weights"] = dict(rel["state"].weights)

@@ -19,7 +19,7 @@ from ..errors import NotFound, OrionError, SchedulerUnavailable, ValidationError
 from ..policy import traffic
 from ..policy.resilience import Breaker
 from ..serving_specs import ReleaseSpec
-from .cache import ResponseCache, request_key
+from .caching import ModelCaches
 
 
 class ModelError(OrionError):
@@ -40,14 +40,14 @@ class ModelRouter:
         *,
         table_ttl_s: float = 1.0,
         report_every_s: float = 0.5,
-        cache: Optional[ResponseCache] = None,
+        cache: Optional[ModelCaches] = None,
         breaker: Breaker = Breaker(),
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ):
         self.source, self.handle_of = source, handle_of
         self.table_ttl_s, self.report_every_s = table_ttl_s, report_every_s
-        self.cache = cache if cache is not None else ResponseCache()
+        self.cache = cache if cache is not None else ModelCaches()
         self.breaker_proto = breaker
         self.clock, self.rand = clock, rand
         self._table: Optional[dict] = None
@@ -164,13 +164,15 @@ class ModelRouter:
         model_id = body["model"]
         entry = await self.entry(model_id, tenant)
         version = self.choose(model_id, entry, headers)
-        key = request_key(model_id, version, body)
-        cached = self.cache.get(key)
+        cache, key, cached = self.cache.lookup(
+            entry, kind=kind, body=body, model_id=model_id, version=version, tenant=tenant
+        )
         if cached is not None:
             return cached, version
         self._maybe_shadow(kind, body, model_id, entry)
         result = await self._call(kind, body, model_id, version, entry["versions"][version])
-        self.cache.put(key, result)
+        if cache is not None:
+            cache.put(key, result)
         return result, version
 
     async def _call(

@@ -29,10 +29,13 @@ def _router(request: Request) -> Any:
 
         from serve_apps.llm.replica import DEPLOYMENT_NAME
 
+        from .caching import ModelCaches
         from .router import ModelRouter
 
         state.model_router = ModelRouter(
-            _manager(request), lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app)
+            _manager(request),
+            lambda app: serve.get_deployment_handle(DEPLOYMENT_NAME, app),
+            cache=ModelCaches(metrics=getattr(state, "metrics", None)),  # hit/miss/bytes on /metrics
         )
     return state.model_router
 
@@ -62,6 +65,11 @@ def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:
     @app.post("/internal/deployments/create", status_code=201, tags=["serving"])
     async def create(spec: DeploymentSpec, request: Request, p=Depends(admin)):
         """Deploy one version of a model (a Ray Serve application); 409 if it exists."""
+        lb = spec.load_balancing
+        if lb is not None and lb.strategy == "custom" and lb.router_class:
+            from .routers import check_router_class
+
+            check_router_class(lb.router_class)  # importable here, a RequestRouter (admin only)
         out = await _manager(request).call("create", spec.model_dump(mode="json"))
         _changed(request)
         return out

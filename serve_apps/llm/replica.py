@@ -59,6 +59,12 @@ class LLMReplica:
             raise TypeError(f"engine {self.engine.name} takes no injected faults")
         self.engine.configure(**faults)
 
+    def record_replica_metadata(self) -> dict:
+        """What Serve's request routers see of this replica: its rank (the weighted router)."""
+        rank = getattr(serve.get_replica_context(), "rank", None)
+        rank = getattr(rank, "rank", rank)  # a ReplicaRank (Ray 2.60) or a plain int
+        return {"rank": rank if isinstance(rank, int) else None}
+
     async def check_health(self) -> None:
         await self.engine.check_health()
 

@@ -35,6 +35,7 @@ MODEL = {
     "orion_ray.worker_pools",
     "orion_ray.schedules",
     "orion_ray.serving_specs",
+    "orion_ray.serving_options",  # a deployment's load_balancing / caching blocks (pydantic only)
     "orion_ray.names",
     "orion_ray.input_limits",  # bounds on what a tenant may send (pure, model layer)
     "orion_ray.inference_task",
