@@ -107,7 +107,7 @@ def test_a_jobs_logs_appear(console, live):
 
 
 def test_a_running_jobs_logs_are_followed_without_a_reload(console, live):
-    loop = "[print(f'line-{i}', flush=True) or time.sleep(0.5) for i in range(240)]"
+    loop = "[print(f'line-{i}', flush=True) or time.sleep(0.25) for i in range(480)]"
     spec = {
         "workload_type": "job",
         "entrypoint": f'python -u -c "import time; {loop}"',

@@ -59,7 +59,7 @@ def test_fair_share_admits_by_weight_under_saturation(orion_fair):
     spec = {
         "workload_type": "task",
         "function": "tests.integration.helpers:sleep_then",
-        "args": [3.0],
+        "args": [1.5],
         "resources": {"cpu": 0.1, "gpu": 1},
     }
     ids: dict[str, list[str]] = {"gold": [], "silver": []}

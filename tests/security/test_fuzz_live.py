@@ -3,8 +3,9 @@ with schemathesis-generated valid and invalid input (as a tenant; as the admin f
 routes), a schemathesis stateful run (sequences of linked calls), and our own generators for what
 broke Orion before: nesting, numbers (NaN, Infinity, huge integers), unicode and sizes in every
 free-form field, each submission read back, listed and cancelled.
-Answered: no 5xx. Bounded by example counts (derandomized): ~20 s of calls here (46 s with the
-inputs module and `orion up`; several times that on a loaded machine).
+Answered: no 5xx. Bounded by example counts (derandomized): two examples per operation and mode
+(the in-process twin, with the schema checks, goes wider); the admin's reads in the positive mode
+only (its negative cases meet the same validation as the tenant's).
 The in-process twin with the schema checks is ``tests/unit/test_fuzz_api.py``.
 """
 
@@ -24,7 +25,7 @@ from schemathesis import GenerationMode
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES_PER_OPERATION = 4  # per operation and generation mode (~1 min over every route)
+EXAMPLES_PER_OPERATION = 2  # per operation and generation mode: the live run checks the wiring
 OWN_EXAMPLES = 100
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
@@ -82,7 +83,8 @@ def test_every_operation_fuzzed_on_the_live_api_answers_no_5xx(live, api_schema)
             # live Orion (tenants, nodes, deployments) under the other tests
             who_all = ("alice", "admin") if op.method.upper() == "GET" else ("alice",)
             for who in who_all:
-                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                modes = (GenerationMode.POSITIVE,) if who == "admin" else tuple(GenerationMode)
+                for mode in modes:
                     calls += _fuzz(op, mode, live.headers(who), who)
     finally:
         _cancel_unfinished(live)
