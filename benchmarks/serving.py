@@ -42,6 +42,7 @@ def worker(port: int, path: str, body: dict, headers: dict, seconds: float, conn
     ttft: list[float] = []
     stream = bool(body.get("stream"))
     bad = [0]
+    codes: dict[int, int] = {}  # the non-200 statuses seen (shared by the threads; += under the GIL)
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
 
@@ -57,7 +58,9 @@ def worker(port: int, path: str, body: dict, headers: dict, seconds: float, conn
                 firsts.append(time.perf_counter() - t)
             r.read()
             mine.append(time.perf_counter() - t)
-            errors += r.status != 200
+            if r.status != 200:
+                errors += 1
+                codes[r.status] = codes.get(r.status, 0) + 1
         conn.close()
         with lock:
             lat.extend(mine)
@@ -77,6 +80,7 @@ def worker(port: int, path: str, body: dict, headers: dict, seconds: float, conn
         "p99_ms": pct(lat, 99) * 1e3,
         "ttft_ms": pct(ttft, 50) * 1e3 if ttft else 0.0,
         "errors": bad[0],
+        "statuses": {str(k): v for k, v in codes.items()},
         "requests": len(lat),
     }
 
@@ -248,7 +252,7 @@ def measure(args, model: str, body: dict, seconds: float, conns: int, paths=PATH
             runs[name].append(r)
             err(
                 f"  {model} repeat {rep + 1} {name:9s}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms"
-                f"  p99 {r['p99_ms']:8.2f} ms  ttft {r['ttft_ms']:6.2f} ms  errors {r['errors']}"
+                f"  p99 {r['p99_ms']:8.2f} ms  ttft {r['ttft_ms']:6.2f} ms  errors {r['errors']} {r['statuses'] or ''}"
             )
     metrics = ("rps", "p50_ms", "p99_ms", "ttft_ms")
     s = {k: {m: median([r[m] for r in rs]) for m in metrics} for k, rs in runs.items()}

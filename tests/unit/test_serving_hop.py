@@ -338,3 +338,24 @@ def test_the_serve_deployer_puts_the_front_on_the_models_route(monkeypatch):
     ServeDeployer(direct_prefix="/direct").deploy(spec, "orion-llm-m--v1", 0)
     ServeDeployer().deploy(spec, "orion-llm-m--v1", 0)
     assert calls == ["/models/m", "/direct/m--v1", None]
+
+
+# -- the API replica's side: verifying a key by its hash -------------------------------------------
+def test_the_api_verifies_a_key_hash_against_the_ring_requests_use():
+    from orion_ray.api.app import build_app
+    from orion_ray.api.auth import KeyRing, hash_key
+
+    class Backend:
+        async def keyring(self):
+            return {"keys": {hash_key("alice-key"): "alice"}, "admins": []}
+
+    app = build_app(KeyRing([hash_key("admin-key")]), backend=Backend())
+
+    async def go():
+        admin = await app.state.key_principal(hash_key("admin-key"))
+        alice = await app.state.key_principal(hash_key("alice-key"))
+        nobody = await app.state.key_principal(hash_key("wrong"))
+        return admin, alice, nobody
+
+    admin, alice, nobody = run(go())
+    assert admin.is_admin and alice.tenant_id == "alice" and nobody is None
