@@ -252,7 +252,8 @@ def measure(args, model: str, body: dict, seconds: float, conns: int, paths=PATH
             runs[name].append(r)
             err(
                 f"  {model} repeat {rep + 1} {name:9s}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms"
-                f"  p99 {r['p99_ms']:8.2f} ms  ttft {r['ttft_ms']:6.2f} ms  errors {r['errors']} {r['statuses'] or ''}"
+                f"  p99 {r['p99_ms']:8.2f} ms  ttft {r['ttft_ms']:6.2f} ms"
+                f"  errors {r['errors']} {r['statuses'] or ''}"
             )
     metrics = ("rps", "p50_ms", "p99_ms", "ttft_ms")
     s = {k: {m: median([r[m] for r in rs]) for m in metrics} for k, rs in runs.items()}
