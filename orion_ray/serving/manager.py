@@ -199,8 +199,11 @@ class DeploymentManager:
             "status": "pending",
             "message": "",
             "running": 0,
-            # the first version of a model serves its base URL (one Serve app per route prefix)
-            "front": not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()),
+            # one version of a model serves its base URL (one Serve app per route prefix): the
+            # first, or a new one when none does (versions deployed before base URLs existed)
+            "front": not any(
+                d["spec"].model_id == spec.model_id and d.get("front") for d in self.deployments.values()
+            ),
         }
         self._make_room(spec, _replicas(spec))
         self._deploy(spec, 0, rec["front"])

@@ -324,6 +324,15 @@ def test_the_first_version_serves_the_base_url_and_it_moves_when_undeployed():
     assert any(e["kind"] == "base_url_moved" for e in m.list_events("m"))
 
 
+def test_a_model_deployed_before_base_urls_gets_one_with_its_next_version():
+    s = LocalServing()
+    s.manager.create(DeploymentSpec(model_id="old", version="v1", engine="test"))
+    s.manager.deployments["old--v1"].pop("front")  # as saved by a manager without base URLs
+    s.deployer.fronts.clear()
+    s.manager.create(DeploymentSpec(model_id="old", version="v2", engine="test"))
+    assert s.deployer.fronts == {"old": app_name("old--v2")}
+
+
 def test_the_serve_deployer_puts_the_front_on_the_models_route(monkeypatch):
     from ray import serve
 
