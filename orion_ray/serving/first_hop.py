@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gate import Answer, FirstHop, GateRouter, KeyCache
+from .gate import Answer, FirstHop, GateRouter, KeyCache, request_rate
 
 API_APP = "orion-api"  # orion_ray.api.serve_app.APP_NAME (not imported: it pulls the whole API in)
 API_DEPLOYMENT = "OrionAPI"
@@ -78,7 +78,8 @@ def build_first_hop(replica: Any, model_id: str) -> FirstHop:
         return local if app == own_app else serve.get_deployment_handle(DEPLOYMENT_NAME, app)
 
     router = GateRouter(ApiSource(ManagerClient(), api), handle_of)
-    return FirstHop(model_id, router, key_cache(api))
+    keys = key_cache(api)
+    return FirstHop(model_id, router, keys, [request_rate(keys)])
 
 
 async def check_key(replica: Any, request: Any) -> Any:

@@ -59,6 +59,7 @@ class KeyCache:
         self.verify, self.ttl_s, self.negative_ttl_s = verify, ttl_s, negative_ttl_s
         self.max_entries, self.clock = max_entries, clock
         self._entries: dict[str, tuple[bool, Optional[str], float]] = {}
+        self.limits: dict[str, Any] = {}  # tenant → its request rate (``RateLimit``), as verified
         self._inflight: dict[str, asyncio.Future] = {}
         self.verifications = 0
 
@@ -100,11 +101,31 @@ class KeyCache:
                 f"API keys cannot be checked right now ({type(exc).__name__})", retry_after=2
             ) from None
         valid, tenant = bool(got.get("valid")), got.get("tenant_id")
+        if valid and tenant is not None and "rate_limit" in got:
+            from ..config import RateLimit
+
+            raw = got["rate_limit"]
+            self.limits[tenant] = RateLimit.model_validate(raw) if raw else None
         self._entries.pop(h, None)  # re-inserted last: the dict's order is the age order
         self._entries[h] = (valid, tenant, self.clock())
         while len(self._entries) > self.max_entries:
             self._entries.pop(next(iter(self._entries)))
         return valid, tenant
+
+
+def request_rate(keys: KeyCache, clock: Callable[[], float] = time.monotonic) -> Check:
+    """The tenant's request rate, as on Orion's API (``api.rate_limit`` or the tenant's own, as
+    ``orion-api`` reported it with the key): buckets in this replica, 429 with ``Retry-After``."""
+    from ..api.rate_limit import RateLimiter
+
+    limiter = RateLimiter(clock=clock)
+    limiter.overrides = keys.limits  # shared: a re-verified key brings a changed limit
+
+    async def check(tenant: Optional[str], model_id: str, body: dict) -> None:
+        if tenant is not None:
+            limiter.check(tenant)
+
+    return check
 
 
 def _quiet(fut: asyncio.Future) -> None:

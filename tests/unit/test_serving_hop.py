@@ -368,3 +368,24 @@ def test_the_api_verifies_a_key_hash_against_the_ring_requests_use():
 
     admin, alice, nobody = run(go())
     assert admin.is_admin and alice.tenant_id == "alice" and nobody is None
+
+
+def test_the_tenants_request_rate_holds_at_the_base_url():
+    from orion_ray.serving.gate import request_rate
+
+    by_hash = {key_hash(BEARER["alice-key"]): "alice", key_hash(BEARER["admin-key"]): None}
+
+    async def verify(h):
+        t = by_hash.get(h, "?")
+        limit = {"per_tenant_rps": 1, "burst": 2} if t == "alice" else None
+        return {"valid": h in by_hash, "tenant_id": by_hash.get(h), "rate_limit": limit}
+
+    env = Env()
+    clock = Clock()
+    env.gate.keys = KeyCache(verify)
+    env.gate.checks.append(request_rate(env.gate.keys, clock=clock))
+    assert [env.post(key="alice-key").status for _ in range(3)] == [200, 200, 429]
+    assert env.post(key="alice-key").headers["Retry-After"] == "1"
+    assert all(env.post(key="admin-key").status == 200 for _ in range(5))  # the admin: never
+    clock.t += 1
+    assert env.post(key="alice-key").status == 200
