@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import MODEL, _wait
+
+pytestmark = pytest.mark.e2e
 
 BASE = f"/models/{MODEL}/v1"
 VERSION = "x-orion-model-version"
