@@ -201,9 +201,9 @@ class FirstHop:
         """One request (``headers`` with lower-case names)."""
         kind = route_of(path)
         if kind is None:
-            return _invalid(404, "not_found", f"no route {path} (try …/v1/chat/completions)", [])
+            return _invalid(404, "not_found", f"no route {path[:200]} (try …/v1/chat/completions)", [])
         if method != ("GET" if kind == "models" else "POST"):
-            return _invalid(405, "method_not_allowed", f"{method} is not allowed on {path}", [])
+            return _invalid(405, "method_not_allowed", f"{method[:16]} is not allowed on {path[:200]}", [])
         try:
             tenant = await self.keys.principal(headers.get("authorization"))
             if kind == "models":
