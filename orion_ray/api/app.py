@@ -54,6 +54,15 @@ class ReloadBody(BaseModel):
 log = logging.getLogger("orion.api")
 
 KEYRING_TTL_S = 2.0
+
+
+class _AppRequest:
+    """The one thing the ring refresh reads of a request: its app (for calls made by handle)."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+
 MAX_CURSOR = 2**63 - 1  # a cursor is a SQLite row id: anything larger is refused (422), not a 500
 
 
@@ -181,6 +190,13 @@ def build_app(
                 except Exception:  # keep the last ring; the scheduler may be restarting
                     pass
         return state.keyring
+
+    async def key_principal(key_hash: str) -> Optional[Principal]:
+        """Whose key hash this is (None: no key's), from the same ring requests are checked
+        against: how a model replica's first hop verifies a key (``serving/first_hop.py``)."""
+        return (await current_keyring(_AppRequest(app))).by_hash(key_hash)  # type: ignore[arg-type]
+
+    app.state.key_principal = key_principal
 
     async def principal(
         request: Request, authorization: Optional[str] = Header(None, include_in_schema=False)

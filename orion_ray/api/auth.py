@@ -47,6 +47,10 @@ class KeyRing:
         """This ring plus more keys (the scheduler's current ones win for a tenant key)."""
         return KeyRing(self.admin_hashes() + list(admin_hashes), {**self.tenant_hashes(), **tenant_hashes})
 
+    def by_hash(self, key_hash: str) -> Optional[Principal]:
+        """The principal of a key's SHA-256 hash, or None."""
+        return self._by_hash.get(key_hash)
+
     def authenticate(self, authorization: Optional[str]) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing API key (Authorization: Bearer <key>)")

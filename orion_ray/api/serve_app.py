@@ -308,4 +308,23 @@ def build_api_app(
                     service="orion-api",
                 )
 
+        async def verify_key(self, key_hash: str) -> dict:
+            """A model replica's first hop verifying a key by its hash (the key never travels)."""
+            p = await app.state.key_principal(key_hash)
+            if p is None:
+                return {"valid": False, "tenant_id": None}
+            limit = app.state.rate_limiter.limit_of(p.tenant_id) if p.tenant_id else None
+            return {
+                "valid": True,
+                "tenant_id": p.tenant_id,
+                "rate_limit": limit.model_dump() if limit else None,  # enforced at the first hop too
+            }
+
+        async def serving_report(self, samples: list) -> None:
+            """Outcomes seen by a first hop, passed on to the serving manager with this
+            replica's credential (model replicas hold none)."""
+            from ..serving.routes import report_outcomes
+
+            report_outcomes(app, samples)
+
     return OrionAPI.options(num_replicas=replicas).bind()

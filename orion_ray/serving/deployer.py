@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..names import NAMESPACE
 from ..serving_specs import DeploymentSpec
-from .manager import APP_PREFIX
+from .manager import APP_PREFIX, model_route
 from .router_config import balancing_config
 
 
@@ -66,7 +66,8 @@ class ServeDeployer:
     def __init__(self, direct_prefix: Optional[str] = None):
         self.direct_prefix = direct_prefix
 
-    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
+        """``front``: this version serves the model's own base URL (``model_route``)."""
         from ray import serve
 
         from serve_apps.llm.replica import build_replica_app
@@ -82,8 +83,11 @@ class ServeDeployer:
             restart_nonce=restart_nonce,
             # ``version`` is only taken with Serve's ``_internal`` flag in Ray 2.60
             options={**serve_options(spec), "_internal": True, "version": code_version(spec, restart_nonce)},
+            http="gate" if front or not self.direct_prefix else "direct",
         )
         route = f"{self.direct_prefix}/{spec.id}" if self.direct_prefix else None
+        if front:
+            route = model_route(spec.model_id)
         serve._run(bound, name=app, route_prefix=route, _blocking=False)
 
     def delete(self, app: str) -> None:

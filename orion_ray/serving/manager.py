@@ -31,10 +31,15 @@ def app_name(dep_id: str) -> str:
     return APP_PREFIX + dep_id
 
 
+def model_route(model_id: str) -> str:
+    """The route prefix of a model's own OpenAI base URL (``<prefix>/v1`` is the base URL)."""
+    return f"/models/{model_id}"
+
+
 class Deployer(Protocol):
     """What the manager needs of Ray Serve."""
 
-    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None: ...
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None: ...
     def delete(self, app: str) -> None: ...
     def statuses(self) -> dict[str, dict]: ...  # app → {"status", "message", "running"}
 
@@ -65,9 +70,12 @@ class MemoryDeployer:
         self.calls: list[tuple] = []
         self.statuses_by_app: dict[str, dict] = {}
         self.targets_by_app: dict[str, int] = {}  # Serve's target replicas, as a test sets them
+        self.fronts: dict[str, str] = {}  # model → the app deployed last as its base URL's front
 
-    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int) -> None:
+    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
         self.calls.append(("deploy", app, restart_nonce, spec))
+        if front:
+            self.fronts[spec.model_id] = app
         self.statuses_by_app.setdefault(app, {"status": "DEPLOYING", "message": "", "running": 0})
 
     def delete(self, app: str) -> None:
@@ -216,9 +224,14 @@ class DeploymentManager:
             "status": "pending",
             "message": "",
             "running": 0,
+            # one version of a model serves its base URL (one Serve app per route prefix): the
+            # first, or a new one when none does (versions deployed before base URLs existed)
+            "front": not any(
+                d["spec"].model_id == spec.model_id and d.get("front") for d in self.deployments.values()
+            ),
         }
         self._make_room(spec, _replicas(spec))
-        self._deploy(spec, 0)
+        self._deploy(spec, 0, rec["front"])
         self.deployments[spec.id] = rec
         self._event(
             spec.model_id,
@@ -228,10 +241,10 @@ class DeploymentManager:
         self._save()
         return self.view(spec.id)
 
-    def _deploy(self, spec: DeploymentSpec, nonce: int) -> None:
+    def _deploy(self, spec: DeploymentSpec, nonce: int, front: bool = False) -> None:
         """Hand a spec to Serve; a refusal is the request's fault (422), never a 500."""
         try:
-            self.deployer.deploy(spec, app_name(spec.id), nonce)
+            self.deployer.deploy(spec, app_name(spec.id), nonce, front=front)
         except (ValueError, TypeError) as exc:
             raise ValidationError(
                 f"Ray Serve refused deployment {spec.id}", [{"field": "spec", "problem": str(exc)[:500]}]
@@ -285,6 +298,7 @@ class DeploymentManager:
             "alive_replicas": rec.get("alive", rec["running"]),  # starting and stopping ones too
             "restarts": rec["restarts"],
             "app": app_name(dep_id),
+            "base_url": f"{model_route(spec.model_id)}/v1" if rec.get("front") else None,
             "gpus_per_replica": spec.gpus(),
             "since": rec["since"],
             "spec": spec.model_dump(mode="json"),
@@ -329,11 +343,28 @@ class DeploymentManager:
         self.deployer.delete(app_name(dep_id))
         del self.deployments[dep_id]
         self.scaling.forget(dep_id, self.clock())
+        if rec.get("front"):
+            self._move_front(spec.model_id)
         if not any(d["spec"].model_id == spec.model_id for d in self.deployments.values()):
             self.releases.pop(spec.model_id, None)
         self._event(spec.model_id, "undeployed", dep_id)
         self._save()
         return {"id": dep_id, "status": "deleted"}
+
+    def _move_front(self, model_id: str) -> None:
+        """The base URL's version was undeployed: the oldest remaining version takes the route
+        (redeployed with it; Serve frees a deleting application's prefix at once)."""
+        rest = sorted(
+            (r for r in self.deployments.values() if r["spec"].model_id == model_id), key=lambda r: r["since"]
+        )
+        if rest:
+            rest[0]["front"] = True
+            try:
+                self._deploy(rest[0]["spec"], rest[0]["nonce"], True)
+            except Exception as exc:  # the undeploy stands; the base URL waits for a redeploy
+                self._event(model_id, "base_url_failed", f"{rest[0]['spec'].id}: {exc}"[:300])
+                return
+            self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {rest[0]['spec'].id}")
 
     def restart(self, dep_id: str, why: str = "by request") -> dict:
         """Replace every replica (a new nonce makes Serve roll them)."""
@@ -342,7 +373,7 @@ class DeploymentManager:
         rec["restarts"] += 1
         rec["since"] = self.clock()
         rec["status"] = "deploying"
-        self._deploy(rec["spec"], rec["nonce"])
+        self._deploy(rec["spec"], rec["nonce"], rec.get("front", False))
         self._event(rec["spec"].model_id, "restarted", f"{dep_id}: {why}")
         self._save()
         return self.view(dep_id)
@@ -362,7 +393,7 @@ class DeploymentManager:
         for rec in recs:
             spec = rec["spec"].model_copy(update={"replicas": req.replicas, "autoscaling": req.autoscaling})
             self._make_room(spec, _replicas(spec) - _replicas(rec["spec"]))
-            self._deploy(spec, rec["nonce"])
+            self._deploy(spec, rec["nonce"], rec.get("front", False))
             before = self.scaling.targets.get(spec.id, rec.get("target", _replicas(rec["spec"])))
             after = req.replicas if req.replicas is not None else _clamp(before, req.autoscaling)
             self.scaling.requested(

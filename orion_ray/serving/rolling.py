@@ -65,7 +65,7 @@ def resize(
     new = spec if spec is not None else sized(old, n)
     before = rec.get("target", old.replicas if old.autoscaling is None else rec.get("running", 0))
     mgr._make_room(new, n - int(before or 0))
-    mgr._deploy(new, rec["nonce"])
+    mgr._deploy(new, rec["nonce"], rec.get("front", False))
     rec["spec"] = new
     mgr.scaling.requested(
         old.id, old.model_id, trigger=ROLLOUT, before=before, after=n, reason=why, now=mgr.clock()

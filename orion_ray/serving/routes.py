@@ -22,6 +22,13 @@ def _manager(request: Request) -> Any:
     return state.serving
 
 
+def report_outcomes(app: FastAPI, samples: list) -> None:
+    """Outcomes from a model replica's first hop, to the manager (``OrionAPI.serving_report``)."""
+    from types import SimpleNamespace
+
+    _manager(SimpleNamespace(app=app)).report_nowait(samples)  # type: ignore[arg-type]
+
+
 def _router(request: Request) -> Any:
     state = request.app.state
     if getattr(state, "model_router", None) is None:

@@ -1,12 +1,16 @@
 """The model replica: one Serve deployment per model version, driving one engine.
 
-The router in Orion's ingress calls ``complete`` / ``stream`` through a deployment handle (one hop);
-``__call__`` answers plain HTTP, so the same deployment can be called directly through Serve (the
-benchmark's baseline). ``check_health`` asks the engine: Serve replaces a replica that fails it.
+The router in Orion's ingress calls ``complete`` / ``stream`` through a deployment handle (one hop).
+``__call__`` answers HTTP: as the first hop of the model's own base URL (``http="gate"``: key,
+visibility and release split decided here, see ``orion_ray/serving/gate.py``), or plainly
+(``http="direct"``: no key, this version only — the benchmark's baseline, never in production;
+``http="key"``: the same after a key check).
+``check_health`` asks the engine: Serve replaces a replica that fails it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from typing import Any, AsyncIterator
@@ -17,16 +21,32 @@ from .engines import make_engine
 from .protocol import ChatRequest, CompletionRequest, chunk_body, completion_body
 
 DEPLOYMENT_NAME = "LLMReplica"
+GATE = "orion_ray.serving.first_hop"  # the default gate module (``gate=`` names another)
 
 
 class LLMReplica:
     """``restart_nonce`` changes when the deployment is restarted, so Serve replaces every replica."""
 
     def __init__(
-        self, engine: str, engine_args: dict[str, Any], model_id: str, version: str, restart_nonce: int = 0
+        self,
+        engine: str,
+        engine_args: dict[str, Any],
+        model_id: str,
+        version: str,
+        restart_nonce: int = 0,
+        http: str = "gate",
+        gate: str = GATE,
     ):
         self.model_id, self.version = model_id, version
         self.engine = make_engine(engine, dict(engine_args))
+        self.http = http
+        self._gate: Any = None
+        # the module that builds the first hop's gate, named by whoever deploys this replica: the
+        # replica is Orion's Serve app, but Orion's serving package sits above it, not below
+        self._gate_module = gate
+
+    def _gate_builder(self) -> Any:
+        return importlib.import_module(self._gate_module)
 
     def _parse(self, kind: str, body: dict):
         req = (ChatRequest if kind == "chat" else CompletionRequest).model_validate(body)
@@ -53,6 +73,12 @@ class LLMReplica:
             if c.text or c.finish_reason:
                 yield chunk_body(kind, req.model, rid, c.text, c.finish_reason)
 
+    async def _events(self, kind: str, body: dict) -> AsyncIterator[bytes]:
+        """``stream`` as server-sent events (direct HTTP)."""
+        async for chunk in self.stream(kind, body):
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
     async def inject(self, **faults: Any) -> None:
         """Change the test engine's injected faults (tests only; other engines refuse)."""
         if not hasattr(self.engine, "configure"):
@@ -69,12 +95,27 @@ class LLMReplica:
         await self.engine.check_health()
 
     async def __call__(self, request) -> Any:
-        """Direct HTTP: ``POST …/v1/completions`` or ``…/v1/chat/completions`` with an OpenAI body."""
+        """HTTP: ``POST …/v1/completions`` or ``…/v1/chat/completions`` with an OpenAI body (and
+        ``GET …/v1/models`` at the gate)."""
         from starlette.responses import JSONResponse
+
+        if self.http == "gate":
+            hop = self._gate_builder()
+            if self._gate is None:
+                self._gate = hop.build_first_hop(self, self.model_id)
+            return await hop.respond(self._gate, request)
+        if self.http == "key":  # the benchmark's baseline that checks a key and nothing else
+            refused = await self._gate_builder().check_key(self, request)
+            if refused is not None:
+                return refused
 
         kind = "chat" if request.url.path.rstrip("/").endswith("chat/completions") else "completion"
         try:
             body = json.loads(await request.body())
+            if body.get("stream"):
+                from starlette.responses import StreamingResponse
+
+                return StreamingResponse(self._events(kind, body), media_type="text/event-stream")
             return JSONResponse(await self.complete(kind, body))
         except ValueError as exc:  # pydantic's ValidationError and bad JSON are ValueErrors
             return JSONResponse(
@@ -90,9 +131,12 @@ def build_replica_app(
     *,
     restart_nonce: int = 0,
     options: dict | None = None,
+    http: str = "gate",
+    gate: str = GATE,
 ):
     """The bound Serve application of one model version (``options``: Serve deployment options —
-    replicas or autoscaling, actor resources, placement-group bundles)."""
+    replicas or autoscaling, actor resources, placement-group bundles; ``http``: what ``__call__``
+    is, ``gate`` or ``direct``)."""
     dep = serve.deployment(
         LLMReplica,
         name=DEPLOYMENT_NAME,
@@ -100,4 +144,6 @@ def build_replica_app(
         health_check_timeout_s=30,
         graceful_shutdown_timeout_s=5,
     )
-    return dep.options(**(options or {})).bind(engine, engine_args, model_id, version, restart_nonce)
+    return dep.options(**(options or {})).bind(
+        engine, engine_args, model_id, version, restart_nonce, http, gate
+    )

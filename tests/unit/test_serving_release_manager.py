@@ -28,8 +28,8 @@ class SimServe(MemoryDeployer):
         self.never = set(never)
         self.rows: dict[str, list] = {}
 
-    def deploy(self, spec, app, restart_nonce):
-        super().deploy(spec, app, restart_nonce)
+    def deploy(self, spec, app, restart_nonce, front=False):
+        super().deploy(spec, app, restart_nonce, front)
         a = spec.autoscaling
         self.want[app] = (
             spec.replicas or 1
