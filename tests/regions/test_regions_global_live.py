@@ -20,10 +20,17 @@ def _m() -> str:
 
 
 def _direct(live: Live, region: str, body: dict) -> str:
-    with live.regions[region].client() as c:
-        r = c.post("/api/v1/workloads", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()["workload_id"]
+    """Submit straight to a region; retried under one request id (a loaded machine's region can
+    answer past the client's timeout: the retry returns the first workload, never a second)."""
+    body["metadata"]["request_id"] = f"direct-{uuid.uuid4().hex[:12]}"
+
+    def post() -> str:
+        with live.regions[region].client() as c:
+            r = c.post("/api/v1/workloads", json=body)
+        assert r.status_code == 202, r.text
+        return r.json()["workload_id"]
+
+    return wait_for(post, within_s=240, every_s=1, about=f"a direct submit to {region}")
 
 
 def _region_status(live: Live, region: str, wid: str) -> str:
@@ -71,8 +78,46 @@ def test_a_global_quota_counts_a_direct_run_survives_a_restart_and_a_resync(live
     r4 = live.cp.submit(live.job(fourth, gpus=1, tenant="beta"))
     assert r4.status_code == 202, r4.text
     wait_for(lambda: live.cp.run(r4.json()["workload_id"])["status"] == "completed", about="fourth ran")
-    live.cp.cancel(rid)
-    wait_for(lambda: live.cp.run(rid)["status"] == "cancelled", about="beta's west run cancelled")
+    wait_for(  # asked again until the region confirmed it (a 429 meanwhile)
+        lambda: live.cp.cancel(rid) or live.cp.run(rid)["status"] == "cancelled", about="west run cancelled"
+    )
     for name in ("r-east", "r-west"):  # the next tests start with every GPU free
         wait_for(lambda n=name: live.cp.region(n)["free_gpus"].get("gpu") == 2, about=f"{name} free")
     assert [live.ran(direct), live.ran(via_cp), live.ran(fourth)] == [1, 1, 1]
+
+
+def test_a_run_not_started_within_the_launch_budget_moves_and_its_region_is_blocked(live: Live):
+    # the control plane again, with a 10 s launch budget (restored below: the blocklist goes too)
+    live.cp.down()
+    live.cp.settings["launch_budget_s"] = 10
+    live.cp.up()
+    try:
+        blocker, run = _m(), _m()
+        wid = _direct(live, "r-east", live.job(blocker, sleep_s=120, gpus=2))
+        wait_for(lambda: live.cp.region("r-east")["free_gpus"].get("gpu") == 0, about="east full")
+        live.cp.set_state("r-west", "draining")  # so the run queues at east: it would launch there
+        try:
+            r = live.cp.submit(live.job(run, gpus=1, regions=["r-east", "r-west"]))
+        finally:
+            live.cp.set_state("r-west", "active")
+        assert r.status_code == 202 and r.json()["region"] == "r-east", r.text
+        rid = r.json()["workload_id"]
+        copy = wait_for(lambda: next((c for c in live.cp.run(rid)["copies"] if c["generation"] == 1), None))
+        wait_for(lambda: live.cp.run(rid)["generation"] == 2, about="moved after the budget", within_s=120)
+        pinned = live.cp.submit(live.job(_m(), region="r-east"))  # east is blocked for a while
+        assert pinned.status_code == 429 and "blocked" in pinned.text, pinned.text
+        done = wait_for(
+            lambda: (x := live.cp.run(rid))["status"] == "completed" and x, about="run at west", within_s=240
+        )
+        assert (done["region"], done["generation"]) == ("r-west", 2)
+        wait_for(  # the first copy is stale: east cancels it when its heartbeat hears so
+            lambda: _region_status(live, "r-east", copy["region_workload_id"]) == "cancelled", about="fenced"
+        )
+        assert live.ran(run) == 1
+        with live.regions["r-east"].client() as c:
+            c.delete(f"/api/v1/workloads/{wid}")
+    finally:
+        live.cp.down()
+        live.cp.settings.pop("launch_budget_s", None)
+        live.cp.up()
+    wait_for(lambda: live.cp.region("r-east")["free_gpus"].get("gpu") == 2, about="east free again")
