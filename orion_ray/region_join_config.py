@@ -16,3 +16,8 @@ class RegionJoinConfig(BaseModel):
     key_env: str = Field("ORION_REGION_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
     heartbeat_s: float = Field(5.0, gt=0, le=300)
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    # unacknowledged status changes kept while the control plane is away; past it the oldest go and
+    # the agent sends a full listing instead (a resync: docs/regions.md)
+    outbox_keep: int = Field(10_000, ge=1, le=1_000_000)
+    # how far back ended workloads go into a resync listing
+    resync_terminal_s: float = Field(86_400.0, gt=0, le=30 * 86_400)

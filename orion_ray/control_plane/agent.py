@@ -30,9 +30,11 @@ import httpx
 
 from ..names import REGION_GATE_SETTING as GATE
 from ..policy import config_snapshot as cfg
+from ..policy.direct_usage import demand_of
 from ..policy.status_outbox import Outbox
 from ..store.files import write_private
 from ..store.sqlite import SQLiteStore
+from .agent_resync import listing, spec_of
 from .dispatcher import GENERATION_LABEL, SIGNATURE_LABEL, signature
 
 log = logging.getLogger("orion.region_agent")
@@ -71,6 +73,8 @@ class RegionAgent:
         state_file: Path,
         labels: Optional[dict[str, str]] = None,
         heartbeat_s: float = 5.0,
+        outbox_keep: int = 10_000,
+        resync_terminal_s: float = 86_400.0,
         http: Optional[Callable[..., httpx.Response]] = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -93,8 +97,14 @@ class RegionAgent:
         st = self._load()
         self.cursor: int = int(st.get("cursor", 0))
         self.outbox = Outbox(
-            tuple(st.get("pending", ())), int(st.get("next_seq", 1)), int(st.get("acked", 0))
+            tuple(st.get("pending", ())),
+            int(st.get("next_seq", 1)),
+            int(st.get("acked", 0)),
+            keep=outbox_keep,
+            resync_due=bool(st.get("resync_due", False)),
         )
+        # ended workloads this recent go into a resync listing (with every one not ended)
+        self.resync_terminal_s = resync_terminal_s
 
     # -- persistence ----------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
@@ -110,6 +120,7 @@ class RegionAgent:
             "next_seq": self.outbox.next_seq,
             "acked": self.outbox.acked,
             "pending": list(self.outbox.pending),
+            "resync_due": self.outbox.resync_due,
         }
         write_private(tmp, json.dumps(body))
         with open(tmp, "rb") as f:
@@ -145,6 +156,7 @@ class RegionAgent:
                 "reason": (reason or "")[:2000],
                 "tenant_id": tenant,
                 "region_workload_id": wid,
+                "demand": demand_of(spec_of(spec)),
             }
             who = origin_of(rid, tenant, _labels(spec), self.admin_key)
             if who is not None:
@@ -155,9 +167,13 @@ class RegionAgent:
         return len(rows)
 
     def send(self) -> int:
-        """Send the unacknowledged changes (a gap answered with where to resend from)."""
+        """Send the unacknowledged changes (a gap answered with where to resend from); a full
+        listing instead when the outbox overflowed or the gap is older than what it holds."""
         sent = 0
         for _ in range(20):  # bounded: what is left goes on the next pass
+            if self.outbox.resync_due:
+                sent += self.resync()
+                continue
             batch = self.outbox.batch(500)
             if not batch:
                 break
@@ -169,18 +185,46 @@ class RegionAgent:
                 at = next((d.get("resync_from") for d in details if "resync_from" in d), None)
                 if at is None:
                     raise RuntimeError(f"status refused: {r.text[:300]}")
-                box, _ = self.outbox.resend_from(int(at))
+                box, again = self.outbox.resend_from(int(at))
                 # the control plane is behind what we still hold: it acknowledged up to at-1
-                self.outbox = replace(box, resync_due=False)
-                if not self.outbox.pending or int(self.outbox.pending[0]["seq"]) != int(at):
-                    log.warning("status resync from %s asked, oldest held is later; sending what is held", at)
-                    break
+                self.outbox = box
+                if not again:  # dropped, or the control plane lost what we hold as acknowledged
+                    log.warning("status resync from %s asked, older than the outbox holds: a listing", at)
+                    self.outbox = replace(box, resync_due=True)
+                self._save()
                 continue
             else:
                 raise RuntimeError(f"status: {r.status_code} {r.text[:300]}")
             sent += len(batch)
             self._save()
         return sent
+
+    def resync(self) -> int:
+        """Send a full listing as of the last sequence appended (``policy/status_resync.py``):
+        every workload not ended and the recently ended ones; the changes it covers are dropped
+        and the cursor moves past what it saw. The items sent."""
+        through = self.outbox.next_seq - 1
+        if through < 1:  # nothing was ever appended: nothing to make up for
+            self.outbox = replace(self.outbox, resync_due=False)
+            return 0
+        top, items = self.listing()
+        body = {"through_seq": through, "items": items}
+        r = self._cp("POST", f"/api/v1/regions/{self.region}/resync", body)
+        if r.status_code != 200:
+            raise RuntimeError(f"resync: {r.status_code} {r.text[:300]}")
+        # later transitions (past ``top``) go out as changes after ``through``: forward only
+        self.outbox = self.outbox.resynced(through)
+        self.cursor = max(self.cursor, top)
+        self._save()
+        log.info("status resync through %s: %s workloads listed", through, len(items))
+        return len(items)
+
+    def listing(self) -> tuple[int, list[dict[str, Any]]]:
+        """The last transition id and the region's listing (``agent_resync.listing``)."""
+        since = self.clock() - self.resync_terminal_s
+        return listing(
+            self.store, lambda rid, t, spec: origin_of(rid, t, _labels(spec), self.admin_key), since
+        )
 
     def heartbeat(self) -> dict[str, Any]:
         """Report capacity, queue, config and held runs; act on the answer."""

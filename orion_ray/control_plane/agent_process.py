@@ -50,6 +50,8 @@ def start(
     store_path: str,
     heartbeat_s: float = 5.0,
     labels: Optional[dict[str, str]] = None,
+    outbox_keep: int = 10_000,
+    resync_terminal_s: float = 86_400.0,
 ) -> dict[str, Any]:
     """Start the agent (a running one is stopped first: its settings may have changed)."""
     stop()
@@ -62,6 +64,8 @@ def start(
         "store_path": store_path,
         "heartbeat_s": heartbeat_s,
         "labels": labels or {},
+        "outbox_keep": outbox_keep,
+        "resync_terminal_s": resync_terminal_s,
     }
     env = dict(os.environ)
     env[KEY_ENV] = json.dumps({"region_key": region_key, "admin_key": admin_key})
@@ -114,6 +118,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         state_file=orion_home() / "region-agent-outbox.json",
         labels=s.get("labels") or {},
         heartbeat_s=float(s.get("heartbeat_s", 5.0)),
+        outbox_keep=int(s.get("outbox_keep", 10_000)),
+        resync_terminal_s=float(s.get("resync_terminal_s", 86_400.0)),
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     agent.run_forever()

@@ -48,5 +48,7 @@ def join_from_cli(a: Any, cfg: OrionConfig, info: dict[str, Any]) -> str:
         store_path=cfg.orion.store.resolved_path(),
         heartbeat_s=join.heartbeat_s,
         labels=join.labels,
+        outbox_keep=join.outbox_keep,
+        resync_terminal_s=join.resync_terminal_s,
     )
     return f"  region:     {join.name} joins {join.control_plane} (agent pid {st['pid']})"

@@ -7,7 +7,7 @@ fields, so a typo is a 422 naming the field, never a silent default.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, Path
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ from .routes_views import install_region_views, region_extras
 from .service import ControlPlane
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
@@ -73,10 +74,21 @@ class StatusChange(_Body):
     # the region's own id of the workload and its tenant (the control plane's view lists both)
     region_workload_id: Optional[str] = Field(None, max_length=128)
     tenant_id: Optional[str] = Field(None, max_length=128)
+    # what the workload holds (gpu, gpu:<type>, cpu): a direct run's hold in the global quota
+    demand: Optional[dict[str, Amount]] = Field(None, max_length=16)
 
 
 class StatusBody(_Body):
     changes: list[StatusChange] = Field(max_length=10_000)
+
+
+class ResyncItem(StatusChange):
+    seq: int = Field(0, ge=0)  # a listing is as of ``through_seq``: an item's own is ignored
+
+
+class ResyncBody(_Body):
+    through_seq: int = Field(ge=1)
+    items: list[ResyncItem] = Field(max_length=100_000)
 
 
 class DispatchBody(_Body):
@@ -202,6 +214,13 @@ def build_control_plane_app(plane: ControlPlane, keyring: KeyRing, region_keys: 
     def status(body: StatusBody, name: str = Depends(region_caller)) -> dict[str, Any]:
         """Sequenced status changes; a resend is a no-op, a gap is a 409 naming ``resync_from``."""
         return plane.status(name, [c.model_dump() for c in body.changes])
+
+    @app.post("/api/v1/regions/{name}/resync", tags=["regions"])
+    def resync(body: ResyncBody, name: str = Depends(region_caller)) -> dict[str, Any]:
+        """A full listing as of ``through_seq`` (the region's outbox overflowed): reconciled;
+        a replay is a no-op."""
+        items = [c.model_dump(exclude={"seq"}) for c in body.items]
+        return plane.resync(name, body.through_seq, items)
 
     @app.post("/api/v1/dispatch", tags=["regions"])
     def dispatch(body: DispatchBody, p: Principal = Depends(admin)) -> dict[str, Any]:

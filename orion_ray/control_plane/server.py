@@ -68,6 +68,14 @@ class LockedPlane:
             self._book.record(name, run)
             return self._plane.status(name, changes)
 
+    def resync(self, name: str, through_seq: int, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A region's full listing: into the view as of ``through_seq`` (a replay changes nothing),
+        then reconciled (``ControlPlane.resync``)."""
+        with self._lock:
+            if through_seq > self._plane.region(name).status_seq:
+                self._book.record(name, [{**c, "seq": through_seq} for c in items])
+            return self._plane.resync(name, through_seq, items)
+
 
 def load_settings(home: Path) -> dict[str, Any]:
     """``control-plane.json`` under ``home`` (missing: the defaults)."""
@@ -99,7 +107,10 @@ class ControlPlaneProcess:
             for t, q in (s.get("quotas") or {}).items()
         }
         self.plane = ControlPlane(
-            self.store, quotas=quotas, lost_timeout_s=float(s.get("region_lost_timeout_s", 60.0))
+            self.store,
+            quotas=quotas,
+            lost_timeout_s=float(s.get("region_lost_timeout_s", 60.0)),
+            launch_budget_s=float(s.get("launch_budget_s", 900.0)),
         )
         self.book = RunBook(self.store)
         self.lock = threading.RLock()

@@ -15,7 +15,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import Conflict, NotFound, QueueFull, ValidationError
 from ..policy import config_snapshot as cfg
+from ..policy.direct_usage import DirectRun, is_direct, on_change
 from ..policy.global_quota import GlobalQuota, LedgerConflict, split_gpu_hours
+from ..policy.launch_budget import WAITING, overdue
 from ..policy.region_state import (
     TERMINAL,
     Assignment,
@@ -31,6 +33,8 @@ from ..policy.region_state import (
     view,
 )
 from ..policy.regions import Blocklist, Decision, DispatchWeights, FailureKind, RunRequest, decide
+from ..policy.status_resync import plan_resync
+from ..store.direct_runs import open_direct_runs
 from ..store.ledger import ControlPlaneTables
 from ..store.sqlite import SQLiteStore
 from .observability import status_audit
@@ -81,6 +85,7 @@ class ControlPlane:
         quotas: Optional[Mapping[str, GlobalQuota]] = None,
         weights: DispatchWeights = DispatchWeights(),
         lost_timeout_s: float = 60.0,
+        launch_budget_s: float = 900.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.tables = ControlPlaneTables(store)
@@ -88,12 +93,18 @@ class ControlPlane:
         self.quotas = dict(quotas or {})
         self.weights = weights
         self.lost_timeout_s = lost_timeout_s
+        self.launch_budget_s = launch_budget_s  # a placed run not running by then: a failed launch
+        self._placed_at: dict[str, float] = {}  # dispatch key → when reserved (from the ledger)
         self.clock = clock
         self.started_at = clock()
         self.regions: dict[str, RegionRecord] = {r.name: r for r in self.tables.regions()}
         self.blocklist = Blocklist()
         self.assignments: dict[str, Assignment] = {a.run_id: a for a in self.tables.assignments()}
         self.requests: dict[str, dict[str, Any]] = self.tables.requests()
+        # runs submitted straight to a region that have not ended: held in the global quota
+        self.direct: dict[tuple[str, str], DirectRun] = {
+            (r.region, r.workload_id): r for r in open_direct_runs(store)
+        }
 
     # -- regions ---------------------------------------------------------------------------------
     def region(self, name: str) -> RegionRecord:
@@ -169,12 +180,40 @@ class ControlPlane:
                 self.assignments[a.run_id] = a
             redo += plan.redispatch
             failed += plan.fail
+        overran = self._launch_overdue()
         now = self.clock()
         running = [self._charge(a, until=now) for a in self.assignments.values() if a.status == "running"]
+        running += [self._charge_direct(r, now) for r in self.direct.values() if r.status == "running"]
         charges = [ch for ch in running if ch is not None]
         if charges:
             self.tables.write(now=now, charges=charges)  # totals so far: the window's budget is live
-        return {"lost": newly, "redispatch": [a.run_id for a in redo], "failed": failed}
+        return {
+            "lost": newly,
+            "redispatch": [a.run_id for a in redo] + overran,
+            "failed": failed,
+            "launch_overdue": overran,
+        }
+
+    def _launch_overdue(self) -> list[str]:
+        """Runs placed but not started within ``launch_budget_s``: a failed launch each (the
+        region blocked for the run's GPU type, the run back to waiting for a region)."""
+        waiting = [a for a in self.assignments.values() if a.region is not None and a.status in WAITING]
+        since: dict[str, float] = {}
+        for a in waiting:
+            key = dispatch_key(a.run_id, a.generation)
+            if key not in self._placed_at:
+                r = self.tables.get(key)
+                if r is None:
+                    continue
+                self._placed_at[key] = r.at
+            since[a.run_id] = self._placed_at[key]
+        out = []
+        for a in overdue(waiting, since, now=self.clock(), budget_s=self.launch_budget_s):
+            gtype = (self.requests.get(a.run_id) or {}).get("gpu_type")
+            why = f"not running {self.launch_budget_s:g} s after its dispatch to {a.region}"
+            self.outcome(a.run_id, accepted=False, kind="launch_failed", detail=why, gpu_type=gtype)
+            out.append(a.run_id)
+        return out
 
     def _save(self, rec: RegionRecord) -> RegionRecord:
         self.tables.save_region(rec, now=self.clock())
@@ -284,11 +323,62 @@ class ControlPlane:
         rec = self.region(name)
         gens = {k: a.generation for k, a in self.assignments.items()}
         batch = apply_status_batch(rec.status_seq, changes, gens)
+        out = self._apply(rec, batch.apply, batch.stale, batch.last_seq)
+        out["duplicates"] = batch.duplicates
+        if batch.resync_from is not None:
+            raise Conflict(
+                f"status sequence gap: resend from {batch.resync_from}",
+                [{"field": "changes", "problem": "gap", "resync_from": batch.resync_from, **out}],
+            )
+        return out
+
+    def resync(self, name: str, through_seq: int, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A region's full listing as of ``through_seq`` (its outbox overflowed): reconciled into
+        changes (``policy/status_resync.py``) and applied in one transaction; a replay is a no-op."""
+        rec = self.region(name)
+        plan = plan_resync(
+            region=name,
+            last_seq=rec.status_seq,
+            through_seq=through_seq,
+            items=items,
+            assignments=self.assignments,
+            direct_open=[w for (r, w) in self.direct if r == name],
+            now=self.clock(),
+        )
+        if plan.replay:
+            return {"applied": 0, "last_seq": rec.status_seq, "stale": [], "missing": [], "replay": True}
+        out = self._apply(rec, plan.apply, plan.stale, through_seq, action="resync")
+        return {**out, "missing": plan.missing, "replay": False}
+
+    def _apply(
+        self,
+        rec: RegionRecord,
+        apply: Sequence[Mapping[str, Any]],
+        stale: Sequence[Mapping[str, Any]],
+        last_seq: int,
+        action: str = "status",
+    ) -> dict[str, Any]:
+        """Apply changes of ``rec``'s region (assignments, direct holds, releases, charges, audit)
+        and take ``last_seq`` as its last sequence, all in one transaction."""
         moved: dict[str, Assignment] = {}
         release = []
         charges = []
         now = self.clock()
-        for c in batch.apply:
+        direct: dict[tuple[str, str], DirectRun] = {}
+        holds: list[DirectRun] = []
+        for c in apply:
+            if is_direct(c):
+                wid = str(c.get("region_workload_id") or c["workload_id"])
+                prev = direct.get((rec.name, wid)) or self.direct.get((rec.name, wid))
+                step = on_change(prev, rec.name, c)
+                if step.run is None:
+                    continue
+                direct[(rec.name, wid)] = step.run
+                holds += [step.run] if step.hold else []
+                release += [step.run.key] if step.release else []
+                dch = self._charge_direct(step.run, step.charge_until) if step.charge_until else None
+                charges += [dch] if dch is not None else []
+                continue
             a = moved.get(str(c["workload_id"])) or self.assignments.get(str(c["workload_id"]))
             if a is None or not c.get("status"):
                 continue
@@ -304,31 +394,43 @@ class ControlPlane:
                 ch = self._charge(a, until=at)
                 if ch is not None:
                     charges.append(ch)
-        rec = replace(rec, status_seq=batch.last_seq)
+        rec = replace(rec, status_seq=last_seq)
+        audit = status_audit(rec.name, apply, stale)  # the aggregated audit view
+        if action != "status":
+            audit = [(at, who, f"{action}_{act}", tgt, det) for at, who, act, tgt, det in audit]
         self.tables.write(
             now=now,
             regions=[rec],
             assignments=list(moved.values()),
             release=release,
             charges=charges,
-            audit=status_audit(name, batch.apply, batch.stale),  # the aggregated audit view
+            audit=audit,
+            direct=list(direct.values()),
+            direct_holds=holds,
         )
         self.regions[rec.name] = rec
         self.assignments.update(moved)
-        out = {
-            "applied": len(batch.apply),
-            "last_seq": batch.last_seq,
-            "duplicates": batch.duplicates,
-            "stale": [
-                {"workload_id": c["workload_id"], "generation": c.get("generation")} for c in batch.stale
-            ],
+        for k, run in direct.items():
+            if run.ended_at is None:
+                self.direct[k] = run
+            else:
+                self.direct.pop(k, None)
+        return {
+            "applied": len(apply),
+            "last_seq": last_seq,
+            "stale": [{"workload_id": c["workload_id"], "generation": c.get("generation")} for c in stale],
         }
-        if batch.resync_from is not None:
-            raise Conflict(
-                f"status sequence gap: resend from {batch.resync_from}",
-                [{"field": "changes", "problem": "gap", "resync_from": batch.resync_from, **out}],
-            )
-        return out
+
+    def _charge_direct(
+        self, run: DirectRun, until: float
+    ) -> Optional[tuple[str, str, dict[float, dict[str, float]]]]:
+        """A direct run's GPU-hours from its first start to ``until``, per window."""
+        gpus = {k: float(v) for k, v in run.demand.items() if k == "gpu" or k.startswith("gpu:")}
+        if run.started_at is None or not gpus:
+            return None
+        quota = self.quotas.get(run.tenant_id)
+        window = quota.window_s if quota else 86_400.0
+        return run.key, run.tenant_id, split_gpu_hours(gpus, run.started_at, until, window)
 
     def _charge(
         self, a: Assignment, *, until: float

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Mapping, Optional, Sequence
 
+from ..policy.direct_usage import DirectRun
 from ..policy.global_quota import (
     GlobalQuota,
     LedgerConflict,
@@ -23,6 +24,7 @@ from ..policy.global_quota import (
     window_start,
 )
 from ..policy.region_state import Assignment, Heartbeat, RegionRecord
+from .direct_runs import write_direct
 from .sqlite import SQLiteStore
 
 _HOLDING = "state IN ('reserved', 'committed')"
@@ -185,12 +187,16 @@ class ControlPlaneTables:
         release: Sequence[str] = (),
         charges: Sequence[tuple[str, str, Mapping[float, Mapping[str, float]]]] = (),
         audit: Sequence[tuple[float, str, str, Optional[str], Mapping[str, Any]]] = (),
+        direct: Sequence[DirectRun] = (),
+        direct_holds: Sequence[DirectRun] = (),
     ) -> None:
         """Region records, assignments, released reservations and GPU-hour charges
         ``(key, tenant, per_window)`` in one transaction: a status batch or a region's loss is
-        applied whole or not at all."""
+        applied whole or not at all. ``direct`` are direct runs' rows and ``direct_holds`` the ones
+        whose hold is taken now (``store/direct_runs.py``)."""
         with self.store._lock, self.store._tx():
             db = self.store._db
+            write_direct(db, direct, direct_holds, now)  # before releases: a run seen ended at once
             for rec in regions:
                 db.execute(_SAVE_REGION, (rec.name, region_to_json(rec), now))
             for a in assignments:

@@ -501,6 +501,30 @@ def _v11(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+SCHEMA_12 = """
+CREATE TABLE IF NOT EXISTS region_direct_runs (
+    region       TEXT NOT NULL,
+    workload_id  TEXT NOT NULL,
+    tenant_id    TEXT NOT NULL,
+    demand       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    started_at   REAL,
+    ended_at     REAL,
+    updated_at   REAL NOT NULL,
+    PRIMARY KEY (region, workload_id)
+);
+CREATE INDEX IF NOT EXISTS region_direct_runs_open ON region_direct_runs(ended_at);
+"""
+
+
+def _v12(db: sqlite3.Connection) -> None:
+    """Runs submitted straight to a region, as the control plane holds them in the global quota
+    (docs/regions.md, "Global quotas"): their demand, status and first start; the hold itself is a
+    ``quota_reservations`` row keyed ``rg-<region>-<workload>``."""
+    for stmt in split_statements(SCHEMA_12):
+        db.execute(stmt)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "tables", _v1),
     (2, "ranks, tenant counters and queue buckets", _v2),
@@ -513,6 +537,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (9, "single-writer leases (the scheduler's fencing token)", _v9),
     (10, "control-plane runs and the regions' run view", _v10),
     (11, "usage records and price table versions", _v11),
+    (12, "direct runs held in the control plane's global quota", _v12),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -25,8 +25,14 @@ orion:
   scheduler: {pin_single_bundle_tasks: true}
   tenants:
     - {id: acme, weight: 1, api_key_env: ORION_KEY_ACME}
+    - {id: beta, weight: 1, api_key_env: ORION_KEY_BETA}
 """
-KEYS = {"acme": "acme-regions-key-0123456789"}
+KEYS = {"acme": "acme-regions-key-0123456789", "beta": "beta-regions-key-0123456789"}
+# tenant beta's global quota at the control plane (acme has none: the other tests' runs are free)
+QUOTAS = {"beta": {"concurrent": {"gpu": 2}}}
+# a tiny status outbox in one region: a few runs while the control plane is away overflow it, and
+# the agent then sends a full listing (a resync) instead of the changes it dropped
+OUTBOX_KEEP = {"r-east": 12}
 
 
 class Region:
@@ -56,7 +62,10 @@ def start_region(name: str, home: Path, cp_url: str, cp_home: Path, labels: dict
     env.update({f"ORION_KEY_{t.upper()}": k for t, k in KEYS.items()})
     env["ORION_REGION_KEY"] = key
     home.mkdir(parents=True, exist_ok=True)
-    (home / "orion.yaml").write_text(CONFIG)
+    config = CONFIG
+    if name in OUTBOX_KEEP:
+        config += f"  region: {{control_plane: '{cp_url}', name: {name}, outbox_keep: {OUTBOX_KEEP[name]}}}\n"
+    (home / "orion.yaml").write_text(config)
     cmd = [
         str(BIN / "orion"),
         "up",
@@ -98,7 +107,7 @@ class ControlPlane:
         self.home, self.port = home, port
         self.url = f"http://127.0.0.1:{port}"
         # a loaded 2-core machine can take seconds to answer a submit: a dispatch is not given up soon
-        self.settings = {"region_lost_timeout_s": LOST_TIMEOUT_S, "dispatch_timeout_s": 30}
+        self.settings = {"region_lost_timeout_s": LOST_TIMEOUT_S, "dispatch_timeout_s": 30, "quotas": QUOTAS}
 
     def up(self) -> None:
         home, port = str(self.home), str(self.port)
@@ -135,6 +144,16 @@ class ControlPlane:
         with self.client() as c:
             return c.get(f"/api/v1/regions/{name}").json()
 
+    def audit(self, region: str) -> list[dict[str, Any]]:
+        with self.client() as c:
+            r = c.get("/api/v1/audit", params={"region": region, "limit": 1000})
+        assert r.status_code == 200, r.text
+        return r.json()["items"]
+
+    def cancel(self, run_id: str) -> None:
+        with self.client() as c:
+            c.delete(f"/api/v1/workloads/{run_id}")
+
     def set_state(self, name: str, state: str) -> None:
         with self.client() as c:
             r = c.post(f"/api/v1/regions/{name}/state", json={"state": state})
@@ -147,15 +166,18 @@ class Live:
     def __init__(self, cp: ControlPlane, regions: dict[str, Region], markers: Path) -> None:
         self.cp, self.regions, self.markers = cp, regions, markers
 
-    def job(self, marker: str, *, sleep_s: float = 0.0, gpus: float = 0, **placement: Any) -> dict[str, Any]:
-        """A shell job that appends a line to ``markers/<marker>`` (then sleeps ``sleep_s``)."""
+    def job(
+        self, marker: str, *, sleep_s: float = 0.0, gpus: float = 0, tenant: str = "acme", **placement: Any
+    ) -> dict[str, Any]:
+        """A shell job of ``tenant`` that appends a line to ``markers/<marker>`` (then sleeps
+        ``sleep_s``)."""
         path = self.markers / marker
         cmd = f"echo ran >> {path}" + (f" && sleep {sleep_s}" if sleep_s else "")
         body: dict[str, Any] = {
             "workload_type": "job",
             "entrypoint": f"sh -c '{cmd}'",
             "resources": {"cpu": 0.5, "gpu": gpus},
-            "metadata": {"tenant_id": "acme"},
+            "metadata": {"tenant_id": tenant},
         }
         body.update(placement)
         return body
