@@ -49,7 +49,8 @@ class ServingActor:
     ):
         self._control_token = control_token
         room = functools.partial(_room_from_scheduler, control_token=control_token)
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room)
+        sink = functools.partial(_usage_to_scheduler, control_token=control_token)
+        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room, usage_sink=sink)
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -75,7 +76,7 @@ class ServingActor:
             check(self._control_token, control_token, f"serving {method}")
         await self.ensure_started()  # after a restart of this actor, the first call restarts it
         async with self._lock:
-            if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
+            if method in ("report", "report_usage", "routing_table", "gpu_usage"):  # cheap: no thread hop
                 return self.manager.dispatch(method, *args)
             return await asyncio.to_thread(self.manager.dispatch, method, *args)
 
@@ -131,6 +132,14 @@ class ManagerClient:
         except Exception:
             self._handle = None
 
+    def usage_nowait(self, items: list) -> None:
+        """Send answers' token counts without waiting (the usage records' tokens; a batch lost
+        with a dying manager is within the bound docs/serving-limits.md states)."""
+        try:
+            self._actor().call.remote("report_usage", items, **credential(self._token))
+        except Exception:
+            self._handle = None
+
 
 def _room_from_scheduler(bundles: list, tenant_id, control_token: Optional[str] = None) -> Optional[dict]:
     """Ask Orion's scheduler to make room for GPU replicas (``None`` when it is not running).
@@ -143,6 +152,13 @@ def _room_from_scheduler(bundles: list, tenant_id, control_token: Optional[str] 
         return None
     ref = scheduler.make_room.remote(bundles, tenant_id, "high", "serving", **credential(control_token))
     return ray.get(ref, timeout=30)
+
+
+def _usage_to_scheduler(records: list, control_token: Optional[str] = None) -> None:
+    """Store serving usage records through the scheduler (it holds the store); raises when it is
+    not running, so the manager keeps them for the next period."""
+    scheduler = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+    ray.get(scheduler.record_usage.remote(records, **credential(control_token)), timeout=30)
 
 
 def serving_gpus_by_node(timeout_s: float = 10.0) -> dict[str, float]:

@@ -52,6 +52,8 @@ class LLMReplica:
         async for c in self.engine.stream(prompt, req.sampling()):
             if c.text or c.finish_reason:
                 yield chunk_body(kind, req.model, rid, c.text, c.finish_reason)
+            if c.usage:  # the router takes it off the stream (its token accounting)
+                yield {"object": "orion.usage", "usage": dict(c.usage)}
 
     async def inject(self, **faults: Any) -> None:
         """Change the test engine's injected faults (tests only; other engines refuse)."""
