@@ -28,21 +28,31 @@ def parse_records(records: Iterable[Any]) -> list[UsageRecord]:
     for i, r in enumerate(records):
         where = f"records[{i}]"
         if i >= MAX_RECORDS:
-            raise ValidationError("too many usage records", [{"field": "records", "problem": f"> {MAX_RECORDS}"}])
+            raise ValidationError(
+                "too many usage records", [{"field": "records", "problem": f"> {MAX_RECORDS}"}]
+            )
         if not isinstance(r, dict) or r.get("kind") != "replica":
-            raise ValidationError("not a serving usage record", [{"field": f"{where}.kind", "problem": "not 'replica'"}])
+            raise ValidationError(
+                "not a serving usage record", [{"field": f"{where}.kind", "problem": "not 'replica'"}]
+            )
         for f in _FIELDS:
             if not isinstance(r.get(f), str) or not 0 < len(r[f]) <= 256:
-                raise ValidationError("bad usage record", [{"field": f"{where}.{f}", "problem": "a short string"}])
+                raise ValidationError(
+                    "bad usage record", [{"field": f"{where}.{f}", "problem": "a short string"}]
+                )
         nums = {}
         for f in _NUMBERS:
             v = r.get(f, 0.0)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValidationError("bad usage record", [{"field": f"{where}.{f}", "problem": "a number >= 0"}])
+                raise ValidationError(
+                    "bad usage record", [{"field": f"{where}.{f}", "problem": "a number >= 0"}]
+                )
             nums[f] = float(v)
         tokens = r.get("tokens", 0)
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise ValidationError("bad usage record", [{"field": f"{where}.tokens", "problem": "an integer >= 0"}])
+            raise ValidationError(
+                "bad usage record", [{"field": f"{where}.tokens", "problem": "an integer >= 0"}]
+            )
         if nums["end"] < nums["start"]:
             raise ValidationError("bad usage record", [{"field": f"{where}.end", "problem": "before start"}])
         gpu_type = r.get("gpu_type")
@@ -74,7 +84,8 @@ def add_replica_records(store: Any, records: Iterable[Any]) -> int:
     seen = {
         (ref, tenant, float(s), float(e))
         for ref, tenant, s, e in store._query(
-            "SELECT ref, tenant_id, start_at, end_at FROM usage_records WHERE kind = 'replica' AND end_at >= ?",
+            "SELECT ref, tenant_id, start_at, end_at FROM usage_records"
+            " WHERE kind = 'replica' AND end_at >= ?",
             (lo,),
         )
     }

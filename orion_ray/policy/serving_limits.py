@@ -170,7 +170,9 @@ class ServingLimiter:
                 b.level -= amount
             return Verdict(True, charged=max(0, int(tokens)))
 
-    def settle(self, tenant: str, model: str, tokens: int, charged: int = 0, now: Optional[float] = None) -> None:
+    def settle(
+        self, tenant: str, model: str, tokens: int, charged: int = 0, now: Optional[float] = None
+    ) -> None:
         """The answer used ``tokens`` (prompt + completion) where ``charged`` were taken up front:
         take the difference from the tenant's (and the model's) token buckets, or give it back."""
         delta = float(tokens) - float(charged)

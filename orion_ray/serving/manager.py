@@ -447,7 +447,9 @@ class DeploymentManager:
         gave since its last report: the tokens of the next usage records."""
         now = self.clock()
         for tenant, model_id, version, prompt, completion in items:
-            self.meter.add_tokens(deployment_id(model_id, version), str(tenant), int(prompt) + int(completion), now)
+            self.meter.add_tokens(
+                deployment_id(model_id, version), str(tenant), int(prompt) + int(completion), now
+            )
 
     # -- usage records (docs/serving-limits.md) ------------------------------------------------
     def _observe_usage(self, now: float) -> None:

@@ -22,7 +22,6 @@ from ..policy.serving_limits import estimate_tokens
 from ..serving_specs import ReleaseSpec
 from .cache import ResponseCache, request_key
 
-
 UsageHook = Callable[[Optional[str], Optional[dict]], None]
 USAGE_OBJECT = "orion.usage"  # the replica's last stream item: the answer's token counts
 

@@ -26,7 +26,7 @@ class UsageMeter:
 
     def __init__(self, period_s: float = 60.0):
         self.period_s = period_s
-        # deployment → {"since", "last", "replicas", "replica_s", "tenant", "gpus", "cpus", "memory_gib", "gpu_type"}
+        # deployment → {"since", "last", "replicas", "replica_s", "tenant", "gpus", "cpus", ...}
         self.open: dict[str, dict[str, Any]] = {}
         self.tokens: dict[tuple[str, str], int] = {}
         self.tokens_since: Optional[float] = None
@@ -138,7 +138,11 @@ class UsageMeter:
     def state(self) -> dict[str, Any]:
         """What the manager saves: the marks and the records not yet stored (tokens since the
         last cut are not saved: a crash loses at most one period's)."""
-        return {"open": {k: dict(v) for k, v in self.open.items()}, "pending": list(self.pending)}
+        return {
+            "open": {k: dict(v) for k, v in self.open.items()},
+            "pending": list(self.pending),
+            "cut_at": self.cut_at,
+        }
 
     def load(self, saved: Optional[dict[str, Any]]) -> None:
         """Resume from ``state()``: the time between the save and the next observation is counted
@@ -147,6 +151,7 @@ class UsageMeter:
             return
         self.open = {k: dict(v) for k, v in (saved.get("open") or {}).items()}
         self.pending = list(saved.get("pending") or [])
+        self.cut_at = saved.get("cut_at")
 
 
 def _record(

@@ -115,7 +115,10 @@ def test_estimate_tokens_counts_prompt_and_messages():
 # == configuration ==================================================================================
 def test_tenant_config_validates_serving_limits_naming_the_field():
     t = TenantConfig.model_validate(
-        {"id": "acme", "serving_limits": {"requests_per_second": 5, "models": {"chat": {"tokens_per_minute": 1000}}}}
+        {
+            "id": "acme",
+            "serving_limits": {"requests_per_second": 5, "models": {"chat": {"tokens_per_minute": 1000}}},
+        }
     )
     assert t.serving_limits is not None and t.serving_limits.models["chat"].tokens_per_minute == 1000
     for bad, where in [
@@ -199,7 +202,10 @@ def test_tokens_are_settled_counted_and_reported_for_records(env):
     bucket = app.state.serving_limiter._buckets[("acme", None, "tokens_per_minute")]
     assert 60 - bucket.level == pytest.approx(usage["total_tokens"], abs=0.5)  # estimate corrected
     text = client.get("/metrics").text
-    assert f'orion_serving_prompt_tokens_total{{model="chat",tenant="acme"}} {float(usage["prompt_tokens"])}' in text
+    assert (
+        f'orion_serving_prompt_tokens_total{{model="chat",tenant="acme"}} {float(usage["prompt_tokens"])}'
+        in text
+    )
     assert (
         f'orion_serving_completion_tokens_total{{model="chat",tenant="acme"}} '
         f"{float(usage['completion_tokens'])}" in text
@@ -212,7 +218,12 @@ def test_a_streamed_answer_is_counted_when_it_ends_and_its_usage_never_reaches_t
     app.state.serving_limiter = ServingLimiter(lim(tokens_per_minute=60))
     r = client.post(
         "/v1/chat/completions",
-        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True},
+        json={
+            "model": "chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5,
+            "stream": True,
+        },
         headers=ACME,
     )
     assert r.status_code == 200
