@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from orion_ray.cost.prices import PriceTable
 
 from .conftest import PRICES, client
+
+# the first test also waits for the package's `orion up` and its two deployments
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def ask(c, model: str, max_tokens: int = 4, prompt: str = "hello there"):
