@@ -23,6 +23,7 @@ from .ha_config import HaConfig
 from .observability_config import LoggingConfig, TracingConfig
 from .ray_env import looks_secret
 from .region_join_config import RegionJoinConfig
+from .serving_limits_config import ServingLimits
 from .serving_options import ServingConfig
 from .worker_pools import WorkerPool, check_scaling, parse_pools
 
@@ -245,6 +246,8 @@ class TenantConfig(BaseModel):
         None, description="this tenant's API rate (default: api.rate_limit)"
     )
     budget: Optional[BudgetConfig] = None
+    # requests per second and tokens per minute on /v1 and inference workloads (docs/serving-limits.md)
+    serving_limits: Optional[ServingLimits] = None
     api_key_env: Optional[str] = Field(None, description="env var of `orion up` holding a key")
     api_key_sha256: list[str] = Field(
         default_factory=list, description="hex SHA-256 of keys (never the keys)"
@@ -366,8 +369,18 @@ class CostConfig(BaseModel):
     def _prices(cls, v: dict[str, Any]) -> dict[str, Any]:
         # the shape cost.prices.PriceTable.from_config reads (the model layer imports no cost code)
         for key, value in v.items():
+            if key == "tokens":  # per model, per 1,000 tokens (docs/serving-limits.md)
+                for model, price in (value or {}).items() if isinstance(value, dict) else [("", value)]:
+                    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+                        raise ValueError(
+                            f"cost.prices.tokens.{model}: {price!r} is not a price per 1,000 tokens "
+                            "(a number in [0, 1e6))"
+                        )
+                continue
             if key not in ("gpu", "cpu", "memory_gib", "instances"):
-                raise ValueError(f"cost.prices.{key}: unknown key (one of cpu, gpu, instances, memory_gib)")
+                raise ValueError(
+                    f"cost.prices.{key}: unknown key (one of cpu, gpu, instances, memory_gib, tokens)"
+                )
             nested = key in ("gpu", "instances")
             for name, rates in (value or {}).items() if nested else [("", value)]:
                 where = f"cost.prices.{key}" + (f".{name}" if nested else "")

@@ -234,6 +234,25 @@ METRICS: tuple[MetricSpec, ...] = (
         _MODEL,
     ),
     MetricSpec("gauge", "orion_serving_cache_bytes", "Bytes in a version's response cache.", _MODEL),
+    # serving limits and token usage (issue 15 item 6; docs/serving-limits.md)
+    MetricSpec(
+        "counter",
+        "orion_serving_prompt_tokens",
+        "Prompt tokens of model answers, by calling tenant and model.",
+        ("tenant", "model"),
+    ),
+    MetricSpec(
+        "counter",
+        "orion_serving_completion_tokens",
+        "Completion tokens of model answers, by calling tenant and model.",
+        ("tenant", "model"),
+    ),
+    MetricSpec(
+        "counter",
+        "orion_serving_limited",
+        "Serving requests refused (429) by a tenant's serving limit, by tenant and limit.",
+        ("tenant", "limit"),
+    ),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in METRICS}
 
@@ -338,6 +357,16 @@ class OrionMetrics:
     def placement_followed(self, level: str, matched: bool, count: int = 1) -> None:
         """``count`` bundles whose ``level`` ("node" or "gpu") did or did not follow the engine."""
         self._inc("orion_placement_bundles", count, (level, "true" if matched else "false"))
+
+    # == serving ===================================================================================
+    def serving_tokens(self, tenant: str, model: str, prompt: int, completion: int) -> None:
+        """Tokens of one model answer (its ``usage``), for the calling tenant."""
+        self._inc("orion_serving_prompt_tokens", prompt, (tenant, model))
+        self._inc("orion_serving_completion_tokens", completion, (tenant, model))
+
+    def serving_limited(self, tenant: str, limit: str) -> None:
+        """A request refused by ``limit`` (``requests_per_second`` or ``tokens_per_minute``)."""
+        self._inc("orion_serving_limited", 1, (tenant, limit))
 
     # == API =======================================================================================
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -97,6 +97,11 @@ class SchedulerService(Protocol):
         (a Serve replica); the freed capacity is held for ``hold_s`` seconds."""
         ...
 
+    async def record_usage(self, records: builtins.list[dict[str, Any]]) -> dict[str, Any]:
+        """Store serving usage records (kind ``replica``: replica-hours and tokens) the serving
+        manager cut; a record already stored (a resend) is skipped. ``{"written": n}``."""
+        ...
+
     # -- nodes and capacity ----------------------------------------------------------------------
     async def fragmentation(self) -> dict[str, Any]:
         """Stranded GPU capacity now, per node and per GPU type."""

@@ -22,6 +22,7 @@ from ..errors import Forbidden, SchedulerUnavailable, ValidationError
 from ..metrics import CONTENT_TYPE, ApiMetricsMiddleware, OrionMetrics, merge_exposition
 from ..models import WorkloadSpec
 from ..service import SchedulerService
+from ..serving.limits_gate import configure_from_ring as configure_serving_limits
 from ..status import Status
 from ..store.base import quarantined_count
 from ..trust import runtime_env_problems
@@ -187,6 +188,7 @@ def build_app(
                     state.rate_limiter.set_overrides(
                         {t: RateLimit.model_validate(r) for t, r in ring.get("rate_limits", {}).items()}
                     )
+                    configure_serving_limits(state, ring)  # /v1 and inference (serving/limits_gate.py)
                 except Exception:  # keep the last ring; the scheduler may be restarting
                     pass
         return state.keyring

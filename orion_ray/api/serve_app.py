@@ -279,6 +279,7 @@ def build_api_app(
         rate_limit=RateLimit.model_validate(rate_limit or {}),
     )
     app.state.control_token = token  # the serving manager's client takes it from here
+    app.state.api_replicas = replicas  # each replica's serving limiter holds 1/replicas of a limit
     if backup is not None and factory is not None:  # /admin/v1/backups: the store file is here
         from ..config import OrionConfig
 

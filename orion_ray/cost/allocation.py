@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .prices import PriceBook, Rates
+from .prices import PriceBook, Rates, token_cost
 from .usage import CapacityRecord, UsageRecord
 
 IDLE_TENANT = "(idle)"
@@ -63,10 +63,19 @@ def _rates(
 
 
 def record_cost(r: UsageRecord, book: PriceBook, shape: Optional[PoolShape] = None) -> float:
-    """max(requested, used) × hours × rate, summed over GPUs, vCPUs and GiB."""
+    """max(requested, used) × hours × rate, summed over GPUs, vCPUs and GiB, plus a serving
+    record's tokens at their price per 1,000."""
     g, c, m = r.charged()
     rt = _rates(book, r.start, r.market, r.gpu_type, shape)
-    return r.hours * (g * rt.gpu + c * rt.cpu + m * rt.memory_gib)
+    return r.hours * (g * rt.gpu + c * rt.cpu + m * rt.memory_gib) + tokens_cost(r, book)
+
+
+def tokens_cost(r: UsageRecord, book: PriceBook) -> float:
+    """What a serving record's tokens cost (``ref`` is the deployment, ``<model>--<version>``);
+    not capacity, so it never offsets a pool's idle cost."""
+    if not r.tokens or r.kind != "replica":
+        return 0.0
+    return token_cost(book.at(r.start), r.ref.split("--", 1)[0], r.tokens)
 
 
 def capacity_cost(c: CapacityRecord, book: PriceBook, shape: Optional[PoolShape] = None) -> float:
@@ -121,7 +130,7 @@ def allocate(
                 row["spot_gpu_hours"] += g * part.hours
             row["usage_cost"] += cost
             row["tokens"] += part.tokens
-            used_in_pool[part.pool][part.tenant] += cost
+            used_in_pool[part.pool][part.tenant] += cost - tokens_cost(part, book)
         offered: dict[tuple[str, str, Optional[str]], float] = defaultdict(float)
         for c_rec in caps:
             cpart = c_rec.clip(lo, hi)

@@ -60,11 +60,13 @@ class PriceTable:
     cpu: Mapping[str, float] = field(default_factory=dict)  # market → rate per vCPU-hour
     memory_gib: Mapping[str, float] = field(default_factory=dict)  # market → rate per GiB-hour
     instances: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # type → market → rate
+    # serving tokens: model id (or ``default``) → price per 1,000 tokens (docs/serving-limits.md)
+    tokens: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, prices: Mapping[str, Any], currency: str = "USD") -> "PriceTable":
         """A table from ``orion.cost.prices``; ``PriceError`` names the bad field."""
-        known = {"gpu", "cpu", "memory_gib", "instances"}
+        known = {"gpu", "cpu", "memory_gib", "instances", "tokens"}
         for key in prices:
             if key not in known:
                 raise PriceError(f"cost.prices.{key}: unknown key (one of {', '.join(sorted(known))})")
@@ -78,6 +80,7 @@ class PriceTable:
             cpu=_rates("cost.prices.cpu", prices.get("cpu") or {}),
             memory_gib=_rates("cost.prices.memory_gib", prices.get("memory_gib") or {}),
             instances={str(t): _rates(f"cost.prices.instances.{t}", v) for t, v in inst_in.items()},
+            tokens=token_prices(prices.get("tokens") or {}),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -88,6 +91,8 @@ class PriceTable:
             "cpu": dict(sorted(self.cpu.items())),
             "memory_gib": dict(sorted(self.memory_gib.items())),
             "instances": {t: dict(sorted(v.items())) for t, v in sorted(self.instances.items())},
+            # only when priced: a table without token prices keeps the version it always had
+            **({"tokens": dict(sorted(self.tokens.items()))} if self.tokens else {}),
         }
 
     @property
@@ -119,6 +124,27 @@ class PriceTable:
             if node_cpus > 0:
                 return Rates(gpu=0.0, cpu=inst / node_cpus, memory_gib=0.0)
         return Rates(gpu=gpu, cpu=cpu, memory_gib=mem)
+
+
+def token_prices(value: Any) -> dict[str, float]:
+    """``cost.prices.tokens``: model id (or ``default``) → price per 1,000 tokens; a
+    ``PriceError`` names the bad field."""
+    if not isinstance(value, Mapping):
+        raise PriceError("cost.prices.tokens: expected a mapping of model id to a price per 1,000 tokens")
+    out: dict[str, float] = {}
+    for model, price in value.items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+            raise PriceError(f"cost.prices.tokens.{model}: {price!r} is not a price (a number in [0, 1e6))")
+        out[str(model)] = float(price)
+    return out
+
+
+def token_cost(table: PriceTable, model: str, tokens: int) -> float:
+    """What ``tokens`` of ``model`` cost: its price per 1,000 (else ``default``, else nothing)."""
+    if not tokens or not table.tokens:
+        return 0.0
+    per_k = table.tokens.get(model, table.tokens.get("default", 0.0))
+    return tokens * per_k / 1000.0
 
 
 def _pick(by_market: Mapping[str, float], market: str) -> Optional[float]:

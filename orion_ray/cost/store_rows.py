@@ -145,7 +145,8 @@ def price_book(store: Any, current: PriceTable) -> PriceBook:
             (
                 float(at),
                 PriceTable.from_config(
-                    {k: d[k] for k in ("gpu", "cpu", "memory_gib", "instances")}, d.get("currency", "USD")
+                    {k: d[k] for k in ("gpu", "cpu", "memory_gib", "instances", "tokens") if k in d},
+                    d.get("currency", "USD"),
                 ),
             )
         )

@@ -469,6 +469,12 @@ class Scheduler(AdminMixin, ConfigApplyMixin):
 
         return store_events(self.store, events)
 
+    async def record_usage(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store the serving manager's usage records (see ``cost.serving_rows``)."""
+        from ..cost.serving_rows import add_replica_records
+
+        return {"written": add_replica_records(self.store, records)}
+
     # == the interface the API (and the actor) expose =============================================
     async def submit(
         self, spec: dict[str, Any], tenant_id: str = "default", who: Optional[str] = None

@@ -74,7 +74,18 @@ class TenantRegistry:
     def keyring(self) -> dict[str, Any]:
         """What an API replica refreshes: the key hashes, and the tenants' own request rates."""
         rates = {t.id: t.rate_limit.model_dump() for t in self.tenants.values() if t.rate_limit is not None}
-        return {"version": self.version, "keys": self.keys, "admins": self.admins, "rate_limits": rates}
+        serving = {
+            t.id: t.serving_limits.model_dump(exclude_none=True)
+            for t in self.tenants.values()
+            if t.serving_limits is not None
+        }
+        return {
+            "version": self.version,
+            "keys": self.keys,
+            "admins": self.admins,
+            "rate_limits": rates,
+            "serving_limits": serving,  # docs/serving-limits.md
+        }
 
     def known(self, tenant_id: str) -> bool:
         return tenant_id == DEFAULT_TENANT or not self.tenants or tenant_id in self.tenants

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any, Optional
 
 import ray
@@ -31,6 +32,8 @@ __all__ = [
     "serving_gpus_by_node",
 ]
 log = logging.getLogger("orion.serving")
+USAGE_TIMEOUT_S = 30.0
+USAGE_RETRY_S = 30.0
 
 # Manager methods any caller may use without the control plane's credential, each with why. Every
 # other one (create, delete, scale, releases, reports, the GPU account…) needs it.
@@ -54,8 +57,10 @@ class ServingActor:
         self._control_token = control_token
         room = functools.partial(_room_from_scheduler, control_token=control_token)
         sink = functools.partial(_scaling_to_scheduler, control_token=control_token)
+        # usage records are sent by the loop, outside the lock (``_send_usage``), not by the manager
         self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room, scaling_sink=sink)
         self.manager.default_caching = caching
+        self._usage_retry_at = 0.0
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
@@ -75,9 +80,30 @@ class ServingActor:
             try:
                 async with self._lock:
                     await asyncio.to_thread(self.manager.tick)
+                await self._send_usage()
             except Exception:  # one bad tick (Serve restarting, say) never stops the loop
                 log.exception("serving tick failed")
             await asyncio.sleep(self.tick_s)
+
+    async def _send_usage(self) -> None:
+        """Hand the usage records the manager cut to the scheduler (it holds the store), without
+        holding the lock: a slow scheduler never delays the routers' calls. Unsent records stay
+        pending (and saved) and are tried again ``USAGE_RETRY_S`` later; a resend is harmless
+        (the scheduler skips a record it already has)."""
+        meter = self.manager.meter
+        if not meter.pending or time.monotonic() < self._usage_retry_at:
+            return
+        batch = list(meter.pending)
+        try:
+            scheduler = await asyncio.to_thread(ray.get_actor, SCHEDULER_NAME, namespace=NAMESPACE)
+            ref = scheduler.record_usage.remote(batch, **credential(self._control_token))
+            await asyncio.wait_for(ref, timeout=USAGE_TIMEOUT_S)
+        except Exception as exc:  # no scheduler yet, restarting, or the store is busy
+            self._usage_retry_at = time.monotonic() + USAGE_RETRY_S
+            log.warning("%d serving usage record(s) not stored yet (%s); retrying", len(batch), exc)
+            return
+        async with self._lock:
+            meter.sent(len(batch))  # only appended to meanwhile: the first ones are these
 
     async def call(self, method: str, *args: Any, control_token: Optional[str] = None) -> Any:
         """Run one manager method (``OrionError``s travel back to the API as they are); all but
@@ -86,7 +112,7 @@ class ServingActor:
             check(self._control_token, control_token, f"serving {method}")
         await self.ensure_started()  # after a restart of this actor, the first call restarts it
         async with self._lock:
-            if method in ("report", "routing_table", "gpu_usage"):  # cheap: no thread hop
+            if method in ("report", "report_usage", "routing_table", "gpu_usage"):  # cheap: no thread hop
                 return self.manager.dispatch(method, *args)
             return await asyncio.to_thread(self.manager.dispatch, method, *args)
 
@@ -145,6 +171,14 @@ class ManagerClient:
         """Send router outcomes without waiting (a lost batch only thins the canary's evidence)."""
         try:
             self._actor().call.remote("report", samples, **credential(self._token))
+        except Exception:
+            self._handle = None
+
+    def usage_nowait(self, items: list) -> None:
+        """Send answers' token counts without waiting (the usage records' tokens; a batch lost
+        with a dying manager is within the bound docs/serving-limits.md states)."""
+        try:
+            self._actor().call.remote("report_usage", items, **credential(self._token))
         except Exception:
             self._handle = None
 

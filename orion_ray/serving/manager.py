@@ -15,10 +15,11 @@ from typing import Any, Callable, Optional, Protocol
 from ..errors import Conflict, NotFound, ValidationError
 from ..policy import traffic
 from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
-from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest
+from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest, deployment_id
 from . import rolling
 from .replica_status import replica_view
 from .scaling_events import MANUAL, ScalingLog
+from .usage_meter import UsageMeter
 
 APP_PREFIX = "orion-llm-"
 MAX_EVENTS = 2000
@@ -127,12 +128,17 @@ class DeploymentManager:
         clock: Callable[[], float] = time.time,
         room: Optional[Callable[[list, Optional[str]], Any]] = None,
         scaling_sink: Optional[Callable[[list], Any]] = None,
+        usage_sink: Optional[Callable[[list], Any]] = None,
     ):
         """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
         (preempting lower-class batch work); ``None``: replicas wait for free GPUs.
-        ``scaling_sink(events)`` stores scaling events (the scheduler's store)."""
+        ``scaling_sink(events)`` stores scaling events (the scheduler's store).
+        ``usage_sink(records)`` stores serving usage records (``usage_meter.py``; the scheduler
+        writes them to ``usage_records``); ``None``: they wait in the saved state."""
         self.deployer = deployer
         self.room = room
+        self.usage_sink = usage_sink
+        self.meter = UsageMeter()
         self.kv = kv or MemoryKv()
         self.clock = clock
         self.deployments: dict[str, dict] = {}  # id → {"spec", "since", "restarts", "nonce", ...}
@@ -172,6 +178,7 @@ class DeploymentManager:
             }
         self.events.extend(saved.get("events", []))
         self.scaling.load(saved.get("scaling"))
+        self.meter.load(saved.get("usage"))
 
     def _save(self) -> None:
         self.kv.save(
@@ -189,6 +196,7 @@ class DeploymentManager:
                 ],
                 "events": list(self.events)[-200:],
                 "scaling": self.scaling.dump(),
+                "usage": self.meter.state(),
             }
         )
 
@@ -341,6 +349,9 @@ class DeploymentManager:
                 "change the release first (or undeploy the other versions)"
             )
         self.deployer.delete(app_name(dep_id))
+        self._observe_usage(self.clock())
+        self.meter.close(dep_id, self.clock())  # its last replica-hours and tokens
+        self._send_usage()
         del self.deployments[dep_id]
         self.scaling.forget(dep_id, self.clock())
         if rec.get("front"):
@@ -390,6 +401,10 @@ class DeploymentManager:
                 f"no deployment of model {model_id}" + (f" version {req.version}" if req.version else "")
             )
         out = []
+        self._observe_usage(self.clock())
+        for rec in recs:  # replica-hours at the old count are recorded before the count changes
+            self.meter.cut(self.clock(), only=rec["spec"].id)
+        self._send_usage()
         for rec in recs:
             spec = rec["spec"].model_copy(update={"replicas": req.replicas, "autoscaling": req.autoscaling})
             self._make_room(spec, _replicas(spec) - _replicas(rec["spec"]))
@@ -504,17 +519,64 @@ class DeploymentManager:
             q = self.samples.setdefault((model_id, version), deque(maxlen=MAX_SAMPLES))
             q.append((now, bool(ok), float(latency)))
 
+    def report_usage(self, items: list) -> None:
+        """``(tenant, model_id, version, prompt_tokens, completion_tokens)`` of answers a router
+        gave since its last report: the tokens of the next usage records."""
+        now = self.clock()
+        for tenant, model_id, version, prompt, completion in items:
+            self.meter.add_tokens(
+                deployment_id(model_id, version), str(tenant), int(prompt) + int(completion), now
+            )
+
+    # -- usage records (docs/serving-limits.md) ------------------------------------------------
+    def _observe_usage(self, now: float) -> None:
+        for dep_id, rec in self.deployments.items():
+            spec: DeploymentSpec = rec["spec"]
+            self.meter.observe(
+                dep_id,
+                now,
+                replicas=int(rec.get("running") or 0),
+                tenant=spec.tenant_id,
+                gpus=spec.gpus(),
+                # what Serve reserves for a replica that asks for no CPU (deployer.py): one CPU
+                cpus=spec.cpus_per_replica if (spec.cpus_per_replica or spec.gpus()) else 1.0,
+            )
+
+    def _record_usage(self, now: float) -> None:
+        """Once a period: cut the records and hand them (and any left unsent) to the sink."""
+        if not self.meter.due(now):
+            return
+        self.meter.cut(now)
+        self._send_usage()
+        self._save()  # the marks moved: a restart resumes from here
+
+    def _send_usage(self) -> None:
+        pending = self.meter.pending
+        if not pending or self.usage_sink is None:
+            return
+        n = len(pending)
+        try:
+            self.usage_sink(pending[:n])
+        except Exception as exc:  # the scheduler is down or restarting: kept for the next period
+            self._event("", "usage_unsent", f"{n} usage record(s) wait: {exc}"[:300])
+            return
+        self.meter.sent(n)
+
     def _stats(self, model_id: str, version: str, since: float) -> traffic.Stats:
         q = self.samples.get((model_id, version), ())
         return traffic.Stats.of((ok, lat) for t, ok, lat in q if t >= since)
 
     # -- the loop ------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Reconcile statuses, restart stuck deployments, advance or roll back releases."""
+        """Reconcile statuses, restart stuck deployments, advance or roll back releases, and
+        record serving usage once a period."""
         if not self.deployments:  # idle Orion: no Serve calls twice a second
+            self._record_usage(self.clock())  # what an undeploy left to send
             return
         now = self.clock()
         self.refresh_status()
+        self._observe_usage(now)
+        self._record_usage(now)
         health = [
             DeploymentHealth(i, r["status"] == "healthy", r["since"], r["spec"].ready_deadline)
             for i, r in self.deployments.items()
@@ -653,6 +715,7 @@ _METHODS = {
     "list_releases",
     "list_events",
     "report",
+    "report_usage",
     "routing_table",
     "gpu_usage",
 }
@@ -669,3 +732,6 @@ class LocalManagerClient:
 
     def report_nowait(self, samples: list) -> None:
         self.manager.report(samples)
+
+    def usage_nowait(self, items: list) -> None:
+        self.manager.report_usage(items)

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve_apps.llm.protocol import ChatRequest, CompletionRequest
 
+from .limits_gate import UsageGate, admit
+
 VERSION_HEADER = "x-orion-model-version"
 
 
@@ -41,12 +43,22 @@ def install_openai_routes(app: FastAPI, principal: Callable, router_of: Callable
         data = body.model_dump(mode="json", exclude_unset=True)
         data["model"] = body.model
         headers = {k.lower(): v for k, v in request.headers.items()}
+        # the tenant's serving limits (429 naming the limit), then its tokens settled and counted
+        state = request.app.state
+        gate = UsageGate(state, router, p.tenant_id, body.model, admit(state, p.tenant_id, body.model, data))
         if body.stream:
-            events, version = await router.stream(kind, data, p.tenant_id, headers)
+            try:
+                events, version = await router.stream(kind, data, p.tenant_id, headers, on_usage=gate.done)
+            except BaseException:
+                gate.close()
+                raise
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={VERSION_HEADER: version}
             )
-        result, version = await router.complete(kind, data, p.tenant_id, headers)
+        try:
+            result, version = await router.complete(kind, data, p.tenant_id, headers, on_usage=gate.done)
+        finally:
+            gate.close()
         return JSONResponse(result, headers={VERSION_HEADER: version})
 
     @app.post("/v1/completions", tags=["openai"])

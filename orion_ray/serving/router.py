@@ -18,8 +18,12 @@ from serve_apps.llm.engines.base import PromptTooLong
 from ..errors import NotFound, OrionError, SchedulerUnavailable, ValidationError
 from ..policy import traffic
 from ..policy.resilience import Breaker
+from ..policy.serving_limits import estimate_tokens
 from ..serving_specs import ReleaseSpec
 from .caching import ModelCaches
+
+UsageHook = Callable[[Optional[str], Optional[dict]], None]
+USAGE_OBJECT = "orion.usage"  # the replica's last stream item: the answer's token counts
 
 
 class ModelError(OrionError):
@@ -56,6 +60,7 @@ class ModelRouter:
         self._handles: dict[str, Any] = {}
         self.breakers: dict[tuple[str, str], Breaker] = {}
         self._pending: list[tuple[str, str, bool, float]] = []
+        self._usage: list[tuple[str, str, str, int, int]] = []
         self._flusher: Optional[asyncio.Task] = None
         self.shadow_tasks: set[asyncio.Task] = set()
 
@@ -146,10 +151,22 @@ class ModelRouter:
         self.flush()
 
     def flush(self) -> None:
-        """Send the outcomes gathered so far to the manager."""
+        """Send the outcomes (and the token usage) gathered so far to the manager."""
         batch, self._pending = self._pending, []
         if batch:
             self.source.report_nowait(batch)
+        used, self._usage = self._usage, []
+        if used and hasattr(self.source, "usage_nowait"):
+            self.source.usage_nowait(used)
+
+    def usage(self, tenant: str, model_id: str, version: str, prompt: int, completion: int) -> None:
+        """Tokens of one answer for ``tenant``, sent to the manager with the next report (its
+        serving usage records: docs/serving-limits.md)."""
+        self._usage.append((tenant, model_id, version, int(prompt), int(completion)))
+        if self.report_every_s <= 0:
+            self.flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
     def _handle(self, app: str):
         if app not in self._handles:
@@ -158,9 +175,15 @@ class ModelRouter:
 
     # -- requests ------------------------------------------------------------------------------
     async def complete(
-        self, kind: str, body: dict, tenant: Optional[str], headers: dict[str, str]
+        self,
+        kind: str,
+        body: dict,
+        tenant: Optional[str],
+        headers: dict[str, str],
+        on_usage: Optional[UsageHook] = None,
     ) -> tuple[dict, str]:
-        """A whole answer and the version that gave it."""
+        """A whole answer and the version that gave it; ``on_usage(version, usage)`` when the
+        model answered (not for a cached answer)."""
         model_id = body["model"]
         entry = await self.entry(model_id, tenant)
         version = self.choose(model_id, entry, headers)
@@ -171,6 +194,8 @@ class ModelRouter:
             return cached, version
         self._maybe_shadow(kind, body, model_id, entry)
         result = await self._call(kind, body, model_id, version, entry["versions"][version])
+        if on_usage is not None:
+            on_usage(version, result.get("usage") if isinstance(result, dict) else None)
         if cache is not None:
             cache.put(key, result)
         return result, version
@@ -214,9 +239,15 @@ class ModelRouter:
         task.add_done_callback(self.shadow_tasks.discard)
 
     async def stream(
-        self, kind: str, body: dict, tenant: Optional[str], headers: dict[str, str]
+        self,
+        kind: str,
+        body: dict,
+        tenant: Optional[str],
+        headers: dict[str, str],
+        on_usage: Optional[UsageHook] = None,
     ) -> tuple[AsyncIterator[bytes], str]:
-        """Server-sent events of an answer, and the version that gives it."""
+        """Server-sent events of an answer, and the version that gives it; ``on_usage(version,
+        usage)`` once the stream ends (``usage`` None when the replica sent none)."""
         model_id = body["model"]
         entry = await self.entry(model_id, tenant)
         version = self.choose(model_id, entry, headers)
@@ -225,16 +256,24 @@ class ModelRouter:
         gen = self._handle(app).options(stream=True).stream.remote(kind, body)
 
         async def events() -> AsyncIterator[bytes]:
-            t0, ok = self.clock(), False
+            t0, ok, usage, pieces = self.clock(), False, None, 0
             try:
                 async for chunk in gen:
+                    if chunk.get("object") == USAGE_OBJECT:  # the replica's accounting, not the client's
+                        usage = chunk.get("usage")
+                        continue
+                    pieces += 1
                     yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
                 ok = True
+                if usage is None:  # an engine that does not count: estimate (a piece is about a token)
+                    usage = {"prompt_tokens": estimate_tokens(body), "completion_tokens": pieces}
             except Exception as exc:  # headers are sent: the error travels as an event
                 err = {"error": {"code": "model_error", "message": f"{type(exc).__name__}"}}
                 yield b"data: " + json.dumps(err).encode() + b"\n\n"
             finally:
                 self._outcome(model_id, version, ok, self.clock() - t0)
+                if on_usage is not None:
+                    on_usage(version, usage)
             yield b"data: [DONE]\n\n"
 
         return events(), version

@@ -56,11 +56,17 @@ def _changed(request: Request) -> None:
 
 async def inference_task(request: Request, spec, tenant_id: str):
     """An inference workload as the task the scheduler runs, after checking that its model
-    exists for the tenant (404 otherwise, as on ``/v1``)."""
+    exists for the tenant (404 otherwise, as on ``/v1``) and the tenant's serving limits (429)."""
     from .inference import as_task
+    from .limits_gate import admit
 
     await _router(request).entry(spec.model_id, tenant_id)
-    return as_task(spec, tenant_id)
+    task = as_task(spec, tenant_id)
+    # the tenant's serving limits, charged at submission: the answer comes back in a task, so
+    # its tokens are estimated as the prompt plus all of max_tokens (docs/serving-limits.md)
+    body = task.kwargs.get("body") or {}
+    admit(request.app.state, tenant_id, spec.model_id, body, extra_tokens=int(body.get("max_tokens") or 0))
+    return task
 
 
 def install_serving(app: FastAPI, principal: Callable, admin: Callable) -> None:

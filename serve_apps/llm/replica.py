@@ -72,6 +72,8 @@ class LLMReplica:
         async for c in self.engine.stream(prompt, req.sampling()):
             if c.text or c.finish_reason:
                 yield chunk_body(kind, req.model, rid, c.text, c.finish_reason)
+            if c.usage:  # the router takes it off the stream (its token accounting)
+                yield {"object": "orion.usage", "usage": dict(c.usage)}
 
     async def _events(self, kind: str, body: dict) -> AsyncIterator[bytes]:
         """``stream`` as server-sent events (direct HTTP)."""

@@ -48,6 +48,7 @@ MODEL = {
     "orion_ray.tracing",
     "orion_ray.ha_config",  # orion.ha (pydantic only), read by config
     "orion_ray.region_join_config",  # orion.region (pydantic only), read by config
+    "orion_ray.serving_limits_config",  # tenants[].serving_limits (pydantic only), read by config
 }
 # What a worker process imports to run a task or a job: the standard library only (the job's driver
 # joins the cluster, so it also imports ``ray``, inside its ``main``).

@@ -278,6 +278,8 @@ def _every_method(m: OrionMetrics) -> None:
     m.set_cost({"acme": 1.2}, 0.75)
     for kind in ("hit", "miss", "eviction", "bytes"):
         m.serving_cache("chat", "v1", kind, 1)
+    m.serving_tokens("acme", "chat", 12, 30)
+    m.serving_limited("acme", "tokens_per_minute")
 
 
 def test_ray_mirror_records_every_metric_with_all_tag_keys(fake_ray):
