@@ -315,10 +315,17 @@ def build_api_app(
             if p is None:
                 return {"valid": False, "tenant_id": None}
             limit = app.state.rate_limiter.limit_of(p.tenant_id) if p.tenant_id else None
+            serving = None
+            if p.tenant_id:
+                from ..serving.limits_gate import limiter_of
+
+                got = limiter_of(app.state).limits_of(p.tenant_id)
+                serving = got.model_dump() if got is not None else None
             return {
                 "valid": True,
                 "tenant_id": p.tenant_id,
                 "rate_limit": limit.model_dump() if limit else None,  # enforced at the first hop too
+                "serving_limits": serving,  # the tenant's whole limits (the hop keeps its own share)
             }
 
         async def serving_report(self, samples: list) -> None:
@@ -327,5 +334,12 @@ def build_api_app(
             from ..serving.routes import report_outcomes
 
             report_outcomes(app, samples)
+
+        async def serving_usage(self, items: list) -> None:
+            """Token counts of a first hop's answers, passed on to the serving manager (its usage
+            records) with this replica's credential."""
+            from ..serving.routes import report_usage
+
+            report_usage(app, items)
 
     return OrionAPI.options(num_replicas=replicas).bind()

@@ -129,6 +129,10 @@ class ServingLimiter:
         """Whether ``tenant`` has any serving limit."""
         return tenant in self._limits
 
+    def limits_of(self, tenant: str) -> Optional[ServingLimits]:
+        """``tenant``'s serving limits (None: unlimited) — what a model's first hop enforces."""
+        return self._limits.get(tenant)
+
     def _scopes(self, tenant: str, model: str) -> list[tuple[Optional[str], ModelLimits, str]]:
         lim = self._limits.get(tenant)
         if lim is None:

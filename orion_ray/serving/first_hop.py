@@ -48,6 +48,13 @@ class ApiSource:
         except Exception:
             pass
 
+    def usage_nowait(self, items: list) -> None:
+        """Answers' token counts, fire and forget (the bound of docs/serving-limits.md)."""
+        try:
+            self.api.serving_usage.remote(items)
+        except Exception:
+            pass
+
 
 def key_cache(api: Any = None) -> KeyCache:
     """Keys verified by ``orion-api`` (by hash), cached in this replica (``KEY_TTL_S``)."""
@@ -77,9 +84,13 @@ def build_first_hop(replica: Any, model_id: str) -> FirstHop:
     def handle_of(app: str) -> Any:
         return local if app == own_app else serve.get_deployment_handle(DEPLOYMENT_NAME, app)
 
-    router = GateRouter(ApiSource(ManagerClient(), api), handle_of)
+    from .caching import ModelCaches
+    from .limits_gate import FirstHopLimits
+
+    # the version's response cache as configured (docs/serving-routing.md), in this replica
+    router = GateRouter(ApiSource(ManagerClient(), api), handle_of, cache=ModelCaches())
     keys = key_cache(api)
-    return FirstHop(model_id, router, keys, [request_rate(keys)])
+    return FirstHop(model_id, router, keys, [request_rate(keys)], usage=FirstHopLimits(keys, router))
 
 
 async def check_key(replica: Any, request: Any) -> Any:

@@ -60,6 +60,8 @@ class KeyCache:
         self.max_entries, self.clock = max_entries, clock
         self._entries: dict[str, tuple[bool, Optional[str], float]] = {}
         self.limits: dict[str, Any] = {}  # tenant → its request rate (``RateLimit``), as verified
+        self.serving_limits: dict[str, Any] = {}  # tenant → its serving limits (raw), as verified
+        self.serving_limits_version = 0  # bumped when a verification changes them
         self._inflight: dict[str, asyncio.Future] = {}
         self.verifications = 0
 
@@ -106,6 +108,10 @@ class KeyCache:
 
             raw = got["rate_limit"]
             self.limits[tenant] = RateLimit.model_validate(raw) if raw else None
+        if valid and tenant is not None and "serving_limits" in got:
+            if self.serving_limits.get(tenant) != got["serving_limits"]:
+                self.serving_limits[tenant] = got["serving_limits"]
+                self.serving_limits_version += 1
         self._entries.pop(h, None)  # re-inserted last: the dict's order is the age order
         self._entries[h] = (valid, tenant, self.clock())
         while len(self._entries) > self.max_entries:
@@ -193,9 +199,20 @@ class FirstHop:
     ``handle_of`` gives this replica itself for its own version); ``checks`` run in order after
     the key (``Check``)."""
 
-    def __init__(self, model_id: str, router: ModelRouter, keys: KeyCache, checks: Sequence[Check] = ()):
+    def __init__(
+        self,
+        model_id: str,
+        router: ModelRouter,
+        keys: KeyCache,
+        checks: Sequence[Check] = (),
+        *,
+        usage: Optional[Callable[[Optional[str], str, dict], Any]] = None,
+    ):
         self.model_id, self.router, self.keys = model_id, router, keys
         self.checks = list(checks)
+        # ``usage(tenant, model, body)`` admits a request against the tenant's serving limits
+        # (raises to refuse) and gives its accounting: ``done(version, usage)``, ``close()``
+        self.usage = usage
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         """One request (``headers`` with lower-case names)."""
@@ -214,10 +231,21 @@ class FirstHop:
             await self.router.entry(self.model_id, tenant)  # 404 before any check counts it
             for check in self.checks:
                 await check(tenant, self.model_id, data)
+            acct = self.usage(tenant, self.model_id, data) if self.usage is not None else None
+            on_usage = acct.done if acct is not None else None
             if data.get("stream"):
-                events, version = await self.router.stream(kind, data, tenant, headers)
-                return Answer(200, None, {VERSION_HEADER: version}, events)
-            result, version = await self.router.complete(kind, data, tenant, headers)
+                try:
+                    events, version = await self.router.stream(kind, data, tenant, headers, on_usage=on_usage)
+                except BaseException:
+                    if acct is not None:
+                        acct.close()
+                    raise
+                return Answer(200, None, {VERSION_HEADER: version}, _closing(events, acct))
+            try:
+                result, version = await self.router.complete(kind, data, tenant, headers, on_usage=on_usage)
+            finally:
+                if acct is not None:
+                    acct.close()
             return Answer(200, result, {VERSION_HEADER: version})
         except OrionError as exc:
             return error_answer(exc)
@@ -237,6 +265,16 @@ class FirstHop:
                 }
             ],
         }
+
+
+async def _closing(events: AsyncIterator[bytes], acct: Any) -> AsyncIterator[bytes]:
+    """A stream that settles its accounting when it ends (or the client goes away)."""
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        if acct is not None:
+            acct.close()
 
 
 def _parse(kind: str, raw: bytes, model_id: str) -> Any:

@@ -132,3 +132,28 @@ class UsageGate:
 def _count(usage: Optional[Mapping[str, Any]], key: str) -> int:
     v = (usage or {}).get(key, 0)
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0
+
+
+class FirstHopLimits:
+    """Serving limits and token accounting at a model's own base URL (``serving/gate.py``): the
+    tenants' limits come with their keys' verdicts (``KeyCache.serving_limits``, from
+    ``orion-api``), and each replica of the model holds the whole limit — a model served by N
+    replicas admits up to N times a limit at its base URL (``/v1`` splits it across the API's
+    replicas instead; docs/serving-limits.md). Tokens are counted for every tenant, limited or not,
+    and reach the serving manager's usage records through the router."""
+
+    def __init__(self, keys: Any, router: Any, *, clock: Callable[[], float] = time.monotonic):
+        from types import SimpleNamespace
+
+        self.keys, self.router, self.clock = keys, router, clock
+        self.state = SimpleNamespace(metrics=None, api_replicas=1, serving_limiter=None)
+        self._version = -1
+
+    def __call__(self, tenant: Optional[str], model: str, body: Mapping[str, Any]) -> UsageGate:
+        """Admit one request (raises ``ServingLimited``) and return its accounting."""
+        if self._version != self.keys.serving_limits_version:
+            self._version = self.keys.serving_limits_version
+            limits = {t: ServingLimits.model_validate(v) for t, v in self.keys.serving_limits.items() if v}
+            limiter_of(self.state).configure(limits)
+        verdict = admit(self.state, tenant, model, body, now=self.clock())
+        return UsageGate(self.state, self.router, tenant, model, verdict, self.clock)

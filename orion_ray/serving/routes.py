@@ -29,6 +29,13 @@ def report_outcomes(app: FastAPI, samples: list) -> None:
     _manager(SimpleNamespace(app=app)).report_nowait(samples)  # type: ignore[arg-type]
 
 
+def report_usage(app: FastAPI, items: list) -> None:
+    """Token counts from a model replica's first hop, to the manager (``OrionAPI.serving_usage``)."""
+    from types import SimpleNamespace
+
+    _manager(SimpleNamespace(app=app)).usage_nowait(items)  # type: ignore[arg-type]
+
+
 def _router(request: Request) -> Any:
     state = request.app.state
     if getattr(state, "model_router", None) is None:

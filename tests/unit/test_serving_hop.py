@@ -389,3 +389,33 @@ def test_the_tenants_request_rate_holds_at_the_base_url():
     assert all(env.post(key="admin-key").status == 200 for _ in range(5))  # the admin: never
     clock.t += 1
     assert env.post(key="alice-key").status == 200
+
+
+def test_serving_limits_and_token_usage_hold_at_the_base_url():
+    """A tenant's ``serving_limits`` (from its key's verdict) refuse at the model's own URL with
+    the limit named, and every answer's tokens reach the router's usage report."""
+    from orion_ray.serving.limits_gate import FirstHopLimits
+
+    by_hash = {key_hash(BEARER[k]): t for k, t in KEYS.items()}
+    limits = {"alice": {"requests_per_second": 1, "burst": 2}}
+
+    async def verify(h):
+        t = by_hash.get(h)
+        return {"valid": h in by_hash, "tenant_id": t, "serving_limits": limits.get(t)}
+
+    env = Env()
+    clock = Clock()
+    env.gate.keys = KeyCache(verify)
+    env.gate.usage = FirstHopLimits(env.gate.keys, env.router, clock=clock)
+    used: list = []
+    env.router.usage = lambda *item: used.append(item)  # type: ignore[method-assign]
+    got = [env.post(key="alice-key") for _ in range(3)]
+    assert [a.status for a in got] == [200, 200, 429]
+    assert got[2].body["error"]["details"][0]["field"] == "serving_limits.requests_per_second"
+    assert int(got[2].headers["Retry-After"]) >= 1
+    assert all(env.post(key="bob-key").status == 200 for _ in range(4))  # bob has no limit
+    clock.t += 1
+    assert env.post(key="alice-key").status == 200
+    # tokens of every answer, limited tenant or not, by tenant, model and version
+    assert {u[0] for u in used} == {"alice", "bob"} and all(u[1:3] == ("m", "v1") for u in used)
+    assert len(used) == 7 and all(u[3] + u[4] > 0 for u in used)
