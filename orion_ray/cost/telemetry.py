@@ -6,14 +6,14 @@ What Ray 2.60 gives, and what is recorded here:
 - Ray's state API lists each running task with its worker process (``worker_pid``, ``node_id``);
   Orion names its tasks ``orion-<workload id>-<attempt>``, so a task is a workload's run.
 - Each node's dashboard reporter samples every *worker process* of that node with psutil:
-  ``cpu_percent`` (since its previous sample) and ``memory_info.rss``, served by the dashboard at
-  ``GET /nodes/<node id>`` (``data.detail.workers``). A task worker runs one task at a time, so
-  its process's figures are the task's: ``used_cpus = cpu_percent / 100``, ``used_memory_gib =
-  rss / GiB``. Not counted: processes the task starts itself (the reporter samples Ray's workers,
+  ``cpuPercent`` (since its previous sample) and ``memoryInfo.rss``, served by the dashboard at
+  ``GET /nodes/<node id>`` (``data.detail.workers``, psutil's names in camelCase). A task worker
+  runs one task at a time, so its process's figures are the task's: ``used_cpus = cpuPercent /
+  100``, ``used_memory_gib = rss / GiB``. Not counted: processes the task starts itself (the reporter samples Ray's workers,
   not their children) and shell entrypoints (Ray jobs run them as subprocesses of a supervisor,
   not as workers): those workloads get no "used" figures, and cost stays what they requested.
 - A GPU's utilisation comes from NVML (``gpu_probe``: pid → GPUs busy, 0..n) where a device
-  exists; the reporter's own per-worker ``gpu_utilization`` (also NVML) is the fallback.
+  exists; the reporter's own per-worker ``gpuUtilization`` (also NVML) is the fallback.
 
 Each sample is stored as a usage record of kind ``used`` (``used_*`` set, nothing requested) over
 the interval since the previous sample; ``apply_used`` folds them into a workload's records as
@@ -59,7 +59,7 @@ def workload_of(task_name: Optional[str]) -> Optional[str]:
 
 
 def _rss(info: Any) -> Optional[float]:
-    """``memory_info.rss`` as the reporter serialises psutil's ``pmem`` (an object or a list)."""
+    """``memoryInfo.rss`` as the reporter serialises psutil's ``pmem`` (an object or a list)."""
     if isinstance(info, Mapping):
         v = info.get("rss")
     elif isinstance(info, (list, tuple)) and info:
@@ -67,6 +67,14 @@ def _rss(info: Any) -> Optional[float]:
     else:
         return None
     return float(v) if isinstance(v, (int, float)) else None
+
+
+def _field(worker: Mapping[str, Any], camel: str) -> Any:
+    """A reporter field: Ray 2.60 sends psutil's names in camelCase (``cpuPercent``,
+    ``memoryInfo``, ``gpuUtilization``: ``to_google_style``); the snake_case name is the fallback."""
+    if camel in worker:
+        return worker[camel]
+    return worker.get("".join("_" + c.lower() if c.isupper() else c for c in camel))
 
 
 class RayTelemetry:
@@ -111,11 +119,12 @@ class RayTelemetry:
         out: dict[str, Used] = {}
         for wid, (node, pid) in runs.items():
             w = workers.get((node, pid), {})
-            cpu = w.get("cpu_percent")
-            rss = _rss(w.get("memory_info"))
+            cpu = _field(w, "cpuPercent")
+            rss = _rss(_field(w, "memoryInfo"))
             gpu = gpus.get(pid)
-            if gpu is None and w.get("gpu_utilization"):
-                gpu = float(w["gpu_utilization"]) / 100.0
+            reported_gpu = _field(w, "gpuUtilization")
+            if gpu is None and reported_gpu:
+                gpu = float(reported_gpu) / 100.0
             used = Used(
                 cpus=float(cpu) / 100.0 if isinstance(cpu, (int, float)) else None,
                 memory_gib=rss / GIB if rss is not None else None,

@@ -27,12 +27,12 @@ TASKS = [
     {"name": "orion-wl-c-1", "state": "FINISHED", "worker_pid": 303, "node_id": "n1"},
     {"name": "someone-else", "state": "RUNNING", "worker_pid": 404, "node_id": "n1"},
 ]
-WORKERS = {
+WORKERS = {  # as Ray 2.60's dashboard serves them (reporter_models.ProcessInfo: camelCase)
     "n1": [
-        {"pid": 101, "cpu_percent": 250.0, "memory_info": {"rss": 2 * GIB}, "gpu_utilization": 0},
-        {"pid": 404, "cpu_percent": 100.0, "memory_info": [GIB, 0]},
+        {"pid": 101, "cpuPercent": 250.0, "memoryInfo": {"rss": 2 * GIB, "vms": 0}, "gpuUtilization": 0},
+        {"pid": 404, "cpuPercent": 100.0, "memoryInfo": {"rss": GIB}},
     ],
-    "n2": [{"pid": 202, "cpu_percent": 50.0, "memory_info": [GIB // 2, 5], "gpu_utilization": 80}],
+    "n2": [{"pid": 202, "cpu_percent": 50.0, "memory_info": [GIB // 2, 5], "gpu_utilization": 80}],  # older
 }
 
 
