@@ -9,9 +9,10 @@ What Ray 2.60 gives, and what is recorded here:
   ``cpuPercent`` (since its previous sample) and ``memoryInfo.rss``, served by the dashboard at
   ``GET /nodes/<node id>`` (``data.detail.workers``, psutil's names in camelCase). A task worker
   runs one task at a time, so its process's figures are the task's: ``used_cpus = cpuPercent /
-  100``, ``used_memory_gib = rss / GiB``. Not counted: processes the task starts itself (the reporter samples Ray's workers,
-  not their children) and shell entrypoints (Ray jobs run them as subprocesses of a supervisor,
-  not as workers): those workloads get no "used" figures, and cost stays what they requested.
+  100``, ``used_memory_gib = rss / GiB``. Not counted: processes the task starts itself (the
+  reporter samples Ray's workers, not their children) and shell entrypoints (Ray jobs run them as
+  subprocesses of a supervisor, not as workers): those workloads get no "used" figures, and
+  cost stays what they requested.
 - A GPU's utilisation comes from NVML (``gpu_probe``: pid → GPUs busy, 0..n) where a device
   exists; the reporter's own per-worker ``gpuUtilization`` (also NVML) is the fallback.
 
