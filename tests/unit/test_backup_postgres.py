@@ -250,3 +250,18 @@ def test_a_snapshot_of_the_other_backend_is_refused_with_the_reason(pg, tmp_path
     with pytest.raises(SnapshotRejected, match="taken from a postgres store and this store is sqlite"):
         restore(_files(cfg, pg_snap)[1], sqlite_cfg, **YES)
     assert _count(cfg) == 2
+
+
+def test_the_litestream_replica_is_refused_for_a_postgres_store(tmp_path):
+    from orion_ray.backup.replica import restore_from_replica
+
+    cfg = OrionConfig.model_validate(
+        {
+            "orion": {
+                "store": {"backend": "postgres", "dsn": "host=h dbname=d"},
+                "backup": {"dir": str(tmp_path)},
+            }
+        }
+    )
+    with pytest.raises(RestoreRefused, match="replica is SQLite's"):
+        restore_from_replica(cfg, confirm=lambda _q: True)
