@@ -146,15 +146,29 @@ def ray_telemetry(dashboard_url: Optional[str]) -> Optional[RayTelemetry]:
     def list_tasks() -> list[dict[str, Any]]:
         from ray.util.state import list_tasks as ray_list_tasks
 
-        rows = ray_list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=10_000, timeout=10)
+        # the dashboard named explicitly: without it the state API looks for "a local cluster"
+        # (RAY_ADDRESS, /tmp/ray/ray_current_cluster), which may be another one on the machine
+        rows = ray_list_tasks(
+            address=dashboard_url, filters=[("state", "=", "RUNNING")], detail=True, limit=10_000, timeout=10
+        )
         return [{k: getattr(r, k, None) for k in ("name", "state", "worker_pid", "node_id")} for r in rows]
 
     def node_workers(node_id: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{dashboard_url}/nodes/{node_id}", timeout=10)
+        r = httpx.get(f"{dashboard_url}/nodes/{node_id}", headers=_ray_auth(), timeout=10)
         r.raise_for_status()
         return list(((r.json().get("data") or {}).get("detail") or {}).get("workers") or [])
 
     return RayTelemetry(list_tasks=list_tasks, node_workers=node_workers, gpu_probe=nvml_probe())
+
+
+def _ray_auth() -> dict[str, str]:
+    """The header Ray's token auth wants on the dashboard (as its own SDK clients send it)."""
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+        return dict(get_auth_headers_if_auth_enabled({}))
+    except Exception:  # an older Ray, or no token: no header
+        return {}
 
 
 def nvml_probe() -> Optional[Callable[[set[int]], dict[int, float]]]:
