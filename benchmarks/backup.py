@@ -17,6 +17,9 @@ No Ray: the store is the point. A submission is acknowledged when ``SQLiteStore.
 * restore_s: ``orion restore`` of the newest snapshot (verify: sha256, integrity_check, schema,
   row counts; then the swap), and the replica's restore, median of 3 each.
 
+``--backend postgres`` (``benchmarks/backup_pg.py``): snapshot and restore time and the snapshots'
+RPO of the PostgreSQL store (no replica: PostgreSQL has its own replication).
+
 Last stdout line: ``{"benchmark": "backup", "rpo_snapshot_s", "rpo_replica_s", "restore_s", ...}``.
 """
 
@@ -154,7 +157,14 @@ def main() -> None:
     p.add_argument("--intervals", type=int, default=4)
     p.add_argument("--sync-interval", type=float, default=1.0)
     p.add_argument("--samples", type=int, default=15)
+    p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--dsn", help="postgres: a schema to use (default: a throwaway server)")
     a = p.parse_args()
+    if a.backend == "postgres":  # snapshot and restore time, RPO of snapshots (benchmarks/backup_pg.py)
+        from .backup_pg import run
+
+        print(json.dumps(run(a, workload=_workload, writer_cls=Writer, snapshot_rpo=snapshot_rpo)))
+        return
     root = Path(tempfile.mkdtemp(prefix="orion-bench-backup-"))
     os.environ["ORION_HOME"] = str(root / "home")
     cfg = OrionConfig.model_validate(

@@ -75,6 +75,7 @@ def main() -> None:
         "probes": len(probes),
         "lost": lost,
         "doubled": doubled,
+        "samples_s": {kind: [round(x, 2) for x in xs] for kind, xs in times.items()},  # the spread
     }
     print(json.dumps(out))
 

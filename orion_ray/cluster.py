@@ -41,7 +41,7 @@ from .names import AUTOSCALER_NAME, EXECUTOR_NAME, NAMESPACE, SCHEDULER_NAME, SE
 from .pids import alive as _alive
 from .ray_env import ray_process_env
 from .store.files import open_private, private_dir, write_private
-from .store.lease import release_file as release_lease_file
+from .store.lease import release_recorded as release_recorded_lease
 from .store.open import prepare_for_cluster as prepare_store
 
 STATE_FILE = "cluster.json"
@@ -320,6 +320,8 @@ def up(
         state["dashboard_url"] = dashboard_url
         state["config_path"] = str(Path(config_path).resolve()) if config_path else None
         state["store_path"] = config.orion.store.path  # `orion down` ends the scheduler's lease there
+        state["store_backend"] = config.orion.store.backend  # postgres: the DSN file's path, never the DSN
+        state["store_dsn_file"] = config.orion.store.dsn_file
         _write_state(state)
         api = config.orion.api
         url = f"http://{api.host}:{api.port}"
@@ -531,9 +533,9 @@ def down(say=print) -> bool:
     else:
         _stop_orion_on(state["address"])
         say(f"stopped Orion on {state['address']} (the cluster itself keeps running)")
-    if state.get("store_path"):  # its holder is stopped: the next scheduler need not wait it out
-        try:
-            release_lease_file(state["store_path"])
+    if state.get("store_path") or state.get("store_dsn_file"):  # its holder is stopped: the next
+        try:  # scheduler need not wait it out
+            release_recorded_lease(state)
         except Exception as exc:  # a busy or missing store: the next one waits the lease out
             say(f"note: the scheduler's lease was not released ({exc})")
     _state_path().unlink(missing_ok=True)

@@ -1,11 +1,8 @@
 """The per-backend backup interface: what ``orion backup`` / ``orion restore`` ask of a store.
 
-SQLite's is ``SqliteBackup`` (its online backup API). A PostgreSQL store plugs in here as another
-``StoreBackup``: ``snapshot`` runs ``pg_dump --format=custom`` (a consistent snapshot in one
-transaction) and records row counts; ``verify`` runs ``pg_restore --list`` on the dump, then
-restores it into a scratch database to count rows; ``install`` restores into the real one with
-``pg_restore --clean --single-transaction`` after renaming the old database aside. ``backup_for``
-picks the implementation from ``orion.store``.
+SQLite's is ``SqliteBackup`` (its online backup API); PostgreSQL's is ``PgBackup`` (``pg_dump``
+from one exported snapshot; a restore swaps the store's schema in one transaction, see
+``pg_backup.py``). ``backup_for`` picks the implementation from ``orion.store``.
 """
 
 from __future__ import annotations
@@ -58,6 +55,10 @@ class StoreBackup(Protocol):
 def backup_for(store: Any) -> StoreBackup:
     """The backup implementation for ``orion.store`` (a ``StoreConfig``)."""
     backend = getattr(store, "backend", "sqlite")
+    if backend == "postgres":
+        from .pg_backup import PgBackup, dsn_of
+
+        return PgBackup(dsn_of(store))
     if backend != "sqlite":
         raise OrionError(f"backups of the {backend!r} store are not implemented here (docs/backups.md)")
     from .sqlite_backup import SqliteBackup

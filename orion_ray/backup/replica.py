@@ -100,6 +100,13 @@ def restore_from_replica(
 ) -> dict[str, Any]:
     """Restore the replica's newest state, check it, then swap it in (the old store kept aside)."""
     replica = config.orion.backup.replica
+    if config.orion.store.backend != "sqlite":  # Litestream streams SQLite's WAL, nothing else
+        why = [{"field": "store.backend", "problem": "the replica is SQLite's"}]
+        raise RestoreRefused(
+            "the Litestream replica is SQLite's: a PostgreSQL store restores from a snapshot, or "
+            "from PostgreSQL's own replication / WAL archive",
+            why,
+        )
     if not replica.url:
         why = [{"field": "backup.replica.url", "problem": "unset"}]
         raise RestoreRefused("backup.replica.url is not set", why)

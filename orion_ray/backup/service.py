@@ -171,11 +171,18 @@ def restore(
     refuse_if_running(backup, running)
     with tempfile.TemporaryDirectory(prefix="orion-restore-") as tmp:
         data, manifest = _locate(ref, config, source, Path(tmp))
+        if manifest.backend != backup.backend:  # checked before anything else is read from it
+            from .pg_backup import wrong_backend
+
+            why = wrong_backend(manifest.backend, backup.backend)
+            problem = [{"field": "backend", "problem": why}]
+            raise SnapshotRejected(f"snapshot {manifest.name} is refused: {why}", problem)
         verified = backup.verify(data, manifest, workdir=backup.restore_dir())
         try:
             taken = manifest.summary()["created_at"]
+            where = getattr(backup, "where", None) or config.orion.store.resolved_path()
             question = (
-                f"replace the store {config.orion.store.resolved_path()} with snapshot {manifest.name} "
+                f"replace the store {where} with snapshot {manifest.name} "
                 f"({manifest.tables.get('workloads', 0)} workloads, taken {taken})?"
             )
             if not confirm(question):

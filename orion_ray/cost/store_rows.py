@@ -15,6 +15,7 @@ import json
 from typing import Any, Iterable, Optional, Union
 
 from .prices import PriceBook, PriceTable
+from .telemetry import USED_KIND, apply_used, used_samples
 from .usage import CapacityRecord, UsageRecord, workload_records
 
 UNKNOWN_POOL = "unknown"
@@ -57,7 +58,7 @@ def stored_records(
         kind, ref, t, pool, market, s, e, g, c, m, gt, ug, uc, um, tok, nodes, inst = row
         if kind == "capacity":
             caps.append(CapacityRecord(pool, market, s, e, g, c, m, int(nodes), gt, inst))
-        elif tenant is None or t == tenant:
+        elif kind != USED_KIND and (tenant is None or t == tenant):  # samples: see workload_usage
             usage.append(UsageRecord(kind, ref, t, pool, market, s, e, g, c, m, gt, ug, uc, um, int(tok)))
     return usage, caps
 
@@ -105,6 +106,8 @@ def workload_usage(
             ):
                 if r.end > since and r.start < until:
                     out.append(r)
+    if out:  # what telemetry measured while they ran (cost/telemetry.py)
+        out = apply_used(out, used_samples(store, since=min(r.start for r in out), until=until))
     return out
 
 

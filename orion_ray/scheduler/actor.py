@@ -23,6 +23,7 @@ import ray
 
 from ..config import OrionConfig
 from ..control import CONTROL_PARAM, check
+from ..cost.telemetry import sampler_for
 from ..log_format import setup_process
 from ..metrics import OrionMetrics
 from ..names import NAMESPACE, SCHEDULER_NAME
@@ -63,6 +64,7 @@ class SchedulerActor:
         )
         self.scheduler.pipelines.configure(self.config.orion.pipelines)  # artifact store, containers
         self.scheduler.cost.configure(self.config.orion.cost, self.config.orion.worker_pools)  # prices
+        self.scheduler.cost.telemetry = sampler_for(dashboard_url)  # "used" CPU, memory, GPU
         self._start_lock: Optional[asyncio.Lock] = None
         # Start (and recover) without waiting for the first request: queue a call to ourselves.
         ray.get_runtime_context().current_actor.ensure_started.remote()

@@ -17,6 +17,7 @@ from ..config import CostConfig
 from ..cost import store_rows as cost_store
 from ..cost.allocation import PoolShape, aggregate, allocate, ratio_to_baseline, spot_share
 from ..cost.prices import PriceTable
+from ..cost.telemetry import Sampler
 from ..cost.usage import GIB, CapacityRecord
 from ..policy.budget import DAY_S, BudgetUse, day_start, month_start
 from ..policy.markets import POOL_LABEL, market_of
@@ -47,6 +48,7 @@ class CostHost:
         self.gauges_at = float("-inf")
         self.recorded: Optional[str] = None  # the price version and defaults stored
         self.failing = False
+        self.telemetry: Optional[Sampler] = None  # "used" figures of running work (cost/telemetry.py)
 
     def configure(self, cost: CostConfig, pools: Iterable[Any] = ()) -> None:
         """The configured prices and pools (``orion.cost``, ``orion.worker_pools``)."""
@@ -86,6 +88,8 @@ class CostHost:
             self.recorded = mark
         if self.last_at is not None and 0 < now - self.last_at <= MAX_GAP_S:
             cost_store.add_records(sched.store, capacity_records(sched.runtime.nodes(), self.last_at, now))
+            if self.telemetry is not None:
+                self.telemetry.tick(sched.store, start=self.last_at, end=now)
         self.last_at = now
         if now - self.gauges_at >= GAUGE_REFRESH_S:
             self.gauges_at = now

@@ -86,6 +86,24 @@ def release_file(path: str, name: str = SCHEDULER_LEASE) -> bool:
         store.close()
 
 
+def release_recorded(state: dict[str, Any]) -> bool:
+    """``release`` on the store ``orion up`` recorded in its state (``orion down``): the SQLite
+    file at ``store_path``, or the PostgreSQL database whose DSN is in ``store_dsn_file`` (the
+    state holds that file's path, never the DSN). False when there is no store or no lease."""
+    if state.get("store_backend") == "postgres":
+        if not state.get("store_dsn_file"):
+            return False
+        from ..config import StoreConfig
+        from .open import open_store
+
+        store = open_store(StoreConfig(backend="postgres", dsn_file=state["store_dsn_file"]))
+        try:
+            return release(store)
+        finally:
+            store.close()
+    return release_file(state["store_path"]) if state.get("store_path") else False
+
+
 class Fence:
     """Set on a store (``store.fence``): every write transaction of that store first checks that
     no newer token than ``token`` is stored for lease ``name``, and raises ``LeaseLost`` (the

@@ -90,6 +90,10 @@ class PgConnection:
         except psycopg.Error as exc:
             raise sqlite3.OperationalError(f"cannot connect to {self.name}: {redact(str(exc))}") from None
         self._conn.execute(f"SET lock_timeout = {self.lock_timeout_ms}")
+        # named for its store's schema: a restore finds Orion's sessions on it (backup/pg_backup.py)
+        self._conn.execute(
+            "SELECT set_config('application_name', 'orion:' || COALESCE(current_schema(), ''), false)"
+        )
         if self.read_only:
             self._conn.execute("SET default_transaction_read_only = on")
 
