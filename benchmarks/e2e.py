@@ -60,6 +60,7 @@ def _wait(client, wid: str, poll_s: float) -> dict:
         time.sleep(poll_s)
 
 
+NAN = float("nan")  # a baseline not measured (--quick)
 SUBMIT_RATE: list[float] = []  # per Orion burst: submissions acked per second (the API's ceiling)
 # per Orion burst: the backlog left when the last submission was acked, run off per second (the
 # execution side's rate on a full cluster, without the API's ingestion in it); nan without backlog
@@ -189,6 +190,19 @@ def main() -> None:
         help="Orion with orion.tracing on (every span to a JSON-lines file); both: one `orion up` "
         "with it off, then one with it on, and the ratios (env ORION_BENCH_TRACING)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="Orion and plain Ray tasks only (no placement group per Ray task): the Ray-with-groups "
+        "baseline takes minutes a repeat and the tracing comparison does not need it",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="with --tracing both: off/on pairs, each its own `orion up`, alternating (so a drifting "
+        "machine weighs on both sides); the overhead is the median over pairs",
+    )
     add_cluster_args(p)
     args = p.parse_args()
     if args.tracing != "both":
@@ -197,28 +211,53 @@ def main() -> None:
         return
     # each mode in a process of its own: Serve's client is cached per process, and a second
     # `orion up` in the same one reached for the first cluster's controller
-    results = {}
-    argv = [a for a in sys.argv[1:] if a not in ("--tracing", "both") and not a.startswith("--tracing=")]
-    for mode in ("off", "on"):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.e2e", *argv, "--tracing", mode],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=True,
-        ).stdout
-        print(out, end="")
-        results[mode] = json.loads(out.strip().splitlines()[-1])
-    if len(results) == 2:
-        off, on = results["off"], results["on"]
-        overhead = {
-            # throughput lost, and latency added, with every span exported (5 % is the target)
-            "throughput_overhead": round(1 - on["orion_per_s"] / off["orion_per_s"], 4),
-            # the same against each run's own plain-Ray baseline (the machine's drift taken out)
-            "throughput_overhead_vs_ray": round(1 - on["ratio"] / off["ratio"], 4),
-            "idle_p50_overhead": round(on["orion_idle_p50_ms"] / off["orion_idle_p50_ms"] - 1, 4),
-        }
-        print(f"\ntracing on vs off: {json.dumps(overhead)}")
-        print(json.dumps({"benchmark": "e2e-tracing", "off": off, "on": on, **overhead}))
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # every option but --tracing and --pairs, passed on to each run
+        if skip:
+            skip = False
+        elif a in ("--tracing", "--pairs"):
+            skip = True
+        elif not a.startswith(("--tracing=", "--pairs=")):
+            argv.append(a)
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _pair in range(max(1, args.pairs)):
+        for mode in ("off", "on"):
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.e2e", *argv, "--tracing", mode],
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            ).stdout
+            print(out, end="")
+            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+    pairs = list(zip(runs["off"], runs["on"]))
+    overhead = {
+        # throughput lost, and latency added, with every span exported (5 % is the target):
+        # per pair, then the median over pairs
+        "throughput_overhead": round(
+            median([1 - on["orion_per_s"] / off["orion_per_s"] for off, on in pairs]), 4
+        ),
+        # the same against each run's own plain-Ray tasks (the machine's drift taken out)
+        "throughput_overhead_vs_plain_ray": round(
+            median(
+                [
+                    1
+                    - (on["orion_per_s"] / on["ray_plain_per_s"])
+                    / (off["orion_per_s"] / off["ray_plain_per_s"])
+                    for off, on in pairs
+                ]
+            ),
+            4,
+        ),
+        "idle_p50_overhead": round(
+            median([on["orion_idle_p50_ms"] / off["orion_idle_p50_ms"] - 1 for off, on in pairs]), 4
+        ),
+        "pairs": len(pairs),
+        "orion_per_s_off": [r["orion_per_s"] for r in runs["off"]],
+        "orion_per_s_on": [r["orion_per_s"] for r in runs["on"]],
+    }
+    print(f"\ntracing on vs off: {json.dumps(overhead)}")
+    print(json.dumps({"benchmark": "e2e-tracing", "off": runs["off"], "on": runs["on"], **overhead}))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -236,16 +275,23 @@ def run(args: argparse.Namespace) -> dict:
             with OrionClient() as client:
                 err("warm-up ...")  # first run starts the executor actor / the driver's workers
                 orion_idle(client, 2)
-                ray_idle(2)
+                if not args.quick:
+                    ray_idle(2)
                 for r in range(args.repeats):
                     res = {}
                     order = ("orion", "ray") if r % 2 == 0 else ("ray", "orion")
                     for who in order:
+                        if who == "ray" and args.quick:
+                            res["ray"] = (NAN, [NAN])
+                            continue
                         err(f"repeat {r + 1}/{args.repeats}: {who} burst of {args.n} ...")
                         res[who] = orion_burst(client, args.n) if who == "orion" else ray_burst(args.n)
                     err(f"repeat {r + 1}/{args.repeats}: plain Ray tasks (no group) x{args.n} ...")
                     res["ray_plain_per_s"] = ray_plain_burst(args.n)
                     for who in order:
+                        if who == "ray" and args.quick:
+                            res["ray_idle"] = [NAN]
+                            continue
                         err(f"repeat {r + 1}/{args.repeats}: {who} idle x{args.idle_n} ...")
                         if who == "orion":
                             res["orion_idle"], res["admit"], res["sched"] = orion_idle(client, args.idle_n)

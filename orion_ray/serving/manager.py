@@ -15,8 +15,10 @@ from typing import Any, Callable, Optional, Protocol
 from ..errors import Conflict, NotFound, ValidationError
 from ..policy import traffic
 from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
-from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest, deployment_id
+from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest
 from . import rolling
+from .manager_doubles import LocalManagerClient, MemoryDeployer, MemoryKv  # noqa: F401 (re-exported)
+from .manager_usage import UsageHooks
 from .replica_status import replica_view
 from .scaling_events import MANUAL, ScalingLog
 from .usage_meter import UsageMeter
@@ -50,46 +52,6 @@ class Kv(Protocol):
     def save(self, state: dict) -> None: ...
 
 
-class MemoryKv:
-    """State kept in memory only (tests)."""
-
-    def __init__(self):
-        self.state: Optional[dict] = None
-
-    def load(self) -> Optional[dict]:
-        return self.state
-
-    def save(self, state: dict) -> None:
-        self.state = state
-
-
-class MemoryDeployer:
-    """A deployer that records what it was asked and reports the statuses it is given (tests and
-    dry runs): ``statuses_by_app[app] = {"status": "RUNNING", "message": "", "running": 1}``."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-        self.statuses_by_app: dict[str, dict] = {}
-        self.targets_by_app: dict[str, int] = {}  # Serve's target replicas, as a test sets them
-        self.fronts: dict[str, str] = {}  # model → the app deployed last as its base URL's front
-
-    def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
-        self.calls.append(("deploy", app, restart_nonce, spec))
-        if front:
-            self.fronts[spec.model_id] = app
-        self.statuses_by_app.setdefault(app, {"status": "DEPLOYING", "message": "", "running": 0})
-
-    def delete(self, app: str) -> None:
-        self.calls.append(("delete", app))
-        self.statuses_by_app.pop(app, None)
-
-    def statuses(self) -> dict[str, dict]:
-        return dict(self.statuses_by_app)
-
-    def targets(self) -> dict[str, int]:
-        return dict(self.targets_by_app)
-
-
 _SERVE_STATUS = {
     "RUNNING": "healthy",
     "DEPLOYING": "deploying",
@@ -118,7 +80,7 @@ def _replicas(spec: DeploymentSpec) -> int:
     return spec.replicas if spec.replicas is not None else 1
 
 
-class DeploymentManager:
+class DeploymentManager(UsageHooks):
     """Desired state of every model deployment and release; ``tick`` reconciles and advances."""
 
     def __init__(
@@ -519,49 +481,6 @@ class DeploymentManager:
             q = self.samples.setdefault((model_id, version), deque(maxlen=MAX_SAMPLES))
             q.append((now, bool(ok), float(latency)))
 
-    def report_usage(self, items: list) -> None:
-        """``(tenant, model_id, version, prompt_tokens, completion_tokens)`` of answers a router
-        gave since its last report: the tokens of the next usage records."""
-        now = self.clock()
-        for tenant, model_id, version, prompt, completion in items:
-            self.meter.add_tokens(
-                deployment_id(model_id, version), str(tenant), int(prompt) + int(completion), now
-            )
-
-    # -- usage records (docs/serving-limits.md) ------------------------------------------------
-    def _observe_usage(self, now: float) -> None:
-        for dep_id, rec in self.deployments.items():
-            spec: DeploymentSpec = rec["spec"]
-            self.meter.observe(
-                dep_id,
-                now,
-                replicas=int(rec.get("running") or 0),
-                tenant=spec.tenant_id,
-                gpus=spec.gpus(),
-                # what Serve reserves for a replica that asks for no CPU (deployer.py): one CPU
-                cpus=spec.cpus_per_replica if (spec.cpus_per_replica or spec.gpus()) else 1.0,
-            )
-
-    def _record_usage(self, now: float) -> None:
-        """Once a period: cut the records and hand them (and any left unsent) to the sink."""
-        if not self.meter.due(now):
-            return
-        self.meter.cut(now)
-        self._send_usage()
-        self._save()  # the marks moved: a restart resumes from here
-
-    def _send_usage(self) -> None:
-        pending = self.meter.pending
-        if not pending or self.usage_sink is None:
-            return
-        n = len(pending)
-        try:
-            self.usage_sink(pending[:n])
-        except Exception as exc:  # the scheduler is down or restarting: kept for the next period
-            self._event("", "usage_unsent", f"{n} usage record(s) wait: {exc}"[:300])
-            return
-        self.meter.sent(n)
-
     def _stats(self, model_id: str, version: str, since: float) -> traffic.Stats:
         q = self.samples.get((model_id, version), ())
         return traffic.Stats.of((ok, lat) for t, ok, lat in q if t >= since)
@@ -719,19 +638,3 @@ _METHODS = {
     "routing_table",
     "gpu_usage",
 }
-
-
-class LocalManagerClient:
-    """A manager in this process, with the actor client's interface (tests, no Ray)."""
-
-    def __init__(self, manager: DeploymentManager):
-        self.manager = manager
-
-    async def call(self, method: str, *args: Any) -> Any:
-        return self.manager.dispatch(method, *args)
-
-    def report_nowait(self, samples: list) -> None:
-        self.manager.report(samples)
-
-    def usage_nowait(self, items: list) -> None:
-        self.manager.report_usage(items)
