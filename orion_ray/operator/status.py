@@ -110,8 +110,12 @@ def from_deployment(view: dict[str, Any], release: Optional[dict[str, Any]] = No
     wanted = spec.get("replicas") if auto is None else (auto.get("initial_replicas") or auto["min_replicas"])
     ready = int(view.get("running_replicas") or 0)
     phase = SERVING_PHASES.get(view.get("status", ""), "Unknown")
-    if phase == "Ready" and wanted is not None and ready < wanted:
-        phase = "Deploying"  # Serve says RUNNING while an upscale is still starting replicas
+    # Serve says RUNNING while an upscale is still starting replicas; with autoscaling, Serve's
+    # autoscaler owns the count above min_replicas (an idle model goes down to it), so the floor
+    # is the minimum, not the initial count
+    floor = wanted if auto is None else auto.get("min_replicas")
+    if phase == "Ready" and floor is not None and ready < floor:
+        phase = "Deploying"
     out: dict[str, Any] = {
         "phase": phase,
         "orionId": view.get("id"),

@@ -77,7 +77,8 @@ def test_the_example_verbatim_serves_3_replicas_rolls_out_a_change_and_is_remove
     obj = kube.wait(name, lambda o: (o or {}).get("status", {}).get("recreations"))
     assert obj["status"]["recreations"] == 1
     assert {c["type"]: c for c in obj["status"]["conditions"]}["Recreated"]["status"] == "True"
-    kube.wait(name, lambda o: (o or {}).get("status", {}).get("phase") == "Ready")
+    obj = kube.wait(name, lambda o: (o or {}).get("status", {}).get("phase") == "Ready")
+    assert obj["status"]["phase"] == "Ready", obj["status"]  # recreated and serving again
 
     kube.delete(name)
     assert kube.wait(name, lambda o: o is None) is None  # the finalizer was released

@@ -78,9 +78,11 @@ def test_healthy_but_short_of_replicas_is_still_deploying():
     assert st.from_deployment(_view(running_replicas=1))["phase"] == "Deploying"
 
 
-def test_autoscaling_wants_its_initial_replicas():
+def test_autoscaling_is_ready_at_its_minimum_and_reports_its_initial_replicas():
+    # Serve's autoscaler owns the count above the minimum: an idle model scaled down to it is Ready
     spec = {"autoscaling": {"min_replicas": 2, "max_replicas": 9, "initial_replicas": 3}}
-    assert st.from_deployment(_view(spec=spec, running_replicas=2))["phase"] == "Deploying"
+    assert st.from_deployment(_view(spec=spec, running_replicas=1))["phase"] == "Deploying"
+    assert st.from_deployment(_view(spec=spec, running_replicas=2))["phase"] == "Ready"
     assert st.from_deployment(_view(spec=spec))["replicas"] == 3
 
 
