@@ -1,50 +1,17 @@
 """Rolling releases and serving's scaling events on a live Orion (issue 15, items 4 and 5): a
 rolling release bounded by maxSurge that completes, a progressDeadline that rolls a never-ready
-version back, and a manual scale seen in the scaling events and the replicas' detail."""
+version back, a manual scale seen in the scaling events and the replicas' detail, and Serve's own
+autoscaling decision as an event."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
 
-import httpx
+import pytest
 
-WAIT_S = 240  # a bound on waiting on a loaded 2-core machine, not a timing assertion
+from .conftest import WAIT_S, deploy, healthy, model_events, status, until
 
-
-def until(what: str, probe: Callable[[], Optional[Any]], within_s: float = WAIT_S, every: float = 0.5) -> Any:
-    end = time.monotonic() + within_s
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < end, f"waited {within_s}s for {what}"
-        time.sleep(every)
-
-
-def deploy(c: httpx.Client, **spec) -> None:
-    r = c.post("/internal/deployments/create", json={"engine": "test", **spec})
-    assert r.status_code == 201, r.text
-
-
-def status(c: httpx.Client, dep_id: str) -> dict:
-    r = c.get(f"/internal/deployments/{dep_id}/status")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def healthy(c: httpx.Client, dep_id: str, n: int) -> dict:
-    def ok():
-        rows = c.get("/internal/deployments", params={"model_id": dep_id.split("--")[0]}).json()["items"]
-        d = next(r for r in rows if r["id"] == dep_id)
-        return d if d["status"] == "healthy" and d["running_replicas"] == n else None
-
-    return until(f"{dep_id} healthy with {n}", ok)
-
-
-def model_events(c: httpx.Client, model_id: str) -> list[dict]:
-    items = c.get("/admin/v1/scaling/events", params={"kind": "model", "limit": 200}).json()["items"]
-    return [e for e in items if (e.get("details") or {}).get("model_id") == model_id]
+pytestmark = pytest.mark.e2e
 
 
 def test_a_rolling_release_bounded_by_max_surge_completes(admin):
@@ -136,3 +103,24 @@ def test_a_manual_scale_is_a_scaling_event_and_status_shows_each_replica(admin):
     for x in replicas:
         assert x["node_id"] and x["state"] == "RUNNING" and x["gpus"] == 0 and x["restarts"] == 0, x
         assert x["last_health_check"]["ok"] is True and x["last_health_check"]["at"] > 0, x
+
+
+def test_serves_own_autoscaling_decision_is_a_scaling_event(admin):
+    """An idle autoscaled model started at 2 replicas is taken to its minimum by Serve's own
+    autoscaler (after its 5 s downscale delay): that decision, which Orion did not ask for, is a
+    scaling event of trigger ``serve_autoscaler``, 2 → 1, completed."""
+    auto = {"min_replicas": 1, "max_replicas": 2, "initial_replicas": 2, "downscale_delay": 5}
+    deploy(admin, model_id="auto", version="v1", autoscaling=auto)
+
+    def decided():
+        return [
+            e
+            for e in model_events(admin, "auto")
+            if e["trigger"] == "serve_autoscaler" and e["outcome"] == "completed"
+        ]
+
+    events = until("Serve's autoscaling decision as an event", decided)
+    assert [(e["before"], e["after"]) for e in events] == [(2, 1)], events
+    assert events[0]["details"]["deployment"] == "auto--v1"
+    healthy(admin, "auto--v1", 1)
+    assert not [e for e in model_events(admin, "auto") if e["trigger"] == "manual"]

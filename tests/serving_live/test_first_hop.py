@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from .conftest import MODEL, _wait
+from .conftest import HOP as MODEL
+from .conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,7 @@ def test_a_ten_percent_canary_split_is_observed_at_the_base_url(live):
             stats = c.get(f"/internal/models/{MODEL}/release").json()["stats"]
             return stats["v2"]["requests"] >= seen.count("v2") and stats["v1"]["requests"] >= seen.count("v1")
 
-        _wait(reported, 30, "the first hop's outcomes in the release's stats")
+        until("the first hop's outcomes in the release's stats", reported, 30)
 
 
 def test_the_v1_routes_still_answer_for_the_same_model(live):
