@@ -66,7 +66,12 @@ def install_console(app: FastAPI, principal: Callable[..., Any], access_of: Call
         """Who the key is: ``{"tenant_id": ..., "admin": ...}`` (a tenant key's admin is false)."""
         return {"tenant_id": p.tenant_id, "admin": bool(p.is_admin), "version": __version__}
 
-    @app.get("/api/v1/stream", tags=["console"], response_class=StreamingResponse)
+    @app.get(
+        "/api/v1/stream",
+        tags=["console"],
+        response_class=StreamingResponse,
+        responses={200: {"description": "an event stream", "content": {"text/event-stream": {}}}},
+    )
     async def stream(request: Request, p: Any = Depends(principal)) -> StreamingResponse:
         """Server-sent events: ``hello``, then ``workloads`` when the caller's workloads change
         (the admin's: anyone's) and ``tick`` every few seconds; 429 over the open-stream bounds."""
