@@ -339,6 +339,24 @@ class DeploymentManager(UsageHooks):
                 return
             self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {rest[0]['spec'].id}")
 
+    def take_front(self, new: dict, old: dict) -> None:
+        """Version ``new`` takes the model's base URL from ``old`` (a rolling release promoted
+        it). The caller has just redeployed ``old`` without the route (``old["front"]`` False),
+        which frees it in Serve's controller at once (one application per route prefix); ``new``
+        is redeployed with it, its replicas kept (the route is not part of Serve's code version).
+        If Serve refuses, the route goes back to ``old``, which forwards to ``new``: correct, one
+        hop longer."""
+        model_id = new["spec"].model_id
+        new["front"] = True
+        try:
+            self._deploy(new["spec"], new["nonce"], True)
+        except Exception as exc:
+            new["front"], old["front"] = False, True
+            self._deploy(old["spec"], old["nonce"], True)
+            self._event(model_id, "base_url_failed", f"{new['spec'].id}: {exc}"[:300])
+            return
+        self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {new['spec'].id}")
+
     def restart(self, dep_id: str, why: str = "by request") -> dict:
         """Replace every replica (a new nonce makes Serve roll them)."""
         rec = self._get(dep_id)

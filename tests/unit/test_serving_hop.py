@@ -329,6 +329,7 @@ def test_a_model_deployed_before_base_urls_gets_one_with_its_next_version():
     s.manager.create(DeploymentSpec(model_id="old", version="v1", engine="test"))
     s.manager.deployments["old--v1"].pop("front")  # as saved by a manager without base URLs
     s.deployer.fronts.clear()
+    s.deployer.routes.clear()  # its Serve app had no route
     s.manager.create(DeploymentSpec(model_id="old", version="v2", engine="test"))
     assert s.deployer.fronts == {"old": app_name("old--v2")}
 
