@@ -91,12 +91,15 @@ class DeploymentManager(UsageHooks):
         room: Optional[Callable[[list, Optional[str]], Any]] = None,
         scaling_sink: Optional[Callable[[list], Any]] = None,
         usage_sink: Optional[Callable[[list], Any]] = None,
+        default_caching: Optional[dict] = None,
     ):
         """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
         (preempting lower-class batch work); ``None``: replicas wait for free GPUs.
         ``scaling_sink(events)`` stores scaling events (the scheduler's store).
         ``usage_sink(records)`` stores serving usage records (``usage_meter.py``; the scheduler
-        writes them to ``usage_records``); ``None``: they wait in the saved state."""
+        writes them to ``usage_records``); ``None``: they wait in the saved state.
+        ``default_caching``: ``orion.serving.caching`` when the saved state holds none (a first
+        start); once set it is saved state, so a restart keeps the latest ``orion up``'s."""
         self.deployer = deployer
         self.room = room
         self.usage_sink = usage_sink
@@ -109,8 +112,16 @@ class DeploymentManager(UsageHooks):
         self.samples: dict[tuple[str, str], deque] = {}
         self.scaling = ScalingLog(scaling_sink)
         self._details_at = 0.0
-        self.default_caching: Optional[dict] = None  # orion.serving.caching (docs/serving-routing.md)
+        # orion.serving.caching (docs/serving-routing.md)
+        self.default_caching: Optional[dict] = default_caching
         self._load()
+
+    def set_default_caching(self, caching: Optional[dict]) -> None:
+        """The cluster's default response-cache block (``orion.serving.caching`` of the latest
+        ``orion up``), saved with the desired state: an actor restart must not revert it to the
+        value the actor was created with."""
+        self.default_caching = caching
+        self._save()
 
     def dispatch(self, method: str, *args: Any) -> Any:
         """Run a public method by name, its JSON arguments parsed (how the API calls it)."""
@@ -141,6 +152,8 @@ class DeploymentManager(UsageHooks):
         self.events.extend(saved.get("events", []))
         self.scaling.load(saved.get("scaling"))
         self.meter.load(saved.get("usage"))
+        if "default_caching" in saved:  # absent in state saved before it was
+            self.default_caching = saved["default_caching"]
 
     def _save(self) -> None:
         self.kv.save(
@@ -159,6 +172,7 @@ class DeploymentManager(UsageHooks):
                 "events": list(self.events)[-200:],
                 "scaling": self.scaling.dump(),
                 "usage": self.meter.state(),
+                "default_caching": self.default_caching,
             }
         )
 
