@@ -603,7 +603,8 @@ class DeploymentManager(UsageHooks):
 
     # -- what routers and the scheduler read ---------------------------------------------------
     def routing_table(self) -> dict[str, dict]:
-        """Per model: owner, versions → Serve app, live weights, and the release spec."""
+        """Per model: owner, versions → Serve app, live weights, the release spec, each
+        version's effective caching block and its running replicas."""
         table: dict[str, dict] = {}
         for rec in sorted(self.deployments.values(), key=lambda r: r["since"]):
             spec: DeploymentSpec = rec["spec"]
@@ -615,9 +616,12 @@ class DeploymentManager(UsageHooks):
                     "weights": {spec.version: 100.0},
                     "release": None,
                     "caching": {},
+                    "replicas": {},
                 },
             )
             m["versions"][spec.version] = app_name(spec.id)
+            # running replicas: a base URL's replicas split the tenants' limits by it
+            m["replicas"][spec.version] = rec["running"]
             # each version's response cache: its own block, else the cluster's (or the router's)
             caching = spec.caching.model_dump(mode="json") if spec.caching else self.default_caching
             m["caching"][spec.version] = caching
