@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Optional
+from typing import Any, Optional
 
 from ..names import NAMESPACE
 from ..serving_specs import DeploymentSpec
@@ -65,6 +65,7 @@ class ServeDeployer:
 
     def __init__(self, direct_prefix: Optional[str] = None):
         self.direct_prefix = direct_prefix
+        self._labels: Optional[Any] = None  # replica_status.NodeLabels, made on first use
 
     def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
         """``front``: this version serves the model's own base URL (``model_route``)."""
@@ -122,6 +123,17 @@ class ServeDeployer:
         from .replica_status import targets
 
         return targets(APP_PREFIX, DEPLOYMENT_NAME)
+
+    def placements(self) -> dict[str, dict[tuple[str, str], int]]:
+        """Application → running replicas by the (pool, market) of their nodes (usage records
+        are priced on them)."""
+        from serve_apps.llm.replica import DEPLOYMENT_NAME
+
+        from .replica_status import NodeLabels, placements
+
+        if self._labels is None:
+            self._labels = NodeLabels()
+        return placements(APP_PREFIX, DEPLOYMENT_NAME, self._labels)
 
     def replicas(self, app: str) -> Optional[list[dict]]:
         """The live replicas of an application, with restarts and a health probe."""
