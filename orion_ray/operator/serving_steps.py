@@ -58,6 +58,8 @@ def apply(
             delete(api, model=want.model_id, status=status, tenant=tenant)
         return {**base, "phase": "Suspended", "orionId": None, "version": None, "previousVersions": []}
     rolling = (spec.get("deployment") or {}).get("strategy") == "rolling"
+    if rolling:  # a bad setting is refused before anything is deployed
+        mapping.rolling_block((spec.get("deployment") or {}).get("rolling") or {})
     if current != want.version or not deployed:
         replacing = bool(current and deployed and current != want.version)
         # a rolling release brings the new version's replicas up itself, within maxSurge

@@ -279,6 +279,14 @@ def test_a_rolling_strategy_is_orions_rolling_release_and_the_spec_count_waits_f
     assert "scale" in orion.calls and orion.deployments[new]["spec"]["replicas"] == 2
 
 
+def test_a_bad_rolling_setting_is_invalid_before_anything_is_deployed():
+    orion = RollingOrion()
+    spec = {**SERVE, "deployment": {"strategy": "rolling", "rolling": {"maxSurge": "lots"}}}
+    status = _pass(Reconciler(orion), spec, {}, SMETA)
+    assert status["phase"] == "Invalid" and "deployment.rolling.maxSurge" in status["message"]
+    assert not orion.deployments
+
+
 def test_a_deployment_deleted_behind_the_operators_back_is_recreated():
     orion = FakeOrion()
     rec = Reconciler(orion)
