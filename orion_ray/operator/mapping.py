@@ -308,8 +308,8 @@ def release_body(
         body["strategy"] = "blue-green"
         if bg.get("testing_period"):
             body["testing_period"] = bg["testing_period"]
-        if bg.get("rollback_on_error") is False:
-            notes.append("deployment.blue_green.rollback_on_error: Orion always rolls back on failure")
+        if bg.get("rollback_on_error") is False:  # failing criteria hold the release instead
+            body["rollback_on_error"] = False
         return body, tuple(notes)
     steps = (block.get("canary") or {}).get("steps")
     if strategy == "rolling":
