@@ -4,8 +4,8 @@ docs/serving-limits.md), for the lead to fold into the serving live package.
 Fixture needed: one `orion up` with the test engine (real Ray, Serve, token auth) — here a
 module-scoped one from ``tests/live_orion.py``'s ``orion_up``, so this file runs on its own:
 ``python -m pytest tests/serving_extra_live.py``. Folded into a package that already has an
-`orion up`, its tenants need alice's ``serving_limits`` on model ``lim`` (CONFIG below) and models
-``roll`` and ``lim`` must be free.
+`orion up`, its tenants need alice's ``serving_limits`` on model ``split`` (CONFIG below) and models
+``promo``, ``split`` and ``where`` must be free.
 
 - a rolling release that completes moves the model's base URL to the promoted version;
 - a serving limit at a model's base URL holds for the model, not for each of its replicas;
@@ -30,7 +30,7 @@ from tests.live_orion import orion_up
 pytestmark = pytest.mark.e2e
 
 KEYS = {"alice": "alice-extra-key-0123456789abcdef"}
-# alice: a high request rate (the API's own limit stays out of the way) and, on model ``lim``
+# alice: a high request rate (the API's own limit stays out of the way) and, on model ``split``
 # only, 1 request a second with bursts of 4 — the serving limit under test
 CONFIG = """\
 orion:
@@ -38,7 +38,7 @@ orion:
     - id: alice
       api_key_env: ORION_KEY_ALICE
       rate_limit: {per_tenant_rps: 2000, burst: 2000}
-      serving_limits: {models: {lim: {requests_per_second: 1, burst: 4}}}
+      serving_limits: {models: {split: {requests_per_second: 1, burst: 4}}}
 """
 WAIT_S = 240  # a bound on waiting on a loaded 2-core machine, not a timing assertion
 VERSION = "x-orion-model-version"
@@ -102,15 +102,15 @@ def in_cluster(live, code: str) -> Any:
 
 def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(live):
     with client(live) as admin:
-        deploy(admin, model_id="roll", version="v1", replicas=1)
-        deploy(admin, model_id="roll", version="v2", replicas=1)
-        healthy(admin, "roll--v1", 1)
-        healthy(admin, "roll--v2", 1)
-        assert status(admin, "roll--v1")["base_url"] == "/models/roll/v1"
+        deploy(admin, model_id="promo", version="v1", replicas=1)
+        deploy(admin, model_id="promo", version="v2", replicas=1)
+        healthy(admin, "promo--v1", 1)
+        healthy(admin, "promo--v2", 1)
+        assert status(admin, "promo--v1")["base_url"] == "/models/promo/v1"
         r = admin.put(
-            "/internal/models/roll/release",
+            "/internal/models/promo/release",
             json={
-                "model_id": "roll",
+                "model_id": "promo",
                 "stable": "v1",
                 "candidate": "v2",
                 "strategy": "rolling",
@@ -121,21 +121,21 @@ def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(
         rel = until(
             "the rolling release to finish",
             lambda: (lambda x: x if x["phase"] != "running" else None)(
-                admin.get("/internal/models/roll/release").json()
+                admin.get("/internal/models/promo/release").json()
             ),
         )
         assert rel["phase"] == "promoted", rel
-        assert status(admin, "roll--v2")["base_url"] == "/models/roll/v1"
-        assert status(admin, "roll--v1")["base_url"] is None
+        assert status(admin, "promo--v2")["base_url"] == "/models/promo/v1"
+        assert status(admin, "promo--v1")["base_url"] is None
         kinds = [
-            e["kind"] for e in admin.get("/internal/events", params={"model_id": "roll"}).json()["items"]
+            e["kind"] for e in admin.get("/internal/events", params={"model_id": "promo"}).json()["items"]
         ]
         assert "base_url_moved" in kinds
     with client(live, "alice") as c:  # the base URL is answered by v2's running replica
         answer = until(
             "the base URL on the promoted version",
             lambda: (lambda a: a if a.status_code == 200 else None)(
-                c.post("/models/roll/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+                c.post("/models/promo/v1/completions", json={"prompt": "hi", "max_tokens": 2})
             ),
         )
         assert answer.headers[VERSION] == "v2"
@@ -145,25 +145,25 @@ def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(
         live,
         "from orion_ray.serving.replica_status import instance_details; "
         "apps = instance_details().get('applications') or {}; "
-        "out = {a: d.get('route_prefix') for a, d in apps.items() if a.startswith('orion-llm-roll')}",
+        "out = {a: d.get('route_prefix') for a, d in apps.items() if a.startswith('orion-llm-promo')}",
     )
-    assert routes == {"orion-llm-roll--v1": None, "orion-llm-roll--v2": "/models/roll"}, routes
+    assert routes == {"orion-llm-promo--v1": None, "orion-llm-promo--v2": "/models/promo"}, routes
 
 
 def test_a_serving_limit_at_the_base_url_holds_for_the_model_not_per_replica(live):
-    """alice: 1 request a second, bursts of 4, on ``lim`` (two replicas). Held per replica, the
+    """alice: 1 request a second, bursts of 4, on ``split`` (two replicas). Held per replica, the
     two would admit 8 at once; held for the model, each replica holds 1/2 of it."""
     with client(live) as admin:
-        deploy(admin, model_id="lim", version="v1", replicas=2)
-        healthy(admin, "lim--v1", 2)
+        deploy(admin, model_id="split", version="v1", replicas=2)
+        healthy(admin, "split--v1", 2)
     with client(live, "alice") as c:
         until(
-            "the base URL of lim",
-            lambda: c.get("/models/lim/v1/models").status_code == 200,
+            "the base URL of split",
+            lambda: c.get("/models/split/v1/models").status_code == 200,
         )
         start = time.monotonic()
         codes = [
-            c.post("/models/lim/v1/completions", json={"prompt": f"p{i}", "max_tokens": 1}).status_code
+            c.post("/models/split/v1/completions", json={"prompt": f"p{i}", "max_tokens": 1}).status_code
             for i in range(20)
         ]
         elapsed = time.monotonic() - start
