@@ -151,7 +151,11 @@ def _apply(mgr: "DeploymentManager", rel: dict, r: rollout.Rollout, nxt: rollout
         moves = bool(old_rec.get("front")) and not new_rec.get("front")
         if moves:
             old_rec["front"] = False  # redeployed below without the route, which frees it
-        resize(mgr, old_rec, 0, f"replaced by {spec.candidate}")
+        try:
+            resize(mgr, old_rec, 0, f"replaced by {spec.candidate}")
+        except Exception:  # Serve still routes to it: the next tick tries the same again
+            old_rec["front"] = old_rec["front"] or moves
+            raise
         if moves:
             mgr.take_front(new_rec, old_rec)
     elif nxt.phase == rollout.ROLLED_BACK:

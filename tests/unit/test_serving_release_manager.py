@@ -353,3 +353,31 @@ def test_a_rolled_back_release_keeps_the_base_url_and_a_refused_move_puts_it_bac
     assert m.release_view("chat")["phase"] == "promoted"  # the release stands, one hop longer
     assert serve.routes["chat"] == "orion-llm-chat--v1" and m.view("chat--v1")["base_url"]
     assert "base_url_failed" in [e["kind"] for e in m.list_events("chat")]
+
+
+def test_a_failed_redeploy_of_the_replaced_version_keeps_the_base_url_where_serve_has_it():
+    class Flaky(SimServe):
+        fail = False
+
+        def deploy(self, spec, app, restart_nonce, front=False):
+            if self.fail and app.endswith("v1") and not front:
+                raise RuntimeError("the controller is restarting")
+            super().deploy(spec, app, restart_nonce, front)
+
+    serve, clock = Flaky(), Clock()
+    m = setup(serve, clock)
+    m.set_release(rolling(maxSurge=1))
+    failed = 0
+    for _ in range(40):
+        clock.t += 1
+        serve.advance()
+        serve.fail = failed == 0  # v1 is redeployed without the route only at the end: once
+        try:
+            m.tick()
+        except RuntimeError:
+            assert m.deployments["chat--v1"]["front"] and serve.routes["chat"] == "orion-llm-chat--v1"
+            failed += 1
+        if m.releases["chat"]["state"].phase != traffic.RUNNING:
+            break
+    assert failed == 1 and m.release_view("chat")["phase"] == "promoted"
+    assert serve.routes["chat"] == "orion-llm-chat--v2" and m.view("chat--v2")["base_url"]
