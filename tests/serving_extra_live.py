@@ -5,11 +5,12 @@ Fixture needed: one `orion up` with the test engine (real Ray, Serve, token auth
 module-scoped one from ``tests/live_orion.py``'s ``orion_up``, so this file runs on its own:
 ``python -m pytest tests/serving_extra_live.py``. Folded into a package that already has an
 `orion up`, its tenants need alice's ``serving_limits`` on model ``split`` (CONFIG below) and models
-``promo``, ``split`` and ``where`` must be free.
+``promo``, ``split``, ``where`` and ``gpuscale`` must be free.
 
 - a rolling release that completes moves the model's base URL to the promoted version;
 - a serving limit at a model's base URL holds for the model, not for each of its replicas;
-- the serving manager reads where each replica runs (pool and market of its node) from Serve.
+- the serving manager reads where each replica runs (pool and market of its node) from Serve;
+- a model with a GPU utilisation target runs on Orion's Serve autoscaling policy.
 """
 
 from __future__ import annotations
@@ -188,3 +189,26 @@ def test_the_manager_reads_each_replicas_pool_and_market_from_serve(live):
         "out = {a: [[p, m, n] for (p, m), n in w.items()] for a, w in ServeDeployer().placements().items()}",
     )
     assert got["orion-llm-where--v1"] == [["unknown", "on_demand", 2]]
+
+
+def test_a_model_with_a_gpu_utilisation_target_runs_on_orions_serve_policy(live):
+    """``autoscaling.target_gpu_utilization``: Serve's controller loads Orion's policy and runs it
+    (no GPU reports here, so it decides as Serve's own: an idle model goes 2 → 1)."""
+    with client(live) as admin:
+        auto = {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "initial_replicas": 2,
+            "downscale_delay": "1s",
+            "target_gpu_utilization": 50,
+        }
+        deploy(admin, model_id="gpuscale", version="v1", autoscaling=auto)
+        healthy(admin, "gpuscale--v1", 2)
+        healthy(admin, "gpuscale--v1", 1)  # the policy decided: idle, one replica
+    policy = in_cluster(
+        live,
+        "from orion_ray.serving.replica_status import instance_details; "
+        "d = instance_details()['applications']['orion-llm-gpuscale--v1']['deployments']['LLMReplica']; "
+        "out = d['deployment_config']['autoscaling_config']['policy']",
+    )
+    assert policy["policy_function"] == "orion_ray.serving.gpu_policy:GpuUtilizationPolicy", policy

@@ -11,6 +11,8 @@ from ..serving_specs import DeploymentSpec
 from .manager import APP_PREFIX, model_route
 from .router_config import balancing_config
 
+GPU_POLICY = "orion_ray.serving.gpu_policy:GpuUtilizationPolicy"
+
 
 def serve_options(spec: DeploymentSpec) -> dict:
     """Serve deployment options of a spec: replicas or autoscaling, and what a replica holds.
@@ -30,6 +32,11 @@ def serve_options(spec: DeploymentSpec) -> dict:
             "target_ongoing_requests": a.target_ongoing_requests,
             "downscale_delay_s": a.downscale_delay,
         }
+        if a.target_gpu_utilization is not None:  # Serve's policy, raised by the GPU signal
+            opts["autoscaling_config"]["policy"] = {
+                "policy_function": GPU_POLICY,
+                "policy_kwargs": {"target_gpu_utilization": a.target_gpu_utilization},
+            }
         if a.min_replicas == 0 and spec.caching is not None and spec.caching.warm_standby is not None:
             # warm standby's idle_unload_after also delays Serve's last step, 1 → 0
             idle = spec.caching.warm_standby.idle_unload_after
@@ -85,6 +92,7 @@ class ServeDeployer:
             # ``version`` is only taken with Serve's ``_internal`` flag in Ray 2.60
             options={**serve_options(spec), "_internal": True, "version": code_version(spec, restart_nonce)},
             http="gate" if front or not self.direct_prefix else "direct",
+            gpu_metered=spec.autoscaling is not None and spec.autoscaling.target_gpu_utilization is not None,
         )
         route = f"{self.direct_prefix}/{spec.id}" if self.direct_prefix else None
         if front:
