@@ -88,6 +88,13 @@ class Autoscaling(BaseModel):
     max_replicas: int = Field(1, ge=1, le=1000)
     target_ongoing_requests: float = Field(2.0, gt=0, le=10_000, allow_inf_nan=False)
     downscale_delay: Duration = Field(600.0, description="idle time before a replica is removed")
+    target_gpu_utilization: Optional[float] = Field(
+        None,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="percent: also add replicas while the GPUs' mean NVML utilisation is above it",
+    )
     initial_replicas: Optional[int] = Field(
         None, ge=0, le=1000, description="replicas at deploy time (default: min_replicas, at least 1)"
     )

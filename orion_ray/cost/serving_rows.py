@@ -3,8 +3,8 @@ the serving manager cut (``serving/usage_meter.py``), written by the scheduler, 
 store.
 
 The manager resends records it could not confirm (the scheduler restarted mid-call, a timeout
-after the write), so a record identical in (kind, ref, tenant, start, end) to a stored one is
-skipped: a resend never counts twice. Bad input is refused whole before anything is written.
+after the write), so a record identical in (kind, ref, tenant, pool, market, start, end) to a
+stored one is skipped: a resend never counts twice. Bad input is refused whole before anything is written.
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def add_replica_records(store: Any, records: Iterable[Any]) -> int:
     if not parsed:
         return 0
     lo = min(r.end for r in parsed)
+    # one deployment's span may be cut into one record per pool its replicas ran on
     seen = {
-        (ref, tenant, float(s), float(e))
-        for ref, tenant, s, e in store._query(
-            "SELECT ref, tenant_id, start_at, end_at FROM usage_records"
+        (ref, tenant, pool, market, float(s), float(e))
+        for ref, tenant, pool, market, s, e in store._query(
+            "SELECT ref, tenant_id, pool, market, start_at, end_at FROM usage_records"
             " WHERE kind = 'replica' AND end_at >= ?",
             (lo,),
         )
     }
-    fresh = [r for r in parsed if (r.ref, r.tenant, r.start, r.end) not in seen]
+    fresh = [r for r in parsed if (r.ref, r.tenant, r.pool, r.market, r.start, r.end) not in seen]
     return add_records(store, fresh)

@@ -233,6 +233,53 @@ def parse_latency(value: Any, field: str) -> Any:
     return m.group(1).replace(" ", "")
 
 
+_COUNT = re.compile(r"^\s*(\d{1,3})\s*%\s*$")
+ROLLING_KEYS = ("maxSurge", "maxUnavailable", "progressDeadline")
+
+
+def _count(value: Any, field: str) -> Any:
+    """A replica count or a percentage of the desired count, as Kubernetes writes them."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10_000:
+        return value
+    m = _COUNT.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) > 100:
+        raise SpecError(field, f"{value!r} is not a replica count or a percentage ('25%')")
+    return f"{int(m.group(1))}%"
+
+
+def rolling_block(rolling: dict[str, Any]) -> dict[str, Any]:
+    """The release's ``rolling`` block (Orion replaces the old version's replicas with the new
+    one's, ``maxSurge`` above and ``maxUnavailable`` below the desired count, and rolls back when
+    no new replica is ready for ``progressDeadline``). Left out, Orion's defaults apply (1, 0,
+    10m); both counts zero could never move."""
+    out: dict[str, Any] = {}
+    for key in rolling:
+        if key not in ROLLING_KEYS:
+            raise SpecError(f"deployment.rolling.{key}", f"unknown (one of {', '.join(ROLLING_KEYS)})")
+    for key in ("maxSurge", "maxUnavailable"):
+        if key in rolling:
+            out[key] = _count(rolling[key], f"deployment.rolling.{key}")
+    if out.get("maxSurge") in (0, "0%") and out.get("maxUnavailable", 0) in (0, "0%"):
+        raise SpecError("deployment.rolling", "maxSurge and maxUnavailable cannot both be 0")
+    if "progressDeadline" in rolling:
+        out["progressDeadline"] = str(rolling["progressDeadline"])
+    return out
+
+
+def candidate_size(deployment: dict[str, Any]) -> dict[str, Any]:
+    """A new version's deployment body as first created for a rolling release: one replica (or
+    its autoscaling starting at one), so it proves it starts before the release; the release
+    brings up the rest within ``maxSurge`` (and the promoted version keeps the old one's count,
+    or its own autoscaling)."""
+    out = dict(deployment)
+    if out.get("autoscaling") is not None:
+        lo = int(out["autoscaling"].get("min_replicas") or 0)
+        out["autoscaling"] = {**out["autoscaling"], "initial_replicas": max(1, lo)}
+    else:
+        out["replicas"] = 1
+    return out
+
+
 def release_body(
     spec: dict[str, Any], *, model_id: str, stable: Optional[str], candidate: str
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -261,16 +308,16 @@ def release_body(
         body["strategy"] = "blue-green"
         if bg.get("testing_period"):
             body["testing_period"] = bg["testing_period"]
-        if bg.get("rollback_on_error") is False:
-            notes.append("deployment.blue_green.rollback_on_error: Orion always rolls back on failure")
+        if bg.get("rollback_on_error") is False:  # failing criteria hold the release instead
+            body["rollback_on_error"] = False
         return body, tuple(notes)
     steps = (block.get("canary") or {}).get("steps")
     if strategy == "rolling":
-        rolling = block.get("rolling") or {}
-        hold = rolling.get("progressDeadline", "1m")
-        steps = steps or [{"weight": 50, "duration": hold}, {"weight": 100, "duration": "0s"}]
-        if "maxSurge" in rolling or "maxUnavailable" in rolling:
-            notes.append("deployment.rolling.maxSurge/maxUnavailable: a new version runs beside the old")
+        body["strategy"] = "rolling"
+        body["rolling"] = rolling_block(block.get("rolling") or {})
+        if steps:
+            notes.append("deployment.canary.steps: a rolling release's traffic follows its ready replicas")
+        return body, tuple(notes)
     if not steps:
         raise SpecError("deployment.canary.steps", f"strategy {strategy} needs steps")
     body["strategy"] = "rolling" if strategy == "rolling" else "canary"

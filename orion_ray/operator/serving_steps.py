@@ -1,6 +1,11 @@
 """A serving AIWorkload's steps through Orion's serving API: deploy, scale, roll a new version out
 through a release, undeploy. One step per pass; the status carries where the rollout is.
 
+``strategy: rolling`` is Orion's rolling release (``maxSurge``, ``maxUnavailable``,
+``progressDeadline``; docs/serving-releases.md): the new version is created with one replica,
+started once it is healthy, and Orion then sizes both versions until the new one is promoted (the
+spec's replica count is applied after that, not during).
+
 Status fields used: ``version`` (the version the spec asks for, deployed), ``previousVersions``
 (older versions still deployed while a rollout moves traffic off them), ``orionId``
 (``<model>--<version>``).
@@ -52,9 +57,16 @@ def apply(
         if deployed:
             delete(api, model=want.model_id, status=status, tenant=tenant)
         return {**base, "phase": "Suspended", "orionId": None, "version": None, "previousVersions": []}
+    rolling = (spec.get("deployment") or {}).get("strategy") == "rolling"
+    if rolling:  # a bad setting is refused before anything is deployed
+        mapping.rolling_block((spec.get("deployment") or {}).get("rolling") or {})
     if current != want.version or not deployed:
-        _create_or_adopt(api, want.deployment)
-        if current and deployed and current != want.version:
+        replacing = bool(current and deployed and current != want.version)
+        # a rolling release brings the new version's replicas up itself, within maxSurge
+        _create_or_adopt(
+            api, mapping.candidate_size(want.deployment) if replacing and rolling else want.deployment
+        )
+        if replacing:
             previous = [v for v in previous + [current] if v != want.version]
         return {
             **base,
@@ -80,7 +92,9 @@ def apply(
     if (view.get("spec") or {}).get("tenant_id") != tenant:  # the status was not written by us
         why = f"{dep_id} is not a deployment of tenant {tenant}"
         return {**base, "phase": "Refused", "message": why, "events": [("Valid", False, "NotOwned", why)]}
-    if _scale_differs(view.get("spec") or {}, want.deployment):
+    # while a rolling release replaces replicas, Orion sizes both versions: scaling the new one
+    # to the spec's count here would undo maxSurge; the count is checked again once it is done
+    if not (rolling and previous) and _scale_differs(view.get("spec") or {}, want.deployment):
         api.scale(want.model_id, mapping.scale_body(want.deployment))
         view = api.deployment(dep_id)
     events: list[tuple] = []

@@ -12,7 +12,8 @@ it has room; only then is anything taken, so a refused request costs nothing.
   the bucket is full, so a large prompt is slow, never impossible.
 
 ``share`` scales every rate and depth: an Orion with N API replicas gives each replica's limiter
-``1/N`` of the configured limits (see docs/serving-limits.md for the accuracy that buys).
+``1/N`` of the configured limits, and a model's base URL gives each of its N replicas ``1/N``,
+changed with ``reshare`` as N changes (see docs/serving-limits.md for the accuracy that buys).
 
 The interface is deliberately tiny — ``check(tenant, model, now, tokens) -> Verdict`` and
 ``settle(tenant, model, tokens, charged, now)`` — so any first hop (the API's ``/v1`` routes, a
@@ -113,17 +114,43 @@ class ServingLimiter:
         level; a changed one starts full; one no longer configured is dropped."""
         with self._lock:
             self._limits = {t: lim for t, lim in limits.items() if not _unlimited(lim)}
-            wanted: dict[tuple[str, Optional[str], str], tuple[float, float]] = {}
-            for tenant, lim in self._limits.items():
-                for kind, _w, rate, depth, _v in _specs(lim, "serving_limits", self.share):
-                    wanted[(tenant, None, kind)] = (rate, depth)
-                for model, mlim in lim.models.items():
-                    for kind, _w, rate, depth, _v in _specs(mlim, "", self.share):
-                        wanted[(tenant, model, kind)] = (rate, depth)
+            wanted = self._wanted()
             for key in list(self._buckets):
                 b = self._buckets[key]
                 if wanted.get(key) != (b.rate, b.depth):
                     del self._buckets[key]
+
+    def reshare(self, share: float, now: float) -> None:
+        """Hold ``share`` of every limit from now on (a model's first hop whose replica count
+        changed). Each bucket keeps its fill *fraction*: what this holder has left stays its
+        share of what the tenant has left, so a scale neither resets the buckets (a burst more at
+        every scale) nor empties them."""
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        with self._lock:
+            if share == self.share:
+                return
+            self.share = share
+            wanted = self._wanted()
+            for key in list(self._buckets):
+                b = self._buckets[key]
+                if key not in wanted:
+                    del self._buckets[key]
+                    continue
+                b.refill(now)
+                rate, depth = wanted[key]
+                b.level, b.rate, b.depth = b.level * depth / b.depth, rate, depth
+
+    def _wanted(self) -> dict[tuple[str, Optional[str], str], tuple[float, float]]:
+        """(rate, depth) of every bucket the limits and the share call for."""
+        wanted: dict[tuple[str, Optional[str], str], tuple[float, float]] = {}
+        for tenant, lim in self._limits.items():
+            for kind, _w, rate, depth, _v in _specs(lim, "serving_limits", self.share):
+                wanted[(tenant, None, kind)] = (rate, depth)
+            for model, mlim in lim.models.items():
+                for kind, _w, rate, depth, _v in _specs(mlim, "", self.share):
+                    wanted[(tenant, model, kind)] = (rate, depth)
+        return wanted
 
     def limited(self, tenant: str) -> bool:
         """Whether ``tenant`` has any serving limit."""

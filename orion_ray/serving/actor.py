@@ -58,8 +58,10 @@ class ServingActor:
         room = functools.partial(_room_from_scheduler, control_token=control_token)
         sink = functools.partial(_scaling_to_scheduler, control_token=control_token)
         # usage records are sent by the loop, outside the lock (``_send_usage``), not by the manager
-        self.manager = DeploymentManager(ServeDeployer(direct_prefix), RayKv(), room=room, scaling_sink=sink)
-        self.manager.default_caching = caching
+        # ``caching`` is the creating ``orion up``'s; after a restart the saved value wins
+        self.manager = DeploymentManager(
+            ServeDeployer(direct_prefix), RayKv(), room=room, scaling_sink=sink, default_caching=caching
+        )
         self._usage_retry_at = 0.0
         self.tick_s = tick_s
         self._lock = asyncio.Lock()
@@ -68,7 +70,8 @@ class ServingActor:
     async def set_default_caching(self, caching: Optional[dict], control_token: Optional[str] = None) -> None:
         """``orion.serving.caching`` of the latest ``orion up`` (the actor may predate it)."""
         check(self._control_token, control_token, "serving set_default_caching")
-        self.manager.default_caching = caching
+        async with self._lock:  # it saves the state, as every other change does
+            await asyncio.to_thread(self.manager.set_default_caching, caching)
 
     async def ensure_started(self) -> bool:
         if self._task is None or self._task.done():

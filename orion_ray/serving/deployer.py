@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Optional
+from typing import Any, Optional
 
 from ..names import NAMESPACE
 from ..serving_specs import DeploymentSpec
 from .manager import APP_PREFIX, model_route
 from .router_config import balancing_config
+
+GPU_POLICY = "orion_ray.serving.gpu_policy:GpuUtilizationPolicy"
 
 
 def serve_options(spec: DeploymentSpec) -> dict:
@@ -30,6 +32,11 @@ def serve_options(spec: DeploymentSpec) -> dict:
             "target_ongoing_requests": a.target_ongoing_requests,
             "downscale_delay_s": a.downscale_delay,
         }
+        if a.target_gpu_utilization is not None:  # Serve's policy, raised by the GPU signal
+            opts["autoscaling_config"]["policy"] = {
+                "policy_function": GPU_POLICY,
+                "policy_kwargs": {"target_gpu_utilization": a.target_gpu_utilization},
+            }
         if a.min_replicas == 0 and spec.caching is not None and spec.caching.warm_standby is not None:
             # warm standby's idle_unload_after also delays Serve's last step, 1 → 0
             idle = spec.caching.warm_standby.idle_unload_after
@@ -65,6 +72,7 @@ class ServeDeployer:
 
     def __init__(self, direct_prefix: Optional[str] = None):
         self.direct_prefix = direct_prefix
+        self._labels: Optional[Any] = None  # replica_status.NodeLabels, made on first use
 
     def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
         """``front``: this version serves the model's own base URL (``model_route``)."""
@@ -84,6 +92,7 @@ class ServeDeployer:
             # ``version`` is only taken with Serve's ``_internal`` flag in Ray 2.60
             options={**serve_options(spec), "_internal": True, "version": code_version(spec, restart_nonce)},
             http="gate" if front or not self.direct_prefix else "direct",
+            gpu_metered=spec.autoscaling is not None and spec.autoscaling.target_gpu_utilization is not None,
         )
         route = f"{self.direct_prefix}/{spec.id}" if self.direct_prefix else None
         if front:
@@ -122,6 +131,17 @@ class ServeDeployer:
         from .replica_status import targets
 
         return targets(APP_PREFIX, DEPLOYMENT_NAME)
+
+    def placements(self) -> dict[str, dict[tuple[str, str], int]]:
+        """Application → running replicas by the (pool, market) of their nodes (usage records
+        are priced on them)."""
+        from serve_apps.llm.replica import DEPLOYMENT_NAME
+
+        from .replica_status import NodeLabels, placements
+
+        if self._labels is None:
+            self._labels = NodeLabels()
+        return placements(APP_PREFIX, DEPLOYMENT_NAME, self._labels)
 
     def replicas(self, app: str) -> Optional[list[dict]]:
         """The live replicas of an application, with restarts and a health probe."""

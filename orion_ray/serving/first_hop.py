@@ -90,7 +90,9 @@ def build_first_hop(replica: Any, model_id: str) -> FirstHop:
     # the version's response cache as configured (docs/serving-routing.md), in this replica
     router = GateRouter(ApiSource(ManagerClient(), api), handle_of, cache=ModelCaches())
     keys = key_cache(api)
-    return FirstHop(model_id, router, keys, [request_rate(keys)], usage=FirstHopLimits(keys, router))
+    return FirstHop(
+        model_id, router, keys, [request_rate(keys)], usage=FirstHopLimits(keys, router, own_app=own_app)
+    )
 
 
 async def check_key(replica: Any, request: Any) -> Any:

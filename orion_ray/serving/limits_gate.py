@@ -1,5 +1,5 @@
-"""Serving limits where the first hop runs: today the API replica's ``/v1`` routes and inference
-submissions (docs/serving-limits.md).
+"""Serving limits where the first hop runs: the API replica's ``/v1`` routes and inference
+submissions, and a model's own base URL (``FirstHopLimits``; docs/serving-limits.md).
 
 Each API replica holds one ``ServingLimiter`` (``policy/serving_limits.py``) with ``1/N`` of every
 configured limit when Orion runs N API replicas (``orion.api.replicas``), refreshed with the key
@@ -137,23 +137,40 @@ def _count(usage: Optional[Mapping[str, Any]], key: str) -> int:
 class FirstHopLimits:
     """Serving limits and token accounting at a model's own base URL (``serving/gate.py``): the
     tenants' limits come with their keys' verdicts (``KeyCache.serving_limits``, from
-    ``orion-api``), and each replica of the model holds the whole limit — a model served by N
-    replicas admits up to N times a limit at its base URL (``/v1`` splits it across the API's
-    replicas instead; docs/serving-limits.md). Tokens are counted for every tenant, limited or not,
-    and reach the serving manager's usage records through the router."""
+    ``orion-api``). The limit holds for the model as a whole: each of the front version's N
+    running replicas holds ``1/N`` of it, N read from the routing table the router holds (the
+    manager's count of Serve's running replicas), as Envoy's local rate limit splits a limit
+    over its instances (docs/serving-limits.md says why, and the accuracy). ``own_app``: the
+    Serve application of this replica (None: N is 1). Tokens are counted for every tenant,
+    limited or not, and reach the serving manager's usage records through the router."""
 
-    def __init__(self, keys: Any, router: Any, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        keys: Any,
+        router: Any,
+        *,
+        own_app: Optional[str] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         from types import SimpleNamespace
 
-        self.keys, self.router, self.clock = keys, router, clock
+        self.keys, self.router, self.own_app, self.clock = keys, router, own_app, clock
         self.state = SimpleNamespace(metrics=None, api_replicas=1, serving_limiter=None)
         self._version = -1
 
+    def replicas(self, model: str) -> int:
+        """The front version's running replicas (at least 1: this one answers)."""
+        n = self.router.replicas_of(model, self.own_app) if self.own_app is not None else None
+        return max(1, n or 1)
+
     def __call__(self, tenant: Optional[str], model: str, body: Mapping[str, Any]) -> UsageGate:
         """Admit one request (raises ``ServingLimited``) and return its accounting."""
+        lim = limiter_of(self.state)
         if self._version != self.keys.serving_limits_version:
             self._version = self.keys.serving_limits_version
             limits = {t: ServingLimits.model_validate(v) for t, v in self.keys.serving_limits.items() if v}
-            limiter_of(self.state).configure(limits)
-        verdict = admit(self.state, tenant, model, body, now=self.clock())
+            lim.configure(limits)
+        now = self.clock()
+        lim.reshare(1.0 / self.replicas(model), now)  # a no-op unless the count changed
+        verdict = admit(self.state, tenant, model, body, now=now)
         return UsageGate(self.state, self.router, tenant, model, verdict, self.clock)

@@ -91,12 +91,15 @@ class DeploymentManager(UsageHooks):
         room: Optional[Callable[[list, Optional[str]], Any]] = None,
         scaling_sink: Optional[Callable[[list], Any]] = None,
         usage_sink: Optional[Callable[[list], Any]] = None,
+        default_caching: Optional[dict] = None,
     ):
         """``room(bundles, tenant_id)`` asks the scheduler to make room for new GPU replicas
         (preempting lower-class batch work); ``None``: replicas wait for free GPUs.
         ``scaling_sink(events)`` stores scaling events (the scheduler's store).
         ``usage_sink(records)`` stores serving usage records (``usage_meter.py``; the scheduler
-        writes them to ``usage_records``); ``None``: they wait in the saved state."""
+        writes them to ``usage_records``); ``None``: they wait in the saved state.
+        ``default_caching``: ``orion.serving.caching`` when the saved state holds none (a first
+        start); once set it is saved state, so a restart keeps the latest ``orion up``'s."""
         self.deployer = deployer
         self.room = room
         self.usage_sink = usage_sink
@@ -109,8 +112,16 @@ class DeploymentManager(UsageHooks):
         self.samples: dict[tuple[str, str], deque] = {}
         self.scaling = ScalingLog(scaling_sink)
         self._details_at = 0.0
-        self.default_caching: Optional[dict] = None  # orion.serving.caching (docs/serving-routing.md)
+        # orion.serving.caching (docs/serving-routing.md)
+        self.default_caching: Optional[dict] = default_caching
         self._load()
+
+    def set_default_caching(self, caching: Optional[dict]) -> None:
+        """The cluster's default response-cache block (``orion.serving.caching`` of the latest
+        ``orion up``), saved with the desired state: an actor restart must not revert it to the
+        value the actor was created with."""
+        self.default_caching = caching
+        self._save()
 
     def dispatch(self, method: str, *args: Any) -> Any:
         """Run a public method by name, its JSON arguments parsed (how the API calls it)."""
@@ -141,6 +152,8 @@ class DeploymentManager(UsageHooks):
         self.events.extend(saved.get("events", []))
         self.scaling.load(saved.get("scaling"))
         self.meter.load(saved.get("usage"))
+        if "default_caching" in saved:  # absent in state saved before it was
+            self.default_caching = saved["default_caching"]
 
     def _save(self) -> None:
         self.kv.save(
@@ -159,6 +172,7 @@ class DeploymentManager(UsageHooks):
                 "events": list(self.events)[-200:],
                 "scaling": self.scaling.dump(),
                 "usage": self.meter.state(),
+                "default_caching": self.default_caching,
             }
         )
 
@@ -338,6 +352,24 @@ class DeploymentManager(UsageHooks):
                 self._event(model_id, "base_url_failed", f"{rest[0]['spec'].id}: {exc}"[:300])
                 return
             self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {rest[0]['spec'].id}")
+
+    def take_front(self, new: dict, old: dict) -> None:
+        """Version ``new`` takes the model's base URL from ``old`` (a rolling release promoted
+        it). The caller has just redeployed ``old`` without the route (``old["front"]`` False),
+        which frees it in Serve's controller at once (one application per route prefix); ``new``
+        is redeployed with it, its replicas kept (the route is not part of Serve's code version).
+        If Serve refuses, the route goes back to ``old``, which forwards to ``new``: correct, one
+        hop longer."""
+        model_id = new["spec"].model_id
+        new["front"] = True
+        try:
+            self._deploy(new["spec"], new["nonce"], True)
+        except Exception as exc:
+            new["front"], old["front"] = False, True
+            self._deploy(old["spec"], old["nonce"], True)
+            self._event(model_id, "base_url_failed", f"{new['spec'].id}: {exc}"[:300])
+            return
+        self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {new['spec'].id}")
 
     def restart(self, dep_id: str, why: str = "by request") -> dict:
         """Replace every replica (a new nonce makes Serve roll them)."""
@@ -571,7 +603,8 @@ class DeploymentManager(UsageHooks):
 
     # -- what routers and the scheduler read ---------------------------------------------------
     def routing_table(self) -> dict[str, dict]:
-        """Per model: owner, versions → Serve app, live weights, and the release spec."""
+        """Per model: owner, versions → Serve app, live weights, the release spec, each
+        version's effective caching block and its running replicas."""
         table: dict[str, dict] = {}
         for rec in sorted(self.deployments.values(), key=lambda r: r["since"]):
             spec: DeploymentSpec = rec["spec"]
@@ -583,9 +616,12 @@ class DeploymentManager(UsageHooks):
                     "weights": {spec.version: 100.0},
                     "release": None,
                     "caching": {},
+                    "replicas": {},
                 },
             )
             m["versions"][spec.version] = app_name(spec.id)
+            # running replicas: a base URL's replicas split the tenants' limits by it
+            m["replicas"][spec.version] = rec["running"]
             # each version's response cache: its own block, else the cluster's (or the router's)
             caching = spec.caching.model_dump(mode="json") if spec.caching else self.default_caching
             m["caching"][spec.version] = caching

@@ -33,15 +33,23 @@ class MemoryDeployer:
         self.statuses_by_app: dict[str, dict] = {}
         self.targets_by_app: dict[str, int] = {}  # Serve's target replicas, as a test sets them
         self.fronts: dict[str, str] = {}  # model → the app deployed last as its base URL's front
+        self.routes: dict[str, str] = {}  # model → the app holding its base URL now
 
     def deploy(self, spec: DeploymentSpec, app: str, restart_nonce: int, front: bool = False) -> None:
+        # Serve's rule: one application per route prefix; a redeploy without it frees it at once
+        holder = self.routes.get(spec.model_id)
+        if front and holder is not None and holder != app:
+            raise RuntimeError(f"Prefix of {spec.model_id} is being used by application {holder}")
         self.calls.append(("deploy", app, restart_nonce, spec))
         if front:
-            self.fronts[spec.model_id] = app
+            self.fronts[spec.model_id] = self.routes[spec.model_id] = app
+        elif holder == app:
+            del self.routes[spec.model_id]
         self.statuses_by_app.setdefault(app, {"status": "DEPLOYING", "message": "", "running": 0})
 
     def delete(self, app: str) -> None:
         self.calls.append(("delete", app))
+        self.routes = {m: a for m, a in self.routes.items() if a != app}
         self.statuses_by_app.pop(app, None)
 
     def statuses(self) -> dict[str, dict]:

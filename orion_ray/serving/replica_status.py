@@ -12,7 +12,7 @@ keeps its own results private.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 def replica_view(row: dict, gpus_per_replica: float) -> dict:
@@ -54,6 +54,45 @@ def targets(prefix: str, deployment: str, timeout_s: float = 10.0) -> dict[str, 
         if dep is not None and dep.get("target_num_replicas") is not None:
             out[name] = int(dep["target_num_replicas"])
     return out
+
+
+def placements(
+    prefix: str, deployment: str, labels_of: Callable[[str], dict], timeout_s: float = 10.0
+) -> dict[str, dict[tuple[str, str], int]]:
+    """Application → its RUNNING replicas counted by the (pool, market) of their nodes, for
+    applications named ``prefix…`` (``labels_of(node_id)``: the node's labels)."""
+    from ..policy.markets import POOL_LABEL, market_of
+    from .usage_meter import POOL
+
+    out: dict[str, dict[tuple[str, str], int]] = {}
+    for name, app in (instance_details(timeout_s).get("applications") or {}).items():
+        dep = (app.get("deployments") or {}).get(deployment) if name.startswith(prefix) else None
+        if dep is None:
+            continue
+        where = out[name] = {}
+        for r in dep.get("replicas") or []:
+            if r.get("state") != "RUNNING":
+                continue
+            labels = labels_of(r.get("node_id") or "")
+            key = (labels.get(POOL_LABEL) or POOL, market_of(labels))
+            where[key] = where.get(key, 0) + 1
+    return out
+
+
+class NodeLabels:
+    """Node id → labels, read from the GCS once per node (a node's labels are set when it
+    starts and never change), read again only for a node not seen yet."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, dict] = {}
+
+    def __call__(self, node_id: str) -> dict:
+        if node_id not in self._labels:
+            import ray
+
+            for n in ray.nodes():
+                self._labels[n["NodeID"]] = dict(n.get("Labels") or {})
+        return self._labels.get(node_id, {})
 
 
 def replicas(app: str, deployment: str, timeout_s: float = 5.0) -> Optional[list[dict]]:

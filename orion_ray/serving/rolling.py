@@ -4,8 +4,9 @@ Each version is its own Serve application, so "replacing replicas" is two replic
 against each other: the candidate's application scaled up by what ``maxSurge`` allows, the
 stable's scaled down by what the ready replicas allow (``maxUnavailable``), traffic weighted by
 the ready replicas. Completed, the candidate keeps the desired count (or its own autoscaling) and
-the stable version is scaled to zero (kept deployed, so a rollback has it); rolled back, the
-stable version gets its own settings back and the candidate is scaled to zero.
+takes the model's base URL if the stable version held it, and the stable version is scaled to
+zero (kept deployed, so a rollback has it); rolled back, the stable version gets its own settings
+back and the candidate is scaled to zero.
 
 The rollout's state is kept in the release record (``rel["rollout"]``), saved with the manager's.
 """
@@ -145,7 +146,18 @@ def _apply(mgr: "DeploymentManager", rel: dict, r: rollout.Rollout, nxt: rollout
         final = cand if cand.autoscaling is not None else sized(cand, nxt.desired)
         if final != new_rec["spec"]:
             resize(mgr, new_rec, nxt.desired, "rolling release complete", spec=final)
-        resize(mgr, old_rec, 0, f"replaced by {spec.candidate}")
+        # the promoted version takes the base URL: the old one, at 0..1 replicas, would
+        # otherwise take every request there with a cold start and forward it (one hop more)
+        moves = bool(old_rec.get("front")) and not new_rec.get("front")
+        if moves:
+            old_rec["front"] = False  # redeployed below without the route, which frees it
+        try:
+            resize(mgr, old_rec, 0, f"replaced by {spec.candidate}")
+        except Exception:  # Serve still routes to it: the next tick tries the same again
+            old_rec["front"] = old_rec["front"] or moves
+            raise
+        if moves:
+            mgr.take_front(new_rec, old_rec)
     elif nxt.phase == rollout.ROLLED_BACK:
         stable = DeploymentSpec.model_validate(original["stable"])
         resize(mgr, old_rec, nxt.desired, f"rollback: {nxt.reason}", spec=stable)

@@ -81,6 +81,16 @@ class ModelRouter:
         """Read the table again on the next request (after a deploy or a release change)."""
         self._table_at = -1e18
 
+    def replicas_of(self, model_id: str, app: str) -> Optional[int]:
+        """Running replicas of the version that ``app`` serves, as of the routing table held
+        now (no wait); None when it does not say."""
+        e = (self._table or {}).get(model_id) or {}
+        for version, a in e.get("versions", {}).items():
+            if a == app:
+                n = e.get("replicas", {}).get(version)
+                return int(n) if isinstance(n, int) else None
+        return None
+
     @staticmethod
     def visible(entry: dict, tenant: Optional[str]) -> bool:
         """A model is seen by admins, its owner, and everyone when it is shared."""

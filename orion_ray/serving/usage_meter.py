@@ -13,11 +13,11 @@ the last cut are lost in a crash (at most one period's).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 SHARED = "(shared)"  # the owner of a shared model's replica-hours (no tenant holds it)
-POOL = "unknown"  # cost.store_rows.UNKNOWN_POOL: the replica's node pool is not looked up yet
-MARKET = "on_demand"
+POOL = "unknown"  # cost.store_rows.UNKNOWN_POOL: replica-time whose node's pool is not known
+MARKET = "on_demand"  # policy.markets.market_of: a node that does not say is on-demand
 MAX_PENDING = 10_000  # records kept while the store is unreachable (oldest dropped beyond)
 
 
@@ -46,14 +46,20 @@ class UsageMeter:
         cpus: float,
         memory_gib: float = 0.0,
         gpu_type: Optional[str] = None,
+        where: Optional[Mapping[tuple[str, str], int]] = None,
     ) -> None:
         """The deployment runs ``replicas`` now: the time since the last observation is counted
-        at the count seen then (the count changes between ticks, not during one)."""
+        at the count seen then (the count changes between ticks, not during one). ``where``:
+        its running replicas by the (pool, market) of their nodes, when it was read (None: as
+        last read); the replica-time is split in its proportions, so each part is priced like
+        a workload on that pool. Time while none was read is in pool ``unknown``, on-demand."""
         d = self.open.get(dep_id)
         if d is None:
             d = self.open[dep_id] = {"since": now, "last": now, "replicas": 0, "replica_s": 0.0}
-        d["replica_s"] += d["replicas"] * max(0.0, now - d["last"])
-        d["last"] = max(d["last"], now)
+        _advance(d, now)
+        if where is not None:
+            total = sum(n for n in where.values() if n > 0)
+            d["where"] = {_key(p, m): n / total for (p, m), n in where.items() if n > 0} if total else {}
         d.update(
             replicas=max(0, int(replicas)),
             tenant=tenant or SHARED,
@@ -87,11 +93,17 @@ class UsageMeter:
         for dep_id, d in sorted(self.open.items()):
             if only is not None and dep_id != only:
                 continue
-            d["replica_s"] += d["replicas"] * max(0.0, now - d["last"])
-            d["last"] = max(d["last"], now)
+            _advance(d, now)
             span = d["last"] - d["since"]
-            if d["replica_s"] > 0 and span > 0:
-                avg = d["replica_s"] / span  # replicas on average over the span
+            split = dict(d.get("split") or {})
+            rest = d["replica_s"] - sum(split.values())  # time while the placement was unknown
+            if rest > 1e-9 * max(1.0, d["replica_s"]):
+                split[_key(POOL, MARKET)] = split.get(_key(POOL, MARKET), 0.0) + rest
+            for key, replica_s in sorted(split.items()):
+                if replica_s <= 0 or span <= 0:
+                    continue
+                avg = replica_s / span  # replicas on average over the span, on that pool
+                pool, market = key.rsplit("|", 1)
                 out.append(
                     _record(
                         dep_id,
@@ -102,9 +114,11 @@ class UsageMeter:
                         cpus=d["cpus"] * avg,
                         memory_gib=d["memory_gib"] * avg,
                         gpu_type=d["gpu_type"],
+                        pool=pool,
+                        market=market,
                     )
                 )
-            d["since"], d["replica_s"] = d["last"], 0.0
+            d["since"], d["replica_s"], d["split"] = d["last"], 0.0, {}
         since = self.tokens_since if self.tokens_since is not None else now
         end = max(now, since + 1e-3)  # a record needs a length to be clipped into report buckets
         for (dep_id, tenant), n in sorted(self.tokens.items()):
@@ -154,6 +168,21 @@ class UsageMeter:
         self.cut_at = saved.get("cut_at")
 
 
+def _key(pool: str, market: str) -> str:
+    """A (pool, market) as a JSON object key (markets never hold ``|``)."""
+    return f"{pool}|{market}"
+
+
+def _advance(d: dict[str, Any], now: float) -> None:
+    """Count the time since ``d``'s last observation at the count (and placement) seen then."""
+    dt = d["replicas"] * max(0.0, now - d["last"])
+    d["replica_s"] += dt
+    split = d.setdefault("split", {})
+    for key, frac in (d.get("where") or {}).items():
+        split[key] = split.get(key, 0.0) + dt * frac
+    d["last"] = max(d["last"], now)
+
+
 def _record(
     dep_id: str,
     tenant: str,
@@ -165,14 +194,16 @@ def _record(
     memory_gib: float = 0.0,
     gpu_type: Optional[str] = None,
     tokens: int = 0,
+    pool: str = POOL,
+    market: str = MARKET,
 ) -> dict[str, Any]:
     """A ``cost.usage.UsageRecord`` as JSON (kind ``replica``, ref the deployment id)."""
     return {
         "kind": "replica",
         "ref": dep_id,
         "tenant": tenant,
-        "pool": POOL,
-        "market": MARKET,
+        "pool": pool,
+        "market": market,
         "start": start,
         "end": end,
         "gpus": gpus,

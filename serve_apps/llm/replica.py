@@ -125,6 +125,28 @@ class LLMReplica:
             )
 
 
+class GpuMeteredReplica(LLMReplica):
+    """A replica that reports its GPUs' utilisation to Serve's autoscaler (a deployment with
+    ``autoscaling.target_gpu_utilization``; ``orion_ray/serving/gpu_policy.py`` reads it).
+    ``probe(gpu_ids)``: the mean utilisation in percent, or None (``gpu_probe.nvml_utilization``;
+    tests pass a fake)."""
+
+    probe: Any = None
+
+    async def record_autoscaling_stats(self) -> dict:
+        """Serve's custom autoscaling metrics: ``{"gpu_utilization": percent}``, or nothing when
+        no device reports."""
+        import asyncio
+
+        import ray
+
+        from .gpu_probe import nvml_utilization
+
+        probe = self.probe or nvml_utilization
+        value = await asyncio.to_thread(probe, [str(g) for g in ray.get_gpu_ids()])
+        return {} if value is None else {"gpu_utilization": float(value)}
+
+
 def build_replica_app(
     engine: str,
     engine_args: dict,
@@ -135,12 +157,14 @@ def build_replica_app(
     options: dict | None = None,
     http: str = "gate",
     gate: str = GATE,
+    gpu_metered: bool = False,
 ):
     """The bound Serve application of one model version (``options``: Serve deployment options —
     replicas or autoscaling, actor resources, placement-group bundles; ``http``: what ``__call__``
-    is, ``gate`` or ``direct``)."""
+    is, ``gate`` or ``direct``; ``gpu_metered``: its replicas report GPU utilisation to Serve's
+    autoscaler)."""
     dep = serve.deployment(
-        LLMReplica,
+        GpuMeteredReplica if gpu_metered else LLMReplica,
         name=DEPLOYMENT_NAME,
         health_check_period_s=2,
         health_check_timeout_s=30,

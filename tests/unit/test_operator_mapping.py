@@ -220,14 +220,46 @@ def test_blue_green_in_the_originals_words():
     )
     spec = ReleaseSpec.model_validate(body)
     assert spec.strategy == "blue-green" and spec.testing_period == 600
-    assert any("rollback_on_error" in n for n in notes)
+    assert spec.rollback_on_error is False and notes == ()  # the API takes it now
 
 
-def test_rolling_is_a_stepped_shift_bounded_by_its_progress_deadline():
-    body, notes = _release({"strategy": "rolling", "rolling": {"maxSurge": 1, "progressDeadline": "2m"}})
+def test_rolling_is_orions_rolling_release_with_its_bounds():
+    body, notes = _release(
+        {"strategy": "rolling", "rolling": {"maxSurge": 1, "maxUnavailable": "25%", "progressDeadline": "2m"}}
+    )
+    assert body["rolling"] == {"maxSurge": 1, "maxUnavailable": "25%", "progressDeadline": "2m"}
     spec = ReleaseSpec.model_validate(body)
-    assert spec.strategy == "rolling" and spec.steps[0].duration == 120 and spec.steps[-1].weight == 100
-    assert any("maxSurge" in n for n in notes)
+    assert spec.replaces_replicas() and not spec.steps and notes == ()
+    r = spec.rolling
+    assert (r.max_surge, r.max_unavailable, r.progress_deadline) == (1, "25%", 120)
+    plain, _ = _release({"strategy": "rolling"})  # no settings: Orion's defaults (one at a time)
+    assert plain["rolling"] == {} and ReleaseSpec.model_validate(plain).replaces_replicas()
+    _, notes = _release({"strategy": "rolling", "canary": {"steps": [{"weight": 10}]}})
+    assert any("canary.steps" in n for n in notes)  # steps do not apply: said, not dropped
+
+
+@pytest.mark.parametrize(
+    "rolling, field",
+    [
+        ({"maxSurge": "lots"}, "deployment.rolling.maxSurge"),
+        ({"maxUnavailable": -1}, "deployment.rolling.maxUnavailable"),
+        ({"maxSurge": "150%"}, "deployment.rolling.maxSurge"),
+        ({"maxSurge": 0, "maxUnavailable": "0%"}, "deployment.rolling"),
+        ({"maxSurge": 1, "surge": 2}, "deployment.rolling.surge"),
+    ],
+)
+def test_bad_rolling_settings_are_spec_errors_naming_the_field(rolling, field):
+    with pytest.raises(SpecError) as e:
+        _release({"strategy": "rolling", "rolling": rolling})
+    assert e.value.field == field
+
+
+def test_a_rolling_candidate_starts_with_one_replica():
+    assert mapping.candidate_size({"version": "r2", "replicas": 4})["replicas"] == 1
+    auto = {"min_replicas": 0, "max_replicas": 5, "initial_replicas": 3}
+    assert mapping.candidate_size({"autoscaling": auto})["autoscaling"]["initial_replicas"] == 1
+    auto = {"min_replicas": 2, "max_replicas": 5}  # within the bounds it must keep
+    assert mapping.candidate_size({"autoscaling": auto})["autoscaling"]["initial_replicas"] == 2
 
 
 def test_canary_without_steps_is_a_spec_error():

@@ -241,6 +241,52 @@ def test_a_new_image_rolls_out_and_the_old_version_goes():
     assert _cond(status, "RolloutSucceeded")["status"] == "True"
 
 
+class RollingOrion(FakeOrion):
+    """A rolling release stays running (traffic on the old version) until the test promotes it."""
+
+    def set_release(self, body):
+        rel = super().set_release(body)
+        if body["strategy"] == "rolling":
+            rel.update(phase="running", weights={body["stable"]: 100.0, body["candidate"]: 0.0})
+        return rel
+
+
+def test_a_rolling_strategy_is_orions_rolling_release_and_the_spec_count_waits_for_it():
+    orion = RollingOrion()
+    rec = Reconciler(orion)
+    spec = {
+        **SERVE,
+        "deployment": {"strategy": "rolling", "rolling": {"maxSurge": 1, "progressDeadline": "5m"}},
+    }
+    status = _pass(rec, spec, _pass(rec, spec, {}, SMETA), SMETA)
+    old = status["orionId"].split("--")[1]
+    new_spec = {**spec, "image": "img:v2"}
+    status = _pass(rec, new_spec, status, SMETA)
+    new = status["orionId"]
+    assert orion.deployments[new]["spec"]["replicas"] == 1  # the release brings up the rest
+    orion.calls.clear()
+    status = _pass(rec, new_spec, status, SMETA)
+    body = orion.releases["chat"]["spec"]
+    assert body["strategy"] == "rolling" and body["rolling"] == {"maxSurge": 1, "progressDeadline": "5m"}
+    assert (body["stable"], body["candidate"]) == (old, new.split("--")[1])
+    status = _pass(rec, new_spec, status, SMETA)
+    assert "scale" not in orion.calls and status["previousVersions"] == [old]  # Orion sizes both
+    orion.releases["chat"].update(phase="promoted", weights={old: 0.0, new.split("--")[1]: 100.0})
+    status = _pass(rec, new_spec, status, SMETA)
+    assert status["previousVersions"] == [] and list(orion.deployments) == [new]
+    assert _cond(status, "RolloutSucceeded")["status"] == "True"
+    status = _pass(rec, new_spec, status, SMETA)  # done: the spec's count applies again
+    assert "scale" in orion.calls and orion.deployments[new]["spec"]["replicas"] == 2
+
+
+def test_a_bad_rolling_setting_is_invalid_before_anything_is_deployed():
+    orion = RollingOrion()
+    spec = {**SERVE, "deployment": {"strategy": "rolling", "rolling": {"maxSurge": "lots"}}}
+    status = _pass(Reconciler(orion), spec, {}, SMETA)
+    assert status["phase"] == "Invalid" and "deployment.rolling.maxSurge" in status["message"]
+    assert not orion.deployments
+
+
 def test_a_deployment_deleted_behind_the_operators_back_is_recreated():
     orion = FakeOrion()
     rec = Reconciler(orion)

@@ -11,7 +11,7 @@ from orion_ray.metrics import OrionMetrics
 from orion_ray.serving.cache import ResponseCache, size_of
 from orion_ray.serving.caching import ModelCaches
 from orion_ray.serving.deployer import serve_options
-from orion_ray.serving.manager import DeploymentManager, MemoryDeployer
+from orion_ray.serving.manager import DeploymentManager, MemoryDeployer, MemoryKv
 from orion_ray.serving_options import Caching, parse_size
 from orion_ray.serving_specs import DeploymentSpec
 
@@ -143,6 +143,22 @@ def test_the_routing_table_carries_each_versions_block_or_the_cluster_default():
     )
     table = mgr.routing_table()["m"]["caching"]
     assert table["v1"]["ttl"] == 60.0 and table["v2"]["enabled"] is False
+
+
+def test_the_cluster_default_survives_a_restart_of_the_manager():
+    """A restarted actor builds its manager with the caching it was created with; the latest
+    ``orion up``'s, saved with the desired state, wins over it."""
+    kv, deployer = MemoryKv(), MemoryDeployer()
+    created_with = Caching(ttl="1m").model_dump(mode="json")
+    mgr = DeploymentManager(deployer, kv=kv, default_caching=created_with)
+    mgr.create(DeploymentSpec(model_id="m", version="v1"))
+    mgr.set_default_caching(Caching(ttl="10m").model_dump(mode="json"))  # a later orion up
+    restarted = DeploymentManager(deployer, kv=kv, default_caching=created_with)
+    assert restarted.routing_table()["m"]["caching"]["v1"]["ttl"] == 600.0
+    restarted.set_default_caching(None)  # cleared is kept cleared too
+    assert DeploymentManager(deployer, kv=kv, default_caching=created_with).default_caching is None
+    fresh = DeploymentManager(MemoryDeployer(), kv=MemoryKv(), default_caching=created_with)
+    assert fresh.default_caching == created_with  # nothing saved yet: the creating orion up's
 
 
 def test_the_cluster_default_lives_in_orion_config():

@@ -329,6 +329,7 @@ def test_a_model_deployed_before_base_urls_gets_one_with_its_next_version():
     s.manager.create(DeploymentSpec(model_id="old", version="v1", engine="test"))
     s.manager.deployments["old--v1"].pop("front")  # as saved by a manager without base URLs
     s.deployer.fronts.clear()
+    s.deployer.routes.clear()  # its Serve app had no route
     s.manager.create(DeploymentSpec(model_id="old", version="v2", engine="test"))
     assert s.deployer.fronts == {"old": app_name("old--v2")}
 
@@ -419,3 +420,43 @@ def test_serving_limits_and_token_usage_hold_at_the_base_url():
     # tokens of every answer, limited tenant or not, by tenant, model and version
     assert {u[0] for u in used} == {"alice", "bob"} and all(u[1:3] == ("m", "v1") for u in used)
     assert len(used) == 7 and all(u[3] + u[4] > 0 for u in used)
+
+
+def test_a_serving_limit_at_the_base_url_holds_for_the_model_not_for_each_replica():
+    """Each of the front's N running replicas (the routing table's count) holds 1/N of the
+    tenant's limit: two replicas taking alice's requests in turn admit her burst once, not
+    twice; when the model scales to one replica, that one holds the whole limit."""
+    from orion_ray.serving.limits_gate import FirstHopLimits
+
+    by_hash = {key_hash(BEARER[k]): t for k, t in KEYS.items()}
+    limits = {"alice": {"requests_per_second": 2, "burst": 4}}
+
+    async def verify(h):
+        t = by_hash.get(h)
+        return {"valid": h in by_hash, "tenant_id": t, "serving_limits": limits.get(t)}
+
+    env, clock = Env(), Clock()
+    env.serving.deployer.statuses_by_app[app_name("m--v1")]["running"] = 2
+    env.serving.manager.refresh_status()
+    env.gate.keys = KeyCache(verify)
+    # two replicas of the front, each with its own limiter, as Serve's proxy spreads requests
+    replicas = [
+        FirstHopLimits(env.gate.keys, env.router, own_app=app_name("m--v1"), clock=clock) for _ in "ab"
+    ]
+    statuses = []
+    for i in range(6):
+        env.gate.usage = replicas[i % 2]
+        statuses.append(env.post(key="alice-key").status)
+    assert statuses.count(200) == 4 and statuses[-2:] == [429, 429]  # the burst of 4, once
+    assert replicas[0].replicas("m") == 2
+    # scaled to one replica: it holds the whole limit, its buckets as full as they were (empty)
+    env.serving.deployer.statuses_by_app[app_name("m--v1")]["running"] = 1
+    env.serving.manager.refresh_status()
+    env.router._table = None  # the next request reads the table again, and waits for it
+    env.router.refresh()
+    env.gate.usage = replicas[0]
+    assert env.post(key="alice-key").status == 429
+    clock.t += 2  # 2 s at 2 requests a second refill the one replica's bucket with 4
+    assert [env.post(key="alice-key").status for _ in range(5)] == [200] * 4 + [429]
+    # no own app (an in-process gate): the whole limit
+    assert FirstHopLimits(env.gate.keys, env.router).replicas("m") == 1

@@ -268,3 +268,18 @@ def test_inference_workload_submissions_are_limited_too(env):
     r = client.post("/api/v1/workloads", json=body, headers=ACME)
     assert r.status_code == 429 and r.headers["Retry-After"] == "10"
     assert r.json()["error"]["details"][0]["field"] == "serving_limits.requests_per_second"
+
+
+def test_reshare_keeps_each_buckets_fill_fraction():
+    """A base URL's replica count changed: the share moves, what is left stays proportional
+    (no extra burst at a scale, no emptied buckets)."""
+    lim = ServingLimiter({"t": ServingLimits(requests_per_second=10, burst=10)}, share=0.5)
+    assert [lim.check("t", "m", 0.0).allowed for _ in range(6)] == [True] * 5 + [False]
+    lim.reshare(1.0, 0.0)  # empty stays empty
+    assert not lim.check("t", "m", 0.0).allowed
+    assert lim.check("t", "m", 0.1).allowed  # 10 a second now: 0.1 s gives one
+    lim.reshare(0.25, 0.1)
+    assert lim.share == 0.25
+    assert [lim.check("t", "m", 1.1).allowed for _ in range(3)] == [True, True, False]  # depth 2.5
+    with pytest.raises(ValueError):
+        lim.reshare(0, 0.0)

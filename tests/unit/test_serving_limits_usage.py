@@ -212,3 +212,68 @@ def test_bad_token_prices_are_refused_naming_the_field(bad):
         PriceTable.from_config({"tokens": bad})
     with pytest.raises(Exception, match="cost.prices.tokens"):
         CostConfig.model_validate({"prices": {"tokens": bad}})
+
+
+# == where replicas run: the pool and market of their nodes =========================================
+def test_replica_time_is_split_by_the_pool_and_market_its_replicas_run_on():
+    m = UsageMeter(period_s=60)
+    kw = dict(tenant="acme", gpus=1.0, cpus=2.0)
+    m.observe("chat--v1", 0.0, replicas=2, **kw)  # where not read yet: pool unknown
+    m.observe("chat--v1", 10.0, replicas=2, where={("gpu-a", "on_demand"): 1, ("gpu-s", "spot"): 1}, **kw)
+    m.observe("chat--v1", 40.0, replicas=1, where={("gpu-s", "spot"): 1}, **kw)
+    m.observe("chat--v1", 50.0, replicas=1, **kw)  # no new read: the last proportions hold
+    recs = {(r["pool"], r["market"]): r for r in m.cut(60.0)}
+    # unknown 2 × 10 s; 30 s × 2 split half and half; then 20 s × 1 on spot
+    assert recs[("unknown", "on_demand")]["gpus"] == pytest.approx(20 / 60)
+    assert recs[("gpu-a", "on_demand")]["gpus"] == pytest.approx(30 / 60)
+    assert recs[("gpu-s", "spot")]["gpus"] == pytest.approx((30 + 20) / 60)
+    assert sum(r["gpus"] for r in recs.values()) == pytest.approx((20 + 60 + 20) / 60)
+    assert all((r["start"], r["end"]) == (0.0, 60.0) for r in recs.values())
+    (nxt,) = m.cut(120.0)  # the next span: all on spot, the proportions kept
+    assert (nxt["pool"], nxt["market"], nxt["gpus"]) == ("gpu-s", "spot", pytest.approx(1.0))
+    saved = m.state()  # a restart keeps the proportions with the marks
+    again = UsageMeter(period_s=60)
+    again.load(saved)
+    again.observe("chat--v1", 180.0, replicas=1, **kw)
+    (r,) = again.cut(180.0)
+    assert (r["pool"], r["market"]) == ("gpu-s", "spot")
+
+
+class PlacedDeployer(MemoryDeployer):
+    """Serve's placement of each app's running replicas, as a test sets it."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: dict = {}
+        self.reads = 0
+
+    def placements(self):
+        self.reads += 1
+        return self.where
+
+
+def test_the_manager_prices_each_replica_on_its_nodes_pool_and_market(store):
+    sent: list = []
+    clock, dep = Clock(), PlacedDeployer()
+    mgr = DeploymentManager(dep, kv=MemoryKv(), clock=clock, usage_sink=sent.extend)
+    mgr.create(DeploymentSpec(model_id="chat", version="v1", engine="test", tenant_id="acme"))
+    dep.where = {"orion-llm-chat--v1": {("cpu-spot", "spot"): 2}}
+    running(dep, 2)
+    mgr.tick()
+    for _ in range(60):  # read every PLACEMENT_EVERY_S (2 s), not every tick
+        clock.t += 1
+        mgr.tick()
+    assert dep.reads == 31
+    (hours,) = [r for r in sent if r["tokens"] == 0]
+    assert (hours["pool"], hours["market"]) == ("cpu-spot", "spot")
+    assert add_replica_records(store, sent) == len(sent)
+    table = PriceTable.from_config({"cpu": {"on_demand": 0.10, "spot": 0.03}})
+    (u,) = [u for u in stored_records(store, since=0, until=1e9)[0] if u.tokens == 0]
+    spot = record_cost(u, PriceBook([(0.0, table)]))
+    assert spot == pytest.approx(u.cpus * (u.end - u.start) / 3600 * 0.03)  # at the spot rate
+
+
+def test_one_span_on_two_pools_is_two_records_and_a_resend_still_counts_once(store):
+    batch = [rec(pool="a"), rec(pool="b", market="spot")]
+    assert add_replica_records(store, batch) == 2
+    assert add_replica_records(store, batch) == 0

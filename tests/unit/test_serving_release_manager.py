@@ -314,3 +314,70 @@ def test_a_scale_keeps_serves_version_and_a_restart_or_new_args_change_it():
     assert code_version(spec.model_copy(update={"replicas": 4}), 0) == same
     assert code_version(spec, 1) != same
     assert code_version(spec.model_copy(update={"engine_args": {"latency_s": 1}}), 0) != same
+
+
+def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version():
+    serve, clock = SimServe(), Clock()
+    m = setup(serve, clock)
+    assert m.view("chat--v1")["base_url"] == "/models/chat/v1" and m.view("chat--v2")["base_url"] is None
+    m.set_release(rolling(maxSurge=1))
+    run(m, serve, clock)
+    assert m.release_view("chat")["phase"] == "promoted"
+    assert m.view("chat--v2")["base_url"] == "/models/chat/v1" and m.view("chat--v1")["base_url"] is None
+    assert serve.routes["chat"] == "orion-llm-chat--v2"  # Serve's one app per prefix held
+    assert any(e["kind"] == "base_url_moved" for e in m.list_events("chat"))
+    m2 = manager(serve, clock, kv=m.kv)  # the front is saved state
+    assert m2.view("chat--v2")["base_url"] == "/models/chat/v1"
+    m2.delete("chat--v1")  # undeploying the replaced version leaves the base URL where it is
+    assert serve.routes["chat"] == "orion-llm-chat--v2"
+
+
+def test_a_rolled_back_release_keeps_the_base_url_and_a_refused_move_puts_it_back():
+    serve, clock = SimServe(never={"orion-llm-chat--v2"}), Clock()
+    m = setup(serve, clock)
+    m.set_release(rolling(maxSurge=1, progressDeadline="10s"))
+    run(m, serve, clock)
+    assert m.release_view("chat")["phase"] == "rolled_back"
+    assert serve.routes["chat"] == "orion-llm-chat--v1"
+
+    class Refusing(SimServe):
+        def deploy(self, spec, app, restart_nonce, front=False):
+            if front and app.endswith("v2"):
+                raise RuntimeError("Serve refused the route")
+            super().deploy(spec, app, restart_nonce, front)
+
+    serve, clock = Refusing(), Clock()
+    m = setup(serve, clock)
+    m.set_release(rolling(maxSurge=1))
+    run(m, serve, clock)
+    assert m.release_view("chat")["phase"] == "promoted"  # the release stands, one hop longer
+    assert serve.routes["chat"] == "orion-llm-chat--v1" and m.view("chat--v1")["base_url"]
+    assert "base_url_failed" in [e["kind"] for e in m.list_events("chat")]
+
+
+def test_a_failed_redeploy_of_the_replaced_version_keeps_the_base_url_where_serve_has_it():
+    class Flaky(SimServe):
+        fail = False
+
+        def deploy(self, spec, app, restart_nonce, front=False):
+            if self.fail and app.endswith("v1") and not front:
+                raise RuntimeError("the controller is restarting")
+            super().deploy(spec, app, restart_nonce, front)
+
+    serve, clock = Flaky(), Clock()
+    m = setup(serve, clock)
+    m.set_release(rolling(maxSurge=1))
+    failed = 0
+    for _ in range(40):
+        clock.t += 1
+        serve.advance()
+        serve.fail = failed == 0  # v1 is redeployed without the route only at the end: once
+        try:
+            m.tick()
+        except RuntimeError:
+            assert m.deployments["chat--v1"]["front"] and serve.routes["chat"] == "orion-llm-chat--v1"
+            failed += 1
+        if m.releases["chat"]["state"].phase != traffic.RUNNING:
+            break
+    assert failed == 1 and m.release_view("chat")["phase"] == "promoted"
+    assert serve.routes["chat"] == "orion-llm-chat--v2" and m.view("chat--v2")["base_url"]
