@@ -3,7 +3,8 @@ keys in the store) shared by every serving test of this package: the first hop a
 URL, per-tenant serving limits and usage, rolling releases and serving's scaling events.
 
 Each test file has its own tenants and models, so their limits and counters do not meet: ``alice``
-and ``bob`` (the first hop; ``hop`` deployed in two versions with a 10 % canary), ``lima`` and
+and ``bob`` (the first hop; ``hop`` deployed in two versions with a 10 % canary; the base-URL
+tests' models, alice's 1 request a second on ``split``), ``lima`` and
 ``limb`` (serving limits; ``pub`` shared and ``chat`` of lima's), ``acme`` (releases; the release
 tests deploy their own models)."""
 
@@ -37,7 +38,11 @@ orion:
       cpu: {on_demand: 36.0}
       tokens: {default: 10.0}
   tenants:
-    - {id: alice, weight: 1, api_key_env: ORION_KEY_ALICE, rate_limit: {per_tenant_rps: 2000, burst: 2000}}
+    - id: alice
+      weight: 1
+      api_key_env: ORION_KEY_ALICE
+      rate_limit: {per_tenant_rps: 2000, burst: 2000}
+      serving_limits: {models: {split: {requests_per_second: 1, burst: 4}}}
     - {id: bob, weight: 1, api_key_env: ORION_KEY_BOB}
     - id: lima
       api_key_env: ORION_KEY_LIMA
@@ -58,11 +63,11 @@ WAIT_S = 240  # a bound on waiting on a loaded 2-core machine, not a timing asse
 
 
 class Live:
-    """The running Orion: its URL and admin key; ``client(who)`` talks with ``who``'s key (a key
-    that is not a tenant's is sent as it is)."""
+    """The running Orion: its URL and admin key, the environment and ports `orion up` ran with;
+    ``client(who)`` talks with ``who``'s key (a key that is not a tenant's is sent as it is)."""
 
-    def __init__(self, url: str, admin: str):
-        self.url, self.admin = url, admin
+    def __init__(self, url: str, admin: str, env: dict[str, str], ports: dict[str, int]):
+        self.url, self.admin, self.env, self.ports = url, admin, env, ports
 
     def client(self, who: str = "alice", **kw) -> httpx.Client:
         key = self.admin if who == "admin" else KEYS.get(who, who)
@@ -120,8 +125,8 @@ def live(tmp_path_factory) -> Iterator[Live]:
     # a loaded 2-core machine can take Ray's dashboard past its default 60 s to start; logical CPUs
     # enough for every test's replicas at once (the rolling release's surge included)
     slow = {"RAY_DASHBOARD_STARTUP_TIMEOUT_S": "240"}
-    with orion_up(home, CONFIG, KEYS, extra_env=slow, num_cpus=16) as (creds, _env, _ports):
-        lv = Live(creds["url"], creds["api_key"])
+    with orion_up(home, CONFIG, KEYS, extra_env=slow, num_cpus=16) as (creds, env, ports):
+        lv = Live(creds["url"], creds["api_key"], env, ports)
         with lv.client("admin") as c:
             for spec in MODELS:
                 deploy(c, **spec)

@@ -15,7 +15,7 @@ from .conftest import PRICES
 
 # the first test also waits for the package's `orion up` and its two deployments
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-BILLED = {"chat": 0}  # tokens of lima's answers from chat, across this module's tests
+BILLED = {"chat": 0, "pub": 0}  # tokens of lima's answers by model, across this module's tests
 
 
 def ask(c, model: str, max_tokens: int = 4, prompt: str = "hello there"):
@@ -24,8 +24,10 @@ def ask(c, model: str, max_tokens: int = 4, prompt: str = "hello there"):
 
 def test_a_burst_over_the_rate_is_429_with_retry_after_and_another_tenant_is_unaffected(live):
     with live.client("lima") as lima, live.client("limb") as limb:
-        codes = [ask(lima, "pub").status_code for _ in range(6)]  # 0.2/s in bursts of 3
+        answers = [ask(lima, "pub") for _ in range(6)]  # 0.2/s in bursts of 3
+        codes = [a.status_code for a in answers]
         assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+        BILLED["pub"] += sum(a.json()["usage"]["total_tokens"] for a in answers if a.status_code == 200)
         r = ask(lima, "pub")
         assert r.status_code == 429
         assert 1 <= int(r.headers["Retry-After"]) <= 5  # one request at 0.2/s
@@ -90,7 +92,9 @@ def test_the_cost_report_prices_the_tenants_replica_hours_and_tokens(live):
             time.sleep(1)
     assert body["price_version"] == PriceTable.from_config(PRICES).version
     (row,) = rows
-    assert row["tenant"] == "lima" and row["tokens"] == tokens
+    # lima's tokens from the shared ``pub`` are hers too, but ``pub`` stays deployed: they are
+    # written at the manager's next minute of records, which may or may not have come yet
+    assert row["tenant"] == "lima" and row["tokens"] in (tokens, tokens + BILLED["pub"]), (row, BILLED)
     assert row["cpu_hours"] > 0  # 0.5 vCPU per replica from deploy to undeploy
-    expected = row["cpu_hours"] * 36.0 + tokens * 10.0 / 1000
+    expected = row["cpu_hours"] * 36.0 + row["tokens"] * 10.0 / 1000
     assert abs(row["usage_cost"] - expected) <= 0.02, (row, expected)

@@ -1,17 +1,9 @@
-"""Live checks of issue 15's serving gaps closed on branch ``serving`` (docs/serving-hop.md,
-docs/serving-limits.md), for the lead to fold into the serving live package.
-
-Fixture needed: one `orion up` with the test engine (real Ray, Serve, token auth) — here a
-module-scoped one from ``tests/live_orion.py``'s ``orion_up``, so this file runs on its own:
-``python -m pytest tests/serving_extra_live.py``. Folded into a package that already has an
-`orion up`, its tenants need alice's ``serving_limits`` on model ``split`` (CONFIG below) and models
-``promo``, ``split``, ``where`` and ``gpuscale`` must be free.
-
-- a rolling release that completes moves the model's base URL to the promoted version;
-- a serving limit at a model's base URL holds for the model, not for each of its replicas;
-- the serving manager reads where each replica runs (pool and market of its node) from Serve;
-- a model with a GPU utilisation target runs on Orion's Serve autoscaling policy.
-"""
+"""The base URL and replicas' placement on the live Orion (docs/serving-hop.md,
+docs/serving-limits.md): a rolling release that completes moves the model's base URL to the
+promoted version; a serving limit at a model's base URL holds for the model, not for each of its
+replicas (alice: 1 request a second in bursts of 4 on ``split``); the serving manager reads where
+each replica runs (pool and market of its node) from Serve; a model with a GPU utilisation target
+runs on Orion's Serve autoscaling policy."""
 
 from __future__ import annotations
 
@@ -20,71 +12,15 @@ import math
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
-import httpx
 import pytest
 
-from tests.live_orion import orion_up
+from .conftest import deploy, healthy, model_events, status, until
 
 pytestmark = pytest.mark.e2e
 
-KEYS = {"alice": "alice-extra-key-0123456789abcdef"}
-# alice: a high request rate (the API's own limit stays out of the way) and, on model ``split``
-# only, 1 request a second with bursts of 4 — the serving limit under test
-CONFIG = """\
-orion:
-  tenants:
-    - id: alice
-      api_key_env: ORION_KEY_ALICE
-      rate_limit: {per_tenant_rps: 2000, burst: 2000}
-      serving_limits: {models: {split: {requests_per_second: 1, burst: 4}}}
-"""
-WAIT_S = 240  # a bound on waiting on a loaded 2-core machine, not a timing assertion
 VERSION = "x-orion-model-version"
-
-
-def until(what: str, probe: Callable[[], Optional[Any]], within_s: float = WAIT_S) -> Any:
-    end = time.monotonic() + within_s
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < end, f"waited {within_s}s for {what}"
-        time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    home = tmp_path_factory.mktemp("orion-serving-extra")
-    with orion_up(home, CONFIG, KEYS) as (creds, env, ports):
-        yield SimpleNamespace(url=creds["url"], admin=creds["api_key"], env=env, ports=ports)
-
-
-def client(live, who: str = "admin") -> httpx.Client:
-    key = live.admin if who == "admin" else KEYS[who]
-    return httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-
-
-def deploy(c: httpx.Client, **spec) -> None:
-    r = c.post("/internal/deployments/create", json={"engine": "test", "tenant_id": "alice", **spec})
-    assert r.status_code == 201, r.text
-
-
-def status(c: httpx.Client, dep_id: str) -> dict:
-    r = c.get(f"/internal/deployments/{dep_id}/status")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def healthy(c: httpx.Client, dep_id: str, n: int) -> dict:
-    return until(
-        f"{dep_id} healthy with {n} replica(s)",
-        lambda: (lambda s: s if s["status"] == "healthy" and s["running_replicas"] == n else None)(
-            status(c, dep_id)
-        ),
-    )
 
 
 def in_cluster(live, code: str) -> Any:
@@ -102,9 +38,9 @@ def in_cluster(live, code: str) -> Any:
 
 
 def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(live):
-    with client(live) as admin:
-        deploy(admin, model_id="promo", version="v1", replicas=1)
-        deploy(admin, model_id="promo", version="v2", replicas=1)
+    with live.client("admin") as admin:
+        deploy(admin, tenant_id="alice", model_id="promo", version="v1", replicas=1)
+        deploy(admin, tenant_id="alice", model_id="promo", version="v2", replicas=1)
         healthy(admin, "promo--v1", 1)
         healthy(admin, "promo--v2", 1)
         assert status(admin, "promo--v1")["base_url"] == "/models/promo/v1"
@@ -132,7 +68,7 @@ def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(
             e["kind"] for e in admin.get("/internal/events", params={"model_id": "promo"}).json()["items"]
         ]
         assert "base_url_moved" in kinds
-    with client(live, "alice") as c:  # the base URL is answered by v2's running replica
+    with live.client("alice") as c:  # the base URL is answered by v2's running replica
         answer = until(
             "the base URL on the promoted version",
             lambda: (lambda a: a if a.status_code == 200 else None)(
@@ -154,10 +90,10 @@ def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(
 def test_a_serving_limit_at_the_base_url_holds_for_the_model_not_per_replica(live):
     """alice: 1 request a second, bursts of 4, on ``split`` (two replicas). Held per replica, the
     two would admit 8 at once; held for the model, each replica holds 1/2 of it."""
-    with client(live) as admin:
-        deploy(admin, model_id="split", version="v1", replicas=2)
+    with live.client("admin") as admin:
+        deploy(admin, tenant_id="alice", model_id="split", version="v1", replicas=2)
         healthy(admin, "split--v1", 2)
-    with client(live, "alice") as c:
+    with live.client("alice") as c:
         until(
             "the base URL of split",
             lambda: c.get("/models/split/v1/models").status_code == 200,
@@ -180,8 +116,8 @@ def test_the_manager_reads_each_replicas_pool_and_market_from_serve(live):
     """``ServeDeployer.placements`` on real Serve: every running replica is counted under its
     node's pool and market (the local head has no ``orion.io/pool`` label: ``unknown``,
     on-demand); pricing by pool is covered by tests/unit/test_serving_limits_usage.py."""
-    with client(live) as admin:
-        deploy(admin, model_id="where", version="v1", replicas=2)
+    with live.client("admin") as admin:
+        deploy(admin, tenant_id="alice", model_id="where", version="v1", replicas=2)
         healthy(admin, "where--v1", 2)
     got = in_cluster(
         live,
@@ -194,17 +130,26 @@ def test_the_manager_reads_each_replicas_pool_and_market_from_serve(live):
 def test_a_model_with_a_gpu_utilisation_target_runs_on_orions_serve_policy(live):
     """``autoscaling.target_gpu_utilization``: Serve's controller loads Orion's policy and runs it
     (no GPU reports here, so it decides as Serve's own: an idle model goes 2 → 1)."""
-    with client(live) as admin:
+    with live.client("admin") as admin:
         auto = {
             "min_replicas": 1,
             "max_replicas": 2,
             "initial_replicas": 2,
-            "downscale_delay": "1s",
+            "downscale_delay": "5s",
             "target_gpu_utilization": 50,
         }
-        deploy(admin, model_id="gpuscale", version="v1", autoscaling=auto)
-        healthy(admin, "gpuscale--v1", 2)
-        healthy(admin, "gpuscale--v1", 1)  # the policy decided: idle, one replica
+        deploy(admin, tenant_id="alice", model_id="gpuscale", version="v1", autoscaling=auto)
+        # the policy decided: idle, 2 → 1 (seen as Serve's decision in the scaling events)
+        decided = until(
+            "the policy's decision",
+            lambda: [
+                (e["before"], e["after"])
+                for e in model_events(admin, "gpuscale")
+                if e["trigger"] == "serve_autoscaler" and e["outcome"] == "completed"
+            ],
+        )
+        assert decided == [(2, 1)], decided
+        healthy(admin, "gpuscale--v1", 1)
     policy = in_cluster(
         live,
         "from orion_ray.serving.replica_status import instance_details; "
