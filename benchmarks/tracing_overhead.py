@@ -86,13 +86,56 @@ def one_repeat(n: int, traced: bool, workdir: str) -> tuple[float, float]:
         tracing.shutdown()
 
 
+def per_span(n: int = 5000, rounds: int = 9) -> dict[str, float]:
+    """CPU microseconds a span, best of ``rounds`` rounds of ``n``: a request-like span
+    (``tracing.span``, the SDK's) and a workload-phase span (``tracing.record``), with the exporter
+    ``none`` (only making the span: what stays on the calling thread) and ``file`` (the batch
+    thread's encoding and write counted too: each round ends with a flush)."""
+    from orion_ray import tracing
+    from orion_ray.observability_config import TracingConfig
+
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    phase = dict(outcome="completed", worker_id="w1", note="ok", workload_id="w-1", tenant_id="alice")
+
+    def records() -> None:
+        for i in range(n):
+            tracing.record("orion.run", parent=tp, own=tracing.derive(tp, i), start=1.0, end=2.0, **phase)
+
+    def spans() -> None:
+        for _ in range(n):
+            with tracing.span("orion.submit", tenant_id="alice", workload_type="task") as s:
+                s.set_attribute("orion.workload_id", "w-1")
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="orion-trace-bench-") as workdir:
+        for exporter in ("none", "file"):
+            path = os.path.join(workdir, "spans.jsonl")
+            tracing.setup(TracingConfig(enabled=True, exporter=exporter, path=path), service="bench")
+            for name, f in (("span", spans), ("record", records)):
+                best = float("inf")
+                for _ in range(rounds):
+                    c0 = time.process_time()
+                    f()
+                    tracing.flush()
+                    best = min(best, time.process_time() - c0)
+                out[f"{name}_{exporter}_us"] = round(best / n * 1e6, 1)
+            tracing.shutdown()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.tracing_overhead", description=__doc__.split("\n")[0]
     )
     p.add_argument("--n", type=int, default=200, help="workloads per repeat")
     p.add_argument("--repeats", type=int, default=7, help="repeats per side (alternating)")
+    p.add_argument(
+        "--per-span", action="store_true", help="only the CPU a span costs, per helper and exporter"
+    )
     args = p.parse_args()
+    if args.per_span:
+        print(json.dumps({"benchmark": "tracing_per_span", **per_span()}))
+        return
     times: dict[str, list[float]] = {"off": [], "on": []}
     cpu: dict[str, list[float]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="orion-trace-bench-") as workdir:
