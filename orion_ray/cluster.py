@@ -542,6 +542,18 @@ def down(say=print) -> bool:
     return True
 
 
+def _exit_gracefully(actor: Any, wait_s: float = 3.0) -> None:
+    """Ask ``actor`` to leave through its exit handlers (``atexit``: the tracing provider's
+    shutdown writes the spans it still buffers), waiting at most ``wait_s``; ``ray.kill``, which
+    runs no handler, follows either way."""
+    import ray
+
+    try:
+        ray.wait([actor.__ray_terminate__.remote()], timeout=wait_s)
+    except Exception:  # gone already, or Ray refused: the kill that follows settles it
+        pass
+
+
 def _stop_orion_on(address: str) -> None:
     import ray
     from ray import serve
@@ -569,8 +581,14 @@ def _stop_orion_on(address: str) -> None:
             pass
         for name in (AUTOSCALER_NAME, SCHEDULER_NAME, EXECUTOR_NAME, SERVING_NAME, BACKUP_NAME):
             try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                actor = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:
+                continue
+            if name == SCHEDULER_NAME:  # it makes spans: let its exit handlers write the last ones
+                _exit_gracefully(actor)
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # it has already left
                 pass
         try:  # Orion's capacity floor goes with it: the Ray autoscaler may shrink the cluster
             from ray.autoscaler.sdk import request_resources

@@ -309,6 +309,13 @@ def build_api_app(
                     service="orion-api",
                 )
 
+        def __del__(self) -> None:
+            """Serve calls this when it stops the replica (``serve.delete``, a scale-down, ``orion
+            down``) before it kills the process: the spans still buffered are written first."""
+            from .. import tracing
+
+            tracing.flush()
+
         async def verify_key(self, key_hash: str) -> dict:
             """A model replica's first hop verifying a key by its hash (the key never travels)."""
             p = await app.state.key_principal(key_hash)

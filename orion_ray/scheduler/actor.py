@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import ray
 
+from .. import tracing
 from ..config import OrionConfig
 from ..control import CONTROL_PARAM, check
 from ..cost.telemetry import sampler_for
@@ -87,13 +88,20 @@ class SchedulerActor:
         """Stop the loop and the drivers (no start first: stopping must not recover)."""
         check(getattr(self, "_control_token", None), control_token, "shutdown")
         await self.scheduler.stop()
+        tracing.flush()  # the spans of the last moments, before Ray may kill the process
 
 
 def _exit_for_restart() -> None:
     """The lease was lost: leave the process (after the log line is out), so Ray restarts the
     actor and its fresh incarnation waits for the lease before recovering from the store."""
     logging.getLogger("orion.scheduler").error("exiting: Ray restarts this actor, which waits for the lease")
-    asyncio.get_running_loop().call_later(0.5, os._exit, 1)
+    asyncio.get_running_loop().call_later(0.5, _flush_and_exit)
+
+
+def _flush_and_exit() -> None:
+    """``os._exit`` skips the exit handlers: write the buffered spans first."""
+    tracing.flush(timeout_s=2.0)
+    os._exit(1)
 
 
 def _forwarder(name: str, waits_for_start: bool) -> Callable[..., Any]:
