@@ -24,12 +24,17 @@ if TYPE_CHECKING:
     from .manager import DeploymentManager
 
 
+RETIRED_IDLE_S = 30.0  # a version at zero that a stray request woke goes back to zero this soon
+
+
 def sized(spec: DeploymentSpec, n: int) -> DeploymentSpec:
     """``spec`` with ``n`` fixed replicas; zero is an autoscaling range 0..1 starting at 0 (a
-    valid spec, and one Serve holds no replica for while no traffic comes)."""
+    valid spec, and one Serve holds no replica for while no traffic comes), idle for
+    ``RETIRED_IDLE_S`` at most: with Serve's default delay (600 s) a replaced version kept its
+    last replica ten minutes after the release."""
     if n >= 1:
         return spec.model_copy(update={"replicas": n, "autoscaling": None})
-    zero = Autoscaling(min_replicas=0, max_replicas=1, initial_replicas=0)
+    zero = Autoscaling(min_replicas=0, max_replicas=1, initial_replicas=0, downscale_delay=RETIRED_IDLE_S)
     return spec.model_copy(update={"replicas": None, "autoscaling": zero})
 
 

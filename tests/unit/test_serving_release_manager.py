@@ -381,3 +381,17 @@ def test_a_failed_redeploy_of_the_replaced_version_keeps_the_base_url_where_serv
             break
     assert failed == 1 and m.release_view("chat")["phase"] == "promoted"
     assert serve.routes["chat"] == "orion-llm-chat--v2" and m.view("chat--v2")["base_url"]
+
+
+def test_a_version_sized_to_zero_gives_its_last_replica_back_soon():
+    """A replaced version is 0..1 replicas with a short idle delay, not Serve's default 600 s."""
+    from orion_ray.serving.rolling import RETIRED_IDLE_S, sized
+    from orion_ray.serving_specs import DeploymentSpec
+
+    spec = DeploymentSpec(model_id="m", version="v1", engine="test", replicas=2)
+    zero = sized(spec, 0)
+    assert zero.replicas is None and zero.autoscaling is not None
+    a = zero.autoscaling
+    assert (a.min_replicas, a.max_replicas, a.initial_replicas) == (0, 1, 0)
+    assert a.downscale_delay == RETIRED_IDLE_S < 600
+    assert sized(spec, 3).replicas == 3 and sized(spec, 3).autoscaling is None
