@@ -60,6 +60,7 @@ class EC2LoopbackNodeProvider(OrionEC2NodeProvider):
             TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
         }
         self._local = threading.Lock()
+        self._starting = threading.Lock()
         self._fake: Dict[str, Tuple[str, Any]] = {}  # instance id → (Ray node id, Ray's Node)
 
     # -- the head, which is not in EC2 ------------------------------------------------------------
@@ -95,20 +96,10 @@ class EC2LoopbackNodeProvider(OrionEC2NodeProvider):
     ) -> Optional[Dict[str, Any]]:
         created = self.create_node(node_config, tags, count) or {}  # EC2: all or none, tagged
         try:
-            for instance_id in created:
-                ray_id = os.urandom(28).hex()
-                node = start_loopback_node(
-                    gcs_address=self._gcs_address,
-                    node_ip=self._node_ip,
-                    node_id=ray_id,
-                    instance_id=instance_id,
-                    node_type=tags[TAG_RAY_USER_NODE_TYPE],
-                    resources=resources,
-                    labels=labels,
-                )
-                with self._local:
-                    self._fake[instance_id] = (ray_id, node)
-                record_pids(self._pid_dir, ray_id, node)
+            # one stand-in starting at a time, as Ray's fake provider does (under its lock): two
+            # starting together on a loaded 2-core machine overran Ray's start-up bound
+            with self._starting:
+                self._start_stand_ins(created, tags, resources, labels)
         except Exception:
             # a stand-in that did not start (Ray's start-up bound overrun on a loaded machine) is an
             # instance that never boots: give the whole launch back, so Ray's autoscaler launches
@@ -118,6 +109,28 @@ class EC2LoopbackNodeProvider(OrionEC2NodeProvider):
                 _kill_stand_in(instance_id)
             raise
         return created
+
+    def _start_stand_ins(
+        self,
+        created: Dict[str, Any],
+        tags: Dict[str, str],
+        resources: Dict[str, float],
+        labels: Dict[str, str],
+    ) -> None:
+        for instance_id in created:
+            ray_id = os.urandom(28).hex()
+            node = start_loopback_node(
+                gcs_address=self._gcs_address,
+                node_ip=self._node_ip,
+                node_id=ray_id,
+                instance_id=instance_id,
+                node_type=tags[TAG_RAY_USER_NODE_TYPE],
+                resources=resources,
+                labels=labels,
+            )
+            with self._local:
+                self._fake[instance_id] = (ray_id, node)
+            record_pids(self._pid_dir, ray_id, node)
 
     def terminate_nodes(self, node_ids: List[str]) -> Optional[Dict[str, Any]]:
         ids = [n for n in node_ids if n != self._head_id]
