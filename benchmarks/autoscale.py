@@ -31,7 +31,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -112,15 +112,21 @@ def _gpu_nodes(cluster: FakeAutoscalingCluster) -> list:
 
 
 @contextlib.contextmanager
-def orion_on(cluster: FakeAutoscalingCluster):
+def orion_on(
+    cluster: FakeAutoscalingCluster,
+    *,
+    up_args: Sequence[str] = (),
+    extra_env: Optional[dict[str, str]] = None,
+):
     """``orion up --address`` on the fake cluster with a fresh ORION_HOME; always ``orion down``.
-    Yields ``(client, env)``."""
+    ``up_args`` are added to ``orion up`` (e.g. ``--control-plane URL --region NAME``) and
+    ``extra_env`` to its environment (e.g. ``ORION_REGION_KEY``). Yields ``(client, env)``."""
     from orion_ray.client import OrionClient
 
     home = tempfile.mkdtemp(prefix="orion-autoscale-")
     port = _free_port()
     Path(home, "orion.yaml").write_text(ORION_YAML.format(port=port, home=home))
-    env = dict(cluster.env, ORION_HOME=home, RAY_AUTH_MODE="disabled")
+    env = dict(cluster.env, ORION_HOME=home, RAY_AUTH_MODE="disabled", **(extra_env or {}))
     env.pop("ORION_URL", None)
     env.pop("ORION_API_KEY", None)
     orion = str(Path(sys.executable).parent / "orion")
@@ -135,6 +141,7 @@ def orion_on(cluster: FakeAutoscalingCluster):
                 str(Path(home, "orion.yaml")),
                 "--port",
                 str(port),
+                *up_args,
             ],
             env=env,
             capture_output=True,

@@ -97,8 +97,12 @@ Gotchas
 * ``RAY_FAKE_CLUSTER=1`` must be in the head's environment (the provider refuses otherwise); it, the
   ``RAY_enable_autoscaler_v2`` / ``RAY_CLOUD_INSTANCE_ID`` / ``RAY_OVERRIDE_NODE_ID_FOR_TESTING`` head
   settings are NOT in ``.env`` (a driver must not inherit the head's node id override).
-* The provider module is imported inside the monitor process: ``start()`` copies it to
-  ``<tmp>/provider`` and puts that directory on the head's PYTHONPATH.
+* The provider module is imported inside the monitor process: ``start()`` copies the provider files
+  (``PROVIDER_FILES``) to ``<tmp>/provider`` and puts that directory on the head's PYTHONPATH.
+* ``provider_module=EC2_PROVIDER_MODULE``: Orion's ``OrionEC2NodeProvider`` against a moto server
+  (``provider_config``: ``endpoint_url``, ``region``, moto's dummy keys; node types' ``node_config``
+  are Orion pools); each instance launched in moto gets a loopback node with
+  ``RAY_CLOUD_INSTANCE_ID`` = its instance id (``tests/fake_ec2_autoscaling_provider.py``).
 * A node registers in the GCS ~0.3-1 s before the provider has written its pid record (Ray's ``Node()``
   returns after registration): ``kill_node`` waits for the record; ``worker_pids()`` may lag.
 * Killing, draining and idle removal are all seen by the autoscaler as a Ray node gone: it terminates the
@@ -132,6 +136,9 @@ GCS_PORT = 6379
 # Ray's FakeMultiNodeProvider.FAKE_HEAD_NODE_ID (kept literal so importing this module needs no ray).
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
 PROVIDER_MODULE = "fake_autoscaling_provider.LoopbackFakeMultiNodeProvider"
+# Orion's EC2 node provider against a moto server, with a loopback node standing in for each instance
+EC2_PROVIDER_MODULE = "fake_ec2_autoscaling_provider.EC2LoopbackNodeProvider"
+PROVIDER_FILES = ("fake_autoscaling_provider.py", "fake_ec2_autoscaling_provider.py")
 # GCS health-check settings that make a SIGKILLed node show dead in ~3-4 s instead of ~15-17 s.
 FAST_NODE_DEATH = {
     "health_check_initial_delay_ms": 1000,
@@ -225,7 +232,9 @@ def _descendants(roots: List[int], procs: Dict[int, Dict[str, Any]]) -> set:
 
 class FakeAutoscalingCluster:
     """See the module docstring. ``node_types``: autoscaler ``available_node_types`` for workers
-    (``resources``, optional ``labels``, ``min_workers``, ``max_workers``; ``node_config`` is added)."""
+    (``resources``, optional ``labels``, ``min_workers``, ``max_workers``; ``node_config`` is added).
+    ``provider_module`` / ``provider_config``: another node provider (e.g. ``EC2_PROVIDER_MODULE``,
+    whose node types' ``node_config`` are Orion pools) and what it needs in the provider section."""
 
     def __init__(
         self,
@@ -238,6 +247,8 @@ class FakeAutoscalingCluster:
         extra_env: Optional[Dict[str, str]] = None,
         keep_tmp: Optional[bool] = None,
         system_config: Optional[Dict[str, Any]] = None,
+        provider_module: str = PROVIDER_MODULE,
+        provider_config: Optional[Dict[str, Any]] = None,
     ):
         self.node_types = {k: dict(v) for k, v in node_types.items()}
         self.idle_timeout_minutes = idle_timeout_minutes
@@ -248,6 +259,8 @@ class FakeAutoscalingCluster:
         self.extra_env = dict(extra_env or {})
         # Ray `_system_config` for the head (GCS); e.g. FAST_NODE_DEATH to see a killed node dead sooner
         self.system_config = dict(system_config or {})
+        self.provider_module = provider_module
+        self.provider_config = dict(provider_config or {})
         # keep the temp dir (Ray logs under <tmp>/ray/session_latest/logs) after shutdown
         self.keep_tmp = (os.environ.get("FAKE_CLUSTER_KEEP_TMP") == "1") if keep_tmp is None else keep_tmp
         self.address = f"127.0.0.1:{GCS_PORT}"
@@ -284,7 +297,7 @@ class FakeAutoscalingCluster:
             "idle_timeout_minutes": self.idle_timeout_minutes,
             "provider": {
                 "type": "external",
-                "module": PROVIDER_MODULE,
+                "module": self.provider_module,
                 "use_node_id_as_ip": True,
                 "disable_node_updaters": True,
                 "disable_launch_config_check": True,
@@ -293,6 +306,7 @@ class FakeAutoscalingCluster:
                 "gcs_address": self.gcs_address,
                 "node_ip_address": "127.0.0.1",
                 "pid_dir": str(self.tmp / "pids") if self.tmp else None,
+                **self.provider_config,
             },
             "auth": {"ssh_user": "ubuntu"},
             "docker": {},
@@ -360,7 +374,8 @@ class FakeAutoscalingCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="ofc-", dir="/tmp"))
         (self.tmp / "pids").mkdir()
         (self.tmp / "provider").mkdir()
-        shutil.copy(HERE / "fake_autoscaling_provider.py", self.tmp / "provider")
+        for name in PROVIDER_FILES:
+            shutil.copy(HERE / name, self.tmp / "provider")
         cfg_path = self.tmp / "autoscaling.json"
         cfg_path.write_text(json.dumps(self.autoscaling_config(), indent=1))
         self.dashboard_port = free_port()
@@ -647,6 +662,7 @@ __all__ = [
     "free_port",
     "port_open",
     "FAKE_HEAD_NODE_ID",
+    "EC2_PROVIDER_MODULE",
     "FAST_NODE_DEATH",
     "GCS_PORT",
 ]

@@ -31,6 +31,7 @@ import httpx
 from ..names import REGION_GATE_SETTING as GATE
 from ..policy import config_snapshot as cfg
 from ..policy.direct_usage import demand_of
+from ..policy.fit import ACCELERATOR_LABEL
 from ..policy.status_outbox import Outbox
 from ..store.files import write_private
 from ..store.sqlite import SQLiteStore
@@ -304,6 +305,7 @@ class RegionAgent:
                 types.add(gtype)
                 free_gpus[gtype] = free_gpus.get(gtype, 0.0) + float(free.get("GPU", 0.0))
             cpus += float(free.get("CPU", 0.0))
+        types |= self.pool_gpu_types()
         queue = self._region("GET", "/api/v1/queue").json()
         return {
             "free_gpus": free_gpus,
@@ -381,6 +383,21 @@ class RegionAgent:
         return self.http(
             method, self.cp + path, json=body, headers={"Authorization": f"Bearer {self.region_key}"}
         )
+
+    def pool_gpu_types(self) -> set[str]:
+        """GPU types the region's worker pools can launch (``max_size`` > 0), from its autoscaler's
+        last report: a region whose GPU pool is at zero nodes still offers that type, so the
+        control plane may send it a run that its autoscaler then launches capacity for. A region
+        without the report (no autoscaler, an older region) offers only the nodes it has."""
+        r = self._region("GET", "/admin/v1/infrastructure/health", check=False)
+        if r.status_code != 200:
+            return set()
+        types: set[str] = set()
+        for pool in ((r.json().get("autoscaler") or {}).get("pools")) or []:
+            spec = pool.get("spec") or {}
+            if (spec.get("node_resources") or {}).get("GPU") and int(spec.get("max_size") or 0) > 0:
+                types.add(str((spec.get("labels") or {}).get(ACCELERATOR_LABEL) or "gpu"))
+        return types
 
     def _region(
         self, method: str, path: str, body: Optional[dict[str, Any]] = None, check: bool = True

@@ -127,6 +127,7 @@ def _region_json(plane: ControlPlane, name: str) -> dict[str, Any]:
         "last_heartbeat": r.last_heartbeat,
         "labels": dict(hb.labels),
         "free_gpus": dict(hb.free_gpus),
+        "gpu_types": sorted(hb.gpu_types),  # offered: its nodes' and its launchable pools' types
         "free_cpus": hb.free_cpus,
         "queue_depth": hb.queue_depth,
         "launch_failures": hb.launch_failures,

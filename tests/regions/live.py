@@ -48,14 +48,19 @@ class Region:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin}"}, timeout=30)
 
 
-def start_region(name: str, home: Path, cp_url: str, cp_home: Path, labels: dict[str, str]) -> Region:
-    """`orion up` for region ``name`` joined to the control plane (a fresh region key)."""
-    key = subprocess.run(
+def region_key(cp_home: Path, name: str) -> str:
+    """A fresh key for region ``name`` (`orion control-plane region-key`)."""
+    return subprocess.run(
         [str(BIN / "orion"), "control-plane", "region-key", "--home", str(cp_home), name],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
+
+
+def start_region(name: str, home: Path, cp_url: str, cp_home: Path, labels: dict[str, str]) -> Region:
+    """`orion up` for region ``name`` joined to the control plane (a fresh region key)."""
+    key = region_key(cp_home, name)
     env = dict(os.environ, ORION_HOME=str(home), PATH=f"{BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     for var in ("ORION_URL", "ORION_API_KEY"):
         env.pop(var, None)

@@ -57,11 +57,12 @@ def dispatch(c, run_id, **kw):
 # == regions and keys ==============================================================================
 def test_regions_list_shows_state_capacity_and_config_drift(env):
     c = env["c"]
-    beat(c, "us-east-1", EAST, queue_depth=3, applied_config_version=0)
+    beat(c, "us-east-1", EAST, queue_depth=3, applied_config_version=0, gpu_types=["H100", "A100"])
     v = c.put("/api/v1/config", json={"sections": {"tenants": {"acme": {}}}}, headers=ADMIN).json()["version"]
     items = {r["name"]: r for r in c.get("/api/v1/regions", headers=ADMIN).json()["items"]}
     east = items["us-east-1"]
     assert east["state"] == "active" and east["free_gpus"] == {"A100": 8} and east["queue_depth"] == 3
+    assert east["gpu_types"] == ["A100", "H100"]  # offered, free or not (a pool that can launch)
     assert east["wanted_config_version"] == v == 1 and east["drift"]
     beat(c, "us-east-1", EAST, applied_config_version=1)
     assert c.get("/api/v1/regions/us-east-1", headers=ADMIN).json()["drift"] is False

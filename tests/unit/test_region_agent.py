@@ -273,3 +273,38 @@ def test_a_slow_region_api_still_heartbeats_with_the_last_capacity(env):
     a.heartbeat()
     first, second = env["http"].sent("/api/v1/regions/east/heartbeat")
     assert second["free_gpus"] == first["free_gpus"] == {"H100": 1.0} and second["queue_depth"] == 3
+
+
+def test_a_gpu_pool_at_zero_nodes_still_offers_its_type(env):
+    # an autoscaled region whose A100 pool has no node now: the control plane may still send it an
+    # A100 run (its autoscaler launches for it); a pool that may not grow offers nothing
+    def pools(b: Any) -> tuple[int, Any]:
+        spec = {
+            "node_resources": {"CPU": 2, "GPU": 4},
+            "max_size": 4,
+            "labels": {"ray.io/accelerator-type": "A100"},
+        }
+        return 200, {
+            "autoscaler": {
+                "pools": [
+                    {"pool": "a100", "spec": spec},
+                    {
+                        "pool": "l4",
+                        "spec": {**spec, "max_size": 0, "labels": {"ray.io/accelerator-type": "L4"}},
+                    },
+                    {"pool": "cpu", "spec": {"node_resources": {"CPU": 8}, "max_size": 9, "labels": {}}},
+                ]
+            }
+        }
+
+    env["http"].routes[("GET", "/admin/v1/infrastructure/health")] = pools
+    env["agent"]().heartbeat()
+    (hb,) = env["http"].sent("/api/v1/regions/east/heartbeat")
+    assert hb["gpu_types"] == ["A100", "H100"] and hb["free_gpus"] == {"H100": 1.0}
+
+
+def test_a_region_without_the_autoscaler_report_offers_only_its_nodes(env):
+    env["http"].routes[("GET", "/admin/v1/infrastructure/health")] = lambda b: (503, {})
+    env["agent"]().heartbeat()
+    (hb,) = env["http"].sent("/api/v1/regions/east/heartbeat")
+    assert hb["gpu_types"] == ["H100"] and hb["free_gpus"] == {"H100": 1.0}
