@@ -45,6 +45,8 @@ def ray_cluster():
             "include_dashboard": True,
             "dashboard_port": _free_port(),
             "dashboard_host": "127.0.0.1",
+            # Ray's metrics reach its endpoint every 2 s instead of 10 (test_metrics_ray waits on them)
+            "_system_config": {"metrics_report_interval_ms": 2000},
             **_node_ports(),
         },
     )
