@@ -245,6 +245,9 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.3)
+    # a worker the raylet started during the grace (a proxy the Serve controller brought back)
+    # is not in the first snapshot: its parent still runs, so it is found below it now
+    tree |= {d for p in list(tree) if _alive(p) for d in _descendants(p)}
     for p in tree:
         if _alive(p):
             try:
@@ -254,6 +257,37 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
     deadline = time.time() + 10  # return only once they are gone
     while time.time() < deadline and any(_alive(p) for p in tree):
         time.sleep(0.1)
+
+
+def _free_api_port(port: Optional[int], wait_s: float = 10.0) -> None:
+    """After the head's processes are stopped, Orion's API port must be free: a process of the
+    stopped head still listening there (a Serve proxy started while the head went down, or one
+    whose parent died first and so was never below the head's pid) is stopped by its pid."""
+    if not port:
+        return
+    from .pids import listening
+
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        holders = {p for p in listening(port) if _is_ray_process(p)}  # never another program
+        if not holders:
+            return
+        for p in holders:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def _is_ray_process(pid: int) -> bool:
+    """A Ray process: an actor's ``ray::<name>`` title, or Ray's own binaries and scripts (under
+    a ``/ray/`` directory)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"ray::" in cmd or b"/ray/" in cmd
 
 
 def up(
@@ -322,8 +356,9 @@ def up(
         state["store_path"] = config.orion.store.path  # `orion down` ends the scheduler's lease there
         state["store_backend"] = config.orion.store.backend  # postgres: the DSN file's path, never the DSN
         state["store_dsn_file"] = config.orion.store.dsn_file
-        _write_state(state)
         api = config.orion.api
+        state["api_port"] = api.port  # `orion down` of a head it started checks the port is free
+        _write_state(state)
         url = f"http://{api.host}:{api.port}"
         creds = read_credentials()
         api_key = creds.get("api_key") or new_key()
@@ -527,6 +562,7 @@ def down(say=print) -> bool:
     if state.get("started"):
         if _alive(state.get("pid")):
             _kill_group(state["pid"])
+        _free_api_port(state.get("api_port"))
         if gcs_ha.stop_local_redis(state):
             say("stopped the local Redis of the GCS")
         say("stopped Orion and its local Ray head")

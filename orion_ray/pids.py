@@ -24,6 +24,37 @@ def alive(pid: Optional[int]) -> bool:
         return True
 
 
+def listening(port: int) -> set[int]:
+    """The pids of processes with a listening TCP socket on ``port`` (any address, v4 or v6),
+    from ``/proc``: the socket's inode in ``/proc/net/tcp*``, then whose ``fd`` points at it."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            # local address "ADDR:PORT" in hex; state 0A is LISTEN
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    if not inodes:
+        return set()
+    wanted = {f"socket:[{i}]" for i in inodes}
+    out: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    out.add(int(proc.name))
+                    break
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return out
+
+
 def stop(pid: int, grace_s: float = 5.0) -> None:
     """SIGTERM ``pid``, reap it if it is our child, SIGKILL it after ``grace_s``."""
     try:
