@@ -18,25 +18,15 @@ from ..policy.resilience import DeploymentHealth, gpu_totals, stuck
 from ..serving_specs import DeploymentSpec, ReleaseSpec, ScaleRequest
 from . import rolling
 from .manager_doubles import LocalManagerClient, MemoryDeployer, MemoryKv  # noqa: F401 (re-exported)
+from .manager_front import APP_PREFIX, FrontHooks, app_name, model_route  # noqa: F401 (re-exported)
 from .manager_usage import UsageHooks
 from .replica_status import replica_view
 from .scaling_events import MANUAL, ScalingLog
 from .usage_meter import UsageMeter
 
-APP_PREFIX = "orion-llm-"
 MAX_EVENTS = 2000
 MAX_SAMPLES = 20_000
 DETAILS_EVERY_S = 2.0  # how often Serve's targets are read for autoscaling decisions
-
-
-def app_name(dep_id: str) -> str:
-    """The Serve application of a deployment."""
-    return APP_PREFIX + dep_id
-
-
-def model_route(model_id: str) -> str:
-    """The route prefix of a model's own OpenAI base URL (``<prefix>/v1`` is the base URL)."""
-    return f"/models/{model_id}"
 
 
 class Deployer(Protocol):
@@ -80,7 +70,7 @@ def _replicas(spec: DeploymentSpec) -> int:
     return spec.replicas if spec.replicas is not None else 1
 
 
-class DeploymentManager(UsageHooks):
+class DeploymentManager(FrontHooks, UsageHooks):
     """Desired state of every model deployment and release; ``tick`` reconciles and advances."""
 
     def __init__(
@@ -338,39 +328,6 @@ class DeploymentManager(UsageHooks):
         self._save()
         return {"id": dep_id, "status": "deleted"}
 
-    def _move_front(self, model_id: str) -> None:
-        """The base URL's version was undeployed: the oldest remaining version takes the route
-        (redeployed with it; Serve frees a deleting application's prefix at once)."""
-        rest = sorted(
-            (r for r in self.deployments.values() if r["spec"].model_id == model_id), key=lambda r: r["since"]
-        )
-        if rest:
-            rest[0]["front"] = True
-            try:
-                self._deploy(rest[0]["spec"], rest[0]["nonce"], True)
-            except Exception as exc:  # the undeploy stands; the base URL waits for a redeploy
-                self._event(model_id, "base_url_failed", f"{rest[0]['spec'].id}: {exc}"[:300])
-                return
-            self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {rest[0]['spec'].id}")
-
-    def take_front(self, new: dict, old: dict) -> None:
-        """Version ``new`` takes the model's base URL from ``old`` (a rolling release promoted
-        it). The caller has just redeployed ``old`` without the route (``old["front"]`` False),
-        which frees it in Serve's controller at once (one application per route prefix); ``new``
-        is redeployed with it, its replicas kept (the route is not part of Serve's code version).
-        If Serve refuses, the route goes back to ``old``, which forwards to ``new``: correct, one
-        hop longer."""
-        model_id = new["spec"].model_id
-        new["front"] = True
-        try:
-            self._deploy(new["spec"], new["nonce"], True)
-        except Exception as exc:
-            new["front"], old["front"] = False, True
-            self._deploy(old["spec"], old["nonce"], True)
-            self._event(model_id, "base_url_failed", f"{new['spec'].id}: {exc}"[:300])
-            return
-        self._event(model_id, "base_url_moved", f"{model_route(model_id)}/v1 → {new['spec'].id}")
-
     def restart(self, dep_id: str, why: str = "by request") -> dict:
         """Replace every replica (a new nonce makes Serve roll them)."""
         rec = self._get(dep_id)
@@ -601,36 +558,7 @@ class DeploymentManager(UsageHooks):
             rec["message"], rec["running"] = s.get("message", ""), s.get("running", 0)
             rec["alive"] = s.get("alive", rec["running"])
 
-    # -- what routers and the scheduler read ---------------------------------------------------
-    def routing_table(self) -> dict[str, dict]:
-        """Per model: owner, versions → Serve app, live weights, the release spec, each
-        version's effective caching block and its running replicas."""
-        table: dict[str, dict] = {}
-        for rec in sorted(self.deployments.values(), key=lambda r: r["since"]):
-            spec: DeploymentSpec = rec["spec"]
-            m = table.setdefault(
-                spec.model_id,
-                {
-                    "tenant_id": spec.tenant_id,
-                    "versions": {},
-                    "weights": {spec.version: 100.0},
-                    "release": None,
-                    "caching": {},
-                    "replicas": {},
-                },
-            )
-            m["versions"][spec.version] = app_name(spec.id)
-            # running replicas: a base URL's replicas split the tenants' limits by it
-            m["replicas"][spec.version] = rec["running"]
-            # each version's response cache: its own block, else the cluster's (or the router's)
-            caching = spec.caching.model_dump(mode="json") if spec.caching else self.default_caching
-            m["caching"][spec.version] = caching
-        for model_id, rel in self.releases.items():
-            if model_id in table:
-                table[model_id]["weights"] = dict(rel["state"].weights)
-                table[model_id]["release"] = rel["spec"].model_dump(mode="json")
-        return table
-
+    # -- what routers and the scheduler read (the routing table: FrontHooks) -----------------
     def gpu_usage(self) -> dict:
         """GPUs that serving replicas hold, per deployment and per tenant (shared models count
         under ``"shared"``). Running replicas count; a deployment not yet running counts what it

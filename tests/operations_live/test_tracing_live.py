@@ -27,7 +27,7 @@ def wait_status(c, wid: str, within_s: float = 120) -> dict:
 
 def test_a_job_is_one_trace_from_the_api_request_to_its_end_across_processes(traced):
     job = {"workload_type": "job", "entrypoint": "echo tp=$TRACEPARENT", "resources": {"cpu": 0.5}}
-    with traced.client("alice") as c:
+    with traced.client("tracy") as c:
         r = c.post("/api/v1/workloads", json=job, headers={"traceparent": CLIENT_TP})
         assert r.status_code == 202, r.text
         wid = r.json()["workload_id"]
@@ -47,7 +47,7 @@ def test_a_job_is_one_trace_from_the_api_request_to_its_end_across_processes(tra
     placement, run = named["orion.placement"], named["orion.run"]
     assert server["parent_span_id"] == CLIENT_TP.split("-")[2] and server["kind"] == "SERVER"
     assert server["attributes"]["http.route"] == "/api/v1/workloads"
-    assert server["attributes"]["orion.tenant_id"] == "alice"
+    assert server["attributes"]["orion.tenant_id"] == "tracy"
     assert server["attributes"]["http.response.status_code"] == 202
     # two processes: the API replica wrote the first two, the scheduler actor the rest
     assert {server["service"], submit["service"]} == {"orion-api"}
@@ -83,9 +83,9 @@ def test_a_pipeline_run_s_spans_nest_run_node_workload(traced, tmp_path):
         },
     }
     with traced.client("admin") as c:
-        r = c.post("/api/orch/submit?tenant_id=alice", json=body)
+        r = c.post("/api/orch/submit?tenant_id=tracy", json=body)
         assert r.status_code == 202, r.text
-    with traced.client("alice") as c:
+    with traced.client("tracy") as c:
         end = time.monotonic() + 180
         while True:
             status = c.get("/api/orch/status/traced-run").json()
