@@ -67,6 +67,32 @@ SUBMIT_RATE: list[float] = []  # per Orion burst: submissions acked per second (
 DRAIN_RATE: list[float] = []
 
 
+def orion_pids() -> list[int]:
+    """Pids of Orion's own processes on the cluster: its named actors (scheduler, executor,
+    serving manager, autoscaler) and the API's Serve replicas — where Orion's per-workload CPU goes
+    (Ray's own processes and the tasks themselves are the same with tracing on or off)."""
+    from ray.util.state import list_actors
+
+    pids = set()
+    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False):
+        name, cls = a.name or "", a.class_name or ""
+        if a.pid and (name.startswith("orion-") or "OrionAPI" in cls):
+            pids.add(int(a.pid))
+    return sorted(pids)
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def orion_burst(client, n: int) -> tuple[float, list[float]]:
     t_first = time.time()
     acks = []
@@ -200,8 +226,8 @@ def main() -> None:
         "--pairs",
         type=int,
         default=1,
-        help="with --tracing both: off/on pairs, each its own `orion up`, alternating (so a drifting "
-        "machine weighs on both sides); the overhead is the median over pairs",
+        help="with --tracing both: off/on pairs, each its own `orion up`, in ABBA order (off-on, "
+        "on-off, …: a drifting machine weighs on both sides); the overhead is the median over pairs",
     )
     add_cluster_args(p)
     args = p.parse_args()
@@ -220,8 +246,9 @@ def main() -> None:
         elif not a.startswith(("--tracing=", "--pairs=")):
             argv.append(a)
     runs: dict[str, list[dict]] = {"off": [], "on": []}
-    for _pair in range(max(1, args.pairs)):
-        for mode in ("off", "on"):
+    for pair in range(max(1, args.pairs)):
+        # ABBA: every other pair starts with tracing on, so a drift over the run weighs on both
+        for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.e2e", *argv, "--tracing", mode],
                 stdout=subprocess.PIPE,
@@ -246,6 +273,14 @@ def main() -> None:
                     / (off["orion_per_s"] / off["ray_plain_per_s"])
                     for off, on in pairs
                 ]
+            ),
+            4,
+        ),
+        # Orion's processes' CPU per workload in the bursts: what tracing costs Orion itself,
+        # which a drifting machine disturbs far less than the wall clock
+        "cpu_per_workload_overhead": round(
+            median(
+                [on["orion_cpu_ms_per_workload"] / off["orion_cpu_ms_per_workload"] - 1 for off, on in pairs]
             ),
             4,
         ),
@@ -285,7 +320,15 @@ def run(args: argparse.Namespace) -> dict:
                             res["ray"] = (NAN, [NAN])
                             continue
                         err(f"repeat {r + 1}/{args.repeats}: {who} burst of {args.n} ...")
-                        res[who] = orion_burst(client, args.n) if who == "orion" else ray_burst(args.n)
+                        if who == "orion":
+                            pids = orion_pids()
+                            cpu0 = cpu_s(pids)
+                            res[who] = orion_burst(client, args.n)
+                            # Orion's CPU per workload: a noisy machine stretches the wall clock,
+                            # far less the CPU a workload costs Orion's processes
+                            res["orion_cpu_ms"] = (cpu_s(pids) - cpu0) / args.n * 1000
+                        else:
+                            res[who] = ray_burst(args.n)
                     err(f"repeat {r + 1}/{args.repeats}: plain Ray tasks (no group) x{args.n} ...")
                     res["ray_plain_per_s"] = ray_plain_burst(args.n)
                     for who in order:
@@ -305,6 +348,7 @@ def run(args: argparse.Namespace) -> dict:
                         "orion_drain_per_s": DRAIN_RATE[-1],
                         "ray_per_s": res["ray"][0],
                         "ray_plain_per_s": res["ray_plain_per_s"],
+                        "orion_cpu_ms_per_workload": res["orion_cpu_ms"],
                     }
                     for q in (50, 99):
                         for who in ("orion", "ray"):
@@ -354,6 +398,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"{'plain Ray tasks, no group (per s)':34}{'':12}{round(med['ray_plain_per_s'], 2):>12}")
     print(f"{'Orion submissions acked (per s)':34}{round(med['orion_submit_per_s'], 2):>12}")
     print(f"{'Orion backlog run off (per s)':34}{round(med['orion_drain_per_s'], 2):>12}")
+    print(f"{'Orion CPU per workload (ms)':34}{round(med['orion_cpu_ms_per_workload'], 3):>12}")
     for q in (50, 99):
         o, r = pooled_pct[f"orion_idle_p{q}"], pooled_pct[f"ray_idle_p{q}"]
         print(
@@ -390,6 +435,7 @@ def run(args: argparse.Namespace) -> dict:
         "ack_to_running_p50_ms": ms(pooled_pct["sched_p50"]),
         "ack_to_running_p99_ms": ms(pooled_pct["sched_p99"]),
         "orion_idle_p50_ms": ms(pooled_pct["orion_idle_p50"]),
+        "orion_cpu_ms_per_workload": round(med["orion_cpu_ms_per_workload"], 3),
     }
     print(json.dumps(out))
     return out
