@@ -117,7 +117,7 @@ def test_stop_local_redis_leaves_a_reused_pid_alone():
 
 
 # -- the supervisor -------------------------------------------------------------------------------
-def _wait(predicate, timeout_s: float = 15.0):
+def _wait(predicate, timeout_s: float = 60.0):  # a bound: an overloaded 2-core run took > 15 s
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         value = predicate()
