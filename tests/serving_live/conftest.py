@@ -111,6 +111,21 @@ def healthy(c: httpx.Client, dep_id: str, n: int) -> dict:
     return until(f"{dep_id} healthy with {n}", ok)
 
 
+def start_rolling(c: httpx.Client, model_id: str, progress_deadline: str) -> None:
+    """A rolling release v1 → v2 of ``model_id`` (maxSurge 1, maxUnavailable 0)."""
+    rolling = {"maxSurge": 1, "maxUnavailable": 0, "progressDeadline": progress_deadline}
+    body = {"model_id": model_id, "stable": "v1", "candidate": "v2", "strategy": "rolling"}
+    body["rolling"] = rolling
+    r = c.put(f"/internal/models/{model_id}/release", json=body)
+    assert r.status_code == 200, r.text
+
+
+def release_ended(c: httpx.Client, model_id: str) -> Optional[dict]:
+    """The release of ``model_id`` once it is no longer running (a probe for ``until``)."""
+    rel = c.get(f"/internal/models/{model_id}/release").json()
+    return rel if rel["phase"] != "running" else None
+
+
 def model_events(c: httpx.Client, model_id: str) -> list[dict]:
     """Serving's scaling events of ``model_id``, newest first."""
     items = c.get("/admin/v1/scaling/events", params={"kind": "model", "limit": 200}).json()["items"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import deploy, healthy, model_events, status, until
+from .conftest import deploy, healthy, model_events, release_ended, start_rolling, status, until
 
 pytestmark = pytest.mark.e2e
 
@@ -44,23 +44,8 @@ def test_a_completed_rolling_release_moves_the_base_url_to_the_promoted_version(
         healthy(admin, "promo--v1", 1)
         healthy(admin, "promo--v2", 1)
         assert status(admin, "promo--v1")["base_url"] == "/models/promo/v1"
-        r = admin.put(
-            "/internal/models/promo/release",
-            json={
-                "model_id": "promo",
-                "stable": "v1",
-                "candidate": "v2",
-                "strategy": "rolling",
-                "rolling": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadline": "3m"},
-            },
-        )
-        assert r.status_code == 200, r.text
-        rel = until(
-            "the rolling release to finish",
-            lambda: (lambda x: x if x["phase"] != "running" else None)(
-                admin.get("/internal/models/promo/release").json()
-            ),
-        )
+        start_rolling(admin, "promo", "3m")
+        rel = until("the rolling release to finish", lambda: release_ended(admin, "promo"))
         assert rel["phase"] == "promoted", rel
         assert status(admin, "promo--v2")["base_url"] == "/models/promo/v1"
         assert status(admin, "promo--v1")["base_url"] is None

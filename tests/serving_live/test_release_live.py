@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import WAIT_S, deploy, healthy, model_events, status, until
+from .conftest import WAIT_S, deploy, healthy, model_events, release_ended, start_rolling, status, until
 
 pytestmark = pytest.mark.e2e
 
@@ -19,27 +19,17 @@ def test_a_rolling_release_bounded_by_max_surge_completes(admin):
     deploy(admin, model_id="roll", version="v2", replicas=1)
     healthy(admin, "roll--v1", 2)
     healthy(admin, "roll--v2", 1)
-    r = admin.put(
-        "/internal/models/roll/release",
-        json={
-            "model_id": "roll",
-            "stable": "v1",
-            "candidate": "v2",
-            "strategy": "rolling",
-            "rolling": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadline": "3m"},
-        },
-    )
-    assert r.status_code == 200, r.text
+    start_rolling(admin, "roll", "3m")
     peak, low = 0, 99
     end = time.monotonic() + WAIT_S
     while True:
         rows = admin.get("/internal/deployments", params={"model_id": "roll"}).json()["items"]
         peak = max(peak, sum(d["alive_replicas"] for d in rows))
         low = min(low, sum(d["running_replicas"] for d in rows))
-        rel = admin.get("/internal/models/roll/release").json()
-        if rel["phase"] != "running":
+        rel = release_ended(admin, "roll")
+        if rel is not None:
             break
-        assert time.monotonic() < end, f"rollout still running: {rel}"
+        assert time.monotonic() < end, admin.get("/internal/models/roll/release").json()
         time.sleep(0.3)
     assert rel["phase"] == "promoted" and rel["weights"] == {"v1": 0.0, "v2": 100.0}, rel
     assert peak <= 3, f"{peak} replicas alive at once with desired 2 and maxSurge 1"
@@ -60,23 +50,8 @@ def test_a_version_never_ready_rolls_back_after_its_progress_deadline(admin):
     deploy(admin, model_id="stuck", version="v1", replicas=1)
     deploy(admin, model_id="stuck", version="v2", replicas=1, engine_args={"latency_s": "never"})
     healthy(admin, "stuck--v1", 1)
-    r = admin.put(
-        "/internal/models/stuck/release",
-        json={
-            "model_id": "stuck",
-            "stable": "v1",
-            "candidate": "v2",
-            "strategy": "rolling",
-            "rolling": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadline": "8s"},
-        },
-    )
-    assert r.status_code == 200, r.text
-    rel = until(
-        "the rollback",
-        lambda: (lambda x: x if x["phase"] != "running" else None)(
-            admin.get("/internal/models/stuck/release").json()
-        ),
-    )
+    start_rolling(admin, "stuck", "8s")
+    rel = until("the rollback", lambda: release_ended(admin, "stuck"))
     assert rel["phase"] == "rolled_back" and rel["weights"] == {"v1": 100.0, "v2": 0.0}, rel
     event = admin.get("/internal/events", params={"model_id": "stuck"}).json()["items"][0]
     assert event["kind"] == "rolled_back" and "progressDeadline" in event["message"]
